@@ -1,0 +1,433 @@
+//! Runs a graph: forward (inference or training mode), capture hooks, and gradients of
+//! trainable initializers through candle's autograd.
+
+use std::collections::{HashMap, HashSet};
+
+use candle_core::{Device, Tensor, Var};
+use whittle_ir::graph::{node_inputs, GraphEdit};
+use whittle_ir::proto::{type_proto, GraphProto, NodeProto, ValueInfoProto};
+use whittle_ir::{DataType, Model, TensorData};
+
+use crate::error::{ExecError, Result};
+use crate::ops::{OpCtx, Registry};
+use crate::value::Value;
+
+/// Declared type of a graph input: element type and dimensions (`None` = symbolic/unknown).
+#[derive(Clone, Debug, PartialEq)]
+pub struct InputSpec {
+    /// Input name.
+    pub name: String,
+    /// Declared element type, when declared.
+    pub dtype: Option<DataType>,
+    /// Declared dimensions, when the rank is declared.
+    pub dims: Option<Vec<Option<usize>>>,
+}
+
+/// Called with each value as soon as a node produces it: `(value name, producing node, value)`.
+pub type Hook<'h> = &'h mut dyn FnMut(&str, &NodeProto, &Value) -> Result<()>;
+
+/// Options of one run.
+#[derive(Default)]
+pub struct RunOptions<'h> {
+    /// Training mode: Dropout drops, BatchNormalization uses batch statistics.
+    pub training: bool,
+    /// Intermediate values to return beside the graph outputs.
+    pub keep: Vec<String>,
+    /// Called for every produced value (calibration observers, debugging).
+    pub hook: Option<Hook<'h>>,
+}
+
+/// A prepared graph: operators resolved, initializers decoded once.
+pub struct Executor {
+    graph: GraphProto,
+    opsets: HashMap<String, i64>,
+    constants: HashMap<String, Value>,
+    params: HashMap<String, Var>,
+    order: Vec<usize>,
+    device: Device,
+}
+
+impl Executor {
+    /// Prepares `model` on the CPU.
+    pub fn new(model: &Model) -> Result<Self> {
+        Self::with_device(model, Device::Cpu)
+    }
+
+    /// Prepares `model` on `device`. Fails, naming the node, if an operator is unsupported.
+    pub fn with_device(model: &Model, device: Device) -> Result<Self> {
+        let mut graph = model.graph().clone();
+        let opsets = model
+            .proto
+            .opset_import
+            .iter()
+            .map(|o| {
+                let d = if o.domain == "ai.onnx" { "" } else { &o.domain };
+                (d.to_string(), o.version)
+            })
+            .collect();
+        check_supported(&graph)?;
+        let mut constants = HashMap::new();
+        for init in std::mem::take(&mut graph.initializer) {
+            let data = TensorData::from_proto(&init, None)?;
+            constants.insert(init.name.clone(), Value::from_data(&data, &device)?);
+        }
+        let order = graph.topological_order()?;
+        Ok(Executor {
+            graph,
+            opsets,
+            constants,
+            params: HashMap::new(),
+            order,
+            device,
+        })
+    }
+
+    /// The device values live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The graph's runtime inputs (those that are not initializers) with declared types.
+    pub fn inputs(&self) -> Vec<InputSpec> {
+        self.graph
+            .input
+            .iter()
+            .filter(|v| !self.constants.contains_key(&v.name) && !self.params.contains_key(&v.name))
+            .map(input_spec)
+            .collect()
+    }
+
+    /// Names of the graph outputs.
+    pub fn output_names(&self) -> Vec<String> {
+        self.graph.output.iter().map(|v| v.name.clone()).collect()
+    }
+
+    /// Turns float initializers into trainable parameters (candle `Var`s).
+    pub fn set_trainable(&mut self, names: &[String]) -> Result<()> {
+        for name in names {
+            let value = self.constants.remove(name).ok_or_else(|| {
+                ExecError::msg(format!("'{name}' is not an initializer of the graph"))
+            })?;
+            if !value.dtype().is_float() {
+                let dtype = value.dtype();
+                self.constants.insert(name.clone(), value);
+                return Err(ExecError::msg(format!(
+                    "initializer '{name}' is {dtype}, only float tensors can be trained"
+                )));
+            }
+            self.params
+                .insert(name.clone(), Var::from_tensor(value.tensor())?);
+        }
+        Ok(())
+    }
+
+    /// The trainable parameters, by initializer name.
+    pub fn params(&self) -> &HashMap<String, Var> {
+        &self.params
+    }
+
+    /// Gradients of `loss` (a scalar from a training-mode run) for every trainable parameter.
+    pub fn gradients(&self, loss: &Tensor) -> Result<HashMap<String, Tensor>> {
+        let store = loss.backward()?;
+        let mut grads = HashMap::new();
+        for (name, var) in &self.params {
+            let g = match store.get(var.as_tensor()) {
+                Some(g) => g.clone(),
+                None => var.as_tensor().zeros_like()?,
+            };
+            grads.insert(name.clone(), g);
+        }
+        Ok(grads)
+    }
+
+    /// The current value of an initializer or trainable parameter.
+    pub fn initializer(&self, name: &str) -> Option<Value> {
+        if let Some(var) = self.params.get(name) {
+            return Value::from_float(var.as_tensor().clone()).ok();
+        }
+        self.constants.get(name).cloned()
+    }
+
+    /// Replaces the value of a non-trainable initializer (e.g. BatchNormalization statistics).
+    pub fn set_initializer(&mut self, name: &str, value: Value) -> Result<()> {
+        match self.constants.get_mut(name) {
+            Some(v) => {
+                *v = value;
+                Ok(())
+            }
+            None => Err(ExecError::msg(format!("'{name}' is not an initializer"))),
+        }
+    }
+
+    /// Writes current parameter and initializer values into a copy of `model`.
+    pub fn export(&self, model: &Model) -> Result<Model> {
+        let mut out = model.clone();
+        for init in &mut out.graph_mut().initializer {
+            if let Some(v) = self.initializer(&init.name) {
+                let data = v.to_data()?;
+                *init = data.to_proto(&init.name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the graph in inference mode and returns its outputs by name.
+    pub fn run(&self, inputs: HashMap<String, Value>) -> Result<HashMap<String, Value>> {
+        self.run_with(inputs, RunOptions::default())
+    }
+
+    /// Runs the graph with options (training mode, kept intermediates, a hook).
+    pub fn run_with(
+        &self,
+        inputs: HashMap<String, Value>,
+        mut opts: RunOptions,
+    ) -> Result<HashMap<String, Value>> {
+        self.check_inputs(&inputs)?;
+        let mut wanted: HashSet<String> = self.output_names().into_iter().collect();
+        wanted.extend(opts.keep.iter().cloned());
+        let env = self.evaluate(
+            &self.graph,
+            &self.order,
+            inputs,
+            &HashMap::new(),
+            &wanted,
+            opts.training,
+            &mut opts.hook,
+        )?;
+        wanted
+            .into_iter()
+            .map(|name| match env.get(&name) {
+                Some(v) => Ok((name, v.clone())),
+                None => Err(ExecError::msg(format!("value '{name}' was not computed"))),
+            })
+            .collect()
+    }
+
+    /// Runs a subgraph (If/Loop/Scan body) with `inputs` bound to its formal inputs.
+    pub fn run_subgraph(
+        &self,
+        graph: &GraphProto,
+        inputs: Vec<Value>,
+        scope: &HashMap<String, Value>,
+        training: bool,
+    ) -> Result<Vec<Value>> {
+        let mut env: HashMap<String, Value> = graph
+            .input
+            .iter()
+            .map(|v| v.name.clone())
+            .zip(inputs)
+            .collect();
+        for init in &graph.initializer {
+            let data = TensorData::from_proto(init, None)?;
+            env.insert(init.name.clone(), Value::from_data(&data, &self.device)?);
+        }
+        let order = graph.topological_order()?;
+        let wanted: HashSet<String> = graph.output.iter().map(|v| v.name.clone()).collect();
+        let env = self.evaluate(graph, &order, env, scope, &wanted, training, &mut None)?;
+        graph
+            .output
+            .iter()
+            .map(|o| {
+                env.get(&o.name)
+                    .or_else(|| scope.get(&o.name))
+                    .cloned()
+                    .ok_or_else(|| ExecError::msg(format!("subgraph output '{}' missing", o.name)))
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn evaluate(
+        &self,
+        graph: &GraphProto,
+        order: &[usize],
+        inputs: HashMap<String, Value>,
+        outer: &HashMap<String, Value>,
+        wanted: &HashSet<String>,
+        training: bool,
+        hook: &mut Option<Hook>,
+    ) -> Result<HashMap<String, Value>> {
+        // Last position in `order` at which each value is read, so it can be freed after.
+        let mut last_use: HashMap<String, usize> = HashMap::new();
+        for (pos, &i) in order.iter().enumerate() {
+            for name in node_inputs(&graph.node[i]) {
+                last_use.insert(name, pos);
+            }
+        }
+        let is_main = std::ptr::eq(graph, &self.graph);
+        let mut env: HashMap<String, Value> = outer.clone();
+        env.extend(inputs);
+        for (pos, &i) in order.iter().enumerate() {
+            let node = &graph.node[i];
+            let fail = |message: String| ExecError::Node {
+                node: node.name.clone(),
+                op: node.op_type.clone(),
+                message,
+            };
+            let lookup = |name: &String| -> Result<Option<Value>> {
+                if name.is_empty() {
+                    return Ok(None);
+                }
+                if let Some(v) = env.get(name) {
+                    return Ok(Some(v.clone()));
+                }
+                if is_main {
+                    if let Some(var) = self.params.get(name) {
+                        return Ok(Some(Value::from_float(var.as_tensor().clone())?));
+                    }
+                }
+                match self.constants.get(name) {
+                    Some(v) => Ok(Some(v.clone())),
+                    None => Err(fail(format!("input '{name}' has no value"))),
+                }
+            };
+            let inputs = node.input.iter().map(lookup).collect::<Result<Vec<_>>>()?;
+            let domain = if node.domain == "ai.onnx" {
+                ""
+            } else {
+                node.domain.as_str()
+            };
+            let op = Registry::standard()
+                .get(domain, &node.op_type)
+                .ok_or_else(|| unsupported(node))?;
+            let ctx = OpCtx {
+                node,
+                opset: self.opsets.get(domain).copied().unwrap_or(1),
+                training,
+                inputs,
+                exec: self,
+                scope: &env,
+            };
+            let outputs = op(&ctx).map_err(|e| match e {
+                ExecError::Msg(m) => fail(m),
+                ExecError::Ir(e) => fail(e.to_string()),
+                other => other,
+            })?;
+            drop(ctx);
+            for (name, value) in node.output.iter().zip(outputs) {
+                if name.is_empty() {
+                    continue;
+                }
+                if let Some(h) = hook.as_mut() {
+                    h(name, node, &value)?;
+                }
+                env.insert(name.clone(), value);
+            }
+            for name in node_inputs(node) {
+                if last_use.get(&name) == Some(&pos) && !wanted.contains(&name) {
+                    env.remove(&name);
+                }
+            }
+        }
+        Ok(env)
+    }
+
+    fn check_inputs(&self, inputs: &HashMap<String, Value>) -> Result<()> {
+        let specs = self.inputs();
+        for spec in &specs {
+            let value = inputs.get(&spec.name).ok_or_else(|| ExecError::Input {
+                name: spec.name.clone(),
+                reason: "not given".into(),
+            })?;
+            check_input(spec, value)?;
+        }
+        for name in inputs.keys() {
+            if !specs.iter().any(|s| &s.name == name) {
+                return Err(ExecError::Input {
+                    name: name.clone(),
+                    reason: format!(
+                        "the model has no such input (inputs: {})",
+                        specs
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a value against an input's declared type and shape.
+pub fn check_input(spec: &InputSpec, value: &Value) -> Result<()> {
+    let err = |reason: String| ExecError::Input {
+        name: spec.name.clone(),
+        reason,
+    };
+    if let Some(dt) = spec.dtype {
+        if dt != value.dtype() {
+            return Err(err(format!("expected {dt}, got {}", value.dtype())));
+        }
+    }
+    if let Some(dims) = &spec.dims {
+        let shape = value.shape();
+        let fits = dims.len() == shape.len()
+            && dims
+                .iter()
+                .zip(shape)
+                .all(|(d, s)| d.is_none_or(|d| d == *s));
+        if !fits {
+            let want: Vec<String> = dims
+                .iter()
+                .map(|d| d.map_or("?".to_string(), |d| d.to_string()))
+                .collect();
+            return Err(err(format!(
+                "expected shape [{}], got {:?}",
+                want.join(","),
+                shape
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn input_spec(v: &ValueInfoProto) -> InputSpec {
+    let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(type_proto::Value::TensorType(t)) => Some(t),
+        _ => None,
+    };
+    InputSpec {
+        name: v.name.clone(),
+        dtype: tensor.and_then(|t| DataType::from_code(t.elem_type)),
+        dims: tensor.and_then(|t| t.shape.as_ref()).map(|s| {
+            s.dim
+                .iter()
+                .map(|d| match d.value {
+                    Some(whittle_ir::proto::tensor_shape_proto::dimension::Value::DimValue(v))
+                        if v >= 0 =>
+                    {
+                        Some(v as usize)
+                    }
+                    _ => None,
+                })
+                .collect()
+        }),
+    }
+}
+
+fn unsupported(node: &NodeProto) -> ExecError {
+    ExecError::Unsupported {
+        node: node.name.clone(),
+        op: node.op_type.clone(),
+        domain: node.domain.clone(),
+    }
+}
+
+fn check_supported(graph: &GraphProto) -> Result<()> {
+    for node in &graph.node {
+        if Registry::standard()
+            .get(&node.domain, &node.op_type)
+            .is_none()
+        {
+            return Err(unsupported(node));
+        }
+        for attr in &node.attribute {
+            for g in attr.g.iter().chain(attr.graphs.iter()) {
+                check_supported(g)?;
+            }
+        }
+    }
+    Ok(())
+}

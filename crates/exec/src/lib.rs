@@ -1,0 +1,16 @@
+//! whittle's executor: runs ONNX graphs of the IR on candle-core, forward and backward.
+//!
+//! [`Executor`] prepares a model once (operators resolved, initializers decoded) and runs
+//! it with [`Executor::run`]; [`RunOptions`] adds training mode, kept intermediates and a
+//! capture hook. Values are [`Value`]s: an exact ONNX element type beside a candle tensor.
+
+pub mod conformance;
+pub mod error;
+pub mod executor;
+pub mod ops;
+pub mod value;
+
+pub use error::{ExecError, Result};
+pub use executor::{Executor, InputSpec, RunOptions};
+pub use ops::Registry;
+pub use value::Value;

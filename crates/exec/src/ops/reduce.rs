@@ -1,0 +1,6 @@
+//! TODO
+
+use super::Registry;
+
+/// Registers this family.
+pub fn register(_r: &mut Registry) {}

@@ -1,0 +1,126 @@
+//! Helpers shared by operator families: broadcasting, host-side element maps, dtype checks.
+
+use candle_core::{DType, Tensor};
+use whittle_ir::DataType;
+
+use crate::bail;
+use crate::error::Result;
+use crate::value::Value;
+
+/// Numpy-style broadcast of two shapes.
+pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let rank = a.len().max(b.len());
+    let mut out = vec![0; rank];
+    for i in 0..rank {
+        let da = if i + a.len() >= rank {
+            a[i + a.len() - rank]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= rank {
+            b[i + b.len() - rank]
+        } else {
+            1
+        };
+        out[i] = match (da, db) {
+            (x, y) if x == y => x,
+            (1, y) => y,
+            (x, 1) => x,
+            _ => bail!("shapes {a:?} and {b:?} do not broadcast"),
+        };
+    }
+    Ok(out)
+}
+
+/// Broadcast of any number of shapes.
+pub fn broadcast_shapes<'a>(shapes: impl IntoIterator<Item = &'a [usize]>) -> Result<Vec<usize>> {
+    shapes
+        .into_iter()
+        .try_fold(Vec::new(), |acc, s| broadcast_shape(&acc, s))
+}
+
+/// `t` broadcast (and materialised contiguous) to `shape`.
+pub fn broadcast_to(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    if t.dims() == shape {
+        return Ok(t.clone());
+    }
+    Ok(t.broadcast_as(shape)?.contiguous()?)
+}
+
+/// Fails unless both values have the same ONNX type (as ONNX type constraints require).
+pub fn same_dtype(a: &Value, b: &Value) -> Result<DataType> {
+    if a.dtype() != b.dtype() {
+        bail!("input types differ: {} and {}", a.dtype(), b.dtype());
+    }
+    Ok(a.dtype())
+}
+
+/// Fails unless the value has a float type.
+pub fn require_float(v: &Value) -> Result<()> {
+    if !v.dtype().is_float() {
+        bail!("expects a float tensor, got {}", v.dtype());
+    }
+    Ok(())
+}
+
+/// Applies `f` elementwise (in f64) to two broadcast values; the result has type `out`.
+pub fn map2_f64(a: &Value, b: &Value, out: DataType, f: impl Fn(f64, f64) -> f64) -> Result<Value> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let x = host_f64(a, &shape)?;
+    let y = host_f64(b, &shape)?;
+    let v: Vec<f64> = x.iter().zip(&y).map(|(&p, &q)| f(p, q)).collect();
+    from_f64(v, &shape, out, a)
+}
+
+/// Applies `f` elementwise (in i64) to two broadcast integer values; the result has type `out`.
+pub fn map2_i64(
+    a: &Value,
+    b: &Value,
+    out: DataType,
+    f: impl Fn(i64, i64) -> Result<i64>,
+) -> Result<Value> {
+    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let x = host_i64(a, &shape)?;
+    let y = host_i64(b, &shape)?;
+    let v = x
+        .iter()
+        .zip(&y)
+        .map(|(&p, &q)| f(p, q))
+        .collect::<Result<Vec<i64>>>()?;
+    let t = Tensor::from_vec(v, shape, a.tensor().device())?;
+    Value::new(t, out)
+}
+
+/// Applies `f` elementwise in f64 to one value, keeping its type.
+pub fn map_f64(a: &Value, f: impl Fn(f64) -> f64) -> Result<Value> {
+    let v: Vec<f64> = a.to_f64_vec()?.into_iter().map(f).collect();
+    from_f64(v, a.shape(), a.dtype(), a)
+}
+
+fn host_f64(v: &Value, shape: &[usize]) -> Result<Vec<f64>> {
+    Ok(broadcast_to(&v.tensor().to_dtype(DType::F64)?, shape)?
+        .flatten_all()?
+        .to_vec1()?)
+}
+
+fn host_i64(v: &Value, shape: &[usize]) -> Result<Vec<i64>> {
+    Ok(broadcast_to(&v.tensor().to_dtype(DType::I64)?, shape)?
+        .flatten_all()?
+        .to_vec1()?)
+}
+
+/// A value of type `out` from f64 data (integers are converted with ONNX Cast rules).
+pub fn from_f64(v: Vec<f64>, shape: &[usize], out: DataType, like: &Value) -> Result<Value> {
+    let t = Tensor::from_vec(v, shape, like.tensor().device())?;
+    let f = Value::new(t, DataType::Double)?;
+    f.cast(out)
+}
+
+/// A 1-D i64 value.
+pub fn i64_value(v: Vec<i64>, like: &Value) -> Result<Value> {
+    let n = v.len();
+    Value::new(
+        Tensor::from_vec(v, n, like.tensor().device())?,
+        DataType::Int64,
+    )
+}

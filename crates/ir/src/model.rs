@@ -1,0 +1,312 @@
+//! Loading and saving whole ONNX models, with external data.
+
+use std::path::{Path, PathBuf};
+
+use prost::Message;
+
+use crate::error::{IrError, Result};
+use crate::proto::{
+    tensor_proto::DataLocation, GraphProto, ModelProto, StringStringEntryProto, TensorProto,
+};
+use crate::tensor::{check_relative_location, TensorData};
+
+/// Protobuf cannot serialise a message of 2 GiB or more; above this, data goes to a side file.
+pub const PROTOBUF_LIMIT: usize = (1 << 31) - 1;
+
+/// Initializers smaller than this stay inline when external data is written.
+pub const EXTERNAL_MIN_BYTES: usize = 1024;
+
+/// An ONNX model in memory. All tensor data is inline once loaded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    /// The protobuf message, faithfully as read.
+    pub proto: ModelProto,
+}
+
+/// Where [`Model::save`] puts initializer data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ExternalData {
+    /// Inline, unless the model would exceed protobuf's 2 GiB limit.
+    #[default]
+    Auto,
+    /// Always inline (fails above 2 GiB).
+    Never,
+    /// Initializers of at least [`EXTERNAL_MIN_BYTES`] go to this file, beside the model.
+    File(String),
+}
+
+impl Model {
+    /// Wraps a protobuf message.
+    pub fn new(proto: ModelProto) -> Self {
+        Model { proto }
+    }
+
+    /// Reads an ONNX file; external data is read from the model's folder and made inline.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| IrError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_bytes(&bytes, Some(&base)).map_err(|e| match e {
+            IrError::Decode { source, .. } => IrError::Decode {
+                path: path.to_path_buf(),
+                source,
+            },
+            IrError::Invalid(msg) => IrError::Invalid(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Decodes a model from bytes; external data is resolved against `base_dir`.
+    pub fn from_bytes(bytes: &[u8], base_dir: Option<&Path>) -> Result<Self> {
+        let proto = ModelProto::decode(bytes).map_err(|source| IrError::Decode {
+            path: PathBuf::from("<bytes>"),
+            source,
+        })?;
+        if proto.graph.is_none() {
+            return Err(IrError::invalid("the model has no graph"));
+        }
+        let mut model = Model { proto };
+        model.inline_external_data(base_dir)?;
+        Ok(model)
+    }
+
+    /// The serialised model (all data inline).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.proto.encode_to_vec()
+    }
+
+    /// The main graph.
+    pub fn graph(&self) -> &GraphProto {
+        self.proto
+            .graph
+            .as_ref()
+            .expect("a loaded model has a graph")
+    }
+
+    /// The main graph, mutable.
+    pub fn graph_mut(&mut self) -> &mut GraphProto {
+        self.proto.graph.get_or_insert_with(Default::default)
+    }
+
+    /// Opset version imported for `domain` ("" or "ai.onnx" for the default domain).
+    pub fn opset(&self, domain: &str) -> Option<i64> {
+        let norm = |d: &str| {
+            if d == "ai.onnx" {
+                String::new()
+            } else {
+                d.to_string()
+            }
+        };
+        let want = norm(domain);
+        self.proto
+            .opset_import
+            .iter()
+            .find(|o| norm(&o.domain) == want)
+            .map(|o| o.version)
+    }
+
+    /// Value of a `metadata_props` entry.
+    pub fn metadata(&self, key: &str) -> Option<&str> {
+        self.proto
+            .metadata_props
+            .iter()
+            .find(|e| e.key == key)
+            .map(|e| e.value.as_str())
+    }
+
+    /// Sets (or replaces) a `metadata_props` entry.
+    pub fn set_metadata(&mut self, key: &str, value: &str) {
+        match self.proto.metadata_props.iter_mut().find(|e| e.key == key) {
+            Some(e) => e.value = value.to_string(),
+            None => self.proto.metadata_props.push(StringStringEntryProto {
+                key: key.to_string(),
+                value: value.to_string(),
+            }),
+        }
+    }
+
+    /// Writes the model to `path`, putting large initializers in a side file when asked
+    /// or when the model would not fit in one protobuf message.
+    pub fn save(&self, path: impl AsRef<Path>, external: &ExternalData) -> Result<()> {
+        let path = path.as_ref();
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| IrError::Io { path: p, source }
+        };
+        let data_file = match external {
+            ExternalData::File(name) => Some(name.clone()),
+            ExternalData::Never => None,
+            ExternalData::Auto if self.proto.encoded_len() >= PROTOBUF_LIMIT => {
+                let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("model");
+                Some(format!("{stem}.data"))
+            }
+            ExternalData::Auto => None,
+        };
+        let bytes = match data_file {
+            None => {
+                if self.proto.encoded_len() >= PROTOBUF_LIMIT {
+                    return Err(IrError::invalid(
+                        "the model exceeds 2 GiB: save it with external data",
+                    ));
+                }
+                self.to_bytes()
+            }
+            Some(name) => {
+                check_relative_location(&name).map_err(IrError::Invalid)?;
+                let mut proto = self.proto.clone();
+                let mut blob = Vec::new();
+                if let Some(g) = proto.graph.as_mut() {
+                    for_each_graph_initializer(g, &mut |t| move_to_external(t, &name, &mut blob));
+                }
+                let dir = path.parent().unwrap_or(Path::new(""));
+                let data_path = dir.join(&name);
+                std::fs::write(&data_path, &blob).map_err(io(&data_path))?;
+                proto.encode_to_vec()
+            }
+        };
+        std::fs::write(path, bytes).map_err(io(path))
+    }
+
+    fn inline_external_data(&mut self, base_dir: Option<&Path>) -> Result<()> {
+        let mut result = Ok(());
+        if let Some(g) = self.proto.graph.as_mut() {
+            for_each_graph_initializer(g, &mut |t| {
+                if result.is_ok() && t.data_location == DataLocation::External as i32 {
+                    result = TensorData::from_proto(t, base_dir).map(|data| {
+                        let name = std::mem::take(&mut t.name);
+                        *t = TensorProto {
+                            doc_string: std::mem::take(&mut t.doc_string),
+                            metadata_props: std::mem::take(&mut t.metadata_props),
+                            ..data.to_proto(&name)
+                        };
+                    });
+                }
+            });
+        }
+        result
+    }
+}
+
+/// Calls `f` on every initializer and tensor attribute of `graph` and its subgraphs.
+pub fn for_each_graph_initializer(graph: &mut GraphProto, f: &mut dyn FnMut(&mut TensorProto)) {
+    graph.initializer.iter_mut().for_each(&mut *f);
+    for node in &mut graph.node {
+        for attr in &mut node.attribute {
+            if let Some(t) = attr.t.as_mut() {
+                f(t);
+            }
+            attr.tensors.iter_mut().for_each(&mut *f);
+            if let Some(g) = attr.g.as_mut() {
+                for_each_graph_initializer(g, f);
+            }
+            for g in &mut attr.graphs {
+                for_each_graph_initializer(g, f);
+            }
+        }
+    }
+}
+
+fn move_to_external(t: &mut TensorProto, location: &str, blob: &mut Vec<u8>) {
+    if t.raw_data.len() < EXTERNAL_MIN_BYTES {
+        return;
+    }
+    // Align each tensor to 4 KiB, like the onnx package, so readers can map it.
+    blob.resize(blob.len().next_multiple_of(4096), 0);
+    let offset = blob.len();
+    blob.extend_from_slice(&std::mem::take(&mut t.raw_data));
+    let entry = |k: &str, v: String| StringStringEntryProto {
+        key: k.into(),
+        value: v,
+    };
+    t.external_data = vec![
+        entry("location", location.to_string()),
+        entry("offset", offset.to_string()),
+        entry("length", (blob.len() - offset).to_string()),
+    ];
+    t.data_location = DataLocation::External as i32;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::{NodeProto, OperatorSetIdProto, ValueInfoProto};
+
+    fn tiny_model(weight: Vec<f32>) -> Model {
+        let n = weight.len();
+        let w = TensorData::from_slice(vec![n], &weight).unwrap();
+        Model::new(ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                name: "g".into(),
+                node: vec![NodeProto {
+                    op_type: "Add".into(),
+                    input: vec!["x".into(), "w".into()],
+                    output: vec!["y".into()],
+                    ..Default::default()
+                }],
+                initializer: vec![w.to_proto("w")],
+                input: vec![ValueInfoProto {
+                    name: "x".into(),
+                    ..Default::default()
+                }],
+                output: vec![ValueInfoProto {
+                    name: "y".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            metadata_props: vec![StringStringEntryProto {
+                key: "author".into(),
+                value: "whittle".into(),
+            }],
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn external_data_round_trip() {
+        let dir = std::env::temp_dir().join(format!("whittle-ext-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let weights: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
+        let model = tiny_model(weights);
+        let path = dir.join("m.onnx");
+        model
+            .save(&path, &ExternalData::File("m.onnx.data".into()))
+            .unwrap();
+        let on_disk = ModelProto::decode(&std::fs::read(&path).unwrap()[..]).unwrap();
+        let w = &on_disk.graph.as_ref().unwrap().initializer[0];
+        assert_eq!(w.data_location, DataLocation::External as i32);
+        assert!(w.raw_data.is_empty());
+        let back = Model::load(&path).unwrap();
+        assert_eq!(back, model);
+        assert_eq!(back.metadata("author"), Some("whittle"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn escaping_external_location_is_refused() {
+        let model = tiny_model(vec![0.0; 1000]);
+        let err = model
+            .save(
+                std::env::temp_dir().join("x.onnx"),
+                &ExternalData::File("../evil.bin".into()),
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("leaves the model's folder"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_decode_error() {
+        assert!(Model::from_bytes(b"\xff\xff\xff\xff not onnx", None).is_err());
+    }
+}
