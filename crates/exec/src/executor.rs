@@ -9,7 +9,7 @@ use whittle_ir::proto::{type_proto, GraphProto, NodeProto, ValueInfoProto};
 use whittle_ir::{DataType, Model, TensorData};
 
 use crate::error::{ExecError, Result};
-use crate::ops::{OpCtx, Registry};
+use crate::ops::{OpCtx, OpFn, Registry};
 use crate::value::Value;
 
 /// Declared type of a graph input: element type and dimensions (`None` = symbolic/unknown).
@@ -43,8 +43,50 @@ pub struct Executor {
     opsets: HashMap<String, i64>,
     constants: HashMap<String, Value>,
     params: HashMap<String, Var>,
-    order: Vec<usize>,
+    plan: Plan,
     device: Device,
+}
+
+/// The order to run a graph's nodes in, and what can be freed after each.
+struct Plan {
+    steps: Vec<Step>,
+}
+
+struct Step {
+    node: usize,
+    op: OpFn,
+    /// Values read for the last time by this node.
+    last_reads: Vec<String>,
+}
+
+impl Plan {
+    fn new(graph: &GraphProto) -> Result<Self> {
+        let order = graph.topological_order()?;
+        let mut last_use: HashMap<String, usize> = HashMap::new();
+        for (pos, &i) in order.iter().enumerate() {
+            for name in node_inputs(&graph.node[i]) {
+                last_use.insert(name, pos);
+            }
+        }
+        let mut steps: Vec<Step> = order
+            .iter()
+            .map(|&i| {
+                let node = &graph.node[i];
+                let op = Registry::standard()
+                    .get(&node.domain, &node.op_type)
+                    .ok_or_else(|| unsupported(node))?;
+                Ok(Step {
+                    node: i,
+                    op,
+                    last_reads: Vec::new(),
+                })
+            })
+            .collect::<Result<_>>()?;
+        for (name, pos) in last_use {
+            steps[pos].last_reads.push(name);
+        }
+        Ok(Plan { steps })
+    }
 }
 
 impl Executor {
@@ -71,13 +113,13 @@ impl Executor {
             let data = TensorData::from_proto(&init, None)?;
             constants.insert(init.name.clone(), Value::from_data(&data, &device)?);
         }
-        let order = graph.topological_order()?;
+        let plan = Plan::new(&graph)?;
         Ok(Executor {
             graph,
             opsets,
             constants,
             params: HashMap::new(),
-            order,
+            plan,
             device,
         })
     }
@@ -187,7 +229,7 @@ impl Executor {
         wanted.extend(opts.keep.iter().cloned());
         let env = self.evaluate(
             &self.graph,
-            &self.order,
+            &self.plan,
             inputs,
             &HashMap::new(),
             &wanted,
@@ -221,9 +263,9 @@ impl Executor {
             let data = TensorData::from_proto(init, None)?;
             env.insert(init.name.clone(), Value::from_data(&data, &self.device)?);
         }
-        let order = graph.topological_order()?;
+        let plan = Plan::new(graph)?;
         let wanted: HashSet<String> = graph.output.iter().map(|v| v.name.clone()).collect();
-        let env = self.evaluate(graph, &order, env, scope, &wanted, training, &mut None)?;
+        let env = self.evaluate(graph, &plan, env, scope, &wanted, training, &mut None)?;
         graph
             .output
             .iter()
@@ -240,56 +282,28 @@ impl Executor {
     fn evaluate(
         &self,
         graph: &GraphProto,
-        order: &[usize],
+        plan: &Plan,
         inputs: HashMap<String, Value>,
         outer: &HashMap<String, Value>,
         wanted: &HashSet<String>,
         training: bool,
         hook: &mut Option<Hook>,
     ) -> Result<HashMap<String, Value>> {
-        // Last position in `order` at which each value is read, so it can be freed after.
-        let mut last_use: HashMap<String, usize> = HashMap::new();
-        for (pos, &i) in order.iter().enumerate() {
-            for name in node_inputs(&graph.node[i]) {
-                last_use.insert(name, pos);
-            }
-        }
-        let is_main = std::ptr::eq(graph, &self.graph);
         let mut env: HashMap<String, Value> = outer.clone();
         env.extend(inputs);
-        for (pos, &i) in order.iter().enumerate() {
-            let node = &graph.node[i];
+        for step in &plan.steps {
+            let node = &graph.node[step.node];
             let fail = |message: String| ExecError::Node {
                 node: node.name.clone(),
                 op: node.op_type.clone(),
                 message,
             };
-            let lookup = |name: &String| -> Result<Option<Value>> {
-                if name.is_empty() {
-                    return Ok(None);
-                }
-                if let Some(v) = env.get(name) {
-                    return Ok(Some(v.clone()));
-                }
-                if is_main {
-                    if let Some(var) = self.params.get(name) {
-                        return Ok(Some(Value::from_float(var.as_tensor().clone())?));
-                    }
-                }
-                match self.constants.get(name) {
-                    Some(v) => Ok(Some(v.clone())),
-                    None => Err(fail(format!("input '{name}' has no value"))),
-                }
-            };
-            let inputs = node.input.iter().map(lookup).collect::<Result<Vec<_>>>()?;
-            let domain = if node.domain == "ai.onnx" {
-                ""
-            } else {
-                node.domain.as_str()
-            };
-            let op = Registry::standard()
-                .get(domain, &node.op_type)
-                .ok_or_else(|| unsupported(node))?;
+            let inputs = node
+                .input
+                .iter()
+                .map(|name| self.lookup(name, &env).map_err(fail))
+                .collect::<Result<Vec<_>>>()?;
+            let domain = if node.domain == "ai.onnx" { "" } else { node.domain.as_str() };
             let ctx = OpCtx {
                 node,
                 opset: self.opsets.get(domain).copied().unwrap_or(1),
@@ -298,12 +312,18 @@ impl Executor {
                 exec: self,
                 scope: &env,
             };
-            let outputs = op(&ctx).map_err(|e| match e {
+            let outputs = (step.op)(&ctx).map_err(|e| match e {
                 ExecError::Msg(m) => fail(m),
                 ExecError::Ir(e) => fail(e.to_string()),
                 other => other,
             })?;
-            drop(ctx);
+            if outputs.len() < node.output.iter().filter(|o| !o.is_empty()).count() {
+                return Err(fail(format!(
+                    "produced {} outputs, the node names {}",
+                    outputs.len(),
+                    node.output.len()
+                )));
+            }
             for (name, value) in node.output.iter().zip(outputs) {
                 if name.is_empty() {
                     continue;
@@ -313,13 +333,35 @@ impl Executor {
                 }
                 env.insert(name.clone(), value);
             }
-            for name in node_inputs(node) {
-                if last_use.get(&name) == Some(&pos) && !wanted.contains(&name) {
-                    env.remove(&name);
+            for name in &step.last_reads {
+                if !wanted.contains(name) {
+                    env.remove(name);
                 }
             }
         }
         Ok(env)
+    }
+
+    /// The value of `name`: computed, trainable parameter, or initializer.
+    fn lookup(
+        &self,
+        name: &str,
+        env: &HashMap<String, Value>,
+    ) -> std::result::Result<Option<Value>, String> {
+        if name.is_empty() {
+            return Ok(None);
+        }
+        if let Some(v) = env.get(name) {
+            return Ok(Some(v.clone()));
+        }
+        if let Some(var) = self.params.get(name) {
+            let v = Value::from_float(var.as_tensor().clone()).map_err(|e| e.to_string())?;
+            return Ok(Some(v));
+        }
+        match self.constants.get(name) {
+            Some(v) => Ok(Some(v.clone())),
+            None => Err(format!("input '{name}' has no value")),
+        }
     }
 
     fn check_inputs(&self, inputs: &HashMap<String, Value>) -> Result<()> {

@@ -170,6 +170,35 @@ impl Model {
         std::fs::write(path, bytes).map_err(io(path))
     }
 
+    /// Bytes on disk of the model at `path`: the file plus every external data file it names.
+    pub fn disk_size(path: impl AsRef<Path>) -> Result<u64> {
+        let path = path.as_ref();
+        let io = |source| IrError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let bytes = std::fs::read(path).map_err(io)?;
+        let proto = ModelProto::decode(&bytes[..]).map_err(|source| IrError::Decode {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut locations = std::collections::BTreeSet::new();
+        if let Some(mut g) = proto.graph {
+            for_each_graph_initializer(&mut g, &mut |t| {
+                if let Some(e) = t.external_data.iter().find(|e| e.key == "location") {
+                    locations.insert(e.value.clone());
+                }
+            });
+        }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let external: u64 = locations
+            .iter()
+            .filter_map(|l| std::fs::metadata(dir.join(l)).ok())
+            .map(|m| m.len())
+            .sum();
+        Ok(bytes.len() as u64 + external)
+    }
+
     fn inline_external_data(&mut self, base_dir: Option<&Path>) -> Result<()> {
         let mut result = Ok(());
         if let Some(g) = self.proto.graph.as_mut() {
@@ -286,6 +315,9 @@ mod tests {
         assert!(w.raw_data.is_empty());
         let back = Model::load(&path).unwrap();
         assert_eq!(back, model);
+        let total = std::fs::metadata(&path).unwrap().len()
+            + std::fs::metadata(dir.join("m.onnx.data")).unwrap().len();
+        assert_eq!(Model::disk_size(&path).unwrap(), total);
         assert_eq!(back.metadata("author"), Some("whittle"));
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -1,0 +1,119 @@
+"""Latency of whittle's executor against ONNX Runtime on the same models, inputs and threads.
+
+usage: python3 bench/executor_vs_ort.py [--threads T] [--runs N] [--write docs/BENCHMARKS.md]
+
+Builds the `latency` example in release mode, times whittle (median of N runs after warm-up)
+and ONNX Runtime (same inputs, intra-op threads = T, inter-op 1, full graph optimisation,
+median of N runs after the same warm-up), and prints a Markdown table of ratios. With
+--write, the table replaces the section between the markers in the given file.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSETS = os.environ.get("WHITTLE_ASSETS", os.path.expanduser("~/.cache/whittle-assets"))
+CASES = [
+    ("LeNet5", "mnist_lenet5.onnx", 1, 0),
+    ("LeNet5", "mnist_lenet5.onnx", 32, 0),
+    ("MiniLM-L3", "paraphrase-MiniLM-L3-v2.onnx", 1, 128),
+    ("MiniLM-L3", "paraphrase-MiniLM-L3-v2.onnx", 8, 128),
+]
+BEGIN, END = "<!-- executor-vs-ort:begin -->", "<!-- executor-vs-ort:end -->"
+
+
+def inputs_for(session, batch, seq):
+    """The same synthetic inputs as crates/exec/examples/latency.rs."""
+    feeds = {}
+    for inp in session.get_inputs():
+        dims = [d if isinstance(d, int) else (batch if i == 0 else seq) for i, d in enumerate(inp.shape)]
+        n = int(np.prod(dims))
+        idx = np.arange(n, dtype=np.int64)
+        if inp.type == "tensor(int64)":
+            values = np.ones(n, np.int64) if "mask" in inp.name else 1000 + (idx * 7919) % 1000
+        else:
+            values = ((idx * 2654435761) % 1000).astype(np.float32) / 1000.0
+        feeds[inp.name] = values.reshape(dims)
+    return feeds
+
+
+def time_ort(path, batch, seq, threads, warmup, runs):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    feeds = inputs_for(session, batch, seq)
+    for _ in range(warmup):
+        session.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, feeds)
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def time_whittle(path, batch, seq, threads, warmup, runs):
+    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
+    binary = os.path.join(ROOT, "target/release/examples/latency")
+    out = subprocess.run(
+        [binary, path, str(batch), str(seq), str(warmup), str(runs)],
+        check=True, capture_output=True, text=True, env=env,
+    )
+    return json.loads(out.stdout)["median_ms"]
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, ONNX Runtime {ort.__version__}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--write")
+    args = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "whittle-exec", "--example", "latency"],
+                   check=True, cwd=ROOT)
+    rows = []
+    for name, file, batch, seq in CASES:
+        path = os.path.join(ASSETS, "models", file)
+        shape = f"batch {batch}" + (f", seq {seq}" if seq else "")
+        w = time_whittle(path, batch, seq, args.threads, args.warmup, args.runs)
+        o = time_ort(path, batch, seq, args.threads, args.warmup, args.runs)
+        rows.append(f"| {name} | {shape} | {w:.3f} | {o:.3f} | {w / o:.2f}x |")
+        print(rows[-1], file=sys.stderr)
+    table = "\n".join([
+        f"Machine: {machine()}. Threads: {args.threads}. Median of {args.runs} runs after {args.warmup} warm-up runs.",
+        "",
+        "| model | input | whittle ms | ORT ms | whittle / ORT |",
+        "|---|---|---|---|---|",
+        *rows,
+    ])
+    print(table)
+    if args.write:
+        with open(args.write) as f:
+            text = f.read()
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        with open(args.write, "w") as f:
+            f.write(f"{head}{BEGIN}\n{table}\n{END}{tail}")
+
+
+if __name__ == "__main__":
+    main()
