@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
-# The test command: every crate's unit tests, the ONNX node-test conformance suite, and the
-# real-model tests against ONNX Runtime. Needs the assets (scripts/fetch-assets.sh) and the
-# Python packages in scripts/requirements.txt.
+# The test command: installs the Python reference runtime if missing, fetches the assets if
+# missing, then runs every crate's unit tests, the ONNX node-test conformance suite and the
+# real-model tests against ONNX Runtime. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WHITTLE_ASSETS=${WHITTLE_ASSETS:-$HOME/.cache/whittle-assets}
-if [ ! -d "$WHITTLE_ASSETS/onnx-node-tests" ]; then
-  echo "assets missing in $WHITTLE_ASSETS: run scripts/fetch-assets.sh first" >&2
-  exit 1
-fi
+python3 -c "import onnxruntime, onnx, numpy" 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
+scripts/fetch-assets.sh "$WHITTLE_ASSETS"
 cargo test --release --workspace "$@"

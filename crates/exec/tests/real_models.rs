@@ -51,6 +51,12 @@ fn check_model(file: &str, inputs: Vec<(String, TensorData)>, tol: f64) {
     model.save(&saved, &ExternalData::Never).unwrap();
     let again = common::ort_outputs(&saved, &inputs, &scratch.join("resaved"));
     assert_eq!(again, reference, "{file}: ORT outputs changed after whittle's save");
+    let external = scratch.join("external.onnx");
+    model
+        .save(&external, &ExternalData::File("external.onnx.data".into()))
+        .unwrap();
+    let again = common::ort_outputs(&external, &inputs, &scratch.join("external"));
+    assert_eq!(again, reference, "{file}: ORT outputs changed with external data");
     let _ = std::fs::remove_dir_all(&scratch);
 }
 

@@ -6,6 +6,7 @@
 //! structural validation ([`validate()`]) and shape/type inference ([`shape`]).
 
 pub mod attr;
+pub mod cost;
 pub mod dtype;
 pub mod error;
 pub mod graph;

@@ -1,0 +1,143 @@
+//! The `whittle` binary end to end: real model and data, JSON fields, and bad input.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn assets() -> PathBuf {
+    let dir = std::env::var_os("WHITTLE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/whittle-assets"));
+    assert!(
+        dir.join("models").is_dir(),
+        "assets not found in {}: run scripts/fetch-assets.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn lenet() -> String {
+    assets().join("models/mnist_lenet5.onnx").display().to_string()
+}
+
+fn whittle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(args)
+        .output()
+        .expect("run whittle")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("whittle-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Asserts failure with exit code 1 and a one-line error containing every `needle`.
+fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "'{n}' not in: {err}");
+    }
+}
+
+#[test]
+fn eval_lenet5_gives_ort_accuracy_on_mnist() {
+    let data = format!("mnist:{}", assets().join("mnist").display());
+    let out = whittle(&["eval", &lenet(), "--data", &data, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["samples"], 10000);
+    // ONNX Runtime classifies 9889 of the 10,000 MNIST test images correctly.
+    assert_eq!(json["correct"], 9889);
+    assert!((json["accuracy"].as_f64().unwrap() - 0.9889).abs() < 1e-12);
+    assert!(json["top5"].as_f64().unwrap() > 0.999);
+}
+
+#[test]
+fn inspect_reports_structure() {
+    let out = whittle(&["inspect", &lenet(), "--json"]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["parameters"], 648_226);
+    assert_eq!(json["ops"]["Conv"], 2);
+    assert_eq!(json["inputs"][0]["shape"], serde_json::json!(["N", "1", "28", "28"]));
+    assert_eq!(json["opsets"]["ai.onnx"], 13);
+}
+
+#[test]
+fn run_writes_every_output_as_npy() {
+    let dir = scratch("run");
+    let x = dir.join("x.npy");
+    let img = whittle_ir::TensorData::from_slice(vec![2, 1, 28, 28], &vec![0.5f32; 2 * 784]).unwrap();
+    whittle_data::npy::write_npy(&x, &img).unwrap();
+    let out_dir = dir.join("out");
+    let out = whittle(&[
+        "run",
+        &lenet(),
+        "--input",
+        &format!("input={}", x.display()),
+        "--out",
+        &out_dir.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let logits = whittle_data::npy::read_npy(&out_dir.join("logits.npy")).unwrap();
+    assert_eq!(logits.dims(), &[2, 10]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let dir = scratch("bad");
+    let missing = dir.join("missing.onnx").display().to_string();
+    assert_clean_error(&whittle(&["inspect", &missing]), &["missing.onnx"]);
+
+    let text = dir.join("notes.onnx");
+    std::fs::write(&text, "this is not a model\n").unwrap();
+    assert_clean_error(
+        &whittle(&["inspect", &text.display().to_string()]),
+        &["notes.onnx", "not a valid ONNX model"],
+    );
+
+    let bytes = std::fs::read(lenet()).unwrap();
+    let cut = dir.join("cut.onnx");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_error(&whittle(&["inspect", &cut.display().to_string()]), &["cut.onnx"]);
+
+    // An operator whittle does not implement: the error names the node and the op.
+    let mut model = whittle_ir::Model::load(lenet()).unwrap();
+    model.graph_mut().node[1].op_type = "ImageDecoder".into();
+    model.graph_mut().node[1].name = "relu_one".into();
+    let odd = dir.join("odd.onnx");
+    model.save(&odd, &whittle_ir::ExternalData::Never).unwrap();
+    let x = dir.join("x.npy");
+    let img = whittle_ir::TensorData::from_slice(vec![1, 1, 28, 28], &vec![0.5f32; 784]).unwrap();
+    whittle_data::npy::write_npy(&x, &img).unwrap();
+    let feed = format!("input={}", x.display());
+    assert_clean_error(
+        &whittle(&["run", &odd.display().to_string(), "--input", &feed]),
+        &["relu_one", "ImageDecoder", "not supported"],
+    );
+
+    // Wrong shape and wrong dtype of an input.
+    let small = whittle_ir::TensorData::from_slice(vec![1, 1, 14, 28], &vec![0.5f32; 392]).unwrap();
+    whittle_data::npy::write_npy(&x, &small).unwrap();
+    assert_clean_error(
+        &whittle(&["run", &lenet(), "--input", &feed, "--out", &dir.display().to_string()]),
+        &["input 'input'", "expected shape"],
+    );
+    let ints = whittle_ir::TensorData::from_slice(vec![1, 1, 28, 28], &vec![1i64; 784]).unwrap();
+    whittle_data::npy::write_npy(&x, &ints).unwrap();
+    assert_clean_error(
+        &whittle(&["run", &lenet(), "--input", &feed, "--out", &dir.display().to_string()]),
+        &["input 'input'", "expected float"],
+    );
+
+    // Unknown dataset scheme and bad options.
+    assert_clean_error(&whittle(&["eval", &lenet(), "--data", "cifar:/x"]), &["cifar"]);
+    let out = whittle(&["eval", &lenet()]);
+    assert_eq!(out.status.code(), Some(2), "clap usage errors exit with 2");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,99 @@
+//! Multiply-accumulate counts of compute-heavy operators, from static shapes.
+//!
+//! Conventions (as in common profilers): Conv: N·Cout·Hout·Wout·(Cin/groups)·Kh·Kw;
+//! ConvTranspose: N·Cin·Hin·Win·(Cout/groups)·Kh·Kw; Gemm/MatMul: M·N·K (batched: times the
+//! batch). Quantized variants count like their float twins. Other operators count 0.
+
+use crate::attr::NodeAttrs;
+use crate::proto::NodeProto;
+
+/// MACs of one node, given a lookup from value name to static shape.
+/// `None` when a needed shape is unknown.
+pub fn node_macs(node: &NodeProto, shape: &dyn Fn(&str) -> Option<Vec<usize>>) -> Option<u64> {
+    let input = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| shape(n));
+    let output = || node.output.first().and_then(|n| shape(n));
+    let numel = |d: &[usize]| d.iter().map(|&x| x as u64).product::<u64>();
+    match node.op_type.as_str() {
+        "Conv" | "ConvInteger" => {
+            let w = input(1)?;
+            Some(numel(&output()?) * numel(w.get(1..)?))
+        }
+        "QLinearConv" => {
+            let w = input(3)?;
+            Some(numel(&output()?) * numel(w.get(1..)?))
+        }
+        "ConvTranspose" => {
+            let (x, w) = (input(0)?, input(1)?);
+            Some(numel(&x) * numel(w.get(1..)?))
+        }
+        "Gemm" => {
+            let a = input(0)?;
+            let trans_a = node.int_or("transA", 0).ok()? != 0;
+            let k = if trans_a { *a.first()? } else { *a.get(1)? };
+            Some(numel(&output()?) * k as u64)
+        }
+        "MatMul" | "MatMulInteger" => {
+            let a = input(0)?;
+            Some(numel(&output()?) * *a.last()? as u64)
+        }
+        "QLinearMatMul" => {
+            let a = input(0)?;
+            Some(numel(&output()?) * *a.last()? as u64)
+        }
+        _ => Some(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::make;
+    use std::collections::HashMap;
+
+    fn node(op: &str, inputs: &[&str]) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec!["y".into()],
+            ..Default::default()
+        }
+    }
+
+    fn shapes(pairs: &[(&str, &[usize])]) -> HashMap<String, Vec<usize>> {
+        pairs.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect()
+    }
+
+    #[test]
+    fn conv_macs_follow_the_usual_convention() {
+        // LeNet5's first conv: 1x1x28x28 -> 1x32x28x28, 3x3 kernel, 1 input channel.
+        let s = shapes(&[("x", &[1, 1, 28, 28]), ("w", &[32, 1, 3, 3]), ("y", &[1, 32, 28, 28])]);
+        let macs = node_macs(&node("Conv", &["x", "w"]), &|n| s.get(n).cloned());
+        assert_eq!(macs, Some(32 * 28 * 28 * 9));
+        // Depthwise: groups = C, so each output sees one input channel.
+        let s = shapes(&[("x", &[2, 8, 10, 10]), ("w", &[8, 1, 3, 3]), ("y", &[2, 8, 10, 10])]);
+        let macs = node_macs(&node("Conv", &["x", "w"]), &|n| s.get(n).cloned());
+        assert_eq!(macs, Some(2 * 8 * 100 * 9));
+    }
+
+    #[test]
+    fn gemm_and_matmul_are_m_n_k() {
+        let s = shapes(&[("a", &[4, 3136]), ("b", &[200, 3136]), ("y", &[4, 200])]);
+        assert_eq!(node_macs(&node("Gemm", &["a", "b"]), &|n| s.get(n).cloned()), Some(4 * 200 * 3136));
+        let mut t = node("Gemm", &["a", "b"]);
+        t.attribute.push(make::int("transA", 1));
+        let s2 = shapes(&[("a", &[3136, 4]), ("b", &[3136, 200]), ("y", &[4, 200])]);
+        assert_eq!(node_macs(&t, &|n| s2.get(n).cloned()), Some(4 * 200 * 3136));
+        let s = shapes(&[("a", &[2, 12, 128, 32]), ("b", &[2, 12, 32, 128]), ("y", &[2, 12, 128, 128])]);
+        assert_eq!(
+            node_macs(&node("MatMul", &["a", "b"]), &|n| s.get(n).cloned()),
+            Some(2 * 12 * 128 * 128 * 32)
+        );
+    }
+
+    #[test]
+    fn unknown_shapes_give_none_and_other_ops_zero() {
+        let s: HashMap<String, Vec<usize>> = HashMap::new();
+        assert_eq!(node_macs(&node("Conv", &["x", "w"]), &|n| s.get(n).cloned()), None);
+        assert_eq!(node_macs(&node("Relu", &["x"]), &|n| s.get(n).cloned()), Some(0));
+    }
+}
