@@ -1,1 +1,20 @@
-//! placeholder
+//! Datasets for whittle: IDX files (MNIST, Fashion-MNIST), NPY files, and dataset specs
+//! such as `mnist:DIR` that load a labelled classification dataset into memory.
+
+#![warn(missing_docs)]
+
+pub mod dataset;
+pub mod error;
+pub mod idx;
+pub mod npy;
+mod npy_header;
+mod raw;
+pub mod spec;
+#[cfg(test)]
+mod testutil;
+
+pub use dataset::{Dataset, Split};
+pub use error::{DataError, Result};
+pub use idx::read_idx;
+pub use npy::{read_npy, write_npy};
+pub use spec::load;

@@ -1,0 +1,132 @@
+//! IDX files (the MNIST format): `0 0 TYPE RANK`, big-endian u32 dims, then big-endian data.
+
+use std::path::Path;
+
+use whittle_ir::{DataType, TensorData};
+
+use crate::error::{DataError, Result};
+use crate::raw::{data_len, exact_data, read_file, swap_bytes};
+
+/// Largest rank accepted in an IDX header.
+const MAX_RANK: usize = 8;
+
+/// Reads an IDX file, raw or gzip-compressed (detected by content), into a tensor.
+pub fn read_idx(path: &Path) -> Result<TensorData> {
+    parse_idx(&read_file(path)?, &path.display().to_string())
+}
+
+/// Decodes the bytes of an (uncompressed) IDX file; `file` names the source in errors.
+pub fn parse_idx(bytes: &[u8], file: &str) -> Result<TensorData> {
+    let fail = |reason: String| DataError::format(file, reason);
+    let header = bytes
+        .get(..4)
+        .ok_or_else(|| fail(format!("truncated: {} bytes, no IDX header", bytes.len())))?;
+    if header[..2] != [0, 0] {
+        return Err(fail(format!(
+            "bad magic {:02x?}: not an IDX file (expected 00 00 TYPE RANK)",
+            header
+        )));
+    }
+    let dtype = idx_dtype(header[2]).ok_or_else(|| {
+        fail(format!(
+            "unknown IDX element type 0x{:02x} (expected 08, 09, 0b, 0c, 0d or 0e)",
+            header[2]
+        ))
+    })?;
+    let rank = header[3] as usize;
+    if !(1..=MAX_RANK).contains(&rank) {
+        return Err(fail(format!("IDX rank {rank} is not in 1..={MAX_RANK}")));
+    }
+    let dims_end = 4 + 4 * rank;
+    let dim_bytes = bytes.get(4..dims_end).ok_or_else(|| {
+        fail(format!(
+            "truncated: {} bytes, header of rank {rank} needs {dims_end}",
+            bytes.len()
+        ))
+    })?;
+    let dims: Vec<usize> = dim_bytes
+        .chunks_exact(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
+        .collect();
+    let size = dtype.size().unwrap_or(1);
+    let want = data_len(&dims, size, file)?;
+    let mut data = exact_data(&bytes[dims_end..], want, file)?.to_vec();
+    swap_bytes(&mut data, size);
+    Ok(TensorData::from_bytes(dtype, dims, data)?)
+}
+
+/// The element type of an IDX type byte.
+fn idx_dtype(code: u8) -> Option<DataType> {
+    Some(match code {
+        0x08 => DataType::Uint8,
+        0x09 => DataType::Int8,
+        0x0B => DataType::Int16,
+        0x0C => DataType::Int32,
+        0x0D => DataType::Float,
+        0x0E => DataType::Double,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{assets_dir, idx_bytes as idx};
+
+    #[test]
+    fn decodes_every_element_type_from_big_endian() {
+        let t = parse_idx(&idx(0x08, &[3], &[0, 7, 255]), "f").unwrap();
+        assert_eq!((t.dtype(), t.dims()), (DataType::Uint8, &[3usize][..]));
+        assert_eq!(t.to_vec::<u8>().unwrap(), [0, 7, 255]);
+        let t = parse_idx(&idx(0x09, &[2], &[0xff, 0x80]), "f").unwrap();
+        assert_eq!(t.to_vec::<i8>().unwrap(), [-1, -128]);
+        let t = parse_idx(&idx(0x0B, &[1, 2], &[0x01, 0x02, 0xff, 0xfe]), "f").unwrap();
+        assert_eq!(t.dims(), [1, 2]);
+        assert_eq!(t.to_vec::<i16>().unwrap(), [0x0102, -2]);
+        let t = parse_idx(&idx(0x0C, &[1], &(-5i32).to_be_bytes()), "f").unwrap();
+        assert_eq!(t.to_vec::<i32>().unwrap(), [-5]);
+        let t = parse_idx(&idx(0x0D, &[1], &1.5f32.to_be_bytes()), "f").unwrap();
+        assert_eq!(t.to_vec::<f32>().unwrap(), [1.5]);
+        let t = parse_idx(&idx(0x0E, &[1], &(-0.25f64).to_be_bytes()), "f").unwrap();
+        assert_eq!(t.to_vec::<f64>().unwrap(), [-0.25]);
+    }
+
+    #[test]
+    fn bad_headers_give_clear_errors() {
+        let err = |bytes: &[u8]| parse_idx(bytes, "x.idx").unwrap_err().to_string();
+        assert!(err(&[1, 0, 8, 1, 0, 0, 0, 0]).contains("bad magic"));
+        assert!(err(&idx(0x0A, &[1], &[0])).contains("unknown IDX element type 0x0a"));
+        assert!(err(&[0, 0, 8, 0]).contains("rank 0"));
+        assert!(err(&[0, 0, 8, 200]).contains("rank 200"));
+        let big = err(&idx(0x0E, &[65536, 65536, 2], &[]));
+        assert!(
+            big.starts_with("x.idx: shape [65536, 65536, 2] is too large"),
+            "{big}"
+        );
+        let extra = err(&idx(0x08, &[2], &[1, 2, 3]));
+        assert!(extra.contains("size mismatch"), "{extra}");
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_naming_the_file() {
+        let full = idx(0x0C, &[2, 2], &[1; 16]);
+        assert!(parse_idx(&full, "f").is_ok());
+        for cut in 0..full.len() {
+            let err = parse_idx(&full[..cut], "cut.idx").unwrap_err().to_string();
+            assert!(err.starts_with("cut.idx: truncated"), "cut {cut}: {err}");
+        }
+    }
+
+    #[test]
+    fn reads_real_mnist_test_labels_raw_and_fashion_gzip() {
+        let assets = assets_dir();
+        let labels = read_idx(&assets.join("mnist/t10k-labels-idx1-ubyte")).unwrap();
+        assert_eq!(
+            (labels.dtype(), labels.dims()),
+            (DataType::Uint8, &[10000usize][..])
+        );
+        assert_eq!(labels.to_vec::<u8>().unwrap()[..5], [7, 2, 1, 0, 4]);
+        let images = read_idx(&assets.join("fashion-mnist/t10k-images-idx3-ubyte.gz")).unwrap();
+        assert_eq!(images.dims(), [10000, 28, 28]);
+    }
+}

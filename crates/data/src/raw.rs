@@ -1,0 +1,150 @@
+//! Raw file bytes shared by the IDX and NPY readers: transparent gzip, byte order and size guards.
+
+use std::io::Read;
+use std::path::Path;
+
+use flate2::read::MultiGzDecoder;
+
+use crate::error::{DataError, Result};
+
+/// The two bytes every gzip stream starts with.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Largest element count a file may declare (guards allocations against corrupt headers).
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// Largest decompressed size accepted from a gzip stream.
+const MAX_GUNZIP_BYTES: u64 = 1 << 34;
+
+/// Reads a whole file, decompressing it when it starts with the gzip magic bytes (whatever its name).
+pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if bytes.starts_with(&GZIP_MAGIC) {
+        gunzip(&bytes, &path.display().to_string())
+    } else {
+        Ok(bytes)
+    }
+}
+
+/// Decompresses a gzip stream; `file` names the source in errors.
+pub fn gunzip(bytes: &[u8], file: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    MultiGzDecoder::new(bytes)
+        .take(MAX_GUNZIP_BYTES + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| DataError::format(file, format!("truncated or corrupt gzip data ({e})")))?;
+    if out.len() as u64 > MAX_GUNZIP_BYTES {
+        return Err(DataError::format(
+            file,
+            format!("decompresses to more than {MAX_GUNZIP_BYTES} bytes"),
+        ));
+    }
+    Ok(out)
+}
+
+/// Bytes needed for `dims` elements of `elem_size` bytes each; fails on overflow or absurd sizes.
+pub fn data_len(dims: &[usize], elem_size: usize, file: &str) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= MAX_ELEMENTS)
+        .and_then(|n| n.checked_mul(elem_size))
+        .ok_or_else(|| {
+            DataError::format(
+                file,
+                format!("shape {dims:?} is too large (over {MAX_ELEMENTS} elements)"),
+            )
+        })
+}
+
+/// Checks that `data` holds exactly `want` bytes, naming truncation or trailing bytes otherwise.
+pub fn exact_data<'a>(data: &'a [u8], want: usize, file: &str) -> Result<&'a [u8]> {
+    if data.len() < want {
+        return Err(DataError::format(
+            file,
+            format!("truncated: {} data bytes, expected {want}", data.len()),
+        ));
+    }
+    if data.len() > want {
+        return Err(DataError::format(
+            file,
+            format!(
+                "size mismatch: {} data bytes, expected {want} ({} trailing)",
+                data.len(),
+                data.len() - want
+            ),
+        ));
+    }
+    Ok(data)
+}
+
+/// Reverses the byte order of every `elem_size`-byte element (big-endian <-> little-endian).
+pub fn swap_bytes(data: &mut [u8], elem_size: usize) {
+    if elem_size > 1 {
+        data.chunks_exact_mut(elem_size).for_each(<[u8]>::reverse);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::{write::GzEncoder, Compression};
+    use std::io::Write;
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut enc = GzEncoder::new(Vec::new(), Compression::default());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn gunzip_round_trips_and_rejects_truncation() {
+        let data: Vec<u8> = (0..200u8).collect();
+        let packed = gzip(&data);
+        assert_eq!(gunzip(&packed, "x").unwrap(), data);
+        for cut in 2..packed.len() {
+            let err = gunzip(&packed[..cut], "x.gz").unwrap_err().to_string();
+            assert!(err.starts_with("x.gz: truncated or corrupt gzip"), "{err}");
+        }
+    }
+
+    #[test]
+    fn read_file_detects_gzip_by_content_not_name() {
+        let dir = crate::testutil::scratch_dir("raw");
+        std::fs::write(dir.join("packed.bin"), gzip(b"hello")).unwrap();
+        std::fs::write(dir.join("plain.gz"), b"hello").unwrap();
+        assert_eq!(read_file(&dir.join("packed.bin")).unwrap(), b"hello");
+        assert_eq!(read_file(&dir.join("plain.gz")).unwrap(), b"hello");
+        let missing = read_file(&dir.join("none")).unwrap_err().to_string();
+        assert!(missing.contains("none: No such file"), "{missing}");
+    }
+
+    #[test]
+    fn data_len_guards_overflow_and_absurd_sizes() {
+        assert_eq!(data_len(&[2, 3], 4, "f").unwrap(), 24);
+        assert_eq!(data_len(&[], 8, "f").unwrap(), 8);
+        assert!(data_len(&[usize::MAX, 2], 1, "f").is_err());
+        let err = data_len(&[1 << 16, 1 << 16], 1, "f").unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+    }
+
+    #[test]
+    fn exact_data_names_truncation_and_trailing_bytes() {
+        assert_eq!(exact_data(&[1, 2], 2, "f").unwrap(), &[1, 2]);
+        let short = exact_data(&[1], 2, "f").unwrap_err().to_string();
+        assert_eq!(short, "f: truncated: 1 data bytes, expected 2");
+        let long = exact_data(&[1, 2, 3], 2, "f").unwrap_err().to_string();
+        assert!(long.contains("1 trailing"), "{long}");
+    }
+
+    #[test]
+    fn swap_bytes_reverses_each_element() {
+        let mut d = vec![1, 2, 3, 4, 5, 6];
+        swap_bytes(&mut d, 2);
+        assert_eq!(d, [2, 1, 4, 3, 6, 5]);
+        swap_bytes(&mut d, 1);
+        assert_eq!(d, [2, 1, 4, 3, 6, 5]);
+    }
+}
