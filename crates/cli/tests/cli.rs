@@ -4,9 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn assets() -> PathBuf {
-    let dir = std::env::var_os("WHITTLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/whittle-assets"));
+    let dir = whittle_data::assets_dir();
     assert!(
         dir.join("models").is_dir(),
         "assets not found in {}: run scripts/fetch-assets.sh",

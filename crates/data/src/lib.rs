@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod assets;
 pub mod dataset;
 pub mod error;
 pub mod idx;
@@ -13,6 +14,7 @@ pub mod spec;
 #[cfg(test)]
 mod testutil;
 
+pub use assets::assets_dir;
 pub use dataset::{Dataset, Split};
 pub use error::{DataError, Result};
 pub use idx::read_idx;

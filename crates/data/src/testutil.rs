@@ -5,12 +5,7 @@ use std::path::PathBuf;
 /// The assets folder (`$WHITTLE_ASSETS`, else `~/.cache/whittle-assets`); panics with a clear
 /// message when it is missing, so that dataset tests never pass vacuously.
 pub fn assets_dir() -> PathBuf {
-    let dir = std::env::var_os("WHITTLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").map(PathBuf::from);
-            home.unwrap_or_default().join(".cache/whittle-assets")
-        });
+    let dir = crate::assets_dir();
     assert!(
         dir.join("mnist").is_dir() && dir.join("fashion-mnist").is_dir(),
         "assets folder {} lacks mnist/ and fashion-mnist/: set WHITTLE_ASSETS to the folder \

@@ -1,5 +1,5 @@
 //! Developer tool: `cargo run --release -p whittle-exec --example conformance -- [FILTER] [-v]`
-//! runs the ONNX node tests under `$WHITTLE_ASSETS/onnx-node-tests` and prints each result.
+//! runs the ONNX node tests under `$WHITTLE_ASSETS/onnx-node-tests` (see `whittle_data::assets_dir`) and prints each result.
 
 use whittle_exec::conformance::{run_suite, Outcome};
 
@@ -11,7 +11,7 @@ fn main() {
         .find(|a| *a != "-v")
         .cloned()
         .unwrap_or_default();
-    let root = whittle_exec::conformance::default_suite_dir();
+    let root = whittle_data::assets_dir().join("onnx-node-tests");
     let summary = run_suite(&root, &filter).expect("read the test folder");
     for case in &summary.cases {
         match &case.outcome {

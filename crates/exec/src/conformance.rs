@@ -222,20 +222,3 @@ pub fn compare(got: &TensorData, want: &TensorData) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// The assets folder: `$WHITTLE_ASSETS`, else `~/.cache/whittle-assets`.
-pub fn assets_dir() -> PathBuf {
-    std::env::var_os("WHITTLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            home.join(".cache/whittle-assets")
-        })
-}
-
-/// Where the ONNX node tests are fetched to.
-pub fn default_suite_dir() -> PathBuf {
-    assets_dir().join("onnx-node-tests")
-}

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// The assets folder; panics with the command to run when it has not been fetched.
 pub fn assets() -> PathBuf {
-    let dir = whittle_exec::conformance::assets_dir();
+    let dir = whittle_data::assets_dir();
     assert!(
         dir.join("models").is_dir(),
         "assets not found in {}: run scripts/fetch-assets.sh (or set WHITTLE_ASSETS)",

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde_json::json;
-use whittle_exec::conformance::{default_suite_dir, run_suite, Outcome, Summary};
+use whittle_exec::conformance::{run_suite, Outcome, Summary};
 use whittle_exec::Registry;
 
 /// Arguments of `whittle conformance`.
@@ -28,7 +28,9 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let dir = args.dir.unwrap_or_else(default_suite_dir);
+    let dir = args
+        .dir
+        .unwrap_or_else(|| whittle_data::assets_dir().join("onnx-node-tests"));
     let summary =
         run_suite(&dir, &args.filter).with_context(|| format!("reading {}", dir.display()))?;
     if args.json {
