@@ -2095,3 +2095,1040 @@ fn quantize(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![Info::new(dtype, c.dims(0).map(<[_]>::to_vec))])
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attr::make;
+    use crate::proto::{AttributeProto, ModelProto, OperatorSetIdProto};
+    use std::path::PathBuf;
+    use DataType::{Bool, Float, Int64, Int8, Uint8};
+
+    /// Dims written like `N,3,?,28` (empty: a scalar).
+    fn parse_dims(s: &str) -> Vec<Dim> {
+        if s.is_empty() {
+            return vec![];
+        }
+        s.split(',')
+            .map(|d| match (d, d.parse()) {
+                (_, Ok(n)) => Dim::Known(n),
+                ("?", _) => Dim::Unknown,
+                _ => Dim::Symbol(d.to_string()),
+            })
+            .collect()
+    }
+
+    /// A graph input or value info; `dims` as in [`parse_dims`], `*` for unknown rank.
+    fn value(name: &str, dtype: DataType, dims: &str) -> ValueInfoProto {
+        let ty = TensorType {
+            dtype: Some(dtype),
+            dims: (dims != "*").then(|| parse_dims(dims)),
+        };
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(ty.to_type_proto()),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, ins: &[&str], outs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            name: format!("n_{}", outs[0]),
+            op_type: op.into(),
+            input: ins.iter().map(|s| s.to_string()).collect(),
+            output: outs.iter().map(|s| s.to_string()).collect(),
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn ints(name: &str, v: &[i64]) -> TensorProto {
+        TensorData::from_slice(vec![v.len()], v)
+            .unwrap()
+            .to_proto(name)
+    }
+
+    fn floats(name: &str, v: &[f32]) -> TensorProto {
+        TensorData::from_slice(vec![v.len()], v)
+            .unwrap()
+            .to_proto(name)
+    }
+
+    fn scalar<T: crate::tensor::Element>(name: &str, v: T) -> TensorProto {
+        TensorData::scalar(v).to_proto(name)
+    }
+
+    fn model(
+        opset: i64,
+        inputs: Vec<ValueInfoProto>,
+        inits: Vec<TensorProto>,
+        nodes: Vec<NodeProto>,
+    ) -> Model {
+        Model::new(ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: opset,
+            }],
+            graph: Some(GraphProto {
+                name: "g".into(),
+                node: nodes,
+                initializer: inits,
+                input: inputs,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    /// Inferred types (displayed) of every value.
+    fn types(
+        opset: i64,
+        inputs: Vec<ValueInfoProto>,
+        inits: Vec<TensorProto>,
+        nodes: Vec<NodeProto>,
+    ) -> HashMap<String, String> {
+        let m = model(opset, inputs, inits, nodes);
+        let t = infer(&m, &HashMap::new()).unwrap();
+        t.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    }
+
+    /// The error inferring a model with one node.
+    fn error(
+        opset: i64,
+        inputs: Vec<ValueInfoProto>,
+        inits: Vec<TensorProto>,
+        n: NodeProto,
+    ) -> String {
+        let m = model(opset, inputs, inits, vec![n]);
+        infer(&m, &HashMap::new()).unwrap_err().to_string()
+    }
+
+    fn expect(t: &HashMap<String, String>, want: &[(&str, &str)]) {
+        for (name, ty) in want {
+            assert_eq!(
+                t.get(*name).map(String::as_str),
+                Some(*ty),
+                "value '{name}'"
+            );
+        }
+    }
+
+    #[test]
+    fn elementwise_broadcasting_and_casts() {
+        let t = types(
+            17,
+            vec![
+                value("a", Float, "N,3,1"),
+                value("b", Float, "4"),
+                value("m", Float, "M,3,1"),
+                value("c", Bool, "3,1"),
+                value("i", Int64, "2"),
+            ],
+            vec![],
+            vec![
+                node("Relu", &["a"], &["relu"], vec![]),
+                node("Add", &["a", "b"], &["add"], vec![]),
+                node("Equal", &["a", "b"], &["eq"], vec![]),
+                node("Where", &["c", "a", "b"], &["where"], vec![]),
+                node("Sum", &["a", "b", "a"], &["sum"], vec![]),
+                node("Mul", &["a", "m"], &["mul"], vec![]),
+                node("Cast", &["a"], &["cast"], vec![make::int("to", 7)]),
+                node("CastLike", &["b", "i"], &["like"], vec![]),
+                node("IsNaN", &["a"], &["nan"], vec![]),
+            ],
+        );
+        expect(
+            &t,
+            &[
+                ("relu", "float[N,3,1]"),
+                ("add", "float[N,3,4]"),
+                ("eq", "bool[N,3,4]"),
+                ("where", "float[N,3,4]"),
+                ("sum", "float[N,3,4]"),
+                ("mul", "float[?,3,1]"),
+                ("cast", "int64[N,3,1]"),
+                ("like", "int64[4]"),
+                ("nan", "bool[N,3,1]"),
+            ],
+        );
+        let err = error(
+            17,
+            vec![value("x", Float, "3"), value("y", Float, "2,4")],
+            vec![],
+            node("Add", &["x", "y"], &["bad"], vec![]),
+        );
+        assert!(
+            err.contains("n_bad") && err.contains("cannot broadcast 3 with 4"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn convolutions_and_pools() {
+        let x = || value("x", Float, "N,3,32,32");
+        let t = types(
+            17,
+            vec![
+                x(),
+                value("w", Float, "8,3,3,3"),
+                value("wg", Float, "6,1,3,3"),
+                value("x1", Float, "1,1,3"),
+                value("x4", Float, "1,1,4,4"),
+                value("x56", Float, "1,1,5,6"),
+                value("x78", Float, "1,1,7,8"),
+            ],
+            vec![],
+            vec![
+                node(
+                    "Conv",
+                    &["x", "w"],
+                    &["c1"],
+                    vec![
+                        make::ints("pads", &[1, 1, 1, 1]),
+                        make::ints("strides", &[2, 2]),
+                    ],
+                ),
+                node(
+                    "Conv",
+                    &["x", "w"],
+                    &["c2"],
+                    vec![make::ints("dilations", &[2, 2])],
+                ),
+                node("Conv", &["x", "wg"], &["c3"], vec![make::int("group", 3)]),
+                node(
+                    "Conv",
+                    &["x", "w"],
+                    &["c4"],
+                    vec![
+                        make::string("auto_pad", "SAME_UPPER"),
+                        make::ints("strides", &[3, 3]),
+                    ],
+                ),
+                node(
+                    "MaxPool",
+                    &["x"],
+                    &["p1", "idx"],
+                    vec![
+                        make::ints("kernel_shape", &[2, 2]),
+                        make::ints("strides", &[2, 2]),
+                    ],
+                ),
+                // ORT and the ONNX reference give 2 here (the last window would start in the
+                // right padding); onnx.shape_inference 1.23 says 3.
+                node(
+                    "MaxPool",
+                    &["x1"],
+                    &["p2"],
+                    vec![
+                        make::ints("kernel_shape", &[2]),
+                        make::ints("strides", &[2]),
+                        make::ints("pads", &[1, 1]),
+                        make::int("ceil_mode", 1),
+                    ],
+                ),
+                node(
+                    "MaxPool",
+                    &["x4"],
+                    &["p3"],
+                    vec![
+                        make::ints("kernel_shape", &[3, 3]),
+                        make::ints("strides", &[2, 2]),
+                        make::int("ceil_mode", 1),
+                    ],
+                ),
+                node(
+                    "AveragePool",
+                    &["x56"],
+                    &["p4"],
+                    vec![
+                        make::ints("kernel_shape", &[3, 3]),
+                        make::ints("strides", &[2, 2]),
+                        make::string("auto_pad", "SAME_UPPER"),
+                    ],
+                ),
+                node(
+                    "MaxPool",
+                    &["x78"],
+                    &["p5"],
+                    vec![
+                        make::ints("kernel_shape", &[3, 3]),
+                        make::ints("dilations", &[2, 2]),
+                    ],
+                ),
+                node("GlobalAveragePool", &["x"], &["gap"], vec![]),
+            ],
+        );
+        expect(
+            &t,
+            &[
+                ("c1", "float[N,8,16,16]"),
+                ("c2", "float[N,8,28,28]"),
+                ("c3", "float[N,6,30,30]"),
+                ("c4", "float[N,8,11,11]"),
+                ("p1", "float[N,3,16,16]"),
+                ("idx", "int64[N,3,16,16]"),
+                ("p2", "float[1,1,2]"),
+                ("p3", "float[1,1,2,2]"),
+                ("p4", "float[1,1,3,3]"),
+                ("p5", "float[1,1,3,4]"),
+                ("gap", "float[N,3,1,1]"),
+            ],
+        );
+        let err = error(
+            17,
+            vec![x(), value("w", Float, "8,4,3,3")],
+            vec![],
+            node("Conv", &["x", "w"], &["y"], vec![]),
+        );
+        assert!(err.contains("n_y") && err.contains("3 channels"), "{err}");
+    }
+
+    #[test]
+    fn conv_transpose_follows_the_spec_examples() {
+        let t = types(
+            17,
+            vec![value("x", Float, "1,1,3,3"), value("w", Float, "1,2,3,3")],
+            vec![],
+            vec![
+                node("ConvTranspose", &["x", "w"], &["y1"], vec![]),
+                node(
+                    "ConvTranspose",
+                    &["x", "w"],
+                    &["y2"],
+                    vec![
+                        make::ints("strides", &[3, 2]),
+                        make::ints("output_padding", &[1, 1]),
+                    ],
+                ),
+                node(
+                    "ConvTranspose",
+                    &["x", "w"],
+                    &["y3"],
+                    vec![
+                        make::ints("strides", &[3, 2]),
+                        make::ints("output_shape", &[10, 8]),
+                    ],
+                ),
+                node(
+                    "ConvTranspose",
+                    &["x", "w"],
+                    &["y4"],
+                    vec![
+                        make::ints("strides", &[2, 2]),
+                        make::string("auto_pad", "SAME_UPPER"),
+                    ],
+                ),
+            ],
+        );
+        expect(
+            &t,
+            &[
+                ("y1", "float[1,2,5,5]"),
+                ("y2", "float[1,2,10,8]"),
+                ("y3", "float[1,2,10,8]"),
+                ("y4", "float[1,2,6,6]"),
+            ],
+        );
+    }
+
+    #[test]
+    fn matrix_products_norms_and_activations() {
+        let t = types(
+            17,
+            vec![
+                value("a4", Float, "2,1,3,4"),
+                value("b3", Float, "5,4,6"),
+                value("v", Float, "4"),
+                value("m", Float, "3,4"),
+                value("bm", Float, "4,6"),
+                value("h", Float, "B,S,384"),
+                value("w", Float, "384,1536"),
+                value("ga", Float, "4,3"),
+                value("gb", Float, "5,4"),
+                value("q", Uint8, "B,S,384"),
+                value("qw", Uint8, "384,8"),
+                value("s", Float, ""),
+                value("zp", Uint8, ""),
+            ],
+            vec![],
+            vec![
+                node("MatMul", &["a4", "b3"], &["mm1"], vec![]),
+                node("MatMul", &["v", "bm"], &["mm2"], vec![]),
+                node("MatMul", &["m", "v"], &["mm3"], vec![]),
+                node("MatMul", &["h", "w"], &["mm4"], vec![]),
+                node(
+                    "Gemm",
+                    &["ga", "gb"],
+                    &["gemm"],
+                    vec![make::int("transA", 1), make::int("transB", 1)],
+                ),
+                node("MatMulInteger", &["q", "qw"], &["mmi"], vec![]),
+                node(
+                    "QLinearMatMul",
+                    &["q", "s", "zp", "qw", "s", "zp", "s", "zp"],
+                    &["qmm"],
+                    vec![],
+                ),
+                node(
+                    "LayerNormalization",
+                    &["h", "v", "v"],
+                    &["ln", "mean", "inv"],
+                    vec![],
+                ),
+                node(
+                    "BatchNormalization",
+                    &["a4", "v", "v", "v", "v"],
+                    &["bn"],
+                    vec![],
+                ),
+                node(
+                    "InstanceNormalization",
+                    &["a4", "v", "v"],
+                    &["inorm"],
+                    vec![],
+                ),
+                node("Softmax", &["h"], &["sm"], vec![]),
+                node("Dropout", &["h"], &["drop", "mask"], vec![]),
+                node("Clip", &["h"], &["clip"], vec![]),
+                node("Erf", &["h"], &["erf"], vec![]),
+            ],
+        );
+        expect(
+            &t,
+            &[
+                ("mm1", "float[2,5,3,6]"),
+                ("mm2", "float[6]"),
+                ("mm3", "float[3]"),
+                ("mm4", "float[B,S,1536]"),
+                ("gemm", "float[3,5]"),
+                ("mmi", "int32[B,S,8]"),
+                ("qmm", "uint8[B,S,8]"),
+                ("ln", "float[B,S,384]"),
+                ("mean", "float[B,S,1]"),
+                ("bn", "float[2,1,3,4]"),
+                ("inorm", "float[2,1,3,4]"),
+                ("sm", "float[B,S,384]"),
+                ("drop", "float[B,S,384]"),
+                ("mask", "bool[B,S,384]"),
+                ("clip", "float[B,S,384]"),
+                ("erf", "float[B,S,384]"),
+            ],
+        );
+        let err = error(
+            17,
+            vec![value("a", Float, "2,3"), value("b", Float, "4,5")],
+            vec![],
+            node("MatMul", &["a", "b"], &["y"], vec![]),
+        );
+        assert!(
+            err.contains("n_y") && err.contains("3 and 4 differ"),
+            "{err}"
+        );
+    }
+
+    /// The transformer pattern: a Reshape target built by Shape -> Gather -> Unsqueeze -> Concat.
+    fn attention_reshape() -> Model {
+        model(
+            13,
+            vec![value("h", Float, "B,S,384")],
+            vec![
+                scalar("zero", 0i64),
+                scalar("one", 1i64),
+                ints("ax0", &[0]),
+                ints("heads", &[12]),
+                ints("dh", &[32]),
+                ints("copy", &[0, 0, 12, -1]),
+                ints("flat", &[-1, 384]),
+            ],
+            vec![
+                node("Shape", &["h"], &["shape"], vec![]),
+                node(
+                    "Gather",
+                    &["shape", "zero"],
+                    &["b"],
+                    vec![make::int("axis", 0)],
+                ),
+                node(
+                    "Gather",
+                    &["shape", "one"],
+                    &["s"],
+                    vec![make::int("axis", 0)],
+                ),
+                node("Unsqueeze", &["b", "ax0"], &["ub"], vec![]),
+                node("Unsqueeze", &["s", "ax0"], &["us"], vec![]),
+                node(
+                    "Concat",
+                    &["ub", "us", "heads", "dh"],
+                    &["target"],
+                    vec![make::int("axis", 0)],
+                ),
+                node("Reshape", &["h", "target"], &["split"], vec![]),
+                node("Reshape", &["h", "copy"], &["split2"], vec![]),
+                node("Reshape", &["h", "flat"], &["rows"], vec![]),
+                node(
+                    "Transpose",
+                    &["split"],
+                    &["t"],
+                    vec![make::ints("perm", &[0, 2, 1, 3])],
+                ),
+                node("Transpose", &["split"], &["rev"], vec![]),
+                node("Flatten", &["split"], &["f1"], vec![]),
+                node("Flatten", &["split"], &["f2"], vec![make::int("axis", 2)]),
+                node("ConstantOfShape", &["shape"], &["zeros"], vec![]),
+                node("Mul", &["s", "one"], &["s_times_1"], vec![]),
+                node("Unsqueeze", &["s_times_1", "ax0"], &["us1"], vec![]),
+                node("Expand", &["zero", "us1"], &["ex"], vec![]),
+            ],
+        )
+    }
+
+    #[test]
+    fn shape_arithmetic_resolves_reshape_targets() {
+        let m = attention_reshape();
+        let t = infer(&m, &HashMap::new()).unwrap();
+        let show = |n: &str| t[n].to_string();
+        assert_eq!(show("target"), "int64[4]");
+        assert_eq!(show("split"), "float[B,S,12,32]");
+        assert_eq!(show("split2"), "float[B,S,12,32]");
+        assert_eq!(show("rows"), "float[?,384]");
+        assert_eq!(show("t"), "float[B,12,S,32]");
+        assert_eq!(show("rev"), "float[32,12,S,B]");
+        assert_eq!(show("f1"), "float[B,?]");
+        assert_eq!(show("f2"), "float[?,384]");
+        assert_eq!(show("zeros"), "float[B,S,384]");
+        assert_eq!(show("ex"), "int64[S]");
+
+        let fixed = HashMap::from([("h".to_string(), vec![2, 16, 384])]);
+        let t = infer(&m, &fixed).unwrap();
+        assert_eq!(t["split"], TensorType::known(Float, &[2, 16, 12, 32]));
+        assert_eq!(t["rows"], TensorType::known(Float, &[32, 384]));
+        assert_eq!(t["f1"], TensorType::known(Float, &[2, 6144]));
+
+        let err = error(
+            13,
+            vec![value("x", Float, "2,3")],
+            vec![ints("to", &[4])],
+            node("Reshape", &["x", "to"], &["y"], vec![]),
+        );
+        assert!(
+            err.contains("n_y") && err.contains("cannot reshape"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn slicing_splitting_and_gathering() {
+        let t = types(
+            13,
+            vec![
+                value("x", Float, "10,20,30"),
+                value("bx", Float, "B,20"),
+                value("g", Float, "5,6,7"),
+                value("i", Int64, "2,3"),
+            ],
+            vec![
+                ints("st", &[0, -5]),
+                ints("en", &[i64::MAX, -1]),
+                ints("ax", &[0, 2]),
+                ints("one", &[1]),
+                ints("neg_st", &[-1]),
+                ints("neg_en", &[i64::MIN]),
+                ints("ax1", &[1]),
+                ints("step2", &[-2]),
+                ints("zero", &[0]),
+                ints("big", &[i64::MAX]),
+                scalar("two", 2i64),
+                ints("sp", &[8, 12]),
+                ints("sh_st", &[1]),
+                ints("sh_en", &[3]),
+            ],
+            vec![
+                node("Slice", &["x", "st", "en", "ax"], &["s1"], vec![]),
+                node(
+                    "Slice",
+                    &["x", "neg_st", "neg_en", "ax1", "step2"],
+                    &["s2"],
+                    vec![],
+                ),
+                node("Slice", &["bx", "zero", "big"], &["s3"], vec![]),
+                node("Gather", &["g", "i"], &["g1"], vec![make::int("axis", 1)]),
+                node("Gather", &["g", "two"], &["g2"], vec![]),
+                node(
+                    "Split",
+                    &["x", "sp"],
+                    &["p1", "p2"],
+                    vec![make::int("axis", 1)],
+                ),
+                node("Shape", &["x"], &["shape"], vec![]),
+                node("Slice", &["shape", "sh_st", "sh_en"], &["tail"], vec![]),
+                node("ConstantOfShape", &["tail"], &["zeros"], vec![]),
+                node("Concat", &["x", "x"], &["cat"], vec![make::int("axis", -1)]),
+                node(
+                    "Concat",
+                    &["bx", "bx"],
+                    &["cat2"],
+                    vec![make::int("axis", 1)],
+                ),
+                node("Squeeze", &["s2"], &["nosq"], vec![]),
+                node("Unsqueeze", &["g2", "one"], &["unsq"], vec![]),
+                node("Squeeze", &["unsq", "one"], &["sq"], vec![]),
+            ],
+        );
+        expect(
+            &t,
+            &[
+                ("s1", "float[10,20,4]"),
+                ("s2", "float[10,10,30]"),
+                ("s3", "float[B,20]"),
+                ("g1", "float[5,2,3,7]"),
+                ("g2", "float[6,7]"),
+                ("p1", "float[10,8,30]"),
+                ("p2", "float[10,12,30]"),
+                ("tail", "int64[2]"),
+                ("zeros", "float[20,30]"),
+                ("cat", "float[10,20,60]"),
+                ("cat2", "float[B,40]"),
+                ("nosq", "float[10,10,30]"),
+                ("unsq", "float[6,1,7]"),
+                ("sq", "float[6,7]"),
+            ],
+        );
+        let tile_err = infer(
+            &model(
+                13,
+                vec![value("g", Float, "5,6,7")],
+                vec![ints("r", &[3])],
+                vec![node("Tile", &["g", "r"], &["y"], vec![])],
+            ),
+            &HashMap::new(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(tile_err.contains("1 repeats for rank 3"), "{tile_err}");
+    }
+
+    #[test]
+    fn contradictions_in_shape_ops_name_the_node() {
+        let x = || vec![value("x", Float, "3,4"), value("r", Float, "3,4,5")];
+        let cases = [
+            (
+                node("Concat", &["x", "r"], &["y"], vec![make::int("axis", 0)]),
+                "ranks 2 and 3",
+            ),
+            (
+                node("Gather", &["x", "nine"], &["y"], vec![]),
+                "index 9 is out of range",
+            ),
+            (
+                node("Split", &["x", "sp"], &["y", "z"], vec![]),
+                "do not add up to 3",
+            ),
+            (
+                node("Squeeze", &["x", "one"], &["y"], vec![]),
+                "cannot squeeze axis 1 of size 4",
+            ),
+            (node("TopK", &["x", "k"], &["y", "z"], vec![]), "k = 7"),
+        ];
+        for (n, want) in cases {
+            let inits = vec![
+                scalar("nine", 9i64),
+                ints("sp", &[1, 1]),
+                ints("one", &[1]),
+                ints("k", &[7]),
+            ];
+            let err = error(13, x(), inits, n);
+            assert!(err.contains("n_y") && err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn opset_dependent_axes_and_older_attributes() {
+        let t = types(
+            11,
+            vec![value("x", Float, "3,1,4"), value("pads", Int64, "6")],
+            vec![],
+            vec![
+                node("Squeeze", &["x"], &["sq"], vec![make::ints("axes", &[1])]),
+                node(
+                    "Unsqueeze",
+                    &["sq"],
+                    &["un"],
+                    vec![make::ints("axes", &[0, -1])],
+                ),
+                node(
+                    "ReduceMean",
+                    &["x"],
+                    &["rm"],
+                    vec![make::ints("axes", &[-1]), make::int("keepdims", 0)],
+                ),
+                node(
+                    "Split",
+                    &["x"],
+                    &["a", "b"],
+                    vec![make::int("axis", 2), make::ints("split", &[1, 3])],
+                ),
+                // Pads only known at run time: the rank stays, the sizes do not.
+                node("Pad", &["x", "pads"], &["pd"], vec![]),
+            ],
+        );
+        expect(
+            &t,
+            &[
+                ("sq", "float[3,4]"),
+                ("un", "float[1,3,4,1]"),
+                ("rm", "float[3,1]"),
+                ("a", "float[3,1,1]"),
+                ("b", "float[3,1,3]"),
+                ("pd", "float[?,?,?]"),
+            ],
+        );
+        let slice = vec![
+            make::ints("starts", &[1]),
+            make::ints("ends", &[3]),
+            make::ints("axes", &[2]),
+        ];
+        let t = types(
+            2,
+            vec![value("x", Float, "3,1,4")],
+            vec![],
+            vec![
+                node(
+                    "Pad",
+                    &["x"],
+                    &["pd"],
+                    vec![make::ints("pads", &[0, 1, 1, 0, 1, 1])],
+                ),
+                node("Slice", &["x"], &["sl"], slice),
+            ],
+        );
+        expect(&t, &[("pd", "float[3,3,6]"), ("sl", "float[3,1,2]")]);
+    }
+
+    #[test]
+    fn reductions_and_index_ops() {
+        let t = types(
+            18,
+            vec![value("x", Float, "2,3,4"), value("dyn_axes", Int64, "1")],
+            vec![
+                ints("last", &[-1]),
+                ints("k", &[2]),
+                ints("rep", &[2, 1, 3]),
+                ints("rep4", &[3, 1, 1, 1]),
+            ],
+            vec![
+                node(
+                    "ReduceSum",
+                    &["x", "last"],
+                    &["rs"],
+                    vec![make::int("keepdims", 0)],
+                ),
+                node("ReduceMean", &["x", "last"], &["rm"], vec![]),
+                node(
+                    "ReduceMax",
+                    &["x"],
+                    &["all"],
+                    vec![make::int("keepdims", 0)],
+                ),
+                node(
+                    "ReduceMin",
+                    &["x"],
+                    &["noop"],
+                    vec![make::int("noop_with_empty_axes", 1)],
+                ),
+                node("ReduceL2", &["x", "dyn_axes"], &["dyn"], vec![]),
+                node(
+                    "ArgMax",
+                    &["x"],
+                    &["am"],
+                    vec![make::int("axis", 1), make::int("keepdims", 0)],
+                ),
+                node("TopK", &["x", "k"], &["tv", "ti"], vec![]),
+                node("Tile", &["x", "rep"], &["tile"], vec![]),
+                node("Expand", &["x", "rep4"], &["ex"], vec![]),
+                node("Size", &["x"], &["size"], vec![]),
+                node(
+                    "Shape",
+                    &["x"],
+                    &["shp"],
+                    vec![make::int("start", 1), make::int("end", -1)],
+                ),
+            ],
+        );
+        expect(
+            &t,
+            &[
+                ("rs", "float[2,3]"),
+                ("rm", "float[2,3,1]"),
+                ("all", "float[]"),
+                ("noop", "float[2,3,4]"),
+                ("dyn", "float[?,?,?]"),
+                ("am", "int64[2,4]"),
+                ("tv", "float[2,3,2]"),
+                ("ti", "int64[2,3,2]"),
+                ("tile", "float[4,3,12]"),
+                ("ex", "float[3,2,3,4]"),
+                ("size", "int64[]"),
+                ("shp", "int64[1]"),
+            ],
+        );
+    }
+
+    #[test]
+    fn ranges_resize_pad_and_quantization() {
+        let t = types(
+            18,
+            vec![value("x", Float, "1,3,20,10"), value("q", Int8, "4,5")],
+            vec![
+                scalar("i0", 0i64),
+                scalar("i10", 10i64),
+                scalar("i3", 3i64),
+                scalar("f0", 0f32),
+                scalar("f1", 1f32),
+                scalar("fq", 0.25f32),
+                floats("scales", &[1.0, 1.0, 2.0, 2.0]),
+                ints("sizes", &[1, 3, 7, 9]),
+                ints("hw", &[30, 40]),
+                ints("pads", &[0, 0, 1, 2, 0, 0, 1, 2]),
+                scalar("s", 0.5f32),
+                scalar("zp8", 0i8),
+            ],
+            vec![
+                node("Range", &["i0", "i10", "i3"], &["ri"], vec![]),
+                node("Range", &["f0", "f1", "fq"], &["rf"], vec![]),
+                node("Resize", &["x", "", "scales"], &["up"], vec![]),
+                node("Resize", &["x", "", "", "sizes"], &["to"], vec![]),
+                node(
+                    "Resize",
+                    &["x", "", "", "hw"],
+                    &["keep"],
+                    vec![
+                        make::ints("axes", &[2, 3]),
+                        make::string("keep_aspect_ratio_policy", "not_larger"),
+                    ],
+                ),
+                node("Pad", &["x", "pads"], &["pd"], vec![]),
+                node("QuantizeLinear", &["x", "s", "zp8"], &["qi8"], vec![]),
+                node("QuantizeLinear", &["x", "s"], &["qu8"], vec![]),
+                node("DequantizeLinear", &["q", "s", "zp8"], &["dq"], vec![]),
+                node(
+                    "DynamicQuantizeLinear",
+                    &["x"],
+                    &["dy", "dys", "dyz"],
+                    vec![],
+                ),
+            ],
+        );
+        expect(
+            &t,
+            &[
+                ("ri", "int64[4]"),
+                ("rf", "float[4]"),
+                ("up", "float[1,3,40,20]"),
+                ("to", "float[1,3,7,9]"),
+                ("keep", "float[1,3,30,15]"),
+                ("pd", "float[1,3,22,14]"),
+                ("qi8", "int8[1,3,20,10]"),
+                ("qu8", "uint8[1,3,20,10]"),
+                ("dq", "float[4,5]"),
+                ("dy", "uint8[1,3,20,10]"),
+                ("dys", "float[]"),
+                ("dyz", "uint8[]"),
+            ],
+        );
+    }
+
+    #[test]
+    fn integer_convolutions() {
+        let t = types(
+            13,
+            vec![
+                value("x", Uint8, "1,3,8,8"),
+                value("w", Uint8, "4,3,3,3"),
+                value("s", Float, ""),
+                value("zp", Uint8, ""),
+            ],
+            vec![],
+            vec![
+                node("ConvInteger", &["x", "w"], &["ci"], vec![]),
+                node(
+                    "QLinearConv",
+                    &["x", "s", "zp", "w", "s", "zp", "s", "zp"],
+                    &["qc"],
+                    vec![make::ints("pads", &[1, 1, 1, 1])],
+                ),
+            ],
+        );
+        expect(&t, &[("ci", "int32[1,4,6,6]"), ("qc", "uint8[1,4,8,8]")]);
+    }
+
+    #[test]
+    fn unknown_ops_declared_types_and_overrides() {
+        let mut m = model(
+            17,
+            vec![value("a", Float, "N,3"), value("b", Float, "N,5")],
+            vec![],
+            vec![
+                node("FancyOp", &["a"], &["f"], vec![]),
+                node("Relu", &["f"], &["r"], vec![]),
+                node("FancyOp", &["b"], &["d"], vec![]),
+            ],
+        );
+        m.graph_mut().value_info.push(value("d", Float, "N,7"));
+        let t = infer(&m, &HashMap::new()).unwrap();
+        assert_eq!(t["f"].to_string(), "?[*]");
+        assert_eq!(t["r"].to_string(), "?[*]");
+        assert_eq!(t["d"].to_string(), "float[N,7]");
+
+        // Fixing N through 'a' fixes it in 'b' and in declared types too.
+        let t = infer(&m, &HashMap::from([("a".to_string(), vec![2, 3])])).unwrap();
+        assert_eq!(t["b"], TensorType::known(Float, &[2, 5]));
+        assert_eq!(t["d"], TensorType::known(Float, &[2, 7]));
+
+        for (name, shape, want) in [
+            ("zz", vec![1], "not a graph input"),
+            ("a", vec![2], "has rank 1"),
+            ("a", vec![2, 4], "contradicts its fixed size 3"),
+        ] {
+            let err = infer(&m, &HashMap::from([(name.to_string(), shape)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn display_and_annotate() {
+        let ty = TensorType {
+            dtype: Some(Float),
+            dims: Some(parse_dims("N,1,?,28")),
+        };
+        assert_eq!(ty.to_string(), "float[N,1,?,28]");
+        assert_eq!(TensorType::known(Int64, &[]).to_string(), "int64[]");
+        assert_eq!(TensorType::default().to_string(), "?[*]");
+
+        let mut m = attention_reshape();
+        m.graph_mut().output.push(value("rows", Float, "?,384"));
+        let t = infer(&m, &HashMap::new()).unwrap();
+        annotate(&mut m, &t);
+        let vi = &m.graph().value_info;
+        let find = |n: &str| {
+            vi.iter()
+                .find(|v| v.name == n)
+                .map(TensorType::from_value_info)
+        };
+        assert_eq!(find("split").unwrap().to_string(), "float[B,S,12,32]");
+        assert_eq!(find("rows"), None, "graph outputs are not value_info");
+        assert_eq!(find("h"), None, "graph inputs are not value_info");
+        let count = vi.len();
+        assert_eq!(count, m.graph().node.len() - 1);
+        // Annotating twice replaces rather than duplicates.
+        annotate(&mut m, &t);
+        assert_eq!(m.graph().value_info.len(), count);
+        assert_eq!(infer(&m, &HashMap::new()).unwrap(), t);
+    }
+
+    // --- real models -------------------------------------------------------------------
+
+    fn real_model(file: &str) -> Model {
+        let dir = std::env::var_os("WHITTLE_ASSETS")
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/whittle-assets"))
+            })
+            .expect("set WHITTLE_ASSETS to the assets folder");
+        let path = dir.join("models").join(file);
+        assert!(
+            path.is_file(),
+            "missing {}: set WHITTLE_ASSETS to the folder holding models/ (default ~/.cache/whittle-assets)",
+            path.display()
+        );
+        Model::load(&path).unwrap()
+    }
+
+    fn overrides(pairs: &[(&str, &[usize])]) -> HashMap<String, Vec<usize>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_vec()))
+            .collect()
+    }
+
+    /// Every value has a known element type and fully known dims.
+    fn assert_all_known(t: &HashMap<String, TensorType>) {
+        for (name, ty) in t {
+            assert!(
+                ty.dtype.is_some() && ty.known_dims().is_some(),
+                "{name}: {ty}"
+            );
+        }
+    }
+
+    #[test]
+    fn lenet5_symbolic_and_fixed_batch() {
+        let m = real_model("mnist_lenet5.onnx");
+        let t = infer(&m, &HashMap::new()).unwrap();
+        assert_eq!(t["input"].to_string(), "float[N,1,28,28]");
+        assert_eq!(t["f"].to_string(), "float[N,3136]");
+        assert_eq!(t["logits"].to_string(), "float[N,10]");
+        let t = infer(&m, &overrides(&[("input", &[1, 1, 28, 28])])).unwrap();
+        assert_all_known(&t);
+        assert_eq!(t["p1"], TensorType::known(Float, &[1, 32, 14, 14]));
+        assert_eq!(t["logits"], TensorType::known(Float, &[1, 10]));
+    }
+
+    /// Expectations below were checked against onnxruntime's actual outputs; ONNX's own
+    /// `infer_shapes(data_prop=True)` leaves the Slice/Expand ones partly unknown.
+    #[test]
+    fn minilm_with_fixed_input_ids() {
+        let m = real_model("paraphrase-MiniLM-L3-v2.onnx");
+        let t = infer(&m, &overrides(&[("input_ids", &[2, 16])])).unwrap();
+        assert_all_known(&t);
+        let layer0 = "/model/model.0/auto_model/encoder/layer.0";
+        for (name, dtype, dims) in [
+            ("onnx::Shape_422", Float, &[2, 16, 384][..]),
+            ("output", Int64, &[2, 16]),
+            ("461", Float, &[2, 384]),
+            (
+                "/model/model.0/auto_model/embeddings/Slice_output_0",
+                Int64,
+                &[1, 16],
+            ),
+            ("/model/model.0/auto_model/Expand_output_0", Int64, &[2, 16]),
+            (
+                &format!("{layer0}/attention/self/Reshape_output_0"),
+                Float,
+                &[2, 16, 12, 32],
+            ),
+            (
+                &format!("{layer0}/attention/self/Softmax_output_0"),
+                Float,
+                &[2, 12, 16, 16],
+            ),
+            (
+                &format!("{layer0}/intermediate/dense/MatMul_output_0"),
+                Float,
+                &[2, 16, 1536],
+            ),
+            ("/model/model.1/Expand_output_0", Int64, &[2, 16, 384]),
+        ] {
+            assert_eq!(t[name], TensorType::known(dtype, dims), "{name}");
+        }
+    }
+
+    #[test]
+    fn yolov8n_at_320() {
+        let m = real_model("yolov8n-320.onnx");
+        let t = infer(&m, &overrides(&[("images", &[1, 3, 320, 320])])).unwrap();
+        assert_all_known(&t);
+        for (name, dims) in [
+            ("output0", &[1, 22, 2100][..]),
+            ("/model.0/conv/Conv_output_0", &[1, 16, 160, 160]),
+            ("/model.9/Concat_output_0", &[1, 512, 10, 10]),
+            ("/model.10/Resize_output_0", &[1, 256, 20, 20]),
+            ("/model.22/Range_output_0", &[40]),
+            ("/model.22/Concat_22_output_0", &[2100, 2]),
+            ("/model.22/dfl/Softmax_output_0", &[1, 16, 4, 2100]),
+        ] {
+            assert_eq!(t[name], TensorType::known(Float, dims), "{name}");
+        }
+    }
+}
