@@ -527,20 +527,17 @@ fn binop(op: &str, a: &Val, b: &Val) -> Val {
 }
 
 fn int_binop(op: &str, x: i64, y: i64) -> Val {
+    if let Some(v) = compare(op, Some(x.cmp(&y))) {
+        return v;
+    }
     let v = match op {
         "Add" | "Sum" => x.checked_add(y),
         "Sub" => x.checked_sub(y),
         "Mul" => x.checked_mul(y),
         "Div" => x.checked_div(y),
-        "Mod" => x.checked_rem(y),
         "Pow" => u32::try_from(y).ok().and_then(|e| x.checked_pow(e)),
         "Max" => Some(x.max(y)),
         "Min" => Some(x.min(y)),
-        "Equal" => Some((x == y) as i64),
-        "Less" => Some((x < y) as i64),
-        "LessOrEqual" => Some((x <= y) as i64),
-        "Greater" => Some((x > y) as i64),
-        "GreaterOrEqual" => Some((x >= y) as i64),
         "And" => Some((x != 0 && y != 0) as i64),
         "Or" => Some((x != 0 || y != 0) as i64),
         "Xor" => Some(((x != 0) != (y != 0)) as i64),
@@ -550,7 +547,10 @@ fn int_binop(op: &str, x: i64, y: i64) -> Val {
 }
 
 fn float_binop(op: &str, x: f64, y: f64) -> Val {
-    let f = match op {
+    if let Some(v) = compare(op, x.partial_cmp(&y)) {
+        return v;
+    }
+    Val::Float(match op {
         "Add" | "Sum" => x + y,
         "Sub" => x - y,
         "Mul" => x * y,
@@ -558,9 +558,22 @@ fn float_binop(op: &str, x: f64, y: f64) -> Val {
         "Pow" => x.powf(y),
         "Max" => x.max(y),
         "Min" => x.min(y),
-        _ => return int_binop(op, (x > y) as i64 - (x < y) as i64, 0),
+        _ => return Val::Unk,
+    })
+}
+
+/// A comparison op's boolean result for operands ordered `ord` (`None`: NaN involved).
+fn compare(op: &str, ord: Option<std::cmp::Ordering>) -> Option<Val> {
+    use std::cmp::Ordering::*;
+    let b = match op {
+        "Equal" => ord == Some(Equal),
+        "Less" => ord == Some(Less),
+        "LessOrEqual" => matches!(ord, Some(Less | Equal)),
+        "Greater" => ord == Some(Greater),
+        "GreaterOrEqual" => matches!(ord, Some(Greater | Equal)),
+        _ => return None,
     };
-    Val::Float(f)
+    Some(Val::Int(b as i64))
 }
 
 /// Arithmetic with a named dimension `s` (which is never negative); `same` when both
@@ -680,12 +693,12 @@ fn sum(dims: &[&Dim]) -> Dim {
 }
 
 /// `d + delta`, an error when negative; `delta == 0` keeps symbols.
-fn add_to_dim(d: &Dim, delta: i64) -> Result<Dim> {
+fn add_to_dim(d: &Dim, delta: i128) -> Result<Dim> {
     match d {
         _ if delta == 0 => Ok(d.clone()),
-        Dim::Known(k) => match usize::try_from(*k as i64 + delta) {
+        Dim::Known(k) => match usize::try_from(*k as i128 + delta) {
             Ok(v) => Ok(Dim::Known(v)),
-            Err(_) => bad(format!("size {k} changed by {delta} becomes negative")),
+            Err(_) => bad(format!("size {k} changed by {delta} is out of range")),
         },
         _ => Ok(Dim::Unknown),
     }
@@ -1065,26 +1078,26 @@ impl Window {
     }
 
     /// Kernel extent of axis `i` with dilation.
-    fn extent(&self, i: usize) -> i64 {
-        (self.kernel[i] - 1) * self.dilations[i] + 1
+    fn extent(&self, i: usize) -> i128 {
+        (self.kernel[i] as i128 - 1) * self.dilations[i] as i128 + 1
     }
 
     /// Explicit padding (begin + end) of axis `i`, `None` under SAME auto-padding.
-    fn total_pad(&self, i: usize) -> Option<i64> {
+    fn total_pad(&self, i: usize) -> Option<i128> {
         match self.auto_pad.as_str() {
             "SAME_UPPER" | "SAME_LOWER" => None,
             "VALID" => Some(0),
-            _ => Some(self.pads[i] + self.pads[i + self.kernel.len()]),
+            _ => Some(self.pads[i] as i128 + self.pads[i + self.kernel.len()] as i128),
         }
     }
 
     /// Output size of spatial axis `i` for an input of size `d`.
     fn out_dim(&self, i: usize, d: &Dim) -> Result<Dim> {
-        let s = self.strides[i];
+        let s = self.strides[i] as i128;
         let Some(pad) = self.total_pad(i) else {
             return Ok(match d {
                 _ if s == 1 => d.clone(),
-                Dim::Known(n) => Dim::Known((*n as i64 + s - 1) as usize / s as usize),
+                Dim::Known(n) => Dim::Known(n.div_ceil(s as usize)),
                 _ => Dim::Unknown,
             });
         };
@@ -1093,13 +1106,13 @@ impl Window {
             let same = s == 1 && ext - 1 == pad;
             return Ok(if same { d.clone() } else { Dim::Unknown });
         };
-        let span = *n as i64 + pad - ext;
-        if span < 0 {
+        let padded = *n as i128 + pad;
+        if padded < ext {
             return bad(format!(
-                "kernel extent {ext} exceeds the padded input size {}",
-                *n as i64 + pad
+                "kernel extent {ext} exceeds the padded input size {padded}"
             ));
         }
+        let span = padded - ext;
         let mut out = if self.ceil_mode {
             (span + s - 1) / s + 1
         } else {
@@ -1109,9 +1122,9 @@ impl Window {
         let begin = if self.auto_pad == "VALID" {
             0
         } else {
-            self.pads[i]
+            self.pads[i] as i128
         };
-        if self.ceil_mode && (out - 1) * s >= *n as i64 + begin {
+        if self.ceil_mode && (out - 1) * s >= *n as i128 + begin {
             out -= 1;
         }
         Ok(Dim::Known(out as usize))
@@ -1170,7 +1183,7 @@ fn conv(c: &Ctx, wi: usize, dtype: Option<DataType>) -> Result<Vec<Info>> {
             ));
         }
         if let (Dim::Known(cx), Dim::Known(cw)) = (&x[1], &w[1]) {
-            if *cx as i64 != *cw as i64 * group {
+            if *cx as i128 != *cw as i128 * group as i128 {
                 return bad(format!(
                     "input has {cx} channels, weights expect {cw} x group {group}"
                 ));
@@ -1191,7 +1204,7 @@ fn conv_transpose(c: &Ctx) -> Result<Vec<Info>> {
     let w = c.dims(1);
     let group = c.node.int_or("group", 1)?;
     let m = match w.map(|w| &w[1]) {
-        Some(Dim::Known(k)) => Dim::Known(k * group.max(1) as usize),
+        Some(Dim::Known(k)) => mul_dim(*k, group)?,
         _ => Dim::Unknown,
     };
     let mut dims = vec![x[0].clone(), m];
@@ -1207,17 +1220,33 @@ fn conv_transpose(c: &Ctx) -> Result<Vec<Info>> {
     let win = Window::read(c.node, kernel)?;
     let out_pad = c.node.ints("output_padding")?.unwrap_or_else(|| vec![0; n]);
     for i in 0..n {
-        let d = match (&x[i + 2], win.total_pad(i)) {
-            (Dim::Known(v), None) => Dim::Known(v * win.strides[i] as usize),
-            (Dim::Known(v), Some(pad)) => {
-                let grown = win.strides[i] * (*v as i64 - 1) + out_pad.get(i).unwrap_or(&0);
-                add_to_dim(&Dim::Known(0), grown + win.extent(i) - pad)?
-            }
-            _ => Dim::Unknown,
-        };
-        dims.push(d);
+        let extra = *out_pad.get(i).unwrap_or(&0) as i128;
+        dims.push(transposed_dim(&win, i, &x[i + 2], extra)?);
     }
     Ok(vec![c.like(0, Some(dims))])
+}
+
+/// Output size of ConvTranspose on spatial axis `i` for input size `d`.
+fn transposed_dim(win: &Window, i: usize, d: &Dim, out_pad: i128) -> Result<Dim> {
+    let Dim::Known(v) = d else {
+        return Ok(Dim::Unknown);
+    };
+    let s = win.strides[i];
+    match win.total_pad(i) {
+        None => mul_dim(*v, s),
+        Some(pad) => {
+            let grown = s as i128 * (*v as i128 - 1) + out_pad;
+            add_to_dim(&Dim::Known(0), grown + win.extent(i) - pad)
+        }
+    }
+}
+
+/// `n * k` as a dimension; an error when negative or too large.
+fn mul_dim(n: usize, k: i64) -> Result<Dim> {
+    match usize::try_from(k).ok().and_then(|k| n.checked_mul(k)) {
+        Some(v) => Ok(Dim::Known(v)),
+        None => bad(format!("size {n} times {k} is out of range")),
+    }
 }
 
 fn pool(c: &Ctx) -> Result<Vec<Info>> {
@@ -1626,18 +1655,20 @@ fn even_split(d: &Dim, n: usize) -> Result<Vec<Dim>> {
 /// Index range of a Slice on one axis: (first index, count); `None` if the size is unknown.
 fn slice_range(d: &Dim, start: i64, end: i64, step: i64) -> Option<(i64, i64)> {
     let Dim::Known(n) = d else { return None };
-    let n = *n as i64;
-    let fix = |v: i64, lo: i64, hi: i64| {
-        let v = if v < 0 { v.saturating_add(n) } else { v };
-        v.clamp(lo, hi)
-    };
-    if step > 0 {
+    if *n == 0 {
+        return Some((0, 0));
+    }
+    // i128 keeps extreme starts, ends and steps (INT64_MIN/MAX are common) from overflowing.
+    let (n, start, end, step) = (*n as i128, start as i128, end as i128, step as i128);
+    let fix = |v: i128, lo: i128, hi: i128| (if v < 0 { v + n } else { v }).clamp(lo, hi);
+    let (first, len) = if step > 0 {
         let (s, e) = (fix(start, 0, n), fix(end, 0, n));
-        Some((s, ((e - s).max(0) + step - 1) / step))
+        (s, ((e - s).max(0) + step - 1) / step)
     } else {
         let (s, e) = (fix(start, 0, n - 1), fix(end, -1, n - 1));
-        Some((s, ((s - e).max(0) + (-step) - 1) / (-step)))
-    }
+        (s, ((s - e).max(0) - step - 1) / -step)
+    };
+    Some((first as i64, len as i64))
 }
 
 /// Output size of a Slice on one axis.
@@ -1791,7 +1822,7 @@ fn tile(c: &Ctx) -> Result<Vec<Info>> {
             .map(|(v, &k)| match (v, k) {
                 (_, k) if k < 0 => bad(format!("negative repeat {k}")),
                 (_, 1) => Ok(v.clone()),
-                (Dim::Known(n), k) => Ok(Dim::Known(n * k as usize)),
+                (Dim::Known(n), k) => mul_dim(*n, k),
                 _ => Ok(Dim::Unknown),
             })
             .collect::<Result<_>>()?,
@@ -2077,7 +2108,7 @@ fn pad(c: &Ctx) -> Result<Vec<Info>> {
         Param::Ints(p) => {
             let n = axes.len();
             for (k, &a) in axes.iter().enumerate() {
-                dims[a] = add_to_dim(&d[a], p[k] + p[k + n])?;
+                dims[a] = add_to_dim(&d[a], p[k] as i128 + p[k + n] as i128)?;
             }
         }
         _ => axes.iter().for_each(|&a| dims[a] = Dim::Unknown),
@@ -2739,6 +2770,77 @@ mod tests {
             let err = error(13, x(), inits, n);
             assert!(err.contains("n_y") && err.contains(want), "{err}");
         }
+    }
+
+    #[test]
+    fn slice_ranges_survive_extreme_bounds() {
+        assert_eq!(slice_range(&Dim::Known(0), -1, i64::MIN, -1), Some((0, 0)));
+        assert_eq!(
+            slice_range(&Dim::Known(10), 0, i64::MAX, i64::MAX),
+            Some((0, 1))
+        );
+        assert_eq!(
+            slice_range(&Dim::Known(10), -1, i64::MIN, i64::MIN),
+            Some((9, 1))
+        );
+        assert_eq!(slice_range(&Dim::Known(10), 8, 2, -3), Some((8, 2)));
+        assert_eq!(slice_range(&Dim::Symbol("N".into()), 0, 5, 1), None);
+    }
+
+    #[test]
+    fn absurd_attributes_are_errors_not_panics() {
+        let x = || vec![value("x", Float, "1,2,8,8"), value("w", Float, "2,2,3,3")];
+        let huge = i64::MAX;
+        let cases = [
+            node(
+                "MaxPool",
+                &["x"],
+                &["y"],
+                vec![make::ints("kernel_shape", &[huge, 1])],
+            ),
+            node(
+                "MaxPool",
+                &["x"],
+                &["y"],
+                vec![
+                    make::ints("kernel_shape", &[3, 3]),
+                    make::ints("pads", &[-huge, 0, -huge, 0]),
+                ],
+            ),
+            node(
+                "ConvTranspose",
+                &["x", "w"],
+                &["y"],
+                vec![make::ints("strides", &[huge, huge])],
+            ),
+            node(
+                "ConvTranspose",
+                &["x", "w"],
+                &["y"],
+                vec![make::int("group", -3)],
+            ),
+            node("Tile", &["x", "reps"], &["y"], vec![]),
+        ];
+        for n in cases {
+            let err = error(13, x(), vec![ints("reps", &[1, 1, huge, 2])], n);
+            assert!(err.contains("n_y"), "{err}");
+        }
+        // Huge but representable padding is simply a big output.
+        let t = types(
+            13,
+            x(),
+            vec![],
+            vec![node(
+                "MaxPool",
+                &["x"],
+                &["y"],
+                vec![
+                    make::ints("kernel_shape", &[1, 1]),
+                    make::ints("pads", &[0, 0, huge, 0]),
+                ],
+            )],
+        );
+        expect(&t, &[("y", &format!("float[1,2,{},8]", 8 + huge as u64))]);
     }
 
     #[test]
