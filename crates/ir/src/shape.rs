@@ -207,10 +207,10 @@ pub fn infer(
 pub fn annotate(model: &mut Model, types: &HashMap<String, TensorType>) {
     let graph = model.graph_mut();
     let outputs: HashSet<String> = graph.output.iter().map(|v| v.name.clone()).collect();
-    let mut names: Vec<String> = Vec::new();
-    for node in &graph.node {
-        names.extend(node.output.iter().cloned());
-    }
+    let names: Vec<String> = graph.node.iter().flat_map(|n| n.output.clone()).collect();
+    let mut existing: HashMap<String, usize> = (graph.value_info.iter().enumerate())
+        .map(|(i, v)| (v.name.clone(), i))
+        .collect();
     for name in names {
         let Some(ty) = types.get(&name).filter(|t| t.dtype.is_some()) else {
             continue;
@@ -219,13 +219,16 @@ pub fn annotate(model: &mut Model, types: &HashMap<String, TensorType>) {
             continue;
         }
         let proto = Some(ty.to_type_proto());
-        match graph.value_info.iter_mut().find(|v| v.name == name) {
-            Some(v) => v.r#type = proto,
-            None => graph.value_info.push(ValueInfoProto {
-                name,
-                r#type: proto,
-                ..Default::default()
-            }),
+        match existing.get(&name) {
+            Some(&i) => graph.value_info[i].r#type = proto,
+            None => {
+                existing.insert(name.clone(), graph.value_info.len());
+                graph.value_info.push(ValueInfoProto {
+                    name,
+                    r#type: proto,
+                    ..Default::default()
+                });
+            }
         }
     }
 }
