@@ -69,7 +69,8 @@ impl TensorType {
         known(self.dims.as_deref()?)
     }
 
-    /// The type of a `ValueInfoProto` (non-tensor types are unknown).
+    /// The type of a `ValueInfoProto` (non-tensor types are unknown; a `dim_param` of
+    /// `?` is an unknown size, not a symbol).
     pub fn from_value_info(vi: &ValueInfoProto) -> Self {
         let Some(type_proto::Value::TensorType(t)) =
             vi.r#type.as_ref().and_then(|t| t.value.as_ref())
@@ -81,7 +82,10 @@ impl TensorType {
                 .iter()
                 .map(|d| match &d.value {
                     Some(dimension::Value::DimValue(v)) if *v >= 0 => Dim::Known(*v as usize),
-                    Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Symbol(p.clone()),
+                    // Some exporters (Paddle) write "?" for every unknown size.
+                    Some(dimension::Value::DimParam(p)) if !p.is_empty() && p != "?" => {
+                        Dim::Symbol(p.clone())
+                    }
                     _ => Dim::Unknown,
                 })
                 .collect()
@@ -3110,6 +3114,28 @@ mod tests {
         assert_eq!(ty.to_string(), "float[N,1,?,28]");
         assert_eq!(TensorType::known(Int64, &[]).to_string(), "int64[]");
         assert_eq!(TensorType::default().to_string(), "?[*]");
+        let written = ValueInfoProto {
+            name: "x".into(),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Float.code(),
+                    shape: Some(TensorShapeProto {
+                        dim: ["?", "N"]
+                            .map(|p| Dimension {
+                                value: Some(dimension::Value::DimParam(p.into())),
+                                denotation: String::new(),
+                            })
+                            .to_vec(),
+                    }),
+                })),
+                denotation: String::new(),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            TensorType::from_value_info(&written).to_string(),
+            "float[?,N]"
+        );
 
         let mut m = attention_reshape();
         m.graph_mut().output.push(value("rows", Float, "?,384"));
