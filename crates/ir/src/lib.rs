@@ -12,6 +12,7 @@ pub mod error;
 pub mod graph;
 pub mod model;
 pub mod proto;
+pub mod shape;
 pub mod tensor;
 pub mod validate;
 
@@ -20,5 +21,6 @@ pub use dtype::DataType;
 pub use error::{IrError, Result};
 pub use graph::GraphEdit;
 pub use model::{ExternalData, Model};
+pub use shape::{Dim, TensorType};
 pub use tensor::{Element, TensorData};
 pub use validate::validate;
