@@ -1,9 +1,12 @@
 //! `whittle inspect`: what a model is made of.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use serde::Serialize;
+use whittle_ir::cost::node_macs;
+use whittle_ir::shape::{Dim, TensorType};
 use whittle_ir::proto::{type_proto, ValueInfoProto};
 use whittle_ir::{DataType, GraphEdit, Model};
 
@@ -14,6 +17,10 @@ use crate::report::{human_bytes, human_count, print_json};
 pub struct Args {
     /// The ONNX model.
     model: PathBuf,
+    /// Fix an input's shape for the MAC estimate, e.g. `input_ids=1x128`
+    /// (symbolic dimensions are otherwise taken as 1).
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    shapes: Vec<String>,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -41,6 +48,7 @@ struct Inspection {
     parameters: u64,
     initializer_bytes: u64,
     size_bytes: u64,
+    /// Multiply-accumulates of one forward pass at the shapes used (symbolic dims as 1).
     macs: Option<u64>,
 }
 
@@ -48,7 +56,8 @@ struct Inspection {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
-    let info = inspect(&model, &args.model)?;
+    let overrides = parse_shapes(&args.shapes)?;
+    let info = inspect(&model, &args.model, &overrides)?;
     if args.json {
         return print_json(&info);
     }
@@ -56,7 +65,60 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn inspect(model: &Model, path: &Path) -> anyhow::Result<Inspection> {
+/// Parses `--shape NAME=AxBxC` options.
+pub fn parse_shapes(specs: &[String]) -> anyhow::Result<HashMap<String, Vec<usize>>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, dims) = spec
+                .split_once('=')
+                .with_context(|| format!("--shape '{spec}' must be NAME=DIMS, e.g. x=1x3x224x224"))?;
+            let dims = dims
+                .split('x')
+                .map(|d| d.trim().parse::<usize>())
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| format!("--shape '{spec}': dimensions must be numbers joined by 'x'"))?;
+            Ok((name.to_string(), dims))
+        })
+        .collect()
+}
+
+/// MACs of one sample: symbolic input dimensions not fixed by `overrides` are taken as 1.
+fn estimate_macs(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> anyhow::Result<u64> {
+    let graph = model.graph();
+    let mut fixed = overrides.clone();
+    for v in graph.input.iter().filter(|v| graph.runtime_inputs().contains(&v.name.as_str())) {
+        if fixed.contains_key(&v.name) {
+            continue;
+        }
+        let ty = TensorType::from_value_info(v);
+        if let Some(dims) = &ty.dims {
+            let dims = dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Known(n) => *n,
+                    _ => 1,
+                })
+                .collect();
+            fixed.insert(v.name.clone(), dims);
+        }
+    }
+    let types = whittle_ir::shape::infer(model, &fixed)?;
+    let shape = |name: &str| types.get(name).and_then(TensorType::known_dims);
+    let mut total = 0u64;
+    for node in &graph.node {
+        total += node_macs(node, &shape).with_context(|| {
+            format!("shape of node '{}' ({}) unknown; fix inputs with --shape", node.name, node.op_type)
+        })?;
+    }
+    Ok(total)
+}
+
+fn inspect(
+    model: &Model,
+    path: &Path,
+    overrides: &HashMap<String, Vec<usize>>,
+) -> anyhow::Result<Inspection> {
     let graph = model.graph();
     let runtime: Vec<&str> = graph.runtime_inputs();
     let mut ops = BTreeMap::new();
@@ -108,7 +170,7 @@ fn inspect(model: &Model, path: &Path) -> anyhow::Result<Inspection> {
         parameters,
         initializer_bytes,
         size_bytes: Model::disk_size(path)?,
-        macs: None,
+        macs: Some(estimate_macs(model, overrides)?),
     })
 }
 
@@ -157,7 +219,7 @@ fn print_text(i: &Inspection) {
     );
     println!("parameters {} ({})", human_count(i.parameters), i.parameters);
     if let Some(m) = i.macs {
-        println!("MACs       {} per sample", human_count(m));
+        println!("MACs       {} per forward pass", human_count(m));
     }
     println!("nodes      {}", i.nodes);
     let mut ops: Vec<(&String, &usize)> = i.ops.iter().collect();
