@@ -263,7 +263,9 @@ fn hardmax(t: &Tensor, axis: usize) -> CResult<Tensor> {
 /// Dropout's ratio and whether it is in training mode.
 fn dropout_mode(c: &OpCtx) -> Result<(f64, bool)> {
     if c.opset < 12 {
-        return Ok((c.node.float_or("ratio", 0.5)? as f64, c.training));
+        // Opsets before 7 could also force inference with `is_test`.
+        let train = c.training && c.node.int_or("is_test", 0)? == 0;
+        return Ok((c.node.float_or("ratio", 0.5)? as f64, train));
     }
     let ratio = match c.opt_input(1) {
         Some(r) => r.to_f64_vec()?.first().copied().unwrap_or(0.5),
@@ -393,7 +395,10 @@ mod tests {
         // 1 / (1 + e^2) = 0.1192029, 1 / (1 + e^-3) = 0.9525741
         close(&sigmoid(&t).unwrap(), &[0.119_202_9, 0.5, 0.952_574_1]);
         // ln(1 + e^-2) = 0.126928, ln 2 = 0.693147, ln(1 + e^3) = 3.048587
-        close(&softplus(&t).unwrap(), &[0.126_928, 0.693_147_2, 3.048_587]);
+        close(
+            &softplus(&t).unwrap(),
+            &[0.126_928, std::f32::consts::LN_2, 3.048_587],
+        );
     }
 
     #[test]
