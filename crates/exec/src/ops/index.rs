@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::shape::{check_size, index_tensor, same_type, wrap_index};
+use super::shape::{check_size, data_axis, index_tensor, same_type, wrap_index};
 use super::util::{from_f64, i64_value};
 use super::{OpCtx, Registry};
 use crate::bail;
@@ -55,7 +55,7 @@ fn strides(dims: &[usize]) -> Vec<usize> {
 
 fn gather(c: &OpCtx) -> Result<Vec<Value>> {
     let (x, idx) = (c.input(0)?, c.input(1)?);
-    let axis = c.axis(c.node.int_or("axis", 0)?, x.rank())?;
+    let axis = data_axis(c.node.int_or("axis", 0)?, x.rank())?;
     let ids = index_tensor(checked_ids(idx, x.shape()[axis])?, x.tensor().device())?;
     let t = x.tensor().index_select(&ids, axis)?;
     let dims: Vec<usize> = [&x.shape()[..axis], idx.shape(), &x.shape()[axis + 1..]].concat();
@@ -67,18 +67,31 @@ fn check_elements(x: &Value, idx: &Value, axis: usize) -> Result<()> {
     let ok = idx.rank() == x.rank()
         && (0..x.rank()).all(|d| d == axis || idx.shape()[d] <= x.shape()[d]);
     if !ok {
-        bail!("indices shape {:?} does not fit data shape {:?}", idx.shape(), x.shape());
+        bail!(
+            "indices shape {:?} does not fit data shape {:?}",
+            idx.shape(),
+            x.shape()
+        );
     }
     Ok(())
 }
 
 fn gather_elements(c: &OpCtx) -> Result<Vec<Value>> {
     let (x, idx) = (c.input(0)?, c.input(1)?);
-    let axis = c.axis(c.node.int_or("axis", 0)?, x.rank())?;
+    let axis = data_axis(c.node.int_or("axis", 0)?, x.rank())?;
     check_elements(x, idx, axis)?;
     let ids = checked_ids(idx, x.shape()[axis])?;
     let ids = Tensor::from_vec(ids, idx.shape(), x.tensor().device())?;
     same_type(x.tensor().contiguous()?.gather(&ids, axis)?, x)
+}
+
+/// Row numbers of `count` index tuples of length `dims.len()` (zero-length tuples all
+/// address row 0, the whole table).
+fn nd_rows(tuples: &[i64], count: usize, dims: &[usize]) -> Result<Vec<usize>> {
+    if dims.is_empty() {
+        return Ok(vec![0; count]);
+    }
+    tuple_rows(tuples, dims)
 }
 
 /// Row numbers of the index tuples (last axis of `idx`, length `dims.len()`) in a table
@@ -130,11 +143,16 @@ fn gather_nd(c: &OpCtx) -> Result<Vec<Value>> {
         let local = if k == 0 {
             vec![0; per_batch]
         } else {
-            tuple_rows(&tuples[bi * per_batch * k..(bi + 1) * per_batch * k], indexed)?
+            tuple_rows(
+                &tuples[bi * per_batch * k..(bi + 1) * per_batch * k],
+                indexed,
+            )?
         };
         rows.extend(local.into_iter().map(|r| (bi * rows_per_batch + r) as i64));
     }
-    let table = x.tensor().reshape((batches * rows_per_batch, slice.iter().product::<usize>()))?;
+    let table = x
+        .tensor()
+        .reshape((batches * rows_per_batch, slice.iter().product::<usize>()))?;
     let t = table.index_select(&index_tensor(rows, x.tensor().device())?, 0)?;
     let dims = [&idx.shape()[..idx.rank() - 1], slice].concat();
     same_type(t.reshape(dims)?, x)
@@ -193,7 +211,11 @@ fn scatter_rows(
     red: Reduction,
 ) -> Result<Value> {
     if updates.dtype() != data.dtype() || updates.numel() != rows.len() * row_len {
-        bail!("updates ({} {:?}) do not fit the indices", updates.dtype(), updates.shape());
+        bail!(
+            "updates ({} {:?}) do not fit the indices",
+            updates.dtype(),
+            updates.shape()
+        );
     }
     if row_len == 0 {
         return Ok(data.clone());
@@ -212,7 +234,9 @@ fn scatter_rows(
             }
             Tensor::cat(&[&table, &upd], 0)?.index_select(&ids(src)?, 0)?
         }
-        Reduction::Add if data.dtype().is_float() => table.index_add(&ids(rows.to_vec())?, &upd, 0)?,
+        Reduction::Add if data.dtype().is_float() => {
+            table.index_add(&ids(rows.to_vec())?, &upd, 0)?
+        }
         _ => return host_scatter(data, rows, updates, row_len, red),
     };
     Value::new(t.reshape(data.shape())?, data.dtype())
@@ -226,7 +250,13 @@ fn host_scatter(
     row_len: usize,
     red: Reduction,
 ) -> Result<Value> {
-    fn apply<T: Copy>(mut base: Vec<T>, rows: &[usize], upd: &[T], len: usize, f: impl Fn(T, T) -> T) -> Vec<T> {
+    fn apply<T: Copy>(
+        mut base: Vec<T>,
+        rows: &[usize],
+        upd: &[T],
+        len: usize,
+        f: impl Fn(T, T) -> T,
+    ) -> Vec<T> {
         for (u, &r) in rows.iter().enumerate() {
             for j in 0..len {
                 base[r * len + j] = f(base[r * len + j], upd[u * len + j]);
@@ -235,20 +265,36 @@ fn host_scatter(
         base
     }
     if data.dtype().is_float() {
-        let v = apply(data.to_f64_vec()?, rows, &updates.to_f64_vec()?, row_len, |a, b| red.f64(a, b));
+        let v = apply(
+            data.to_f64_vec()?,
+            rows,
+            &updates.to_f64_vec()?,
+            row_len,
+            |a, b| red.f64(a, b),
+        );
         return from_f64(v, data.shape(), data.dtype(), data);
     }
-    let v = apply(data.to_i64_vec()?, rows, &updates.to_i64_vec()?, row_len, |a, b| red.i64(a, b));
+    let v = apply(
+        data.to_i64_vec()?,
+        rows,
+        &updates.to_i64_vec()?,
+        row_len,
+        |a, b| red.i64(a, b),
+    );
     let t = Tensor::from_vec(v, data.shape(), data.tensor().device())?;
     Value::new(t, DataType::Int64)?.cast(data.dtype())
 }
 
 fn scatter_elements(c: &OpCtx) -> Result<Vec<Value>> {
     let (x, idx, upd) = (c.input(0)?, c.input(1)?, c.input(2)?);
-    let axis = c.axis(c.node.int_or("axis", 0)?, x.rank())?;
+    let axis = data_axis(c.node.int_or("axis", 0)?, x.rank())?;
     check_elements(x, idx, axis)?;
     if idx.shape() != upd.shape() {
-        bail!("indices shape {:?} differs from updates shape {:?}", idx.shape(), upd.shape());
+        bail!(
+            "indices shape {:?} differs from updates shape {:?}",
+            idx.shape(),
+            upd.shape()
+        );
     }
     let ids = checked_ids(idx, x.shape()[axis])?;
     let (ist, xst) = (strides(idx.shape()), strides(x.shape()));
@@ -258,7 +304,11 @@ fn scatter_elements(c: &OpCtx) -> Result<Vec<Value>> {
         .map(|(p, &i)| {
             (0..x.rank())
                 .map(|d| {
-                    let coord = if d == axis { i as usize } else { p / ist[d] % idx.shape()[d] };
+                    let coord = if d == axis {
+                        i as usize
+                    } else {
+                        p / ist[d] % idx.shape()[d]
+                    };
                     coord * xst[d]
                 })
                 .sum()
@@ -274,9 +324,16 @@ fn scatter_nd(c: &OpCtx) -> Result<Vec<Value>> {
     if upd.shape() != want.as_slice() {
         bail!("updates shape {:?} should be {want:?}", upd.shape());
     }
-    let rows = tuple_rows(&idx.to_i64_vec()?, &x.shape()[..k])?;
+    let count = idx.shape()[..idx.rank() - 1].iter().product();
+    let rows = nd_rows(&idx.to_i64_vec()?, count, &x.shape()[..k])?;
     let row_len = x.shape()[k..].iter().product();
-    Ok(vec![scatter_rows(x, &rows, upd, row_len, Reduction::of(c)?)?])
+    Ok(vec![scatter_rows(
+        x,
+        &rows,
+        upd,
+        row_len,
+        Reduction::of(c)?,
+    )?])
 }
 
 fn one_hot(c: &OpCtx) -> Result<Vec<Value>> {
@@ -300,7 +357,11 @@ fn one_hot(c: &OpCtx) -> Result<Vec<Value>> {
         }
     }
     let v = values.tensor().flatten_all()?;
-    let pick = |j| v.narrow(0, j, 1)?.reshape(())?.broadcast_as(dims.as_slice());
+    let pick = |j| {
+        v.narrow(0, j, 1)?
+            .reshape(())?
+            .broadcast_as(dims.as_slice())
+    };
     let mask = Tensor::from_vec(mask, dims.as_slice(), v.device())?;
     same_type(mask.where_cond(&pick(1)?, &pick(0)?)?, values)
 }
@@ -308,7 +369,7 @@ fn one_hot(c: &OpCtx) -> Result<Vec<Value>> {
 fn compress(c: &OpCtx) -> Result<Vec<Value>> {
     let (x, cond) = (c.input(0)?, c.input(1)?);
     let (t, axis) = match c.node.int("axis")? {
-        Some(a) => (x.tensor().clone(), c.axis(a, x.rank())?),
+        Some(a) => (x.tensor().clone(), data_axis(a, x.rank())?),
         None => (x.tensor().flatten_all()?, 0),
     };
     let n = t.dims()[axis];
@@ -348,8 +409,8 @@ fn non_zero(c: &OpCtx) -> Result<Vec<Value>> {
 fn reverse_sequence(c: &OpCtx) -> Result<Vec<Value>> {
     let (x, lens) = (c.input(0)?, c.input(1)?);
     let rank = x.rank();
-    let ba = c.axis(c.node.int_or("batch_axis", 1)?, rank)?;
-    let ta = c.axis(c.node.int_or("time_axis", 0)?, rank)?;
+    let ba = data_axis(c.node.int_or("batch_axis", 1)?, rank)?;
+    let ta = data_axis(c.node.int_or("time_axis", 0)?, rank)?;
     if rank < 2 || ba == ta {
         bail!("needs rank >= 2 and distinct batch and time axes");
     }
@@ -366,14 +427,17 @@ fn reverse_sequence(c: &OpCtx) -> Result<Vec<Value>> {
             (p + from * st[ta] - t * st[ta]) as i64
         })
         .collect();
-    let t = x.tensor().flatten_all()?.index_select(&index_tensor(src, x.tensor().device())?, 0)?;
+    let t = x
+        .tensor()
+        .flatten_all()?
+        .index_select(&index_tensor(src, x.tensor().device())?, 0)?;
     same_type(t.reshape(dims)?, x)
 }
 
 /// Groups equal rows (`len` elements each) of `v`: returns each group's members in
 /// input order, groups ordered by sorted value when `sorted`, else by first occurrence.
 fn group_rows<T: PartialOrd>(v: &[T], len: usize, sorted: bool) -> Vec<Vec<usize>> {
-    let n = if len == 0 { 0 } else { v.len() / len };
+    let n = v.len().checked_div(len).unwrap_or(0);
     let row = |i: usize| &v[i * len..(i + 1) * len];
     let cmp = |a: &usize, b: &usize| {
         row(*a)
@@ -402,7 +466,7 @@ fn unique(c: &OpCtx) -> Result<Vec<Value>> {
     let x = c.input(0)?;
     let sorted = c.node.int_or("sorted", 1)? == 1;
     let (t, axis) = match c.node.int("axis")? {
-        Some(a) => (x.tensor().clone(), c.axis(a, x.rank())?),
+        Some(a) => (x.tensor().clone(), data_axis(a, x.rank())?),
         None => (x.tensor().flatten_all()?, 0),
     };
     let n = t.dims()[axis];
@@ -431,11 +495,17 @@ fn unique(c: &OpCtx) -> Result<Vec<Value>> {
 fn cumsum(c: &OpCtx) -> Result<Vec<Value>> {
     let x = c.input(0)?;
     let axis = match c.input(1)?.to_i64_vec()?.as_slice() {
-        &[a] => c.axis(a, x.rank())?,
+        &[a] => data_axis(a, x.rank())?,
         a => bail!("axis must be one value, got {a:?}"),
     };
     let reverse = c.node.int_or("reverse", 0)? == 1;
-    let flip = |t: &Tensor| if reverse { t.flip(&[axis]) } else { Ok(t.clone()) };
+    let flip = |t: &Tensor| {
+        if reverse {
+            t.flip(&[axis])
+        } else {
+            Ok(t.clone())
+        }
+    };
     let t = flip(x.tensor())?;
     let n = t.dims()[axis];
     let mut sum = if x.dtype().is_float() {

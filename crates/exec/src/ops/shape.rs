@@ -11,7 +11,7 @@ use whittle_ir::tensor::checked_numel;
 use whittle_ir::{DataType, NodeAttrs, TensorData};
 
 use super::util::{broadcast_shape, broadcast_to, from_f64, i64_value};
-use super::{OpCtx, Registry};
+use super::{normalize_axis, OpCtx, Registry};
 use crate::bail;
 use crate::error::{ExecError, Result};
 use crate::value::Value;
@@ -71,6 +71,14 @@ pub(super) fn wrap_index(i: i64, n: usize) -> Result<usize> {
     Ok(w as usize)
 }
 
+/// An axis of a tensor of rank `rank`, normalised into `0..rank` (a scalar has none).
+pub(super) fn data_axis(axis: i64, rank: usize) -> Result<usize> {
+    if rank == 0 {
+        bail!("axis {axis} is out of range for a scalar");
+    }
+    normalize_axis(axis, rank)
+}
+
 /// Converts a list of dimensions, refusing negative ones.
 pub(super) fn to_dims(v: &[i64]) -> Result<Vec<usize>> {
     v.iter()
@@ -91,10 +99,10 @@ fn ints_arg(c: &OpCtx, i: usize, name: &str, since: i64) -> Result<Option<Vec<i6
 }
 
 /// Normalises distinct axes into `0..rank`.
-fn distinct_axes(c: &OpCtx, axes: &[i64], rank: usize) -> Result<Vec<usize>> {
+fn distinct_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
     let mut out = Vec::with_capacity(axes.len());
     for &a in axes {
-        let a = c.axis(a, rank)?;
+        let a = data_axis(a, rank)?;
         if out.contains(&a) {
             bail!("axis {a} is listed twice");
         }
@@ -133,6 +141,7 @@ pub(super) fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> Re
                 infer = Some(i);
                 1
             }
+            -1 => bail!("shape {spec:?} has more than one -1"),
             0 if !allowzero => match input.get(i) {
                 Some(&d) => d,
                 None => bail!("shape {spec:?} copies dimension {i}, which the input lacks"),
@@ -145,7 +154,7 @@ pub(super) fn reshape_dims(input: &[usize], spec: &[i64], allowzero: bool) -> Re
     let known = checked_numel(&dims);
     if let Some(i) = infer {
         match known {
-            Some(k) if k > 0 && total % k == 0 => dims[i] = total / k,
+            Some(k) if k > 0 && total.is_multiple_of(k) => dims[i] = total / k,
             _ => bail!("cannot infer the -1 of shape {spec:?} for input shape {input:?}"),
         }
     } else if known != Some(total) {
@@ -163,7 +172,10 @@ fn flatten(c: &OpCtx) -> Result<Vec<Value>> {
         bail!("axis {axis} is out of range for rank {rank}");
     }
     let (outer, inner) = x.shape().split_at(a as usize);
-    let dims = (outer.iter().product::<usize>(), inner.iter().product::<usize>());
+    let dims = (
+        outer.iter().product::<usize>(),
+        inner.iter().product::<usize>(),
+    );
     same_type(x.tensor().reshape(dims)?, x)
 }
 
@@ -171,7 +183,7 @@ fn squeeze(c: &OpCtx) -> Result<Vec<Value>> {
     let x = c.input(0)?;
     let dims = x.shape();
     let drop = match ints_arg(c, 1, "axes", 13)? {
-        Some(axes) => distinct_axes(c, &axes, dims.len())?,
+        Some(axes) => distinct_axes(&axes, dims.len())?,
         None => (0..dims.len()).filter(|&i| dims[i] == 1).collect(),
     };
     if let Some(&a) = drop.iter().find(|&&a| dims[a] != 1) {
@@ -190,7 +202,7 @@ fn unsqueeze(c: &OpCtx) -> Result<Vec<Value>> {
         bail!("axes are required");
     };
     let rank = x.rank() + axes.len();
-    let axes = distinct_axes(c, &axes, rank)?;
+    let axes = distinct_axes(&axes, rank)?;
     let mut src = x.shape().iter();
     let dims: Vec<usize> = (0..rank)
         .map(|i| {
@@ -209,7 +221,7 @@ fn transpose(c: &OpCtx) -> Result<Vec<Value>> {
     let rank = x.rank();
     let perm = match c.node.ints("perm")? {
         Some(p) => {
-            let p = distinct_axes(c, &p, rank)?;
+            let p = distinct_axes(&p, rank)?;
             if p.len() != rank {
                 bail!("perm {p:?} does not match rank {rank}");
             }
@@ -222,12 +234,16 @@ fn transpose(c: &OpCtx) -> Result<Vec<Value>> {
 
 fn concat(c: &OpCtx) -> Result<Vec<Value>> {
     let first = c.input(0)?;
-    let axis = c.axis(c.node.int_or("axis", 0)?, first.rank())?;
+    let axis = data_axis(c.node.int_or("axis", 0)?, first.rank())?;
     let mut parts = Vec::with_capacity(c.num_inputs());
     for i in 0..c.num_inputs() {
         let v = c.input(i)?;
         if v.dtype() != first.dtype() || v.rank() != first.rank() {
-            bail!("input #{i} ({} {:?}) does not match input #0", v.dtype(), v.shape());
+            bail!(
+                "input #{i} ({} {:?}) does not match input #0",
+                v.dtype(),
+                v.shape()
+            );
         }
         parts.push(v.tensor().clone());
     }
@@ -236,7 +252,7 @@ fn concat(c: &OpCtx) -> Result<Vec<Value>> {
 
 fn split(c: &OpCtx) -> Result<Vec<Value>> {
     let x = c.input(0)?;
-    let axis = c.axis(c.node.int_or("axis", 0)?, x.rank())?;
+    let axis = data_axis(c.node.int_or("axis", 0)?, x.rank())?;
     let dim = x.shape()[axis];
     let sizes = match ints_arg(c, 1, "split", 13)? {
         Some(s) => to_dims(&s)?,
@@ -295,7 +311,7 @@ fn slice(c: &OpCtx) -> Result<Vec<Value>> {
     if ends.len() != n || axes.len() != n || steps.len() != n {
         bail!("starts, ends, axes and steps differ in length");
     }
-    let axes = distinct_axes(c, &axes, x.rank())?;
+    let axes = distinct_axes(&axes, x.rank())?;
     let mut t = x.tensor().clone();
     for k in 0..n {
         let range = slice_range(x.shape()[axes[k]], starts[k], ends[k], steps[k])?;
@@ -445,8 +461,13 @@ fn range(c: &OpCtx) -> Result<Vec<Value>> {
     let (span, d128) = (l as i128 - s as i128, d as i128);
     let ceil = span.div_euclid(d128) + i128::from(d > 0 && span.rem_euclid(d128) > 0);
     let n = range_len(ceil as f64)?;
-    let v: Vec<i64> = (0..n as i64).map(|i| s.wrapping_add(i.wrapping_mul(d))).collect();
-    Ok(vec![Value::new(index_tensor(v, start.tensor().device())?, dt)?])
+    let v: Vec<i64> = (0..n as i64)
+        .map(|i| s.wrapping_add(i.wrapping_mul(d)))
+        .collect();
+    Ok(vec![Value::new(
+        index_tensor(v, start.tensor().device())?,
+        dt,
+    )?])
 }
 
 /// The element count of `Range` from its (unclamped) real count.
@@ -472,7 +493,10 @@ fn eye_like(c: &OpCtx) -> Result<Vec<Value>> {
     };
     let mut v = vec![0.0; rows * cols];
     for (i, row) in v.chunks_mut(cols.max(1)).enumerate() {
-        if let Some(cell) = usize::try_from(i as i64 + k).ok().and_then(|j| row.get_mut(j)) {
+        if let Some(cell) = usize::try_from(i as i64 + k)
+            .ok()
+            .and_then(|j| row.get_mut(j))
+        {
             *cell = 1.0;
         }
     }
@@ -497,9 +521,13 @@ fn trilu(c: &OpCtx) -> Result<Vec<Value>> {
             u8::from(if upper { d >= k } else { d <= k })
         })
         .collect();
-    let mask = Tensor::from_vec(mask, (rows, cols), x.tensor().device())?.broadcast_as(x.shape())?;
+    let mask =
+        Tensor::from_vec(mask, (rows, cols), x.tensor().device())?.broadcast_as(x.shape())?;
     same_type(mask.where_cond(x.tensor(), &x.tensor().zeros_like()?)?, x)
 }
+
+/// Largest block size of `DepthToSpace`/`SpaceToDepth` (keeps size arithmetic in range).
+const MAX_BLOCK: i64 = 1 << 16;
 
 /// `[n, c, h, w]` of a 4-D input and the positive block size.
 fn nchw_block(c: &OpCtx, x: &Value) -> Result<([usize; 4], usize)> {
@@ -507,8 +535,8 @@ fn nchw_block(c: &OpCtx, x: &Value) -> Result<([usize; 4], usize)> {
         bail!("expects a 4-D input, got shape {:?}", x.shape());
     };
     let b = c.node.int_or("blocksize", 0)?;
-    if b <= 0 {
-        bail!("blocksize must be positive, got {b}");
+    if !(1..=MAX_BLOCK).contains(&b) {
+        bail!("blocksize must be in 1..={MAX_BLOCK}, got {b}");
     }
     Ok(([n, ch, h, w], b as usize))
 }
@@ -541,7 +569,12 @@ fn space_to_depth(c: &OpCtx) -> Result<Vec<Value>> {
         bail!("spatial size {h}x{w} is not divisible by blocksize {b}");
     }
     let split = [n, ch, h / b, b, w / b, b];
-    regroup(x, &split, &[0, 3, 5, 1, 2, 4], &[n, ch * b * b, h / b, w / b])
+    regroup(
+        x,
+        &split,
+        &[0, 3, 5, 1, 2, 4],
+        &[n, ch * b * b, h / b, w / b],
+    )
 }
 
 /// How `Pad` fills the border.
@@ -603,7 +636,7 @@ fn pad(c: &OpCtx) -> Result<Vec<Value>> {
         (pads, fill, None)
     };
     let axes = match axes {
-        Some(a) => distinct_axes(c, &a, rank)?,
+        Some(a) => distinct_axes(&a, rank)?,
         None => (0..rank).collect(),
     };
     if pads.len() != 2 * axes.len() {
@@ -663,8 +696,14 @@ mod tests {
 
     #[test]
     fn reshape_copies_zeros_and_infers_minus_one() {
-        assert_eq!(reshape_dims(&[2, 3, 4], &[0, -1], false).unwrap(), vec![2, 12]);
-        assert_eq!(reshape_dims(&[2, 3, 4], &[4, 0, -1], false).unwrap(), vec![4, 3, 2]);
+        assert_eq!(
+            reshape_dims(&[2, 3, 4], &[0, -1], false).unwrap(),
+            vec![2, 12]
+        );
+        assert_eq!(
+            reshape_dims(&[2, 3, 4], &[4, 0, -1], false).unwrap(),
+            vec![4, 3, 2]
+        );
         assert_eq!(reshape_dims(&[0, 3], &[3, 0], true).unwrap(), vec![3, 0]);
         assert_eq!(reshape_dims(&[2, 3], &[-1], false).unwrap(), vec![6]);
     }
@@ -685,7 +724,10 @@ mod tests {
         assert_eq!(slice_range(10, 0, 3, 1).unwrap(), (0, 1, 3));
         assert_eq!(slice_range(10, -3, i64::MAX, 1).unwrap(), (7, 1, 3));
         assert_eq!(slice_range(10, 1, 1000, 3).unwrap(), (1, 3, 3));
-        assert_eq!(slice_range(10, i64::MAX, i64::MIN, -1).unwrap(), (9, -1, 10));
+        assert_eq!(
+            slice_range(10, i64::MAX, i64::MIN, -1).unwrap(),
+            (9, -1, 10)
+        );
         assert_eq!(slice_range(10, 8, 2, -2).unwrap(), (8, -2, 3));
         assert_eq!(slice_range(10, 5, 2, 1).unwrap(), (5, 1, 0));
         assert_eq!(slice_range(10, 1000, 1001, 1).unwrap(), (10, 1, 0));
@@ -700,7 +742,10 @@ mod tests {
             let t = take_range(&t, 0, range).unwrap();
             values(&Value::new(t, DataType::Int64).unwrap())
         };
-        assert_eq!(r(slice_range(10, -1, i64::MIN, -3).unwrap()), vec![9, 6, 3, 0]);
+        assert_eq!(
+            r(slice_range(10, -1, i64::MIN, -3).unwrap()),
+            vec![9, 6, 3, 0]
+        );
         assert_eq!(r(slice_range(10, 2, 5, 1).unwrap()), vec![2, 3, 4]);
         assert!(r(slice_range(10, 3, 1, 1).unwrap()).is_empty());
     }
