@@ -601,7 +601,9 @@ mod tests {
         let (s, z) = dynamic_params(-3.0, 2.0);
         assert_eq!(s, 5.0 / 255.0);
         assert_eq!(z, 153);
-        assert_eq!(quantize_f32(-2.5, s, z, U8), 25);
+        // -2.5 / s is just above -127.5 in f32, as in the spec's expected output.
+        assert_eq!(quantize_f32(-2.5, s, z, U8), 26);
+        assert_eq!(quantize_f32(1.34, s, z, U8), 221);
         // Positive-only data widens the range to 0.
         assert_eq!(dynamic_params(1.0, 2.55), (0.01, 0));
         assert_eq!(dynamic_params(0.0, 0.0), (1.0, 0));

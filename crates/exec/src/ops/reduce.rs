@@ -148,27 +148,24 @@ fn host_reduce(x: &Value, axes: &[usize], kind: Kind) -> Result<Tensor> {
     let (grouped, _, n) = axes_last(x.tensor(), axes)?;
     let mut dims = x.shape().to_vec();
     axes.iter().for_each(|&a| dims[a] = 1);
+    let count = dims.iter().product();
     let device = x.tensor().device();
     if x.dtype().is_float() {
         let v: Vec<f64> = grouped.to_dtype(DType::F64)?.to_vec1()?;
-        let out: Vec<f64> = chunks(&v, n).map(|r| reduce_f64(r, kind)).collect();
+        let out: Vec<f64> = rows(&v, n, count).map(|r| reduce_f64(r, kind)).collect();
         return Ok(Tensor::from_vec(out, dims, device)?);
     }
     let (lo, hi) = x.dtype().int_range().unwrap_or((0, 0));
     let v: Vec<i64> = grouped.to_dtype(DType::I64)?.to_vec1()?;
-    let out: Vec<i64> = chunks(&v, n)
+    let out: Vec<i64> = rows(&v, n, count)
         .map(|r| reduce_i64(r, kind, (lo as i64, hi.min(i64::MAX as i128) as i64)))
         .collect();
     Ok(Tensor::from_vec(out, dims, device)?)
 }
 
-/// Rows of `n` elements; an empty row set yields one empty row per output element.
-fn chunks<T>(v: &[T], n: usize) -> Box<dyn Iterator<Item = &[T]> + '_> {
-    if n == 0 {
-        Box::new(std::iter::repeat_n(&v[..0], 1))
-    } else {
-        Box::new(v.chunks(n))
-    }
+/// `count` consecutive rows of `n` elements each (`n` may be 0).
+fn rows<T>(v: &[T], n: usize, count: usize) -> impl Iterator<Item = &[T]> {
+    (0..count).map(move |i| &v[i * n..(i + 1) * n])
 }
 
 /// Reduction of one row in f64 (empty rows give the identity of the reduction).
