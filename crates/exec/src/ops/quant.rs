@@ -1,6 +1,713 @@
-//! TODO
+//! Quantization: `QuantizeLinear`, `DequantizeLinear`, `DynamicQuantizeLinear`,
+//! `MatMulInteger`, `ConvInteger`, `QLinearMatMul`, `QLinearConv`.
+//!
+//! Integer results are exact and match onnxruntime bit for bit: integer products are
+//! summed in i64, and the float steps run in f32 in the same order as onnxruntime
+//! (`x / scale`, `acc * (a_scale * b_scale / y_scale)`), rounding half to even and
+//! saturating to the output type.
 
-use super::Registry;
+use candle_core::{DType, Tensor};
+use whittle_ir::{DataType, NodeAttrs};
+
+use super::linalg::{matmul_i64, numpy_matmul};
+use super::{normalize_axis, OpCtx, Registry};
+use crate::bail;
+use crate::error::Result;
+use crate::value::Value;
 
 /// Registers this family.
-pub fn register(_r: &mut Registry) {}
+pub fn register(r: &mut Registry) {
+    r.add("QuantizeLinear", quantize_linear);
+    r.add("DequantizeLinear", dequantize_linear);
+    r.add("DynamicQuantizeLinear", dynamic_quantize_linear);
+    r.add("MatMulInteger", matmul_integer);
+    r.add("ConvInteger", conv_integer);
+    r.add("QLinearMatMul", qlinear_matmul);
+    r.add("QLinearConv", qlinear_conv);
+}
+
+/// Largest number of elements a quantized convolution may produce or buffer.
+const MAX_ELEMS: usize = 1 << 31;
+
+/// Smallest and largest value of a quantized integer type (uint8, int8, uint16, int16,
+/// int32, uint4, int4).
+pub fn quant_range(dtype: DataType) -> Result<(i64, i64)> {
+    use DataType::*;
+    match (dtype, dtype.int_range()) {
+        (Uint8 | Int8 | Uint16 | Int16 | Int32 | Uint4 | Int4, Some((lo, hi))) => {
+            Ok((lo as i64, hi as i64))
+        }
+        _ => bail!("{dtype} is not a supported quantized type"),
+    }
+}
+
+/// Rounds `v` half to even and saturates it (after adding `zero_point`) into `range`.
+pub fn saturate_round(v: f32, zero_point: i64, range: (i64, i64)) -> i64 {
+    // Float-to-int `as` saturates (NaN gives 0), so the sum cannot overflow.
+    let q = (v.round_ties_even() as i64).saturating_add(zero_point);
+    q.clamp(range.0, range.1)
+}
+
+/// Quantizes one value: `saturate(round_half_even(x / scale) + zero_point)` into the
+/// range of `range` (see [`quant_range`]), computed in f32 like onnxruntime.
+pub fn quantize_f32(x: f32, scale: f32, zero_point: i64, range: (i64, i64)) -> i64 {
+    saturate_round(x / scale, zero_point, range)
+}
+
+/// Dequantizes one value: `(q - zero_point) * scale` in f32.
+pub fn dequantize_f32(q: i64, scale: f32, zero_point: i64) -> f32 {
+    q.wrapping_sub(zero_point) as f32 * scale
+}
+
+/// Requantizes an exact integer accumulator with `multiplier` (`a_scale * b_scale /
+/// y_scale`): `saturate(round_half_even(acc * multiplier) + zero_point)`.
+pub fn requantize(acc: i64, multiplier: f32, zero_point: i64, range: (i64, i64)) -> i64 {
+    saturate_round(acc as f32 * multiplier, zero_point, range)
+}
+
+/// Quantization parameters `(scale, zero_point)` of `DynamicQuantizeLinear` for data with
+/// minimum `min` and maximum `max`: the range is widened to include 0 and mapped onto
+/// uint8 (scale 1 for an all-zero range, as onnxruntime does).
+pub fn dynamic_params(min: f32, max: f32) -> (f32, i64) {
+    let (min, max) = (min.min(0.0), max.max(0.0));
+    let scale = if max == min { 1.0 } else { (max - min) / 255.0 };
+    let zero_point = (0.0 - min / scale).clamp(0.0, 255.0).round_ties_even() as i64;
+    (scale, zero_point)
+}
+
+/// Which scale / zero-point element applies to each element of a tensor.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ParamLayout {
+    /// One parameter for the whole tensor.
+    PerTensor,
+    /// One parameter per index of an axis with `len` elements and `inner` elements
+    /// after it.
+    PerAxis {
+        /// Size of the axis.
+        len: usize,
+        /// Product of the dims after the axis.
+        inner: usize,
+    },
+    /// One parameter per block of `block` indices along an axis (opset 21).
+    Blocked {
+        /// Size of the axis.
+        len: usize,
+        /// Product of the dims after the axis.
+        inner: usize,
+        /// Block size.
+        block: usize,
+        /// Number of blocks along the axis.
+        blocks: usize,
+    },
+}
+
+impl ParamLayout {
+    /// The layout of parameters of shape `param` for data of shape `data`; `axis` is
+    /// used by per-axis and blocked layouts, `block` > 0 selects blocked.
+    pub fn new(data: &[usize], param: &[usize], axis: i64, block: i64) -> Result<Self> {
+        let numel: usize = param.iter().product();
+        if block <= 0 && numel == 1 && param.len() <= 1 {
+            return Ok(ParamLayout::PerTensor);
+        }
+        let a = normalize_axis(axis, data.len())?;
+        let (len, inner) = (data[a], data[a + 1..].iter().product());
+        if block <= 0 {
+            if param != [len] {
+                bail!("parameter shape {param:?} does not fit axis {a} of {data:?}");
+            }
+            return Ok(ParamLayout::PerAxis { len, inner });
+        }
+        let block = block as usize;
+        let blocks = len.div_ceil(block);
+        let mut expect = data.to_vec();
+        expect[a] = blocks;
+        if param != expect {
+            bail!("blocked parameter shape {param:?} should be {expect:?}");
+        }
+        Ok(ParamLayout::Blocked {
+            len,
+            inner,
+            block,
+            blocks,
+        })
+    }
+
+    /// Index of the parameter for flat data index `i`.
+    pub fn index(&self, i: usize) -> usize {
+        match *self {
+            ParamLayout::PerTensor => 0,
+            ParamLayout::PerAxis { len, inner } => (i / inner.max(1)) % len.max(1),
+            ParamLayout::Blocked {
+                len,
+                inner,
+                block,
+                blocks,
+            } => {
+                let inner = inner.max(1);
+                let (outer, j, k) = (
+                    i / (len * inner).max(1),
+                    (i / inner) % len.max(1),
+                    i % inner,
+                );
+                (outer * blocks + j / block) * inner + k
+            }
+        }
+    }
+}
+
+/// Per-element parameters of `param` (None gives zeros) laid out against `data`.
+struct Params {
+    layout: ParamLayout,
+    values: Vec<f64>,
+}
+
+impl Params {
+    fn new(data: &[usize], param: Option<&Value>, axis: i64, block: i64) -> Result<Self> {
+        match param {
+            None => Ok(Params {
+                layout: ParamLayout::PerTensor,
+                values: vec![0.0],
+            }),
+            Some(p) => Ok(Params {
+                layout: ParamLayout::new(data, p.shape(), axis, block)?,
+                values: p.to_f64_vec()?,
+            }),
+        }
+    }
+
+    fn at(&self, i: usize) -> f64 {
+        self.values
+            .get(self.layout.index(i))
+            .copied()
+            .unwrap_or(0.0)
+    }
+}
+
+fn quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
+    let (x, scale, zp) = (c.input(0)?, c.input(1)?, c.opt_input(2));
+    let out = match zp {
+        Some(z) => z.dtype(),
+        None => match c.node.int_or("output_dtype", 0)? {
+            0 => DataType::Uint8,
+            code => match DataType::from_code(code as i32) {
+                Some(dt) => dt,
+                None => bail!("unknown output_dtype {code}"),
+            },
+        },
+    };
+    let range = quant_range(out)?;
+    let (axis, block) = (c.node.int_or("axis", 1)?, c.node.int_or("block_size", 0)?);
+    let scales = Params::new(x.shape(), Some(scale), axis, block)?;
+    let zps = Params::new(x.shape(), zp, axis, block)?;
+    let xs: Vec<f32> = x.tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+    let q: Vec<i64> = xs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| quantize_f32(v, scales.at(i) as f32, zps.at(i) as i64, range))
+        .collect();
+    Ok(vec![int_value(q, x.shape(), out, x)?])
+}
+
+fn dequantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
+    let (x, scale, zp) = (c.input(0)?, c.input(1)?, c.opt_input(2));
+    if !scale.dtype().is_float() {
+        bail!("x_scale must be a float tensor, got {}", scale.dtype());
+    }
+    let (axis, block) = (c.node.int_or("axis", 1)?, c.node.int_or("block_size", 0)?);
+    let scales = Params::new(x.shape(), Some(scale), axis, block)?;
+    let zps = Params::new(x.shape(), zp, axis, block)?;
+    let y: Vec<f32> = x
+        .to_i64_vec()?
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| dequantize_f32(q, scales.at(i) as f32, zps.at(i) as i64))
+        .collect();
+    let t = Tensor::from_vec(y, x.shape(), x.tensor().device())?;
+    Ok(vec![Value::new(t, scale.dtype())?])
+}
+
+fn dynamic_quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
+    let x = c.input(0)?;
+    let xs: Vec<f32> = x.tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+    let min = xs.iter().copied().fold(f32::INFINITY, f32::min);
+    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let (scale, zp) = dynamic_params(min, max);
+    let range = (0, 255);
+    let q: Vec<i64> = xs
+        .iter()
+        .map(|&v| quantize_f32(v, scale, zp, range))
+        .collect();
+    let device = x.tensor().device();
+    Ok(vec![
+        int_value(q, x.shape(), DataType::Uint8, x)?,
+        Value::f32(Tensor::new(scale, device)?)?,
+        Value::new(Tensor::new(zp, device)?, DataType::Uint8)?,
+    ])
+}
+
+/// An integer value of type `dtype` from i64 data on `like`'s device.
+fn int_value(v: Vec<i64>, shape: &[usize], dtype: DataType, like: &Value) -> Result<Value> {
+    Value::new(Tensor::from_vec(v, shape, like.tensor().device())?, dtype)
+}
+
+/// `v - zero_point` as exact i64 data (the zero point is per tensor or per `axis`).
+fn centered(v: &Value, zp: Option<&Value>, axis: i64) -> Result<Vec<i64>> {
+    if v.dtype().is_float() {
+        bail!("expects an integer tensor, got {}", v.dtype());
+    }
+    let data = v.to_i64_vec()?;
+    let Some(zp) = zp else {
+        return Ok(data);
+    };
+    let layout = ParamLayout::new(v.shape(), zp.shape(), axis, 0)?;
+    let z = zp.to_i64_vec()?;
+    Ok(data
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| x - z[layout.index(i)])
+        .collect())
+}
+
+fn centered_tensor(v: &Value, zp: Option<&Value>, axis: i64) -> Result<Tensor> {
+    Ok(Tensor::from_vec(
+        centered(v, zp, axis)?,
+        v.shape(),
+        v.tensor().device(),
+    )?)
+}
+
+/// Exact integer matrix product of `a - a_zp` and `b - b_zp` (zero points per tensor,
+/// per row of `a` or per column of `b`).
+fn centered_matmul(
+    a: &Value,
+    a_zp: Option<&Value>,
+    b: &Value,
+    b_zp: Option<&Value>,
+) -> Result<Tensor> {
+    let a = centered_tensor(a, a_zp, -2)?;
+    let b = centered_tensor(b, b_zp, -1)?;
+    numpy_matmul(&a, &b, matmul_i64)
+}
+
+fn matmul_integer(c: &OpCtx) -> Result<Vec<Value>> {
+    let (a, b) = (c.input(0)?, c.input(1)?);
+    let acc = centered_matmul(a, c.opt_input(2), b, c.opt_input(3))?;
+    Ok(vec![Value::new(acc, DataType::Int32)?])
+}
+
+/// A scale input and the output axis it varies along when it is not per tensor.
+type AxisScale<'a> = (&'a Value, i64);
+
+/// Requantizes exact accumulators of output shape `shape` with the per-element
+/// multiplier `a_scale * b_scale / y_scale` (f32, onnxruntime's order).
+fn requantize_output(
+    acc: &[i64],
+    shape: &[usize],
+    scales: [AxisScale; 2],
+    y_scale: &Value,
+    y_zp: Option<&Value>,
+    out: DataType,
+) -> Result<Value> {
+    let range = quant_range(out)?;
+    let [a, b] = scales.map(|(v, axis)| Params::new(shape, Some(v), axis, 0));
+    let (a, b) = (a?, b?);
+    let ys = Params::new(shape, Some(y_scale), 0, 0)?;
+    let zp = Params::new(shape, y_zp, 0, 0)?;
+    if ys.layout != ParamLayout::PerTensor || zp.layout != ParamLayout::PerTensor {
+        bail!("y_scale and y_zero_point must be scalars");
+    }
+    let ys = ys.values[0] as f32;
+    let zp = zp.values[0] as i64;
+    let q: Vec<i64> = acc
+        .iter()
+        .enumerate()
+        .map(|(i, &s)| requantize(s, a.at(i) as f32 * b.at(i) as f32 / ys, zp, range))
+        .collect();
+    int_value(q, shape, out, y_scale)
+}
+
+fn qlinear_matmul(c: &OpCtx) -> Result<Vec<Value>> {
+    let (a, a_scale, a_zp) = (c.input(0)?, c.input(1)?, c.opt_input(2));
+    let (b, b_scale, b_zp) = (c.input(3)?, c.input(4)?, c.opt_input(5));
+    let (y_scale, y_zp) = (c.input(6)?, c.opt_input(7));
+    let acc = centered_matmul(a, a_zp, b, b_zp)?;
+    let shape = acc.dims().to_vec();
+    let acc: Vec<i64> = acc.flatten_all()?.to_vec1()?;
+    let out = y_zp.map_or(a.dtype(), Value::dtype);
+    let scales = [(a_scale, -2), (b_scale, -1)];
+    Ok(vec![requantize_output(
+        &acc, &shape, scales, y_scale, y_zp, out,
+    )?])
+}
+
+fn conv_integer(c: &OpCtx) -> Result<Vec<Value>> {
+    let (x, w) = (c.input(0)?, c.input(1)?);
+    let (acc, shape) = centered_conv(c, x, c.opt_input(2), w, c.opt_input(3))?;
+    Ok(vec![int_value(acc, &shape, DataType::Int32, x)?])
+}
+
+fn qlinear_conv(c: &OpCtx) -> Result<Vec<Value>> {
+    let (x, x_scale, x_zp) = (c.input(0)?, c.input(1)?, c.opt_input(2));
+    let (w, w_scale, w_zp) = (c.input(3)?, c.input(4)?, c.opt_input(5));
+    let (y_scale, y_zp) = (c.input(6)?, c.opt_input(7));
+    let (mut acc, shape) = centered_conv(c, x, x_zp, w, w_zp)?;
+    if let Some(bias) = c.opt_input(8) {
+        let layout = ParamLayout::new(&shape, bias.shape(), 1, 0)?;
+        let b = bias.to_i64_vec()?;
+        acc.iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v += b[layout.index(i)]);
+    }
+    let out = y_zp.map_or(x.dtype(), Value::dtype);
+    let scales = [(x_scale, 1), (w_scale, 1)];
+    Ok(vec![requantize_output(
+        &acc, &shape, scales, y_scale, y_zp, out,
+    )?])
+}
+
+/// Exact convolution of `x - x_zp` with `w - w_zp` (per output channel), with the
+/// node's conv attributes. Returns the accumulators and the output shape.
+fn centered_conv(
+    c: &OpCtx,
+    x: &Value,
+    x_zp: Option<&Value>,
+    w: &Value,
+    w_zp: Option<&Value>,
+) -> Result<(Vec<i64>, Vec<usize>)> {
+    let g = ConvGeom::from_node(c, x.shape(), w.shape())?;
+    let xs = centered(x, x_zp, 1)?;
+    let ws = centered(w, w_zp, 0)?;
+    Ok((conv_i64(&xs, &ws, &g), g.output_shape()))
+}
+
+/// Shape arithmetic of an N-D convolution (`x: [N, C, *in]`, `w: [M, C/group, *k]`).
+#[derive(Clone, Debug, PartialEq)]
+struct ConvGeom {
+    batch: usize,
+    channels: usize,
+    maps: usize,
+    group: usize,
+    input: Vec<usize>,
+    kernel: Vec<usize>,
+    strides: Vec<usize>,
+    dilations: Vec<usize>,
+    pad_begin: Vec<usize>,
+    output: Vec<usize>,
+}
+
+impl ConvGeom {
+    fn from_node(c: &OpCtx, x: &[usize], w: &[usize]) -> Result<Self> {
+        let n = x.len().saturating_sub(2);
+        let ones = vec![1; n];
+        let list = |name: &str, default: &[i64], len: usize| -> Result<Vec<usize>> {
+            let v = c.node.ints(name)?.unwrap_or_else(|| default.to_vec());
+            if v.len() != len || v.iter().any(|&e| e < 0) {
+                bail!("attribute '{name}' must hold {len} non-negative values");
+            }
+            Ok(v.into_iter().map(|e| e as usize).collect())
+        };
+        let kernel = list(
+            "kernel_shape",
+            &w.get(2..)
+                .unwrap_or(&[])
+                .iter()
+                .map(|&d| d as i64)
+                .collect::<Vec<_>>(),
+            n,
+        )?;
+        let strides = list("strides", &ones, n)?;
+        let dilations = list("dilations", &ones, n)?;
+        let pads = list("pads", &vec![0; 2 * n], 2 * n)?;
+        let auto_pad = c.node.string_or("auto_pad", "NOTSET")?;
+        let group = c.node.int_or("group", 1)?;
+        Self::new(x, w, group, kernel, strides, dilations, &pads, &auto_pad)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        x: &[usize],
+        w: &[usize],
+        group: i64,
+        kernel: Vec<usize>,
+        strides: Vec<usize>,
+        dilations: Vec<usize>,
+        pads: &[usize],
+        auto_pad: &str,
+    ) -> Result<Self> {
+        let n = kernel.len();
+        if x.len() < 3 || w.len() != x.len() || w[2..] != kernel[..] {
+            bail!("conv shapes x {x:?} and w {w:?} do not match kernel {kernel:?}");
+        }
+        let (channels, maps) = (x[1], w[0]);
+        if group < 1 || channels % group as usize != 0 || maps % group as usize != 0 {
+            bail!("group {group} does not divide {channels} channels and {maps} maps");
+        }
+        let group = group as usize;
+        if w[1] * group != channels || strides.contains(&0) || dilations.contains(&0) {
+            bail!("bad conv weights {w:?}, strides or dilations for {channels} channels");
+        }
+        let mut pad_begin = pads[..n].to_vec();
+        let mut output = Vec::with_capacity(n);
+        for d in 0..n {
+            let span = dilations[d] * (kernel[d].max(1) - 1) + 1;
+            let out = match auto_pad {
+                "SAME_UPPER" | "SAME_LOWER" => {
+                    let out = x[2 + d].div_ceil(strides[d]);
+                    let total = ((out.max(1) - 1) * strides[d] + span).saturating_sub(x[2 + d]);
+                    pad_begin[d] = if auto_pad == "SAME_UPPER" {
+                        total / 2
+                    } else {
+                        total - total / 2
+                    };
+                    out
+                }
+                "VALID" => {
+                    pad_begin[d] = 0;
+                    (x[2 + d] + 1).saturating_sub(span).div_ceil(strides[d])
+                }
+                "NOTSET" | "" => match (x[2 + d] + pads[d] + pads[n + d]).checked_sub(span) {
+                    Some(v) => v / strides[d] + 1,
+                    None => 0,
+                },
+                other => bail!("unknown auto_pad '{other}'"),
+            };
+            output.push(out);
+        }
+        let g = ConvGeom {
+            batch: x[0],
+            channels,
+            maps,
+            group,
+            input: x[2..].to_vec(),
+            kernel,
+            strides,
+            dilations,
+            pad_begin,
+            output,
+        };
+        let col = (channels / group)
+            * g.kernel.iter().product::<usize>()
+            * g.output.iter().product::<usize>();
+        let out: usize = g.output_shape().iter().product();
+        if col > MAX_ELEMS || out > MAX_ELEMS {
+            bail!("convolution is too large");
+        }
+        Ok(g)
+    }
+
+    fn output_shape(&self) -> Vec<usize> {
+        [self.batch, self.maps]
+            .into_iter()
+            .chain(self.output.iter().copied())
+            .collect()
+    }
+}
+
+/// Row-major coordinates of every index of `dims`.
+fn coords(dims: &[usize]) -> Vec<Vec<usize>> {
+    let total: usize = dims.iter().product();
+    (0..total)
+        .map(|mut i| {
+            let mut c = vec![0; dims.len()];
+            for d in (0..dims.len()).rev() {
+                c[d] = i % dims[d];
+                i /= dims[d];
+            }
+            c
+        })
+        .collect()
+}
+
+/// Exact N-D convolution by im2col: for each image and group, the padded input patches
+/// form a `[C/group * k, out]` matrix multiplied by the group's `[M/group, C/group * k]`
+/// weights. Products and sums are exact in i64.
+fn conv_i64(x: &[i64], w: &[i64], g: &ConvGeom) -> Vec<i64> {
+    let (cg, mg) = (g.channels / g.group, g.maps / g.group);
+    let (kc, oc) = (coords(&g.kernel), coords(&g.output));
+    let (kp, op) = (kc.len(), oc.len());
+    let ip: usize = g.input.iter().product();
+    // Flat input offset of each (kernel, output) position, or None inside the padding.
+    let offsets: Vec<Option<usize>> = kc
+        .iter()
+        .flat_map(|k| oc.iter().map(move |o| (k, o)))
+        .map(|(k, o)| {
+            (0..k.len()).try_fold(0usize, |acc, d| {
+                let p =
+                    (o[d] * g.strides[d] + k[d] * g.dilations[d]).checked_sub(g.pad_begin[d])?;
+                (p < g.input[d]).then_some(acc * g.input[d] + p)
+            })
+        })
+        .collect();
+    let mut out = vec![0i64; g.batch * g.maps * op];
+    let mut col = vec![0i64; cg * kp * op];
+    for b in 0..g.batch {
+        for gi in 0..g.group {
+            for ci in 0..cg {
+                let img = &x[(b * g.channels + gi * cg + ci) * ip..][..ip];
+                let dst = &mut col[ci * kp * op..][..kp * op];
+                dst.iter_mut()
+                    .zip(&offsets)
+                    .for_each(|(d, o)| *d = o.map_or(0, |o| img[o]));
+            }
+            for m in 0..mg {
+                let map = gi * mg + m;
+                let y = &mut out[(b * g.maps + map) * op..][..op];
+                let wr = &w[map * cg * kp..][..cg * kp];
+                for (r, &wv) in wr.iter().enumerate().filter(|(_, &wv)| wv != 0) {
+                    let row = &col[r * op..][..op];
+                    y.iter_mut().zip(row).for_each(|(a, &v)| *a += wv * v);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U8: (i64, i64) = (0, 255);
+    const I8: (i64, i64) = (-128, 127);
+
+    #[test]
+    fn quantize_rounds_half_to_even_and_saturates() {
+        // ONNX spec example: x / 2 + 128 with ties to even.
+        let q: Vec<i64> = [0.0, 2.0, 3.0, 1000.0, -254.0, -1000.0]
+            .iter()
+            .map(|&x| quantize_f32(x, 2.0, 128, U8))
+            .collect();
+        assert_eq!(q, vec![128, 129, 130, 255, 1, 0]);
+        assert_eq!(quantize_f32(5.0, 2.0, 0, I8), 2);
+        assert_eq!(quantize_f32(-5.0, 2.0, 0, I8), -2);
+        assert_eq!(quantize_f32(7.0, 2.0, 0, I8), 4);
+        assert_eq!(quantize_f32(-1000.0, 1.0, 0, I8), -128);
+        assert_eq!(quantize_f32(f32::NAN, 1.0, 3, I8), 3);
+        assert_eq!(quantize_f32(100.0, 1.0, 0, (-8, 7)), 7);
+    }
+
+    #[test]
+    fn dequantize_and_requantize() {
+        assert_eq!(dequantize_f32(0, 2.0, 128), -256.0);
+        assert_eq!(dequantize_f32(255, 2.0, 128), 254.0);
+        // 10 * 0.25 = 2.5 rounds to 2, then + zero point.
+        assert_eq!(requantize(10, 0.25, 5, U8), 7);
+        assert_eq!(requantize(-3000, 0.5, 0, I8), -128);
+    }
+
+    #[test]
+    fn dynamic_params_follow_the_spec() {
+        // ONNX example: x = [0, 2, -3, -2.5, 1.34, 0.5]: scale 5/255, zero point 153.
+        let (s, z) = dynamic_params(-3.0, 2.0);
+        assert_eq!(s, 5.0 / 255.0);
+        assert_eq!(z, 153);
+        // -2.5 / s is just above -127.5 in f32, as in the spec's expected output.
+        assert_eq!(quantize_f32(-2.5, s, z, U8), 26);
+        assert_eq!(quantize_f32(1.34, s, z, U8), 221);
+        // Positive-only data widens the range to 0.
+        assert_eq!(dynamic_params(1.0, 2.55), (0.01, 0));
+        assert_eq!(dynamic_params(0.0, 0.0), (1.0, 0));
+    }
+
+    #[test]
+    fn param_layouts_index_axes_and_blocks() {
+        let per_axis = ParamLayout::new(&[2, 3, 2], &[3], 1, 0).unwrap();
+        let idx: Vec<usize> = (0..12).map(|i| per_axis.index(i)).collect();
+        assert_eq!(idx, vec![0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]);
+        assert_eq!(
+            ParamLayout::new(&[4], &[], 1, 0).unwrap(),
+            ParamLayout::PerTensor
+        );
+        let blocked = ParamLayout::new(&[2, 5], &[2, 3], 1, 2).unwrap();
+        let idx: Vec<usize> = (0..10).map(|i| blocked.index(i)).collect();
+        assert_eq!(idx, vec![0, 0, 1, 1, 2, 3, 3, 4, 4, 5]);
+        assert!(ParamLayout::new(&[2, 5], &[2, 2], 1, 2).is_err());
+        assert!(ParamLayout::new(&[2, 5], &[4], 1, 0).is_err());
+    }
+
+    fn geom(
+        x: &[usize],
+        w: &[usize],
+        group: i64,
+        strides: usize,
+        pads: usize,
+        dil: usize,
+    ) -> ConvGeom {
+        let n = x.len() - 2;
+        let k = w[2..].to_vec();
+        ConvGeom::new(
+            x,
+            w,
+            group,
+            k,
+            vec![strides; n],
+            vec![dil; n],
+            &vec![pads; 2 * n],
+            "NOTSET",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn conv_matches_hand_computed_values() {
+        // 3x3 image 1..9, 2x2 kernel of ones, padding 1: sums of each 2x2 window.
+        let x: Vec<i64> = (1..=9).collect();
+        let g = geom(&[1, 1, 3, 3], &[1, 1, 2, 2], 1, 1, 1, 1);
+        assert_eq!(g.output_shape(), vec![1, 1, 4, 4]);
+        let y = conv_i64(&x, &[1; 4], &g);
+        assert_eq!(
+            y,
+            vec![1, 3, 5, 3, 5, 12, 16, 9, 11, 24, 28, 15, 7, 15, 17, 9]
+        );
+        // Strides 2 and dilation 2 in 1-D: x = 0..7, kernel [1, -1] spans 3.
+        let x: Vec<i64> = (0..7).collect();
+        let g = geom(&[1, 1, 7], &[1, 1, 2], 1, 2, 0, 2);
+        assert_eq!(conv_i64(&x, &[1, -1], &g), vec![-2, -2, -2]);
+        // Two groups, one channel each.
+        let x = vec![1, 2, 3, 10, 20, 30];
+        let g = geom(&[1, 2, 3], &[2, 1, 1], 2, 1, 0, 1);
+        assert_eq!(conv_i64(&x, &[2, -1], &g), vec![2, 4, 6, -10, -20, -30]);
+    }
+
+    #[test]
+    fn conv_geometry_rejects_bad_shapes() {
+        let k = vec![2, 2];
+        let bad = ConvGeom::new(
+            &[1, 3, 4, 4],
+            &[2, 2, 2, 2],
+            1,
+            k.clone(),
+            vec![1, 1],
+            vec![1, 1],
+            &[0; 4],
+            "NOTSET",
+        );
+        assert!(bad.is_err());
+        let zero_stride = ConvGeom::new(
+            &[1, 2, 4, 4],
+            &[2, 2, 2, 2],
+            1,
+            k,
+            vec![0, 1],
+            vec![1, 1],
+            &[0; 4],
+            "NOTSET",
+        );
+        assert!(zero_stride.is_err());
+        let same = ConvGeom::new(
+            &[1, 1, 5],
+            &[1, 1, 3],
+            1,
+            vec![3],
+            vec![2],
+            vec![1],
+            &[0; 2],
+            "SAME_UPPER",
+        )
+        .unwrap();
+        assert_eq!(
+            (same.output.clone(), same.pad_begin.clone()),
+            (vec![3], vec![1])
+        );
+    }
+}
