@@ -41,6 +41,7 @@ pub(super) fn value(name: &str, dtype: DataType, dims: &str) -> ValueInfoProto {
     }
 }
 
+/// A node named `n_<first output>`.
 pub(super) fn node(op: &str, ins: &[&str], outs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
     NodeProto {
         name: format!("n_{}", outs[0]),
@@ -52,22 +53,26 @@ pub(super) fn node(op: &str, ins: &[&str], outs: &[&str], attrs: Vec<AttributePr
     }
 }
 
+/// A 1-D int64 initializer.
 pub(super) fn ints(name: &str, v: &[i64]) -> TensorProto {
     TensorData::from_slice(vec![v.len()], v)
         .unwrap()
         .to_proto(name)
 }
 
+/// A 1-D float initializer.
 pub(super) fn floats(name: &str, v: &[f32]) -> TensorProto {
     TensorData::from_slice(vec![v.len()], v)
         .unwrap()
         .to_proto(name)
 }
 
+/// A scalar initializer.
 pub(super) fn scalar<T: crate::tensor::Element>(name: &str, v: T) -> TensorProto {
     TensorData::scalar(v).to_proto(name)
 }
 
+/// A model of one graph with the given inputs, initializers and nodes.
 pub(super) fn model(
     opset: i64,
     inputs: Vec<ValueInfoProto>,
@@ -114,6 +119,7 @@ pub(super) fn error(
     infer(&m, &HashMap::new()).unwrap_err().to_string()
 }
 
+/// Asserts the displayed types of the named values.
 pub(super) fn expect(t: &HashMap<String, String>, want: &[(&str, &str)]) {
     for (name, ty) in want {
         assert_eq!(

@@ -58,6 +58,7 @@ pub(super) struct Info {
     pub(super) data: Option<Vec<Val>>,
 }
 
+/// The info of a value nothing is known about.
 pub(super) static UNKNOWN_INFO: Info = Info {
     ty: TensorType {
         dtype: None,

@@ -171,6 +171,7 @@ pub(super) fn conv(c: &Ctx, wi: usize, dtype: Option<DataType>) -> Result<Vec<In
     Ok(vec![Info::new(dtype, Some(dims))])
 }
 
+/// `ConvTranspose`: `output_shape` when given, else the transposed window arithmetic.
 pub(super) fn conv_transpose(c: &Ctx) -> Result<Vec<Info>> {
     let Some(x) = nchw(c)? else {
         return Ok(vec![c.like(0, None)]);
@@ -216,6 +217,7 @@ fn transposed_dim(win: &Window, i: usize, d: &Dim, out_pad: i128) -> Result<Dim>
     }
 }
 
+/// `MaxPool`, `AveragePool`, `LpPool`: windowed output and (MaxPool) int64 indices.
 pub(super) fn pool(c: &Ctx) -> Result<Vec<Info>> {
     let kernel = c
         .node
@@ -235,6 +237,7 @@ pub(super) fn pool(c: &Ctx) -> Result<Vec<Info>> {
     ])
 }
 
+/// Global pools: every spatial axis becomes 1.
 pub(super) fn global_pool(c: &Ctx) -> Result<Vec<Info>> {
     let dims = nchw(c)?.map(|x| {
         let mut d = x[..2].to_vec();

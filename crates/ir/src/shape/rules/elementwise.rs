@@ -155,6 +155,7 @@ fn broadcast_values(c: &Ctx, out: &[usize]) -> Option<Vec<Val>> {
     }
 }
 
+/// `Cast` to the type of attribute `to`.
 pub(super) fn cast(c: &Ctx) -> Result<Vec<Info>> {
     let to = c
         .node
@@ -165,6 +166,7 @@ pub(super) fn cast(c: &Ctx) -> Result<Vec<Info>> {
     cast_to(c, Some(dtype))
 }
 
+/// A cast of input 0 to `to`, converting tracked values.
 pub(super) fn cast_to(c: &Ctx, to: Option<DataType>) -> Result<Vec<Info>> {
     let x = c.info(0);
     let data = to.and_then(|t| Some(x.data.as_ref()?.iter().map(|v| cast_val(v, t)).collect()));

@@ -13,6 +13,7 @@ use crate::shape::types::{known, Dim};
 use crate::shape::values::{Info, Val};
 use crate::shape::MAX_TRACKED;
 
+/// `Shape`: the (start..end) dims of input 0 as tracked int64 values.
 pub(super) fn shape(c: &Ctx) -> Result<Vec<Info>> {
     let int64 = Some(DataType::Int64);
     let Some(d) = c.dims(0) else {
@@ -27,6 +28,7 @@ pub(super) fn shape(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![info.with_data(Some(vals))])
 }
 
+/// `Size`: the element count as a tracked int64 scalar.
 pub(super) fn size(c: &Ctx) -> Result<Vec<Info>> {
     let n = c.dims(0).and_then(known).and_then(|d| checked_numel(&d));
     let data = n.map(|n| vec![Val::Int(n as i64)]);
@@ -35,6 +37,7 @@ pub(super) fn size(c: &Ctx) -> Result<Vec<Info>> {
     ])
 }
 
+/// `ConstantOfShape`: a tensor of the given shape filled with `value`.
 pub(super) fn constant_of_shape(c: &Ctx) -> Result<Vec<Info>> {
     let (dtype, fill) = match c.node.tensor("value")? {
         Some(t) => {
@@ -55,6 +58,7 @@ pub(super) fn constant_of_shape(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![Info::new(dtype, dims).with_data(data)])
 }
 
+/// `Constant`: the type and values of whichever `value*` attribute is set.
 pub(super) fn constant(c: &Ctx) -> Result<Vec<Info>> {
     let n = c.node;
     let t = if let Some(t) = n.tensor("value")? {
@@ -78,6 +82,7 @@ pub(super) fn constant(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![tensor_info(&t)])
 }
 
+/// `Range`: length (and values) from tracked scalar start, limit and delta.
 pub(super) fn range(c: &Ctx) -> Result<Vec<Info>> {
     let dtype = c.dtype(0);
     let args: Option<Vec<&Val>> = (0..3).map(|i| c.info(i).scalar()).collect();

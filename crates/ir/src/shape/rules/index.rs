@@ -38,26 +38,28 @@ fn slice_dim(d: &Dim, start: i64, end: i64, step: i64) -> Dim {
     }
 }
 
+/// `Slice` by starts, ends, axes and steps (attributes before opset 10, inputs after).
 pub(super) fn slice(c: &Ctx) -> Result<Vec<Info>> {
     let x = c.info(0);
     let Some(d) = x.dims() else {
         return Ok(vec![c.like(0, None)]);
     };
     let r = d.len();
+    let unknown = || Ok(vec![c.like(0, Some(vec![Dim::Unknown; r]))]);
     let get = |attr: &str, i: usize| c.param(attr, i, 10);
     let (starts, ends) = match (get("starts", 1)?, get("ends", 2)?) {
         (Param::Ints(s), Param::Ints(e)) => (s, e),
-        _ => return Ok(vec![c.like(0, Some(vec![Dim::Unknown; r]))]),
+        _ => return unknown(),
     };
     let axes = match get("axes", 3)? {
         Param::Ints(a) => a,
         Param::Absent => (0..starts.len() as i64).collect(),
-        Param::Unknown => return Ok(vec![c.like(0, Some(vec![Dim::Unknown; r]))]),
+        Param::Unknown => return unknown(),
     };
     let steps = match get("steps", 4)? {
         Param::Ints(s) => s,
         Param::Absent => vec![1; starts.len()],
-        Param::Unknown => return Ok(vec![c.like(0, Some(vec![Dim::Unknown; r]))]),
+        Param::Unknown => return unknown(),
     };
     let n = starts.len();
     if ends.len() != n || axes.len() != n || steps.len() != n {
@@ -102,6 +104,7 @@ fn slice_values(x: &Info, ranges: &[(i64, i64, i64)]) -> Option<Vec<Val>> {
     Some(vals.collect())
 }
 
+/// `Gather` along `axis`, checking tracked indices against the axis size.
 pub(super) fn gather(c: &Ctx) -> Result<Vec<Info>> {
     let (x, idx) = (c.info(0), c.info(1));
     let (Some(d), Some(q)) = (x.dims(), idx.dims()) else {

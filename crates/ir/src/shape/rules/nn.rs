@@ -11,6 +11,7 @@ use crate::shape::dims::{broadcast, norm_axis, unify};
 use crate::shape::types::Dim;
 use crate::shape::values::Info;
 
+/// `BatchNormalization`: input 0's type, then running statistics like input 3.
 pub(super) fn batch_norm(c: &Ctx) -> Result<Vec<Info>> {
     let stats = c.shaped_like(3, c.dtype(3));
     let mut outs = vec![c.shaped_like(0, c.dtype(0))];
@@ -21,6 +22,7 @@ pub(super) fn batch_norm(c: &Ctx) -> Result<Vec<Info>> {
     Ok(outs)
 }
 
+/// `LayerNormalization`: input 0's type, then mean and inverse std over the normalised axes.
 pub(super) fn layer_norm(c: &Ctx) -> Result<Vec<Info>> {
     let stash = c.node.int_or("stash_type", 1)?;
     let stats_type = DataType::from_code(stash as i32);
@@ -50,6 +52,7 @@ fn matrix<'a>(dims: &'a [Dim], trans: bool, which: &str) -> Result<(&'a Dim, &'a
     }
 }
 
+/// `Gemm`: `[M, N]` from optionally transposed 2-D operands, checking C broadcasts.
 pub(super) fn gemm(c: &Ctx) -> Result<Vec<Info>> {
     let (Some(a), Some(b)) = (c.dims(0), c.dims(1)) else {
         return Ok(vec![c.like(0, Some(vec![Dim::Unknown; 2]))]);
@@ -96,6 +99,7 @@ pub(super) fn matmul(c: &Ctx, bi: usize, dtype: Option<DataType>) -> Result<Vec<
     Ok(vec![Info::new(dtype, dims)])
 }
 
+/// `Dropout`: input 0 unchanged and a boolean mask of its shape.
 pub(super) fn dropout(c: &Ctx) -> Result<Vec<Info>> {
     let x = c.info(0);
     let dims = x.ty.dims.clone();

@@ -1,5 +1,6 @@
-//! Quantization: `QuantizeLinear` and `DynamicQuantizeLinear` (`DequantizeLinear` and the
-//! integer convolutions and products share the dense and window rules).
+//! Quantization: `QuantizeLinear` and `DynamicQuantizeLinear`. `DequantizeLinear` is a
+//! one-line entry of the dispatch table; the integer and quantized convolutions and
+//! matrix products live beside their float rules.
 
 use crate::attr::NodeAttrs;
 use crate::dtype::DataType;

@@ -35,6 +35,7 @@ fn reduced(d: &[Dim], axes: &[usize], keep: bool) -> Vec<Dim> {
         .collect()
 }
 
+/// `Reduce*` over `axes` (attribute or input), honouring `keepdims` and `noop_with_empty_axes`.
 pub(super) fn reduce(c: &Ctx) -> Result<Vec<Info>> {
     let since = if c.op() == "ReduceSum" { 13 } else { 18 };
     let param = c.param("axes", 1, since)?;
@@ -53,6 +54,7 @@ pub(super) fn reduce(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![c.like(0, Some(reduced(d, &axes, keep)))])
 }
 
+/// `ArgMax`/`ArgMin`: int64 indices with `axis` reduced.
 pub(super) fn arg_reduce(c: &Ctx) -> Result<Vec<Info>> {
     let keep = c.node.int_or("keepdims", 1)? != 0;
     let dims = match c.dims(0) {
@@ -65,6 +67,7 @@ pub(super) fn arg_reduce(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![Info::new(Some(DataType::Int64), dims)])
 }
 
+/// `TopK`: values and int64 indices with `k` entries along `axis`.
 pub(super) fn top_k(c: &Ctx) -> Result<Vec<Info>> {
     let Some(d) = c.dims(0) else {
         return Ok(vec![

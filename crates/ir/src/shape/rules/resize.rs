@@ -56,7 +56,7 @@ fn scaled(d: &[Dim], axes: &[usize], scales: Option<Vec<f64>>) -> Vec<Dim> {
 fn sized(c: &Ctx, d: &[Dim], axes: &[usize], sizes: Option<Vec<i64>>) -> Result<Vec<Dim>> {
     let mut out = d.to_vec();
     let Some(sizes) = sizes else {
-        axes.iter().for_each(|&a| out[a] = Dim::Unknown);
+        forget(&mut out, axes);
         return Ok(out);
     };
     if sizes.len() != axes.len() {
@@ -74,7 +74,7 @@ fn sized(c: &Ctx, d: &[Dim], axes: &[usize], sizes: Option<Vec<i64>>) -> Result<
         .map(|&a| known(&d[a..=a]).map(|v| v[0]))
         .collect();
     let Some(ins) = ins else {
-        axes.iter().for_each(|&a| out[a] = Dim::Unknown);
+        forget(&mut out, axes);
         return Ok(out);
     };
     let ratios = ins.iter().zip(&sizes).map(|(&i, &s)| s as f64 / i as f64);
@@ -89,6 +89,12 @@ fn sized(c: &Ctx, d: &[Dim], axes: &[usize], sizes: Option<Vec<i64>>) -> Result<
     Ok(out)
 }
 
+/// Marks the sizes on `axes` unknown.
+fn forget(dims: &mut [Dim], axes: &[usize]) {
+    axes.iter().for_each(|&a| dims[a] = Dim::Unknown);
+}
+
+/// `Pad` by `pads` (attribute before opset 11, input after) on all or the given axes.
 pub(super) fn pad(c: &Ctx) -> Result<Vec<Info>> {
     let Some(d) = c.dims(0) else {
         return Ok(vec![c.like(0, None)]);
@@ -114,7 +120,7 @@ pub(super) fn pad(c: &Ctx) -> Result<Vec<Info>> {
                 dims[a] = add_to_dim(&d[a], p[k] as i128 + p[k + n] as i128)?;
             }
         }
-        _ => axes.iter().for_each(|&a| dims[a] = Dim::Unknown),
+        _ => forget(&mut dims, &axes),
     }
     Ok(vec![c.like(0, Some(dims))])
 }

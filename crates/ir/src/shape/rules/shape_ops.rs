@@ -11,6 +11,7 @@ use crate::shape::dims::{broadcast, mul_dim, norm_axes, norm_axis, product, sum,
 use crate::shape::types::{known, Dim};
 use crate::shape::values::{broadcast_data, Info, Val};
 
+/// `Flatten` to 2-D around `axis`.
 pub(super) fn flatten(c: &Ctx) -> Result<Vec<Info>> {
     let x = c.info(0);
     let dims = match x.dims() {
@@ -115,6 +116,7 @@ fn infer_minus_one(input: &[Dim], out: &[Dim], at: usize) -> Result<Dim> {
     })
 }
 
+/// `Reshape` to a tracked target (attribute `shape` before opset 5).
 pub(super) fn reshape(c: &Ctx) -> Result<Vec<Info>> {
     let x = c.info(0);
     let target: Option<Vec<Val>> = if c.opset < 5 {
@@ -131,6 +133,7 @@ pub(super) fn reshape(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![c.like(0, dims).with_data(x.data.clone())])
 }
 
+/// `Transpose` by `perm` (reversed axes by default).
 pub(super) fn transpose(c: &Ctx) -> Result<Vec<Info>> {
     let Some(x) = c.dims(0) else {
         return Ok(vec![c.like(0, None)]);
@@ -149,6 +152,7 @@ pub(super) fn transpose(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![c.like(0, Some(dims))])
 }
 
+/// `Squeeze` the given axes, or every known 1 when none are given.
 pub(super) fn squeeze(c: &Ctx) -> Result<Vec<Info>> {
     let x = c.info(0);
     let Some(d) = x.dims() else {
@@ -174,6 +178,7 @@ pub(super) fn squeeze(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![c.like(0, dims).with_data(x.data.clone())])
 }
 
+/// `Unsqueeze`: insert 1s at `axes` of the output.
 pub(super) fn unsqueeze(c: &Ctx) -> Result<Vec<Info>> {
     let x = c.info(0);
     let dims = match (x.dims(), c.param("axes", 1, 13)?) {
@@ -197,6 +202,7 @@ pub(super) fn unsqueeze(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![c.like(0, dims).with_data(x.data.clone())])
 }
 
+/// `Concat` along `axis`, unifying the other axes.
 pub(super) fn concat(c: &Ctx) -> Result<Vec<Info>> {
     let axis = c.node.int_or("axis", 0)?;
     let parts: Vec<&Info> = (0..c.inputs.len()).filter_map(|i| c.input(i)).collect();
@@ -245,6 +251,7 @@ fn concat_values(parts: &[&Info], axis: usize) -> Option<Vec<Val>> {
     Some(out)
 }
 
+/// `Split` into given sizes, else near-equal parts.
 pub(super) fn split(c: &Ctx) -> Result<Vec<Info>> {
     let n_out = c.node.output.len();
     let Some(x) = c.dims(0) else {
@@ -293,6 +300,7 @@ fn even_split(d: &Dim, n: usize) -> Result<Vec<Dim>> {
     }
 }
 
+/// `Expand`: broadcast input 0 with the target shape.
 pub(super) fn expand(c: &Ctx) -> Result<Vec<Info>> {
     let x = c.info(0);
     let target = c.shape_input(1);
@@ -310,6 +318,7 @@ pub(super) fn expand(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![c.like(0, dims).with_data(data)])
 }
 
+/// `Tile`: each axis times its repeat count.
 pub(super) fn tile(c: &Ctx) -> Result<Vec<Info>> {
     let Some(d) = c.dims(0) else {
         return Ok(vec![c.like(0, None)]);
