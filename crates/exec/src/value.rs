@@ -258,7 +258,7 @@ impl Value {
     /// Reduces integer values into the range of this value's type, wrapping like C.
     fn wrapped(self) -> Result<Self> {
         let (lo, hi) = self.dtype.int_range().expect("integer type");
-        let span = (hi - lo + 1) as i128;
+        let span = hi - lo + 1;
         let v = self.tensor.flatten_all()?.to_vec1::<i64>()?;
         if v.iter().all(|&x| (x as i128) >= lo && (x as i128) <= hi) {
             return Ok(self);

@@ -87,7 +87,7 @@ impl OpCtx<'_> {
 /// Normalises a possibly negative axis into `0..rank`.
 pub fn normalize_axis(axis: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
-    if axis < -r || axis >= r.max(1) {
+    if axis < -r || axis >= r {
         bail!("axis {axis} is out of range for rank {rank}");
     }
     Ok(if axis < 0 { axis + r } else { axis } as usize)
