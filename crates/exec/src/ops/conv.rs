@@ -182,7 +182,7 @@ impl Window {
 }
 
 fn positive(v: &[i64], name: &str) -> Result<Vec<usize>> {
-    if v.iter().any(|&x| x < 1 || x > 1 << 24) {
+    if v.iter().any(|&x| !(1..=1 << 24).contains(&x)) {
         bail!("attribute '{name}' must hold positive values, got {v:?}");
     }
     Ok(v.iter().map(|&x| x as usize).collect())
@@ -472,7 +472,7 @@ fn add_bias(y: Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 /// Reads `group`.
 fn groups(node: &NodeProto) -> Result<usize> {
     let g = node.int_or("group", 1)?;
-    if g < 1 || g > 1 << 24 {
+    if !(1..=1 << 24).contains(&g) {
         bail!("group must be positive, got {g}");
     }
     Ok(g as usize)
@@ -709,4 +709,221 @@ fn conv_transpose(c: &OpCtx) -> Result<Vec<Value>> {
         groups(c.node)?,
     )?;
     Ok(vec![Value::new(y, x.dtype())?])
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::collections::HashMap;
+
+    use candle_core::Device;
+    use whittle_ir::attr::make;
+    use whittle_ir::proto::{
+        AttributeProto, GraphProto, ModelProto, OperatorSetIdProto, ValueInfoProto,
+    };
+    use whittle_ir::Model;
+
+    use super::*;
+    use crate::executor::Executor;
+
+    /// Runs one node of the default domain (opset 19) on `inputs`, returning `outputs` values.
+    pub(crate) fn run_node(
+        op: &str,
+        attrs: Vec<AttributeProto>,
+        inputs: Vec<Value>,
+        outputs: usize,
+    ) -> Result<Vec<Value>> {
+        let ins: Vec<String> = (0..inputs.len()).map(|i| format!("in{i}")).collect();
+        let outs: Vec<String> = (0..outputs).map(|i| format!("out{i}")).collect();
+        let info = |n: &String| ValueInfoProto {
+            name: n.clone(),
+            ..Default::default()
+        };
+        let node = NodeProto {
+            op_type: op.into(),
+            input: ins.clone(),
+            output: outs.clone(),
+            attribute: attrs,
+            ..Default::default()
+        };
+        let graph = GraphProto {
+            node: vec![node],
+            input: ins.iter().map(info).collect(),
+            output: outs.iter().map(info).collect(),
+            ..Default::default()
+        };
+        let model = Model::new(ModelProto {
+            graph: Some(graph),
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 19,
+            }],
+            ..Default::default()
+        });
+        let feeds: HashMap<String, Value> = ins.into_iter().zip(inputs).collect();
+        let mut res = Executor::new(&model)?.run(feeds)?;
+        outs.iter()
+            .map(|n| {
+                res.remove(n)
+                    .ok_or_else(|| crate::error::ExecError::msg("missing"))
+            })
+            .collect()
+    }
+
+    /// A float32 value of `shape` holding `0, 1, 2, ...`.
+    pub(crate) fn arange(shape: &[usize]) -> Value {
+        let n: usize = shape.iter().product();
+        let t = Tensor::arange(0f32, n as f32, &Device::Cpu).unwrap();
+        Value::f32(t.reshape(shape).unwrap()).unwrap()
+    }
+
+    /// A float32 value of `shape` holding ones.
+    pub(crate) fn ones(shape: &[usize]) -> Value {
+        Value::f32(Tensor::ones(shape, DType::F32, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    /// Every element of a value as f32.
+    pub(crate) fn flat(v: &Value) -> Vec<f32> {
+        v.to_f64_vec().unwrap().iter().map(|&x| x as f32).collect()
+    }
+
+    fn window(attrs: Vec<AttributeProto>, n: usize) -> Window {
+        let node = NodeProto {
+            attribute: attrs,
+            ..Default::default()
+        };
+        Window::from_node(&node, n, Some(&vec![3; n])).unwrap()
+    }
+
+    #[test]
+    fn same_padding_puts_the_odd_pixel_at_the_requested_end() {
+        let strides = make::ints("strides", &[2]);
+        let upper = window(
+            vec![make::string("auto_pad", "SAME_UPPER"), strides.clone()],
+            1,
+        );
+        let r = upper.resolve(&[4], false).unwrap();
+        assert_eq!((r.begin, r.end, r.out), (vec![0], vec![1], vec![2]));
+        let lower = window(
+            vec![make::string("auto_pad", "SAME_LOWER"), strides.clone()],
+            1,
+        );
+        let r = lower.resolve(&[4], false).unwrap();
+        assert_eq!((r.begin, r.end, r.out), (vec![1], vec![0], vec![2]));
+        let valid = window(vec![make::string("auto_pad", "VALID"), strides], 1);
+        assert_eq!(valid.resolve(&[5], false).unwrap().out, vec![2]);
+    }
+
+    #[test]
+    fn explicit_pads_and_dilations_set_the_output_size() {
+        let w = window(
+            vec![
+                make::ints("pads", &[1, 0, 2, 0]),
+                make::ints("dilations", &[2, 1]),
+            ],
+            2,
+        );
+        // (5 + 1 + 2 - 5) / 1 + 1 = 4 rows; (5 - 3) + 1 = 3 columns.
+        assert_eq!(w.resolve(&[5, 5], false).unwrap().out, vec![4, 3]);
+        assert!(w.resolve(&[1, 1], false).is_err());
+        let bad = NodeProto {
+            attribute: vec![make::ints("pads", &[1, 1])],
+            ..Default::default()
+        };
+        assert!(Window::from_node(&bad, 2, Some(&[3, 3])).is_err());
+    }
+
+    #[test]
+    fn conv_matches_the_onnx_examples() {
+        // ONNX Conv examples: 5x5 (and 7x5) ramps with a 3x3 kernel of ones.
+        let y = run_node(
+            "Conv",
+            vec![make::ints("pads", &[1, 1, 1, 1])],
+            vec![arange(&[1, 1, 5, 5]), ones(&[1, 1, 3, 3])],
+            1,
+        )
+        .unwrap();
+        assert_eq!(y[0].shape(), &[1, 1, 5, 5]);
+        assert_eq!(flat(&y[0])[..5], [12.0, 21.0, 27.0, 33.0, 24.0]);
+        let attrs = vec![
+            make::ints("pads", &[1, 0, 1, 0]),
+            make::ints("strides", &[2, 2]),
+        ];
+        let y = run_node(
+            "Conv",
+            attrs,
+            vec![arange(&[1, 1, 7, 5]), ones(&[1, 1, 3, 3])],
+            1,
+        )
+        .unwrap();
+        assert_eq!(y[0].shape(), &[1, 1, 4, 2]);
+        assert_eq!(
+            flat(&y[0]),
+            [21.0, 33.0, 99.0, 117.0, 189.0, 207.0, 171.0, 183.0]
+        );
+    }
+
+    #[test]
+    fn conv3d_sums_every_tap() {
+        // x = 9d + 3h + w; a 2x2x2 window of ones sums to 8 (9d + 3h + w) + 52.
+        let y = run_node(
+            "Conv",
+            vec![],
+            vec![arange(&[1, 1, 3, 3, 3]), ones(&[1, 1, 2, 2, 2])],
+            1,
+        )
+        .unwrap();
+        assert_eq!(y[0].shape(), &[1, 1, 2, 2, 2]);
+        assert_eq!(
+            flat(&y[0]),
+            [52.0, 60.0, 76.0, 84.0, 124.0, 132.0, 148.0, 156.0]
+        );
+    }
+
+    #[test]
+    fn depthwise_matches_grouped_gemm() {
+        let x = arange(&[1, 3, 6, 5]).tensor().affine(0.1, -1.0).unwrap();
+        let w = arange(&[3, 1, 3, 3]).tensor().affine(0.05, -0.5).unwrap();
+        let win = window(
+            vec![
+                make::ints("strides", &[2, 1]),
+                make::ints("pads", &[1, 0, 1, 2]),
+            ],
+            2,
+        );
+        let fast = conv_nd(&x, &w, None, &win, 3).unwrap();
+        let r = win.resolve(&[6, 5], false).unwrap();
+        let padded = pad_spatial(&x, &r.begin, &r.end, 0.0).unwrap();
+        let slow = conv2d_any(&padded, &w, 0, &[2, 1], &[1, 1], 3).unwrap();
+        let diff = (fast - slow).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    }
+
+    #[test]
+    fn conv_transpose_matches_the_onnx_example() {
+        let y = run_node(
+            "ConvTranspose",
+            vec![],
+            vec![arange(&[1, 1, 3, 3]), ones(&[1, 2, 3, 3])],
+            1,
+        )
+        .unwrap();
+        assert_eq!(y[0].shape(), &[1, 2, 5, 5]);
+        let first: Vec<f32> = flat(&y[0])[..10].to_vec();
+        assert_eq!(first, [0.0, 1.0, 3.0, 3.0, 2.0, 3.0, 8.0, 15.0, 12.0, 7.0]);
+    }
+
+    #[test]
+    fn output_shape_decides_transposed_padding() {
+        let node = NodeProto {
+            attribute: vec![
+                make::ints("output_shape", &[10, 8]),
+                make::ints("strides", &[3, 2]),
+            ],
+            ..Default::default()
+        };
+        let w = Window::from_node(&node, 2, Some(&[3, 3])).unwrap();
+        let attrs = TransposeAttrs::from_node(&node, 2).unwrap();
+        // Full sizes 9 and 7: one extra row and column of zeros at the end.
+        assert_eq!(attrs.crops(&w, &[3, 3]), vec![(0, -1), (0, -1)]);
+    }
 }

@@ -219,7 +219,7 @@ fn group_norm(c: &OpCtx) -> Result<Vec<Value>> {
 fn lrn(c: &OpCtx) -> Result<Vec<Value>> {
     let (x, _) = float_input(c, 3)?;
     let size = c.node.int_or("size", 0)?;
-    if size < 1 || size > 1 << 16 {
+    if !(1..=1 << 16).contains(&size) {
         bail!("size must be positive, got {size}");
     }
     let size = size as usize;
