@@ -275,28 +275,81 @@ fn lp_norm(c: &OpCtx) -> Result<Vec<Value>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use candle_core::Device;
+    use whittle_ir::attr::make;
+
+    use super::*;
+    use crate::ops::conv::tests::{arange, flat, ones, run_node};
+
+    fn value(v: &[f32], shape: &[usize]) -> Value {
+        let t = Tensor::new(v, &Device::Cpu).unwrap();
+        Value::f32(t.reshape(shape).unwrap()).unwrap()
+    }
 
     #[test]
     fn batch_norm_affine_matches_the_formula() {
         // y = scale * (x - mean) / sqrt(var + eps) + bias, per channel.
-        let dev = Device::Cpu;
-        let x = Tensor::new(&[[[1f32, 2.0]], [[3.0, 4.0]]], &dev)
-            .unwrap()
-            .reshape((1, 2, 2))
-            .unwrap();
-        let ones = |v: [f32; 2]| Tensor::new(&v, &dev).unwrap();
+        let x = value(&[1.0, 2.0, 3.0, 4.0], &[1, 2, 2]);
+        let v = |a: f32, b: f32| value(&[a, b], &[2]).into_tensor();
         let y = affine_per_channel(
-            &x,
-            &ones([2.0, 1.0]),
-            &ones([0.5, -1.0]),
-            &ones([1.0, 3.0]),
-            &ones([4.0, 0.25]),
+            x.tensor(),
+            &v(2.0, 1.0),
+            &v(0.5, -1.0),
+            &v(1.0, 3.0),
+            &v(4.0, 0.25),
             0.0,
         )
         .unwrap();
-        let got: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
-        assert_eq!(got, vec![0.5, 1.5, -1.0, 1.0]);
+        assert_eq!(flat(&Value::f32(y).unwrap()), [0.5, 1.5, -1.0, 1.0]);
+    }
+
+    #[test]
+    fn batch_norm_training_updates_running_statistics() {
+        let attrs = vec![make::int("training_mode", 1), make::float("epsilon", 0.0)];
+        let x = value(&[1.0, 3.0], &[2, 1]);
+        let (one, zero) = (ones(&[1]), value(&[0.0], &[1]));
+        let y = run_node(
+            "BatchNormalization",
+            attrs,
+            vec![x, one.clone(), zero.clone(), zero, one],
+            3,
+        )
+        .unwrap();
+        assert_eq!(flat(&y[0]), [-1.0, 1.0]);
+        assert!((flat(&y[1])[0] - 0.2).abs() < 1e-6);
+        assert!((flat(&y[2])[0] - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn layer_norm_returns_mean_and_inverse_std() {
+        let attrs = vec![make::float("epsilon", 0.0)];
+        let x = value(&[1.0, 3.0, 0.0, 4.0], &[2, 2]);
+        let y = run_node("LayerNormalization", attrs, vec![x, ones(&[2])], 3).unwrap();
+        assert_eq!(flat(&y[0]), [-1.0, 1.0, -1.0, 1.0]);
+        assert_eq!(y[1].shape(), &[2, 1]);
+        assert_eq!(flat(&y[1]), [2.0, 2.0]);
+        assert_eq!(flat(&y[2]), [1.0, 0.5]);
+    }
+
+    #[test]
+    fn group_norm_accepts_per_group_scales() {
+        let attrs = vec![make::int("num_groups", 2), make::float("epsilon", 0.0)];
+        let scale = value(&[1.0, 2.0], &[2]);
+        let bias = value(&[0.0, 0.0], &[2]);
+        let y = run_node(
+            "GroupNormalization",
+            attrs,
+            vec![arange(&[1, 4, 1]), scale, bias],
+            1,
+        )
+        .unwrap();
+        assert_eq!(flat(&y[0]), [-1.0, 1.0, -2.0, 2.0]);
+    }
+
+    #[test]
+    fn lp_normalization_keeps_zero_rows() {
+        let x = value(&[3.0, 4.0, 0.0, 0.0], &[2, 2]);
+        let y = run_node("LpNormalization", vec![], vec![x], 1).unwrap();
+        assert_eq!(flat(&y[0]), [0.6, 0.8, 0.0, 0.0]);
     }
 }

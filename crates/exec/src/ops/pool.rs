@@ -294,28 +294,86 @@ fn global(c: &OpCtx, kind: Global) -> Result<Vec<Value>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use candle_core::Device;
     use whittle_ir::attr::make;
     use whittle_ir::proto::NodeProto;
 
-    fn node(attrs: Vec<whittle_ir::proto::AttributeProto>) -> NodeProto {
-        NodeProto {
-            attribute: attrs,
-            ..Default::default()
-        }
-    }
+    use super::*;
+    use crate::ops::conv::tests::{arange, flat, run_node};
 
     #[test]
     fn ceil_mode_adds_a_tail_window() {
         // ONNX maxpool_2d_ceil: 4x4 input, kernel 3, stride 2, ceil -> 2x2 output.
-        let n = node(vec![
-            make::ints("kernel_shape", &[3, 3]),
-            make::ints("strides", &[2, 2]),
-        ]);
+        let n = NodeProto {
+            attribute: vec![
+                make::ints("kernel_shape", &[3, 3]),
+                make::ints("strides", &[2, 2]),
+            ],
+            ..Default::default()
+        };
         let w = Window::from_node(&n, 2, None).unwrap();
         let r = w.resolve(&[4, 4], true).unwrap();
         assert_eq!(r.out, vec![2, 2]);
         assert_eq!(r.extra, vec![1, 1]);
         assert_eq!(w.resolve(&[4, 4], false).unwrap().out, vec![1, 1]);
+    }
+
+    #[test]
+    fn max_pool_returns_row_or_column_major_indices() {
+        let data = Tensor::new(&[1f32, 5.0, 2.0, 4.0, 3.0, 6.0], &Device::Cpu).unwrap();
+        let x = Value::f32(data.reshape((1, 1, 2, 3)).unwrap()).unwrap();
+        for (order, want) in [(0, [1, 5]), (1, [2, 5])] {
+            let attrs = vec![
+                make::ints("kernel_shape", &[2, 2]),
+                make::int("storage_order", order),
+            ];
+            let y = run_node("MaxPool", attrs, vec![x.clone()], 2).unwrap();
+            assert_eq!(flat(&y[0]), [5.0, 6.0]);
+            assert_eq!(y[1].dtype(), DataType::Int64);
+            assert_eq!(y[1].to_i64_vec().unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn dilated_ceil_max_pool_and_uint8_inputs() {
+        let attrs = vec![
+            make::ints("kernel_shape", &[2]),
+            make::ints("strides", &[2]),
+            make::ints("dilations", &[2]),
+            make::int("ceil_mode", 1),
+        ];
+        let y = run_node("MaxPool", attrs, vec![arange(&[1, 1, 6])], 1).unwrap();
+        assert_eq!(flat(&y[0]), [2.0, 4.0, 4.0]);
+        let bytes = Tensor::new(&[3u8, 9, 1, 7], &Device::Cpu).unwrap();
+        let x = Value::new(bytes.reshape((1, 1, 4)).unwrap(), DataType::Uint8).unwrap();
+        let attrs = vec![
+            make::ints("kernel_shape", &[2]),
+            make::ints("strides", &[2]),
+        ];
+        let y = run_node("MaxPool", attrs, vec![x], 1).unwrap();
+        assert_eq!(y[0].dtype(), DataType::Uint8);
+        assert_eq!(y[0].to_i64_vec().unwrap(), [9, 7]);
+    }
+
+    #[test]
+    fn average_pool_counts_padding_only_when_asked() {
+        for (include, want) in [(0, [0.0, 0.5, 1.5, 2.0]), (1, [0.0, 0.5, 1.5, 1.0])] {
+            let attrs = vec![
+                make::ints("kernel_shape", &[2]),
+                make::ints("pads", &[1, 1]),
+                make::int("count_include_pad", include),
+            ];
+            let y = run_node("AveragePool", attrs, vec![arange(&[1, 1, 3])], 1).unwrap();
+            assert_eq!(flat(&y[0]), want);
+        }
+    }
+
+    #[test]
+    fn global_lp_pool_is_a_norm_over_space() {
+        let t = Tensor::new(&[3f32, 4.0, 0.0, 0.0], &Device::Cpu).unwrap();
+        let x = Value::f32(t.reshape((1, 1, 2, 2)).unwrap()).unwrap();
+        let y = run_node("GlobalLpPool", vec![], vec![x], 1).unwrap();
+        assert_eq!(y[0].shape(), &[1, 1, 1, 1]);
+        assert_eq!(flat(&y[0]), [5.0]);
     }
 }

@@ -524,3 +524,109 @@ fn upsample(c: &OpCtx) -> Result<Vec<Value>> {
     let t = target(x.shape(), &axes, Some(scales), None, None, Policy::Stretch)?;
     Ok(vec![run(x, &t, &Settings::legacy(c.node)?)?])
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+    use whittle_ir::attr::make;
+
+    use super::*;
+    use crate::ops::conv::tests::{arange, flat, run_node};
+
+    fn i64s(v: &[i64]) -> Value {
+        Value::new(Tensor::new(v, &Device::Cpu).unwrap(), DataType::Int64).unwrap()
+    }
+
+    fn f32s(v: &[f32]) -> Value {
+        Value::f32(Tensor::new(v, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn tf_half_pixel_nearest_downsampling() {
+        // ONNX resize_downsample_sizes_nearest_tf_half_pixel_for_nn (input 1..=16 there).
+        let attrs = vec![make::string(
+            "coordinate_transformation_mode",
+            "tf_half_pixel_for_nn",
+        )];
+        let inputs = vec![
+            arange(&[1, 1, 4, 4]),
+            f32s(&[]),
+            f32s(&[]),
+            i64s(&[1, 1, 3, 2]),
+        ];
+        let y = run_node("Resize", attrs, inputs, 1).unwrap();
+        assert_eq!(y[0].shape(), &[1, 1, 3, 2]);
+        assert_eq!(flat(&y[0]), [5.0, 7.0, 9.0, 11.0, 13.0, 15.0]);
+    }
+
+    #[test]
+    fn linear_upsampling_matches_the_onnx_example() {
+        let x =
+            Value::f32(Tensor::new(&[[[[1f32, 2.0], [3.0, 4.0]]]], &Device::Cpu).unwrap()).unwrap();
+        let attrs = vec![make::string("mode", "linear")];
+        let inputs = vec![x, f32s(&[]), f32s(&[1.0, 1.0, 2.0, 2.0])];
+        let y = run_node("Resize", attrs, inputs, 1).unwrap();
+        let row0 = flat(&y[0])[..4].to_vec();
+        let row1 = flat(&y[0])[4..8].to_vec();
+        assert_eq!(row0, [1.0, 1.25, 1.75, 2.0]);
+        assert_eq!(row1, [1.5, 1.75, 2.25, 2.5]);
+    }
+
+    #[test]
+    fn nearest_2x_uses_candle_and_agrees_with_gathering() {
+        let x = arange(&[1, 2, 3, 5]);
+        let t = target(
+            x.shape(),
+            &[0, 1, 2, 3],
+            Some(vec![1.0, 1.0, 2.0, 2.0]),
+            None,
+            None,
+            Policy::Stretch,
+        )
+        .unwrap();
+        for (mode, rounding) in [
+            ("asymmetric", "floor"),
+            ("half_pixel", "round_prefer_floor"),
+        ] {
+            let node = NodeProto {
+                attribute: vec![
+                    make::string("coordinate_transformation_mode", mode),
+                    make::string("nearest_mode", rounding),
+                ],
+                ..Default::default()
+            };
+            let s = Settings::from_node(&node).unwrap();
+            let plans: Vec<AxisPlan> = [2, 3]
+                .iter()
+                .map(|&a| plan_axis(&s, x.shape()[a], t.out[a], 2.0, (0.0, 1.0)).unwrap())
+                .collect();
+            let fast = candle_nearest(x.tensor(), &[2, 3], &plans)
+                .unwrap()
+                .unwrap();
+            let slow = apply_plan(
+                &apply_plan(x.tensor(), 2, &plans[0], 0.0).unwrap(),
+                3,
+                &plans[1],
+                0.0,
+            )
+            .unwrap();
+            assert_eq!(
+                flat(&Value::f32(fast).unwrap()),
+                flat(&Value::f32(slow).unwrap())
+            );
+        }
+    }
+
+    #[test]
+    fn antialias_widens_and_normalises_the_linear_kernel() {
+        let node = NodeProto {
+            attribute: vec![make::string("mode", "linear"), make::int("antialias", 1)],
+            ..Default::default()
+        };
+        let s = Settings::from_node(&node).unwrap();
+        // Half-pixel output 0 of a 2x downsample sits at 0.5.
+        let w: Vec<f64> = taps(&s, 0.5, 8, 0.5).iter().map(|t| t.1).collect();
+        assert_eq!(w, [0.125, 0.375, 0.375, 0.125]);
+        assert_eq!(taps(&s, 0.5, 8, 0.5)[0].0, -1);
+    }
+}
