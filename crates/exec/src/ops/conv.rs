@@ -7,6 +7,8 @@
 //! kernel with zeros, per-axis strides subsample a stride-1 result, and 3-D runs as a sum of
 //! 2-D convolutions over the kernel's depth.
 
+use std::collections::HashMap;
+
 use candle_core::{DType, Tensor};
 use whittle_ir::proto::NodeProto;
 use whittle_ir::NodeAttrs;
@@ -210,14 +212,69 @@ pub fn kernel_offsets(kernel: &[usize]) -> Result<Vec<Vec<usize>>> {
     Ok(all)
 }
 
-/// Samples `x` (`[N, C, spatial...]`, already padded) at `o * stride + offset * dilation` for
-/// every output position `o` of every spatial axis: one tap of the sliding window.
-pub fn window_tap(x: &Tensor, offset: &[usize], w: &Window, out: &[usize]) -> Result<Tensor> {
-    let mut t = x.clone();
-    for (i, &off) in offset.iter().enumerate() {
-        t = strided(&t, i + 2, off * w.dilations[i], w.strides[i], out[i])?;
+/// The sliding-window taps of a padded input `[N, C, spatial...]`: tap `offset` samples
+/// `o * stride + offset * dilation` for every output position `o` of every spatial axis.
+///
+/// Each tap is a view of one stride phase of the input (`x[..., phase::stride]`), so a
+/// strided window gathers the input once per phase instead of once per tap.
+pub struct Taps<'a> {
+    x: &'a Tensor,
+    window: &'a Window,
+    out: &'a [usize],
+    phases: HashMap<Vec<usize>, Tensor>,
+}
+
+impl<'a> Taps<'a> {
+    /// Taps of `window` over the padded input `x` for output size `out`.
+    pub fn new(x: &'a Tensor, window: &'a Window, out: &'a [usize]) -> Self {
+        Taps {
+            x,
+            window,
+            out,
+            phases: HashMap::new(),
+        }
     }
-    Ok(t)
+
+    /// The input samples of kernel tap `offset`, shaped `[N, C, out...]`.
+    pub fn tap(&mut self, offset: &[usize]) -> Result<Tensor> {
+        let w = self.window;
+        let pos: Vec<usize> = offset
+            .iter()
+            .zip(&w.dilations)
+            .map(|(o, d)| o * d)
+            .collect();
+        let phase: Vec<usize> = pos.iter().zip(&w.strides).map(|(p, s)| p % s).collect();
+        if !self.phases.contains_key(&phase) {
+            let mut t = self.x.clone();
+            for (i, (&p, &s)) in phase.iter().zip(&w.strides).enumerate() {
+                let len = t.dim(i + 2)?;
+                t = strided(&t, i + 2, p, s, (len - p).div_ceil(s))?;
+            }
+            self.phases.insert(phase.clone(), t);
+        }
+        let mut t = self.phases[&phase].clone();
+        for (i, (&p, &s)) in pos.iter().zip(&w.strides).enumerate() {
+            t = t.narrow(i + 2, p / s, self.out[i])?;
+        }
+        Ok(t)
+    }
+
+    /// Folds `f(accumulator, tap, offset)` over every tap in row-major kernel order; the
+    /// accumulator is `None` for the first tap.
+    pub fn fold(
+        &mut self,
+        f: impl Fn(Option<Tensor>, Tensor, &[usize]) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let mut acc: Option<Tensor> = None;
+        for off in kernel_offsets(&self.window.kernel)? {
+            let tap = self.tap(&off)?;
+            acc = Some(f(acc, tap, &off)?);
+        }
+        match acc {
+            Some(a) => Ok(a),
+            None => bail!("empty kernel"),
+        }
+    }
 }
 
 /// `count` elements of `axis` starting at `start`, `step` apart.
@@ -438,23 +495,17 @@ fn conv3d(
 /// shifted, scaled copies: much cheaper than one gemm per channel.
 fn depthwise(x: &Tensor, w: &Tensor, window: &Window, out: &[usize]) -> Result<Tensor> {
     let c = w.dim(0)?;
-    let mut acc: Option<Tensor> = None;
-    for off in kernel_offsets(&window.kernel)? {
-        let tap = window_tap(x, &off, window, out)?;
+    Taps::new(x, window, out).fold(|acc, tap, off| {
         let k = w
             .narrow(2, off[0], 1)?
             .narrow(3, off[1], 1)?
             .reshape((1, c, 1, 1))?;
-        let term = tap.broadcast_mul(&k)?;
-        acc = Some(match acc {
+        let term = tap.contiguous()?.broadcast_mul(&k)?;
+        Ok(match acc {
             Some(a) => (a + term)?,
             None => term,
-        });
-    }
-    match acc {
-        Some(a) => Ok(a),
-        None => bail!("empty kernel"),
-    }
+        })
+    })
 }
 
 /// Adds a per-channel bias `[M]` to `[N, M, ...]`.

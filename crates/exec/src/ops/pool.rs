@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::conv::{kernel_offsets, pad_spatial, window_tap, Resolved, Window, MAX_ELEMENTS};
+use super::conv::{kernel_offsets, pad_spatial, Resolved, Taps, Window, MAX_ELEMENTS};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -79,29 +79,23 @@ impl<'a> Pooling<'a> {
         self.window.rank() == 2 && self.window.dilations.iter().all(|&d| d == 1)
     }
 
-    /// Folds `f` over every kernel tap of `padded`.
+    /// Folds `f` over every kernel tap of `padded`, starting from the first tap.
     fn fold_taps(
         &self,
         padded: &Tensor,
-        f: impl Fn(Tensor, Tensor) -> candle_core::Result<Tensor>,
+        f: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
     ) -> Result<Tensor> {
-        let mut acc: Option<Tensor> = None;
-        for off in kernel_offsets(&self.window.kernel)? {
-            let tap = window_tap(padded, &off, &self.window, &self.res.out)?;
-            acc = Some(match acc {
-                Some(a) => f(a, tap)?,
+        Taps::new(padded, &self.window, &self.res.out).fold(|acc, tap, _| {
+            Ok(match acc {
+                Some(a) => f(&a, &tap)?,
                 None => tap,
-            });
-        }
-        match acc {
-            Some(a) => Ok(a),
-            None => bail!("empty kernel"),
-        }
+            })
+        })
     }
 
     /// Sum over each window of the zero-padded tensor `t`.
     fn window_sum(&self, t: &Tensor) -> Result<Tensor> {
-        self.fold_taps(&self.padded(t, 0.0)?, |a, b| a + b)
+        self.fold_taps(&self.padded(t, 0.0)?, Tensor::add)
     }
 
     /// Number of elements each window covers (`[1, 1, out...]`), counting explicit padding
@@ -158,7 +152,7 @@ fn max_pool(c: &OpCtx) -> Result<Vec<Value>> {
         let (k, s) = (&p.window.kernel, &p.window.strides);
         padded.max_pool2d_with_stride((k[0], k[1]), (s[0], s[1]))?
     } else {
-        p.fold_taps(&padded, |a, b| a.maximum(&b))?
+        p.fold_taps(&padded, |a, b| a.maximum(b))?
     };
     Ok(vec![p.x.with_tensor(y)?])
 }
@@ -191,10 +185,11 @@ fn max_with_indices(p: &Pooling, column_major: bool) -> Result<(Tensor, Tensor)>
         .collect();
     let index = Tensor::from_vec(index, dims, x.device())?;
     let (xv, iv) = (p.padded(x, lowest(x.dtype()))?, p.padded(&index, -1.0)?);
+    let mut values = Taps::new(&xv, &p.window, &p.res.out);
+    let mut indices = Taps::new(&iv, &p.window, &p.res.out);
     let (mut best, mut arg): (Option<Tensor>, Option<Tensor>) = (None, None);
     for off in kernel_offsets(&p.window.kernel)? {
-        let v = window_tap(&xv, &off, &p.window, &p.res.out)?;
-        let i = window_tap(&iv, &off, &p.window, &p.res.out)?;
+        let (v, i) = (values.tap(&off)?, indices.tap(&off)?);
         (best, arg) = match (best, arg) {
             (Some(b), Some(a)) => {
                 let take = v.gt(&b)?;
