@@ -9,6 +9,7 @@ use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
 use super::conv::{kernel_offsets, pad_spatial, Resolved, Taps, Window, MAX_ELEMENTS};
+use super::util::require_float;
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -219,13 +220,6 @@ fn average_pool(c: &OpCtx) -> Result<Vec<Value>> {
         p.window_sum(x)?.broadcast_div(&p.counts(include_pad, x)?)?
     };
     Ok(vec![p.x.with_tensor(y)?])
-}
-
-fn require_float(v: &Value) -> Result<()> {
-    if !v.dtype().is_float() {
-        bail!("expects a float input, got {}", v.dtype());
-    }
-    Ok(())
 }
 
 /// The `p` attribute of Lp pools (default 2).
