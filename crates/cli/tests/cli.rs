@@ -14,7 +14,10 @@ fn assets() -> PathBuf {
 }
 
 fn lenet() -> String {
-    assets().join("models/mnist_lenet5.onnx").display().to_string()
+    assets()
+        .join("models/mnist_lenet5.onnx")
+        .display()
+        .to_string()
 }
 
 fn whittle(args: &[&str]) -> Output {
@@ -45,7 +48,11 @@ fn assert_clean_error(out: &Output, needles: &[&str]) {
 fn eval_lenet5_gives_ort_accuracy_on_mnist() {
     let data = format!("mnist:{}", assets().join("mnist").display());
     let out = whittle(&["eval", &lenet(), "--data", &data, "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["samples"], 10000);
     // ONNX Runtime classifies 9889 of the 10,000 MNIST test images correctly.
@@ -61,7 +68,10 @@ fn inspect_reports_structure() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["parameters"], 648_226);
     assert_eq!(json["ops"]["Conv"], 2);
-    assert_eq!(json["inputs"][0]["shape"], serde_json::json!(["N", "1", "28", "28"]));
+    assert_eq!(
+        json["inputs"][0]["shape"],
+        serde_json::json!(["N", "1", "28", "28"])
+    );
     assert_eq!(json["opsets"]["ai.onnx"], 13);
 }
 
@@ -69,7 +79,8 @@ fn inspect_reports_structure() {
 fn run_writes_every_output_as_npy() {
     let dir = scratch("run");
     let x = dir.join("x.npy");
-    let img = whittle_ir::TensorData::from_slice(vec![2, 1, 28, 28], &vec![0.5f32; 2 * 784]).unwrap();
+    let img =
+        whittle_ir::TensorData::from_slice(vec![2, 1, 28, 28], &vec![0.5f32; 2 * 784]).unwrap();
     whittle_data::npy::write_npy(&x, &img).unwrap();
     let out_dir = dir.join("out");
     let out = whittle(&[
@@ -80,7 +91,11 @@ fn run_writes_every_output_as_npy() {
         "--out",
         &out_dir.display().to_string(),
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let logits = whittle_data::npy::read_npy(&out_dir.join("logits.npy")).unwrap();
     assert_eq!(logits.dims(), &[2, 10]);
     let _ = std::fs::remove_dir_all(&dir);
@@ -102,7 +117,10 @@ fn bad_input_gets_clear_errors() {
     let bytes = std::fs::read(lenet()).unwrap();
     let cut = dir.join("cut.onnx");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    assert_clean_error(&whittle(&["inspect", &cut.display().to_string()]), &["cut.onnx"]);
+    assert_clean_error(
+        &whittle(&["inspect", &cut.display().to_string()]),
+        &["cut.onnx"],
+    );
 
     // An operator whittle does not implement: the error names the node and the op.
     let mut model = whittle_ir::Model::load(lenet()).unwrap();
@@ -123,18 +141,35 @@ fn bad_input_gets_clear_errors() {
     let small = whittle_ir::TensorData::from_slice(vec![1, 1, 14, 28], &vec![0.5f32; 392]).unwrap();
     whittle_data::npy::write_npy(&x, &small).unwrap();
     assert_clean_error(
-        &whittle(&["run", &lenet(), "--input", &feed, "--out", &dir.display().to_string()]),
+        &whittle(&[
+            "run",
+            &lenet(),
+            "--input",
+            &feed,
+            "--out",
+            &dir.display().to_string(),
+        ]),
         &["input 'input'", "expected shape"],
     );
     let ints = whittle_ir::TensorData::from_slice(vec![1, 1, 28, 28], &vec![1i64; 784]).unwrap();
     whittle_data::npy::write_npy(&x, &ints).unwrap();
     assert_clean_error(
-        &whittle(&["run", &lenet(), "--input", &feed, "--out", &dir.display().to_string()]),
+        &whittle(&[
+            "run",
+            &lenet(),
+            "--input",
+            &feed,
+            "--out",
+            &dir.display().to_string(),
+        ]),
         &["input 'input'", "expected float"],
     );
 
     // Unknown dataset scheme and bad options.
-    assert_clean_error(&whittle(&["eval", &lenet(), "--data", "cifar:/x"]), &["cifar"]);
+    assert_clean_error(
+        &whittle(&["eval", &lenet(), "--data", "cifar:/x"]),
+        &["cifar"],
+    );
     let out = whittle(&["eval", &lenet()]);
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit with 2");
     let _ = std::fs::remove_dir_all(&dir);

@@ -36,11 +36,24 @@ fn main() {
         let value = match spec.dtype {
             Some(DataType::Int64) => {
                 let mask = spec.name.contains("mask");
-                let v: Vec<i64> = (0..n).map(|i| if mask { 1 } else { 1000 + (i as i64 * 7919) % 1000 }).collect();
-                Value::new(Tensor::from_vec(v, dims, &Device::Cpu).unwrap(), DataType::Int64)
+                let v: Vec<i64> = (0..n)
+                    .map(|i| {
+                        if mask {
+                            1
+                        } else {
+                            1000 + (i as i64 * 7919) % 1000
+                        }
+                    })
+                    .collect();
+                Value::new(
+                    Tensor::from_vec(v, dims, &Device::Cpu).unwrap(),
+                    DataType::Int64,
+                )
             }
             _ => {
-                let v: Vec<f32> = (0..n).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0).collect();
+                let v: Vec<f32> = (0..n)
+                    .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0)
+                    .collect();
                 Value::f32(Tensor::from_vec(v, dims, &Device::Cpu).unwrap())
             }
         };

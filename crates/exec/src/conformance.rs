@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use whittle_ir::{Model, TensorData};
+use whittle_ir::{DataType, Model, TensorData};
 
 use crate::error::ExecError;
 use crate::executor::Executor;
@@ -163,7 +163,9 @@ fn check_data_set(exec: &Executor, set: &Path) -> Result<(), Outcome> {
                 None => return Err(Outcome::Failed(format!("no graph input for input_{i}"))),
             }
         };
-        let value = Value::try_from(data).map_err(|e| Outcome::Unsupported(e.to_string()))?;
+        let declared = specs.iter().find(|s| s.name == name).and_then(|s| s.dtype);
+        let data = bfloat16_bits(data, declared);
+        let value = Value::try_from(&data).map_err(|e| Outcome::Unsupported(e.to_string()))?;
         feed.insert(name, value);
     }
     let outputs = exec.run(feed).map_err(|e| match e {
@@ -177,9 +179,22 @@ fn check_data_set(exec: &Executor, set: &Path) -> Result<(), Outcome> {
         let got = outputs[out_name]
             .to_data()
             .map_err(|e| Outcome::Failed(e.to_string()))?;
-        compare(&got, want).map_err(|m| Outcome::Failed(format!("output '{out_name}': {m}")))?;
+        let want = bfloat16_bits(want, Some(got.dtype()));
+        compare(&got, &want).map_err(|m| Outcome::Failed(format!("output '{out_name}': {m}")))?;
     }
     Ok(())
+}
+
+/// ONNX 1.12's test files store bfloat16 tensors as UINT16 bit patterns: read them as the
+/// bfloat16 the graph declares.
+fn bfloat16_bits(data: &TensorData, declared: Option<DataType>) -> TensorData {
+    match (data.dtype(), declared, data.bytes()) {
+        (DataType::Uint16, Some(DataType::Bfloat16), Some(bytes)) => {
+            TensorData::from_bytes(DataType::Bfloat16, data.dims().to_vec(), bytes.to_vec())
+                .unwrap_or_else(|_| data.clone())
+        }
+        _ => data.clone(),
+    }
 }
 
 /// Compares two tensors: same type and shape; floats within [`RTOL`]/[`ATOL`]

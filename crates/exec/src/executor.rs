@@ -303,7 +303,11 @@ impl Executor {
                 .iter()
                 .map(|name| self.lookup(name, &env).map_err(fail))
                 .collect::<Result<Vec<_>>>()?;
-            let domain = if node.domain == "ai.onnx" { "" } else { node.domain.as_str() };
+            let domain = if node.domain == "ai.onnx" {
+                ""
+            } else {
+                node.domain.as_str()
+            };
             let ctx = OpCtx {
                 node,
                 opset: self.opsets.get(domain).copied().unwrap_or(1),

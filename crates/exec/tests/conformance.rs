@@ -6,7 +6,19 @@ mod common;
 use whittle_exec::conformance::{run_suite, Outcome};
 
 /// Tests of supported operators that fail for a documented reason (see docs/OPS.md).
-const KNOWN_FAILURES: &[(&str, &str)] = &[];
+const KNOWN_FAILURES: &[(&str, &str)] = &[
+    (
+        "test_cast_FLOAT_to_BFLOAT16",
+        "expected data truncates to bfloat16; whittle rounds to nearest even like ONNX Runtime",
+    ),
+    ("test_castlike_BFLOAT16_to_FLOAT", SHAPE_MISMATCH),
+    ("test_castlike_BFLOAT16_to_FLOAT_expanded", SHAPE_MISMATCH),
+    ("test_castlike_FLOAT_to_BFLOAT16", SHAPE_MISMATCH),
+    ("test_castlike_FLOAT_to_BFLOAT16_expanded", SHAPE_MISMATCH),
+];
+
+const SHAPE_MISMATCH: &str =
+    "the test feeds `like` as [1] while its model declares [3,4]; whittle checks input shapes";
 
 #[test]
 fn onnx_node_tests_pass() {
@@ -28,6 +40,14 @@ fn onnx_node_tests_pass() {
         summary.failed(),
         summary.unsupported()
     );
-    assert!(unexpected.is_empty(), "failing tests:\n{}", unexpected.join("\n"));
-    assert!(summary.passed() >= 600, "only {} tests pass", summary.passed());
+    assert!(
+        unexpected.is_empty(),
+        "failing tests:\n{}",
+        unexpected.join("\n")
+    );
+    assert!(
+        summary.passed() >= 600,
+        "only {} tests pass",
+        summary.passed()
+    );
 }

@@ -45,7 +45,9 @@ fn attempt(bytes: &[u8], input: &Value) -> bool {
 #[test]
 fn flipped_and_truncated_lenet5_never_panics() {
     let original = std::fs::read(common::model_path("mnist_lenet5.onnx")).unwrap();
-    let input = Value::f32(Tensor::ones((1, 1, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap()).unwrap();
+    let input =
+        Value::f32(Tensor::ones((1, 1, 28, 28), candle_core::DType::F32, &Device::Cpu).unwrap())
+            .unwrap();
     assert!(attempt(&original, &input), "the unmodified model must run");
 
     // The weights are most of the file: aim half the flips at the graph structure (its head
@@ -83,5 +85,9 @@ fn flipped_and_truncated_lenet5_never_panics() {
         }
     }
     // Both outcomes must occur, or the mutations did not exercise anything.
-    assert!(ok > 0 && ok < cases.len(), "{ok} of {} mutated models ran", cases.len());
+    assert!(
+        ok > 0 && ok < cases.len(),
+        "{ok} of {} mutated models ran",
+        cases.len()
+    );
 }

@@ -44,19 +44,31 @@ fn check_model(file: &str, inputs: Vec<(String, TensorData)>, tol: f64) {
     assert_eq!(ours.len(), reference.len());
     for (i, (g, w)) in ours.iter().zip(&reference).enumerate() {
         let diff = normalised_max_diff(g, w);
-        println!("{file} output {i} {:?}: normalised max diff {diff:.2e}", g.dims());
-        assert!(diff <= tol, "{file} output {i}: normalised max diff {diff:.3e} > {tol:e}");
+        println!(
+            "{file} output {i} {:?}: normalised max diff {diff:.2e}",
+            g.dims()
+        );
+        assert!(
+            diff <= tol,
+            "{file} output {i}: normalised max diff {diff:.3e} > {tol:e}"
+        );
     }
     let saved = scratch.join("resaved.onnx");
     model.save(&saved, &ExternalData::Never).unwrap();
     let again = common::ort_outputs(&saved, &inputs, &scratch.join("resaved"));
-    assert_eq!(again, reference, "{file}: ORT outputs changed after whittle's save");
+    assert_eq!(
+        again, reference,
+        "{file}: ORT outputs changed after whittle's save"
+    );
     let external = scratch.join("external.onnx");
     model
         .save(&external, &ExternalData::File("external.onnx.data".into()))
         .unwrap();
     let again = common::ort_outputs(&external, &inputs, &scratch.join("external"));
-    assert_eq!(again, reference, "{file}: ORT outputs changed with external data");
+    assert_eq!(
+        again, reference,
+        "{file}: ORT outputs changed with external data"
+    );
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
@@ -77,7 +89,11 @@ fn image(h: usize, w: usize, lo: f32, hi: f32) -> TensorData {
 /// WordPiece-free tokenisation good enough for whole words in the vocabulary.
 fn minilm_inputs() -> Vec<(String, TensorData)> {
     let vocab = std::fs::read_to_string(common::model_path("minilm-vocab.txt")).unwrap();
-    let id: HashMap<&str, i64> = vocab.lines().enumerate().map(|(i, w)| (w, i as i64)).collect();
+    let id: HashMap<&str, i64> = vocab
+        .lines()
+        .enumerate()
+        .map(|(i, w)| (w, i as i64))
+        .collect();
     let sentences = [
         "the package manager installs software from a repository",
         "a small fast model runs on the device",
@@ -101,8 +117,14 @@ fn minilm_inputs() -> Vec<(String, TensorData)> {
         }
     }
     vec![
-        ("input_ids".into(), TensorData::from_slice(vec![2, len], &ids).unwrap()),
-        ("attention_mask".into(), TensorData::from_slice(vec![2, len], &mask).unwrap()),
+        (
+            "input_ids".into(),
+            TensorData::from_slice(vec![2, len], &ids).unwrap(),
+        ),
+        (
+            "attention_mask".into(),
+            TensorData::from_slice(vec![2, len], &mask).unwrap(),
+        ),
     ]
 }
 
@@ -115,7 +137,11 @@ fn lenet5_matches_ort() {
         Some(32),
     )
     .unwrap();
-    check_model("mnist_lenet5.onnx", vec![("input".into(), data.images)], 1e-5);
+    check_model(
+        "mnist_lenet5.onnx",
+        vec![("input".into(), data.images)],
+        1e-5,
+    );
 }
 
 #[test]
@@ -125,23 +151,39 @@ fn minilm_matches_ort() {
 
 #[test]
 fn yolov8n_matches_ort() {
-    check_model("yolov8n-320.onnx", vec![("images".into(), image(320, 320, 0.0, 1.0))], 1e-4);
+    check_model(
+        "yolov8n-320.onnx",
+        vec![("images".into(), image(320, 320, 0.0, 1.0))],
+        1e-4,
+    );
 }
 
 #[test]
 fn ppocr_det_matches_ort() {
     let x = image(128, 160, -1.0, 1.0);
-    check_model("ppocr/ch_PP-OCRv4_det_infer.onnx", vec![("x".into(), x)], 1e-4);
+    check_model(
+        "ppocr/ch_PP-OCRv4_det_infer.onnx",
+        vec![("x".into(), x)],
+        1e-4,
+    );
 }
 
 #[test]
 fn ppocr_cls_matches_ort() {
     let x = image(48, 192, -1.0, 1.0);
-    check_model("ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx", vec![("x".into(), x)], 1e-4);
+    check_model(
+        "ppocr/ch_ppocr_mobile_v2.0_cls_infer.onnx",
+        vec![("x".into(), x)],
+        1e-4,
+    );
 }
 
 #[test]
 fn ppocr_rec_matches_ort() {
     let x = image(48, 160, -1.0, 1.0);
-    check_model("ppocr/ch_PP-OCRv4_rec_infer.onnx", vec![("x".into(), x)], 1e-4);
+    check_model(
+        "ppocr/ch_PP-OCRv4_rec_infer.onnx",
+        vec![("x".into(), x)],
+        1e-4,
+    );
 }

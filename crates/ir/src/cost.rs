@@ -10,7 +10,12 @@ use crate::proto::NodeProto;
 /// MACs of one node, given a lookup from value name to static shape.
 /// `None` when a needed shape is unknown.
 pub fn node_macs(node: &NodeProto, shape: &dyn Fn(&str) -> Option<Vec<usize>>) -> Option<u64> {
-    let input = |i: usize| node.input.get(i).filter(|n| !n.is_empty()).and_then(|n| shape(n));
+    let input = |i: usize| {
+        node.input
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .and_then(|n| shape(n))
+    };
     let output = || node.output.first().and_then(|n| shape(n));
     let numel = |d: &[usize]| d.iter().map(|&x| x as u64).product::<u64>();
     match node.op_type.as_str() {
@@ -60,17 +65,28 @@ mod tests {
     }
 
     fn shapes(pairs: &[(&str, &[usize])]) -> HashMap<String, Vec<usize>> {
-        pairs.iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect()
+        pairs
+            .iter()
+            .map(|(n, d)| (n.to_string(), d.to_vec()))
+            .collect()
     }
 
     #[test]
     fn conv_macs_follow_the_usual_convention() {
         // LeNet5's first conv: 1x1x28x28 -> 1x32x28x28, 3x3 kernel, 1 input channel.
-        let s = shapes(&[("x", &[1, 1, 28, 28]), ("w", &[32, 1, 3, 3]), ("y", &[1, 32, 28, 28])]);
+        let s = shapes(&[
+            ("x", &[1, 1, 28, 28]),
+            ("w", &[32, 1, 3, 3]),
+            ("y", &[1, 32, 28, 28]),
+        ]);
         let macs = node_macs(&node("Conv", &["x", "w"]), &|n| s.get(n).cloned());
         assert_eq!(macs, Some(32 * 28 * 28 * 9));
         // Depthwise: groups = C, so each output sees one input channel.
-        let s = shapes(&[("x", &[2, 8, 10, 10]), ("w", &[8, 1, 3, 3]), ("y", &[2, 8, 10, 10])]);
+        let s = shapes(&[
+            ("x", &[2, 8, 10, 10]),
+            ("w", &[8, 1, 3, 3]),
+            ("y", &[2, 8, 10, 10]),
+        ]);
         let macs = node_macs(&node("Conv", &["x", "w"]), &|n| s.get(n).cloned());
         assert_eq!(macs, Some(2 * 8 * 100 * 9));
     }
@@ -78,12 +94,19 @@ mod tests {
     #[test]
     fn gemm_and_matmul_are_m_n_k() {
         let s = shapes(&[("a", &[4, 3136]), ("b", &[200, 3136]), ("y", &[4, 200])]);
-        assert_eq!(node_macs(&node("Gemm", &["a", "b"]), &|n| s.get(n).cloned()), Some(4 * 200 * 3136));
+        assert_eq!(
+            node_macs(&node("Gemm", &["a", "b"]), &|n| s.get(n).cloned()),
+            Some(4 * 200 * 3136)
+        );
         let mut t = node("Gemm", &["a", "b"]);
         t.attribute.push(make::int("transA", 1));
         let s2 = shapes(&[("a", &[3136, 4]), ("b", &[3136, 200]), ("y", &[4, 200])]);
         assert_eq!(node_macs(&t, &|n| s2.get(n).cloned()), Some(4 * 200 * 3136));
-        let s = shapes(&[("a", &[2, 12, 128, 32]), ("b", &[2, 12, 32, 128]), ("y", &[2, 12, 128, 128])]);
+        let s = shapes(&[
+            ("a", &[2, 12, 128, 32]),
+            ("b", &[2, 12, 32, 128]),
+            ("y", &[2, 12, 128, 128]),
+        ]);
         assert_eq!(
             node_macs(&node("MatMul", &["a", "b"]), &|n| s.get(n).cloned()),
             Some(2 * 12 * 128 * 128 * 32)
@@ -93,7 +116,13 @@ mod tests {
     #[test]
     fn unknown_shapes_give_none_and_other_ops_zero() {
         let s: HashMap<String, Vec<usize>> = HashMap::new();
-        assert_eq!(node_macs(&node("Conv", &["x", "w"]), &|n| s.get(n).cloned()), None);
-        assert_eq!(node_macs(&node("Relu", &["x"]), &|n| s.get(n).cloned()), Some(0));
+        assert_eq!(
+            node_macs(&node("Conv", &["x", "w"]), &|n| s.get(n).cloned()),
+            None
+        );
+        assert_eq!(
+            node_macs(&node("Relu", &["x"]), &|n| s.get(n).cloned()),
+            Some(0)
+        );
     }
 }

@@ -90,7 +90,11 @@ fn markdown(summary: &Summary) -> String {
     );
     out += "## Supported operators\n\n";
     for (domain, ops) in Registry::standard().list() {
-        let name = if domain.is_empty() { "ai.onnx" } else { &domain };
+        let name = if domain.is_empty() {
+            "ai.onnx"
+        } else {
+            &domain
+        };
         out += &format!("- `{name}` ({}): {}\n", ops.len(), ops.join(", "));
     }
     out += "\n## Single-operator tests\n\n| operator | passed / tests |\n|---|---|\n";

@@ -91,12 +91,21 @@ pub fn evaluate(
 ) -> anyhow::Result<Accuracy> {
     let inputs = exec.inputs();
     let [input] = inputs.as_slice() else {
-        bail!("eval needs a model with one input, this one has {}", inputs.len());
+        bail!(
+            "eval needs a model with one input, this one has {}",
+            inputs.len()
+        );
     };
     let output = exec.output_names()[0].clone();
     let n = data.len();
-    let bar = if progress { ProgressBar::new(n as u64) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} samples {elapsed}")?);
+    let bar = if progress {
+        ProgressBar::new(n as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} samples {elapsed}",
+    )?);
     let images = Value::try_from(&data.images)?;
     let (mut correct, mut correct5) = (0, 0);
     for start in (0..n).step_by(batch_size) {
@@ -106,7 +115,10 @@ pub fn evaluate(
         let scores = scores_2d(&out[&output].to_data()?, len)?;
         for (row, &label) in scores.iter().zip(&data.labels[start..start + len]) {
             let Some(&target) = usize::try_from(label).ok().and_then(|l| row.get(l)) else {
-                bail!("label {label} is out of range for a model with {} classes", row.len());
+                bail!(
+                    "label {label} is out of range for a model with {} classes",
+                    row.len()
+                );
             };
             let rank = row.iter().filter(|&&s| s > target).count();
             correct += (rank == 0) as usize;

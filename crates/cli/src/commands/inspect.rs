@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 use whittle_ir::cost::node_macs;
-use whittle_ir::shape::{Dim, TensorType};
 use whittle_ir::proto::{type_proto, ValueInfoProto};
+use whittle_ir::shape::{Dim, TensorType};
 use whittle_ir::{DataType, GraphEdit, Model};
 
 use crate::report::{human_bytes, human_count, print_json};
@@ -70,14 +70,16 @@ pub fn parse_shapes(specs: &[String]) -> anyhow::Result<HashMap<String, Vec<usiz
     specs
         .iter()
         .map(|spec| {
-            let (name, dims) = spec
-                .split_once('=')
-                .with_context(|| format!("--shape '{spec}' must be NAME=DIMS, e.g. x=1x3x224x224"))?;
+            let (name, dims) = spec.split_once('=').with_context(|| {
+                format!("--shape '{spec}' must be NAME=DIMS, e.g. x=1x3x224x224")
+            })?;
             let dims = dims
                 .split('x')
                 .map(|d| d.trim().parse::<usize>())
                 .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("--shape '{spec}': dimensions must be numbers joined by 'x'"))?;
+                .with_context(|| {
+                    format!("--shape '{spec}': dimensions must be numbers joined by 'x'")
+                })?;
             Ok((name.to_string(), dims))
         })
         .collect()
@@ -87,7 +89,11 @@ pub fn parse_shapes(specs: &[String]) -> anyhow::Result<HashMap<String, Vec<usiz
 fn estimate_macs(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> anyhow::Result<u64> {
     let graph = model.graph();
     let mut fixed = overrides.clone();
-    for v in graph.input.iter().filter(|v| graph.runtime_inputs().contains(&v.name.as_str())) {
+    for v in graph
+        .input
+        .iter()
+        .filter(|v| graph.runtime_inputs().contains(&v.name.as_str()))
+    {
         if fixed.contains_key(&v.name) {
             continue;
         }
@@ -108,7 +114,10 @@ fn estimate_macs(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> anyh
     let mut total = 0u64;
     for node in &graph.node {
         total += node_macs(node, &shape).with_context(|| {
-            format!("shape of node '{}' ({}) unknown; fix inputs with --shape", node.name, node.op_type)
+            format!(
+                "shape of node '{}' ({}) unknown; fix inputs with --shape",
+                node.name, node.op_type
+            )
         })?;
     }
     Ok(total)
@@ -154,7 +163,11 @@ fn inspect(
             .opset_import
             .iter()
             .map(|o| {
-                let d = if o.domain.is_empty() { "ai.onnx" } else { &o.domain };
+                let d = if o.domain.is_empty() {
+                    "ai.onnx"
+                } else {
+                    &o.domain
+                };
                 (d.to_string(), o.version)
             })
             .collect(),
@@ -217,7 +230,11 @@ fn print_text(i: &Inspection) {
         human_bytes(i.size_bytes),
         human_bytes(i.initializer_bytes)
     );
-    println!("parameters {} ({})", human_count(i.parameters), i.parameters);
+    println!(
+        "parameters {} ({})",
+        human_count(i.parameters),
+        i.parameters
+    );
     if let Some(m) = i.macs {
         println!("MACs       {} per forward pass", human_count(m));
     }

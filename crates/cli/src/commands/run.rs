@@ -9,9 +9,11 @@ use whittle_ir::Model;
 
 /// Arguments of `whittle run`.
 #[derive(clap::Args)]
-#[command(after_help = "Every graph output is written to DIR/<name>.npy, where each character of \
+#[command(
+    after_help = "Every graph output is written to DIR/<name>.npy, where each character of \
 the output name other than ASCII letters, digits, '.', '_' and '-' becomes '_' \
-(so 'onnx::Shape_4' is written as 'onnx__Shape_4.npy').")]
+(so 'onnx::Shape_4' is written as 'onnx__Shape_4.npy')."
+)]
 pub struct Args {
     /// The ONNX model.
     model: PathBuf,
@@ -72,7 +74,10 @@ mod tests {
     #[test]
     fn output_names_become_safe_file_names() {
         assert_eq!(output_file_name("onnx::Shape_4"), "onnx__Shape_4.npy");
-        assert_eq!(output_file_name("save_infer_model/scale_0.tmp_1"), "save_infer_model_scale_0.tmp_1.npy");
+        assert_eq!(
+            output_file_name("save_infer_model/scale_0.tmp_1"),
+            "save_infer_model_scale_0.tmp_1.npy"
+        );
         assert_eq!(output_file_name("logits"), "logits.npy");
     }
 }
