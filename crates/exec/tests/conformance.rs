@@ -3,22 +3,7 @@
 
 mod common;
 
-use whittle_exec::conformance::{run_suite, Outcome};
-
-/// Tests of supported operators that fail for a documented reason (see docs/OPS.md).
-const KNOWN_FAILURES: &[(&str, &str)] = &[
-    (
-        "test_cast_FLOAT_to_BFLOAT16",
-        "expected data truncates to bfloat16; whittle rounds to nearest even like ONNX Runtime",
-    ),
-    ("test_castlike_BFLOAT16_to_FLOAT", SHAPE_MISMATCH),
-    ("test_castlike_BFLOAT16_to_FLOAT_expanded", SHAPE_MISMATCH),
-    ("test_castlike_FLOAT_to_BFLOAT16", SHAPE_MISMATCH),
-    ("test_castlike_FLOAT_to_BFLOAT16_expanded", SHAPE_MISMATCH),
-];
-
-const SHAPE_MISMATCH: &str =
-    "the test feeds `like` as [1] while its model declares [3,4]; whittle checks input shapes";
+use whittle_exec::conformance::{run_suite, Outcome, KNOWN_FAILURES};
 
 #[test]
 fn onnx_node_tests_pass() {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use serde_json::json;
-use whittle_exec::conformance::{run_suite, Outcome, Summary};
+use whittle_exec::conformance::{run_suite, Outcome, Summary, KNOWN_FAILURES};
 use whittle_exec::Registry;
 
 /// Arguments of `whittle conformance`.
@@ -117,6 +117,12 @@ fn markdown(summary: &Summary) -> String {
         Outcome::Failed(m) => Some(m.clone()),
         _ => None,
     });
+    if summary.failed() > 0 {
+        out += "\nWhy they fail:\n\n";
+        for (name, reason) in KNOWN_FAILURES {
+            out += &format!("- `{name}`: {reason}\n");
+        }
+    }
     out += &section("Unsupported tests", &|o| match o {
         Outcome::Unsupported(m) => Some(m.lines().next().unwrap_or("").to_string()),
         _ => None,

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Tensor, WithDType};
 use whittle_ir::proto::NodeProto;
 use whittle_ir::NodeAttrs;
 
@@ -409,6 +409,14 @@ pub fn conv_nd(
             window,
             &r.out,
         )?
+    } else if n == 2 {
+        im2col_gemm(
+            &pad_spatial(&x, &[pad; 2], &[pad; 2], 0.0)?,
+            w,
+            window,
+            &r.out,
+            groups,
+        )?
     } else {
         conv_padded(&x, w, pad, &window.strides, &window.dilations, groups)?
     };
@@ -506,6 +514,92 @@ fn depthwise(x: &Tensor, w: &Tensor, window: &Window, out: &[usize]) -> Result<T
             None => term,
         })
     })
+}
+
+/// 2-D convolution of a padded input as one matrix product per group: the taps are laid out
+/// as columns `[C·K, N·L]` (im2col) and multiplied by the weights `[M, C·K]`. candle's own
+/// CPU conv2d is a direct loop and several times slower than this on real models.
+fn im2col_gemm(
+    x: &Tensor,
+    w: &Tensor,
+    window: &Window,
+    out: &[usize],
+    groups: usize,
+) -> Result<Tensor> {
+    let (n, c) = (x.dim(0)?, x.dim(1)?);
+    let m = w.dim(0)?;
+    let (cg, mg) = (c / groups, m / groups);
+    let l: usize = out.iter().product();
+    let k: usize = window.kernel.iter().product();
+    let cols = match x.dtype() {
+        // Outside autograd, lay out the columns with plain row copies.
+        DType::F32 if !x.track_op() => im2col_rows::<f32>(x, window, out)?,
+        DType::F64 if !x.track_op() => im2col_rows::<f64>(x, window, out)?,
+        _ => {
+            // Channels first, so every tap is [C, N, out...] and the columns need no transpose.
+            let xc = x.transpose(0, 1)?.contiguous()?;
+            let mut taps = Taps::new(&xc, window, out);
+            let cols: Vec<Tensor> = kernel_offsets(&window.kernel)?
+                .iter()
+                .map(|off| taps.tap(off))
+                .collect::<Result<_>>()?;
+            Tensor::stack(&cols, 1)?.reshape((c * k, n * l))?
+        }
+    };
+    let ys = (0..groups)
+        .map(|g| {
+            let wg = w.narrow(0, g * mg, mg)?.reshape((mg, cg * k))?;
+            let colg = cols.narrow(0, g * cg * k, cg * k)?;
+            Ok(wg.matmul(&colg)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let y = if groups == 1 {
+        ys.into_iter().next().expect("one group")
+    } else {
+        Tensor::cat(&ys, 0)?
+    };
+    let mut shape = vec![m, n];
+    shape.extend_from_slice(out);
+    Ok(y.reshape(shape)?.transpose(0, 1)?.contiguous()?)
+}
+
+/// The im2col matrix `[C·Kh·Kw, N·Ho·Wo]` of a padded input `[N, C, H, W]`, built with row
+/// copies on the host (not differentiable: used outside autograd only).
+fn im2col_rows<T: WithDType>(x: &Tensor, window: &Window, out: &[usize]) -> Result<Tensor> {
+    let (n, c, h, wd) = x.dims4()?;
+    let (oh, ow) = (out[0], out[1]);
+    let (sh, sw) = (window.strides[0], window.strides[1]);
+    let (dh, dw) = (window.dilations[0], window.dilations[1]);
+    let (kh, kw) = (window.kernel[0], window.kernel[1]);
+    if oh == 0
+        || ow == 0
+        || (oh - 1) * sh + (kh - 1) * dh >= h
+        || (ow - 1) * sw + (kw - 1) * dw >= wd
+    {
+        bail!("window does not fit the padded input {:?}", x.dims());
+    }
+    let data = x.flatten_all()?.to_vec1::<T>()?;
+    let l = oh * ow;
+    let width = n * l;
+    let mut cols = vec![T::from_f64(0.0); c * kh * kw * width];
+    for (row, dst_row) in cols.chunks_exact_mut(width).enumerate() {
+        let (ci, i, j) = (row / (kh * kw), row / kw % kh, row % kw);
+        for b in 0..n {
+            let plane = &data[(b * c + ci) * h * wd..(b * c + ci + 1) * h * wd];
+            for y in 0..oh {
+                let src = &plane[(y * sh + i * dh) * wd + j * dw..];
+                let dst = &mut dst_row[b * l + y * ow..b * l + (y + 1) * ow];
+                if sw == 1 {
+                    dst.copy_from_slice(&src[..ow]);
+                } else {
+                    dst.iter_mut()
+                        .enumerate()
+                        .for_each(|(x, d)| *d = src[x * sw]);
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_vec(cols, (c * kh * kw, width), x.device())?)
 }
 
 /// Adds a per-channel bias `[M]` to `[N, M, ...]`.
