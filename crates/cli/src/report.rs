@@ -28,8 +28,8 @@ pub fn human_bytes(n: u64) -> String {
 pub fn human_count(n: u64) -> String {
     match n {
         0..=9_999 => n.to_string(),
-        10_000..=9_999_999 => format!("{:.1}K", n as f64 / 1e3),
-        10_000_000..=9_999_999_999 => format!("{:.2}M", n as f64 / 1e6),
+        10_000..=999_999 => format!("{:.1}K", n as f64 / 1e3),
+        1_000_000..=999_999_999 => format!("{:.2}M", n as f64 / 1e6),
         _ => format!("{:.2}G", n as f64 / 1e9),
     }
 }
@@ -44,5 +44,6 @@ mod tests {
         assert_eq!(human_bytes(2 * 1024 * 1024), "2.00 MiB");
         assert_eq!(human_count(648_226), "648.2K");
         assert_eq!(human_count(17_200_000), "17.20M");
+        assert_eq!(human_count(4_467_712), "4.47M");
     }
 }

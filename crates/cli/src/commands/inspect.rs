@@ -217,7 +217,12 @@ fn port(v: &ValueInfoProto) -> Port {
 
 fn print_text(i: &Inspection) {
     println!("model      {}", i.path);
-    println!("producer   {} (IR version {})", i.producer, i.ir_version);
+    let producer = if i.producer.is_empty() {
+        "unknown"
+    } else {
+        &i.producer
+    };
+    println!("producer   {producer} (IR version {})", i.ir_version);
     let opsets: Vec<String> = i.opsets.iter().map(|(d, v)| format!("{d} {v}")).collect();
     println!("opsets     {}", opsets.join(", "));
     for (label, ports) in [("input ", &i.inputs), ("output", &i.outputs)] {
