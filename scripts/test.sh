@@ -8,4 +8,10 @@ export WHITTLE_ASSETS=${WHITTLE_ASSETS:-$HOME/.cache/whittle-assets}
 python3 -c "import onnxruntime, onnx, numpy" 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
 scripts/fetch-assets.sh "$WHITTLE_ASSETS"
-cargo test --release --workspace "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --release --workspace "$@" 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run (cargo prints one per test binary).
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
