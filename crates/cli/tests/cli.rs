@@ -98,6 +98,18 @@ fn run_writes_every_output_as_npy() {
     );
     let logits = whittle_data::npy::read_npy(&out_dir.join("logits.npy")).unwrap();
     assert_eq!(logits.dims(), &[2, 10]);
+    // A second run refuses to overwrite the output unless asked.
+    let args = [
+        "run",
+        &lenet(),
+        "--input",
+        &format!("input={}", x.display()),
+        "--out",
+        &out_dir.display().to_string(),
+    ];
+    assert_clean_error(&whittle(&args), &["logits.npy", "--force"]);
+    let forced: Vec<&str> = args.iter().copied().chain(["--force"]).collect();
+    assert!(whittle(&forced).status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -23,6 +23,9 @@ pub struct Args {
     /// Folder for the outputs (created if missing).
     #[arg(long = "out", value_name = "DIR", default_value = ".")]
     out: PathBuf,
+    /// Overwrite output files that already exist.
+    #[arg(long)]
+    force: bool,
 }
 
 /// The file name an output is written to: unsafe characters become `_`.
@@ -56,11 +59,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bail!("input '{name}' is given twice");
         }
     }
+    let targets: Vec<(String, PathBuf)> = exec
+        .output_names()
+        .into_iter()
+        .map(|name| {
+            let path = args.out.join(output_file_name(&name));
+            (name, path)
+        })
+        .collect();
+    if let Some((_, path)) = targets.iter().find(|(_, p)| p.exists() && !args.force) {
+        bail!("{} exists; pass --force to overwrite it", path.display());
+    }
     let outputs = exec.run(feed)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    for name in exec.output_names() {
-        let path = args.out.join(output_file_name(&name));
+    for (name, path) in targets {
         whittle_data::npy::write_npy(&path, &outputs[&name].to_data()?)?;
         println!("{name} {:?} -> {}", outputs[&name].shape(), path.display());
     }
