@@ -10,6 +10,7 @@ use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
 use super::linalg::{matmul_i64, numpy_matmul};
+use super::util::{int_value, MAX_ELEMENTS};
 use super::{normalize_axis, OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -25,9 +26,6 @@ pub fn register(r: &mut Registry) {
     r.add("QLinearMatMul", qlinear_matmul);
     r.add("QLinearConv", qlinear_conv);
 }
-
-/// Largest number of elements a quantized convolution may produce or buffer.
-const MAX_ELEMS: usize = 1 << 31;
 
 /// Smallest and largest value of a quantized integer type (uint8, int8, uint16, int16,
 /// int32, uint4, int4).
@@ -243,11 +241,6 @@ fn dynamic_quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
         Value::f32(Tensor::new(scale, device)?)?,
         Value::new(Tensor::new(zp, device)?, DataType::Uint8)?,
     ])
-}
-
-/// An integer value of type `dtype` from i64 data on `like`'s device.
-fn int_value(v: Vec<i64>, shape: &[usize], dtype: DataType, like: &Value) -> Result<Value> {
-    Value::new(Tensor::from_vec(v, shape, like.tensor().device())?, dtype)
 }
 
 /// `v - zero_point` as exact i64 data (the zero point is per tensor or per `axis`).
@@ -489,7 +482,7 @@ impl ConvGeom {
             * g.kernel.iter().product::<usize>()
             * g.output.iter().product::<usize>();
         let out: usize = g.output_shape().iter().product();
-        if col > MAX_ELEMS || out > MAX_ELEMS {
+        if col > MAX_ELEMENTS || out > MAX_ELEMENTS {
             bail!("convolution is too large");
         }
         Ok(g)
