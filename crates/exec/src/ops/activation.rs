@@ -7,8 +7,8 @@
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::unary::{int_value, is_unsigned, numeric, TensorFn};
-use super::util::{broadcast_shape, map2_i64, map_f64, require_float};
+use super::unary::{numeric, TensorFn};
+use super::util::{broadcast_shape, int_value, is_unsigned, map2_i64, map_f64, require_float};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;

@@ -13,6 +13,7 @@ use candle_core::{DType, Tensor, WithDType};
 use whittle_ir::proto::NodeProto;
 use whittle_ir::NodeAttrs;
 
+use super::util::{check_size, MAX_ELEMENTS};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -23,9 +24,6 @@ pub fn register(r: &mut Registry) {
     r.add("Conv", conv);
     r.add("ConvTranspose", conv_transpose);
 }
-
-/// Largest element count an attribute-controlled allocation may reach.
-pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// The `auto_pad` policy of convolutions and pools.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -392,10 +390,7 @@ pub fn conv_nd(
         );
     }
     let r = window.resolve(&x.dims()[2..], false)?;
-    let out_numel = x.dim(0)? * w.dim(0)? * r.out.iter().product::<usize>();
-    if out_numel > MAX_ELEMENTS {
-        bail!("output of {out_numel} elements is too large");
-    }
+    check_size(&[&[x.dim(0)?, w.dim(0)?], &r.out[..]].concat())?;
     let symmetric = n < 3 && r.begin == r.end && all_equal(&r.begin);
     let (x, pad) = if symmetric {
         (x.clone(), r.begin[0])

@@ -10,8 +10,9 @@ use std::cmp::Ordering;
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::shape::{check_size, data_axis, index_tensor, same_type, wrap_index};
-use super::util::{from_f64, i64_value};
+use super::util::{
+    check_size, data_axis, from_f64, i64_value, index_tensor, same_type, strides, wrap_index,
+};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -42,15 +43,6 @@ fn checked_ids(idx: &Value, n: usize) -> Result<Vec<i64>> {
         .into_iter()
         .map(|i| wrap_index(i, n).map(|i| i as i64))
         .collect()
-}
-
-/// Row-major strides of `dims`.
-fn strides(dims: &[usize]) -> Vec<usize> {
-    let mut s = vec![1; dims.len()];
-    for i in (0..dims.len().saturating_sub(1)).rev() {
-        s[i] = s[i + 1] * dims[i + 1];
-    }
-    s
 }
 
 fn gather(c: &OpCtx) -> Result<Vec<Value>> {

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::util::{broadcast_shape, broadcast_to, from_f64, require_float, same_dtype};
+use super::util::{
+    broadcast_shape, broadcast_to, from_f64, require_float, same_dtype, MAX_ELEMENTS,
+};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -22,9 +24,6 @@ pub fn register(r: &mut Registry) {
     r.add("Einsum", einsum);
     r.add("Det", det);
 }
-
-/// Largest number of elements an integer product may produce.
-const MAX_ELEMS: usize = 1 << 31;
 
 fn gemm(c: &OpCtx) -> Result<Vec<Value>> {
     let (a, b) = (c.input(0)?, c.input(1)?);
@@ -194,7 +193,7 @@ pub fn matmul_i64(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let batch = broadcast_shape(ab, bb)?;
     let nb: usize = batch.iter().product();
-    if nb.saturating_mul(m).saturating_mul(n) > MAX_ELEMS {
+    if nb.saturating_mul(m).saturating_mul(n) > MAX_ELEMENTS {
         bail!("matrix product is too large");
     }
     let full = |r, c| -> Vec<usize> { batch.iter().copied().chain([r, c]).collect() };

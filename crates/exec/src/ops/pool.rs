@@ -8,8 +8,8 @@
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::conv::{kernel_offsets, pad_spatial, Resolved, Taps, Window, MAX_ELEMENTS};
-use super::util::require_float;
+use super::conv::{kernel_offsets, pad_spatial, Resolved, Taps, Window};
+use super::util::{check_size, require_float};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -47,10 +47,7 @@ impl<'a> Pooling<'a> {
         let window = Window::from_node(c.node, x.rank() - 2, None)?;
         let ceil = c.node.int_or("ceil_mode", 0)? != 0;
         let res = window.resolve(&x.shape()[2..], ceil)?;
-        let numel = x.shape()[..2].iter().product::<usize>() * res.out.iter().product::<usize>();
-        if numel > MAX_ELEMENTS {
-            bail!("output of {numel} elements is too large");
-        }
+        check_size(&[&x.shape()[..2], &res.out[..]].concat())?;
         Ok(Pooling { x, window, res })
     }
 

@@ -9,7 +9,9 @@
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
+use super::conv::Window;
 use super::linalg::{matmul_i64, numpy_matmul};
+use super::util::{int_value, MAX_ELEMENTS};
 use super::{normalize_axis, OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -25,9 +27,6 @@ pub fn register(r: &mut Registry) {
     r.add("QLinearMatMul", qlinear_matmul);
     r.add("QLinearConv", qlinear_conv);
 }
-
-/// Largest number of elements a quantized convolution may produce or buffer.
-const MAX_ELEMS: usize = 1 << 31;
 
 /// Smallest and largest value of a quantized integer type (uint8, int8, uint16, int16,
 /// int32, uint4, int4).
@@ -245,11 +244,6 @@ fn dynamic_quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
     ])
 }
 
-/// An integer value of type `dtype` from i64 data on `like`'s device.
-fn int_value(v: Vec<i64>, shape: &[usize], dtype: DataType, like: &Value) -> Result<Value> {
-    Value::new(Tensor::from_vec(v, shape, like.tensor().device())?, dtype)
-}
-
 /// `v - zero_point` as exact i64 data (the zero point is per tensor or per `axis`).
 fn centered(v: &Value, zp: Option<&Value>, axis: i64) -> Result<Vec<i64>> {
     if v.dtype().is_float() {
@@ -380,7 +374,8 @@ fn centered_conv(
     Ok((conv_i64(&xs, &ws, &g), g.output_shape()))
 }
 
-/// Shape arithmetic of an N-D convolution (`x: [N, C, *in]`, `w: [M, C/group, *k]`).
+/// Shape arithmetic of an N-D convolution (`x: [N, C, *in]`, `w: [M, C/group, *k]`);
+/// the window geometry is the float `Conv`'s [`Window`].
 #[derive(Clone, Debug, PartialEq)]
 struct ConvGeom {
     batch: usize,
@@ -388,54 +383,23 @@ struct ConvGeom {
     maps: usize,
     group: usize,
     input: Vec<usize>,
-    kernel: Vec<usize>,
-    strides: Vec<usize>,
-    dilations: Vec<usize>,
+    window: Window,
     pad_begin: Vec<usize>,
     output: Vec<usize>,
 }
 
 impl ConvGeom {
     fn from_node(c: &OpCtx, x: &[usize], w: &[usize]) -> Result<Self> {
-        let n = x.len().saturating_sub(2);
-        let ones = vec![1; n];
-        let list = |name: &str, default: &[i64], len: usize| -> Result<Vec<usize>> {
-            let v = c.node.ints(name)?.unwrap_or_else(|| default.to_vec());
-            if v.len() != len || v.iter().any(|&e| e < 0) {
-                bail!("attribute '{name}' must hold {len} non-negative values");
-            }
-            Ok(v.into_iter().map(|e| e as usize).collect())
-        };
-        let kernel = list(
-            "kernel_shape",
-            &w.get(2..)
-                .unwrap_or(&[])
-                .iter()
-                .map(|&d| d as i64)
-                .collect::<Vec<_>>(),
-            n,
-        )?;
-        let strides = list("strides", &ones, n)?;
-        let dilations = list("dilations", &ones, n)?;
-        let pads = list("pads", &vec![0; 2 * n], 2 * n)?;
-        let auto_pad = c.node.string_or("auto_pad", "NOTSET")?;
-        let group = c.node.int_or("group", 1)?;
-        Self::new(x, w, group, kernel, strides, dilations, &pads, &auto_pad)
+        if x.len() < 3 || w.len() != x.len() {
+            bail!("conv shapes x {x:?} and w {w:?} do not match");
+        }
+        let window = Window::from_node(c.node, x.len() - 2, Some(&w[2..]))?;
+        Self::new(x, w, c.node.int_or("group", 1)?, window)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        x: &[usize],
-        w: &[usize],
-        group: i64,
-        kernel: Vec<usize>,
-        strides: Vec<usize>,
-        dilations: Vec<usize>,
-        pads: &[usize],
-        auto_pad: &str,
-    ) -> Result<Self> {
-        let n = kernel.len();
-        if x.len() < 3 || w.len() != x.len() || w[2..] != kernel[..] {
+    fn new(x: &[usize], w: &[usize], group: i64, window: Window) -> Result<Self> {
+        let kernel = &window.kernel;
+        if x.len() < 3 || w.len() != x.len() || w[2..] != kernel[..] || kernel.contains(&0) {
             bail!("conv shapes x {x:?} and w {w:?} do not match kernel {kernel:?}");
         }
         let (channels, maps) = (x[1], w[0]);
@@ -443,53 +407,25 @@ impl ConvGeom {
             bail!("group {group} does not divide {channels} channels and {maps} maps");
         }
         let group = group as usize;
-        if w[1] * group != channels || strides.contains(&0) || dilations.contains(&0) {
-            bail!("bad conv weights {w:?}, strides or dilations for {channels} channels");
+        if w[1] * group != channels {
+            bail!("bad conv weights {w:?} for {channels} channels");
         }
-        let mut pad_begin = pads[..n].to_vec();
-        let mut output = Vec::with_capacity(n);
-        for d in 0..n {
-            let span = dilations[d] * (kernel[d].max(1) - 1) + 1;
-            let out = match auto_pad {
-                "SAME_UPPER" | "SAME_LOWER" => {
-                    let out = x[2 + d].div_ceil(strides[d]);
-                    let total = ((out.max(1) - 1) * strides[d] + span).saturating_sub(x[2 + d]);
-                    pad_begin[d] = if auto_pad == "SAME_UPPER" {
-                        total / 2
-                    } else {
-                        total - total / 2
-                    };
-                    out
-                }
-                "VALID" => {
-                    pad_begin[d] = 0;
-                    (x[2 + d] + 1).saturating_sub(span).div_ceil(strides[d])
-                }
-                "NOTSET" | "" => match (x[2 + d] + pads[d] + pads[n + d]).checked_sub(span) {
-                    Some(v) => v / strides[d] + 1,
-                    None => 0,
-                },
-                other => bail!("unknown auto_pad '{other}'"),
-            };
-            output.push(out);
-        }
+        let r = window.resolve(&x[2..], false)?;
         let g = ConvGeom {
             batch: x[0],
             channels,
             maps,
             group,
             input: x[2..].to_vec(),
-            kernel,
-            strides,
-            dilations,
-            pad_begin,
-            output,
+            window,
+            pad_begin: r.begin,
+            output: r.out,
         };
         let col = (channels / group)
-            * g.kernel.iter().product::<usize>()
+            * g.window.kernel.iter().product::<usize>()
             * g.output.iter().product::<usize>();
         let out: usize = g.output_shape().iter().product();
-        if col > MAX_ELEMS || out > MAX_ELEMS {
+        if col > MAX_ELEMENTS || out > MAX_ELEMENTS {
             bail!("convolution is too large");
         }
         Ok(g)
@@ -523,7 +459,7 @@ fn coords(dims: &[usize]) -> Vec<Vec<usize>> {
 /// weights. Products and sums are exact in i64.
 fn conv_i64(x: &[i64], w: &[i64], g: &ConvGeom) -> Vec<i64> {
     let (cg, mg) = (g.channels / g.group, g.maps / g.group);
-    let (kc, oc) = (coords(&g.kernel), coords(&g.output));
+    let (kc, oc) = (coords(&g.window.kernel), coords(&g.output));
     let (kp, op) = (kc.len(), oc.len());
     let ip: usize = g.input.iter().product();
     // Flat input offset of each (kernel, output) position, or None inside the padding.
@@ -532,8 +468,8 @@ fn conv_i64(x: &[i64], w: &[i64], g: &ConvGeom) -> Vec<i64> {
         .flat_map(|k| oc.iter().map(move |o| (k, o)))
         .map(|(k, o)| {
             (0..k.len()).try_fold(0usize, |acc, d| {
-                let p =
-                    (o[d] * g.strides[d] + k[d] * g.dilations[d]).checked_sub(g.pad_begin[d])?;
+                let p = (o[d] * g.window.strides[d] + k[d] * g.window.dilations[d])
+                    .checked_sub(g.pad_begin[d])?;
                 (p < g.input[d]).then_some(acc * g.input[d] + p)
             })
         })
@@ -566,6 +502,7 @@ fn conv_i64(x: &[i64], w: &[i64], g: &ConvGeom) -> Vec<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::conv::AutoPad;
 
     const U8: (i64, i64) = (0, 255);
     const I8: (i64, i64) = (-128, 127);
@@ -625,6 +562,18 @@ mod tests {
         assert!(ParamLayout::new(&[2, 5], &[4], 1, 0).is_err());
     }
 
+    fn window(k: &[usize], strides: usize, pads: usize, dil: usize, auto_pad: AutoPad) -> Window {
+        let n = k.len();
+        Window {
+            kernel: k.to_vec(),
+            strides: vec![strides; n],
+            dilations: vec![dil; n],
+            pads_begin: vec![pads; n],
+            pads_end: vec![pads; n],
+            auto_pad,
+        }
+    }
+
     fn geom(
         x: &[usize],
         w: &[usize],
@@ -633,19 +582,8 @@ mod tests {
         pads: usize,
         dil: usize,
     ) -> ConvGeom {
-        let n = x.len() - 2;
-        let k = w[2..].to_vec();
-        ConvGeom::new(
-            x,
-            w,
-            group,
-            k,
-            vec![strides; n],
-            vec![dil; n],
-            &vec![pads; 2 * n],
-            "NOTSET",
-        )
-        .unwrap()
+        let win = window(&w[2..], strides, pads, dil, AutoPad::NotSet);
+        ConvGeom::new(x, w, group, win).unwrap()
     }
 
     #[test]
@@ -671,43 +609,12 @@ mod tests {
 
     #[test]
     fn conv_geometry_rejects_bad_shapes() {
-        let k = vec![2, 2];
-        let bad = ConvGeom::new(
-            &[1, 3, 4, 4],
-            &[2, 2, 2, 2],
-            1,
-            k.clone(),
-            vec![1, 1],
-            vec![1, 1],
-            &[0; 4],
-            "NOTSET",
-        );
-        assert!(bad.is_err());
-        let zero_stride = ConvGeom::new(
-            &[1, 2, 4, 4],
-            &[2, 2, 2, 2],
-            1,
-            k,
-            vec![0, 1],
-            vec![1, 1],
-            &[0; 4],
-            "NOTSET",
-        );
-        assert!(zero_stride.is_err());
-        let same = ConvGeom::new(
-            &[1, 1, 5],
-            &[1, 1, 3],
-            1,
-            vec![3],
-            vec![2],
-            vec![1],
-            &[0; 2],
-            "SAME_UPPER",
-        )
-        .unwrap();
-        assert_eq!(
-            (same.output.clone(), same.pad_begin.clone()),
-            (vec![3], vec![1])
-        );
+        let k = window(&[2, 2], 1, 0, 1, AutoPad::NotSet);
+        assert!(ConvGeom::new(&[1, 3, 4, 4], &[2, 2, 2, 2], 1, k.clone()).is_err());
+        assert!(ConvGeom::new(&[1, 2, 4, 4], &[3, 1, 2, 2], 2, k.clone()).is_err());
+        assert!(ConvGeom::new(&[1, 2, 4, 4], &[2, 2, 3, 3], 1, k).is_err());
+        let same = window(&[3], 2, 0, 1, AutoPad::SameUpper);
+        let same = ConvGeom::new(&[1, 1, 5], &[1, 1, 3], 1, same).unwrap();
+        assert_eq!((same.output, same.pad_begin), (vec![3], vec![1]));
     }
 }

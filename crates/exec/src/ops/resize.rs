@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 use whittle_ir::proto::NodeProto;
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::conv::MAX_ELEMENTS;
+use super::util::{check_size, MAX_ELEMENTS};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -392,10 +392,7 @@ fn target(
         }
         (None, None) => bail!("one of 'scales' and 'sizes' is required"),
     }
-    let numel = t.out.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    if numel.is_none_or(|n| n > MAX_ELEMENTS) {
-        bail!("output shape {:?} is too large", t.out);
-    }
+    check_size(&t.out)?;
     Ok(t)
 }
 

@@ -6,18 +6,18 @@
 //! `narrow`, `cat`, `index_select`, `broadcast_as`, `where_cond`) so float paths stay
 //! differentiable; only index computation happens on the host.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use whittle_ir::tensor::checked_numel;
 use whittle_ir::{DataType, NodeAttrs, TensorData};
 
-use super::util::{broadcast_shape, broadcast_to, from_f64, i64_value};
-use super::{normalize_axis, OpCtx, Registry};
+use super::util::{
+    broadcast_shape, broadcast_to, check_size, data_axis, from_f64, i64_value, index_tensor,
+    same_type, MAX_ELEMENTS,
+};
+use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::{ExecError, Result};
 use crate::value::Value;
-
-/// Largest element count an operator builds from attribute- or input-controlled sizes.
-pub(super) const MAX_ELEMS: usize = 1 << 31;
 
 /// Registers this family.
 pub fn register(r: &mut Registry) {
@@ -43,44 +43,8 @@ pub fn register(r: &mut Registry) {
     r.add("Pad", pad);
 }
 
-/// Fails when `dims` holds more than [`MAX_ELEMS`] elements (or overflows).
-pub(super) fn check_size(dims: &[usize]) -> Result<()> {
-    match checked_numel(dims) {
-        Some(n) if n <= MAX_ELEMS => Ok(()),
-        _ => bail!("output shape {dims:?} is too large"),
-    }
-}
-
-/// Wraps `t` with the ONNX type of `like` as the operator's single output.
-pub(super) fn same_type(t: Tensor, like: &Value) -> Result<Vec<Value>> {
-    Ok(vec![Value::new(t, like.dtype())?])
-}
-
-/// A 1-D i64 index tensor for `index_select`.
-pub(super) fn index_tensor(ix: Vec<i64>, device: &Device) -> Result<Tensor> {
-    let n = ix.len();
-    Ok(Tensor::from_vec(ix, n, device)?)
-}
-
-/// An index into `0..n`, counting from the end when negative.
-pub(super) fn wrap_index(i: i64, n: usize) -> Result<usize> {
-    let w = if i < 0 { i + n as i64 } else { i };
-    if w < 0 || w >= n as i64 {
-        bail!("index {i} is out of bounds for a dimension of size {n}");
-    }
-    Ok(w as usize)
-}
-
-/// An axis of a tensor of rank `rank`, normalised into `0..rank` (a scalar has none).
-pub(super) fn data_axis(axis: i64, rank: usize) -> Result<usize> {
-    if rank == 0 {
-        bail!("axis {axis} is out of range for a scalar");
-    }
-    normalize_axis(axis, rank)
-}
-
 /// Converts a list of dimensions, refusing negative ones.
-pub(super) fn to_dims(v: &[i64]) -> Result<Vec<usize>> {
+fn to_dims(v: &[i64]) -> Result<Vec<usize>> {
     v.iter()
         .map(|&d| match usize::try_from(d) {
             Ok(d) => Ok(d),
@@ -472,7 +436,7 @@ fn range(c: &OpCtx) -> Result<Vec<Value>> {
 
 /// The element count of `Range` from its (unclamped) real count.
 fn range_len(n: f64) -> Result<usize> {
-    if n.is_nan() || n > MAX_ELEMS as f64 {
+    if n.is_nan() || n > MAX_ELEMENTS as f64 {
         bail!("range of {n} elements is invalid or too large");
     }
     Ok(n.max(0.0) as usize)
@@ -689,6 +653,7 @@ fn pad_axis(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     fn values(v: &Value) -> Vec<i64> {
         v.to_i64_vec().unwrap()

@@ -7,7 +7,7 @@
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Shape, Tensor, WithDType};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::util::require_float;
+use super::util::{int_value, is_unsigned, require_float};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::{ExecError, Result};
@@ -58,34 +58,8 @@ pub fn register(r: &mut Registry) {
     r.add("Identity", |c| Ok(vec![c.input(0)?.clone()]));
 }
 
-/// True for unsigned integer types (whose uint64 values may not fit an i64).
-pub(super) fn is_unsigned(dt: DataType) -> bool {
-    matches!(
-        dt,
-        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 | DataType::Uint64 | DataType::Uint4
-    )
-}
-
-/// An integer (or bool) value of type `dtype` from i64 elements, wrapping into its range.
-pub(super) fn int_value(
-    v: Vec<i64>,
-    shape: &[usize],
-    dtype: DataType,
-    like: &Value,
-) -> Result<Value> {
-    let device = like.tensor().device();
-    let t = if crate::value::storage_dtype(dtype)? == DType::U8 {
-        // candle saturates when narrowing to u8; wrap like C instead.
-        let bytes: Vec<u8> = v.into_iter().map(|x| x as u8).collect();
-        Tensor::from_vec(bytes, shape, device)?
-    } else {
-        Tensor::from_vec(v, shape, device)?
-    };
-    Value::new(t, dtype)
-}
-
 /// Applies `f(x, unsigned)` to every element of an integer value, keeping its type.
-pub(super) fn map_int(v: &Value, f: fn(i64, bool) -> i64) -> Result<Value> {
+fn map_int(v: &Value, f: fn(i64, bool) -> i64) -> Result<Value> {
     let unsigned = is_unsigned(v.dtype());
     let out = v
         .to_i64_vec()?

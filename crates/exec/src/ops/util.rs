@@ -1,11 +1,25 @@
-//! Helpers shared by operator families: broadcasting, host-side element maps, dtype checks.
+//! Helpers shared by operator families: size limits, broadcasting, host-side element maps,
+//! integer value builders, index arithmetic and dtype checks.
 
-use candle_core::{DType, Tensor};
+use candle_core::{DType, Device, Tensor};
+use whittle_ir::tensor::checked_numel;
 use whittle_ir::DataType;
 
+use super::normalize_axis;
 use crate::bail;
 use crate::error::Result;
 use crate::value::Value;
+
+/// Largest element count an operator builds from attribute- or input-controlled sizes.
+pub const MAX_ELEMENTS: usize = 1 << 31;
+
+/// Fails when `dims` holds more than [`MAX_ELEMENTS`] elements (or overflows).
+pub fn check_size(dims: &[usize]) -> Result<()> {
+    match checked_numel(dims) {
+        Some(n) if n <= MAX_ELEMENTS => Ok(()),
+        _ => bail!("output shape {dims:?} is too large"),
+    }
+}
 
 /// Numpy-style broadcast of two shapes.
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
@@ -123,4 +137,62 @@ pub fn i64_value(v: Vec<i64>, like: &Value) -> Result<Value> {
         Tensor::from_vec(v, n, like.tensor().device())?,
         DataType::Int64,
     )
+}
+
+/// True for unsigned integer types (whose uint64 values may not fit an i64).
+pub fn is_unsigned(dt: DataType) -> bool {
+    matches!(
+        dt,
+        DataType::Uint8 | DataType::Uint16 | DataType::Uint32 | DataType::Uint64 | DataType::Uint4
+    )
+}
+
+/// An integer (or bool) value of type `dtype` from i64 elements, wrapping into its range.
+pub fn int_value(v: Vec<i64>, shape: &[usize], dtype: DataType, like: &Value) -> Result<Value> {
+    let device = like.tensor().device();
+    let t = if crate::value::storage_dtype(dtype)? == DType::U8 {
+        // candle saturates when narrowing to u8; wrap like C instead.
+        let bytes: Vec<u8> = v.into_iter().map(|x| x as u8).collect();
+        Tensor::from_vec(bytes, shape, device)?
+    } else {
+        Tensor::from_vec(v, shape, device)?
+    };
+    Value::new(t, dtype)
+}
+
+/// Wraps `t` with the ONNX type of `like` as the operator's single output.
+pub fn same_type(t: Tensor, like: &Value) -> Result<Vec<Value>> {
+    Ok(vec![Value::new(t, like.dtype())?])
+}
+
+/// A 1-D i64 index tensor for `index_select`.
+pub fn index_tensor(ix: Vec<i64>, device: &Device) -> Result<Tensor> {
+    let n = ix.len();
+    Ok(Tensor::from_vec(ix, n, device)?)
+}
+
+/// An index into `0..n`, counting from the end when negative.
+pub fn wrap_index(i: i64, n: usize) -> Result<usize> {
+    let w = if i < 0 { i + n as i64 } else { i };
+    if w < 0 || w >= n as i64 {
+        bail!("index {i} is out of bounds for a dimension of size {n}");
+    }
+    Ok(w as usize)
+}
+
+/// An axis of a tensor of rank `rank`, normalised into `0..rank` (a scalar has none).
+pub fn data_axis(axis: i64, rank: usize) -> Result<usize> {
+    if rank == 0 {
+        bail!("axis {axis} is out of range for a scalar");
+    }
+    normalize_axis(axis, rank)
+}
+
+/// Row-major strides of `dims`.
+pub fn strides(dims: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; dims.len()];
+    for i in (0..dims.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * dims[i + 1];
+    }
+    s
 }
