@@ -150,32 +150,14 @@ fn bad_input_gets_clear_errors() {
     );
 
     // Wrong shape and wrong dtype of an input.
+    let out_dir = dir.display().to_string();
+    let run_lenet = || whittle(&["run", &lenet(), "--input", &feed, "--out", &out_dir]);
     let small = whittle_ir::TensorData::from_slice(vec![1, 1, 14, 28], &vec![0.5f32; 392]).unwrap();
     whittle_data::npy::write_npy(&x, &small).unwrap();
-    assert_clean_error(
-        &whittle(&[
-            "run",
-            &lenet(),
-            "--input",
-            &feed,
-            "--out",
-            &dir.display().to_string(),
-        ]),
-        &["input 'input'", "expected shape"],
-    );
+    assert_clean_error(&run_lenet(), &["input 'input'", "expected shape"]);
     let ints = whittle_ir::TensorData::from_slice(vec![1, 1, 28, 28], &vec![1i64; 784]).unwrap();
     whittle_data::npy::write_npy(&x, &ints).unwrap();
-    assert_clean_error(
-        &whittle(&[
-            "run",
-            &lenet(),
-            "--input",
-            &feed,
-            "--out",
-            &dir.display().to_string(),
-        ]),
-        &["input 'input'", "expected float"],
-    );
+    assert_clean_error(&run_lenet(), &["input 'input'", "expected float"]);
 
     // Unknown dataset scheme and bad options.
     assert_clean_error(

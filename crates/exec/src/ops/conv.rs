@@ -618,7 +618,8 @@ fn groups(node: &NodeProto) -> Result<usize> {
     Ok(g as usize)
 }
 
-fn conv(c: &OpCtx) -> Result<Vec<Value>> {
+/// X and W of a float (transposed) convolution, checked, with its window of `n` spatial axes.
+fn float_operands<'a>(c: &'a OpCtx) -> Result<(&'a Value, &'a Value, usize, Window)> {
     let (x, w) = (c.input(0)?, c.input(1)?);
     if !x.dtype().is_float() || x.dtype() != w.dtype() {
         bail!(
@@ -629,6 +630,11 @@ fn conv(c: &OpCtx) -> Result<Vec<Value>> {
     }
     let n = x.rank().saturating_sub(2);
     let window = Window::from_node(c.node, n, w.shape().get(2..))?;
+    Ok((x, w, n, window))
+}
+
+fn conv(c: &OpCtx) -> Result<Vec<Value>> {
+    let (x, w, _, window) = float_operands(c)?;
     let bias = c.opt_input(2).map(Value::tensor);
     let y = conv_nd(x.tensor(), w.tensor(), bias, &window, groups(c.node)?)?;
     Ok(vec![Value::new(y, x.dtype())?])
@@ -828,16 +834,7 @@ fn crop(t: &Tensor, axis: usize, begin: i64, len: usize) -> Result<Tensor> {
 }
 
 fn conv_transpose(c: &OpCtx) -> Result<Vec<Value>> {
-    let (x, w) = (c.input(0)?, c.input(1)?);
-    if !x.dtype().is_float() || x.dtype() != w.dtype() {
-        bail!(
-            "expects float X and W of one type, got {} and {}",
-            x.dtype(),
-            w.dtype()
-        );
-    }
-    let n = x.rank().saturating_sub(2);
-    let window = Window::from_node(c.node, n, w.shape().get(2..))?;
+    let (x, w, n, window) = float_operands(c)?;
     let attrs = TransposeAttrs::from_node(c.node, n)?;
     let bias = c.opt_input(2).map(Value::tensor);
     let y = conv_transpose_nd(
