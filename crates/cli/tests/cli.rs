@@ -83,14 +83,13 @@ fn run_writes_every_output_as_npy() {
         whittle_ir::TensorData::from_slice(vec![2, 1, 28, 28], &vec![0.5f32; 2 * 784]).unwrap();
     whittle_data::npy::write_npy(&x, &img).unwrap();
     let out_dir = dir.join("out");
-    let out = whittle(&[
-        "run",
-        &lenet(),
-        "--input",
-        &format!("input={}", x.display()),
-        "--out",
-        &out_dir.display().to_string(),
-    ]);
+    let (model, feed, out_arg) = (
+        lenet(),
+        format!("input={}", x.display()),
+        out_dir.display().to_string(),
+    );
+    let args = ["run", &model, "--input", &feed, "--out", &out_arg];
+    let out = whittle(&args);
     assert!(
         out.status.success(),
         "{}",
@@ -99,14 +98,6 @@ fn run_writes_every_output_as_npy() {
     let logits = whittle_data::npy::read_npy(&out_dir.join("logits.npy")).unwrap();
     assert_eq!(logits.dims(), &[2, 10]);
     // A second run refuses to overwrite the output unless asked.
-    let args = [
-        "run",
-        &lenet(),
-        "--input",
-        &format!("input={}", x.display()),
-        "--out",
-        &out_dir.display().to_string(),
-    ];
     assert_clean_error(&whittle(&args), &["logits.npy", "--force"]);
     let forced: Vec<&str> = args.iter().copied().chain(["--force"]).collect();
     assert!(whittle(&forced).status.success());
