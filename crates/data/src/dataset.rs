@@ -91,6 +91,27 @@ impl Dataset {
         Ok((images, &self.labels[start..end]))
     }
 
+    /// The samples at `rows` (in that order): their images as one `[rows.len(), ...]` tensor,
+    /// and their labels.
+    pub fn gather(&self, rows: &[usize]) -> Result<(TensorData, Vec<i64>)> {
+        let n = self.len();
+        if let Some(bad) = rows.iter().find(|&&r| r >= n) {
+            return Err(DataError::Invalid(format!(
+                "sample {bad} out of range for {n} samples"
+            )));
+        }
+        let all = self.images.bytes().unwrap_or_default();
+        let row_len = all.len() / n.max(1);
+        let mut bytes = Vec::with_capacity(row_len * rows.len());
+        for &r in rows {
+            bytes.extend_from_slice(&all[r * row_len..(r + 1) * row_len]);
+        }
+        let mut dims = self.images.dims().to_vec();
+        dims[0] = rows.len();
+        let images = TensorData::from_bytes(self.images.dtype(), dims, bytes)?;
+        Ok((images, rows.iter().map(|&r| self.labels[r]).collect()))
+    }
+
     /// Consecutive batches of `size` samples (the last may be shorter; a size of 0 counts as 1).
     pub fn batches(&self, size: usize) -> impl Iterator<Item = Result<(TensorData, &[i64])>> {
         let size = size.max(1);

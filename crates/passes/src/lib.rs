@@ -1,0 +1,8 @@
+//! Passes: each compression or optimization technique is one module that turns a
+//! [`whittle_ir::Model`] into another, using the executor where it needs data.
+
+#![warn(missing_docs)]
+
+pub mod error;
+
+pub use error::{PassError, Result};
