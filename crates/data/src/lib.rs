@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod augment;
 pub mod dataset;
 pub mod error;
 pub mod idx;
@@ -16,6 +17,7 @@ pub mod spec;
 mod testutil;
 
 pub use assets::assets_dir;
+pub use augment::{Augment, Normalize};
 pub use dataset::{Dataset, Split};
 pub use error::{DataError, Result};
 pub use idx::read_idx;
