@@ -192,6 +192,31 @@ impl Dataset {
     }
 }
 
+/// Samples `x` and labels `y` read from the sources named `x_name` and `y_name`: checks that
+/// their counts agree and keeps the first `limit` rows of each.
+pub(crate) fn paired_rows(
+    x: TensorData,
+    y: TensorData,
+    x_name: &str,
+    y_name: &str,
+    limit: Option<usize>,
+) -> Result<(TensorData, TensorData)> {
+    let count = |t: &TensorData, name: &str| {
+        t.dims()
+            .first()
+            .copied()
+            .ok_or_else(|| DataError::format(name, "is a scalar, not one row per sample"))
+    };
+    let (nx, ny) = (count(&x, x_name)?, count(&y, y_name)?);
+    if nx != ny {
+        return Err(DataError::Invalid(format!(
+            "{x_name} holds {nx} samples but {y_name} holds {ny} labels"
+        )));
+    }
+    let n = limit.map_or(nx, |l| l.min(nx));
+    Ok((slice_rows(&x, 0, n)?, slice_rows(&y, 0, n)?))
+}
+
 /// Rows `start..end` along the first axis of a tensor with fixed-size elements.
 pub(crate) fn slice_rows(t: &TensorData, start: usize, end: usize) -> Result<TensorData> {
     let rows = t.dims().first().copied().unwrap_or(0);
