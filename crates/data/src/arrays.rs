@@ -18,7 +18,7 @@ pub(crate) fn load_npy(files: &str, limit: Option<usize>) -> Result<Dataset> {
         .split_once(',')
         .ok_or_else(|| DataError::Invalid("expected npy:X.npy,Y.npy".into()))?;
     let (images, labels) = (read_npy(Path::new(x))?, read_npy(Path::new(y))?);
-    labelled(images, labels, x, y, limit)
+    labelled(images, labels, x, y, limit, 0)
 }
 
 /// An `.npz` archive (as `np.savez` or `np.savez_compressed` write it) holding `x_train`,
@@ -26,9 +26,9 @@ pub(crate) fn load_npy(files: &str, limit: Option<usize>) -> Result<Dataset> {
 pub(crate) fn load_npz(path: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
     let file = path.display().to_string();
     let mut arrays: BTreeMap<String, TensorData> = read_npz(path)?.into_iter().collect();
-    let suffix = match split {
-        Split::Train => "_train",
-        Split::Test => "_test",
+    let (suffix, other_labels) = match split {
+        Split::Train => ("_train", "y_test"),
+        Split::Test => ("_test", "y_train"),
     };
     let by_split = [format!("x{suffix}"), format!("y{suffix}")];
     let keys = match by_split.iter().all(|k| arrays.contains_key(k)) {
@@ -44,7 +44,12 @@ pub(crate) fn load_npz(path: &Path, split: Split, limit: Option<usize>) -> Resul
         ));
     };
     let (x_name, y_name) = (format!("{file}:{}", keys[0]), format!("{file}:{}", keys[1]));
-    labelled(x, y, &x_name, &y_name, limit)
+    // Both splits count the classes of either (a test split may lack the last class).
+    let other = arrays
+        .get(other_labels)
+        .filter(|y| keys == by_split && y.dtype().is_integer());
+    let at_least = other.map_or(Ok(0), |y| y.to_i64_vec().map(|l| classes_of(&l)))?;
+    labelled(x, y, &x_name, &y_name, limit, at_least)
 }
 
 /// Every array of an `.npz` archive, by name (without `.npy`), in archive order.
@@ -77,25 +82,28 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, TensorData)>> {
 }
 
 /// A dataset from samples `x` (any numeric type, converted to float32) and 1-D integer labels
-/// `y` with `max(y) + 1` classes; `x_name` and `y_name` name the sources in errors.
+/// `y` with `max(y) + 1` classes (counted before `limit`), or `at_least` classes when that is
+/// more; `x_name` and `y_name` name the sources in errors.
 fn labelled(
     x: TensorData,
     y: TensorData,
     x_name: &str,
     y_name: &str,
     limit: Option<usize>,
+    at_least: usize,
 ) -> Result<Dataset> {
-    let (images, labels) = paired_rows(x, y, x_name, y_name, limit)?;
-    if !labels.dtype().is_integer() || labels.dims().len() != 1 {
+    if !y.dtype().is_integer() || y.dims().len() != 1 {
         return Err(DataError::format(
             y_name,
             format!(
                 "labels must be a 1-D integer array, found {} of shape {:?}",
-                labels.dtype(),
-                labels.dims()
+                y.dtype(),
+                y.dims()
             ),
         ));
     }
+    let classes = classes_of(&y.to_i64_vec()?).max(at_least);
+    let (images, labels) = paired_rows(x, y, x_name, y_name, limit)?;
     let images = match images.dtype() {
         DataType::Float => images,
         _ => {
@@ -103,9 +111,7 @@ fn labelled(
             TensorData::from_slice(images.dims().to_vec(), &values)?
         }
     };
-    let labels = labels.to_i64_vec()?;
-    let classes = classes_of(&labels);
-    Dataset::new(images, labels, classes)
+    Dataset::new(images, labels.to_i64_vec()?, classes)
 }
 
 /// The class count of integer labels: `max + 1` (0 when there are none).
@@ -194,7 +200,11 @@ mod tests {
         let spec = format!("npz:{}", path.display());
         let train = load(&spec, Split::Train, None).unwrap();
         assert_eq!(train.images.to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
-        assert_eq!((train.labels.clone(), train.num_classes), (vec![1, 0], 2));
+        assert_eq!(
+            (train.labels.clone(), train.num_classes),
+            (vec![1, 0], 3),
+            "y_test has 2"
+        );
         let test = load(&spec, Split::Test, None).unwrap();
         assert_eq!(
             (test.images.dims(), test.labels.clone()),
@@ -212,7 +222,11 @@ mod tests {
         write_npz(&plain, &[("x", bytes), ("y", i64s(&[0, 1, 1]))], false);
         let d = load(&format!("npz:{}", plain.display()), Split::Test, Some(2)).unwrap();
         assert_eq!(d.images.to_vec::<f32>().unwrap(), [7.0, 8.0]);
-        assert_eq!(d.labels, [0, 1]);
+        assert_eq!(
+            (d.labels.clone(), d.num_classes),
+            (vec![0, 1], 2),
+            "counted before the limit"
+        );
     }
 
     #[test]

@@ -68,17 +68,16 @@ pub(crate) fn load_csv(
             ),
         ));
     }
+    // Classes are counted on every row, whatever the limit.
     let (labels, class_names) = class_labels(rows.iter().map(|r| r.fields[label]));
     let n = limit.map_or(rows.len(), |l| l.min(rows.len()));
     let features = parse_features(&rows[..n], label, names, &file)?;
     let images = TensorData::from_slice(vec![n, columns - 1], &features)?;
-    let labels = labels[..n].to_vec();
+    let classes = class_names.as_ref().map_or(classes_of(&labels), Vec::len);
+    let data = Dataset::new(images, labels[..n].to_vec(), classes)?;
     match class_names {
-        Some(names) => Dataset::new(images, labels, names.len())?.with_class_names(names),
-        None => {
-            let classes = classes_of(&labels);
-            Dataset::new(images, labels, classes)
-        }
+        Some(names) => data.with_class_names(names),
+        None => Ok(data),
     }
 }
 
@@ -229,6 +228,8 @@ mod tests {
             (vec![1.0, 2.0, 4.0, 5.0], vec![3, 0], 4)
         );
         assert!(d.class_names.is_empty());
+        let one = load(&plain, Split::Train, Some(1)).unwrap();
+        assert_eq!((one.labels.clone(), one.num_classes), (vec![3], 4));
         let first = load(
             &csv_spec("first", b"1,2,3\n0,5,6\n", "?label=1"),
             Split::Train,

@@ -173,3 +173,153 @@ fn decode_all(files: &[(PathBuf, usize)], (channels, height, width): Shape) -> R
         &values,
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::load;
+    use crate::testutil::{scratch_dir, write_jpeg, write_png};
+    use png::ColorType;
+
+    fn folder(root: &Path, parts: &[&str]) -> PathBuf {
+        let dir = parts.iter().fold(root.to_path_buf(), |d, p| d.join(p));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn load_dir(dir: &Path, options: &str, split: Split) -> Result<Dataset> {
+        load(&format!("images:{}{options}", dir.display()), split, None)
+    }
+
+    /// cat/a.png: 2x2 RGB; cat/b.jpg: 2x2 grey 100; dog/c.png: 4x4 grey in 2x2 blocks.
+    fn pets() -> PathBuf {
+        let root = scratch_dir("images-pets");
+        let cat = folder(&root, &["cat"]);
+        let rgb = [255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255];
+        write_png(&cat.join("a.png"), 2, 2, ColorType::Rgb, &rgb);
+        write_jpeg(&cat.join("b.JPG"), 2, 2, &[100; 4]);
+        std::fs::write(cat.join("notes.txt"), "not an image").unwrap();
+        let blocks: Vec<u8> = (0..16)
+            .map(|i| [0, 51, 102, 153][(i / 8) * 2 + (i % 4) / 2])
+            .collect();
+        write_png(
+            &folder(&root, &["dog"]).join("c.png"),
+            4,
+            4,
+            ColorType::Grayscale,
+            &blocks,
+        );
+        folder(&root, &[".hidden"]);
+        root
+    }
+
+    #[test]
+    fn class_folders_load_with_the_first_images_shape() {
+        let d = load_dir(&pets(), "", Split::Train).unwrap();
+        assert_eq!(d.images.dims(), [3, 3, 2, 2]);
+        assert_eq!(
+            (d.labels.clone(), d.class_names.clone()),
+            (vec![0, 0, 1], vec!["cat".to_string(), "dog".into()])
+        );
+        let x = d.images.to_vec::<f32>().unwrap();
+        // a.png, planes R, G, B.
+        assert_eq!(
+            x[..12],
+            [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+        );
+        // b.JPG: grey 100 in every channel, up to JPEG rounding.
+        assert!(
+            x[12..24].iter().all(|v| (v * 255.0 - 100.0).abs() <= 1.0),
+            "{:?}",
+            &x[12..24]
+        );
+        // c.png: each 2x2 block averages to its value, repeated into RGB.
+        let dog: Vec<f32> = [0.0, 0.2, 0.4, 0.6].repeat(3);
+        assert_eq!(x[24..], dog);
+    }
+
+    #[test]
+    fn size_and_channels_options_convert_every_image() {
+        let d = load_dir(&pets(), "?size=1x1&channels=1", Split::Test).unwrap();
+        assert_eq!(d.images.dims(), [3, 1, 1, 1]);
+        let x = d.images.to_vec::<f32>().unwrap();
+        // a.png: the mean of its four pixels' luma, (0.299 + 0.587 + 0.114 + 1) / 4.
+        assert!((x[0] - 0.5).abs() < 1e-6, "{x:?}");
+        assert!((x[2] - 0.3).abs() < 1e-6, "{x:?}");
+        let d = load_dir(&pets(), "?size=3", Split::Train).unwrap();
+        assert_eq!(d.images.dims(), [3, 3, 3, 3]);
+        let limited = load(
+            &format!("images:{}", pets().display()),
+            Split::Train,
+            Some(2),
+        )
+        .unwrap();
+        assert_eq!(limited.labels, [0, 0]);
+        assert_eq!(limited.num_classes, 2);
+    }
+
+    #[test]
+    fn train_and_test_folders_serve_their_split() {
+        let root = scratch_dir("images-split");
+        write_png(
+            &folder(&root, &["train", "a"]).join("1.png"),
+            1,
+            1,
+            ColorType::Grayscale,
+            &[0],
+        );
+        write_png(
+            &folder(&root, &["train", "b"]).join("2.png"),
+            1,
+            1,
+            ColorType::Grayscale,
+            &[255],
+        );
+        let rgba = [255, 255, 255, 0, 0, 0, 0, 255];
+        write_png(
+            &folder(&root, &["test", "c"]).join("3.png"),
+            2,
+            1,
+            ColorType::Rgba,
+            &rgba,
+        );
+        let train = load_dir(&root, "", Split::Train).unwrap();
+        assert_eq!(train.images.to_vec::<f32>().unwrap(), [0.0, 1.0]);
+        assert_eq!(
+            (train.labels.clone(), train.class_names.len()),
+            (vec![0, 1], 3)
+        );
+        let test = load_dir(&root, "", Split::Test).unwrap();
+        assert_eq!(
+            test.images.dims(),
+            [1, 1, 1, 1],
+            "resized to the first training image"
+        );
+        assert_eq!(
+            (test.labels.clone(), test.images.to_vec::<f32>().unwrap()),
+            (vec![2], vec![0.5])
+        );
+    }
+
+    #[test]
+    fn bad_folders_and_files_are_named() {
+        let err = |dir: &Path, options: &str| {
+            load_dir(dir, options, Split::Train)
+                .unwrap_err()
+                .to_string()
+        };
+        let root = scratch_dir("images-bad");
+        assert!(err(&root, "").ends_with("has no class subfolders (expected DIR/CLASS/IMAGE.png)"));
+        let class = folder(&root, &["x"]);
+        assert!(err(&root, "").contains("no PNG or JPEG files in the class folders of"));
+        std::fs::write(class.join("broken.png"), b"\x89PNG\r\n\x1a\n junk").unwrap();
+        let broken = err(&root, "");
+        assert!(broken.contains("x/broken.png: corrupt PNG: "), "{broken}");
+        std::fs::write(class.join("broken.png"), b"GIF89a").unwrap();
+        assert!(err(&root, "?size=2&channels=3")
+            .contains("broken.png: is neither a PNG nor a JPEG image"));
+        assert!(err(&root, "?size=0x2").ends_with("option size=0x2: expected HxW or S, positive"));
+        assert!(err(&root, "?channels=2").ends_with("option channels=2: expected 1 or 3"));
+        assert!(err(&root.join("none"), "").ends_with("none not found"));
+    }
+}
