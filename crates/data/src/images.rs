@@ -322,4 +322,42 @@ mod tests {
         assert!(err(&root, "?channels=2").ends_with("option channels=2: expected 1 or 3"));
         assert!(err(&root.join("none"), "").ends_with("none not found"));
     }
+
+    #[test]
+    fn mnist_digits_saved_as_png_load_back_unchanged() {
+        let mnist = format!(
+            "mnist:{}",
+            crate::testutil::assets_dir().join("mnist").display()
+        );
+        let digits = load(&mnist, Split::Test, Some(60)).unwrap();
+        let root = scratch_dir("images-mnist");
+        let pixels = digits.images.to_vec::<f32>().unwrap();
+        for (i, (image, &label)) in pixels.chunks(784).zip(&digits.labels).enumerate() {
+            let bytes: Vec<u8> = image.iter().map(|p| (p * 255.0).round() as u8).collect();
+            let class = folder(&root, &[&format!("digit{label}")]);
+            write_png(
+                &class.join(format!("{i:03}.png")),
+                28,
+                28,
+                ColorType::Grayscale,
+                &bytes,
+            );
+        }
+        let folder_set = load_dir(&root, "", Split::Test).unwrap();
+        assert_eq!(folder_set.images.dims(), [60, 1, 28, 28]);
+        // The folder groups samples by class; sort the MNIST samples the same way.
+        let mut rows: Vec<usize> = (0..60).collect();
+        rows.sort_by_key(|&r| digits.labels[r]);
+        let (images, labels) = digits.gather(&rows).unwrap();
+        let names: Vec<String> = folder_set
+            .labels
+            .iter()
+            .map(|&l| folder_set.class_name(l as usize))
+            .collect();
+        let expected: Vec<String> = labels.iter().map(|l| format!("digit{l}")).collect();
+        assert_eq!(names, expected);
+        assert_eq!(folder_set.images, images);
+        // No 8 among the first 60 test digits: 9 classes, 9 numbered 8.
+        assert_eq!(folder_set.num_classes, 9);
+    }
 }
