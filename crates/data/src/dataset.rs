@@ -1,5 +1,8 @@
 //! A labelled classification dataset held in memory.
 
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use whittle_ir::{DataType, TensorData};
 
 use crate::error::{DataError, Result};
@@ -25,6 +28,9 @@ pub struct Dataset {
     pub labels: Vec<i64>,
     /// The number of classes.
     pub num_classes: usize,
+    /// The name of each class (folder names, CSV label strings), or empty when the source
+    /// has none.
+    pub class_names: Vec<String>,
 }
 
 impl Dataset {
@@ -67,7 +73,29 @@ impl Dataset {
             images,
             labels,
             num_classes,
+            class_names: Vec::new(),
         })
+    }
+
+    /// The same dataset with named classes; `names` must hold one name per class.
+    pub fn with_class_names(mut self, names: Vec<String>) -> Result<Self> {
+        if names.len() != self.num_classes {
+            return Err(DataError::Invalid(format!(
+                "{} class names for {} classes",
+                names.len(),
+                self.num_classes
+            )));
+        }
+        self.class_names = names;
+        Ok(self)
+    }
+
+    /// The name of class `class`: its given name, else its number.
+    pub fn class_name(&self, class: usize) -> String {
+        self.class_names
+            .get(class)
+            .cloned()
+            .unwrap_or_else(|| class.to_string())
     }
 
     /// Number of samples.
@@ -112,6 +140,49 @@ impl Dataset {
         Ok((images, rows.iter().map(|&r| self.labels[r]).collect()))
     }
 
+    /// A new dataset of the samples at `rows` (in that order), with the same classes.
+    pub fn subset(&self, rows: &[usize]) -> Result<Dataset> {
+        let (images, labels) = self.gather(rows)?;
+        Dataset::new(images, labels, self.num_classes)?.with_class_names(self.class_names.clone())
+    }
+
+    /// Splits off a validation set, stratified: each class gives `round(fraction * its count)`
+    /// of its samples, chosen at random from `seed`. Both parts keep the original sample order
+    /// and the classes; it fails when `fraction` is not in `(0, 1)` or a part would be empty.
+    pub fn split_validation(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(DataError::Invalid(format!(
+                "validation fraction {fraction} is not between 0 and 1"
+            )));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut in_val = vec![false; self.len()];
+        for mut rows in self.rows_by_class() {
+            rows.shuffle(&mut rng);
+            let take = (rows.len() as f64 * fraction).round() as usize;
+            rows[..take].iter().for_each(|&r| in_val[r] = true);
+        }
+        let (val, train): (Vec<usize>, Vec<usize>) = (0..self.len()).partition(|&r| in_val[r]);
+        if val.is_empty() || train.is_empty() {
+            return Err(DataError::Invalid(format!(
+                "a validation fraction of {fraction} leaves an empty split of {} samples",
+                self.len()
+            )));
+        }
+        Ok((self.subset(&train)?, self.subset(&val)?))
+    }
+
+    /// The sample indices of each class, in order.
+    fn rows_by_class(&self) -> Vec<Vec<usize>> {
+        let mut rows = vec![Vec::new(); self.num_classes];
+        for (i, &l) in self.labels.iter().enumerate() {
+            if let Some(class) = usize::try_from(l).ok().and_then(|l| rows.get_mut(l)) {
+                class.push(i);
+            }
+        }
+        rows
+    }
+
     /// Consecutive batches of `size` samples (the last may be shorter; a size of 0 counts as 1).
     pub fn batches(&self, size: usize) -> impl Iterator<Item = Result<(TensorData, &[i64])>> {
         let size = size.max(1);
@@ -119,6 +190,31 @@ impl Dataset {
             .step_by(size)
             .map(move |start| self.batch(start, (start + size).min(self.len())))
     }
+}
+
+/// Samples `x` and labels `y` read from the sources named `x_name` and `y_name`: checks that
+/// their counts agree and keeps the first `limit` rows of each.
+pub(crate) fn paired_rows(
+    x: TensorData,
+    y: TensorData,
+    x_name: &str,
+    y_name: &str,
+    limit: Option<usize>,
+) -> Result<(TensorData, TensorData)> {
+    let count = |t: &TensorData, name: &str| {
+        t.dims()
+            .first()
+            .copied()
+            .ok_or_else(|| DataError::format(name, "is a scalar, not one row per sample"))
+    };
+    let (nx, ny) = (count(&x, x_name)?, count(&y, y_name)?);
+    if nx != ny {
+        return Err(DataError::Invalid(format!(
+            "{x_name} holds {nx} samples but {y_name} holds {ny} labels"
+        )));
+    }
+    let n = limit.map_or(nx, |l| l.min(nx));
+    Ok((slice_rows(&x, 0, n)?, slice_rows(&y, 0, n)?))
 }
 
 /// Rows `start..end` along the first axis of a tensor with fixed-size elements.
@@ -189,5 +285,43 @@ mod tests {
         let ints = TensorData::from_slice(vec![1], &[1u8]).unwrap();
         assert_eq!(err(ints, vec![0]), "images are uint8, not float32");
         assert!(err(TensorData::scalar(1f32), vec![0]).contains("shape []"));
+    }
+
+    #[test]
+    fn validation_split_is_stratified_seeded_and_disjoint() {
+        // 10 samples of class 0 and 20 of class 1; each sample's value is its index.
+        let x: Vec<f32> = (0..30).map(|i| i as f32).collect();
+        let labels = (0..30).map(|i| i64::from(i >= 10)).collect();
+        let images = TensorData::from_slice(vec![30, 1], &x).unwrap();
+        let d = Dataset::new(images, labels, 2)
+            .unwrap()
+            .with_class_names(vec!["cat".into(), "dog".into()])
+            .unwrap();
+        let (train, val) = d.split_validation(0.2, 9).unwrap();
+        assert_eq!((train.len(), val.len()), (24, 6));
+        let count = |d: &Dataset, c| d.labels.iter().filter(|&&l| l == c).count();
+        assert_eq!((count(&val, 0), count(&val, 1)), (2, 4));
+        assert_eq!(val.class_names, ["cat", "dog"]);
+        let mut all: Vec<f32> = [&train, &val]
+            .iter()
+            .flat_map(|d| d.images.to_vec::<f32>().unwrap())
+            .collect();
+        let val_rows = val.images.to_vec::<f32>().unwrap();
+        assert!(val_rows.windows(2).all(|w| w[0] < w[1]), "original order");
+        for (&row, &label) in val_rows.iter().zip(&val.labels) {
+            assert_eq!(label, i64::from(row >= 10.0), "labels follow rows");
+        }
+        all.sort_by(f32::total_cmp);
+        assert_eq!(all, x, "every sample in exactly one part");
+        assert_eq!(d.split_validation(0.2, 9).unwrap().1, val);
+        assert_ne!(d.split_validation(0.2, 10).unwrap().1, val);
+        for bad in [0.0, 1.0, f64::NAN, 0.01] {
+            assert!(d.split_validation(bad, 0).is_err(), "{bad}");
+        }
+        assert!(d.clone().with_class_names(vec!["x".into()]).is_err());
+        assert_eq!(
+            (d.class_name(1), four_samples().class_name(2)),
+            ("dog".into(), "2".into())
+        );
     }
 }

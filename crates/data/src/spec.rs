@@ -1,232 +1,129 @@
-//! Dataset specs: `mnist:DIR`, `fashion-mnist:DIR` and `npy:X.npy,Y.npy`.
+//! Dataset specs: `SCHEME:LOCATION[?KEY=VALUE&...]`, e.g. `mnist:DIR`, `npz:FILE.npz`,
+//! `csv:FILE?label=species` or `images:DIR?size=32x32&channels=3`.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 
-use whittle_ir::{DataType, TensorData};
-
-use crate::dataset::{slice_rows, Dataset, Split};
+use crate::arrays::{load_npy, load_npz};
+use crate::csv::load_csv;
+use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
-use crate::idx::read_idx;
-use crate::npy::read_npy;
+use crate::images::load_images;
+use crate::mnist::load_idx;
 
 /// The accepted spec forms, for error messages and help texts.
-pub const SPEC_FORMS: &str = "mnist:DIR, fashion-mnist:DIR, npy:X.npy,Y.npy";
-
-/// Classes of MNIST and Fashion-MNIST.
-const MNIST_CLASSES: usize = 10;
+pub const SPEC_FORMS: &str = "mnist:DIR, fashion-mnist:DIR, npy:X.npy,Y.npy, npz:FILE.npz, \
+     csv:FILE[?label=COLUMN&header=true|false], images:DIR[?size=HxW&channels=1|3]";
 
 /// Loads the `split` of the dataset named by `spec`, keeping at most `limit` samples.
 ///
-/// MNIST-style images become float32 `[N, 1, H, W]` scaled to `[0, 1]`. `npy:X.npy,Y.npy`
-/// converts X (any numeric dtype, first axis = samples) to float32 and takes Y as integer
-/// labels with `max(Y) + 1` classes; the same pair serves both splits.
+/// - `mnist:DIR`, `fashion-mnist:DIR`: IDX files (raw or gzip), float32 `[N, 1, 28, 28]` in `[0, 1]`.
+/// - `npy:X.npy,Y.npy`: X any numeric array (samples on the first axis) as float32, Y integer
+///   labels with `max(Y) + 1` classes; the same pair serves both splits.
+/// - `npz:FILE.npz`: arrays `x_train`/`y_train` or `x_test`/`y_test` by split, else `x`/`y`.
+/// - `csv:FILE`: numeric feature columns and a label column (see [`crate::csv`]); both splits.
+/// - `images:DIR`: one subfolder of PNG/JPEG files per class (see [`crate::images`]).
+///
 /// Errors name the spec and, where one is at fault, the file.
 pub fn load(spec: &str, split: Split, limit: Option<usize>) -> Result<Dataset> {
-    let loaded = match spec.split_once(':') {
-        Some(("mnist" | "fashion-mnist", dir)) => load_idx(Path::new(dir), split, limit),
-        Some(("npy", files)) => load_npy(files, limit),
-        _ => Err(DataError::Invalid(format!(
-            "unknown dataset scheme; valid forms are {SPEC_FORMS}"
-        ))),
-    };
-    loaded.map_err(|e| DataError::spec(spec, e.to_string()))
+    load_scheme(spec, split, limit).map_err(|e| DataError::spec(spec, e.to_string()))
 }
 
-/// MNIST-layout IDX files in `dir`: `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
-fn load_idx(dir: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
-    if !dir.is_dir() {
-        return Err(DataError::Invalid(format!(
-            "directory {} not found",
-            dir.display()
-        )));
-    }
-    let prefix = match split {
-        Split::Train => "train",
-        Split::Test => "t10k",
-    };
-    let x_path = find_idx(dir, &format!("{prefix}-images-idx3-ubyte"))?;
-    let y_path = find_idx(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let (images, labels) = read_pair(&x_path, &y_path, read_idx, limit)?;
-    expect_u8(&images, 3, &x_path)?;
-    expect_u8(&labels, 1, &y_path)?;
-    let dims = images.dims();
-    let dims = vec![dims[0], 1, dims[1], dims[2]];
-    let pixels: Vec<f32> = images
-        .bytes()
-        .unwrap_or_default()
-        .iter()
-        .map(|&p| f32::from(p) / 255.0)
-        .collect();
-    let images = TensorData::from_slice(dims, &pixels)?;
-    Dataset::new(images, labels.to_i64_vec()?, MNIST_CLASSES)
-}
-
-/// `dir/name` when present, else `dir/name.gz`.
-fn find_idx(dir: &Path, name: &str) -> Result<PathBuf> {
-    let raw = dir.join(name);
-    let gz = dir.join(format!("{name}.gz"));
-    [raw, gz].into_iter().find(|p| p.is_file()).ok_or_else(|| {
+/// [`load`] without the spec prefix on errors.
+fn load_scheme(spec: &str, split: Split, limit: Option<usize>) -> Result<Dataset> {
+    let unknown = || {
         DataError::Invalid(format!(
-            "missing {} (nor {name}.gz)",
-            dir.join(name).display()
+            "unknown dataset scheme; valid forms are {SPEC_FORMS}"
         ))
-    })
+    };
+    let (scheme, rest) = spec.split_once(':').ok_or_else(unknown)?;
+    let (location, options) = SpecOptions::parse(rest)?;
+    let path = Path::new(location);
+    match scheme {
+        "mnist" | "fashion-mnist" => options.only(&[]).and_then(|_| load_idx(path, split, limit)),
+        "npy" => options.only(&[]).and_then(|_| load_npy(location, limit)),
+        "npz" => options.only(&[]).and_then(|_| load_npz(path, split, limit)),
+        "csv" => load_csv(path, &options.only(&["label", "header"])?, limit),
+        "images" => load_images(path, split, &options.only(&["size", "channels"])?, limit),
+        _ => Err(unknown()),
+    }
 }
 
-/// Checks that an IDX tensor is uint8 of the given rank.
-fn expect_u8(t: &TensorData, rank: usize, path: &Path) -> Result<()> {
-    if t.dtype() != DataType::Uint8 || t.dims().len() != rank {
-        return Err(DataError::format(
-            &path.display().to_string(),
-            format!(
-                "expected uint8 of rank {rank}, found {} of shape {:?}",
-                t.dtype(),
-                t.dims()
-            ),
-        ));
-    }
-    Ok(())
+/// The `KEY=VALUE` options after the `?` of a spec.
+#[derive(Debug, Default)]
+pub(crate) struct SpecOptions {
+    values: BTreeMap<String, String>,
 }
 
-/// `X.npy,Y.npy`: X any numeric array with samples on the first axis, Y integer labels.
-fn load_npy(files: &str, limit: Option<usize>) -> Result<Dataset> {
-    let (x, y) = files
-        .split_once(',')
-        .ok_or_else(|| DataError::Invalid("expected npy:X.npy,Y.npy".into()))?;
-    let (x_path, y_path) = (Path::new(x), Path::new(y));
-    let (images, labels) = read_pair(x_path, y_path, read_npy, limit)?;
-    if !labels.dtype().is_integer() || labels.dims().len() != 1 {
-        return Err(DataError::format(
-            y,
-            format!(
-                "labels must be a 1-D integer array, found {} of shape {:?}",
-                labels.dtype(),
-                labels.dims()
-            ),
-        ));
-    }
-    let images = match images.dtype() {
-        DataType::Float => images,
-        _ => {
-            let values: Vec<f32> = images.to_f64_vec()?.iter().map(|&v| v as f32).collect();
-            TensorData::from_slice(images.dims().to_vec(), &values)?
+impl SpecOptions {
+    /// Splits `LOCATION?K=V&K=V` into the location and its options (each key at most once).
+    fn parse(text: &str) -> Result<(&str, SpecOptions)> {
+        let Some((location, query)) = text.rsplit_once('?') else {
+            return Ok((text, SpecOptions::default()));
+        };
+        let mut values = BTreeMap::new();
+        for pair in query.split('&') {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| DataError::Invalid(format!("option '{pair}' is not KEY=VALUE")))?;
+            if values.insert(key.to_string(), value.to_string()).is_some() {
+                return Err(DataError::Invalid(format!("option '{key}' given twice")));
+            }
         }
-    };
-    let labels = labels.to_i64_vec()?;
-    let num_classes = labels
-        .iter()
-        .max()
-        .map_or(0, |&m| (m.max(0) as usize).saturating_add(1));
-    Dataset::new(images, labels, num_classes)
-}
-
-/// Reads samples and labels, checks that their counts agree, and keeps the first `limit`.
-fn read_pair(
-    x_path: &Path,
-    y_path: &Path,
-    read: fn(&Path) -> Result<TensorData>,
-    limit: Option<usize>,
-) -> Result<(TensorData, TensorData)> {
-    let (x, y) = (read(x_path)?, read(y_path)?);
-    let count = |t: &TensorData, path: &Path| {
-        t.dims().first().copied().ok_or_else(|| {
-            DataError::format(
-                &path.display().to_string(),
-                "is a scalar, not one row per sample",
-            )
-        })
-    };
-    let (nx, ny) = (count(&x, x_path)?, count(&y, y_path)?);
-    if nx != ny {
-        return Err(DataError::Invalid(format!(
-            "{} holds {nx} samples but {} holds {ny} labels",
-            x_path.display(),
-            y_path.display()
-        )));
+        Ok((location, SpecOptions { values }))
     }
-    let n = limit.map_or(nx, |l| l.min(nx));
-    Ok((slice_rows(&x, 0, n)?, slice_rows(&y, 0, n)?))
+
+    /// These options, when every key is one of `allowed`.
+    fn only(self, allowed: &[&str]) -> Result<Self> {
+        match self.values.keys().find(|k| !allowed.contains(&k.as_str())) {
+            None => Ok(self),
+            Some(key) if allowed.is_empty() => Err(DataError::Invalid(format!(
+                "unknown option '{key}': this scheme takes none"
+            ))),
+            Some(key) => Err(DataError::Invalid(format!(
+                "unknown option '{key}' (valid: {})",
+                allowed.join(", ")
+            ))),
+        }
+    }
+
+    /// The value of option `key`, if given.
+    pub(crate) fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// The value of option `key` parsed by `parse`, or `None` when absent; `expected`
+    /// describes valid values in the error.
+    pub(crate) fn parsed<T>(
+        &self,
+        key: &str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>> {
+        self.get(key)
+            .map(|v| {
+                parse(v).ok_or_else(|| {
+                    DataError::Invalid(format!("option {key}={v}: expected {expected}"))
+                })
+            })
+            .transpose()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::npy::write_npy;
-    use crate::testutil::{assets_dir, idx_bytes, scratch_dir};
-
-    fn spec(scheme: &str, dir: &Path) -> String {
-        format!("{scheme}:{}", dir.display())
-    }
 
     fn load_err(spec: &str) -> String {
         load(spec, Split::Test, None).unwrap_err().to_string()
     }
 
     #[test]
-    fn mnist_test_split_matches_the_real_files() {
-        let d = load(
-            &spec("mnist", &assets_dir().join("mnist")),
-            Split::Test,
-            None,
-        )
-        .unwrap();
-        assert_eq!((d.len(), d.num_classes), (10000, 10));
-        assert_eq!(d.images.dims(), [10000, 1, 28, 28]);
-        assert_eq!(d.labels[..5], [7, 2, 1, 0, 4]);
-        let pixels = d.images.to_vec::<f32>().unwrap();
-        let (lo, hi) = pixels
-            .iter()
-            .fold((1f32, 0f32), |(lo, hi), &p| (lo.min(p), hi.max(p)));
-        assert_eq!((lo, hi), (0.0, 1.0));
-        // The first test image: pixel (7, 6) is 84/255 and its raw bytes sum to 18454.
-        assert_eq!(pixels[7 * 28 + 6], 84.0 / 255.0);
-        let sum: f32 = pixels[..784].iter().map(|p| (p * 255.0).round()).sum();
-        assert_eq!(sum, 18454.0);
-    }
-
-    #[test]
-    fn train_splits_and_gzip_fashion_mnist_load() {
-        let assets = assets_dir();
-        let mnist = load(&spec("mnist", &assets.join("mnist")), Split::Train, None).unwrap();
-        assert_eq!(
-            (mnist.len(), mnist.labels[..3].to_vec()),
-            (60000, vec![5, 0, 4])
-        );
-        let fashion = spec("fashion-mnist", &assets.join("fashion-mnist"));
-        let test = load(&fashion, Split::Test, None).unwrap();
-        assert_eq!(
-            (test.len(), test.labels[..3].to_vec()),
-            (10000, vec![9, 2, 1])
-        );
-        assert_eq!(test.sample_dims(), [1, 28, 28]);
-        let train = load(&fashion, Split::Train, Some(4)).unwrap();
-        assert_eq!(
-            (train.images.dims()[0], train.labels.clone()),
-            (4, vec![9, 0, 0, 3])
-        );
-        let full = load(&fashion, Split::Train, None).unwrap();
-        assert_eq!(full.len(), 60000);
-    }
-
-    #[test]
-    fn limit_keeps_the_first_samples() {
-        let dir = assets_dir().join("mnist");
-        let d = load(&spec("mnist", &dir), Split::Test, Some(5)).unwrap();
-        assert_eq!(
-            (d.images.dims(), d.labels.as_slice()),
-            (&[5, 1, 28, 28][..], &[7, 2, 1, 0, 4][..])
-        );
-        let err = load(&spec("mnist", &dir), Split::Test, Some(0)).unwrap_err();
-        assert!(err.to_string().ends_with("the dataset is empty"), "{err}");
-    }
-
-    #[test]
-    fn bad_specs_and_files_are_named_in_errors() {
+    fn unknown_schemes_list_the_valid_forms() {
         let unknown = load_err("cifar:/tmp");
         assert_eq!(
             unknown,
-            "dataset 'cifar:/tmp': unknown dataset scheme; valid forms are \
-             mnist:DIR, fashion-mnist:DIR, npy:X.npy,Y.npy"
+            format!("dataset 'cifar:/tmp': unknown dataset scheme; valid forms are {SPEC_FORMS}")
         );
         assert!(load_err("mnist").contains("unknown dataset scheme"));
         let missing = load_err("mnist:/no/such/dir");
@@ -234,89 +131,30 @@ mod tests {
             missing,
             "dataset 'mnist:/no/such/dir': directory /no/such/dir not found"
         );
-        let dir = scratch_dir("spec-idx");
-        let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).unwrap();
-        let no_labels = load_err(&spec("mnist", &dir));
-        assert!(no_labels.contains("missing") && no_labels.contains("t10k-images-idx3-ubyte"));
-        write(
-            "t10k-images-idx3-ubyte",
-            idx_bytes(0x08, &[3, 2, 2], &[0; 12]),
-        );
-        write("t10k-labels-idx1-ubyte", idx_bytes(0x08, &[2], &[1, 2]));
-        let counts = load_err(&spec("mnist", &dir));
-        assert!(
-            counts.contains("holds 3 samples but") && counts.contains("holds 2 labels"),
-            "{counts}"
-        );
-        std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte")).unwrap();
-        write(
-            "t10k-labels-idx1-ubyte.gz",
-            idx_bytes(0x08, &[3], &[1, 2, 10]),
-        );
-        let range = load_err(&spec("mnist", &dir));
-        assert!(
-            range.ends_with("label 10 of sample 2 is outside 0..10"),
-            "{range}"
-        );
-        write("t10k-labels-idx1-ubyte.gz", idx_bytes(0x0C, &[3], &[0; 12]));
-        let dtype = load_err(&spec("mnist", &dir));
-        assert!(
-            dtype.contains("labels-idx1-ubyte.gz: expected uint8 of rank 1"),
-            "{dtype}"
-        );
-        write(
-            "t10k-images-idx3-ubyte",
-            idx_bytes(0x08, &[3, 2, 2], &[0; 11]),
-        );
-        let cut = load_err(&spec("mnist", &dir));
-        assert!(cut.contains("t10k-images-idx3-ubyte: truncated"), "{cut}");
     }
 
     #[test]
-    fn npy_pairs_convert_samples_and_check_labels() {
-        let dir = scratch_dir("spec-npy");
-        let save = |name: &str, t: TensorData| {
-            let path = dir.join(name);
-            write_npy(&path, &t).unwrap();
-            path.display().to_string()
-        };
-        let x = save(
-            "x.npy",
-            TensorData::from_slice(vec![3, 2], &[1i16, -2, 3, 4, 5, 6]).unwrap(),
-        );
-        let y = save(
-            "y.npy",
-            TensorData::from_slice(vec![3], &[0u8, 4, 2]).unwrap(),
-        );
-        let d = load(&format!("npy:{x},{y}"), Split::Train, None).unwrap();
+    fn options_are_parsed_and_checked_per_scheme() {
+        let (location, options) = SpecOptions::parse("a/b.csv?label=kind&header=true").unwrap();
+        assert_eq!(location, "a/b.csv");
         assert_eq!(
-            d.images.to_vec::<f32>().unwrap(),
-            [1.0, -2.0, 3.0, 4.0, 5.0, 6.0]
+            (options.get("label"), options.get("x")),
+            (Some("kind"), None)
         );
-        assert_eq!((d.labels.clone(), d.num_classes), (vec![0, 4, 2], 5));
-        let neg = save(
-            "neg.npy",
-            TensorData::from_slice(vec![3], &[0i64, -1, 2]).unwrap(),
-        );
+        let number = |v: &str| v.parse::<u32>().ok();
+        let options = options.only(&["label", "header"]).unwrap();
+        assert!(options
+            .parsed("header", "a number", number)
+            .unwrap_err()
+            .to_string()
+            .contains("option header=true: expected a number"));
+        assert_eq!(options.parsed("none", "a number", number).unwrap(), None);
+        assert!(load_err("csv:x.csv?lable=a")
+            .ends_with("unknown option 'lable' (valid: label, header)"));
         assert!(
-            load_err(&format!("npy:{x},{neg}")).ends_with("label -1 of sample 1 is outside 0..3")
+            load_err("mnist:/x?size=3").ends_with("unknown option 'size': this scheme takes none")
         );
-        let float = save(
-            "f.npy",
-            TensorData::from_slice(vec![3], &[0f32, 1., 2.]).unwrap(),
-        );
-        let err = load_err(&format!("npy:{x},{float}"));
-        assert!(
-            err.contains("f.npy: labels must be a 1-D integer array, found float"),
-            "{err}"
-        );
-        let short = save(
-            "short.npy",
-            TensorData::from_slice(vec![2], &[0i32, 1]).unwrap(),
-        );
-        assert!(load_err(&format!("npy:{x},{short}")).contains("holds 3 samples but"));
-        assert!(load_err(&format!("npy:{x}")).ends_with("expected npy:X.npy,Y.npy"));
-        let missing = load_err(&format!("npy:{x},{}", dir.join("none.npy").display()));
-        assert!(missing.contains("none.npy: No such file"), "{missing}");
+        assert!(load_err("csv:x.csv?label").ends_with("option 'label' is not KEY=VALUE"));
+        assert!(load_err("csv:x.csv?label=a&label=b").ends_with("option 'label' given twice"));
     }
 }

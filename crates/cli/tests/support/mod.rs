@@ -1,0 +1,64 @@
+//! Helpers for the `whittle` binary's integration tests: assets, scratch folders, running
+//! the binary and checking its errors. Include with `mod support;`.
+#![allow(dead_code)] // Each test file uses its own subset.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The assets folder; panics with the fetch command when it is missing.
+pub fn assets() -> PathBuf {
+    let dir = whittle_data::assets_dir();
+    assert!(
+        dir.join("models").is_dir() && dir.join("mnist").is_dir(),
+        "assets not found in {}: run scripts/fetch-assets.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// The path of an asset, as a string for the command line.
+pub fn asset(relative: &str) -> String {
+    assets().join(relative).display().to_string()
+}
+
+/// The `mnist:DIR` spec of the MNIST assets.
+pub fn mnist_spec() -> String {
+    format!("mnist:{}", asset("mnist"))
+}
+
+/// Runs the `whittle` binary with `args`.
+pub fn whittle(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(args)
+        .output()
+        .expect("run whittle")
+}
+
+/// Runs `whittle` with `args`, checks success, and parses its standard output as JSON.
+pub fn whittle_json(args: &[&str]) -> serde_json::Value {
+    let out = whittle(args);
+    assert!(
+        out.status.success(),
+        "whittle {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// A fresh, empty scratch folder unique to this test process and `name`.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("whittle-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch folder");
+    dir
+}
+
+/// Asserts failure with exit code 1 and a one-line error containing every `needle`.
+pub fn assert_clean_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "'{n}' not in: {err}");
+    }
+}
