@@ -20,7 +20,7 @@ pub const VERIFY_TOLERANCE: f64 = 1e-5;
     "Passes (default: all, in this order, repeated until none changes anything): {}.\n\
 --verify runs both models in whittle's executor on the same random inputs (symbolic sizes \
 = 1 unless --shape gives them) and fails when an output differs by more than {VERIFY_TOLERANCE:e} \
-relative to its largest magnitude.",
+relative to max(1, its largest magnitude).",
     pass_names().join(", ")
 ))]
 pub struct Args {
@@ -163,7 +163,7 @@ fn verify_outputs(
     let worst = diffs.iter().fold(0.0f64, |m, d| m.max(d.relative_diff));
     if let Some(d) = diffs
         .iter()
-        .find(|d| !(d.relative_diff <= VERIFY_TOLERANCE))
+        .find(|d| d.relative_diff.is_nan() || d.relative_diff > VERIFY_TOLERANCE)
     {
         bail!(
             "verification failed: output '{}' differs by {:.3e} (relative), above {VERIFY_TOLERANCE:e}",

@@ -15,7 +15,7 @@ use crate::error::Result;
 pub struct OutputDiff {
     /// Output name.
     pub name: String,
-    /// `max |before - after| / max |before|` over the output (0 when both are all zero).
+    /// `max |after - before| / max(1, max |before|)`: see [`relative_diff`].
     pub relative_diff: f64,
 }
 
@@ -102,7 +102,9 @@ pub fn run_model(
         .collect()
 }
 
-/// `max |got - want| / max |want|` (0 when both are zero; infinite when shapes differ).
+/// `max |got - want| / max(1, max |want|)`: relative to the output's largest magnitude,
+/// and absolute for outputs below 1 in magnitude (probabilities near 0 would otherwise turn
+/// float rounding into huge ratios). Infinite when the shapes differ.
 pub fn relative_diff(got: &TensorData, want: &TensorData) -> Result<f64> {
     if got.dims() != want.dims() {
         return Ok(f64::INFINITY);
@@ -153,6 +155,10 @@ mod tests {
         let d = relative_diff(&got, &want).unwrap();
         assert!((d - 0.1).abs() < 1e-6, "{d}");
         assert_eq!(relative_diff(&want, &want).unwrap(), 0.0);
+        let small = TensorData::from_slice(vec![1], &[0.001f32]).unwrap();
+        let near = TensorData::from_slice(vec![1], &[0.0011f32]).unwrap();
+        let d = relative_diff(&near, &small).unwrap();
+        assert!((d - 1e-4).abs() < 1e-8, "absolute below magnitude 1: {d}");
         let other = TensorData::from_slice(vec![1, 2], &[2.0f32, -4.0]).unwrap();
         assert_eq!(relative_diff(&other, &want).unwrap(), f64::INFINITY);
     }
