@@ -1,0 +1,161 @@
+//! Output equivalence of two models: both run in whittle's executor on the same random
+//! inputs built from the declared input specs, outputs compared by relative difference.
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use whittle_exec::{Executor, InputSpec, Value};
+use whittle_ir::{DataType, Model, TensorData};
+
+use crate::error::Result;
+
+/// How one output differs between the two models.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputDiff {
+    /// Output name.
+    pub name: String,
+    /// `max |after - before| / max(1, max |before|)`: see [`relative_diff`].
+    pub relative_diff: f64,
+}
+
+/// Random inputs for `model` from its declared input specs: symbolic or unknown sizes are
+/// 1 unless `shapes` gives the input's full shape. Floats are uniform in [-1, 1), integers
+/// in [0, 10), booleans 0/1.
+pub fn random_inputs(
+    model: &Model,
+    shapes: &HashMap<String, Vec<usize>>,
+    seed: u64,
+) -> Result<Vec<(String, TensorData)>> {
+    let exec = Executor::new(model)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    exec.inputs()
+        .iter()
+        .map(|spec| Ok((spec.name.clone(), random_input(spec, shapes, &mut rng)?)))
+        .collect()
+}
+
+fn random_input(
+    spec: &InputSpec,
+    shapes: &HashMap<String, Vec<usize>>,
+    rng: &mut ChaCha8Rng,
+) -> Result<TensorData> {
+    let dims = match (shapes.get(&spec.name), &spec.dims) {
+        (Some(s), _) => s.clone(),
+        (None, Some(d)) => d.iter().map(|d| d.unwrap_or(1)).collect(),
+        (None, None) => crate::bail!(
+            "input '{}' declares no shape: give it one (NAME=d0,d1,...)",
+            spec.name
+        ),
+    };
+    let n: usize = dims.iter().product();
+    let dtype = spec.dtype.unwrap_or(DataType::Float);
+    let data = match dtype {
+        DataType::Float => {
+            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        DataType::Double => {
+            let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        DataType::Int64 => {
+            let v: Vec<i64> = (0..n).map(|_| rng.random_range(0..10)).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        DataType::Int32 => {
+            let v: Vec<i32> = (0..n).map(|_| rng.random_range(0..10)).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        DataType::Bool => {
+            let v: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        other => crate::bail!(
+            "input '{}' is {other}: random inputs are made only for float, double, int32, int64 and bool",
+            spec.name
+        ),
+    };
+    Ok(data)
+}
+
+/// Runs `model` in whittle's executor; outputs in graph order.
+pub fn run_model(
+    model: &Model,
+    inputs: &[(String, TensorData)],
+) -> Result<Vec<(String, TensorData)>> {
+    let exec = Executor::new(model)?;
+    let feed = inputs
+        .iter()
+        .map(|(n, d)| Ok((n.clone(), Value::try_from(d)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    let mut out = exec.run(feed)?;
+    exec.output_names()
+        .into_iter()
+        .map(|name| {
+            let value = out.remove(&name).map(|v| v.to_data()).transpose()?;
+            match value {
+                Some(v) => Ok((name, v)),
+                None => crate::bail!("output '{name}' was not computed"),
+            }
+        })
+        .collect()
+}
+
+/// `max |got - want| / max(1, max |want|)`: relative to the output's largest magnitude,
+/// and absolute for outputs below 1 in magnitude (probabilities near 0 would otherwise turn
+/// float rounding into huge ratios). Infinite when the shapes differ.
+pub fn relative_diff(got: &TensorData, want: &TensorData) -> Result<f64> {
+    if got.dims() != want.dims() {
+        return Ok(f64::INFINITY);
+    }
+    let (g, w) = (got.to_f64_vec()?, want.to_f64_vec()?);
+    let scale = w.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    let diff = g
+        .iter()
+        .zip(&w)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    Ok(diff / scale)
+}
+
+/// Runs both models on the same random inputs (see [`random_inputs`]) and returns how
+/// each output of `before` differs in `after` (matched by name; a missing one is an error).
+pub fn compare(
+    before: &Model,
+    after: &Model,
+    shapes: &HashMap<String, Vec<usize>>,
+) -> Result<Vec<OutputDiff>> {
+    let inputs = random_inputs(before, shapes, 0x5eed)?;
+    let want = run_model(before, &inputs)?;
+    let got: HashMap<String, TensorData> = run_model(after, &inputs)?.into_iter().collect();
+    want.iter()
+        .map(|(name, w)| match got.get(name) {
+            Some(g) => Ok(OutputDiff {
+                name: name.clone(),
+                relative_diff: relative_diff(g, w)?,
+            }),
+            None => crate::bail!("the optimized model lost output '{name}'"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_diff_is_scaled_by_the_reference() {
+        let want = TensorData::from_slice(vec![2], &[2.0f32, -4.0]).unwrap();
+        let got = TensorData::from_slice(vec![2], &[2.0f32, -4.4]).unwrap();
+        let d = relative_diff(&got, &want).unwrap();
+        assert!((d - 0.1).abs() < 1e-6, "{d}");
+        assert_eq!(relative_diff(&want, &want).unwrap(), 0.0);
+        let small = TensorData::from_slice(vec![1], &[0.001f32]).unwrap();
+        let near = TensorData::from_slice(vec![1], &[0.0011f32]).unwrap();
+        let d = relative_diff(&near, &small).unwrap();
+        assert!((d - 1e-4).abs() < 1e-8, "absolute below magnitude 1: {d}");
+        let other = TensorData::from_slice(vec![1, 2], &[2.0f32, -4.0]).unwrap();
+        assert_eq!(relative_diff(&other, &want).unwrap(), f64::INFINITY);
+    }
+}
