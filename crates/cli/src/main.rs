@@ -25,6 +25,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Run the ONNX backend node tests and report passed / failed / unsupported counts.
     Conformance(commands::conformance::Args),
+    /// Write an initialised model of the zoo (mlp, lenet, cnn, resnet, ...), or --list them.
+    Zoo(commands::zoo::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Conformance(a) => commands::conformance::run(a),
+        Command::Zoo(a) => commands::zoo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
