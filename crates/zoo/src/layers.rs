@@ -122,7 +122,7 @@ impl GraphBuilder {
     pub fn conv(&mut self, x: &Var, c: Conv) -> Result<Var> {
         let [oh, ow] = spatial(x, "Conv", c.kernel, c.stride, c.pad)?;
         let cin = x.shape[0];
-        if c.groups == 0 || cin % c.groups != 0 || c.out % c.groups != 0 {
+        if c.groups == 0 || !cin.is_multiple_of(c.groups) || !c.out.is_multiple_of(c.groups) {
             build_bail!(
                 "Conv: {} groups do not divide {cin} input and {} output channels",
                 c.groups,

@@ -74,7 +74,7 @@ fn build(o: &Options) -> Result<Model> {
         mlp: o.positive("mlp")?,
         dropout: o.real_in("dropout", 0.0, 1.0)?,
     };
-    if dim % cfg.heads != 0 {
+    if !dim.is_multiple_of(cfg.heads) {
         build_bail!("vit-tiny: {} heads do not divide dim {dim}", cfg.heads);
     }
     let mut h = b.scoped("embed", |b| patch_embed(b, &x, patch, dim))?;
