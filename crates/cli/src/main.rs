@@ -27,6 +27,8 @@ enum Command {
     Conformance(commands::conformance::Args),
     /// Optimize a graph losslessly: fold constants and BatchNorm, fuse, remove dead code.
     Optimize(commands::optimize::Args),
+    /// Write an initialised model of the zoo (mlp, lenet, cnn, resnet, ...), or --list them.
+    Zoo(commands::zoo::Args),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Conformance(a) => commands::conformance::run(a),
         Command::Optimize(a) => commands::optimize::run(a),
+        Command::Zoo(a) => commands::zoo::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -86,7 +86,10 @@ pub fn parse_shapes(specs: &[String]) -> anyhow::Result<HashMap<String, Vec<usiz
 }
 
 /// MACs of one sample: symbolic input dimensions not fixed by `overrides` are taken as 1.
-fn estimate_macs(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> anyhow::Result<u64> {
+pub fn estimate_macs(
+    model: &Model,
+    overrides: &HashMap<String, Vec<usize>>,
+) -> anyhow::Result<u64> {
     let graph = model.graph();
     let mut fixed = overrides.clone();
     for v in graph

@@ -5,3 +5,4 @@ pub mod eval;
 pub mod inspect;
 pub mod optimize;
 pub mod run;
+pub mod zoo;
