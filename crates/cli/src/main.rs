@@ -25,6 +25,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Run the ONNX backend node tests and report passed / failed / unsupported counts.
     Conformance(commands::conformance::Args),
+    /// Quantize a model to INT8 (static with calibration data, or dynamic).
+    Quantize(commands::quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Conformance(a) => commands::conformance::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

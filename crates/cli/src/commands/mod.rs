@@ -3,4 +3,5 @@
 pub mod conformance;
 pub mod eval;
 pub mod inspect;
+pub mod quantize;
 pub mod run;
