@@ -19,7 +19,9 @@ fn lenet() -> Model {
 
 fn mnist(split: Split, n: usize) -> TensorData {
     let spec = format!("mnist:{}", assets().join("mnist").display());
-    whittle_data::spec::load(&spec, split, Some(n)).expect("MNIST asset").images
+    whittle_data::spec::load(&spec, split, Some(n))
+        .expect("MNIST asset")
+        .images
 }
 
 fn batches(images: &TensorData, size: usize) -> Vec<HashMap<String, Value>> {
@@ -49,7 +51,11 @@ fn ort_logits(model: &Model, input: &TensorData, name: &str) -> Vec<f32> {
         .arg(format!("input={}", x.display()))
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let logits = whittle_data::npy::read_npy(&dir.join("ort/0.npy")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     logits.to_vec().unwrap()
@@ -66,10 +72,17 @@ fn whittle_runs_the_qdq_model_like_onnx_runtime() {
     assert_eq!(report.quantized_nodes.len(), 4);
     assert_eq!(report.calibration.as_ref().unwrap().samples, 512);
     let test = mnist(Split::Test, 64);
-    let ours = Executor::new(&q).unwrap().run(batches(&test, 64).remove(0)).unwrap();
+    let ours = Executor::new(&q)
+        .unwrap()
+        .run(batches(&test, 64).remove(0))
+        .unwrap();
     let ours: Vec<f32> = ours["logits"].to_data().unwrap().to_vec().unwrap();
     let theirs = ort_logits(&q, &test, "agree");
-    let worst = ours.iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
     // Both dequantize the same integers; differences are float rounding in the products,
     // at most a few output quantization steps.
     assert!(worst < 0.5, "largest logit difference {worst}");
@@ -78,7 +91,11 @@ fn whittle_runs_the_qdq_model_like_onnx_runtime() {
             .map(|r| (0..10).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
             .collect()
     };
-    let agree = argmax(&ours).iter().zip(argmax(&theirs)).filter(|(a, b)| **a == *b).count();
+    let agree = argmax(&ours)
+        .iter()
+        .zip(argmax(&theirs))
+        .filter(|(a, b)| **a == *b)
+        .count();
     assert!(agree >= 63, "{agree}/64 predictions agree");
 }
 
@@ -92,9 +109,17 @@ fn plan_lists_float_nodes_with_reasons_and_honours_exclude() {
     let plan = quantize::plan::plan(&model, &cfg, quantize::WeightSource::Any).unwrap();
     let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["Conv#0", "Conv#3", "Gemm#7"]);
-    let gemm = plan.float_nodes.iter().find(|f| f.name == "Gemm#9").unwrap();
+    let gemm = plan
+        .float_nodes
+        .iter()
+        .find(|f| f.name == "Gemm#9")
+        .unwrap();
     assert!(gemm.reason.contains("--exclude"), "{}", gemm.reason);
-    let relu = plan.float_nodes.iter().find(|f| f.op_type == "Relu").unwrap();
+    let relu = plan
+        .float_nodes
+        .iter()
+        .find(|f| f.op_type == "Relu")
+        .unwrap();
     assert!(relu.reason.contains("not selected"), "{}", relu.reason);
     // Per-channel axes: Conv 0, Gemm with transB = 1 -> 0.
     assert_eq!(plan.targets[0].weight.as_ref().unwrap().1, 0);
@@ -111,8 +136,8 @@ fn plan_lists_float_nodes_with_reasons_and_honours_exclude() {
 fn requantizing_a_quantized_model_is_refused_with_the_reason() {
     let calib = batches(&mnist(Split::Train, 64), 64);
     let (q, _) = quantize::static_int8(&lenet(), &QuantConfig::default(), calib.clone()).unwrap();
-    let err = quantize::static_int8(&q, &QuantConfig::default(), calib)
-        .err()
-        .expect("a quantized model has nothing left to quantize");
+    let Err(err) = quantize::static_int8(&q, &QuantConfig::default(), calib) else {
+        panic!("a quantized model has nothing left to quantize");
+    };
     assert!(err.to_string().contains("already quantized"), "{err}");
 }

@@ -149,7 +149,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let (quantized, mut report, verify_feed) = match args.mode {
-        Mode::Fp16 | Mode::Int4 => bail!("this --mode is not available in this build (only dynamic and static)"),
+        Mode::Fp16 | Mode::Int4 => {
+            bail!("this --mode is not available in this build (only dynamic and static)")
+        }
         Mode::Dynamic => {
             let (q, r) = quantize::dynamic_int8(&model, &cfg)?;
             let feed = match &eval {
@@ -159,15 +161,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (q, r, feed)
         }
         Mode::Static => {
-            let spec = args.calib_data.as_deref().context("static mode needs --calib-data SPEC")?;
+            let spec = args
+                .calib_data
+                .as_deref()
+                .context("static mode needs --calib-data SPEC")?;
             let input = single_input(&exec, "--calib-data")?;
             let calib = whittle_data::spec::load(spec, Split::Train, Some(args.calib_samples))
                 .with_context(|| format!("loading --calib-data {spec}"))?;
             let batches = dataset_batches(&input.name, &calib.images, calib.len())?;
             check_batch(&input, &batches, "--calib-data")?;
-            let verify: Vec<_> = batches.iter().take(VERIFY_SAMPLES / BATCH).cloned().collect();
+            let verify: Vec<_> = batches
+                .iter()
+                .take(VERIFY_SAMPLES / BATCH)
+                .cloned()
+                .collect();
             let (q, r) = match (args.accuracy_budget, &eval) {
-                (Some(b), Some(e)) => quantize::static_int8_within_budget(&model, &cfg, batches, e, b / 100.0)?,
+                (Some(b), Some(e)) => {
+                    quantize::static_int8_within_budget(&model, &cfg, batches, e, b / 100.0)?
+                }
                 _ => quantize::static_int8(&model, &cfg, batches)?,
             };
             (q, r, verify)
@@ -180,9 +191,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     save_atomically(&quantized, &args.output)?;
-    report.set_sizes(Model::disk_size(&args.model)?, Model::disk_size(&args.output)?);
+    report.set_sizes(
+        Model::disk_size(&args.model)?,
+        Model::disk_size(&args.output)?,
+    );
     if args.mode == Mode::Dynamic && args.eval_data.is_none() {
-        report.notes.push("verified on synthetic inputs (give --eval-data for real ones)".into());
+        report
+            .notes
+            .push("verified on synthetic inputs (give --eval-data for real ones)".into());
     }
     report.seconds = start.elapsed().as_secs_f64();
     if let Some(path) = &args.report {
@@ -242,10 +258,16 @@ fn check_output(args: &Args) -> anyhow::Result<()> {
         _ => false,
     };
     if same && !args.force {
-        bail!("the output {} is the input model; pass --force to overwrite it", args.output.display());
+        bail!(
+            "the output {} is the input model; pass --force to overwrite it",
+            args.output.display()
+        );
     }
     if args.output.exists() && !args.force {
-        bail!("{} exists; pass --force to overwrite it", args.output.display());
+        bail!(
+            "{} exists; pass --force to overwrite it",
+            args.output.display()
+        );
     }
     Ok(())
 }
@@ -270,7 +292,10 @@ fn dataset_batches(
         .step_by(BATCH)
         .map(|s| {
             let rows = all.tensor().narrow(0, s, BATCH.min(n - s))?;
-            Ok(HashMap::from([(input.to_string(), Value::new(rows, all.dtype())?)]))
+            Ok(HashMap::from([(
+                input.to_string(),
+                Value::new(rows, all.dtype())?,
+            )]))
         })
         .collect()
 }
@@ -293,7 +318,11 @@ fn eval_set(exec: &Executor, spec: &str, limit: Option<usize>) -> anyhow::Result
     let input = single_input(exec, "--eval-data")?;
     let data: Dataset = whittle_data::spec::load(spec, Split::Test, limit)
         .with_context(|| format!("loading --eval-data {spec}"))?;
-    check_batch(&input, &dataset_batches(&input.name, &data.images, 1)?, "--eval-data")?;
+    check_batch(
+        &input,
+        &dataset_batches(&input.name, &data.images, 1)?,
+        "--eval-data",
+    )?;
     Ok(EvalSet {
         input: input.name,
         data: data.images,
@@ -320,18 +349,28 @@ fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<HashMap<String, Value>
     inputs
         .iter()
         .map(|spec| {
-            let dims: Vec<usize> = spec.dims.as_deref().unwrap_or(&[]).iter().enumerate()
+            let dims: Vec<usize> = spec
+                .dims
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
                 .map(|(i, d)| d.unwrap_or(if i == 0 { 1 } else { 16 }))
                 .collect();
             let n: usize = dims.iter().product();
             let data = match spec.dtype.unwrap_or(DataType::Float) {
                 DataType::Float => {
-                    let v: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect();
+                    let v: Vec<f32> = (0..n)
+                        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+                        .collect();
                     TensorData::from_slice(dims, &v)?
                 }
                 DataType::Int64 => TensorData::from_slice(dims, &vec![1i64; n])?,
                 DataType::Int32 => TensorData::from_slice(dims, &vec![1i32; n])?,
-                other => bail!("cannot make a synthetic {other} input for '{}'; give --eval-data", spec.name),
+                other => bail!(
+                    "cannot make a synthetic {other} input for '{}'; give --eval-data",
+                    spec.name
+                ),
             };
             Ok((spec.name.clone(), Value::try_from(&data)?))
         })
@@ -340,8 +379,14 @@ fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<HashMap<String, Value>
 
 /// Writes to a temporary file beside `out`, then renames it into place.
 fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
-    let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("model.onnx");
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.onnx");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let saved = model.save(&tmp, &ExternalData::Never);
     if let Err(e) = saved {

@@ -86,7 +86,8 @@ impl<'g> Builder<'g> {
     /// outputs nobody reads (dangling dequantizations), until nothing changes.
     pub fn prune(&mut self) {
         loop {
-            let mut read: HashSet<String> = self.graph.output.iter().map(|o| o.name.clone()).collect();
+            let mut read: HashSet<String> =
+                self.graph.output.iter().map(|o| o.name.clone()).collect();
             for n in &self.graph.node {
                 read.extend(node_inputs(n));
             }

@@ -85,7 +85,10 @@ where
     let bar = progress_bar(progress, samples.size_hint().1, "calibrating")?;
     let (mut count, mut batches) = (0usize, 0usize);
     for feed in samples {
-        count += feed.values().next().map_or(0, |v| v.shape().first().copied().unwrap_or(1));
+        count += feed
+            .values()
+            .next()
+            .map_or(0, |v| v.shape().first().copied().unwrap_or(1));
         observe_feed(&feed, &mut observers)?;
         let mut hook = |name: &str, _: &whittle_ir::proto::NodeProto, v: &Value| {
             if let Some(obs) = observers.get_mut(name) {
@@ -99,9 +102,8 @@ where
             hook: Some(&mut hook),
             ..Default::default()
         };
-        exec.run_with(feed, opts).map_err(|e| {
-            PassError::Invalid(format!("calibration batch {}: {e}", batches + 1))
-        })?;
+        exec.run_with(feed, opts)
+            .map_err(|e| PassError::Invalid(format!("calibration batch {}: {e}", batches + 1)))?;
         batches += 1;
         bar.inc(1);
     }
@@ -109,9 +111,26 @@ where
     if batches == 0 {
         bail!("the calibration data is empty");
     }
+    // Graph outputs keep their full range: clipping saturates logits into ties.
+    let outputs: HashSet<&str> = model
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
     let ranges = observers
         .iter()
-        .map(|(n, o)| (n.clone(), clip_range(&method, &o.minmax, o.histogram.as_ref(), scheme)))
+        .map(|(n, o)| {
+            let m = if outputs.contains(n.as_str()) {
+                CalibrationMethod::MinMax
+            } else {
+                method
+            };
+            (
+                n.clone(),
+                clip_range(&m, &o.minmax, o.histogram.as_ref(), scheme),
+            )
+        })
         .collect();
     Ok(Calibration {
         method,
@@ -147,8 +166,9 @@ pub fn progress_bar(visible: bool, len: Option<usize>, what: &str) -> Result<Pro
         Some(n) => ProgressBar::new(n as u64),
         None => ProgressBar::no_length(),
     };
-    let style = ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{elapsed}}"))
-        .map_err(|e| PassError::Invalid(e.to_string()))?;
+    let style =
+        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{elapsed}}"))
+            .map_err(|e| PassError::Invalid(e.to_string()))?;
     bar.set_style(style);
     Ok(bar)
 }

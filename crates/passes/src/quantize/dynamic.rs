@@ -12,9 +12,18 @@ use super::plan::Target;
 use super::weights::target_weight;
 use crate::Result;
 
+/// Why Conv weights stay per tensor in dynamic mode.
+pub const CONV_PER_TENSOR_NOTE: &str =
+    "Conv weights are quantized per tensor: ONNX Runtime's ConvInteger takes one weight zero point";
+
 /// Rewrites every target (Conv, Gemm, MatMul with constant weights) into
-/// DynamicQuantizeLinear + ConvInteger/MatMulInteger + float rescale.
+/// DynamicQuantizeLinear + ConvInteger/MatMulInteger + float rescale. Conv weights are
+/// per tensor (see [`CONV_PER_TENSOR_NOTE`]).
 pub fn export(model: &Model, cfg: &QuantConfig, targets: &[Target]) -> Result<Model> {
+    let per_tensor = QuantConfig {
+        per_channel: false,
+        ..cfg.clone()
+    };
     let mut out = model.clone();
     let mut b = Builder::new(out.graph_mut());
     let mut shared: HashMap<String, QuantizedInput> = HashMap::new();
@@ -34,7 +43,12 @@ pub fn export(model: &Model, cfg: &QuantConfig, targets: &[Target]) -> Result<Mo
                 q
             }
         };
-        let Some(w) = target_weight(b.graph, t, cfg, true)? else {
+        let wcfg = if t.op_type == "Conv" {
+            &per_tensor
+        } else {
+            cfg
+        };
+        let Some(w) = target_weight(b.graph, t, wcfg, true)? else {
             continue;
         };
         integer_product(&mut b, t, &qx, &w)?;

@@ -69,7 +69,12 @@ pub fn integer_product(
     };
     let ws = b.constant(&format!("{wname}_scale"), &ws);
     let scale = b.fresh(&format!("{y}_scale"));
-    b.node("Mul", vec![x.scale.clone(), ws], vec![scale.clone()], vec![]);
+    b.node(
+        "Mul",
+        vec![x.scale.clone(), ws],
+        vec![scale.clone()],
+        vec![],
+    );
     let Some(bias) = &t.bias else {
         b.node("Mul", vec![accf, scale], vec![y], vec![]);
         b.drop_node(t.node);

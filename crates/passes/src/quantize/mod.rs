@@ -62,7 +62,10 @@ pub fn prepare(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Resul
         let mut reasons: Vec<&str> = plan.float_nodes.iter().map(|f| f.reason.as_str()).collect();
         reasons.sort_unstable();
         reasons.dedup();
-        bail!("nothing to quantize: every node stays float ({})", reasons.join("; "));
+        bail!(
+            "nothing to quantize: every node stays float ({})",
+            reasons.join("; ")
+        );
     }
     Ok(Prepared {
         model,
@@ -136,8 +139,22 @@ where
 {
     let start = std::time::Instant::now();
     let (prepared, calibration) = calibrated(model, cfg, calib)?;
-    let out = export_static(&prepared.model, cfg, &prepared.plan.targets, &calibration.ranges)?;
-    let report = new_report("static", format_name(cfg), cfg, model, &out, &prepared, Some(calibration), start);
+    let out = export_static(
+        &prepared.model,
+        cfg,
+        &prepared.plan.targets,
+        &calibration.ranges,
+    )?;
+    let report = new_report(
+        "static",
+        format_name(cfg),
+        cfg,
+        model,
+        &out,
+        &prepared,
+        Some(calibration),
+        start,
+    );
     Ok((out, report))
 }
 
@@ -156,11 +173,27 @@ where
 {
     let start = std::time::Instant::now();
     let (mut prepared, calibration) = calibrated(model, cfg, calib)?;
-    let export = |targets: &[Target]| export_static(&prepared.model, cfg, targets, &calibration.ranges);
-    let fit = sensitivity::fit_budget(&prepared.model, &prepared.plan.targets, &export, eval, budget)?;
+    let export =
+        |targets: &[Target]| export_static(&prepared.model, cfg, targets, &calibration.ranges);
+    let fit = sensitivity::fit_budget(
+        &prepared.model,
+        &prepared.plan.targets,
+        &export,
+        eval,
+        budget,
+    )?;
     prepared.plan.targets = fit.targets;
     prepared.plan.float_nodes.extend(fit.kept_float);
-    let mut report = new_report("static", format_name(cfg), cfg, model, &fit.model, &prepared, Some(calibration), start);
+    let mut report = new_report(
+        "static",
+        format_name(cfg),
+        cfg,
+        model,
+        &fit.model,
+        &prepared,
+        Some(calibration),
+        start,
+    );
     report.accuracy = Some(fit.accuracy);
     report.sensitivity = fit.sensitivity;
     Ok((fit.model, report))
@@ -171,7 +204,19 @@ pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantRep
     let start = std::time::Instant::now();
     let prepared = prepare(model, cfg, WeightSource::Initializer)?;
     let out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
-    let report = new_report("dynamic", "qoperator", cfg, model, &out, &prepared, None, start);
+    let mut report = new_report(
+        "dynamic",
+        "qoperator",
+        cfg,
+        model,
+        &out,
+        &prepared,
+        None,
+        start,
+    );
+    if cfg.per_channel && prepared.plan.targets.iter().any(|t| t.op_type == "Conv") {
+        report.notes.push(dynamic::CONV_PER_TENSOR_NOTE.into());
+    }
     Ok((out, report))
 }
 
@@ -219,6 +264,9 @@ fn new_report(
         notes,
         seconds: start.elapsed().as_secs_f64(),
     };
-    report.set_sizes(input.to_bytes().len() as u64, output.to_bytes().len() as u64);
+    report.set_sizes(
+        input.to_bytes().len() as u64,
+        output.to_bytes().len() as u64,
+    );
     report
 }

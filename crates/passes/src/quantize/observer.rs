@@ -207,7 +207,10 @@ pub fn clipped_kl(folded: &[u64], i: usize, levels: usize) -> f64 {
     p[i - 1] += folded[i..].iter().map(|&c| c as f64).sum::<f64>();
     let mut q = vec![0.0f64; i];
     for l in 0..levels {
-        let (start, end) = (l * i / levels, ((l + 1) * i / levels).max(l * i / levels + 1));
+        let (start, end) = (
+            l * i / levels,
+            ((l + 1) * i / levels).max(l * i / levels + 1),
+        );
         let bins = &folded[start..end.min(i)];
         let mass: f64 = bins.iter().map(|&c| c as f64).sum();
         let nonzero = bins.iter().filter(|&&c| c > 0).count();
@@ -342,6 +345,8 @@ mod tests {
         let (_, hi) = mse_range(&spiky, 0.0, 100.0, &s);
         assert!(hi < 10.0, "{hi}");
         // The chosen range has lower expected error than the full range.
-        assert!(quantization_mse(&spiky, (0.0, hi), &s) < quantization_mse(&spiky, (0.0, 100.0), &s));
+        assert!(
+            quantization_mse(&spiky, (0.0, hi), &s) < quantization_mse(&spiky, (0.0, 100.0), &s)
+        );
     }
 }

@@ -108,7 +108,12 @@ pub fn plan(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<P
         });
     }
     for ex in &cfg.exclude {
-        if !g.node.iter().enumerate().any(|(i, n)| &node_label(n, i) == ex) {
+        if !g
+            .node
+            .iter()
+            .enumerate()
+            .any(|(i, n)| &node_label(n, i) == ex)
+        {
             bail!("--exclude names node '{ex}', which is not in the model");
         }
     }
@@ -119,7 +124,11 @@ pub fn plan(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<P
 /// outputs), by shape inference.
 fn float_value_types(model: &Model) -> HashMap<String, DataType> {
     let mut types: HashMap<String, DataType> = whittle_ir::shape::infer(model, &HashMap::new())
-        .map(|m| m.into_iter().filter_map(|(k, t)| Some((k, t.dtype?))).collect())
+        .map(|m| {
+            m.into_iter()
+                .filter_map(|(k, t)| Some((k, t.dtype?)))
+                .collect()
+        })
         .unwrap_or_default();
     for init in &model.graph().initializer {
         if let Some(dt) = DataType::from_code(init.data_type) {
@@ -164,7 +173,9 @@ fn classify(
     }
     let is_float = |x: &String| types.get(x).copied() == Some(DataType::Float);
     if let Some(x) = node.input.iter().find(|x| !x.is_empty() && !is_float(x)) {
-        let t = types.get(x).map_or("unknown".to_string(), |t| t.to_string());
+        let t = types
+            .get(x)
+            .map_or("unknown".to_string(), |t| t.to_string());
         return Ok(Err(format!("input '{x}' is {t}, not float32")));
     }
     let is_init = |x: &String| g.initializer(x).is_some();
@@ -183,18 +194,17 @@ fn classify(
                 return Ok(Err(weight_shape_reason(node)));
             };
             let (a, b) = (inputs[0].clone(), inputs[1].clone());
-            let bias = inputs
-                .get(2)
-                .filter(|c| is_bias(g, c))
-                .cloned();
+            let bias = inputs.get(2).filter(|c| is_bias(g, c)).cloned();
             if op == "Gemm" && inputs.get(2).is_some_and(|c| !c.is_empty()) && bias.is_none() {
                 return Ok(Err("Gemm's C is not a constant 1-D bias".into()));
             }
             if op == "Gemm" && gemm_is_unusual(node)? {
-                return Ok(Err("Gemm with transA, alpha or beta other than 0, 1, 1".into()));
+                return Ok(Err(
+                    "Gemm with transA, alpha or beta other than 0, 1, 1".into()
+                ));
             }
-            if cfg.format == Format::QOperator && op != "MatMul" && is_init(&a) {
-                return Ok(Err("constant first input".into()));
+            if is_init(&a) {
+                return Ok(Err("the first input is a constant".into()));
             }
             match (is_init(&b), weights) {
                 (true, _) => Ok(target(vec![a], Some((b, axis)), bias)),
@@ -205,14 +215,21 @@ fn classify(
                 (false, WeightSource::Any) => Err("weight is not a constant initializer".into()),
             }
         }
-        _ if cfg.format == Format::QOperator => {
-            Err(format!("no standard ONNX integer operator for {op} (QOperator format)"))
-        }
+        _ if cfg.format == Format::QOperator => Err(format!(
+            "no standard ONNX integer operator for {op} (QOperator format)"
+        )),
         _ if weights == WeightSource::Initializer => {
             Err("dynamic mode quantizes only Conv, Gemm and MatMul".into())
         }
         _ => {
-            let acts: Vec<String> = inputs.iter().filter(|x| !x.is_empty()).cloned().collect();
+            let acts: Vec<String> = inputs
+                .iter()
+                .filter(|x| !x.is_empty() && !is_init(x))
+                .cloned()
+                .collect();
+            if acts.is_empty() {
+                return Ok(Err("no activation input".into()));
+            }
             let acts = if matches!(op, "Add" | "Mul" | "Concat") {
                 acts
             } else {
@@ -224,7 +241,10 @@ fn classify(
 }
 
 fn weight_shape_reason(node: &NodeProto) -> String {
-    format!("{} weight shape is not supported (rank or axis)", node.op_type)
+    format!(
+        "{} weight shape is not supported (rank or axis)",
+        node.op_type
+    )
 }
 
 fn gemm_is_unusual(node: &NodeProto) -> Result<bool> {

@@ -153,7 +153,8 @@ impl Qdq<'_, '_> {
             vec![q.clone()],
             vec![],
         );
-        self.b.node("DequantizeLinear", vec![q, s, z], vec![to.into()], vec![]);
+        self.b
+            .node("DequantizeLinear", vec![q, s, z], vec![to.into()], vec![]);
         Ok(())
     }
 
@@ -162,24 +163,49 @@ impl Qdq<'_, '_> {
         let Some((name, _)) = &t.weight else {
             return Ok(());
         };
-        let axis: Vec<_> = w.axis.iter().map(|&a| make::int("axis", a as i64)).collect();
+        let axis: Vec<_> = w
+            .axis
+            .iter()
+            .map(|&a| make::int("axis", a as i64))
+            .collect();
         let wq = self.b.constant(&format!("{name}_quantized"), &w.data);
-        let ws = self.b.constant(&format!("{name}_scale"), &w.scale_tensor()?);
-        let wz = self.b.constant(&format!("{name}_zero_point"), &w.zero_point_tensor()?);
+        let ws = self
+            .b
+            .constant(&format!("{name}_scale"), &w.scale_tensor()?);
+        let wz = self
+            .b
+            .constant(&format!("{name}_zero_point"), &w.zero_point_tensor()?);
         let dq = self.b.fresh(&format!("{name}_dequantized"));
-        self.b.node("DequantizeLinear", vec![wq, ws, wz], vec![dq.clone()], axis.clone());
+        self.b.node(
+            "DequantizeLinear",
+            vec![wq, ws, wz],
+            vec![dq.clone()],
+            axis.clone(),
+        );
         replace_input(&mut self.b.graph.node[t.node].input, name, &dq);
         let Some(bias) = &t.bias else {
             return Ok(());
         };
         let (bq, scales) = quantize_bias(bias, &initializer(self.b.graph, bias)?, x_scale, w)?;
         let bq = self.b.constant(&format!("{bias}_quantized"), &bq);
-        let bs = self.b.constant(&format!("{bias}_scale"), &param_tensor(&scales, w.axis.is_some())?);
-        let bz = int_tensor(whittle_ir::DataType::Int32, bias_zp_dims(&scales, w), &vec![0; scales.len()])?;
+        let bs = self.b.constant(
+            &format!("{bias}_scale"),
+            &param_tensor(&scales, w.axis.is_some())?,
+        );
+        let bz = int_tensor(
+            whittle_ir::DataType::Int32,
+            bias_zp_dims(&scales, w),
+            &vec![0; scales.len()],
+        )?;
         let bz = self.b.constant(&format!("{bias}_zero_point"), &bz);
         let bdq = self.b.fresh(&format!("{bias}_dequantized"));
         let axis: Vec<_> = w.axis.iter().map(|_| make::int("axis", 0)).collect();
-        self.b.node("DequantizeLinear", vec![bq, bs, bz], vec![bdq.clone()], axis);
+        self.b.node(
+            "DequantizeLinear",
+            vec![bq, bs, bz],
+            vec![bdq.clone()],
+            axis,
+        );
         replace_input(&mut self.b.graph.node[t.node].input, bias, &bdq);
         Ok(())
     }

@@ -58,14 +58,14 @@ impl QOp<'_, '_> {
         let yp = range_params(self.ranges, &y, &self.cfg.activation_scheme())?;
         let yq = self.b.fresh(&format!("{y}_quantized"));
         let (ys, yz) = self.b.qparams(&y, yp, &self.cfg.activation_scheme())?;
-        let (mut inputs, bias) = (vec![x.data, x.scale, x.zero_point], None);
-        let bias = match (t.activations.get(1), t.weight.is_some()) {
-            (Some(b_act), _) => {
+        let mut inputs = vec![x.data, x.scale, x.zero_point];
+        let bias = match t.activations.get(1) {
+            Some(b_act) => {
                 let (bq, _) = self.input(b_act)?;
                 inputs.extend([bq.data, bq.scale, bq.zero_point]);
-                bias
+                None
             }
-            (None, _) => {
+            None => {
                 let w = self.weight(t, false)?;
                 inputs.extend(self.weight_inputs(t, &w)?);
                 self.bias(t, xp, &w)?
@@ -78,7 +78,12 @@ impl QOp<'_, '_> {
             _ => ("QLinearMatMul", vec![]),
         };
         self.b.node(op, inputs, vec![yq.clone()], attrs);
-        self.b.node("DequantizeLinear", vec![yq.clone(), ys.clone(), yz.clone()], vec![y.clone()], vec![]);
+        self.b.node(
+            "DequantizeLinear",
+            vec![yq.clone(), ys.clone(), yz.clone()],
+            vec![y.clone()],
+            vec![],
+        );
         self.b.drop_node(t.node);
         let qi = QuantizedInput {
             data: yq,
@@ -103,7 +108,12 @@ impl QOp<'_, '_> {
         let p = range_params(self.ranges, x, &scheme)?;
         let (s, z) = self.b.qparams(x, p, &scheme)?;
         let data = self.b.fresh(&format!("{x}_quantized"));
-        self.b.node("QuantizeLinear", vec![x.into(), s.clone(), z.clone()], vec![data.clone()], vec![]);
+        self.b.node(
+            "QuantizeLinear",
+            vec![x.into(), s.clone(), z.clone()],
+            vec![data.clone()],
+            vec![],
+        );
         let q = (
             QuantizedInput {
                 data,
@@ -118,11 +128,17 @@ impl QOp<'_, '_> {
 
     /// Weight, scale and zero-point initializers.
     fn weight_inputs(&mut self, t: &Target, w: &QuantizedWeight) -> Result<[String; 3]> {
-        let name = t.weight.as_ref().map_or("weight", |(n, _)| n.as_str()).to_string();
+        let name = t
+            .weight
+            .as_ref()
+            .map_or("weight", |(n, _)| n.as_str())
+            .to_string();
         Ok([
             self.b.constant(&format!("{name}_quantized"), &w.data),
-            self.b.constant(&format!("{name}_scale"), &w.scale_tensor()?),
-            self.b.constant(&format!("{name}_zero_point"), &w.zero_point_tensor()?),
+            self.b
+                .constant(&format!("{name}_scale"), &w.scale_tensor()?),
+            self.b
+                .constant(&format!("{name}_zero_point"), &w.zero_point_tensor()?),
         ])
     }
 

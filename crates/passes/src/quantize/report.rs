@@ -105,7 +105,11 @@ impl QuantReport {
         for (reason, names) in self.float_reasons() {
             let more = names.len().saturating_sub(3);
             let shown = names.iter().take(3).copied().collect::<Vec<_>>().join(", ");
-            let tail = if more > 0 { format!(" (+{more} more)") } else { String::new() };
+            let tail = if more > 0 {
+                format!(" (+{more} more)")
+            } else {
+                String::new()
+            };
             let _ = writeln!(s, "float: {reason}: {shown}{tail}");
         }
         if let Some(v) = &self.verification {
@@ -117,11 +121,19 @@ impl QuantReport {
                     o.cosine,
                     o.sqnr_db,
                     o.max_abs_diff,
-                    if o.cosine >= v.cosine_tolerance { "ok" } else { "BELOW TOLERANCE" }
+                    if o.cosine >= v.cosine_tolerance {
+                        "ok"
+                    } else {
+                        "BELOW TOLERANCE"
+                    }
                 );
             }
             for t in v.tensors.iter().take(3) {
-                let _ = writeln!(s, "worst tensor {}: SQNR {:.1} dB, cosine {:.5}", t.name, t.sqnr_db, t.cosine);
+                let _ = writeln!(
+                    s,
+                    "worst tensor {}: SQNR {:.1} dB, cosine {:.5}",
+                    t.name, t.sqnr_db, t.cosine
+                );
             }
         }
         if let Some(a) = &self.accuracy {
@@ -142,19 +154,43 @@ impl QuantReport {
 
     /// A self-contained HTML page with the summary and the tables.
     pub fn to_html(&self) -> String {
-        let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
-        let mut h = String::from("<!doctype html><meta charset=utf-8><title>whittle quantize</title>");
-        h.push_str("<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style>");
-        let _ = write!(h, "<h1>whittle quantize</h1><pre>{}</pre>", esc(&self.summary()));
+        let esc = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
+        let mut h =
+            String::from("<!doctype html><meta charset=utf-8><title>whittle quantize</title>");
+        h.push_str(
+            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style>",
+        );
+        let _ = write!(
+            h,
+            "<h1>whittle quantize</h1><pre>{}</pre>",
+            esc(&self.summary())
+        );
         h.push_str("<h2>Float nodes</h2><table><tr><th>node</th><th>op</th><th>reason</th></tr>");
         for f in &self.float_nodes {
-            let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&f.name), esc(&f.op_type), esc(&f.reason));
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&f.name),
+                esc(&f.op_type),
+                esc(&f.reason)
+            );
         }
         h.push_str("</table>");
         if let Some(v) = &self.verification {
             h.push_str("<h2>Per-tensor error (worst first)</h2><table><tr><th>tensor</th><th>SQNR dB</th><th>cosine</th><th>max |diff|</th></tr>");
             for t in v.outputs.iter().chain(&v.tensors) {
-                let _ = write!(h, "<tr><td>{}</td><td>{:.2}</td><td>{:.5}</td><td>{:.4}</td></tr>", esc(&t.name), t.sqnr_db, t.cosine, t.max_abs_diff);
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{:.2}</td><td>{:.5}</td><td>{:.4}</td></tr>",
+                    esc(&t.name),
+                    t.sqnr_db,
+                    t.cosine,
+                    t.max_abs_diff
+                );
             }
             h.push_str("</table>");
         }

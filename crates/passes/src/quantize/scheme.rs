@@ -90,7 +90,11 @@ impl Scheme {
         if !scale.is_finite() || scale <= f32::MIN_POSITIVE {
             return QParams {
                 scale: 1.0,
-                zero_point: if self.symmetric { (qmin + qmax + 1) / 2 } else { qmin },
+                zero_point: if self.symmetric {
+                    (qmin + qmax + 1) / 2
+                } else {
+                    qmin
+                },
             };
         }
         let zero_point = (qmin as f32 - lo / scale).round_ties_even() as i64;
@@ -131,7 +135,11 @@ impl QuantizedWeight {
     /// The zero points as a tensor of the weight's integer type.
     pub fn zero_point_tensor(&self) -> Result<TensorData> {
         let zps: Vec<i64> = self.params.iter().map(|p| p.zero_point).collect();
-        int_tensor(self.data.dtype(), vec_dims(zps.len(), self.axis.is_some()), &zps)
+        int_tensor(
+            self.data.dtype(),
+            vec_dims(zps.len(), self.axis.is_some()),
+            &zps,
+        )
     }
 }
 
@@ -251,7 +259,10 @@ pub fn quantize_bias(
         .enumerate()
         .map(|(i, &b)| quantize_f32(b, scales[if n == 1 { 0 } else { i }], 0, range))
         .collect();
-    Ok((int_tensor(DataType::Int32, bias.dims().to_vec(), &q)?, scales))
+    Ok((
+        int_tensor(DataType::Int32, bias.dims().to_vec(), &q)?,
+        scales,
+    ))
 }
 
 #[cfg(test)]
@@ -288,10 +299,17 @@ mod tests {
         let q = quantize_weight("w", &w, &s, Some(0)).unwrap();
         assert_eq!(q.params.len(), 2);
         assert!((q.params[0].scale - 2.0 / 127.0).abs() < 1e-7);
-        assert_eq!(q.data.to_vec::<i8>().unwrap(), vec![64, -127, 32, 127, 64, -13]);
-        let (b, scales) =
-            quantize_bias("b", &TensorData::from_slice(vec![2], &[0.1f32, -1.0]).unwrap(), 0.5, &q)
-                .unwrap();
+        assert_eq!(
+            q.data.to_vec::<i8>().unwrap(),
+            vec![64, -127, 32, 127, 64, -13]
+        );
+        let (b, scales) = quantize_bias(
+            "b",
+            &TensorData::from_slice(vec![2], &[0.1f32, -1.0]).unwrap(),
+            0.5,
+            &q,
+        )
+        .unwrap();
         assert_eq!(scales.len(), 2);
         // 0.1 / (0.5 * 2/127) = 12.7 -> 13; -1 / (0.5 * 10/127) = -25.4 -> -25.
         assert_eq!(b.to_vec::<i32>().unwrap(), vec![13, -25]);

@@ -51,8 +51,11 @@ pub struct AccuracyReport {
     pub budget: Option<f64>,
 }
 
+/// One eval batch: the feed, its first row and its length.
+type EvalBatch = (HashMap<String, Value>, usize, usize);
+
 impl EvalSet {
-    fn batches(&self) -> Result<Vec<(HashMap<String, Value>, usize, usize)>> {
+    fn batches(&self) -> Result<Vec<EvalBatch>> {
         let images = Value::try_from(&self.data)?;
         let n = self.data.dims().first().copied().unwrap_or(0);
         let size = self.batch_size.max(1);
@@ -60,9 +63,10 @@ impl EvalSet {
             .step_by(size)
             .map(|start| {
                 let len = size.min(n - start);
-                let rows = images.tensor().narrow(0, start, len).map_err(|e| {
-                    crate::PassError::Invalid(format!("eval data: {e}"))
-                })?;
+                let rows = images
+                    .tensor()
+                    .narrow(0, start, len)
+                    .map_err(|e| crate::PassError::Invalid(format!("eval data: {e}")))?;
                 let v = Value::new(rows, images.dtype())?;
                 Ok((HashMap::from([(self.input.clone(), v)]), start, len))
             })
@@ -80,7 +84,10 @@ impl EvalSet {
         for (feed, start, len) in self.batches()? {
             let scores = exec.run(feed)?[&out].to_data()?.to_f64_vec()?;
             let classes = scores.len() / len.max(1);
-            for (row, &label) in scores.chunks(classes.max(1)).zip(&labels[start..start + len]) {
+            for (row, &label) in scores
+                .chunks(classes.max(1))
+                .zip(&labels[start..start + len])
+            {
                 let best = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]));
                 correct += usize::from(best.is_some_and(|b| b as i64 == label));
             }
@@ -95,7 +102,10 @@ impl EvalSet {
         for (feed, _, _) in self.batches()? {
             let (a, b) = (fx.run(feed.clone())?, qx.run(feed)?);
             for (name, v) in &a {
-                sums.add(&v.to_data()?.to_vec::<f32>()?, &b[name].to_data()?.to_vec::<f32>()?);
+                sums.add(
+                    &v.to_data()?.to_vec::<f32>()?,
+                    &b[name].to_data()?.to_vec::<f32>()?,
+                );
             }
         }
         Ok(sums.finish("outputs").sqnr_db)
@@ -112,7 +122,11 @@ pub fn layer_sensitivity(
     export: &Exporter,
     eval: &EvalSet,
 ) -> Result<Vec<LayerSensitivity>> {
-    let base = eval.labels.as_ref().map(|_| eval.accuracy(float)).transpose()?;
+    let base = eval
+        .labels
+        .as_ref()
+        .map(|_| eval.accuracy(float))
+        .transpose()?;
     let mut out = Vec::with_capacity(targets.len());
     for t in targets {
         let model = export(std::slice::from_ref(t))?;
@@ -175,7 +189,10 @@ pub fn fit_budget(
             break;
         }
         kept.retain(|t| t.name != s.name);
-        let op_type = targets.iter().find(|t| t.name == s.name).map(|t| t.op_type.clone());
+        let op_type = targets
+            .iter()
+            .find(|t| t.name == s.name)
+            .map(|t| t.op_type.clone());
         kept_float.push(FloatNode {
             name: s.name.clone(),
             op_type: op_type.unwrap_or_default(),
