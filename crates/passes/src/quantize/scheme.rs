@@ -287,7 +287,8 @@ mod tests {
         assert_eq!(p.zero_point, 0);
         let r = Scheme::weights(QuantType::Int8, true);
         assert_eq!(r.qrange(), (-64, 64));
-        assert!((r.params(-6.4, 1.0).scale - 0.05).abs() < 1e-7);
+        // [-6.4, 6.4] over 128 steps.
+        assert!((r.params(-6.4, 1.0).scale - 0.1).abs() < 1e-7);
         // A zero range gets scale 1 rather than dividing by zero.
         assert_eq!(r.params(0.0, 0.0).scale, 1.0);
     }
