@@ -367,8 +367,6 @@ mod tests {
         let (_, hi) = mse_range(&spiky, 0.0, 2.0, &s);
         assert!((1.0..1.2).contains(&hi), "{hi}");
         // The chosen range has lower expected error than the full range.
-        assert!(
-            quantization_mse(&spiky, (0.0, hi), &s) < quantization_mse(&spiky, (0.0, 2.0), &s)
-        );
+        assert!(quantization_mse(&spiky, (0.0, hi), &s) < quantization_mse(&spiky, (0.0, 2.0), &s));
     }
 }
