@@ -187,15 +187,21 @@ fn dynamic_minilm_stays_close_to_float_in_onnx_runtime() {
 }
 
 #[test]
-fn accuracy_budget_reports_accuracy_on_the_eval_data() {
+fn accuracy_budget_keeps_the_most_sensitive_layers_float() {
     let dir = scratch("budget");
     let data = mnist();
+    // A 70th-percentile range clips most activations: fully quantized, LeNet5 collapses.
     let report = quantize_lenet(
         &dir,
         &[
-            "--per-channel",
+            "--calib-samples",
+            "64",
+            "--calibration",
+            "percentile",
+            "--percentile",
+            "70",
             "--accuracy-budget",
-            "0.5",
+            "1",
             "--eval-data",
             &data,
             "--eval-samples",
@@ -204,8 +210,22 @@ fn accuracy_budget_reports_accuracy_on_the_eval_data() {
     );
     let acc = &report["accuracy"];
     assert_eq!(acc["samples"], 1000);
-    assert!(acc["accuracy_drop"].as_f64().unwrap() <= 0.005, "{acc}");
-    assert_eq!(acc["budget"].as_f64().unwrap(), 0.005);
+    assert_eq!(acc["budget"].as_f64().unwrap(), 0.01);
+    assert!(acc["accuracy_drop"].as_f64().unwrap() <= 0.01, "{acc}");
+    let kept: Vec<&Value> = report["float_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["reason"].as_str().unwrap().contains("accuracy budget"))
+        .collect();
+    assert!(!kept.is_empty(), "no layer was kept float");
+    let quantized = report["quantized_nodes"].as_array().unwrap().len();
+    assert_eq!(quantized + kept.len(), 4);
+    // Sensitivities are sorted, most sensitive first, and the first one was kept float.
+    let sens = report["sensitivity"].as_array().unwrap();
+    assert_eq!(sens.len(), 4);
+    assert_eq!(sens[0]["name"], kept[0]["name"]);
+    assert!(sens[0]["value"].as_f64() >= sens[3]["value"].as_f64());
 }
 
 #[test]
