@@ -29,6 +29,8 @@ enum Command {
     Optimize(commands::optimize::Args),
     /// Write an initialised model of the zoo (mlp, lenet, cnn, resnet, ...), or --list them.
     Zoo(commands::zoo::Args),
+    /// Quantize a model to INT8 (static with calibration data, or dynamic).
+    Quantize(commands::quantize::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Conformance(a) => commands::conformance::run(a),
         Command::Optimize(a) => commands::optimize::run(a),
         Command::Zoo(a) => commands::zoo::run(a),
+        Command::Quantize(a) => commands::quantize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,5 +5,6 @@
 
 pub mod error;
 pub mod optimize;
+pub mod quantize;
 
 pub use error::{PassError, Result};

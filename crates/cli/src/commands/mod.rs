@@ -4,5 +4,6 @@ pub mod conformance;
 pub mod eval;
 pub mod inspect;
 pub mod optimize;
+pub mod quantize;
 pub mod run;
 pub mod zoo;

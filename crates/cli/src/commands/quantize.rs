@@ -1,0 +1,407 @@
+//! `whittle quantize`: INT8 post-training quantization (static QDQ / QOperator, dynamic).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use whittle_data::{Dataset, Split};
+use whittle_exec::executor::check_input;
+use whittle_exec::{Executor, InputSpec, Value};
+use whittle_ir::{DataType, ExternalData, Model, TensorData};
+use whittle_passes::quantize::sensitivity::{AccuracyReport, EvalSet};
+use whittle_passes::quantize::{
+    self, CalibrationMethod, Format, QuantConfig, QuantReport, QuantType,
+};
+
+/// Arguments of `whittle quantize`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The float ONNX model.
+    model: PathBuf,
+    /// Where to write the quantized model.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Quantization mode.
+    #[arg(long, value_enum, default_value = "static")]
+    mode: Mode,
+    /// Layout of a static model.
+    #[arg(long, value_enum, default_value = "qdq")]
+    format: FormatArg,
+    /// Calibration data (static mode): mnist:DIR | fashion-mnist:DIR | npy:X.npy,Y.npy (train split).
+    #[arg(long, value_name = "SPEC")]
+    calib_data: Option<String>,
+    /// Calibration samples to use.
+    #[arg(long, default_value_t = 512)]
+    calib_samples: usize,
+    /// How activation ranges are chosen.
+    #[arg(long, value_enum, default_value = "minmax")]
+    calibration: CalibrationArg,
+    /// Percentile for --calibration percentile.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// One weight scale per output channel.
+    #[arg(long)]
+    per_channel: bool,
+    /// Weight integer type (int8 symmetric, uint8 asymmetric).
+    #[arg(long, value_enum, default_value = "int8")]
+    weight_type: TypeArg,
+    /// Activation integer type (uint8 asymmetric, int8 symmetric).
+    #[arg(long, value_enum, default_value = "uint8")]
+    activation_type: TypeArg,
+    /// 7-bit weights (for CPUs without VNNI).
+    #[arg(long)]
+    reduce_range: bool,
+    /// Operator types to quantize (default Conv,Gemm,MatMul; QDQ also takes Add, Mul,
+    /// Concat, MaxPool, AveragePool, Relu, Flatten).
+    #[arg(long, value_delimiter = ',', value_name = "OP,...")]
+    op_types: Option<Vec<String>>,
+    /// Node names to keep in float.
+    #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
+    exclude: Vec<String>,
+    /// Largest top-1 accuracy drop allowed, in percent (needs --eval-data).
+    #[arg(long, value_name = "PERCENT")]
+    accuracy_budget: Option<f64>,
+    /// Labelled eval data (test split): accuracy before/after, and the budget's yardstick.
+    #[arg(long, value_name = "SPEC")]
+    eval_data: Option<String>,
+    /// Eval samples to use (default: all).
+    #[arg(long)]
+    eval_samples: Option<usize>,
+    /// Write the full report to FILE.json or FILE.html.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Overwrite an existing output (even the input model itself).
+    #[arg(long)]
+    force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Quantization mode.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Activations quantized at run time; weights int8.
+    Dynamic,
+    /// Activations calibrated ahead of time (needs --calib-data).
+    Static,
+    /// Half-precision floats.
+    Fp16,
+    /// 4-bit weights.
+    Int4,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum FormatArg {
+    /// QuantizeLinear/DequantizeLinear pairs.
+    Qdq,
+    /// QLinearConv/QLinearMatMul operators.
+    Qoperator,
+}
+
+/// `--calibration`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum CalibrationArg {
+    /// Smallest and largest value seen.
+    Minmax,
+    /// KL-divergence threshold.
+    Entropy,
+    /// --percentile of the values.
+    Percentile,
+    /// Least quantization MSE.
+    Mse,
+}
+
+/// An 8-bit integer type.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum TypeArg {
+    /// Signed.
+    Int8,
+    /// Unsigned.
+    Uint8,
+}
+
+impl From<TypeArg> for QuantType {
+    fn from(t: TypeArg) -> Self {
+        match t {
+            TypeArg::Int8 => QuantType::Int8,
+            TypeArg::Uint8 => QuantType::Uint8,
+        }
+    }
+}
+
+/// Samples per calibration / verification run.
+const BATCH: usize = 32;
+/// Samples compared tensor by tensor after quantizing.
+const VERIFY_SAMPLES: usize = 64;
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let start = std::time::Instant::now();
+    let cfg = config(&args)?;
+    check_output(&args)?;
+    let model = Model::load(&args.model)?;
+    whittle_ir::validate(&model)?;
+    let exec = Executor::new(&model)?;
+    let eval = match &args.eval_data {
+        Some(spec) => Some(eval_set(&exec, spec, args.eval_samples)?),
+        None => None,
+    };
+    let (quantized, mut report, verify_feed) = match args.mode {
+        Mode::Fp16 | Mode::Int4 => {
+            bail!("this --mode is not available in this build (only dynamic and static)")
+        }
+        Mode::Dynamic => {
+            let (q, r) = quantize::dynamic_int8(&model, &cfg)?;
+            let feed = match &eval {
+                Some(e) => dataset_batches(&e.input, &e.data, VERIFY_SAMPLES)?,
+                None => vec![synthetic_feed(&exec.inputs())?],
+            };
+            (q, r, feed)
+        }
+        Mode::Static => {
+            let spec = args
+                .calib_data
+                .as_deref()
+                .context("static mode needs --calib-data SPEC")?;
+            let input = single_input(&exec, "--calib-data")?;
+            let calib = whittle_data::spec::load(spec, Split::Train, Some(args.calib_samples))
+                .with_context(|| format!("loading --calib-data {spec}"))?;
+            let batches = dataset_batches(&input.name, &calib.images, calib.len())?;
+            check_batch(&input, &batches, "--calib-data")?;
+            let verify: Vec<_> = batches
+                .iter()
+                .take(VERIFY_SAMPLES / BATCH)
+                .cloned()
+                .collect();
+            let (q, r) = match (args.accuracy_budget, &eval) {
+                (Some(b), Some(e)) => {
+                    quantize::static_int8_within_budget(&model, &cfg, batches, e, b / 100.0)?
+                }
+                _ => quantize::static_int8(&model, &cfg, batches)?,
+            };
+            (q, r, verify)
+        }
+    };
+    report.verification = Some(quantize::verify::compare(&model, &quantized, &verify_feed)?);
+    if report.accuracy.is_none() {
+        if let Some(e) = eval.as_ref().filter(|e| e.labels.is_some()) {
+            report.accuracy = Some(accuracy(e, &model, &quantized)?);
+        }
+    }
+    save_atomically(&quantized, &args.output)?;
+    report.set_sizes(
+        Model::disk_size(&args.model)?,
+        Model::disk_size(&args.output)?,
+    );
+    if args.mode == Mode::Dynamic && args.eval_data.is_none() {
+        report
+            .notes
+            .push("verified on synthetic inputs (give --eval-data for real ones)".into());
+    }
+    report.seconds = start.elapsed().as_secs_f64();
+    if let Some(path) = &args.report {
+        write_report(&report, path)?;
+    }
+    if args.json {
+        return crate::report::print_json(&report);
+    }
+    print!("{}", report.summary());
+    println!("wrote {}", args.output.display());
+    Ok(())
+}
+
+/// The library config from the flags, refusing inconsistent ones.
+fn config(args: &Args) -> anyhow::Result<QuantConfig> {
+    if args.accuracy_budget.is_some() && args.eval_data.is_none() {
+        bail!("--accuracy-budget needs --eval-data SPEC");
+    }
+    if args.accuracy_budget.is_some() && args.mode == Mode::Dynamic {
+        bail!("--accuracy-budget works with --mode static");
+    }
+    if !(args.percentile > 50.0 && args.percentile <= 100.0) {
+        bail!("--percentile must be in (50, 100], got {}", args.percentile);
+    }
+    let calibration = match args.calibration {
+        CalibrationArg::Minmax => CalibrationMethod::MinMax,
+        CalibrationArg::Entropy => CalibrationMethod::Entropy,
+        CalibrationArg::Percentile => CalibrationMethod::Percentile {
+            percentile: args.percentile,
+        },
+        CalibrationArg::Mse => CalibrationMethod::Mse,
+    };
+    let mut cfg = QuantConfig {
+        format: match args.format {
+            FormatArg::Qdq => Format::Qdq,
+            FormatArg::Qoperator => Format::QOperator,
+        },
+        per_channel: args.per_channel,
+        weight_type: args.weight_type.into(),
+        activation_type: args.activation_type.into(),
+        reduce_range: args.reduce_range,
+        calibration,
+        exclude: args.exclude.clone(),
+        progress: !args.json,
+        ..QuantConfig::default()
+    };
+    if let Some(ops) = &args.op_types {
+        cfg.op_types = ops.clone();
+    }
+    Ok(cfg)
+}
+
+/// Refuses to overwrite the input or an existing output without --force.
+fn check_output(args: &Args) -> anyhow::Result<()> {
+    let same = match (args.model.canonicalize(), args.output.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same && !args.force {
+        bail!(
+            "the output {} is the input model; pass --force to overwrite it",
+            args.output.display()
+        );
+    }
+    if args.output.exists() && !args.force {
+        bail!(
+            "{} exists; pass --force to overwrite it",
+            args.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// The model's only input (dataset SPECs feed one input).
+fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
+    match exec.inputs().as_slice() {
+        [one] => Ok(one.clone()),
+        many => bail!("{flag} feeds one input, but the model has {}", many.len()),
+    }
+}
+
+/// Rows of `images` in batches of [`BATCH`], at most `limit` rows, feeding `input`.
+fn dataset_batches(
+    input: &str,
+    images: &TensorData,
+    limit: usize,
+) -> anyhow::Result<Vec<HashMap<String, Value>>> {
+    let all = Value::try_from(images)?;
+    let n = images.dims().first().copied().unwrap_or(0).min(limit);
+    (0..n)
+        .step_by(BATCH)
+        .map(|s| {
+            let rows = all.tensor().narrow(0, s, BATCH.min(n - s))?;
+            Ok(HashMap::from([(
+                input.to_string(),
+                Value::new(rows, all.dtype())?,
+            )]))
+        })
+        .collect()
+}
+
+/// Checks the first batch against the input's declared type and shape.
+fn check_batch(
+    input: &InputSpec,
+    batches: &[HashMap<String, Value>],
+    flag: &str,
+) -> anyhow::Result<()> {
+    let Some(value) = batches.first().and_then(|b| b.get(&input.name)) else {
+        bail!("{flag} is empty");
+    };
+    check_input(input, value).with_context(|| format!("{flag} does not fit the model"))?;
+    Ok(())
+}
+
+/// Labelled eval data feeding the model's single input.
+fn eval_set(exec: &Executor, spec: &str, limit: Option<usize>) -> anyhow::Result<EvalSet> {
+    let input = single_input(exec, "--eval-data")?;
+    let data: Dataset = whittle_data::spec::load(spec, Split::Test, limit)
+        .with_context(|| format!("loading --eval-data {spec}"))?;
+    check_batch(
+        &input,
+        &dataset_batches(&input.name, &data.images, 1)?,
+        "--eval-data",
+    )?;
+    Ok(EvalSet {
+        input: input.name,
+        data: data.images,
+        labels: Some(data.labels),
+        batch_size: 256,
+    })
+}
+
+/// Float vs quantized top-1 accuracy.
+fn accuracy(eval: &EvalSet, float: &Model, quant: &Model) -> anyhow::Result<AccuracyReport> {
+    let (f, q) = (eval.accuracy(float)?, eval.accuracy(quant)?);
+    Ok(AccuracyReport {
+        samples: eval.labels.as_ref().map_or(0, Vec::len),
+        float_accuracy: f,
+        quantized_accuracy: q,
+        accuracy_drop: f - q,
+        budget: None,
+    })
+}
+
+/// One synthetic sample per input: floats in [0, 1), integers 1 (valid ids, masks and
+/// type ids), symbolic dimensions 1 for the first axis and 16 for others.
+fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<HashMap<String, Value>> {
+    inputs
+        .iter()
+        .map(|spec| {
+            let dims: Vec<usize> = spec
+                .dims
+                .as_deref()
+                .unwrap_or(&[])
+                .iter()
+                .enumerate()
+                .map(|(i, d)| d.unwrap_or(if i == 0 { 1 } else { 16 }))
+                .collect();
+            let n: usize = dims.iter().product();
+            let data = match spec.dtype.unwrap_or(DataType::Float) {
+                DataType::Float => {
+                    let v: Vec<f32> = (0..n)
+                        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+                        .collect();
+                    TensorData::from_slice(dims, &v)?
+                }
+                DataType::Int64 => TensorData::from_slice(dims, &vec![1i64; n])?,
+                DataType::Int32 => TensorData::from_slice(dims, &vec![1i32; n])?,
+                other => bail!(
+                    "cannot make a synthetic {other} input for '{}'; give --eval-data",
+                    spec.name
+                ),
+            };
+            Ok((spec.name.clone(), Value::try_from(&data)?))
+        })
+        .collect()
+}
+
+/// Writes to a temporary file beside `out`, then renames it into place.
+fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.onnx");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let saved = model.save(&tmp, &ExternalData::Never);
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", out.display()));
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("moving the model into {}", out.display()))
+}
+
+/// Writes the report as JSON or HTML, by the file's extension.
+fn write_report(report: &QuantReport, path: &Path) -> anyhow::Result<()> {
+    let text = match path.extension().and_then(|e| e.to_str()) {
+        Some("json") => serde_json::to_string_pretty(report)?,
+        Some("html" | "htm") => report.to_html(),
+        _ => bail!("--report {} must end in .json or .html", path.display()),
+    };
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}

@@ -1,0 +1,344 @@
+//! `whittle quantize` end to end: outputs pass onnx.checker and run in ONNX Runtime with
+//! the stated accuracy, and bad input fails cleanly. Local helpers (no shared support
+//! module): `whittle`, `ort_check`, `scratch`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn assets() -> PathBuf {
+    std::env::var("WHITTLE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/whittle-assets")
+        })
+}
+
+fn lenet() -> PathBuf {
+    assets().join("models/mnist_lenet5.onnx")
+}
+
+fn mnist() -> String {
+    format!("mnist:{}", assets().join("mnist").display())
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("whittle-cli-quant-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs whittle; returns (exit code, stdout, stderr).
+fn whittle(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// Quantizes LeNet5 with `extra` flags into `dir/q.onnx`; returns the JSON report.
+fn quantize_lenet(dir: &Path, extra: &[&str]) -> Value {
+    let (out, model) = (dir.join("q.onnx"), lenet());
+    let mut args = vec![
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    let data = mnist();
+    args.extend_from_slice(&["--calib-data", &data, "--json"]);
+    args.extend_from_slice(extra);
+    let (code, stdout, stderr) = whittle(&args);
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// scripts/ort_quant_check.py: onnx.checker full check + ONNX Runtime figures.
+fn ort_check(quant: &Path, float: &Path, extra: &[&str]) -> Value {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ort_quant_check.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(quant)
+        .arg(float)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn mnist_dir() -> String {
+    assets().join("mnist").display().to_string()
+}
+
+#[test]
+fn static_per_channel_qdq_keeps_lenet_accuracy_in_onnx_runtime() {
+    let dir = scratch("qdq");
+    let report = quantize_lenet(
+        &dir,
+        &[
+            "--per-channel",
+            "--report",
+            dir.join("r.html").to_str().unwrap(),
+        ],
+    );
+    for field in [
+        "mode",
+        "format",
+        "input_bytes",
+        "output_bytes",
+        "size_ratio",
+        "quantized_nodes",
+        "float_nodes",
+        "calibration",
+        "seconds",
+    ] {
+        assert!(report.get(field).is_some(), "JSON lacks {field}");
+    }
+    assert_eq!(report["mode"], "static");
+    assert_eq!(report["format"], "qdq");
+    assert_eq!(report["calibration"]["samples"], 512);
+    let ratio = report["size_ratio"].as_f64().unwrap();
+    assert!(ratio <= 0.28, "size ratio {ratio}");
+    assert!(report["verification"]["passed"].as_bool().unwrap());
+    assert!(std::fs::read_to_string(dir.join("r.html"))
+        .unwrap()
+        .contains("Per-tensor error"));
+    let ort = ort_check(&dir.join("q.onnx"), &lenet(), &["--mnist", &mnist_dir()]);
+    let (acc, float) = (
+        ort["accuracy"].as_f64().unwrap(),
+        ort["float_accuracy"].as_f64().unwrap(),
+    );
+    assert!((float - 0.9889).abs() < 1e-9, "float accuracy {float}");
+    assert!(acc >= float - 0.003, "INT8 accuracy {acc} vs float {float}");
+    assert!(ort["ops"]["QuantizeLinear"].as_u64().unwrap() >= 4);
+}
+
+#[test]
+fn every_calibration_method_gives_a_valid_runnable_model() {
+    for method in ["entropy", "percentile", "mse"] {
+        let dir = scratch(method);
+        let report = quantize_lenet(&dir, &["--calibration", method, "--calib-samples", "128"]);
+        assert_eq!(report["calibration"]["method"]["method"], method);
+        let ort = ort_check(
+            &dir.join("q.onnx"),
+            &lenet(),
+            &["--mnist", &mnist_dir(), "--limit", "2000"],
+        );
+        let acc = ort["accuracy"].as_f64().unwrap();
+        assert!(acc >= 0.97, "{method}: accuracy {acc}");
+    }
+}
+
+#[test]
+fn qoperator_format_runs_in_onnx_runtime() {
+    let dir = scratch("qop");
+    let report = quantize_lenet(&dir, &["--format", "qoperator", "--per-channel"]);
+    assert_eq!(report["format"], "qoperator");
+    let ort = ort_check(
+        &dir.join("q.onnx"),
+        &lenet(),
+        &["--mnist", &mnist_dir(), "--limit", "2000"],
+    );
+    assert_eq!(ort["ops"]["QLinearConv"], 2);
+    assert!(ort["accuracy"].as_f64().unwrap() >= 0.98, "{ort}");
+}
+
+#[test]
+fn dynamic_minilm_stays_close_to_float_in_onnx_runtime() {
+    let dir = scratch("dyn");
+    let model = assets().join("models/paraphrase-MiniLM-L3-v2.onnx");
+    let out = dir.join("q.onnx");
+    let (code, stdout, stderr) = whittle(&[
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mode",
+        "dynamic",
+        "--per-channel",
+        // u8 x s8 products saturate in ONNX Runtime's kernels on CPUs without VNNI;
+        // 7-bit weights avoid it (ORT's own quantize_dynamic gives cosine 0.96 without).
+        "--reduce-range",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["quantized_nodes"].as_array().unwrap().len(), 18);
+    // The 18 weight matrices (5.3M parameters, 21 MB) shrink 4x; the 47 MB word-embedding
+    // table feeds a Gather and stays float: 69.1 MB -> 53.2 MB.
+    let ratio = report["size_ratio"].as_f64().unwrap();
+    assert!(ratio < 0.8, "size ratio {ratio}");
+    let ort = ort_check(&out, &model, &["--tokens"]);
+    let cos = ort["min_cosine"].as_f64().unwrap();
+    assert!(cos >= 0.99, "cosine {cos}");
+}
+
+#[test]
+fn accuracy_budget_keeps_the_most_sensitive_layers_float() {
+    let dir = scratch("budget");
+    let data = mnist();
+    // A 70th-percentile range clips most activations: fully quantized, LeNet5 collapses.
+    let report = quantize_lenet(
+        &dir,
+        &[
+            "--calib-samples",
+            "64",
+            "--calibration",
+            "percentile",
+            "--percentile",
+            "70",
+            "--accuracy-budget",
+            "1",
+            "--eval-data",
+            &data,
+            "--eval-samples",
+            "1000",
+        ],
+    );
+    let acc = &report["accuracy"];
+    assert_eq!(acc["samples"], 1000);
+    assert_eq!(acc["budget"].as_f64().unwrap(), 0.01);
+    assert!(acc["accuracy_drop"].as_f64().unwrap() <= 0.01, "{acc}");
+    let kept: Vec<&Value> = report["float_nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["reason"].as_str().unwrap().contains("accuracy budget"))
+        .collect();
+    assert!(!kept.is_empty(), "no layer was kept float");
+    let quantized = report["quantized_nodes"].as_array().unwrap().len();
+    assert_eq!(quantized + kept.len(), 4);
+    // Sensitivities are sorted, most sensitive first, and the first one was kept float.
+    let sens = report["sensitivity"].as_array().unwrap();
+    assert_eq!(sens.len(), 4);
+    assert_eq!(sens[0]["name"], kept[0]["name"]);
+    assert!(sens[0]["value"].as_f64() >= sens[3]["value"].as_f64());
+}
+
+#[test]
+fn bad_input_fails_cleanly_and_leaves_no_file() {
+    let dir = scratch("bad");
+    let out = dir.join("q.onnx");
+    let (l, o) = (lenet(), out.to_str().unwrap().to_string());
+    let l = l.to_str().unwrap();
+    let data = mnist();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["quantize", l, "-o", &o], "needs --calib-data"),
+        (
+            vec!["quantize", l, "-o", l, "--mode", "dynamic"],
+            "is the input model",
+        ),
+        (
+            vec!["quantize", l, "-o", &o, "--mode", "fp16"],
+            "not available in this build",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--calib-data",
+                &data,
+                "--exclude",
+                "nope",
+            ],
+            "'nope'",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--calib-data",
+                &data,
+                "--op-types",
+                "Softmax",
+            ],
+            "nothing to quantize",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, _, stderr) = whittle(&args);
+        assert_eq!(code, 1, "{args:?}");
+        assert!(
+            stderr.starts_with("error:") && stderr.contains(want),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "{args:?} left {}", out.display());
+    }
+    // Calibration data of the wrong shape.
+    let x = dir.join("x.npy");
+    let y = dir.join("y.npy");
+    let py = format!(
+        "import numpy as np; np.save('{}', np.zeros((4, 3, 28, 28), np.float32)); np.save('{}', np.zeros(4, np.int64))",
+        x.display(),
+        y.display()
+    );
+    assert!(Command::new("python3")
+        .args(["-c", &py])
+        .status()
+        .unwrap()
+        .success());
+    let spec = format!("npy:{},{}", x.display(), y.display());
+    let (code, _, stderr) = whittle(&["quantize", l, "-o", &o, "--calib-data", &spec]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("--calib-data does not fit the model"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    // An existing output needs --force.
+    std::fs::write(&out, b"keep").unwrap();
+    let (code, _, stderr) = whittle(&["quantize", l, "-o", &o, "--mode", "dynamic"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep");
+    // Re-quantizing a quantized model says so.
+    let q = dir.join("q2.onnx");
+    whittle(&[
+        "quantize",
+        l,
+        "-o",
+        q.to_str().unwrap(),
+        "--mode",
+        "dynamic",
+    ]);
+    let again = dir.join("q3.onnx");
+    let (code, _, stderr) = whittle(&[
+        "quantize",
+        q.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+        "--mode",
+        "dynamic",
+    ]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("already quantized"), "{stderr}");
+    assert!(!again.exists());
+    let leftovers = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+}

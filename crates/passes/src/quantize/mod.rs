@@ -1,0 +1,272 @@
+//! INT8 post-training quantization: static (calibrated; QDQ or QOperator layout) and
+//! dynamic (weights int8, activations quantized at run time).
+//!
+//! Entry points: [`static_int8`] and [`dynamic_int8`]. The pieces are public for reuse:
+//! [`scheme`] (types, scales, weight/bias quantization), [`observer`] and [`calibrate`]
+//! (streaming range estimation), [`plan`] (what gets quantized and why not), [`qdq`],
+//! [`qoperator`] and [`dynamic`] (the three exporters), [`verify`] (per-tensor error),
+//! [`sensitivity`] (per-layer sensitivity, accuracy budget) and [`report`].
+
+pub mod build;
+pub mod calibrate;
+pub mod config;
+pub mod dynamic;
+pub mod integer;
+pub mod observer;
+pub mod opset;
+pub mod plan;
+pub mod qdq;
+pub mod qoperator;
+pub mod report;
+pub mod scheme;
+pub mod sensitivity;
+pub mod verify;
+pub mod weights;
+
+use std::collections::{HashMap, HashSet};
+
+use whittle_exec::Value;
+use whittle_ir::Model;
+
+pub use calibrate::Calibration;
+pub use config::{Format, QuantConfig};
+pub use observer::CalibrationMethod;
+pub use plan::{FloatNode, Plan, Target, WeightSource};
+pub use report::{QuantReport, QuantizedNode};
+pub use scheme::{QParams, QuantType, Scheme};
+
+use crate::{bail, Result};
+
+/// A model ready to quantize: opset raised where needed, and the plan.
+pub struct Prepared {
+    /// The model (opset raised).
+    pub model: Model,
+    /// What will be quantized.
+    pub plan: Plan,
+    /// The opset change made, if any.
+    pub opset_change: Option<opset::OpsetChange>,
+}
+
+/// Raises the opset as the format needs and plans the nodes; fails when nothing can be
+/// quantized, listing why.
+pub fn prepare(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<Prepared> {
+    let mut model = model.clone();
+    let min = if cfg.per_channel && cfg.format == Format::Qdq && weights == WeightSource::Any {
+        13
+    } else {
+        11
+    };
+    let opset_change = opset::ensure_opset(&mut model, min)?;
+    let plan = plan::plan(&model, cfg, weights)?;
+    if plan.targets.is_empty() {
+        let mut reasons: Vec<&str> = plan.float_nodes.iter().map(|f| f.reason.as_str()).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        bail!(
+            "nothing to quantize: every node stays float ({})",
+            reasons.join("; ")
+        );
+    }
+    Ok(Prepared {
+        model,
+        plan,
+        opset_change,
+    })
+}
+
+/// The activation tensors whose ranges static quantization needs: every activation input
+/// and output of the targets, and the output of a Relu reading a target's output.
+pub fn watched_tensors(model: &Model, targets: &[Target]) -> HashSet<String> {
+    let g = model.graph();
+    let mut watch = HashSet::new();
+    for t in targets {
+        watch.extend(t.activations.iter().cloned());
+        watch.extend(g.node[t.node].output.iter().take(1).cloned());
+    }
+    for n in g.node.iter().filter(|n| n.op_type == "Relu") {
+        if n.input.first().is_some_and(|x| watch.contains(x)) {
+            watch.extend(n.output.iter().cloned());
+        }
+    }
+    watch
+}
+
+/// Writes the statically quantized model in the configured format.
+pub fn export_static(
+    model: &Model,
+    cfg: &QuantConfig,
+    targets: &[Target],
+    ranges: &HashMap<String, (f32, f32)>,
+) -> Result<Model> {
+    match cfg.format {
+        Format::Qdq => qdq::export(model, cfg, targets, ranges),
+        Format::QOperator => qoperator::export(model, cfg, targets, ranges),
+    }
+}
+
+/// Prepares `model` and calibrates it on `calib` (batches feeding the model's inputs).
+pub fn calibrated<I>(model: &Model, cfg: &QuantConfig, calib: I) -> Result<(Prepared, Calibration)>
+where
+    I: IntoIterator<Item = HashMap<String, Value>>,
+{
+    let prepared = prepare(model, cfg, WeightSource::Any)?;
+    let watch = watched_tensors(&prepared.model, &prepared.plan.targets);
+    let calibration = calibrate::calibrate(
+        &prepared.model,
+        &watch,
+        calib,
+        cfg.calibration,
+        &cfg.activation_scheme(),
+        cfg.histogram_bins,
+        cfg.progress,
+    )?;
+    Ok((prepared, calibration))
+}
+
+fn format_name(cfg: &QuantConfig) -> &'static str {
+    match cfg.format {
+        Format::Qdq => "qdq",
+        Format::QOperator => "qoperator",
+    }
+}
+
+/// Static INT8 quantization: calibrates on `calib` (batches feeding the model's inputs),
+/// then exports. The report has no verification yet (see [`verify::compare`]) and sizes
+/// of the serialized models (see [`QuantReport::set_sizes`]).
+pub fn static_int8<I>(model: &Model, cfg: &QuantConfig, calib: I) -> Result<(Model, QuantReport)>
+where
+    I: IntoIterator<Item = HashMap<String, Value>>,
+{
+    let start = std::time::Instant::now();
+    let (prepared, calibration) = calibrated(model, cfg, calib)?;
+    let out = export_static(
+        &prepared.model,
+        cfg,
+        &prepared.plan.targets,
+        &calibration.ranges,
+    )?;
+    let report = new_report(
+        "static",
+        format_name(cfg),
+        cfg,
+        model,
+        &out,
+        &prepared,
+        Some(calibration),
+        start,
+    );
+    Ok((out, report))
+}
+
+/// Static INT8 quantization within an accuracy budget: calibrates, then keeps the most
+/// sensitive layers in float until the top-1 accuracy drop on `eval` is at most `budget`
+/// (a fraction, e.g. 0.005). The report lists the layers kept float and the sensitivities.
+pub fn static_int8_within_budget<I>(
+    model: &Model,
+    cfg: &QuantConfig,
+    calib: I,
+    eval: &sensitivity::EvalSet,
+    budget: f64,
+) -> Result<(Model, QuantReport)>
+where
+    I: IntoIterator<Item = HashMap<String, Value>>,
+{
+    let start = std::time::Instant::now();
+    let (mut prepared, calibration) = calibrated(model, cfg, calib)?;
+    let export =
+        |targets: &[Target]| export_static(&prepared.model, cfg, targets, &calibration.ranges);
+    let fit = sensitivity::fit_budget(
+        &prepared.model,
+        &prepared.plan.targets,
+        &export,
+        eval,
+        budget,
+    )?;
+    prepared.plan.targets = fit.targets;
+    prepared.plan.float_nodes.extend(fit.kept_float);
+    let mut report = new_report(
+        "static",
+        format_name(cfg),
+        cfg,
+        model,
+        &fit.model,
+        &prepared,
+        Some(calibration),
+        start,
+    );
+    report.accuracy = Some(fit.accuracy);
+    report.sensitivity = fit.sensitivity;
+    Ok((fit.model, report))
+}
+
+/// Dynamic INT8 quantization of Conv, Gemm and MatMul nodes with constant weights.
+pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantReport)> {
+    let start = std::time::Instant::now();
+    let prepared = prepare(model, cfg, WeightSource::Initializer)?;
+    let out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
+    let mut report = new_report(
+        "dynamic",
+        "qoperator",
+        cfg,
+        model,
+        &out,
+        &prepared,
+        None,
+        start,
+    );
+    if cfg.per_channel && prepared.plan.targets.iter().any(|t| t.op_type == "Conv") {
+        report.notes.push(dynamic::CONV_PER_TENSOR_NOTE.into());
+    }
+    Ok((out, report))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_report(
+    mode: &str,
+    format: &str,
+    cfg: &QuantConfig,
+    input: &Model,
+    output: &Model,
+    prepared: &Prepared,
+    calibration: Option<Calibration>,
+    start: std::time::Instant,
+) -> QuantReport {
+    let mut notes = Vec::new();
+    if prepared.plan.already_quantized > 0 {
+        notes.push(format!(
+            "the input model is already partly quantized: {} quantized nodes were left as they are",
+            prepared.plan.already_quantized
+        ));
+    }
+    let mut report = QuantReport {
+        mode: mode.into(),
+        format: format.into(),
+        config: cfg.clone(),
+        input_bytes: 0,
+        output_bytes: 0,
+        size_ratio: 0.0,
+        quantized_nodes: prepared
+            .plan
+            .targets
+            .iter()
+            .map(|t| QuantizedNode {
+                name: t.name.clone(),
+                op_type: t.op_type.clone(),
+            })
+            .collect(),
+        float_nodes: prepared.plan.float_nodes.clone(),
+        already_quantized: prepared.plan.already_quantized,
+        calibration,
+        opset_change: prepared.opset_change,
+        verification: None,
+        accuracy: None,
+        sensitivity: Vec::new(),
+        notes,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    report.set_sizes(
+        input.to_bytes().len() as u64,
+        output.to_bytes().len() as u64,
+    );
+    report
+}

@@ -1,0 +1,372 @@
+//! Calibration observers: running min/max and a symmetric histogram that re-bins as the
+//! range grows (bounded memory for any number of samples), and the clipping-range methods
+//! that read it: min/max, entropy (KL divergence), percentile and MSE.
+
+use serde::Serialize;
+
+use super::scheme::Scheme;
+
+/// How a tensor's clipping range is chosen from what calibration saw.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(tag = "method", rename_all = "lowercase")]
+pub enum CalibrationMethod {
+    /// The smallest and largest value seen.
+    MinMax,
+    /// The threshold minimising the KL divergence between the float histogram and its
+    /// quantized version (TensorRT, onnxruntime).
+    Entropy,
+    /// The given percentile (e.g. 99.99) of the values at each end.
+    Percentile {
+        /// Percent of the values kept inside the range, in (50, 100].
+        percentile: f64,
+    },
+    /// The threshold minimising the expected quantization mean squared error.
+    Mse,
+}
+
+impl CalibrationMethod {
+    /// Whether the method needs histograms (everything but min/max).
+    pub fn needs_histogram(&self) -> bool {
+        !matches!(self, CalibrationMethod::MinMax)
+    }
+}
+
+/// Running minimum and maximum of the finite values seen.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MinMax {
+    /// Smallest value seen (+inf before any).
+    pub min: f32,
+    /// Largest value seen (-inf before any).
+    pub max: f32,
+}
+
+impl Default for MinMax {
+    fn default() -> Self {
+        MinMax {
+            min: f32::INFINITY,
+            max: f32::NEG_INFINITY,
+        }
+    }
+}
+
+impl MinMax {
+    /// Folds `values` in.
+    pub fn update(&mut self, values: &[f32]) {
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            self.min = self.min.min(v);
+            self.max = self.max.max(v);
+        }
+    }
+
+    /// `(min, max)`, or `(0, 0)` when nothing was seen.
+    pub fn range(&self) -> (f32, f32) {
+        if self.min > self.max {
+            (0.0, 0.0)
+        } else {
+            (self.min, self.max)
+        }
+    }
+}
+
+/// A histogram over `[-limit, limit]` with a fixed, even number of bins. When a value
+/// falls outside, `limit` doubles and pairs of bins merge, so counts stay exact per bin.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Histogram {
+    /// Count per bin; bin `i` covers `[-limit + i*w, -limit + (i+1)*w)`, `w = 2*limit/bins`.
+    pub counts: Vec<u64>,
+    /// Half-width of the covered range (0 until the first non-zero value).
+    pub limit: f32,
+}
+
+impl Histogram {
+    /// An empty histogram with `bins` bins (rounded up to a multiple of 4).
+    pub fn new(bins: usize) -> Self {
+        Histogram {
+            counts: vec![0; bins.max(4).next_multiple_of(4)],
+            limit: 0.0,
+        }
+    }
+
+    /// Width of one bin.
+    pub fn bin_width(&self) -> f32 {
+        2.0 * self.limit / self.counts.len() as f32
+    }
+
+    /// Centre of bin `i`.
+    pub fn center(&self, i: usize) -> f32 {
+        -self.limit + (i as f32 + 0.5) * self.bin_width()
+    }
+
+    /// Folds `values` in, growing the range first if they exceed it.
+    pub fn update(&mut self, values: &[f32]) {
+        let finite = values.iter().copied().filter(|v| v.is_finite());
+        let absmax = finite.clone().fold(0.0f32, |a, v| a.max(v.abs()));
+        if absmax == 0.0 && self.limit == 0.0 {
+            self.limit = 1e-6;
+        } else if self.limit == 0.0 {
+            self.limit = absmax;
+        }
+        while absmax > self.limit {
+            self.double();
+        }
+        let n = self.counts.len();
+        let scale = n as f32 / (2.0 * self.limit);
+        for v in finite {
+            let i = ((v + self.limit) * scale) as usize;
+            self.counts[i.min(n - 1)] += 1;
+        }
+    }
+
+    /// Doubles the range: old bins fold pairwise into the middle half.
+    fn double(&mut self) {
+        let n = self.counts.len();
+        let mut merged = vec![0u64; n];
+        for (i, &c) in self.counts.iter().enumerate() {
+            merged[n / 4 + i / 2] += c;
+        }
+        self.counts = merged;
+        self.limit *= 2.0;
+    }
+
+    /// Total count.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The histogram of |x|: `bins/2` bins over `[0, limit]`.
+    pub fn folded(&self) -> Vec<u64> {
+        let half = self.counts.len() / 2;
+        (0..half)
+            .map(|i| self.counts[half + i] + self.counts[half - 1 - i])
+            .collect()
+    }
+
+    /// The value below which a fraction `q` of the counts lie (bin-edge resolution).
+    pub fn quantile(&self, q: f64) -> f32 {
+        let target = q * self.total() as f64;
+        let mut seen = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen as f64 >= target && c > 0 {
+                return -self.limit + (i + 1) as f32 * self.bin_width();
+            }
+        }
+        self.limit
+    }
+}
+
+/// The clipping range `[min, max]` of one tensor under `method`, clipped to what was seen.
+pub fn clip_range(
+    method: &CalibrationMethod,
+    seen: &MinMax,
+    hist: Option<&Histogram>,
+    scheme: &Scheme,
+) -> (f32, f32) {
+    let (lo, hi) = seen.range();
+    let Some(h) = hist.filter(|h| h.total() > 0) else {
+        return (lo, hi);
+    };
+    let (a, b) = match method {
+        CalibrationMethod::MinMax => (lo, hi),
+        CalibrationMethod::Percentile { percentile } => {
+            let tail = (1.0 - percentile / 100.0).max(0.0);
+            (h.quantile(tail), h.quantile(1.0 - tail))
+        }
+        CalibrationMethod::Entropy => {
+            let t = entropy_threshold(&h.folded(), h.limit, entropy_levels(scheme, lo));
+            (-t, t)
+        }
+        CalibrationMethod::Mse => mse_range(h, lo, hi, scheme),
+    };
+    (a.max(lo), b.min(hi))
+}
+
+/// Integer levels that cover `[0, t]`: all of them for an asymmetric scheme on
+/// non-negative data (e.g. after a Relu), half of them otherwise.
+pub fn entropy_levels(scheme: &Scheme, min: f32) -> usize {
+    let (qmin, qmax) = scheme.qrange();
+    let span = (qmax - qmin) as usize;
+    if !scheme.symmetric && min >= 0.0 {
+        span
+    } else {
+        span / 2
+    }
+}
+
+/// The |x| threshold minimising KL(P || Q), where P is the |x| histogram clipped at the
+/// threshold (outliers folded into the last bin) and Q is P squeezed into `levels` levels.
+pub fn entropy_threshold(folded: &[u64], limit: f32, levels: usize) -> f32 {
+    let n = folded.len();
+    let width = limit / n as f32;
+    if n <= levels {
+        return limit;
+    }
+    let mut best = (f64::INFINITY, n);
+    for i in levels..=n {
+        let kl = clipped_kl(folded, i, levels);
+        if kl < best.0 {
+            best = (kl, i);
+        }
+    }
+    best.1 as f32 * width
+}
+
+/// KL divergence of the first `i` bins (tail added to bin `i-1`) against their
+/// `levels`-level quantization, where each level spreads its mass evenly over its
+/// non-empty bins.
+pub fn clipped_kl(folded: &[u64], i: usize, levels: usize) -> f64 {
+    let mut p: Vec<f64> = folded[..i].iter().map(|&c| c as f64).collect();
+    p[i - 1] += folded[i..].iter().map(|&c| c as f64).sum::<f64>();
+    let mut q = vec![0.0f64; i];
+    for l in 0..levels {
+        let (start, end) = (
+            l * i / levels,
+            ((l + 1) * i / levels).max(l * i / levels + 1),
+        );
+        let bins = &folded[start..end.min(i)];
+        let mass: f64 = bins.iter().map(|&c| c as f64).sum();
+        let nonzero = bins.iter().filter(|&&c| c > 0).count();
+        for (k, &c) in bins.iter().enumerate() {
+            if c > 0 {
+                q[start + k] = mass / nonzero as f64;
+            }
+        }
+    }
+    let (ps, qs) = (p.iter().sum::<f64>(), q.iter().sum::<f64>());
+    if ps == 0.0 || qs == 0.0 {
+        return f64::INFINITY;
+    }
+    p.iter()
+        .zip(&q)
+        .filter(|(&pi, _)| pi > 0.0)
+        .map(|(&pi, &qi)| {
+            let (pi, qi) = (pi / ps, (qi / qs).max(1e-12));
+            pi * (pi / qi).ln()
+        })
+        .sum()
+}
+
+/// The range `[max(lo, -t), min(hi, t)]` whose quantization with `scheme` gives the least
+/// expected squared error on the histogram, over thresholds `t` on a grid of 200 steps.
+pub fn mse_range(h: &Histogram, lo: f32, hi: f32, scheme: &Scheme) -> (f32, f32) {
+    let absmax = lo.abs().max(hi.abs());
+    let mut best = (f64::INFINITY, (lo, hi));
+    for step in 1..=200 {
+        let t = absmax * step as f32 / 200.0;
+        let range = (lo.max(-t), hi.min(t));
+        let err = quantization_mse(h, range, scheme);
+        if err < best.0 {
+            best = (err, range);
+        }
+    }
+    best.1
+}
+
+/// Expected squared error of quantizing the histogram's bin centres into `range`.
+pub fn quantization_mse(h: &Histogram, range: (f32, f32), scheme: &Scheme) -> f64 {
+    let p = scheme.params(range.0, range.1);
+    let (qmin, qmax) = scheme.qrange();
+    h.counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c > 0)
+        .map(|(i, &c)| {
+            let x = h.center(i);
+            let q = ((x / p.scale).round_ties_even() as i64 + p.zero_point).clamp(qmin, qmax);
+            let back = (q - p.zero_point) as f32 * p.scale;
+            c as f64 * f64::from(x - back).powi(2)
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::scheme::QuantType;
+    use super::*;
+
+    #[test]
+    fn minmax_tracks_extremes_and_ignores_nan() {
+        let mut m = MinMax::default();
+        assert_eq!(m.range(), (0.0, 0.0));
+        m.update(&[1.0, f32::NAN, -3.0]);
+        m.update(&[2.5]);
+        assert_eq!(m.range(), (-3.0, 2.5));
+    }
+
+    #[test]
+    fn histogram_rebins_exactly_when_the_range_doubles() {
+        let mut h = Histogram::new(8);
+        h.update(&[0.1, -0.9, 0.9]);
+        assert_eq!(h.limit, 0.9);
+        // Bins of width 0.225 over [-0.9, 0.9]: 0.1 -> bin 4, -0.9 -> 0, 0.9 -> 7.
+        assert_eq!(h.counts, vec![1, 0, 0, 0, 1, 0, 0, 1]);
+        h.update(&[1.5]);
+        // Limit 1.8, width 0.45: old bins fold pairwise into bins 2..6; 1.5 -> bin 7.
+        assert_eq!(h.limit, 1.8);
+        assert_eq!(h.counts, vec![0, 0, 1, 0, 1, 1, 0, 1]);
+        assert_eq!(h.total(), 4);
+        assert_eq!(h.folded(), vec![1, 2, 0, 1]);
+    }
+
+    #[test]
+    fn percentile_cuts_the_tails() {
+        let mut h = Histogram::new(2000);
+        let values: Vec<f32> = (0..1000).map(|i| i as f32 / 999.0).collect();
+        h.update(&values);
+        // 1% of uniform [0, 1] lies above 0.99.
+        let hi = h.quantile(0.99);
+        assert!((hi - 0.99).abs() < 0.002, "{hi}");
+        let s = Scheme::activations(QuantType::Uint8);
+        let mut seen = MinMax::default();
+        seen.update(&values);
+        let method = CalibrationMethod::Percentile { percentile: 99.0 };
+        let (lo, hi) = clip_range(&method, &seen, Some(&h), &s);
+        assert!(lo.abs() < 0.012 && (hi - 0.99).abs() < 0.002, "{lo} {hi}");
+    }
+
+    #[test]
+    fn kl_is_zero_when_quantization_loses_nothing_and_clips_outliers() {
+        // Two levels over four bins, mass evenly spread: Q equals P.
+        assert!(clipped_kl(&[5, 5, 3, 3], 4, 2).abs() < 1e-12);
+        // Uneven bins in a level: P = (.8, .2), Q = (.5, .5):
+        // KL = .8 ln 1.6 + .2 ln .4 = 0.192763...
+        let kl = clipped_kl(&[8, 2], 2, 1);
+        assert!((kl - (0.8f64 * 1.6f64.ln() + 0.2 * 0.4f64.ln())).abs() < 1e-9);
+        // Dense mass near 0 and a lone far outlier: the threshold lands far below it.
+        let mut folded = vec![0u64; 1024];
+        for (i, c) in folded.iter_mut().take(200).enumerate() {
+            *c = 1000 - 4 * i as u64;
+        }
+        folded[1023] = 1;
+        let t = entropy_threshold(&folded, 10.24, 128);
+        assert!(t < 3.0, "{t}");
+        let u8s = Scheme::activations(QuantType::Uint8);
+        assert_eq!(entropy_levels(&u8s, 0.0), 255);
+        assert_eq!(entropy_levels(&u8s, -1.0), 127);
+        assert_eq!(
+            entropy_levels(&Scheme::activations(QuantType::Int8), 0.0),
+            127
+        );
+    }
+
+    #[test]
+    fn mse_clips_rare_outliers_but_keeps_a_uniform_range() {
+        let s = Scheme::activations(QuantType::Uint8);
+        let mut uniform = Histogram::new(2048);
+        let values: Vec<f32> = (0..4096).map(|i| i as f32 / 4095.0).collect();
+        uniform.update(&values);
+        let (_, hi) = mse_range(&uniform, 0.0, 1.0, &s);
+        assert!(hi > 0.97, "{hi}");
+        // 512k values evenly over [0, 1) and one at 2: clipping near 1 costs the outlier
+        // (2 - 1)^2 = 1 but saves 512k * (2/255)^2 * 3/4 / 12 = 2.0 of rounding error.
+        let mut spiky = Histogram::new(2048);
+        spiky.update(&[-2.0, 2.0]);
+        spiky.counts = vec![0; 2048];
+        spiky.counts[1024..1536].fill(1000);
+        spiky.counts[2047] = 1;
+        let (_, hi) = mse_range(&spiky, 0.0, 2.0, &s);
+        assert!((1.0..1.2).contains(&hi), "{hi}");
+        // The chosen range has lower expected error than the full range.
+        assert!(quantization_mse(&spiky, (0.0, hi), &s) < quantization_mse(&spiky, (0.0, 2.0), &s));
+    }
+}

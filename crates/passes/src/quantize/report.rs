@@ -1,0 +1,199 @@
+//! The quantization report: what was quantized, what stayed float and why, calibration,
+//! sizes, verification and accuracy; as a terminal summary or a small HTML page.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::calibrate::Calibration;
+use super::config::QuantConfig;
+use super::opset::OpsetChange;
+use super::plan::FloatNode;
+use super::sensitivity::{AccuracyReport, LayerSensitivity};
+use super::verify::Verification;
+
+/// A node that was quantized.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QuantizedNode {
+    /// Node name.
+    pub name: String,
+    /// Operator type.
+    pub op_type: String,
+}
+
+/// Everything a quantization run did and measured.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuantReport {
+    /// `"static"` or `"dynamic"`.
+    pub mode: String,
+    /// `"qdq"` or `"qoperator"` (dynamic mode uses integer operators: `"qoperator"`).
+    pub format: String,
+    /// The options used.
+    pub config: QuantConfig,
+    /// Bytes of the input model (serialized, or on disk when the CLI measured it).
+    pub input_bytes: u64,
+    /// Bytes of the output model.
+    pub output_bytes: u64,
+    /// `output_bytes / input_bytes`.
+    pub size_ratio: f64,
+    /// Nodes quantized.
+    pub quantized_nodes: Vec<QuantizedNode>,
+    /// Nodes left in float, with the reason.
+    pub float_nodes: Vec<FloatNode>,
+    /// Nodes that were already quantized in the input.
+    pub already_quantized: usize,
+    /// Calibration (static mode).
+    pub calibration: Option<Calibration>,
+    /// The opset raise done, if any.
+    pub opset_change: Option<OpsetChange>,
+    /// Float vs quantized comparison.
+    pub verification: Option<Verification>,
+    /// Accuracy on labelled eval data.
+    pub accuracy: Option<AccuracyReport>,
+    /// Per-layer sensitivity, most sensitive first (accuracy budget runs).
+    pub sensitivity: Vec<LayerSensitivity>,
+    /// Warnings and remarks.
+    pub notes: Vec<String>,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+}
+
+impl QuantReport {
+    /// Records the sizes and notes when the model did not shrink.
+    pub fn set_sizes(&mut self, input_bytes: u64, output_bytes: u64) {
+        self.input_bytes = input_bytes;
+        self.output_bytes = output_bytes;
+        self.size_ratio = output_bytes as f64 / input_bytes.max(1) as f64;
+        if output_bytes >= input_bytes {
+            self.notes.push(format!(
+                "the quantized model ({output_bytes} B) is not smaller than the input ({input_bytes} B)"
+            ));
+        }
+    }
+
+    /// Float nodes grouped by reason: `reason -> names`.
+    pub fn float_reasons(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut map: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for f in &self.float_nodes {
+            map.entry(&f.reason).or_default().push(&f.name);
+        }
+        map
+    }
+
+    /// A few lines for the terminal.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} INT8 ({}): {} nodes quantized, {} float; {} -> {} bytes ({:.1}%) in {:.1}s",
+            self.mode,
+            self.format,
+            self.quantized_nodes.len(),
+            self.float_nodes.len(),
+            self.input_bytes,
+            self.output_bytes,
+            100.0 * self.size_ratio,
+            self.seconds
+        );
+        if let Some(c) = &self.calibration {
+            let _ = writeln!(s, "calibration: {:?} on {} samples", c.method, c.samples);
+        }
+        if let Some(o) = self.opset_change {
+            let _ = writeln!(s, "opset raised from {} to {}", o.from, o.to);
+        }
+        for (reason, names) in self.float_reasons() {
+            let more = names.len().saturating_sub(3);
+            let shown = names.iter().take(3).copied().collect::<Vec<_>>().join(", ");
+            let tail = if more > 0 {
+                format!(" (+{more} more)")
+            } else {
+                String::new()
+            };
+            let _ = writeln!(s, "float: {reason}: {shown}{tail}");
+        }
+        if let Some(v) = &self.verification {
+            for o in &v.outputs {
+                let _ = writeln!(
+                    s,
+                    "output {}: cosine {:.5}, SQNR {:.1} dB, max |diff| {:.4} ({})",
+                    o.name,
+                    o.cosine,
+                    o.sqnr_db,
+                    o.max_abs_diff,
+                    if o.cosine >= v.cosine_tolerance {
+                        "ok"
+                    } else {
+                        "BELOW TOLERANCE"
+                    }
+                );
+            }
+            for t in v.tensors.iter().take(3) {
+                let _ = writeln!(
+                    s,
+                    "worst tensor {}: SQNR {:.1} dB, cosine {:.5}",
+                    t.name, t.sqnr_db, t.cosine
+                );
+            }
+        }
+        if let Some(a) = &self.accuracy {
+            let _ = writeln!(
+                s,
+                "accuracy: float {:.2}%, quantized {:.2}% (drop {:.2}%) on {} samples",
+                100.0 * a.float_accuracy,
+                100.0 * a.quantized_accuracy,
+                100.0 * a.accuracy_drop,
+                a.samples
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        s
+    }
+
+    /// A self-contained HTML page with the summary and the tables.
+    pub fn to_html(&self) -> String {
+        let esc = |t: &str| {
+            t.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+        };
+        let mut h =
+            String::from("<!doctype html><meta charset=utf-8><title>whittle quantize</title>");
+        h.push_str(
+            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style>",
+        );
+        let _ = write!(
+            h,
+            "<h1>whittle quantize</h1><pre>{}</pre>",
+            esc(&self.summary())
+        );
+        h.push_str("<h2>Float nodes</h2><table><tr><th>node</th><th>op</th><th>reason</th></tr>");
+        for f in &self.float_nodes {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&f.name),
+                esc(&f.op_type),
+                esc(&f.reason)
+            );
+        }
+        h.push_str("</table>");
+        if let Some(v) = &self.verification {
+            h.push_str("<h2>Per-tensor error (worst first)</h2><table><tr><th>tensor</th><th>SQNR dB</th><th>cosine</th><th>max |diff|</th></tr>");
+            for t in v.outputs.iter().chain(&v.tensors) {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{:.2}</td><td>{:.5}</td><td>{:.4}</td></tr>",
+                    esc(&t.name),
+                    t.sqnr_db,
+                    t.cosine,
+                    t.max_abs_diff
+                );
+            }
+            h.push_str("</table>");
+        }
+        h
+    }
+}

@@ -1,0 +1,318 @@
+//! Quantization schemes: integer types, ranges, scale/zero-point from a float range, and
+//! quantization of weights (per tensor or per channel) and biases.
+
+use serde::Serialize;
+use whittle_exec::ops::quant::quantize_f32;
+use whittle_ir::{DataType, TensorData};
+
+use crate::{bail, Result};
+
+/// The 8-bit integer type of a quantized tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantType {
+    /// Signed 8 bits.
+    Int8,
+    /// Unsigned 8 bits.
+    Uint8,
+}
+
+impl QuantType {
+    /// The ONNX element type.
+    pub fn dtype(self) -> DataType {
+        match self {
+            QuantType::Int8 => DataType::Int8,
+            QuantType::Uint8 => DataType::Uint8,
+        }
+    }
+}
+
+/// Scale and zero point of one quantized tensor or channel.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct QParams {
+    /// Step between two integer levels.
+    pub scale: f32,
+    /// Integer that represents 0.0.
+    pub zero_point: i64,
+}
+
+/// How a tensor maps onto integers: type, symmetric or asymmetric, reduced range.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Scheme {
+    /// Integer type.
+    pub qtype: QuantType,
+    /// Symmetric around zero (zero point in the middle) or asymmetric (min..max).
+    pub symmetric: bool,
+    /// Use 7 bits instead of 8 (avoids overflow of u8*s8 pairs on older x86 CPUs).
+    pub reduce_range: bool,
+}
+
+impl Scheme {
+    /// Weight scheme: int8 weights are symmetric, uint8 weights asymmetric.
+    pub fn weights(qtype: QuantType, reduce_range: bool) -> Self {
+        Scheme {
+            qtype,
+            symmetric: qtype == QuantType::Int8,
+            reduce_range,
+        }
+    }
+
+    /// Activation scheme: uint8 asymmetric or int8 symmetric, full range.
+    pub fn activations(qtype: QuantType) -> Self {
+        Scheme {
+            qtype,
+            symmetric: qtype == QuantType::Int8,
+            reduce_range: false,
+        }
+    }
+
+    /// Smallest and largest integer used, as onnxruntime's quantizer picks them.
+    pub fn qrange(&self) -> (i64, i64) {
+        match (self.qtype, self.reduce_range, self.symmetric) {
+            (QuantType::Int8, true, _) => (-64, 64),
+            (QuantType::Int8, false, true) => (-127, 127),
+            (QuantType::Int8, false, false) => (-128, 127),
+            (QuantType::Uint8, true, _) => (0, 127),
+            (QuantType::Uint8, false, _) => (0, 255),
+        }
+    }
+
+    /// Scale and zero point covering `[min, max]` widened to include 0 (symmetric:
+    /// `[-a, a]` with `a = max(|min|, |max|)`). A zero-width range gets scale 1.
+    pub fn params(&self, min: f32, max: f32) -> QParams {
+        let (qmin, qmax) = self.qrange();
+        let (mut lo, mut hi) = (min.min(0.0), max.max(0.0));
+        if self.symmetric {
+            let a = lo.abs().max(hi.abs());
+            (lo, hi) = (-a, a);
+        }
+        let scale = (hi - lo) / (qmax - qmin) as f32;
+        if !scale.is_finite() || scale <= f32::MIN_POSITIVE {
+            return QParams {
+                scale: 1.0,
+                zero_point: if self.symmetric {
+                    (qmin + qmax + 1) / 2
+                } else {
+                    qmin
+                },
+            };
+        }
+        let zero_point = (qmin as f32 - lo / scale).round_ties_even() as i64;
+        QParams {
+            scale,
+            zero_point: zero_point.clamp(qmin, qmax),
+        }
+    }
+
+    /// Quantizes `values` with `p`, saturating into this scheme's range.
+    pub fn quantize(&self, values: &[f32], p: QParams) -> Vec<i64> {
+        let range = self.qrange();
+        values
+            .iter()
+            .map(|&v| quantize_f32(v, p.scale, p.zero_point, range))
+            .collect()
+    }
+}
+
+/// A weight tensor in integers, with one [`QParams`] per channel (one in all when per tensor).
+#[derive(Clone, Debug)]
+pub struct QuantizedWeight {
+    /// The integers, int8 or uint8, same shape as the float weight.
+    pub data: TensorData,
+    /// One entry per channel along `axis` (one entry when `axis` is `None`).
+    pub params: Vec<QParams>,
+    /// The channel axis, `None` for per-tensor quantization.
+    pub axis: Option<usize>,
+}
+
+impl QuantizedWeight {
+    /// The scales as a tensor: a scalar per tensor, a 1-D tensor per channel.
+    pub fn scale_tensor(&self) -> Result<TensorData> {
+        let scales: Vec<f32> = self.params.iter().map(|p| p.scale).collect();
+        param_tensor(&scales, self.axis.is_some())
+    }
+
+    /// The zero points as a tensor of the weight's integer type.
+    pub fn zero_point_tensor(&self) -> Result<TensorData> {
+        let zps: Vec<i64> = self.params.iter().map(|p| p.zero_point).collect();
+        int_tensor(
+            self.data.dtype(),
+            vec_dims(zps.len(), self.axis.is_some()),
+            &zps,
+        )
+    }
+}
+
+fn vec_dims(n: usize, per_channel: bool) -> Vec<usize> {
+    if per_channel {
+        vec![n]
+    } else {
+        vec![]
+    }
+}
+
+/// A float32 parameter tensor: scalar (`per_channel == false`) or 1-D.
+pub fn param_tensor(values: &[f32], per_channel: bool) -> Result<TensorData> {
+    Ok(TensorData::from_slice(
+        vec_dims(values.len(), per_channel),
+        values,
+    )?)
+}
+
+/// An integer tensor of `dtype` (int8, uint8 or int32) from i64 values already in range.
+pub fn int_tensor(dtype: DataType, dims: Vec<usize>, values: &[i64]) -> Result<TensorData> {
+    Ok(match dtype {
+        DataType::Int8 => {
+            let v: Vec<i8> = values.iter().map(|&x| x as i8).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        DataType::Uint8 => {
+            let v: Vec<u8> = values.iter().map(|&x| x as u8).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        DataType::Int32 => {
+            let v: Vec<i32> = values.iter().map(|&x| x as i32).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        other => bail!("cannot store quantized values as {other}"),
+    })
+}
+
+/// Splits a flat tensor of `dims` into channels along `axis`: channel `c` gets the
+/// indices of its elements.
+fn channel_indices(dims: &[usize], axis: usize) -> Vec<Vec<usize>> {
+    let channels = dims[axis];
+    let inner: usize = dims[axis + 1..].iter().product();
+    let total: usize = dims.iter().product();
+    let mut out = vec![Vec::with_capacity(total / channels.max(1)); channels];
+    for i in 0..total {
+        out[(i / inner) % channels].push(i);
+    }
+    out
+}
+
+/// Quantizes a float weight with `scheme`, per channel along `axis` or per tensor.
+pub fn quantize_weight(
+    name: &str,
+    w: &TensorData,
+    scheme: &Scheme,
+    axis: Option<usize>,
+) -> Result<QuantizedWeight> {
+    let values: Vec<f32> = w.to_vec()?;
+    let dims = w.dims().to_vec();
+    let groups = match axis {
+        Some(a) if a < dims.len() => channel_indices(&dims, a),
+        Some(a) => bail!("weight '{name}' of shape {dims:?} has no channel axis {a}"),
+        None => vec![(0..values.len()).collect()],
+    };
+    let mut q = vec![0i64; values.len()];
+    let mut params = Vec::with_capacity(groups.len());
+    for idx in &groups {
+        let chan: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
+        let (lo, hi) = min_max(&chan);
+        let p = scheme.params(lo, hi);
+        for (&i, v) in idx.iter().zip(scheme.quantize(&chan, p)) {
+            q[i] = v;
+        }
+        params.push(p);
+    }
+    Ok(QuantizedWeight {
+        data: int_tensor(scheme.qtype.dtype(), dims, &q)?,
+        params,
+        axis,
+    })
+}
+
+/// Smallest and largest finite value (0, 0 for an empty slice).
+pub fn min_max(values: &[f32]) -> (f32, f32) {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+        (lo.min(v), hi.max(v))
+    });
+    if lo > hi {
+        (0.0, 0.0)
+    } else {
+        (lo, hi)
+    }
+}
+
+/// A bias quantized to int32 with scale `x_scale * w_scale[c]` and zero point 0, and the
+/// scales used (one per channel, or one).
+pub fn quantize_bias(
+    name: &str,
+    bias: &TensorData,
+    x_scale: f32,
+    w: &QuantizedWeight,
+) -> Result<(TensorData, Vec<f32>)> {
+    let values: Vec<f32> = bias.to_vec()?;
+    let n = w.params.len();
+    if n != 1 && n != values.len() {
+        bail!(
+            "bias '{name}' has {} values but the weight has {n} channels",
+            values.len()
+        );
+    }
+    let scales: Vec<f32> = w.params.iter().map(|p| p.scale * x_scale).collect();
+    let range = (i32::MIN as i64, i32::MAX as i64);
+    let q: Vec<i64> = values
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| quantize_f32(b, scales[if n == 1 { 0 } else { i }], 0, range))
+        .collect();
+    Ok((
+        int_tensor(DataType::Int32, bias.dims().to_vec(), &q)?,
+        scales,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asymmetric_uint8_params_match_hand_computation() {
+        let s = Scheme::activations(QuantType::Uint8);
+        // [-1, 3] over 255 steps: scale 4/255, zero point round(255/4) = 64.
+        let p = s.params(-1.0, 3.0);
+        assert!((p.scale - 4.0 / 255.0).abs() < 1e-9);
+        assert_eq!(p.zero_point, 64);
+        // Ranges are widened to include 0.
+        assert_eq!(s.params(2.0, 5.1).zero_point, 0);
+    }
+
+    #[test]
+    fn symmetric_int8_params_and_reduced_range() {
+        let p = Scheme::weights(QuantType::Int8, false).params(-0.5, 1.27);
+        assert!((p.scale - 0.01).abs() < 1e-7);
+        assert_eq!(p.zero_point, 0);
+        let r = Scheme::weights(QuantType::Int8, true);
+        assert_eq!(r.qrange(), (-64, 64));
+        // [-6.4, 6.4] over 128 steps.
+        assert!((r.params(-6.4, 1.0).scale - 0.1).abs() < 1e-7);
+        // A zero range gets scale 1 rather than dividing by zero.
+        assert_eq!(r.params(0.0, 0.0).scale, 1.0);
+    }
+
+    #[test]
+    fn per_channel_weights_get_one_scale_per_output_channel() {
+        let w = TensorData::from_slice(vec![2, 3], &[1.0f32, -2.0, 0.5, 10.0, 5.0, -1.0]).unwrap();
+        let s = Scheme::weights(QuantType::Int8, false);
+        let q = quantize_weight("w", &w, &s, Some(0)).unwrap();
+        assert_eq!(q.params.len(), 2);
+        assert!((q.params[0].scale - 2.0 / 127.0).abs() < 1e-7);
+        assert_eq!(
+            q.data.to_vec::<i8>().unwrap(),
+            vec![64, -127, 32, 127, 64, -13]
+        );
+        let (b, scales) = quantize_bias(
+            "b",
+            &TensorData::from_slice(vec![2], &[0.1f32, -1.0]).unwrap(),
+            0.5,
+            &q,
+        )
+        .unwrap();
+        assert_eq!(scales.len(), 2);
+        // 0.1 / (0.5 * 2/127) = 12.7 -> 13; -1 / (0.5 * 10/127) = -25.4 -> -25.
+        assert_eq!(b.to_vec::<i32>().unwrap(), vec![13, -25]);
+    }
+}

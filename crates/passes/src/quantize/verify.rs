@@ -1,0 +1,186 @@
+//! Verification: float and quantized models on the same samples, compared tensor by
+//! tensor (SQNR, cosine) and output by output.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use whittle_exec::{Executor, RunOptions, Value};
+use whittle_ir::graph::GraphEdit;
+use whittle_ir::proto::NodeProto;
+use whittle_ir::Model;
+
+use super::calibrate::float_values;
+use crate::Result;
+
+/// Cosine similarity the graph outputs must reach for verification to pass.
+pub const OUTPUT_COSINE_TOLERANCE: f64 = 0.99;
+
+/// Error of one tensor: quantized model against float model.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorError {
+    /// Tensor name.
+    pub name: String,
+    /// Signal-to-quantization-noise ratio, dB (`10 log10(|x|^2 / |x - q|^2)`).
+    pub sqnr_db: f64,
+    /// Cosine similarity of the flattened tensors.
+    pub cosine: f64,
+    /// Largest absolute difference.
+    pub max_abs_diff: f64,
+}
+
+/// Sums that give SQNR and cosine in one pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ErrorSums {
+    xx: f64,
+    qq: f64,
+    xq: f64,
+    dd: f64,
+    max_abs: f64,
+}
+
+impl ErrorSums {
+    /// Folds a pair of equally long slices in (reference `x`, approximation `q`).
+    pub fn add(&mut self, x: &[f32], q: &[f32]) {
+        for (&a, &b) in x.iter().zip(q) {
+            let (a, b) = (f64::from(a), f64::from(b));
+            self.xx += a * a;
+            self.qq += b * b;
+            self.xq += a * b;
+            self.dd += (a - b) * (a - b);
+            self.max_abs = self.max_abs.max((a - b).abs());
+        }
+    }
+
+    /// The error figures of `name`.
+    pub fn finish(&self, name: &str) -> TensorError {
+        let sqnr_db = if self.dd == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (self.xx / self.dd).log10()
+        };
+        let norm = (self.xx * self.qq).sqrt();
+        let cosine = if norm == 0.0 {
+            f64::from(u8::from(self.dd == 0.0))
+        } else {
+            self.xq / norm
+        };
+        TensorError {
+            name: name.to_string(),
+            sqnr_db,
+            cosine,
+            max_abs_diff: self.max_abs,
+        }
+    }
+}
+
+/// Outcome of verification.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verification {
+    /// Samples compared.
+    pub samples: usize,
+    /// Graph outputs.
+    pub outputs: Vec<TensorError>,
+    /// Intermediate tensors present in both models, worst SQNR first.
+    pub tensors: Vec<TensorError>,
+    /// Required output cosine.
+    pub cosine_tolerance: f64,
+    /// Whether every output met the tolerance.
+    pub passed: bool,
+}
+
+/// Tensors read only by a Relu: their quantized form is clipped at 0 on purpose (the Relu
+/// is folded into the range), so the Relu's output is compared instead.
+fn relu_inputs(model: &Model) -> HashSet<String> {
+    let consumers = model.graph().consumers();
+    let g = model.graph();
+    consumers
+        .into_iter()
+        .filter(|(_, users)| users.iter().all(|&u| g.node[u].op_type == "Relu"))
+        .map(|(name, _)| name)
+        .collect()
+}
+
+/// Runs both models on `batches` and compares every tensor name they share.
+pub fn compare(
+    float: &Model,
+    quant: &Model,
+    batches: &[HashMap<String, Value>],
+) -> Result<Verification> {
+    let (fx, qx) = (Executor::new(float)?, Executor::new(quant)?);
+    let outputs = fx.output_names();
+    let mut sums: HashMap<String, ErrorSums> = HashMap::new();
+    let mut samples = 0;
+    for feed in batches {
+        samples += feed
+            .values()
+            .next()
+            .map_or(0, |v| v.shape().first().copied().unwrap_or(1));
+        let reference = capture(&fx, feed, None)?;
+        capture(&qx, feed, Some((&reference, &mut sums)))?;
+    }
+    let skip = relu_inputs(float);
+    let (mut outs, mut tensors): (Vec<_>, Vec<_>) = sums
+        .iter()
+        .filter(|(n, _)| !skip.contains(*n))
+        .map(|(n, s)| s.finish(n))
+        .partition(|e| outputs.contains(&e.name));
+    tensors.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db));
+    outs.sort_by(|a, b| a.name.cmp(&b.name));
+    let passed = outs.iter().all(|o| o.cosine >= OUTPUT_COSINE_TOLERANCE);
+    Ok(Verification {
+        samples,
+        outputs: outs,
+        tensors,
+        cosine_tolerance: OUTPUT_COSINE_TOLERANCE,
+        passed,
+    })
+}
+
+type Captured = HashMap<String, Vec<f32>>;
+
+/// Runs `exec` on `feed`; without a reference, returns every float value produced; with
+/// one, folds the error of each value the reference holds into `sums`.
+fn capture(
+    exec: &Executor,
+    feed: &HashMap<String, Value>,
+    mut against: Option<(&Captured, &mut HashMap<String, ErrorSums>)>,
+) -> Result<Captured> {
+    let mut seen = Captured::new();
+    let mut hook = |name: &str, _: &NodeProto, v: &Value| {
+        let vals = float_values(v).map_err(|e| whittle_exec::ExecError::msg(e.to_string()))?;
+        let Some(vals) = vals else { return Ok(()) };
+        match &mut against {
+            None => {
+                seen.insert(name.to_string(), vals);
+            }
+            Some((reference, sums)) => {
+                if let Some(x) = reference.get(name).filter(|x| x.len() == vals.len()) {
+                    sums.entry(name.to_string()).or_default().add(x, &vals);
+                }
+            }
+        }
+        Ok(())
+    };
+    let opts = RunOptions {
+        hook: Some(&mut hook),
+        ..Default::default()
+    };
+    exec.run_with(feed.clone(), opts)?;
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqnr_and_cosine_match_hand_computation() {
+        let mut s = ErrorSums::default();
+        s.add(&[3.0, 4.0], &[3.0, 3.0]);
+        let e = s.finish("t");
+        // |x|^2 = 25, |x-q|^2 = 1 -> 10 log10 25 = 13.979 dB; cos = 21 / (5 * sqrt 18).
+        assert!((e.sqnr_db - 13.979_400_086_720_377).abs() < 1e-9);
+        assert!((e.cosine - 21.0 / (5.0 * 18f64.sqrt())).abs() < 1e-12);
+        assert_eq!(e.max_abs_diff, 1.0);
+    }
+}

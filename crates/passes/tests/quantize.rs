@@ -1,0 +1,143 @@
+//! Static INT8 quantization of LeNet5 through the library API: whittle's executor runs
+//! the QDQ model and agrees with ONNX Runtime; plans name what stays float.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use whittle_data::Split;
+use whittle_exec::{Executor, Value};
+use whittle_ir::{ExternalData, Model, TensorData};
+use whittle_passes::quantize::{self, QuantConfig};
+
+fn assets() -> PathBuf {
+    whittle_data::assets_dir()
+}
+
+fn lenet() -> Model {
+    Model::load(assets().join("models/mnist_lenet5.onnx")).expect("LeNet5 asset")
+}
+
+fn mnist(split: Split, n: usize) -> TensorData {
+    let spec = format!("mnist:{}", assets().join("mnist").display());
+    whittle_data::spec::load(&spec, split, Some(n))
+        .expect("MNIST asset")
+        .images
+}
+
+fn batches(images: &TensorData, size: usize) -> Vec<HashMap<String, Value>> {
+    let all = Value::try_from(images).unwrap();
+    let n = images.dims()[0];
+    (0..n)
+        .step_by(size)
+        .map(|s| {
+            let rows = all.tensor().narrow(0, s, size.min(n - s)).unwrap();
+            HashMap::from([("input".to_string(), Value::new(rows, all.dtype()).unwrap())])
+        })
+        .collect()
+}
+
+/// Runs `model` in ONNX Runtime through scripts/ort_reference.py.
+fn ort_logits(model: &Model, input: &TensorData, name: &str) -> Vec<f32> {
+    let dir = std::env::temp_dir().join(format!("whittle-quant-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (path, x) = (dir.join("model.onnx"), dir.join("x.npy"));
+    model.save(&path, &ExternalData::Never).unwrap();
+    whittle_data::npy::write_npy(&x, input).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ort_reference.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&path)
+        .arg(dir.join("ort"))
+        .arg(format!("input={}", x.display()))
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logits = whittle_data::npy::read_npy(&dir.join("ort/0.npy")).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    logits.to_vec().unwrap()
+}
+
+#[test]
+fn whittle_runs_the_qdq_model_like_onnx_runtime() {
+    let cfg = QuantConfig {
+        per_channel: true,
+        ..QuantConfig::default()
+    };
+    let calib = batches(&mnist(Split::Train, 512), 64);
+    let (q, report) = quantize::static_int8(&lenet(), &cfg, calib).unwrap();
+    assert_eq!(report.quantized_nodes.len(), 4);
+    assert_eq!(report.calibration.as_ref().unwrap().samples, 512);
+    let test = mnist(Split::Test, 64);
+    let ours = Executor::new(&q)
+        .unwrap()
+        .run(batches(&test, 64).remove(0))
+        .unwrap();
+    let ours: Vec<f32> = ours["logits"].to_data().unwrap().to_vec().unwrap();
+    let theirs = ort_logits(&q, &test, "agree");
+    let worst = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    // Both dequantize the same integers; differences are float rounding in the products,
+    // at most a few output quantization steps.
+    assert!(worst < 0.5, "largest logit difference {worst}");
+    let argmax = |v: &[f32]| -> Vec<usize> {
+        v.chunks(10)
+            .map(|r| (0..10).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+            .collect()
+    };
+    let agree = argmax(&ours)
+        .iter()
+        .zip(argmax(&theirs))
+        .filter(|(a, b)| **a == *b)
+        .count();
+    assert!(agree >= 63, "{agree}/64 predictions agree");
+}
+
+#[test]
+fn plan_lists_float_nodes_with_reasons_and_honours_exclude() {
+    let model = lenet();
+    let cfg = QuantConfig {
+        exclude: vec!["Gemm#9".into()],
+        ..QuantConfig::default()
+    };
+    let plan = quantize::plan::plan(&model, &cfg, quantize::WeightSource::Any).unwrap();
+    let names: Vec<&str> = plan.targets.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["Conv#0", "Conv#3", "Gemm#7"]);
+    let gemm = plan
+        .float_nodes
+        .iter()
+        .find(|f| f.name == "Gemm#9")
+        .unwrap();
+    assert!(gemm.reason.contains("--exclude"), "{}", gemm.reason);
+    let relu = plan
+        .float_nodes
+        .iter()
+        .find(|f| f.op_type == "Relu")
+        .unwrap();
+    assert!(relu.reason.contains("not selected"), "{}", relu.reason);
+    // Per-channel axes: Conv 0, Gemm with transB = 1 -> 0.
+    assert_eq!(plan.targets[0].weight.as_ref().unwrap().1, 0);
+    assert_eq!(plan.targets[2].weight.as_ref().unwrap().1, 0);
+    let bad = QuantConfig {
+        exclude: vec!["nope".into()],
+        ..QuantConfig::default()
+    };
+    let err = quantize::plan::plan(&model, &bad, quantize::WeightSource::Any).unwrap_err();
+    assert!(err.to_string().contains("'nope'"), "{err}");
+}
+
+#[test]
+fn requantizing_a_quantized_model_is_refused_with_the_reason() {
+    let calib = batches(&mnist(Split::Train, 64), 64);
+    let (q, _) = quantize::static_int8(&lenet(), &QuantConfig::default(), calib.clone()).unwrap();
+    let Err(err) = quantize::static_int8(&q, &QuantConfig::default(), calib) else {
+        panic!("a quantized model has nothing left to quantize");
+    };
+    assert!(err.to_string().contains("already quantized"), "{err}");
+}
