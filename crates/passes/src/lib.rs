@@ -4,5 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod fp16;
+pub mod int4;
 
 pub use error::{PassError, Result};
