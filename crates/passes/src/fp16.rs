@@ -193,7 +193,7 @@ fn plan_nodes(
             match keep_reason(node, opts, float_in) {
                 Some(reason) => {
                     report.kept_fp32.push(KeptNode {
-                        node: node.name.clone(),
+                        node: crate::int4::node_label(node),
                         op_type: node.op_type.clone(),
                         reason,
                     });

@@ -124,13 +124,13 @@ pub fn quantize(model: &Model, opts: &Int4Options) -> Result<(Model, Int4Report)
         }
         match target(graph, node)? {
             Err(reason) => report.skipped.push(SkippedLayer {
-                node: node.name.clone(),
+                node: node_label(node),
                 op_type: node.op_type.clone(),
                 reason,
             }),
             Ok(t) => {
                 report.quantized.push(QuantizedLayer {
-                    node: node.name.clone(),
+                    node: node_label(node),
                     k: t.k,
                     n: t.rows.len(),
                 });
@@ -149,6 +149,15 @@ pub fn quantize(model: &Model, opts: &Int4Options) -> Result<(Model, Int4Report)
         });
     }
     Ok((out, report))
+}
+
+/// A node's name, or its first output's when it has none.
+pub fn node_label(node: &NodeProto) -> String {
+    if node.name.is_empty() {
+        node.output.first().cloned().unwrap_or_default()
+    } else {
+        node.name.clone()
+    }
 }
 
 /// The weight rows, K and bias of a node, or why it cannot be quantized.
