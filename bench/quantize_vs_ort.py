@@ -188,11 +188,15 @@ def latency_ms(path, feeds, runs):
 def child_rss(cmd):
     """Peak RSS (MiB) and seconds of a child process, measured with wait4."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as e:  # the binary is missing
+        return False, 0.0, 0.0, str(e)
     _, status, usage = os.wait4(proc.pid, 0)
     err = proc.stderr.read().decode(errors="ignore").strip().splitlines()
     ok = os.waitstatus_to_exitcode(status) == 0
-    return ok, time.perf_counter() - start, usage.ru_maxrss / 1024, err[-1] if err else ""
+    note = next((line for line in err if line.startswith("error")), err[-1] if err else "")
+    return ok, time.perf_counter() - start, usage.ru_maxrss / 1024, note
 
 
 # ---------------------------------------------------------------- quantizers
@@ -220,7 +224,7 @@ class Bench:
         prelude = "import sys, numpy as np\nsys.path.insert(0, %r)\nfrom quantize_vs_ort import *\n" % os.path.dirname(
             os.path.abspath(__file__)
         )
-        ok, seconds, rss, err = child_rss([sys.executable, "-c", prelude + code.format(out=out)])
+        ok, seconds, rss, err = child_rss([sys.executable, "-c", prelude + code.replace("{out}", out)])
         return (out if ok else None), seconds, rss, err
 
 
@@ -259,7 +263,7 @@ def lenet_rows(b, quick):
     x_test, y_test = mnist("test")
     calib = f"mnist:{MNIST}"
     rows = []
-    jobs = [("fp32", "-", lambda: (LENET, 0.0, None))]
+    jobs = [("fp32", "-", lambda: (LENET, 0.0, None, ""))]
     jobs.append(("whittle dynamic", "-", lambda: b.whittle(LENET, "dynamic")))
     jobs.append(("ORT quantize_dynamic", "-", lambda: b.ort(ORT_DYNAMIC.format(model=LENET), b.out_path("ort_dyn"))))
     for per_channel in (False, True):
@@ -301,7 +305,7 @@ def minilm_rows(b):
     lat1 = {k: np.ones((1, seq), dtype=np.int64) * (101 if k == "input_ids" else 1) for k in feeds}
     lat32 = {k: np.repeat(v, 32, axis=0) for k, v in lat1.items()}
     jobs = [
-        ("fp32", lambda: (MINILM, 0.0, None)),
+        ("fp32", lambda: (MINILM, 0.0, None, "")),
         ("whittle dynamic", lambda: b.whittle(MINILM, "dynamic")),
         ("ORT quantize_dynamic", lambda: b.ort(ORT_DYNAMIC.format(model=MINILM), b.out_path("ort_dyn"))),
         ("whittle fp16", lambda: b.whittle(MINILM, "fp16")),
