@@ -371,11 +371,11 @@ fn insert_slot_casts(
 ) {
     let mut casts: HashMap<(String, Precision), String> = HashMap::new();
     let mut new_nodes = Vec::new();
-    for i in 0..graph.node.len() {
+    for (i, &precision) in plan.iter().enumerate() {
         for slot in 0..graph.node[i].input.len() {
             let name = graph.node[i].input[slot].clone();
             let (Some(&have), Some(need)) =
-                (home.get(&name), slot_need(&graph.node[i], slot, plan[i]))
+                (home.get(&name), slot_need(&graph.node[i], slot, precision))
             else {
                 continue;
             };
