@@ -23,6 +23,8 @@ enum Command {
     Run(commands::run::Args),
     /// Measure classification accuracy (top-1, top-5) on a labelled dataset.
     Eval(commands::eval::Args),
+    /// Compare a model B against a reference A: sizes, output fidelity, top-1 agreement.
+    Compare(commands::compare::Args),
     /// Run the ONNX backend node tests and report passed / failed / unsupported counts.
     Conformance(commands::conformance::Args),
     /// Optimize a graph losslessly: fold constants and BatchNorm, fuse, remove dead code.
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Run(a) => commands::run::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Compare(a) => commands::compare::run(a),
         Command::Conformance(a) => commands::conformance::run(a),
         Command::Optimize(a) => commands::optimize::run(a),
         Command::Zoo(a) => commands::zoo::run(a),

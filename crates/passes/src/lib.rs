@@ -6,5 +6,7 @@
 pub mod error;
 pub mod optimize;
 pub mod quantize;
+pub mod fp16;
+pub mod int4;
 
 pub use error::{PassError, Result};

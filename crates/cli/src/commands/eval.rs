@@ -259,7 +259,7 @@ impl Tally {
 }
 
 /// Splits class scores [N, C] into rows, checking the shape.
-fn scores_2d(scores: &TensorData, n: usize) -> anyhow::Result<Vec<Vec<f64>>> {
+pub fn scores_2d(scores: &TensorData, n: usize) -> anyhow::Result<Vec<Vec<f64>>> {
     let dims = scores.dims();
     if dims.len() != 2 || dims[0] != n {
         bail!("the model's output has shape {dims:?}, expected [{n}, classes]");

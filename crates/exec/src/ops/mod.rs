@@ -13,6 +13,7 @@ use crate::executor::Executor;
 use crate::value::Value;
 
 pub mod activation;
+pub mod contrib;
 pub mod conv;
 pub mod elementwise;
 pub mod index;
@@ -132,6 +133,7 @@ impl Registry {
         REGISTRY.get_or_init(|| {
             let mut r = Registry::default();
             activation::register(&mut r);
+            contrib::register(&mut r);
             conv::register(&mut r);
             elementwise::register(&mut r);
             index::register(&mut r);

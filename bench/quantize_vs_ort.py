@@ -1,0 +1,397 @@
+"""Quantization with whittle against ONNX Runtime's quantization tools.
+
+usage: python3 bench/quantize_vs_ort.py [--whittle BIN] [--lowbit BIN] [--write docs/BENCHMARKS.md]
+
+Models and data:
+  * MNIST LeNet5: calibration on the first 512 MNIST train images, accuracy on all 10k
+    test images, both in ONNX Runtime.
+  * paraphrase-MiniLM-L3-v2: fidelity is the mean cosine of the mean-pooled sentence
+    embeddings (output "461") to the float32 model's, on 64 real sentences taken from
+    Debian's /usr/share/common-licenses and /usr/share/doc README files, tokenised with
+    minilm-vocab.txt by the small WordPiece tokenizer below.
+
+Rows: whittle `quantize` (dynamic; static with each calibration method, per-tensor and
+per-channel; fp16; int4) beside ORT's quantize_dynamic / quantize_static (same
+calibration images, CalibrationMethod MinMax / Entropy / Percentile / Distribution), its
+float16 converter and its MatMulNBitsQuantizer. Each row: accuracy (or cosine), size,
+ORT latency at batch 1 and 32 (1 thread, median), wall time to quantize. A second table
+gives the peak RSS of static calibration with 512 and 5,000 samples.
+
+whittle is called as `BIN quantize MODEL -o OUT --mode M [...] --json`. A row whose
+command fails (e.g. a mode the binary does not have yet) is kept with its error as a
+note. `--lowbit BIN` runs the fp16/int4 rows with the `lowbit` example of whittle-passes
+(`cargo build --release -p whittle-passes --example lowbit`), which has the same
+contract for those two modes.
+"""
+import argparse
+import glob
+import gzip
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+
+import numpy as np
+import onnxruntime as ort
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ASSETS = os.environ.get("WHITTLE_ASSETS", os.path.expanduser("~/.cache/whittle-assets"))
+MODELS = os.path.join(ASSETS, "models")
+MNIST = os.path.join(ASSETS, "mnist")
+LENET = os.path.join(MODELS, "mnist_lenet5.onnx")
+MINILM = os.path.join(MODELS, "paraphrase-MiniLM-L3-v2.onnx")
+VOCAB = os.path.join(MODELS, "minilm-vocab.txt")
+CALIB = 512
+METHODS = ["minmax", "entropy", "percentile", "mse"]
+BEGIN, END = "<!-- quantize-vs-ort:begin -->", "<!-- quantize-vs-ort:end -->"
+
+
+# ---------------------------------------------------------------- data
+
+
+def read_idx(name):
+    with open(os.path.join(MNIST, name), "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def mnist(split, limit=None):
+    prefix = "train" if split == "train" else "t10k"
+    x = read_idx(f"{prefix}-images-idx3-ubyte")[:limit].astype(np.float32) / 255.0
+    y = read_idx(f"{prefix}-labels-idx1-ubyte")[:limit].astype(np.int64)
+    return x[:, None, :, :], y
+
+
+def read_text(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="ignore") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def sentences(count=64):
+    """Distinct prose sentences of 8-40 words from Debian's documentation."""
+    paths = sorted(glob.glob("/usr/share/common-licenses/*")) + sorted(
+        glob.glob("/usr/share/doc/*/README*")
+    )
+    found, seen = [], set()
+    for path in paths:
+        text = " ".join(read_text(path).split())
+        for s in re.split(r"(?<=[.!?])\s+", text):
+            words = s.split()
+            if 8 <= len(words) <= 40 and s not in seen and sum(c.isalpha() for c in s) > 0.7 * len(s):
+                seen.add(s)
+                found.append(s)
+                if len(found) == count:
+                    return found
+    return found
+
+
+class WordPiece:
+    """BERT's uncased WordPiece: lower-case, strip accents, split punctuation, greedy
+    longest-match sub-words with the ## continuation prefix."""
+
+    def __init__(self, vocab_path):
+        with open(vocab_path, encoding="utf-8") as f:
+            self.ids = {tok.rstrip("\n"): i for i, tok in enumerate(f)}
+
+    def words(self, text):
+        text = unicodedata.normalize("NFD", text.lower())
+        text = "".join(c for c in text if unicodedata.category(c) != "Mn")
+        out = []
+        for chunk in text.split():
+            out.extend(t for t in re.split(r"([^\w]|_)", chunk) if t)
+        return out
+
+    def piece_ids(self, word):
+        ids, start = [], 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                sub = word[start:end] if start == 0 else "##" + word[start:end]
+                if sub in self.ids:
+                    ids.append(self.ids[sub])
+                    break
+                end -= 1
+            if end == start:
+                return [self.ids["[UNK]"]]
+            start = end
+        return ids
+
+    def encode(self, text, max_len=128):
+        ids = [self.ids["[CLS]"]]
+        for w in self.words(text):
+            ids.extend(self.piece_ids(w))
+        return ids[: max_len - 1] + [self.ids["[SEP]"]]
+
+
+def minilm_batch(texts, tokenizer):
+    encoded = [tokenizer.encode(t) for t in texts]
+    width = max(len(e) for e in encoded)
+    ids = np.zeros((len(encoded), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, e in enumerate(encoded):
+        ids[i, : len(e)] = e
+        mask[i, : len(e)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+# ---------------------------------------------------------------- measuring
+
+
+def session(path, threads=1):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def lenet_accuracy(path, x, y):
+    s = session(path)
+    name = s.get_inputs()[0].name
+    pred = np.concatenate([s.run(None, {name: x[i : i + 500]})[0].argmax(1) for i in range(0, len(x), 500)])
+    return float((pred == y).mean())
+
+
+def minilm_embeddings(path, feeds):
+    s = session(path)
+    names = [o.name for o in s.get_outputs()]
+    rows = [s.run(["461"], {k: v[i : i + 1, : int(feeds["attention_mask"][i].sum())] for k, v in feeds.items()})[0]
+            for i in range(len(feeds["input_ids"]))] if "461" in names else []
+    return np.concatenate(rows)
+
+
+def mean_cosine(a, b):
+    num = (a * b).sum(1)
+    return float((num / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).mean())
+
+
+def latency_ms(path, feeds, runs):
+    s = session(path)
+    for _ in range(3):
+        s.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        s.run(None, feeds)
+        times.append(1e3 * (time.perf_counter() - t))
+    return statistics.median(times)
+
+
+def child_rss(cmd):
+    """Peak RSS (MiB) and seconds of a child process, measured with wait4."""
+    start = time.perf_counter()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except OSError as e:  # the binary is missing
+        return False, 0.0, 0.0, str(e)
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read().decode(errors="ignore").strip().splitlines()
+    ok = os.waitstatus_to_exitcode(status) == 0
+    note = next((line for line in err if line.startswith("error")), err[-1] if err else "")
+    return ok, time.perf_counter() - start, usage.ru_maxrss / 1024, note
+
+
+# ---------------------------------------------------------------- quantizers
+
+
+class Bench:
+    def __init__(self, args, tmp):
+        self.args, self.tmp, self.count = args, tmp, 0
+
+    def out_path(self, tag):
+        self.count += 1
+        return os.path.join(self.tmp, f"{self.count:02d}_{tag}.onnx")
+
+    def whittle(self, model, mode, extra=(), tag=None):
+        out = self.out_path(tag or mode)
+        binary = self.args.lowbit if mode in ("fp16", "int4") and self.args.lowbit else self.args.whittle
+        cmd = [binary, "quantize", model, "-o", out, "--mode", mode, *extra, "--json"]
+        if binary == self.args.lowbit:
+            cmd.remove("quantize")
+        ok, seconds, rss, err = child_rss(cmd)
+        return (out if ok else None), seconds, rss, err
+
+    def ort(self, code, out):
+        """Runs ORT's quantization in a child Python (for wall time and peak RSS)."""
+        prelude = "import sys, numpy as np\nsys.path.insert(0, %r)\nfrom quantize_vs_ort import *\n" % os.path.dirname(
+            os.path.abspath(__file__)
+        )
+        ok, seconds, rss, err = child_rss([sys.executable, "-c", prelude + code.replace("{out}", out)])
+        return (out if ok else None), seconds, rss, err
+
+
+ORT_STATIC = """
+from onnxruntime.quantization import quantize_static, CalibrationDataReader, CalibrationMethod, QuantFormat
+x, _ = mnist("train", {samples})
+class Reader(CalibrationDataReader):
+    def __init__(self):
+        self.it = iter([{{"input": x[i:i+1]}} for i in range(len(x))])
+    def get_next(self):
+        return next(self.it, None)
+quantize_static({model!r}, "{{out}}", Reader(), quant_format=QuantFormat.QDQ, per_channel={per_channel},
+                calibrate_method=CalibrationMethod.{method})
+"""
+ORT_DYNAMIC = """
+from onnxruntime.quantization import quantize_dynamic
+quantize_dynamic({model!r}, "{{out}}")
+"""
+ORT_FP16 = """
+import onnx
+from onnxruntime.transformers.float16 import convert_float_to_float16
+onnx.save(convert_float_to_float16(onnx.load({model!r}), keep_io_types=True), "{{out}}")
+"""
+ORT_INT4 = """
+import onnx
+from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer, DefaultWeightOnlyQuantConfig
+cfg = DefaultWeightOnlyQuantConfig(block_size=32, is_symmetric=False)
+q = MatMulNBitsQuantizer(onnx.load({model!r}), algo_config=cfg)
+q.process()
+q.model.save_model_to_file("{{out}}")
+"""
+ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "mse": "Distribution"}
+
+
+def lenet_rows(b, quick):
+    x_test, y_test = mnist("test")
+    calib = f"mnist:{MNIST}"
+    rows = []
+    jobs = [("fp32", "-", lambda: (LENET, 0.0, None, ""))]
+    jobs.append(("whittle dynamic", "-", lambda: b.whittle(LENET, "dynamic")))
+    jobs.append(("ORT quantize_dynamic", "-", lambda: b.ort(ORT_DYNAMIC.format(model=LENET), b.out_path("ort_dyn"))))
+    for per_channel in (False, True):
+        gran = "per-channel" if per_channel else "per-tensor"
+        for m in METHODS[: 1 if quick else 4]:
+            extra = ["--calib-data", calib, "--calib-samples", str(CALIB), "--calibration", m]
+            extra += ["--per-channel"] if per_channel else []
+            jobs.append((f"whittle static {m}", gran, lambda e=extra, m=m: b.whittle(LENET, "static", e, f"static_{m}")))
+            code = ORT_STATIC.format(samples=CALIB, model=LENET, per_channel=per_channel, method=ORT_METHOD[m])
+            jobs.append((f"ORT quantize_static {ORT_METHOD[m]}", gran,
+                         lambda c=code: b.ort(c, b.out_path("ort_static"))))
+    jobs.append(("whittle fp16", "-", lambda: b.whittle(LENET, "fp16")))
+    jobs.append(("ORT float16 converter", "-", lambda: b.ort(ORT_FP16.format(model=LENET), b.out_path("ort_fp16"))))
+    jobs.append(("whittle int4 (block 32)", "-", lambda: b.whittle(LENET, "int4", ["--block-size", "32"])))
+    jobs.append(("ORT MatMulNBits (block 32)", "-", lambda: b.ort(ORT_INT4.format(model=LENET), b.out_path("ort_int4"))))
+    feeds1, feeds32 = {"input": x_test[:1]}, {"input": x_test[:32]}
+    for name, gran, job in jobs:
+        path, seconds, _, err = job()
+        if path is None:
+            rows.append([name, gran, "-", "-", "-", "-", f"{seconds:.1f}", f"skipped: {err[:80]}"])
+            continue
+        try:
+            acc = lenet_accuracy(path, x_test, y_test)
+            l1, l32 = latency_ms(path, feeds1, 200), latency_ms(path, feeds32, 50)
+            size = os.path.getsize(path)
+            rows.append([name, gran, f"{100 * acc:.2f}%", f"{size / 1024:.0f} KiB", f"{l1:.3f}", f"{l32:.3f}",
+                         f"{seconds:.1f}" if seconds else "-", ""])
+        except Exception as e:  # the emitted model does not run in ORT
+            rows.append([name, gran, "-", "-", "-", "-", f"{seconds:.1f}", f"ORT failed: {str(e)[:80]}"])
+    return rows
+
+
+def minilm_rows(b):
+    tok = WordPiece(VOCAB)
+    texts = sentences(64)
+    feeds = minilm_batch(texts, tok)
+    ref = minilm_embeddings(MINILM, feeds)
+    seq = 64
+    lat1 = {k: np.ones((1, seq), dtype=np.int64) * (101 if k == "input_ids" else 1) for k in feeds}
+    lat32 = {k: np.repeat(v, 32, axis=0) for k, v in lat1.items()}
+    jobs = [
+        ("fp32", lambda: (MINILM, 0.0, None, "")),
+        ("whittle dynamic", lambda: b.whittle(MINILM, "dynamic")),
+        ("ORT quantize_dynamic", lambda: b.ort(ORT_DYNAMIC.format(model=MINILM), b.out_path("ort_dyn"))),
+        ("whittle fp16", lambda: b.whittle(MINILM, "fp16")),
+        ("ORT float16 converter", lambda: b.ort(ORT_FP16.format(model=MINILM), b.out_path("ort_fp16"))),
+        ("whittle int4 (block 32)", lambda: b.whittle(MINILM, "int4", ["--block-size", "32"])),
+        ("ORT MatMulNBits (block 32)", lambda: b.ort(ORT_INT4.format(model=MINILM), b.out_path("ort_int4"))),
+    ]
+    rows = []
+    for name, job in jobs:
+        path, seconds, _, err = job()
+        if path is None:
+            rows.append([name, "-", "-", "-", "-", f"{seconds:.1f}", f"skipped: {err[:80]}"])
+            continue
+        try:
+            cos = mean_cosine(ref, minilm_embeddings(path, feeds))
+            l1, l32 = latency_ms(path, lat1, 20), latency_ms(path, lat32, 3)
+            size = os.path.getsize(path) / 2**20
+            rows.append([name, f"{cos:.5f}", f"{size:.1f} MiB", f"{l1:.2f}", f"{l32:.1f}",
+                         f"{seconds:.1f}" if seconds else "-", ""])
+        except Exception as e:
+            rows.append([name, "-", "-", "-", "-", f"{seconds:.1f}", f"ORT failed: {str(e)[:80]}"])
+    return rows, len(texts)
+
+
+def rss_rows(b):
+    rows = []
+    for samples in (512, 5000):
+        extra = ["--calib-data", f"mnist:{MNIST}", "--calib-samples", str(samples), "--calibration", "minmax"]
+        path, seconds, rss, err = b.whittle(LENET, "static", extra, f"rss_{samples}")
+        rows.append(["whittle static minmax", str(samples), f"{rss:.0f}" if path else "-",
+                     f"{seconds:.1f}", "" if path else f"skipped: {err[:80]}"])
+        code = ORT_STATIC.format(samples=samples, model=LENET, per_channel=False, method="MinMax")
+        path, seconds, rss, err = b.ort(code, b.out_path("ort_rss"))
+        rows.append(["ORT quantize_static MinMax", str(samples), f"{rss:.0f}" if path else "-",
+                     f"{seconds:.1f}", "" if path else f"failed: {err[:80]}"])
+    return rows
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--whittle", default=os.path.join(ROOT, "target/release/whittle"))
+    p.add_argument("--lowbit", help="the lowbit example binary, for the fp16/int4 rows")
+    p.add_argument("--write", help="markdown file whose marked section receives the tables")
+    p.add_argument("--quick", action="store_true", help="minmax only, no MiniLM, no RSS table")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        b = Bench(args, tmp)
+        lenet = lenet_rows(b, args.quick)
+        minilm, n_sent = ([], 0) if args.quick else minilm_rows(b)
+        rss = [] if args.quick else rss_rows(b)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    parts = [
+        f"Machine: {cpu}, {os.cpu_count()} cores, ONNX Runtime {ort.__version__}. Latency: ORT, 1 thread, "
+        "default graph optimisations, median. Quantize time: wall seconds of the quantizing process.",
+        "",
+        f"**MNIST LeNet5** (calibration: first {CALIB} train images; accuracy: all 10k test images)",
+        "",
+        table(["method", "granularity", "accuracy", "size", "b1 ms", "b32 ms", "quantize s", "note"], lenet),
+    ]
+    if minilm:
+        parts += ["", f"**paraphrase-MiniLM-L3-v2** (mean cosine of sentence embeddings to fp32 on {n_sent} "
+                  "Debian documentation sentences; latency at sequence length 64)", "",
+                  table(["method", "cosine", "size", "b1 ms", "b32 ms", "quantize s", "note"], minilm)]
+    if rss:
+        parts += ["", "**Peak RSS of static calibration** (LeNet5, minmax, per-tensor)", "",
+                  table(["tool", "samples", "peak RSS MiB", "seconds", "note"], rss)]
+    text = "\n".join(parts)
+    print(text)
+    if args.write:
+        with open(args.write, encoding="utf-8") as f:
+            doc = f.read()
+        block = f"{BEGIN}\n{text}\n{END}"
+        if BEGIN in doc:
+            doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
+        else:
+            doc += "\n## Quantization against ONNX Runtime\n\n`python3 bench/quantize_vs_ort.py --write " \
+                   "docs/BENCHMARKS.md`\n\n" + block + "\n"
+        with open(args.write, "w", encoding="utf-8") as f:
+            f.write(doc)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,420 @@
+//! `whittle compare`: how far a compressed model B is from a reference model A.
+//!
+//! Both models run in whittle's executor on the same inputs: a labelled dataset
+//! (`--data`) or seeded random inputs built from the declared input specs. Reported:
+//! file sizes and their ratio, parameter counts, per-output MSE / cosine / SQNR of B
+//! against A, top-1 agreement of the first output when it is a [N, classes] score
+//! matrix, and each model's accuracy when the data has labels.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use whittle_data::{Dataset, Split};
+use whittle_exec::{Executor, InputSpec, Value};
+use whittle_ir::{DataType, Model, TensorData};
+
+use super::eval::scores_2d;
+
+/// Arguments of `whittle compare`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The reference model (e.g. the float32 original).
+    a: PathBuf,
+    /// The model to compare against it (e.g. its quantized version).
+    b: PathBuf,
+    /// Labelled dataset (mnist:DIR, fashion-mnist:DIR, npy:X.npy,Y.npy; test split);
+    /// without it, random inputs are drawn from the models' input specs.
+    #[arg(long)]
+    data: Option<String>,
+    /// Samples to compare (default: the whole test split, or 64 random samples).
+    #[arg(long)]
+    samples: Option<usize>,
+    /// Samples per forward pass when --data is given.
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// Seed of the random inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One model's figures.
+#[derive(Serialize, Debug)]
+pub struct ModelFigures {
+    /// Path of the model.
+    pub path: String,
+    /// Bytes on disk, external data included.
+    pub bytes: u64,
+    /// Elements of all initializers.
+    pub params: u64,
+    /// Top-1 accuracy when the data has labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+}
+
+/// Fidelity of one output of B against A.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+pub struct OutputFidelity {
+    /// Output name.
+    pub name: String,
+    /// Mean squared difference.
+    pub mse: f64,
+    /// Cosine similarity of the flattened outputs.
+    pub cosine: f64,
+    /// Signal-to-quantization-noise ratio in dB (infinite when identical).
+    pub sqnr_db: f64,
+}
+
+/// Result of a comparison.
+#[derive(Serialize, Debug)]
+pub struct Comparison {
+    /// The reference model.
+    pub a: ModelFigures,
+    /// The compared model.
+    pub b: ModelFigures,
+    /// B's size over A's.
+    pub size_ratio: f64,
+    /// Samples compared.
+    pub samples: usize,
+    /// Fidelity per output, in A's output order.
+    pub outputs: Vec<OutputFidelity>,
+    /// Share of samples where both models pick the same class (first output [N, C]).
+    pub top1_agreement: Option<f64>,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let (model_a, exec_a) = open(&args.a)?;
+    let (model_b, exec_b) = open(&args.b)?;
+    check_interfaces(&exec_a, &exec_b)?;
+    let data = match &args.data {
+        Some(spec) => Some(
+            whittle_data::spec::load(spec, Split::Test, args.samples)
+                .with_context(|| format!("loading --data {spec}"))?,
+        ),
+        None => None,
+    };
+    let feeds = match &data {
+        Some(d) => dataset_feeds(&exec_a, d, args.batch_size)?,
+        None => random_feeds(&exec_a.inputs(), args.samples.unwrap_or(64), args.seed)?,
+    };
+    let (outs_a, outs_b) = run_both(&exec_a, &exec_b, &feeds, !args.json)?;
+    let labels = data.as_ref().map(|d| d.labels.as_slice());
+    let result = summarize(
+        [(&args.a, &model_a), (&args.b, &model_b)],
+        &outs_a,
+        &outs_b,
+        labels,
+    )?;
+    if args.json {
+        return crate::report::print_json(&result);
+    }
+    print_human(&result);
+    Ok(())
+}
+
+fn open(path: &Path) -> anyhow::Result<(Model, Executor)> {
+    let model = Model::load(path)?;
+    whittle_ir::validate(&model).with_context(|| path.display().to_string())?;
+    let exec = Executor::new(&model).with_context(|| path.display().to_string())?;
+    Ok((model, exec))
+}
+
+/// Both models must take the same inputs and produce the same outputs.
+fn check_interfaces(a: &Executor, b: &Executor) -> anyhow::Result<()> {
+    let (ia, ib) = (a.inputs(), b.inputs());
+    let names = |v: &[InputSpec]| v.iter().map(|s| s.name.clone()).collect::<Vec<_>>();
+    if names(&ia) != names(&ib) {
+        bail!(
+            "the models take different inputs: A {:?}, B {:?}",
+            names(&ia),
+            names(&ib)
+        );
+    }
+    for (sa, sb) in ia.iter().zip(&ib) {
+        if sa.dims != sb.dims || sa.dtype != sb.dtype {
+            bail!(
+                "input '{}' differs: A {:?} {:?}, B {:?} {:?}",
+                sa.name,
+                sa.dtype,
+                sa.dims,
+                sb.dtype,
+                sb.dims
+            );
+        }
+    }
+    if a.output_names() != b.output_names() {
+        bail!(
+            "the models have different outputs: A {:?}, B {:?}",
+            a.output_names(),
+            b.output_names()
+        );
+    }
+    Ok(())
+}
+
+type Feed = HashMap<String, Value>;
+
+/// Batches of a dataset for a single-input model.
+fn dataset_feeds(exec: &Executor, data: &Dataset, batch_size: usize) -> anyhow::Result<Vec<Feed>> {
+    let inputs = exec.inputs();
+    let [input] = inputs.as_slice() else {
+        bail!(
+            "--data needs models with one input, these have {}",
+            inputs.len()
+        );
+    };
+    data.batches(batch_size)
+        .map(|b| {
+            let (x, _) = b?;
+            Ok(HashMap::from([(input.name.clone(), Value::try_from(&x)?)]))
+        })
+        .collect()
+}
+
+/// `samples` single-sample feeds drawn from the input specs: symbolic batch dims are 1,
+/// other symbolic dims 16; floats uniform in [0, 1), integers 0 or 1 (valid token ids,
+/// masks and indices).
+pub fn random_feeds(specs: &[InputSpec], samples: usize, seed: u64) -> anyhow::Result<Vec<Feed>> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..samples)
+        .map(|_| {
+            specs
+                .iter()
+                .map(|s| {
+                    Ok((
+                        s.name.clone(),
+                        Value::try_from(&random_tensor(s, &mut rng)?)?,
+                    ))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn random_tensor(spec: &InputSpec, rng: &mut ChaCha8Rng) -> anyhow::Result<TensorData> {
+    let Some(dims) = &spec.dims else {
+        bail!("input '{}' has no declared shape: pass --data", spec.name);
+    };
+    let dims: Vec<usize> = dims
+        .iter()
+        .enumerate()
+        .map(|(i, d)| d.unwrap_or(if i == 0 { 1 } else { 16 }))
+        .collect();
+    let n: usize = dims.iter().product();
+    Ok(match spec.dtype {
+        Some(DataType::Float) | None => {
+            let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        Some(DataType::Int64) => {
+            let v: Vec<i64> = (0..n).map(|_| rng.random_range(0..2)).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        Some(DataType::Int32) => {
+            let v: Vec<i32> = (0..n).map(|_| rng.random_range(0..2)).collect();
+            TensorData::from_slice(dims, &v)?
+        }
+        Some(other) => bail!(
+            "input '{}' has type {other}: random inputs cover float32, int64 and int32; pass --data",
+            spec.name
+        ),
+    })
+}
+
+/// Outputs of each model, per output name, as flat f64 samples in feed order.
+type Collected = Vec<(String, Vec<TensorData>)>;
+
+fn run_both(
+    a: &Executor,
+    b: &Executor,
+    feeds: &[Feed],
+    progress: bool,
+) -> anyhow::Result<(Collected, Collected)> {
+    let bar = if progress {
+        ProgressBar::new(feeds.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} runs {elapsed}",
+    )?);
+    let names = a.output_names();
+    let mut ca: Collected = names.iter().map(|n| (n.clone(), Vec::new())).collect();
+    let mut cb = ca.clone();
+    for feed in feeds {
+        let (oa, ob) = (
+            a.run(feed.clone()).context("running A")?,
+            b.run(feed.clone()).context("running B")?,
+        );
+        for (k, name) in names.iter().enumerate() {
+            ca[k].1.push(oa[name].to_data()?);
+            cb[k].1.push(ob[name].to_data()?);
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok((ca, cb))
+}
+
+fn summarize(
+    models: [(&PathBuf, &Model); 2],
+    outs_a: &Collected,
+    outs_b: &Collected,
+    labels: Option<&[i64]>,
+) -> anyhow::Result<Comparison> {
+    let mut outputs = Vec::new();
+    for ((name, ta), (_, tb)) in outs_a.iter().zip(outs_b) {
+        let (va, vb) = (flatten(ta)?, flatten(tb)?);
+        if va.len() != vb.len() {
+            bail!(
+                "output '{name}' has {} elements in A, {} in B",
+                va.len(),
+                vb.len()
+            );
+        }
+        outputs.push(fidelity(name, &va, &vb));
+    }
+    let classes = |outs: &Collected| -> anyhow::Result<Option<Vec<usize>>> { top1(&outs[0].1) };
+    let (pa, pb) = (classes(outs_a)?, classes(outs_b)?);
+    let top1_agreement = match (&pa, &pb) {
+        (Some(x), Some(y)) => Some(agreement(x, y)),
+        _ => None,
+    };
+    let accuracy = |p: &Option<Vec<usize>>| match (p, labels) {
+        (Some(p), Some(l)) => Some(accuracy(p, l)),
+        _ => None,
+    };
+    let figures = |(path, model): (&PathBuf, &Model), acc| -> anyhow::Result<ModelFigures> {
+        Ok(ModelFigures {
+            path: path.display().to_string(),
+            bytes: Model::disk_size(path)?,
+            params: params(model)?,
+            accuracy: acc,
+        })
+    };
+    let (a, b) = (
+        figures(models[0], accuracy(&pa))?,
+        figures(models[1], accuracy(&pb))?,
+    );
+    Ok(Comparison {
+        size_ratio: b.bytes as f64 / a.bytes.max(1) as f64,
+        a,
+        b,
+        samples: outs_a.first().map_or(0, |(_, v)| {
+            v.iter()
+                .map(|t| t.dims().first().copied().unwrap_or(1))
+                .sum()
+        }),
+        outputs,
+        top1_agreement,
+    })
+}
+
+fn flatten(batches: &[TensorData]) -> anyhow::Result<Vec<f64>> {
+    let mut out = Vec::new();
+    for t in batches {
+        out.extend(t.to_f64_vec()?);
+    }
+    Ok(out)
+}
+
+/// MSE, cosine and SQNR of `b` against the reference `a`.
+pub fn fidelity(name: &str, a: &[f64], b: &[f64]) -> OutputFidelity {
+    let n = a.len().max(1) as f64;
+    let noise: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+    let signal: f64 = a.iter().map(|x| x * x).sum();
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm_b: f64 = b.iter().map(|y| y * y).sum();
+    let denom = (signal * norm_b).sqrt();
+    OutputFidelity {
+        name: name.to_string(),
+        mse: noise / n,
+        cosine: if denom == 0.0 {
+            (noise == 0.0) as u8 as f64
+        } else {
+            dot / denom
+        },
+        sqnr_db: 10.0 * (signal / noise).log10(),
+    }
+}
+
+/// Argmax class of every row when the output is a [N, C] float score matrix.
+fn top1(batches: &[TensorData]) -> anyhow::Result<Option<Vec<usize>>> {
+    let mut classes = Vec::new();
+    for t in batches {
+        if t.dims().len() != 2 || !t.dtype().is_float() {
+            return Ok(None);
+        }
+        for row in scores_2d(t, t.dims()[0])? {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f64::NEG_INFINITY),
+                    |m, (i, &s)| if s > m.1 { (i, s) } else { m },
+                );
+            classes.push(best.0);
+        }
+    }
+    Ok(Some(classes))
+}
+
+fn agreement(a: &[usize], b: &[usize]) -> f64 {
+    a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len().max(1) as f64
+}
+
+fn accuracy(pred: &[usize], labels: &[i64]) -> f64 {
+    let hits = pred
+        .iter()
+        .zip(labels)
+        .filter(|(p, &l)| **p as i64 == l)
+        .count();
+    hits as f64 / pred.len().max(1) as f64
+}
+
+/// Elements of every initializer of the main graph.
+fn params(model: &Model) -> anyhow::Result<u64> {
+    Ok(model
+        .graph()
+        .initializer
+        .iter()
+        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
+        .sum())
+}
+
+fn print_human(r: &Comparison) {
+    use crate::report::{human_bytes, human_count};
+    for (tag, m) in [("A", &r.a), ("B", &r.b)] {
+        let acc = m
+            .accuracy
+            .map(|a| format!(", top-1 {:.2}%", 100.0 * a))
+            .unwrap_or_default();
+        println!(
+            "{tag}: {} — {}, {} params{acc}",
+            m.path,
+            human_bytes(m.bytes),
+            human_count(m.params)
+        );
+    }
+    println!("size B/A: {:.3} ({} samples)", r.size_ratio, r.samples);
+    for o in &r.outputs {
+        println!(
+            "output {}: mse {:.3e}, cosine {:.6}, SQNR {:.1} dB",
+            o.name, o.mse, o.cosine, o.sqnr_db
+        );
+    }
+    if let Some(t) = r.top1_agreement {
+        println!("top-1 agreement {:.2}%", 100.0 * t);
+    }
+}
