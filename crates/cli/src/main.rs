@@ -25,6 +25,10 @@ enum Command {
     Eval(commands::eval::Args),
     /// Run the ONNX backend node tests and report passed / failed / unsupported counts.
     Conformance(commands::conformance::Args),
+    /// Time every node: MACs, FLOPs, parameters, activations, bottlenecks, peak memory.
+    Profile(commands::profile::Args),
+    /// Latency percentiles, throughput and peak memory per batch size (whittle or ORT).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +38,8 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Conformance(a) => commands::conformance::run(a),
+        Command::Profile(a) => commands::profile::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
