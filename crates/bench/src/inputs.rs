@@ -33,8 +33,8 @@ pub struct ShapeRequest {
 }
 
 /// Fixes every dimension of every runtime input. Fails, naming the input and the
-/// dimension, when a dynamic dimension is left open, and when a requested shape
-/// contradicts the declared one.
+/// dimension, when a dynamic dimension is left open (nothing is guessed: a dynamic batch
+/// dimension needs `batch` or a shape), and when a request contradicts a fixed dimension.
 pub fn resolve_inputs(model: &Model, request: &ShapeRequest) -> Result<Vec<ResolvedInput>> {
     let graph = model.graph();
     let runtime = graph.runtime_inputs();
@@ -172,8 +172,12 @@ fn fix_dim(
     batch: Option<usize>,
     symbols: &HashMap<String, usize>,
 ) -> Result<usize> {
-    if let Dim::Known(n) = dim {
-        return Ok(*n);
+    match (dim, axis, batch) {
+        (Dim::Known(n), 0, Some(b)) if *n != b => {
+            bail!("input '{name}' has a fixed batch dimension of {n}; --batch {b} cannot change it")
+        }
+        (Dim::Known(n), _, _) => return Ok(*n),
+        _ => {}
     }
     if let Some(&v) = match dim {
         Dim::Symbol(s) => symbols.get(s),
@@ -188,8 +192,9 @@ fn fix_dim(
         Dim::Symbol(s) => format!("'{s}'"),
         _ => format!("{axis}"),
     };
+    let batch_hint = if axis == 0 { "--batch B or " } else { "" };
     bail!(
-        "input '{name}' {} has dynamic dimension {what}: fix it with --shape {name}=DIMS (numbers joined by 'x')",
+        "input '{name}' {} has dynamic dimension {what}: fix it with {batch_hint}--shape {name}=DIMS (numbers joined by 'x')",
         show_dims(dims)
     )
 }

@@ -80,7 +80,9 @@ fn profile_json_is_consistent_with_inspect() {
 #[test]
 fn profile_renders_markdown_and_html() {
     let lenet = lenet();
-    let base = ["profile", &lenet, "--runs", "1", "--warmup", "0"];
+    let base = [
+        "profile", &lenet, "--batch", "2", "--runs", "1", "--warmup", "0",
+    ];
     let md = whittle(&[&base[..], &["--format", "md"]].concat());
     let md = String::from_utf8_lossy(&md.stdout);
     assert!(md.contains("| op type | nodes | time ms | share |"), "{md}");
@@ -119,10 +121,14 @@ fn bad_input_gives_clear_errors() {
     assert!(
         err.starts_with("error: ") && err.contains("--runs") && err.trim().lines().count() == 1
     );
-    let err = failure(
-        &["profile", &model("paraphrase-MiniLM-L3-v2.onnx"), "--json"],
-        1,
+    let err = failure(&["profile", &lenet, "--json"], 1);
+    assert!(
+        err.contains("'N'") && err.contains("--batch B or --shape input="),
+        "{err}"
     );
+    let minilm = model("paraphrase-MiniLM-L3-v2.onnx");
+    let err = failure(&["profile", &minilm, "--batch", "1"], 1);
+    assert!(err.contains("'sequence_length'"), "{err}");
     assert!(err.contains("--shape input_ids="), "{err}");
     let err = failure(&["bench", &lenet, "--shape", "input:1x1x28x28"], 1);
     assert!(err.contains("NAME=DIMS"), "{err}");

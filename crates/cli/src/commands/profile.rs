@@ -18,8 +18,8 @@ pub struct Args {
     /// The ONNX model.
     model: PathBuf,
     /// Leading (batch) dimension of inputs whose leading dimension is dynamic.
-    #[arg(long, default_value_t = 1)]
-    batch: usize,
+    #[arg(long)]
+    batch: Option<usize>,
     /// Timed runs.
     #[arg(long, default_value_t = 10)]
     runs: usize,
@@ -47,7 +47,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     whittle_ir::validate(&model)?;
     let opts = ProfileOptions {
         shapes: ShapeRequest {
-            batch: Some(args.batch),
+            batch: args.batch,
             shapes: parse_shapes(&args.shapes)?,
         },
         runs: args.runs,
