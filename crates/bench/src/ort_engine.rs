@@ -10,7 +10,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use whittle_ir::{DataType, Element, TensorData};
@@ -92,12 +92,15 @@ impl OrtEngine {
     pub fn load(model: &Path, threads: usize) -> Result<Self> {
         let env = environment()?;
         let at = |e: ort::Error| BenchError::Ort(format!("{}: {e}", model.display()));
+        let options = |e: ort::Error<SessionBuilder>| at(e.into());
         let session = Session::builder(env)
             .map_err(at)?
             .with_optimization_level(GraphOptimizationLevel::All)
-            .and_then(|b| b.with_intra_threads(threads))
-            .and_then(|b| b.with_inter_threads(1))
-            .map_err(|e| at(e.into()))?
+            .map_err(options)?
+            .with_intra_threads(threads)
+            .map_err(options)?
+            .with_inter_threads(1)
+            .map_err(options)?
             .commit_from_file(model)
             .map_err(at)?;
         Ok(OrtEngine { session })
