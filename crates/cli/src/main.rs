@@ -33,6 +33,10 @@ enum Command {
     Zoo(commands::zoo::Args),
     /// Quantize a model to INT8 (static with calibration data, or dynamic).
     Quantize(commands::quantize::Args),
+    /// Time every node: MACs, FLOPs, parameters, activations, bottlenecks, peak memory.
+    Profile(commands::profile::Args),
+    /// Latency percentiles, throughput and peak memory per batch size (whittle or ORT).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,8 @@ fn main() -> ExitCode {
         Command::Optimize(a) => commands::optimize::run(a),
         Command::Zoo(a) => commands::zoo::run(a),
         Command::Quantize(a) => commands::quantize::run(a),
+        Command::Profile(a) => commands::profile::run(a),
+        Command::Bench(a) => commands::bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -114,6 +114,49 @@ mod tests {
     }
 
     #[test]
+    fn conv_transpose_counts_per_input_pixel() {
+        // Each of the 4x5x5 input pixels scatters a (Cout/groups)x3x3 kernel.
+        let s = shapes(&[
+            ("x", &[1, 4, 5, 5]),
+            ("w", &[4, 2, 3, 3]),
+            ("y", &[1, 2, 11, 11]),
+        ]);
+        let n = node("ConvTranspose", &["x", "w"]);
+        assert_eq!(node_macs(&n, &|n| s.get(n).cloned()), Some(4 * 25 * 2 * 9));
+        // groups = 2: w is [Cin, Cout/groups, kh, kw] = [4, 1, 3, 3].
+        let s = shapes(&[
+            ("x", &[3, 4, 5, 5]),
+            ("w", &[4, 1, 3, 3]),
+            ("y", &[3, 2, 11, 11]),
+        ]);
+        assert_eq!(node_macs(&n, &|n| s.get(n).cloned()), Some(3 * 4 * 25 * 9));
+    }
+
+    #[test]
+    fn broadcast_and_vector_matmuls_count_each_output_times_k() {
+        // [8,128,64] x [64,32]: 8 batches of 128x32 outputs, K = 64.
+        let s = shapes(&[("a", &[8, 128, 64]), ("b", &[64, 32]), ("y", &[8, 128, 32])]);
+        let m = node("MatMul", &["a", "b"]);
+        assert_eq!(
+            node_macs(&m, &|n| s.get(n).cloned()),
+            Some(8 * 128 * 32 * 64)
+        );
+        // Broadcast batch dims [2,1] x [3] -> [2,3].
+        let s = shapes(&[
+            ("a", &[2, 1, 4, 8]),
+            ("b", &[3, 8, 5]),
+            ("y", &[2, 3, 4, 5]),
+        ]);
+        assert_eq!(
+            node_macs(&m, &|n| s.get(n).cloned()),
+            Some(2 * 3 * 4 * 5 * 8)
+        );
+        // Vector x matrix: [8] x [8,5] -> [5].
+        let s = shapes(&[("a", &[8]), ("b", &[8, 5]), ("y", &[5])]);
+        assert_eq!(node_macs(&m, &|n| s.get(n).cloned()), Some(5 * 8));
+    }
+
+    #[test]
     fn unknown_shapes_give_none_and_other_ops_zero() {
         let s: HashMap<String, Vec<usize>> = HashMap::new();
         assert_eq!(

@@ -1,0 +1,119 @@
+//! `whittle bench`: latency, throughput and peak memory per batch size, in whittle's
+//! executor or ONNX Runtime. Several batch sizes run in one fresh child process each
+//! (this binary, one batch), so their peak-memory figures do not mix.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use whittle_bench::bench::{
+    bench_batch, set_executor_threads, BatchResult, BenchOptions, BenchReport, Engine,
+};
+use whittle_bench::render::{render, Format};
+use whittle_bench::report::bench_document;
+use whittle_ir::Model;
+
+use crate::commands::inspect::parse_shapes;
+use crate::commands::profile::progress_bar;
+use crate::report::print_json;
+
+/// Arguments of `whittle bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model.
+    model: PathBuf,
+    /// Batch sizes, comma-separated (each in its own process when there are several).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    batch: Vec<usize>,
+    /// Intra-op threads (0: the engine's default).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Untimed warm-up runs per batch size.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed runs per batch size.
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Runtime: whittle (the executor) or ort (ONNX Runtime).
+    #[arg(long, default_value = "whittle", value_parser = str::parse::<Engine>)]
+    engine: Engine,
+    /// Fix an input's shape, e.g. `input_ids=1x128`; the batch dimension follows --batch.
+    #[arg(long = "shape", value_name = "NAME=DIMS")]
+    shapes: Vec<String>,
+    /// Report format: text, md or html.
+    #[arg(long, default_value = "text", value_parser = str::parse::<Format>)]
+    format: Format,
+    /// Machine-readable output (overrides --format).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.engine == Engine::Whittle && args.threads > 0 {
+        set_executor_threads(args.threads);
+    }
+    let model = Model::load(&args.model)?;
+    whittle_ir::validate(&model)?;
+    let opts = BenchOptions {
+        engine: args.engine,
+        threads: args.threads,
+        warmup: args.warmup,
+        runs: args.runs,
+        shapes: parse_shapes(&args.shapes)?,
+        seed: 0,
+    };
+    let batches = match args.batch.as_slice() {
+        [] => bail!("--batch needs at least one size"),
+        [one] => {
+            let bar = progress_bar((args.warmup + args.runs) as u64, args.json)?;
+            let result = bench_batch(&args.model, &model, &opts, *one, &mut || bar.inc(1));
+            bar.finish_and_clear();
+            vec![result?]
+        }
+        many => many
+            .iter()
+            .map(|&b| in_child(&args, b))
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let report = BenchReport::new(&args.model, &model, &opts, batches)?;
+    if args.json {
+        return print_json(&report);
+    }
+    print!("{}", render(&bench_document(&report), args.format));
+    Ok(())
+}
+
+/// Benchmarks one batch size in a fresh `whittle bench` process.
+fn in_child(args: &Args, batch: usize) -> anyhow::Result<BatchResult> {
+    let exe = std::env::current_exe().context("locating the whittle binary")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("bench")
+        .arg(&args.model)
+        .args(["--batch", &batch.to_string()])
+        .args(["--threads", &args.threads.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--runs", &args.runs.to_string()])
+        .args(["--engine", &args.engine.to_string()])
+        .arg("--json");
+    for s in &args.shapes {
+        cmd.args(["--shape", s]);
+    }
+    let out = cmd.output().context("starting a benchmark process")?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .trim_start_matches("error: ");
+        bail!("batch {batch}: {line}");
+    }
+    let report: BenchReport = serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("batch {batch}: reading the benchmark process's report"))?;
+    report
+        .batches
+        .into_iter()
+        .next()
+        .with_context(|| format!("batch {batch}: the benchmark process reported nothing"))
+}
