@@ -1,6 +1,6 @@
 """Quantization with whittle against ONNX Runtime's quantization tools.
 
-usage: python3 bench/quantize_vs_ort.py [--whittle BIN] [--lowbit BIN] [--write docs/BENCHMARKS.md]
+usage: python3 bench/quantize_vs_ort.py [--whittle BIN] [--write docs/BENCHMARKS.md]
 
 Models and data:
   * MNIST LeNet5: calibration on the first 512 MNIST train images, accuracy on all 10k
@@ -19,9 +19,7 @@ gives the peak RSS of static calibration with 512 and 5,000 samples.
 
 whittle is called as `BIN quantize MODEL -o OUT --mode M [...] --json`. A row whose
 command fails (e.g. a mode the binary does not have yet) is kept with its error as a
-note. `--lowbit BIN` runs the fp16/int4 rows with the `lowbit` example of whittle-passes
-(`cargo build --release -p whittle-passes --example lowbit`), which has the same
-contract for those two modes.
+note.
 """
 import argparse
 import glob
@@ -212,10 +210,7 @@ class Bench:
 
     def whittle(self, model, mode, extra=(), tag=None):
         out = self.out_path(tag or mode)
-        binary = self.args.lowbit if mode in ("fp16", "int4") and self.args.lowbit else self.args.whittle
-        cmd = [binary, "quantize", model, "-o", out, "--mode", mode, *extra, "--json"]
-        if binary == self.args.lowbit:
-            cmd.remove("quantize")
+        cmd = [self.args.whittle, "quantize", model, "-o", out, "--mode", mode, *extra, "--json"]
         ok, seconds, rss, err = child_rss(cmd)
         return (out if ok else None), seconds, rss, err
 
@@ -353,7 +348,6 @@ def table(header, rows):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--whittle", default=os.path.join(ROOT, "target/release/whittle"))
-    p.add_argument("--lowbit", help="the lowbit example binary, for the fp16/int4 rows")
     p.add_argument("--write", help="markdown file whose marked section receives the tables")
     p.add_argument("--quick", action="store_true", help="minmax only, no MiniLM, no RSS table")
     args = p.parse_args()

@@ -4,9 +4,9 @@
 #![warn(missing_docs)]
 
 pub mod error;
-pub mod optimize;
-pub mod quantize;
 pub mod fp16;
 pub mod int4;
+pub mod optimize;
+pub mod quantize;
 
 pub use error::{PassError, Result};

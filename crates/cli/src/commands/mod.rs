@@ -1,15 +1,12 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod compare;
 pub mod conformance;
 pub mod eval;
 pub mod inspect;
 pub mod optimize;
-pub mod quantize;
-pub mod bench;
-pub mod conformance;
-pub mod eval;
-pub mod inspect;
 pub mod profile;
+pub mod quantize;
 pub mod run;
 pub mod zoo;

@@ -8,6 +8,8 @@ use whittle_data::{Dataset, Split};
 use whittle_exec::executor::check_input;
 use whittle_exec::{Executor, InputSpec, Value};
 use whittle_ir::{DataType, ExternalData, Model, TensorData};
+use whittle_passes::fp16::Fp16Options;
+use whittle_passes::int4::Int4Options;
 use whittle_passes::quantize::sensitivity::{AccuracyReport, EvalSet};
 use whittle_passes::quantize::{
     self, CalibrationMethod, Format, QuantConfig, QuantReport, QuantType,
@@ -58,6 +60,15 @@ pub struct Args {
     /// Node names to keep in float.
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     exclude: Vec<String>,
+    /// FP16: keep float32 graph inputs and outputs (Casts at the boundary).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    keep_io_types: bool,
+    /// INT4: weights per block along K (a power of two, at least 16).
+    #[arg(long, default_value_t = 32)]
+    block_size: usize,
+    /// INT4: symmetric blocks (no zero points).
+    #[arg(long)]
+    symmetric: bool,
     /// Largest top-1 accuracy drop allowed, in percent (needs --eval-data).
     #[arg(long, value_name = "PERCENT")]
     accuracy_budget: Option<f64>,
@@ -150,7 +161,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let (quantized, mut report, verify_feed) = match args.mode {
         Mode::Fp16 | Mode::Int4 => {
-            bail!("this --mode is not available in this build (only dynamic and static)")
+            let (q, r) = if args.mode == Mode::Fp16 {
+                let opts = Fp16Options {
+                    keep_io_types: args.keep_io_types,
+                    keep_nodes: args.exclude.clone(),
+                    ..Fp16Options::default()
+                };
+                quantize::fp16_with_report(&model, &opts)?
+            } else {
+                let opts = Int4Options {
+                    block_size: args.block_size,
+                    symmetric: args.symmetric,
+                    ..Int4Options::default()
+                };
+                quantize::int4_with_report(&model, &opts)?
+            };
+            let feed = match &eval {
+                Some(e) => dataset_batches(&e.input, &e.data, VERIFY_SAMPLES)?,
+                None => vec![synthetic_feed(&exec.inputs())?],
+            };
+            (q, r, feed)
         }
         Mode::Dynamic => {
             let (q, r) = quantize::dynamic_int8(&model, &cfg)?;
@@ -195,7 +225,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Model::disk_size(&args.model)?,
         Model::disk_size(&args.output)?,
     );
-    if args.mode == Mode::Dynamic && args.eval_data.is_none() {
+    if args.mode != Mode::Static && args.eval_data.is_none() {
         report
             .notes
             .push("verified on synthetic inputs (give --eval-data for real ones)".into());
@@ -217,7 +247,7 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
     if args.accuracy_budget.is_some() && args.eval_data.is_none() {
         bail!("--accuracy-budget needs --eval-data SPEC");
     }
-    if args.accuracy_budget.is_some() && args.mode == Mode::Dynamic {
+    if args.accuracy_budget.is_some() && args.mode != Mode::Static {
         bail!("--accuracy-budget works with --mode static");
     }
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {

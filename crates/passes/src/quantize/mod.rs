@@ -12,6 +12,7 @@ pub mod calibrate;
 pub mod config;
 pub mod dynamic;
 pub mod integer;
+pub mod lowbit;
 pub mod observer;
 pub mod opset;
 pub mod plan;
@@ -30,6 +31,7 @@ use whittle_ir::Model;
 
 pub use calibrate::Calibration;
 pub use config::{Format, QuantConfig};
+pub use lowbit::{fp16_with_report, int4_with_report};
 pub use observer::CalibrationMethod;
 pub use plan::{FloatNode, Plan, Target, WeightSource};
 pub use report::{QuantReport, QuantizedNode};

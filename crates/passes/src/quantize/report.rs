@@ -60,6 +60,15 @@ pub struct QuantReport {
 }
 
 impl QuantReport {
+    /// The mode as a person reads it: `static INT8`, `dynamic INT8`, `FP16`, `INT4 weight-only`.
+    pub fn precision(&self) -> String {
+        match self.mode.as_str() {
+            "fp16" => "FP16".into(),
+            "int4" => "INT4 weight-only".into(),
+            mode => format!("{mode} INT8"),
+        }
+    }
+
     /// Records the sizes and notes when the model did not shrink.
     pub fn set_sizes(&mut self, input_bytes: u64, output_bytes: u64) {
         self.input_bytes = input_bytes;
@@ -86,8 +95,8 @@ impl QuantReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{} INT8 ({}): {} nodes quantized, {} float; {} -> {} bytes ({:.1}%) in {:.1}s",
-            self.mode,
+            "{} ({}): {} nodes quantized, {} float; {} -> {} bytes ({:.1}%) in {:.1}s",
+            self.precision(),
             self.format,
             self.quantized_nodes.len(),
             self.float_nodes.len(),
