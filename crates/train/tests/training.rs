@@ -100,10 +100,7 @@ fn lenet5_with_a_fresh_head_learns_mnist() {
     let before = trainer.evaluate(&test).unwrap();
     let report = trainer.fit(&train, Some(&test)).unwrap();
     let after = trainer.evaluate(&test).unwrap();
-    assert!(
-        (before.loss - 10f64.ln()).abs() < 0.2,
-        "fresh head: {before:?}"
-    );
+    assert!(before.accuracy < 0.3, "a random head guesses: {before:?}");
     assert!(
         report.epochs[1].loss < report.epochs[0].loss,
         "{:?}",
@@ -263,7 +260,9 @@ fn batch_norm_running_statistics_follow_the_batches_and_serve_inference() {
 }
 
 fn cross_entropy_loss() -> LossFn {
-    Box::new(|x| loss::cross_entropy(x.outputs["logits"].tensor(), x.labels, 0.0))
+    Box::new(|x: &whittle_train::LossInput| {
+        loss::cross_entropy(x.outputs["logits"].tensor(), x.labels, 0.0)
+    })
 }
 
 #[test]
@@ -293,6 +292,9 @@ fn gradient_checkpointing_gives_the_same_gradients() {
             .unwrap()
         };
         let (plain, recomputed) = (pass(None), pass(Some(&bounds)));
+        let memory = whittle_train::memory::estimate(&exec, &inputs, 0, Some(&bounds)).unwrap();
+        let kept = memory.checkpointed_activations.unwrap();
+        assert!(kept < memory.activations, "{memory:?}");
         assert_eq!(plain.loss, recomputed.loss);
         assert_eq!(plain.grads.len(), trainable.len());
         for (name, g) in &plain.grads {
