@@ -4,3 +4,4 @@ pub mod conformance;
 pub mod eval;
 pub mod inspect;
 pub mod run;
+pub mod train;
