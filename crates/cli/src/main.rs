@@ -26,7 +26,7 @@ enum Command {
     /// Run the ONNX backend node tests and report passed / failed / unsupported counts.
     Conformance(commands::conformance::Args),
     /// Train or fine-tune a classifier on a labelled dataset (SGD/Adam/AdamW, LR schedules).
-    Train(commands::train::Args),
+    Train(Box<commands::train::Args>),
 }
 
 fn main() -> ExitCode {
@@ -36,7 +36,7 @@ fn main() -> ExitCode {
         Command::Run(a) => commands::run::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Conformance(a) => commands::conformance::run(a),
-        Command::Train(a) => commands::train::run(a),
+        Command::Train(a) => commands::train::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

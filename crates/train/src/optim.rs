@@ -73,7 +73,7 @@ impl OptimizerConfig {
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
             bail!("weight decay {} must be non-negative", self.weight_decay);
         }
-        if !(self.eps > 0.0) {
+        if self.eps.is_nan() || self.eps <= 0.0 {
             bail!("optimizer eps {} must be positive", self.eps);
         }
         Ok(())

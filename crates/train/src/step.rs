@@ -91,10 +91,11 @@ fn detach_all(env: &HashMap<String, Value>) -> Result<HashMap<String, Value>> {
         .collect()
 }
 
+/// Values of a segment boundary, and the fresh variables standing for their float entries.
+type VariableEnv = (HashMap<String, Value>, Vec<(String, Var)>);
+
 /// `env` with every float value replaced by a fresh variable (returned beside it).
-fn as_variables(
-    env: &HashMap<String, Value>,
-) -> Result<(HashMap<String, Value>, Vec<(String, Var)>)> {
+fn as_variables(env: &HashMap<String, Value>) -> Result<VariableEnv> {
     let mut vars = Vec::new();
     let mut out = HashMap::new();
     for (name, v) in env {

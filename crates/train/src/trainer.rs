@@ -505,7 +505,7 @@ fn check_config(c: &TrainConfig) -> Result<()> {
     if c.accumulate == 0 {
         bail!("--accumulate must be at least 1");
     }
-    if let Some(n) = c.clip_grad_norm.filter(|n| !(*n > 0.0)) {
+    if let Some(n) = c.clip_grad_norm.filter(|n| n.is_nan() || *n <= 0.0) {
         bail!("--clip-grad-norm {n} must be positive");
     }
     if c.patience == Some(0) {
