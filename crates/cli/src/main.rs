@@ -37,6 +37,8 @@ enum Command {
     Profile(commands::profile::Args),
     /// Latency percentiles, throughput and peak memory per batch size (whittle or ORT).
     Bench(commands::bench::Args),
+    /// Train or fine-tune a classifier on a labelled dataset (SGD/Adam/AdamW, LR schedules).
+    Train(Box<commands::train::Args>),
 }
 
 fn main() -> ExitCode {
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Command::Quantize(a) => commands::quantize::run(a),
         Command::Profile(a) => commands::profile::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Train(a) => commands::train::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,6 +2,7 @@
 //! trainable initializers through candle's autograd.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
 
 use candle_core::{Device, Tensor, Var};
 use whittle_ir::graph::{node_inputs, GraphEdit};
@@ -35,6 +36,13 @@ pub struct RunOptions<'h> {
     pub keep: Vec<String>,
     /// Called for every produced value (calibration observers, debugging).
     pub hook: Option<Hook<'h>>,
+    /// Seed of this run's random operators (Dropout without a `seed` attribute): each node
+    /// draws from its own generator seeded from this and its position. `None`: candle's RNG.
+    pub seed: Option<u64>,
+    /// Training mode: receives the updated BatchNormalization running statistics, detached,
+    /// by the name of the `input_mean` / `input_var` value they replace (apply them with
+    /// [`Executor::set_initializer`]).
+    pub running_stats: Option<&'h mut HashMap<String, Value>>,
 }
 
 /// A prepared graph: operators resolved, initializers decoded once.
@@ -230,11 +238,10 @@ impl Executor {
         let env = self.evaluate(
             &self.graph,
             &self.plan,
+            0..self.plan.steps.len(),
             inputs,
-            &HashMap::new(),
             &wanted,
-            opts.training,
-            &mut opts.hook,
+            &mut opts,
         )?;
         wanted
             .into_iter()
@@ -243,6 +250,35 @@ impl Executor {
                 None => Err(ExecError::msg(format!("value '{name}' was not computed"))),
             })
             .collect()
+    }
+
+    /// The graph's nodes in the order a run executes them (the steps of [`Executor::run_range`]).
+    pub fn run_order(&self) -> Vec<&NodeProto> {
+        self.plan
+            .steps
+            .iter()
+            .map(|s| &self.graph.node[s.node])
+            .collect()
+    }
+
+    /// Runs only the steps `range` of [`Executor::run_order`] with `env` holding every value
+    /// they read (graph inputs and values computed by earlier steps), and returns the values
+    /// still live afterwards: those later steps read, plus graph outputs. Chaining ranges
+    /// gives the same values as one run; gradient checkpointing re-runs a range in backward.
+    pub fn run_range(
+        &self,
+        range: Range<usize>,
+        env: HashMap<String, Value>,
+        mut opts: RunOptions,
+    ) -> Result<HashMap<String, Value>> {
+        if range.end > self.plan.steps.len() || range.start > range.end {
+            return Err(ExecError::msg(format!(
+                "step range {range:?} is outside the plan's {} steps",
+                self.plan.steps.len()
+            )));
+        }
+        let wanted: HashSet<String> = self.output_names().into_iter().collect();
+        self.evaluate(&self.graph, &self.plan, range, env, &wanted, &mut opts)
     }
 
     /// Runs a subgraph (If/Loop/Scan body) with `inputs` bound to its formal inputs.
@@ -265,7 +301,14 @@ impl Executor {
         }
         let plan = Plan::new(graph)?;
         let wanted: HashSet<String> = graph.output.iter().map(|v| v.name.clone()).collect();
-        let env = self.evaluate(graph, &plan, env, scope, &wanted, training, &mut None)?;
+        let mut opts = RunOptions {
+            training,
+            ..Default::default()
+        };
+        let mut scoped = scope.clone();
+        scoped.extend(env);
+        let all = 0..plan.steps.len();
+        let env = self.evaluate(graph, &plan, all, scoped, &wanted, &mut opts)?;
         graph
             .output
             .iter()
@@ -278,20 +321,22 @@ impl Executor {
             .collect()
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn evaluate(
         &self,
         graph: &GraphProto,
         plan: &Plan,
-        inputs: HashMap<String, Value>,
-        outer: &HashMap<String, Value>,
+        range: Range<usize>,
+        mut env: HashMap<String, Value>,
         wanted: &HashSet<String>,
-        training: bool,
-        hook: &mut Option<Hook>,
+        opts: &mut RunOptions,
     ) -> Result<HashMap<String, Value>> {
-        let mut env: HashMap<String, Value> = outer.clone();
-        env.extend(inputs);
-        for step in &plan.steps {
+        for (pos, step) in plan
+            .steps
+            .iter()
+            .enumerate()
+            .take(range.end)
+            .skip(range.start)
+        {
             let node = &graph.node[step.node];
             let fail = |message: String| ExecError::Node {
                 node: node.name.clone(),
@@ -311,7 +356,10 @@ impl Executor {
             let ctx = OpCtx {
                 node,
                 opset: self.opsets.get(domain).copied().unwrap_or(1),
-                training,
+                training: opts.training,
+                seed: opts
+                    .seed
+                    .map(|s| s ^ (pos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
                 inputs,
                 exec: self,
                 scope: &env,
@@ -328,11 +376,14 @@ impl Executor {
                     node.output.len()
                 )));
             }
+            if opts.training && node.op_type == "BatchNormalization" {
+                record_running_stats(node, &outputs, opts)?;
+            }
             for (name, value) in node.output.iter().zip(outputs) {
                 if name.is_empty() {
                     continue;
                 }
-                if let Some(h) = hook.as_mut() {
+                if let Some(h) = opts.hook.as_mut() {
                     h(name, node, &value)?;
                 }
                 env.insert(name.clone(), value);
@@ -394,6 +445,20 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// Stores a training-mode BatchNormalization's updated running mean and variance (its
+/// outputs 1 and 2) under the names of its `input_mean` and `input_var`.
+fn record_running_stats(node: &NodeProto, outputs: &[Value], opts: &mut RunOptions) -> Result<()> {
+    let Some(stats) = opts.running_stats.as_mut() else {
+        return Ok(());
+    };
+    for (slot, value) in [(3, outputs.get(1)), (4, outputs.get(2))] {
+        if let (Some(name), Some(value)) = (node.input.get(slot), value) {
+            stats.insert(name.clone(), value.with_tensor(value.tensor().detach())?);
+        }
+    }
+    Ok(())
 }
 
 /// Checks a value against an input's declared type and shape.

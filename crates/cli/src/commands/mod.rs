@@ -9,4 +9,5 @@ pub mod optimize;
 pub mod profile;
 pub mod quantize;
 pub mod run;
+pub mod train;
 pub mod zoo;

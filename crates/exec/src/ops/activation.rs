@@ -298,7 +298,11 @@ fn dropout(c: &OpCtx) -> Result<Vec<Value>> {
     if !(0.0..1.0).contains(&ratio) {
         bail!("ratio {ratio} is outside [0, 1)");
     }
-    let keep = uniform(x.tensor(), c.node.int("seed")?)?.ge(ratio)?;
+    let seed = c
+        .node
+        .int("seed")?
+        .or(c.seed.map(|s| (s ^ (s >> 32)) as u32 as i64));
+    let keep = uniform(x.tensor(), seed)?.ge(ratio)?;
     let scale = keep
         .to_dtype(x.tensor().dtype())?
         .affine(1.0 / (1.0 - ratio), 0.0)?;

@@ -38,6 +38,8 @@ pub struct OpCtx<'a> {
     pub opset: i64,
     /// True when the graph runs in training mode (Dropout, BatchNormalization statistics).
     pub training: bool,
+    /// Seed for this node's random draws (Dropout), when the run was given one.
+    pub seed: Option<u64>,
     /// The node's inputs; `None` for omitted optional inputs.
     pub inputs: Vec<Option<Value>>,
     /// The executor, for operators with subgraphs.

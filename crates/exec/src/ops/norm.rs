@@ -112,14 +112,15 @@ fn batch_norm(c: &OpCtx) -> Result<Vec<Value>> {
         let t = ((old * momentum)? + (new * (1.0 - momentum))?)?;
         Value::new(t, mean.dtype())
     };
-    let mut outs = vec![
+    let outs = vec![
         x.with_tensor(y)?,
         running(mean, &bm)?,
         running(var, &bv)?,
         Value::new(bm, mean.dtype())?,
         Value::new(bv, var.dtype())?,
     ];
-    outs.truncate(c.node.output.len().max(1));
+    // All five are returned: the executor hands the running statistics to the trainer
+    // even when the node does not name them, and binds only the named outputs.
     Ok(outs)
 }
 

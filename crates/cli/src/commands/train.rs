@@ -1,0 +1,334 @@
+//! `whittle train`: train (or fine-tune) a classifier on a labelled dataset and write the
+//! trained model. Settings come from flags and optionally a YAML or TOML file (`--config`);
+//! flags override the file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use whittle_data::Split;
+use whittle_ir::{ExternalData, Model};
+use whittle_train::{
+    split_validation, Monitor, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
+};
+
+/// Arguments of `whittle train`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Training settings (also readable from --config).
+    #[command(flatten)]
+    settings: Settings,
+    /// YAML (.yaml/.yml) or TOML (.toml) file with the same settings (kebab-case keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run saved in this checkpoint directory.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Where to write the trained model.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Every setting of a run; each may come from the command line or the config file.
+#[derive(clap::Args, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Settings {
+    /// The model: zoo:NAME or MODEL.onnx.
+    #[arg(long)]
+    model: Option<String>,
+    /// Dataset: mnist:DIR, fashion-mnist:DIR or npy:X.npy,Y.npy (its training split).
+    #[arg(long)]
+    data: Option<String>,
+    /// Use only the first N samples.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Samples per batch [default: 32].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// sgd | adam | adamw [default: sgd].
+    #[arg(long)]
+    optimizer: Option<String>,
+    /// Peak learning rate [default: 0.01].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// SGD momentum [default: 0].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// SGD Nesterov momentum.
+    #[arg(long)]
+    nesterov: Option<bool>,
+    /// Weight decay (decoupled for adamw).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// constant | step | polynomial | warmup-cosine | warmup-exponential | warmup-step | one-cycle.
+    #[arg(long)]
+    lr_schedule: Option<String>,
+    /// Warmup optimizer steps (warmup-* schedules).
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    /// Warmup in epochs (instead of --warmup-steps).
+    #[arg(long)]
+    warmup_epochs: Option<f64>,
+    /// Steps between decays (step, warmup-step) [default: one epoch].
+    #[arg(long)]
+    step_size: Option<usize>,
+    /// Decay factor (step, warmup-step: per decay [0.1]; warmup-exponential: per step [0.99]).
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// Final rate (warmup-cosine, polynomial, one-cycle) [default: 0 / from final-div-factor].
+    #[arg(long)]
+    min_lr: Option<f64>,
+    /// Polynomial exponent [default: 1].
+    #[arg(long)]
+    power: Option<f64>,
+    /// One-cycle: initial rate = lr / div-factor [default: 25].
+    #[arg(long)]
+    div_factor: Option<f64>,
+    /// One-cycle: fraction of steps rising [default: 0.3].
+    #[arg(long)]
+    pct_start: Option<f64>,
+    /// One-cycle: final rate = initial / final-div-factor [default: 1e4].
+    #[arg(long)]
+    final_div_factor: Option<f64>,
+    /// Label smoothing of the cross-entropy.
+    #[arg(long)]
+    label_smoothing: Option<f64>,
+    /// Clip gradients to this global L2 norm.
+    #[arg(long)]
+    clip_grad_norm: Option<f64>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    accumulate: Option<usize>,
+    /// Do not train initializers matching this glob (or re:REGEX); repeatable.
+    #[arg(long)]
+    #[serde(default)]
+    freeze: Vec<String>,
+    /// Hold out this fraction of the data for validation.
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Early stopping: epochs without improvement of the validation metric.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Early-stopping metric: val-accuracy | val-loss.
+    #[arg(long)]
+    monitor: Option<String>,
+    /// Write a checkpoint here after every epoch.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Seed of shuffling, the validation split and dropout [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Gradient checkpointing: recompute activations in this many graph segments.
+    #[arg(long)]
+    recompute_segments: Option<usize>,
+}
+
+/// What `whittle train --json` prints.
+#[derive(Serialize)]
+struct Summary {
+    output: String,
+    #[serde(flatten)]
+    report: whittle_train::TrainReport,
+    final_accuracy: Option<f64>,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let settings = match &args.config {
+        Some(path) => overlay(read_settings(path)?, &args.settings)?,
+        None => args.settings,
+    };
+    let Some(model_spec) = settings.model.clone() else {
+        bail!("--model is required (zoo:NAME or MODEL.onnx)");
+    };
+    let Some(data_spec) = settings.data.clone() else {
+        bail!("--data is required");
+    };
+    if Path::new(&model_spec) == args.output {
+        bail!(
+            "the output {} is the input model; choose another -o",
+            args.output.display()
+        );
+    }
+    if args.output.exists() && !args.force {
+        bail!(
+            "{} exists; pass --force to overwrite it",
+            args.output.display()
+        );
+    }
+    let data = whittle_data::load(&data_spec, Split::Train, settings.limit)
+        .with_context(|| format!("loading --data {data_spec}"))?;
+    let seed = settings.seed.unwrap_or(0);
+    let (train, val) = match settings.val_fraction {
+        Some(f) => {
+            let (t, v) = split_validation(&data, f, seed)?;
+            (t, Some(v))
+        }
+        None => (data, None),
+    };
+    let mut config = train_config(&settings, train.len())?;
+    config.progress = !args.json;
+    config.verbose = !args.json;
+    let mut trainer = match &args.resume {
+        Some(dir) => Trainer::resume(dir, config)
+            .with_context(|| format!("resuming from {}", dir.display()))?,
+        None => Trainer::new(&build_model(&model_spec)?, config)?,
+    };
+    let report = trainer.fit(&train, val.as_ref())?;
+    let final_accuracy = report.epochs.last().and_then(|e| e.val_accuracy);
+    let model = trainer.model()?;
+    if let Err(e) = model.save(&args.output, &ExternalData::Auto) {
+        let _ = std::fs::remove_file(&args.output);
+        return Err(e).with_context(|| format!("writing {}", args.output.display()));
+    }
+    if args.json {
+        return crate::report::print_json(&Summary {
+            output: args.output.display().to_string(),
+            report,
+            final_accuracy,
+        });
+    }
+    println!(
+        "trained {} parameters for {} epochs ({} steps){}; wrote {}",
+        crate::report::human_count(report.trainable_parameters as u64),
+        report.epochs.len(),
+        report.steps,
+        if report.stopped_early {
+            ", stopped early"
+        } else {
+            ""
+        },
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// Loads `MODEL.onnx`, or builds `zoo:NAME` (needs the whittle-zoo crate).
+fn build_model(spec: &str) -> anyhow::Result<Model> {
+    if spec.starts_with(whittle_zoo::PREFIX) {
+        return whittle_zoo::build(spec).with_context(|| format!("--model {spec}"));
+    }
+    let model = Model::load(spec).with_context(|| format!("loading --model {spec}"))?;
+    whittle_ir::validate(&model)?;
+    Ok(model)
+}
+
+/// Reads settings from a YAML or TOML file (by extension).
+fn read_settings(path: &Path) -> anyhow::Result<Settings> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let parsed = match ext {
+        "toml" => toml::from_str(&text).map_err(anyhow::Error::from),
+        "yaml" | "yml" => serde_yaml::from_str(&text).map_err(anyhow::Error::from),
+        _ => bail!(
+            "--config {}: expected a .yaml, .yml or .toml file",
+            path.display()
+        ),
+    };
+    parsed.with_context(|| format!("--config {}", path.display()))
+}
+
+/// `file` with every setting given on the command line replaced.
+fn overlay(file: Settings, flags: &Settings) -> anyhow::Result<Settings> {
+    let mut merged = serde_json::to_value(file)?;
+    let serde_json::Value::Object(flags) = serde_json::to_value(flags)? else {
+        bail!("settings are not an object");
+    };
+    for (key, value) in flags {
+        let given = !(value.is_null() || value.as_array().is_some_and(Vec::is_empty));
+        if given {
+            merged[key] = value;
+        }
+    }
+    Ok(serde_json::from_value(merged)?)
+}
+
+/// Parses a kebab-case setting value into one of the trainer's enums.
+fn parse_enum<T: serde::de::DeserializeOwned>(option: &str, value: &str) -> anyhow::Result<T> {
+    serde_json::from_value(serde_json::Value::String(value.to_string()))
+        .map_err(|_| anyhow::anyhow!("--{option} {value} is not a known choice"))
+}
+
+/// The trainer's configuration from the settings; `samples` sizes warmup given in epochs.
+fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
+    let batch_size = s.batch_size.unwrap_or(32);
+    let accumulate = s.accumulate.unwrap_or(1).max(1);
+    let steps_per_epoch = samples
+        .div_ceil(batch_size.max(1))
+        .div_ceil(accumulate)
+        .max(1);
+    let optimizer = OptimizerConfig {
+        kind: match &s.optimizer {
+            Some(o) => parse_enum("optimizer", o)?,
+            None => OptimizerKind::Sgd,
+        },
+        momentum: s.momentum.unwrap_or(0.0),
+        nesterov: s.nesterov.unwrap_or(false),
+        weight_decay: s.weight_decay.unwrap_or(0.0),
+        ..Default::default()
+    };
+    Ok(TrainConfig {
+        epochs: s.epochs.unwrap_or(1),
+        batch_size,
+        optimizer,
+        lr: s.lr.unwrap_or(0.01),
+        schedule: schedule(s, steps_per_epoch)?,
+        label_smoothing: s.label_smoothing.unwrap_or(0.0),
+        clip_grad_norm: s.clip_grad_norm,
+        accumulate,
+        freeze: s.freeze.clone(),
+        patience: s.patience,
+        monitor: match &s.monitor {
+            Some(m) => parse_enum("monitor", m)?,
+            None => Monitor::ValAccuracy,
+        },
+        checkpoint_dir: s.checkpoint_dir.clone(),
+        seed: s.seed.unwrap_or(0),
+        recompute_segments: s.recompute_segments,
+        progress: false,
+        verbose: false,
+    })
+}
+
+/// The LR schedule named by `--lr-schedule` with its parameters.
+fn schedule(s: &Settings, steps_per_epoch: usize) -> anyhow::Result<Schedule> {
+    let warmup = match (s.warmup_steps, s.warmup_epochs) {
+        (Some(_), Some(_)) => bail!("give --warmup-steps or --warmup-epochs, not both"),
+        (Some(w), None) => w,
+        (None, Some(e)) if e >= 0.0 => (e * steps_per_epoch as f64).round() as usize,
+        (None, Some(e)) => bail!("--warmup-epochs {e} must not be negative"),
+        (None, None) => 0,
+    };
+    let step_size = s.step_size.unwrap_or(steps_per_epoch);
+    Ok(match s.lr_schedule.as_deref().unwrap_or("constant") {
+        "constant" => Schedule::Constant,
+        "step" => Schedule::Step { step_size, gamma: s.gamma.unwrap_or(0.1) },
+        "polynomial" => Schedule::Polynomial {
+            power: s.power.unwrap_or(1.0),
+            end_lr: s.min_lr.unwrap_or(0.0),
+        },
+        "warmup-cosine" => Schedule::WarmupCosine { warmup, min_lr: s.min_lr.unwrap_or(0.0) },
+        "warmup-exponential" => Schedule::WarmupExponential {
+            warmup,
+            gamma: s.gamma.unwrap_or(0.99),
+        },
+        "warmup-step" => Schedule::WarmupStep { warmup, step_size, gamma: s.gamma.unwrap_or(0.1) },
+        "one-cycle" => Schedule::OneCycle {
+            div_factor: s.div_factor.unwrap_or(25.0),
+            pct_start: s.pct_start.unwrap_or(0.3),
+            final_div_factor: s.final_div_factor.unwrap_or(1e4),
+            min_lr: s.min_lr,
+        },
+        other => bail!("--lr-schedule {other}: expected constant, step, polynomial, warmup-cosine, warmup-exponential, warmup-step or one-cycle"),
+    })
+}

@@ -1,0 +1,655 @@
+//! The trainer: epochs of mini-batches through the executor in training mode, with the
+//! optimizer, LR schedule, gradient clipping and accumulation, frozen parameters,
+//! BatchNormalization running statistics, early stopping, checkpoints and resume.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use whittle_data::{Dataset, Loader, LoaderOptions};
+use whittle_exec::{Executor, Value};
+use whittle_ir::{Model, TensorData};
+
+use crate::bail;
+use crate::checkpoint::{self, TrainState};
+use crate::error::Result;
+use crate::loss::cross_entropy;
+use crate::memory::{self, MemoryEstimate};
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::params::{select_trainable, NamePattern};
+use crate::preflight;
+use crate::schedule::{LrSchedule, Schedule};
+use crate::step::{forward_backward, segment_bounds, LossFn, LossInput, PassOptions, PassResult};
+
+/// What early stopping watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Monitor {
+    /// Validation accuracy (higher is better).
+    ValAccuracy,
+    /// Validation loss (lower is better).
+    ValLoss,
+}
+
+/// Settings of a training run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Epochs in the whole run (a resumed run continues up to this many).
+    pub epochs: usize,
+    /// Samples per micro-batch.
+    pub batch_size: usize,
+    /// Optimizer settings.
+    pub optimizer: OptimizerConfig,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Learning-rate schedule over all optimizer steps.
+    pub schedule: Schedule,
+    /// Label smoothing of the default cross-entropy loss.
+    pub label_smoothing: f64,
+    /// Clip gradients to this global L2 norm.
+    pub clip_grad_norm: Option<f64>,
+    /// Micro-batches per optimizer step.
+    pub accumulate: usize,
+    /// Initializers not to train: globs, or regexes prefixed with `re:`.
+    pub freeze: Vec<String>,
+    /// Stop after this many epochs without improvement of `monitor` (needs validation data).
+    pub patience: Option<usize>,
+    /// What early stopping watches.
+    pub monitor: Monitor,
+    /// Write a checkpoint here after every epoch.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Seed of shuffling and dropout.
+    pub seed: u64,
+    /// Gradient checkpointing: recompute activations in this many graph segments.
+    pub recompute_segments: Option<usize>,
+    /// Show a progress bar per epoch (hidden when stderr is not a terminal).
+    pub progress: bool,
+    /// Print one line per epoch to stderr.
+    pub verbose: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 1,
+            batch_size: 32,
+            optimizer: OptimizerConfig::default(),
+            lr: 0.01,
+            schedule: Schedule::Constant,
+            label_smoothing: 0.0,
+            clip_grad_norm: None,
+            accumulate: 1,
+            freeze: Vec::new(),
+            patience: None,
+            monitor: Monitor::ValAccuracy,
+            checkpoint_dir: None,
+            seed: 0,
+            recompute_segments: None,
+            progress: false,
+            verbose: false,
+        }
+    }
+}
+
+/// Figures of one epoch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochReport {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Training accuracy (from the training-mode outputs), when outputs are class scores.
+    pub accuracy: Option<f64>,
+    /// Validation loss (plain cross-entropy).
+    pub val_loss: Option<f64>,
+    /// Validation accuracy.
+    pub val_accuracy: Option<f64>,
+    /// Learning rate of the epoch's last step.
+    pub lr: f64,
+    /// Training throughput.
+    pub images_per_sec: f64,
+}
+
+/// Result of [`Trainer::fit`].
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    /// Every epoch of the run (including those before a resume).
+    pub epochs: Vec<EpochReport>,
+    /// True when early stopping ended the run.
+    pub stopped_early: bool,
+    /// Epoch with the best monitored validation value.
+    pub best_epoch: Option<usize>,
+    /// Optimizer steps taken.
+    pub steps: u64,
+    /// Names of the trained initializers.
+    pub trainable: Vec<String>,
+    /// Number of trained values.
+    pub trainable_parameters: usize,
+    /// Peak-memory estimate made before training.
+    pub memory: MemoryEstimate,
+}
+
+/// Loss and accuracy on a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Evaluation {
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Top-1 accuracy, 0..1.
+    pub accuracy: f64,
+}
+
+/// Trains one model. Build with [`Trainer::new`] (or [`Trainer::resume`]), optionally set
+/// a custom loss with [`Trainer::with_loss`], then [`Trainer::fit`] and [`Trainer::model`].
+pub struct Trainer {
+    model: Model,
+    exec: Executor,
+    config: TrainConfig,
+    optimizer: Optimizer,
+    trainable: Vec<String>,
+    input: String,
+    output: String,
+    loss: Option<LossFn>,
+    state: TrainState,
+}
+
+impl Trainer {
+    /// Prepares `model` for training with `config`; fails on invalid settings or a model
+    /// with nothing to train.
+    pub fn new(model: &Model, config: TrainConfig) -> Result<Self> {
+        check_config(&config)?;
+        let freeze = config
+            .freeze
+            .iter()
+            .map(|p| NamePattern::new(p))
+            .collect::<Result<Vec<_>>>()?;
+        let trainable = select_trainable(model, &freeze)?;
+        let mut exec = Executor::new(model)?;
+        exec.set_trainable(&trainable)?;
+        let inputs = exec.inputs();
+        let [input] = inputs.as_slice() else {
+            bail!(
+                "training needs a model with one input, this one has {}",
+                inputs.len()
+            );
+        };
+        let input = input.name.clone();
+        let output = exec.output_names().first().cloned().unwrap_or_default();
+        Ok(Trainer {
+            model: model.clone(),
+            exec,
+            optimizer: Optimizer::new(config.optimizer.clone())?,
+            config,
+            trainable,
+            input,
+            output,
+            loss: None,
+            state: TrainState::default(),
+        })
+    }
+
+    /// Continues the run saved in checkpoint directory `dir` with `config` (the same
+    /// settings and seed reproduce the uninterrupted run exactly).
+    pub fn resume(dir: &Path, config: TrainConfig) -> Result<Self> {
+        let (model, optimizer, state) = checkpoint::load(dir)?;
+        let mut trainer = Trainer::new(&model, config)?;
+        trainer.optimizer.load_state(optimizer, state.step)?;
+        trainer.state = state;
+        Ok(trainer)
+    }
+
+    /// Replaces the default loss (cross-entropy with label smoothing on the first output),
+    /// e.g. to add a distillation term.
+    pub fn with_loss(mut self, loss: impl FnMut(&LossInput) -> Result<Tensor> + 'static) -> Self {
+        self.loss = Some(Box::new(loss));
+        self
+    }
+
+    /// The executor (current weights; trainable parameters are its `params()`).
+    pub fn executor(&self) -> &Executor {
+        &self.exec
+    }
+
+    /// Names of the trained initializers.
+    pub fn trainable(&self) -> &[String] {
+        &self.trainable
+    }
+
+    /// Epochs completed so far.
+    pub fn epochs_done(&self) -> usize {
+        self.state.epoch
+    }
+
+    /// The model with the current weights and statistics.
+    pub fn model(&self) -> Result<Model> {
+        Ok(self.exec.export(&self.model)?)
+    }
+
+    /// Trains on `train` for the configured epochs, validating on `val` after each.
+    pub fn fit(&mut self, train: &Dataset, val: Option<&Dataset>) -> Result<TrainReport> {
+        self.fit_until(train, val, self.config.epochs)
+    }
+
+    /// Like [`Trainer::fit`] but stops once `epoch` epochs (at most the configured number)
+    /// are done; the schedule still spans the configured epochs, so a later call (or a
+    /// resume from a checkpoint) continues the same run.
+    pub fn fit_until(
+        &mut self,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        epoch: usize,
+    ) -> Result<TrainReport> {
+        let last = epoch.min(self.config.epochs);
+        if self.config.patience.is_some() && val.is_none() {
+            bail!("early stopping (--patience) needs validation data (--val-fraction)");
+        }
+        let loader = Loader::new(train, self.loader_options(train)?);
+        let per_epoch = loader.batches_per_epoch().div_ceil(self.config.accumulate);
+        let schedule = LrSchedule::new(
+            self.config.lr,
+            per_epoch * self.config.epochs,
+            self.config.schedule.clone(),
+        )?;
+        preflight::check_data(&self.exec, &self.input, &self.output, train, val)?;
+        let bounds = self.segment_bounds();
+        let rows: Vec<usize> = (0..train.len().min(self.config.batch_size)).collect();
+        let (images, labels) = train.gather(&rows)?;
+        let sample = self.batch_inputs(&images)?;
+        let memory = memory::estimate(&self.exec, &sample, self.state_copies(), bounds.as_deref())?;
+        let mut loss = self.loss_fn();
+        let reached =
+            preflight::check_gradients(&self.exec, sample, &labels, bounds.as_deref(), &mut loss);
+        self.loss = Some(loss);
+        reached?;
+        if self.config.verbose {
+            eprintln!("{}", describe_memory(&memory));
+        }
+        let mut stopped_early = false;
+        while self.state.epoch < last && !stopped_early {
+            let report = self.epoch(&loader, &schedule, bounds.as_deref(), val)?;
+            stopped_early = self.track_best(&report);
+            self.state.history.push(report);
+            if let Some(dir) = self.config.checkpoint_dir.clone() {
+                let state = self.optimizer.state_tensors();
+                checkpoint::save(&dir, &self.model()?, &state, &self.state)?;
+            }
+        }
+        Ok(TrainReport {
+            epochs: self.state.history.clone(),
+            stopped_early,
+            best_epoch: self.state.best.map(|_| self.state.best_epoch),
+            steps: self.state.step,
+            trainable: self.trainable.clone(),
+            trainable_parameters: self.exec.params().values().map(|v| v.elem_count()).sum(),
+            memory,
+        })
+    }
+
+    fn loader_options(&self, train: &Dataset) -> Result<LoaderOptions> {
+        let fixed = preflight::fixed_batch(&self.exec, &self.input);
+        if let Some(b) = fixed.filter(|&b| b != self.config.batch_size) {
+            bail!(
+                "the model's input '{}' has a fixed batch size of {b}: use --batch-size {b}",
+                self.input
+            );
+        }
+        if fixed.is_some() && train.len() < self.config.batch_size {
+            bail!(
+                "{} training samples do not fill one batch of {}",
+                train.len(),
+                self.config.batch_size
+            );
+        }
+        Ok(LoaderOptions {
+            batch_size: self.config.batch_size,
+            shuffle: true,
+            seed: self.config.seed,
+            drop_last: fixed.is_some(),
+            ..LoaderOptions::default()
+        })
+    }
+
+    fn segment_bounds(&self) -> Option<Vec<usize>> {
+        let n = self.exec.run_order().len();
+        self.config.recompute_segments.map(|k| segment_bounds(n, k))
+    }
+
+    fn state_copies(&self) -> u64 {
+        match self.config.optimizer.kind {
+            OptimizerKind::Sgd => (self.config.optimizer.momentum > 0.0) as u64,
+            OptimizerKind::Adam | OptimizerKind::AdamW => 2,
+        }
+    }
+
+    fn batch_inputs(&self, images: &TensorData) -> Result<HashMap<String, Value>> {
+        Ok(HashMap::from([(
+            self.input.clone(),
+            Value::try_from(images)?,
+        )]))
+    }
+
+    fn loss_fn(&mut self) -> LossFn {
+        match self.loss.take() {
+            Some(f) => f,
+            None => {
+                let (output, smoothing) = (self.output.clone(), self.config.label_smoothing);
+                Box::new(move |x: &LossInput| {
+                    let Some(scores) = x.outputs.get(&output) else {
+                        bail!("the model did not produce its output '{output}'");
+                    };
+                    cross_entropy(scores.tensor(), x.labels, smoothing)
+                })
+            }
+        }
+    }
+
+    /// One epoch: micro-batches grouped into optimizer steps.
+    fn epoch(
+        &mut self,
+        loader: &Loader,
+        schedule: &LrSchedule,
+        bounds: Option<&[usize]>,
+        val: Option<&Dataset>,
+    ) -> Result<EpochReport> {
+        let epoch = self.state.epoch;
+        let batches = loader.batches_per_epoch();
+        let bar = self.progress_bar(batches, epoch);
+        let start = Instant::now();
+        let mut loss = self.loss_fn();
+        let mut totals = Totals::default();
+        let mut group = Group::default();
+        let mut lr = schedule.lr(self.state.step as usize);
+        for (i, batch) in loader.epoch(epoch as u64).enumerate() {
+            let batch = batch?;
+            let mut stats = HashMap::new();
+            let pass = forward_backward(
+                &self.exec,
+                self.batch_inputs(&batch.inputs)?,
+                &batch.labels,
+                &mut loss,
+                PassOptions {
+                    seed: self.config.seed
+                        ^ ((epoch * batches + i) as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+                    segments: bounds,
+                    running_stats: Some(&mut stats),
+                },
+            )?;
+            for (name, v) in stats {
+                self.exec.set_initializer(&name, v)?;
+            }
+            totals.add(&pass, &batch.labels, &self.output)?;
+            group.add(pass.grads)?;
+            if group.len == self.config.accumulate || i + 1 == batches {
+                lr = schedule.lr(self.state.step as usize);
+                let grads = group.take_mean(self.config.clip_grad_norm)?;
+                self.optimizer.step(self.exec.params(), &grads, lr)?;
+                self.state.step += 1;
+            }
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", totals.mean_loss()));
+        }
+        bar.finish_and_clear();
+        self.loss = Some(loss);
+        let seconds = start.elapsed().as_secs_f64().max(1e-9);
+        let eval = val.map(|v| self.evaluate(v)).transpose()?;
+        self.state.epoch += 1;
+        let report = EpochReport {
+            epoch: self.state.epoch,
+            loss: totals.mean_loss(),
+            accuracy: totals.accuracy(),
+            val_loss: eval.map(|e| e.loss),
+            val_accuracy: eval.map(|e| e.accuracy),
+            lr,
+            images_per_sec: totals.samples as f64 / seconds,
+        };
+        if self.config.verbose {
+            eprintln!("{}", describe_epoch(&report, self.config.epochs));
+        }
+        Ok(report)
+    }
+
+    fn progress_bar(&self, batches: usize, epoch: usize) -> ProgressBar {
+        if !self.config.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = ProgressBar::new(batches as u64);
+        if let Ok(style) = ProgressStyle::with_template(
+            "epoch {prefix} {bar:30} {pos}/{len} batches {msg} {elapsed}",
+        ) {
+            bar.set_style(style);
+        }
+        bar.set_prefix(format!("{}/{}", epoch + 1, self.config.epochs));
+        bar
+    }
+
+    /// Records the epoch's monitored value; true when patience has run out.
+    fn track_best(&mut self, report: &EpochReport) -> bool {
+        let value = match self.config.monitor {
+            Monitor::ValAccuracy => report.val_accuracy,
+            Monitor::ValLoss => report.val_loss.map(|l| -l),
+        };
+        let Some(value) = value else {
+            return false;
+        };
+        if self.state.best.is_none_or(|b| value > b) {
+            self.state.best = Some(value);
+            self.state.best_epoch = report.epoch;
+            self.state.bad_epochs = 0;
+        } else {
+            self.state.bad_epochs += 1;
+        }
+        self.config
+            .patience
+            .is_some_and(|p| self.state.bad_epochs >= p)
+    }
+
+    /// Cross-entropy and top-1 accuracy of the current weights (inference mode) on `data`.
+    pub fn evaluate(&self, data: &Dataset) -> Result<Evaluation> {
+        let (mut loss, mut correct) = (0.0, 0usize);
+        for start in (0..data.len()).step_by(self.config.batch_size.max(1)) {
+            let end = (start + self.config.batch_size).min(data.len());
+            let (images, labels) = data.batch(start, end)?;
+            let out = self.exec.run(self.batch_inputs(&images)?)?;
+            let Some(scores) = out.get(&self.output) else {
+                bail!("the model did not produce its output '{}'", self.output);
+            };
+            loss += cross_entropy(scores.tensor(), labels, 0.0)?.to_scalar::<f32>()? as f64
+                * labels.len() as f64;
+            correct += count_correct(scores.tensor(), labels)?;
+        }
+        let n = data.len().max(1) as f64;
+        Ok(Evaluation {
+            loss: loss / n,
+            accuracy: correct as f64 / n,
+        })
+    }
+}
+
+/// Splits off a seeded random `fraction` of `data` for validation: `(train, val)`.
+pub fn split_validation(data: &Dataset, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        bail!("--val-fraction {fraction} must be in (0, 1)");
+    }
+    let order = Loader::new(
+        data,
+        LoaderOptions {
+            shuffle: true,
+            seed,
+            ..Default::default()
+        },
+    )
+    .order(u64::MAX);
+    let n_val = (data.len() as f64 * fraction).round() as usize;
+    if n_val == 0 || n_val == data.len() {
+        bail!(
+            "--val-fraction {fraction} of {} samples leaves an empty training or validation set",
+            data.len()
+        );
+    }
+    let part = |rows: &[usize]| -> Result<Dataset> {
+        let (images, labels) = data.gather(rows)?;
+        Ok(Dataset::new(images, labels, data.num_classes)?)
+    };
+    Ok((part(&order[n_val..])?, part(&order[..n_val])?))
+}
+
+fn check_config(c: &TrainConfig) -> Result<()> {
+    if c.epochs == 0 {
+        bail!("--epochs must be at least 1");
+    }
+    if c.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    if c.accumulate == 0 {
+        bail!("--accumulate must be at least 1");
+    }
+    if let Some(n) = c.clip_grad_norm.filter(|n| n.is_nan() || *n <= 0.0) {
+        bail!("--clip-grad-norm {n} must be positive");
+    }
+    if c.patience == Some(0) {
+        bail!("--patience must be at least 1");
+    }
+    if c.recompute_segments == Some(0) {
+        bail!("gradient checkpointing needs at least 1 segment");
+    }
+    if !(0.0..1.0).contains(&c.label_smoothing) {
+        bail!("--label-smoothing {} must be in [0, 1)", c.label_smoothing);
+    }
+    c.optimizer.validate()
+}
+
+/// Number of rows of `[N, C]` scores whose arg-max is the label.
+fn count_correct(scores: &Tensor, labels: &[i64]) -> Result<usize> {
+    let pred = scores.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+    Ok(pred
+        .iter()
+        .zip(labels)
+        .filter(|(p, l)| **p as i64 == **l)
+        .count())
+}
+
+/// Running loss and accuracy of an epoch.
+#[derive(Default)]
+struct Totals {
+    loss: f64,
+    samples: usize,
+    correct: Option<usize>,
+}
+
+impl Totals {
+    fn add(&mut self, pass: &PassResult, labels: &[i64], output: &str) -> Result<()> {
+        let scores = pass
+            .outputs
+            .get(output)
+            .filter(|s| s.rank() == 2 && s.shape()[0] == labels.len());
+        self.correct = match scores {
+            Some(s) if self.samples == 0 || self.correct.is_some() => {
+                Some(self.correct.unwrap_or(0) + count_correct(s.tensor(), labels)?)
+            }
+            _ => None,
+        };
+        self.loss += pass.loss * labels.len() as f64;
+        self.samples += labels.len();
+        Ok(())
+    }
+
+    fn mean_loss(&self) -> f64 {
+        self.loss / self.samples.max(1) as f64
+    }
+
+    fn accuracy(&self) -> Option<f64> {
+        self.correct.map(|c| c as f64 / self.samples.max(1) as f64)
+    }
+}
+
+/// Gradients summed over the micro-batches of one optimizer step.
+#[derive(Default)]
+struct Group {
+    sum: HashMap<String, Tensor>,
+    len: usize,
+}
+
+impl Group {
+    fn add(&mut self, grads: HashMap<String, Tensor>) -> Result<()> {
+        for (name, g) in grads {
+            let total = match self.sum.remove(&name) {
+                Some(old) => (old + g)?,
+                None => g,
+            };
+            self.sum.insert(name, total);
+        }
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The mean gradient of the group (clipped to a global norm), leaving the group empty.
+    fn take_mean(&mut self, clip: Option<f64>) -> Result<HashMap<String, Tensor>> {
+        let n = std::mem::take(&mut self.len).max(1) as f64;
+        let mut grads = std::mem::take(&mut self.sum)
+            .into_iter()
+            .map(|(k, g)| Ok((k, (g / n)?)))
+            .collect::<Result<HashMap<_, _>>>()?;
+        if let Some(max) = clip {
+            clip_global_norm(&mut grads, max)?;
+        }
+        Ok(grads)
+    }
+}
+
+/// Scales `grads` so that their global L2 norm is at most `max_norm`; returns the norm
+/// before clipping.
+pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<f64> {
+    let mut names: Vec<String> = grads.keys().cloned().collect();
+    names.sort();
+    let mut total = 0.0;
+    for name in &names {
+        let g = grads[name].to_dtype(candle_core::DType::F64)?;
+        total += g.sqr()?.sum_all()?.to_scalar::<f64>()?;
+    }
+    let norm = total.sqrt();
+    if norm > max_norm {
+        let scale = max_norm / (norm + 1e-6);
+        for g in grads.values_mut() {
+            *g = (&*g * scale)?;
+        }
+    }
+    Ok(norm)
+}
+
+fn human_bytes(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// The memory estimate as one line.
+pub fn describe_memory(m: &MemoryEstimate) -> String {
+    let recompute = match m.checkpointed_activations {
+        Some(c) => format!(", {} with gradient checkpointing", human_bytes(c)),
+        None => String::new(),
+    };
+    format!(
+        "memory estimate: peak {} (parameters {}, gradients {}, optimizer state {}, activations {}{recompute})",
+        human_bytes(m.peak),
+        human_bytes(m.parameters),
+        human_bytes(m.gradients),
+        human_bytes(m.optimizer_state),
+        human_bytes(m.activations),
+    )
+}
+
+/// The per-epoch line: loss, accuracies, LR and throughput.
+pub fn describe_epoch(r: &EpochReport, epochs: usize) -> String {
+    let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
+    format!(
+        "epoch {}/{epochs}  loss {:.4}  acc {}  val_loss {}  val_acc {}  lr {:.3e}  {:.0} img/s",
+        r.epoch,
+        r.loss,
+        pct(r.accuracy),
+        r.val_loss.map_or("-".to_string(), |v| format!("{v:.4}")),
+        pct(r.val_accuracy),
+        r.lr,
+        r.images_per_sec
+    )
+}
