@@ -106,6 +106,7 @@ impl Evaluator {
             node,
             opset: model.opset(&node.domain).unwrap_or(1),
             training: false,
+            seed: None,
             inputs,
             exec: &self.exec,
             scope: &scope,
