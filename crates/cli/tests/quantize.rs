@@ -242,8 +242,17 @@ fn bad_input_fails_cleanly_and_leaves_no_file() {
             "is the input model",
         ),
         (
-            vec!["quantize", l, "-o", &o, "--mode", "fp16"],
-            "not available in this build",
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--mode",
+                "int4",
+                "--block-size",
+                "24",
+            ],
+            "block size 24 must be a power of two",
         ),
         (
             vec![
@@ -341,4 +350,38 @@ fn bad_input_fails_cleanly_and_leaves_no_file() {
         })
         .count();
     assert_eq!(leftovers, 0);
+}
+
+/// FP16 and INT4 go through `whittle quantize` with the same report as INT8: FP16 halves
+/// LeNet5 and keeps its MNIST accuracy (checked by whittle's own evaluation).
+#[test]
+fn fp16_and_int4_modes_shrink_lenet5_and_keep_accuracy() {
+    let dir = scratch("lowbit");
+    let l = lenet().display().to_string();
+    let data = mnist();
+    for (mode, max_ratio) in [("fp16", 0.52), ("int4", 0.30)] {
+        let o = dir.join(format!("{mode}.onnx")).display().to_string();
+        let args = [
+            "quantize",
+            &l,
+            "-o",
+            &o,
+            "--mode",
+            mode,
+            "--eval-data",
+            &data,
+            "--json",
+        ];
+        let (code, stdout, stderr) = whittle(&args);
+        assert_eq!(code, 0, "{mode}: {stderr}");
+        let json: Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(json["mode"], mode);
+        let ratio = json["size_ratio"].as_f64().unwrap();
+        assert!(ratio <= max_ratio, "{mode}: size ratio {ratio}");
+        assert!(!json["quantized_nodes"].as_array().unwrap().is_empty());
+        let acc = &json["accuracy"];
+        assert_eq!(acc["samples"], 10000);
+        let drop = acc["accuracy_drop"].as_f64().unwrap();
+        assert!(drop <= 0.003, "{mode}: accuracy drop {drop} ({acc})");
+    }
 }
