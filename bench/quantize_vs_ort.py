@@ -184,17 +184,27 @@ def latency_ms(path, feeds, runs):
 
 
 def child_rss(cmd):
-    """Peak RSS (MiB) and seconds of a child process, measured with wait4."""
+    """Peak RSS (MiB) and seconds of a child process.
+
+    The child is started through /usr/bin/time: a child forked straight from this (large)
+    Python process would inherit its memory high-water mark, so wait4's ru_maxrss would
+    report this process's size rather than the child's.
+    """
     start = time.perf_counter()
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.run(
+            ["/usr/bin/time", "-f", "maxrss_kib=%M", *cmd],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     except OSError as e:  # the binary is missing
         return False, 0.0, 0.0, str(e)
-    _, status, usage = os.wait4(proc.pid, 0)
-    err = proc.stderr.read().decode(errors="ignore").strip().splitlines()
-    ok = os.waitstatus_to_exitcode(status) == 0
+    seconds = time.perf_counter() - start
+    err = proc.stderr.decode(errors="ignore").strip().splitlines()
+    rss = next((int(l.split("=")[1]) for l in reversed(err) if l.startswith("maxrss_kib=")), 0)
+    err = [l for l in err if not l.startswith("maxrss_kib=") and not l.startswith("Command exited")]
     note = next((line for line in err if line.startswith("error")), err[-1] if err else "")
-    return ok, time.perf_counter() - start, usage.ru_maxrss / 1024, note
+    return proc.returncode == 0, seconds, rss / 1024, note
 
 
 # ---------------------------------------------------------------- quantizers
