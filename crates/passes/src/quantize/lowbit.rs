@@ -112,27 +112,14 @@ fn report(
     notes: Vec<String>,
     start: std::time::Instant,
 ) -> (Model, QuantReport) {
-    let mut report = QuantReport {
-        mode: mode.into(),
-        format: format.into(),
-        config: QuantConfig::default(),
-        input_bytes: 0,
-        output_bytes: 0,
-        size_ratio: 0.0,
+    let mut report = QuantReport::new(
+        (mode, format),
+        QuantConfig::default(),
         quantized_nodes,
         float_nodes,
-        already_quantized: 0,
-        calibration: None,
-        opset_change: None,
-        verification: None,
-        accuracy: None,
-        sensitivity: Vec::new(),
-        notes,
-        seconds: start.elapsed().as_secs_f64(),
-    };
-    report.set_sizes(
-        input.to_bytes().len() as u64,
-        output.to_bytes().len() as u64,
+        (input, &output),
     );
+    report.notes = notes;
+    report.seconds = start.elapsed().as_secs_f64();
     (output, report)
 }

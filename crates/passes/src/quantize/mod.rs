@@ -240,35 +240,27 @@ fn new_report(
             prepared.plan.already_quantized
         ));
     }
-    let mut report = QuantReport {
-        mode: mode.into(),
-        format: format.into(),
-        config: cfg.clone(),
-        input_bytes: 0,
-        output_bytes: 0,
-        size_ratio: 0.0,
-        quantized_nodes: prepared
-            .plan
-            .targets
-            .iter()
-            .map(|t| QuantizedNode {
-                name: t.name.clone(),
-                op_type: t.op_type.clone(),
-            })
-            .collect(),
-        float_nodes: prepared.plan.float_nodes.clone(),
-        already_quantized: prepared.plan.already_quantized,
-        calibration,
-        opset_change: prepared.opset_change,
-        verification: None,
-        accuracy: None,
-        sensitivity: Vec::new(),
-        notes,
-        seconds: start.elapsed().as_secs_f64(),
-    };
-    report.set_sizes(
-        input.to_bytes().len() as u64,
-        output.to_bytes().len() as u64,
+    let quantized = prepared
+        .plan
+        .targets
+        .iter()
+        .map(|t| QuantizedNode {
+            name: t.name.clone(),
+            op_type: t.op_type.clone(),
+        })
+        .collect();
+    let float_nodes = prepared.plan.float_nodes.clone();
+    let mut report = QuantReport::new(
+        (mode, format),
+        cfg.clone(),
+        quantized,
+        float_nodes,
+        (input, output),
     );
+    report.already_quantized = prepared.plan.already_quantized;
+    report.calibration = calibration;
+    report.opset_change = prepared.opset_change;
+    report.notes = notes;
+    report.seconds = start.elapsed().as_secs_f64();
     report
 }

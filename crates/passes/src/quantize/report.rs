@@ -60,6 +60,41 @@ pub struct QuantReport {
 }
 
 impl QuantReport {
+    /// A report of one run: its mode, format and options, the nodes converted and kept in
+    /// float, and the serialized sizes of `models` (input, output); everything measured
+    /// later (calibration, verification, accuracy, time) starts empty.
+    pub fn new(
+        (mode, format): (&str, &str),
+        config: QuantConfig,
+        quantized_nodes: Vec<QuantizedNode>,
+        float_nodes: Vec<FloatNode>,
+        (input, output): (&whittle_ir::Model, &whittle_ir::Model),
+    ) -> Self {
+        let mut report = QuantReport {
+            mode: mode.into(),
+            format: format.into(),
+            config,
+            input_bytes: 0,
+            output_bytes: 0,
+            size_ratio: 0.0,
+            quantized_nodes,
+            float_nodes,
+            already_quantized: 0,
+            calibration: None,
+            opset_change: None,
+            verification: None,
+            accuracy: None,
+            sensitivity: Vec::new(),
+            notes: Vec::new(),
+            seconds: 0.0,
+        };
+        report.set_sizes(
+            input.to_bytes().len() as u64,
+            output.to_bytes().len() as u64,
+        );
+        report
+    }
+
     /// The mode as a person reads it: `static INT8`, `dynamic INT8`, `FP16`, `INT4 weight-only`.
     pub fn precision(&self) -> String {
         match self.mode.as_str() {
