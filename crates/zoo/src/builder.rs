@@ -202,11 +202,7 @@ fn value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
         dtype: Some(DataType::Float),
         dims: Some(dims),
     };
-    ValueInfoProto {
-        name: name.to_string(),
-        r#type: Some(ty.to_type_proto()),
-        ..Default::default()
-    }
+    ty.to_value_info(name)
 }
 
 #[cfg(test)]

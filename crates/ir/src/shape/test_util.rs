@@ -34,11 +34,7 @@ pub(super) fn value(name: &str, dtype: DataType, dims: &str) -> ValueInfoProto {
         dtype: Some(dtype),
         dims: (dims != "*").then(|| parse_dims(dims)),
     };
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(ty.to_type_proto()),
-        ..Default::default()
-    }
+    ty.to_value_info(name)
 }
 
 /// A node named `n_<first output>`.

@@ -75,6 +75,15 @@ impl TensorType {
         }
     }
 
+    /// A `ValueInfoProto` declaring `name` with this type.
+    pub fn to_value_info(&self, name: &str) -> ValueInfoProto {
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(self.to_type_proto()),
+            ..Default::default()
+        }
+    }
+
     /// This type as a `TypeProto` (unknown element type is written as 0, UNDEFINED).
     pub fn to_type_proto(&self) -> TypeProto {
         let shape = self.dims.as_ref().map(|dims| TensorShapeProto {

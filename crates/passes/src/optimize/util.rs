@@ -218,11 +218,9 @@ pub mod testing {
     //! Builders of small hand-made models for the passes' unit tests.
 
     use whittle_ir::proto::{
-        tensor_shape_proto::{dimension, Dimension},
-        type_proto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto,
-        TypeProto, ValueInfoProto,
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
     };
-    use whittle_ir::{DataType, Model, TensorData};
+    use whittle_ir::{DataType, Model, TensorData, TensorType};
 
     /// A node with the given op, inputs and outputs (named after its first output).
     pub fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
@@ -242,24 +240,7 @@ pub mod testing {
 
     /// A value declaration of static shape and element type.
     pub fn typed_value(name: &str, dtype: DataType, dims: &[usize]) -> ValueInfoProto {
-        let dim = dims
-            .iter()
-            .map(|&d| Dimension {
-                value: Some(dimension::Value::DimValue(d as i64)),
-                ..Default::default()
-            })
-            .collect();
-        ValueInfoProto {
-            name: name.into(),
-            r#type: Some(TypeProto {
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: dtype.code(),
-                    shape: Some(TensorShapeProto { dim }),
-                })),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        TensorType::known(dtype, dims).to_value_info(name)
     }
 
     /// A float initializer with values 0.1, 0.2, ... shifted by `offset`.
