@@ -30,5 +30,6 @@ pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
 pub use schedule::{LrSchedule, Schedule};
 pub use step::{LossFn, LossInput};
 pub use trainer::{
-    split_validation, EpochReport, Evaluation, Monitor, TrainConfig, TrainReport, Trainer,
+    split_validation, EpochReport, Evaluation, Monitor, StepContext, StepHook, TrainConfig,
+    TrainReport, Trainer,
 };

@@ -70,6 +70,10 @@ pub struct TrainConfig {
     pub progress: bool,
     /// Print one line per epoch to stderr.
     pub verbose: bool,
+    /// At the end of a run with validation data, put back the weights of the epoch with
+    /// the best monitored value (kept in memory; a resumed run restores only from epochs
+    /// it trained itself).
+    pub restore_best: bool,
 }
 
 impl Default for TrainConfig {
@@ -91,6 +95,7 @@ impl Default for TrainConfig {
             recompute_segments: None,
             progress: false,
             verbose: false,
+            restore_best: true,
         }
     }
 }
@@ -142,6 +147,22 @@ pub struct Evaluation {
     pub accuracy: f64,
 }
 
+/// Where training stands when a step hook runs (after an optimizer step).
+pub struct StepContext<'a> {
+    /// 0-based epoch being trained.
+    pub epoch: usize,
+    /// Optimizer steps taken, this one included.
+    pub step: u64,
+    /// Optimizer steps of the whole run.
+    pub total_steps: u64,
+    /// The executor holding the updated weights (trainable parameters are `params()`,
+    /// which a hook may overwrite, e.g. to re-apply pruning masks).
+    pub exec: &'a Executor,
+}
+
+/// A function run after every optimizer step (pruning masks, gradual schedules, ...).
+pub type StepHook = Box<dyn FnMut(&StepContext) -> Result<()>>;
+
 /// Trains one model. Build with [`Trainer::new`] (or [`Trainer::resume`]), optionally set
 /// a custom loss with [`Trainer::with_loss`], then [`Trainer::fit`] and [`Trainer::model`].
 pub struct Trainer {
@@ -153,6 +174,8 @@ pub struct Trainer {
     input: String,
     output: String,
     loss: Option<LossFn>,
+    step_hooks: Vec<StepHook>,
+    best_model: Option<Model>,
     state: TrainState,
 }
 
@@ -187,6 +210,8 @@ impl Trainer {
             input,
             output,
             loss: None,
+            step_hooks: Vec::new(),
+            best_model: None,
             state: TrainState::default(),
         })
     }
@@ -205,6 +230,15 @@ impl Trainer {
     /// e.g. to add a distillation term.
     pub fn with_loss(mut self, loss: impl FnMut(&LossInput) -> Result<Tensor> + 'static) -> Self {
         self.loss = Some(Box::new(loss));
+        self
+    }
+
+    /// Adds a function run after every optimizer step, in the order added.
+    pub fn with_step_hook(
+        mut self,
+        hook: impl FnMut(&StepContext) -> Result<()> + 'static,
+    ) -> Self {
+        self.step_hooks.push(Box::new(hook));
         self
     }
 
@@ -270,12 +304,16 @@ impl Trainer {
         let mut stopped_early = false;
         while self.state.epoch < last && !stopped_early {
             let report = self.epoch(&loader, &schedule, bounds.as_deref(), val)?;
-            stopped_early = self.track_best(&report);
+            stopped_early = self.track_best(&report)?;
             self.state.history.push(report);
             if let Some(dir) = self.config.checkpoint_dir.clone() {
                 let state = self.optimizer.state_tensors();
                 checkpoint::save(&dir, &self.model()?, &state, &self.state)?;
             }
+        }
+        let run_over = stopped_early || self.state.epoch == self.config.epochs;
+        if run_over && self.config.restore_best {
+            self.restore_best()?;
         }
         Ok(TrainReport {
             epochs: self.state.history.clone(),
@@ -387,6 +425,15 @@ impl Trainer {
                 let grads = group.take_mean(self.config.clip_grad_norm)?;
                 self.optimizer.step(self.exec.params(), &grads, lr)?;
                 self.state.step += 1;
+                let context = StepContext {
+                    epoch,
+                    step: self.state.step,
+                    total_steps: schedule.total_steps as u64,
+                    exec: &self.exec,
+                };
+                for hook in &mut self.step_hooks {
+                    hook(&context)?;
+                }
             }
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", totals.mean_loss()));
@@ -425,25 +472,55 @@ impl Trainer {
         bar
     }
 
-    /// Records the epoch's monitored value; true when patience has run out.
-    fn track_best(&mut self, report: &EpochReport) -> bool {
+    /// Records the epoch's monitored value (and, for `restore_best`, the weights of a new
+    /// best); true when patience has run out.
+    fn track_best(&mut self, report: &EpochReport) -> Result<bool> {
         let value = match self.config.monitor {
             Monitor::ValAccuracy => report.val_accuracy,
             Monitor::ValLoss => report.val_loss.map(|l| -l),
         };
         let Some(value) = value else {
-            return false;
+            return Ok(false);
         };
         if self.state.best.is_none_or(|b| value > b) {
             self.state.best = Some(value);
             self.state.best_epoch = report.epoch;
             self.state.bad_epochs = 0;
+            if self.config.restore_best {
+                self.best_model = Some(self.model()?);
+            }
         } else {
             self.state.bad_epochs += 1;
         }
-        self.config
+        Ok(self
+            .config
             .patience
-            .is_some_and(|p| self.state.bad_epochs >= p)
+            .is_some_and(|p| self.state.bad_epochs >= p))
+    }
+
+    /// Puts back the weights and statistics recorded at the best epoch, if any were kept
+    /// and a later epoch changed them.
+    fn restore_best(&mut self) -> Result<()> {
+        let Some(best) = self.best_model.take() else {
+            return Ok(());
+        };
+        if self.state.best_epoch == self.state.epoch {
+            return Ok(());
+        }
+        for init in &best.graph().initializer {
+            let value = Value::try_from(&TensorData::from_proto(init, None)?)?;
+            match self.exec.params().get(&init.name) {
+                Some(var) => var.set(value.tensor())?,
+                None => self.exec.set_initializer(&init.name, value)?,
+            }
+        }
+        if self.config.verbose {
+            eprintln!(
+                "restored the weights of epoch {} (best validation value)",
+                self.state.best_epoch
+            );
+        }
+        Ok(())
     }
 
     /// Cross-entropy and top-1 accuracy of the current weights (inference mode) on `data`.

@@ -70,6 +70,48 @@ fn initializer(m: &Model, name: &str) -> TensorData {
     TensorData::from_proto(t, None).unwrap()
 }
 
+#[test]
+fn step_hooks_run_after_every_step_and_the_best_epoch_is_restored() {
+    let data = common::mnist(600);
+    let (train, val) = split_validation(&data, 0.25, 2).unwrap();
+    let config = TrainConfig {
+        epochs: 3,
+        batch_size: 50,
+        lr: 0.05,
+        freeze: vec!["conv*".into()],
+        ..Default::default()
+    };
+    let calls = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let seen = calls.clone();
+    // From the second epoch on, the hook wipes the classifier: epoch 1 stays the best.
+    let mut trainer = Trainer::new(&common::lenet5_fresh_head(), config)
+        .unwrap()
+        .with_step_hook(move |c| {
+            seen.set(seen.get() + 1);
+            assert_eq!(c.step, seen.get());
+            assert_eq!(c.total_steps, 27);
+            if c.epoch >= 1 {
+                for (name, var) in c.exec.params() {
+                    if name.starts_with("linear2") {
+                        var.set(&var.as_tensor().zeros_like()?)?;
+                    }
+                }
+            }
+            Ok(())
+        });
+    let report = trainer.fit(&train, Some(&val)).unwrap();
+    assert_eq!(calls.get(), 27);
+    let val_acc: Vec<f64> = report
+        .epochs
+        .iter()
+        .map(|e| e.val_accuracy.unwrap())
+        .collect();
+    assert!(val_acc[0] > 0.5 && val_acc[2] < 0.2, "{val_acc:?}");
+    assert_eq!(report.best_epoch, Some(1));
+    let restored = trainer.evaluate(&val).unwrap();
+    assert_eq!(restored.accuracy, val_acc[0]);
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("whittle-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -93,6 +135,7 @@ fn lenet5_with_a_fresh_head_learns_mnist() {
             min_lr: 0.0,
         },
         freeze: vec!["conv*".into()],
+        restore_best: false,
         ..Default::default()
     };
     let mut trainer = Trainer::new(&common::lenet5_fresh_head(), config).unwrap();
