@@ -13,6 +13,7 @@ use crate::executor::Executor;
 use crate::value::Value;
 
 pub mod activation;
+pub mod batch_norm_train;
 pub mod contrib;
 pub mod conv;
 pub mod elementwise;

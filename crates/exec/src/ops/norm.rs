@@ -5,6 +5,7 @@
 use candle_core::{DType, Tensor};
 use whittle_ir::NodeAttrs;
 
+use super::batch_norm_train::{batch_norm_train, fused_applies};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -102,10 +103,17 @@ fn batch_norm(c: &OpCtx) -> Result<Vec<Value>> {
         outs.truncate(c.node.output.len().max(1));
         return Ok(outs);
     }
-    let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
-    let (bm, bv) = moments(t, &dims)?;
-    let (bm, bv) = (bm.flatten_all()?, bv.flatten_all()?);
-    let y = affine_per_channel(t, scale.tensor(), bias.tensor(), &bm, &bv, eps)?;
+    let (y, bm, bv) = if fused_applies(t) {
+        let (y, m) = batch_norm_train(t, scale.tensor(), bias.tensor(), eps)?;
+        let stat = |v: Vec<f64>| Tensor::from_vec(v, channels, t.device())?.to_dtype(t.dtype());
+        (y, stat(m.mean)?, stat(m.var)?)
+    } else {
+        let dims: Vec<usize> = (0..x.rank()).filter(|&d| d != 1).collect();
+        let (bm, bv) = moments(t, &dims)?;
+        let (bm, bv) = (bm.flatten_all()?, bv.flatten_all()?);
+        let y = affine_per_channel(t, scale.tensor(), bias.tensor(), &bm, &bv, eps)?;
+        (y, bm, bv)
+    };
     let momentum = c.node.float_or("momentum", 0.9)? as f64;
     let running = |old: &Value, new: &Tensor| -> Result<Value> {
         let old = old.tensor().to_dtype(new.dtype())?;
