@@ -207,6 +207,11 @@ impl Value {
         Ok(self.tensor.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?)
     }
 
+    /// All elements as f32, in row-major order (rounded where the dtype is wider).
+    pub fn to_f32_vec(&self) -> Result<Vec<f32>> {
+        Ok(self.tensor.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
+    }
+
     /// The tensor in a float dtype for arithmetic: floats as they are, integers as f64
     /// (exact up to 2^53) or f32 when `prefer_f32`.
     pub fn float_tensor(&self) -> Result<Tensor> {

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use whittle_exec::{Executor, RunOptions, Value};
-use whittle_ir::{DataType, Model};
+use whittle_ir::Model;
 
 use super::observer::{clip_range, CalibrationMethod, Histogram, MinMax};
 use super::scheme::Scheme;
@@ -58,8 +58,7 @@ pub fn float_values(v: &Value) -> Result<Option<Vec<f32>>> {
     if !v.dtype().is_float() {
         return Ok(None);
     }
-    let data = v.cast(DataType::Float)?.to_data()?;
-    Ok(Some(data.to_vec::<f32>()?))
+    Ok(Some(v.to_f32_vec()?))
 }
 
 /// Runs `model` on every batch of `samples` and returns the clipping range of each tensor

@@ -147,6 +147,9 @@ fn capture(
 ) -> Result<Captured> {
     let mut seen = Captured::new();
     let mut hook = |name: &str, _: &NodeProto, v: &Value| {
+        if against.as_ref().is_some_and(|(r, _)| !r.contains_key(name)) {
+            return Ok(());
+        }
         let vals = float_values(v).map_err(|e| whittle_exec::ExecError::msg(e.to_string()))?;
         let Some(vals) = vals else { return Ok(()) };
         match &mut against {
