@@ -224,3 +224,37 @@ fn int4_lenet5_gemms_with_bias_keep_accuracy() {
         assert!(acc > 0.985, "int4 (symmetric {symmetric}) accuracy {acc}");
     }
 }
+
+#[test]
+fn dynamic_minilm_stores_embeddings_in_int8_and_keeps_its_embeddings() {
+    let dir = scratch("dynamic-minilm");
+    let src = model_path("paraphrase-MiniLM-L3-v2.onnx");
+    let cfg = whittle_passes::quantize::QuantConfig {
+        per_channel: true,
+        reduce_range: true,
+        ..Default::default()
+    };
+    let (q, report) =
+        whittle_passes::quantize::dynamic_int8(&Model::load(&src).unwrap(), &cfg).unwrap();
+    let gathers = report
+        .quantized_nodes
+        .iter()
+        .filter(|n| n.op_type == "Gather")
+        .count();
+    assert_eq!(gathers, 2, "word and position tables: {:?}", report.notes);
+    let path = save(&q, &dir, "minilm_dynamic.onnx");
+    onnx_check(&path);
+    let ratio = Model::disk_size(&path).unwrap() as f64 / Model::disk_size(&src).unwrap() as f64;
+    assert!(ratio < 0.27, "dynamic size ratio {ratio}");
+    let inputs = minilm_inputs(16, &dir);
+    let ref32 = ort_outputs(&src, &inputs, &dir.join("a"));
+    let ort8 = ort_outputs(&path, &inputs, &dir.join("b"));
+    let cos = mean_row_cosine(&ref32[MINILM_EMBEDDING], &ort8[MINILM_EMBEDDING]);
+    assert!(cos >= 0.99, "ORT dynamic int8 embedding cosine {cos}");
+    let ours = whittle_outputs(&path, &inputs);
+    let agree = min_row_cosine(&ort8[MINILM_EMBEDDING], &ours[MINILM_EMBEDDING]);
+    assert!(
+        agree >= 0.999,
+        "whittle vs ORT on the int8 model: cosine {agree}"
+    );
+}

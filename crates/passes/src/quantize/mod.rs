@@ -11,6 +11,7 @@ pub mod build;
 pub mod calibrate;
 pub mod config;
 pub mod dynamic;
+pub mod gather;
 pub mod integer;
 pub mod lowbit;
 pub mod observer;
@@ -205,7 +206,8 @@ where
 pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantReport)> {
     let start = std::time::Instant::now();
     let prepared = prepare(model, cfg, WeightSource::Initializer)?;
-    let out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
+    let mut out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
+    let tables = gather::quantize_tables(&mut out, cfg)?;
     let mut report = new_report(
         "dynamic",
         "qoperator",
@@ -218,6 +220,13 @@ pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantRep
     );
     if cfg.per_channel && prepared.plan.targets.iter().any(|t| t.op_type == "Conv") {
         report.notes.push(dynamic::CONV_PER_TENSOR_NOTE.into());
+    }
+    if !tables.is_empty() {
+        report.notes.push(format!(
+            "{} embedding table(s) stored in int8 (Gather + DequantizeLinear)",
+            tables.len()
+        ));
+        report.quantized_nodes.extend(tables);
     }
     Ok((out, report))
 }
