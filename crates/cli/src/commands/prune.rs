@@ -287,10 +287,19 @@ fn check_criterion(method: MethodArg, criterion: &str) -> anyhow::Result<()> {
     match method {
         MethodArg::Random => bail!("--criterion {criterion}: --method random ignores the weights' values"),
         _ if !magnitude => bail!(
-            "--criterion {criterion}: --method {method:?} ranks single weights by |w|; use magnitude (l1 and l2 are the same for one weight)"
+            "--criterion {criterion}: --method {} ranks single weights by |w|; use magnitude (l1 and l2 are the same for one weight)",
+            method_name(method)
         ),
         _ => Ok(()),
     }
+}
+
+/// The command-line name of `method`.
+fn method_name(method: MethodArg) -> String {
+    use clap::ValueEnum;
+    method
+        .to_possible_value()
+        .map_or_else(String::new, |v| v.get_name().to_owned())
 }
 
 /// Fine-tuning epochs: the flag, else 1 for iterative and gradual schedules with data.
