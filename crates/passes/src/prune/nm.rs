@@ -20,7 +20,7 @@ pub fn nm_mask(w: &LayerWeights, n: usize, m: usize) -> Result<Mask> {
     let layer = &w.layer;
     let axis = layer.reduce_axis;
     let k = layer.dims[axis];
-    if k % m != 0 {
+    if !k.is_multiple_of(m) {
         bail!(
             "{n}:{m} pruning of {}: its reduction dimension (axis {axis} of {} {:?}) has {k} elements, not a multiple of {m}; leave the layer dense with --exclude {}",
             layer.name,

@@ -92,7 +92,7 @@ impl GradualSchedule {
         if step < self.start || step > self.end {
             return None;
         }
-        if step != self.end && (step - self.start) % self.frequency != 0 {
+        if step != self.end && !(step - self.start).is_multiple_of(self.frequency) {
             return None;
         }
         let p = (step - self.start) as f64 / (self.end - self.start) as f64;
