@@ -327,9 +327,13 @@ fn unstructured(args: &Args) -> anyhow::Result<Unstructured> {
     Ok(Unstructured::new(method, args.exclude.clone())?)
 }
 
-/// The pruner of `--method` (one arm per structured method goes here).
+/// The pruner of `--method` (a structured method adds its arm here).
 fn pruner(args: &Args) -> anyhow::Result<Box<dyn Pruner>> {
-    Ok(Box::new(unstructured(args)?))
+    Ok(match args.method {
+        MethodArg::Magnitude | MethodArg::Global | MethodArg::Random | MethodArg::Nm => {
+            Box::new(unstructured(args)?)
+        }
+    })
 }
 
 /// Runs the schedule; returns the pruned model and the schedule's JSON description.

@@ -11,7 +11,6 @@ use whittle_train::{TrainConfig, Trainer};
 use super::finetune::{
     apply_to_params, mask_tensors, masked_finetune, read_params, to_train_error,
 };
-use super::layers::prunable_layers;
 use super::mask::{apply, Mask};
 use super::schedule::{iterative_targets, Curve, GradualSchedule};
 use super::unstructured::Unstructured;
@@ -87,8 +86,7 @@ pub fn gradual(
     if pruner.fixed_sparsity() {
         bail!("this method sets its own sparsity; gradual schedules do not apply (use the one-shot schedule)");
     }
-    pruner.weights(model)?;
-    let layers = prunable_layers(model, &pruner.exclude)?;
+    let layers = pruner.layers(model)?;
     let state: Rc<RefCell<(Vec<Mask>, Vec<String>)>> = Rc::default();
     let shared = Rc::clone(&state);
     let (hook_pruner, sched) = (pruner.clone(), *schedule);

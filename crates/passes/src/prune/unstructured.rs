@@ -3,7 +3,7 @@
 
 use whittle_ir::Model;
 
-use super::layers::{prunable_layers, read_weights, LayerWeights};
+use super::layers::{prunable_layers, read_weights, LayerWeights, PrunableLayer};
 use super::magnitude::{global, magnitude_scores, per_layer, random};
 use super::mask::{apply, check_sparsity, Mask};
 use super::nm::{check_nm, nm_mask};
@@ -70,20 +70,19 @@ impl Unstructured {
         })
     }
 
-    /// The current weights of the layers this pruner prunes in `model`; fails when there
-    /// is none.
-    pub fn weights(&self, model: &Model) -> Result<Vec<LayerWeights>> {
+    /// The layers this pruner prunes in `model`; fails when there is none.
+    pub fn layers(&self, model: &Model) -> Result<Vec<PrunableLayer>> {
         let layers = prunable_layers(model, &self.exclude)?;
         if layers.is_empty() {
             bail!("the model has no prunable layer (float Conv, Gemm or MatMul weight initializer) left to prune");
         }
-        read_weights(model, &layers)
+        Ok(layers)
     }
 }
 
 impl Pruner for Unstructured {
     fn prune(&self, model: &Model, sparsity: f64) -> Result<Pruned> {
-        let weights = self.weights(model)?;
+        let weights = read_weights(model, &self.layers(model)?)?;
         let (masks, notes) = self.masks(&weights, sparsity)?;
         Ok(Pruned {
             model: apply(model, &masks)?,
