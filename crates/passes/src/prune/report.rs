@@ -89,10 +89,13 @@ mod tests {
     #[test]
     fn zeros_compress_better_than_noise() {
         let zeros = vec![0u8; 10_000];
-        let noise: Vec<u8> = (0..10_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
+        let mut noise = vec![0u8; 10_000];
+        rand::RngCore::fill_bytes(
+            &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1),
+            &mut noise,
+        );
         assert!(gzip_size(&zeros) < 100);
-        assert!(gzip_size(&noise) > 9_000);
+        // Random bytes do not compress: gzip adds its header and block framing.
+        assert!(gzip_size(&noise) > 10_000);
     }
 }
