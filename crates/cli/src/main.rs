@@ -39,6 +39,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Train or fine-tune a classifier on a labelled dataset (SGD/Adam/AdamW, LR schedules).
     Train(Box<commands::train::Args>),
+    /// Prune weights (magnitude, global, random, N:M) one-shot, iterative or gradual, with masked fine-tuning.
+    Prune(Box<commands::prune::Args>),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Profile(a) => commands::profile::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Train(a) => commands::train::run(*a),
+        Command::Prune(a) => commands::prune::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

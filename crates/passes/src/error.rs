@@ -16,6 +16,9 @@ pub enum PassError {
     /// Loading data failed.
     #[error(transparent)]
     Data(#[from] whittle_data::DataError),
+    /// Fine-tuning (pruning masks kept through training) failed.
+    #[error(transparent)]
+    Train(#[from] whittle_train::TrainError),
 }
 
 /// Result of a pass.

@@ -151,12 +151,12 @@ const VERIFY_SAMPLES: usize = 64;
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let cfg = config(&args)?;
-    check_output(&args)?;
+    check_output(&args.model, &args.output, args.force)?;
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
     let exec = Executor::new(&model)?;
     let eval = match &args.eval_data {
-        Some(spec) => Some(eval_set(&exec, spec, args.eval_samples)?),
+        Some(spec) => Some(eval_set(&exec, spec, args.eval_samples, "--eval-data")?),
         None => None,
     };
     let (quantized, mut report, verify_feed) = match args.mode {
@@ -282,22 +282,19 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
 }
 
 /// Refuses to overwrite the input or an existing output without --force.
-fn check_output(args: &Args) -> anyhow::Result<()> {
-    let same = match (args.model.canonicalize(), args.output.canonicalize()) {
+pub(crate) fn check_output(model: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
+    let same = match (model.canonicalize(), output.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     };
-    if same && !args.force {
+    if same && !force {
         bail!(
             "the output {} is the input model; pass --force to overwrite it",
-            args.output.display()
+            output.display()
         );
     }
-    if args.output.exists() && !args.force {
-        bail!(
-            "{} exists; pass --force to overwrite it",
-            args.output.display()
-        );
+    if output.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", output.display());
     }
     Ok(())
 }
@@ -343,15 +340,21 @@ fn check_batch(
     Ok(())
 }
 
-/// Labelled eval data feeding the model's single input.
-fn eval_set(exec: &Executor, spec: &str, limit: Option<usize>) -> anyhow::Result<EvalSet> {
-    let input = single_input(exec, "--eval-data")?;
+/// Labelled eval data (the test split of `spec`, given as option `flag`) feeding the
+/// model's single input.
+pub(crate) fn eval_set(
+    exec: &Executor,
+    spec: &str,
+    limit: Option<usize>,
+    flag: &str,
+) -> anyhow::Result<EvalSet> {
+    let input = single_input(exec, flag)?;
     let data: Dataset = whittle_data::spec::load(spec, Split::Test, limit)
-        .with_context(|| format!("loading --eval-data {spec}"))?;
+        .with_context(|| format!("loading {flag} {spec}"))?;
     check_batch(
         &input,
         &dataset_batches(&input.name, &data.images, 1)?,
-        "--eval-data",
+        flag,
     )?;
     Ok(EvalSet {
         input: input.name,
@@ -408,7 +411,7 @@ fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<HashMap<String, Value>
 }
 
 /// Writes to a temporary file beside `out`, then renames it into place.
-fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
+pub(crate) fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

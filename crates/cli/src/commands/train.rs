@@ -50,16 +50,16 @@ pub struct Settings {
     limit: Option<usize>,
     /// Epochs.
     #[arg(long)]
-    epochs: Option<usize>,
+    pub(crate) epochs: Option<usize>,
     /// Samples per batch [default: 32].
     #[arg(long)]
-    batch_size: Option<usize>,
+    pub(crate) batch_size: Option<usize>,
     /// sgd | adam | adamw [default: sgd].
     #[arg(long)]
-    optimizer: Option<String>,
+    pub(crate) optimizer: Option<String>,
     /// Peak learning rate [default: 0.01].
     #[arg(long)]
-    lr: Option<f64>,
+    pub(crate) lr: Option<f64>,
     /// SGD momentum [default: 0].
     #[arg(long)]
     momentum: Option<f64>,
@@ -126,7 +126,7 @@ pub struct Settings {
     checkpoint_dir: Option<PathBuf>,
     /// Seed of shuffling, the validation split and dropout [default: 0].
     #[arg(long)]
-    seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// Gradient checkpointing: recompute activations in this many graph segments.
     #[arg(long)]
     recompute_segments: Option<usize>,
@@ -222,7 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Loads `MODEL.onnx`, or builds `zoo:NAME` (needs the whittle-zoo crate).
-fn build_model(spec: &str) -> anyhow::Result<Model> {
+pub(crate) fn build_model(spec: &str) -> anyhow::Result<Model> {
     if spec.starts_with(whittle_zoo::PREFIX) {
         return whittle_zoo::build(spec).with_context(|| format!("--model {spec}"));
     }
@@ -269,13 +269,10 @@ fn parse_enum<T: serde::de::DeserializeOwned>(option: &str, value: &str) -> anyh
 }
 
 /// The trainer's configuration from the settings; `samples` sizes warmup given in epochs.
-fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
+pub(crate) fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
     let batch_size = s.batch_size.unwrap_or(32);
     let accumulate = s.accumulate.unwrap_or(1).max(1);
-    let steps_per_epoch = samples
-        .div_ceil(batch_size.max(1))
-        .div_ceil(accumulate)
-        .max(1);
+    let steps_per_epoch = steps_per_epoch(samples, batch_size, accumulate);
     let optimizer = OptimizerConfig {
         kind: match &s.optimizer {
             Some(o) => parse_enum("optimizer", o)?,
@@ -310,6 +307,14 @@ fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
         progress: false,
         verbose: false,
     })
+}
+
+/// Optimizer steps in one epoch of `samples` (at least 1).
+pub(crate) fn steps_per_epoch(samples: usize, batch_size: usize, accumulate: usize) -> usize {
+    samples
+        .div_ceil(batch_size.max(1))
+        .div_ceil(accumulate.max(1))
+        .max(1)
 }
 
 /// The LR schedule named by `--lr-schedule` with its parameters.
