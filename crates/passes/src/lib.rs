@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod factorize;
 pub mod fp16;
 pub mod int4;
 pub mod optimize;
