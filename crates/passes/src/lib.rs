@@ -8,6 +8,7 @@ pub mod factorize;
 pub mod fp16;
 pub mod int4;
 pub mod optimize;
+pub mod prune_channel;
 pub mod quantize;
 
 pub use error::{PassError, Result};
