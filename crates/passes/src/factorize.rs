@@ -139,7 +139,11 @@ fn candidates(model: &Model, only: Option<&[String]>) -> Result<Vec<String>> {
     let graph = model.graph();
     let all: Vec<String> = (graph.node.iter())
         .filter(|n| matches!(n.op_type.as_str(), "Gemm" | "MatMul" | "Conv"))
-        .filter(|n| n.input.get(1).is_some_and(|w| graph.initializer(w).is_some()))
+        .filter(|n| {
+            n.input
+                .get(1)
+                .is_some_and(|w| graph.initializer(w).is_some())
+        })
         .map(layer_name)
         .collect();
     let Some(only) = only else { return Ok(all) };
@@ -154,14 +158,19 @@ fn candidates(model: &Model, only: Option<&[String]>) -> Result<Vec<String>> {
     Ok(all.into_iter().filter(|n| only.contains(n)).collect())
 }
 
-fn factorize_layer(model: &mut Model, name: &str, cfg: &FactorizeConfig) -> Result<LayerFactorization> {
+fn factorize_layer(
+    model: &mut Model,
+    name: &str,
+    cfg: &FactorizeConfig,
+) -> Result<LayerFactorization> {
     let graph = model.graph();
     let Some(index) = (0..graph.node.len()).find(|&i| layer_name(&graph.node[i]) == name) else {
         bail!("layer '{name}' disappeared while factorizing");
     };
     let node = graph.node[index].clone();
-    let weight = util::constant(model, &node.input[1])?
-        .ok_or_else(|| crate::PassError::Invalid(format!("layer '{name}': weight is not constant")))?;
+    let weight = util::constant(model, &node.input[1])?.ok_or_else(|| {
+        crate::PassError::Invalid(format!("layer '{name}': weight is not constant"))
+    })?;
     let mut entry = LayerFactorization {
         name: name.to_string(),
         op: node.op_type.clone(),
@@ -196,9 +205,15 @@ fn factorize_layer(model: &mut Model, name: &str, cfg: &FactorizeConfig) -> Resu
 }
 
 /// The weight as `[out, in]`, or why the layer cannot be factorized.
-fn weight_matrix(node: &NodeProto, weight: &TensorData) -> std::result::Result<WeightMatrix, String> {
+fn weight_matrix(
+    node: &NodeProto,
+    weight: &TensorData,
+) -> std::result::Result<WeightMatrix, String> {
     if weight.dtype() != whittle_ir::DataType::Float {
-        return Err(format!("weight is {}, only float is factorized", weight.dtype()));
+        return Err(format!(
+            "weight is {}, only float is factorized",
+            weight.dtype()
+        ));
     }
     let values = weight.to_f64_vec().map_err(|e| e.to_string())?;
     let dims = weight.dims().to_vec();
@@ -207,12 +222,18 @@ fn weight_matrix(node: &NodeProto, weight: &TensorData) -> std::result::Result<W
         "Conv" if int("group", 1)? != 1 => Err("grouped convolution".into()),
         "Conv" if dims.len() >= 3 => {
             let cols = dims[1..].iter().product();
-            Ok(WeightMatrix { rows: dims[0], cols, values })
+            Ok(WeightMatrix {
+                rows: dims[0],
+                cols,
+                values,
+            })
         }
         "Gemm" if int("transA", 0)? != 0 => Err("Gemm with transA".into()),
-        "Gemm" if int("transB", 0)? != 0 && dims.len() == 2 => {
-            Ok(WeightMatrix { rows: dims[0], cols: dims[1], values })
-        }
+        "Gemm" if int("transB", 0)? != 0 && dims.len() == 2 => Ok(WeightMatrix {
+            rows: dims[0],
+            cols: dims[1],
+            values,
+        }),
         "Gemm" | "MatMul" if dims.len() == 2 => Ok(transposed(dims[0], dims[1], &values)),
         _ => Err(format!("weight of shape {dims:?} is not a matrix")),
     }
@@ -226,14 +247,20 @@ fn transposed(rows: usize, cols: usize, values: &[f64]) -> WeightMatrix {
             t[c * rows + r] = values[r * cols + c];
         }
     }
-    WeightMatrix { rows: cols, cols: rows, values: t }
+    WeightMatrix {
+        rows: cols,
+        cols: rows,
+        values: t,
+    }
 }
 
 /// Truncated SVD factors of `m` at the rank `rule` picks.
 fn svd_factors(m: &WeightMatrix, rule: RankRule, name: &str) -> Result<Factors> {
     let matrix = nalgebra::DMatrix::from_row_slice(m.rows, m.cols, &m.values);
-    let svd = nalgebra::linalg::SVD::try_new(matrix, true, true, f64::EPSILON, 0)
-        .ok_or_else(|| crate::PassError::Invalid(format!("layer '{name}': SVD did not converge")))?;
+    let svd =
+        nalgebra::linalg::SVD::try_new(matrix, true, true, f64::EPSILON, 0).ok_or_else(|| {
+            crate::PassError::Invalid(format!("layer '{name}': SVD did not converge"))
+        })?;
     let (Some(u), Some(v_t)) = (svd.u, svd.v_t) else {
         bail!("layer '{name}': SVD returned no singular vectors");
     };
@@ -248,7 +275,11 @@ fn svd_factors(m: &WeightMatrix, rule: RankRule, name: &str) -> Result<Factors> 
     for r in 0..m.rows {
         second.extend((0..rank).map(|k| (u[(r, k)] * sigma[k].sqrt()) as f32));
     }
-    Ok(Factors { rank, first, second })
+    Ok(Factors {
+        rank,
+        first,
+        second,
+    })
 }
 
 /// The rank `rule` asks for, given singular values sorted in descending order.
@@ -296,7 +327,12 @@ fn replace_layer(
             d2.resize(d1.len(), 1);
             (d1, d2, f.first.clone(), f.second.clone())
         }
-        "Gemm" => (vec![f.rank, in_cols], vec![out_cols, f.rank], f.first.clone(), f.second.clone()),
+        "Gemm" => (
+            vec![f.rank, in_cols],
+            vec![out_cols, f.rank],
+            f.first.clone(),
+            f.second.clone(),
+        ),
         _ => (
             vec![in_cols, f.rank],
             vec![f.rank, out_cols],
@@ -310,6 +346,10 @@ fn replace_layer(
     let (first, second) = split_nodes(node, &w1, &w2, &hidden);
     graph.replace_node(index, first);
     graph.insert_node(index + 1, second);
+    let old = &node.input[1];
+    if !graph.consumers().contains_key(old) {
+        graph.initializer.retain(|t| &t.name != old);
+    }
     Ok(())
 }
 

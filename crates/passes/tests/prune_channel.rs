@@ -54,9 +54,15 @@ fn two_conv_net() -> Model {
 fn concat_net() -> Model {
     let mut b = GraphBuilder::new(2);
     let x = b.input("input", &[1, 8, 8]);
-    let a = b.conv_bn(&x, Conv::new(8, 3), 1e-5, Some(Act::Relu)).unwrap();
-    let c = b.conv_bn(&x, Conv::new(16, 3), 1e-5, Some(Act::Relu)).unwrap();
-    let a2 = b.conv_bn(&a, Conv::new(8, 3), 1e-5, Some(Act::Relu)).unwrap();
+    let a = b
+        .conv_bn(&x, Conv::new(8, 3), 1e-5, Some(Act::Relu))
+        .unwrap();
+    let c = b
+        .conv_bn(&x, Conv::new(16, 3), 1e-5, Some(Act::Relu))
+        .unwrap();
+    let a2 = b
+        .conv_bn(&a, Conv::new(8, 3), 1e-5, Some(Act::Relu))
+        .unwrap();
     let cat = b.node(
         "Concat",
         "concat",
@@ -64,7 +70,9 @@ fn concat_net() -> Model {
         vec![make::int("axis", 1)],
         vec![24, 8, 8],
     );
-    let h = b.conv_bn(&cat, Conv::new(8, 1), 1e-5, Some(Act::Relu)).unwrap();
+    let h = b
+        .conv_bn(&cat, Conv::new(8, 1), 1e-5, Some(Act::Relu))
+        .unwrap();
     let h = b.global_avg_pool(&h).unwrap();
     let h = b.flatten(&h);
     let y = b.linear(&h, 3).unwrap();
@@ -82,7 +90,12 @@ fn summary(name: &str, r: &ChannelReport) {
         r.skipped.len()
     );
     for s in &r.skipped {
-        println!("  skipped {:?} ({}): {}", s.layers.first(), s.channels, s.reason);
+        println!(
+            "  skipped {:?} ({}): {}",
+            s.layers.first(),
+            s.channels,
+            s.reason
+        );
     }
 }
 
@@ -99,22 +112,45 @@ fn two_conv_net_loses_the_hand_computed_params_and_macs() {
     assert_eq!(report.macs_after, 6912 + 1024 + 8);
     assert_eq!(macs(&pruned).unwrap(), report.macs_after);
     assert_eq!(report.groups.len(), 1);
-    assert_eq!((report.groups[0].channels_before, report.groups[0].channels_after), (8, 4));
+    assert_eq!(
+        (
+            report.groups[0].channels_before,
+            report.groups[0].channels_after
+        ),
+        (8, 4)
+    );
     check_in_ort("two-conv", &pruned, &inputs_for(&model));
 }
 
 #[test]
 fn zoo_models_and_lenet5_prune_run_in_ort_and_shrink() {
     let models = ["zoo:cnn", "zoo:resnet", "zoo:mobilenetv3-small", "zoo:mlp"];
-    let mut all: Vec<(String, Model)> =
-        models.iter().map(|s| (s.to_string(), whittle_zoo::build(s).unwrap())).collect();
+    let mut all: Vec<(String, Model)> = models
+        .iter()
+        .map(|s| (s.to_string(), whittle_zoo::build(s).unwrap()))
+        .collect();
     all.push(("lenet5".into(), lenet5()));
     for (name, model) in all {
         let (pruned, report) = prune_channels(&model, &ChannelConfig::default(), None).unwrap();
         summary(&name, &report);
         assert!(!report.groups.is_empty(), "{name}: nothing pruned");
-        assert!(report.params_after < report.params_before, "{name}: params did not fall");
-        assert!(report.macs_after < report.macs_before, "{name}: MACs did not fall");
+        let stem_kept = report
+            .skipped
+            .iter()
+            .any(|s| s.reason.starts_with("protected layer"));
+        assert_eq!(
+            stem_kept,
+            name != "zoo:mlp",
+            "{name}: the stem is protected by default"
+        );
+        assert!(
+            report.params_after < report.params_before,
+            "{name}: params did not fall"
+        );
+        assert!(
+            report.macs_after < report.macs_before,
+            "{name}: MACs did not fall"
+        );
         whittle_ir::validate(&pruned).unwrap();
         check_in_ort(&format!("prune-{name}"), &pruned, &inputs_for(&model));
     }
@@ -129,7 +165,11 @@ fn mobilenet_prunes_depthwise_and_squeeze_excite_channels() {
         .expect("block5's expansion group is prunable");
     assert_eq!((expand.channels_before, expand.channels_after), (240, 120));
     let dw = pruned.graph().find_node("block5.conv_1").unwrap();
-    let group = pruned.graph().node[dw].attribute.iter().find(|a| a.name == "group").unwrap();
+    let group = pruned.graph().node[dw]
+        .attribute
+        .iter()
+        .find(|a| a.name == "group")
+        .unwrap();
     assert_eq!(group.i, 120);
     let se = pruned.graph().initializer("block5.se.conv.weight").unwrap();
     assert_eq!(se.dims, vec![32, 120, 1, 1]);
@@ -140,9 +180,17 @@ fn kill_odd_channels(model: &Model) -> Model {
     let dep = analyze(model, &[]).unwrap();
     let mut out = model.clone();
     for (_, group) in dep.groups.roots().filter(|(_, g)| g.blocked.is_none()) {
-        for slice in group.slices.iter().filter(|s| !matches!(s.role, Role::Statistic | Role::Consumer)) {
+        for slice in group
+            .slices
+            .iter()
+            .filter(|s| !matches!(s.role, Role::Statistic | Role::Consumer))
+        {
             let graph = out.graph_mut();
-            let i = graph.initializer.iter().position(|t| t.name == slice.tensor).unwrap();
+            let i = graph
+                .initializer
+                .iter()
+                .position(|t| t.name == slice.tensor)
+                .unwrap();
             let data = TensorData::from_proto(&graph.initializer[i], None).unwrap();
             let dims = data.dims().to_vec();
             let mut values = data.to_vec::<f32>().unwrap();
@@ -150,13 +198,16 @@ fn kill_odd_channels(model: &Model) -> Model {
             let outer: usize = dims[..slice.axis].iter().product();
             for k in (1..group.width).step_by(2) {
                 for o in 0..outer {
-                    for a in slice.offset + k * slice.expand..slice.offset + (k + 1) * slice.expand {
+                    for a in slice.offset + k * slice.expand..slice.offset + (k + 1) * slice.expand
+                    {
                         let at = (o * dims[slice.axis] + a) * inner;
                         values[at..at + inner].iter_mut().for_each(|v| *v = 0.0);
                     }
                 }
             }
-            graph.initializer[i] = TensorData::from_slice(dims, &values).unwrap().to_proto(&slice.tensor);
+            graph.initializer[i] = TensorData::from_slice(dims, &values)
+                .unwrap()
+                .to_proto(&slice.tensor);
         }
     }
     out
@@ -167,7 +218,10 @@ fn removing_dead_channels_leaves_outputs_unchanged() {
     let models = [
         ("concat", concat_net()),
         ("resnet", whittle_zoo::build("zoo:resnet").unwrap()),
-        ("mobilenet", whittle_zoo::build("zoo:mobilenetv3-small").unwrap()),
+        (
+            "mobilenet",
+            whittle_zoo::build("zoo:mobilenetv3-small").unwrap(),
+        ),
         ("mlp", whittle_zoo::build("zoo:mlp").unwrap()),
         ("lenet5", lenet5()),
     ];
@@ -175,7 +229,10 @@ fn removing_dead_channels_leaves_outputs_unchanged() {
         let dead = kill_odd_channels(&model);
         let (pruned, report) = prune_channels(&dead, &cfg(0.5, 1, Some(vec![])), None).unwrap();
         summary(name, &report);
-        assert!(report.groups.iter().all(|g| g.channels_after == g.channels_before.div_ceil(2)));
+        assert!(report
+            .groups
+            .iter()
+            .all(|g| g.channels_after == g.channels_before.div_ceil(2)));
         let inputs = inputs_for(&model);
         let diff = max_diff(&outputs(&pruned, &inputs), &outputs(&dead, &inputs));
         println!("{name}: dead channels removed, output diff {diff:.2e}");
@@ -188,7 +245,12 @@ fn concat_offsets_are_sliced_per_branch() {
     let model = concat_net();
     let (pruned, report) = prune_channels(&model, &cfg(0.5, 1, Some(vec![])), None).unwrap();
     summary("concat", &report);
-    let consumer = pruned.graph().node.iter().find(|n| n.input.iter().any(|i| i == "concat")).unwrap();
+    let consumer = pruned
+        .graph()
+        .node
+        .iter()
+        .find(|n| n.input.iter().any(|i| i == "concat"))
+        .unwrap();
     let w = pruned.graph().initializer(&consumer.input[1]).unwrap();
     // The concat carries 8 + 16 channels: half of each branch remains.
     assert_eq!(w.dims[1], 4 + 8);
@@ -222,7 +284,11 @@ fn unprovable_groups_are_skipped_and_reported() {
     let first = conv_names(&model)[0].clone();
     let (pruned, report) = prune_channels(&model, &cfg(0.5, 1, Some(vec![])), None).unwrap();
     summary("transposed", &report);
-    let skipped = report.skipped.iter().find(|s| s.layers[0] == first).unwrap();
+    let skipped = report
+        .skipped
+        .iter()
+        .find(|s| s.layers[0] == first)
+        .unwrap();
     assert!(skipped.reason.contains("Transpose"), "{}", skipped.reason);
     let weight = &model.graph().node[0].input[1];
     assert_eq!(pruned.graph().initializer(weight).unwrap().dims[0], 8);
@@ -240,14 +306,34 @@ fn criteria_and_global_ranking_give_valid_models() {
         })
         .collect();
     let taylor = TaylorData { batches };
-    let criteria = [Criterion::L2, Criterion::BnGamma, Criterion::Taylor, Criterion::Random { seed: 4 }];
+    let criteria = [
+        Criterion::L2,
+        Criterion::BnGamma,
+        Criterion::Taylor,
+        Criterion::Random { seed: 4 },
+    ];
     for criterion in criteria {
-        let c = ChannelConfig { criterion: criterion.clone(), scope: Scope::Global, ..cfg(0.3, 8, None) };
+        let c = ChannelConfig {
+            criterion: criterion.clone(),
+            scope: Scope::Global,
+            ..cfg(0.3, 8, None)
+        };
         let (pruned, report) = prune_channels(&model, &c, Some(&taylor)).unwrap();
         summary(&format!("lenet5 global {criterion:?}"), &report);
         assert!(report.params_after < report.params_before);
-        check_in_ort(&format!("prune-lenet-{criterion:?}"), &pruned, &inputs_for(&model));
+        check_in_ort(
+            &format!("prune-lenet-{criterion:?}"),
+            &pruned,
+            &inputs_for(&model),
+        );
     }
-    let err = prune_channels(&model, &ChannelConfig { criterion: Criterion::Taylor, ..cfg(0.3, 8, None) }, None);
+    let err = prune_channels(
+        &model,
+        &ChannelConfig {
+            criterion: Criterion::Taylor,
+            ..cfg(0.3, 8, None)
+        },
+        None,
+    );
     assert!(err.is_err());
 }

@@ -37,7 +37,9 @@ fn collect_drops(dep: &DepGraph, kept: &HashMap<usize, Vec<usize>>) -> Drops {
     let mut drops = Drops::new();
     for (id, keep) in kept {
         let group = dep.groups.get(*id);
-        let removed: Vec<usize> = (0..group.width).filter(|k| keep.binary_search(k).is_err()).collect();
+        let removed: Vec<usize> = (0..group.width)
+            .filter(|k| keep.binary_search(k).is_err())
+            .collect();
         for slice in &group.slices {
             let set = drops.entry((slice.tensor.clone(), slice.axis)).or_default();
             for &k in &removed {
@@ -50,7 +52,12 @@ fn collect_drops(dep: &DepGraph, kept: &HashMap<usize, Vec<usize>>) -> Drops {
 }
 
 /// `data` without the indices `drop` on `axis`.
-fn drop_indices(data: &TensorData, axis: usize, drop: &BTreeSet<usize>, name: &str) -> Result<TensorData> {
+fn drop_indices(
+    data: &TensorData,
+    axis: usize,
+    drop: &BTreeSet<usize>,
+    name: &str,
+) -> Result<TensorData> {
     let dims = data.dims().to_vec();
     let Some(bytes) = data.bytes().filter(|_| axis < dims.len()) else {
         bail!("cannot slice initializer '{name}' on axis {axis}");
@@ -74,11 +81,16 @@ fn drop_indices(data: &TensorData, axis: usize, drop: &BTreeSet<usize>, name: &s
 /// Sets a depthwise Conv's `group` to its (new) channel count.
 fn update_depthwise(model: &mut Model, name: &str) -> Result<()> {
     let graph = model.graph_mut();
-    let Some(i) = (0..graph.node.len()).find(|&i| super::depgraph::node_name(&graph.node[i]) == name) else {
+    let Some(i) =
+        (0..graph.node.len()).find(|&i| super::depgraph::node_name(&graph.node[i]) == name)
+    else {
         bail!("depthwise Conv '{name}' not found");
     };
     let weight = graph.node[i].input.get(1).cloned().unwrap_or_default();
-    let Some(channels) = graph.initializer(&weight).and_then(|t| t.dims.first().copied()) else {
+    let Some(channels) = graph
+        .initializer(&weight)
+        .and_then(|t| t.dims.first().copied())
+    else {
         bail!("depthwise Conv '{name}' lost its weight");
     };
     let node = &mut graph.node[i];

@@ -39,7 +39,11 @@ impl Layout {
     fn single(group: usize, len: usize, axis: usize) -> Self {
         Layout {
             axis,
-            segments: vec![Segment { group, len, expand: 1 }],
+            segments: vec![Segment {
+                group,
+                len,
+                expand: 1,
+            }],
         }
     }
 
@@ -63,14 +67,41 @@ impl Layout {
 
 /// Ops that map each channel to itself, reading only their first input as data.
 const CHANNELWISE: &[&str] = &[
-    "Relu", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Clip", "Elu", "Selu",
-    "Celu", "Softplus", "Softsign", "Gelu", "Erf", "Exp", "Abs", "Neg", "Identity", "Dropout",
-    "Mish", "ThresholdedRelu", "Sqrt", "Reciprocal", "MaxPool", "AveragePool", "LpPool",
-    "GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool",
+    "Relu",
+    "LeakyRelu",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Tanh",
+    "Clip",
+    "Elu",
+    "Selu",
+    "Celu",
+    "Softplus",
+    "Softsign",
+    "Gelu",
+    "Erf",
+    "Exp",
+    "Abs",
+    "Neg",
+    "Identity",
+    "Dropout",
+    "Mish",
+    "ThresholdedRelu",
+    "Sqrt",
+    "Reciprocal",
+    "MaxPool",
+    "AveragePool",
+    "LpPool",
+    "GlobalAveragePool",
+    "GlobalMaxPool",
+    "GlobalLpPool",
 ];
 
 /// Elementwise ops with broadcasting over all inputs.
-const ELEMENTWISE: &[&str] = &["Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu"];
+const ELEMENTWISE: &[&str] = &[
+    "Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu",
+];
 
 /// The result of the analysis: the groups and the depthwise Convs whose `group` follows
 /// their channel count.
@@ -111,8 +142,8 @@ pub fn analyze(model: &Model, protected: &[String]) -> Result<DepGraph> {
 fn block_protected(groups: &mut Groups, protected: &[String]) {
     let hits: Vec<(usize, String)> = (groups.roots())
         .filter_map(|(g, group)| {
-            let first = group.layers.first()?;
-            protected.contains(first).then(|| (g, first.clone()))
+            let hit = group.producers.iter().find(|p| protected.contains(p))?;
+            Some((g, hit.clone()))
         })
         .collect();
     for (g, layer) in hits {
@@ -178,7 +209,14 @@ impl Walk<'_> {
     }
 
     /// Adds a slice of `tensor` on `axis` for every segment of `layout`.
-    fn slice_layout(&mut self, layout: &Layout, node: &NodeProto, tensor: &str, axis: usize, role: Role) {
+    fn slice_layout(
+        &mut self,
+        layout: &Layout,
+        node: &NodeProto,
+        tensor: &str,
+        axis: usize,
+        role: Role,
+    ) {
         for (offset, s) in layout.placed() {
             let slice = Slice {
                 tensor: tensor.to_string(),
@@ -203,7 +241,10 @@ impl Walk<'_> {
 
     fn visit(&mut self, node: &NodeProto) -> Result<()> {
         let op = node.op_type.as_str();
-        let has_subgraph = node.attribute.iter().any(|a| a.g.is_some() || !a.graphs.is_empty());
+        let has_subgraph = node
+            .attribute
+            .iter()
+            .any(|a| a.g.is_some() || !a.graphs.is_empty());
         if !util::is_default_domain(node) || has_subgraph {
             self.block_inputs(node, "unsupported consumer");
             return Ok(());
@@ -236,13 +277,20 @@ impl Walk<'_> {
 
     fn conv(&mut self, node: &NodeProto) -> Result<()> {
         let x = self.input_layout(node, 0);
-        let weight = node.input.get(1).and_then(|w| Some((w.clone(), self.weight_dims(w)?)));
+        let weight = node
+            .input
+            .get(1)
+            .and_then(|w| Some((w.clone(), self.weight_dims(w)?)));
         let Some((w, wdims)) = weight.filter(|(_, d)| d.len() >= 3) else {
             self.block_inputs(node, "Conv without a constant weight");
             return Ok(());
         };
         let groups = node.int_or("group", 1)? as usize;
-        let bias = node.input.get(2).filter(|b| self.weight_dims(b).is_some()).cloned();
+        let bias = node
+            .input
+            .get(2)
+            .filter(|b| self.weight_dims(b).is_some())
+            .cloned();
         if groups == 1 {
             if let Some(layout) = &x {
                 self.slice_layout(layout, node, &w, 1, Role::Consumer);
@@ -254,7 +302,9 @@ impl Walk<'_> {
                 self.slice_layout(&out, node, &b, 0, Role::Producer);
             }
             self.set_output(node, out);
-        } else if let Some(layout) = x.filter(|l| wdims[1] == 1 && wdims[0] == groups && l.extent() == groups) {
+        } else if let Some(layout) =
+            x.filter(|l| wdims[1] == 1 && wdims[0] == groups && l.extent() == groups)
+        {
             self.slice_layout(&layout, node, &w, 0, Role::PerChannel);
             if let Some(b) = bias {
                 self.slice_layout(&layout, node, &b, 0, Role::PerChannel);
@@ -303,7 +353,10 @@ impl Walk<'_> {
             Some([n]) if *n == width => self.slice_layout(out, node, c, 0, Role::Producer),
             Some([1, n]) if *n == width => self.slice_layout(out, node, c, 1, Role::Producer),
             Some(d) if d.iter().all(|&x| x == 1) => {}
-            _ => self.block_layout(out, &format!("bias of '{}' is not per-channel", node_name(node))),
+            _ => self.block_layout(
+                out,
+                &format!("bias of '{}' is not per-channel", node_name(node)),
+            ),
         }
     }
 
@@ -314,7 +367,10 @@ impl Walk<'_> {
         };
         for (i, name) in node.input.iter().enumerate().skip(1) {
             if self.weight_dims(name).is_none() {
-                self.block_layout(&layout, &format!("'{}' has a non-constant parameter", node_name(node)));
+                self.block_layout(
+                    &layout,
+                    &format!("'{}' has a non-constant parameter", node_name(node)),
+                );
                 continue;
             }
             let role = match i {
@@ -335,10 +391,16 @@ impl Walk<'_> {
         };
         let input = node.input.first().and_then(|n| self.dims(n));
         let output = node.output.first().and_then(|n| self.dims(n));
-        let axis = if node.op_type == "Flatten" { node.int_or("axis", 1)? } else { 1 };
+        let axis = if node.op_type == "Flatten" {
+            node.int_or("axis", 1)?
+        } else {
+            1
+        };
         let merges_trailing = match (&input, &output) {
             (Some(i), Some(o)) => {
-                o.len() == 2 && i.len() > layout.axis && o[0] == i[..layout.axis].iter().product::<usize>()
+                o.len() == 2
+                    && i.len() > layout.axis
+                    && o[0] == i[..layout.axis].iter().product::<usize>()
             }
             _ => false,
         };
@@ -348,7 +410,10 @@ impl Walk<'_> {
         };
         let spread: usize = input[layout.axis + 1..].iter().product();
         let segments = (layout.segments.iter())
-            .map(|s| Segment { expand: s.expand * spread, ..s.clone() })
+            .map(|s| Segment {
+                expand: s.expand * spread,
+                ..s.clone()
+            })
             .collect();
         self.set_output(node, Layout { axis: 1, segments });
         Ok(())
@@ -365,8 +430,13 @@ impl Walk<'_> {
                 None => match self.dims(&name).and_then(|d| d.get(axis).copied()) {
                     Some(n) => {
                         let g = self.groups.create(n, &node_name(node));
-                        self.groups.block(g, format!("channels of '{name}' are not prunable"));
-                        segments.push(Segment { group: g, len: n, expand: 1 });
+                        self.groups
+                            .block(g, format!("channels of '{name}' are not prunable"));
+                        segments.push(Segment {
+                            group: g,
+                            len: n,
+                            expand: 1,
+                        });
                     }
                     None => {
                         self.block_inputs(node, "concat of unknown width");
@@ -398,7 +468,8 @@ impl Walk<'_> {
         };
         let keeps = node.int_or("keepdims", 1)? == 1;
         let spatial = axes.is_some_and(|a| {
-            a.iter().all(|&x| (if x < 0 { x + rank } else { x }) != layout.axis as i64)
+            a.iter()
+                .all(|&x| (if x < 0 { x + rank } else { x }) != layout.axis as i64)
         });
         if keeps && spatial {
             self.set_output(node, layout);
@@ -414,13 +485,18 @@ impl Walk<'_> {
         let out_rank = node.output.first().and_then(|o| self.rank(o));
         let mut merged: Option<Layout> = None;
         for name in node.input.iter() {
-            let Some(layout) = self.layouts.get(name).cloned() else { continue };
+            let Some(layout) = self.layouts.get(name).cloned() else {
+                continue;
+            };
             let from_end = self.rank(name).map(|r| r - layout.axis);
             let Some((rank, from_end)) = out_rank.zip(from_end) else {
                 self.block_inputs(node, "operand of unknown rank");
                 return Ok(());
             };
-            let layout = Layout { axis: rank - from_end, ..layout };
+            let layout = Layout {
+                axis: rank - from_end,
+                ..layout
+            };
             merged = match merged {
                 None => Some(layout),
                 Some(m) if self.unify(&m, &layout, node) => Some(m),
@@ -433,7 +509,9 @@ impl Walk<'_> {
         let Some(layout) = merged else { return Ok(()) };
         let rank = out_rank.unwrap_or(0);
         for name in node.input.clone() {
-            if !self.layouts.contains_key(&name) && !self.broadcast_operand(node, &name, &layout, rank) {
+            if !self.layouts.contains_key(&name)
+                && !self.broadcast_operand(node, &name, &layout, rank)
+            {
                 self.block_inputs(node, "operand that does not broadcast over channels");
                 return Ok(());
             }
@@ -446,7 +524,8 @@ impl Walk<'_> {
     fn unify(&mut self, a: &Layout, b: &Layout, node: &NodeProto) -> bool {
         let same_shape = a.axis == b.axis
             && a.segments.len() == b.segments.len()
-            && (a.segments.iter().zip(&b.segments)).all(|(x, y)| x.len == y.len && x.expand == y.expand);
+            && (a.segments.iter().zip(&b.segments))
+                .all(|(x, y)| x.len == y.len && x.expand == y.expand);
         if same_shape {
             for (x, y) in a.segments.iter().zip(&b.segments) {
                 self.groups.union(x.group, y.group, &node_name(node));
@@ -456,8 +535,16 @@ impl Walk<'_> {
     }
 
     /// Handles a non-channel operand: true when it broadcasts or is a per-channel constant.
-    fn broadcast_operand(&mut self, node: &NodeProto, name: &str, layout: &Layout, rank: usize) -> bool {
-        let Some(dims) = self.dims(name) else { return false };
+    fn broadcast_operand(
+        &mut self,
+        node: &NodeProto,
+        name: &str,
+        layout: &Layout,
+        rank: usize,
+    ) -> bool {
+        let Some(dims) = self.dims(name) else {
+            return false;
+        };
         let from_end = rank - layout.axis;
         if dims.len() < from_end || dims[dims.len() - from_end] == 1 {
             return true;

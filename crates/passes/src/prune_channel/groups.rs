@@ -38,8 +38,10 @@ pub struct Slice {
 pub struct Group {
     /// Number of channels.
     pub width: usize,
-    /// Nodes touching the group (producers first), without repeats.
+    /// Nodes touching the group (its first producer first), without repeats.
     pub layers: Vec<String>,
+    /// Nodes creating the group's channels (Conv/Gemm/MatMul outputs coupled together).
+    pub producers: Vec<String>,
     /// Tensor axes to slice.
     pub slices: Vec<Slice>,
     /// Why the group cannot be pruned (first reason found).
@@ -61,6 +63,7 @@ impl Groups {
         self.data.push(Group {
             width,
             layers: vec![layer.to_string()],
+            producers: vec![layer.to_string()],
             ..Group::default()
         });
         id
@@ -121,6 +124,7 @@ impl Groups {
             }
         }
         root.slices.extend(moved.slices);
+        root.producers.extend(moved.producers);
         if root.blocked.is_none() {
             root.blocked = moved.blocked;
         }

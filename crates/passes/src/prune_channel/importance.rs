@@ -25,7 +25,10 @@ pub fn load_tensors<'a>(model: &Model, groups: impl Iterator<Item = &'a Group>) 
             bail!("initializer '{}' not found", slice.tensor);
         };
         let data = TensorData::from_proto(t, None)?;
-        out.insert(slice.tensor.clone(), (data.dims().to_vec(), data.to_f64_vec()?));
+        out.insert(
+            slice.tensor.clone(),
+            (data.dims().to_vec(), data.to_f64_vec()?),
+        );
     }
     Ok(out)
 }
@@ -95,12 +98,21 @@ pub fn score_group(
 const WEIGHT_ROLES: [Role; 3] = [Role::Producer, Role::PerChannel, Role::Scale];
 
 /// Tensors scored by Taylor: every trained tensor of the group.
-const TAYLOR_ROLES: [Role; 4] = [Role::Producer, Role::PerChannel, Role::Scale, Role::Consumer];
+const TAYLOR_ROLES: [Role; 4] = [
+    Role::Producer,
+    Role::PerChannel,
+    Role::Scale,
+    Role::Consumer,
+];
 
 /// Gradients of the cross-entropy of the model's first output, summed over `data`'s
 /// batches, for the initializers `names` (inference mode: BN uses its running statistics,
 /// so the scores describe the deployed function).
-pub fn taylor_gradients(model: &Model, data: &TaylorData, names: &HashSet<String>) -> Result<Tensors> {
+pub fn taylor_gradients(
+    model: &Model,
+    data: &TaylorData,
+    names: &HashSet<String>,
+) -> Result<Tensors> {
     let mut exec = Executor::new(model)?;
     let names: Vec<String> = names.iter().cloned().collect();
     exec.set_trainable(&names)?;
@@ -119,7 +131,9 @@ pub fn taylor_gradients(model: &Model, data: &TaylorData, names: &HashSet<String
             .map_err(|e| PassError::Invalid(format!("Taylor importance: {e}")))?;
         for (name, grad) in exec.gradients(&loss)? {
             let data = Value::f32(grad)?.to_data()?;
-            let entry = sums.entry(name).or_insert_with(|| (data.dims().to_vec(), vec![0.0; data.numel()]));
+            let entry = sums
+                .entry(name)
+                .or_insert_with(|| (data.dims().to_vec(), vec![0.0; data.numel()]));
             for (s, g) in entry.1.iter_mut().zip(data.to_f64_vec()?) {
                 *s += g;
             }

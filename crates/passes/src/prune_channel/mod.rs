@@ -91,7 +91,7 @@ pub struct TaylorData {
 /// A group that was scored (and possibly pruned).
 #[derive(Clone, Debug, Serialize)]
 pub struct GroupReport {
-    /// Nodes touching the group, producers first.
+    /// Nodes touching the group (a producer first).
     pub layers: Vec<String>,
     /// Channels before.
     pub channels_before: usize,
@@ -136,20 +136,33 @@ pub fn prune_channels(
     data: Option<&TaylorData>,
 ) -> Result<(Model, ChannelReport)> {
     check_config(cfg)?;
-    let protected = cfg.protected.clone().unwrap_or_else(|| default_protected(model));
+    let protected = cfg
+        .protected
+        .clone()
+        .unwrap_or_else(|| default_protected(model));
     let dep = depgraph::analyze(model, &protected)?;
-    let prunable: Vec<(usize, &groups::Group)> =
-        dep.groups.roots().filter(|(_, g)| g.blocked.is_none()).collect();
+    let prunable: Vec<(usize, &groups::Group)> = dep
+        .groups
+        .roots()
+        .filter(|(_, g)| g.blocked.is_none())
+        .collect();
     let tensors = importance::load_tensors(model, prunable.iter().map(|(_, g)| *g))?;
     let grads = match (&cfg.criterion, data) {
-        (Criterion::Taylor, Some(d)) => Some(importance::taylor_gradients(model, d, &tensors.keys().cloned().collect())?),
-        (Criterion::Taylor, None) => bail!("the Taylor criterion needs data (a few labelled batches)"),
+        (Criterion::Taylor, Some(d)) => Some(importance::taylor_gradients(
+            model,
+            d,
+            &tensors.keys().cloned().collect(),
+        )?),
+        (Criterion::Taylor, None) => {
+            bail!("the Taylor criterion needs data (a few labelled batches)")
+        }
         _ => None,
     };
     let mut scored = Vec::new();
     let mut labels = Vec::new();
     for (id, group) in &prunable {
-        let (scores, label) = importance::score_group(group, *id, &cfg.criterion, &tensors, grads.as_ref())?;
+        let (scores, label) =
+            importance::score_group(group, *id, &cfg.criterion, &tensors, grads.as_ref())?;
         scored.push(select::Scored { id: *id, scores });
         labels.push(label);
     }
@@ -176,7 +189,10 @@ pub fn prune_channels(
 
 fn check_config(cfg: &ChannelConfig) -> Result<()> {
     if !(0.0..1.0).contains(&cfg.ratio) {
-        bail!("pruning ratio must be in [0, 1) (a layer is never pruned to zero), got {}", cfg.ratio);
+        bail!(
+            "pruning ratio must be in [0, 1) (a layer is never pruned to zero), got {}",
+            cfg.ratio
+        );
     }
     if cfg.round_to == 0 {
         bail!("round_to must be at least 1");
@@ -202,8 +218,9 @@ pub fn default_protected(model: &Model) -> Vec<String> {
     let graph = model.graph();
     let inputs: HashSet<&str> = graph.runtime_inputs().into_iter().collect();
     let outputs: HashSet<&str> = graph.output.iter().map(|v| v.name.as_str()).collect();
-    let stem = (graph.node.iter())
-        .filter(|n| n.op_type == "Conv" && n.input.first().is_some_and(|x| inputs.contains(x.as_str())));
+    let stem = (graph.node.iter()).filter(|n| {
+        n.op_type == "Conv" && n.input.first().is_some_and(|x| inputs.contains(x.as_str()))
+    });
     let head = (graph.node.iter().rev())
         .filter(|n| matches!(n.op_type.as_str(), "Gemm" | "MatMul"))
         .filter(|n| n.output.iter().any(|o| outputs.contains(o.as_str())))

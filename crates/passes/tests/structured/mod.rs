@@ -19,7 +19,11 @@ pub use common::{assets, model_path, scratch};
 pub fn onnx_check(path: &Path) {
     let code = "import sys, onnx; onnx.checker.check_model(sys.argv[1], full_check=True)";
     let python = std::env::var("WHITTLE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let out = Command::new(python).args(["-c", code]).arg(path).output().unwrap();
+    let out = Command::new(python)
+        .args(["-c", code])
+        .arg(path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "onnx.checker rejects {}:\n{}",
@@ -38,7 +42,11 @@ pub fn max_diff(got: &[TensorData], want: &[TensorData]) -> f64 {
 
 /// Outputs of `model` in whittle's executor.
 pub fn outputs(model: &Model, inputs: &[(String, TensorData)]) -> Vec<TensorData> {
-    run_model(model, inputs).unwrap().into_iter().map(|(_, d)| d).collect()
+    run_model(model, inputs)
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect()
 }
 
 /// Random inputs (batch 2) for `model`.
@@ -85,7 +93,9 @@ pub fn accuracy(model: &Model, data: &Dataset) -> f64 {
     let values = logits.to_vec::<f32>().unwrap();
     let hits = (values.chunks(classes).zip(&data.labels))
         .filter(|(row, &label)| {
-            let best = (0..classes).max_by(|&a, &b| row[a].total_cmp(&row[b])).unwrap();
+            let best = (0..classes)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap();
             best as i64 == label
         })
         .count();
