@@ -41,6 +41,8 @@ enum Command {
     Train(Box<commands::train::Args>),
     /// Prune weights (magnitude, global, random, N:M) one-shot, iterative or gradual, with masked fine-tuning.
     Prune(Box<commands::prune::Args>),
+    /// Factorize Gemm/MatMul/Conv weights into low-rank pairs (truncated SVD).
+    Factorize(commands::factorize::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::run(a),
         Command::Train(a) => commands::train::run(*a),
         Command::Prune(a) => commands::prune::run(*a),
+        Command::Factorize(a) => commands::factorize::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,10 +4,12 @@
 #![warn(missing_docs)]
 
 pub mod error;
+pub mod factorize;
 pub mod fp16;
 pub mod int4;
 pub mod optimize;
 pub mod prune;
+pub mod prune_channel;
 pub mod quantize;
 
 pub use error::{PassError, Result};

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod compare;
 pub mod conformance;
 pub mod eval;
+pub mod factorize;
 pub mod inspect;
 pub mod optimize;
 pub mod profile;

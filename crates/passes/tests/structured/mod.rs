@@ -1,0 +1,103 @@
+//! Shared checks of the structured-compression tests (channel pruning, factorization):
+//! ONNX checker, ORT agreement, MNIST accuracy.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::Command;
+
+use whittle_data::{Dataset, Split};
+use whittle_ir::{ExternalData, Model, TensorData};
+use whittle_passes::optimize::verify::{random_inputs, relative_diff, run_model};
+
+#[path = "../../../exec/tests/common.rs"]
+mod common;
+
+pub use common::{assets, model_path, scratch};
+
+/// Runs `onnx.checker.check_model(path, full_check=True)`.
+pub fn onnx_check(path: &Path) {
+    let code = "import sys, onnx; onnx.checker.check_model(sys.argv[1], full_check=True)";
+    let python = std::env::var("WHITTLE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .args(["-c", code])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "onnx.checker rejects {}:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Largest relative difference between two output lists.
+pub fn max_diff(got: &[TensorData], want: &[TensorData]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    (got.iter().zip(want))
+        .map(|(g, w)| relative_diff(g, w).unwrap())
+        .fold(0.0, f64::max)
+}
+
+/// Outputs of `model` in whittle's executor.
+pub fn outputs(model: &Model, inputs: &[(String, TensorData)]) -> Vec<TensorData> {
+    run_model(model, inputs)
+        .unwrap()
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect()
+}
+
+/// Random inputs (batch 2) for `model`.
+pub fn inputs_for(model: &Model) -> Vec<(String, TensorData)> {
+    let exec = whittle_exec::Executor::new(model).unwrap();
+    let shapes = (exec.inputs().iter())
+        .filter_map(|s| {
+            let dims = s.dims.as_ref()?;
+            let mut d: Vec<usize> = dims.iter().map(|d| d.unwrap_or(1)).collect();
+            d[0] = 2;
+            Some((s.name.clone(), d))
+        })
+        .collect();
+    random_inputs(model, &shapes, 3).unwrap()
+}
+
+/// Saves `model`, checks it with onnx.checker and runs it in ORT: outputs must agree with
+/// whittle's executor within 1e-4. Returns whittle's outputs.
+pub fn check_in_ort(name: &str, model: &Model, inputs: &[(String, TensorData)]) -> Vec<TensorData> {
+    let dir = scratch(name);
+    let path = dir.join("model.onnx");
+    model.save(&path, &ExternalData::Never).unwrap();
+    onnx_check(&path);
+    let ort = common::ort_outputs(&path, inputs, &dir);
+    let ours = outputs(model, inputs);
+    let diff = max_diff(&ours, &ort);
+    assert!(diff <= 1e-4, "{name}: whittle vs ORT differ by {diff:.3e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    ours
+}
+
+/// The first `limit` MNIST test images.
+pub fn mnist(limit: usize) -> Dataset {
+    let spec = format!("mnist:{}", assets().join("mnist").display());
+    whittle_data::load(&spec, Split::Test, Some(limit)).unwrap()
+}
+
+/// Accuracy of `model` (one input) on `data`, in whittle's executor.
+pub fn accuracy(model: &Model, data: &Dataset) -> f64 {
+    let exec = whittle_exec::Executor::new(model).unwrap();
+    let input = exec.inputs()[0].name.clone();
+    let logits = &outputs(model, &[(input, data.images.clone())])[0];
+    let classes = logits.dims()[1];
+    let values = logits.to_vec::<f32>().unwrap();
+    let hits = (values.chunks(classes).zip(&data.labels))
+        .filter(|(row, &label)| {
+            let best = (0..classes)
+                .max_by(|&a, &b| row[a].total_cmp(&row[b]))
+                .unwrap();
+            best as i64 == label
+        })
+        .count();
+    hits as f64 / data.labels.len() as f64
+}
