@@ -16,6 +16,7 @@ pub mod activation;
 pub mod contrib;
 pub mod conv;
 pub mod elementwise;
+pub mod fake_quant;
 pub mod index;
 pub mod linalg;
 pub mod norm;
@@ -138,6 +139,7 @@ impl Registry {
             contrib::register(&mut r);
             conv::register(&mut r);
             elementwise::register(&mut r);
+            fake_quant::register(&mut r);
             index::register(&mut r);
             linalg::register(&mut r);
             norm::register(&mut r);
