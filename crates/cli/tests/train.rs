@@ -1,43 +1,12 @@
 //! `whittle train` end to end on LeNet5 and MNIST: a short run with a YAML config that
 //! flags override, the JSON report, the written model, and bad input failing cleanly.
-//! (Local helpers: the shared CLI test support belongs to the data helper.)
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod support;
 
-fn assets() -> PathBuf {
-    let dir = whittle_data::assets_dir();
-    assert!(
-        dir.join("models").is_dir(),
-        "assets not found in {}: run scripts/fetch-assets.sh",
-        dir.display()
-    );
-    dir
-}
-
-fn whittle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .output()
-        .expect("run whittle")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-train-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use support::{assert_clean_error, asset, mnist_spec, scratch, whittle, whittle_json};
 
 fn lenet() -> String {
-    assets()
-        .join("models/mnist_lenet5.onnx")
-        .display()
-        .to_string()
-}
-
-fn mnist() -> String {
-    format!("mnist:{}", assets().join("mnist").display())
+    asset("models/mnist_lenet5.onnx")
 }
 
 #[test]
@@ -47,7 +16,7 @@ fn trains_lenet5_from_a_yaml_config_with_flag_overrides() {
     let yaml = format!(
         "model: {}\ndata: {}\nlimit: 600\nepochs: 5\nbatch-size: 50\nlr: 100.0\noptimizer: adam\nfreeze: ['conv*']\nval-fraction: 0.25\nlr-schedule: warmup-cosine\nwarmup-steps: 2\n",
         lenet(),
-        mnist()
+        mnist_spec()
     );
     std::fs::write(&config, yaml).unwrap();
     let out_model = dir.join("out.onnx");
@@ -88,7 +57,7 @@ fn trains_lenet5_from_a_yaml_config_with_flag_overrides() {
         "eval",
         out_model.to_str().unwrap(),
         "--data",
-        &mnist(),
+        &mnist_spec(),
         "--limit",
         "500",
         "--json",
@@ -97,25 +66,15 @@ fn trains_lenet5_from_a_yaml_config_with_flag_overrides() {
     assert!(eval["accuracy"].as_f64().unwrap() > 0.9, "{eval}");
 }
 
-fn assert_error(out: &Output, needle: &str) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {err}");
-    assert!(
-        err.starts_with("error: ") && err.contains(needle),
-        "expected '{needle}': {err}"
-    );
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-}
-
 #[test]
 fn bad_input_fails_with_one_line_and_no_output() {
     let dir = scratch("bad");
     let out_model = dir.join("out.onnx");
     let o = out_model.to_str().unwrap();
-    let data = mnist();
-    assert_error(
+    let data = mnist_spec();
+    assert_clean_error(
         &whittle(&["train", "--model", "zoo:nosuch", "--data", &data, "-o", o]),
-        "unknown model 'nosuch'",
+        &["unknown model 'nosuch'"],
     );
     let bad_schedule = whittle(&[
         "train",
@@ -132,8 +91,8 @@ fn bad_input_fails_with_one_line_and_no_output() {
         "-o",
         o,
     ]);
-    assert_error(&bad_schedule, "pct_start");
-    assert_error(
+    assert_clean_error(&bad_schedule, &["pct_start"]);
+    assert_clean_error(
         &whittle(&[
             "train",
             "--model",
@@ -147,12 +106,58 @@ fn bad_input_fails_with_one_line_and_no_output() {
             "-o",
             o,
         ]),
-        "--optimizer lion",
+        &["--optimizer lion"],
     );
     assert!(!out_model.exists(), "no partial output after an error");
     std::fs::write(&out_model, b"x").unwrap();
-    assert_error(
+    assert_clean_error(
         &whittle(&["train", "--model", &lenet(), "--data", &data, "-o", o]),
-        "--force",
+        &["--force"],
     );
+}
+
+#[test]
+fn augmentation_flags_change_what_the_model_sees() {
+    let dir = scratch("augment");
+    let train = |name: &str, extra: &[&str]| {
+        let out = dir.join(name);
+        let data = mnist_spec();
+        let mut args = vec![
+            "train",
+            "--model",
+            "zoo:lenet",
+            "--data",
+            &data,
+            "--limit",
+            "128",
+            "--batch-size",
+            "32",
+            "--seed",
+            "3",
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let json = whittle_json(&args);
+        (
+            json["epochs"][0]["loss"].as_f64().unwrap(),
+            std::fs::read(&out).unwrap(),
+        )
+    };
+    let (plain_loss, plain) = train("plain.onnx", &[]);
+    let (again_loss, again) = train("again.onnx", &[]);
+    assert_eq!(
+        (plain_loss, &plain),
+        (again_loss, &again),
+        "same seed, same run"
+    );
+    for (name, flags) in [
+        ("crop.onnx", ["--crop-padding", "3"]),
+        ("flip.onnx", ["--horizontal-flip", "true"]),
+    ] {
+        let (loss, bytes) = train(name, &flags);
+        assert_ne!(loss, plain_loss, "{flags:?} changes the training loss");
+        assert_ne!(bytes, plain, "{flags:?} changes the weights");
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use whittle_data::{Dataset, Loader, LoaderOptions};
+use whittle_data::{Augment, Dataset, Loader, LoaderOptions};
 use whittle_exec::{Executor, Value};
 use whittle_ir::{Model, TensorData};
 
@@ -66,6 +66,11 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Gradient checkpointing: recompute activations in this many graph segments.
     pub recompute_segments: Option<usize>,
+    /// Augmentation: pad each training image by this many pixels and crop back at a random
+    /// offset (0: off).
+    pub crop_padding: usize,
+    /// Augmentation: mirror training images left-right with probability 1/2.
+    pub horizontal_flip: bool,
     /// Show a progress bar per epoch (hidden when stderr is not a terminal).
     pub progress: bool,
     /// Print one line per epoch to stderr.
@@ -93,6 +98,8 @@ impl Default for TrainConfig {
             checkpoint_dir: None,
             seed: 0,
             recompute_segments: None,
+            crop_padding: 0,
+            horizontal_flip: false,
             progress: false,
             verbose: false,
             restore_best: true,
@@ -346,6 +353,10 @@ impl Trainer {
             shuffle: true,
             seed: self.config.seed,
             drop_last: fixed.is_some(),
+            augment: Augment {
+                crop_padding: self.config.crop_padding,
+                horizontal_flip: self.config.horizontal_flip,
+            },
             ..LoaderOptions::default()
         })
     }

@@ -82,9 +82,10 @@ fn cases() -> Vec<Case> {
         case("Sub", vec![], vec![p(&[2, 3, 4]), p(&[3, 1])]),
         case("Mul", vec![], vec![p(&[2, 3, 4]), p(&[3, 1])]),
         case("Div", vec![], vec![p(&[2, 3, 4]), positive(&[3, 1])]),
-        // A tensor exponent makes Pow run on the host without gradients (known gap);
-        // a scalar exponent is differentiable in the base.
+        // A scalar exponent, and a tensor exponent differentiable in base and exponent.
         case("Pow", vec![], vec![positive(&[2, 3]), f64s(&[], &[1.7])]),
+        case("Pow", vec![], vec![positive(&[2, 3]), p(&[3])]),
+        case("Pow", vec![], vec![p(&[2, 3]), f64s(&[3], &[2.0, 3.0, -1.0])]),
         case(
             "BatchNormalization",
             vec![],

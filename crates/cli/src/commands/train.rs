@@ -130,6 +130,15 @@ pub struct Settings {
     /// Gradient checkpointing: recompute activations in this many graph segments.
     #[arg(long)]
     recompute_segments: Option<usize>,
+    /// Augmentation: pad training images by this many pixels, then crop back at random.
+    #[arg(long)]
+    crop_padding: Option<usize>,
+    /// Augmentation: mirror training images left-right at random (true/false).
+    #[arg(long)]
+    horizontal_flip: Option<bool>,
+    /// With validation data, end with the weights of the best epoch [default: true].
+    #[arg(long)]
+    restore_best: Option<bool>,
 }
 
 /// What `whittle train --json` prints.
@@ -295,6 +304,9 @@ fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
         checkpoint_dir: s.checkpoint_dir.clone(),
         seed: s.seed.unwrap_or(0),
         recompute_segments: s.recompute_segments,
+        crop_padding: s.crop_padding.unwrap_or(0),
+        horizontal_flip: s.horizontal_flip.unwrap_or(false),
+        restore_best: s.restore_best.unwrap_or(true),
         progress: false,
         verbose: false,
     })

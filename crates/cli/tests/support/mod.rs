@@ -57,6 +57,7 @@ pub fn scratch(name: &str) -> PathBuf {
 pub fn assert_clean_error(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {err}");
+    assert!(err.starts_with("error: "), "no 'error: ' prefix: {err}");
     assert_eq!(err.trim().lines().count(), 1, "not one line: {err}");
     for n in needles {
         assert!(err.contains(n), "'{n}' not in: {err}");

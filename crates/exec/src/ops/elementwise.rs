@@ -89,6 +89,9 @@ fn pow(c: &OpCtx) -> Result<Vec<Value>> {
         };
         return Ok(vec![Value::new(t, a.dtype())?]);
     }
+    if matches!(a.dtype(), DataType::Float | DataType::Double) && a.dtype() == b.dtype() {
+        return Ok(vec![differentiable_pow(a, b)?]);
+    }
     if a.dtype().is_float() || b.dtype().is_float() {
         return Ok(vec![map2_f64(a, b, a.dtype(), f64::powf)?]);
     }
@@ -99,6 +102,19 @@ fn pow(c: &OpCtx) -> Result<Vec<Value>> {
             x.wrapping_pow(y.min(u32::MAX as i64) as u32)
         })
     })?])
+}
+
+/// `a^b` for float tensors: the value is the exact host power (negative bases with integer
+/// exponents included), and the gradients are those of `exp(b·ln|a|)`: `b·a^b/a` for the
+/// base and `a^b·ln|a|` for the exponent (ln|a| where the true derivative is undefined).
+fn differentiable_pow(a: &Value, b: &Value) -> Result<Value> {
+    let power = map2_f64(a, b, a.dtype(), f64::powf)?;
+    let p = power.tensor().detach();
+    let log_base = a.tensor().abs()?.maximum(1e-30)?.log()?;
+    let exponent = b.tensor().broadcast_mul(&log_base)?;
+    let zero_valued = (&exponent - exponent.detach())?;
+    let t = (&p + p.broadcast_mul(&zero_valued)?)?;
+    Value::new(t, a.dtype())
 }
 
 fn modulo(c: &OpCtx) -> Result<Vec<Value>> {
