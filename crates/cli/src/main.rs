@@ -39,6 +39,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Train or fine-tune a classifier on a labelled dataset (SGD/Adam/AdamW, LR schedules).
     Train(Box<commands::train::Args>),
+    /// Quantization-aware training: train with fake quantization, export INT8 QDQ.
+    Qat(Box<commands::qat::Args>),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +57,7 @@ fn main() -> ExitCode {
         Command::Profile(a) => commands::profile::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Train(a) => commands::train::run(*a),
+        Command::Qat(a) => commands::qat::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

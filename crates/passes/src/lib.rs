@@ -7,6 +7,7 @@ pub mod error;
 pub mod fp16;
 pub mod int4;
 pub mod optimize;
+pub mod qat;
 pub mod quantize;
 
 pub use error::{PassError, Result};

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod inspect;
 pub mod optimize;
 pub mod profile;
+pub mod qat;
 pub mod quantize;
 pub mod run;
 pub mod train;

@@ -124,6 +124,18 @@ pub enum CalibrationArg {
     Mse,
 }
 
+impl CalibrationArg {
+    /// The library's method (`percentile` for [`CalibrationArg::Percentile`]).
+    pub(crate) fn method(self, percentile: f64) -> CalibrationMethod {
+        match self {
+            CalibrationArg::Minmax => CalibrationMethod::MinMax,
+            CalibrationArg::Entropy => CalibrationMethod::Entropy,
+            CalibrationArg::Percentile => CalibrationMethod::Percentile { percentile },
+            CalibrationArg::Mse => CalibrationMethod::Mse,
+        }
+    }
+}
+
 /// An 8-bit integer type.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum TypeArg {
@@ -253,14 +265,7 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }
-    let calibration = match args.calibration {
-        CalibrationArg::Minmax => CalibrationMethod::MinMax,
-        CalibrationArg::Entropy => CalibrationMethod::Entropy,
-        CalibrationArg::Percentile => CalibrationMethod::Percentile {
-            percentile: args.percentile,
-        },
-        CalibrationArg::Mse => CalibrationMethod::Mse,
-    };
+    let calibration = args.calibration.method(args.percentile);
     let mut cfg = QuantConfig {
         format: match args.format {
             FormatArg::Qdq => Format::Qdq,
@@ -303,7 +308,7 @@ fn check_output(args: &Args) -> anyhow::Result<()> {
 }
 
 /// The model's only input (dataset SPECs feed one input).
-fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
+pub(crate) fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
     match exec.inputs().as_slice() {
         [one] => Ok(one.clone()),
         many => bail!("{flag} feeds one input, but the model has {}", many.len()),
@@ -311,7 +316,7 @@ fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
 }
 
 /// Rows of `images` in batches of [`BATCH`], at most `limit` rows, feeding `input`.
-fn dataset_batches(
+pub(crate) fn dataset_batches(
     input: &str,
     images: &TensorData,
     limit: usize,
@@ -331,7 +336,7 @@ fn dataset_batches(
 }
 
 /// Checks the first batch against the input's declared type and shape.
-fn check_batch(
+pub(crate) fn check_batch(
     input: &InputSpec,
     batches: &[HashMap<String, Value>],
     flag: &str,
@@ -344,7 +349,11 @@ fn check_batch(
 }
 
 /// Labelled eval data feeding the model's single input.
-fn eval_set(exec: &Executor, spec: &str, limit: Option<usize>) -> anyhow::Result<EvalSet> {
+pub(crate) fn eval_set(
+    exec: &Executor,
+    spec: &str,
+    limit: Option<usize>,
+) -> anyhow::Result<EvalSet> {
     let input = single_input(exec, "--eval-data")?;
     let data: Dataset = whittle_data::spec::load(spec, Split::Test, limit)
         .with_context(|| format!("loading --eval-data {spec}"))?;
@@ -408,7 +417,7 @@ fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<HashMap<String, Value>
 }
 
 /// Writes to a temporary file beside `out`, then renames it into place.
-fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
+pub(crate) fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

@@ -41,16 +41,16 @@ pub struct Args {
 pub struct Settings {
     /// The model: zoo:NAME or MODEL.onnx.
     #[arg(long)]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Dataset: mnist:DIR, fashion-mnist:DIR or npy:X.npy,Y.npy (its training split).
     #[arg(long)]
-    data: Option<String>,
+    pub(crate) data: Option<String>,
     /// Use only the first N samples.
     #[arg(long)]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Epochs.
     #[arg(long)]
-    epochs: Option<usize>,
+    pub(crate) epochs: Option<usize>,
     /// Samples per batch [default: 32].
     #[arg(long)]
     batch_size: Option<usize>,
@@ -126,7 +126,7 @@ pub struct Settings {
     checkpoint_dir: Option<PathBuf>,
     /// Seed of shuffling, the validation split and dropout [default: 0].
     #[arg(long)]
-    seed: Option<u64>,
+    pub(crate) seed: Option<u64>,
     /// Gradient checkpointing: recompute activations in this many graph segments.
     #[arg(long)]
     recompute_segments: Option<usize>,
@@ -222,7 +222,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Loads `MODEL.onnx`, or builds `zoo:NAME` (needs the whittle-zoo crate).
-fn build_model(spec: &str) -> anyhow::Result<Model> {
+pub(crate) fn build_model(spec: &str) -> anyhow::Result<Model> {
     if spec.starts_with(whittle_zoo::PREFIX) {
         return whittle_zoo::build(spec).with_context(|| format!("--model {spec}"));
     }
@@ -269,7 +269,7 @@ fn parse_enum<T: serde::de::DeserializeOwned>(option: &str, value: &str) -> anyh
 }
 
 /// The trainer's configuration from the settings; `samples` sizes warmup given in epochs.
-fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
+pub(crate) fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
     let batch_size = s.batch_size.unwrap_or(32);
     let accumulate = s.accumulate.unwrap_or(1).max(1);
     let steps_per_epoch = samples
