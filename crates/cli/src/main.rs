@@ -41,6 +41,8 @@ enum Command {
     Train(Box<commands::train::Args>),
     /// Quantization-aware training: train with fake quantization, export INT8 QDQ.
     Qat(Box<commands::qat::Args>),
+    /// Knowledge distillation of a teacher classifier into a student.
+    Distill(Box<commands::distill::Args>),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => commands::bench::run(a),
         Command::Train(a) => commands::train::run(*a),
         Command::Qat(a) => commands::qat::run(*a),
+        Command::Distill(a) => commands::distill::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod compare;
 pub mod conformance;
+pub mod distill;
 pub mod eval;
 pub mod inspect;
 pub mod optimize;

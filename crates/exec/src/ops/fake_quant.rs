@@ -94,11 +94,12 @@ fn lsq_scaled(s: &Tensor, g: f64) -> Result<Tensor> {
     Ok((&scaled + (s - &scaled)?.detach())?)
 }
 
-/// Rounds half to even, like QuantizeLinear (candle's `round` rounds half away from zero).
+/// Rounds half to even, like QuantizeLinear (candle's `round` rounds half away from
+/// zero): adding and subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to the
+/// nearest integer, ties to even, under IEEE arithmetic. Callers pass clamped values.
 fn round_half_even(t: &Tensor) -> Result<Tensor> {
-    let v: Vec<f32> = t.flatten_all()?.to_vec1()?;
-    let r: Vec<f32> = v.into_iter().map(f32::round_ties_even).collect();
-    Ok(Tensor::from_vec(r, t.dims(), t.device())?)
+    const MAGIC: f64 = 12_582_912.0;
+    Ok(t.affine(1.0, MAGIC)?.affine(1.0, -MAGIC)?)
 }
 
 /// Symmetric min/max scale `2 max|x| / levels` per channel along `axis` (or per tensor),
@@ -150,7 +151,10 @@ mod tests {
         };
         let graph = GraphProto {
             node: vec![node],
-            input: vec![io("x"), TensorType::known(DataType::Float, &[1]).to_value_info("s")],
+            input: vec![
+                io("x"),
+                TensorType::known(DataType::Float, &[1]).to_value_info("s"),
+            ],
             output: vec![io("y")],
             ..Default::default()
         };
@@ -210,6 +214,17 @@ mod tests {
         attrs.push(make::float("grad_scale", 0.5));
         let [_, _, half] = run(&[0.26, -3.0, 0.94], 0.1, attrs);
         assert!((half[0] - -5.0).abs() < 1e-4, "{half:?}");
+    }
+
+    #[test]
+    fn rounding_is_half_to_even() {
+        let x = Tensor::new(
+            &[0.5f32, 1.5, 2.5, -0.5, -1.5, 2.4999, -127.5, 126.6],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let r: Vec<f32> = round_half_even(&x).unwrap().to_vec1().unwrap();
+        assert_eq!(r, vec![0.0, 2.0, 2.0, 0.0, -2.0, 2.0, -128.0, 127.0]);
     }
 
     #[test]
