@@ -40,7 +40,10 @@ pub fn from_qdq(model: &Model) -> Result<QatState> {
             },
         };
         let (x, y) = (&q.input[0], &dq.output[0]);
-        let kept = if g.runtime_inputs().contains(&x.as_str()) {
+        // Input pairs (`x -> x_dequantized`) keep x; output pairs (`y_float -> y`) keep y.
+        let is_input_pair = y.starts_with(&format!("{x}_dequantized"));
+        let is_output = g.output.iter().any(|o| &o.name == y);
+        let kept = if g.runtime_inputs().contains(&x.as_str()) || (is_input_pair && !is_output) {
             for n in g.node.iter_mut() {
                 replace_input(&mut n.input, y, x);
             }
@@ -81,7 +84,8 @@ fn scalar(g: &GraphProto, name: &str) -> Result<f64> {
     }
 }
 
-/// Replaces every DequantizeLinear of a constant by a float initializer of its output.
+/// Replaces every DequantizeLinear of a constant by a float initializer, named as the
+/// float weight was before quantization (`W` for `W_quantized`) when that name is free.
 fn dequantize_constants(g: &mut GraphProto) -> Result<()> {
     let mut floats = Vec::new();
     for n in g
@@ -90,16 +94,33 @@ fn dequantize_constants(g: &mut GraphProto) -> Result<()> {
         .filter(|n| n.op_type == "DequantizeLinear")
     {
         if g.initializer.iter().any(|t| t.name == n.input[0]) {
-            floats.push((n.output[0].clone(), n.clone()));
+            floats.push(n.clone());
             n.output.clear();
         }
     }
-    for (name, node) in floats {
+    for node in floats {
         let data = dequantize(g, &node)?;
+        let out = &node.output[0];
+        let name = match node.input[0].strip_suffix("_quantized") {
+            Some(base) if !is_used(g, base) => base.to_string(),
+            _ => out.clone(),
+        };
+        for n in g.node.iter_mut() {
+            replace_input(&mut n.input, out, &name);
+        }
         g.initializer.push(data.to_proto(&name));
     }
     Builder::new(g).prune();
     Ok(())
+}
+
+/// Whether a value, initializer or graph interface entry is called `name`.
+fn is_used(g: &GraphProto, name: &str) -> bool {
+    g.initializer.iter().any(|t| t.name == name)
+        || g.input.iter().chain(&g.output).any(|v| v.name == name)
+        || g.node
+            .iter()
+            .any(|n| n.input.iter().chain(&n.output).any(|v| v == name))
 }
 
 /// `(q - zero_point) * scale` of a constant DequantizeLinear, per tensor or along `axis`.

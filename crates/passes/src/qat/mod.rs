@@ -64,15 +64,21 @@ impl QatState {
     }
 
     /// The parameters fake quantization of `tensor` uses: those of the tensor the exporter
-    /// takes its range from (`aliases`: a Relu's input -> its output), else its own.
+    /// takes its range from (`aliases`: a Relu's input -> its output), else its own, else
+    /// those of the Relu input it is the alias of (a QDQ model quantizes only that one).
     pub fn lookup(
         &self,
         tensor: &str,
         aliases: &HashMap<String, String>,
     ) -> Option<(String, QParams)> {
-        let key = aliases.get(tensor).map_or(tensor, String::as_str);
-        [key, tensor]
+        let source = aliases
+            .iter()
+            .find(|(_, y)| *y == tensor)
+            .map(|(x, _)| x.as_str());
+        let key = aliases.get(tensor).map(String::as_str);
+        [key, Some(tensor), source]
             .into_iter()
+            .flatten()
             .find_map(|k| self.params.get(k).map(|p| (k.to_string(), *p)))
     }
 }
