@@ -239,10 +239,16 @@ fn untrained_qat_export_of_lenet5_is_the_static_qdq_model() {
 
 #[test]
 fn a_static_qdq_model_imports_back_and_exports_unchanged() {
-    let cfg = QuantConfig {
-        per_channel: true,
-        ..QuantConfig::default()
-    };
+    for per_channel in [false, true] {
+        let cfg = QuantConfig {
+            per_channel,
+            ..QuantConfig::default()
+        };
+        import_round_trip(&cfg);
+    }
+}
+
+fn import_round_trip(cfg: &QuantConfig) {
     let (_, calib) = mnist_batches(Split::Train, 64);
     let (ptq, _) = quantize::static_int8(&lenet(), &cfg, calib).unwrap();
     let state = qat::import::from_qdq(&ptq).unwrap();

@@ -132,9 +132,12 @@ fn dequantize(g: &GraphProto, node: &NodeProto) -> Result<TensorData> {
         None => vec![0.0; scales.len()],
     };
     let dims = q.dims().to_vec();
-    let axis = whittle_exec::ops::normalize_axis(node.int_or("axis", 1)?, dims.len().max(1))?;
-    let inner: usize = dims.get(axis + 1..).map_or(1, |d| d.iter().product());
-    let channels = dims.get(axis).copied().unwrap_or(1);
+    let (inner, channels) = if scales.len() > 1 {
+        let axis = whittle_exec::ops::normalize_axis(node.int_or("axis", 1)?, dims.len())?;
+        (dims[axis + 1..].iter().product(), dims[axis])
+    } else {
+        (1, 1)
+    };
     if scales.len() != 1 && scales.len() != channels || zeros.len() != scales.len() {
         bail!(
             "DequantizeLinear '{}': {} scales for a weight of shape {dims:?}",
