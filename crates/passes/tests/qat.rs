@@ -250,11 +250,11 @@ fn a_static_qdq_model_imports_back_and_exports_unchanged() {
 
 fn import_round_trip(cfg: &QuantConfig) {
     let (_, calib) = mnist_batches(Split::Train, 64);
-    let (ptq, _) = quantize::static_int8(&lenet(), &cfg, calib).unwrap();
+    let (ptq, _) = quantize::static_int8(&lenet(), cfg, calib).unwrap();
     let state = qat::import::from_qdq(&ptq).unwrap();
     assert!(!qat::import::is_qdq(&state.model));
     assert!(state.params.len() >= 6, "{:?}", state.params.keys());
-    let (again, _) = qat::export::export_qdq(&state, &cfg).unwrap();
+    let (again, _) = qat::export::export_qdq(&state, cfg).unwrap();
     assert_same_qdq(&again, &ptq);
     let ints = |m: &Model, name: &str| -> Vec<f64> {
         let t = m
