@@ -8,6 +8,8 @@
 //!   `ai.whittle.FakeQuantize` on every watched activation (the same tensors as
 //!   [`quantize::watched_tensors`]) and on every target's weight (symmetric min/max, per
 //!   channel with `per_channel`), which the trainer trains.
+//!   With [`insert::ScaleMode::Learned`] (LSQ) the activation step sizes are trained too;
+//!   weight scales always follow the weights' min/max, as the exporter quantizes them.
 //!
 //! [`strip::strip`] turns a trained graph back into a state (learned scales read from the
 //! scale initializers); [`export::export_qdq`] folds BatchNormalization and writes the
