@@ -43,6 +43,10 @@ enum Command {
     Prune(Box<commands::prune::Args>),
     /// Factorize Gemm/MatMul/Conv weights into low-rank pairs (truncated SVD).
     Factorize(commands::factorize::Args),
+    /// Quantization-aware training: train with fake quantization, export INT8 QDQ.
+    Qat(Box<commands::qat::Args>),
+    /// Knowledge distillation of a teacher classifier into a student.
+    Distill(Box<commands::distill::Args>),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,8 @@ fn main() -> ExitCode {
         Command::Train(a) => commands::train::run(*a),
         Command::Prune(a) => commands::prune::run(*a),
         Command::Factorize(a) => commands::factorize::run(a),
+        Command::Qat(a) => commands::qat::run(*a),
+        Command::Distill(a) => commands::distill::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

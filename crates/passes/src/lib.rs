@@ -9,7 +9,7 @@ pub mod fp16;
 pub mod int4;
 pub mod optimize;
 pub mod prune;
-pub mod prune_channel;
+pub mod qat;
 pub mod quantize;
 
 pub use error::{PassError, Result};

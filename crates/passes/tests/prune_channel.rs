@@ -7,9 +7,9 @@ mod structured;
 
 use whittle_ir::attr::make;
 use whittle_ir::{GraphEdit, Model, TensorData};
-use whittle_passes::prune_channel::depgraph::analyze;
-use whittle_passes::prune_channel::groups::Role;
-use whittle_passes::prune_channel::{
+use whittle_passes::prune::channel::depgraph::analyze;
+use whittle_passes::prune::channel::groups::Role;
+use whittle_passes::prune::channel::{
     macs, prune_channels, ChannelConfig, ChannelReport, Criterion, Scope, TaylorData,
 };
 use whittle_zoo::layers::{Act, Conv};

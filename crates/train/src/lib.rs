@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod distill;
 pub mod error;
 pub mod loss;
 pub mod memory;

@@ -3,12 +3,15 @@
 pub mod bench;
 pub mod compare;
 pub mod conformance;
+pub mod distill;
 pub mod eval;
 pub mod factorize;
 pub mod inspect;
 pub mod optimize;
 pub mod profile;
 pub mod prune;
+pub mod prune_channel;
+pub mod qat;
 pub mod quantize;
 pub mod run;
 pub mod train;

@@ -1,6 +1,8 @@
 //! `whittle prune`: zero weights (per-layer or global magnitude, random, N:M) in one shot,
 //! iteratively or gradually during training, fine-tune with the masks kept, and report
-//! the exact sparsity per layer, sizes (raw and gzip -6) and accuracy before and after.
+//! the exact sparsity per layer, sizes (raw and gzip -6) and accuracy before and after;
+//! or remove whole channels (`--method channel`, see [`super::prune_channel`]) and report
+//! parameters, MACs and measured latency before and after.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +11,7 @@ use serde::Serialize;
 use whittle_data::{Dataset, Split};
 use whittle_exec::Executor;
 use whittle_ir::Model;
+use whittle_passes::prune::channel::ChannelPruner;
 use whittle_passes::prune::report::sparsity_report;
 use whittle_passes::prune::schedule::iterative_targets;
 use whittle_passes::prune::{
@@ -17,6 +20,7 @@ use whittle_passes::prune::{
 };
 use whittle_passes::quantize::sensitivity::EvalSet;
 
+use super::prune_channel::{self, ChannelSummary, LatencySummary};
 use super::quantize::{check_output, eval_set, save_atomically};
 use super::train::{build_model, steps_per_epoch, train_config, Settings};
 
@@ -40,9 +44,19 @@ pub struct Args {
     /// M of N:M (group size along the reduction dimension).
     #[arg(long)]
     m: Option<usize>,
-    /// Importance criterion; unstructured methods rank by |w| (magnitude, l1, l2).
+    /// Importance criterion: channel: l1 | l2 | bn | taylor | random [default: l1];
+    /// unstructured methods rank by |w| (magnitude, l1, l2).
     #[arg(long)]
     criterion: Option<String>,
+    /// Channel: rank all channels together (one global ratio) instead of per layer.
+    #[arg(long)]
+    global: bool,
+    /// Channel: keep channel counts multiples of K.
+    #[arg(long, default_value_t = 8)]
+    round_to: usize,
+    /// Channel: timed runs of the batch-1 latency before and after (0: not measured).
+    #[arg(long, default_value_t = 30)]
+    latency_runs: usize,
     /// When pruning happens.
     #[arg(long, value_enum, default_value = "oneshot")]
     schedule: ScheduleArg,
@@ -116,6 +130,8 @@ pub enum MethodArg {
     Random,
     /// N:M along the reduction dimension (--n, --m).
     Nm,
+    /// Remove whole channels (coupled groups found by a dependency graph).
+    Channel,
 }
 
 /// The schedules.
@@ -184,6 +200,8 @@ struct Summary {
     accuracy_after: Option<f64>,
     eval_samples: Option<usize>,
     finetune_epochs: usize,
+    channels: Option<ChannelSummary>,
+    latency: Option<LatencySummary>,
     notes: Vec<String>,
 }
 
@@ -193,8 +211,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     check_output(Path::new(&args.model), &args.output, args.force)?;
     let model = build_model(&args.model)?;
     let epochs = finetune_epochs(&args);
+    let taylor = args.criterion.as_deref() == Some("taylor");
     let train = match (&args.data, epochs) {
-        (Some(spec), 1..) => Some(
+        (Some(spec), 1..) | (Some(spec), 0) if epochs > 0 || taylor => Some(
             whittle_data::load(spec, Split::Train, args.limit)
                 .with_context(|| format!("loading --data {spec}"))?,
         ),
@@ -210,15 +229,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let accuracy_before = accuracy(eval.as_ref(), &model)?;
-    let (pruned, schedule) = prune(&args, &model, target, train.as_ref(), epochs)?;
+    let channel = match args.method {
+        MethodArg::Channel => Some(channel_pruner(&args, &model, train.as_ref())?),
+        _ => None,
+    };
+    let (mut pruned, schedule) = prune(
+        &args,
+        &model,
+        target,
+        train.as_ref(),
+        epochs,
+        channel.as_ref(),
+    )?;
     let report = sparsity_report(&pruned.model, &prunable_layers(&pruned.model, &[])?)?;
     let (input_bytes, output_bytes) = (model.to_bytes(), pruned.model.to_bytes());
+    let channels = channel
+        .as_ref()
+        .and_then(|c| prune_channel::summary(&c.reports()));
+    // Channel pruning leaves no zeros: its sparsity is the fraction of parameters removed.
+    let sparsity = match &channels {
+        Some(c) => 1.0 - c.params_after as f64 / c.params_before.max(1) as f64,
+        None => report.sparsity,
+    };
     let summary = Summary {
         output: args.output.display().to_string(),
         method: args.method,
         schedule,
         target_sparsity: target,
-        sparsity: report.sparsity,
+        sparsity,
         layers: report.layers,
         params: report.params,
         nonzero_params: report.nonzero_params,
@@ -233,9 +271,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .as_ref()
             .map(|e| e.data.dims().first().copied().unwrap_or(0)),
         finetune_epochs: epochs,
-        notes: pruned.notes,
+        channels,
+        latency: None,
+        notes: Vec::new(),
     };
     save_atomically(&pruned.model, &args.output)?;
+    let mut summary = summary;
+    if channel.is_some() && args.latency_runs > 0 {
+        let input = Path::new(&args.model);
+        let input = input.is_file().then_some(input);
+        summary.latency = Some(prune_channel::latency(
+            (&model, input),
+            (&pruned.model, &args.output),
+            args.latency_runs,
+            &mut pruned.notes,
+        )?);
+    }
+    summary.notes = pruned.notes;
     if args.json {
         return crate::report::print_json(&summary);
     }
@@ -273,6 +325,13 @@ fn check_args(args: &Args) -> anyhow::Result<f64> {
     if nm && args.schedule != ScheduleArg::Oneshot {
         bail!("--method nm has a fixed sparsity: use --schedule oneshot");
     }
+    let channel = matches!(args.method, MethodArg::Channel);
+    if channel && args.schedule == ScheduleArg::Gradual {
+        bail!("--method channel changes the graph's shapes: use --schedule oneshot or iterative");
+    }
+    if !channel && args.global {
+        bail!("--global applies to --method channel (use --method global for one |w| threshold)");
+    }
     Ok(target)
 }
 
@@ -285,6 +344,7 @@ fn nm_sizes(args: &Args) -> (usize, usize) {
 fn check_criterion(method: MethodArg, criterion: &str) -> anyhow::Result<()> {
     let magnitude = matches!(criterion, "magnitude" | "l1" | "l2");
     match method {
+        MethodArg::Channel => prune_channel::criterion(Some(criterion), 0).map(|_| ()),
         MethodArg::Random => bail!("--criterion {criterion}: --method random ignores the weights' values"),
         _ if !magnitude => bail!(
             "--criterion {criterion}: --method {} ranks single weights by |w|; use magnitude (l1 and l2 are the same for one weight)",
@@ -323,16 +383,37 @@ fn unstructured(args: &Args) -> anyhow::Result<Unstructured> {
             let (n, m) = nm_sizes(args);
             Method::NM { n, m }
         }
+        MethodArg::Channel => bail!("--method channel is structured"),
     };
     Ok(Unstructured::new(method, args.exclude.clone())?)
 }
 
-/// The pruner of `--method` (a structured method adds its arm here).
-fn pruner(args: &Args) -> anyhow::Result<Box<dyn Pruner>> {
-    Ok(match args.method {
-        MethodArg::Magnitude | MethodArg::Global | MethodArg::Random | MethodArg::Nm => {
-            Box::new(unstructured(args)?)
-        }
+/// The channel pruner the options describe.
+fn channel_pruner(
+    args: &Args,
+    model: &Model,
+    train: Option<&Dataset>,
+) -> anyhow::Result<ChannelPruner> {
+    let seed = args.seed.unwrap_or(0);
+    prune_channel::pruner(
+        model,
+        prune_channel::criterion(args.criterion.as_deref(), seed)?,
+        (args.global, args.round_to),
+        &args.exclude,
+        train.map(|t| (t, args.batch_size.unwrap_or(32))),
+    )
+}
+
+/// The pruner of `--method` (the channel pruner is built by the caller, which reads its
+/// reports afterwards).
+fn pruner<'a>(
+    args: &Args,
+    channel: Option<&'a ChannelPruner>,
+) -> anyhow::Result<Box<dyn Pruner + 'a>> {
+    Ok(match (args.method, channel) {
+        (MethodArg::Channel, Some(c)) => Box::new(c),
+        (MethodArg::Channel, None) => bail!("--method channel: no channel pruner"),
+        _ => Box::new(unstructured(args)?),
     })
 }
 
@@ -343,24 +424,30 @@ fn prune(
     target: f64,
     train: Option<&Dataset>,
     epochs: usize,
+    channel: Option<&ChannelPruner>,
 ) -> anyhow::Result<(Pruned, ScheduleJson)> {
     let finetune = match train {
-        Some(train) => Some(FineTune {
+        Some(train) if epochs > 0 => Some(FineTune {
             train,
             config: finetune_config(args, train.len(), epochs)?,
         }),
-        None => None,
+        _ => None,
     };
     Ok(match args.schedule {
         ScheduleArg::Oneshot => {
-            let pruned = driver::oneshot(pruner(args)?.as_ref(), model, target, finetune.as_ref())?;
+            let pruned = driver::oneshot(
+                pruner(args, channel)?.as_ref(),
+                model,
+                target,
+                finetune.as_ref(),
+            )?;
             (pruned, ScheduleJson::Oneshot)
         }
         ScheduleArg::Iterative => {
             let (steps, curve) = (args.steps.unwrap_or(3), curve(args, CurveArg::Linear));
             let targets = iterative_targets(target, steps, curve)?;
             let pruned = driver::iterative(
-                pruner(args)?.as_ref(),
+                pruner(args, channel)?.as_ref(),
                 model,
                 target,
                 steps,
@@ -453,12 +540,32 @@ fn accuracy(eval: Option<&EvalSet>, model: &Model) -> anyhow::Result<Option<f64>
 
 /// The human-readable report.
 fn print_human(s: &Summary) {
-    use crate::report::{human_bytes, human_count};
-    let width = s
-        .layers
-        .iter()
-        .map(|l| l.name.len())
-        .max()
+    use crate::report::human_bytes;
+    if s.channels.is_none() {
+        print_layers(s);
+    }
+    println!(
+        "size {} -> {}; {}: {} -> {}",
+        human_bytes(s.input_size_bytes as u64),
+        human_bytes(s.size_bytes as u64),
+        s.compression,
+        human_bytes(s.input_gzip_bytes as u64),
+        human_bytes(s.gzip_bytes as u64)
+    );
+    print_structure(s);
+    if let (Some(before), Some(after)) = (s.accuracy_before, s.accuracy_after) {
+        println!("accuracy {:.2}% -> {:.2}%", 100.0 * before, 100.0 * after);
+    }
+    for note in &s.notes {
+        println!("note: {note}");
+    }
+    println!("wrote {}", s.output);
+}
+
+/// The per-layer sparsity table of unstructured methods.
+fn print_layers(s: &Summary) {
+    use crate::report::human_count;
+    let width = (s.layers.iter().map(|l| l.name.len()).max())
         .unwrap_or(5)
         .max(5);
     println!(
@@ -481,19 +588,28 @@ fn print_human(s: &Summary) {
         human_count(s.nonzero_params as u64),
         human_count(s.params as u64)
     );
-    println!(
-        "size {} -> {}; {}: {} -> {}",
-        human_bytes(s.input_size_bytes as u64),
-        human_bytes(s.size_bytes as u64),
-        s.compression,
-        human_bytes(s.input_gzip_bytes as u64),
-        human_bytes(s.gzip_bytes as u64)
-    );
-    if let (Some(before), Some(after)) = (s.accuracy_before, s.accuracy_after) {
-        println!("accuracy {:.2}% -> {:.2}%", 100.0 * before, 100.0 * after);
+}
+
+/// Parameters, MACs and latency of channel pruning.
+fn print_structure(s: &Summary) {
+    use crate::report::human_count;
+    if let Some(c) = &s.channels {
+        println!(
+            "channels removed: parameters {} -> {}, MACs per sample {} -> {}",
+            human_count(c.params_before),
+            human_count(c.params_after),
+            human_count(c.macs_before),
+            human_count(c.macs_after)
+        );
     }
-    for note in &s.notes {
-        println!("note: {note}");
+    if let Some(l) = &s.latency {
+        let ort = match (l.ort_ms_before, l.ort_ms_after) {
+            (Some(b), Some(a)) => format!("; ONNX Runtime {b:.3} -> {a:.3} ms"),
+            _ => String::new(),
+        };
+        println!(
+            "latency (batch {}, median of {}): whittle {:.3} -> {:.3} ms{ort}",
+            l.batch, l.runs, l.whittle_ms_before, l.whittle_ms_after
+        );
     }
-    println!("wrote {}", s.output);
 }

@@ -124,6 +124,18 @@ pub enum CalibrationArg {
     Mse,
 }
 
+impl CalibrationArg {
+    /// The library's method (`percentile` for [`CalibrationArg::Percentile`]).
+    pub(crate) fn method(self, percentile: f64) -> CalibrationMethod {
+        match self {
+            CalibrationArg::Minmax => CalibrationMethod::MinMax,
+            CalibrationArg::Entropy => CalibrationMethod::Entropy,
+            CalibrationArg::Percentile => CalibrationMethod::Percentile { percentile },
+            CalibrationArg::Mse => CalibrationMethod::Mse,
+        }
+    }
+}
+
 /// An 8-bit integer type.
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum TypeArg {
@@ -253,14 +265,7 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }
-    let calibration = match args.calibration {
-        CalibrationArg::Minmax => CalibrationMethod::MinMax,
-        CalibrationArg::Entropy => CalibrationMethod::Entropy,
-        CalibrationArg::Percentile => CalibrationMethod::Percentile {
-            percentile: args.percentile,
-        },
-        CalibrationArg::Mse => CalibrationMethod::Mse,
-    };
+    let calibration = args.calibration.method(args.percentile);
     let mut cfg = QuantConfig {
         format: match args.format {
             FormatArg::Qdq => Format::Qdq,
@@ -300,7 +305,7 @@ pub(crate) fn check_output(model: &Path, output: &Path, force: bool) -> anyhow::
 }
 
 /// The model's only input (dataset SPECs feed one input).
-fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
+pub(crate) fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
     match exec.inputs().as_slice() {
         [one] => Ok(one.clone()),
         many => bail!("{flag} feeds one input, but the model has {}", many.len()),
@@ -308,7 +313,7 @@ fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
 }
 
 /// Rows of `images` in batches of [`BATCH`], at most `limit` rows, feeding `input`.
-fn dataset_batches(
+pub(crate) fn dataset_batches(
     input: &str,
     images: &TensorData,
     limit: usize,
@@ -328,7 +333,7 @@ fn dataset_batches(
 }
 
 /// Checks the first batch against the input's declared type and shape.
-fn check_batch(
+pub(crate) fn check_batch(
     input: &InputSpec,
     batches: &[HashMap<String, Value>],
     flag: &str,

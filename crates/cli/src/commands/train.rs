@@ -41,13 +41,13 @@ pub struct Args {
 pub struct Settings {
     /// The model: zoo:NAME or MODEL.onnx.
     #[arg(long)]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Dataset: mnist:DIR, fashion-mnist:DIR or npy:X.npy,Y.npy (its training split).
     #[arg(long)]
-    data: Option<String>,
+    pub(crate) data: Option<String>,
     /// Use only the first N samples.
     #[arg(long)]
-    limit: Option<usize>,
+    pub(crate) limit: Option<usize>,
     /// Epochs.
     #[arg(long)]
     pub(crate) epochs: Option<usize>,

@@ -17,6 +17,7 @@ pub mod batch_norm_train;
 pub mod contrib;
 pub mod conv;
 pub mod elementwise;
+pub mod fake_quant;
 pub mod index;
 pub mod linalg;
 pub mod norm;
@@ -139,6 +140,7 @@ impl Registry {
             contrib::register(&mut r);
             conv::register(&mut r);
             elementwise::register(&mut r);
+            fake_quant::register(&mut r);
             index::register(&mut r);
             linalg::register(&mut r);
             norm::register(&mut r);

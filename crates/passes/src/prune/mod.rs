@@ -10,6 +10,10 @@
 //! They prune the weight initializers of Conv, Gemm and MatMul nodes ([`layers`]); biases
 //! and normalisation parameters are never pruned.
 //!
+//! Structured channel pruning ([`channel`]) removes whole channels, found as coupled groups
+//! by a dependency graph, so the model gets fewer parameters and MACs; its pruner returns
+//! no masks, since nothing is left to keep at zero.
+//!
 //! ```no_run
 //! # fn main() -> whittle_passes::Result<()> {
 //! use whittle_passes::prune::{driver, Method, Unstructured};
@@ -20,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod channel;
 pub mod driver;
 pub mod finetune;
 pub mod layers;
@@ -29,10 +34,6 @@ pub mod nm;
 pub mod report;
 pub mod schedule;
 pub mod unstructured;
-
-// ---- Structured methods (added by the channel-pruning work) ----------------------------
-// `pub mod channel;` goes here; its pruner implements [`Pruner`] with empty masks.
-// -----------------------------------------------------------------------------------------
 
 pub use driver::FineTune;
 pub use layers::{prunable_layers, LayerWeights, PrunableLayer};
@@ -55,6 +56,16 @@ pub struct Pruned {
     pub masks: Vec<Mask>,
     /// Remarks for the user (e.g. layers a global threshold pruned almost entirely).
     pub notes: Vec<String>,
+}
+
+impl<P: Pruner + ?Sized> Pruner for &P {
+    fn prune(&self, model: &Model, sparsity: f64) -> Result<Pruned> {
+        (**self).prune(model, sparsity)
+    }
+
+    fn fixed_sparsity(&self) -> bool {
+        (**self).fixed_sparsity()
+    }
 }
 
 /// A pruning method: prunes a model to a target sparsity in one shot.

@@ -56,6 +56,15 @@ pub fn relu_output_ranges(
     cfg: &QuantConfig,
     ranges: &HashMap<String, (f32, f32)>,
 ) -> HashMap<String, (f32, f32)> {
+    relu_aliases(model, cfg)
+        .into_iter()
+        .filter_map(|(x, y)| Some((x, *ranges.get(&y)?)))
+        .collect()
+}
+
+/// The tensors quantized with the range of the Relu reading them: input -> Relu output,
+/// for inputs read only by that Relu and not graph outputs (asymmetric schemes only).
+pub fn relu_aliases(model: &Model, cfg: &QuantConfig) -> HashMap<String, String> {
     if cfg.activation_scheme().symmetric {
         return HashMap::new();
     }
@@ -68,8 +77,8 @@ pub fn relu_output_ranges(
         };
         let single = consumers.get(x).is_some_and(|c| c.len() == 1);
         let is_output = g.output.iter().any(|o| &o.name == x);
-        if let (true, false, Some(r)) = (single, is_output, ranges.get(y)) {
-            out.insert(x.clone(), *r);
+        if single && !is_output {
+            out.insert(x.clone(), y.clone());
         }
     }
     out

@@ -19,9 +19,11 @@ mod cost;
 pub mod depgraph;
 pub mod groups;
 mod importance;
+pub mod pruner;
 mod select;
 
 pub use cost::macs;
+pub use pruner::ChannelPruner;
 
 /// How channels are ranked.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,0 +1,150 @@
+//! `whittle distill`: knowledge distillation of a teacher classifier into a student
+//! (`alpha * T^2 * KL + (1 - alpha) * CE`, optional same-shape feature MSE).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+use whittle_data::Split;
+use whittle_exec::{Executor, Value};
+use whittle_ir::Model;
+use whittle_passes::optimize::ModelStats;
+use whittle_train::distill::{expose_outputs, DistillConfig, Distiller, FeaturePair};
+use whittle_train::{EpochReport, Trainer};
+
+use super::quantize::{eval_set, save_atomically};
+use super::train::{build_model, train_config, Settings};
+
+/// Arguments of `whittle distill`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The teacher model (ONNX file; first output = class scores).
+    #[arg(long)]
+    teacher: PathBuf,
+    /// The student: zoo:NAME or MODEL.onnx.
+    #[arg(long)]
+    student: String,
+    /// Softmax temperature (> 0).
+    #[arg(long, default_value_t = 4.0)]
+    temperature: f64,
+    /// Weight of the distillation term in [0, 1]; the rest is cross-entropy on labels.
+    #[arg(long, default_value_t = 0.9)]
+    alpha: f64,
+    /// Match TEACHER_TENSOR to STUDENT_TENSOR (same shape) by MSE; repeatable.
+    #[arg(long, value_name = "TEACHER_TENSOR:STUDENT_TENSOR")]
+    feature: Vec<String>,
+    /// Test images for the accuracies (default: the whole test split).
+    #[arg(long)]
+    test_samples: Option<usize>,
+    /// Training settings (as `whittle train`; the student replaces --model).
+    #[command(flatten)]
+    settings: Settings,
+    /// Where to write the trained student.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `whittle distill --json` prints.
+#[derive(Serialize)]
+struct Summary {
+    output: String,
+    teacher_accuracy: f64,
+    student_accuracy: f64,
+    teacher_params: u64,
+    student_params: u64,
+    test_samples: usize,
+    epochs: Vec<EpochReport>,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.output.exists() && !args.force {
+        bail!(
+            "{} exists; pass --force to overwrite it",
+            args.output.display()
+        );
+    }
+    let features = parse_features(&args.feature)?;
+    let cfg = DistillConfig {
+        temperature: args.temperature,
+        alpha: args.alpha,
+        features: features.clone(),
+        ..DistillConfig::default()
+    };
+    let teacher = Model::load(&args.teacher)
+        .with_context(|| format!("loading --teacher {}", args.teacher.display()))?;
+    whittle_ir::validate(&teacher)?;
+    let student = build_model(&args.student)?;
+    let Some(spec) = args.settings.data.clone() else {
+        bail!("--data is required");
+    };
+    let train = whittle_data::load(&spec, Split::Train, args.settings.limit)
+        .with_context(|| format!("loading --data {spec}"))?;
+    let student_exec = Executor::new(&student)?;
+    let Some(scores) = student_exec.output_names().first().cloned() else {
+        bail!("the student has no output");
+    };
+    let mut distiller = Distiller::new(&teacher, &scores, cfg)?;
+    let rows: Vec<usize> = (0..train.len().min(4)).collect();
+    let (sample, _) = train.gather(&rows)?;
+    distiller.check_student(&student, &Value::try_from(&sample)?)?;
+    let graph = expose_outputs(&student, &features)?;
+    let mut config = train_config(&args.settings, train.len())?;
+    config.progress = !args.json;
+    config.verbose = !args.json;
+    let mut trainer = Trainer::new(&graph, config)?.with_loss(move |x| distiller.loss(x));
+    let report = trainer.fit(&train, None)?;
+    let mut trained = trainer.model()?;
+    trained
+        .graph_mut()
+        .output
+        .truncate(student.graph().output.len());
+    save_atomically(&trained, &args.output)?;
+    let eval = eval_set(&student_exec, &spec, args.test_samples, "--data")?;
+    let summary = Summary {
+        output: args.output.display().to_string(),
+        teacher_accuracy: eval.accuracy(&teacher)?,
+        student_accuracy: eval.accuracy(&trained)?,
+        teacher_params: ModelStats::of(&teacher).params,
+        student_params: ModelStats::of(&trained).params,
+        test_samples: eval.labels.as_ref().map_or(0, Vec::len),
+        epochs: report.epochs,
+    };
+    print_summary(&summary, args.json)
+}
+
+/// `TEACHER:STUDENT` pairs.
+fn parse_features(specs: &[String]) -> anyhow::Result<Vec<FeaturePair>> {
+    specs
+        .iter()
+        .map(|s| match s.split_once(':') {
+            Some((t, st)) if !t.is_empty() && !st.is_empty() => Ok(FeaturePair {
+                teacher: t.to_string(),
+                student: st.to_string(),
+            }),
+            _ => bail!("--feature {s}: expected TEACHER_TENSOR:STUDENT_TENSOR"),
+        })
+        .collect()
+}
+
+fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
+    if json {
+        return crate::report::print_json(s);
+    }
+    println!(
+        "accuracy on {} test samples: teacher {:.2}% ({} parameters), student {:.2}% ({} parameters); wrote {}",
+        s.test_samples,
+        100.0 * s.teacher_accuracy,
+        crate::report::human_count(s.teacher_params),
+        100.0 * s.student_accuracy,
+        crate::report::human_count(s.student_params),
+        s.output
+    );
+    Ok(())
+}

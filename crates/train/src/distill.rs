@@ -1,0 +1,321 @@
+//! Knowledge distillation: a loss for [`crate::Trainer::with_loss`] that pulls a student's
+//! class scores toward a teacher's softened scores, plus optional feature matching.
+//!
+//! Loss: `alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, labels)`
+//! ([`crate::loss::kl_divergence`] already includes the `T^2`), plus the MSE between each
+//! named teacher tensor and student tensor of the same shape (the student tensor must be
+//! a graph output of the training graph: [`expose_outputs`] adds it).
+//!
+//! The teacher runs in inference mode on the batch the student sees. Its outputs are
+//! cached per sample, keyed by a hash of the sample's input bytes (the trainer does not
+//! expose sample indices), up to [`DistillConfig::cache_floats`] cached values; an
+//! augmented sample has other bytes and so runs the teacher again.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use candle_core::{DType, Tensor};
+use whittle_exec::{Executor, RunOptions, Value};
+use whittle_ir::shape::TensorType;
+use whittle_ir::Model;
+
+use crate::bail;
+use crate::error::Result;
+use crate::loss::{cross_entropy, kl_divergence, mse};
+use crate::step::LossInput;
+
+/// A teacher tensor matched to a student tensor by MSE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeaturePair {
+    /// Value name in the teacher.
+    pub teacher: String,
+    /// Value name in the student (a graph output of the training graph).
+    pub student: String,
+}
+
+/// Settings of distillation.
+#[derive(Clone, Debug)]
+pub struct DistillConfig {
+    /// Softmax temperature `T > 0`.
+    pub temperature: f64,
+    /// Weight of the distillation term, in `[0, 1]` (the rest goes to cross-entropy).
+    pub alpha: f64,
+    /// Feature pairs matched by MSE (weight 1 each).
+    pub features: Vec<FeaturePair>,
+    /// Most teacher output values kept in the per-sample cache.
+    pub cache_floats: usize,
+}
+
+impl Default for DistillConfig {
+    fn default() -> Self {
+        DistillConfig {
+            temperature: 4.0,
+            alpha: 0.9,
+            features: Vec::new(),
+            cache_floats: 16 << 20,
+        }
+    }
+}
+
+/// `alpha * T^2 * KL(teacher || student) + (1 - alpha) * CE(student, labels)`.
+pub fn distillation_loss(
+    student: &Tensor,
+    teacher: &Tensor,
+    labels: &[i64],
+    temperature: f64,
+    alpha: f64,
+) -> Result<Tensor> {
+    let kl = kl_divergence(student, teacher, temperature)?;
+    let ce = cross_entropy(student, labels, 0.0)?;
+    Ok(((kl * alpha)? + (ce * (1.0 - alpha))?)?)
+}
+
+/// The teacher and its cache; [`Distiller::loss`] is the training loss.
+pub struct Distiller {
+    teacher: Executor,
+    input: String,
+    /// Teacher values compared: the class scores first, then the feature tensors.
+    names: Vec<String>,
+    student_output: String,
+    cfg: DistillConfig,
+    cache: HashMap<u64, Vec<Vec<f32>>>,
+    /// Per-row shape of each cached value (without the batch axis).
+    row_shapes: Vec<Vec<usize>>,
+    cached_floats: usize,
+}
+
+impl Distiller {
+    /// Prepares `teacher` (one input, first output = class scores) for a student whose
+    /// class scores are the output `student_output`; checks the settings.
+    pub fn new(teacher: &Model, student_output: &str, cfg: DistillConfig) -> Result<Self> {
+        if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {
+            bail!("--temperature {} must be positive", cfg.temperature);
+        }
+        if !(0.0..=1.0).contains(&cfg.alpha) {
+            bail!("--alpha {} must be in [0, 1]", cfg.alpha);
+        }
+        let exec = Executor::new(teacher)?;
+        let input = match exec.inputs().as_slice() {
+            [one] => one.name.clone(),
+            many => bail!("the teacher must have one input, it has {}", many.len()),
+        };
+        let Some(scores) = exec.output_names().first().cloned() else {
+            bail!("the teacher has no output");
+        };
+        let mut names = vec![scores];
+        names.extend(cfg.features.iter().map(|f| f.teacher.clone()));
+        Ok(Distiller {
+            teacher: exec,
+            input,
+            names,
+            student_output: student_output.to_string(),
+            cfg,
+            cache: HashMap::new(),
+            row_shapes: Vec::new(),
+            cached_floats: 0,
+        })
+    }
+
+    /// Runs teacher and student on `sample` (one batch of the student's input) and fails
+    /// when the class scores or a feature pair differ in shape, naming both.
+    pub fn check_student(&self, student: &Model, sample: &Value) -> Result<()> {
+        let exec = Executor::new(student)?;
+        let input = match exec.inputs().as_slice() {
+            [one] => one.name.clone(),
+            many => bail!("the student must have one input, it has {}", many.len()),
+        };
+        let mut keep: Vec<String> = self
+            .cfg
+            .features
+            .iter()
+            .map(|f| f.student.clone())
+            .collect();
+        keep.push(self.student_output.clone());
+        let feed = HashMap::from([(input, sample.clone())]);
+        let s = exec.run_with(
+            feed,
+            RunOptions {
+                keep,
+                ..Default::default()
+            },
+        )?;
+        let t = self.run_teacher(sample)?;
+        let students = std::iter::once(&self.student_output)
+            .chain(self.cfg.features.iter().map(|f| &f.student));
+        for ((tname, tv), sname) in self.names.iter().zip(&t).zip(students) {
+            let Some(sv) = s.get(sname) else {
+                bail!("the student has no tensor '{sname}'");
+            };
+            if tv.shape() != sv.shape() {
+                bail!(
+                    "teacher '{tname}' has shape {:?} but student '{sname}' has {:?}",
+                    tv.shape(),
+                    sv.shape()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The teacher's compared values on `x`.
+    fn run_teacher(&self, x: &Value) -> Result<Vec<Value>> {
+        let feed = HashMap::from([(self.input.clone(), x.clone())]);
+        let keep = self.names[1..].to_vec();
+        let mut out = self.teacher.run_with(
+            feed,
+            RunOptions {
+                keep,
+                ..Default::default()
+            },
+        )?;
+        self.names
+            .iter()
+            .map(|n| match out.remove(n) {
+                Some(v) => Ok(v),
+                None => bail!("the teacher has no tensor '{n}'"),
+            })
+            .collect()
+    }
+
+    /// The teacher's values for a batch, from the cache where every row is cached.
+    fn teacher_values(&mut self, x: &Value) -> Result<Vec<Tensor>> {
+        let keys = row_hashes(x)?;
+        let device = x.tensor().device().clone();
+        if let Some(rows) = keys
+            .iter()
+            .map(|k| self.cache.get(k))
+            .collect::<Option<Vec<_>>>()
+        {
+            let shapes = self.cached_shapes(rows.len())?;
+            return (0..self.names.len())
+                .map(|i| {
+                    let flat: Vec<f32> = rows.iter().flat_map(|r| r[i].iter().copied()).collect();
+                    Ok(Tensor::from_vec(flat, shapes[i].as_slice(), &device)?)
+                })
+                .collect();
+        }
+        let values = self.run_teacher(x)?;
+        let tensors: Vec<Tensor> = values
+            .iter()
+            .map(|v| v.tensor().to_dtype(DType::F32))
+            .collect::<std::result::Result<_, _>>()?;
+        self.remember(&keys, &tensors)?;
+        Ok(tensors)
+    }
+
+    /// Shapes of the cached values for a batch of `n` rows.
+    fn cached_shapes(&self, n: usize) -> Result<Vec<Vec<usize>>> {
+        Ok(self
+            .row_shapes
+            .iter()
+            .map(|d| std::iter::once(n).chain(d.iter().copied()).collect())
+            .collect())
+    }
+
+    /// Caches each row of `values` under its key while the budget lasts.
+    fn remember(&mut self, keys: &[u64], values: &[Tensor]) -> Result<()> {
+        let n = keys.len();
+        let per_row: usize = values.iter().map(|v| v.elem_count() / n.max(1)).sum();
+        if self.cached_floats + per_row * n > self.cfg.cache_floats {
+            return Ok(());
+        }
+        self.row_shapes = values.iter().map(|v| v.dims()[1..].to_vec()).collect();
+        let flat: Vec<Vec<f32>> = values
+            .iter()
+            .map(|v| v.flatten_all()?.to_vec1::<f32>())
+            .collect::<std::result::Result<_, _>>()?;
+        for (r, key) in keys.iter().enumerate() {
+            let row: Vec<Vec<f32>> = flat
+                .iter()
+                .map(|f| {
+                    let len = f.len() / n;
+                    f[r * len..(r + 1) * len].to_vec()
+                })
+                .collect();
+            self.cache.insert(*key, row);
+        }
+        self.cached_floats += per_row * n;
+        Ok(())
+    }
+
+    /// The distillation loss of one batch (for [`crate::Trainer::with_loss`]).
+    pub fn loss(&mut self, x: &LossInput) -> Result<Tensor> {
+        let Some(batch) = x.inputs.values().next() else {
+            bail!("distillation needs the batch inputs");
+        };
+        let teacher = self.teacher_values(batch)?;
+        let student = output(x, &self.student_output)?;
+        let (t, a) = (self.cfg.temperature, self.cfg.alpha);
+        let mut loss = distillation_loss(&student, &teacher[0], x.labels, t, a)?;
+        for (pair, tv) in self.cfg.features.iter().zip(&teacher[1..]) {
+            let sv = output(x, &pair.student)?;
+            loss = (loss + mse(&sv, &tv.to_dtype(sv.dtype())?)?)?;
+        }
+        Ok(loss)
+    }
+}
+
+/// Graph output `name` of the student's run.
+fn output(x: &LossInput, name: &str) -> Result<Tensor> {
+    match x.outputs.get(name) {
+        Some(v) => Ok(v.tensor().to_dtype(DType::F32)?),
+        None => bail!("the student has no output '{name}'"),
+    }
+}
+
+/// A hash of each row's bytes (rows along the first axis).
+fn row_hashes(x: &Value) -> Result<Vec<u64>> {
+    let n = x.shape().first().copied().unwrap_or(1);
+    let flat: Vec<f32> = x.tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let len = flat.len() / n.max(1);
+    Ok((0..n)
+        .map(|r| {
+            let mut h = DefaultHasher::new();
+            for v in &flat[r * len..(r + 1) * len] {
+                v.to_bits().hash(&mut h);
+            }
+            h.finish()
+        })
+        .collect())
+}
+
+/// `model` with the student tensors of `features` added as graph outputs (after the
+/// existing ones), so the loss can read them; remove them again with
+/// `graph.output.truncate(n)` before export.
+pub fn expose_outputs(model: &Model, features: &[FeaturePair]) -> Result<Model> {
+    let mut out = model.clone();
+    let g = out.graph_mut();
+    for f in features {
+        if g.output.iter().any(|o| o.name == f.student) {
+            continue;
+        }
+        if !g.node.iter().any(|n| n.output.contains(&f.student)) {
+            bail!("the student has no tensor '{}'", f.student);
+        }
+        g.output
+            .push(TensorType::default().to_value_info(&f.student));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn loss_matches_hand_computed_value() {
+        // Student [0, 0], teacher [0, 2 ln 3], T = 2, alpha = 0.25, label 1:
+        // KL term 4 * (0.25 ln 0.5 + 0.75 ln 1.5); CE = ln 2.
+        let s = Tensor::new(&[[0.0f32, 0.0]], &Device::Cpu).unwrap();
+        let t = Tensor::new(&[[0.0f32, 2.0 * 3f32.ln()]], &Device::Cpu).unwrap();
+        let got = distillation_loss(&s, &t, &[1], 2.0, 0.25)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap() as f64;
+        let kl = 4.0 * (0.25 * 0.5f64.ln() + 0.75 * 1.5f64.ln());
+        let want = 0.25 * kl + 0.75 * 2f64.ln();
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+    }
+}
