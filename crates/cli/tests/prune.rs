@@ -290,3 +290,111 @@ fn a_model_without_prunable_layers_is_refused() {
     assert_clean_error(&r, &["no prunable layer"]);
     assert!(!out.exists());
 }
+
+#[test]
+fn channel_pruning_removes_parameters_and_macs_and_measures_latency() {
+    let dir = scratch("prune-channel");
+    let r = prune_json(
+        &dir,
+        "c.onnx",
+        &[
+            "--method",
+            "channel",
+            "--sparsity",
+            "0.5",
+            "--round-to",
+            "1",
+            "--latency-runs",
+            "3",
+            "--data",
+            &mnist_spec(),
+            "--eval-limit",
+            "500",
+            "--finetune-epochs",
+            "1",
+            "--limit",
+            "300",
+            "--distill",
+        ],
+    );
+    assert_eq!(r["finetune_epochs"], 1);
+    let c = &r["channels"];
+    let (before, after) = (
+        c["params_before"].as_u64().unwrap(),
+        c["params_after"].as_u64().unwrap(),
+    );
+    assert!(after < before * 3 / 4, "{c}");
+    assert!(c["macs_after"].as_u64().unwrap() < c["macs_before"].as_u64().unwrap());
+    let removed = 1.0 - after as f64 / before as f64;
+    assert!((r["sparsity"].as_f64().unwrap() - removed).abs() < 1e-12);
+    assert!(
+        !c["skipped"].as_array().unwrap().is_empty(),
+        "stem and classifier are protected"
+    );
+    let l = &r["latency"];
+    assert!(l["whittle_ms_before"].as_f64().unwrap() > 0.0, "{l}");
+    assert!(l["ort_ms_after"].as_f64().unwrap() > 0.0, "{l}");
+    assert!(r["accuracy_after"].as_f64().unwrap() > 0.5, "{r}");
+    // Two iterative steps to 50% reach the one-shot size (targets are of the original).
+    let it = prune_json(
+        &dir,
+        "it.onnx",
+        &[
+            "--method",
+            "channel",
+            "--sparsity",
+            "0.5",
+            "--round-to",
+            "1",
+            "--schedule",
+            "iterative",
+            "--steps",
+            "2",
+            "--latency-runs",
+            "0",
+        ],
+    );
+    let it_after = it["channels"]["params_after"].as_u64().unwrap() as f64;
+    assert!(
+        (it_after / after as f64 - 1.0).abs() < 0.05,
+        "{it_after} vs {after}"
+    );
+    assert_eq!(it["channels"]["params_before"].as_u64(), Some(before));
+}
+
+#[test]
+fn channel_pruning_refuses_what_it_cannot_do() {
+    let dir = scratch("prune-channel-bad");
+    let out = dir.join("x.onnx");
+    let o = out.to_str().unwrap();
+    let (model, data) = (lenet(), mnist_spec());
+    let cases: [(&[&str], &str); 5] = [
+        (&["--distill"], "--finetune-epochs"),
+        (
+            &["--schedule", "gradual", "--data", &data],
+            "oneshot or iterative",
+        ),
+        (&["--criterion", "taylor"], "give --data"),
+        (
+            &["--criterion", "magnitude"],
+            "l1, l2, bn, taylor or random",
+        ),
+        (&["--round-to", "0"], "--round-to"),
+    ];
+    for (extra, needle) in cases {
+        let mut args = vec!["prune", &model, "-o", o, "--method", "channel"];
+        args.extend_from_slice(extra);
+        assert_clean_error(&whittle(&args), &[needle]);
+        assert!(!out.exists());
+    }
+    let global = whittle(&[
+        "prune",
+        &model,
+        "-o",
+        o,
+        "--method",
+        "magnitude",
+        "--global",
+    ]);
+    assert_clean_error(&global, &["--method channel"]);
+}

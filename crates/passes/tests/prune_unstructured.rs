@@ -206,6 +206,7 @@ fn masked_finetune_keeps_zeros_and_recovers_accuracy() {
             batch_size: 32,
             ..Default::default()
         },
+        teacher: None,
     };
     let tuned = driver::oneshot(&pruner, &model, 0.9, Some(&finetune)).unwrap();
     for mask in &tuned.masks {
@@ -244,6 +245,7 @@ fn gradual_pruning_reaches_the_final_sparsity_during_training() {
             batch_size: 50,
             ..Default::default()
         },
+        teacher: None,
     };
     // 12 steps; masks at steps 2, 4, 6 and 8 (linear to 60%), then kept.
     let schedule = GradualSchedule {

@@ -13,7 +13,7 @@ use whittle_train::distill::{expose_outputs, DistillConfig, Distiller, FeaturePa
 use whittle_train::{EpochReport, Trainer};
 
 use super::quantize::{eval_set, save_atomically};
-use super::train::{build_model, train_config, Settings};
+use super::train::{build_model, refuse_model_setting, train_config, Settings};
 
 /// Arguments of `whittle distill`.
 #[derive(clap::Args)]
@@ -64,6 +64,7 @@ struct Summary {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    refuse_model_setting(&args.settings, "--student")?;
     if args.output.exists() && !args.force {
         bail!(
             "{} exists; pass --force to overwrite it",

@@ -19,6 +19,7 @@ use whittle_passes::prune::{
     Pruned, Pruner, Unstructured,
 };
 use whittle_passes::quantize::sensitivity::EvalSet;
+use whittle_train::distill::DistillConfig;
 
 use super::prune_channel::{self, ChannelSummary, LatencySummary};
 use super::quantize::{check_output, eval_set, save_atomically};
@@ -110,6 +111,15 @@ pub struct Args {
     /// Seed of the random method and of fine-tuning [default: 0].
     #[arg(long)]
     seed: Option<u64>,
+    /// Fine-tune by distillation from the unpruned model (teacher) instead of labels alone.
+    #[arg(long)]
+    distill: bool,
+    /// Distillation softmax temperature (> 0).
+    #[arg(long, default_value_t = 4.0)]
+    temperature: f64,
+    /// Weight of the distillation term in [0, 1]; the rest is cross-entropy on labels.
+    #[arg(long, default_value_t = 0.9)]
+    alpha: f64,
     /// Overwrite an existing output (or the input model).
     #[arg(long)]
     force: bool,
@@ -316,6 +326,9 @@ fn check_args(args: &Args) -> anyhow::Result<f64> {
     if let Some(c) = &args.criterion {
         check_criterion(args.method, c)?;
     }
+    if args.distill && finetune_epochs(args) == 0 {
+        bail!("--distill distils during fine-tuning: give --finetune-epochs and --data");
+    }
     if args.finetune_epochs.is_some_and(|e| e > 0) && args.data.is_none() {
         bail!("--finetune-epochs needs training data: give --data");
     }
@@ -430,6 +443,14 @@ fn prune(
         Some(train) if epochs > 0 => Some(FineTune {
             train,
             config: finetune_config(args, train.len(), epochs)?,
+            teacher: args.distill.then(|| {
+                let cfg = DistillConfig {
+                    temperature: args.temperature,
+                    alpha: args.alpha,
+                    ..DistillConfig::default()
+                };
+                (model, cfg)
+            }),
         }),
         _ => None,
     };

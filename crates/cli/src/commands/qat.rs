@@ -27,7 +27,7 @@ use whittle_train::{EpochReport, Trainer};
 use super::quantize::{
     check_batch, dataset_batches, eval_set, save_atomically, single_input, CalibrationArg,
 };
-use super::train::{build_model, train_config, Settings};
+use super::train::{build_model, refuse_model_setting, train_config, Settings};
 
 /// Arguments of `whittle qat`.
 #[derive(clap::Args)]
@@ -107,6 +107,7 @@ struct Phase {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    refuse_model_setting(&args.settings, "the MODEL argument")?;
     let epochs = args.settings.epochs.unwrap_or(1);
     check_args(&args, epochs)?;
     let cfg = QuantConfig {

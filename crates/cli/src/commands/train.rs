@@ -221,6 +221,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fails when `--model` was given to a command that names its model otherwise (`instead`),
+/// rather than ignoring it.
+pub(crate) fn refuse_model_setting(settings: &Settings, instead: &str) -> anyhow::Result<()> {
+    if let Some(model) = &settings.model {
+        bail!("--model {model} does not apply to this command: give the model as {instead}");
+    }
+    Ok(())
+}
+
 /// Loads `MODEL.onnx`, or builds `zoo:NAME` (needs the whittle-zoo crate).
 pub(crate) fn build_model(spec: &str) -> anyhow::Result<Model> {
     if spec.starts_with(whittle_zoo::PREFIX) {

@@ -6,6 +6,7 @@ use std::rc::Rc;
 
 use whittle_data::Dataset;
 use whittle_ir::Model;
+use whittle_train::distill::{DistillConfig, Distiller};
 use whittle_train::{TrainConfig, Trainer};
 
 use super::finetune::{
@@ -24,6 +25,24 @@ pub struct FineTune<'a> {
     pub train: &'a Dataset,
     /// Trainer settings.
     pub config: TrainConfig,
+    /// Distil from this teacher (typically the unpruned model) instead of training on the
+    /// labels alone.
+    pub teacher: Option<(&'a Model, DistillConfig)>,
+}
+
+impl FineTune<'_> {
+    /// A trainer for `model` with these settings and, with a teacher, the distillation loss.
+    pub fn trainer(&self, model: &Model) -> Result<Trainer> {
+        let trainer = Trainer::new(model, self.config.clone())?;
+        let Some((teacher, cfg)) = &self.teacher else {
+            return Ok(trainer);
+        };
+        let Some(scores) = trainer.executor().output_names().first().cloned() else {
+            bail!("the pruned model has no output");
+        };
+        let mut distiller = Distiller::new(teacher, &scores, cfg.clone())?;
+        Ok(trainer.with_loss(move |x| distiller.loss(x)))
+    }
 }
 
 /// Prunes once to `sparsity`, then fine-tunes with the masks kept when `finetune` is given.
@@ -91,7 +110,7 @@ pub fn gradual(
     let shared = Rc::clone(&state);
     let (hook_pruner, sched) = (pruner.clone(), *schedule);
     let mut tensors = Vec::new();
-    let mut trainer = Trainer::new(model, finetune.config.clone())?.with_step_hook(move |c| {
+    let mut trainer = finetune.trainer(model)?.with_step_hook(move |c| {
         if let Some(s) = sched.update_at(c.step) {
             let weights = read_params(c.exec, &layers)?;
             let (masks, notes) = hook_pruner.masks(&weights, s).map_err(to_train_error)?;
@@ -120,6 +139,6 @@ fn finetune_pruned(pruned: Pruned, finetune: Option<&FineTune>) -> Result<Pruned
     let Some(ft) = finetune else {
         return Ok(pruned);
     };
-    let (model, _) = masked_finetune(&pruned.model, &pruned.masks, ft.train, ft.config.clone())?;
+    let (model, _) = masked_finetune(&pruned.model, &pruned.masks, ft)?;
     Ok(Pruned { model, ..pruned })
 }

@@ -4,8 +4,9 @@
 use candle_core::{Device, Tensor};
 use whittle_exec::Executor;
 use whittle_ir::Model;
-use whittle_train::{TrainConfig, TrainError, TrainReport, Trainer};
+use whittle_train::{TrainError, TrainReport};
 
+use super::driver::FineTune;
 use super::layers::{LayerWeights, PrunableLayer};
 use super::mask::Mask;
 use crate::Result;
@@ -64,17 +65,16 @@ pub fn to_train_error(e: crate::PassError) -> TrainError {
     TrainError::Invalid(e.to_string())
 }
 
-/// Fine-tunes the pruned `model` on `train` with `config`, re-applying `masks` after
-/// every optimizer step, so that the pruned weights are exactly zero in the result.
+/// Fine-tunes the pruned `model` as `finetune` says, re-applying `masks` after every
+/// optimizer step, so that the pruned weights are exactly zero in the result.
 pub fn masked_finetune(
     model: &Model,
     masks: &[Mask],
-    train: &whittle_data::Dataset,
-    config: TrainConfig,
+    finetune: &FineTune,
 ) -> Result<(Model, TrainReport)> {
-    let trainer = Trainer::new(model, config)?;
+    let trainer = finetune.trainer(model)?;
     let tensors = mask_tensors(masks, trainer.executor().device())?;
     let mut trainer = trainer.with_step_hook(move |c| apply_to_params(c.exec, &tensors));
-    let report = trainer.fit(train, None)?;
+    let report = trainer.fit(finetune.train, None)?;
     Ok((trainer.model()?, report))
 }
