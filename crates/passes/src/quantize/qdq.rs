@@ -116,12 +116,35 @@ impl Qdq<'_, '_> {
         } else {
             self.output_params(&y)?
         };
+        // After a Relu whose range clamps at the zero point, quantize the Relu's output:
+        // `op -> Relu -> Q -> DQ` is the pattern ONNX Runtime fuses into one integer op.
+        let (node, y) = match self.relu_after(&y, p) {
+            Some((relu, r)) => (relu, r),
+            None => (t.node, y),
+        };
         let pre = self.b.fresh(&format!("{y}_float"));
-        self.b.graph.node[t.node].output[0] = pre.clone();
+        self.b.graph.node[node].output[0] = pre.clone();
         self.qdq(&pre, &y, p)?;
         self.params.insert(y.clone(), p);
         self.dq_of.insert(y.clone(), y);
         Ok(())
+    }
+
+    /// The Relu reading `y` alone (index and output), when `y` is quantized with the
+    /// Relu's range and that range starts at the zero point (so Q clamps as Relu does).
+    fn relu_after(&self, y: &str, p: QParams) -> Option<(usize, String)> {
+        if !self.relu_ranges.contains_key(y) {
+            return None;
+        }
+        if p.zero_point != self.cfg.activation_scheme().qrange().0 {
+            return None;
+        }
+        let g = &self.b.graph;
+        let i = g
+            .node
+            .iter()
+            .position(|n| n.op_type == "Relu" && n.input.first().is_some_and(|x| x == y))?;
+        Some((i, g.node[i].output.first()?.clone()))
     }
 
     fn params_of(&self, x: &str) -> Result<QParams> {
