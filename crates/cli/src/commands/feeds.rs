@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use whittle_exec::executor::check_input;
 use whittle_exec::{Executor, Value};
 
@@ -30,8 +30,9 @@ pub(crate) fn load(
     flag: &str,
 ) -> anyhow::Result<Vec<Feed>> {
     let at = || format!("{flag} feeds:{}", file.display());
+    // The message alone: the data error already names the file and its cause.
     let mut arrays: BTreeMap<String, _> = whittle_data::read_npz(file)
-        .with_context(|| format!("loading {}", at()))?
+        .map_err(|e| anyhow!("loading {}: {e}", at()))?
         .into_iter()
         .collect();
     let held: Vec<String> = arrays.keys().cloned().collect();
