@@ -61,8 +61,9 @@ fn python(dir: &Path, code: &str) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
-/// Quantizes MiniLM into `dir/q.onnx` with `extra` flags; returns (exit code, stdout, stderr).
-fn quantize_minilm(dir: &Path, extra: &[&str]) -> (i32, String, String) {
+/// Quantizes MiniLM into `dir/q.onnx` in `mode` with `extra` flags; returns (exit code,
+/// stdout, stderr).
+fn quantize_minilm(dir: &Path, mode: &str, extra: &[&str]) -> (i32, String, String) {
     let (model, out) = (minilm(), dir.join("q.onnx"));
     let mut args = vec![
         "quantize",
@@ -70,7 +71,7 @@ fn quantize_minilm(dir: &Path, extra: &[&str]) -> (i32, String, String) {
         "-o",
         out.to_str().unwrap(),
         "--mode",
-        "static",
+        mode,
         "--json",
     ];
     args.extend_from_slice(extra);
@@ -90,6 +91,7 @@ fn static_minilm_calibrated_on_token_feeds_matches_float_in_onnx_runtime() {
     let (calib, eval) = (dir.join("calib.npz"), dir.join("eval.npz"));
     let (code, stdout, stderr) = quantize_minilm(
         &dir,
+        "static",
         &[
             "--per-channel",
             // Min/max ranges of the feed-forward outputs are stretched by a few outliers
@@ -122,6 +124,24 @@ fn static_minilm_calibrated_on_token_feeds_matches_float_in_onnx_runtime() {
     .parse()
     .unwrap();
     assert!(cosine >= 0.99, "mean sentence-embedding cosine {cosine}");
+}
+
+#[test]
+fn dynamic_minilm_verifies_on_eval_feeds_instead_of_synthetic_inputs() {
+    let dir = scratch("dynamic");
+    python(
+        &dir,
+        "np.savez('eval.npz', **minilm_batch(sentences(12), WordPiece(VOCAB)))",
+    );
+    let eval = format!("feeds:{}", dir.join("eval.npz").display());
+    let flags = ["--eval-data", &eval, "--eval-samples", "10"];
+    let (code, stdout, stderr) = quantize_minilm(&dir, "dynamic", &flags);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["verification"]["samples"], 10);
+    assert!(report["accuracy"].is_null(), "feeds carry no labels");
+    let notes = report["notes"].to_string();
+    assert!(!notes.contains("synthetic"), "{notes}");
 }
 
 #[test]
@@ -186,7 +206,7 @@ fn bad_feeds_fail_cleanly_and_leave_no_file() {
     ];
     for (flags, expected) in cases {
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-        let (code, _, stderr) = quantize_minilm(&dir, &flags);
+        let (code, _, stderr) = quantize_minilm(&dir, "static", &flags);
         assert_eq!(code, 1, "{flags:?}: {stderr}");
         assert!(stderr.starts_with("error: "), "{flags:?}: {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
