@@ -154,7 +154,8 @@ fn bad_feeds_fail_cleanly_and_leave_no_file() {
          np.savez('counts.npz', input_ids=ids, attention_mask=mask[:3])\n\
          np.savez('int32.npz', input_ids=ids.astype(np.int32), attention_mask=mask)\n\
          np.savez('rank.npz', input_ids=ids[:, 0], attention_mask=mask[:, 0])\n\
-         np.savez('extra.npz', input_ids=ids, attention_mask=mask, token_type_ids=mask)",
+         np.savez('extra.npz', input_ids=ids, attention_mask=mask, token_type_ids=mask)\n\
+         np.savez('empty.npz', input_ids=ids[:0], attention_mask=mask[:0])",
     );
     let feeds = |name: &str| format!("feeds:{}", dir.join(name).display());
     let cases: Vec<(Vec<String>, &str)> = vec![
@@ -173,6 +174,10 @@ fn bad_feeds_fail_cleanly_and_leave_no_file() {
         (
             vec!["--calib-data".into(), feeds("rank.npz")],
             "input 'input_ids': expected shape [?,?], got [4]",
+        ),
+        (
+            vec!["--calib-data".into(), feeds("empty.npz")],
+            "empty.npz: no samples",
         ),
         (
             vec!["--calib-data".into(), feeds("extra.npz")],

@@ -54,11 +54,16 @@ pub(crate) fn load(
                 input.name
             );
         };
-        values.push((input.name.clone(), Value::try_from(&data)?));
+        let value =
+            Value::try_from(&data).with_context(|| format!("{}: array '{}'", at(), input.name))?;
+        values.push((input.name.clone(), value));
     }
     let batches = feed_batches(&values, limit).with_context(at)?;
+    if batches.is_empty() {
+        bail!("{}: no samples", at());
+    }
     for input in &inputs {
-        if let Some(value) = batches.first().and_then(|b| b.get(&input.name)) {
+        if let Some(value) = batches[0].get(&input.name) {
             check_input(input, value)
                 .with_context(|| format!("{} does not fit the model", at()))?;
         }
