@@ -8,7 +8,9 @@ Models and data:
   * paraphrase-MiniLM-L3-v2: fidelity is the mean cosine of the mean-pooled sentence
     embeddings (output "461") to the float32 model's, on 64 real sentences taken from
     Debian's /usr/share/common-licenses and /usr/share/doc README files, tokenised with
-    minilm-vocab.txt by the small WordPiece tokenizer below.
+    minilm-vocab.txt by the small WordPiece tokenizer below. Its static rows calibrate on
+    64 other sentences, given to whittle as feeds:FILE.npz (arrays input_ids and
+    attention_mask) and to ORT's quantize_static through a CalibrationDataReader.
 
 Rows: whittle `quantize` (dynamic; static with each calibration method, per-tensor and
 per-channel; fp16; int4) beside ORT's quantize_dynamic / quantize_static (same
@@ -261,6 +263,17 @@ q = MatMulNBitsQuantizer(onnx.load({model!r}), algo_config=cfg)
 q.process()
 q.model.save_model_to_file("{{out}}")
 """
+ORT_STATIC_FEEDS = """
+from onnxruntime.quantization import quantize_static, CalibrationDataReader, CalibrationMethod, QuantFormat
+c = dict(np.load({calib!r}))
+class Reader(CalibrationDataReader):
+    def __init__(self):
+        self.it = iter([{{k: v[i:i+1] for k, v in c.items()}} for i in range(len(c["input_ids"]))])
+    def get_next(self):
+        return next(self.it, None)
+quantize_static({model!r}, "{{out}}", Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                calibrate_method=CalibrationMethod.{method})
+"""
 ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile", "mse": "Distribution"}
 
 
@@ -318,6 +331,7 @@ def minilm_rows(b):
         ("whittle int4 (block 32)", lambda: b.whittle(MINILM, "int4", ["--block-size", "32"])),
         ("ORT MatMulNBits (block 32)", lambda: b.ort(ORT_INT4.format(model=MINILM), b.out_path("ort_int4"))),
     ]
+    jobs += minilm_static_jobs(b)
     rows = []
     for name, job in jobs:
         path, seconds, _, err = job()
@@ -333,6 +347,24 @@ def minilm_rows(b):
         except Exception as e:
             rows.append([name, "-", "-", "-", "-", f"{seconds:.1f}", f"ORT failed: {str(e)[:80]}"])
     return rows, len(texts)
+
+
+def minilm_static_jobs(b):
+    """Static QDQ per-channel rows, calibrated on 64 sentences other than the measured ones."""
+    calib = os.path.join(b.tmp, "minilm_calib.npz")
+    np.savez(calib, **minilm_batch(sentences(128)[64:], WordPiece(VOCAB)))
+    jobs = []
+    for m in ("minmax", "percentile"):
+        extra = ["--calib-data", f"feeds:{calib}", "--per-channel", "--calibration", m]
+        jobs.append((f"whittle static {m} per-channel",
+                     lambda e=extra, m=m: b.whittle(MINILM, "static", e, f"static_{m}")))
+        code = ORT_STATIC_FEEDS.format(calib=calib, model=MINILM, method=ORT_METHOD[m])
+        jobs.append((f"ORT quantize_static {ORT_METHOD[m]} per-channel",
+                     lambda c=code: b.ort(c, b.out_path("ort_static"))))
+    extra = ["--calib-data", f"feeds:{calib}", "--per-channel", "--calibration", "percentile", "--reduce-range"]
+    jobs.append(("whittle static percentile per-channel --reduce-range",
+                 lambda: b.whittle(MINILM, "static", extra, "static_percentile_rr")))
+    return jobs
 
 
 def rss_rows(b):

@@ -6,6 +6,7 @@ pub mod conformance;
 pub mod distill;
 pub mod eval;
 pub mod factorize;
+pub(crate) mod feeds;
 pub mod inspect;
 pub mod optimize;
 pub mod profile;

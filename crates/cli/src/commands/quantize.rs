@@ -1,6 +1,5 @@
 //! `whittle quantize`: INT8 post-training quantization (static QDQ / QOperator, dynamic).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -14,6 +13,8 @@ use whittle_passes::quantize::sensitivity::{AccuracyReport, EvalSet};
 use whittle_passes::quantize::{
     self, CalibrationMethod, Format, QuantConfig, QuantReport, QuantType,
 };
+
+use super::feeds::{self, Feed, BATCH};
 
 /// Arguments of `whittle quantize`.
 #[derive(clap::Args)]
@@ -29,7 +30,8 @@ pub struct Args {
     /// Layout of a static model.
     #[arg(long, value_enum, default_value = "qdq")]
     format: FormatArg,
-    /// Calibration data (static mode): mnist:DIR | fashion-mnist:DIR | npy:X.npy,Y.npy (train split).
+    /// Calibration data (static mode): a dataset SPEC (train split) for a one-input model,
+    /// or feeds:FILE.npz with one array per model input, named after it.
     #[arg(long, value_name = "SPEC")]
     calib_data: Option<String>,
     /// Calibration samples to use.
@@ -72,7 +74,8 @@ pub struct Args {
     /// Largest top-1 accuracy drop allowed, in percent (needs --eval-data).
     #[arg(long, value_name = "PERCENT")]
     accuracy_budget: Option<f64>,
-    /// Labelled eval data (test split): accuracy before/after, and the budget's yardstick.
+    /// Labelled eval data (test split): accuracy before/after, and the budget's yardstick;
+    /// or feeds:FILE.npz (no labels): outputs verified against float on these inputs.
     #[arg(long, value_name = "SPEC")]
     eval_data: Option<String>,
     /// Eval samples to use (default: all).
@@ -154,8 +157,6 @@ impl From<TypeArg> for QuantType {
     }
 }
 
-/// Samples per calibration / verification run.
-const BATCH: usize = 32;
 /// Samples compared tensor by tensor after quantizing.
 const VERIFY_SAMPLES: usize = 64;
 
@@ -167,10 +168,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
     let exec = Executor::new(&model)?;
-    let eval = match &args.eval_data {
-        Some(spec) => Some(eval_set(&exec, spec, args.eval_samples, "--eval-data")?),
-        None => None,
-    };
+    let eval = EvalData::load(&exec, args.eval_data.as_deref(), args.eval_samples)?;
     let (quantized, mut report, verify_feed) = match args.mode {
         Mode::Fp16 | Mode::Int4 => {
             let (q, r) = if args.mode == Mode::Fp16 {
@@ -188,36 +186,27 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 };
                 quantize::int4_with_report(&model, &opts)?
             };
-            let feed = match &eval {
-                Some(e) => dataset_batches(&e.input, &e.data, VERIFY_SAMPLES)?,
-                None => vec![synthetic_feed(&exec.inputs())?],
-            };
-            (q, r, feed)
+            (q, r, eval.verification_feeds(&exec)?)
         }
         Mode::Dynamic => {
             let (q, r) = quantize::dynamic_int8(&model, &cfg)?;
-            let feed = match &eval {
-                Some(e) => dataset_batches(&e.input, &e.data, VERIFY_SAMPLES)?,
-                None => vec![synthetic_feed(&exec.inputs())?],
-            };
-            (q, r, feed)
+            (q, r, eval.verification_feeds(&exec)?)
         }
         Mode::Static => {
             let spec = args
                 .calib_data
                 .as_deref()
                 .context("static mode needs --calib-data SPEC")?;
-            let input = single_input(&exec, "--calib-data")?;
-            let calib = whittle_data::spec::load(spec, Split::Train, Some(args.calib_samples))
-                .with_context(|| format!("loading --calib-data {spec}"))?;
-            let batches = dataset_batches(&input.name, &calib.images, calib.len())?;
-            check_batch(&input, &batches, "--calib-data")?;
-            let verify: Vec<_> = batches
-                .iter()
-                .take(VERIFY_SAMPLES / BATCH)
-                .cloned()
-                .collect();
-            let (q, r) = match (args.accuracy_budget, &eval) {
+            let batches = calib_batches(&exec, spec, args.calib_samples)?;
+            let verify = match &eval {
+                EvalData::Feeds(f) => f.clone(),
+                _ => batches
+                    .iter()
+                    .take(VERIFY_SAMPLES / BATCH)
+                    .cloned()
+                    .collect(),
+            };
+            let (q, r) = match (args.accuracy_budget, eval.labelled()) {
                 (Some(b), Some(e)) => {
                     quantize::static_int8_within_budget(&model, &cfg, batches, e, b / 100.0)?
                 }
@@ -228,7 +217,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     report.verification = Some(quantize::verify::compare(&model, &quantized, &verify_feed)?);
     if report.accuracy.is_none() {
-        if let Some(e) = eval.as_ref().filter(|e| e.labels.is_some()) {
+        if let Some(e) = eval.labelled().filter(|e| e.labels.is_some()) {
             report.accuracy = Some(accuracy(e, &model, &quantized)?);
         }
     }
@@ -258,6 +247,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn config(args: &Args) -> anyhow::Result<QuantConfig> {
     if args.accuracy_budget.is_some() && args.eval_data.is_none() {
         bail!("--accuracy-budget needs --eval-data SPEC");
+    }
+    if args.accuracy_budget.is_some()
+        && args.eval_data.as_deref().and_then(feeds::archive).is_some()
+    {
+        bail!("--accuracy-budget needs labelled --eval-data; feeds:FILE.npz has no labels");
     }
     if args.accuracy_budget.is_some() && args.mode != Mode::Static {
         bail!("--accuracy-budget works with --mode static");
@@ -308,7 +302,15 @@ pub(crate) fn check_output(model: &Path, output: &Path, force: bool) -> anyhow::
 pub(crate) fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
     match exec.inputs().as_slice() {
         [one] => Ok(one.clone()),
-        many => bail!("{flag} feeds one input, but the model has {}", many.len()),
+        many => {
+            let names: Vec<&str> = many.iter().map(|i| i.name.as_str()).collect();
+            bail!(
+                "{flag} SPEC feeds one input, but the model has {} ({}); give feeds:FILE.npz \
+                 with one array per input",
+                many.len(),
+                names.join(", ")
+            )
+        }
     }
 }
 
@@ -317,27 +319,70 @@ pub(crate) fn dataset_batches(
     input: &str,
     images: &TensorData,
     limit: usize,
-) -> anyhow::Result<Vec<HashMap<String, Value>>> {
-    let all = Value::try_from(images)?;
-    let n = images.dims().first().copied().unwrap_or(0).min(limit);
-    (0..n)
-        .step_by(BATCH)
-        .map(|s| {
-            let rows = all.tensor().narrow(0, s, BATCH.min(n - s))?;
-            Ok(HashMap::from([(
-                input.to_string(),
-                Value::new(rows, all.dtype())?,
-            )]))
+) -> anyhow::Result<Vec<Feed>> {
+    feeds::feed_batches(&[(input.to_string(), Value::try_from(images)?)], limit)
+}
+
+/// Calibration batches from `spec`: `feeds:FILE.npz` for any model, else the train split
+/// of a dataset feeding the model's single input.
+fn calib_batches(exec: &Executor, spec: &str, limit: usize) -> anyhow::Result<Vec<Feed>> {
+    const FLAG: &str = "--calib-data";
+    if let Some(file) = feeds::archive(spec) {
+        return feeds::load(exec, file, limit, FLAG);
+    }
+    let input = single_input(exec, FLAG)?;
+    let calib = whittle_data::spec::load(spec, Split::Train, Some(limit))
+        .with_context(|| format!("loading {FLAG} {spec}"))?;
+    let batches = dataset_batches(&input.name, &calib.images, calib.len())?;
+    check_batch(&input, &batches, FLAG)?;
+    Ok(batches)
+}
+
+/// What `--eval-data` holds.
+enum EvalData {
+    /// Not given.
+    Absent,
+    /// A labelled dataset (accuracy, budget).
+    Labelled(EvalSet),
+    /// Unlabelled `feeds:` batches (verification only).
+    Feeds(Vec<Feed>),
+}
+
+impl EvalData {
+    /// Loads `spec` (`feeds:FILE.npz` or a dataset SPEC), at most `limit` samples.
+    fn load(exec: &Executor, spec: Option<&str>, limit: Option<usize>) -> anyhow::Result<Self> {
+        const FLAG: &str = "--eval-data";
+        Ok(match spec {
+            None => EvalData::Absent,
+            Some(spec) => match feeds::archive(spec) {
+                Some(file) => {
+                    EvalData::Feeds(feeds::load(exec, file, limit.unwrap_or(usize::MAX), FLAG)?)
+                }
+                None => EvalData::Labelled(eval_set(exec, spec, limit, FLAG)?),
+            },
         })
-        .collect()
+    }
+
+    /// The labelled dataset, if that is what was given.
+    fn labelled(&self) -> Option<&EvalSet> {
+        match self {
+            EvalData::Labelled(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Feeds to verify a model on: the eval data, else one synthetic sample.
+    fn verification_feeds(&self, exec: &Executor) -> anyhow::Result<Vec<Feed>> {
+        match self {
+            EvalData::Labelled(e) => dataset_batches(&e.input, &e.data, VERIFY_SAMPLES),
+            EvalData::Feeds(f) => Ok(f.clone()),
+            EvalData::Absent => Ok(vec![synthetic_feed(&exec.inputs())?]),
+        }
+    }
 }
 
 /// Checks the first batch against the input's declared type and shape.
-pub(crate) fn check_batch(
-    input: &InputSpec,
-    batches: &[HashMap<String, Value>],
-    flag: &str,
-) -> anyhow::Result<()> {
+pub(crate) fn check_batch(input: &InputSpec, batches: &[Feed], flag: &str) -> anyhow::Result<()> {
     let Some(value) = batches.first().and_then(|b| b.get(&input.name)) else {
         bail!("{flag} is empty");
     };
@@ -353,6 +398,9 @@ pub(crate) fn eval_set(
     limit: Option<usize>,
     flag: &str,
 ) -> anyhow::Result<EvalSet> {
+    if feeds::archive(spec).is_some() {
+        bail!("{flag} needs a labelled dataset; feeds:FILE.npz has no labels");
+    }
     let input = single_input(exec, flag)?;
     let data: Dataset = whittle_data::spec::load(spec, Split::Test, limit)
         .with_context(|| format!("loading {flag} {spec}"))?;
@@ -383,7 +431,7 @@ fn accuracy(eval: &EvalSet, float: &Model, quant: &Model) -> anyhow::Result<Accu
 
 /// One synthetic sample per input: floats in [0, 1), integers 1 (valid ids, masks and
 /// type ids), symbolic dimensions 1 for the first axis and 16 for others.
-fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<HashMap<String, Value>> {
+fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<Feed> {
     inputs
         .iter()
         .map(|spec| {

@@ -1,0 +1,221 @@
+//! `whittle quantize` with `feeds:FILE.npz` data for models with several inputs: static
+//! INT8 of paraphrase-MiniLM-L3-v2 calibrated on real token feeds, checked in ONNX Runtime,
+//! and bad feeds failing cleanly. Local helpers (no shared support module): `whittle`,
+//! `python`, `scratch`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn minilm() -> PathBuf {
+    let assets = std::env::var("WHITTLE_ASSETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/whittle-assets")
+        });
+    assets.join("models/paraphrase-MiniLM-L3-v2.onnx")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("whittle-cli-feeds-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs whittle; returns (exit code, stdout, stderr).
+fn whittle(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+/// Runs `code` in Python inside `dir` with bench/quantize_vs_ort.py importable (its
+/// `WordPiece`, `sentences`, `minilm_batch`, `minilm_embeddings`, `mean_cosine`); returns
+/// stdout.
+fn python(dir: &Path, code: &str) -> String {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench");
+    let prelude = format!(
+        "import sys, numpy as np, onnx\nsys.path.insert(0, {:?})\nfrom quantize_vs_ort import *\n",
+        bench.display().to_string()
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(prelude + code)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Quantizes MiniLM into `dir/q.onnx` in `mode` with `extra` flags; returns (exit code,
+/// stdout, stderr).
+fn quantize_minilm(dir: &Path, mode: &str, extra: &[&str]) -> (i32, String, String) {
+    let (model, out) = (minilm(), dir.join("q.onnx"));
+    let mut args = vec![
+        "quantize",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mode",
+        mode,
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    whittle(&args)
+}
+
+#[test]
+fn static_minilm_calibrated_on_token_feeds_matches_float_in_onnx_runtime() {
+    let dir = scratch("minilm");
+    // 64 sentences to calibrate on, 32 others to verify and measure on.
+    python(
+        &dir,
+        "tok, s = WordPiece(VOCAB), sentences(96)\n\
+         np.savez('calib.npz', **minilm_batch(s[:64], tok))\n\
+         np.savez('eval.npz', **minilm_batch(s[64:], tok))",
+    );
+    let (calib, eval) = (dir.join("calib.npz"), dir.join("eval.npz"));
+    let (code, stdout, stderr) = quantize_minilm(
+        &dir,
+        "static",
+        &[
+            "--per-channel",
+            // Min/max ranges of the feed-forward outputs are stretched by a few outliers
+            // (ORT mean cosine 0.967); the 99.99th percentile gives 0.995.
+            "--calibration",
+            "percentile",
+            // u8 x s8 products saturate in ONNX Runtime on CPUs without VNNI (0.947 without).
+            "--reduce-range",
+            "--calib-data",
+            &format!("feeds:{}", calib.display()),
+            "--eval-data",
+            &format!("feeds:{}", eval.display()),
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["calibration"]["samples"], 64);
+    assert_eq!(report["verification"]["samples"], 32);
+    let ops: Vec<&str> = (report["quantized_nodes"].as_array().unwrap().iter())
+        .map(|n| n["op_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, vec!["MatMul"; 24]);
+    let cosine: f64 = python(
+        &dir,
+        "onnx.checker.check_model('q.onnx', full_check=True)\n\
+         f = dict(np.load('eval.npz'))\n\
+         print(mean_cosine(minilm_embeddings(MINILM, f), minilm_embeddings('q.onnx', f)))",
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(cosine >= 0.99, "mean sentence-embedding cosine {cosine}");
+}
+
+#[test]
+fn dynamic_minilm_verifies_on_eval_feeds_instead_of_synthetic_inputs() {
+    let dir = scratch("dynamic");
+    python(
+        &dir,
+        "np.savez('eval.npz', **minilm_batch(sentences(12), WordPiece(VOCAB)))",
+    );
+    let eval = format!("feeds:{}", dir.join("eval.npz").display());
+    let flags = ["--eval-data", &eval, "--eval-samples", "10"];
+    let (code, stdout, stderr) = quantize_minilm(&dir, "dynamic", &flags);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["verification"]["samples"], 10);
+    assert!(report["accuracy"].is_null(), "feeds carry no labels");
+    let notes = report["notes"].to_string();
+    assert!(!notes.contains("synthetic"), "{notes}");
+}
+
+#[test]
+fn bad_feeds_fail_cleanly_and_leave_no_file() {
+    let dir = scratch("bad");
+    python(
+        &dir,
+        "ids = np.full((4, 8), 101, dtype=np.int64); mask = np.ones((4, 8), dtype=np.int64)\n\
+         np.savez('no_mask.npz', input_ids=ids)\n\
+         np.savez('counts.npz', input_ids=ids, attention_mask=mask[:3])\n\
+         np.savez('int32.npz', input_ids=ids.astype(np.int32), attention_mask=mask)\n\
+         np.savez('rank.npz', input_ids=ids[:, 0], attention_mask=mask[:, 0])\n\
+         np.savez('extra.npz', input_ids=ids, attention_mask=mask, token_type_ids=mask)\n\
+         np.savez('empty.npz', input_ids=ids[:0], attention_mask=mask[:0])",
+    );
+    let feeds = |name: &str| format!("feeds:{}", dir.join(name).display());
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec!["--calib-data".into(), feeds("no_mask.npz")],
+            "no array for model input 'attention_mask' (it holds [\"input_ids\"])",
+        ),
+        (
+            vec!["--calib-data".into(), feeds("counts.npz")],
+            "array 'input_ids' holds 4 samples but 'attention_mask' holds 3 samples",
+        ),
+        (
+            vec!["--calib-data".into(), feeds("int32.npz")],
+            "does not fit the model: input 'input_ids': expected int64, got int32",
+        ),
+        (
+            vec!["--calib-data".into(), feeds("rank.npz")],
+            "input 'input_ids': expected shape [?,?], got [4]",
+        ),
+        (
+            vec!["--calib-data".into(), feeds("empty.npz")],
+            "empty.npz: no samples",
+        ),
+        (
+            vec!["--calib-data".into(), feeds("extra.npz")],
+            "array 'token_type_ids' is not a model input (inputs: input_ids, attention_mask)",
+        ),
+        (
+            vec![
+                "--calib-data".into(),
+                feeds("extra.npz"),
+                "--eval-data".into(),
+                feeds("no_mask.npz"),
+            ],
+            "no_mask.npz: no array for model input 'attention_mask'",
+        ),
+        (
+            vec![
+                "--calib-data".into(),
+                feeds("extra.npz"),
+                "--eval-data".into(),
+                feeds("extra.npz"),
+                "--accuracy-budget".into(),
+                "1".into(),
+            ],
+            "--accuracy-budget needs labelled --eval-data; feeds:FILE.npz has no labels",
+        ),
+        (
+            vec!["--calib-data".into(), "mnist:/nowhere".into()],
+            "--calib-data SPEC feeds one input, but the model has 2 (input_ids, attention_mask); \
+             give feeds:FILE.npz with one array per input",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let (code, _, stderr) = quantize_minilm(&dir, "static", &flags);
+        assert_eq!(code, 1, "{flags:?}: {stderr}");
+        assert!(stderr.starts_with("error: "), "{flags:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(expected), "{flags:?}: {stderr}");
+        assert!(!dir.join("q.onnx").exists(), "{flags:?} left an output");
+    }
+}
