@@ -26,11 +26,10 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use candle_core::{DType, Tensor};
+use serde::Serialize;
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::shape::TensorType;
 use whittle_ir::Model;
-
-use serde::Serialize;
 
 use crate::bail;
 use crate::error::Result;
@@ -175,7 +174,7 @@ impl Distiller {
             .map(|f| f.student.clone())
             .collect();
         keep.push(self.student_output.clone());
-        let s = run_kept(student, "student", sample, keep)?;
+        let s = run_student(student, sample, keep)?;
         let t = self.run_teacher(sample)?;
         let side = |role: &str, name: &str, v: Option<&Value>| match v {
             Some(v) => Ok(Named {
@@ -237,7 +236,7 @@ impl Distiller {
     /// The unweighted MSE of each feature pair on `x` for `model`, a training graph from
     /// [`Distiller::training_graph`] (e.g. `trainer.model()`, projections included).
     pub fn feature_errors(&self, model: &Model, x: &Value) -> Result<Vec<f64>> {
-        let s = run_kept(model, "student", x, self.compared.clone())?;
+        let s = run_student(model, x, self.compared.clone())?;
         let t = self.run_teacher(x)?;
         self.compared
             .iter()
@@ -360,17 +359,12 @@ fn output(x: &LossInput, name: &str) -> Result<Tensor> {
     }
 }
 
-/// Runs single-input `model` (the `role` in errors) on `x`, keeping the values `keep`.
-fn run_kept(
-    model: &Model,
-    role: &str,
-    x: &Value,
-    keep: Vec<String>,
-) -> Result<HashMap<String, Value>> {
+/// Runs the single-input student `model` on `x`, keeping the values `keep`.
+fn run_student(model: &Model, x: &Value, keep: Vec<String>) -> Result<HashMap<String, Value>> {
     let exec = Executor::new(model)?;
     let input = match exec.inputs().as_slice() {
         [one] => one.name.clone(),
-        many => bail!("the {role} must have one input, it has {}", many.len()),
+        many => bail!("the student must have one input, it has {}", many.len()),
     };
     let feed = HashMap::from([(input, x.clone())]);
     Ok(exec.run_with(
@@ -399,8 +393,8 @@ fn row_hashes(x: &Value) -> Result<Vec<u64>> {
 }
 
 /// `model` with the student tensors of `features` added as graph outputs (after the
-/// existing ones), so the loss can read them; remove them again with
-/// `graph.output.truncate(n)` before export.
+/// existing ones), so the loss can read them ([`Distiller::training_graph`] calls it); to
+/// leave them out of the result, export the trained weights into the original model.
 pub fn expose_outputs(model: &Model, features: &[FeaturePair]) -> Result<Model> {
     let mut out = model.clone();
     let g = out.graph_mut();
