@@ -1,12 +1,64 @@
-//! `whittle distill` end to end: a small MLP learns MNIST from the pretrained LeNet5 and
-//! beats the same MLP trained alone for as long; bad settings fail cleanly. Uses
-//! tests/support.
+//! `whittle distill` end to end: a small MLP learns MNIST from the pretrained LeNet5, a
+//! narrower CNN also matches LeNet5's features through projections that are not written;
+//! bad settings fail cleanly. Uses tests/support.
 
 mod support;
 
 use support::{assert_clean_error, asset, mnist_spec, scratch, whittle, whittle_json};
 
 const STUDENT: &str = "zoo:mlp:hidden=32";
+/// A CNN whose first block is 4x narrower than LeNet5's and whose last is as wide.
+const NARROW_CNN: &str = "zoo:cnn:channels=8-16-64";
+
+#[test]
+fn features_of_another_width_train_through_projections_left_out_of_the_output() {
+    let dir = scratch("distill-hint");
+    let o = dir.join("student.onnx").display().to_string();
+    let (lenet, mnist) = (asset("models/mnist_lenet5.onnx"), mnist_spec());
+    let json = whittle_json(&[
+        "distill",
+        "--teacher",
+        &lenet,
+        "--student",
+        NARROW_CNN,
+        "--feature",
+        "p1:block1.maxpool",
+        "--feature",
+        "p2:block3.relu",
+        "--feature-weight",
+        "0.5",
+        "--data",
+        &mnist,
+        "--limit",
+        "1000",
+        "--epochs",
+        "1",
+        "--lr",
+        "0.05",
+        "--test-samples",
+        "500",
+        "-o",
+        &o,
+        "--json",
+    ]);
+    let features = serde_json::json!([
+        {"teacher": "p1", "student": "block1.maxpool", "projection": [32, 8]},
+        {"teacher": "p2", "student": "block3.relu", "projection": null},
+    ]);
+    assert_eq!(json["features"], features, "{json}");
+    // The written file is the model whose accuracy was reported.
+    let eval = whittle_json(&["eval", &o, "--data", &mnist, "--limit", "500", "--json"]);
+    assert_eq!(eval["accuracy"], json["student_accuracy"], "{eval}");
+    let written = whittle_ir::Model::load(&o).unwrap();
+    let student = whittle_zoo::build(NARROW_CNN).unwrap();
+    let (w, s) = (written.graph(), student.graph());
+    assert_eq!(w.node, s.node);
+    assert_eq!(w.output, s.output);
+    let names = |g: &whittle_ir::proto::GraphProto| -> Vec<String> {
+        g.initializer.iter().map(|t| t.name.clone()).collect()
+    };
+    assert_eq!(names(w), names(s));
+}
 
 #[test]
 fn a_small_mlp_learns_from_lenet5() {
@@ -83,5 +135,17 @@ fn distill_refuses_bad_settings() {
     assert_clean_error(&out, &["teacher", "student", "[4, 10]", "[4, 5]"]);
     let out = run(&["--student", STUDENT, "--feature", "nonsense"]);
     assert_clean_error(&out, &["--feature nonsense"]);
+    let out = run(&["--student", NARROW_CNN, "--feature", "p1:block2.maxpool"]);
+    assert_clean_error(
+        &out,
+        &[
+            "'p1'",
+            "'block2.maxpool'",
+            "[4, 32, 14, 14]",
+            "[4, 16, 7, 7]",
+        ],
+    );
+    let out = run(&["--student", STUDENT, "--feature-weight=-1"]);
+    assert_clean_error(&out, &["--feature-weight -1"]);
     assert!(!std::path::Path::new(&o).exists());
 }

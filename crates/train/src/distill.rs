@@ -2,9 +2,19 @@
 //! class scores toward a teacher's softened scores, plus optional feature matching.
 //!
 //! Loss: `alpha * T^2 * KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) * CE(s, labels)`
-//! ([`crate::loss::kl_divergence`] already includes the `T^2`), plus the MSE between each
-//! named teacher tensor and student tensor of the same shape (the student tensor must be
-//! a graph output of the training graph: [`expose_outputs`] adds it).
+//! ([`crate::loss::kl_divergence`] already includes the `T^2`), plus
+//! `beta * MSE(student feature, teacher feature)` for each [`FeaturePair`]
+//! (`beta` = [`DistillConfig::feature_weight`]; the student tensor must be a graph output of
+//! the training graph).
+//!
+//! Feature tensors may differ in width (axis 1: channels of `[N, C, ...]`, features of
+//! `[N, D]`) but in nothing else. The student feature is then mapped to the teacher's width
+//! by a learned projection trained jointly with the student, as in FitNets hint learning:
+//! [`Distiller::training_graph`] adds a 1x1 `Conv` (weight `[Ct, Cs, 1, ...]`) or a `Gemm`
+//! (`transB`, weight `[Dt, Ds]`) after the student feature, whose weight the trainer steps
+//! like any other parameter. The projection exists only in the training graph: export the
+//! trained weights into the original student (`trainer.executor().export(&student)`), so
+//! the output is exactly the student graph, with no extra initializer, node or output.
 //!
 //! The teacher runs in inference mode on the batch the student sees. Its outputs are
 //! cached per sample, keyed by a hash of the sample's input bytes (the trainer does not
@@ -16,6 +26,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use candle_core::{DType, Tensor};
+use serde::Serialize;
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::shape::TensorType;
 use whittle_ir::Model;
@@ -24,6 +35,9 @@ use crate::bail;
 use crate::error::Result;
 use crate::loss::{cross_entropy, kl_divergence, mse};
 use crate::step::LossInput;
+use projection::{add_projection, projection_shape, Named};
+
+mod projection;
 
 /// A teacher tensor matched to a student tensor by MSE.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,6 +48,18 @@ pub struct FeaturePair {
     pub student: String,
 }
 
+/// How a [`FeaturePair`] is compared, found by [`Distiller::check_student`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FeatureMatch {
+    /// Value name in the teacher.
+    pub teacher: String,
+    /// Value name in the student.
+    pub student: String,
+    /// `[out, in]`: the learned projection from the student's width to the teacher's, or
+    /// `None` when both tensors have the same shape.
+    pub projection: Option<[usize; 2]>,
+}
+
 /// Settings of distillation.
 #[derive(Clone, Debug)]
 pub struct DistillConfig {
@@ -41,8 +67,10 @@ pub struct DistillConfig {
     pub temperature: f64,
     /// Weight of the distillation term, in `[0, 1]` (the rest goes to cross-entropy).
     pub alpha: f64,
-    /// Feature pairs matched by MSE (weight 1 each).
+    /// Feature pairs matched by MSE.
     pub features: Vec<FeaturePair>,
+    /// Weight `beta >= 0` of each feature pair's MSE.
+    pub feature_weight: f64,
     /// Most teacher output values kept in the per-sample cache.
     pub cache_floats: usize,
 }
@@ -53,6 +81,7 @@ impl Default for DistillConfig {
             temperature: 4.0,
             alpha: 0.9,
             features: Vec::new(),
+            feature_weight: 1.0,
             cache_floats: 16 << 20,
         }
     }
@@ -78,6 +107,9 @@ pub struct Distiller {
     /// Teacher values compared: the class scores first, then the feature tensors.
     names: Vec<String>,
     student_output: String,
+    /// Student output compared with each feature pair's teacher tensor: the student
+    /// tensor itself or its projection.
+    compared: Vec<String>,
     cfg: DistillConfig,
     cache: HashMap<u64, Vec<Vec<f32>>>,
     /// Per-row shape of each cached value (without the batch axis).
@@ -95,6 +127,9 @@ impl Distiller {
         if !(0.0..=1.0).contains(&cfg.alpha) {
             bail!("--alpha {} must be in [0, 1]", cfg.alpha);
         }
+        if !(cfg.feature_weight >= 0.0 && cfg.feature_weight.is_finite()) {
+            bail!("--feature-weight {} must be >= 0", cfg.feature_weight);
+        }
         let exec = Executor::new(teacher)?;
         let input = match exec.inputs().as_slice() {
             [one] => one.name.clone(),
@@ -105,7 +140,9 @@ impl Distiller {
         };
         let mut names = vec![scores];
         names.extend(cfg.features.iter().map(|f| f.teacher.clone()));
+        let compared = cfg.features.iter().map(|f| f.student.clone()).collect();
         Ok(Distiller {
+            compared,
             teacher: exec,
             input,
             names,
@@ -117,14 +154,19 @@ impl Distiller {
         })
     }
 
-    /// Runs teacher and student on `sample` (one batch of the student's input) and fails
-    /// when the class scores or a feature pair differ in shape, naming both.
-    pub fn check_student(&self, student: &Model, sample: &Value) -> Result<()> {
-        let exec = Executor::new(student)?;
-        let input = match exec.inputs().as_slice() {
-            [one] => one.name.clone(),
-            many => bail!("the student must have one input, it has {}", many.len()),
-        };
+    /// Runs teacher and student on `sample` (one batch of the student's input) and says
+    /// how each feature pair is compared; fails when the class scores differ in shape or
+    /// a feature pair differs in more than its width, naming both tensors.
+    pub fn check_student(&self, student: &Model, sample: &Value) -> Result<Vec<FeatureMatch>> {
+        Ok(self
+            .compare(student, sample)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect())
+    }
+
+    /// [`Distiller::check_student`] with the rank of each student feature.
+    fn compare(&self, student: &Model, sample: &Value) -> Result<Vec<(FeatureMatch, usize)>> {
         let mut keep: Vec<String> = self
             .cfg
             .features
@@ -132,30 +174,82 @@ impl Distiller {
             .map(|f| f.student.clone())
             .collect();
         keep.push(self.student_output.clone());
-        let feed = HashMap::from([(input, sample.clone())]);
-        let s = exec.run_with(
-            feed,
-            RunOptions {
-                keep,
-                ..Default::default()
-            },
-        )?;
+        let s = run_student(student, sample, keep)?;
         let t = self.run_teacher(sample)?;
-        let students = std::iter::once(&self.student_output)
-            .chain(self.cfg.features.iter().map(|f| &f.student));
-        for ((tname, tv), sname) in self.names.iter().zip(&t).zip(students) {
-            let Some(sv) = s.get(sname) else {
-                bail!("the student has no tensor '{sname}'");
-            };
-            if tv.shape() != sv.shape() {
-                bail!(
-                    "teacher '{tname}' has shape {:?} but student '{sname}' has {:?}",
-                    tv.shape(),
-                    sv.shape()
-                );
+        let side = |role: &str, name: &str, v: Option<&Value>| match v {
+            Some(v) => Ok(Named {
+                label: format!("{role} '{name}'"),
+                dims: v.shape().to_vec(),
+            }),
+            None => bail!("the {role} has no tensor '{name}'"),
+        };
+        let scores = (
+            side("teacher", &self.names[0], t.first())?,
+            side("student", &self.student_output, s.get(&self.student_output))?,
+        );
+        if scores.0.dims != scores.1.dims {
+            bail!(
+                "{} has shape {:?} but {} has {:?}",
+                scores.0.label,
+                scores.0.dims,
+                scores.1.label,
+                scores.1.dims
+            );
+        }
+        self.cfg
+            .features
+            .iter()
+            .zip(&t[1..])
+            .map(|(pair, tv)| {
+                let sside = side("student", &pair.student, s.get(&pair.student))?;
+                let projection =
+                    projection_shape(&side("teacher", &pair.teacher, Some(tv))?, &sside)?;
+                let m = FeatureMatch {
+                    teacher: pair.teacher.clone(),
+                    student: pair.student.clone(),
+                    projection,
+                };
+                Ok((m, sside.dims.len()))
+            })
+            .collect()
+    }
+
+    /// The graph to train: `student` with its feature tensors exposed as outputs and a
+    /// learned projection after each feature narrower or wider than its teacher tensor
+    /// (checked on `sample` as [`Distiller::check_student`] does); the loss then compares
+    /// the projections. Returns the graph and how each pair is compared.
+    pub fn training_graph(
+        &mut self,
+        student: &Model,
+        sample: &Value,
+    ) -> Result<(Model, Vec<FeatureMatch>)> {
+        let matches = self.compare(student, sample)?;
+        let mut graph = expose_outputs(student, &self.cfg.features)?;
+        for (i, (m, rank)) in matches.iter().enumerate() {
+            if let Some(shape) = m.projection {
+                self.compared[i] = add_projection(&mut graph, &m.student, *rank, shape, i as u64)?;
             }
         }
-        Ok(())
+        Ok((graph, matches.into_iter().map(|(m, _)| m).collect()))
+    }
+
+    /// The unweighted MSE of each feature pair on `x` for `model`, a training graph from
+    /// [`Distiller::training_graph`] (e.g. `trainer.model()`, projections included).
+    pub fn feature_errors(&self, model: &Model, x: &Value) -> Result<Vec<f64>> {
+        let s = run_student(model, x, self.compared.clone())?;
+        let t = self.run_teacher(x)?;
+        self.compared
+            .iter()
+            .zip(&t[1..])
+            .map(|(name, tv)| {
+                let Some(sv) = s.get(name) else {
+                    bail!("the student has no tensor '{name}'");
+                };
+                let sv = sv.tensor().to_dtype(DType::F32)?;
+                let err = mse(&sv, &tv.tensor().to_dtype(DType::F32)?)?;
+                Ok(err.to_scalar::<f32>()? as f64)
+            })
+            .collect()
     }
 
     /// The teacher's compared values on `x`.
@@ -248,9 +342,10 @@ impl Distiller {
         let student = output(x, &self.student_output)?;
         let (t, a) = (self.cfg.temperature, self.cfg.alpha);
         let mut loss = distillation_loss(&student, &teacher[0], x.labels, t, a)?;
-        for (pair, tv) in self.cfg.features.iter().zip(&teacher[1..]) {
-            let sv = output(x, &pair.student)?;
-            loss = (loss + mse(&sv, &tv.to_dtype(sv.dtype())?)?)?;
+        for (name, tv) in self.compared.iter().zip(&teacher[1..]) {
+            let sv = output(x, name)?;
+            let err = mse(&sv, &tv.to_dtype(sv.dtype())?)?;
+            loss = (loss + (err * self.cfg.feature_weight)?)?;
         }
         Ok(loss)
     }
@@ -262,6 +357,23 @@ fn output(x: &LossInput, name: &str) -> Result<Tensor> {
         Some(v) => Ok(v.tensor().to_dtype(DType::F32)?),
         None => bail!("the student has no output '{name}'"),
     }
+}
+
+/// Runs the single-input student `model` on `x`, keeping the values `keep`.
+fn run_student(model: &Model, x: &Value, keep: Vec<String>) -> Result<HashMap<String, Value>> {
+    let exec = Executor::new(model)?;
+    let input = match exec.inputs().as_slice() {
+        [one] => one.name.clone(),
+        many => bail!("the student must have one input, it has {}", many.len()),
+    };
+    let feed = HashMap::from([(input, x.clone())]);
+    Ok(exec.run_with(
+        feed,
+        RunOptions {
+            keep,
+            ..Default::default()
+        },
+    )?)
 }
 
 /// A hash of each row's bytes (rows along the first axis).
@@ -281,8 +393,8 @@ fn row_hashes(x: &Value) -> Result<Vec<u64>> {
 }
 
 /// `model` with the student tensors of `features` added as graph outputs (after the
-/// existing ones), so the loss can read them; remove them again with
-/// `graph.output.truncate(n)` before export.
+/// existing ones), so the loss can read them ([`Distiller::training_graph`] calls it); to
+/// leave them out of the result, export the trained weights into the original model.
 pub fn expose_outputs(model: &Model, features: &[FeaturePair]) -> Result<Model> {
     let mut out = model.clone();
     let g = out.graph_mut();

@@ -1,5 +1,7 @@
 //! `whittle distill`: knowledge distillation of a teacher classifier into a student
-//! (`alpha * T^2 * KL + (1 - alpha) * CE`, optional same-shape feature MSE).
+//! (`alpha * T^2 * KL + (1 - alpha) * CE`, optional feature MSE; a feature of another
+//! width goes through a learned projection that is trained with the student and left out
+//! of the written model).
 
 use std::path::PathBuf;
 
@@ -9,7 +11,7 @@ use whittle_data::Split;
 use whittle_exec::{Executor, Value};
 use whittle_ir::Model;
 use whittle_passes::optimize::ModelStats;
-use whittle_train::distill::{expose_outputs, DistillConfig, Distiller, FeaturePair};
+use whittle_train::distill::{DistillConfig, Distiller, FeatureMatch, FeaturePair};
 use whittle_train::{EpochReport, Trainer};
 
 use super::quantize::{eval_set, save_atomically};
@@ -30,9 +32,14 @@ pub struct Args {
     /// Weight of the distillation term in [0, 1]; the rest is cross-entropy on labels.
     #[arg(long, default_value_t = 0.9)]
     alpha: f64,
-    /// Match TEACHER_TENSOR to STUDENT_TENSOR (same shape) by MSE; repeatable.
+    /// Match TEACHER_TENSOR to STUDENT_TENSOR by MSE; repeatable. When their widths differ
+    /// (axis 1: channels of [N, C, H, W], features of [N, D]) a learned 1x1 projection maps
+    /// the student's to the teacher's during training; other sizes must match.
     #[arg(long, value_name = "TEACHER_TENSOR:STUDENT_TENSOR")]
     feature: Vec<String>,
+    /// Weight of each --feature pair's MSE (>= 0).
+    #[arg(long, default_value_t = 1.0)]
+    feature_weight: f64,
     /// Test images for the accuracies (default: the whole test split).
     #[arg(long)]
     test_samples: Option<usize>,
@@ -59,6 +66,8 @@ struct Summary {
     teacher_params: u64,
     student_params: u64,
     test_samples: usize,
+    /// The --feature pairs and their projections (`[out, in]` or null).
+    features: Vec<FeatureMatch>,
     epochs: Vec<EpochReport>,
 }
 
@@ -75,7 +84,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = DistillConfig {
         temperature: args.temperature,
         alpha: args.alpha,
-        features: features.clone(),
+        features,
+        feature_weight: args.feature_weight,
         ..DistillConfig::default()
     };
     let teacher = Model::load(&args.teacher)
@@ -94,18 +104,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut distiller = Distiller::new(&teacher, &scores, cfg)?;
     let rows: Vec<usize> = (0..train.len().min(4)).collect();
     let (sample, _) = train.gather(&rows)?;
-    distiller.check_student(&student, &Value::try_from(&sample)?)?;
-    let graph = expose_outputs(&student, &features)?;
+    let (graph, features) = distiller.training_graph(&student, &Value::try_from(&sample)?)?;
     let mut config = train_config(&args.settings, train.len())?;
     config.progress = !args.json;
     config.verbose = !args.json;
     let mut trainer = Trainer::new(&graph, config)?.with_loss(move |x| distiller.loss(x));
     let report = trainer.fit(&train, None)?;
-    let mut trained = trainer.model()?;
-    trained
-        .graph_mut()
-        .output
-        .truncate(student.graph().output.len());
+    // The student graph with the trained weights: no exposed feature, no projection.
+    let trained = trainer.executor().export(&student)?;
     save_atomically(&trained, &args.output)?;
     let eval = eval_set(&student_exec, &spec, args.test_samples, "--data")?;
     let summary = Summary {
@@ -115,6 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         teacher_params: ModelStats::of(&teacher).params,
         student_params: ModelStats::of(&trained).params,
         test_samples: eval.labels.as_ref().map_or(0, Vec::len),
+        features,
         epochs: report.epochs,
     };
     print_summary(&summary, args.json)
@@ -147,5 +154,12 @@ fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
         crate::report::human_count(s.student_params),
         s.output
     );
+    for f in &s.features {
+        let how = match f.projection {
+            Some([out, inp]) => format!("through a learned {out}x{inp} projection"),
+            None => "directly".to_string(),
+        };
+        println!("feature {} <- {} matched {how}", f.teacher, f.student);
+    }
     Ok(())
 }
