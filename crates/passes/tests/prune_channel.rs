@@ -337,3 +337,21 @@ fn criteria_and_global_ranking_give_valid_models() {
     );
     assert!(err.is_err());
 }
+
+#[test]
+fn pruned_models_keep_a_symbolic_batch() {
+    let model = whittle_zoo::build("zoo:cnn").unwrap();
+    let (pruned, _) = prune_channels(&model, &ChannelConfig::default(), None).unwrap();
+    let g = pruned.graph();
+    assert!(!g.value_info.is_empty());
+    for v in g.value_info.iter().chain(&g.output) {
+        let dims = whittle_ir::shape::TensorType::from_value_info(v)
+            .dims
+            .unwrap();
+        assert!(
+            !matches!(dims.first(), Some(whittle_ir::shape::Dim::Known(_))),
+            "{} has a fixed batch: {dims:?}",
+            v.name
+        );
+    }
+}

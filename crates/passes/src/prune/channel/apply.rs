@@ -28,7 +28,8 @@ pub fn apply(model: &Model, dep: &DepGraph, kept: &HashMap<usize, Vec<usize>>) -
         update_depthwise(&mut out, name)?;
     }
     out.graph_mut().value_info.clear();
-    let types = super::cost::static_shapes(&out)?;
+    // Symbolic sizes (the batch) stay symbolic in the annotations.
+    let types = shape::infer(&out, &Default::default())?;
     shape::annotate(&mut out, &types);
     Ok(out)
 }
