@@ -9,7 +9,6 @@ use whittle_ir::Model;
 
 use super::build::Builder;
 use super::config::QuantConfig;
-use super::report::QuantizedNode;
 use super::scheme::{quantize_weight, Scheme};
 use super::weights::initializer;
 use crate::Result;
@@ -17,12 +16,10 @@ use crate::Result;
 /// Tables smaller than this stay float: their bytes do not matter and a lookup is cheap.
 pub const MIN_TABLE_ELEMENTS: usize = 4096;
 
-/// Quantizes the tables of eligible `Gather` nodes (float initializer data of at least
+/// Indices of the eligible `Gather` nodes: float initializer data of at least
 /// [`MIN_TABLE_ELEMENTS`] elements that no other node reads, gathered along axis 0, not
-/// excluded); returns the nodes changed.
-pub fn quantize_tables(model: &mut Model, cfg: &QuantConfig) -> Result<Vec<QuantizedNode>> {
-    // Per-axis DequantizeLinear needs opset 13.
-    let per_column = cfg.per_channel && model.opset("").is_some_and(|v| v >= 13);
+/// excluded.
+pub fn eligible(model: &Model, cfg: &QuantConfig) -> Result<Vec<usize>> {
     let graph = model.graph();
     let consumers = graph.consumers();
     let mut eligible = Vec::new();
@@ -48,9 +45,16 @@ pub fn quantize_tables(model: &mut Model, cfg: &QuantConfig) -> Result<Vec<Quant
             eligible.push(i);
         }
     }
+    Ok(eligible)
+}
+
+/// Quantizes the tables of the [`eligible`] `Gather` nodes.
+pub fn quantize_tables(model: &mut Model, cfg: &QuantConfig) -> Result<()> {
+    // Per-axis DequantizeLinear needs opset 13.
+    let per_column = cfg.per_channel && model.opset("").is_some_and(|v| v >= 13);
     // Reduce-range guards integer products against overflow; a lookup has none.
     let full_range = Scheme::weights(cfg.weight_type, false);
-    let mut changed = Vec::new();
+    let eligible = eligible(model, cfg)?;
     let mut b = Builder::new(model.graph_mut());
     for i in eligible {
         let node = b.graph.node[i].clone();
@@ -79,12 +83,8 @@ pub fn quantize_tables(model: &mut Model, cfg: &QuantConfig) -> Result<Vec<Quant
             attrs,
         );
         b.drop_node(i);
-        changed.push(QuantizedNode {
-            name: node.name.clone(),
-            op_type: node.op_type.clone(),
-        });
     }
     b.prune();
     model.graph_mut().sort_topologically()?;
-    Ok(changed)
+    Ok(())
 }

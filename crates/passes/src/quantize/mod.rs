@@ -94,17 +94,20 @@ pub fn watched_tensors(model: &Model, targets: &[Target]) -> HashSet<String> {
     watch
 }
 
-/// Writes the statically quantized model in the configured format.
+/// Writes the statically quantized model in the configured format, with its embedding
+/// tables in int8 ([`gather`]).
 pub fn export_static(
     model: &Model,
     cfg: &QuantConfig,
     targets: &[Target],
     ranges: &HashMap<String, (f32, f32)>,
 ) -> Result<Model> {
-    match cfg.format {
-        Format::Qdq => qdq::export(model, cfg, targets, ranges),
-        Format::QOperator => qoperator::export(model, cfg, targets, ranges),
-    }
+    let mut out = match cfg.format {
+        Format::Qdq => qdq::export(model, cfg, targets, ranges)?,
+        Format::QOperator => qoperator::export(model, cfg, targets, ranges)?,
+    };
+    gather::quantize_tables(&mut out, cfg)?;
+    Ok(out)
 }
 
 /// Prepares `model` and calibrates it on `calib` (batches feeding the model's inputs).
@@ -142,13 +145,14 @@ where
 {
     let start = std::time::Instant::now();
     let (prepared, calibration) = calibrated(model, cfg, calib)?;
+    let tables = gather::eligible(&prepared.model, cfg)?;
     let out = export_static(
         &prepared.model,
         cfg,
         &prepared.plan.targets,
         &calibration.ranges,
     )?;
-    let report = new_report(
+    let mut report = new_report(
         "static",
         format_name(cfg),
         cfg,
@@ -158,7 +162,26 @@ where
         Some(calibration),
         start,
     );
+    note_tables(&mut report, &prepared.model, &tables);
     Ok((out, report))
+}
+
+/// Lists the `Gather` nodes at `tables` (indices into `model`) as quantized, with a note.
+fn note_tables(report: &mut QuantReport, model: &Model, tables: &[usize]) {
+    if tables.is_empty() {
+        return;
+    }
+    report.notes.push(format!(
+        "{} embedding table(s) stored in int8 (Gather + DequantizeLinear)",
+        tables.len()
+    ));
+    let nodes = &model.graph().node;
+    report
+        .quantized_nodes
+        .extend(tables.iter().map(|&i| QuantizedNode {
+            name: plan::node_label(&nodes[i], i),
+            op_type: nodes[i].op_type.clone(),
+        }));
 }
 
 /// Static INT8 quantization within an accuracy budget: calibrates, then keeps the most
@@ -206,8 +229,9 @@ where
 pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantReport)> {
     let start = std::time::Instant::now();
     let prepared = prepare(model, cfg, WeightSource::Initializer)?;
+    let tables = gather::eligible(&prepared.model, cfg)?;
     let mut out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
-    let tables = gather::quantize_tables(&mut out, cfg)?;
+    gather::quantize_tables(&mut out, cfg)?;
     let mut report = new_report(
         "dynamic",
         "qoperator",
@@ -221,13 +245,7 @@ pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantRep
     if cfg.per_channel && prepared.plan.targets.iter().any(|t| t.op_type == "Conv") {
         report.notes.push(dynamic::CONV_PER_TENSOR_NOTE.into());
     }
-    if !tables.is_empty() {
-        report.notes.push(format!(
-            "{} embedding table(s) stored in int8 (Gather + DequantizeLinear)",
-            tables.len()
-        ));
-        report.quantized_nodes.extend(tables);
-    }
+    note_tables(&mut report, &prepared.model, &tables);
     Ok((out, report))
 }
 
