@@ -1,19 +1,13 @@
 //! `whittle quantize` end to end: outputs pass onnx.checker and run in ONNX Runtime with
-//! the stated accuracy, and bad input fails cleanly. Local helpers (no shared support
-//! module): `whittle`, `ort_check`, `scratch`.
+//! the stated accuracy, and bad input fails cleanly.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-
-fn assets() -> PathBuf {
-    std::env::var("WHITTLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/whittle-assets")
-        })
-}
+use support::{assets, scratch, whittle_text as whittle};
 
 fn lenet() -> PathBuf {
     assets().join("models/mnist_lenet5.onnx")
@@ -21,27 +15,6 @@ fn lenet() -> PathBuf {
 
 fn mnist() -> String {
     format!("mnist:{}", assets().join("mnist").display())
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-cli-quant-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Runs whittle; returns (exit code, stdout, stderr).
-fn whittle(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
 }
 
 /// Quantizes LeNet5 with `extra` flags into `dir/q.onnx`; returns the JSON report.

@@ -1,41 +1,17 @@
 //! `whittle quantize` with `feeds:FILE.npz` data for models with several inputs: static
 //! INT8 of paraphrase-MiniLM-L3-v2 calibrated on real token feeds, checked in ONNX Runtime,
-//! and bad feeds failing cleanly. Local helpers (no shared support module): `whittle`,
-//! `python`, `scratch`.
+//! and bad feeds failing cleanly.
+
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
+use support::{assets, scratch, whittle_text as whittle};
 
 fn minilm() -> PathBuf {
-    let assets = std::env::var("WHITTLE_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/whittle-assets")
-        });
-    assets.join("models/paraphrase-MiniLM-L3-v2.onnx")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-cli-feeds-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// Runs whittle; returns (exit code, stdout, stderr).
-fn whittle(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (
-        out.status.code().unwrap_or(-1),
-        text(&out.stdout),
-        text(&out.stderr),
-    )
+    assets().join("models/paraphrase-MiniLM-L3-v2.onnx")
 }
 
 /// Runs `code` in Python inside `dir` with bench/quantize_vs_ort.py importable (its

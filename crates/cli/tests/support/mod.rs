@@ -34,6 +34,17 @@ pub fn whittle(args: &[&str]) -> Output {
         .expect("run whittle")
 }
 
+/// Runs `whittle` with `args`; returns (exit code, stdout, stderr) as text.
+pub fn whittle_text(args: &[&str]) -> (i32, String, String) {
+    let out = whittle(args);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
 /// Runs `whittle` with `args`, checks success, and parses its standard output as JSON.
 pub fn whittle_json(args: &[&str]) -> serde_json::Value {
     let out = whittle(args);
