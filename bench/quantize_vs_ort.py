@@ -19,6 +19,9 @@ float16 converter and its MatMulNBitsQuantizer. Each row: accuracy (or cosine), 
 ORT latency at batch 1 and 32 (1 thread, median), wall time to quantize. A second table
 gives the peak RSS of static calibration with 512 and 5,000 samples.
 
+The ORT MatMulNBits rows need the `onnx_ir` package (`pip install onnx_ir`); without it
+they are kept as skipped with the import error.
+
 whittle is called as `BIN quantize MODEL -o OUT --mode M [...] --json`. A row whose
 command fails (e.g. a mode the binary does not have yet) is kept with its error as a
 note.
