@@ -1,40 +1,11 @@
 //! `whittle optimize` end to end on real models: JSON fields, verification, and bad input.
-//! (Minimal local helpers; the shared CLI test helpers live in tests/cli.rs.)
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod support;
+
+use support::{asset, json, scratch, whittle};
 
 fn model(name: &str) -> String {
-    let dir = whittle_data::assets_dir();
-    assert!(
-        dir.join("models").is_dir(),
-        "assets not found in {}",
-        dir.display()
-    );
-    dir.join("models").join(name).display().to_string()
-}
-
-fn whittle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .output()
-        .expect("run whittle")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-cli-opt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    asset(&format!("models/{name}"))
 }
 
 fn changes(report: &serde_json::Value, pass: &str) -> u64 {

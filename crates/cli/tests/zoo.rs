@@ -1,30 +1,8 @@
-//! `whittle zoo`: writing zoo models, listing them, and its errors. Local helpers only.
+//! `whittle zoo`: writing zoo models, listing them, and its errors.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod support;
 
-fn whittle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .output()
-        .expect("the whittle binary runs")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-cli-zoo-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn json(out: &Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("stdout is JSON")
-}
+use support::{json, scratch, whittle};
 
 #[test]
 fn zoo_writes_a_model_and_reports_its_size() {

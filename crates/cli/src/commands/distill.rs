@@ -14,7 +14,8 @@ use whittle_passes::optimize::ModelStats;
 use whittle_train::distill::{DistillConfig, Distiller, FeatureMatch, FeaturePair};
 use whittle_train::{EpochReport, Trainer};
 
-use super::quantize::{eval_set, save_atomically};
+use super::output::{check_output, save_atomically, InputModel};
+use super::quantize::eval_set;
 use super::train::{build_model, refuse_model_setting, train_config, Settings};
 
 /// Arguments of `whittle distill`.
@@ -74,12 +75,12 @@ struct Summary {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     refuse_model_setting(&args.settings, "--student")?;
-    if args.output.exists() && !args.force {
-        bail!(
-            "{} exists; pass --force to overwrite it",
-            args.output.display()
-        );
-    }
+    check_output(
+        &args.teacher,
+        &args.output,
+        args.force,
+        InputModel::Protected,
+    )?;
     let features = parse_features(&args.feature)?;
     let cfg = DistillConfig {
         temperature: args.temperature,

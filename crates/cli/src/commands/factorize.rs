@@ -1,14 +1,15 @@
 //! `whittle factorize`: low-rank factorization of Gemm/MatMul/Conv weights by truncated SVD.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
 use whittle_data::Split;
 use whittle_exec::Executor;
-use whittle_ir::{ExternalData, Model};
+use whittle_ir::Model;
 use whittle_passes::factorize::{factorize, FactorizeConfig, LayerFactorization, RankRule};
 
+use super::output::{check_output, save_or_remove, InputModel};
 use crate::report::{human_bytes, human_count, print_json};
 
 /// Samples per batch when measuring accuracy.
@@ -67,7 +68,7 @@ struct Report {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    check_output(&args.model, &args.output, args.force)?;
+    check_output(&args.model, &args.output, args.force, InputModel::Protected)?;
     let rank = match (args.rank_ratio, args.energy) {
         (Some(r), None) => RankRule::Ratio(r),
         (None, Some(e)) => RankRule::Energy(e),
@@ -95,11 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Ok(Some(result.accuracy))
     };
     let (accuracy_before, accuracy_after) = (accuracy(&model)?, accuracy(&factorized)?);
-    factorized
-        .save(&args.output, &ExternalData::Auto)
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&args.output);
-        })?;
+    save_or_remove(&factorized, &args.output)?;
     let out = Report {
         input: args.model.display().to_string(),
         output: args.output.display().to_string(),
@@ -117,22 +114,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_human(&out);
         Ok(())
     }
-}
-
-/// Refuses to overwrite the input model, or an existing output without `--force`.
-fn check_output(model: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
-    if let (Ok(a), Ok(b)) = (model.canonicalize(), output.canonicalize()) {
-        if a == b {
-            bail!(
-                "the output {} is the input model; choose another path",
-                output.display()
-            );
-        }
-    }
-    if output.exists() && !force {
-        bail!("{} exists; pass --force to overwrite it", output.display());
-    }
-    Ok(())
 }
 
 fn print_human(r: &Report) {

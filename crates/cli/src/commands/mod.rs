@@ -9,6 +9,7 @@ pub mod factorize;
 pub(crate) mod feeds;
 pub mod inspect;
 pub mod optimize;
+pub mod output;
 pub mod profile;
 pub mod prune;
 pub mod prune_channel;

@@ -1,14 +1,15 @@
 //! `whittle optimize`: lossless graph optimization (folding, fusion, clean-up passes).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use whittle_ir::{ExternalData, Model};
+use whittle_ir::Model;
 use whittle_passes::optimize::{optimize, pass_names, verify, PassReport, Pipeline};
 
+use super::output::{check_output, save_or_remove, InputModel};
 use crate::report::{human_bytes, human_count, print_json};
 
 /// Largest relative output difference `--verify` accepts.
@@ -71,7 +72,7 @@ struct Report {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    check_output_path(&args)?;
+    check_output(&args.model, &args.output, args.force, InputModel::Protected)?;
     let pipeline = match &args.passes {
         Some(names) => Pipeline::from_names(names)?,
         None => Pipeline::default_passes(),
@@ -91,11 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    optimized
-        .save(&args.output, &ExternalData::Auto)
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&args.output);
-        })?;
+    save_or_remove(&optimized, &args.output)?;
     let out = Report {
         input: args.model.display().to_string(),
         output: args.output.display().to_string(),
@@ -114,26 +111,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_human(&out);
         Ok(())
     }
-}
-
-fn check_output_path(args: &Args) -> anyhow::Result<()> {
-    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same(&args.model, &args.output) {
-        bail!(
-            "the output {} is the input model; choose another path",
-            args.output.display()
-        );
-    }
-    if args.output.exists() && !args.force {
-        bail!(
-            "{} exists; pass --force to overwrite it",
-            args.output.display()
-        );
-    }
-    Ok(())
 }
 
 /// Parses `NAME=d0,d1,...` items of `--shape`.

@@ -21,8 +21,9 @@ use whittle_passes::prune::{
 use whittle_passes::quantize::sensitivity::EvalSet;
 use whittle_train::distill::DistillConfig;
 
+use super::output::{check_output, save_atomically, InputModel};
 use super::prune_channel::{self, ChannelSummary, LatencySummary};
-use super::quantize::{check_output, eval_set, save_atomically};
+use super::quantize::eval_set;
 use super::train::{build_model, steps_per_epoch, train_config, Settings};
 
 /// Arguments of `whittle prune`.
@@ -218,7 +219,12 @@ struct Summary {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let target = check_args(&args)?;
-    check_output(Path::new(&args.model), &args.output, args.force)?;
+    check_output(
+        Path::new(&args.model),
+        &args.output,
+        args.force,
+        InputModel::ForceOverwrites,
+    )?;
     let model = build_model(&args.model)?;
     let epochs = finetune_epochs(&args);
     let taylor = args.criterion.as_deref() == Some("taylor");

@@ -24,9 +24,8 @@ use whittle_passes::qat::{self, insert::ScaleMode, QatState};
 use whittle_passes::quantize::{self, QuantConfig};
 use whittle_train::{EpochReport, Trainer};
 
-use super::quantize::{
-    check_batch, dataset_batches, eval_set, save_atomically, single_input, CalibrationArg,
-};
+use super::output::{check_output, save_atomically, InputModel};
+use super::quantize::{check_batch, dataset_batches, eval_set, single_input, CalibrationArg};
 use super::train::{build_model, refuse_model_setting, train_config, Settings};
 
 /// Arguments of `whittle qat`.
@@ -183,18 +182,12 @@ fn check_args(args: &Args, epochs: usize) -> anyhow::Result<()> {
             args.start_epoch
         );
     }
-    if args.output.exists() && !args.force {
-        bail!(
-            "{} exists; pass --force to overwrite it",
-            args.output.display()
-        );
-    }
-    if std::path::Path::new(&args.input) == args.output {
-        bail!(
-            "the output {} is the input model; choose another -o",
-            args.output.display()
-        );
-    }
+    check_output(
+        std::path::Path::new(&args.input),
+        &args.output,
+        args.force,
+        InputModel::Protected,
+    )?;
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }

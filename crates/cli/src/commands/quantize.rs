@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use whittle_data::{Dataset, Split};
 use whittle_exec::executor::check_input;
 use whittle_exec::{Executor, InputSpec, Value};
-use whittle_ir::{DataType, ExternalData, Model, TensorData};
+use whittle_ir::{DataType, Model, TensorData};
 use whittle_passes::fp16::Fp16Options;
 use whittle_passes::int4::Int4Options;
 use whittle_passes::quantize::sensitivity::{AccuracyReport, EvalSet};
@@ -15,6 +15,7 @@ use whittle_passes::quantize::{
 };
 
 use super::feeds::{self, Feed, BATCH};
+use super::output::{check_output, save_atomically, InputModel};
 
 /// Arguments of `whittle quantize`.
 #[derive(clap::Args)]
@@ -164,7 +165,12 @@ const VERIFY_SAMPLES: usize = 64;
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     let cfg = config(&args)?;
-    check_output(&args.model, &args.output, args.force)?;
+    check_output(
+        &args.model,
+        &args.output,
+        args.force,
+        InputModel::ForceOverwrites,
+    )?;
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
     let exec = Executor::new(&model)?;
@@ -278,24 +284,6 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
         cfg.op_types = ops.clone();
     }
     Ok(cfg)
-}
-
-/// Refuses to overwrite the input or an existing output without --force.
-pub(crate) fn check_output(model: &Path, output: &Path, force: bool) -> anyhow::Result<()> {
-    let same = match (model.canonicalize(), output.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    if same && !force {
-        bail!(
-            "the output {} is the input model; pass --force to overwrite it",
-            output.display()
-        );
-    }
-    if output.exists() && !force {
-        bail!("{} exists; pass --force to overwrite it", output.display());
-    }
-    Ok(())
 }
 
 /// The model's only input (dataset SPECs feed one input).
@@ -461,25 +449,6 @@ fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<Feed> {
             Ok((spec.name.clone(), Value::try_from(&data)?))
         })
         .collect()
-}
-
-/// Writes to a temporary file beside `out`, then renames it into place.
-pub(crate) fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("model.onnx");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let saved = model.save(&tmp, &ExternalData::Never);
-    if let Err(e) = saved {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", out.display()));
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("moving the model into {}", out.display()))
 }
 
 /// Writes the report as JSON or HTML, by the file's extension.

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::output::{check_output, InputModel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use whittle_data::Split;
@@ -162,18 +163,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(data_spec) = settings.data.clone() else {
         bail!("--data is required");
     };
-    if Path::new(&model_spec) == args.output {
-        bail!(
-            "the output {} is the input model; choose another -o",
-            args.output.display()
-        );
-    }
-    if args.output.exists() && !args.force {
-        bail!(
-            "{} exists; pass --force to overwrite it",
-            args.output.display()
-        );
-    }
+    check_output(
+        Path::new(&model_spec),
+        &args.output,
+        args.force,
+        InputModel::Protected,
+    )?;
     let data = whittle_data::load(&data_spec, Split::Train, settings.limit)
         .with_context(|| format!("loading --data {data_spec}"))?;
     let seed = settings.seed.unwrap_or(0);

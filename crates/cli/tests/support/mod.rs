@@ -47,10 +47,14 @@ pub fn whittle_text(args: &[&str]) -> (i32, String, String) {
 
 /// Runs `whittle` with `args`, checks success, and parses its standard output as JSON.
 pub fn whittle_json(args: &[&str]) -> serde_json::Value {
-    let out = whittle(args);
+    json(&whittle(args))
+}
+
+/// Checks that a run succeeded and parses its standard output as JSON.
+pub fn json(out: &Output) -> serde_json::Value {
     assert!(
         out.status.success(),
-        "whittle {args:?} failed: {}",
+        "whittle failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")

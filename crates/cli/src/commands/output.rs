@@ -1,0 +1,72 @@
+//! Output paths: the checks every command makes before it writes a model, and writing one
+//! so that a failure leaves no partial file.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use whittle_ir::{ExternalData, Model};
+
+/// What `--force` may overwrite when the output path is the command's own input model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum InputModel {
+    /// Never written over (the command reads it while it works, or trains from it).
+    Protected,
+    /// Written over with `--force`.
+    ForceOverwrites,
+}
+
+/// Refuses an output that is the input model (per `input`) or an existing file without
+/// `--force`. `model` may name something that is not a file (`zoo:NAME`).
+pub(crate) fn check_output(
+    model: &Path,
+    output: &Path,
+    force: bool,
+    input: InputModel,
+) -> anyhow::Result<()> {
+    let same = model == output
+        || matches!((model.canonicalize(), output.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if same && (input == InputModel::Protected || !force) {
+        let remedy = match input {
+            InputModel::Protected => "choose another path",
+            InputModel::ForceOverwrites => "pass --force to overwrite it",
+        };
+        bail!(
+            "the output {} is the input model; {remedy}",
+            output.display()
+        );
+    }
+    if output.exists() && !force {
+        bail!("{} exists; pass --force to overwrite it", output.display());
+    }
+    Ok(())
+}
+
+/// Saves `model` to `out` (external data where the model needs it), removing the file
+/// again when saving fails.
+pub(crate) fn save_or_remove(model: &Model, out: &Path) -> anyhow::Result<()> {
+    model
+        .save(out, &ExternalData::Auto)
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(out);
+        })
+        .with_context(|| format!("writing {}", out.display()))
+}
+
+/// Writes to a temporary file beside `out`, then renames it into place.
+pub(crate) fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("model.onnx");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let saved = model.save(&tmp, &ExternalData::Never);
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", out.display()));
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("moving the model into {}", out.display()))
+}
