@@ -267,6 +267,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(c) => 1.0 - c.params_after as f64 / c.params_before.max(1) as f64,
         None => report.sparsity,
     };
+    let accuracy_after = accuracy(eval.as_ref(), &pruned.model)?;
+    save_atomically(&pruned.model, &args.output)?;
+    let latency = match &channel {
+        Some(_) if args.latency_runs > 0 => {
+            let input = Path::new(&args.model);
+            Some(prune_channel::latency(
+                (&model, input.is_file().then_some(input)),
+                (&pruned.model, &args.output),
+                args.latency_runs,
+                &mut pruned.notes,
+            )?)
+        }
+        _ => None,
+    };
     let summary = Summary {
         output: args.output.display().to_string(),
         method: args.method,
@@ -282,28 +296,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         gzip_bytes: gzip_size(&output_bytes),
         compression: "gzip -6",
         accuracy_before,
-        accuracy_after: accuracy(eval.as_ref(), &pruned.model)?,
+        accuracy_after,
         eval_samples: eval
             .as_ref()
             .map(|e| e.data.dims().first().copied().unwrap_or(0)),
         finetune_epochs: epochs,
         channels,
-        latency: None,
-        notes: Vec::new(),
+        latency,
+        notes: pruned.notes,
     };
-    save_atomically(&pruned.model, &args.output)?;
-    let mut summary = summary;
-    if channel.is_some() && args.latency_runs > 0 {
-        let input = Path::new(&args.model);
-        let input = input.is_file().then_some(input);
-        summary.latency = Some(prune_channel::latency(
-            (&model, input),
-            (&pruned.model, &args.output),
-            args.latency_runs,
-            &mut pruned.notes,
-        )?);
-    }
-    summary.notes = pruned.notes;
     if args.json {
         return crate::report::print_json(&summary);
     }
