@@ -100,7 +100,28 @@ fn relu_inputs(model: &Model) -> HashSet<String> {
         .collect()
 }
 
-/// Runs both models on `batches` and compares every tensor name they share.
+/// Tensors worth comparing: the graph outputs and every value the quantized model computes
+/// differently, i.e. whose producer has another op type or other inputs (quantized nodes,
+/// nodes reading dequantized or cast values). Values downstream of those carry the same
+/// error and are not captured, which keeps verification cheap on large models.
+fn changed_values(float: &Model, quant: &Model) -> HashSet<String> {
+    let (fg, qg) = (float.graph(), quant.graph());
+    let quant_producers = &qg.producers();
+    let changed = fg.node.iter().flat_map(|node| {
+        node.output.iter().filter(move |name| {
+            quant_producers.get(*name).is_none_or(|&i| {
+                let q = &qg.node[i];
+                q.op_type != node.op_type || q.input != node.input || q.domain != node.domain
+            })
+        })
+    });
+    changed
+        .chain(fg.output.iter().map(|o| &o.name))
+        .cloned()
+        .collect()
+}
+
+/// Runs both models on `batches` and compares the values [`changed_values`] picks.
 pub fn compare(
     float: &Model,
     quant: &Model,
@@ -108,6 +129,7 @@ pub fn compare(
 ) -> Result<Verification> {
     let (fx, qx) = (Executor::new(float)?, Executor::new(quant)?);
     let outputs = fx.output_names();
+    let watched = changed_values(float, quant);
     let mut sums: HashMap<String, ErrorSums> = HashMap::new();
     let mut samples = 0;
     for feed in batches {
@@ -115,8 +137,8 @@ pub fn compare(
             .values()
             .next()
             .map_or(0, |v| v.shape().first().copied().unwrap_or(1));
-        let reference = capture(&fx, feed, None)?;
-        capture(&qx, feed, Some((&reference, &mut sums)))?;
+        let reference = capture(&fx, feed, &watched, None)?;
+        capture(&qx, feed, &watched, Some((&reference, &mut sums)))?;
     }
     let skip = relu_inputs(float);
     let (mut outs, mut tensors): (Vec<_>, Vec<_>) = sums
@@ -138,16 +160,17 @@ pub fn compare(
 
 type Captured = HashMap<String, Vec<f32>>;
 
-/// Runs `exec` on `feed`; without a reference, returns every float value produced; with
-/// one, folds the error of each value the reference holds into `sums`.
+/// Runs `exec` on `feed`; without a reference, returns the float values named in `watched`;
+/// with one, folds the error of each value the reference holds into `sums`.
 fn capture(
     exec: &Executor,
     feed: &HashMap<String, Value>,
+    watched: &HashSet<String>,
     mut against: Option<(&Captured, &mut HashMap<String, ErrorSums>)>,
 ) -> Result<Captured> {
     let mut seen = Captured::new();
     let mut hook = |name: &str, _: &NodeProto, v: &Value| {
-        if against.as_ref().is_some_and(|(r, _)| !r.contains_key(name)) {
+        if !watched.contains(name) || against.as_ref().is_some_and(|(r, _)| !r.contains_key(name)) {
             return Ok(());
         }
         let vals = float_values(v).map_err(|e| whittle_exec::ExecError::msg(e.to_string()))?;
