@@ -41,7 +41,17 @@ pub fn quant_range(dtype: DataType) -> Result<(i64, i64)> {
 }
 
 /// Rounds `v` half to even and saturates it (after adding `zero_point`) into `range`.
+#[inline]
 pub fn saturate_round(v: f32, zero_point: i64, range: (i64, i64)) -> i64 {
+    /// Below this magnitude `(v + MAGIC) - MAGIC` rounds half to even exactly.
+    const EXACT: f32 = 4_194_304.0; // 2^22
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let (lo, hi) = ((range.0 - zero_point) as f32, (range.1 - zero_point) as f32);
+    if lo > -EXACT && hi < EXACT {
+        // Clamp first (NaN counts as 0), then round without a libm call.
+        let c = if v.is_nan() { 0.0 } else { v.clamp(lo, hi) };
+        return ((c + MAGIC) - MAGIC) as i64 + zero_point;
+    }
     // Float-to-int `as` saturates (NaN gives 0), so the sum cannot overflow.
     let q = (v.round_ties_even() as i64).saturating_add(zero_point);
     q.clamp(range.0, range.1)
@@ -175,11 +185,49 @@ impl Params {
     }
 
     fn at(&self, i: usize) -> f64 {
-        self.values
-            .get(self.layout.index(i))
-            .copied()
-            .unwrap_or(0.0)
+        self.param(self.layout.index(i))
     }
+
+    fn param(&self, p: usize) -> f64 {
+        self.values.get(p).copied().unwrap_or(0.0)
+    }
+}
+
+impl ParamLayout {
+    /// Splits `0..n` into runs of consecutive elements that share one parameter and calls
+    /// `f(run, parameter index)` for each, so element loops need no per-element index math.
+    fn for_each_run(&self, n: usize, mut f: impl FnMut(std::ops::Range<usize>, usize)) {
+        match *self {
+            ParamLayout::PerTensor => f(0..n, 0),
+            ParamLayout::PerAxis { len, inner } => {
+                let inner = inner.max(1);
+                for (k, start) in (0..n).step_by(inner).enumerate() {
+                    f(start..(start + inner).min(n), k % len.max(1));
+                }
+            }
+            ParamLayout::Blocked { .. } => (0..n).for_each(|i| f(i..i + 1, self.index(i))),
+        }
+    }
+}
+
+/// Quantizes `xs` with per-run scales and zero points, converting each result with `to`.
+fn quantize_runs<T>(
+    xs: &[f32],
+    scales: &Params,
+    zps: &Params,
+    range: (i64, i64),
+    to: impl Fn(i64) -> T,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(xs.len());
+    scales.layout.for_each_run(xs.len(), |run, p| {
+        let (scale, zp) = (scales.param(p) as f32, zps.at(run.start) as i64);
+        out.extend(
+            xs[run]
+                .iter()
+                .map(|&v| to(quantize_f32(v, scale, zp, range))),
+        );
+    });
+    out
 }
 
 fn quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
@@ -199,12 +247,21 @@ fn quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
     let scales = Params::new(x.shape(), Some(scale), axis, block)?;
     let zps = Params::new(x.shape(), zp, axis, block)?;
     let xs: Vec<f32> = x.tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-    let q: Vec<i64> = xs
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| quantize_f32(v, scales.at(i) as f32, zps.at(i) as i64, range))
-        .collect();
-    Ok(vec![int_value(q, x.shape(), out, x)?])
+    let device = x.tensor().device();
+    let t = if crate::value::storage_dtype(out)? == DType::U8 {
+        Tensor::from_vec(
+            quantize_runs(&xs, &scales, &zps, range, |q| q as u8),
+            x.shape(),
+            device,
+        )?
+    } else {
+        Tensor::from_vec(
+            quantize_runs(&xs, &scales, &zps, range, |q| q),
+            x.shape(),
+            device,
+        )?
+    };
+    Ok(vec![Value::new(t, out)?])
 }
 
 fn dequantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
@@ -215,14 +272,23 @@ fn dequantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
     let (axis, block) = (c.node.int_or("axis", 1)?, c.node.int_or("block_size", 0)?);
     let scales = Params::new(x.shape(), Some(scale), axis, block)?;
     let zps = Params::new(x.shape(), zp, axis, block)?;
-    let y: Vec<f32> = x
-        .to_i64_vec()?
-        .into_iter()
-        .enumerate()
-        .map(|(i, q)| dequantize_f32(q, scales.at(i) as f32, zps.at(i) as i64))
-        .collect();
+    let flat = x.tensor().flatten_all()?;
+    let y = match flat.dtype() {
+        DType::U8 => dequantize_runs(&flat.to_vec1::<u8>()?, &scales, &zps),
+        _ => dequantize_runs(&x.to_i64_vec()?, &scales, &zps),
+    };
     let t = Tensor::from_vec(y, x.shape(), x.tensor().device())?;
     Ok(vec![Value::new(t, scale.dtype())?])
+}
+
+/// `(q - zero_point) * scale` for every element, with per-run parameters.
+fn dequantize_runs<T: Copy + Into<i64>>(qs: &[T], scales: &Params, zps: &Params) -> Vec<f32> {
+    let mut out = Vec::with_capacity(qs.len());
+    scales.layout.for_each_run(qs.len(), |run, p| {
+        let (scale, zp) = (scales.param(p) as f32, zps.at(run.start) as i64);
+        out.extend(qs[run].iter().map(|&q| dequantize_f32(q.into(), scale, zp)));
+    });
+    out
 }
 
 fn dynamic_quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
@@ -506,6 +572,38 @@ mod tests {
 
     const U8: (i64, i64) = (0, 255);
     const I8: (i64, i64) = (-128, 127);
+
+    #[test]
+    fn fast_rounding_matches_round_ties_even() {
+        let reference = |v: f32, zp: i64, r: (i64, i64)| {
+            let v = if v.is_nan() { 0.0 } else { v };
+            ((v.round_ties_even() as i64).saturating_add(zp)).clamp(r.0, r.1)
+        };
+        let mut values: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.25).collect();
+        values.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1e9,
+            -1e9,
+            0.49999997,
+        ]);
+        for (zp, range) in [
+            (0, I8),
+            (128, U8),
+            (3, I8),
+            (0, (-32768, 32767)),
+            (0, (0, 15)),
+        ] {
+            for &v in &values {
+                assert_eq!(
+                    saturate_round(v, zp, range),
+                    reference(v, zp, range),
+                    "{v} {zp}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn quantize_rounds_half_to_even_and_saturates() {
