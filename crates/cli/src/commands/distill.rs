@@ -14,8 +14,8 @@ use whittle_passes::optimize::ModelStats;
 use whittle_train::distill::{DistillConfig, Distiller, FeatureMatch, FeaturePair};
 use whittle_train::{EpochReport, Trainer};
 
+use super::datasets::eval_set;
 use super::output::{check_output, save_atomically, InputModel};
-use super::quantize::eval_set;
 use super::train::{build_model, refuse_model_setting, train_config, Settings};
 
 /// Arguments of `whittle distill`.

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod compare;
 pub mod conformance;
+pub(crate) mod datasets;
 pub mod distill;
 pub mod eval;
 pub mod factorize;

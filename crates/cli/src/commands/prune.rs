@@ -21,9 +21,9 @@ use whittle_passes::prune::{
 use whittle_passes::quantize::sensitivity::EvalSet;
 use whittle_train::distill::DistillConfig;
 
+use super::datasets::eval_set;
 use super::output::{check_output, save_atomically, InputModel};
 use super::prune_channel::{self, ChannelSummary, LatencySummary};
-use super::quantize::eval_set;
 use super::train::{build_model, steps_per_epoch, train_config, Settings};
 
 /// Arguments of `whittle prune`.

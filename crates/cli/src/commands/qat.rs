@@ -24,8 +24,9 @@ use whittle_passes::qat::{self, insert::ScaleMode, QatState};
 use whittle_passes::quantize::{self, QuantConfig};
 use whittle_train::{EpochReport, Trainer};
 
+use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
 use super::output::{check_output, save_atomically, InputModel};
-use super::quantize::{check_batch, dataset_batches, eval_set, single_input, CalibrationArg};
+use super::quantize::CalibrationArg;
 use super::train::{build_model, refuse_model_setting, train_config, Settings};
 
 /// Arguments of `whittle qat`.

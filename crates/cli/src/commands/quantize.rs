@@ -3,8 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use whittle_data::{Dataset, Split};
-use whittle_exec::executor::check_input;
+use whittle_data::Split;
 use whittle_exec::{Executor, InputSpec, Value};
 use whittle_ir::{DataType, Model, TensorData};
 use whittle_passes::fp16::Fp16Options;
@@ -14,6 +13,7 @@ use whittle_passes::quantize::{
     self, CalibrationMethod, Format, QuantConfig, QuantReport, QuantType,
 };
 
+use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
 use super::feeds::{self, Feed, BATCH};
 use super::output::{check_output, save_atomically, InputModel};
 
@@ -286,31 +286,6 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
     Ok(cfg)
 }
 
-/// The model's only input (dataset SPECs feed one input).
-pub(crate) fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
-    match exec.inputs().as_slice() {
-        [one] => Ok(one.clone()),
-        many => {
-            let names: Vec<&str> = many.iter().map(|i| i.name.as_str()).collect();
-            bail!(
-                "{flag} SPEC feeds one input, but the model has {} ({}); give feeds:FILE.npz \
-                 with one array per input",
-                many.len(),
-                names.join(", ")
-            )
-        }
-    }
-}
-
-/// Rows of `images` in batches of [`BATCH`], at most `limit` rows, feeding `input`.
-pub(crate) fn dataset_batches(
-    input: &str,
-    images: &TensorData,
-    limit: usize,
-) -> anyhow::Result<Vec<Feed>> {
-    feeds::feed_batches(&[(input.to_string(), Value::try_from(images)?)], limit)
-}
-
 /// Calibration batches from `spec`: `feeds:FILE.npz` for any model, else the train split
 /// of a dataset feeding the model's single input.
 fn calib_batches(exec: &Executor, spec: &str, limit: usize) -> anyhow::Result<Vec<Feed>> {
@@ -367,42 +342,6 @@ impl EvalData {
             EvalData::Absent => Ok(vec![synthetic_feed(&exec.inputs())?]),
         }
     }
-}
-
-/// Checks the first batch against the input's declared type and shape.
-pub(crate) fn check_batch(input: &InputSpec, batches: &[Feed], flag: &str) -> anyhow::Result<()> {
-    let Some(value) = batches.first().and_then(|b| b.get(&input.name)) else {
-        bail!("{flag} is empty");
-    };
-    check_input(input, value).with_context(|| format!("{flag} does not fit the model"))?;
-    Ok(())
-}
-
-/// Labelled eval data (the test split of `spec`, given as option `flag`) feeding the
-/// model's single input.
-pub(crate) fn eval_set(
-    exec: &Executor,
-    spec: &str,
-    limit: Option<usize>,
-    flag: &str,
-) -> anyhow::Result<EvalSet> {
-    if feeds::archive(spec).is_some() {
-        bail!("{flag} needs a labelled dataset; feeds:FILE.npz has no labels");
-    }
-    let input = single_input(exec, flag)?;
-    let data: Dataset = whittle_data::spec::load(spec, Split::Test, limit)
-        .with_context(|| format!("loading {flag} {spec}"))?;
-    check_batch(
-        &input,
-        &dataset_batches(&input.name, &data.images, 1)?,
-        flag,
-    )?;
-    Ok(EvalSet {
-        input: input.name,
-        data: data.images,
-        labels: Some(data.labels),
-        batch_size: 256,
-    })
 }
 
 /// Float vs quantized top-1 accuracy.
