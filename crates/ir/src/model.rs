@@ -139,7 +139,7 @@ impl Model {
         let data_file = match external {
             ExternalData::File(name) => Some(name.clone()),
             ExternalData::Never => None,
-            ExternalData::Auto if self.proto.encoded_len() >= PROTOBUF_LIMIT => {
+            ExternalData::Auto if self.needs_external_data() => {
                 let stem = path.file_name().and_then(|n| n.to_str()).unwrap_or("model");
                 Some(format!("{stem}.data"))
             }
@@ -147,7 +147,7 @@ impl Model {
         };
         let bytes = match data_file {
             None => {
-                if self.proto.encoded_len() >= PROTOBUF_LIMIT {
+                if self.needs_external_data() {
                     return Err(IrError::invalid(
                         "the model exceeds 2 GiB: save it with external data",
                     ));
@@ -168,6 +168,12 @@ impl Model {
             }
         };
         std::fs::write(path, bytes).map_err(io(path))
+    }
+
+    /// Whether the model is too large for one protobuf file (2 GiB) and must be saved
+    /// with external data.
+    pub fn needs_external_data(&self) -> bool {
+        self.proto.encoded_len() >= PROTOBUF_LIMIT
     }
 
     /// Bytes on disk of the model at `path`: the file plus every external data file it names.

@@ -15,7 +15,7 @@ use whittle_train::distill::{DistillConfig, Distiller, FeatureMatch, FeaturePair
 use whittle_train::{EpochReport, Trainer};
 
 use super::datasets::eval_set;
-use super::output::{check_output, save_atomically, InputModel};
+use super::output::{check_output, save_model, InputModel};
 use super::train::{build_model, refuse_model_setting, train_config, Settings};
 
 /// Arguments of `whittle distill`.
@@ -113,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = trainer.fit(&train, None)?;
     // The student graph with the trained weights: no exposed feature, no projection.
     let trained = trainer.executor().export(&student)?;
-    save_atomically(&trained, &args.output)?;
+    save_model(&trained, &args.output)?;
     let eval = eval_set(&student_exec, &spec, args.test_samples, "--data")?;
     let summary = Summary {
         output: args.output.display().to_string(),

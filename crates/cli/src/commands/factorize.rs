@@ -9,7 +9,7 @@ use whittle_exec::Executor;
 use whittle_ir::Model;
 use whittle_passes::factorize::{factorize, FactorizeConfig, LayerFactorization, RankRule};
 
-use super::output::{check_output, save_or_remove, InputModel};
+use super::output::{check_output, save_model, InputModel};
 use crate::report::{human_bytes, human_count, print_json};
 
 /// Samples per batch when measuring accuracy.
@@ -96,7 +96,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Ok(Some(result.accuracy))
     };
     let (accuracy_before, accuracy_after) = (accuracy(&model)?, accuracy(&factorized)?);
-    save_or_remove(&factorized, &args.output)?;
+    save_model(&factorized, &args.output)?;
     let out = Report {
         input: args.model.display().to_string(),
         output: args.output.display().to_string(),

@@ -9,7 +9,7 @@ use serde::Serialize;
 use whittle_ir::Model;
 use whittle_passes::optimize::{optimize, pass_names, verify, PassReport, Pipeline};
 
-use super::output::{check_output, save_or_remove, InputModel};
+use super::output::{check_output, save_model, InputModel};
 use crate::report::{human_bytes, human_count, print_json};
 
 /// Largest relative output difference `--verify` accepts.
@@ -92,7 +92,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         None
     };
-    save_or_remove(&optimized, &args.output)?;
+    save_model(&optimized, &args.output)?;
     let out = Report {
         input: args.model.display().to_string(),
         output: args.output.display().to_string(),

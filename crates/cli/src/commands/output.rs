@@ -41,19 +41,10 @@ pub(crate) fn check_output(
     Ok(())
 }
 
-/// Saves `model` to `out` (external data where the model needs it), removing the file
-/// again when saving fails.
-pub(crate) fn save_or_remove(model: &Model, out: &Path) -> anyhow::Result<()> {
-    model
-        .save(out, &ExternalData::Auto)
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(out);
-        })
-        .with_context(|| format!("writing {}", out.display()))
-}
-
-/// Writes to a temporary file beside `out`, then renames it into place.
-pub(crate) fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
+/// Writes `model` to a temporary file beside `out`, then renames it into place, so a
+/// failure leaves no partial model. A model above protobuf's 2 GiB limit keeps its large
+/// initializers in `OUT.data` beside it (ONNX external data).
+pub(crate) fn save_model(model: &Model, out: &Path) -> anyhow::Result<()> {
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -63,9 +54,15 @@ pub(crate) fn save_atomically(model: &Model, out: &Path) -> anyhow::Result<()> {
         .and_then(|n| n.to_str())
         .unwrap_or("model.onnx");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let saved = model.save(&tmp, &ExternalData::Never);
-    if let Err(e) = saved {
+    let data_file = model.needs_external_data().then(|| format!("{name}.data"));
+    let external = data_file
+        .clone()
+        .map_or(ExternalData::Never, ExternalData::File);
+    if let Err(e) = model.save(&tmp, &external) {
         let _ = std::fs::remove_file(&tmp);
+        if let Some(data) = data_file {
+            let _ = std::fs::remove_file(dir.join(data));
+        }
         return Err(e).with_context(|| format!("writing {}", out.display()));
     }
     std::fs::rename(&tmp, out).with_context(|| format!("moving the model into {}", out.display()))

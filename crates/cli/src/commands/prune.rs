@@ -22,7 +22,7 @@ use whittle_passes::quantize::sensitivity::EvalSet;
 use whittle_train::distill::DistillConfig;
 
 use super::datasets::eval_set;
-use super::output::{check_output, save_atomically, InputModel};
+use super::output::{check_output, save_model, InputModel};
 use super::prune_channel::{self, ChannelSummary, LatencySummary};
 use super::train::{build_model, steps_per_epoch, train_config, Settings};
 
@@ -268,7 +268,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => report.sparsity,
     };
     let accuracy_after = accuracy(eval.as_ref(), &pruned.model)?;
-    save_atomically(&pruned.model, &args.output)?;
+    save_model(&pruned.model, &args.output)?;
     let latency = match &channel {
         Some(_) if args.latency_runs > 0 => {
             let input = Path::new(&args.model);

@@ -25,7 +25,7 @@ use whittle_passes::quantize::{self, QuantConfig};
 use whittle_train::{EpochReport, Trainer};
 
 use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
-use super::output::{check_output, save_atomically, InputModel};
+use super::output::{check_output, save_model, InputModel};
 use super::quantize::CalibrationArg;
 use super::train::{build_model, refuse_model_setting, train_config, Settings};
 
@@ -140,7 +140,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let (trained, reports) = run.train_phases(state, epochs)?;
     let (exported, plan) = qat::export::export_qdq(&trained, &cfg)?;
-    save_atomically(&exported, &args.output)?;
+    save_model(&exported, &args.output)?;
     let summary = Summary {
         output: args.output.display().to_string(),
         accuracy_fp32: eval.accuracy(&state_model)?,

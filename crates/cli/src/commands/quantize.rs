@@ -15,7 +15,7 @@ use whittle_passes::quantize::{
 
 use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
 use super::feeds::{self, Feed, BATCH};
-use super::output::{check_output, save_atomically, InputModel};
+use super::output::{check_output, save_model, InputModel};
 
 /// Arguments of `whittle quantize`.
 #[derive(clap::Args)]
@@ -227,7 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.accuracy = Some(accuracy(e, &model, &quantized)?);
         }
     }
-    save_atomically(&quantized, &args.output)?;
+    save_model(&quantized, &args.output)?;
     report.set_sizes(
         Model::disk_size(&args.model)?,
         Model::disk_size(&args.output)?,

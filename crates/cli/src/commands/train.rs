@@ -4,11 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::output::{check_output, InputModel};
+use super::output::{check_output, save_model, InputModel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use whittle_data::Split;
-use whittle_ir::{ExternalData, Model};
+use whittle_ir::Model;
 use whittle_train::{
     split_validation, Monitor, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
 };
@@ -190,10 +190,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let report = trainer.fit(&train, val.as_ref())?;
     let final_accuracy = report.epochs.last().and_then(|e| e.val_accuracy);
     let model = trainer.model()?;
-    if let Err(e) = model.save(&args.output, &ExternalData::Auto) {
-        let _ = std::fs::remove_file(&args.output);
-        return Err(e).with_context(|| format!("writing {}", args.output.display()));
-    }
+    save_model(&model, &args.output)?;
     if args.json {
         return crate::report::print_json(&Summary {
             output: args.output.display().to_string(),

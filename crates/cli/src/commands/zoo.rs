@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::Serialize;
-use whittle_ir::{ExternalData, Model};
+use whittle_ir::Model;
 
+use super::output::save_model;
 use crate::report::{human_bytes, human_count, print_json};
 
 /// Arguments of `whittle zoo`.
@@ -86,7 +87,7 @@ fn write(spec: &str, out: &Path, force: bool, json: bool) -> anyhow::Result<()> 
     }
     let (info, _) = whittle_zoo::parse(spec)?;
     let model = whittle_zoo::build(spec)?;
-    save_whole(&model, out)?;
+    save_model(&model, out)?;
     let built = Built {
         model: info.name.to_string(),
         spec: model
@@ -110,24 +111,6 @@ fn write(spec: &str, out: &Path, force: bool, json: bool) -> anyhow::Result<()> 
     );
     println!("MACs       {} per sample", human_count(built.macs));
     Ok(())
-}
-
-/// Saves through a temporary file beside `out`, so a failure leaves no partial model.
-fn save_whole(model: &Model, out: &Path) -> anyhow::Result<()> {
-    let file = out
-        .file_name()
-        .context("the output path has no file name")?;
-    let tmp = out.with_file_name(format!(".{}.partial", file.to_string_lossy()));
-    let saved = model
-        .save(&tmp, &ExternalData::Never)
-        .map_err(anyhow::Error::from)
-        .and_then(|()| {
-            std::fs::rename(&tmp, out).with_context(|| format!("writing {}", out.display()))
-        });
-    if saved.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    saved
 }
 
 fn list(json: bool) -> anyhow::Result<()> {
