@@ -6,8 +6,9 @@
 //! consecutive features after a Flatten). Ops that keep channels apart (BN, activations,
 //! pools, depthwise Conv, broadcasting elementwise ops) pass layouts on and add their
 //! per-channel parameters; elementwise ops with two channel operands couple their groups;
-//! Conv/Gemm/MatMul consume the layout on their weight's input axis. Anything else, graph
-//! outputs and protected layers block the groups they touch.
+//! Conv/Gemm/MatMul consume the layout on their weight's input axis (a grouped Conv per
+//! group, requiring its input and output groups to stay balanced over its groups).
+//! Anything else, graph outputs and protected layers block the groups they touch.
 
 mod channelwise;
 mod conv;
@@ -54,12 +55,34 @@ pub fn analyze(model: &Model, protected: &[String]) -> Result<DepGraph> {
             walk.block_layout(&layout, &format!("reaches graph output '{}'", out.name));
         }
     }
+    block_unbalanced(&mut walk.groups);
     block_protected(&mut walk.groups, protected);
     block_shared(&mut walk.groups, model);
     Ok(DepGraph {
         groups: walk.groups,
         depthwise: walk.depthwise,
     })
+}
+
+/// Blocks groups whose balanced segments (from grouped Convs) cannot be kept: a width that
+/// does not split into them, or one channel per segment, where nothing can go.
+fn block_unbalanced(groups: &mut Groups) {
+    let hits: Vec<(usize, String)> = (groups.roots())
+        .filter_map(|(g, group)| {
+            let (width, n) = (group.width, group.segments);
+            let reason = if width % n != 0 {
+                format!("{width} channels do not split into the {n} equal segments grouped convolutions need")
+            } else if n > 1 && n == width {
+                format!("grouped convolutions need {n} equal segments of one channel: none can go")
+            } else {
+                return None;
+            };
+            Some((g, reason))
+        })
+        .collect();
+    for (g, reason) in hits {
+        groups.block(g, reason);
+    }
 }
 
 fn block_protected(groups: &mut Groups, protected: &[String]) {
