@@ -78,8 +78,8 @@ fn drop_indices(
         .collect();
     let outer: usize = dims[..axis.min(dims.len())].iter().product();
     let balanced = keeps.iter().all(|k| k.len() == keeps[0].len());
-    let Some(bytes) =
-        (data.bytes()).filter(|_| axis < dims.len() && balanced && outer % keeps.len() == 0)
+    let Some(bytes) = (data.bytes())
+        .filter(|_| axis < dims.len() && balanced && outer.is_multiple_of(keeps.len()))
     else {
         bail!(
             "cannot slice initializer '{name}' on axis {axis} in {} blocks",

@@ -70,7 +70,7 @@ fn block_unbalanced(groups: &mut Groups) {
     let hits: Vec<(usize, String)> = (groups.roots())
         .filter_map(|(g, group)| {
             let (width, n) = (group.width, group.segments);
-            let reason = if width % n != 0 {
+            let reason = if !width.is_multiple_of(n) {
                 format!("{width} channels do not split into the {n} equal segments grouped convolutions need")
             } else if n > 1 && n == width {
                 format!("grouped convolutions need {n} equal segments of one channel: none can go")
