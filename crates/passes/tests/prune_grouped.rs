@@ -147,6 +147,44 @@ fn global_ranking_and_round_to_keep_segments_balanced() {
 }
 
 #[test]
+fn grouped_conv_over_a_concat_is_left_with_a_reason() {
+    // Two 8-channel branches concatenated feed a Conv of 4 groups: its groups straddle
+    // the branches, which the analysis does not balance.
+    let mut b = GraphBuilder::new(7);
+    let x = b.input("input", &[3, 8, 8]);
+    let left = b.conv(&x, Conv::new(8, 3)).unwrap();
+    let right = b.conv(&x, Conv::new(8, 3)).unwrap();
+    let cat = b.node(
+        "Concat",
+        "concat",
+        vec![left.name.clone(), right.name.clone()],
+        vec![whittle_ir::attr::make::int("axis", 1)],
+        vec![16, 8, 8],
+    );
+    let h = b.conv(&cat, grouped(16, 3, 4)).unwrap();
+    let h = b.global_avg_pool(&h).unwrap();
+    let h = b.flatten(&h);
+    let y = b.linear(&h, 2).unwrap();
+    let model = b.finish(&y, "logits", "concat-grouped").unwrap();
+    let names: Vec<String> = convs(&model).iter().map(|n| n.name.clone()).collect();
+    let (pruned, report) = prune_channels(&model, &cfg(0.5, 1), None).unwrap();
+    for layer in &names[..2] {
+        let skipped = (report.skipped.iter())
+            .find(|s| s.layers[0] == *layer)
+            .unwrap_or_else(|| panic!("{layer} was pruned: {report:?}"));
+        let expected = format!(
+            "grouped convolution '{}' reads channels of several",
+            names[2]
+        );
+        assert!(skipped.reason.contains(&expected), "{}", skipped.reason);
+    }
+    // The grouped Conv's own outputs stay prunable.
+    assert_eq!(channels(&report, &names[2]), (16, 8));
+    assert_eq!(weight_dims(&pruned, convs(&pruned)[2]), vec![8, 4, 3, 3]);
+    check_in_ort("prune-concat-grouped", &pruned, &inputs_for(&model));
+}
+
+#[test]
 fn segments_that_cannot_stay_balanced_are_left_with_a_reason() {
     // A stem of 12 channels read by Convs of 4 and 6 groups: balancing both needs 12
     // segments of one channel. Their outputs meet in an Add (12 segments again).

@@ -102,3 +102,36 @@ fn top(scores: &[f64], keep: usize) -> Vec<usize> {
     order.sort_unstable();
     order
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(scores: &[f64], segments: usize) -> Scored {
+        Scored {
+            id: 0,
+            scores: scores.to_vec(),
+            segments,
+        }
+    }
+
+    #[test]
+    fn balanced_selection_keeps_the_best_of_each_segment() {
+        let scores = [1.0, 5.0, 3.0, 2.0, 9.0, 0.0, 4.0, 8.0];
+        // Globally the best four are 9, 8, 5, 4 (three in the second half); balanced over
+        // two segments each half keeps its two best.
+        assert_eq!(top_balanced(&scores, 4, 2), vec![1, 2, 4, 7]);
+        assert_eq!(top_balanced(&scores, 4, 1), vec![1, 4, 6, 7]);
+        let cfg = ChannelConfig {
+            ratio: 0.75,
+            round_to: 3,
+            ..ChannelConfig::default()
+        };
+        // 2 kept, rounded to a multiple of lcm(3, 2) = 6.
+        let kept = select(&[scored(&scores, 2)], &cfg);
+        assert_eq!(kept[&0], vec![1, 2, 3, 4, 6, 7]);
+        // Four segments of two: at least one channel each, whatever the ratio.
+        let cfg = ChannelConfig { round_to: 1, ..cfg };
+        assert_eq!(min_keep(&scored(&scores, 4), &cfg), 4);
+    }
+}

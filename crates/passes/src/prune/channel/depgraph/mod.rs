@@ -1,7 +1,7 @@
 //! The dependency graph: which tensor axes follow which channels.
 //!
 //! Every Conv/Gemm/MatMul with a constant weight starts a group of output channels. A
-//! forward walk gives each value a [`Layout`]: its channel axis as a list of segments, each
+//! forward walk gives each value a `Layout`: its channel axis as a list of segments, each
 //! belonging to a group (several after a Concat, each channel spread over `expand`
 //! consecutive features after a Flatten). Ops that keep channels apart (BN, activations,
 //! pools, depthwise Conv, broadcasting elementwise ops) pass layouts on and add their
