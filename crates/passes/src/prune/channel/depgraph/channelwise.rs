@@ -41,6 +41,7 @@ pub(super) const CHANNELWISE: &[&str] = &[
 ];
 
 impl Walk<'_> {
+    /// An op that maps each channel to itself: its first input's layout passes on.
     pub(super) fn channelwise(&mut self, node: &NodeProto) -> Result<()> {
         let others: Vec<String> = node.input.iter().skip(1).cloned().collect();
         if others.iter().any(|n| self.layouts.contains_key(n)) {
@@ -51,6 +52,7 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// BatchNormalization/InstanceNormalization over axis 1: parameters are per channel.
     pub(super) fn norm(&mut self, node: &NodeProto) -> Result<()> {
         let Some(layout) = self.input_layout(node, 0).filter(|l| l.axis == 1) else {
             self.block_inputs(node, "normalization over a non-channel axis");

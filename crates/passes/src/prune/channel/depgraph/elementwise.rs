@@ -56,7 +56,7 @@ impl Walk<'_> {
     }
 
     /// Couples two layouts segment by segment; false when their segments differ.
-    pub(super) fn unify(&mut self, a: &Layout, b: &Layout, node: &NodeProto) -> bool {
+    fn unify(&mut self, a: &Layout, b: &Layout, node: &NodeProto) -> bool {
         let same_shape = a.axis == b.axis
             && a.segments.len() == b.segments.len()
             && (a.segments.iter().zip(&b.segments))
@@ -70,7 +70,7 @@ impl Walk<'_> {
     }
 
     /// Handles a non-channel operand: true when it broadcasts or is a per-channel constant.
-    pub(super) fn broadcast_operand(
+    fn broadcast_operand(
         &mut self,
         node: &NodeProto,
         name: &str,

@@ -10,6 +10,8 @@ use crate::prune::channel::groups::Role;
 use crate::Result;
 
 impl Walk<'_> {
+    /// Gemm/MatMul with a constant weight: consumes the input's channels on the weight's
+    /// input axis and starts a group of output features.
     pub(super) fn linear(&mut self, node: &NodeProto) -> Result<()> {
         let is_gemm = node.op_type == "Gemm";
         let trans_b = is_gemm && node.int_or("transB", 0)? != 0;
@@ -40,7 +42,7 @@ impl Walk<'_> {
     }
 
     /// A Gemm's `C`: sliced when it has one entry per output, fine when broadcast.
-    pub(super) fn bias(&mut self, node: &NodeProto, c: &str, out: &Layout) {
+    fn bias(&mut self, node: &NodeProto, c: &str, out: &Layout) {
         let width = out.extent();
         match self.weight_dims(c).as_deref() {
             Some([n]) if *n == width => self.slice_layout(out, node, c, 0, Role::Producer),

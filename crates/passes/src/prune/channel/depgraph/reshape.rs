@@ -45,6 +45,8 @@ impl Walk<'_> {
         Ok(())
     }
 
+    /// Concat along the channel axis: the output lists its inputs' segments in order;
+    /// inputs without a layout become blocked groups.
     pub(super) fn concat(&mut self, node: &NodeProto) -> Result<()> {
         let rank = node.output.first().and_then(|o| self.rank(o)).unwrap_or(0) as i64;
         let axis = node.int_or("axis", 0)?;

@@ -15,19 +15,27 @@ use crate::optimize::util;
 use crate::prune::channel::groups::{Groups, Role, Slice};
 use crate::Result;
 
+/// The state of the forward walk over a model's nodes.
 pub(super) struct Walk<'a> {
+    /// The model analysed.
     pub(super) model: &'a Model,
+    /// Inferred types of its values (batch 1).
     pub(super) shapes: &'a HashMap<String, TensorType>,
+    /// The channel groups found so far.
     pub(super) groups: Groups,
+    /// The channel layout of every value that carries prunable channels.
     pub(super) layouts: HashMap<String, Layout>,
+    /// Node names of depthwise Convs.
     pub(super) depthwise: Vec<String>,
 }
 
 impl Walk<'_> {
+    /// Static dims of value `name`, when known.
     pub(super) fn dims(&self, name: &str) -> Option<Vec<usize>> {
         self.shapes.get(name).and_then(TensorType::known_dims)
     }
 
+    /// Rank of value `name`, when known.
     pub(super) fn rank(&self, name: &str) -> Option<usize> {
         self.shapes.get(name).and_then(TensorType::rank)
     }
@@ -38,6 +46,7 @@ impl Walk<'_> {
         Some(t.dims.iter().map(|&d| d.max(0) as usize).collect())
     }
 
+    /// Blocks every group along `layout`.
     pub(super) fn block_layout(&mut self, layout: &Layout, reason: &str) {
         for s in &layout.segments {
             self.groups.block(s.group, reason);
@@ -75,16 +84,19 @@ impl Walk<'_> {
         }
     }
 
+    /// The layout of `node`'s `i`-th input, if it carries channels.
     pub(super) fn input_layout(&self, node: &NodeProto, i: usize) -> Option<Layout> {
         node.input.get(i).and_then(|n| self.layouts.get(n)).cloned()
     }
 
+    /// Records `layout` for `node`'s first output.
     pub(super) fn set_output(&mut self, node: &NodeProto, layout: Layout) {
         if let Some(out) = node.output.first().filter(|o| !o.is_empty()) {
             self.layouts.insert(out.clone(), layout);
         }
     }
 
+    /// Dispatches `node` to the handler of its op family; unknown ops block their inputs.
     pub(super) fn visit(&mut self, node: &NodeProto) -> Result<()> {
         let op = node.op_type.as_str();
         let has_subgraph = node
