@@ -6,16 +6,14 @@
 mod structured;
 
 use whittle_ir::attr::make;
-use whittle_ir::{GraphEdit, Model, TensorData};
-use whittle_passes::prune::channel::depgraph::analyze;
-use whittle_passes::prune::channel::groups::Role;
+use whittle_ir::{GraphEdit, Model};
 use whittle_passes::prune::channel::{
     macs, prune_channels, ChannelConfig, ChannelReport, Criterion, Scope, TaylorData,
 };
 use whittle_zoo::layers::{Act, Conv};
 use whittle_zoo::GraphBuilder;
 
-use structured::{check_in_ort, inputs_for, max_diff, model_path, outputs};
+use structured::{check_in_ort, inputs_for, kill_channels, max_diff, model_path, outputs};
 
 fn lenet5() -> Model {
     Model::load(model_path("mnist_lenet5.onnx")).unwrap()
@@ -175,44 +173,6 @@ fn mobilenet_prunes_depthwise_and_squeeze_excite_channels() {
     assert_eq!(se.dims, vec![32, 120, 1, 1]);
 }
 
-/// Zeroes, in every prunable group, the odd channels' weights, biases and BN γ/β.
-fn kill_odd_channels(model: &Model) -> Model {
-    let dep = analyze(model, &[]).unwrap();
-    let mut out = model.clone();
-    for (_, group) in dep.groups.roots().filter(|(_, g)| g.blocked.is_none()) {
-        for slice in group
-            .slices
-            .iter()
-            .filter(|s| !matches!(s.role, Role::Statistic | Role::Consumer))
-        {
-            let graph = out.graph_mut();
-            let i = graph
-                .initializer
-                .iter()
-                .position(|t| t.name == slice.tensor)
-                .unwrap();
-            let data = TensorData::from_proto(&graph.initializer[i], None).unwrap();
-            let dims = data.dims().to_vec();
-            let mut values = data.to_vec::<f32>().unwrap();
-            let inner: usize = dims[slice.axis + 1..].iter().product();
-            let outer: usize = dims[..slice.axis].iter().product();
-            for k in (1..group.width).step_by(2) {
-                for o in 0..outer {
-                    for a in slice.offset + k * slice.expand..slice.offset + (k + 1) * slice.expand
-                    {
-                        let at = (o * dims[slice.axis] + a) * inner;
-                        values[at..at + inner].iter_mut().for_each(|v| *v = 0.0);
-                    }
-                }
-            }
-            graph.initializer[i] = TensorData::from_slice(dims, &values)
-                .unwrap()
-                .to_proto(&slice.tensor);
-        }
-    }
-    out
-}
-
 #[test]
 fn removing_dead_channels_leaves_outputs_unchanged() {
     let models = [
@@ -226,7 +186,7 @@ fn removing_dead_channels_leaves_outputs_unchanged() {
         ("lenet5", lenet5()),
     ];
     for (name, model) in models {
-        let dead = kill_odd_channels(&model);
+        let dead = kill_channels(&model, |k, _| k % 2 == 1);
         let (pruned, report) = prune_channels(&dead, &cfg(0.5, 1, Some(vec![])), None).unwrap();
         summary(name, &report);
         assert!(report

@@ -9,10 +9,13 @@ use std::process::Command;
 use whittle_data::{Dataset, Split};
 use whittle_ir::{ExternalData, Model, TensorData};
 use whittle_passes::optimize::verify::{random_inputs, relative_diff, run_model};
+use whittle_passes::prune::channel::depgraph::analyze;
+use whittle_passes::prune::channel::groups::{Group, Role};
 
 #[path = "../../../exec/tests/common.rs"]
 mod common;
 
+#[allow(unused_imports)]
 pub use common::{assets, model_path, scratch};
 
 /// Runs `onnx.checker.check_model(path, full_check=True)`.
@@ -100,4 +103,45 @@ pub fn accuracy(model: &Model, data: &Dataset) -> f64 {
         })
         .count();
     hits as f64 / data.labels.len() as f64
+}
+
+/// Zeroes, in every prunable group, the weights, biases and BN γ/β producing the channels
+/// `k` for which `dead(k, group)` holds (input sides and statistics stay).
+pub fn kill_channels(model: &Model, dead: impl Fn(usize, &Group) -> bool) -> Model {
+    let dep = analyze(model, &[]).unwrap();
+    let mut out = model.clone();
+    for (_, group) in dep.groups.roots().filter(|(_, g)| g.blocked.is_none()) {
+        let producing = (group.slices.iter()).filter(|s| {
+            !matches!(
+                s.role,
+                Role::Statistic | Role::Consumer | Role::GroupedConsumer { .. }
+            )
+        });
+        for slice in producing {
+            let graph = out.graph_mut();
+            let i = graph
+                .initializer
+                .iter()
+                .position(|t| t.name == slice.tensor)
+                .unwrap();
+            let data = TensorData::from_proto(&graph.initializer[i], None).unwrap();
+            let dims = data.dims().to_vec();
+            let mut values = data.to_vec::<f32>().unwrap();
+            let inner: usize = dims[slice.axis + 1..].iter().product();
+            let outer: usize = dims[..slice.axis].iter().product();
+            for k in (0..group.width).filter(|&k| dead(k, group)) {
+                for o in 0..outer {
+                    for a in slice.offset + k * slice.expand..slice.offset + (k + 1) * slice.expand
+                    {
+                        let at = (o * dims[slice.axis] + a) * inner;
+                        values[at..at + inner].iter_mut().for_each(|v| *v = 0.0);
+                    }
+                }
+            }
+            graph.initializer[i] = TensorData::from_slice(dims, &values)
+                .unwrap()
+                .to_proto(&slice.tensor);
+        }
+    }
+    out
 }

@@ -9,12 +9,13 @@ use whittle_ir::{shape, GraphEdit, Model, TensorData};
 use super::depgraph::DepGraph;
 use crate::{bail, Result};
 
-/// Axis indices to drop, per initializer and axis.
-type Drops = BTreeMap<(String, usize), BTreeSet<usize>>;
+/// Axis indices to drop, per initializer and axis, for each block of rows of the leading
+/// axes (one block unless a grouped Conv drops different columns per group).
+type Drops = BTreeMap<(String, usize), Vec<BTreeSet<usize>>>;
 
 /// `model` with every group of `kept` reduced to its kept channels.
 pub fn apply(model: &Model, dep: &DepGraph, kept: &HashMap<usize, Vec<usize>>) -> Result<Model> {
-    let drops = collect_drops(dep, kept);
+    let drops = collect_drops(dep, kept)?;
     let mut out = model.clone();
     let graph = out.graph_mut();
     for ((name, axis), drop) in &drops {
@@ -34,7 +35,7 @@ pub fn apply(model: &Model, dep: &DepGraph, kept: &HashMap<usize, Vec<usize>>) -
     Ok(out)
 }
 
-fn collect_drops(dep: &DepGraph, kept: &HashMap<usize, Vec<usize>>) -> Drops {
+fn collect_drops(dep: &DepGraph, kept: &HashMap<usize, Vec<usize>>) -> Result<Drops> {
     let mut drops = Drops::new();
     for (id, keep) in kept {
         let group = dep.groups.get(*id);
@@ -42,40 +43,61 @@ fn collect_drops(dep: &DepGraph, kept: &HashMap<usize, Vec<usize>>) -> Drops {
             .filter(|k| keep.binary_search(k).is_err())
             .collect();
         for slice in &group.slices {
-            let set = drops.entry((slice.tensor.clone(), slice.axis)).or_default();
-            for &k in &removed {
-                set.extend((0..slice.expand).map(|e| slice.offset + k * slice.expand + e));
+            let key = (slice.tensor.clone(), slice.axis);
+            let blocks = drops
+                .entry(key)
+                .or_insert_with(|| vec![BTreeSet::new(); slice.blocks()]);
+            if blocks.len() != slice.blocks() {
+                bail!(
+                    "initializer '{}' is sliced on axis {} both per group and as a whole",
+                    slice.tensor,
+                    slice.axis
+                );
+            }
+            for (block, index) in removed.iter().flat_map(|&k| slice.positions(k)) {
+                blocks[block].insert(index);
             }
         }
     }
-    drops.retain(|_, set| !set.is_empty());
-    drops
+    drops.retain(|_, blocks| blocks.iter().any(|set| !set.is_empty()));
+    Ok(drops)
 }
 
-/// `data` without the indices `drop` on `axis`.
+/// `data` without the indices `drop[b]` on `axis` in the `b`-th block of rows of the axes
+/// before it; every block must drop as many indices.
 fn drop_indices(
     data: &TensorData,
     axis: usize,
-    drop: &BTreeSet<usize>,
+    drop: &[BTreeSet<usize>],
     name: &str,
 ) -> Result<TensorData> {
     let dims = data.dims().to_vec();
-    let Some(bytes) = data.bytes().filter(|_| axis < dims.len()) else {
-        bail!("cannot slice initializer '{name}' on axis {axis}");
+    let extent = dims.get(axis).copied().unwrap_or(0);
+    let keeps: Vec<Vec<usize>> = (drop.iter())
+        .map(|d| (0..extent).filter(|i| !d.contains(i)).collect())
+        .collect();
+    let outer: usize = dims[..axis.min(dims.len())].iter().product();
+    let balanced = keeps.iter().all(|k| k.len() == keeps[0].len());
+    let Some(bytes) = (data.bytes())
+        .filter(|_| axis < dims.len() && balanced && outer.is_multiple_of(keeps.len()))
+    else {
+        bail!(
+            "cannot slice initializer '{name}' on axis {axis} in {} blocks",
+            drop.len()
+        );
     };
     let elem = bytes.len() / data.numel().max(1);
-    let keep: Vec<usize> = (0..dims[axis]).filter(|i| !drop.contains(i)).collect();
+    let rows = outer / keeps.len();
     let inner: usize = dims[axis + 1..].iter().product::<usize>() * elem;
-    let outer: usize = dims[..axis].iter().product();
-    let mut out = Vec::with_capacity(outer * keep.len() * inner);
+    let mut out = Vec::with_capacity(bytes.len());
     for o in 0..outer {
-        for &k in &keep {
-            let at = (o * dims[axis] + k) * inner;
+        for &k in &keeps[o / rows] {
+            let at = (o * extent + k) * inner;
             out.extend_from_slice(&bytes[at..at + inner]);
         }
     }
     let mut new_dims = dims;
-    new_dims[axis] = keep.len();
+    new_dims[axis] = keeps[0].len();
     Ok(TensorData::from_bytes(data.dtype(), new_dims, out)?)
 }
 

@@ -15,6 +15,15 @@ pub enum Role {
     Statistic,
     /// Input side of a consuming Conv/Gemm/MatMul weight.
     Consumer,
+    /// Input side (axis 1) of a grouped Conv weight `[C_out, columns, kh, kw]` with
+    /// `groups` groups: input channel `i` is column `i % columns` of the rows of group
+    /// `i / columns` only.
+    GroupedConsumer {
+        /// The Conv's `group` attribute.
+        groups: usize,
+        /// Input channels per group (the weight's axis-1 extent).
+        columns: usize,
+    },
 }
 
 /// One axis of one initializer whose indices follow a group's channels: channel `k` owns
@@ -33,6 +42,28 @@ pub struct Slice {
     pub role: Role,
 }
 
+impl Slice {
+    /// Row blocks of the tensor's leading axes that the slice treats separately (the
+    /// groups of a grouped Conv weight, else 1).
+    pub fn blocks(&self) -> usize {
+        match self.role {
+            Role::GroupedConsumer { groups, .. } => groups,
+            _ => 1,
+        }
+    }
+
+    /// `(row block, index on the axis)` of every element position of channel `k`.
+    pub fn positions(&self, k: usize) -> Vec<(usize, usize)> {
+        let first = self.offset + k * self.expand;
+        (first..first + self.expand)
+            .map(|i| match self.role {
+                Role::GroupedConsumer { columns, .. } => (i / columns, i % columns),
+                _ => (0, i),
+            })
+            .collect()
+    }
+}
+
 /// A set of channels that must be pruned together.
 #[derive(Clone, Debug, Default)]
 pub struct Group {
@@ -44,6 +75,9 @@ pub struct Group {
     pub producers: Vec<String>,
     /// Tensor axes to slice.
     pub slices: Vec<Slice>,
+    /// The channels form this many equal consecutive segments that must keep the same
+    /// number of channels each (the groups of grouped Convs reading or writing them).
+    pub segments: usize,
     /// Why the group cannot be pruned (first reason found).
     pub blocked: Option<String>,
 }
@@ -64,6 +98,7 @@ impl Groups {
             width,
             layers: vec![layer.to_string()],
             producers: vec![layer.to_string()],
+            segments: 1,
             ..Group::default()
         });
         id
@@ -96,6 +131,14 @@ impl Groups {
         }
     }
 
+    /// Requires `g` to keep its channels balanced over `segments` equal segments (on top
+    /// of any segmentation it already has).
+    pub fn require_segments(&mut self, g: usize, segments: usize) {
+        let root = self.find(g);
+        let group = &mut self.data[root];
+        group.segments = lcm(group.segments, segments);
+    }
+
     /// Records that `layer` slices `slice` along `g`'s channels.
     pub fn add_slice(&mut self, g: usize, layer: &str, slice: Slice) {
         let root = self.find(g);
@@ -125,6 +168,7 @@ impl Groups {
         }
         root.slices.extend(moved.slices);
         root.producers.extend(moved.producers);
+        root.segments = lcm(root.segments, moved.segments);
         if root.blocked.is_none() {
             root.blocked = moved.blocked;
         }
@@ -140,4 +184,13 @@ impl Groups {
             .filter(|&g| self.parent[g] == g)
             .map(|g| (g, &self.data[g]))
     }
+}
+
+/// Least common multiple (`a` and `b` at least 1).
+pub(super) fn lcm(a: usize, b: usize) -> usize {
+    let (mut x, mut y) = (a, b);
+    while y != 0 {
+        (x, y) = (y, x % y);
+    }
+    a / x.max(1) * b
 }

@@ -37,11 +37,11 @@ pub fn load_tensors<'a>(model: &Model, groups: impl Iterator<Item = &'a Group>) 
 pub fn channel_indices(dims: &[usize], slice: &Slice, k: usize) -> Vec<usize> {
     let inner: usize = dims[slice.axis + 1..].iter().product();
     let outer: usize = dims[..slice.axis].iter().product();
+    let rows = outer / slice.blocks().max(1);
     let extent = dims[slice.axis];
-    let first = slice.offset + k * slice.expand;
-    let mut idx = Vec::with_capacity(outer * slice.expand * inner);
-    for o in 0..outer {
-        for a in first..first + slice.expand {
+    let mut idx = Vec::with_capacity(rows * slice.expand * inner);
+    for (block, a) in slice.positions(k) {
+        for o in block * rows..(block + 1) * rows {
             let base = (o * extent + a) * inner;
             idx.extend(base..base + inner);
         }
@@ -72,7 +72,7 @@ pub fn score_group(
         Criterion::Taylor => (&TAYLOR_ROLES, "taylor".into()),
     };
     let mut scores = vec![0.0; group.width];
-    for slice in group.slices.iter().filter(|s| roles.contains(&s.role)) {
+    for slice in (group.slices.iter()).filter(|s| roles.contains(&plain(s.role))) {
         let (dims, w) = &tensors[&slice.tensor];
         let g = match (criterion, grads) {
             (Criterion::Taylor, Some(grads)) => Some(&grads[&slice.tensor].1),
@@ -92,6 +92,14 @@ pub fn score_group(
         scores.iter_mut().for_each(|s| *s = s.sqrt());
     }
     Ok((scores, label))
+}
+
+/// `role` with a grouped Conv's input side counted as any consumer's.
+fn plain(role: Role) -> Role {
+    match role {
+        Role::GroupedConsumer { .. } => Role::Consumer,
+        other => other,
+    }
 }
 
 /// Tensors scored by L1/L2: what produces the channel (weights, biases, BN γ and β).

@@ -165,7 +165,11 @@ pub fn prune_channels(
     for (id, group) in &prunable {
         let (scores, label) =
             importance::score_group(group, *id, &cfg.criterion, &tensors, grads.as_ref())?;
-        scored.push(select::Scored { id: *id, scores });
+        scored.push(select::Scored {
+            id: *id,
+            scores,
+            segments: group.segments,
+        });
         labels.push(label);
     }
     let kept = select::select(&scored, cfg);
