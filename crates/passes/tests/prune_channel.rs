@@ -256,6 +256,34 @@ fn unprovable_groups_are_skipped_and_reported() {
 }
 
 #[test]
+fn a_conv_bias_computed_at_run_time_blocks_its_groups() {
+    let mut model = two_conv_net();
+    let g = model.graph_mut();
+    let conv2 = g.node.iter().rposition(|n| n.op_type == "Conv").unwrap();
+    let bias = g.node[conv2].input[2].clone();
+    g.node.insert(
+        conv2,
+        whittle_ir::proto::NodeProto {
+            op_type: "Identity".into(),
+            name: "bias_copy".into(),
+            input: vec![bias],
+            output: vec!["bias_at_run_time".into()],
+            ..Default::default()
+        },
+    );
+    g.node[conv2 + 1].input[2] = "bias_at_run_time".into();
+    let (pruned, report) = prune_channels(&model, &cfg(0.5, 1, Some(vec![])), None).unwrap();
+    summary("runtime-bias", &report);
+    let skipped = report
+        .skipped
+        .iter()
+        .find(|s| s.reason.contains("bias is computed at run time"))
+        .expect("the first conv's channels are left");
+    assert_eq!(skipped.channels, 8);
+    check_in_ort("prune-runtime-bias", &pruned, &inputs_for(&model));
+}
+
+#[test]
 fn criteria_and_global_ranking_give_valid_models() {
     let model = lenet5();
     let data = structured::mnist(64);

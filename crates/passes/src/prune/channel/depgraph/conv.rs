@@ -28,11 +28,11 @@ impl Walk<'_> {
             self.block_inputs(node, "Conv without a constant weight or a valid group");
             return Ok(());
         };
-        let bias = node
-            .input
-            .get(2)
-            .filter(|b| self.weight_dims(b).is_some())
-            .cloned();
+        let bias = node.input.get(2).filter(|b| !b.is_empty()).cloned();
+        if bias.as_ref().is_some_and(|b| self.weight_dims(b).is_none()) {
+            self.block_inputs(node, "Conv whose bias is computed at run time");
+            return Ok(());
+        }
         let depthwise = groups > 1 && wdims[1] == 1 && wdims[0] == groups;
         match self.input_layout(node, 0) {
             Some(layout) if depthwise && layout.extent() == groups => {
