@@ -11,7 +11,7 @@ use std::process::Command;
 use support::{assert_clean_error, asset, mnist_spec, scratch, whittle, whittle_json};
 use whittle_data::Split;
 use whittle_exec::{Executor, Value};
-use whittle_ir::{ExternalData, Model, TensorData};
+use whittle_ir::{DataType, ExternalData, Model, TensorData};
 
 fn sorted_ops(path: &Path) -> Vec<String> {
     let m = Model::load(path).unwrap();
@@ -121,13 +121,44 @@ fn qat_lenet5_matches_the_static_layout_runs_in_ort_and_keeps_accuracy() {
     let agree = a.iter().zip(&b).filter(|(x, y)| x == y).count();
     assert!(agree >= 198, "whittle and ORT agree on {agree}/200");
 
-    // Starting from the PTQ model keeps the layout.
+    // Starting from the PTQ model keeps the layout; --reduce-range gives 7-bit weights.
     let again = dir.join("again.onnx").display().to_string();
-    let mut args = vec!["qat", &p, "-o", &again, "--limit", "300", "--lsq", "--json"];
+    let mut args = vec![
+        "qat",
+        &p,
+        "-o",
+        &again,
+        "--limit",
+        "300",
+        "--lsq",
+        "--reduce-range",
+    ];
     args.extend(common);
+    args.push("--json");
     let json = whittle_json(&args);
     assert!(json["accuracy_qat"].as_f64().unwrap() > 0.95, "{json}");
     assert_eq!(sorted_ops(Path::new(&again)), sorted_ops(&ptq));
+    let largest = |path: &str| {
+        let model = Model::load(path).unwrap();
+        let g = model.graph();
+        (g.initializer.iter())
+            .filter(|t| t.data_type == DataType::Int8 as i32 && t.dims.len() > 1)
+            .flat_map(|t| {
+                TensorData::from_proto(t, None)
+                    .unwrap()
+                    .to_vec::<i8>()
+                    .unwrap()
+            })
+            .map(|v| i32::from(v).abs())
+            .max()
+            .unwrap()
+    };
+    assert_eq!(largest(&p), 127, "full-range PTQ weights");
+    let reduced = largest(&again);
+    assert!(
+        (60..=64).contains(&reduced),
+        "7-bit weights reach {reduced}"
+    );
 }
 
 #[test]

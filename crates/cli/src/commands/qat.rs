@@ -62,6 +62,10 @@ pub struct Args {
     /// One weight scale per output channel.
     #[arg(long)]
     per_channel: bool,
+    /// 7-bit weights: ONNX Runtime's int8 kernels on CPUs without VNNI can saturate with
+    /// full-range weights (as `whittle quantize --reduce-range`).
+    #[arg(long)]
+    reduce_range: bool,
     /// Test images for the accuracies (default: the whole test split).
     #[arg(long)]
     test_samples: Option<usize>,
@@ -112,6 +116,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     check_args(&args, epochs)?;
     let cfg = QuantConfig {
         per_channel: args.per_channel,
+        reduce_range: args.reduce_range,
         calibration: args.calibration.method(args.percentile),
         progress: !args.json,
         ..QuantConfig::default()
