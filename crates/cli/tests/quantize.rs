@@ -366,3 +366,25 @@ fn fp16_and_int4_modes_shrink_lenet5_and_keep_accuracy() {
         assert!(drop <= 0.003, "{mode}: accuracy drop {drop} ({acc})");
     }
 }
+
+#[test]
+fn full_range_int8_weights_get_a_note_on_cpus_without_vnni() {
+    let dir = scratch("quant-vnni");
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let vnni = cpuinfo.contains("avx512_vnni") || cpuinfo.contains("avx_vnni");
+    let has_note = |report: &Value| {
+        (report["notes"].as_array().unwrap().iter())
+            .any(|n| n.as_str().unwrap().contains("--reduce-range"))
+    };
+    let full = quantize_lenet(&dir, &["--calib-samples", "64", "--force"]);
+    assert_eq!(
+        has_note(&full),
+        !vnni && cfg!(target_arch = "x86_64"),
+        "{full}"
+    );
+    let reduced = quantize_lenet(
+        &dir,
+        &["--calib-samples", "64", "--force", "--reduce-range"],
+    );
+    assert!(!has_note(&reduced), "{reduced}");
+}

@@ -28,6 +28,7 @@ use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
 use super::output::{check_output, save_model, InputModel};
 use super::quantize::CalibrationArg;
 use super::train::{build_model, refuse_model_setting, train_config, Settings};
+use super::vnni::reduce_range_note;
 
 /// Arguments of `whittle qat`.
 #[derive(clap::Args)]
@@ -100,6 +101,8 @@ struct Summary {
     size_qat: u64,
     quantized_nodes: usize,
     epochs: Vec<QatEpoch>,
+    /// Warnings about running the model (e.g. full-range int8 weights on a CPU without VNNI).
+    notes: Vec<String>,
 }
 
 /// Epoch ranges trained as one trainer run.
@@ -156,6 +159,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         size_qat: Model::disk_size(&args.output)?,
         quantized_nodes: plan.targets.len(),
         epochs: reports,
+        notes: reduce_range_note(&cfg).into_iter().collect(),
     };
     print_summary(&summary, args.json)
 }
@@ -177,6 +181,9 @@ fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
         crate::report::human_bytes(s.size_qat),
         s.output
     );
+    for note in &s.notes {
+        println!("note: {note}");
+    }
     Ok(())
 }
 

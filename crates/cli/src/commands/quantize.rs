@@ -16,6 +16,7 @@ use whittle_passes::quantize::{
 use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
 use super::feeds::{self, Feed, BATCH};
 use super::output::{check_output, save_model, InputModel};
+use super::vnni::reduce_range_note;
 
 /// Arguments of `whittle quantize`.
 #[derive(clap::Args)]
@@ -232,6 +233,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Model::disk_size(&args.model)?,
         Model::disk_size(&args.output)?,
     );
+    if matches!(args.mode, Mode::Static | Mode::Dynamic) {
+        report.notes.extend(reduce_range_note(&cfg));
+    }
     if args.mode != Mode::Static && args.eval_data.is_none() {
         report
             .notes
