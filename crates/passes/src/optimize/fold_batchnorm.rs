@@ -50,6 +50,13 @@ impl Pass for FoldBatchNorm {
     }
 }
 
+/// `model` with every foldable BatchNormalization folded into its producer.
+pub fn fold_batchnorm(model: &Model) -> Result<Model> {
+    let mut out = model.clone();
+    FoldBatchNorm.run(&mut out)?;
+    Ok(out)
+}
+
 /// A BatchNormalization (node `bn`) to fold into node `producer`.
 struct Fold {
     bn: usize,

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use whittle_exec::Value;
 use whittle_ir::Model;
 
-use crate::optimize::{fold_batchnorm::FoldBatchNorm, Pass};
+pub use crate::optimize::fold_batchnorm::fold_batchnorm;
 use crate::quantize::{self, QParams, QuantConfig, Scheme};
 use crate::Result;
 
@@ -83,13 +83,6 @@ impl QatState {
             .flatten()
             .find_map(|k| self.params.get(k).map(|p| (k.to_string(), *p)))
     }
-}
-
-/// `model` with every foldable BatchNormalization folded into its producer.
-pub fn fold_batchnorm(model: &Model) -> Result<Model> {
-    let mut out = model.clone();
-    FoldBatchNorm.run(&mut out)?;
-    Ok(out)
 }
 
 /// The float range whose parameters under `scheme` are `p` again: `[(qmin - z) s, (qmax - z) s]`.

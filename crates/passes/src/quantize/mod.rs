@@ -38,6 +38,7 @@ pub use plan::{FloatNode, Plan, Target, WeightSource};
 pub use report::{QuantReport, QuantizedNode};
 pub use scheme::{QParams, QuantType, Scheme};
 
+use crate::optimize::fold_batchnorm::fold_batchnorm;
 use crate::{bail, Result};
 
 /// A model ready to quantize: opset raised where needed, and the plan.
@@ -110,12 +111,13 @@ pub fn export_static(
     Ok(out)
 }
 
-/// Prepares `model` and calibrates it on `calib` (batches feeding the model's inputs).
+/// Folds BatchNormalization, prepares `model` and calibrates it on `calib` (batches feeding
+/// the model's inputs).
 pub fn calibrated<I>(model: &Model, cfg: &QuantConfig, calib: I) -> Result<(Prepared, Calibration)>
 where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
-    let prepared = prepare(model, cfg, WeightSource::Any)?;
+    let prepared = prepare(&fold_batchnorm(model)?, cfg, WeightSource::Any)?;
     let watch = watched_tensors(&prepared.model, &prepared.plan.targets);
     let calibration = calibrate::calibrate(
         &prepared.model,
@@ -228,7 +230,7 @@ where
 /// Dynamic INT8 quantization of Conv, Gemm and MatMul nodes with constant weights.
 pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantReport)> {
     let start = std::time::Instant::now();
-    let prepared = prepare(model, cfg, WeightSource::Initializer)?;
+    let prepared = prepare(&fold_batchnorm(model)?, cfg, WeightSource::Initializer)?;
     let tables = gather::eligible(&prepared.model, cfg)?;
     let mut out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
     gather::quantize_tables(&mut out, cfg)?;
@@ -265,6 +267,20 @@ fn new_report(
         notes.push(format!(
             "the input model is already partly quantized: {} quantized nodes were left as they are",
             prepared.plan.already_quantized
+        ));
+    }
+    let bn_count = |m: &Model| {
+        let g = m.graph();
+        g.node
+            .iter()
+            .filter(|n| n.op_type == "BatchNormalization")
+            .count()
+    };
+    let folded = bn_count(input).saturating_sub(bn_count(&prepared.model));
+    if folded > 0 {
+        notes.push(format!(
+            "folded {folded} BatchNormalization node(s) into the Conv/Gemm before them, so the \
+             quantized ops are not followed by float BatchNormalization"
         ));
     }
     let quantized = prepared
