@@ -48,14 +48,15 @@ pub struct QatState {
 }
 
 impl QatState {
-    /// Calibrates `model` (BatchNormalization folded, as at export) on `calib` with the
-    /// config's method and keeps the parameters of every watched activation.
+    /// Calibrates `model` (BatchNormalization folded by [`quantize::calibrated`], as at
+    /// export) on `calib` with the config's method and keeps the parameters of every
+    /// watched activation.
     pub fn calibrate<I>(model: &Model, cfg: &QuantConfig, calib: I) -> Result<Self>
     where
         I: IntoIterator<Item = HashMap<String, Value>>,
     {
         let model = quantize::prepare(model, cfg, quantize::WeightSource::Any)?.model;
-        let (_, calibration) = quantize::calibrated(&fold_batchnorm(&model)?, cfg, calib)?;
+        let (_, calibration) = quantize::calibrated(&model, cfg, calib)?;
         let scheme = cfg.activation_scheme();
         let params = calibration
             .ranges
