@@ -3,10 +3,11 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 use serde_json::Value;
-use support::{assert_clean_error, asset, mnist_spec, scratch, whittle, whittle_json};
+use support::{assert_clean_error, asset, mnist_spec, python, scratch, whittle, whittle_json};
 
 fn lenet() -> String {
     asset("models/mnist_lenet5.onnx")
@@ -271,13 +272,7 @@ fn a_model_without_prunable_layers_is_refused() {
         g = h.make_graph([h.make_node('Relu', ['x'], ['y'])], 'g', \
         [h.make_tensor_value_info('x', T.FLOAT, [1, 4])], [h.make_tensor_value_info('y', T.FLOAT, [1, 4])]); \
         onnx.save(h.make_model(g, opset_imports=[h.make_opsetid('', 17)]), sys.argv[1])";
-    let python = std::env::var("WHITTLE_PYTHON").unwrap_or_else(|_| "python3".into());
-    let made = std::process::Command::new(python)
-        .args(["-c", code])
-        .arg(&relu)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    python(&dir, [OsStr::new("-c"), OsStr::new(code), relu.as_os_str()]);
     let out = dir.join("out.onnx");
     let r = whittle(&[
         "prune",

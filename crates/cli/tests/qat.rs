@@ -5,10 +5,10 @@
 mod support;
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
-use support::{assert_clean_error, asset, mnist_spec, scratch, whittle, whittle_json};
+use support::{assert_clean_error, asset, mnist_spec, python, scratch, whittle, whittle_json};
 use whittle_data::Split;
 use whittle_exec::{Executor, Value};
 use whittle_ir::{DataType, ExternalData, Model, TensorData};
@@ -28,20 +28,12 @@ fn checked_ort_logits(model: &Path, images: &TensorData, dir: &Path) -> Vec<f32>
                 onnx.checker.check_model(sys.argv[1], full_check=True)\n\
                 s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
                 np.save(sys.argv[3], s.run(None, {s.get_inputs()[0].name: np.load(sys.argv[2])})[0])";
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            code,
-            &model.display().to_string(),
-            &x.display().to_string(),
-        ])
-        .arg(&y)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let paths = [model, &x, &y].map(Path::as_os_str);
+    python(
+        dir,
+        [OsStr::new("-c"), OsStr::new(code)]
+            .into_iter()
+            .chain(paths),
     );
     whittle_data::npy::read_npy(&y).unwrap().to_vec().unwrap()
 }

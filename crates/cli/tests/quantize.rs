@@ -3,11 +3,11 @@
 
 mod support;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
-use support::{assets, scratch, whittle_text as whittle};
+use support::{assets, python, scratch, whittle_text as whittle};
 
 fn lenet() -> PathBuf {
     assets().join("models/mnist_lenet5.onnx")
@@ -37,19 +37,9 @@ fn quantize_lenet(dir: &Path, extra: &[&str]) -> Value {
 /// scripts/ort_quant_check.py: onnx.checker full check + ONNX Runtime figures.
 fn ort_check(quant: &Path, float: &Path, extra: &[&str]) -> Value {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ort_quant_check.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(quant)
-        .arg(float)
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut args = vec![script.as_os_str(), quant.as_os_str(), float.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
+    serde_json::from_str(&python(Path::new("."), args)).unwrap()
 }
 
 fn mnist_dir() -> String {
@@ -279,11 +269,7 @@ fn bad_input_fails_cleanly_and_leaves_no_file() {
         x.display(),
         y.display()
     );
-    assert!(Command::new("python3")
-        .args(["-c", &py])
-        .status()
-        .unwrap()
-        .success());
+    python(&dir, ["-c", &py]);
     let spec = format!("npy:{},{}", x.display(), y.display());
     let (code, _, stderr) = whittle(&["quantize", l, "-o", &o, "--calib-data", &spec]);
     assert_eq!(code, 1);

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use support::{assets, scratch, whittle_text as whittle};
@@ -23,18 +22,7 @@ fn python(dir: &Path, code: &str) -> String {
         "import sys, numpy as np, onnx\nsys.path.insert(0, {:?})\nfrom quantize_vs_ort import *\n",
         bench.display().to_string()
     );
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(prelude + code)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    support::python(dir, ["-c", &(prelude + code)])
 }
 
 /// Quantizes MiniLM into `dir/q.onnx` in `mode` with `extra` flags; returns (exit code,

@@ -2,7 +2,8 @@
 //! the binary and checking its errors. Include with `mod support;`.
 #![allow(dead_code)] // Each test file uses its own subset.
 
-use std::path::PathBuf;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The assets folder; panics with the fetch command when it is missing.
@@ -58,6 +59,23 @@ pub fn json(out: &Output) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+/// Runs `python3` (or `$WHITTLE_PYTHON`) with `args` in folder `dir`, checks that it
+/// succeeded and returns its standard output.
+pub fn python<S: AsRef<OsStr>>(dir: &Path, args: impl IntoIterator<Item = S>) -> String {
+    let python = std::env::var("WHITTLE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = Command::new(python)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// A fresh, empty scratch folder unique to this test process and `name`.
