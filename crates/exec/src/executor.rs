@@ -105,7 +105,21 @@ impl Executor {
 
     /// Prepares `model` on `device`. Fails, naming the node, if an operator is unsupported.
     pub fn with_device(model: &Model, device: Device) -> Result<Self> {
-        let mut graph = model.graph().clone();
+        let src = model.graph();
+        // Everything but the dense initializers, which become `constants` below: cloning
+        // them too would copy every weight once more.
+        let graph = GraphProto {
+            node: src.node.clone(),
+            name: src.name.clone(),
+            initializer: Vec::new(),
+            sparse_initializer: src.sparse_initializer.clone(),
+            doc_string: src.doc_string.clone(),
+            input: src.input.clone(),
+            output: src.output.clone(),
+            value_info: src.value_info.clone(),
+            quantization_annotation: src.quantization_annotation.clone(),
+            metadata_props: src.metadata_props.clone(),
+        };
         let opsets = model
             .proto
             .opset_import
@@ -117,8 +131,8 @@ impl Executor {
             .collect();
         check_supported(&graph)?;
         let mut constants = HashMap::new();
-        for init in std::mem::take(&mut graph.initializer) {
-            let data = TensorData::from_proto(&init, None)?;
+        for init in &src.initializer {
+            let data = TensorData::from_proto(init, None)?;
             constants.insert(init.name.clone(), Value::from_data(&data, &device)?);
         }
         let plan = Plan::new(&graph)?;

@@ -212,6 +212,21 @@ impl Value {
         Ok(self.tensor.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
     }
 
+    /// Calls `f` with all elements as f32 in row-major order: borrowed from the tensor's
+    /// storage when it is a contiguous f32 CPU tensor, else converted like
+    /// [`Value::to_f32_vec`].
+    pub fn with_f32<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+        {
+            let (storage, layout) = self.tensor.storage_and_layout();
+            if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((a, b))) =
+                (&*storage, layout.contiguous_offsets())
+            {
+                return Ok(f(&data[a..b]));
+            }
+        }
+        Ok(f(&self.to_f32_vec()?))
+    }
+
     /// The tensor in a float dtype for arithmetic: floats as they are, integers as f64
     /// (exact up to 2^53) or f32 when `prefer_f32`.
     pub fn float_tensor(&self) -> Result<Tensor> {

@@ -78,6 +78,11 @@ impl Model {
         self.proto.encode_to_vec()
     }
 
+    /// Bytes of the serialised model (all data inline), without serialising it.
+    pub fn encoded_len(&self) -> usize {
+        self.proto.encoded_len()
+    }
+
     /// The main graph.
     pub fn graph(&self) -> &GraphProto {
         self.proto
@@ -173,7 +178,7 @@ impl Model {
     /// Whether the model is too large for one protobuf file (2 GiB) and must be saved
     /// with external data.
     pub fn needs_external_data(&self) -> bool {
-        self.proto.encoded_len() >= PROTOBUF_LIMIT
+        self.encoded_len() >= PROTOBUF_LIMIT
     }
 
     /// Bytes on disk of the model at `path`: the file plus every external data file it names.

@@ -41,14 +41,17 @@ macro_rules! element {
     ($t:ty, $dt:ident, $n:expr, |$v:ident| $to:expr) => {
         impl Element for $t {
             const DTYPE: DataType = DataType::$dt;
+            #[inline]
             fn put(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
+            #[inline]
             fn get(bytes: &[u8]) -> Self {
                 let mut b = [0u8; $n];
                 b.copy_from_slice(&bytes[..$n]);
                 <$t>::from_le_bytes(b)
             }
+            #[inline]
             fn to_f64(self) -> f64 {
                 let $v = self;
                 $to

@@ -71,6 +71,41 @@ pub(crate) fn load(
     Ok(batches)
 }
 
+/// Samples in a feed (the first axis of its arrays).
+pub(crate) fn samples(feed: &Feed) -> usize {
+    feed.values()
+        .next()
+        .and_then(|v| v.shape().first().copied())
+        .unwrap_or(0)
+}
+
+/// The first `n` samples of `batches` (the last batch kept narrowed to fit).
+pub(crate) fn first_samples(batches: &[Feed], n: usize) -> anyhow::Result<Vec<Feed>> {
+    let mut left = n;
+    let mut out = Vec::new();
+    for feed in batches {
+        if left == 0 {
+            break;
+        }
+        let rows = samples(feed);
+        let take = rows.min(left);
+        let narrowed = feed
+            .iter()
+            .map(|(name, v)| {
+                let value = if take == rows {
+                    v.clone()
+                } else {
+                    Value::new(v.tensor().narrow(0, 0, take)?, v.dtype())?
+                };
+                Ok((name.clone(), value))
+            })
+            .collect::<anyhow::Result<Feed>>()?;
+        out.push(narrowed);
+        left -= take;
+    }
+    Ok(out)
+}
+
 /// Splits named arrays (samples on the first axis, the same count in each) into feeds of
 /// at most [`BATCH`] samples, keeping at most `limit` samples.
 pub(crate) fn feed_batches(arrays: &[(String, Value)], limit: usize) -> anyhow::Result<Vec<Feed>> {

@@ -155,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         accuracy_ptq: eval.accuracy(&ptq)?,
         accuracy_qat: eval.accuracy(&exported)?,
         test_samples: eval.labels.as_ref().map_or(0, Vec::len),
-        size_fp32: input.to_bytes().len() as u64,
+        size_fp32: input.encoded_len() as u64,
         size_qat: Model::disk_size(&args.output)?,
         quantized_nodes: plan.targets.len(),
         epochs: reports,

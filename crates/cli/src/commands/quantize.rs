@@ -14,7 +14,7 @@ use whittle_passes::quantize::{
 };
 
 use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
-use super::feeds::{self, Feed, BATCH};
+use super::feeds::{self, Feed};
 use super::output::{check_output, save_model, InputModel};
 use super::vnni::reduce_range_note;
 
@@ -83,6 +83,10 @@ pub struct Args {
     /// Eval samples to use (default: all).
     #[arg(long)]
     eval_samples: Option<usize>,
+    /// Samples on which the float and quantized models are compared tensor by tensor
+    /// (the first of the calibration data, or of --eval-data); 0 skips the comparison.
+    #[arg(long, default_value_t = 32, value_name = "N")]
+    verify_samples: usize,
     /// Write the full report to FILE.json or FILE.html.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -159,9 +163,6 @@ impl From<TypeArg> for QuantType {
     }
 }
 
-/// Samples compared tensor by tensor after quantizing.
-const VERIFY_SAMPLES: usize = 64;
-
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
@@ -176,7 +177,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     whittle_ir::validate(&model)?;
     let exec = Executor::new(&model)?;
     let eval = EvalData::load(&exec, args.eval_data.as_deref(), args.eval_samples)?;
-    let (quantized, mut report, verify_feed) = match args.mode {
+    let (quantized, mut report, verify_feed, recorded) = match args.mode {
         Mode::Fp16 | Mode::Int4 => {
             let (q, r) = if args.mode == Mode::Fp16 {
                 let opts = Fp16Options {
@@ -193,11 +194,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 };
                 quantize::int4_with_report(&model, &opts)?
             };
-            (q, r, eval.verification_feeds(&exec)?)
+            (
+                q,
+                r,
+                eval.verification_feeds(&exec, args.verify_samples)?,
+                None,
+            )
         }
         Mode::Dynamic => {
             let (q, r) = quantize::dynamic_int8(&model, &cfg)?;
-            (q, r, eval.verification_feeds(&exec)?)
+            (
+                q,
+                r,
+                eval.verification_feeds(&exec, args.verify_samples)?,
+                None,
+            )
         }
         Mode::Static => {
             let spec = args
@@ -207,22 +218,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let batches = calib_batches(&exec, spec, args.calib_samples)?;
             let verify = match &eval {
                 EvalData::Feeds(f) => f.clone(),
-                _ => batches
-                    .iter()
-                    .take(VERIFY_SAMPLES / BATCH)
-                    .cloned()
-                    .collect(),
+                _ => feeds::first_samples(&batches, args.verify_samples)?,
             };
-            let (q, r) = match (args.accuracy_budget, eval.labelled()) {
+            // Verifying on whole calibration batches reuses the float values calibration saw.
+            let reuse = !matches!(eval, EvalData::Feeds(_))
+                && verify
+                    .iter()
+                    .zip(&batches)
+                    .all(|(v, b)| feeds::samples(v) == feeds::samples(b));
+            let cfg = QuantConfig {
+                record_batches: if reuse { verify.len() } else { 0 },
+                ..cfg.clone()
+            };
+            let (q, mut r) = match (args.accuracy_budget, eval.labelled()) {
                 (Some(b), Some(e)) => {
                     quantize::static_int8_within_budget(&model, &cfg, batches, e, b / 100.0)?
                 }
                 _ => quantize::static_int8(&model, &cfg, batches)?,
             };
-            (q, r, verify)
+            let recorded = r
+                .calibration
+                .as_mut()
+                .map(|c| std::mem::take(&mut c.recorded));
+            (q, r, verify, recorded)
         }
     };
-    report.verification = Some(quantize::verify::compare(&model, &quantized, &verify_feed)?);
+    if args.verify_samples == 0 {
+        report
+            .notes
+            .push("outputs not verified against the float model (--verify-samples 0)".into());
+    } else {
+        report.verification = Some(quantize::verify::compare(
+            &model,
+            &quantized,
+            &verify_feed,
+            recorded.as_deref(),
+        )?);
+    }
     if report.accuracy.is_none() {
         if let Some(e) = eval.labelled().filter(|e| e.labels.is_some()) {
             report.accuracy = Some(accuracy(e, &model, &quantized)?);
@@ -338,10 +370,11 @@ impl EvalData {
         }
     }
 
-    /// Feeds to verify a model on: the eval data, else one synthetic sample.
-    fn verification_feeds(&self, exec: &Executor) -> anyhow::Result<Vec<Feed>> {
+    /// Feeds to verify a model on: the eval data (at most `samples` of a labelled set),
+    /// else one synthetic sample.
+    fn verification_feeds(&self, exec: &Executor, samples: usize) -> anyhow::Result<Vec<Feed>> {
         match self {
-            EvalData::Labelled(e) => dataset_batches(&e.input, &e.data, VERIFY_SAMPLES),
+            EvalData::Labelled(e) => dataset_batches(&e.input, &e.data, samples),
             EvalData::Feeds(f) => Ok(f.clone()),
             EvalData::Absent => Ok(vec![synthetic_feed(&exec.inputs())?]),
         }

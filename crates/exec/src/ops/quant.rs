@@ -40,32 +40,90 @@ pub fn quant_range(dtype: DataType) -> Result<(i64, i64)> {
     }
 }
 
-/// Rounds `v` half to even and saturates it (after adding `zero_point`) into `range`.
-#[inline]
-pub fn saturate_round(v: f32, zero_point: i64, range: (i64, i64)) -> i64 {
+/// Rounds half to even and saturates into an integer range after adding a zero point,
+/// with the per-range work done once (build one per scale / zero point, apply it per
+/// element).
+#[derive(Clone, Copy, Debug)]
+pub struct Saturator {
+    zero_point: i64,
+    range: (i64, i64),
+    /// The range relative to the zero point, as floats.
+    lo: f32,
+    hi: f32,
+    /// Whether the magic-number rounding is exact over the whole range.
+    exact: bool,
+}
+
+impl Saturator {
     /// Below this magnitude `(v + MAGIC) - MAGIC` rounds half to even exactly.
     const EXACT: f32 = 4_194_304.0; // 2^22
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-    let (lo, hi) = ((range.0 - zero_point) as f32, (range.1 - zero_point) as f32);
-    if lo > -EXACT && hi < EXACT {
-        // Clamp first (NaN counts as 0), then round without a libm call.
-        let c = if v.is_nan() { 0.0 } else { v.clamp(lo, hi) };
-        return ((c + MAGIC) - MAGIC) as i64 + zero_point;
+
+    /// Saturation into `range` after adding `zero_point`.
+    #[inline]
+    pub fn new(zero_point: i64, range: (i64, i64)) -> Self {
+        let (lo, hi) = ((range.0 - zero_point) as f32, (range.1 - zero_point) as f32);
+        Saturator {
+            zero_point,
+            range,
+            lo,
+            hi,
+            exact: lo > -Self::EXACT && hi < Self::EXACT,
+        }
     }
-    // Float-to-int `as` saturates (NaN gives 0), so the sum cannot overflow.
-    let q = (v.round_ties_even() as i64).saturating_add(zero_point);
-    q.clamp(range.0, range.1)
+
+    /// `saturate(round_half_even(v) + zero_point)`; NaN counts as 0.
+    #[inline]
+    pub fn apply(&self, v: f32) -> i64 {
+        if self.exact {
+            return i64::from(self.apply_exact(v));
+        }
+        // Float-to-int `as` saturates (NaN gives 0), so the sum cannot overflow.
+        let q = (v.round_ties_even() as i64).saturating_add(self.zero_point);
+        q.clamp(self.range.0, self.range.1)
+    }
+
+    /// [`Saturator::apply`] for an exact range, in f32 and i32 only so loops vectorise:
+    /// clamp first (a NaN stays NaN and converts to 0), then round without libm. Exact
+    /// ranges are within 2^22 of the zero point, which is itself inside an 8- or 16-bit
+    /// range, so the i32 sum cannot overflow.
+    #[inline]
+    fn apply_exact(&self, v: f32) -> i32 {
+        let c = v.clamp(self.lo, self.hi);
+        ((c + Self::MAGIC) - Self::MAGIC) as i32 + self.zero_point as i32
+    }
+
+    /// Appends `to(apply(x / scale))` for every `x` of `xs`.
+    #[inline]
+    pub fn quantize_into<T>(
+        &self,
+        xs: &[f32],
+        scale: f32,
+        to: impl Fn(i64) -> T,
+        out: &mut Vec<T>,
+    ) {
+        if self.exact {
+            out.extend(
+                xs.iter()
+                    .map(|&v| to(i64::from(self.apply_exact(v / scale)))),
+            );
+        } else {
+            out.extend(xs.iter().map(|&v| to(self.apply(v / scale))));
+        }
+    }
+}
+
+/// Rounds `v` half to even and saturates it (after adding `zero_point`) into `range`.
+#[inline]
+pub fn saturate_round(v: f32, zero_point: i64, range: (i64, i64)) -> i64 {
+    Saturator::new(zero_point, range).apply(v)
 }
 
 /// Quantizes one value: `saturate(round_half_even(x / scale) + zero_point)` into the
 /// range of `range` (see [`quant_range`]), computed in f32 like onnxruntime.
+#[inline]
 pub fn quantize_f32(x: f32, scale: f32, zero_point: i64, range: (i64, i64)) -> i64 {
     saturate_round(x / scale, zero_point, range)
-}
-
-/// Dequantizes one value: `(q - zero_point) * scale` in f32.
-pub fn dequantize_f32(q: i64, scale: f32, zero_point: i64) -> f32 {
-    q.wrapping_sub(zero_point) as f32 * scale
 }
 
 /// Requantizes an exact integer accumulator with `multiplier` (`a_scale * b_scale /
@@ -196,13 +254,15 @@ impl Params {
 impl ParamLayout {
     /// Splits `0..n` into runs of consecutive elements that share one parameter and calls
     /// `f(run, parameter index)` for each, so element loops need no per-element index math.
-    fn for_each_run(&self, n: usize, mut f: impl FnMut(std::ops::Range<usize>, usize)) {
+    pub fn for_each_run(&self, n: usize, mut f: impl FnMut(std::ops::Range<usize>, usize)) {
         match *self {
             ParamLayout::PerTensor => f(0..n, 0),
             ParamLayout::PerAxis { len, inner } => {
                 let inner = inner.max(1);
-                for (k, start) in (0..n).step_by(inner).enumerate() {
-                    f(start..(start + inner).min(n), k % len.max(1));
+                let mut p = 0;
+                for start in (0..n).step_by(inner) {
+                    f(start..(start + inner).min(n), p);
+                    p = if p + 1 >= len { 0 } else { p + 1 };
                 }
             }
             ParamLayout::Blocked { .. } => (0..n).for_each(|i| f(i..i + 1, self.index(i))),
@@ -221,11 +281,7 @@ fn quantize_runs<T>(
     let mut out = Vec::with_capacity(xs.len());
     scales.layout.for_each_run(xs.len(), |run, p| {
         let (scale, zp) = (scales.param(p) as f32, zps.at(run.start) as i64);
-        out.extend(
-            xs[run]
-                .iter()
-                .map(|&v| to(quantize_f32(v, scale, zp, range))),
-        );
+        Saturator::new(zp, range).quantize_into(&xs[run], scale, &to, &mut out);
     });
     out
 }
@@ -273,20 +329,31 @@ fn dequantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
     let scales = Params::new(x.shape(), Some(scale), axis, block)?;
     let zps = Params::new(x.shape(), zp, axis, block)?;
     let flat = x.tensor().flatten_all()?;
+    // 8-bit data centres exactly in i32, which converts to f32 in vector registers.
     let y = match flat.dtype() {
-        DType::U8 => dequantize_runs(&flat.to_vec1::<u8>()?, &scales, &zps),
-        _ => dequantize_runs(&x.to_i64_vec()?, &scales, &zps),
+        DType::U8 => dequantize_runs(&flat.to_vec1::<u8>()?, &scales, &zps, |q, zp| {
+            (i32::from(q) - zp as i32) as f32
+        }),
+        _ => dequantize_runs(&x.to_i64_vec()?, &scales, &zps, |q, zp| {
+            q.wrapping_sub(zp) as f32
+        }),
     };
     let t = Tensor::from_vec(y, x.shape(), x.tensor().device())?;
     Ok(vec![Value::new(t, scale.dtype())?])
 }
 
-/// `(q - zero_point) * scale` for every element, with per-run parameters.
-fn dequantize_runs<T: Copy + Into<i64>>(qs: &[T], scales: &Params, zps: &Params) -> Vec<f32> {
+/// `(q - zero_point) * scale` for every element, with per-run parameters; `center(q,
+/// zero_point)` computes `q - zero_point` exactly, as f32.
+fn dequantize_runs<T: Copy>(
+    qs: &[T],
+    scales: &Params,
+    zps: &Params,
+    center: impl Fn(T, i64) -> f32,
+) -> Vec<f32> {
     let mut out = Vec::with_capacity(qs.len());
     scales.layout.for_each_run(qs.len(), |run, p| {
         let (scale, zp) = (scales.param(p) as f32, zps.at(run.start) as i64);
-        out.extend(qs[run].iter().map(|&q| dequantize_f32(q.into(), scale, zp)));
+        out.extend(qs[run].iter().map(|&q| center(q, zp) * scale));
     });
     out
 }
@@ -602,6 +669,14 @@ mod tests {
                     "{v} {zp}"
                 );
             }
+            // The vectorised loop agrees with the scalar path, scale applied first.
+            let mut looped = Vec::new();
+            Saturator::new(zp, range).quantize_into(&values, 0.5, |q| q, &mut looped);
+            let scalar: Vec<i64> = values
+                .iter()
+                .map(|&v| reference(v / 0.5, zp, range))
+                .collect();
+            assert_eq!(looped, scalar, "zero point {zp}, range {range:?}");
         }
     }
 
@@ -622,9 +697,7 @@ mod tests {
     }
 
     #[test]
-    fn dequantize_and_requantize() {
-        assert_eq!(dequantize_f32(0, 2.0, 128), -256.0);
-        assert_eq!(dequantize_f32(255, 2.0, 128), 254.0);
+    fn requantize_rounds_then_adds_the_zero_point() {
         // 10 * 0.25 = 2.5 rounds to 2, then + zero point.
         assert_eq!(requantize(10, 0.25, 5, U8), 7);
         assert_eq!(requantize(-3000, 0.5, 0, I8), -128);

@@ -176,7 +176,7 @@ impl ModelStats {
         ModelStats {
             nodes: graph.node.len(),
             params: initializers + constants,
-            bytes: model.to_bytes().len() as u64,
+            bytes: model.encoded_len() as u64,
         }
     }
 }

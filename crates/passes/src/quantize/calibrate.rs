@@ -8,8 +8,9 @@ use serde::Serialize;
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::Model;
 
+use super::config::QuantConfig;
 use super::observer::{clip_range, CalibrationMethod, Histogram, MinMax};
-use super::scheme::Scheme;
+use super::verify::Captured;
 use crate::{bail, PassError, Result};
 
 /// The observers of one tensor.
@@ -34,8 +35,16 @@ impl Observer {
     pub fn update(&mut self, values: &[f32]) {
         self.minmax.update(values);
         if let Some(h) = &mut self.histogram {
-            h.update(values);
+            h.update_within(values, &self.minmax);
         }
+    }
+
+    /// Folds a value in when it is a float tensor (others have no range).
+    fn observe(&mut self, v: &Value) -> whittle_exec::Result<()> {
+        if v.dtype().is_float() {
+            v.with_f32(|values| self.update(values))?;
+        }
+        Ok(())
     }
 }
 
@@ -51,37 +60,46 @@ pub struct Calibration {
     /// `[min, max]` clipping range per tensor.
     #[serde(skip)]
     pub ranges: HashMap<String, (f32, f32)>,
-}
-
-/// Float values of a value as f32 (None for non-float values).
-pub fn float_values(v: &Value) -> Result<Option<Vec<f32>>> {
-    if !v.dtype().is_float() {
-        return Ok(None);
-    }
-    Ok(Some(v.to_f32_vec()?))
+    /// Float values of the first [`QuantConfig::record_batches`] batches, per batch: the
+    /// watched tensors and the graph outputs (a reference for [`super::verify::compare`]).
+    #[serde(skip)]
+    pub recorded: Vec<Captured>,
 }
 
 /// Runs `model` on every batch of `samples` and returns the clipping range of each tensor
-/// in `watch` under `method` (activation scheme `scheme`, for the MSE method).
+/// in `watch` under the configured method, keeping the float values of the first
+/// `cfg.record_batches` batches.
 pub fn calibrate<I>(
     model: &Model,
     watch: &HashSet<String>,
     samples: I,
-    method: CalibrationMethod,
-    scheme: &Scheme,
-    bins: usize,
-    progress: bool,
+    cfg: &QuantConfig,
 ) -> Result<Calibration>
 where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
+    let method = cfg.calibration;
     let exec = Executor::new(model)?;
     let mut observers: HashMap<String, Observer> = watch
         .iter()
-        .map(|n| (n.clone(), Observer::new(&method, bins)))
+        .map(|n| (n.clone(), Observer::new(&method, cfg.histogram_bins)))
         .collect();
+    let outputs: HashSet<&str> = model
+        .graph()
+        .output
+        .iter()
+        .map(|o| o.name.as_str())
+        .collect();
+    // Recorded besides the watched tensors: what else quantization changes, the graph
+    // outputs and the rows read from embedding tables.
+    let mut also_record = outputs.clone();
+    let nodes = &model.graph().node;
+    for i in super::gather::eligible(model, cfg)? {
+        also_record.extend(nodes[i].output.iter().map(String::as_str));
+    }
+    let mut recorded = Vec::new();
     let samples = samples.into_iter();
-    let bar = progress_bar(progress, samples.size_hint().1, "calibrating")?;
+    let bar = progress_bar(cfg.progress, samples.size_hint().1, "calibrating")?;
     let (mut count, mut batches) = (0usize, 0usize);
     for feed in samples {
         count += feed
@@ -89,13 +107,18 @@ where
             .next()
             .map_or(0, |v| v.shape().first().copied().unwrap_or(1));
         observe_feed(&feed, &mut observers)?;
+        let mut record = (batches < cfg.record_batches).then(Captured::new);
         let mut hook = |name: &str, _: &whittle_ir::proto::NodeProto, v: &Value| {
-            if let Some(obs) = observers.get_mut(name) {
-                if let Some(vals) = float_values(v).map_err(to_exec)? {
-                    obs.update(&vals);
+            let observer = observers.get_mut(name);
+            if let Some(kept) = record.as_mut() {
+                if v.dtype().is_float() && (observer.is_some() || also_record.contains(name)) {
+                    kept.insert(name.to_string(), v.to_f32_vec()?);
                 }
             }
-            Ok(())
+            match observer {
+                Some(obs) => obs.observe(v),
+                None => Ok(()),
+            }
         };
         let opts = RunOptions {
             hook: Some(&mut hook),
@@ -103,6 +126,7 @@ where
         };
         exec.run_with(feed, opts)
             .map_err(|e| PassError::Invalid(format!("calibration batch {}: {e}", batches + 1)))?;
+        recorded.extend(record);
         batches += 1;
         bar.inc(1);
     }
@@ -111,12 +135,7 @@ where
         bail!("the calibration data is empty");
     }
     // Graph outputs keep their full range: clipping saturates logits into ties.
-    let outputs: HashSet<&str> = model
-        .graph()
-        .output
-        .iter()
-        .map(|o| o.name.as_str())
-        .collect();
+    let scheme = cfg.activation_scheme();
     let ranges = observers
         .iter()
         .map(|(n, o)| {
@@ -127,7 +146,7 @@ where
             };
             (
                 n.clone(),
-                clip_range(&m, &o.minmax, o.histogram.as_ref(), scheme),
+                clip_range(&m, &o.minmax, o.histogram.as_ref(), &scheme),
             )
         })
         .collect();
@@ -136,11 +155,8 @@ where
         samples: count,
         batches,
         ranges,
+        recorded,
     })
-}
-
-fn to_exec(e: PassError) -> whittle_exec::ExecError {
-    whittle_exec::ExecError::msg(e.to_string())
 }
 
 /// Graph inputs are fed, not produced: observe them directly.
@@ -149,8 +165,8 @@ fn observe_feed(
     observers: &mut HashMap<String, Observer>,
 ) -> Result<()> {
     for (name, v) in feed {
-        if let (Some(obs), Some(vals)) = (observers.get_mut(name), float_values(v)?) {
-            obs.update(&vals);
+        if let Some(obs) = observers.get_mut(name) {
+            obs.observe(v)?;
         }
     }
     Ok(())

@@ -53,6 +53,10 @@ pub struct QuantConfig {
     pub histogram_bins: usize,
     /// Show progress bars on the terminal.
     pub progress: bool,
+    /// Calibration batches whose float values are kept ([`super::Calibration::recorded`])
+    /// so verification on those batches need not run the float model again; 0 keeps none.
+    #[serde(skip)]
+    pub record_batches: usize,
 }
 
 impl Default for QuantConfig {
@@ -68,6 +72,7 @@ impl Default for QuantConfig {
             exclude: Vec::new(),
             histogram_bins: 2048,
             progress: false,
+            record_batches: 0,
         }
     }
 }

@@ -119,15 +119,7 @@ where
 {
     let prepared = prepare(&fold_batchnorm(model)?, cfg, WeightSource::Any)?;
     let watch = watched_tensors(&prepared.model, &prepared.plan.targets);
-    let calibration = calibrate::calibrate(
-        &prepared.model,
-        &watch,
-        calib,
-        cfg.calibration,
-        &cfg.activation_scheme(),
-        cfg.histogram_bins,
-        cfg.progress,
-    )?;
+    let calibration = calibrate::calibrate(&prepared.model, &watch, calib, cfg)?;
     Ok((prepared, calibration))
 }
 

@@ -52,7 +52,30 @@ impl Default for MinMax {
 impl MinMax {
     /// Folds `values` in.
     pub fn update(&mut self, values: &[f32]) {
-        for &v in values.iter().filter(|v| v.is_finite()) {
+        // Independent lanes let the compiler vectorise; non-finite values count as
+        // neutral (+inf for the minimum, -inf for the maximum).
+        const LANES: usize = 16;
+        let chunks = values.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        if values.len() >= LANES {
+            let (mut lo, mut hi) = ([self.min; LANES], [self.max; LANES]);
+            for chunk in chunks {
+                for k in 0..LANES {
+                    let (v, finite) = (chunk[k], chunk[k].is_finite());
+                    lo[k] = lo[k].min(if finite { v } else { f32::INFINITY });
+                    hi[k] = hi[k].max(if finite { v } else { f32::NEG_INFINITY });
+                }
+            }
+            self.min = lo.into_iter().fold(f32::INFINITY, f32::min);
+            self.max = hi.into_iter().fold(f32::NEG_INFINITY, f32::max);
+        }
+        rest.iter().for_each(|&v| self.add(v));
+    }
+
+    /// Folds one value in (skipped unless finite).
+    #[inline]
+    pub fn add(&mut self, v: f32) {
+        if v.is_finite() {
             self.min = self.min.min(v);
             self.max = self.max.max(v);
         }
@@ -99,8 +122,17 @@ impl Histogram {
 
     /// Folds `values` in, growing the range first if they exceed it.
     pub fn update(&mut self, values: &[f32]) {
+        let mut seen = MinMax::default();
+        seen.update(values);
+        self.update_within(values, &seen);
+    }
+
+    /// [`Histogram::update`] for a caller that already tracks the range: `seen` covers
+    /// `values` (and may cover more, e.g. every earlier batch too).
+    pub fn update_within(&mut self, values: &[f32], seen: &MinMax) {
+        let (lo, hi) = seen.range();
+        let absmax = lo.abs().max(hi.abs());
         let finite = values.iter().copied().filter(|v| v.is_finite());
-        let absmax = finite.clone().fold(0.0f32, |a, v| a.max(v.abs()));
         if absmax == 0.0 && self.limit == 0.0 {
             self.limit = 1e-6;
         } else if self.limit == 0.0 {
@@ -291,6 +323,17 @@ mod tests {
         m.update(&[1.0, f32::NAN, -3.0]);
         m.update(&[2.5]);
         assert_eq!(m.range(), (-3.0, 2.5));
+        // Long enough for the lane loop; non-finite values anywhere are skipped.
+        let mut long: Vec<f32> = (0..37).map(|i| i as f32 * 0.25 - 4.0).collect();
+        long[3] = f32::INFINITY;
+        long[20] = f32::NEG_INFINITY;
+        long[33] = f32::NAN;
+        let mut m = MinMax::default();
+        m.update(&long);
+        assert_eq!(m.range(), (-4.0, 5.0));
+        let mut only_inf = MinMax::default();
+        only_inf.update(&[f32::INFINITY; 20]);
+        assert_eq!(only_inf.range(), (0.0, 0.0));
     }
 
     #[test]

@@ -88,10 +88,7 @@ impl QuantReport {
             notes: Vec::new(),
             seconds: 0.0,
         };
-        report.set_sizes(
-            input.to_bytes().len() as u64,
-            output.to_bytes().len() as u64,
-        );
+        report.set_sizes(input.encoded_len() as u64, output.encoded_len() as u64);
         report
     }
 

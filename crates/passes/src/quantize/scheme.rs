@@ -2,8 +2,10 @@
 //! quantization of weights (per tensor or per channel) and biases.
 
 use serde::Serialize;
-use whittle_exec::ops::quant::quantize_f32;
+use whittle_exec::ops::quant::{quantize_f32, ParamLayout, Saturator};
 use whittle_ir::{DataType, TensorData};
+
+use super::observer::MinMax;
 
 use crate::{bail, Result};
 
@@ -103,15 +105,6 @@ impl Scheme {
             zero_point: zero_point.clamp(qmin, qmax),
         }
     }
-
-    /// Quantizes `values` with `p`, saturating into this scheme's range.
-    pub fn quantize(&self, values: &[f32], p: QParams) -> Vec<i64> {
-        let range = self.qrange();
-        values
-            .iter()
-            .map(|&v| quantize_f32(v, p.scale, p.zero_point, range))
-            .collect()
-    }
 }
 
 /// A weight tensor in integers, with one [`QParams`] per channel (one in all when per tensor).
@@ -178,17 +171,38 @@ pub fn int_tensor(dtype: DataType, dims: Vec<usize>, values: &[i64]) -> Result<T
     })
 }
 
-/// Splits a flat tensor of `dims` into channels along `axis`: channel `c` gets the
-/// indices of its elements.
-fn channel_indices(dims: &[usize], axis: usize) -> Vec<Vec<usize>> {
-    let channels = dims[axis];
-    let inner: usize = dims[axis + 1..].iter().product();
-    let total: usize = dims.iter().product();
-    let mut out = vec![Vec::with_capacity(total / channels.max(1)); channels];
-    for i in 0..total {
-        out[(i / inner) % channels].push(i);
-    }
+/// Quantizes `values` with the parameters `layout` assigns, converting each integer with `to`.
+fn quantize_channels<T>(
+    values: &[f32],
+    layout: ParamLayout,
+    params: &[QParams],
+    range: (i64, i64),
+    to: impl Fn(i64) -> T,
+) -> Vec<T> {
+    let sats: Vec<Saturator> = params
+        .iter()
+        .map(|p| Saturator::new(p.zero_point, range))
+        .collect();
+    let mut out = Vec::with_capacity(values.len());
+    for_each_value(values, layout, |c, v| {
+        out.push(to(sats[c].apply(v / params[c].scale)));
+    });
     out
+}
+
+/// Calls `f(parameter index, value)` for every value in order. Per-axis layouts over the
+/// last axis (embedding tables quantized per column) walk rows, not one-element runs.
+fn for_each_value(values: &[f32], layout: ParamLayout, mut f: impl FnMut(usize, f32)) {
+    match layout {
+        ParamLayout::PerAxis { len, inner: 1 } => {
+            for row in values.chunks(len.max(1)) {
+                row.iter().enumerate().for_each(|(c, &v)| f(c, v));
+            }
+        }
+        _ => layout.for_each_run(values.len(), |run, c| {
+            values[run].iter().for_each(|&v| f(c, v));
+        }),
+    }
 }
 
 /// Quantizes a float weight with `scheme`, per channel along `axis` or per tensor.
@@ -200,40 +214,38 @@ pub fn quantize_weight(
 ) -> Result<QuantizedWeight> {
     let values: Vec<f32> = w.to_vec()?;
     let dims = w.dims().to_vec();
-    let groups = match axis {
-        Some(a) if a < dims.len() => channel_indices(&dims, a),
+    let (layout, channels) = match axis {
+        Some(a) if a < dims.len() => (
+            ParamLayout::PerAxis {
+                len: dims[a],
+                inner: dims[a + 1..].iter().product(),
+            },
+            dims[a],
+        ),
         Some(a) => bail!("weight '{name}' of shape {dims:?} has no channel axis {a}"),
-        None => vec![(0..values.len()).collect()],
+        None => (ParamLayout::PerTensor, 1),
     };
-    let mut q = vec![0i64; values.len()];
-    let mut params = Vec::with_capacity(groups.len());
-    for idx in &groups {
-        let chan: Vec<f32> = idx.iter().map(|&i| values[i]).collect();
-        let (lo, hi) = min_max(&chan);
-        let p = scheme.params(lo, hi);
-        for (&i, v) in idx.iter().zip(scheme.quantize(&chan, p)) {
-            q[i] = v;
+    let mut ranges = vec![MinMax::default(); channels];
+    for_each_value(&values, layout, |c, v| ranges[c].add(v));
+    let params: Vec<QParams> = ranges
+        .iter()
+        .map(|r| {
+            let (lo, hi) = r.range();
+            scheme.params(lo, hi)
+        })
+        .collect();
+    let range = scheme.qrange();
+    let data = match scheme.qtype {
+        QuantType::Int8 => {
+            let q = quantize_channels(&values, layout, &params, range, |v| v as i8);
+            TensorData::from_slice(dims, &q)?
         }
-        params.push(p);
-    }
-    Ok(QuantizedWeight {
-        data: int_tensor(scheme.qtype.dtype(), dims, &q)?,
-        params,
-        axis,
-    })
-}
-
-/// Smallest and largest finite value (0, 0 for an empty slice).
-pub fn min_max(values: &[f32]) -> (f32, f32) {
-    let finite = values.iter().copied().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
-        (lo.min(v), hi.max(v))
-    });
-    if lo > hi {
-        (0.0, 0.0)
-    } else {
-        (lo, hi)
-    }
+        QuantType::Uint8 => {
+            let q = quantize_channels(&values, layout, &params, range, |v| v as u8);
+            TensorData::from_slice(dims, &q)?
+        }
+    };
+    Ok(QuantizedWeight { data, params, axis })
 }
 
 /// A bias quantized to int32 with scale `x_scale * w_scale[c]` and zero point 0, and the

@@ -9,7 +9,6 @@ use whittle_ir::graph::GraphEdit;
 use whittle_ir::proto::NodeProto;
 use whittle_ir::Model;
 
-use super::calibrate::float_values;
 use crate::Result;
 
 /// Cosine similarity the graph outputs must reach for verification to pass.
@@ -122,30 +121,45 @@ fn changed_values(float: &Model, quant: &Model) -> HashSet<String> {
 }
 
 /// Runs both models on `batches` and compares the values [`changed_values`] picks.
+/// `recorded` holds the float model's values on the same batches when they are known
+/// already (see [`super::Calibration::recorded`]); the float model then does not run, and
+/// values it lacks are not compared.
 pub fn compare(
     float: &Model,
     quant: &Model,
     batches: &[HashMap<String, Value>],
+    recorded: Option<&[Captured]>,
 ) -> Result<Verification> {
-    let (fx, qx) = (Executor::new(float)?, Executor::new(quant)?);
-    let outputs = fx.output_names();
+    let source = match recorded.filter(|r| r.len() == batches.len()) {
+        Some(r) => Reference::Recorded(r),
+        None => Reference::Run(Box::new(Executor::new(float)?)),
+    };
+    let qx = Executor::new(quant)?;
+    let outputs: Vec<&String> = float.graph().output.iter().map(|o| &o.name).collect();
     let watched = changed_values(float, quant);
     let mut sums: HashMap<String, ErrorSums> = HashMap::new();
     let mut samples = 0;
-    for feed in batches {
+    for (i, feed) in batches.iter().enumerate() {
         samples += feed
             .values()
             .next()
             .map_or(0, |v| v.shape().first().copied().unwrap_or(1));
-        let reference = capture(&fx, feed, &watched, None)?;
-        capture(&qx, feed, &watched, Some((&reference, &mut sums)))?;
+        let captured;
+        let reference = match &source {
+            Reference::Recorded(r) => &r[i],
+            Reference::Run(fx) => {
+                captured = capture(fx, feed, &watched, None)?;
+                &captured
+            }
+        };
+        capture(&qx, feed, &watched, Some((reference, &mut sums)))?;
     }
     let skip = relu_inputs(float);
     let (mut outs, mut tensors): (Vec<_>, Vec<_>) = sums
         .iter()
         .filter(|(n, _)| !skip.contains(*n))
         .map(|(n, s)| s.finish(n))
-        .partition(|e| outputs.contains(&e.name));
+        .partition(|e| outputs.contains(&&e.name));
     tensors.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db));
     outs.sort_by(|a, b| a.name.cmp(&b.name));
     let passed = outs.iter().all(|o| o.cosine >= OUTPUT_COSINE_TOLERANCE);
@@ -158,7 +172,14 @@ pub fn compare(
     })
 }
 
-type Captured = HashMap<String, Vec<f32>>;
+/// Where the float values come from: recorded already, or a run of the float model.
+enum Reference<'a> {
+    Recorded(&'a [Captured]),
+    Run(Box<Executor>),
+}
+
+/// Float values of one run, by tensor name.
+pub type Captured = HashMap<String, Vec<f32>>;
 
 /// Runs `exec` on `feed`; without a reference, returns the float values named in `watched`;
 /// with one, folds the error of each value the reference holds into `sums`.
@@ -173,15 +194,20 @@ fn capture(
         if !watched.contains(name) || against.as_ref().is_some_and(|(r, _)| !r.contains_key(name)) {
             return Ok(());
         }
-        let vals = float_values(v).map_err(|e| whittle_exec::ExecError::msg(e.to_string()))?;
-        let Some(vals) = vals else { return Ok(()) };
+        if !v.dtype().is_float() {
+            return Ok(());
+        }
         match &mut against {
             None => {
-                seen.insert(name.to_string(), vals);
+                seen.insert(name.to_string(), v.to_f32_vec()?);
             }
             Some((reference, sums)) => {
-                if let Some(x) = reference.get(name).filter(|x| x.len() == vals.len()) {
-                    sums.entry(name.to_string()).or_default().add(x, &vals);
+                if let Some(x) = reference.get(name) {
+                    v.with_f32(|vals| {
+                        if x.len() == vals.len() {
+                            sums.entry(name.to_string()).or_default().add(x, vals);
+                        }
+                    })?;
                 }
             }
         }
