@@ -59,12 +59,7 @@ fn onnx_check(path: &Path) {
 }
 
 fn accuracy(model: &Model, test: &whittle_data::Dataset) -> f64 {
-    let eval = EvalSet {
-        input: "input".into(),
-        data: test.images.clone(),
-        labels: Some(test.labels.clone()),
-        batch_size: 250,
-    };
+    let eval = EvalSet::from_rows("input", &test.images, Some(test.labels.clone()), 250).unwrap();
     eval.accuracy(model).unwrap()
 }
 

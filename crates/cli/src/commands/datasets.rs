@@ -45,6 +45,9 @@ pub(crate) fn check_batch(input: &InputSpec, batches: &[Feed], flag: &str) -> an
     Ok(())
 }
 
+/// Samples per evaluation run.
+const EVAL_BATCH: usize = 256;
+
 /// Labelled eval data (the test split of `spec`, given as option `flag`) feeding the
 /// model's single input.
 pub(crate) fn eval_set(
@@ -64,10 +67,10 @@ pub(crate) fn eval_set(
         &dataset_batches(&input.name, &data.images, 1)?,
         flag,
     )?;
-    Ok(EvalSet {
-        input: input.name,
-        data: data.images,
-        labels: Some(data.labels),
-        batch_size: 256,
-    })
+    Ok(EvalSet::from_rows(
+        &input.name,
+        &data.images,
+        Some(data.labels),
+        EVAL_BATCH,
+    )?)
 }

@@ -297,9 +297,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         compression: "gzip -6",
         accuracy_before,
         accuracy_after,
-        eval_samples: eval
-            .as_ref()
-            .map(|e| e.data.dims().first().copied().unwrap_or(0)),
+        eval_samples: eval.as_ref().map(EvalSet::samples),
         finetune_epochs: epochs,
         channels,
         latency,

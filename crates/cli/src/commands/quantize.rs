@@ -8,7 +8,7 @@ use whittle_exec::{Executor, InputSpec, Value};
 use whittle_ir::{DataType, Model, TensorData};
 use whittle_passes::fp16::Fp16Options;
 use whittle_passes::int4::Int4Options;
-use whittle_passes::quantize::sensitivity::{AccuracyReport, EvalSet};
+use whittle_passes::quantize::sensitivity::EvalSet;
 use whittle_passes::quantize::{
     self, CalibrationMethod, Format, QuantConfig, QuantReport, QuantType,
 };
@@ -176,7 +176,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
     let exec = Executor::new(&model)?;
-    let eval = EvalData::load(&exec, args.eval_data.as_deref(), args.eval_samples)?;
+    let eval = load_eval(&exec, args.eval_data.as_deref(), args.eval_samples)?;
     let (quantized, mut report, verify_feed, recorded) = match args.mode {
         Mode::Fp16 | Mode::Int4 => {
             let (q, r) = if args.mode == Mode::Fp16 {
@@ -197,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (
                 q,
                 r,
-                eval.verification_feeds(&exec, args.verify_samples)?,
+                verification_feeds(eval.as_ref(), &exec, args.verify_samples)?,
                 None,
             )
         }
@@ -206,7 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (
                 q,
                 r,
-                eval.verification_feeds(&exec, args.verify_samples)?,
+                verification_feeds(eval.as_ref(), &exec, args.verify_samples)?,
                 None,
             )
         }
@@ -216,12 +216,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .as_deref()
                 .context("static mode needs --calib-data SPEC")?;
             let batches = calib_batches(&exec, spec, args.calib_samples)?;
-            let verify = match &eval {
-                EvalData::Feeds(f) => f.clone(),
-                _ => feeds::first_samples(&batches, args.verify_samples)?,
+            // Verified on unlabelled eval data when given, else on the calibration data.
+            let unlabelled = eval.as_ref().filter(|e| e.labels.is_none());
+            let verify = match unlabelled {
+                Some(e) => feeds::first_samples(&e.batches, args.verify_samples)?,
+                None => feeds::first_samples(&batches, args.verify_samples)?,
             };
             // Verifying on whole calibration batches reuses the float values calibration saw.
-            let reuse = !matches!(eval, EvalData::Feeds(_))
+            let reuse = unlabelled.is_none()
                 && verify
                     .iter()
                     .zip(&batches)
@@ -230,7 +232,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 record_batches: if reuse { verify.len() } else { 0 },
                 ..cfg.clone()
             };
-            let (q, mut r) = match (args.accuracy_budget, eval.labelled()) {
+            let (q, mut r) = match (args.accuracy_budget, &eval) {
                 (Some(b), Some(e)) => {
                     quantize::static_int8_within_budget(&model, &cfg, batches, e, b / 100.0)?
                 }
@@ -256,8 +258,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?);
     }
     if report.accuracy.is_none() {
-        if let Some(e) = eval.labelled().filter(|e| e.labels.is_some()) {
-            report.accuracy = Some(accuracy(e, &model, &quantized)?);
+        if let Some(e) = eval.as_ref().filter(|e| e.labels.is_some()) {
+            report.accuracy = Some(e.compare(&model, &quantized, None)?);
         }
     }
     save_model(&quantized, &args.output)?;
@@ -289,11 +291,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 fn config(args: &Args) -> anyhow::Result<QuantConfig> {
     if args.accuracy_budget.is_some() && args.eval_data.is_none() {
         bail!("--accuracy-budget needs --eval-data SPEC");
-    }
-    if args.accuracy_budget.is_some()
-        && args.eval_data.as_deref().and_then(feeds::archive).is_some()
-    {
-        bail!("--accuracy-budget needs labelled --eval-data; feeds:FILE.npz has no labels");
     }
     if args.accuracy_budget.is_some() && args.mode != Mode::Static {
         bail!("--accuracy-budget works with --mode static");
@@ -337,60 +334,37 @@ fn calib_batches(exec: &Executor, spec: &str, limit: usize) -> anyhow::Result<Ve
     Ok(batches)
 }
 
-/// What `--eval-data` holds.
-enum EvalData {
-    /// Not given.
-    Absent,
-    /// A labelled dataset (accuracy, budget).
-    Labelled(EvalSet),
-    /// Unlabelled `feeds:` batches (verification only).
-    Feeds(Vec<Feed>),
+/// `--eval-data`: a labelled dataset SPEC (test split), or unlabelled `feeds:FILE.npz`
+/// batches; at most `limit` samples.
+fn load_eval(
+    exec: &Executor,
+    spec: Option<&str>,
+    limit: Option<usize>,
+) -> anyhow::Result<Option<EvalSet>> {
+    const FLAG: &str = "--eval-data";
+    let Some(spec) = spec else {
+        return Ok(None);
+    };
+    Ok(Some(match feeds::archive(spec) {
+        Some(file) => EvalSet {
+            batches: feeds::load(exec, file, limit.unwrap_or(usize::MAX), FLAG)?,
+            labels: None,
+        },
+        None => eval_set(exec, spec, limit, FLAG)?,
+    }))
 }
 
-impl EvalData {
-    /// Loads `spec` (`feeds:FILE.npz` or a dataset SPEC), at most `limit` samples.
-    fn load(exec: &Executor, spec: Option<&str>, limit: Option<usize>) -> anyhow::Result<Self> {
-        const FLAG: &str = "--eval-data";
-        Ok(match spec {
-            None => EvalData::Absent,
-            Some(spec) => match feeds::archive(spec) {
-                Some(file) => {
-                    EvalData::Feeds(feeds::load(exec, file, limit.unwrap_or(usize::MAX), FLAG)?)
-                }
-                None => EvalData::Labelled(eval_set(exec, spec, limit, FLAG)?),
-            },
-        })
+/// Feeds to verify a model on: the first `samples` of the eval data, else one synthetic
+/// sample.
+fn verification_feeds(
+    eval: Option<&EvalSet>,
+    exec: &Executor,
+    samples: usize,
+) -> anyhow::Result<Vec<Feed>> {
+    match eval {
+        Some(e) => feeds::first_samples(&e.batches, samples),
+        None => Ok(vec![synthetic_feed(&exec.inputs())?]),
     }
-
-    /// The labelled dataset, if that is what was given.
-    fn labelled(&self) -> Option<&EvalSet> {
-        match self {
-            EvalData::Labelled(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// Feeds to verify a model on: the eval data (at most `samples` of a labelled set),
-    /// else one synthetic sample.
-    fn verification_feeds(&self, exec: &Executor, samples: usize) -> anyhow::Result<Vec<Feed>> {
-        match self {
-            EvalData::Labelled(e) => dataset_batches(&e.input, &e.data, samples),
-            EvalData::Feeds(f) => Ok(f.clone()),
-            EvalData::Absent => Ok(vec![synthetic_feed(&exec.inputs())?]),
-        }
-    }
-}
-
-/// Float vs quantized top-1 accuracy.
-fn accuracy(eval: &EvalSet, float: &Model, quant: &Model) -> anyhow::Result<AccuracyReport> {
-    let (f, q) = (eval.accuracy(float)?, eval.accuracy(quant)?);
-    Ok(AccuracyReport {
-        samples: eval.labels.as_ref().map_or(0, Vec::len),
-        float_accuracy: f,
-        quantized_accuracy: q,
-        accuracy_drop: f - q,
-        budget: None,
-    })
 }
 
 /// One synthetic sample per input: floats in [0, 1), integers 1 (valid ids, masks and

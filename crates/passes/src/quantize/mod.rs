@@ -179,8 +179,9 @@ fn note_tables(report: &mut QuantReport, model: &Model, tables: &[usize]) {
 }
 
 /// Static INT8 quantization within an accuracy budget: calibrates, then keeps the most
-/// sensitive layers in float until the top-1 accuracy drop on `eval` is at most `budget`
-/// (a fraction, e.g. 0.005). The report lists the layers kept float and the sensitivities.
+/// sensitive layers in float until the drop of `eval`'s score (top-1 accuracy, or the
+/// outputs' cosine to the float model's when it has no labels) is at most `budget` (a
+/// fraction, e.g. 0.005). The report lists the layers kept float and the sensitivities.
 pub fn static_int8_within_budget<I>(
     model: &Model,
     cfg: &QuantConfig,

@@ -11,16 +11,14 @@ use super::plan::{FloatNode, Target};
 use super::verify::ErrorSums;
 use crate::{bail, Result};
 
-/// Evaluation data: one model input, optional labels (accuracy) else output SQNR.
+/// Evaluation data: batches feeding the model's inputs, with class labels when known.
+/// With labels the yardstick is top-1 accuracy; without, the fidelity of the outputs to
+/// the float model's (mean per-sample cosine, SQNR).
 pub struct EvalSet {
-    /// Name of the model input the data feeds.
-    pub input: String,
-    /// Samples, first axis indexing them.
-    pub data: TensorData,
-    /// Class labels, when known.
+    /// One run's inputs per batch, by input name.
+    pub batches: Vec<HashMap<String, Value>>,
+    /// Class label of every sample, in batch order, when known.
     pub labels: Option<Vec<i64>>,
-    /// Samples per run.
-    pub batch_size: usize,
 }
 
 /// How much quantizing a single layer costs.
@@ -36,14 +34,18 @@ pub struct LayerSensitivity {
     pub score: f64,
 }
 
-/// Accuracy before and after quantization on the eval data.
+/// The score before and after quantization on the eval data: top-1 accuracy with labels,
+/// else the mean per-sample cosine of the outputs to the float model's (1 for the float
+/// model itself).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct AccuracyReport {
+    /// `"top1"` or `"output_cosine"`.
+    pub metric: String,
     /// Samples evaluated.
     pub samples: usize,
-    /// Float model top-1 accuracy, 0..1.
+    /// Float model score, 0..1.
     pub float_accuracy: f64,
-    /// Quantized model top-1 accuracy, 0..1.
+    /// Quantized model score, 0..1.
     pub quantized_accuracy: f64,
     /// `float - quantized`.
     pub accuracy_drop: f64,
@@ -51,26 +53,37 @@ pub struct AccuracyReport {
     pub budget: Option<f64>,
 }
 
-/// One eval batch: the feed, its first row and its length.
-type EvalBatch = (HashMap<String, Value>, usize, usize);
+/// The float model's outputs on every batch of an [`EvalSet`], by output name.
+pub struct FloatOutputs(Vec<HashMap<String, Vec<f32>>>);
 
 impl EvalSet {
-    fn batches(&self) -> Result<Vec<EvalBatch>> {
-        let images = Value::try_from(&self.data)?;
-        let n = self.data.dims().first().copied().unwrap_or(0);
-        let size = self.batch_size.max(1);
-        (0..n)
+    /// Rows of `data` (samples on the first axis) feeding `input`, `batch_size` per run.
+    pub fn from_rows(
+        input: &str,
+        data: &TensorData,
+        labels: Option<Vec<i64>>,
+        batch_size: usize,
+    ) -> Result<Self> {
+        let values = Value::try_from(data)?;
+        let n = data.dims().first().copied().unwrap_or(0);
+        let size = batch_size.max(1);
+        let batches = (0..n)
             .step_by(size)
             .map(|start| {
-                let len = size.min(n - start);
-                let rows = images
+                let rows = values
                     .tensor()
-                    .narrow(0, start, len)
+                    .narrow(0, start, size.min(n - start))
                     .map_err(|e| crate::PassError::Invalid(format!("eval data: {e}")))?;
-                let v = Value::new(rows, images.dtype())?;
-                Ok((HashMap::from([(self.input.clone(), v)]), start, len))
+                let v = Value::new(rows, values.dtype())?;
+                Ok(HashMap::from([(input.to_string(), v)]))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        Ok(EvalSet { batches, labels })
+    }
+
+    /// Samples in the set.
+    pub fn samples(&self) -> usize {
+        self.batches.iter().map(batch_len).sum()
     }
 
     /// Top-1 accuracy of `model` (first output = scores `[N, classes]`); needs labels.
@@ -80,42 +93,134 @@ impl EvalSet {
         };
         let exec = Executor::new(model)?;
         let out = exec.output_names()[0].clone();
-        let mut correct = 0usize;
-        for (feed, start, len) in self.batches()? {
-            let scores = exec.run(feed)?[&out].to_data()?.to_f64_vec()?;
+        let (mut correct, mut start) = (0usize, 0usize);
+        for feed in &self.batches {
+            let len = batch_len(feed);
+            let scores = exec.run(feed.clone())?[&out].to_f32_vec()?;
             let classes = scores.len() / len.max(1);
-            for (row, &label) in scores
-                .chunks(classes.max(1))
-                .zip(&labels[start..start + len])
-            {
+            let Some(truth) = labels.get(start..start + len) else {
+                bail!("the eval data has {} labels for more samples", labels.len());
+            };
+            for (row, &label) in scores.chunks(classes.max(1)).zip(truth) {
                 let best = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]));
                 correct += usize::from(best.is_some_and(|b| b as i64 == label));
             }
+            start += len;
         }
         Ok(correct as f64 / labels.len().max(1) as f64)
     }
 
-    /// SQNR (dB) of `model`'s outputs against `float`'s.
-    pub fn output_sqnr(&self, float: &Model, model: &Model) -> Result<f64> {
-        let (fx, qx) = (Executor::new(float)?, Executor::new(model)?);
+    /// `model`'s outputs on every batch (the reference for [`EvalSet::fidelity`]).
+    pub fn outputs(&self, model: &Model) -> Result<FloatOutputs> {
+        let exec = Executor::new(model)?;
+        let runs = self
+            .batches
+            .iter()
+            .map(|feed| {
+                exec.run(feed.clone())?
+                    .into_iter()
+                    .map(|(name, v)| Ok((name, v.to_f32_vec()?)))
+                    .collect()
+            })
+            .collect::<Result<_>>()?;
+        Ok(FloatOutputs(runs))
+    }
+
+    /// `(SQNR dB, mean per-sample cosine)` of `model`'s outputs against `reference`.
+    pub fn fidelity(&self, reference: &FloatOutputs, model: &Model) -> Result<(f64, f64)> {
+        let exec = Executor::new(model)?;
         let mut sums = ErrorSums::default();
-        for (feed, _, _) in self.batches()? {
-            let (a, b) = (fx.run(feed.clone())?, qx.run(feed)?);
-            for (name, v) in &a {
-                sums.add(
-                    &v.to_data()?.to_vec::<f32>()?,
-                    &b[name].to_data()?.to_vec::<f32>()?,
-                );
+        let (mut cosines, mut rows) = (0.0, 0usize);
+        for (feed, expected) in self.batches.iter().zip(&reference.0) {
+            let len = batch_len(feed).max(1);
+            for (name, v) in exec.run(feed.clone())? {
+                let (Some(x), got) = (expected.get(&name), v.to_f32_vec()?) else {
+                    continue;
+                };
+                sums.add(x, &got);
+                // One row per sample when the output has one; else the whole tensor.
+                let width = if x.len() % len == 0 {
+                    x.len() / len
+                } else {
+                    x.len()
+                };
+                for (a, b) in x.chunks(width.max(1)).zip(got.chunks(width.max(1))) {
+                    let mut row = ErrorSums::default();
+                    row.add(a, b);
+                    cosines += row.finish(&name).cosine;
+                    rows += 1;
+                }
             }
         }
-        Ok(sums.finish("outputs").sqnr_db)
+        Ok((sums.finish("outputs").sqnr_db, cosines / rows.max(1) as f64))
     }
+
+    /// The yardstick of the budget: top-1 accuracy with labels, else the mean cosine of
+    /// the outputs to `reference`.
+    fn score(&self, reference: &FloatOutputs, model: &Model) -> Result<f64> {
+        match self.labels {
+            Some(_) => self.accuracy(model),
+            None => Ok(self.fidelity(reference, model)?.1),
+        }
+    }
+
+    /// The name of [`EvalSet::score`]'s metric.
+    fn metric(&self) -> &'static str {
+        match self.labels {
+            Some(_) => "top1",
+            None => "output_cosine",
+        }
+    }
+
+    /// Scores `float` and `quant` ([`AccuracyReport`]); `budget` is recorded as given.
+    pub fn compare(
+        &self,
+        float: &Model,
+        quant: &Model,
+        budget: Option<f64>,
+    ) -> Result<AccuracyReport> {
+        let reference = self.reference(float)?;
+        let f = match self.labels {
+            Some(_) => self.accuracy(float)?,
+            None => 1.0,
+        };
+        let q = self.score(&reference, quant)?;
+        Ok(self.report(f, q, budget))
+    }
+
+    /// The float outputs when the yardstick needs them (no labels), else none.
+    fn reference(&self, float: &Model) -> Result<FloatOutputs> {
+        match self.labels {
+            Some(_) => Ok(FloatOutputs(Vec::new())),
+            None => self.outputs(float),
+        }
+    }
+
+    fn report(&self, float: f64, quant: f64, budget: Option<f64>) -> AccuracyReport {
+        AccuracyReport {
+            metric: self.metric().into(),
+            samples: self.samples(),
+            float_accuracy: float,
+            quantized_accuracy: quant,
+            accuracy_drop: float - quant,
+            budget,
+        }
+    }
+}
+
+/// Samples in one feed (the first axis of its first array).
+fn batch_len(feed: &HashMap<String, Value>) -> usize {
+    feed.values()
+        .next()
+        .and_then(|v| v.shape().first().copied())
+        .unwrap_or(0)
 }
 
 /// Builds a model with only `targets` quantized.
 pub type Exporter<'a> = dyn Fn(&[Target]) -> Result<Model> + 'a;
 
-/// Quantizes each target alone and measures the damage, most sensitive first.
+/// Quantizes each target alone and measures the damage, most sensitive first: the top-1
+/// accuracy drop with labels, else the SQNR of the outputs.
 pub fn layer_sensitivity(
     float: &Model,
     targets: &[Target],
@@ -127,6 +232,7 @@ pub fn layer_sensitivity(
         .as_ref()
         .map(|_| eval.accuracy(float))
         .transpose()?;
+    let reference = eval.reference(float)?;
     let mut out = Vec::with_capacity(targets.len());
     for t in targets {
         let model = export(std::slice::from_ref(t))?;
@@ -136,7 +242,7 @@ pub fn layer_sensitivity(
                 ("accuracy_drop", drop, drop)
             }
             None => {
-                let s = eval.output_sqnr(float, &model)?;
+                let s = eval.fidelity(&reference, &model)?.0;
                 ("output_sqnr_db", s, -s)
             }
         };
@@ -165,8 +271,9 @@ pub struct BudgetFit {
     pub sensitivity: Vec<LayerSensitivity>,
 }
 
-/// Moves the most sensitive layers back to float, one at a time, until the accuracy drop
-/// on `eval` is at most `budget` (0..1).
+/// Moves the most sensitive layers back to float, one at a time, until the drop of the
+/// eval score ([`EvalSet`]: top-1 accuracy, or output cosine without labels) is at most
+/// `budget` (0..1).
 pub fn fit_budget(
     float: &Model,
     targets: &[Target],
@@ -174,18 +281,22 @@ pub fn fit_budget(
     eval: &EvalSet,
     budget: f64,
 ) -> Result<BudgetFit> {
-    let float_accuracy = eval.accuracy(float)?;
+    let reference = eval.reference(float)?;
+    let float_score = match eval.labels {
+        Some(_) => eval.accuracy(float)?,
+        None => 1.0,
+    };
     let mut kept: Vec<Target> = targets.to_vec();
     let mut model = export(&kept)?;
-    let mut acc = eval.accuracy(&model)?;
+    let mut score = eval.score(&reference, &model)?;
     let mut kept_float = Vec::new();
-    let sensitivity = if float_accuracy - acc > budget {
+    let sensitivity = if float_score - score > budget {
         layer_sensitivity(float, targets, export, eval)?
     } else {
         Vec::new()
     };
     for s in &sensitivity {
-        if float_accuracy - acc <= budget || kept.len() <= 1 {
+        if float_score - score <= budget || kept.len() <= 1 {
             break;
         }
         kept.retain(|t| t.name != s.name);
@@ -193,29 +304,30 @@ pub fn fit_budget(
             .iter()
             .find(|t| t.name == s.name)
             .map(|t| t.op_type.clone());
+        let cost = match s.metric.as_str() {
+            "accuracy_drop" => format!("costs {:.2}% accuracy", 100.0 * s.value),
+            _ => format!("leaves an output SQNR of {:.1} dB", s.value),
+        };
         kept_float.push(FloatNode {
             name: s.name.clone(),
             op_type: op_type.unwrap_or_default(),
             reason: format!(
-                "accuracy budget {:.2}%: quantizing it alone costs {:.2}% accuracy",
+                "{} budget {:.2}%: quantizing it alone {cost}",
+                match eval.labels {
+                    Some(_) => "accuracy",
+                    None => "output cosine",
+                },
                 100.0 * budget,
-                100.0 * s.value
             ),
         });
         model = export(&kept)?;
-        acc = eval.accuracy(&model)?;
+        score = eval.score(&reference, &model)?;
     }
     Ok(BudgetFit {
         model,
         targets: kept,
         kept_float,
-        accuracy: AccuracyReport {
-            samples: eval.labels.as_ref().map_or(0, Vec::len),
-            float_accuracy,
-            quantized_accuracy: acc,
-            accuracy_drop: float_accuracy - acc,
-            budget: Some(budget),
-        },
+        accuracy: eval.report(float_score, score, Some(budget)),
         sensitivity,
     })
 }
