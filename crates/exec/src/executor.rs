@@ -508,6 +508,18 @@ pub fn check_input(spec: &InputSpec, value: &Value) -> Result<()> {
     Ok(())
 }
 
+/// The inputs a run of `model` must be fed: its graph inputs that no initializer provides
+/// (what [`Executor::inputs`] returns, without preparing an executor).
+pub fn model_inputs(model: &Model) -> Vec<InputSpec> {
+    let g = model.graph();
+    let provided: HashSet<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    g.input
+        .iter()
+        .filter(|v| !provided.contains(v.name.as_str()))
+        .map(input_spec)
+        .collect()
+}
+
 fn input_spec(v: &ValueInfoProto) -> InputSpec {
     let tensor = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
         Some(type_proto::Value::TensorType(t)) => Some(t),

@@ -5,15 +5,15 @@
 use anyhow::{bail, Context};
 use whittle_data::{Dataset, Split};
 use whittle_exec::executor::check_input;
-use whittle_exec::{Executor, InputSpec, Value};
+use whittle_exec::{InputSpec, Value};
 use whittle_ir::TensorData;
 use whittle_passes::quantize::sensitivity::EvalSet;
 
 use super::feeds::{self, Feed};
 
 /// The model's only input (dataset SPECs feed one input).
-pub(crate) fn single_input(exec: &Executor, flag: &str) -> anyhow::Result<InputSpec> {
-    match exec.inputs().as_slice() {
+pub(crate) fn single_input(inputs: &[InputSpec], flag: &str) -> anyhow::Result<InputSpec> {
+    match inputs {
         [one] => Ok(one.clone()),
         many => {
             let names: Vec<&str> = many.iter().map(|i| i.name.as_str()).collect();
@@ -51,7 +51,7 @@ const EVAL_BATCH: usize = 256;
 /// Labelled eval data (the test split of `spec`, given as option `flag`) feeding the
 /// model's single input.
 pub(crate) fn eval_set(
-    exec: &Executor,
+    inputs: &[InputSpec],
     spec: &str,
     limit: Option<usize>,
     flag: &str,
@@ -59,7 +59,7 @@ pub(crate) fn eval_set(
     if feeds::archive(spec).is_some() {
         bail!("{flag} needs a labelled dataset; feeds:FILE.npz has no labels");
     }
-    let input = single_input(exec, flag)?;
+    let input = single_input(inputs, flag)?;
     let data: Dataset = whittle_data::spec::load(spec, Split::Test, limit)
         .with_context(|| format!("loading {flag} {spec}"))?;
     check_batch(

@@ -114,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The student graph with the trained weights: no exposed feature, no projection.
     let trained = trainer.executor().export(&student)?;
     save_model(&trained, &args.output)?;
-    let eval = eval_set(&student_exec, &spec, args.test_samples, "--data")?;
+    let eval = eval_set(&student_exec.inputs(), &spec, args.test_samples, "--data")?;
     let summary = Summary {
         output: args.output.display().to_string(),
         teacher_accuracy: eval.accuracy(&teacher)?,

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use whittle_exec::executor::check_input;
-use whittle_exec::{Executor, Value};
+use whittle_exec::{InputSpec, Value};
 
 /// One run's inputs, by input name.
 pub(crate) type Feed = HashMap<String, Value>;
@@ -20,11 +20,11 @@ pub(crate) fn archive(spec: &str) -> Option<&Path> {
     spec.strip_prefix("feeds:").map(Path::new)
 }
 
-/// Batches of at most [`BATCH`] samples for every input of `exec`, from the arrays of
+/// Batches of at most [`BATCH`] samples for every one of `inputs`, from the arrays of
 /// `file` named after the inputs (at most `limit` samples), checked against the inputs'
 /// declared types and shapes. `flag` names the option in errors.
 pub(crate) fn load(
-    exec: &Executor,
+    inputs: &[InputSpec],
     file: &Path,
     limit: usize,
     flag: &str,
@@ -36,7 +36,6 @@ pub(crate) fn load(
         .into_iter()
         .collect();
     let held: Vec<String> = arrays.keys().cloned().collect();
-    let inputs = exec.inputs();
     let names: Vec<&str> = inputs.iter().map(|i| i.name.as_str()).collect();
     if let Some(extra) = held.iter().find(|h| !names.contains(&h.as_str())) {
         bail!(
@@ -46,7 +45,7 @@ pub(crate) fn load(
         );
     }
     let mut values = Vec::with_capacity(inputs.len());
-    for input in &inputs {
+    for input in inputs {
         let Some(data) = arrays.remove(&input.name) else {
             bail!(
                 "{}: no array for model input '{}' (it holds {held:?})",
@@ -62,7 +61,7 @@ pub(crate) fn load(
     if batches.is_empty() {
         bail!("{}: no samples", at());
     }
-    for input in &inputs {
+    for input in inputs {
         if let Some(value) = batches[0].get(&input.name) {
             check_input(input, value)
                 .with_context(|| format!("{} does not fit the model", at()))?;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use whittle_data::{Dataset, Split};
-use whittle_exec::Executor;
+use whittle_exec::model_inputs;
 use whittle_ir::Model;
 use whittle_passes::prune::channel::ChannelPruner;
 use whittle_passes::prune::report::sparsity_report;
@@ -237,7 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let eval = match &args.data {
         Some(spec) => Some(eval_set(
-            &Executor::new(&model)?,
+            &model_inputs(&model),
             spec,
             args.eval_limit,
             "--data",

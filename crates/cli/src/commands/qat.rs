@@ -134,10 +134,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let train = whittle_data::load(&spec, Split::Train, args.settings.limit)
         .with_context(|| format!("loading --data {spec}"))?;
     let exec = Executor::new(&state.model)?;
-    let input_name = single_input(&exec, "--data")?;
+    let input_name = single_input(&exec.inputs(), "--data")?;
     let calib = dataset_batches(&input_name.name, &train.images, args.calib_samples)?;
     check_batch(&input_name, &calib, "--data")?;
-    let eval = eval_set(&exec, &spec, args.test_samples, "--data")?;
+    let eval = eval_set(&exec.inputs(), &spec, args.test_samples, "--data")?;
     let (ptq, _) = quantize::static_int8(&state.model, &cfg, calib.clone())?;
     let state_model = state.model.clone();
     let run = Run {

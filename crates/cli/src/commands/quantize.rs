@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use whittle_data::Split;
-use whittle_exec::{Executor, InputSpec, Value};
+use whittle_exec::{model_inputs, InputSpec, Value};
 use whittle_ir::{DataType, Model, TensorData};
 use whittle_passes::fp16::Fp16Options;
 use whittle_passes::int4::Int4Options;
@@ -175,8 +175,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
-    let exec = Executor::new(&model)?;
-    let eval = load_eval(&exec, args.eval_data.as_deref(), args.eval_samples)?;
+    let inputs = model_inputs(&model);
+    let eval = load_eval(&inputs, args.eval_data.as_deref(), args.eval_samples)?;
     let (quantized, mut report, verify_feed, recorded) = match args.mode {
         Mode::Fp16 | Mode::Int4 => {
             let (q, r) = if args.mode == Mode::Fp16 {
@@ -197,7 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (
                 q,
                 r,
-                verification_feeds(eval.as_ref(), &exec, args.verify_samples)?,
+                verification_feeds(eval.as_ref(), &inputs, args.verify_samples)?,
                 None,
             )
         }
@@ -206,7 +206,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             (
                 q,
                 r,
-                verification_feeds(eval.as_ref(), &exec, args.verify_samples)?,
+                verification_feeds(eval.as_ref(), &inputs, args.verify_samples)?,
                 None,
             )
         }
@@ -215,7 +215,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .calib_data
                 .as_deref()
                 .context("static mode needs --calib-data SPEC")?;
-            let batches = calib_batches(&exec, spec, args.calib_samples)?;
+            let batches = calib_batches(&inputs, spec, args.calib_samples)?;
             // Verified on unlabelled eval data when given, else on the calibration data.
             let unlabelled = eval.as_ref().filter(|e| e.labels.is_none());
             let verify = match unlabelled {
@@ -321,12 +321,12 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
 
 /// Calibration batches from `spec`: `feeds:FILE.npz` for any model, else the train split
 /// of a dataset feeding the model's single input.
-fn calib_batches(exec: &Executor, spec: &str, limit: usize) -> anyhow::Result<Vec<Feed>> {
+fn calib_batches(inputs: &[InputSpec], spec: &str, limit: usize) -> anyhow::Result<Vec<Feed>> {
     const FLAG: &str = "--calib-data";
     if let Some(file) = feeds::archive(spec) {
-        return feeds::load(exec, file, limit, FLAG);
+        return feeds::load(inputs, file, limit, FLAG);
     }
-    let input = single_input(exec, FLAG)?;
+    let input = single_input(inputs, FLAG)?;
     let calib = whittle_data::spec::load(spec, Split::Train, Some(limit))
         .with_context(|| format!("loading {FLAG} {spec}"))?;
     let batches = dataset_batches(&input.name, &calib.images, calib.len())?;
@@ -337,7 +337,7 @@ fn calib_batches(exec: &Executor, spec: &str, limit: usize) -> anyhow::Result<Ve
 /// `--eval-data`: a labelled dataset SPEC (test split), or unlabelled `feeds:FILE.npz`
 /// batches; at most `limit` samples.
 fn load_eval(
-    exec: &Executor,
+    inputs: &[InputSpec],
     spec: Option<&str>,
     limit: Option<usize>,
 ) -> anyhow::Result<Option<EvalSet>> {
@@ -347,10 +347,10 @@ fn load_eval(
     };
     Ok(Some(match feeds::archive(spec) {
         Some(file) => EvalSet {
-            batches: feeds::load(exec, file, limit.unwrap_or(usize::MAX), FLAG)?,
+            batches: feeds::load(inputs, file, limit.unwrap_or(usize::MAX), FLAG)?,
             labels: None,
         },
-        None => eval_set(exec, spec, limit, FLAG)?,
+        None => eval_set(inputs, spec, limit, FLAG)?,
     }))
 }
 
@@ -358,12 +358,12 @@ fn load_eval(
 /// sample.
 fn verification_feeds(
     eval: Option<&EvalSet>,
-    exec: &Executor,
+    inputs: &[InputSpec],
     samples: usize,
 ) -> anyhow::Result<Vec<Feed>> {
     match eval {
         Some(e) => feeds::first_samples(&e.batches, samples),
-        None => Ok(vec![synthetic_feed(&exec.inputs())?]),
+        None => Ok(vec![synthetic_feed(inputs)?]),
     }
 }
 
