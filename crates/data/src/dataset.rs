@@ -208,13 +208,19 @@ pub(crate) fn paired_rows(
             .ok_or_else(|| DataError::format(name, "is a scalar, not one row per sample"))
     };
     let (nx, ny) = (count(&x, x_name)?, count(&y, y_name)?);
+    same_count(nx, ny, x_name, y_name)?;
+    let n = limit.map_or(nx, |l| l.min(nx));
+    Ok((slice_rows(&x, 0, n)?, slice_rows(&y, 0, n)?))
+}
+
+/// Fails unless the `nx` samples of `x_name` and the `ny` labels of `y_name` pair up.
+pub(crate) fn same_count(nx: usize, ny: usize, x_name: &str, y_name: &str) -> Result<()> {
     if nx != ny {
         return Err(DataError::Invalid(format!(
             "{x_name} holds {nx} samples but {y_name} holds {ny} labels"
         )));
     }
-    let n = limit.map_or(nx, |l| l.min(nx));
-    Ok((slice_rows(&x, 0, n)?, slice_rows(&y, 0, n)?))
+    Ok(())
 }
 
 /// Rows `start..end` along the first axis of a tensor with fixed-size elements.

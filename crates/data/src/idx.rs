@@ -5,7 +5,7 @@ use std::path::Path;
 use whittle_ir::{DataType, TensorData};
 
 use crate::error::{DataError, Result};
-use crate::raw::{data_len, exact_data, read_file, swap_bytes};
+use crate::raw::{data_len, exact_data, open_file, read_file, swap_bytes};
 
 /// Largest rank accepted in an IDX header.
 const MAX_RANK: usize = 8;
@@ -15,8 +15,47 @@ pub fn read_idx(path: &Path) -> Result<TensorData> {
     parse_idx(&read_file(path)?, &path.display().to_string())
 }
 
+/// Reads the first `limit` rows (entries of the first axis) of an IDX file, raw or
+/// gzip-compressed, decoding only the bytes they need; returns them and the number of rows
+/// the file declares. The bytes after those rows are not read, so only a read of every row
+/// ([`read_idx`]) notices trailing data.
+pub fn read_idx_rows(path: &Path, limit: usize) -> Result<(TensorData, usize)> {
+    let file = path.display().to_string();
+    let mut reader = open_file(path)?;
+    let mut read = |buf: &mut [u8], what: &str| {
+        std::io::Read::read_exact(&mut reader, buf)
+            .map_err(|e| DataError::format(&file, format!("truncated or unreadable {what} ({e})")))
+    };
+    let mut header = vec![0u8; 4];
+    read(&mut header, "IDX header")?;
+    let rank = header[3] as usize;
+    if (1..=MAX_RANK).contains(&rank) {
+        header.resize(4 + 4 * rank, 0);
+        read(&mut header[4..], "IDX header")?;
+    }
+    let (dtype, mut dims) = parse_header(&header, &file)?;
+    let size = dtype.size().unwrap_or(1);
+    let declared = dims[0];
+    dims[0] = declared.min(limit);
+    let mut data = vec![0u8; data_len(&dims, size, &file)?];
+    read(&mut data, "data")?;
+    swap_bytes(&mut data, size);
+    Ok((TensorData::from_bytes(dtype, dims, data)?, declared))
+}
+
 /// Decodes the bytes of an (uncompressed) IDX file; `file` names the source in errors.
 pub fn parse_idx(bytes: &[u8], file: &str) -> Result<TensorData> {
+    let (dtype, dims) = parse_header(bytes, file)?;
+    let dims_end = 4 + 4 * dims.len();
+    let size = dtype.size().unwrap_or(1);
+    let want = data_len(&dims, size, file)?;
+    let mut data = exact_data(&bytes[dims_end..], want, file)?.to_vec();
+    swap_bytes(&mut data, size);
+    Ok(TensorData::from_bytes(dtype, dims, data)?)
+}
+
+/// The element type and dims of the IDX header at the start of `bytes`.
+fn parse_header(bytes: &[u8], file: &str) -> Result<(DataType, Vec<usize>)> {
     let fail = |reason: String| DataError::format(file, reason);
     let header = bytes
         .get(..4)
@@ -48,11 +87,7 @@ pub fn parse_idx(bytes: &[u8], file: &str) -> Result<TensorData> {
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
-    let size = dtype.size().unwrap_or(1);
-    let want = data_len(&dims, size, file)?;
-    let mut data = exact_data(&bytes[dims_end..], want, file)?.to_vec();
-    swap_bytes(&mut data, size);
-    Ok(TensorData::from_bytes(dtype, dims, data)?)
+    Ok((dtype, dims))
 }
 
 /// The element type of an IDX type byte.
@@ -115,6 +150,33 @@ mod tests {
             let err = parse_idx(&full[..cut], "cut.idx").unwrap_err().to_string();
             assert!(err.starts_with("cut.idx: truncated"), "cut {cut}: {err}");
         }
+    }
+
+    #[test]
+    fn row_limited_reads_decode_only_a_prefix_raw_or_gzip() {
+        let assets = assets_dir();
+        let (labels, rows) =
+            read_idx_rows(&assets.join("mnist/train-labels-idx1-ubyte"), 5).unwrap();
+        assert_eq!(
+            (rows, labels.to_vec::<u8>().unwrap()),
+            (60000, vec![5, 0, 4, 1, 9])
+        );
+        let gz = assets.join("fashion-mnist/t10k-images-idx3-ubyte.gz");
+        let (head, rows) = read_idx_rows(&gz, 3).unwrap();
+        assert_eq!((rows, head.dims()), (10000, &[3usize, 28, 28][..]));
+        let all = read_idx(&gz).unwrap();
+        assert_eq!(head.bytes().unwrap(), &all.bytes().unwrap()[..3 * 784]);
+        // A limit past the end reads every row; a short file is an error naming it.
+        let dir = crate::testutil::scratch_dir("idx-rows");
+        let path = dir.join("short.idx");
+        std::fs::write(&path, idx(0x0C, &[2, 2], &[1; 16])).unwrap();
+        assert_eq!(read_idx_rows(&path, 9).unwrap().0.dims(), [2, 2]);
+        std::fs::write(&path, &idx(0x0C, &[2, 2], &[1; 16])[..20]).unwrap();
+        let err = read_idx_rows(&path, 9).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}: truncated", path.display())),
+            "{err}"
+        );
     }
 
     #[test]

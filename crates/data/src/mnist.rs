@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use whittle_ir::{DataType, TensorData};
 
-use crate::dataset::{paired_rows, Dataset, Split};
+use crate::dataset::{paired_rows, same_count, Dataset, Split};
 use crate::error::{DataError, Result};
-use crate::idx::read_idx;
+use crate::idx::{read_idx, read_idx_rows};
 
 /// Classes of MNIST and Fashion-MNIST.
 const MNIST_CLASSES: usize = 10;
@@ -25,13 +25,27 @@ pub(crate) fn load_idx(dir: &Path, split: Split, limit: Option<usize>) -> Result
     };
     let x_path = find_idx(dir, &format!("{prefix}-images-idx3-ubyte"))?;
     let y_path = find_idx(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
-    let (images, labels) = paired_rows(
-        read_idx(&x_path)?,
-        read_idx(&y_path)?,
-        &x_path.display().to_string(),
-        &y_path.display().to_string(),
-        limit,
-    )?;
+    let (images, labels) = match limit {
+        // Only the rows asked for are decoded (a calibration run reads 512 of 60,000).
+        Some(limit) => {
+            let (images, x_rows) = read_idx_rows(&x_path, limit)?;
+            let (labels, y_rows) = read_idx_rows(&y_path, limit)?;
+            same_count(
+                x_rows,
+                y_rows,
+                &x_path.display().to_string(),
+                &y_path.display().to_string(),
+            )?;
+            (images, labels)
+        }
+        None => paired_rows(
+            read_idx(&x_path)?,
+            read_idx(&y_path)?,
+            &x_path.display().to_string(),
+            &y_path.display().to_string(),
+            None,
+        )?,
+    };
     expect_u8(&images, 3, &x_path)?;
     expect_u8(&labels, 1, &y_path)?;
     let dims = images.dims();

@@ -29,6 +29,22 @@ pub fn read_file(path: &Path) -> Result<Vec<u8>> {
     }
 }
 
+/// A reader of a file's bytes, decompressing them when it starts with the gzip magic bytes
+/// (whatever its name): for reading a prefix without loading the whole file.
+pub fn open_file(path: &Path) -> Result<Box<dyn Read>> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut reader = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
+    let head = std::io::BufRead::fill_buf(&mut reader).map_err(io)?;
+    Ok(if head.starts_with(&GZIP_MAGIC) {
+        Box::new(MultiGzDecoder::new(reader))
+    } else {
+        Box::new(reader)
+    })
+}
+
 /// Decompresses a gzip stream; `file` names the source in errors.
 pub fn gunzip(bytes: &[u8], file: &str) -> Result<Vec<u8>> {
     let mut out = Vec::new();

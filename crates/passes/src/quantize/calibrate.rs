@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
 use serde::Serialize;
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::Model;
@@ -31,11 +32,45 @@ impl Observer {
         }
     }
 
-    /// Folds a batch of values in.
+    /// Folds a batch of values in; large batches are split over the CPU's threads (the
+    /// counts are exact sums, so the result does not depend on the split).
     pub fn update(&mut self, values: &[f32]) {
-        self.minmax.update(values);
+        /// Values per parallel piece, and the size from which splitting pays.
+        const PIECE: usize = 1 << 14;
+        if values.len() < 4 * PIECE {
+            self.minmax.update(values);
+            if let Some(h) = &mut self.histogram {
+                h.update_within(values, &self.minmax);
+            }
+            return;
+        }
+        let seen = values
+            .par_chunks(PIECE)
+            .map(|piece| {
+                let mut m = MinMax::default();
+                m.update(piece);
+                m
+            })
+            .reduce(MinMax::default, MinMax::merged);
+        self.minmax = self.minmax.merged(seen);
         if let Some(h) = &mut self.histogram {
-            h.update_within(values, &self.minmax);
+            h.cover(&self.minmax);
+            let (limit, bins) = (h.limit, h.counts.len());
+            let counts = values
+                .par_chunks(PIECE)
+                .map(|piece| {
+                    let mut counts = vec![0u64; bins];
+                    Histogram::count(piece, limit, &mut counts);
+                    counts
+                })
+                .reduce(
+                    || vec![0; bins],
+                    |mut a, b| {
+                        a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                        a
+                    },
+                );
+            h.counts.iter_mut().zip(counts).for_each(|(x, y)| *x += y);
         }
     }
 
@@ -136,8 +171,9 @@ where
     }
     // Graph outputs keep their full range: clipping saturates logits into ties.
     let scheme = cfg.activation_scheme();
+    // The entropy and MSE searches take milliseconds per tensor: one tensor per thread.
     let ranges = observers
-        .iter()
+        .par_iter()
         .map(|(n, o)| {
             let m = if outputs.contains(n.as_str()) {
                 CalibrationMethod::MinMax
@@ -186,4 +222,37 @@ pub fn progress_bar(visible: bool, len: Option<usize>, what: &str) -> Result<Pro
             .map_err(|e| PassError::Invalid(e.to_string()))?;
     bar.set_style(style);
     Ok(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_updates_count_exactly_like_one_pass() {
+        // Large enough to be split over threads, with values outside the first range and
+        // non-finite ones.
+        let values: Vec<f32> = (0..300_000)
+            .map(|i| match i % 1000 {
+                7 => f32::NAN,
+                11 => f32::INFINITY,
+                _ => ((i * 7919) % 2001) as f32 / 100.0 - 10.0,
+            })
+            .collect();
+        // A first, narrower batch: the split update must grow the histogram's range.
+        let narrow: Vec<f32> = values[..1000].iter().map(|v| v * 0.1).collect();
+        let method = CalibrationMethod::Percentile { percentile: 99.9 };
+        let mut split = Observer::new(&method, 2048);
+        split.update(&narrow);
+        split.update(&values);
+        let mut serial = Observer::new(&method, 2048);
+        for piece in [&narrow[..], &values[..]] {
+            serial.minmax.update(piece);
+            let h = serial.histogram.as_mut().unwrap();
+            h.update_within(piece, &serial.minmax);
+        }
+        assert_eq!(split.minmax, serial.minmax);
+        assert_eq!(split.histogram, serial.histogram);
+        assert_eq!(split.histogram.unwrap().total(), 1000 - 2 + 300_000 - 600);
+    }
 }

@@ -72,6 +72,14 @@ impl MinMax {
         rest.iter().for_each(|&v| self.add(v));
     }
 
+    /// The range covering both `self` and `other`.
+    pub fn merged(self, other: MinMax) -> MinMax {
+        MinMax {
+            min: self.min.min(other.min),
+            max: self.max.max(other.max),
+        }
+    }
+
     /// Folds one value in (skipped unless finite).
     #[inline]
     pub fn add(&mut self, v: f32) {
@@ -130,9 +138,14 @@ impl Histogram {
     /// [`Histogram::update`] for a caller that already tracks the range: `seen` covers
     /// `values` (and may cover more, e.g. every earlier batch too).
     pub fn update_within(&mut self, values: &[f32], seen: &MinMax) {
+        self.cover(seen);
+        Self::count(values, self.limit, &mut self.counts);
+    }
+
+    /// Grows the range (doubling) until it covers `seen`.
+    pub fn cover(&mut self, seen: &MinMax) {
         let (lo, hi) = seen.range();
         let absmax = lo.abs().max(hi.abs());
-        let finite = values.iter().copied().filter(|v| v.is_finite());
         if absmax == 0.0 && self.limit == 0.0 {
             self.limit = 1e-6;
         } else if self.limit == 0.0 {
@@ -141,11 +154,16 @@ impl Histogram {
         while absmax > self.limit {
             self.double();
         }
-        let n = self.counts.len();
-        let scale = n as f32 / (2.0 * self.limit);
-        for v in finite {
-            let i = ((v + self.limit) * scale) as usize;
-            self.counts[i.min(n - 1)] += 1;
+    }
+
+    /// Adds the finite `values` (all within `[-limit, limit]`) to `counts`, bins of a
+    /// histogram over that range.
+    pub fn count(values: &[f32], limit: f32, counts: &mut [u64]) {
+        let n = counts.len();
+        let scale = n as f32 / (2.0 * limit);
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            let i = ((v + limit) * scale) as usize;
+            counts[i.min(n - 1)] += 1;
         }
     }
 
