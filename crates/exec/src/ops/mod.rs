@@ -17,6 +17,7 @@ pub mod batch_norm_train;
 pub mod contrib;
 pub mod conv;
 pub mod elementwise;
+pub mod erf;
 pub mod fake_quant;
 pub mod index;
 pub mod linalg;

@@ -58,11 +58,13 @@ impl Observer {
             let (limit, bins) = (h.limit, h.counts.len());
             let counts = values
                 .par_chunks(PIECE)
-                .map(|piece| {
-                    let mut counts = vec![0u64; bins];
-                    Histogram::count(piece, limit, &mut counts);
-                    counts
-                })
+                .fold(
+                    || vec![0u64; bins],
+                    |mut counts, piece| {
+                        Histogram::count(piece, limit, &mut counts);
+                        counts
+                    },
+                )
                 .reduce(
                     || vec![0; bins],
                     |mut a, b| {
