@@ -176,16 +176,37 @@ def mean_cosine(a, b):
     return float((num / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))).mean())
 
 
-def latency_ms(path, feeds, runs):
-    s = session(path)
-    for _ in range(3):
-        s.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        s.run(None, feeds)
-        times.append(1e3 * (time.perf_counter() - t))
-    return statistics.median(times)
+def latencies_ms(paths, feeds, runs, rounds=5):
+    """Median latency (ms) of each model over `runs` runs, taken in `rounds` rounds that
+    visit every model in turn, so a change of the machine's speed during the bench touches
+    every row alike instead of the rows measured at that moment."""
+    sessions = [session(p) for p in paths]
+    for s in sessions:
+        for _ in range(3):
+            s.run(None, feeds)
+    times = [[] for _ in paths]
+    for _ in range(rounds):
+        for s, t in zip(sessions, times):
+            for _ in range(max(1, runs // rounds)):
+                start = time.perf_counter()
+                s.run(None, feeds)
+                t.append(1e3 * (time.perf_counter() - start))
+    return [statistics.median(t) for t in times]
+
+
+def with_latencies(measured, feeds1, feeds32, runs1, runs32, digits):
+    """Fills the b1 / b32 latency cells of `measured` rows [(cells, path or None), ...]:
+    the cells hold the placeholders "{b1}" and "{b32}"."""
+    ran = [(cells, path) for cells, path in measured if path]
+    paths = [path for _, path in ran]
+    b1, b32 = latencies_ms(paths, feeds1, runs1), latencies_ms(paths, feeds32, runs32)
+    rows = []
+    for cells, path in measured:
+        if path:
+            i = paths.index(path)
+            cells = [c.replace("{b1}", f"{b1[i]:.{digits}f}").replace("{b32}", f"{b32[i]:.{digits}f}") for c in cells]
+        rows.append(cells)
+    return rows
 
 
 def child_rss(cmd):
@@ -292,7 +313,6 @@ ORT_METHOD = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentil
 def lenet_rows(b, quick):
     x_test, y_test = mnist("test")
     calib = f"mnist:{MNIST}"
-    rows = []
     jobs = [("fp32", "-", lambda: (LENET, 0.0, None, ""))]
     jobs.append(("whittle dynamic", "-", lambda: b.whittle(LENET, "dynamic")))
     jobs.append(("ORT quantize_dynamic", "-", lambda: b.ort(ORT_DYNAMIC.format(model=LENET), b.out_path("ort_dyn"))))
@@ -310,20 +330,20 @@ def lenet_rows(b, quick):
     jobs.append(("whittle int4 (block 32)", "-", lambda: b.whittle(LENET, "int4", ["--block-size", "32"])))
     jobs.append(("ORT MatMulNBits (block 32)", "-", lambda: b.ort(ORT_INT4.format(model=LENET), b.out_path("ort_int4"))))
     feeds1, feeds32 = {"input": x_test[:1]}, {"input": x_test[:32]}
+    measured = []
     for name, gran, job in jobs:
         path, seconds, _, err = job()
         if path is None:
-            rows.append([name, gran, "-", "-", "-", "-", f"{seconds:.1f}", f"skipped: {err[:80]}"])
+            measured.append(([name, gran, "-", "-", "-", "-", f"{seconds:.1f}", f"skipped: {err[:80]}"], None))
             continue
         try:
             acc = lenet_accuracy(path, x_test, y_test)
-            l1, l32 = latency_ms(path, feeds1, 200), latency_ms(path, feeds32, 50)
             size = os.path.getsize(path)
-            rows.append([name, gran, f"{100 * acc:.2f}%", f"{size / 1024:.0f} KiB", f"{l1:.3f}", f"{l32:.3f}",
-                         f"{seconds:.1f}" if seconds else "-", ""])
+            measured.append(([name, gran, f"{100 * acc:.2f}%", f"{size / 1024:.0f} KiB", "{b1}", "{b32}",
+                              f"{seconds:.1f}" if seconds else "-", ""], path))
         except Exception as e:  # the emitted model does not run in ORT
-            rows.append([name, gran, "-", "-", "-", "-", f"{seconds:.1f}", f"ORT failed: {str(e)[:80]}"])
-    return rows
+            measured.append(([name, gran, "-", "-", "-", "-", f"{seconds:.1f}", f"ORT failed: {str(e)[:80]}"], None))
+    return with_latencies(measured, feeds1, feeds32, 200, 50, 3)
 
 
 def minilm_rows(b):
@@ -344,21 +364,20 @@ def minilm_rows(b):
         ("ORT MatMulNBits (block 32)", lambda: b.ort(ORT_INT4.format(model=MINILM), b.out_path("ort_int4"))),
     ]
     jobs += minilm_static_jobs(b)
-    rows = []
+    measured = []
     for name, job in jobs:
         path, seconds, _, err = job()
         if path is None:
-            rows.append([name, "-", "-", "-", "-", f"{seconds:.1f}", f"skipped: {err[:80]}"])
+            measured.append(([name, "-", "-", "-", "-", f"{seconds:.1f}", f"skipped: {err[:80]}"], None))
             continue
         try:
             cos = mean_cosine(ref, minilm_embeddings(path, feeds))
-            l1, l32 = latency_ms(path, lat1, 20), latency_ms(path, lat32, 3)
             size = os.path.getsize(path) / 2**20
-            rows.append([name, f"{cos:.5f}", f"{size:.1f} MiB", f"{l1:.2f}", f"{l32:.1f}",
-                         f"{seconds:.1f}" if seconds else "-", ""])
+            measured.append(([name, f"{cos:.5f}", f"{size:.1f} MiB", "{b1}", "{b32}",
+                              f"{seconds:.1f}" if seconds else "-", ""], path))
         except Exception as e:
-            rows.append([name, "-", "-", "-", "-", f"{seconds:.1f}", f"ORT failed: {str(e)[:80]}"])
-    return rows, len(texts)
+            measured.append(([name, "-", "-", "-", "-", f"{seconds:.1f}", f"ORT failed: {str(e)[:80]}"], None))
+    return with_latencies(measured, lat1, lat32, 20, 5, 2), len(texts)
 
 
 def minilm_static_jobs(b):
@@ -414,7 +433,7 @@ def main():
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     parts = [
         f"Machine: {cpu}, {os.cpu_count()} cores, ONNX Runtime {ort.__version__}. Latency: ORT, 1 thread, "
-        "default graph optimisations, median. Quantize time: wall seconds of the quantizing process, "
+        "default graph optimisations, median over 5 rounds that visit every model in turn. Quantize time: wall seconds of the quantizing process, "
         f"median of {args.runs} runs.",
         "",
         f"**MNIST LeNet5** (calibration: first {CALIB} train images; accuracy: all 10k test images)",

@@ -234,7 +234,7 @@ mod tests {
     fn split_updates_count_exactly_like_one_pass() {
         // Large enough to be split over threads, with values outside the first range and
         // non-finite ones.
-        let values: Vec<f32> = (0..300_000)
+        let values: Vec<f32> = (0..300_000i64)
             .map(|i| match i % 1000 {
                 7 => f32::NAN,
                 11 => f32::INFINITY,

@@ -119,8 +119,39 @@ where
 {
     let prepared = prepare(&fold_batchnorm(model)?, cfg, WeightSource::Any)?;
     let watch = watched_tensors(&prepared.model, &prepared.plan.targets);
-    let calibration = calibrate::calibrate(&prepared.model, &watch, calib, cfg)?;
+    let mut calibration = calibrate::calibrate(&prepared.model, &watch, calib, cfg)?;
+    share_ranges(&prepared.model, &mut calibration.ranges);
     Ok((prepared, calibration))
+}
+
+/// Operators whose output holds only values of their first input (selected or moved).
+const VALUE_PRESERVING: [&str; 7] = [
+    "MaxPool",
+    "Flatten",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Identity",
+];
+
+/// Gives the output of every value-preserving operator its input's range, as ONNX
+/// Runtime's quantizer does: with equal scales and zero points on both sides, runtimes run
+/// the operator on the integers (ORT drops the DequantizeLinear/QuantizeLinear pair around
+/// a MaxPool). Ranges chosen separately (entropy, percentile, MSE) differ slightly and
+/// block that.
+fn share_ranges(model: &Model, ranges: &mut HashMap<String, (f32, f32)>) {
+    for node in &model.graph().node {
+        if !node.domain.is_empty() || !VALUE_PRESERVING.contains(&node.op_type.as_str()) {
+            continue;
+        }
+        let (Some(input), Some(output)) = (node.input.first(), node.output.first()) else {
+            continue;
+        };
+        if let (Some(&range), true) = (ranges.get(input), ranges.contains_key(output)) {
+            ranges.insert(output.clone(), range);
+        }
+    }
 }
 
 fn format_name(cfg: &QuantConfig) -> &'static str {
