@@ -42,36 +42,44 @@ fn quantize_minilm(dir: &Path, mode: &str, extra: &[&str]) -> (i32, String, Stri
     whittle(&args)
 }
 
+/// Static per-channel INT8 of MiniLM with 7-bit weights (u8 x s8 products saturate in ONNX
+/// Runtime on CPUs without VNNI), calibrated on the first `calib` sentences and evaluated
+/// on the `eval` after them (`dir/calib.npz`, `dir/eval.npz`), with `extra` flags; returns
+/// the report of the successful run.
+fn static_minilm_on_sentences(dir: &Path, calib: usize, eval: usize, extra: &[&str]) -> Value {
+    python(
+        dir,
+        &format!(
+            "tok, s = WordPiece(VOCAB), sentences({})\n\
+             np.savez('calib.npz', **minilm_batch(s[:{calib}], tok))\n\
+             np.savez('eval.npz', **minilm_batch(s[{calib}:], tok))",
+            calib + eval
+        ),
+    );
+    let calib = format!("feeds:{}", dir.join("calib.npz").display());
+    let eval = format!("feeds:{}", dir.join("eval.npz").display());
+    let mut flags = vec![
+        "--per-channel",
+        "--reduce-range",
+        "--calib-data",
+        &calib,
+        "--eval-data",
+        &eval,
+    ];
+    flags.extend_from_slice(extra);
+    let (code, stdout, stderr) = quantize_minilm(dir, "static", &flags);
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
 #[test]
 fn static_minilm_calibrated_on_token_feeds_matches_float_in_onnx_runtime() {
     let dir = scratch("minilm");
-    // 64 sentences to calibrate on, 32 others to verify and measure on.
-    python(
-        &dir,
-        "tok, s = WordPiece(VOCAB), sentences(96)\n\
-         np.savez('calib.npz', **minilm_batch(s[:64], tok))\n\
-         np.savez('eval.npz', **minilm_batch(s[64:], tok))",
-    );
-    let (calib, eval) = (dir.join("calib.npz"), dir.join("eval.npz"));
-    let (code, stdout, stderr) = quantize_minilm(
-        &dir,
-        "static",
-        &[
-            "--per-channel",
-            // Min/max ranges of the feed-forward outputs are stretched by a few outliers
-            // (ORT mean cosine 0.967); the 99.99th percentile gives 0.995.
-            "--calibration",
-            "percentile",
-            // u8 x s8 products saturate in ONNX Runtime on CPUs without VNNI (0.947 without).
-            "--reduce-range",
-            "--calib-data",
-            &format!("feeds:{}", calib.display()),
-            "--eval-data",
-            &format!("feeds:{}", eval.display()),
-        ],
-    );
-    assert_eq!(code, 0, "{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
+    // 64 sentences to calibrate on, 32 others to verify and measure on. Min/max ranges of
+    // the feed-forward outputs are stretched by a few outliers (ORT mean cosine 0.967);
+    // the 99.99th percentile gives 0.995 (0.947 without --reduce-range on a CPU without
+    // VNNI).
+    let report = static_minilm_on_sentences(&dir, 64, 32, &["--calibration", "percentile"]);
     assert_eq!(report["calibration"]["samples"], 64);
     assert_eq!(report["verification"]["samples"], 32);
     let ops: Vec<&str> = (report["quantized_nodes"].as_array().unwrap().iter())
@@ -103,32 +111,13 @@ fn static_minilm_calibrated_on_token_feeds_matches_float_in_onnx_runtime() {
 #[test]
 fn accuracy_budget_on_unlabelled_feeds_keeps_layers_float_until_outputs_agree() {
     let dir = scratch("budget");
-    python(
+    // Min/max ranges alone leave a mean output cosine near 0.95.
+    let report = static_minilm_on_sentences(
         &dir,
-        "tok, s = WordPiece(VOCAB), sentences(40)\n\
-         np.savez('calib.npz', **minilm_batch(s[:32], tok))\n\
-         np.savez('eval.npz', **minilm_batch(s[32:], tok))",
+        32,
+        8,
+        &["--calibration", "minmax", "--accuracy-budget", "1"],
     );
-    let (calib, eval) = (dir.join("calib.npz"), dir.join("eval.npz"));
-    let (code, stdout, stderr) = quantize_minilm(
-        &dir,
-        "static",
-        &[
-            "--per-channel",
-            // Min/max ranges alone leave a mean output cosine near 0.95.
-            "--calibration",
-            "minmax",
-            "--reduce-range",
-            "--calib-data",
-            &format!("feeds:{}", calib.display()),
-            "--eval-data",
-            &format!("feeds:{}", eval.display()),
-            "--accuracy-budget",
-            "1",
-        ],
-    );
-    assert_eq!(code, 0, "{stderr}");
-    let report: Value = serde_json::from_str(&stdout).unwrap();
     let acc = &report["accuracy"];
     assert_eq!(acc["metric"], "output_cosine");
     assert_eq!(acc["samples"], 8);

@@ -508,6 +508,14 @@ pub fn check_input(spec: &InputSpec, value: &Value) -> Result<()> {
     Ok(())
 }
 
+/// Samples in one run's inputs: the first axis of its (first) array, 1 for a scalar, 0
+/// for an empty feed.
+pub fn feed_samples(feed: &HashMap<String, Value>) -> usize {
+    feed.values()
+        .next()
+        .map_or(0, |v| v.shape().first().copied().unwrap_or(1))
+}
+
 /// The inputs a run of `model` must be fed: its graph inputs that no initializer provides
 /// (what [`Executor::inputs`] returns, without preparing an executor).
 pub fn model_inputs(model: &Model) -> Vec<InputSpec> {

@@ -11,6 +11,6 @@ pub mod ops;
 pub mod value;
 
 pub use error::{ExecError, Result};
-pub use executor::{model_inputs, Executor, InputSpec, RunOptions};
+pub use executor::{feed_samples, model_inputs, Executor, InputSpec, RunOptions};
 pub use ops::Registry;
 pub use value::Value;

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context};
 use whittle_exec::executor::check_input;
-use whittle_exec::{InputSpec, Value};
+use whittle_exec::{feed_samples, InputSpec, Value};
 
 /// One run's inputs, by input name.
 pub(crate) type Feed = HashMap<String, Value>;
@@ -70,14 +70,6 @@ pub(crate) fn load(
     Ok(batches)
 }
 
-/// Samples in a feed (the first axis of its arrays).
-pub(crate) fn samples(feed: &Feed) -> usize {
-    feed.values()
-        .next()
-        .and_then(|v| v.shape().first().copied())
-        .unwrap_or(0)
-}
-
 /// The first `n` samples of `batches` (the last batch kept narrowed to fit).
 pub(crate) fn first_samples(batches: &[Feed], n: usize) -> anyhow::Result<Vec<Feed>> {
     let mut left = n;
@@ -86,7 +78,7 @@ pub(crate) fn first_samples(batches: &[Feed], n: usize) -> anyhow::Result<Vec<Fe
         if left == 0 {
             break;
         }
-        let rows = samples(feed);
+        let rows = feed_samples(feed);
         let take = rows.min(left);
         let narrowed = feed
             .iter()

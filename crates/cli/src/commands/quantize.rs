@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use whittle_data::Split;
-use whittle_exec::{model_inputs, InputSpec, Value};
+use whittle_exec::{feed_samples, model_inputs, InputSpec, Value};
 use whittle_ir::{DataType, Model, TensorData};
 use whittle_passes::fp16::Fp16Options;
 use whittle_passes::int4::Int4Options;
@@ -227,7 +227,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 && verify
                     .iter()
                     .zip(&batches)
-                    .all(|(v, b)| feeds::samples(v) == feeds::samples(b));
+                    .all(|(v, b)| feed_samples(v) == feed_samples(b));
             let cfg = QuantConfig {
                 record_batches: if reuse { verify.len() } else { 0 },
                 ..cfg.clone()

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
-use whittle_exec::{Executor, RunOptions, Value};
+use whittle_exec::{feed_samples, Executor, RunOptions, Value};
 use whittle_ir::Model;
 
 use super::config::QuantConfig;
@@ -139,10 +139,7 @@ where
     let bar = progress_bar(cfg.progress, samples.size_hint().1, "calibrating")?;
     let (mut count, mut batches) = (0usize, 0usize);
     for feed in samples {
-        count += feed
-            .values()
-            .next()
-            .map_or(0, |v| v.shape().first().copied().unwrap_or(1));
+        count += feed_samples(&feed);
         observe_feed(&feed, &mut observers)?;
         let mut record = (batches < cfg.record_batches).then(Captured::new);
         let mut hook = |name: &str, _: &whittle_ir::proto::NodeProto, v: &Value| {

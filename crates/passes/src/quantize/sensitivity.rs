@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use whittle_exec::{Executor, Value};
+use whittle_exec::{feed_samples, Executor, Value};
 use whittle_ir::{Model, TensorData};
 
 use super::plan::{FloatNode, Target};
@@ -83,7 +83,7 @@ impl EvalSet {
 
     /// Samples in the set.
     pub fn samples(&self) -> usize {
-        self.batches.iter().map(batch_len).sum()
+        self.batches.iter().map(feed_samples).sum()
     }
 
     /// Top-1 accuracy of `model` (first output = scores `[N, classes]`); needs labels.
@@ -95,7 +95,7 @@ impl EvalSet {
         let out = exec.output_names()[0].clone();
         let (mut correct, mut start) = (0usize, 0usize);
         for feed in &self.batches {
-            let len = batch_len(feed);
+            let len = feed_samples(feed);
             let scores = exec.run(feed.clone())?[&out].to_f32_vec()?;
             let classes = scores.len() / len.max(1);
             let Some(truth) = labels.get(start..start + len) else {
@@ -132,7 +132,7 @@ impl EvalSet {
         let mut sums = ErrorSums::default();
         let (mut cosines, mut rows) = (0.0, 0usize);
         for (feed, expected) in self.batches.iter().zip(&reference.0) {
-            let len = batch_len(feed).max(1);
+            let len = feed_samples(feed).max(1);
             for (name, v) in exec.run(feed.clone())? {
                 let (Some(x), got) = (expected.get(&name), v.to_f32_vec()?) else {
                     continue;
@@ -179,20 +179,17 @@ impl EvalSet {
         quant: &Model,
         budget: Option<f64>,
     ) -> Result<AccuracyReport> {
-        let reference = self.reference(float)?;
-        let f = match self.labels {
-            Some(_) => self.accuracy(float)?,
-            None => 1.0,
-        };
+        let (reference, f) = self.baseline(float)?;
         let q = self.score(&reference, quant)?;
         Ok(self.report(f, q, budget))
     }
 
-    /// The float outputs when the yardstick needs them (no labels), else none.
-    fn reference(&self, float: &Model) -> Result<FloatOutputs> {
+    /// What [`EvalSet::score`] compares against, and the float model's own score: its
+    /// outputs and 1 without labels (cosine to itself), nothing and its accuracy with.
+    fn baseline(&self, float: &Model) -> Result<(FloatOutputs, f64)> {
         match self.labels {
-            Some(_) => Ok(FloatOutputs(Vec::new())),
-            None => self.outputs(float),
+            Some(_) => Ok((FloatOutputs(Vec::new()), self.accuracy(float)?)),
+            None => Ok((self.outputs(float)?, 1.0)),
         }
     }
 
@@ -208,14 +205,6 @@ impl EvalSet {
     }
 }
 
-/// Samples in one feed (the first axis of its first array).
-fn batch_len(feed: &HashMap<String, Value>) -> usize {
-    feed.values()
-        .next()
-        .and_then(|v| v.shape().first().copied())
-        .unwrap_or(0)
-}
-
 /// Builds a model with only `targets` quantized.
 pub type Exporter<'a> = dyn Fn(&[Target]) -> Result<Model> + 'a;
 
@@ -227,22 +216,26 @@ pub fn layer_sensitivity(
     export: &Exporter,
     eval: &EvalSet,
 ) -> Result<Vec<LayerSensitivity>> {
-    let base = eval
-        .labels
-        .as_ref()
-        .map(|_| eval.accuracy(float))
-        .transpose()?;
-    let reference = eval.reference(float)?;
+    sensitivity_against(&eval.baseline(float)?, targets, export, eval)
+}
+
+/// [`layer_sensitivity`] with the float model's [`EvalSet::baseline`] already measured.
+fn sensitivity_against(
+    (reference, float_score): &(FloatOutputs, f64),
+    targets: &[Target],
+    export: &Exporter,
+    eval: &EvalSet,
+) -> Result<Vec<LayerSensitivity>> {
     let mut out = Vec::with_capacity(targets.len());
     for t in targets {
         let model = export(std::slice::from_ref(t))?;
-        let (metric, value, score) = match base {
-            Some(acc) => {
-                let drop = acc - eval.accuracy(&model)?;
+        let (metric, value, score) = match eval.labels {
+            Some(_) => {
+                let drop = float_score - eval.accuracy(&model)?;
                 ("accuracy_drop", drop, drop)
             }
             None => {
-                let s = eval.fidelity(&reference, &model)?.0;
+                let s = eval.fidelity(reference, &model)?.0;
                 ("output_sqnr_db", s, -s)
             }
         };
@@ -281,17 +274,14 @@ pub fn fit_budget(
     eval: &EvalSet,
     budget: f64,
 ) -> Result<BudgetFit> {
-    let reference = eval.reference(float)?;
-    let float_score = match eval.labels {
-        Some(_) => eval.accuracy(float)?,
-        None => 1.0,
-    };
+    let baseline = eval.baseline(float)?;
+    let (reference, float_score) = (&baseline.0, baseline.1);
     let mut kept: Vec<Target> = targets.to_vec();
     let mut model = export(&kept)?;
-    let mut score = eval.score(&reference, &model)?;
+    let mut score = eval.score(reference, &model)?;
     let mut kept_float = Vec::new();
     let sensitivity = if float_score - score > budget {
-        layer_sensitivity(float, targets, export, eval)?
+        sensitivity_against(&baseline, targets, export, eval)?
     } else {
         Vec::new()
     };
@@ -321,7 +311,7 @@ pub fn fit_budget(
             ),
         });
         model = export(&kept)?;
-        score = eval.score(&reference, &model)?;
+        score = eval.score(reference, &model)?;
     }
     Ok(BudgetFit {
         model,

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
-use whittle_exec::{Executor, RunOptions, Value};
+use whittle_exec::{feed_samples, Executor, RunOptions, Value};
 use whittle_ir::graph::GraphEdit;
 use whittle_ir::proto::NodeProto;
 use whittle_ir::Model;
@@ -140,10 +140,7 @@ pub fn compare(
     let mut sums: HashMap<String, ErrorSums> = HashMap::new();
     let mut samples = 0;
     for (i, feed) in batches.iter().enumerate() {
-        samples += feed
-            .values()
-            .next()
-            .map_or(0, |v| v.shape().first().copied().unwrap_or(1));
+        samples += feed_samples(feed);
         let captured;
         let reference = match &source {
             Reference::Recorded(r) => &r[i],
