@@ -94,7 +94,7 @@ fn static_minilm_calibrated_on_token_feeds_matches_float_in_onnx_runtime() {
     let ratio = report["size_ratio"].as_f64().unwrap();
     assert!(
         ratio < 0.27,
-        "embedding tables and weights in int8: size ratio {ratio}"
+        "embedding tables and weights in 8 bits: size ratio {ratio}"
     );
     let cosine: f64 = python(
         &dir,

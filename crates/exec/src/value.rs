@@ -216,15 +216,25 @@ impl Value {
     /// storage when it is a contiguous f32 CPU tensor, else converted like
     /// [`Value::to_f32_vec`].
     pub fn with_f32<R>(&self, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+        self.with_slice(f)
+    }
+
+    /// Calls `f` with all elements as `T` in row-major order: borrowed from the tensor's
+    /// storage when it is a contiguous CPU tensor of `T`, else converted (candle's
+    /// `to_dtype`).
+    pub fn with_slice<T: candle_core::WithDType, R>(&self, f: impl FnOnce(&[T]) -> R) -> Result<R> {
         {
             let (storage, layout) = self.tensor.storage_and_layout();
-            if let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((a, b))) =
+            if let (candle_core::Storage::Cpu(cpu), Some((a, b))) =
                 (&*storage, layout.contiguous_offsets())
             {
-                return Ok(f(&data[a..b]));
+                if let Ok(data) = cpu.as_slice::<T>() {
+                    return Ok(f(&data[a..b]));
+                }
             }
         }
-        Ok(f(&self.to_f32_vec()?))
+        let converted = self.tensor.flatten_all()?.to_dtype(T::DTYPE)?;
+        Ok(f(&converted.to_vec1::<T>()?))
     }
 
     /// The tensor in a float dtype for arithmetic: floats as they are, integers as f64

@@ -45,6 +45,9 @@ pub struct Args {
     /// Percentile for --calibration percentile.
     #[arg(long, default_value_t = 99.99)]
     percentile: f64,
+    /// Histogram bins per tensor for entropy, percentile and mse calibration.
+    #[arg(long, default_value_t = 2048, value_name = "N")]
+    histogram_bins: usize,
     /// One weight scale per output channel.
     #[arg(long)]
     per_channel: bool,
@@ -298,6 +301,12 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }
+    if !(16..=1 << 20).contains(&args.histogram_bins) {
+        bail!(
+            "--histogram-bins must be between 16 and 1048576, got {}",
+            args.histogram_bins
+        );
+    }
     let calibration = args.calibration.method(args.percentile);
     let mut cfg = QuantConfig {
         format: match args.format {
@@ -310,6 +319,7 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
         reduce_range: args.reduce_range,
         calibration,
         exclude: args.exclude.clone(),
+        histogram_bins: args.histogram_bins,
         progress: !args.json,
         ..QuantConfig::default()
     };

@@ -83,32 +83,29 @@ impl Saturator {
         q.clamp(self.range.0, self.range.1)
     }
 
-    /// [`Saturator::apply`] for an exact range, in f32 and i32 only so loops vectorise:
-    /// clamp first (a NaN stays NaN and converts to 0), then round without libm. Exact
-    /// ranges are within 2^22 of the zero point, which is itself inside an 8- or 16-bit
-    /// range, so the i32 sum cannot overflow.
+    /// [`Saturator::apply`] for an exact range, in f32 and i32 without conversions that
+    /// saturate, so loops vectorise: NaN becomes 0, the value is clamped, then rounded by
+    /// adding `MAGIC`: for |c| < 2^22, `c + MAGIC` lies in [2^23, 2^24), where the float
+    /// grid is the integers, so the addition rounds `c` half to even and the bit patterns
+    /// of `c + MAGIC` and `MAGIC` differ by exactly the rounded value. Exact ranges are
+    /// within 2^22 of the zero point, which is itself inside an 8- or 16-bit range, so the
+    /// i32 sums cannot overflow.
     #[inline]
     fn apply_exact(&self, v: f32) -> i32 {
+        let v = if v.is_nan() { 0.0 } else { v };
         let c = v.clamp(self.lo, self.hi);
-        ((c + Self::MAGIC) - Self::MAGIC) as i32 + self.zero_point as i32
+        let rounded = (c + Self::MAGIC).to_bits() as i32 - Self::MAGIC.to_bits() as i32;
+        rounded + self.zero_point as i32
     }
 
-    /// Appends `to(apply(x / scale))` for every `x` of `xs`.
+    /// Writes `to(apply(x / scale))` for every `x` of `xs` into `out` (as long as `xs`).
     #[inline]
-    pub fn quantize_into<T>(
-        &self,
-        xs: &[f32],
-        scale: f32,
-        to: impl Fn(i64) -> T,
-        out: &mut Vec<T>,
-    ) {
+    pub fn quantize_slice<T>(&self, xs: &[f32], scale: f32, to: impl Fn(i64) -> T, out: &mut [T]) {
+        let pairs = xs.iter().zip(out);
         if self.exact {
-            out.extend(
-                xs.iter()
-                    .map(|&v| to(i64::from(self.apply_exact(v / scale)))),
-            );
+            pairs.for_each(|(&v, q)| *q = to(i64::from(self.apply_exact(v / scale))));
         } else {
-            out.extend(xs.iter().map(|&v| to(self.apply(v / scale))));
+            pairs.for_each(|(&v, q)| *q = to(self.apply(v / scale)));
         }
     }
 }
@@ -222,68 +219,169 @@ impl ParamLayout {
     }
 }
 
-/// Per-element parameters of `param` (None gives zeros) laid out against `data`.
-struct Params {
-    layout: ParamLayout,
-    values: Vec<f64>,
-}
-
-impl Params {
-    fn new(data: &[usize], param: Option<&Value>, axis: i64, block: i64) -> Result<Self> {
-        match param {
-            None => Ok(Params {
-                layout: ParamLayout::PerTensor,
-                values: vec![0.0],
-            }),
-            Some(p) => Ok(Params {
-                layout: ParamLayout::new(data, p.shape(), axis, block)?,
-                values: p.to_f64_vec()?,
-            }),
-        }
-    }
-
-    fn at(&self, i: usize) -> f64 {
-        self.param(self.layout.index(i))
-    }
-
-    fn param(&self, p: usize) -> f64 {
-        self.values.get(p).copied().unwrap_or(0.0)
-    }
+/// A stretch of consecutive elements and the parameters they use (see
+/// [`ParamLayout::for_each_span`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Span {
+    /// Every element uses parameter `p`.
+    Shared(usize),
+    /// Element `k` of the stretch uses parameter `first + k` (parameters along the last
+    /// axis: per-column weights and tables, blocks across rows).
+    Stepping(usize),
 }
 
 impl ParamLayout {
-    /// Splits `0..n` into runs of consecutive elements that share one parameter and calls
-    /// `f(run, parameter index)` for each, so element loops need no per-element index math.
-    pub fn for_each_run(&self, n: usize, mut f: impl FnMut(std::ops::Range<usize>, usize)) {
+    /// Splits the flat element indices `range` into stretches whose parameters are one
+    /// [`Span`] and calls `f(stretch, span)` for each in order, so element loops need no
+    /// per-element index math.
+    pub fn for_each_span(
+        &self,
+        range: std::ops::Range<usize>,
+        mut f: impl FnMut(std::ops::Range<usize>, Span),
+    ) {
+        let mut i = range.start;
+        while i < range.end {
+            let (end, span) = self.span_at(i);
+            let end = end.min(range.end);
+            f(i..end, span);
+            i = end;
+        }
+    }
+
+    /// The span starting at element `i` and where it ends (exclusive, unbounded by the data).
+    fn span_at(&self, i: usize) -> (usize, Span) {
         match *self {
-            ParamLayout::PerTensor => f(0..n, 0),
+            ParamLayout::PerTensor => (usize::MAX, Span::Shared(0)),
             ParamLayout::PerAxis { len, inner } => {
-                let inner = inner.max(1);
-                let mut p = 0;
-                for start in (0..n).step_by(inner) {
-                    f(start..(start + inner).min(n), p);
-                    p = if p + 1 >= len { 0 } else { p + 1 };
+                let (len, inner) = (len.max(1), inner.max(1));
+                let p = (i / inner) % len;
+                if inner == 1 {
+                    (i + len - p, Span::Stepping(p))
+                } else {
+                    ((i / inner + 1) * inner, Span::Shared(p))
                 }
             }
-            ParamLayout::Blocked { .. } => (0..n).for_each(|i| f(i..i + 1, self.index(i))),
+            ParamLayout::Blocked {
+                len, inner, block, ..
+            } => {
+                let (len, inner, block) = (len.max(1), inner.max(1), block.max(1));
+                let p = self.index(i);
+                if inner == 1 {
+                    let j = i % len;
+                    (i + (block - j % block).min(len - j), Span::Shared(p))
+                } else {
+                    ((i / inner + 1) * inner, Span::Stepping(p))
+                }
+            }
         }
     }
 }
 
-/// Quantizes `xs` with per-run scales and zero points, converting each result with `to`.
-fn quantize_runs<T>(
-    xs: &[f32],
-    scales: &Params,
-    zps: &Params,
-    range: (i64, i64),
-    to: impl Fn(i64) -> T,
-) -> Vec<T> {
-    let mut out = Vec::with_capacity(xs.len());
-    scales.layout.for_each_run(xs.len(), |run, p| {
-        let (scale, zp) = (scales.param(p) as f32, zps.at(run.start) as i64);
-        Saturator::new(zp, range).quantize_into(&xs[run], scale, &to, &mut out);
-    });
+/// Scales and zero points of a QuantizeLinear / DequantizeLinear, one per parameter index
+/// of their layout.
+struct Params {
+    layout: ParamLayout,
+    scales: Vec<f32>,
+    zero_points: Vec<i64>,
+}
+
+impl Params {
+    /// The parameters `scale` and `zero_point` (None: zeros) laid out against `data`.
+    fn new(
+        data: &[usize],
+        scale: &Value,
+        zero_point: Option<&Value>,
+        axis: i64,
+        block: i64,
+    ) -> Result<Self> {
+        let layout = ParamLayout::new(data, scale.shape(), axis, block)?;
+        let scales = scale.to_f32_vec()?;
+        let zero_points = match zero_point {
+            None => vec![0; scales.len()],
+            Some(z) => {
+                let values = z.to_i64_vec()?;
+                if values.len() != scales.len() {
+                    bail!(
+                        "zero point of shape {:?} does not match the scale's shape {:?}",
+                        z.shape(),
+                        scale.shape()
+                    );
+                }
+                values
+            }
+        };
+        Ok(Params {
+            layout,
+            scales,
+            zero_points,
+        })
+    }
+
+    /// The scales and zero points.
+    fn pair(&self) -> (&[f32], &[i64]) {
+        (&self.scales, &self.zero_points)
+    }
+
+    /// The scale of flat element `i`.
+    fn scale_at(&self, i: usize) -> f32 {
+        self.scales[self.layout.index(i)]
+    }
+}
+
+/// Elements per piece of the quantize / dequantize loops; larger tensors are split into
+/// pieces that run on all cores.
+const PIECE: usize = 1 << 15;
+
+/// `f(stretch of xs, matching stretch of the output, span)` over the spans of `layout`
+/// (see [`ParamLayout::for_each_span`]), in pieces over the cores when `xs` is large.
+fn map_spans<X: Sync, Y: Send + Clone + Default>(
+    xs: &[X],
+    layout: &ParamLayout,
+    f: impl Fn(&[X], &mut [Y], Span) + Sync,
+) -> Vec<Y> {
+    let mut out = vec![Y::default(); xs.len()];
+    let piece = |(i, (x, o)): (usize, (&[X], &mut [Y]))| {
+        let base = i * PIECE;
+        layout.for_each_span(base..base + x.len(), |r, span| {
+            let r = r.start - base..r.end - base;
+            f(&x[r.clone()], &mut o[r], span);
+        });
+    };
+    if xs.len() <= PIECE {
+        piece((0, (xs, &mut out)));
+    } else {
+        use rayon::prelude::*;
+        xs.par_chunks(PIECE)
+            .zip(out.par_chunks_mut(PIECE))
+            .enumerate()
+            .for_each(piece);
+    }
     out
+}
+
+/// Quantizes `xs` with the scales and zero points (one per parameter index of `layout`)
+/// into `range`, converting each result with `to`: `to(saturate(round_half_even(x /
+/// scale) + zero_point))`, vectorised, and on all cores for large tensors.
+pub fn quantize_values<T: Send + Clone + Default>(
+    xs: &[f32],
+    layout: &ParamLayout,
+    (scales, zero_points): (&[f32], &[i64]),
+    range: (i64, i64),
+    to: impl Fn(i64) -> T + Sync,
+) -> Vec<T> {
+    let sats: Vec<Saturator> = zero_points
+        .iter()
+        .map(|&zp| Saturator::new(zp, range))
+        .collect();
+    map_spans(xs, layout, |x, out, span| match span {
+        Span::Shared(p) => sats[p].quantize_slice(x, scales[p], &to, out),
+        Span::Stepping(p) => {
+            let per = sats[p..p + x.len()].iter().zip(&scales[p..p + x.len()]);
+            for ((&v, q), (sat, &scale)) in x.iter().zip(out).zip(per) {
+                *q = to(sat.apply(v / scale));
+            }
+        }
+    })
 }
 
 fn quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
@@ -300,22 +398,17 @@ fn quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
     };
     let range = quant_range(out)?;
     let (axis, block) = (c.node.int_or("axis", 1)?, c.node.int_or("block_size", 0)?);
-    let scales = Params::new(x.shape(), Some(scale), axis, block)?;
-    let zps = Params::new(x.shape(), zp, axis, block)?;
-    let xs: Vec<f32> = x.tensor().flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+    let params = Params::new(x.shape(), scale, zp, axis, block)?;
     let device = x.tensor().device();
     let t = if crate::value::storage_dtype(out)? == DType::U8 {
-        Tensor::from_vec(
-            quantize_runs(&xs, &scales, &zps, range, |q| q as u8),
-            x.shape(),
-            device,
-        )?
+        let q = x.with_f32(|xs| {
+            quantize_values(xs, &params.layout, params.pair(), range, |q| q as u8)
+        })?;
+        Tensor::from_vec(q, x.shape(), device)?
     } else {
-        Tensor::from_vec(
-            quantize_runs(&xs, &scales, &zps, range, |q| q),
-            x.shape(),
-            device,
-        )?
+        let q =
+            x.with_f32(|xs| quantize_values(xs, &params.layout, params.pair(), range, |q| q))?;
+        Tensor::from_vec(q, x.shape(), device)?
     };
     Ok(vec![Value::new(t, out)?])
 }
@@ -326,36 +419,54 @@ fn dequantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
         bail!("x_scale must be a float tensor, got {}", scale.dtype());
     }
     let (axis, block) = (c.node.int_or("axis", 1)?, c.node.int_or("block_size", 0)?);
-    let scales = Params::new(x.shape(), Some(scale), axis, block)?;
-    let zps = Params::new(x.shape(), zp, axis, block)?;
-    let flat = x.tensor().flatten_all()?;
+    let params = Params::new(x.shape(), scale, zp, axis, block)?;
     // 8-bit data centres exactly in i32, which converts to f32 in vector registers.
-    let y = match flat.dtype() {
-        DType::U8 => dequantize_runs(&flat.to_vec1::<u8>()?, &scales, &zps, |q, zp| {
-            (i32::from(q) - zp as i32) as f32
-        }),
-        _ => dequantize_runs(&x.to_i64_vec()?, &scales, &zps, |q, zp| {
-            q.wrapping_sub(zp) as f32
-        }),
+    let y = match x.tensor().dtype() {
+        DType::U8 => x.with_slice(|qs: &[u8]| {
+            dequantize_spans(qs, &params, |q, zp| (i32::from(q) - zp as i32) as f32)
+        })?,
+        // Up to 16 bits, stored as i64: the values and their difference fit i32 (the
+        // zero point has x's type).
+        _ if fits_i16_or_u16(x.dtype()) => x.with_slice(|qs: &[i64]| {
+            dequantize_spans(qs, &params, |q, zp| (q as i32 - zp as i32) as f32)
+        })?,
+        _ => x.with_slice(|qs: &[i64]| {
+            dequantize_spans(qs, &params, |q, zp| q.wrapping_sub(zp) as f32)
+        })?,
     };
     let t = Tensor::from_vec(y, x.shape(), x.tensor().device())?;
     Ok(vec![Value::new(t, scale.dtype())?])
 }
 
-/// `(q - zero_point) * scale` for every element, with per-run parameters; `center(q,
-/// zero_point)` computes `q - zero_point` exactly, as f32.
-fn dequantize_runs<T: Copy>(
-    qs: &[T],
-    scales: &Params,
-    zps: &Params,
-    center: impl Fn(T, i64) -> f32,
+/// Whether every value of `dtype` lies in the i16 or u16 range.
+fn fits_i16_or_u16(dtype: DataType) -> bool {
+    dtype
+        .int_range()
+        .is_some_and(|(lo, hi)| lo >= i128::from(i16::MIN) && hi <= i128::from(u16::MAX))
+}
+
+/// `(q - zero_point) * scale` for every element; `center(q, zero_point)` computes
+/// `q - zero_point` exactly, as f32.
+fn dequantize_spans<Q: Copy + Sync>(
+    qs: &[Q],
+    params: &Params,
+    center: impl Fn(Q, i64) -> f32 + Sync,
 ) -> Vec<f32> {
-    let mut out = Vec::with_capacity(qs.len());
-    scales.layout.for_each_run(qs.len(), |run, p| {
-        let (scale, zp) = (scales.param(p) as f32, zps.at(run.start) as i64);
-        out.extend(qs[run].iter().map(|&q| center(q, zp) * scale));
-    });
-    out
+    let (scales, zps) = (&params.scales, &params.zero_points);
+    map_spans(qs, &params.layout, |q, out, span| match span {
+        Span::Shared(p) => {
+            let (scale, zp) = (scales[p], zps[p]);
+            q.iter()
+                .zip(out)
+                .for_each(|(&q, y)| *y = center(q, zp) * scale);
+        }
+        Span::Stepping(p) => {
+            let per = scales[p..p + q.len()].iter().zip(&zps[p..p + q.len()]);
+            for ((&q, y), (&scale, &zp)) in q.iter().zip(out).zip(per) {
+                *y = center(q, zp) * scale;
+            }
+        }
+    })
 }
 
 fn dynamic_quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
@@ -436,19 +547,17 @@ fn requantize_output(
     out: DataType,
 ) -> Result<Value> {
     let range = quant_range(out)?;
-    let [a, b] = scales.map(|(v, axis)| Params::new(shape, Some(v), axis, 0));
+    let [a, b] = scales.map(|(v, axis)| Params::new(shape, v, None, axis, 0));
     let (a, b) = (a?, b?);
-    let ys = Params::new(shape, Some(y_scale), 0, 0)?;
-    let zp = Params::new(shape, y_zp, 0, 0)?;
-    if ys.layout != ParamLayout::PerTensor || zp.layout != ParamLayout::PerTensor {
+    let y = Params::new(shape, y_scale, y_zp, 0, 0)?;
+    if y.layout != ParamLayout::PerTensor {
         bail!("y_scale and y_zero_point must be scalars");
     }
-    let ys = ys.values[0] as f32;
-    let zp = zp.values[0] as i64;
+    let (ys, zp) = (y.scales[0], y.zero_points[0]);
     let q: Vec<i64> = acc
         .iter()
         .enumerate()
-        .map(|(i, &s)| requantize(s, a.at(i) as f32 * b.at(i) as f32 / ys, zp, range))
+        .map(|(i, &s)| requantize(s, a.scale_at(i) * b.scale_at(i) / ys, zp, range))
         .collect();
     int_value(q, shape, out, y_scale)
 }
@@ -670,8 +779,8 @@ mod tests {
                 );
             }
             // The vectorised loop agrees with the scalar path, scale applied first.
-            let mut looped = Vec::new();
-            Saturator::new(zp, range).quantize_into(&values, 0.5, |q| q, &mut looped);
+            let mut looped = vec![0; values.len()];
+            Saturator::new(zp, range).quantize_slice(&values, 0.5, |q| q, &mut looped);
             let scalar: Vec<i64> = values
                 .iter()
                 .map(|&v| reference(v / 0.5, zp, range))
@@ -731,6 +840,33 @@ mod tests {
         assert_eq!(idx, vec![0, 0, 1, 1, 2, 3, 3, 4, 4, 5]);
         assert!(ParamLayout::new(&[2, 5], &[2, 2], 1, 2).is_err());
         assert!(ParamLayout::new(&[2, 5], &[4], 1, 0).is_err());
+    }
+
+    #[test]
+    fn spans_give_every_element_its_parameter() {
+        let layouts = [
+            ParamLayout::PerTensor,
+            ParamLayout::new(&[4, 3, 5], &[3], 1, 0).unwrap(),
+            ParamLayout::new(&[6, 7], &[7], 1, 0).unwrap(),
+            ParamLayout::new(&[6, 7], &[6], 0, 0).unwrap(),
+            ParamLayout::new(&[2, 9], &[2, 3], 1, 4).unwrap(),
+            ParamLayout::new(&[9, 5], &[3, 5], 0, 4).unwrap(),
+        ];
+        for layout in layouts {
+            // Whole tensors and pieces that start and end mid-span.
+            for range in [0..90, 5..37, 41..42] {
+                let mut seen = Vec::new();
+                layout.for_each_span(range.clone(), |run, span| {
+                    assert!(!run.is_empty(), "{layout:?}: empty stretch");
+                    seen.extend(run.enumerate().map(|(k, i)| match span {
+                        Span::Shared(p) => (i, p),
+                        Span::Stepping(p) => (i, p + k),
+                    }));
+                });
+                let expected: Vec<_> = range.map(|i| (i, layout.index(i))).collect();
+                assert_eq!(seen, expected, "{layout:?}");
+            }
+        }
     }
 
     fn window(k: &[usize], strides: usize, pads: usize, dil: usize, auto_pad: AutoPad) -> Window {

@@ -1,20 +1,29 @@
-//! Embedding tables in int8: a `Gather` whose data is a large float initializer reads an
+//! Embedding tables in 8 bits: a `Gather` whose data is a large float initializer reads an
 //! int8 copy instead and a `DequantizeLinear` turns the gathered rows back into floats
 //! (the layout ONNX Runtime's dynamic quantizer also emits). Per tensor, or with
 //! `per_channel` (at opset >= 13) one scale per column: the last axis, which the gathered
-//! rows keep.
+//! rows keep. Tables are asymmetric uint8 whatever the weight type: a lookup multiplies no
+//! integers, so it needs neither a zero point of 0 nor a reduced range, and 256 levels
+//! over `[min, max]` are the finest steps 8 bits give.
 
 use whittle_ir::graph::GraphEdit;
 use whittle_ir::Model;
 
 use super::build::Builder;
 use super::config::QuantConfig;
-use super::scheme::{quantize_weight, Scheme};
+use super::scheme::{quantize_weight, QuantType, Scheme};
 use super::weights::initializer;
 use crate::Result;
 
 /// Tables smaller than this stay float: their bytes do not matter and a lookup is cheap.
 pub const MIN_TABLE_ELEMENTS: usize = 4096;
+
+/// How tables are quantized (see the module documentation).
+const TABLE_SCHEME: Scheme = Scheme {
+    qtype: QuantType::Uint8,
+    symmetric: false,
+    reduce_range: false,
+};
 
 /// Indices of the eligible `Gather` nodes: float initializer data of at least
 /// [`MIN_TABLE_ELEMENTS`] elements that no other node reads, gathered along axis 0, not
@@ -52,15 +61,13 @@ pub fn eligible(model: &Model, cfg: &QuantConfig) -> Result<Vec<usize>> {
 pub fn quantize_tables(model: &mut Model, cfg: &QuantConfig) -> Result<()> {
     // Per-axis DequantizeLinear needs opset 13.
     let per_column = cfg.per_channel && model.opset("").is_some_and(|v| v >= 13);
-    // Reduce-range guards integer products against overflow; a lookup has none.
-    let full_range = Scheme::weights(cfg.weight_type, false);
     let eligible = eligible(model, cfg)?;
     let mut b = Builder::new(model.graph_mut());
     for i in eligible {
         let node = b.graph.node[i].clone();
         let table = initializer(b.graph, &node.input[0])?;
         let axis = per_column.then_some(1);
-        let q = quantize_weight(&node.input[0], &table, &full_range, axis)?;
+        let q = quantize_weight(&node.input[0], &table, &TABLE_SCHEME, axis)?;
         let data = b.constant(&format!("{}_quantized", node.input[0]), &q.data);
         let scale = b.constant(&format!("{}_scale", node.input[0]), &q.scale_tensor()?);
         let zero = b.constant(
@@ -87,4 +94,54 @@ pub fn quantize_tables(model: &mut Model, cfg: &QuantConfig) -> Result<()> {
     b.prune();
     model.graph_mut().sort_topologically()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use whittle_exec::{Executor, Value};
+    use whittle_ir::{DataType, TensorData};
+
+    use super::*;
+    use crate::optimize::util::testing::{model, node, typed_value, value, weight};
+
+    #[test]
+    fn tables_are_asymmetric_uint8_within_half_a_step() {
+        // A skewed table (values in [0, 1.0]) and int8 weights configured: the table still
+        // takes uint8 over [min, max], so its step is range / 255, not 2 * absmax / 254.
+        let table = weight("table", &[128, 64], 0.5);
+        let m = model(
+            vec![node("Gather", &["table", "ids"], &["rows"])],
+            vec![typed_value("ids", DataType::Int64, &[3])],
+            vec![value("rows", &[3, 64])],
+            vec![table.clone()],
+        );
+        let mut q = m.clone();
+        quantize_tables(&mut q, &QuantConfig::default()).unwrap();
+        let data = q.graph().initializer("table_quantized").unwrap();
+        assert_eq!(data.data_type, DataType::Uint8 as i32);
+        let ids = TensorData::from_slice(vec![3], &[0i64, 5, 127]).unwrap();
+        let feed = HashMap::from([("ids".to_string(), Value::try_from(&ids).unwrap())]);
+        let run = |m: &Model| -> Vec<f32> {
+            let out = Executor::new(m).unwrap().run(feed.clone()).unwrap();
+            out["rows"].to_f32_vec().unwrap()
+        };
+        let (float, quant) = (run(&m), run(&q));
+        let values: Vec<f32> = TensorData::from_proto(&table, None)
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let (lo, hi) = values
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+        let step = (hi - lo.min(0.0)) / 255.0;
+        let worst = float
+            .iter()
+            .zip(&quant)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= step / 2.0 + 1e-6, "error {worst}, step {step}");
+        assert!(worst > 0.0);
+    }
 }

@@ -197,7 +197,7 @@ fn note_tables(report: &mut QuantReport, model: &Model, tables: &[usize]) {
         return;
     }
     report.notes.push(format!(
-        "{} embedding table(s) stored in int8 (Gather + DequantizeLinear)",
+        "{} embedding table(s) stored in uint8 (Gather + DequantizeLinear)",
         tables.len()
     ));
     let nodes = &model.graph().node;

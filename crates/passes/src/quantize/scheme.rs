@@ -2,7 +2,7 @@
 //! quantization of weights (per tensor or per channel) and biases.
 
 use serde::Serialize;
-use whittle_exec::ops::quant::{quantize_f32, ParamLayout, Saturator};
+use whittle_exec::ops::quant::{quantize_f32, quantize_values, ParamLayout, Span};
 use whittle_ir::{DataType, TensorData};
 
 use super::observer::MinMax;
@@ -172,37 +172,29 @@ pub fn int_tensor(dtype: DataType, dims: Vec<usize>, values: &[i64]) -> Result<T
 }
 
 /// Quantizes `values` with the parameters `layout` assigns, converting each integer with `to`.
-fn quantize_channels<T>(
+fn quantize_channels<T: Send + Clone + Default>(
     values: &[f32],
     layout: ParamLayout,
     params: &[QParams],
     range: (i64, i64),
-    to: impl Fn(i64) -> T,
+    to: impl Fn(i64) -> T + Sync,
 ) -> Vec<T> {
-    let sats: Vec<Saturator> = params
-        .iter()
-        .map(|p| Saturator::new(p.zero_point, range))
-        .collect();
-    let mut out = Vec::with_capacity(values.len());
-    for_each_value(values, layout, |c, v| {
-        out.push(to(sats[c].apply(v / params[c].scale)));
-    });
-    out
+    let scales: Vec<f32> = params.iter().map(|p| p.scale).collect();
+    let zero_points: Vec<i64> = params.iter().map(|p| p.zero_point).collect();
+    quantize_values(values, &layout, (&scales, &zero_points), range, to)
 }
 
-/// Calls `f(parameter index, value)` for every value in order. Per-axis layouts over the
-/// last axis (embedding tables quantized per column) walk rows, not one-element runs.
-fn for_each_value(values: &[f32], layout: ParamLayout, mut f: impl FnMut(usize, f32)) {
-    match layout {
-        ParamLayout::PerAxis { len, inner: 1 } => {
-            for row in values.chunks(len.max(1)) {
-                row.iter().enumerate().for_each(|(c, &v)| f(c, v));
-            }
-        }
-        _ => layout.for_each_run(values.len(), |run, c| {
-            values[run].iter().for_each(|&v| f(c, v));
-        }),
-    }
+/// The range of each of the `channels` parameters `layout` assigns to `values`.
+fn channel_ranges(values: &[f32], layout: ParamLayout, channels: usize) -> Vec<MinMax> {
+    let mut ranges = vec![MinMax::default(); channels];
+    layout.for_each_span(0..values.len(), |run, span| match span {
+        Span::Shared(c) => ranges[c].update(&values[run]),
+        Span::Stepping(c) => ranges[c..]
+            .iter_mut()
+            .zip(&values[run])
+            .for_each(|(r, &v)| r.add(v)),
+    });
+    ranges
 }
 
 /// Quantizes a float weight with `scheme`, per channel along `axis` or per tensor.
@@ -225,9 +217,7 @@ pub fn quantize_weight(
         Some(a) => bail!("weight '{name}' of shape {dims:?} has no channel axis {a}"),
         None => (ParamLayout::PerTensor, 1),
     };
-    let mut ranges = vec![MinMax::default(); channels];
-    for_each_value(&values, layout, |c, v| ranges[c].add(v));
-    let params: Vec<QParams> = ranges
+    let params: Vec<QParams> = channel_ranges(&values, layout, channels)
         .iter()
         .map(|r| {
             let (lo, hi) = r.range();
