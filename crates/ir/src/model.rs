@@ -189,17 +189,13 @@ impl Model {
             source,
         };
         let bytes = std::fs::read(path).map_err(io)?;
-        let proto = ModelProto::decode(&bytes[..]).map_err(|source| IrError::Decode {
+        let refs = external_refs::Model::decode(&bytes[..]).map_err(|source| IrError::Decode {
             path: path.to_path_buf(),
             source,
         })?;
         let mut locations = std::collections::BTreeSet::new();
-        if let Some(mut g) = proto.graph {
-            for_each_graph_initializer(&mut g, &mut |t| {
-                if let Some(e) = t.external_data.iter().find(|e| e.key == "location") {
-                    locations.insert(e.value.clone());
-                }
-            });
+        if let Some(g) = &refs.graph {
+            g.locations(&mut locations);
         }
         let dir = path.parent().unwrap_or(Path::new(""));
         let external: u64 = locations
@@ -227,6 +223,70 @@ impl Model {
             });
         }
         result
+    }
+}
+
+/// The parts of an ONNX file that name external data files, where
+/// [`for_each_graph_initializer`] looks: decoding only these skips every tensor's bytes, so
+/// sizing a large model does not copy its weights.
+mod external_refs {
+    use std::collections::BTreeSet;
+
+    use crate::proto::StringStringEntryProto;
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Model {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<Graph>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Graph {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<Node>,
+        #[prost(message, repeated, tag = "5")]
+        pub initializer: Vec<Tensor>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Node {
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<Attribute>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Attribute {
+        #[prost(message, optional, tag = "5")]
+        pub t: Option<Tensor>,
+        #[prost(message, optional, tag = "6")]
+        pub g: Option<Graph>,
+        #[prost(message, repeated, tag = "10")]
+        pub tensors: Vec<Tensor>,
+        #[prost(message, repeated, tag = "11")]
+        pub graphs: Vec<Graph>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Tensor {
+        #[prost(message, repeated, tag = "13")]
+        pub external_data: Vec<StringStringEntryProto>,
+    }
+
+    impl Graph {
+        /// Adds the external data locations of this graph and its subgraphs to `out`.
+        pub fn locations(&self, out: &mut BTreeSet<String>) {
+            let mut tensors: Vec<&Tensor> = self.initializer.iter().collect();
+            for a in self.node.iter().flat_map(|n| &n.attribute) {
+                tensors.extend(a.t.iter().chain(&a.tensors));
+                a.g.iter().chain(&a.graphs).for_each(|g| g.locations(out));
+            }
+            let named = tensors.into_iter().flat_map(|t| &t.external_data);
+            out.extend(
+                named
+                    .filter(|e| e.key == "location")
+                    .map(|e| e.value.clone()),
+            );
+        }
     }
 }
 

@@ -126,7 +126,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let input = build_model(&args.input)?;
     let state = initial_state(&input)?;
-    quantize::prepare(&state.model, &cfg, quantize::WeightSource::Any)
+    quantize::prepare(state.model.clone(), &cfg, quantize::WeightSource::Any)
         .with_context(|| format!("{}: nothing to train with fake quantization", args.input))?;
     let Some(spec) = args.settings.data.clone() else {
         bail!("--data is required");

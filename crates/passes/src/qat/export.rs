@@ -14,7 +14,7 @@ use crate::{PassError, Result};
 /// and the plan it followed.
 pub fn export_qdq(state: &QatState, cfg: &QuantConfig) -> Result<(Model, Plan)> {
     let folded = fold_batchnorm(&state.model)?;
-    let prepared = quantize::prepare(&folded, cfg, quantize::WeightSource::Any)?;
+    let prepared = quantize::prepare(folded, cfg, quantize::WeightSource::Any)?;
     let ranges = export_ranges(state, &prepared.model, cfg, &prepared.plan)?;
     let model = quantize::export_static(&prepared.model, cfg, &prepared.plan.targets, &ranges)?;
     Ok((model, prepared.plan))

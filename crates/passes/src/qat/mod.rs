@@ -55,7 +55,7 @@ impl QatState {
     where
         I: IntoIterator<Item = HashMap<String, Value>>,
     {
-        let model = quantize::prepare(model, cfg, quantize::WeightSource::Any)?.model;
+        let model = quantize::prepare(model.clone(), cfg, quantize::WeightSource::Any)?.model;
         let (_, calibration) = quantize::calibrated(&model, cfg, calib)?;
         let scheme = cfg.activation_scheme();
         let params = calibration

@@ -146,7 +146,7 @@ where
             let observer = observers.get_mut(name);
             if let Some(kept) = record.as_mut() {
                 if v.dtype().is_float() && (observer.is_some() || also_record.contains(name)) {
-                    kept.insert(name.to_string(), v.to_f32_vec()?);
+                    kept.insert(name.to_string(), v.clone());
                 }
             }
             match observer {

@@ -53,8 +53,7 @@ pub struct Prepared {
 
 /// Raises the opset as the format needs and plans the nodes; fails when nothing can be
 /// quantized, listing why.
-pub fn prepare(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<Prepared> {
-    let mut model = model.clone();
+pub fn prepare(mut model: Model, cfg: &QuantConfig, weights: WeightSource) -> Result<Prepared> {
     let min = if cfg.per_channel && cfg.format == Format::Qdq && weights == WeightSource::Any {
         13
     } else {
@@ -117,7 +116,7 @@ pub fn calibrated<I>(model: &Model, cfg: &QuantConfig, calib: I) -> Result<(Prep
 where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
-    let prepared = prepare(&fold_batchnorm(model)?, cfg, WeightSource::Any)?;
+    let prepared = prepare(fold_batchnorm(model)?, cfg, WeightSource::Any)?;
     let watch = watched_tensors(&prepared.model, &prepared.plan.targets);
     let mut calibration = calibrate::calibrate(&prepared.model, &watch, calib, cfg)?;
     share_ranges(&prepared.model, &mut calibration.ranges);
@@ -254,7 +253,7 @@ where
 /// Dynamic INT8 quantization of Conv, Gemm and MatMul nodes with constant weights.
 pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantReport)> {
     let start = std::time::Instant::now();
-    let prepared = prepare(&fold_batchnorm(model)?, cfg, WeightSource::Initializer)?;
+    let prepared = prepare(fold_batchnorm(model)?, cfg, WeightSource::Initializer)?;
     let tables = gather::eligible(&prepared.model, cfg)?;
     let mut out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
     gather::quantize_tables(&mut out, cfg)?;

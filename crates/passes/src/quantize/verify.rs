@@ -230,8 +230,9 @@ enum Reference<'a> {
     Run(Box<Executor>),
 }
 
-/// Float values of one run, by tensor name.
-pub type Captured = HashMap<String, Vec<f32>>;
+/// Float values of one run, by tensor name (the executor's values: keeping one shares its
+/// buffer, no copy).
+pub type Captured = HashMap<String, Value>;
 
 /// Runs `exec` on `feed`; without a reference, returns the float values named in `watched`;
 /// with one, folds the error of each value the reference holds into `sums`.
@@ -251,15 +252,17 @@ fn capture(
         }
         match &mut against {
             None => {
-                seen.insert(name.to_string(), v.to_f32_vec()?);
+                seen.insert(name.to_string(), v.clone());
             }
             Some((reference, sums)) => {
                 if let Some(x) = reference.get(name) {
-                    v.with_f32(|vals| {
-                        if x.len() == vals.len() {
-                            sums.entry(name.to_string()).or_default().add(x, vals);
-                        }
-                    })?;
+                    x.with_f32(|x| {
+                        v.with_f32(|vals| {
+                            if x.len() == vals.len() {
+                                sums.entry(name.to_string()).or_default().add(x, vals);
+                            }
+                        })
+                    })??;
                 }
             }
         }
