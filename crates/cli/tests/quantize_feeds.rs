@@ -75,13 +75,13 @@ fn static_minilm_on_sentences(dir: &Path, calib: usize, eval: usize, extra: &[&s
 #[test]
 fn static_minilm_calibrated_on_token_feeds_matches_float_in_onnx_runtime() {
     let dir = scratch("minilm");
-    // 64 sentences to calibrate on, 32 others to verify and measure on. Min/max ranges of
-    // the feed-forward outputs are stretched by a few outliers (ORT mean cosine 0.967);
-    // the 99.99th percentile gives 0.995 (0.947 without --reduce-range on a CPU without
-    // VNNI).
+    // 64 sentences to calibrate on, 32 others to measure on (16 of them verified). Min/max
+    // ranges of the feed-forward outputs are stretched by a few outliers (ORT mean cosine
+    // 0.967); the 99.99th percentile gives 0.995 (0.947 without --reduce-range on a CPU
+    // without VNNI).
     let report = static_minilm_on_sentences(&dir, 64, 32, &["--calibration", "percentile"]);
     assert_eq!(report["calibration"]["samples"], 64);
-    assert_eq!(report["verification"]["samples"], 32);
+    assert_eq!(report["verification"]["samples"], 16);
     let ops: Vec<&str> = (report["quantized_nodes"].as_array().unwrap().iter())
         .map(|n| n["op_type"].as_str().unwrap())
         .collect();

@@ -70,6 +70,16 @@ pub(crate) fn load(
     Ok(batches)
 }
 
+/// Samples `start..start + len` of every array of `feed`.
+fn narrow(feed: &Feed, start: usize, len: usize) -> anyhow::Result<Feed> {
+    feed.iter()
+        .map(|(name, v)| {
+            let rows = v.tensor().narrow(0, start, len)?;
+            Ok((name.clone(), Value::new(rows, v.dtype())?))
+        })
+        .collect()
+}
+
 /// The first `n` samples of `batches` (the last batch kept narrowed to fit).
 pub(crate) fn first_samples(batches: &[Feed], n: usize) -> anyhow::Result<Vec<Feed>> {
     let mut left = n;
@@ -80,17 +90,11 @@ pub(crate) fn first_samples(batches: &[Feed], n: usize) -> anyhow::Result<Vec<Fe
         }
         let rows = feed_samples(feed);
         let take = rows.min(left);
-        let narrowed = feed
-            .iter()
-            .map(|(name, v)| {
-                let value = if take == rows {
-                    v.clone()
-                } else {
-                    Value::new(v.tensor().narrow(0, 0, take)?, v.dtype())?
-                };
-                Ok((name.clone(), value))
-            })
-            .collect::<anyhow::Result<Feed>>()?;
+        let narrowed = if take == rows {
+            feed.clone()
+        } else {
+            narrow(feed, 0, take)?
+        };
         out.push(narrowed);
         left -= take;
     }

@@ -88,7 +88,9 @@ pub struct Args {
     eval_samples: Option<usize>,
     /// Samples on which the float and quantized models are compared tensor by tensor
     /// (the first of the calibration data, or of --eval-data); 0 skips the comparison.
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    /// A multiple of 32 verifies on whole calibration batches, whose float values
+    /// calibration keeps (faster, but those values stay in memory).
+    #[arg(long, default_value_t = 16, value_name = "N")]
     verify_samples: usize,
     /// Write the full report to FILE.json or FILE.html.
     #[arg(long, value_name = "FILE")]
@@ -301,9 +303,10 @@ fn config(args: &Args) -> anyhow::Result<QuantConfig> {
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }
-    if !(16..=1 << 20).contains(&args.histogram_bins) {
+    let max_bins = quantize::observer::Histogram::MAX_BINS;
+    if !(16..=max_bins).contains(&args.histogram_bins) {
         bail!(
-            "--histogram-bins must be between 16 and 1048576, got {}",
+            "--histogram-bins must be between 16 and {max_bins}, got {}",
             args.histogram_bins
         );
     }

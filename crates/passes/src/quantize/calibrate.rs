@@ -56,22 +56,23 @@ impl Observer {
         if let Some(h) = &mut self.histogram {
             h.cover(&self.minmax);
             let (limit, bins) = (h.limit, h.counts.len());
-            let counts = values
+            let (counts, zeros) = values
                 .par_chunks(PIECE)
                 .fold(
-                    || vec![0u64; bins],
-                    |mut counts, piece| {
-                        Histogram::count(piece, limit, &mut counts);
-                        counts
+                    || (vec![0u64; bins], 0u64),
+                    |(mut counts, zeros), piece| {
+                        let z = Histogram::count(piece, limit, &mut counts);
+                        (counts, zeros + z)
                     },
                 )
                 .reduce(
-                    || vec![0; bins],
-                    |mut a, b| {
+                    || (vec![0; bins], 0),
+                    |(mut a, za), (b, zb)| {
                         a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                        a
+                        (a, za + zb)
                     },
                 );
+            h.zeros += zeros;
             h.counts.iter_mut().zip(counts).for_each(|(x, y)| *x += y);
         }
     }

@@ -49,7 +49,8 @@ pub struct QuantConfig {
     pub op_types: Vec<String>,
     /// Node names to leave in float.
     pub exclude: Vec<String>,
-    /// Histogram bins per tensor (entropy, percentile, mse).
+    /// Histogram bins per tensor (entropy, percentile, mse; at most
+    /// [`super::observer::Histogram::MAX_BINS`]).
     pub histogram_bins: usize,
     /// Show progress bars on the terminal.
     pub progress: bool,

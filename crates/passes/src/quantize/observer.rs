@@ -107,14 +107,21 @@ pub struct Histogram {
     pub counts: Vec<u64>,
     /// Half-width of the covered range (0 until the first non-zero value).
     pub limit: f32,
+    /// Exact zeros among the counts (all in bin `bins / 2`, the one starting at 0).
+    pub zeros: u64,
 }
 
 impl Histogram {
-    /// An empty histogram with `bins` bins (rounded up to a multiple of 4).
+    /// Most bins a histogram has.
+    pub const MAX_BINS: usize = 1 << 20;
+
+    /// An empty histogram with `bins` bins (rounded up to a multiple of 4, at most
+    /// [`Histogram::MAX_BINS`]).
     pub fn new(bins: usize) -> Self {
         Histogram {
-            counts: vec![0; bins.max(4).next_multiple_of(4)],
+            counts: vec![0; bins.clamp(4, Self::MAX_BINS).next_multiple_of(4)],
             limit: 0.0,
+            zeros: 0,
         }
     }
 
@@ -139,7 +146,7 @@ impl Histogram {
     /// `values` (and may cover more, e.g. every earlier batch too).
     pub fn update_within(&mut self, values: &[f32], seen: &MinMax) {
         self.cover(seen);
-        Self::count(values, self.limit, &mut self.counts);
+        self.zeros += Self::count(values, self.limit, &mut self.counts);
     }
 
     /// Grows the range (doubling) until it covers `seen`.
@@ -157,14 +164,36 @@ impl Histogram {
     }
 
     /// Adds the finite `values` (all within `[-limit, limit]`) to `counts`, bins of a
-    /// histogram over that range.
-    pub fn count(values: &[f32], limit: f32, counts: &mut [u64]) {
+    /// histogram over that range; returns how many were exactly zero. Bin indices are
+    /// computed a chunk at a time (a loop that vectorises), then counted.
+    pub fn count(values: &[f32], limit: f32, counts: &mut [u64]) -> u64 {
+        const CHUNK: usize = 256;
         let n = counts.len();
         let scale = n as f32 / (2.0 * limit);
-        for &v in values.iter().filter(|v| v.is_finite()) {
-            let i = ((v + limit) * scale) as usize;
-            counts[i.min(n - 1)] += 1;
+        // Non-finite values get index n, past the last bin, and are not counted; exact
+        // zeros (often half the values, all in bin n/2) are added at the end rather than
+        // one by one into the same counter.
+        let (top, skip) = ((n - 1) as f32, n as f32);
+        let mut zeros = 0;
+        let mut bins = [0u32; CHUNK];
+        for chunk in values.chunks(CHUNK) {
+            for (bin, &v) in bins.iter_mut().zip(chunk) {
+                let x = if v.is_finite() && v != 0.0 {
+                    ((v + limit) * scale).clamp(0.0, top)
+                } else {
+                    skip
+                };
+                *bin = floor_small(x);
+                zeros += u64::from(v == 0.0);
+            }
+            for &bin in &bins[..chunk.len()] {
+                if let Some(c) = counts.get_mut(bin as usize) {
+                    *c += 1;
+                }
+            }
         }
+        counts[n / 2] += zeros;
+        zeros
     }
 
     /// Doubles the range: old bins fold pairwise into the middle half.
@@ -183,12 +212,17 @@ impl Histogram {
         self.counts.iter().sum()
     }
 
-    /// The histogram of |x|: `bins/2` bins over `[0, limit]`.
+    /// The histogram of |x| over the non-zero values: `bins/2` bins over `[0, limit]`.
+    /// Exact zeros are left out: the zero point represents them without error, and a spike
+    /// at 0 (half of a Relu's outputs) would otherwise dominate the KL search, which then
+    /// clips hard to give that spike a level of its own.
     pub fn folded(&self) -> Vec<u64> {
         let half = self.counts.len() / 2;
-        (0..half)
+        let mut folded: Vec<u64> = (0..half)
             .map(|i| self.counts[half + i] + self.counts[half - 1 - i])
-            .collect()
+            .collect();
+        folded[0] -= self.zeros.min(folded[0]);
+        folded
     }
 
     /// The value below which a fraction `q` of the counts lie (bin-edge resolution).
@@ -203,6 +237,17 @@ impl Histogram {
         }
         self.limit
     }
+}
+
+/// `floor(x)` for `x` in `[0, 2^22)` without a saturating conversion, so loops vectorise:
+/// adding 1.5 * 2^23 rounds `x` to the nearest integer, whose value the bit patterns give,
+/// and one step back where that rounded up.
+#[inline]
+fn floor_small(x: f32) -> u32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    let shifted = x + MAGIC;
+    let nearest = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
+    nearest - u32::from(shifted - MAGIC > x)
 }
 
 /// The clipping range `[min, max]` of one tensor under `method`, clipped to what was seen.
@@ -251,8 +296,13 @@ pub fn entropy_threshold(folded: &[u64], limit: f32, levels: usize) -> f32 {
     if n <= levels {
         return limit;
     }
+    // Thresholds past the largest value clip nothing: the search ends at the bin holding it.
+    let used = folded
+        .iter()
+        .rposition(|&c| c > 0)
+        .map_or(n, |last| (last + 1).max(levels));
     let mut best = (f64::INFINITY, n);
-    for i in levels..=n {
+    for i in levels..=used {
         let kl = clipped_kl(folded, i, levels);
         if kl < best.0 {
             best = (kl, i);
@@ -355,6 +405,15 @@ mod tests {
     }
 
     #[test]
+    fn floor_small_matches_floor() {
+        let mut xs: Vec<f32> = (0..20_000).map(|i| i as f32 * 0.25).collect();
+        xs.extend([0.0, 0.49999997, 0.5, 1.5, 2.5, 4_194_303.5, 4_194_303.0]);
+        for x in xs {
+            assert_eq!(floor_small(x), x.floor() as u32, "{x}");
+        }
+    }
+
+    #[test]
     fn histogram_rebins_exactly_when_the_range_doubles() {
         let mut h = Histogram::new(8);
         h.update(&[0.1, -0.9, 0.9]);
@@ -408,6 +467,26 @@ mod tests {
             entropy_levels(&Scheme::activations(QuantType::Int8), 0.0),
             127
         );
+    }
+
+    #[test]
+    fn exact_zeros_do_not_move_the_entropy_threshold() {
+        // Exponential values (a Relu-like tail), then the same with as many exact zeros.
+        let n = 20_000;
+        let tail: Vec<f32> = (0..n)
+            .map(|i| -(1.0 - (i as f32 + 0.5) / n as f32).ln())
+            .collect();
+        let mut with_zeros = tail.clone();
+        with_zeros.extend(vec![0.0; n]);
+        let threshold = |values: &[f32]| {
+            let mut h = Histogram::new(2048);
+            h.update(values);
+            entropy_threshold(&h.folded(), h.limit, 255)
+        };
+        let (t, tz) = (threshold(&tail), threshold(&with_zeros));
+        assert_eq!(t, tz);
+        // Nowhere near the bulk of the values (the largest is 10.6).
+        assert!(t > 4.0, "{t}");
     }
 
     #[test]
