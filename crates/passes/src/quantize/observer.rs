@@ -268,7 +268,8 @@ pub fn clip_range(
             (h.quantile(tail), h.quantile(1.0 - tail))
         }
         CalibrationMethod::Entropy => {
-            let t = entropy_threshold(&h.folded(), h.limit, entropy_levels(scheme, lo));
+            let folded = without_point_masses(&h.folded());
+            let t = entropy_threshold(&folded, h.limit, entropy_levels(scheme, lo));
             (-t, t)
         }
         CalibrationMethod::Mse => mse_range(h, lo, hi, scheme),
@@ -287,6 +288,29 @@ pub fn entropy_levels(scheme: &Scheme, min: f32) -> usize {
         span / 2
     }
 }
+
+/// `folded` with point masses levelled: a bin holding more than [`POINT_MASS_RATIO`] times
+/// each of its neighbours gets the larger neighbour's count. A point mass
+/// (a constant output, such as a convolution over a blank background) lands on one level
+/// whatever the threshold, so it says nothing about the shape the KL search compares; left
+/// in, the search shrinks the range until each such spike has a level of its own, as it
+/// did for exact zeros (see [`Histogram::folded`]).
+pub fn without_point_masses(folded: &[u64]) -> Vec<u64> {
+    let n = folded.len();
+    let mut out = folded.to_vec();
+    for (j, slot) in out.iter_mut().enumerate() {
+        let left = folded[j.saturating_sub(1)..j].iter();
+        let right = folded[(j + 1).min(n)..(j + 2).min(n)].iter();
+        let neighbour = left.chain(right).copied().max().unwrap_or(0);
+        if folded[j] > POINT_MASS_RATIO * neighbour.max(1) {
+            *slot = neighbour;
+        }
+    }
+    out
+}
+
+/// How many times each neighbour's count a bin must hold to count as a point mass.
+pub const POINT_MASS_RATIO: u64 = 8;
 
 /// The |x| threshold minimising KL(P || Q), where P is the |x| histogram clipped at the
 /// threshold (outliers folded into the last bin) and Q is P squeezed into `levels` levels.
@@ -487,6 +511,31 @@ mod tests {
         assert_eq!(t, tz);
         // Nowhere near the bulk of the values (the largest is 10.6).
         assert!(t > 4.0, "{t}");
+    }
+
+    #[test]
+    fn point_masses_do_not_pull_the_entropy_threshold_down() {
+        // Exponential values, then the same plus 20 constants that hold two thirds of the
+        // values (LeNet5's first convolution over a blank background looks like this).
+        let n = 20_000;
+        let tail: Vec<f32> = (0..n)
+            .map(|i| -(1.0 - (i as f32 + 0.5) / n as f32).ln())
+            .collect();
+        let mut spiky = tail.clone();
+        for k in 0..20 {
+            spiky.extend(vec![0.05 + 0.03 * k as f32; 2000]);
+        }
+        let threshold = |values: &[f32]| {
+            let mut h = Histogram::new(2048);
+            h.update(values);
+            let folded = without_point_masses(&h.folded());
+            entropy_threshold(&folded, h.limit, 255)
+        };
+        let (t, ts) = (threshold(&tail), threshold(&spiky));
+        assert!((ts - t).abs() < 0.05 * t, "{t} {ts}");
+        // A smooth histogram is left as it is.
+        let smooth: Vec<u64> = (0..100).map(|i| 1000 - 9 * i).collect();
+        assert_eq!(without_point_masses(&smooth), smooth);
     }
 
     #[test]
