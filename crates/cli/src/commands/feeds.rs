@@ -70,11 +70,11 @@ pub(crate) fn load(
     Ok(batches)
 }
 
-/// Samples `start..start + len` of every array of `feed`.
-fn narrow(feed: &Feed, start: usize, len: usize) -> anyhow::Result<Feed> {
+/// The first `len` samples of every array of `feed`.
+fn first_rows(feed: &Feed, len: usize) -> anyhow::Result<Feed> {
     feed.iter()
         .map(|(name, v)| {
-            let rows = v.tensor().narrow(0, start, len)?;
+            let rows = v.tensor().narrow(0, 0, len)?;
             Ok((name.clone(), Value::new(rows, v.dtype())?))
         })
         .collect()
@@ -93,7 +93,7 @@ pub(crate) fn first_samples(batches: &[Feed], n: usize) -> anyhow::Result<Vec<Fe
         let narrowed = if take == rows {
             feed.clone()
         } else {
-            narrow(feed, 0, take)?
+            first_rows(feed, take)?
         };
         out.push(narrowed);
         left -= take;

@@ -541,21 +541,28 @@ mod tests {
         );
     }
 
+    /// `n` exponentially distributed values (a Relu-like tail), by inverse CDF.
+    fn exponential(n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| -(1.0 - (i as f32 + 0.5) / n as f32).ln())
+            .collect()
+    }
+
+    /// The entropy threshold of `values` over 2048 bins, the folded histogram passed
+    /// through `prepare` first.
+    fn threshold_of(values: &[f32], prepare: fn(&[u64]) -> Vec<u64>) -> f32 {
+        let mut h = Histogram::new(2048);
+        h.update(values);
+        entropy_threshold(&prepare(&h.folded()), h.limit, 255)
+    }
+
     #[test]
     fn exact_zeros_do_not_move_the_entropy_threshold() {
-        // Exponential values (a Relu-like tail), then the same with as many exact zeros.
-        let n = 20_000;
-        let tail: Vec<f32> = (0..n)
-            .map(|i| -(1.0 - (i as f32 + 0.5) / n as f32).ln())
-            .collect();
+        let tail = exponential(20_000);
         let mut with_zeros = tail.clone();
-        with_zeros.extend(vec![0.0; n]);
-        let threshold = |values: &[f32]| {
-            let mut h = Histogram::new(2048);
-            h.update(values);
-            entropy_threshold(&h.folded(), h.limit, 255)
-        };
-        let (t, tz) = (threshold(&tail), threshold(&with_zeros));
+        with_zeros.extend(vec![0.0; tail.len()]);
+        let as_is = |f: &[u64]| f.to_vec();
+        let (t, tz) = (threshold_of(&tail, as_is), threshold_of(&with_zeros, as_is));
         assert_eq!(t, tz);
         // Nowhere near the bulk of the values (the largest is 10.6).
         assert!(t > 4.0, "{t}");
@@ -565,21 +572,15 @@ mod tests {
     fn point_masses_do_not_pull_the_entropy_threshold_down() {
         // Exponential values, then the same plus 20 constants that hold two thirds of the
         // values (LeNet5's first convolution over a blank background looks like this).
-        let n = 20_000;
-        let tail: Vec<f32> = (0..n)
-            .map(|i| -(1.0 - (i as f32 + 0.5) / n as f32).ln())
-            .collect();
+        let tail = exponential(20_000);
         let mut spiky = tail.clone();
         for k in 0..20 {
             spiky.extend(vec![0.05 + 0.03 * k as f32; 2000]);
         }
-        let threshold = |values: &[f32]| {
-            let mut h = Histogram::new(2048);
-            h.update(values);
-            let folded = without_point_masses(&h.folded());
-            entropy_threshold(&folded, h.limit, 255)
-        };
-        let (t, ts) = (threshold(&tail), threshold(&spiky));
+        let (t, ts) = (
+            threshold_of(&tail, without_point_masses),
+            threshold_of(&spiky, without_point_masses),
+        );
         assert!((ts - t).abs() < 0.05 * t, "{t} {ts}");
         // A smooth histogram is left as it is.
         let smooth: Vec<u64> = (0..100).map(|i| 1000 - 9 * i).collect();
