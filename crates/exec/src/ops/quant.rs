@@ -40,6 +40,19 @@ pub fn quant_range(dtype: DataType) -> Result<(i64, i64)> {
     }
 }
 
+/// Magnitudes below which [`round_small`] is exact (2^22).
+pub const SMALL: f32 = 4_194_304.0;
+
+/// `x` rounded half to even, for |x| < [`SMALL`], without a saturating float-to-int
+/// conversion (which keeps loops from vectorising): `x + 1.5 * 2^23` lies in [2^23, 2^24),
+/// where the float grid is the integers, so the addition rounds `x` half to even, and the
+/// bit patterns of that sum and of `1.5 * 2^23` differ by exactly the rounded value.
+#[inline]
+pub fn round_small(x: f32) -> i32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
+}
+
 /// Rounds half to even and saturates into an integer range after adding a zero point,
 /// with the per-range work done once (build one per scale / zero point, apply it per
 /// element).
@@ -55,10 +68,6 @@ pub struct Saturator {
 }
 
 impl Saturator {
-    /// Below this magnitude `(v + MAGIC) - MAGIC` rounds half to even exactly.
-    const EXACT: f32 = 4_194_304.0; // 2^22
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-
     /// Saturation into `range` after adding `zero_point`.
     #[inline]
     pub fn new(zero_point: i64, range: (i64, i64)) -> Self {
@@ -68,7 +77,7 @@ impl Saturator {
             range,
             lo,
             hi,
-            exact: lo > -Self::EXACT && hi < Self::EXACT,
+            exact: lo > -SMALL && hi < SMALL,
         }
     }
 
@@ -85,17 +94,12 @@ impl Saturator {
 
     /// [`Saturator::apply`] for an exact range, in f32 and i32 without conversions that
     /// saturate, so loops vectorise: NaN becomes 0, the value is clamped, then rounded by
-    /// adding `MAGIC`: for |c| < 2^22, `c + MAGIC` lies in [2^23, 2^24), where the float
-    /// grid is the integers, so the addition rounds `c` half to even and the bit patterns
-    /// of `c + MAGIC` and `MAGIC` differ by exactly the rounded value. Exact ranges are
-    /// within 2^22 of the zero point, which is itself inside an 8- or 16-bit range, so the
-    /// i32 sums cannot overflow.
+    /// [`round_small`]. Exact ranges are within 2^22 of the zero point, which is itself
+    /// inside an 8- or 16-bit range, so the i32 sums cannot overflow.
     #[inline]
     fn apply_exact(&self, v: f32) -> i32 {
         let v = if v.is_nan() { 0.0 } else { v };
-        let c = v.clamp(self.lo, self.hi);
-        let rounded = (c + Self::MAGIC).to_bits() as i32 - Self::MAGIC.to_bits() as i32;
-        rounded + self.zero_point as i32
+        round_small(v.clamp(self.lo, self.hi)) + self.zero_point as i32
     }
 
     /// Writes `to(apply(x / scale))` for every `x` of `xs` into `out` (as long as `xs`).

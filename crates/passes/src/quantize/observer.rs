@@ -3,6 +3,7 @@
 //! that read it: min/max, entropy (KL divergence), percentile and MSE.
 
 use serde::Serialize;
+use whittle_exec::ops::quant::round_small;
 
 use super::scheme::Scheme;
 
@@ -240,14 +241,11 @@ impl Histogram {
 }
 
 /// `floor(x)` for `x` in `[0, 2^22)` without a saturating conversion, so loops vectorise:
-/// adding 1.5 * 2^23 rounds `x` to the nearest integer, whose value the bit patterns give,
-/// and one step back where that rounded up.
+/// the nearest integer ([`round_small`]), one step back where that rounded up.
 #[inline]
 fn floor_small(x: f32) -> u32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
-    let shifted = x + MAGIC;
-    let nearest = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
-    nearest - u32::from(shifted - MAGIC > x)
+    let nearest = round_small(x);
+    (nearest - i32::from(nearest as f32 > x)) as u32
 }
 
 /// The clipping range `[min, max]` of one tensor under `method`, clipped to what was seen.
@@ -296,12 +294,10 @@ pub fn entropy_levels(scheme: &Scheme, min: f32) -> usize {
 /// in, the search shrinks the range until each such spike has a level of its own, as it
 /// did for exact zeros (see [`Histogram::folded`]).
 pub fn without_point_masses(folded: &[u64]) -> Vec<u64> {
-    let n = folded.len();
     let mut out = folded.to_vec();
     for (j, slot) in out.iter_mut().enumerate() {
-        let left = folded[j.saturating_sub(1)..j].iter();
-        let right = folded[(j + 1).min(n)..(j + 2).min(n)].iter();
-        let neighbour = left.chain(right).copied().max().unwrap_or(0);
+        let left = j.checked_sub(1).map_or(0, |k| folded[k]);
+        let neighbour = left.max(folded.get(j + 1).copied().unwrap_or(0));
         if folded[j] > POINT_MASS_RATIO * neighbour.max(1) {
             *slot = neighbour;
         }

@@ -85,15 +85,20 @@ impl ErrorSums {
             let block_max = lanes[4].iter().fold(0f32, |m, &v| m.max(v));
             sums.max_abs = sums.max_abs.max(f64::from(block_max));
             for (&a, &b) in rest.0.iter().zip(rest.1) {
-                let (a, b) = (f64::from(a), f64::from(b));
-                sums.xx += a * a;
-                sums.qq += b * b;
-                sums.xq += a * b;
-                sums.dd += (a - b) * (a - b);
-                sums.max_abs = sums.max_abs.max((a - b).abs());
+                sums.add_pair(a, b);
             }
         }
         sums
+    }
+
+    /// Folds one pair in, in f64.
+    fn add_pair(&mut self, a: f32, b: f32) {
+        let (a, b) = (f64::from(a), f64::from(b));
+        self.xx += a * a;
+        self.qq += b * b;
+        self.xq += a * b;
+        self.dd += (a - b) * (a - b);
+        self.max_abs = self.max_abs.max((a - b).abs());
     }
 
     /// Adds another set of sums.
@@ -308,12 +313,7 @@ mod tests {
         s.add(&x, &q);
         let mut plain = ErrorSums::default();
         for (&a, &b) in x.iter().zip(&q) {
-            let (a, b) = (f64::from(a), f64::from(b));
-            plain.xx += a * a;
-            plain.qq += b * b;
-            plain.xq += a * b;
-            plain.dd += (a - b) * (a - b);
-            plain.max_abs = plain.max_abs.max((a - b).abs());
+            plain.add_pair(a, b);
         }
         let (e, want) = (s.finish("t"), plain.finish("t"));
         assert!((e.sqnr_db - want.sqnr_db).abs() < 1e-4, "{e:?} {want:?}");
