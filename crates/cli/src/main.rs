@@ -56,6 +56,14 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Ctrl-C, SIGTERM or SIGHUP while a model or checkpoint is being written: remove the
+    // temporary files, so an interrupted command leaves only complete outputs.
+    if let Err(e) = ctrlc::set_handler(|| {
+        whittle_ir::files::remove_pending();
+        std::process::exit(130);
+    }) {
+        eprintln!("warning: cannot install the interrupt handler: {e}");
+    }
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Run(a) => commands::run::run(a),
@@ -76,9 +84,41 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-            eprintln!("error: {}", chain.join(": "));
+            eprintln!("error: {}", error_message(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes in one line, each cause once: a cause whose text the message
+/// already holds (an I/O error that its wrapper prints too) is not repeated.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if message.contains(&cause) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&cause);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_message;
+
+    #[test]
+    fn error_message_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io)
+            .context("model.onnx: No such file")
+            .context("loading model.onnx");
+        assert_eq!(
+            error_message(&e),
+            "loading model.onnx: model.onnx: No such file"
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use crate::error::{IrError, Result};
+use crate::files::write_bytes_atomic;
 use crate::proto::{
     tensor_proto::DataLocation, GraphProto, ModelProto, StringStringEntryProto, TensorProto,
 };
@@ -134,13 +135,11 @@ impl Model {
     }
 
     /// Writes the model to `path`, putting large initializers in a side file when asked
-    /// or when the model would not fit in one protobuf message.
+    /// or when the model would not fit in one protobuf message. Each file is written to a
+    /// temporary file and renamed into place, so a failure or a signal leaves no partial
+    /// model (see [`crate::files`]).
     pub fn save(&self, path: impl AsRef<Path>, external: &ExternalData) -> Result<()> {
         let path = path.as_ref();
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |source| IrError::Io { path: p, source }
-        };
         let data_file = match external {
             ExternalData::File(name) => Some(name.clone()),
             ExternalData::Never => None,
@@ -167,12 +166,11 @@ impl Model {
                     for_each_graph_initializer(g, &mut |t| move_to_external(t, &name, &mut blob));
                 }
                 let dir = path.parent().unwrap_or(Path::new(""));
-                let data_path = dir.join(&name);
-                std::fs::write(&data_path, &blob).map_err(io(&data_path))?;
+                write_bytes_atomic(&dir.join(&name), &blob)?;
                 proto.encode_to_vec()
             }
         };
-        std::fs::write(path, bytes).map_err(io(path))
+        write_bytes_atomic(path, &bytes)
     }
 
     /// Whether the model is too large for one protobuf file (2 GiB) and must be saved

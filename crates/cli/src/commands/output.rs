@@ -41,29 +41,11 @@ pub(crate) fn check_output(
     Ok(())
 }
 
-/// Writes `model` to a temporary file beside `out`, then renames it into place, so a
-/// failure leaves no partial model. A model above protobuf's 2 GiB limit keeps its large
-/// initializers in `OUT.data` beside it (ONNX external data).
+/// Writes `model` to `out` atomically (see [`Model::save`]): a failure or a signal leaves
+/// no partial model. A model above protobuf's 2 GiB limit keeps its large initializers in
+/// `OUT.data` beside it (ONNX external data).
 pub(crate) fn save_model(model: &Model, out: &Path) -> anyhow::Result<()> {
-    let dir = out
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("model.onnx");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let data_file = model.needs_external_data().then(|| format!("{name}.data"));
-    let external = data_file
-        .clone()
-        .map_or(ExternalData::Never, ExternalData::File);
-    if let Err(e) = model.save(&tmp, &external) {
-        let _ = std::fs::remove_file(&tmp);
-        if let Some(data) = data_file {
-            let _ = std::fs::remove_file(dir.join(data));
-        }
-        return Err(e).with_context(|| format!("writing {}", out.display()));
-    }
-    std::fs::rename(&tmp, out).with_context(|| format!("moving the model into {}", out.display()))
+    model
+        .save(out, &ExternalData::Auto)
+        .with_context(|| format!("writing {}", out.display()))
 }

@@ -1,0 +1,77 @@
+//! Comparing numbers the way tests and verification need: a value that is not finite on
+//! one side only is an infinite difference, never a silently ignored one (`f64::max`
+//! drops NaN).
+
+/// `|x - y|`, with equal values (including equal infinities) and NaN on both sides counting
+/// as 0 and any other pair holding a non-finite value as infinity.
+pub fn element_diff(x: f64, y: f64) -> f64 {
+    if x == y || (x.is_nan() && y.is_nan()) {
+        0.0
+    } else if x.is_finite() && y.is_finite() {
+        (x - y).abs()
+    } else {
+        f64::INFINITY
+    }
+}
+
+/// Largest [`element_diff`] over two equally long sequences; infinity when their lengths
+/// differ, 0 when both are empty.
+pub fn max_abs_diff<A, B>(a: A, b: B) -> f64
+where
+    A: IntoIterator,
+    B: IntoIterator,
+    A::Item: Into<f64>,
+    B::Item: Into<f64>,
+{
+    let (mut a, mut b) = (a.into_iter(), b.into_iter());
+    let mut worst = 0.0f64;
+    loop {
+        match (a.next(), b.next()) {
+            (Some(x), Some(y)) => {
+                let d = element_diff(x.into(), y.into());
+                if d > worst {
+                    worst = d;
+                }
+            }
+            (None, None) => return worst,
+            _ => return f64::INFINITY,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_finite_on_one_side_is_an_infinite_difference() {
+        assert_eq!(
+            max_abs_diff([f32::NAN, f32::NAN], [1.0f32, 2.0]),
+            f64::INFINITY
+        );
+        assert_eq!(
+            max_abs_diff([1.0f32, f32::INFINITY], [1.0f32, 2.0]),
+            f64::INFINITY
+        );
+        assert_eq!(max_abs_diff([0.0f64], [f64::NEG_INFINITY]), f64::INFINITY);
+    }
+
+    #[test]
+    fn equal_non_finite_values_agree() {
+        assert_eq!(
+            max_abs_diff([f32::NAN, f32::INFINITY], [f32::NAN, f32::INFINITY]),
+            0.0
+        );
+    }
+
+    #[test]
+    fn finite_values_give_the_largest_gap() {
+        assert_eq!(max_abs_diff([1.0f32, 5.0, -2.0], [1.5f32, 5.0, 1.0]), 3.0);
+        assert_eq!(max_abs_diff(Vec::<f32>::new(), Vec::<f32>::new()), 0.0);
+    }
+
+    #[test]
+    fn different_lengths_are_an_infinite_difference() {
+        assert_eq!(max_abs_diff([1.0f32], [1.0f32, 2.0]), f64::INFINITY);
+    }
+}
