@@ -406,6 +406,72 @@ mod tests {
         );
     }
 
+    /// A model saved with its weights in `m.onnx.data` in a fresh folder; the data file is
+    /// then replaced by what `replace` makes at its path.
+    fn model_with_replaced_data(case: &str, replace: impl FnOnce(&Path)) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("whittle-ext-{case}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("m.onnx");
+        tiny_model(vec![1.0; 1000])
+            .save(&path, &ExternalData::File("m.onnx.data".into()))
+            .unwrap();
+        let data = dir.join("m.onnx.data");
+        std::fs::remove_file(&data).unwrap();
+        replace(&data);
+        path
+    }
+
+    #[test]
+    fn symlink_out_of_the_folder_is_refused() {
+        let outside = std::env::temp_dir().join(format!("whittle-secret-{}", std::process::id()));
+        std::fs::write(&outside, vec![7u8; 4000]).unwrap();
+        let path = model_with_replaced_data("symlink", |data| {
+            std::os::unix::fs::symlink(&outside, data).unwrap()
+        });
+        let err = Model::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("tensor 'w'") && err.contains("outside the model's folder"),
+            "{err}"
+        );
+        std::fs::remove_file(&outside).unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn symlink_inside_the_folder_is_followed() {
+        let path = model_with_replaced_data("inner-link", |data| {
+            let real = data.with_file_name("weights.bin");
+            let mut bytes = vec![0u8; 4000];
+            for chunk in bytes.chunks_mut(4) {
+                chunk.copy_from_slice(&2.5f32.to_le_bytes());
+            }
+            std::fs::write(&real, bytes).unwrap();
+            std::os::unix::fs::symlink("weights.bin", data).unwrap();
+        });
+        let model = Model::load(&path).unwrap();
+        let w = TensorData::from_proto(&model.graph().initializer[0], None).unwrap();
+        assert_eq!(w.to_vec::<f32>().unwrap(), vec![2.5; 1000]);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn fifo_as_external_data_is_refused_without_blocking() {
+        let path = model_with_replaced_data("fifo", |data| {
+            let made = std::process::Command::new("mkfifo").arg(data).status();
+            assert!(made.unwrap().success(), "mkfifo failed");
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        let loading = path.clone();
+        std::thread::spawn(move || tx.send(Model::load(&loading).map(|_| ())));
+        let result = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("loading a model whose external data is a FIFO blocked");
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
     #[test]
     fn garbage_is_a_decode_error() {
         assert!(Model::from_bytes(b"\xff\xff\xff\xff not onnx", None).is_err());

@@ -1,6 +1,6 @@
 //! Host tensors: exact bytes of any ONNX element type, converted to and from `TensorProto`.
 
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use half::{bf16, f16};
 
@@ -379,6 +379,39 @@ pub fn check_relative_location(location: &str) -> std::result::Result<(), String
     Ok(())
 }
 
+/// The real path of external data file `location` under the model's folder `base`:
+/// symbolic links are resolved before the containment check, so a link cannot point outside
+/// the folder, and only a regular file is accepted (opening a FIFO or a device would block
+/// or read without end).
+fn resolve_external(base: &Path, location: &str) -> Result<PathBuf> {
+    let joined = base.join(location);
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| IrError::Io { path, source }
+    };
+    let folder = std::fs::canonicalize(if base.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        base
+    })
+    .map_err(io(base))?;
+    let real = std::fs::canonicalize(&joined).map_err(io(&joined))?;
+    if !real.starts_with(&folder) {
+        return Err(IrError::invalid(format!(
+            "external data location '{location}' resolves to {}, outside the model's folder {}",
+            real.display(),
+            folder.display()
+        )));
+    }
+    let kind = std::fs::metadata(&real).map_err(io(&real))?.file_type();
+    if !kind.is_file() {
+        return Err(IrError::invalid(format!(
+            "external data location '{location}' is not a regular file"
+        )));
+    }
+    Ok(real)
+}
+
 fn external_entry<'a>(entries: &'a [StringStringEntryProto], key: &str) -> Option<&'a str> {
     entries
         .iter()
@@ -403,7 +436,10 @@ fn read_external(proto: &TensorProto, base_dir: Option<&Path>) -> Result<Vec<u8>
     let offset = parse("offset")?.unwrap_or(0);
     let length = parse("length")?;
     let base = base_dir.ok_or_else(|| fail("external data needs the model's folder".into()))?;
-    let path = base.join(location);
+    let path = resolve_external(base, location).map_err(|e| match e {
+        IrError::Invalid(reason) => fail(reason),
+        other => other,
+    })?;
     let io = |source| IrError::Io {
         path: path.clone(),
         source,
