@@ -15,8 +15,9 @@ pub(crate) enum InputModel {
     ForceOverwrites,
 }
 
-/// Refuses an output that is the input model (per `input`) or an existing file without
-/// `--force`. `model` may name something that is not a file (`zoo:NAME`).
+/// Refuses an output that is the input model (per `input`), lies in a missing folder, is a
+/// folder, or is an existing file without `--force`. `model` may name something that is
+/// not a file (`zoo:NAME`).
 pub(crate) fn check_output(
     model: &Path,
     output: &Path,
@@ -34,6 +35,17 @@ pub(crate) fn check_output(
             "the output {} is the input model; {remedy}",
             output.display()
         );
+    }
+    let folder = output.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(folder) = folder.filter(|f| !f.is_dir()) {
+        bail!(
+            "the output folder {} does not exist (for {})",
+            folder.display(),
+            output.display()
+        );
+    }
+    if output.is_dir() {
+        bail!("the output {} is a folder, not a file", output.display());
     }
     if output.exists() && !force {
         bail!("{} exists; pass --force to overwrite it", output.display());
