@@ -1,0 +1,35 @@
+# Shared by the bench/*.sh scripts (source it): the machine line every table starts with,
+# and the replacement of a marked section of a Markdown file by a table.
+
+# "Machine: MODEL NAME, N cores, YYYY-MM-DD." from lscpu and the date of the run.
+machine_line() {
+  local model cores
+  model=$(lscpu | sed -n 's/^Model name: *//p' | head -n 1)
+  cores=$(nproc --all)
+  echo "Machine: ${model:-unknown CPU}, $cores cores, $(date -u +%Y-%m-%d)."
+}
+
+# Replaces the text between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in FILE with the
+# contents of TABLE; fails, naming the marker, when FILE lacks it.
+write_section() { # NAME FILE TABLE
+  python3 - "$1" "$2" "$3" <<'PY'
+import sys
+name, path, table = sys.argv[1:]
+begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+doc = open(path, encoding="utf-8").read()
+if doc.count(begin) != 1 or doc.count(end) != 1 or doc.index(begin) > doc.index(end):
+    sys.exit(f"error: {path} needs one '{begin}' ... '{end}' section")
+head, rest = doc.split(begin)
+tail = rest.split(end)[1]
+body = open(table, encoding="utf-8").read().strip()
+open(path, "w", encoding="utf-8").write(f"{head}{begin}\n{body}\n{end}{tail}")
+PY
+}
+
+# Writes TABLE to stdout and, when WRITE names a Markdown file, into its NAME section.
+publish() { # NAME TABLE
+  cat "$2"
+  if [[ -n "${WRITE:-}" ]]; then
+    write_section "$1" "$WRITE" "$2"
+  fi
+}
