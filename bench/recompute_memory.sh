@@ -8,7 +8,8 @@
 #   bench/recompute_memory.sh FASHION_MNIST_DIR OUT_DIR [SEGMENTS...]   (default: none 4 8 16 32)
 #
 # Environment: WHITTLE (default target/release/whittle); THREADS (RAYON_NUM_THREADS,
-# default 1); WRITE=docs/BENCHMARKS.md puts the table in its `recompute-memory` section.
+# default 1); TABLE_ONLY=1 only prints the table of an earlier run's OUT_DIR;
+# WRITE=docs/BENCHMARKS.md puts the table in its `recompute-memory` section.
 set -euo pipefail
 here=$(dirname "$0")
 source "$here/common.sh"
@@ -22,6 +23,7 @@ whittle="${WHITTLE:-target/release/whittle}"
 mkdir -p "$out"
 
 for s in "${segments[@]}"; do
+  [[ "${TABLE_ONLY:-0}" == 1 ]] && break
   extra=()
   [[ "$s" != none ]] && extra=(--recompute-segments "$s")
   RAYON_NUM_THREADS="$threads" /usr/bin/time -f "%M %e" -o "$out/$s.time" "$whittle" train \
@@ -46,7 +48,7 @@ for s in segments:
     rss_kib, wall = open(os.path.join(out, f"{s}.time")).read().split()[-2:]
     gb = int(rss_kib) * 1024 / 1e9
     log = open(os.path.join(out, f"{s}.log")).read()
-    m = re.search(r"activations ([\d.]+ MiB)(?:, ([\d.]+ MiB) with gradient checkpointing)?", log)
+    m = re.search(r"activations ([\d.]+ \w+)(?:, ([\d.]+ \w+) with gradient checkpointing)?", log)
     estimate = "-" if m is None else (m.group(2) or m.group(1))
     if s == "none":
         base = gb
