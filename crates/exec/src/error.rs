@@ -12,6 +12,11 @@ pub enum ExecError {
         op: String,
         domain: String,
     },
+    /// A kind of value the executor cannot hold: an element type such as float8, string or
+    /// complex, or a sequence, map or optional value. `what` names it; a run turns it into
+    /// [`ExecError::Unsupported`] naming the node.
+    #[error("{what} is not supported by the executor")]
+    UnsupportedType { what: String },
     /// An operator failed; `node` and `op` say where.
     #[error("node '{node}' ({op}): {message}")]
     Node {

@@ -129,7 +129,9 @@ impl Executor {
                 (d.to_string(), o.version)
             })
             .collect();
+        whittle_ir::validate::check_opsets(model)?;
         check_supported(&graph)?;
+        check_tensor_values(&graph)?;
         let mut constants = HashMap::new();
         for init in &src.initializer {
             let data = TensorData::from_proto(init, None)?;
@@ -381,6 +383,11 @@ impl Executor {
             let outputs = (step.op)(&ctx).map_err(|e| match e {
                 ExecError::Msg(m) => fail(m),
                 ExecError::Ir(e) => fail(e.to_string()),
+                ExecError::UnsupportedType { what } => ExecError::Unsupported {
+                    node: node.name.clone(),
+                    op: format!("{} on {what}", node.op_type),
+                    domain: node.domain.clone(),
+                },
                 other => other,
             })?;
             if outputs.len() < node.output.iter().filter(|o| !o.is_empty()).count() {
@@ -558,6 +565,26 @@ fn unsupported(node: &NodeProto) -> ExecError {
         op: node.op_type.clone(),
         domain: node.domain.clone(),
     }
+}
+
+/// Graph inputs and outputs must be tensors: the executor holds no sequence, map, optional
+/// or sparse value.
+fn check_tensor_values(graph: &GraphProto) -> Result<()> {
+    for (role, v) in
+        (graph.input.iter().map(|v| ("input", v))).chain(graph.output.iter().map(|v| ("output", v)))
+    {
+        let kind = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+            None | Some(type_proto::Value::TensorType(_)) => continue,
+            Some(type_proto::Value::SequenceType(_)) => "sequence",
+            Some(type_proto::Value::MapType(_)) => "map",
+            Some(type_proto::Value::OptionalType(_)) => "optional",
+            Some(type_proto::Value::SparseTensorType(_)) => "sparse tensor",
+        };
+        return Err(ExecError::UnsupportedType {
+            what: format!("graph {role} '{}' of {kind} type", v.name),
+        });
+    }
+    Ok(())
 }
 
 fn check_supported(graph: &GraphProto) -> Result<()> {

@@ -24,8 +24,15 @@ pub fn storage_dtype(dtype: DataType) -> Result<DType> {
         Bfloat16 => DType::BF16,
         Bool | Uint8 => DType::U8,
         Int8 | Int16 | Uint16 | Int32 | Uint32 | Int64 | Uint64 | Int4 | Uint4 => DType::I64,
-        other => bail!("element type {other} is not supported by the executor"),
+        other => return Err(unsupported_type(other)),
     })
+}
+
+/// The error for values of element type `dtype`, which the executor cannot hold.
+fn unsupported_type(dtype: DataType) -> ExecError {
+    ExecError::UnsupportedType {
+        what: format!("element type {dtype}"),
+    }
 }
 
 /// A tensor flowing through the executor.
@@ -101,7 +108,7 @@ impl Value {
             Int8 | Int16 | Uint16 | Int32 | Uint32 | Int64 | Int4 | Uint4 => {
                 Tensor::from_vec(data.to_i64_vec()?, dims, device)?
             }
-            other => bail!("element type {other} is not supported by the executor"),
+            other => return Err(unsupported_type(other)),
         };
         Ok(Value {
             dtype: data.dtype(),
@@ -149,7 +156,7 @@ impl Value {
                 let v: Vec<i8> = ints()?.iter().map(|&v| v as i8).collect();
                 TensorData::from_bytes(self.dtype, dims, whittle_ir::tensor::pack_nibbles(&v))?
             }
-            other => bail!("element type {other} is not supported by the executor"),
+            other => return Err(unsupported_type(other)),
         })
     }
 

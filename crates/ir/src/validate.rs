@@ -210,9 +210,36 @@ pub const ONNX_OPS: &[&str] = &[
     "Xor",
 ];
 
-/// Checks a model: opset imports, known operators of the ONNX domain, initializer data,
-/// every input defined before use, no value defined twice, no cycle, outputs produced.
+/// The newest opset of the default ONNX domain whittle knows: [`ONNX_OPS`] lists its
+/// operators and the executor follows their semantics up to it.
+pub const MAX_ONNX_OPSET: i64 = 23;
+
+/// Refuses an import of the default ONNX domain outside 1..=[`MAX_ONNX_OPSET`]: operators of
+/// a newer opset may mean something whittle does not implement.
+pub fn check_opsets(model: &Model) -> Result<()> {
+    let default = |d: &str| d.is_empty() || d == "ai.onnx";
+    for o in model
+        .proto
+        .opset_import
+        .iter()
+        .filter(|o| default(&o.domain))
+    {
+        if !(1..=MAX_ONNX_OPSET).contains(&o.version) {
+            return Err(IrError::invalid(format!(
+                "the model imports opset {} of the default ONNX domain; whittle supports \
+                 opsets 1 to {MAX_ONNX_OPSET}",
+                o.version
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a model: opset imports (see [`check_opsets`]), known operators of the ONNX
+/// domain, initializer data, every input defined before use, no value defined twice, no
+/// cycle, outputs produced.
 pub fn validate(model: &Model) -> Result<()> {
+    check_opsets(model)?;
     let imported: HashSet<&str> = model
         .proto
         .opset_import
@@ -402,5 +429,34 @@ mod tests {
 
         let missing_out = model(vec![node("r", "Relu", &["x"], &["y"])], &["nope"]);
         assert!(error_of(&missing_out).contains("never produced"));
+    }
+
+    #[test]
+    fn opsets_beyond_the_supported_one_are_refused() {
+        let mut m = model(vec![node("r", "Relu", &["x"], &["y"])], &["y"]);
+        for version in [99, 0, MAX_ONNX_OPSET + 1] {
+            m.proto.opset_import[0].version = version;
+            let err = error_of(&m);
+            assert!(
+                err.contains(&format!(
+                    "imports opset {version} of the default ONNX domain"
+                )) && err.contains(&format!("opsets 1 to {MAX_ONNX_OPSET}")),
+                "{err}"
+            );
+        }
+        m.proto.opset_import[0].version = MAX_ONNX_OPSET;
+        validate(&m).unwrap();
+        m.proto.opset_import[0] = OperatorSetIdProto {
+            domain: "ai.onnx".into(),
+            version: 99,
+        };
+        assert!(error_of(&m).contains("opset 99"));
+        // Other domains keep their own versions.
+        m.proto.opset_import[0].version = 17;
+        m.proto.opset_import.push(OperatorSetIdProto {
+            domain: "com.microsoft".into(),
+            version: 99,
+        });
+        validate(&m).unwrap();
     }
 }

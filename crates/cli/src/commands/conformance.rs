@@ -119,8 +119,8 @@ fn markdown(summary: &Summary) -> String {
     });
     if summary.failed() > 0 {
         out += "\nWhy they fail:\n\n";
-        for (name, reason) in KNOWN_FAILURES {
-            out += &format!("- `{name}`: {reason}\n");
+        for k in KNOWN_FAILURES {
+            out += &format!("- `{}`: {}\n", k.test, k.reason);
         }
     }
     out += &section("Unsupported tests", &|o| match o {
