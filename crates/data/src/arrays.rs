@@ -1,7 +1,7 @@
 //! Datasets from numpy arrays: `npy:X.npy,Y.npy` and `npz:FILE.npz`.
 
 use std::collections::BTreeMap;
-use std::io::{Cursor, Read};
+use std::io::Cursor;
 use std::path::Path;
 
 use whittle_ir::{DataType, TensorData};
@@ -10,7 +10,7 @@ use zip::ZipArchive;
 use crate::dataset::{paired_rows, Dataset, Split};
 use crate::error::{DataError, Result};
 use crate::npy::{parse_npy, read_npy};
-use crate::raw::MAX_ELEMENTS;
+use crate::raw::{read_bounded, read_plain};
 
 /// `X.npy,Y.npy`: X any numeric array with samples on the first axis, Y integer labels.
 pub(crate) fn load_npy(files: &str, limit: Option<usize>) -> Result<Dataset> {
@@ -55,10 +55,7 @@ pub(crate) fn load_npz(path: &Path, split: Split, limit: Option<usize>) -> Resul
 /// Every array of an `.npz` archive, by name (without `.npy`), in archive order.
 pub fn read_npz(path: &Path) -> Result<Vec<(String, TensorData)>> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_plain(path)?;
     let corrupt = |e: zip::result::ZipError| {
         DataError::format(&file, format!("not a readable .npz (zip) archive: {e}"))
     };
@@ -71,11 +68,7 @@ pub fn read_npz(path: &Path) -> Result<Vec<(String, TensorData)>> {
             continue;
         };
         let entry_file = format!("{file}:{name}");
-        let mut data = Vec::new();
-        (&mut entry)
-            .take(MAX_ELEMENTS as u64 * 8)
-            .read_to_end(&mut data)
-            .map_err(|e| DataError::format(&entry_file, format!("corrupt archive entry ({e})")))?;
+        let data = read_bounded(&mut entry, &entry_file, "corrupt archive entry")?;
         arrays.push((name, parse_npy(&data, &entry_file)?));
     }
     Ok(arrays)

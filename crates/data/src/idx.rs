@@ -1,5 +1,6 @@
 //! IDX files (the MNIST format): `0 0 TYPE RANK`, big-endian u32 dims, then big-endian data.
 
+use std::io::Read;
 use std::path::Path;
 
 use whittle_ir::{DataType, TensorData};
@@ -23,7 +24,8 @@ pub fn read_idx_rows(path: &Path, limit: usize) -> Result<(TensorData, usize)> {
     let file = path.display().to_string();
     let mut reader = open_file(path)?;
     let mut read = |buf: &mut [u8], what: &str| {
-        std::io::Read::read_exact(&mut reader, buf)
+        reader
+            .read_exact(buf)
             .map_err(|e| DataError::format(&file, format!("truncated or unreadable {what} ({e})")))
     };
     let mut header = vec![0u8; 4];
@@ -37,8 +39,19 @@ pub fn read_idx_rows(path: &Path, limit: usize) -> Result<(TensorData, usize)> {
     let size = dtype.size().unwrap_or(1);
     let declared = dims[0];
     dims[0] = declared.min(limit);
-    let mut data = vec![0u8; data_len(&dims, size, &file)?];
-    read(&mut data, "data")?;
+    // Read, not allocated up front: the header's size is only a claim.
+    let want = data_len(&dims, size, &file)?;
+    let mut data = Vec::new();
+    let got = reader
+        .take(want as u64)
+        .read_to_end(&mut data)
+        .map_err(|e| DataError::format(&file, format!("truncated or unreadable data ({e})")))?;
+    if got < want {
+        return Err(DataError::format(
+            &file,
+            format!("truncated: {got} data bytes, expected {want}"),
+        ));
+    }
     swap_bytes(&mut data, size);
     Ok((TensorData::from_bytes(dtype, dims, data)?, declared))
 }
@@ -133,9 +146,12 @@ mod tests {
         assert!(err(&idx(0x0A, &[1], &[0])).contains("unknown IDX element type 0x0a"));
         assert!(err(&[0, 0, 8, 0]).contains("rank 0"));
         assert!(err(&[0, 0, 8, 200]).contains("rank 200"));
-        let big = err(&idx(0x0E, &[65536, 65536, 2], &[]));
+        // 2^50 doubles: 8 PiB, more than any machine has.
+        let big = err(&idx(0x0E, &[65536, 65536, 65536, 4], &[]));
         assert!(
-            big.starts_with("x.idx: shape [65536, 65536, 2] is too large"),
+            big.starts_with(
+                "x.idx: shape [65536, 65536, 65536, 4] of 8-byte elements needs 8.0 PiB but only"
+            ),
             "{big}"
         );
         let extra = err(&idx(0x08, &[2], &[1, 2, 3]));

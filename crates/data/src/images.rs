@@ -6,17 +6,23 @@
 //! order, class after class. Options:
 //! - `size=HxW` (or `size=S` for `SxS`): the size every image is resized to (bilinear);
 //!   by default the size of the first training image.
+//!
+//! Neither a `size` nor an image header may exceed [`MAX_PIXELS`] (checked before anything is
+//! decoded), and the whole dataset must fit in the memory available.
 //! - `channels=1|3`: grey or RGB (grey images are repeated into RGB, RGB becomes grey by
 //!   luma, alpha is dropped); by default those of the first training image.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use whittle_ir::TensorData;
+use whittle_ir::memory::{ensure_fits, tensor_bytes};
+use whittle_ir::{DataType, TensorData};
 
 use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
-use crate::image_decode::{decode_image, resize_bilinear, Image};
+pub use crate::image_decode::MAX_PIXELS;
+use crate::image_decode::{check_pixels, decode_image, read_header, resize_bilinear};
+use crate::raw::read_plain;
 use crate::spec::SpecOptions;
 
 /// File name extensions (lower case) of the images read.
@@ -56,8 +62,15 @@ pub(crate) fn load_images(
         }
     };
     files.truncate(limit.unwrap_or(usize::MAX));
-    let shape = target_shape(options, &first.0)?;
-    let images = decode_all(&files, shape)?;
+    let (channels, height, width) = target_shape(options, &first.0)?;
+    let dims = [files.len(), channels, height, width];
+    let what = format!(
+        "{} images of {channels}x{height}x{width} float32 from {}",
+        files.len(),
+        dir.display()
+    );
+    ensure_fits(tensor_bytes(&dims, size_of::<f32>()), &what)?;
+    let images = decode_all(&files, dims)?;
     let labels = files.iter().map(|(_, class)| *class as i64).collect();
     Dataset::new(images, labels, classes.len())?.with_class_names(classes)
 }
@@ -128,28 +141,42 @@ fn is_image(path: &Path) -> bool {
         .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Reads and decodes one image file.
-fn read_image(path: &Path) -> Result<Image> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    decode_image(&bytes, &path.display().to_string())
+/// The sample shape the options of an `images:` spec ask for; each part is `None` when the
+/// option is absent (the first training image's then applies).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requested {
+    /// `channels=1|3`.
+    pub channels: Option<usize>,
+    /// `size=HxW` as (height, width).
+    pub size: Option<(usize, usize)>,
 }
 
-/// The shape images are brought to: the `size` and `channels` options, else those of the
-/// image at `first`.
-fn target_shape(options: &SpecOptions, first: &Path) -> Result<Shape> {
+/// Parses the `size` and `channels` options; a size over [`MAX_PIXELS`] is an error.
+pub(crate) fn requested(options: &SpecOptions) -> Result<Requested> {
     let size = options.parsed("size", "HxW or S, positive", parse_size)?;
+    if let Some((height, width)) = size {
+        check_pixels(
+            height,
+            width,
+            &format!("option size={}", options.get("size").unwrap_or("")),
+        )?;
+    }
     let channels = options.parsed("channels", "1 or 3", |v| {
         v.parse::<usize>().ok().filter(|c| [1, 3].contains(c))
     })?;
+    Ok(Requested { channels, size })
+}
+
+/// The shape images are brought to: the `size` and `channels` options, else those of the
+/// image at `first` (from its header alone).
+fn target_shape(options: &SpecOptions, first: &Path) -> Result<Shape> {
+    let Requested { channels, size } = requested(options)?;
     if let (Some((height, width)), Some(channels)) = (size, channels) {
         return Ok((channels, height, width));
     }
-    let image = read_image(first)?;
-    let (height, width) = size.unwrap_or((image.height, image.width));
-    Ok((channels.unwrap_or(image.channels), height, width))
+    let header = read_header(&read_plain(first)?, &first.display().to_string())?;
+    let (height, width) = size.unwrap_or((header.height, header.width));
+    Ok((channels.unwrap_or(header.channels), height, width))
 }
 
 /// `HxW` or `S` (for `SxS`), both positive.
@@ -159,18 +186,22 @@ fn parse_size(text: &str) -> Option<(usize, usize)> {
     (h > 0 && w > 0).then_some((h, w))
 }
 
-/// Decodes, converts and resizes every file into one `[N, C, H, W]` tensor.
-fn decode_all(files: &[(PathBuf, usize)], (channels, height, width): Shape) -> Result<TensorData> {
-    let mut values = Vec::with_capacity(files.len() * channels * height * width);
+/// Decodes, converts and resizes every file into one float32 tensor of `dims`
+/// (`[N, C, H, W]`), written straight into its little-endian bytes.
+fn decode_all(files: &[(PathBuf, usize)], dims: [usize; 4]) -> Result<TensorData> {
+    let [_, channels, height, width] = dims;
+    let mut bytes = Vec::with_capacity(dims.iter().product::<usize>() * size_of::<f32>());
     for (path, _) in files {
-        let image = read_image(path)?;
+        let image = decode_image(&read_plain(path)?, &path.display().to_string())?;
         let planes = image.planes(channels);
         let from = (image.height, image.width);
-        values.extend(resize_bilinear(&planes, from, (height, width)));
+        let resized = resize_bilinear(&planes, from, (height, width));
+        bytes.extend(resized.iter().flat_map(|v| v.to_le_bytes()));
     }
-    Ok(TensorData::from_slice(
-        vec![files.len(), channels, height, width],
-        &values,
+    Ok(TensorData::from_bytes(
+        DataType::Float,
+        dims.to_vec(),
+        bytes,
     )?)
 }
 
@@ -321,6 +352,57 @@ mod tests {
         assert!(err(&root, "?size=0x2").ends_with("option size=0x2: expected HxW or S, positive"));
         assert!(err(&root, "?channels=2").ends_with("option channels=2: expected 1 or 3"));
         assert!(err(&root.join("none"), "").ends_with("none not found"));
+    }
+
+    #[test]
+    fn huge_sizes_and_headers_are_refused_before_decoding() {
+        let root = scratch_dir("images-huge");
+        let class = folder(&root, &["x"]);
+        write_png(&class.join("a.png"), 2, 2, ColorType::Grayscale, &[0; 4]);
+        let err = |options: &str| {
+            load_dir(&root, options, Split::Train)
+                .unwrap_err()
+                .to_string()
+        };
+        let limit = "more than the limit of 67108864 (8192x8192)";
+        assert!(err("?size=100000x100000").ends_with(&format!(
+            "option size=100000x100000: 100000x100000 is 10000000000 pixels, {limit}"
+        )));
+        // A file of under 100 bytes claiming 30000x30000: refused from its header, whether
+        // it sets the shape (first file) or is only decoded (size and channels given).
+        std::fs::write(
+            class.join("0.png"),
+            crate::testutil::png_claiming(30000, 30000),
+        )
+        .unwrap();
+        let bomb = format!("0.png: 30000x30000 is 900000000 pixels, {limit}");
+        assert!(err("").ends_with(&bomb), "{}", err(""));
+        assert!(err("?size=28&channels=1").ends_with(&bomb));
+        // Requested shapes are read from the spec alone, without touching the folder.
+        use crate::spec::requested_image_shape;
+        let shape = requested_image_shape("images:/none?size=28x32&channels=3").unwrap();
+        let expected = Requested {
+            channels: Some(3),
+            size: Some((28, 32)),
+        };
+        assert_eq!(shape, Some(expected));
+        assert_eq!(
+            requested_image_shape("images:/none").unwrap(),
+            Some(Requested::default())
+        );
+        assert_eq!(
+            requested_image_shape("csv:/none.csv?label=a").unwrap(),
+            None
+        );
+        let huge = requested_image_shape("images:/none?size=9000").unwrap_err();
+        assert_eq!(
+            huge.to_string(),
+            format!(
+                "dataset 'images:/none?size=9000': option size=9000: 9000x9000 is 81000000 \
+                 pixels, {limit}"
+            )
+        );
+        assert!(requested_image_shape("images:/none?colour=3").is_err());
     }
 
     #[test]

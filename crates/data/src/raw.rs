@@ -1,27 +1,37 @@
-//! Raw file bytes shared by the IDX and NPY readers: transparent gzip, byte order and size guards.
+//! Raw file bytes shared by the readers: transparent gzip, byte order, and size guards in
+//! bytes against the memory available (a header or a compressed stream can claim any size).
 
 use std::io::Read;
 use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
+use whittle_ir::memory::{available_bytes, ensure_fits, human_bytes, tensor_bytes};
 
 use crate::error::{DataError, Result};
 
 /// The two bytes every gzip stream starts with.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
-/// Largest element count a file may declare (guards allocations against corrupt headers).
-pub const MAX_ELEMENTS: usize = 1 << 31;
+/// Most bytes a compressed stream may expand to when the memory available is unknown.
+const MAX_DECODED_BYTES: u64 = 1 << 34;
 
-/// Largest decompressed size accepted from a gzip stream.
-const MAX_GUNZIP_BYTES: u64 = 1 << 34;
+/// Reads a whole file, after checking its size against the memory available.
+pub fn read_plain(path: &Path) -> Result<Vec<u8>> {
+    let io = |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(io)?.len();
+    ensure_fits(
+        Some(u128::from(len)),
+        &format!("reading {}", path.display()),
+    )?;
+    std::fs::read(path).map_err(io)
+}
 
 /// Reads a whole file, decompressing it when it starts with the gzip magic bytes (whatever its name).
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read_plain(path)?;
     if bytes.starts_with(&GZIP_MAGIC) {
         gunzip(&bytes, &path.display().to_string())
     } else {
@@ -47,32 +57,44 @@ pub fn open_file(path: &Path) -> Result<Box<dyn Read>> {
 
 /// Decompresses a gzip stream; `file` names the source in errors.
 pub fn gunzip(bytes: &[u8], file: &str) -> Result<Vec<u8>> {
+    read_bounded(
+        MultiGzDecoder::new(bytes),
+        file,
+        "truncated or corrupt gzip data",
+    )
+}
+
+/// Reads a (decompressing) stream to its end; fails, naming `file`, when it yields more
+/// bytes than the memory available (or [`MAX_DECODED_BYTES`] when that is unknown), or
+/// with `corrupt` and the cause when reading fails.
+pub fn read_bounded(reader: impl Read, file: &str, corrupt: &str) -> Result<Vec<u8>> {
+    let cap = available_bytes().map_or(MAX_DECODED_BYTES, |a| a.min(MAX_DECODED_BYTES));
     let mut out = Vec::new();
-    MultiGzDecoder::new(bytes)
-        .take(MAX_GUNZIP_BYTES + 1)
+    reader
+        .take(cap.saturating_add(1))
         .read_to_end(&mut out)
-        .map_err(|e| DataError::format(file, format!("truncated or corrupt gzip data ({e})")))?;
-    if out.len() as u64 > MAX_GUNZIP_BYTES {
+        .map_err(|e| DataError::format(file, format!("{corrupt} ({e})")))?;
+    if out.len() as u64 > cap {
         return Err(DataError::format(
             file,
-            format!("decompresses to more than {MAX_GUNZIP_BYTES} bytes"),
+            format!(
+                "decompresses to more than {}, the memory available",
+                human_bytes(u128::from(cap))
+            ),
         ));
     }
     Ok(out)
 }
 
-/// Bytes needed for `dims` elements of `elem_size` bytes each; fails on overflow or absurd sizes.
+/// Bytes needed for `dims` elements of `elem_size` bytes each; fails, naming `file`, when
+/// that overflows or is more than the memory available.
 pub fn data_len(dims: &[usize], elem_size: usize, file: &str) -> Result<usize> {
-    dims.iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .filter(|&n| n <= MAX_ELEMENTS)
-        .and_then(|n| n.checked_mul(elem_size))
-        .ok_or_else(|| {
-            DataError::format(
-                file,
-                format!("shape {dims:?} is too large (over {MAX_ELEMENTS} elements)"),
-            )
-        })
+    let bytes = tensor_bytes(dims, elem_size);
+    let what = format!("shape {dims:?} of {elem_size}-byte elements");
+    ensure_fits(bytes, &what).map_err(|e| DataError::format(file, e.to_string()))?;
+    bytes
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| DataError::format(file, format!("{what} is too large")))
 }
 
 /// Checks that `data` holds exactly `want` bytes, naming truncation or trailing bytes otherwise.
@@ -138,12 +160,27 @@ mod tests {
     }
 
     #[test]
-    fn data_len_guards_overflow_and_absurd_sizes() {
+    fn data_len_guards_overflow_and_sizes_beyond_memory() {
         assert_eq!(data_len(&[2, 3], 4, "f").unwrap(), 24);
         assert_eq!(data_len(&[], 8, "f").unwrap(), 8);
-        assert!(data_len(&[usize::MAX, 2], 1, "f").is_err());
-        let err = data_len(&[1 << 16, 1 << 16], 1, "f").unwrap_err();
-        assert!(err.to_string().contains("too large"), "{err}");
+        let err = data_len(&[usize::MAX, usize::MAX, usize::MAX], 8, "f").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "f: shape {:?} of 8-byte elements is too large (its size overflows)",
+                [usize::MAX; 3]
+            )
+        );
+        // 2^60 elements of 4 bytes: 4 EiB, more than any machine has.
+        let err = data_len(&[1 << 30, 1 << 30], 4, "f")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "f: shape [1073741824, 1073741824] of 4-byte elements needs 4096.0 PiB but only"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

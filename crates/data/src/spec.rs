@@ -8,7 +8,7 @@ use crate::arrays::{load_npy, load_npz};
 use crate::csv::load_csv;
 use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
-use crate::images::load_images;
+use crate::images::{load_images, requested, Requested};
 use crate::mnist::load_idx;
 
 /// The accepted spec forms, for error messages and help texts.
@@ -29,23 +29,73 @@ pub fn load(spec: &str, split: Split, limit: Option<usize>) -> Result<Dataset> {
     load_scheme(spec, split, limit).map_err(|e| DataError::spec(spec, e.to_string()))
 }
 
+/// The sample shape an `images:` spec asks for through its `size` and `channels` options
+/// (checked against [`crate::images::MAX_PIXELS`]), without reading any file; `None` for the
+/// other schemes. Lets a caller that knows the model's input refuse a mismatched size before
+/// loading.
+pub fn requested_image_shape(spec: &str) -> Result<Option<Requested>> {
+    let parsed = Spec::parse(spec).and_then(|s| match s.scheme {
+        "images" => requested(&s.options.only(IMAGE_OPTIONS)?).map(Some),
+        _ => Ok(None),
+    });
+    parsed.map_err(|e| DataError::spec(spec, e.to_string()))
+}
+
+/// The options an `images:` spec takes.
+const IMAGE_OPTIONS: &[&str] = &["size", "channels"];
+
 /// [`load`] without the spec prefix on errors.
 fn load_scheme(spec: &str, split: Split, limit: Option<usize>) -> Result<Dataset> {
-    let unknown = || {
-        DataError::Invalid(format!(
-            "unknown dataset scheme; valid forms are {SPEC_FORMS}"
-        ))
-    };
-    let (scheme, rest) = spec.split_once(':').ok_or_else(unknown)?;
-    let (location, options) = SpecOptions::parse(rest)?;
+    let Spec {
+        scheme,
+        location,
+        options,
+    } = Spec::parse(spec)?;
     let path = Path::new(location);
     match scheme {
         "mnist" | "fashion-mnist" => options.only(&[]).and_then(|_| load_idx(path, split, limit)),
         "npy" => options.only(&[]).and_then(|_| load_npy(location, limit)),
         "npz" => options.only(&[]).and_then(|_| load_npz(path, split, limit)),
         "csv" => load_csv(path, &options.only(&["label", "header"])?, limit),
-        "images" => load_images(path, split, &options.only(&["size", "channels"])?, limit),
-        _ => Err(unknown()),
+        "images" => load_images(path, split, &options.only(IMAGE_OPTIONS)?, limit),
+        _ => Err(unknown_scheme()),
+    }
+}
+
+/// The error for a spec without a known scheme.
+fn unknown_scheme() -> DataError {
+    DataError::Invalid(format!(
+        "unknown dataset scheme; valid forms are {SPEC_FORMS}"
+    ))
+}
+
+/// A dataset spec split into its parts (the scheme is not checked against the known ones).
+#[derive(Debug)]
+pub struct Spec<'s> {
+    /// What comes before the first `:`, e.g. `csv`.
+    pub scheme: &'s str,
+    /// The file or folder (for `npy`, two files), between the `:` and the last `?`.
+    pub location: &'s str,
+    /// The `KEY=VALUE` options after the last `?`.
+    options: SpecOptions,
+}
+
+impl<'s> Spec<'s> {
+    /// Splits `SCHEME:LOCATION[?KEY=VALUE&...]`; fails without a `:`, on an option that is
+    /// not `KEY=VALUE` and on a key given twice.
+    pub fn parse(spec: &'s str) -> Result<Self> {
+        let (scheme, rest) = spec.split_once(':').ok_or_else(unknown_scheme)?;
+        let (location, options) = SpecOptions::parse(rest)?;
+        Ok(Spec {
+            scheme,
+            location,
+            options,
+        })
+    }
+
+    /// The value of option `key`, if given.
+    pub fn option(&self, key: &str) -> Option<&str> {
+        self.options.get(key)
     }
 }
 

@@ -35,8 +35,8 @@ pub fn idx_bytes(code: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Writes an 8-bit PNG of `width x height` pixels of `color` to `path`.
-pub fn write_png(path: &Path, width: u32, height: u32, color: png::ColorType, pixels: &[u8]) {
+/// The bytes of an 8-bit PNG of `width x height` pixels of `color`.
+pub fn png_bytes(width: u32, height: u32, color: png::ColorType, pixels: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::new();
     let mut encoder = png::Encoder::new(&mut bytes, width, height);
     encoder.set_color(color);
@@ -44,11 +44,29 @@ pub fn write_png(path: &Path, width: u32, height: u32, color: png::ColorType, pi
     let mut writer = encoder.write_header().expect("png header");
     writer.write_image_data(pixels).expect("png data");
     writer.finish().expect("png end");
-    std::fs::write(path, bytes).expect("write png");
+    bytes
 }
 
-/// Writes a best-quality JPEG of `width x height` grey (1 byte) or RGB (3 bytes) pixels.
-pub fn write_jpeg(path: &Path, width: u16, height: u16, pixels: &[u8]) {
+/// Writes an 8-bit PNG of `width x height` pixels of `color` to `path`.
+pub fn write_png(path: &Path, width: u32, height: u32, color: png::ColorType, pixels: &[u8]) {
+    std::fs::write(path, png_bytes(width, height, color, pixels)).expect("write png");
+}
+
+/// A 1x1 grey PNG (under 100 bytes) whose header claims `width x height` pixels: its IHDR
+/// chunk (bytes 16..24 after the 8-byte signature and the chunk's length and type) patched,
+/// with its CRC (over type and data, bytes 12..29) recomputed.
+pub fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = png_bytes(1, 1, png::ColorType::Grayscale, &[0]);
+    bytes[16..20].copy_from_slice(&width.to_be_bytes());
+    bytes[20..24].copy_from_slice(&height.to_be_bytes());
+    let mut crc = flate2::Crc::new();
+    crc.update(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+    bytes
+}
+
+/// The bytes of a best-quality JPEG of `width x height` grey (1 byte) or RGB (3 bytes) pixels.
+pub fn jpeg_bytes(width: u16, height: u16, pixels: &[u8]) -> Vec<u8> {
     let color = match pixels.len() / (usize::from(width) * usize::from(height)) {
         1 => jpeg_encoder::ColorType::Luma,
         _ => jpeg_encoder::ColorType::Rgb,
@@ -57,7 +75,25 @@ pub fn write_jpeg(path: &Path, width: u16, height: u16, pixels: &[u8]) {
     jpeg_encoder::Encoder::new(&mut bytes, 100)
         .encode(pixels, width, height, color)
         .expect("encode jpeg");
-    std::fs::write(path, bytes).expect("write jpeg");
+    bytes
+}
+
+/// Writes a best-quality JPEG of `width x height` grey (1 byte) or RGB (3 bytes) pixels.
+pub fn write_jpeg(path: &Path, width: u16, height: u16, pixels: &[u8]) {
+    std::fs::write(path, jpeg_bytes(width, height, pixels)).expect("write jpeg");
+}
+
+/// An 8x8 grey JPEG whose frame header (SOF0: marker, length, precision, then height and
+/// width) claims `width x height` pixels.
+pub fn jpeg_claiming(width: u16, height: u16) -> Vec<u8> {
+    let mut bytes = jpeg_bytes(8, 8, &[128; 64]);
+    let sof = bytes
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("baseline JPEG has an SOF0 marker");
+    bytes[sof + 5..sof + 7].copy_from_slice(&height.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&width.to_be_bytes());
+    bytes
 }
 
 /// Writes an `.npz` archive of named arrays, deflated or stored.
