@@ -83,14 +83,19 @@ fi
 table="$out/table.md"
 {
   machine_line
-  echo "Model \`$(basename "$model")\`, data \`${data%%:*}\`; fine-tune: 1 epoch on the first ${limit} training"
-  echo "images$([[ "${DISTILL:-0}" == 1 ]] && echo ", distilled from the unpruned model"), AdamW lr 0.001, batch 64, seed 0;"
-  echo "accuracy on the 10,000 test images; ORT latency batch 1, one thread, median of ${LATENCY_RUNS:-30} runs"
-  echo "(\`$(basename "$0")\`$([[ "${PARALLEL:-0}" == 1 ]] && echo ", every row at once, one thread each"))."
-  echo
-  python3 - "$out" "$methods" "${rows[@]}" <<'PY'
+  MODEL="$(basename "$model")" DATA="${data%%:*}" LIMIT="$limit" DISTILL="${DISTILL:-0}" \
+    RUNS="${LATENCY_RUNS:-30}" PARALLEL="${PARALLEL:-0}" NM_EXCLUDE="${NM_EXCLUDE-block1.conv}" \
+    python3 - "$out" "$methods" "${rows[@]}" <<'PY'
 import json, os, sys
 out, methods, rows = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
+env = os.environ
+distill = ", distilled from the unpruned model" if env["DISTILL"] == "1" else ""
+parallel = ", every row at once, one thread each" if env["PARALLEL"] == "1" else ""
+dense = f"; 2:4 leaves `{env['NM_EXCLUDE']}` dense" if "nm-2-4" in rows and env["NM_EXCLUDE"] else ""
+print(f"Model `{env['MODEL']}`, data `{env['DATA']}`; fine-tune: 1 epoch on the first {int(env['LIMIT']):,} training")
+print(f"images{distill}, AdamW lr 0.001, batch 64, seed 0{dense}; accuracy on the 10,000")
+print(f"test images; ORT latency batch 1, one thread, median of {env['RUNS']} runs (`compress_figures.sh`{parallel}).")
+print()
 load = lambda n: json.load(open(os.path.join(out, n)))
 pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"
 share = lambda a, b: f"{a:,} -> {b:,} ({100 * b / a:.1f}%)"
