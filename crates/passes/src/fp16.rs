@@ -21,6 +21,7 @@ use serde::Serialize;
 use whittle_ir::proto::{type_proto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
 use whittle_ir::{attr::make, DataType, GraphEdit, Model, NodeAttrs, TensorData};
 
+use crate::quantize::plan::{check_exclude, is_excluded, node_label};
 use crate::{bail, Result};
 
 /// Operators kept in float32, with the reason reported for each.
@@ -77,7 +78,8 @@ pub struct Fp16Options {
     pub keep_io_types: bool,
     /// Extra operator types to keep in float32.
     pub keep_ops: Vec<String>,
-    /// Node names to keep in float32.
+    /// Nodes to keep in float32, by name (`OpType#index` for unnamed nodes); a name that
+    /// is not in the model is refused.
     pub keep_nodes: Vec<String>,
 }
 
@@ -145,6 +147,7 @@ impl Precision {
 /// Converts `model` to float16 compute; see the module documentation.
 pub fn convert(model: &Model, opts: &Fp16Options) -> Result<(Model, Fp16Report)> {
     refuse_control_flow(model.graph())?;
+    check_exclude(model.graph(), &opts.keep_nodes)?;
     let types = whittle_ir::shape::infer(model, &HashMap::new())?;
     let float = |name: &str| types.get(name).and_then(|t| t.dtype) == Some(DataType::Float);
     let mut report = Fp16Report::default();
@@ -184,16 +187,17 @@ fn plan_nodes(
     graph
         .node
         .iter()
-        .map(|node| {
+        .enumerate()
+        .map(|(i, node)| {
             let float_in = node.input.iter().any(|n| float(n));
             let float_out = node.output.iter().any(|n| float(n));
             if !float_in && !float_out {
                 return Precision::Full;
             }
-            match keep_reason(node, opts, float_in) {
+            match keep_reason(node, i, opts, float_in) {
                 Some(reason) => {
                     report.kept_fp32.push(KeptNode {
-                        node: crate::int4::node_label(node),
+                        node: node_label(node, i),
                         op_type: node.op_type.clone(),
                         reason,
                     });
@@ -208,10 +212,10 @@ fn plan_nodes(
         .collect()
 }
 
-fn keep_reason(node: &NodeProto, opts: &Fp16Options, float_in: bool) -> Option<String> {
+fn keep_reason(node: &NodeProto, i: usize, opts: &Fp16Options, float_in: bool) -> Option<String> {
     let op = node.op_type.as_str();
-    if opts.keep_nodes.contains(&node.name) {
-        return Some("named by the caller".into());
+    if is_excluded(node, i, &opts.keep_nodes) {
+        return Some("excluded by name (--exclude)".into());
     }
     if opts.keep_ops.iter().any(|o| o == op) {
         return Some(format!("operator {op} named by the caller"));

@@ -1,4 +1,6 @@
-//! INT4 weight-only quantization of MatMul / Gemm weights, block-wise along K.
+//! INT4 weight-only quantization of MatMul / Gemm weights, block-wise along K, and of
+//! embedding tables ([`tables`]: `Gather` on a large float initializer becomes
+//! `com.microsoft` `GatherBlockQuantized` with the same 4-bit blocks along each row).
 //!
 //! Each constant 2-D float32 weight `B` ([K, N] for MatMul, Gemm's `B` or `Bᵀ`) is split
 //! into blocks of `block_size` consecutive K elements per output column; each block gets
@@ -18,7 +20,10 @@
 //! skipped (and reported) when B is not a 2-D float32 initializer, when it is also a
 //! graph input (a caller may override it), when a Gemm transposes A, scales by alpha,
 //! or has a bias that is not a constant of N elements, or when K < 16 (MatMulNBits'
-//! smallest block).
+//! smallest block). Nodes named in [`Int4Options::exclude`] stay float; a name that is
+//! not in the model is refused.
+
+mod tables;
 
 use std::collections::HashMap;
 
@@ -26,6 +31,8 @@ use serde::Serialize;
 use whittle_ir::proto::{GraphProto, NodeProto, OperatorSetIdProto, TensorProto};
 use whittle_ir::{attr::make, DataType, GraphEdit, Model, NodeAttrs, TensorData};
 
+use crate::quantize::gather;
+use crate::quantize::plan::{check_exclude, is_excluded, node_label};
 use crate::{bail, Result};
 
 /// The operator domain of MatMulNBits.
@@ -43,6 +50,8 @@ pub struct Int4Options {
     pub symmetric: bool,
     /// MatMulNBits `accuracy_level` (0: unset; 4: ORT quantizes A to int8 on CPU).
     pub accuracy_level: i64,
+    /// Nodes to leave in float, by name (`OpType#index` for unnamed nodes).
+    pub exclude: Vec<String>,
 }
 
 impl Default for Int4Options {
@@ -51,6 +60,7 @@ impl Default for Int4Options {
             block_size: 32,
             symmetric: false,
             accuracy_level: 0,
+            exclude: Vec::new(),
         }
     }
 }
@@ -60,13 +70,15 @@ impl Default for Int4Options {
 pub struct QuantizedLayer {
     /// Node name.
     pub node: String,
-    /// Input features.
+    /// The operator it became: `MatMulNBits` or `GatherBlockQuantized`.
+    pub op_type: String,
+    /// Elements along the blocked axis: input features, or a table's row length.
     pub k: usize,
-    /// Output features.
+    /// Output features, or a table's rows.
     pub n: usize,
 }
 
-/// A MatMul / Gemm left as is, and why.
+/// A MatMul / Gemm / embedding-table Gather left as is, and why.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SkippedLayer {
     /// Node name.
@@ -107,37 +119,55 @@ struct Target {
     bias: Option<Vec<f32>>,
 }
 
-/// Replaces eligible MatMul / Gemm weights by 4-bit MatMulNBits; see the module docs.
+/// Replaces eligible MatMul / Gemm weights by 4-bit MatMulNBits and embedding tables by
+/// GatherBlockQuantized; see the module docs.
 pub fn quantize(model: &Model, opts: &Int4Options) -> Result<(Model, Int4Report)> {
     let bs = opts.block_size;
     if bs < MIN_K || !bs.is_power_of_two() {
         bail!("int4: block size {bs} must be a power of two and at least {MIN_K}");
     }
+    check_exclude(model.graph(), &opts.exclude)?;
+    let tables = gather::eligible(model, &opts.exclude)?;
     let mut out = model.clone();
     let graph = out.graph_mut();
     let mut report = Int4Report::default();
     let mut replaced = Vec::new();
     for i in 0..graph.node.len() {
         let node = &graph.node[i];
-        if !matches!(node.op_type.as_str(), "MatMul" | "Gemm") || !node.domain.is_empty() {
+        let label = node_label(node, i);
+        let decision = if tables.contains(&i) {
+            tables::target(graph, node, bs)?
+        } else if matches!(node.op_type.as_str(), "MatMul" | "Gemm") && node.domain.is_empty() {
+            if is_excluded(node, i, &opts.exclude) {
+                Err("excluded by name (--exclude)".to_string())
+            } else {
+                target(graph, node)?
+            }
+        } else {
             continue;
-        }
-        match target(graph, node)? {
+        };
+        match decision {
             Err(reason) => report.skipped.push(SkippedLayer {
-                node: node_label(node),
+                node: label,
                 op_type: node.op_type.clone(),
                 reason,
             }),
             Ok(t) => {
+                let packed = pack_weight(&t.rows, t.k, bs, opts.symmetric);
+                let new = if tables.contains(&i) {
+                    tables::gather_block_quantized(graph, i, &packed, opts)?
+                } else {
+                    matmul_nbits(graph, i, &t, &packed, opts)?
+                };
                 report.quantized.push(QuantizedLayer {
-                    node: node_label(node),
+                    node: label,
+                    op_type: new.op_type.clone(),
                     k: t.k,
                     n: t.rows.len(),
                 });
-                let packed = pack_weight(&t.rows, t.k, bs, opts.symmetric);
-                let new = matmul_nbits(graph, i, &t, &packed, opts)?;
+                // Only initializers no node reads any more are dropped.
                 let old = std::mem::replace(&mut graph.node[i], new);
-                replaced.extend(old.input.into_iter().skip(1));
+                replaced.extend(old.input);
             }
         }
     }
@@ -149,15 +179,6 @@ pub fn quantize(model: &Model, opts: &Int4Options) -> Result<(Model, Int4Report)
         });
     }
     Ok((out, report))
-}
-
-/// A node's name, or its first output's when it has none.
-pub fn node_label(node: &NodeProto) -> String {
-    if node.name.is_empty() {
-        node.output.first().cloned().unwrap_or_default()
-    } else {
-        node.name.clone()
-    }
 }
 
 /// The weight rows, K and bias of a node, or why it cannot be quantized.
@@ -308,11 +329,7 @@ fn matmul_nbits(
     let node = graph.node[i].clone();
     let n = t.rows.len();
     let base = &node.input[1];
-    let mut add = |suffix: &str, data: TensorData| -> String {
-        let name = graph.fresh_name(&format!("{base}_{suffix}"));
-        graph.initializer.push(data.to_proto(&name));
-        name
-    };
+    let mut add = |suffix: &str, data: TensorData| add_initializer(graph, base, suffix, &data);
     let blob = opts.block_size / 2;
     let b = add(
         "q4",
@@ -352,6 +369,13 @@ fn matmul_nbits(
         attribute,
         ..Default::default()
     })
+}
+
+/// Adds `data` as a new initializer named after `base` and `suffix`; returns its name.
+fn add_initializer(graph: &mut GraphProto, base: &str, suffix: &str, data: &TensorData) -> String {
+    let name = graph.fresh_name(&format!("{base}_{suffix}"));
+    graph.initializer.push(data.to_proto(&name));
+    name
 }
 
 /// Removes the `replaced` float32 weights and biases that no node reads any more.

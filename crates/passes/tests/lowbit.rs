@@ -190,9 +190,14 @@ fn int4_minilm_embeddings_match_in_ort_and_whittle() {
         ..Default::default()
     };
     let (q, report) = int4::quantize(&Model::load(&src).unwrap(), &opts).unwrap();
-    assert_eq!(report.quantized.len(), 18, "{report:?}");
+    let count = |op: &str| report.quantized.iter().filter(|l| l.op_type == op).count();
+    assert_eq!(count("MatMulNBits"), 18, "{report:?}");
+    // The word and position embedding tables (47 MB of the 69 MB) in 4-bit blocks too.
+    assert_eq!(count("GatherBlockQuantized"), 2, "{report:?}");
     let path = save(&q, &dir, "minilm_int4.onnx");
     onnx_check(&path);
+    let ratio = Model::disk_size(&path).unwrap() as f64 / Model::disk_size(&src).unwrap() as f64;
+    assert!(ratio <= 0.2, "int4 size ratio {ratio}");
     let inputs = minilm_inputs(16, &dir);
     let ref32 = ort_outputs(&src, &inputs, &dir.join("a"));
     let ort4 = ort_outputs(&path, &inputs, &dir.join("b"));

@@ -78,11 +78,7 @@ fn whittle_runs_the_qdq_model_like_onnx_runtime() {
         .unwrap();
     let ours: Vec<f32> = ours["logits"].to_data().unwrap().to_vec().unwrap();
     let theirs = ort_logits(&q, &test, "agree");
-    let worst = ours
-        .iter()
-        .zip(&theirs)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f32::max);
+    let worst = whittle_ir::numeric::max_abs_diff(ours.iter().copied(), theirs.iter().copied());
     // Both dequantize the same integers; differences are float rounding in the products,
     // at most a few output quantization steps.
     assert!(worst < 0.5, "largest logit difference {worst}");
@@ -140,4 +136,80 @@ fn requantizing_a_quantized_model_is_refused_with_the_reason() {
         panic!("a quantized model has nothing left to quantize");
     };
     assert!(err.to_string().contains("already quantized"), "{err}");
+}
+
+#[test]
+fn non_finite_calibration_data_is_refused_naming_the_tensor_and_sample() {
+    // Sample 67 (the third of the second batch of 64) holds a NaN pixel.
+    let mut calib = batches(&mnist(Split::Train, 128), 64);
+    let second = &calib[1]["input"];
+    let mut pixels = second.to_f32_vec().unwrap();
+    pixels[2 * 28 * 28 + 400] = f32::NAN;
+    let dims = second.shape().to_vec();
+    let poisoned = Value::try_from(&TensorData::from_slice(dims, &pixels).unwrap()).unwrap();
+    calib[1].insert("input".into(), poisoned);
+    let Err(err) = quantize::static_int8(&lenet(), &QuantConfig::default(), calib) else {
+        panic!("NaN calibration data was accepted");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("calibration batch 2: tensor 'input' holds NaN in sample 67"),
+        "{msg}"
+    );
+    // A weight turned infinite poisons the first tensor computed from it, named as such.
+    let mut model = lenet();
+    let graph = model.graph_mut();
+    let conv = graph
+        .node
+        .iter()
+        .find(|n| n.op_type == "Conv")
+        .unwrap()
+        .clone();
+    let w = graph
+        .initializer
+        .iter_mut()
+        .find(|t| t.name == conv.input[1])
+        .unwrap();
+    let data = TensorData::from_proto(w, None).unwrap();
+    let mut values: Vec<f32> = data.to_vec().unwrap();
+    values[0] = f32::INFINITY;
+    *w = TensorData::from_slice(data.dims().to_vec(), &values)
+        .unwrap()
+        .to_proto(&w.name);
+    let calib = batches(&mnist(Split::Train, 64), 64);
+    let Err(err) = quantize::static_int8(&model, &QuantConfig::default(), calib) else {
+        panic!("an infinite weight was accepted");
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("tensor '{}' holds", conv.output[0])),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_operator_types_are_refused_per_layout() {
+    let model = lenet();
+    let cfg = QuantConfig {
+        op_types: vec!["Conv".into(), "Foo".into()],
+        ..QuantConfig::default()
+    };
+    let err = quantize::plan::plan(&model, &cfg, quantize::WeightSource::Any).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("--op-types: 'Foo' is not an operator type the qdq format quantizes"),
+        "{err}"
+    );
+    // Relu is a QDQ chain operator, but dynamic mode quantizes weights only.
+    let relu = QuantConfig {
+        op_types: vec!["Relu".into()],
+        ..QuantConfig::default()
+    };
+    assert!(quantize::plan::plan(&model, &relu, quantize::WeightSource::Any).is_ok());
+    let err = quantize::dynamic_int8(&model, &relu).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("'Relu' is not an operator type dynamic mode"),
+        "{err}"
+    );
 }

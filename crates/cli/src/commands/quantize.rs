@@ -1,17 +1,18 @@
-//! `whittle quantize`: INT8 post-training quantization (static QDQ / QOperator, dynamic).
+//! `whittle quantize`: INT8 post-training quantization (static QDQ / QOperator, dynamic),
+//! FP16 and INT4 weight-only; verification, accuracy and ONNX Runtime latency before and
+//! after.
 
+mod options;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use whittle_data::Split;
 use whittle_exec::{feed_samples, model_inputs, InputSpec, Value};
-use whittle_ir::{DataType, Model, TensorData};
-use whittle_passes::fp16::Fp16Options;
-use whittle_passes::int4::Int4Options;
+use whittle_ir::{DataType, ExternalData, Model, TensorData};
 use whittle_passes::quantize::sensitivity::EvalSet;
-use whittle_passes::quantize::{
-    self, CalibrationMethod, Format, QuantConfig, QuantReport, QuantType,
-};
+use whittle_passes::quantize::{self, CalibrationMethod, QuantConfig, QuantReport, QuantType};
 
 use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
 use super::feeds::{self, Feed};
@@ -29,54 +30,54 @@ pub struct Args {
     /// Quantization mode.
     #[arg(long, value_enum, default_value = "static")]
     mode: Mode,
-    /// Layout of a static model.
-    #[arg(long, value_enum, default_value = "qdq")]
-    format: FormatArg,
+    /// Layout of a static model [default: qdq].
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
     /// Calibration data (static mode): a dataset SPEC (train split) for a one-input model,
     /// or feeds:FILE.npz with one array per model input, named after it.
     #[arg(long, value_name = "SPEC")]
     calib_data: Option<String>,
-    /// Calibration samples to use.
-    #[arg(long, default_value_t = 512)]
-    calib_samples: usize,
-    /// How activation ranges are chosen.
-    #[arg(long, value_enum, default_value = "minmax")]
-    calibration: CalibrationArg,
-    /// Percentile for --calibration percentile.
-    #[arg(long, default_value_t = 99.99)]
-    percentile: f64,
-    /// Histogram bins per tensor for entropy, percentile and mse calibration.
-    #[arg(long, default_value_t = 2048, value_name = "N")]
-    histogram_bins: usize,
-    /// One weight scale per output channel.
+    /// Calibration samples to use (static mode) [default: 512].
+    #[arg(long, value_name = "N")]
+    calib_samples: Option<usize>,
+    /// How activation ranges are chosen (static mode) [default: minmax].
+    #[arg(long, value_enum)]
+    calibration: Option<CalibrationArg>,
+    /// Percentile for --calibration percentile [default: 99.99].
+    #[arg(long)]
+    percentile: Option<f64>,
+    /// Histogram bins per tensor for entropy, percentile and mse calibration [default: 2048].
+    #[arg(long, value_name = "N")]
+    histogram_bins: Option<usize>,
+    /// One weight scale per output channel (static, dynamic).
     #[arg(long)]
     per_channel: bool,
-    /// Weight integer type (int8 symmetric, uint8 asymmetric).
-    #[arg(long, value_enum, default_value = "int8")]
-    weight_type: TypeArg,
-    /// Activation integer type (uint8 asymmetric, int8 symmetric).
-    #[arg(long, value_enum, default_value = "uint8")]
-    activation_type: TypeArg,
-    /// 7-bit weights (for CPUs without VNNI).
+    /// Weight integer type: int8 symmetric, uint8 asymmetric (static, dynamic) [default: int8].
+    #[arg(long, value_enum)]
+    weight_type: Option<TypeArg>,
+    /// Activation integer type: uint8 asymmetric, int8 symmetric (static) [default: uint8].
+    #[arg(long, value_enum)]
+    activation_type: Option<TypeArg>,
+    /// 7-bit weights, for CPUs without VNNI (static, dynamic).
     #[arg(long)]
     reduce_range: bool,
-    /// Operator types to quantize (default Conv,Gemm,MatMul; QDQ also takes Add, Mul,
-    /// Concat, MaxPool, AveragePool, Relu, Flatten).
+    /// Operator types to quantize (static, dynamic; default Conv,Gemm,MatMul; QDQ also
+    /// takes Add, Mul, Concat, MaxPool, AveragePool, Relu, Flatten).
     #[arg(long, value_delimiter = ',', value_name = "OP,...")]
     op_types: Option<Vec<String>>,
-    /// Node names to keep in float.
+    /// Node names to keep in float (every mode; unnamed nodes are OpType#index).
     #[arg(long, value_delimiter = ',', value_name = "NODE,...")]
     exclude: Vec<String>,
-    /// FP16: keep float32 graph inputs and outputs (Casts at the boundary).
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    keep_io_types: bool,
-    /// INT4: weights per block along K (a power of two, at least 16).
-    #[arg(long, default_value_t = 32)]
-    block_size: usize,
+    /// FP16: keep float32 graph inputs and outputs (Casts at the boundary) [default: true].
+    #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
+    keep_io_types: Option<bool>,
+    /// INT4: weights per block (a power of two, at least 16) [default: 32].
+    #[arg(long, value_name = "N")]
+    block_size: Option<usize>,
     /// INT4: symmetric blocks (no zero points).
     #[arg(long)]
     symmetric: bool,
-    /// Largest top-1 accuracy drop allowed, in percent (needs --eval-data).
+    /// Largest top-1 accuracy drop allowed, in percent (static; needs --eval-data).
     #[arg(long, value_name = "PERCENT")]
     accuracy_budget: Option<f64>,
     /// Labelled eval data (test split): accuracy before/after, and the budget's yardstick;
@@ -92,6 +93,15 @@ pub struct Args {
     /// calibration keeps (faster, but those values stay in memory).
     #[arg(long, default_value_t = 16, value_name = "N")]
     verify_samples: usize,
+    /// ONNX Runtime intra-op threads for the latency measurement (0: one per core).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    threads: usize,
+    /// Skip measuring ONNX Runtime latency before and after.
+    #[arg(long)]
+    no_latency: bool,
+    /// List every node left in float with its reason (by default: counts by operator type).
+    #[arg(long)]
+    verbose: bool,
     /// Write the full report to FILE.json or FILE.html.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
@@ -171,13 +181,16 @@ impl From<TypeArg> for QuantType {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
-    let cfg = config(&args)?;
+    options::check(&args)?;
+    let cfg = options::int8_config(&args)?;
     check_output(
         &args.model,
         &args.output,
         args.force,
         InputModel::ForceOverwrites,
     )?;
+    // Measured before anything is written: with --force the output may be the input.
+    let input_bytes = Model::disk_size(&args.model)?;
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
     let inputs = model_inputs(&model);
@@ -185,19 +198,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (quantized, mut report, verify_feed, recorded) = match args.mode {
         Mode::Fp16 | Mode::Int4 => {
             let (q, r) = if args.mode == Mode::Fp16 {
-                let opts = Fp16Options {
-                    keep_io_types: args.keep_io_types,
-                    keep_nodes: args.exclude.clone(),
-                    ..Fp16Options::default()
-                };
-                quantize::fp16_with_report(&model, &opts)?
+                quantize::fp16_with_report(&model, &options::fp16_options(&args))?
             } else {
-                let opts = Int4Options {
-                    block_size: args.block_size,
-                    symmetric: args.symmetric,
-                    ..Int4Options::default()
-                };
-                quantize::int4_with_report(&model, &opts)?
+                quantize::int4_with_report(&model, &options::int4_options(&args))?
             };
             (
                 q,
@@ -220,7 +223,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .calib_data
                 .as_deref()
                 .context("static mode needs --calib-data SPEC")?;
-            let batches = calib_batches(&inputs, spec, args.calib_samples)?;
+            let limit = args.calib_samples.unwrap_or(options::CALIB_SAMPLES);
+            let batches = calib_batches(&inputs, spec, limit)?;
             // Verified on unlabelled eval data when given, else on the calibration data.
             let unlabelled = eval.as_ref().filter(|e| e.labels.is_none());
             let verify = match unlabelled {
@@ -267,11 +271,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             report.accuracy = Some(e.compare(&model, &quantized, None)?);
         }
     }
+    if args.no_latency {
+        report
+            .notes
+            .push("ONNX Runtime latency not measured (--no-latency)".into());
+    } else {
+        let sample = latency_sample(&verify_feed, &inputs)?;
+        measure_latency(&args, &model, &quantized, &sample, &mut report);
+    }
     save_model(&quantized, &args.output)?;
-    report.set_sizes(
-        Model::disk_size(&args.model)?,
-        Model::disk_size(&args.output)?,
-    );
+    report.set_sizes(input_bytes, Model::disk_size(&args.output)?);
     if matches!(args.mode, Mode::Static | Mode::Dynamic) {
         report.notes.extend(reduce_range_note(&cfg));
     }
@@ -285,51 +294,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         write_report(&report, path)?;
     }
     if args.json {
+        for w in &report.warnings {
+            eprintln!("warning: {w}");
+        }
         return crate::report::print_json(&report);
     }
-    print!("{}", report.summary());
+    print!("{}", report.summary(args.verbose));
     println!("wrote {}", args.output.display());
     Ok(())
-}
-
-/// The library config from the flags, refusing inconsistent ones.
-fn config(args: &Args) -> anyhow::Result<QuantConfig> {
-    if args.accuracy_budget.is_some() && args.eval_data.is_none() {
-        bail!("--accuracy-budget needs --eval-data SPEC");
-    }
-    if args.accuracy_budget.is_some() && args.mode != Mode::Static {
-        bail!("--accuracy-budget works with --mode static");
-    }
-    if !(args.percentile > 50.0 && args.percentile <= 100.0) {
-        bail!("--percentile must be in (50, 100], got {}", args.percentile);
-    }
-    let max_bins = quantize::observer::Histogram::MAX_BINS;
-    if !(16..=max_bins).contains(&args.histogram_bins) {
-        bail!(
-            "--histogram-bins must be between 16 and {max_bins}, got {}",
-            args.histogram_bins
-        );
-    }
-    let calibration = args.calibration.method(args.percentile);
-    let mut cfg = QuantConfig {
-        format: match args.format {
-            FormatArg::Qdq => Format::Qdq,
-            FormatArg::Qoperator => Format::QOperator,
-        },
-        per_channel: args.per_channel,
-        weight_type: args.weight_type.into(),
-        activation_type: args.activation_type.into(),
-        reduce_range: args.reduce_range,
-        calibration,
-        exclude: args.exclude.clone(),
-        histogram_bins: args.histogram_bins,
-        progress: !args.json,
-        ..QuantConfig::default()
-    };
-    if let Some(ops) = &args.op_types {
-        cfg.op_types = ops.clone();
-    }
-    Ok(cfg)
 }
 
 /// Calibration batches from `spec`: `feeds:FILE.npz` for any model, else the train split
@@ -412,6 +384,56 @@ fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<Feed> {
             Ok((spec.name.clone(), Value::try_from(&data)?))
         })
         .collect()
+}
+
+/// One sample of every input to time the models on: the first verification sample, else
+/// a synthetic one.
+fn latency_sample(
+    verify: &[Feed],
+    inputs: &[InputSpec],
+) -> anyhow::Result<HashMap<String, TensorData>> {
+    let feed = match feeds::first_samples(verify, 1)?.pop() {
+        Some(feed) => feed,
+        None => synthetic_feed(inputs)?,
+    };
+    feed.iter()
+        .map(|(name, v)| Ok((name.clone(), v.to_data()?)))
+        .collect()
+}
+
+/// ONNX Runtime latency of the input and of `quantized` (written to a temporary file
+/// beside the output), with a warning when the result is slower; a note when ONNX
+/// Runtime cannot run them.
+fn measure_latency(
+    args: &Args,
+    model: &Model,
+    quantized: &Model,
+    sample: &HashMap<String, TensorData>,
+    report: &mut QuantReport,
+) {
+    let opts = quantize::latency::LatencyOptions {
+        threads: args.threads,
+        ..Default::default()
+    };
+    let tmp = whittle_ir::files::TempPath::beside(&args.output);
+    let measured = quantized
+        .save(tmp.path(), &ExternalData::Never)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            quantize::latency::measure(&args.model, tmp.path(), sample, &opts)
+                .map_err(|e| e.to_string())
+        });
+    match measured {
+        Ok(latency) => {
+            let mode = report.mode.clone();
+            let warning = quantize::latency::slowdown_warning(&mode, model, quantized, &latency);
+            report.warnings.extend(warning);
+            report.latency_ms = Some(latency);
+        }
+        Err(e) => report
+            .notes
+            .push(format!("ONNX Runtime latency not measured: {e}")),
+    }
 }
 
 /// Writes the report as JSON or HTML, by the file's extension.

@@ -1,4 +1,5 @@
-//! ONNX Runtime contrib operators (`com.microsoft` domain): `MatMulNBits`.
+//! ONNX Runtime contrib operators (`com.microsoft` domain): `MatMulNBits` and
+//! `GatherBlockQuantized`.
 //!
 //! `MatMulNBits` multiplies A `[..., K]` by a weight stored block-wise along K with
 //! `bits`-bit codes: B uint8 `[N, k_blocks, blob]` (codes packed low bits first), scales
@@ -6,12 +7,17 @@
 //! float like the scales; default `2^(bits-1)`), optional bias `[N]`. The weight is
 //! dequantised to float32 `[K, N]` and multiplied like `MatMul`, as ORT's reference
 //! path does with `accuracy_level` 0.
+//!
+//! `GatherBlockQuantized` gathers rows of a table stored the same way (uint8 data packed
+//! low bits first along its last axis, blocks of `block_size` along that axis, scales
+//! and packed zero points per block) and dequantises only the rows it gathers. As in
+//! ORT, an index out of range gives a row of zeros.
 
 use candle_core::Tensor;
 use whittle_ir::NodeAttrs;
 
 use super::linalg::{float_matmul, numpy_matmul};
-use super::util::require_float;
+use super::util::{data_axis, require_float};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -20,6 +26,11 @@ use crate::value::Value;
 /// Registers this family.
 pub fn register(r: &mut Registry) {
     r.add_in("com.microsoft", "MatMulNBits", matmul_nbits);
+    r.add_in(
+        "com.microsoft",
+        "GatherBlockQuantized",
+        gather_block_quantized,
+    );
 }
 
 /// Shape attributes of a MatMulNBits node.
@@ -40,14 +51,8 @@ impl NBits {
                 None => bail!("attribute {name} is required"),
             }
         };
-        let bits = c.node.int_or("bits", 4)? as usize;
-        if !matches!(bits, 2 | 4 | 8) {
-            bail!("bits = {bits} is not supported (2, 4 or 8)");
-        }
-        let block_size = get("block_size")?;
-        if block_size < 16 || !block_size.is_power_of_two() {
-            bail!("block_size = {block_size} must be a power of two >= 16");
-        }
+        get("block_size")?;
+        let (bits, block_size) = bits_and_block(c, 0)?;
         Ok(NBits {
             k: get("K")?,
             n: get("N")?,
@@ -98,6 +103,90 @@ fn matmul_nbits(c: &OpCtx) -> Result<Vec<Value>> {
         y = y.broadcast_add(&bias.tensor().to_dtype(candle_core::DType::F32)?)?;
     }
     Ok(vec![Value::new(y, a.dtype())?])
+}
+
+/// `bits` and `block_size` of a node, checked.
+fn bits_and_block(c: &OpCtx, default_block: i64) -> Result<(usize, usize)> {
+    let bits = c.node.int_or("bits", 4)?;
+    if !matches!(bits, 2 | 4 | 8) {
+        bail!("bits = {bits} is not supported (2, 4 or 8)");
+    }
+    let block = c.node.int_or("block_size", default_block)?;
+    if block < 16 || !(block as u64).is_power_of_two() {
+        bail!("block_size = {block} must be a power of two >= 16");
+    }
+    Ok((bits as usize, block as usize))
+}
+
+/// GatherBlockQuantized on uint8 data gathered along axis 0 and quantized along its last
+/// axis (the layout ORT requires for uint8 data); see the module documentation.
+fn gather_block_quantized(c: &OpCtx) -> Result<Vec<Value>> {
+    let (data, idx, scales) = (c.input(0)?, c.input(1)?, c.input(2)?);
+    if data.dtype() != whittle_ir::DataType::Uint8 {
+        bail!("data must be uint8 (packed codes), got {}", data.dtype());
+    }
+    require_float(scales)?;
+    let (bits, block) = bits_and_block(c, 128)?;
+    let rank = data.rank();
+    let gather_axis = data_axis(c.node.int_or("gather_axis", 0)?, rank)?;
+    let quantize_axis = data_axis(c.node.int_or("quantize_axis", 1)?, rank)?;
+    if rank < 2 || gather_axis != 0 || quantize_axis != rank - 1 {
+        bail!(
+            "uint8 data of shape {:?} must have rank >= 2, gather_axis 0 and quantize_axis its last axis",
+            data.shape()
+        );
+    }
+    let shape = data.shape();
+    let (rows, line_bytes) = (shape[0], shape[rank - 1]);
+    let width = line_bytes * 8 / bits;
+    let k_blocks = width.div_ceil(block);
+    let lines_per_row: usize = shape[1..rank - 1].iter().product();
+    let scales = scales.tensor().to_dtype(candle_core::DType::F32)?;
+    let scales = scales.flatten_all()?.to_vec1::<f32>()?;
+    if scales.len() != rows * lines_per_row * k_blocks {
+        bail!(
+            "scales has {} elements, expected {} (one per block of {block})",
+            scales.len(),
+            rows * lines_per_row * k_blocks
+        );
+    }
+    let zp_bytes = (k_blocks * bits).div_ceil(8);
+    let zero_points = match c.opt_input(3) {
+        Some(z) => Some(packed_bytes(
+            z,
+            rows * lines_per_row * zp_bytes,
+            "zero_points",
+        )?),
+        None => None,
+    };
+    let default_zp = (1u32 << (bits - 1)) as f32;
+    let ids = idx.to_i64_vec()?;
+    let line_len = lines_per_row * width;
+    let mut out = vec![0f32; ids.len() * line_len];
+    data.with_slice(|codes: &[u8]| {
+        for (&id, dst) in ids.iter().zip(out.chunks_mut(line_len)) {
+            let row = if id < 0 { id + rows as i64 } else { id };
+            if !(0..rows as i64).contains(&row) {
+                continue;
+            }
+            for (l, dst) in dst.chunks_mut(width).enumerate() {
+                let line = row as usize * lines_per_row + l;
+                let zps = zero_points
+                    .as_ref()
+                    .map(|z| unpack(&z[line * zp_bytes..(line + 1) * zp_bytes], bits));
+                let src = &codes[line * line_bytes..(line + 1) * line_bytes];
+                for (k, (&q, y)) in unpack(src, bits).iter().zip(dst).enumerate() {
+                    let b = k / block;
+                    let zp = zps.as_ref().map_or(default_zp, |z| f32::from(z[b]));
+                    *y = (f32::from(q) - zp) * scales[line * k_blocks + b];
+                }
+            }
+        }
+    })?;
+    let dims: Vec<usize> = [idx.shape(), &shape[1..rank - 1], &[width]].concat();
+    let dtype = c.input(2)?.tensor().dtype();
+    let y = Tensor::from_vec(out, dims, data.tensor().device())?.to_dtype(dtype)?;
+    Ok(vec![Value::new(y, c.input(2)?.dtype())?])
 }
 
 /// The bytes of a uint8 input, checking its element count.

@@ -132,7 +132,7 @@ where
     // outputs and the rows read from embedding tables.
     let mut also_record = outputs.clone();
     let nodes = &model.graph().node;
-    for i in super::gather::eligible(model, cfg)? {
+    for i in super::gather::eligible(model, &cfg.exclude)? {
         also_record.extend(nodes[i].output.iter().map(String::as_str));
     }
     let mut recorded = Vec::new();
@@ -140,9 +140,18 @@ where
     let bar = progress_bar(cfg.progress, samples.size_hint().1, "calibrating")?;
     let (mut count, mut batches) = (0usize, 0usize);
     for feed in samples {
-        count += feed_samples(&feed);
+        let (first, size) = (count, feed_samples(&feed));
+        count += size;
+        let at = |place: NonFinite| place.error(first, batches + 1);
+        for (name, v) in &feed {
+            if let Some(place) = NonFinite::find(name, v, size)? {
+                return Err(at(place));
+            }
+        }
         observe_feed(&feed, &mut observers)?;
         let mut record = (batches < cfg.record_batches).then(Captured::new);
+        // The first watched tensor holding a non-finite value, in execution order.
+        let mut bad = None;
         let mut hook = |name: &str, _: &whittle_ir::proto::NodeProto, v: &Value| {
             let observer = observers.get_mut(name);
             if let Some(kept) = record.as_mut() {
@@ -151,7 +160,14 @@ where
                 }
             }
             match observer {
-                Some(obs) => obs.observe(v),
+                Some(_) if bad.is_some() => Ok(()),
+                Some(obs) => match NonFinite::find(name, v, size)? {
+                    Some(place) => {
+                        bad = Some(place);
+                        Ok(())
+                    }
+                    None => obs.observe(v),
+                },
                 None => Ok(()),
             }
         };
@@ -161,6 +177,9 @@ where
         };
         exec.run_with(feed, opts)
             .map_err(|e| PassError::Invalid(format!("calibration batch {}: {e}", batches + 1)))?;
+        if let Some(place) = bad {
+            return Err(at(place));
+        }
         recorded.extend(record);
         batches += 1;
         bar.inc(1);
@@ -193,6 +212,51 @@ where
         ranges,
         recorded,
     })
+}
+
+/// Where a calibration tensor first holds a value that is not finite. A range over NaN
+/// or infinity is meaningless (min/max skip NaN, so an all-NaN input would calibrate to a
+/// made-up scale of 1 and pass verification against equally broken float outputs).
+#[derive(Debug)]
+struct NonFinite {
+    /// The tensor.
+    tensor: String,
+    /// The offending value.
+    value: f32,
+    /// Its sample within the batch, when the tensor's first axis is the batch's.
+    sample: Option<usize>,
+}
+
+impl NonFinite {
+    /// The first non-finite element of `v`, if any, in a batch of `batch` samples.
+    fn find(name: &str, v: &Value, batch: usize) -> whittle_exec::Result<Option<NonFinite>> {
+        if !v.dtype().is_float() {
+            return Ok(None);
+        }
+        let per_sample = v.numel() / batch.max(1);
+        let batched = v.shape().first() == Some(&batch) && per_sample > 0;
+        v.with_f32(|xs| {
+            let at = xs.iter().position(|x| !x.is_finite())?;
+            Some(NonFinite {
+                tensor: name.to_string(),
+                value: xs[at],
+                sample: batched.then(|| at / per_sample),
+            })
+        })
+    }
+
+    /// The error naming the tensor, the batch and (when known) the sample: `first` is
+    /// the number of samples before this batch.
+    fn error(self, first: usize, batch: usize) -> PassError {
+        let sample = self
+            .sample
+            .map_or(String::new(), |s| format!(" in sample {}", first + s + 1));
+        PassError::Invalid(format!(
+            "calibration batch {batch}: tensor '{}' holds {}{sample}; non-finite values give \
+             no usable range: check the calibration data (and the model's weights)",
+            self.tensor, self.value
+        ))
+    }
 }
 
 /// Graph inputs are fed, not produced: observe them directly.

@@ -11,6 +11,7 @@ use whittle_ir::Model;
 
 use super::build::Builder;
 use super::config::QuantConfig;
+use super::plan::is_excluded;
 use super::scheme::{quantize_weight, QuantType, Scheme};
 use super::weights::initializer;
 use crate::Result;
@@ -25,10 +26,10 @@ const TABLE_SCHEME: Scheme = Scheme {
     reduce_range: false,
 };
 
-/// Indices of the eligible `Gather` nodes: float initializer data of at least
-/// [`MIN_TABLE_ELEMENTS`] elements that no other node reads, gathered along axis 0, not
-/// excluded.
-pub fn eligible(model: &Model, cfg: &QuantConfig) -> Result<Vec<usize>> {
+/// Indices of the eligible `Gather` nodes: 2-D float initializer data of at least
+/// [`MIN_TABLE_ELEMENTS`] elements that no other node reads and no caller overrides (not
+/// a graph input), gathered along axis 0, not named by `exclude`. INT8 and INT4 share it.
+pub fn eligible(model: &Model, exclude: &[String]) -> Result<Vec<usize>> {
     let graph = model.graph();
     let consumers = graph.consumers();
     let mut eligible = Vec::new();
@@ -41,7 +42,8 @@ pub fn eligible(model: &Model, cfg: &QuantConfig) -> Result<Vec<usize>> {
         };
         let axis = whittle_ir::NodeAttrs::int_or(node, "axis", 0)?;
         let elements: i64 = init.dims.iter().product();
-        let shared = consumers.get(table).is_some_and(|c| c.len() > 1);
+        let shared = consumers.get(table).is_some_and(|c| c.len() > 1)
+            || graph.input.iter().any(|v| &v.name == table);
         if node.op_type == "Gather"
             && node.domain.is_empty()
             && init.data_type == whittle_ir::DataType::Float as i32
@@ -49,7 +51,7 @@ pub fn eligible(model: &Model, cfg: &QuantConfig) -> Result<Vec<usize>> {
             && axis == 0
             && elements >= MIN_TABLE_ELEMENTS as i64
             && !shared
-            && !cfg.exclude.contains(&node.name)
+            && !is_excluded(node, i, exclude)
         {
             eligible.push(i);
         }
@@ -57,13 +59,30 @@ pub fn eligible(model: &Model, cfg: &QuantConfig) -> Result<Vec<usize>> {
     Ok(eligible)
 }
 
-/// Quantizes the tables of the [`eligible`] `Gather` nodes.
-pub fn quantize_tables(model: &mut Model, cfg: &QuantConfig) -> Result<()> {
+/// The table initializers that the `Gather` nodes at `nodes` (indices into `model`, as
+/// [`eligible`] gives them) read: what [`quantize_tables`] takes once an exporter has
+/// moved the nodes.
+pub fn table_names(model: &Model, nodes: &[usize]) -> Vec<String> {
+    let graph = model.graph();
+    nodes
+        .iter()
+        .map(|&i| graph.node[i].input[0].clone())
+        .collect()
+}
+
+/// Quantizes the `tables` (initializer names from [`table_names`]) in front of the
+/// `Gather` nodes reading them; per column when `cfg.per_channel`.
+pub fn quantize_tables(model: &mut Model, tables: &[String], cfg: &QuantConfig) -> Result<()> {
     // Per-axis DequantizeLinear needs opset 13.
     let per_column = cfg.per_channel && model.opset("").is_some_and(|v| v >= 13);
-    let eligible = eligible(model, cfg)?;
+    let readers: Vec<usize> = (model.graph().node.iter().enumerate())
+        .filter(|(_, n)| {
+            n.op_type == "Gather" && n.input.first().is_some_and(|t| tables.contains(t))
+        })
+        .map(|(i, _)| i)
+        .collect();
     let mut b = Builder::new(model.graph_mut());
-    for i in eligible {
+    for i in readers {
         let node = b.graph.node[i].clone();
         let table = initializer(b.graph, &node.input[0])?;
         let axis = per_column.then_some(1);
@@ -118,7 +137,7 @@ mod tests {
             vec![table.clone()],
         );
         let mut q = m.clone();
-        quantize_tables(&mut q, &QuantConfig::default()).unwrap();
+        quantize_tables(&mut q, &["table".to_string()], &QuantConfig::default()).unwrap();
         let data = q.graph().initializer("table_quantized").unwrap();
         assert_eq!(data.data_type, DataType::Uint8 as i32);
         let ids = TensorData::from_slice(vec![3], &[0i64, 5, 127]).unwrap();
@@ -136,12 +155,11 @@ mod tests {
             .iter()
             .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
         let step = (hi - lo.min(0.0)) / 255.0;
-        let worst = float
-            .iter()
-            .zip(&quant)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(worst <= step / 2.0 + 1e-6, "error {worst}, step {step}");
+        let worst = whittle_ir::numeric::max_abs_diff(float.iter().copied(), quant.iter().copied());
+        assert!(
+            worst <= f64::from(step / 2.0 + 1e-6),
+            "error {worst}, step {step}"
+        );
         assert!(worst > 0.0);
     }
 }

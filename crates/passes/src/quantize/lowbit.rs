@@ -45,7 +45,8 @@ pub fn fp16_with_report(model: &Model, opts: &Fp16Options) -> Result<(Model, Qua
     ))
 }
 
-/// Quantizes MatMul/Gemm weights to block-wise 4 bits (com.microsoft MatMulNBits).
+/// Quantizes MatMul/Gemm weights and embedding tables to block-wise 4 bits (com.microsoft
+/// MatMulNBits and GatherBlockQuantized).
 pub fn int4_with_report(model: &Model, opts: &Int4Options) -> Result<(Model, QuantReport)> {
     let start = std::time::Instant::now();
     let (out, r) = int4::quantize(model, opts)?;
@@ -54,7 +55,7 @@ pub fn int4_with_report(model: &Model, opts: &Int4Options) -> Result<(Model, Qua
         .iter()
         .map(|q| QuantizedNode {
             name: q.node.clone(),
-            op_type: "MatMulNBits".into(),
+            op_type: q.op_type.clone(),
         })
         .collect();
     let skipped = r
@@ -72,7 +73,7 @@ pub fn int4_with_report(model: &Model, opts: &Int4Options) -> Result<(Model, Qua
         }
     )];
     Ok(report(
-        ("int4", "matmulnbits"),
+        ("int4", "com.microsoft"),
         model,
         out,
         quantized,

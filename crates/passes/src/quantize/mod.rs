@@ -5,7 +5,8 @@
 //! [`scheme`] (types, scales, weight/bias quantization), [`observer`] and [`calibrate`]
 //! (streaming range estimation), [`plan`] (what gets quantized and why not), [`qdq`],
 //! [`qoperator`] and [`dynamic`] (the three exporters), [`verify`] (per-tensor error),
-//! [`sensitivity`] (per-layer sensitivity, accuracy budget) and [`report`].
+//! [`sensitivity`] (per-layer sensitivity, accuracy budget), [`latency`] (ONNX Runtime
+//! latency before and after) and [`report`].
 
 pub mod build;
 pub mod calibrate;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod dynamic;
 pub mod gather;
 pub mod integer;
+pub mod latency;
 pub mod lowbit;
 pub mod observer;
 pub mod opset;
@@ -102,11 +104,12 @@ pub fn export_static(
     targets: &[Target],
     ranges: &HashMap<String, (f32, f32)>,
 ) -> Result<Model> {
+    let tables = gather::table_names(model, &gather::eligible(model, &cfg.exclude)?);
     let mut out = match cfg.format {
         Format::Qdq => qdq::export(model, cfg, targets, ranges)?,
         Format::QOperator => qoperator::export(model, cfg, targets, ranges)?,
     };
-    gather::quantize_tables(&mut out, cfg)?;
+    gather::quantize_tables(&mut out, &tables, cfg)?;
     Ok(out)
 }
 
@@ -169,7 +172,7 @@ where
 {
     let start = std::time::Instant::now();
     let (prepared, calibration) = calibrated(model, cfg, calib)?;
-    let tables = gather::eligible(&prepared.model, cfg)?;
+    let tables = gather::eligible(&prepared.model, &cfg.exclude)?;
     let out = export_static(
         &prepared.model,
         cfg,
@@ -254,9 +257,10 @@ where
 pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantReport)> {
     let start = std::time::Instant::now();
     let prepared = prepare(fold_batchnorm(model)?, cfg, WeightSource::Initializer)?;
-    let tables = gather::eligible(&prepared.model, cfg)?;
+    let tables = gather::eligible(&prepared.model, &cfg.exclude)?;
     let mut out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
-    gather::quantize_tables(&mut out, cfg)?;
+    let names = gather::table_names(&prepared.model, &tables);
+    gather::quantize_tables(&mut out, &names, cfg)?;
     let mut report = new_report(
         "dynamic",
         "qoperator",

@@ -7,7 +7,7 @@ use whittle_ir::graph::GraphEdit;
 use whittle_ir::proto::{GraphProto, NodeProto};
 use whittle_ir::{DataType, Model, NodeAttrs};
 
-use super::config::{Format, QuantConfig};
+use super::config::{Format, QuantConfig, CHAIN_OP_TYPES, DEFAULT_OP_TYPES};
 use crate::{bail, Result};
 
 /// Operators that already work on quantized integers.
@@ -83,6 +83,7 @@ pub enum WeightSource {
 
 /// Decides, for every node, whether it is quantized.
 pub fn plan(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<Plan> {
+    check_op_types(cfg, weights)?;
     let g = model.graph();
     let float_types = float_value_types(model);
     let producers = g.producers();
@@ -107,8 +108,20 @@ pub fn plan(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<P
             reason,
         });
     }
-    for ex in &cfg.exclude {
-        if !g
+    check_exclude(g, &cfg.exclude)?;
+    Ok(out)
+}
+
+/// Whether `exclude` names node `i` (by its [`node_label`]).
+pub fn is_excluded(node: &NodeProto, i: usize, exclude: &[String]) -> bool {
+    !exclude.is_empty() && exclude.contains(&node_label(node, i))
+}
+
+/// Fails on the first name of `exclude` that labels no node of `graph` (a typo would
+/// otherwise quantize the layer it meant to keep).
+pub fn check_exclude(graph: &GraphProto, exclude: &[String]) -> Result<()> {
+    for ex in exclude {
+        if !graph
             .node
             .iter()
             .enumerate()
@@ -117,7 +130,31 @@ pub fn plan(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<P
             bail!("--exclude names node '{ex}', which is not in the model");
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+/// Fails on an operator type of `cfg.op_types` that the chosen layout cannot quantize:
+/// dynamic mode and the QOperator format take Conv, Gemm and MatMul; QDQ also the
+/// [`CHAIN_OP_TYPES`].
+pub fn check_op_types(cfg: &QuantConfig, weights: WeightSource) -> Result<()> {
+    let chain = cfg.format == Format::Qdq && weights == WeightSource::Any;
+    let allowed: Vec<&str> = DEFAULT_OP_TYPES
+        .iter()
+        .chain(if chain { &CHAIN_OP_TYPES[..] } else { &[] })
+        .copied()
+        .collect();
+    if let Some(bad) = cfg.op_types.iter().find(|t| !allowed.contains(&t.as_str())) {
+        let layout = match (weights, cfg.format) {
+            (WeightSource::Initializer, _) => "dynamic mode",
+            (_, Format::QOperator) => "the qoperator format",
+            (_, Format::Qdq) => "the qdq format",
+        };
+        bail!(
+            "--op-types: '{bad}' is not an operator type {layout} quantizes (it takes {})",
+            allowed.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Element type of every value whose type is known (inputs, initializers, value_info,

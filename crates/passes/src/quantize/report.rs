@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::calibrate::Calibration;
 use super::config::QuantConfig;
+use super::latency::LatencyComparison;
 use super::opset::OpsetChange;
 use super::plan::FloatNode;
 use super::sensitivity::{AccuracyReport, LayerSensitivity};
@@ -53,7 +54,11 @@ pub struct QuantReport {
     pub accuracy: Option<AccuracyReport>,
     /// Per-layer sensitivity, most sensitive first (accuracy budget runs).
     pub sensitivity: Vec<LayerSensitivity>,
-    /// Warnings and remarks.
+    /// ONNX Runtime latency at batch 1 before and after, when measured.
+    pub latency_ms: Option<LatencyComparison>,
+    /// Problems with the result (it runs slower, ...).
+    pub warnings: Vec<String>,
+    /// Remarks.
     pub notes: Vec<String>,
     /// Wall time of the whole run.
     pub seconds: f64,
@@ -85,6 +90,8 @@ impl QuantReport {
             verification: None,
             accuracy: None,
             sensitivity: Vec::new(),
+            latency_ms: None,
+            warnings: Vec::new(),
             notes: Vec::new(),
             seconds: 0.0,
         };
@@ -113,17 +120,20 @@ impl QuantReport {
         }
     }
 
-    /// Float nodes grouped by reason: `reason -> names`.
-    pub fn float_reasons(&self) -> BTreeMap<&str, Vec<&str>> {
-        let mut map: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    /// Float nodes counted by operator type, most frequent first (ties by name).
+    pub fn float_op_counts(&self) -> Vec<(&str, usize)> {
+        let mut map: BTreeMap<&str, usize> = BTreeMap::new();
         for f in &self.float_nodes {
-            map.entry(&f.reason).or_default().push(&f.name);
+            *map.entry(&f.op_type).or_default() += 1;
         }
-        map
+        let mut counts: Vec<(&str, usize)> = map.into_iter().collect();
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts
     }
 
-    /// A few lines for the terminal.
-    pub fn summary(&self) -> String {
+    /// A few lines for the terminal: the float nodes as one line of counts by operator
+    /// type, or with `verbose` one line per node with its reason.
+    pub fn summary(&self, verbose: bool) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -143,15 +153,20 @@ impl QuantReport {
         if let Some(o) = self.opset_change {
             let _ = writeln!(s, "opset raised from {} to {}", o.from, o.to);
         }
-        for (reason, names) in self.float_reasons() {
-            let more = names.len().saturating_sub(3);
-            let shown = names.iter().take(3).copied().collect::<Vec<_>>().join(", ");
-            let tail = if more > 0 {
-                format!(" (+{more} more)")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(s, "float: {reason}: {shown}{tail}");
+        if verbose {
+            for f in &self.float_nodes {
+                let _ = writeln!(s, "float: {} ({}): {}", f.name, f.op_type, f.reason);
+            }
+        } else if !self.float_nodes.is_empty() {
+            let counts: Vec<String> = (self.float_op_counts().into_iter())
+                .map(|(op, n)| format!("{op} {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "float: {} nodes ({}); --verbose or --report lists each with its reason",
+                self.float_nodes.len(),
+                counts.join(", ")
+            );
         }
         if let Some(v) = &self.verification {
             for o in &v.outputs {
@@ -187,6 +202,12 @@ impl QuantReport {
                 a.samples
             );
         }
+        if let Some(l) = &self.latency_ms {
+            let _ = writeln!(s, "{l}");
+        }
+        for w in &self.warnings {
+            let _ = writeln!(s, "warning: {w}");
+        }
         for n in &self.notes {
             let _ = writeln!(s, "note: {n}");
         }
@@ -208,7 +229,7 @@ impl QuantReport {
         let _ = write!(
             h,
             "<h1>whittle quantize</h1><pre>{}</pre>",
-            esc(&self.summary())
+            esc(&self.summary(false))
         );
         h.push_str("<h2>Float nodes</h2><table><tr><th>node</th><th>op</th><th>reason</th></tr>");
         for f in &self.float_nodes {

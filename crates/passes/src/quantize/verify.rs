@@ -127,7 +127,12 @@ impl ErrorSums {
             name: name.to_string(),
             sqnr_db,
             cosine,
-            max_abs_diff: self.max_abs,
+            // `max` drops NaN: a non-finite difference shows in the squared sum instead.
+            max_abs_diff: if self.dd.is_finite() {
+                self.max_abs
+            } else {
+                f64::INFINITY
+            },
         }
     }
 }
@@ -294,6 +299,19 @@ mod tests {
         assert!((e.sqnr_db - 13.979_400_086_720_377).abs() < 1e-9);
         assert!((e.cosine - 21.0 / (5.0 * 18f64.sqrt())).abs() < 1e-12);
         assert_eq!(e.max_abs_diff, 1.0);
+    }
+
+    #[test]
+    fn a_nan_on_one_side_is_an_infinite_difference() {
+        // In a vectorised block and in the remainder.
+        for at in [3, 300] {
+            let x = vec![1.0f32; 301];
+            let mut q = x.clone();
+            q[at] = f32::NAN;
+            let mut s = ErrorSums::default();
+            s.add(&x, &q);
+            assert_eq!(s.finish("t").max_abs_diff, f64::INFINITY, "NaN at {at}");
+        }
     }
 
     #[test]
