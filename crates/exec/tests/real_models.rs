@@ -6,18 +6,19 @@ mod common;
 use std::collections::HashMap;
 
 use whittle_exec::{Executor, Value};
+use whittle_ir::numeric::max_abs_diff;
 use whittle_ir::{ExternalData, Model, TensorData};
 
-/// Largest |whittle - ORT| over all outputs, divided by max(1, max |ORT|) of that output.
+/// Largest |whittle - ORT| over all outputs, divided by max(1, max finite |ORT|) of that
+/// output; infinite where one side only is not finite.
 fn normalised_max_diff(got: &TensorData, want: &TensorData) -> f64 {
     assert_eq!(got.dims(), want.dims(), "output shapes differ");
     let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
-    let scale = w.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    g.iter()
-        .zip(&w)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max)
-        / scale
+    let scale = w
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, |m, v| m.max(v.abs()));
+    max_abs_diff(g, w) / scale
 }
 
 fn run_whittle(model: &Model, inputs: &[(String, TensorData)]) -> Vec<TensorData> {

@@ -11,6 +11,7 @@ use candle_core::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use whittle_exec::{Executor, RunOptions, Value};
+use whittle_ir::numeric::max_abs_diff;
 use whittle_ir::{shape, GraphEdit, Model, TensorData};
 use whittle_zoo::{build, names, parameter_count};
 
@@ -95,11 +96,7 @@ fn check_against_ort(spec: &str, chw: [usize; 3], classes: usize, batches: &[usi
         assert_eq!(want.dims(), [n, classes], "{spec}: ORT logits shape");
         assert_eq!(got.dims(), want.dims(), "{spec}: whittle logits shape");
         let (w, g) = (want.to_vec::<f32>().unwrap(), got.to_vec::<f32>().unwrap());
-        let worst = w
-            .iter()
-            .zip(&g)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = max_abs_diff(w.iter().copied(), g.iter().copied());
         assert!(
             worst <= 1e-4,
             "{spec} batch {n}: max |whittle - ORT| = {worst}"

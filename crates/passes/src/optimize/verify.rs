@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use whittle_exec::{Executor, InputSpec, Value};
+use whittle_ir::numeric::max_abs_diff;
 use whittle_ir::{DataType, Model, TensorData};
 
 use crate::error::Result;
@@ -102,21 +103,20 @@ pub fn run_model(
         .collect()
 }
 
-/// `max |got - want| / max(1, max |want|)`: relative to the output's largest magnitude,
-/// and absolute for outputs below 1 in magnitude (probabilities near 0 would otherwise turn
-/// float rounding into huge ratios). Infinite when the shapes differ.
+/// `max |got - want| / max(1, max |want|)`: relative to the output's largest finite
+/// magnitude, and absolute for outputs below 1 in magnitude (probabilities near 0 would
+/// otherwise turn float rounding into huge ratios). Infinite when the shapes differ or when
+/// a value is not finite on one side only (see [`whittle_ir::numeric::element_diff`]).
 pub fn relative_diff(got: &TensorData, want: &TensorData) -> Result<f64> {
     if got.dims() != want.dims() {
         return Ok(f64::INFINITY);
     }
     let (g, w) = (got.to_f64_vec()?, want.to_f64_vec()?);
-    let scale = w.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    let diff = g
+    let scale = w
         .iter()
-        .zip(&w)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0, f64::max);
-    Ok(diff / scale)
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, |m, v| m.max(v.abs()));
+    Ok(max_abs_diff(g, w) / scale)
 }
 
 /// Runs both models on the same random inputs (see [`random_inputs`]) and returns how
@@ -157,5 +157,41 @@ mod tests {
         assert!((d - 1e-4).abs() < 1e-8, "absolute below magnitude 1: {d}");
         let other = TensorData::from_slice(vec![1, 2], &[2.0f32, -4.0]).unwrap();
         assert_eq!(relative_diff(&other, &want).unwrap(), f64::INFINITY);
+    }
+
+    #[test]
+    fn non_finite_outputs_fail_the_comparison() {
+        let want = TensorData::from_slice(vec![2], &[1.0f32, 2.0]).unwrap();
+        let nan = TensorData::from_slice(vec![2], &[f32::NAN, f32::NAN]).unwrap();
+        assert_eq!(relative_diff(&nan, &want).unwrap(), f64::INFINITY);
+        assert_eq!(relative_diff(&want, &nan).unwrap(), f64::INFINITY);
+        let inf = TensorData::from_slice(vec![2], &[1.0f32, f32::INFINITY]).unwrap();
+        assert_eq!(relative_diff(&inf, &want).unwrap(), f64::INFINITY);
+        assert_eq!(relative_diff(&inf, &inf).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn an_all_nan_output_fails_verification() {
+        use super::super::util::testing::{model, node, value};
+        let io = || (vec![value("x", &[8])], vec![value("y", &[8])]);
+        let (inputs, outputs) = io();
+        let before = model(vec![node("Abs", &["x"], &["y"])], inputs, outputs, vec![]);
+        // sqrt(-exp(-|x|)) is NaN for every x (exp is positive).
+        let (inputs, outputs) = io();
+        let after = model(
+            vec![
+                node("Abs", &["x"], &["a"]),
+                node("Neg", &["a"], &["n"]),
+                node("Exp", &["n"], &["e"]),
+                node("Neg", &["e"], &["m"]),
+                node("Sqrt", &["m"], &["y"]),
+            ],
+            inputs,
+            outputs,
+            vec![],
+        );
+        let diffs = compare(&before, &after, &HashMap::new()).unwrap();
+        assert_eq!(diffs.len(), 1);
+        assert_eq!(diffs[0].relative_diff, f64::INFINITY);
     }
 }
