@@ -92,6 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
     let exec = Executor::new(&model)?;
+    if let [input] = exec.inputs().as_slice() {
+        super::datasets::check_image_shape(input, &args.data, "--data")?;
+    }
     let data = whittle_data::spec::load(&args.data, split, args.limit)
         .with_context(|| format!("loading --data {}", args.data))?;
     let result = evaluate(&exec, &data, args.batch_size, !args.json)?;
