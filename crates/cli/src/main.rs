@@ -55,6 +55,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_broken_pipe_exit();
     let cli = Cli::parse();
     // Ctrl-C, SIGTERM or SIGHUP while a model or checkpoint is being written: remove the
     // temporary files, so an interrupted command leaves only complete outputs.
@@ -87,6 +88,18 @@ fn main() -> ExitCode {
             eprintln!("error: {}", error_message(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`whittle eval --json | head`)
+/// panics; restoring the default makes whittle end quietly there, as other Unix tools do.
+/// Models and reports go to files, never to a pipe, so this cannot cut an output short.
+fn restore_broken_pipe_exit() {
+    #[cfg(unix)]
+    // SAFETY: called first in `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
