@@ -247,9 +247,109 @@ fn bad_input_fails_cleanly_and_leaves_no_file() {
                 "--calib-data",
                 &data,
                 "--op-types",
-                "Softmax",
+                "Concat",
             ],
             "nothing to quantize",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--calib-data",
+                &data,
+                "--op-types",
+                "Conv,Foo",
+            ],
+            "--op-types: 'Foo' is not an operator type the qdq format quantizes",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--mode",
+                "int4",
+                "--exclude",
+                "nope",
+            ],
+            "--exclude names node 'nope', which is not in the model",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--mode",
+                "fp16",
+                "--exclude",
+                "nope",
+            ],
+            "--exclude names node 'nope', which is not in the model",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--mode",
+                "dynamic",
+                "--calibration",
+                "entropy",
+                "--block-size",
+                "64",
+            ],
+            "--mode dynamic does not use --calibration (for static), --block-size (for int4)",
+        ),
+        (
+            vec!["quantize", l, "-o", &o, "--mode", "fp16", "--per-channel"],
+            "--mode fp16 does not use --per-channel (for static, dynamic)",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--calib-data",
+                &data,
+                "--percentile",
+                "99",
+            ],
+            "--percentile applies to --calibration percentile only",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--calib-data",
+                &data,
+                "--eval-data",
+                &data,
+                "--accuracy-budget",
+                "NaN",
+            ],
+            "--accuracy-budget must be a percentage between 0 and 100, got NaN",
+        ),
+        (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--calib-data",
+                &data,
+                "--eval-data",
+                &data,
+                "--accuracy-budget=-5",
+            ],
+            "--accuracy-budget must be a percentage between 0 and 100, got -5",
         ),
     ];
     for (args, want) in cases {
@@ -373,4 +473,201 @@ fn full_range_int8_weights_get_a_note_on_cpus_without_vnni() {
         &["--calib-samples", "64", "--force", "--reduce-range"],
     );
     assert!(!has_note(&reduced), "{reduced}");
+}
+
+#[test]
+fn non_finite_calibration_data_is_refused_naming_the_tensor_and_sample() {
+    let dir = scratch("nan-calib");
+    let out = dir.join("q.onnx");
+    let l = lenet();
+    // All-NaN images (a 45.7% model with scale 1.0 before), and finite images with one
+    // infinite pixel in the fifth.
+    let py = "import numpy as np\n\
+              np.save('nan.npy', np.full((8, 1, 28, 28), np.nan, np.float32))\n\
+              x = np.zeros((8, 1, 28, 28), np.float32); x[4, 0, 3, 3] = np.inf\n\
+              np.save('inf.npy', x); np.save('y.npy', np.zeros(8, np.int64))";
+    python(&dir, ["-c", py]);
+    for (images, want) in [
+        ("nan.npy", "tensor 'input' holds NaN in sample 1"),
+        ("inf.npy", "tensor 'input' holds inf in sample 5"),
+    ] {
+        let spec = format!(
+            "npy:{},{}",
+            dir.join(images).display(),
+            dir.join("y.npy").display()
+        );
+        let args = [
+            "quantize",
+            l.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--calib-data",
+            &spec,
+        ];
+        let (code, _, stderr) = whittle(&args);
+        assert_eq!(code, 1, "{images}: {stderr}");
+        assert!(stderr.contains(want), "{images}: {stderr}");
+        assert!(!out.exists(), "{images} left an output");
+    }
+}
+
+#[test]
+fn int4_keeps_excluded_layers_float() {
+    let dir = scratch("int4-exclude");
+    let out = dir.join("q.onnx");
+    let l = lenet();
+    let args = [
+        "quantize",
+        l.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mode",
+        "int4",
+        "--exclude",
+        "Gemm#9",
+        "--no-latency",
+        "--json",
+    ];
+    let (code, stdout, stderr) = whittle(&args);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let quantized: Vec<&str> = (report["quantized_nodes"].as_array().unwrap().iter())
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(quantized, ["Gemm#7"]);
+    let kept = (report["float_nodes"].as_array().unwrap().iter())
+        .find(|n| n["name"] == "Gemm#9")
+        .unwrap();
+    assert!(
+        kept["reason"].as_str().unwrap().contains("--exclude"),
+        "{kept}"
+    );
+    let ops = python(
+        &dir,
+        [
+            "-c",
+            "import onnx, sys; print(sorted(n.op_type for n in onnx.load(sys.argv[1]).graph.node if n.op_type in ('Gemm', 'MatMulNBits')))",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ops.trim(), "['Gemm', 'MatMulNBits']");
+}
+
+#[test]
+fn force_onto_its_own_input_compares_sizes_with_the_input_as_it_was() {
+    let dir = scratch("in-place");
+    let model = dir.join("m.onnx");
+    std::fs::copy(lenet(), &model).unwrap();
+    let before = std::fs::metadata(&model).unwrap().len();
+    let m = model.to_str().unwrap();
+    let (code, stdout, stderr) = whittle(&[
+        "quantize",
+        m,
+        "-o",
+        m,
+        "--force",
+        "--mode",
+        "dynamic",
+        "--no-latency",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["input_bytes"].as_u64(), Some(before));
+    let after = std::fs::metadata(&model).unwrap().len();
+    assert_eq!(report["output_bytes"].as_u64(), Some(after));
+    assert!(after < before / 2, "{after} of {before} bytes");
+    assert!(
+        !report["notes"].to_string().contains("not smaller"),
+        "{report}"
+    );
+}
+
+#[test]
+fn dynamic_conv_model_latency_is_measured_in_onnx_runtime_and_a_slowdown_warned() {
+    let dir = scratch("latency");
+    let (out, l) = (dir.join("q.onnx"), lenet());
+    let base = [
+        "quantize",
+        l.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--mode",
+        "dynamic",
+        "--force",
+        "--json",
+    ];
+    let (code, stdout, stderr) = whittle(&base);
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    let latency = &report["latency_ms"];
+    let (before, after) = (
+        latency["before"].as_f64().unwrap(),
+        latency["after"].as_f64().unwrap(),
+    );
+    assert!(before > 0.0 && after > 0.0, "{latency}");
+    assert_eq!(latency["batch"], 1);
+    assert_eq!(latency["threads"], 1);
+    // ORT runs LeNet5's convolutions as ConvInteger, about 4x slower than float Conv
+    // (0.11 ms -> 0.42 ms measured with ORT's own quantize_dynamic).
+    let warnings = report["warnings"].to_string();
+    if after > before * 1.05 {
+        assert!(
+            warnings.contains("ConvInteger x2") && warnings.contains("--mode static"),
+            "{warnings}"
+        );
+        assert!(
+            stderr.contains("warning: the dynamic model runs"),
+            "{stderr}"
+        );
+    } else {
+        assert_eq!(warnings, "[]");
+    }
+    let (code, stdout, stderr) = whittle(&[&base[..], &["--no-latency"]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let report: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report["latency_ms"].is_null(), "{report}");
+    assert!(report["notes"].to_string().contains("--no-latency"));
+}
+
+#[test]
+fn float_nodes_are_one_summary_line_unless_verbose() {
+    let dir = scratch("quiet");
+    let (out, l) = (dir.join("q.onnx"), lenet());
+    let data = mnist();
+    let args = [
+        "quantize",
+        l.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--calib-data",
+        &data,
+        "--calib-samples",
+        "64",
+        "--no-latency",
+        "--force",
+    ];
+    let float_lines = |extra: &[&str]| -> Vec<String> {
+        let (code, stdout, stderr) = whittle(&[&args[..], extra].concat());
+        assert_eq!(code, 0, "{stderr}");
+        (stdout.lines())
+            .filter(|l| l.starts_with("float:"))
+            .map(String::from)
+            .collect()
+    };
+    // LeNet5 static QDQ: 3 Relu, 2 MaxPool and the Flatten stay float.
+    let quiet = float_lines(&[]);
+    assert_eq!(quiet.len(), 1, "{quiet:?}");
+    assert!(
+        quiet[0].starts_with("float: 6 nodes (Relu 3, MaxPool 2, Flatten 1)"),
+        "{quiet:?}"
+    );
+    let verbose = float_lines(&["--verbose"]);
+    assert_eq!(verbose.len(), 6, "{verbose:?}");
+    assert!(
+        verbose
+            .iter()
+            .any(|l| l.contains("Relu#1 (Relu): op type Relu is not selected")),
+        "{verbose:?}"
+    );
 }
