@@ -1,5 +1,6 @@
 //! Static figures of a graph at fixed shapes: parameters a node reads, FLOPs from MACs,
-//! and peak activation memory by liveness.
+//! peak activation memory by liveness, and whether a run at given input shapes fits in
+//! the memory available ([`ensure_run_fits`]).
 //!
 //! Conventions: MACs as [`whittle_ir::cost`] counts them (Conv N·Cout·Hout·Wout·(Cin/groups)·Kh·Kw,
 //! ConvTranspose N·Cin·Hin·Win·(Cout/groups)·Kh·Kw, Gemm/MatMul M·N·K times the batch,
@@ -9,8 +10,12 @@
 use std::collections::{HashMap, HashSet};
 
 use whittle_ir::graph::node_inputs;
+use whittle_ir::memory::{ensure_fits, tensor_bytes};
 use whittle_ir::proto::{GraphProto, NodeProto};
-use whittle_ir::GraphEdit;
+use whittle_ir::{DataType, GraphEdit, Model, TensorType};
+
+use crate::error::{BenchError, Result};
+use crate::inputs::ResolvedInput;
 
 /// FLOPs of a node with `macs` multiply-accumulates.
 pub fn flops(macs: u64) -> u64 {
@@ -56,7 +61,8 @@ pub fn peak_activation_bytes(
     }
     let kept: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
     let mut dies_at: Vec<Vec<String>> = vec![Vec::new(); order.len()];
-    let mut live: u64 = graph.runtime_inputs().iter().map(|n| bytes(n)).sum();
+    let sum = |sizes: &mut dyn Iterator<Item = u64>| sizes.fold(0u64, u64::saturating_add);
+    let mut live: u64 = sum(&mut graph.runtime_inputs().iter().map(|n| bytes(n)));
     let mut peak = live;
     let activations = graph
         .runtime_inputs()
@@ -78,16 +84,62 @@ pub fn peak_activation_bytes(
         dies_at[end].push(name);
     }
     for (pos, &i) in order.iter().enumerate() {
-        live += graph.node[i]
+        let born = sum(&mut graph.node[i]
             .output
             .iter()
             .filter(|o| !o.is_empty())
-            .map(|o| bytes(o))
-            .sum::<u64>();
+            .map(|o| bytes(o)));
+        live = live.saturating_add(born);
         peak = peak.max(live);
-        live -= dies_at[pos].iter().map(|n| bytes(n)).sum::<u64>();
+        live = live.saturating_sub(sum(&mut dies_at[pos].iter().map(|n| bytes(n))));
     }
     peak
+}
+
+/// Bytes of a `dtype` tensor of shape `dims`; `u64::MAX` when that overflows.
+pub fn value_bytes(dtype: DataType, dims: &[usize]) -> u64 {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .and_then(|n| dtype.storage_bytes(n))
+        .map_or(u64::MAX, |b| b as u64)
+}
+
+/// Checks, before any input is allocated, that one run of `model` at `inputs` fits in the
+/// memory available ([`whittle_ir::memory::ensure_fits`]): its inputs and activations at
+/// their peak, at the shapes inference gives (values it leaves open count 0, so this is a
+/// lower bound). Returns the inferred types of the graph's values.
+pub fn ensure_run_fits(
+    model: &Model,
+    inputs: &[ResolvedInput],
+) -> Result<HashMap<String, TensorType>> {
+    let overrides = inputs
+        .iter()
+        .map(|i| (i.name.clone(), i.dims.clone()))
+        .collect();
+    let inferred = whittle_ir::shape::infer(model, &overrides)?;
+    let bytes = |name: &str| match inferred.get(name).map(|t| (t.dtype, t.known_dims())) {
+        Some((Some(dtype), Some(dims))) => value_bytes(dtype, &dims),
+        _ => 0,
+    };
+    let graph = model.graph();
+    let order = graph.topological_order()?;
+    let peak = peak_activation_bytes(graph, &order, &bytes);
+    let input_bytes = inputs
+        .iter()
+        .map(|i| tensor_bytes(&i.dims, i.dtype.size().unwrap_or(1)))
+        .try_fold(0u128, |sum, b| b.map(|b| sum + b));
+    let needed = input_bytes.map(|i| i.max(u128::from(peak)));
+    let shapes: Vec<String> = inputs
+        .iter()
+        .map(|i| format!("'{}' {:?}", i.name, i.dims))
+        .collect();
+    let what = format!(
+        "one run with input {} (inputs and activations at their peak)",
+        shapes.join(", ")
+    );
+    ensure_fits(needed, &what)
+        .map_err(|e| BenchError::Invalid(format!("{e}; lower --batch or the --shape sizes")))?;
+    Ok(inferred)
 }
 
 #[cfg(test)]

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use whittle_exec::{Executor, Value};
 use whittle_ir::{Model, TensorData};
 
-use crate::analysis::total_params;
+use crate::analysis::{ensure_run_fits, total_params};
 use crate::error::{bail, BenchError, Result};
-use crate::inputs::{random_inputs, resolve_inputs, shape_map, ShapeRequest};
+use crate::inputs::{batch_note, random_inputs, resolve_inputs, shape_map, ShapeRequest};
 use crate::ort_engine::OrtEngine;
 use crate::stats::Latency;
 
@@ -90,6 +90,9 @@ pub struct BatchResult {
     pub fps: f64,
     /// Peak resident memory of the process, bytes (`None` off Linux).
     pub peak_rss_bytes: Option<u64>,
+    /// Remarks for the reader (e.g. a dynamic batch dimension taken as 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// A benchmark over batch sizes.
@@ -137,6 +140,18 @@ impl BenchReport {
     }
 }
 
+/// `asked` intra-op threads capped at the cores of this machine, with a warning when the
+/// cap applies (more threads than cores only contend for them).
+pub fn cap_threads(asked: usize) -> (usize, Option<String>) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    if asked <= cores {
+        return (asked, None);
+    }
+    let warning =
+        format!("--threads {asked} is more than the {cores} cores of this machine; using {cores}");
+    (cores, Some(warning))
+}
+
 /// Sets the thread count of whittle's executor (candle reads `RAYON_NUM_THREADS` when its
 /// thread pools start). Call it first thing, before any model runs.
 pub fn set_executor_threads(threads: usize) {
@@ -159,20 +174,19 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Benchmarks `model` (loaded from `path`) at one batch size in this process. `tick` is
-/// called after every run (progress).
+/// Benchmarks `model` (loaded from `path`) at one batch size in this process: `batch`,
+/// else the model's own (1 where it is dynamic, see [`resolve_inputs`]). Checks that a run
+/// fits in memory before allocating its inputs. `tick` is called after every run
+/// (progress).
 pub fn bench_batch(
     path: &Path,
     model: &Model,
     opts: &BenchOptions,
-    batch: usize,
+    batch: Option<usize>,
     tick: &mut dyn FnMut(),
 ) -> Result<BatchResult> {
     if opts.runs == 0 {
         bail!("--runs must be at least 1");
-    }
-    if batch == 0 {
-        bail!("--batch sizes must be at least 1");
     }
     let threads = effective_threads(opts);
     if opts.engine == Engine::Whittle && opts.threads != 0 && opts.threads != threads {
@@ -182,10 +196,15 @@ pub fn bench_batch(
         );
     }
     let request = ShapeRequest {
-        batch: Some(batch),
+        batch,
         shapes: opts.shapes.clone(),
     };
     let inputs = resolve_inputs(model, &request)?;
+    ensure_run_fits(model, &inputs)?;
+    let batch = match (batch, inputs.first().and_then(|i| i.dims.first())) {
+        (Some(b), _) | (None, Some(&b)) => b,
+        (None, None) => 1,
+    };
     let data = random_inputs(&inputs, opts.seed)?;
     let mut run = runner(path, model, opts, &data)?;
     let mut samples = Vec::with_capacity(opts.runs);
@@ -207,6 +226,7 @@ pub fn bench_batch(
         fps: 1e3 / latency.mean_ms,
         latency,
         peak_rss_bytes: peak_rss_bytes(),
+        notes: batch_note(&inputs).into_iter().collect(),
     })
 }
 

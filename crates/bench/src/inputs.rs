@@ -1,7 +1,7 @@
 //! Concrete input shapes from declared ones plus `--batch` / `--shape`, and seeded
 //! random inputs that fit them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -19,23 +19,30 @@ pub struct ResolvedInput {
     pub dtype: DataType,
     /// Dimensions to run with.
     pub dims: Vec<usize>,
+    /// Whether the leading dimension is dynamic and was taken as 1 (no `--batch` given).
+    pub batch_assumed: bool,
 }
 
 /// How to fix the dynamic dimensions of a model's inputs.
 #[derive(Clone, Debug, Default)]
 pub struct ShapeRequest {
     /// Leading (batch) dimension of every input whose leading dimension is not a fixed
-    /// number; it replaces the leading dimension of a `shapes` entry too.
+    /// number; it replaces the leading dimension of a `shapes` entry too. Without it, a
+    /// dynamic leading dimension is taken as 1 (as ONNX Runtime's perf tool does).
     pub batch: Option<usize>,
     /// Full shapes of inputs by name (`--shape NAME=AxBxC`); named dimensions they fix
     /// (e.g. `sequence_length`) take the same value in every other input.
     pub shapes: HashMap<String, Vec<usize>>,
 }
 
-/// Fixes every dimension of every runtime input. Fails, naming the input and the
-/// dimension, when a dynamic dimension is left open (nothing is guessed: a dynamic batch
-/// dimension needs `batch` or a shape), and when a request contradicts a fixed dimension.
+/// Fixes every dimension of every runtime input. A dynamic leading (batch) dimension is
+/// `request.batch`, else 1 (marked [`ResolvedInput::batch_assumed`]); other dynamic
+/// dimensions are guessed never. Fails, naming the input and the dimension, when one is
+/// left open, when a request contradicts a fixed dimension, and on a size of 0.
 pub fn resolve_inputs(model: &Model, request: &ShapeRequest) -> Result<Vec<ResolvedInput>> {
+    if request.batch == Some(0) {
+        bail!("--batch 0: a batch needs at least 1 sample");
+    }
     let graph = model.graph();
     let runtime = graph.runtime_inputs();
     let ports: Vec<&ValueInfoProto> = graph
@@ -43,15 +50,20 @@ pub fn resolve_inputs(model: &Model, request: &ShapeRequest) -> Result<Vec<Resol
         .iter()
         .filter(|v| runtime.contains(&v.name.as_str()))
         .collect();
-    for name in request.shapes.keys() {
+    for (name, dims) in &request.shapes {
         if !runtime.contains(&name.as_str()) {
             bail!(
                 "--shape {name}=...: the model has no input '{name}' (inputs: {})",
                 runtime.join(", ")
             );
         }
+        if dims.contains(&0) {
+            bail!("--shape {name}: every dimension must be at least 1, got {dims:?}");
+        }
     }
     let mut symbols = HashMap::new();
+    // Leading symbols taken as 1 for want of --batch.
+    let mut assumed = HashSet::new();
     for port in &ports {
         if let Some(given) = request.shapes.get(&port.name) {
             let declared = TensorType::from_value_info(port);
@@ -59,20 +71,42 @@ pub fn resolve_inputs(model: &Model, request: &ShapeRequest) -> Result<Vec<Resol
             bind_given(&port.name, declared.dims.as_deref(), &given, &mut symbols)?;
         }
     }
-    if let Some(b) = request.batch {
-        for port in &ports {
-            if let Some(Some(Dim::Symbol(s))) = TensorType::from_value_info(port)
-                .dims
-                .map(|d| d.first().cloned())
-            {
-                symbols.insert(s, b);
+    for port in &ports {
+        if let Some(Some(Dim::Symbol(s))) = TensorType::from_value_info(port)
+            .dims
+            .map(|d| d.first().cloned())
+        {
+            match request.batch {
+                Some(b) => {
+                    symbols.insert(s, b);
+                }
+                None if !symbols.contains_key(&s) => {
+                    symbols.insert(s.clone(), 1);
+                    assumed.insert(s);
+                }
+                None => {}
             }
         }
     }
     ports
         .iter()
-        .map(|port| resolve_one(port, request, &symbols))
+        .map(|port| resolve_one(port, request, &symbols, &assumed))
         .collect()
+}
+
+/// A note saying which inputs' dynamic batch dimension was taken as 1, if any was.
+pub fn batch_note(inputs: &[ResolvedInput]) -> Option<String> {
+    let assumed: Vec<String> = inputs
+        .iter()
+        .filter(|i| i.batch_assumed)
+        .map(|i| format!("'{}'", i.name))
+        .collect();
+    (!assumed.is_empty()).then(|| {
+        format!(
+            "the dynamic batch dimension of input {} is taken as 1 (--batch B sets it)",
+            assumed.join(", ")
+        )
+    })
 }
 
 /// The input shapes by name, for reports.
@@ -140,12 +174,20 @@ fn resolve_one(
     port: &ValueInfoProto,
     request: &ShapeRequest,
     symbols: &HashMap<String, usize>,
+    assumed: &HashSet<String>,
 ) -> Result<ResolvedInput> {
     let declared = TensorType::from_value_info(port);
     let name = &port.name;
     let Some(dtype) = declared.dtype else {
         bail!("input '{name}' has no declared tensor element type");
     };
+    let lead = declared.dims.as_ref().and_then(|d| d.first());
+    let batch_assumed = !request.shapes.contains_key(name)
+        && match lead {
+            Some(Dim::Symbol(s)) => assumed.contains(s),
+            Some(Dim::Unknown) => request.batch.is_none(),
+            _ => false,
+        };
     let dims = match (request.shapes.get(name), &declared.dims) {
         (Some(given), _) => with_batch(port, given, request.batch)?,
         (None, None) => bail!(
@@ -161,6 +203,7 @@ fn resolve_one(
         name: name.clone(),
         dtype,
         dims,
+        batch_assumed,
     })
 }
 
@@ -185,16 +228,15 @@ fn fix_dim(
     } {
         return Ok(v);
     }
-    if let (0, Some(b)) = (axis, batch) {
-        return Ok(b);
+    if axis == 0 {
+        return Ok(batch.unwrap_or(1));
     }
     let what = match dim {
         Dim::Symbol(s) => format!("'{s}'"),
         _ => format!("{axis}"),
     };
-    let batch_hint = if axis == 0 { "--batch B or " } else { "" };
     bail!(
-        "input '{name}' {} has dynamic dimension {what}: fix it with {batch_hint}--shape {name}=DIMS (numbers joined by 'x')",
+        "input '{name}' {} has dynamic dimension {what}: fix it with --shape {name}=DIMS (numbers joined by 'x')",
         show_dims(dims)
     )
 }
@@ -336,7 +378,37 @@ mod tests {
         let img = model(vec![port("x", DataType::Float, &["N", "1", "28", "28"])]);
         let got = resolve_inputs(&img, &request(Some(4), &[])).unwrap();
         assert_eq!(got[0].dims, vec![4, 1, 28, 28]);
-        assert!(resolve_inputs(&img, &request(None, &[])).is_err());
+        assert!(!got[0].batch_assumed);
+        assert_eq!(batch_note(&got), None);
+    }
+
+    #[test]
+    fn a_dynamic_batch_without_batch_is_one_and_said_so() {
+        let img = model(vec![port("x", DataType::Float, &["N", "1", "28", "28"])]);
+        let got = resolve_inputs(&img, &request(None, &[])).unwrap();
+        assert_eq!(got[0].dims, vec![1, 1, 28, 28]);
+        assert!(got[0].batch_assumed);
+        let note = batch_note(&got).unwrap();
+        assert!(
+            note.contains("'x'") && note.contains("taken as 1"),
+            "{note}"
+        );
+        // A batch fixed by another input's --shape is not assumed.
+        let got = resolve_inputs(&bert(), &request(None, &[("input_ids", &[3, 16])])).unwrap();
+        assert_eq!(got[1].dims, vec![3, 16]);
+        assert!(got.iter().all(|i| !i.batch_assumed));
+        // Only the batch is assumed: the sequence length still has to be given.
+        let err = resolve_inputs(&bert(), &request(None, &[])).unwrap_err();
+        assert!(err.to_string().contains("'seq'"), "{err}");
+    }
+
+    #[test]
+    fn empty_batches_and_shapes_are_refused() {
+        let img = model(vec![port("x", DataType::Float, &["N", "1", "28", "28"])]);
+        let err = resolve_inputs(&img, &request(Some(0), &[])).unwrap_err();
+        assert!(err.to_string().contains("--batch 0"), "{err}");
+        let err = resolve_inputs(&img, &request(None, &[("x", &[2, 0, 28, 28])])).unwrap_err();
+        assert!(err.to_string().contains("--shape x"), "{err}");
     }
 
     #[test]

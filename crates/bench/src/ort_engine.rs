@@ -1,5 +1,5 @@
 //! ONNX Runtime through the `ort` crate, loaded at run time (`load-dynamic`): no download,
-//! no link-time dependency. The library is `$ORT_DYLIB_PATH` when set, else the
+//! no link-time dependency. The library is `$ORT_DYLIB_PATH` when set (and not empty), else the
 //! `libonnxruntime.so.*` inside the Python `onnxruntime` package
 //! (`<package dir>/capi/`). Sessions use `threads` intra-op threads, one inter-op
 //! thread and every graph optimisation (ORT's default level, `ORT_ENABLE_ALL`).
@@ -23,22 +23,24 @@ static ENVIRONMENT: OnceLock<std::result::Result<Environment, String>> = OnceLoc
 /// Where the ONNX Runtime shared library is: `$ORT_DYLIB_PATH`, else the Python
 /// `onnxruntime` package's `capi/libonnxruntime.so.*`. Fails with how to provide one.
 pub fn library_path() -> Result<PathBuf> {
-    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH") {
+    find_library().map_err(BenchError::Ort)
+}
+
+/// [`library_path`], failing with the reason alone (without the "ONNX Runtime" prefix
+/// [`BenchError::Ort`] adds).
+fn find_library() -> std::result::Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         if !path.is_file() {
-            return Err(BenchError::Ort(format!(
-                "ORT_DYLIB_PATH={} is not a file",
-                path.display()
-            )));
+            return Err(format!("ORT_DYLIB_PATH={} is not a file", path.display()));
         }
         return Ok(path);
     }
     python_package_library().ok_or_else(|| {
-        BenchError::Ort(
-            "library not found: set ORT_DYLIB_PATH to libonnxruntime.so, or install the Python \
-             package (pip install onnxruntime)"
-                .into(),
-        )
+        "library not found: install it with `python3 -m pip install onnxruntime` (the \
+         package holds the library; scripts/requirements.txt pins the tested version), or \
+         set ORT_DYLIB_PATH to a libonnxruntime.so"
+            .into()
     })
 }
 
@@ -68,7 +70,7 @@ fn python_package_library() -> Option<PathBuf> {
 
 fn environment() -> Result<&'static Environment> {
     let env = ENVIRONMENT.get_or_init(|| {
-        let path = library_path().map_err(|e| e.to_string())?;
+        let path = find_library()?;
         let builder =
             ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
         builder

@@ -17,9 +17,11 @@ use whittle_ir::cost::node_macs;
 use whittle_ir::proto::NodeProto;
 use whittle_ir::{DataType, GraphEdit, Model, TensorType};
 
-use crate::analysis::{flops, node_params, peak_activation_bytes, total_params};
+use crate::analysis::{
+    ensure_run_fits, flops, node_params, peak_activation_bytes, total_params, value_bytes,
+};
 use crate::error::{bail, Result};
-use crate::inputs::{random_inputs, resolve_inputs, shape_map, ShapeRequest};
+use crate::inputs::{batch_note, random_inputs, resolve_inputs, shape_map, ShapeRequest};
 
 /// What to profile and how.
 #[derive(Clone, Debug)]
@@ -121,6 +123,8 @@ pub struct Profile {
     pub by_op_type: Vec<OpTypeProfile>,
     /// Nodes above the threshold, slowest first.
     pub bottlenecks: Vec<NodeProfile>,
+    /// Remarks for the reader (e.g. a dynamic batch dimension taken as 1).
+    pub notes: Vec<String>,
 }
 
 /// Element type and shape of every value a run produced.
@@ -139,6 +143,7 @@ pub fn profile(model: &Model, opts: &ProfileOptions, tick: &mut dyn FnMut()) -> 
         );
     }
     let inputs = resolve_inputs(model, &opts.shapes)?;
+    let inferred = ensure_run_fits(model, &inputs)?;
     let exec = Executor::new(model)?;
     let feed: HashMap<String, Value> = random_inputs(&inputs, opts.seed)?
         .iter()
@@ -156,11 +161,6 @@ pub fn profile(model: &Model, opts: &ProfileOptions, tick: &mut dyn FnMut()) -> 
         }
         tick();
     }
-    let overrides = inputs
-        .iter()
-        .map(|i| (i.name.clone(), i.dims.clone()))
-        .collect();
-    let inferred = whittle_ir::shape::infer(model, &overrides)?;
     let shapes = Shapes {
         inferred: &inferred,
         observed: &timer.observed,
@@ -188,6 +188,7 @@ pub fn profile(model: &Model, opts: &ProfileOptions, tick: &mut dyn FnMut()) -> 
         nodes,
         by_op_type,
         bottlenecks,
+        notes: batch_note(&inputs).into_iter().collect(),
     })
 }
 
@@ -273,7 +274,7 @@ impl Shapes<'_> {
             .and_then(|t| t.dtype)
             .or_else(|| self.observed.get(name).map(|(d, _)| *d));
         match (dtype, self.dims(name)) {
-            (Some(t), Some(d)) => t.storage_bytes(d.iter().product()).unwrap_or(0) as u64,
+            (Some(t), Some(d)) => value_bytes(t, &d),
             _ => 0,
         }
     }

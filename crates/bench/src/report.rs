@@ -27,7 +27,10 @@ pub fn profile_document(p: &Profile, model: &str) -> Document {
                 "peak activation memory: {}",
                 human_bytes(p.peak_activation_bytes)
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(p.notes.iter().map(|n| format!("note: {n}")))
+        .collect(),
         ..Default::default()
     };
     let by_op = Section {
@@ -110,6 +113,8 @@ fn node_table(nodes: &[NodeProfile]) -> Section {
 
 /// The benchmark as a document: one row per batch size.
 pub fn bench_document(b: &BenchReport) -> Document {
+    let mut notes: Vec<&String> = b.batches.iter().flat_map(|r| &r.notes).collect();
+    notes.dedup();
     let table = Section {
         title: "Latency and throughput".into(),
         notes: vec![
@@ -123,7 +128,10 @@ pub fn bench_document(b: &BenchReport) -> Document {
                 human_count(b.params)
             ),
             format!("peak memory: {}", b.memory_method),
-        ],
+        ]
+        .into_iter()
+        .chain(notes.into_iter().map(|n| format!("note: {n}")))
+        .collect(),
         columns: cols(&[
             "batch",
             "inputs",

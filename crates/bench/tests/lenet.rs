@@ -9,6 +9,7 @@ use whittle_bench::inputs::{random_inputs, resolve_inputs, ShapeRequest};
 use whittle_bench::ort_engine::OrtEngine;
 use whittle_bench::profile::{profile, ProfileOptions};
 use whittle_exec::{Executor, Value};
+use whittle_ir::numeric::max_abs_diff;
 use whittle_ir::{GraphEdit, Model};
 
 fn model_path(name: &str) -> PathBuf {
@@ -111,11 +112,7 @@ fn ort_engine_agrees_with_the_executor_on_lenet5() {
         let mine = ours[name].to_data().unwrap();
         assert_eq!(mine.dims(), value.dims());
         let (a, b) = (mine.to_f64_vec().unwrap(), value.to_f64_vec().unwrap());
-        let worst = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f64::max);
+        let worst = max_abs_diff(a, b);
         assert!(worst < 1e-4, "{name}: max difference {worst}");
     }
 }
@@ -132,7 +129,7 @@ fn both_engines_give_sane_statistics() {
             shapes: HashMap::new(),
             seed: 0,
         };
-        let r = bench_batch(&path, &model, &opts, 4, &mut || {}).unwrap();
+        let r = bench_batch(&path, &model, &opts, Some(4), &mut || {}).unwrap();
         let l = &r.latency;
         assert!(l.min_ms > 0.0 && l.min_ms <= l.median_ms, "{engine}: {l:?}");
         assert!(l.median_ms <= l.p90_ms && l.p90_ms <= l.p99_ms && l.p99_ms <= l.max_ms);
@@ -170,7 +167,7 @@ fn bad_requests_are_clear_errors() {
         shapes: HashMap::new(),
         seed: 0,
     };
-    let err = bench_batch(&path, &model, &opts, 1, &mut || {})
+    let err = bench_batch(&path, &model, &opts, Some(1), &mut || {})
         .unwrap_err()
         .to_string();
     assert!(err.contains("--runs"), "{err}");
@@ -179,4 +176,40 @@ fn bad_requests_are_clear_errors() {
         .unwrap_err()
         .to_string()
         .contains("whittle or ort"));
+}
+
+#[test]
+fn a_dynamic_batch_is_one_without_batch_and_said_so() {
+    let (path, model) = lenet();
+    let p = profile(&model, &ProfileOptions::default(), &mut || {}).unwrap();
+    assert_eq!(p.input_shapes["input"], vec![1, 1, 28, 28]);
+    assert!(p.notes[0].contains("'input'") && p.notes[0].contains("taken as 1"));
+    let opts = BenchOptions {
+        engine: Engine::Whittle,
+        threads: 0,
+        warmup: 0,
+        runs: 1,
+        shapes: HashMap::new(),
+        seed: 0,
+    };
+    let r = bench_batch(&path, &model, &opts, None, &mut || {}).unwrap();
+    assert_eq!((r.batch, r.notes.len()), (1, 1));
+    let r = bench_batch(&path, &model, &opts, Some(2), &mut || {}).unwrap();
+    assert_eq!(r.batch, 2);
+    assert!(r.notes.is_empty());
+}
+
+#[test]
+fn a_run_that_cannot_fit_in_memory_is_refused_before_allocating() {
+    let (_, model) = lenet();
+    // 10^7 images of 28x28 floats are 31 GB of input alone.
+    let opts = ProfileOptions {
+        shapes: batch_request(10_000_000),
+        ..Default::default()
+    };
+    let err = profile(&model, &opts, &mut || {}).unwrap_err().to_string();
+    assert!(
+        err.contains("[10000000, 1, 28, 28]") && err.contains("needs") && err.contains("--batch"),
+        "{err}"
+    );
 }

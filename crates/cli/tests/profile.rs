@@ -18,10 +18,30 @@ fn lenet() -> String {
 }
 
 fn whittle(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_whittle"))
-        .args(args)
-        .output()
-        .expect("run whittle")
+    whittle_env(args, &[])
+}
+
+/// Runs whittle with `env` set (`None`: removed).
+fn whittle_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_whittle"));
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.args(args).output().expect("run whittle")
+}
+
+/// A one-line error with exit code 1; returns it.
+fn clean_error(out: &Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("error: ") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    err
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
@@ -121,11 +141,6 @@ fn bad_input_gives_clear_errors() {
     assert!(
         err.starts_with("error: ") && err.contains("--runs") && err.trim().lines().count() == 1
     );
-    let err = failure(&["profile", &lenet, "--json"], 1);
-    assert!(
-        err.contains("'N'") && err.contains("--batch B or --shape input="),
-        "{err}"
-    );
     let minilm = model("paraphrase-MiniLM-L3-v2.onnx");
     let err = failure(&["profile", &minilm, "--batch", "1"], 1);
     assert!(err.contains("'sequence_length'"), "{err}");
@@ -138,4 +153,112 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("expected whittle or ort"), "{err}");
     let err = failure(&["bench", &lenet, "--runs", "0"], 1);
     assert!(err.contains("--runs"), "{err}");
+}
+
+#[test]
+fn a_dynamic_batch_is_taken_as_one_and_said_so() {
+    // LeNet5's input is [N, 1, 28, 28].
+    let lenet = lenet();
+    let p = json(&["profile", &lenet, "--runs", "1", "--warmup", "0", "--json"]);
+    assert_eq!(
+        p["input_shapes"]["input"],
+        serde_json::json!([1, 1, 28, 28])
+    );
+    let note = p["notes"][0].as_str().unwrap();
+    assert!(
+        note.contains("'input'") && note.contains("taken as 1"),
+        "{note}"
+    );
+    let text = whittle(&["profile", &lenet, "--runs", "1", "--warmup", "0"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("note: the dynamic batch dimension"));
+    let b = json(&["bench", &lenet, "--runs", "1", "--warmup", "0", "--json"]);
+    assert_eq!(b["batches"][0]["batch"], 1);
+    assert!(b["batches"][0]["notes"][0]
+        .as_str()
+        .unwrap()
+        .contains("taken as 1"));
+    // With --batch nothing is assumed.
+    let b = json(&["bench", &lenet, "--batch", "2", "--runs", "1", "--json"]);
+    assert!(b["batches"][0].get("notes").is_none(), "{b}");
+}
+
+#[test]
+fn zero_and_oversized_batches_are_refused_before_running() {
+    let lenet = lenet();
+    for command in ["profile", "bench"] {
+        let err = clean_error(&whittle(&[command, &lenet, "--batch", "0"]));
+        assert!(err.contains("--batch 0"), "{err}");
+        // 10^7 images are 31 GB of input; the memory limit makes the check deterministic.
+        let out = whittle_env(
+            &[command, &lenet, "--batch", "10000000", "--json"],
+            &[("WHITTLE_MEMORY_LIMIT", Some("100000000"))],
+        );
+        let err = clean_error(&out);
+        assert!(
+            err.contains("[10000000, 1, 28, 28]")
+                && err.contains("needs")
+                && err.contains("--batch"),
+            "{err}"
+        );
+    }
+    // A batch that fits runs under the same limit.
+    let out = whittle_env(
+        &["profile", &lenet, "--batch", "8", "--runs", "1", "--json"],
+        &[("WHITTLE_MEMORY_LIMIT", Some("100000000"))],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn threads_beyond_the_cores_are_capped_with_a_warning() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let out = whittle(&[
+        "bench",
+        &lenet(),
+        "--threads",
+        "100000",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("warning: --threads 100000 is more than the")
+            && err.contains(&format!("using {cores}")),
+        "{err}"
+    );
+    let b: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(b["threads"].as_u64(), Some(cores as u64));
+}
+
+#[test]
+fn a_missing_onnx_runtime_is_named_once_with_how_to_install_it() {
+    let lenet = lenet();
+    let args = ["bench", &lenet, "--engine", "ort", "--runs", "1"];
+    let err = clean_error(&whittle_env(
+        &args,
+        &[("ORT_DYLIB_PATH", Some("/nonexistent/libort.so"))],
+    ));
+    assert!(
+        err.contains("ORT_DYLIB_PATH=/nonexistent/libort.so is not a file"),
+        "{err}"
+    );
+    assert_eq!(err.matches("ONNX Runtime").count(), 1, "{err}");
+    // No python3 on the PATH: the Python package cannot be found either.
+    let err = clean_error(&whittle_env(
+        &args,
+        &[("ORT_DYLIB_PATH", None), ("PATH", Some(""))],
+    ));
+    assert!(
+        err.contains("library not found") && err.contains("python3 -m pip install onnxruntime"),
+        "{err}"
+    );
+    assert_eq!(err.matches("ONNX Runtime").count(), 1, "{err}");
 }

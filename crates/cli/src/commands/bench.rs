@@ -7,7 +7,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use whittle_bench::bench::{
-    bench_batch, set_executor_threads, BatchResult, BenchOptions, BenchReport, Engine,
+    bench_batch, cap_threads, set_executor_threads, BatchResult, BenchOptions, BenchReport, Engine,
 };
 use whittle_bench::render::{render, Format};
 use whittle_bench::report::bench_document;
@@ -22,10 +22,11 @@ use crate::report::print_json;
 pub struct Args {
     /// The ONNX model.
     model: PathBuf,
-    /// Batch sizes, comma-separated (each in its own process when there are several).
-    #[arg(long, value_delimiter = ',', default_value = "1")]
+    /// Batch sizes, comma-separated (each in its own process when there are several)
+    /// [default: the model's own; 1 where it is dynamic].
+    #[arg(long, value_delimiter = ',')]
     batch: Vec<usize>,
-    /// Intra-op threads (0: the engine's default).
+    /// Intra-op threads (0: the engine's default; at most the machine's cores).
     #[arg(long, default_value_t = 1)]
     threads: usize,
     /// Untimed warm-up runs per batch size.
@@ -49,7 +50,15 @@ pub struct Args {
 }
 
 /// Runs the command.
-pub fn run(args: Args) -> anyhow::Result<()> {
+pub fn run(mut args: Args) -> anyhow::Result<()> {
+    if args.batch.contains(&0) {
+        bail!("--batch 0: every batch size must be at least 1");
+    }
+    let (threads, warning) = cap_threads(args.threads);
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
+    args.threads = threads;
     if args.engine == Engine::Whittle && args.threads > 0 {
         set_executor_threads(args.threads);
     }
@@ -64,10 +73,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seed: 0,
     };
     let batches = match args.batch.as_slice() {
-        [] => bail!("--batch needs at least one size"),
-        [one] => {
+        [] | [_] => {
             let bar = progress_bar((args.warmup + args.runs) as u64, args.json)?;
-            let result = bench_batch(&args.model, &model, &opts, *one, &mut || bar.inc(1));
+            let batch = args.batch.first().copied();
+            let result = bench_batch(&args.model, &model, &opts, batch, &mut || bar.inc(1));
             bar.finish_and_clear();
             vec![result?]
         }

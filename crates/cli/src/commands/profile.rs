@@ -17,7 +17,7 @@ use crate::report::print_json;
 pub struct Args {
     /// The ONNX model.
     model: PathBuf,
-    /// Leading (batch) dimension of inputs whose leading dimension is dynamic.
+    /// Leading (batch) dimension of inputs whose leading dimension is dynamic [default: 1].
     #[arg(long)]
     batch: Option<usize>,
     /// Timed runs.

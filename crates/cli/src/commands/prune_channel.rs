@@ -144,7 +144,7 @@ pub fn latency(
             shapes: Default::default(),
             seed: 0,
         };
-        Ok(bench_batch(path, model, &opts, 1, &mut || {})?
+        Ok(bench_batch(path, model, &opts, Some(1), &mut || {})?
             .latency
             .median_ms)
     };
