@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{assert_clean_error, asset, mnist_spec, scratch, whittle, whittle_json};
+use support::{assert_clean_error, asset, mnist_spec, python, scratch, whittle, whittle_json};
 
 fn numbers(v: &Value) -> Vec<u64> {
     v.as_array()
@@ -97,4 +97,54 @@ fn labels_beyond_the_models_classes_are_named() {
     let missing = format!("npz:{}", dir.join("none.npz").display());
     let out = whittle(&["eval", &lenet, "--data", &missing]);
     assert_clean_error(&out, &["none.npz", "No such file"]);
+}
+
+#[test]
+fn scores_that_are_not_finite_are_an_error_not_an_accuracy() {
+    // y = Log(x): a sample with a negative score input gets NaN, one with 0 gets -inf.
+    let dir = scratch("eval-nan");
+    let model = dir.join("log.onnx");
+    let code = "import onnx, sys; from onnx import helper as h, TensorProto as T; \
+        g = h.make_graph([h.make_node('Log', ['x'], ['scores'])], 'g', \
+        [h.make_tensor_value_info('x', T.FLOAT, ['N', 3])], \
+        [h.make_tensor_value_info('scores', T.FLOAT, ['N', 3])]); \
+        onnx.save(h.make_model(g, opset_imports=[h.make_opsetid('', 17)]), sys.argv[1])";
+    python(&dir, ["-c", code, model.to_str().unwrap()]);
+    let save = |name: &str, t: whittle_ir::TensorData| {
+        let path = dir.join(name);
+        whittle_data::write_npy(&path, &t).unwrap();
+        path.display().to_string()
+    };
+    let rows = [
+        1.0f32, 2.0, 3.0, 1.0, -1.0, 2.0, 3.0, 2.0, 1.0, 0.0, 1.0, 2.0,
+    ];
+    let x = save(
+        "x.npy",
+        whittle_ir::TensorData::from_slice(vec![4, 3], &rows).unwrap(),
+    );
+    let y = save(
+        "y.npy",
+        whittle_ir::TensorData::from_slice(vec![4], &[2i64, 2, 0, 2]).unwrap(),
+    );
+    let data = format!("npy:{x},{y}");
+    let out = whittle(&["eval", model.to_str().unwrap(), "--data", &data]);
+    assert_clean_error(
+        &out,
+        &[
+            "output 'scores' is not finite",
+            "2 of 4 samples",
+            "sample 1",
+        ],
+    );
+    // The first row alone is finite and evaluates (Log keeps the order: class 2 wins).
+    let out = whittle_json(&[
+        "eval",
+        model.to_str().unwrap(),
+        "--data",
+        &data,
+        "--limit",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(out["accuracy"], 1.0);
 }

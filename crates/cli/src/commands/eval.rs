@@ -152,7 +152,8 @@ fn print_class_table(classes: &[ClassAccuracy]) {
     }
 }
 
-/// Evaluates a single-input classifier on `data` in batches.
+/// Evaluates a single-input classifier on `data` in batches. Fails, saying how many
+/// samples, when the class scores are not all finite (a ranking of NaN means nothing).
 pub fn evaluate(
     exec: &Executor,
     data: &Dataset,
@@ -183,12 +184,25 @@ pub fn evaluate(
         let batch = Value::new(images.tensor().narrow(0, start, len)?, images.dtype())?;
         let out = exec.run(HashMap::from([(input.name.clone(), batch)]))?;
         let scores = scores_2d(&out[&output].to_data()?, len)?;
-        for (row, &label) in scores.iter().zip(&data.labels[start..start + len]) {
-            tally.add(row, label)?;
+        for (i, (row, &label)) in scores
+            .iter()
+            .zip(&data.labels[start..start + len])
+            .enumerate()
+        {
+            if row.iter().all(|s| s.is_finite()) {
+                tally.add(row, label)?;
+            } else {
+                tally.not_finite.get_or_insert((start + i, 0)).1 += 1;
+            }
         }
         bar.inc(len as u64);
     }
     bar.finish_and_clear();
+    if let Some((first, count)) = tally.not_finite {
+        bail!(
+            "the model's output '{output}' is not finite (NaN or infinite scores) for {count} of {n} samples (the first is sample {first}); no accuracy can be measured"
+        );
+    }
     Ok(tally.finish(data))
 }
 
@@ -199,6 +213,8 @@ struct Tally {
     correct5: usize,
     /// Counts by true class (rows) and predicted class (columns); sized by the first row.
     confusion: Vec<Vec<usize>>,
+    /// The first sample whose scores are not all finite, and how many such samples.
+    not_finite: Option<(usize, usize)>,
 }
 
 impl Tally {
