@@ -75,6 +75,10 @@ fn random_inputs_of_a_model_against_itself_are_identical() {
     );
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["outputs"][0]["mse"], 0.0);
+    // Identical outputs: no noise, an infinite SQNR, never NaN.
+    let text = compare(&lenet(), &lenet(), &["--samples", "2"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("SQNR inf dB"), "{text}");
     assert_eq!(j["top1_agreement"], 1.0);
     assert_eq!(j["size_ratio"], 1.0);
     assert!(j["a"].get("accuracy").is_none());
@@ -110,4 +114,26 @@ fn inputs_with_different_shapes_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("input 'input' differs"), "{err}");
+}
+
+#[test]
+fn zero_and_oversized_sample_counts_are_refused() {
+    let out = compare(&lenet(), &lenet(), &["--samples", "0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: --samples 0"), "{err}");
+    // 10^8 samples of 10 logits kept for both models: 24 GB, refused after the first run.
+    let out = Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .arg("compare")
+        .args([lenet(), lenet()])
+        .args(["--samples", "100000000"])
+        .env("WHITTLE_MEMORY_LIMIT", "100000000")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("100000000 feeds needs") && err.contains("lower --samples"),
+        "{err}"
+    );
 }

@@ -16,6 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use whittle_data::{Dataset, Split};
 use whittle_exec::{Executor, InputSpec, Value};
+use whittle_ir::memory::{ensure_fits, tensor_bytes};
 use whittle_ir::{DataType, Model, TensorData};
 
 use super::eval::scores_2d;
@@ -94,6 +95,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
+    if args.samples == Some(0) {
+        bail!("--samples 0: nothing to compare; give at least 1");
+    }
     let (model_a, exec_a) = open(&args.a)?;
     let (model_b, exec_b) = open(&args.b)?;
     check_interfaces(&exec_a, &exec_b)?;
@@ -104,11 +108,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let feeds = match &data {
-        Some(d) => dataset_feeds(&exec_a, d, args.batch_size)?,
-        None => random_feeds(&exec_a.inputs(), args.samples.unwrap_or(64), args.seed)?,
+    let specs = exec_a.inputs();
+    let (feeds, count) = match &data {
+        Some(d) if d.is_empty() => {
+            bail!("--data {}: no samples", args.data.as_deref().unwrap_or(""))
+        }
+        Some(d) => (
+            dataset_feeds(&specs, d, args.batch_size)?,
+            d.len().div_ceil(args.batch_size),
+        ),
+        None => {
+            let samples = args.samples.unwrap_or(64);
+            (random_feeds(&specs, samples, args.seed), samples)
+        }
     };
-    let (outs_a, outs_b) = run_both(&exec_a, &exec_b, &feeds, !args.json)?;
+    let (outs_a, outs_b) = run_both(&exec_a, &exec_b, feeds, count, !args.json)?;
     let labels = data.as_ref().map(|d| d.labels.as_slice());
     let result = summarize(
         [(&args.a, &model_a), (&args.b, &model_b)],
@@ -165,41 +179,44 @@ fn check_interfaces(a: &Executor, b: &Executor) -> anyhow::Result<()> {
 
 type Feed = HashMap<String, Value>;
 
+/// Feeds made one at a time as the models run (none is kept).
+type Feeds<'a> = Box<dyn Iterator<Item = anyhow::Result<Feed>> + 'a>;
+
 /// Batches of a dataset for a single-input model.
-fn dataset_feeds(exec: &Executor, data: &Dataset, batch_size: usize) -> anyhow::Result<Vec<Feed>> {
-    let inputs = exec.inputs();
-    let [input] = inputs.as_slice() else {
+fn dataset_feeds<'a>(
+    specs: &[InputSpec],
+    data: &'a Dataset,
+    batch_size: usize,
+) -> anyhow::Result<Feeds<'a>> {
+    let [input] = specs else {
         bail!(
             "--data needs models with one input, these have {}",
-            inputs.len()
+            specs.len()
         );
     };
-    data.batches(batch_size)
-        .map(|b| {
-            let (x, _) = b?;
-            Ok(HashMap::from([(input.name.clone(), Value::try_from(&x)?)]))
-        })
-        .collect()
+    let name = input.name.clone();
+    Ok(Box::new(data.batches(batch_size).map(move |b| {
+        let (x, _) = b?;
+        Ok(HashMap::from([(name.clone(), Value::try_from(&x)?)]))
+    })))
 }
 
 /// `samples` single-sample feeds drawn from the input specs: symbolic batch dims are 1,
 /// other symbolic dims 16; floats uniform in [0, 1), integers 0 or 1 (valid token ids,
 /// masks and indices).
-pub fn random_feeds(specs: &[InputSpec], samples: usize, seed: u64) -> anyhow::Result<Vec<Feed>> {
+pub fn random_feeds(specs: &[InputSpec], samples: usize, seed: u64) -> Feeds<'_> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    (0..samples)
-        .map(|_| {
-            specs
-                .iter()
-                .map(|s| {
-                    Ok((
-                        s.name.clone(),
-                        Value::try_from(&random_tensor(s, &mut rng)?)?,
-                    ))
-                })
-                .collect()
-        })
-        .collect()
+    Box::new((0..samples).map(move |_| {
+        specs
+            .iter()
+            .map(|s| {
+                Ok((
+                    s.name.clone(),
+                    Value::try_from(&random_tensor(s, &mut rng)?)?,
+                ))
+            })
+            .collect()
+    }))
 }
 
 fn random_tensor(spec: &InputSpec, rng: &mut ChaCha8Rng) -> anyhow::Result<TensorData> {
@@ -235,14 +252,17 @@ fn random_tensor(spec: &InputSpec, rng: &mut ChaCha8Rng) -> anyhow::Result<Tenso
 /// Outputs of each model, per output name, as flat f64 samples in feed order.
 type Collected = Vec<(String, Vec<TensorData>)>;
 
+/// Runs both models on `count` feeds and keeps their outputs. After the first feed it
+/// checks that keeping the outputs of all of them fits in memory.
 fn run_both(
     a: &Executor,
     b: &Executor,
-    feeds: &[Feed],
+    feeds: Feeds,
+    count: usize,
     progress: bool,
 ) -> anyhow::Result<(Collected, Collected)> {
     let bar = if progress {
-        ProgressBar::new(feeds.len() as u64)
+        ProgressBar::new(count as u64)
     } else {
         ProgressBar::hidden()
     };
@@ -252,11 +272,15 @@ fn run_both(
     let names = a.output_names();
     let mut ca: Collected = names.iter().map(|n| (n.clone(), Vec::new())).collect();
     let mut cb = ca.clone();
-    for feed in feeds {
+    for (i, feed) in feeds.enumerate() {
+        let feed = feed?;
         let (oa, ob) = (
             a.run(feed.clone()).context("running A")?,
-            b.run(feed.clone()).context("running B")?,
+            b.run(feed).context("running B")?,
         );
+        if i == 0 {
+            ensure_outputs_fit(&oa, count)?;
+        }
         for (k, name) in names.iter().enumerate() {
             ca[k].1.push(oa[name].to_data()?);
             cb[k].1.push(ob[name].to_data()?);
@@ -265,6 +289,18 @@ fn run_both(
     }
     bar.finish_and_clear();
     Ok((ca, cb))
+}
+
+/// Fails when keeping `count` feeds' worth of outputs like `outputs` for both models (as
+/// tensors, then as f64 values to compare) would not fit in memory.
+fn ensure_outputs_fit(outputs: &HashMap<String, Value>, count: usize) -> anyhow::Result<()> {
+    let per_feed: Option<u128> = outputs.values().try_fold(0u128, |sum, v| {
+        let element = v.dtype().size().unwrap_or(1) + size_of::<f64>();
+        Some(sum + 2 * tensor_bytes(v.shape(), element)?)
+    });
+    let what = format!("keeping both models' outputs on {count} feeds");
+    ensure_fits(per_feed.and_then(|b| b.checked_mul(count as u128)), &what)
+        .map_err(|e| anyhow::anyhow!("{e}; lower --samples"))
 }
 
 fn summarize(
@@ -345,7 +381,11 @@ pub fn fidelity(name: &str, a: &[f64], b: &[f64]) -> OutputFidelity {
         } else {
             dot / denom
         },
-        sqnr_db: 10.0 * (signal / noise).log10(),
+        sqnr_db: if noise == 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (signal / noise).log10()
+        },
     }
 }
 
@@ -416,5 +456,21 @@ fn print_human(r: &Comparison) {
     }
     if let Some(t) = r.top1_agreement {
         println!("top-1 agreement {:.2}%", 100.0 * t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fidelity;
+
+    #[test]
+    fn identical_outputs_have_an_infinite_sqnr_even_when_zero() {
+        let zero = fidelity("y", &[0.0, 0.0], &[0.0, 0.0]);
+        assert_eq!(
+            (zero.mse, zero.cosine, zero.sqnr_db),
+            (0.0, 1.0, f64::INFINITY)
+        );
+        let noisy = fidelity("y", &[1.0, 1.0], &[1.0, 0.9]);
+        assert!((noisy.sqnr_db - 10.0 * (2.0f64 / 0.01).log10()).abs() < 1e-9);
     }
 }
