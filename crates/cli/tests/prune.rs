@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde_json::Value;
 use support::{assert_clean_error, asset, mnist_spec, python, scratch, whittle, whittle_json};
+use whittle_ir::{Model, TensorData};
 
 fn lenet() -> String {
     asset("models/mnist_lenet5.onnx")
@@ -23,8 +24,39 @@ fn prune_json(dir: &Path, name: &str, args: &[&str]) -> Value {
     report
 }
 
-/// (name, params, zeros) of every layer of a report.
-fn layers(report: &Value) -> Vec<(String, u64, u64)> {
+/// (name, params, zeros) of every layer of a report, after checking that they match
+/// the weights of the model written to `path`.
+fn layers(report: &Value, path: &Path) -> Vec<(String, u64, u64)> {
+    let reported = reported_layers(report);
+    let counted: Vec<(String, u64, u64)> = reported
+        .iter()
+        .map(|(name, _, _)| written_zeros(path, name))
+        .collect();
+    assert_eq!(
+        reported,
+        counted,
+        "the report disagrees with {}",
+        path.display()
+    );
+    counted
+}
+
+/// (weight, elements, exact zeros) of initializer `weight` in the model file at `path`.
+fn written_zeros(path: &Path, weight: &str) -> (String, u64, u64) {
+    let model = Model::load(path).unwrap();
+    let init = (model.graph().initializer.iter())
+        .find(|t| t.name == weight)
+        .unwrap_or_else(|| panic!("{weight} not in {}", path.display()));
+    let values = TensorData::from_proto(init, None)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    let zeros = values.iter().filter(|&&v| v == 0.0).count() as u64;
+    (weight.to_string(), values.len() as u64, zeros)
+}
+
+/// (name, params, zeros) of every layer as the report gives them.
+fn reported_layers(report: &Value) -> Vec<(String, u64, u64)> {
     report["layers"]
         .as_array()
         .expect("layers")
@@ -51,7 +83,7 @@ fn magnitude_reports_exact_sparsity_and_sizes() {
     assert_eq!(r["method"], "magnitude");
     assert_eq!(r["schedule"]["name"], "oneshot");
     assert_eq!(r["sparsity"], 0.5);
-    let layers = layers(&r);
+    let layers = layers(&r, &dir.join("m.onnx"));
     assert_eq!(layers.len(), 4);
     let mut zeros = 0;
     for (name, params, z) in &layers {
@@ -114,37 +146,19 @@ fn global_with_finetune_reports_accuracy_before_and_after() {
 }
 
 #[test]
-fn two_of_four_needs_the_single_channel_conv_excluded() {
+fn two_of_four_leaves_the_single_channel_conv_dense_with_a_note() {
     let dir = scratch("prune-nm");
-    let out = dir.join("nm.onnx");
-    let failed = whittle(&[
-        "prune",
-        &lenet(),
-        "-o",
-        out.to_str().unwrap(),
-        "--method",
-        "nm",
-    ]);
-    assert_clean_error(
-        &failed,
-        &["conv1.weight", "not a multiple of 4", "--exclude"],
+    let r = prune_json(&dir, "nm.onnx", &["--method", "nm", "--n", "2", "--m", "4"]);
+    let notes = r["notes"].as_array().unwrap();
+    assert!(
+        notes.len() == 1
+            && notes[0]
+                .as_str()
+                .unwrap()
+                .contains("conv1.weight (1 elements)"),
+        "{notes:?}"
     );
-    assert!(!out.exists());
-    let r = prune_json(
-        &dir,
-        "nm.onnx",
-        &[
-            "--method",
-            "nm",
-            "--n",
-            "2",
-            "--m",
-            "4",
-            "--exclude",
-            "conv1.weight",
-        ],
-    );
-    for (name, params, zeros) in layers(&r) {
+    for (name, params, zeros) in layers(&r, &dir.join("nm.onnx")) {
         let expected = if name == "conv1.weight" {
             0
         } else {
@@ -203,8 +217,8 @@ fn iterative_and_gradual_schedules_reach_the_target() {
     assert_eq!(g["schedule"]["name"], "gradual");
     assert_eq!(g["schedule"]["curve"], "cubic");
     assert_eq!(g["schedule"]["end"], 6);
-    for report in [&r, &g] {
-        for (name, params, zeros) in layers(report) {
+    for (report, file) in [(&r, "it.onnx"), (&g, "gr.onnx")] {
+        for (name, params, zeros) in layers(report, &dir.join(file)) {
             assert_eq!(zeros, (0.6 * params as f64).round() as u64, "{name}");
         }
     }
@@ -245,6 +259,46 @@ fn bad_input_fails_cleanly_without_output() {
             &["--exclude nope", "conv1.weight"],
         ),
         (vec!["--method", "nm", "--sparsity", "0.5"], &["--sparsity"]),
+        // Options the method or schedule would ignore.
+        (
+            vec!["--method", "magnitude", "--round-to", "4"],
+            &["--round-to", "--method channel"],
+        ),
+        (
+            vec!["--method", "global", "--latency-runs", "5"],
+            &["--latency-runs", "--method channel"],
+        ),
+        (
+            vec!["--method", "magnitude", "--steps", "3"],
+            &["--steps", "--schedule iterative or gradual"],
+        ),
+        (
+            vec!["--method", "magnitude", "--curve", "cubic"],
+            &["--curve", "--schedule iterative or gradual"],
+        ),
+        (
+            vec!["--method", "random", "--temperature", "2"],
+            &["--temperature", "--distill"],
+        ),
+        (
+            vec!["--method", "random", "--alpha", "0.5"],
+            &["--alpha", "--distill"],
+        ),
+        (
+            vec!["--method", "magnitude", "--lr", "0.1"],
+            &["--lr", "--finetune-epochs"],
+        ),
+        (
+            vec![
+                "--method",
+                "magnitude",
+                "--schedule",
+                "iterative",
+                "--end-step",
+                "9",
+            ],
+            &["--end-step", "--schedule gradual"],
+        ),
     ];
     for (args, needles) in cases {
         let mut all = vec!["prune", &m, "-o", o, "--data", &data, "--eval-limit", "10"];

@@ -53,12 +53,13 @@ pub struct Args {
     /// Channel: rank all channels together (one global ratio) instead of per layer.
     #[arg(long)]
     global: bool,
-    /// Channel: keep channel counts multiples of K.
-    #[arg(long, default_value_t = 8)]
-    round_to: usize,
-    /// Channel: timed runs of the batch-1 latency before and after (0: not measured).
-    #[arg(long, default_value_t = 30)]
-    latency_runs: usize,
+    /// Channel: keep channel counts multiples of K [default: 8].
+    #[arg(long)]
+    round_to: Option<usize>,
+    /// Channel: timed runs of the batch-1 latency before and after (0: not measured)
+    /// [default: 30].
+    #[arg(long)]
+    latency_runs: Option<usize>,
     /// When pruning happens.
     #[arg(long, value_enum, default_value = "oneshot")]
     schedule: ScheduleArg,
@@ -68,15 +69,15 @@ pub struct Args {
     /// Sparsity curve of iterative and gradual schedules [default: linear / cubic].
     #[arg(long, value_enum)]
     curve: Option<CurveArg>,
-    /// Exponent of the polynomial curve.
-    #[arg(long, default_value_t = 3.0)]
-    power: f64,
-    /// Gradual: sparsity at the start step.
-    #[arg(long, default_value_t = 0.0)]
-    initial_sparsity: f64,
-    /// Gradual: first optimizer step that prunes.
-    #[arg(long, default_value_t = 0)]
-    start_step: u64,
+    /// Exponent of the polynomial curve [default: 3].
+    #[arg(long)]
+    power: Option<f64>,
+    /// Gradual: sparsity at the start step [default: 0].
+    #[arg(long)]
+    initial_sparsity: Option<f64>,
+    /// Gradual: first optimizer step that prunes [default: 0].
+    #[arg(long)]
+    start_step: Option<u64>,
     /// Gradual: step reaching the final sparsity [default: 3/4 of the training steps].
     #[arg(long)]
     end_step: Option<u64>,
@@ -115,12 +116,13 @@ pub struct Args {
     /// Fine-tune by distillation from the unpruned model (teacher) instead of labels alone.
     #[arg(long)]
     distill: bool,
-    /// Distillation softmax temperature (> 0).
-    #[arg(long, default_value_t = 4.0)]
-    temperature: f64,
-    /// Weight of the distillation term in [0, 1]; the rest is cross-entropy on labels.
-    #[arg(long, default_value_t = 0.9)]
-    alpha: f64,
+    /// Distillation softmax temperature (> 0) [default: 4].
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Weight of the distillation term in [0, 1]; the rest is cross-entropy on labels
+    /// [default: 0.9].
+    #[arg(long)]
+    alpha: Option<f64>,
     /// Overwrite an existing output (or the input model).
     #[arg(long)]
     force: bool,
@@ -269,13 +271,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let accuracy_after = accuracy(eval.as_ref(), &pruned.model)?;
     save_model(&pruned.model, &args.output)?;
-    let latency = match &channel {
-        Some(_) if args.latency_runs > 0 => {
+    let latency = match (&channel, args.latency_runs.unwrap_or(30)) {
+        (Some(_), runs @ 1..) => {
             let input = Path::new(&args.model);
             Some(prune_channel::latency(
                 (&model, input.is_file().then_some(input)),
                 (&pruned.model, &args.output),
-                args.latency_runs,
+                runs,
                 &mut pruned.notes,
             )?)
         }
@@ -350,8 +352,117 @@ fn check_args(args: &Args) -> anyhow::Result<f64> {
     if !channel && args.global {
         bail!("--global applies to --method channel (use --method global for one |w| threshold)");
     }
+    check_applicable(args)?;
     Ok(target)
 }
+
+/// Refuses an option that the method, schedule or fine-tuning asked for would ignore,
+/// naming it and what it applies to.
+fn check_applicable(args: &Args) -> anyhow::Result<()> {
+    let channel = matches!(args.method, MethodArg::Channel);
+    let gradual = args.schedule == ScheduleArg::Gradual;
+    let stepped = args.schedule != ScheduleArg::Oneshot;
+    let finetune = finetune_epochs(args) > 0;
+    let taylor = args.criterion.as_deref() == Some("taylor");
+    let polynomial = matches!(args.curve, Some(CurveArg::Polynomial));
+    let rules = [
+        (
+            "--round-to",
+            args.round_to.is_some(),
+            channel,
+            "--method channel",
+        ),
+        (
+            "--latency-runs",
+            args.latency_runs.is_some(),
+            channel,
+            "--method channel",
+        ),
+        (
+            "--steps",
+            args.steps.is_some(),
+            stepped,
+            "--schedule iterative or gradual",
+        ),
+        (
+            "--curve",
+            args.curve.is_some(),
+            stepped,
+            "--schedule iterative or gradual",
+        ),
+        (
+            "--power",
+            args.power.is_some(),
+            polynomial,
+            "--curve polynomial",
+        ),
+        (
+            "--initial-sparsity",
+            args.initial_sparsity.is_some(),
+            gradual,
+            "--schedule gradual",
+        ),
+        (
+            "--start-step",
+            args.start_step.is_some(),
+            gradual,
+            "--schedule gradual",
+        ),
+        (
+            "--end-step",
+            args.end_step.is_some(),
+            gradual,
+            "--schedule gradual",
+        ),
+        (
+            "--frequency",
+            args.frequency.is_some(),
+            gradual,
+            "--schedule gradual",
+        ),
+        (
+            "--temperature",
+            args.temperature.is_some(),
+            args.distill,
+            "--distill",
+        ),
+        ("--alpha", args.alpha.is_some(), args.distill, "--distill"),
+        ("--lr", args.lr.is_some(), finetune, FINE_TUNING),
+        (
+            "--optimizer",
+            args.optimizer.is_some(),
+            finetune,
+            FINE_TUNING,
+        ),
+        (
+            "--batch-size",
+            args.batch_size.is_some(),
+            finetune || taylor,
+            FINE_TUNING,
+        ),
+        (
+            "--limit",
+            args.limit.is_some(),
+            finetune || taylor,
+            FINE_TUNING,
+        ),
+        (
+            "--eval-limit",
+            args.eval_limit.is_some(),
+            args.data.is_some(),
+            "--data",
+        ),
+    ];
+    for (option, given, applies, needs) in rules {
+        if given && !applies {
+            bail!("{option} applies only with {needs}; it would be ignored here");
+        }
+    }
+    Ok(())
+}
+
+/// What options of fine-tuning need.
+const FINE_TUNING: &str = "fine-tuning (--finetune-epochs N with --data; iterative and gradual schedules fine-tune 1 epoch by default)";
 
 /// N and M of `--method nm` (2:4 by default).
 fn nm_sizes(args: &Args) -> (usize, usize) {
@@ -416,7 +527,7 @@ fn channel_pruner(
     prune_channel::pruner(
         model,
         prune_channel::criterion(args.criterion.as_deref(), seed)?,
-        (args.global, args.round_to),
+        (args.global, args.round_to.unwrap_or(8)),
         &args.exclude,
         train.map(|t| (t, args.batch_size.unwrap_or(32))),
     )
@@ -449,10 +560,11 @@ fn prune(
             train,
             config: finetune_config(args, train.len(), epochs)?,
             teacher: args.distill.then(|| {
+                let defaults = DistillConfig::default();
                 let cfg = DistillConfig {
-                    temperature: args.temperature,
-                    alpha: args.alpha,
-                    ..DistillConfig::default()
+                    temperature: args.temperature.unwrap_or(defaults.temperature),
+                    alpha: args.alpha.unwrap_or(defaults.alpha),
+                    ..defaults
                 };
                 (model, cfg)
             }),
@@ -525,7 +637,9 @@ fn curve(args: &Args, default: CurveArg) -> Curve {
         CurveArg::Linear => Curve::Linear,
         CurveArg::Cubic => Curve::Cubic,
         CurveArg::Exponential => Curve::Exponential,
-        CurveArg::Polynomial => Curve::Polynomial { power: args.power },
+        CurveArg::Polynomial => Curve::Polynomial {
+            power: args.power.unwrap_or(3.0),
+        },
     }
 }
 
@@ -538,19 +652,18 @@ fn gradual_schedule(
 ) -> anyhow::Result<GradualSchedule> {
     let per_epoch = steps_per_epoch(samples, args.batch_size.unwrap_or(32), 1) as u64;
     let total = per_epoch * epochs as u64;
-    let end = args
-        .end_step
-        .unwrap_or((total * 3 / 4).max(args.start_step + 1));
+    let start = args.start_step.unwrap_or(0);
+    let end = args.end_step.unwrap_or((total * 3 / 4).max(start + 1));
     let updates = args.steps.unwrap_or(10).max(1) as u64;
     let schedule = GradualSchedule {
         curve: curve(args, CurveArg::Cubic),
-        initial: args.initial_sparsity,
+        initial: args.initial_sparsity.unwrap_or(0.0),
         last: target,
-        start: args.start_step,
+        start,
         end,
         frequency: args
             .frequency
-            .unwrap_or((end.saturating_sub(args.start_step) / updates).max(1)),
+            .unwrap_or((end.saturating_sub(start) / updates).max(1)),
     };
     schedule.check().context("--schedule gradual")?;
     Ok(schedule)

@@ -6,7 +6,7 @@ use whittle_ir::Model;
 use super::layers::{prunable_layers, read_weights, LayerWeights, PrunableLayer};
 use super::magnitude::{global, magnitude_scores, per_layer, random};
 use super::mask::{apply, check_sparsity, Mask};
-use super::nm::{check_nm, nm_mask};
+use super::nm::{check_nm, nm_masks};
 use super::{Pruned, Pruner};
 use crate::{bail, Result};
 
@@ -60,13 +60,7 @@ impl Unstructured {
             Method::Magnitude => (per_layer(weights, sparsity, magnitude_scores), Vec::new()),
             Method::Global => global(weights, sparsity),
             Method::Random { seed } => (random(weights, sparsity, seed), Vec::new()),
-            Method::NM { n, m } => (
-                weights
-                    .iter()
-                    .map(|w| nm_mask(w, n, m))
-                    .collect::<Result<_>>()?,
-                Vec::new(),
-            ),
+            Method::NM { n, m } => nm_masks(weights, n, m)?,
         })
     }
 

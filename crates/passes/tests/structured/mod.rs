@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use whittle_data::{Dataset, Split};
+use whittle_ir::numeric::max_abs_diff;
 use whittle_ir::{ExternalData, Model, TensorData};
 use whittle_passes::optimize::verify::{random_inputs, relative_diff, run_model};
 use whittle_passes::prune::channel::depgraph::analyze;
@@ -35,12 +36,14 @@ pub fn onnx_check(path: &Path) {
     );
 }
 
-/// Largest relative difference between two output lists.
+/// Largest relative difference between two output lists (infinite when one is not a
+/// number: each output's difference is measured against agreement, 0, by `max_abs_diff`).
 pub fn max_diff(got: &[TensorData], want: &[TensorData]) -> f64 {
     assert_eq!(got.len(), want.len());
-    (got.iter().zip(want))
+    let diffs: Vec<f64> = (got.iter().zip(want))
         .map(|(g, w)| relative_diff(g, w).unwrap())
-        .fold(0.0, f64::max)
+        .collect();
+    max_abs_diff(diffs.iter().copied(), diffs.iter().map(|_| 0.0))
 }
 
 /// Outputs of `model` in whittle's executor.
