@@ -267,7 +267,7 @@ pub fn clip_range(
         }
         CalibrationMethod::Entropy => {
             let folded = without_point_masses(&h.folded());
-            let t = entropy_threshold(&folded, h.limit, entropy_levels(scheme, lo));
+            let t = entropy_threshold(&folded, h.limit, |t| entropy_levels(scheme, lo, hi, t));
             (-t, t)
         }
         CalibrationMethod::Mse => mse_range(h, lo, hi, scheme),
@@ -275,16 +275,25 @@ pub fn clip_range(
     (a.max(lo), b.min(hi))
 }
 
-/// Integer levels that cover `[0, t]`: all of them for an asymmetric scheme on
-/// non-negative data (e.g. after a Relu), half of them otherwise.
-pub fn entropy_levels(scheme: &Scheme, min: f32) -> usize {
+/// Integer levels that cover `[0, t]` when data seen over `[min, max]` is clipped at
+/// `±t`: half of them for a symmetric scheme, and for an asymmetric one the share of
+/// `[0, t]` in the clipped range (with 0 in it). Non-negative data (after a Relu) gets
+/// all of them, and so does nearly: a SiLU's output, whose negative side ends at -0.28
+/// while the positive side reaches 10, has 248 of uint8's 255 levels over `[0, 10]`, not
+/// 127 (which made the KL search clip such tensors about twice as hard as it should).
+pub fn entropy_levels(scheme: &Scheme, min: f32, max: f32, t: f32) -> usize {
     let (qmin, qmax) = scheme.qrange();
-    let span = (qmax - qmin) as usize;
-    if !scheme.symmetric && min >= 0.0 {
-        span
+    let span = (qmax - qmin) as f32;
+    let (lo, hi) = (min.max(-t).min(0.0), max.min(t).max(0.0));
+    let width = if scheme.symmetric {
+        2.0 * (-lo).max(hi)
     } else {
-        span / 2
+        hi - lo
+    };
+    if width <= 0.0 {
+        return span as usize;
     }
+    (span * t / width).round().clamp(1.0, span) as usize
 }
 
 /// `folded` with point masses levelled: a bin holding more than [`POINT_MASS_RATIO`] times
@@ -309,21 +318,24 @@ pub fn without_point_masses(folded: &[u64]) -> Vec<u64> {
 pub const POINT_MASS_RATIO: u64 = 8;
 
 /// The |x| threshold minimising KL(P || Q), where P is the |x| histogram clipped at the
-/// threshold (outliers folded into the last bin) and Q is P squeezed into `levels` levels.
-pub fn entropy_threshold(folded: &[u64], limit: f32, levels: usize) -> f32 {
+/// threshold (outliers folded into the last bin) and Q is P squeezed into the
+/// `levels_at(threshold)` levels that cover it (see [`entropy_levels`]). Thresholds whose
+/// levels would be narrower than a bin are skipped; `limit` when none is left.
+pub fn entropy_threshold(folded: &[u64], limit: f32, levels_at: impl Fn(f32) -> usize) -> f32 {
     let n = folded.len();
     let width = limit / n as f32;
-    if n <= levels {
-        return limit;
-    }
     // Thresholds past the largest value clip nothing: the search ends at the bin holding it.
     let used = folded
         .iter()
         .rposition(|&c| c > 0)
-        .map_or(n, |last| (last + 1).max(levels));
+        .map_or(n, |last| last + 1);
     let sums = PrefixSums::new(folded);
     let mut best = (f64::INFINITY, n);
-    for i in levels..=used {
+    for i in 1..=used {
+        let levels = levels_at(i as f32 * width);
+        if levels > i {
+            continue;
+        }
         let kl = sums.clipped_kl(folded, i, levels);
         if kl < best.0 {
             best = (kl, i);
@@ -526,15 +538,60 @@ mod tests {
             *c = 1000 - 4 * i as u64;
         }
         folded[1023] = 1;
-        let t = entropy_threshold(&folded, 10.24, 128);
+        let t = entropy_threshold(&folded, 10.24, |_| 128);
         assert!(t < 3.0, "{t}");
+    }
+
+    #[test]
+    fn entropy_levels_follow_the_clipped_range() {
         let u8s = Scheme::activations(QuantType::Uint8);
-        assert_eq!(entropy_levels(&u8s, 0.0), 255);
-        assert_eq!(entropy_levels(&u8s, -1.0), 127);
-        assert_eq!(
-            entropy_levels(&Scheme::activations(QuantType::Int8), 0.0),
-            127
+        // After a Relu: all 255 levels over [0, t].
+        assert_eq!(entropy_levels(&u8s, 0.0, 10.0, 4.0), 255);
+        // Symmetric data clipped inside both ends: half of them.
+        assert_eq!(entropy_levels(&u8s, -10.0, 10.0, 4.0), 128);
+        // A SiLU's output, [-0.28, 10] clipped at 4: 255 * 4 / 4.28 levels over [0, 4].
+        assert_eq!(entropy_levels(&u8s, -0.28, 10.0, 4.0), 238);
+        // Mostly negative data: the clipped range is [-4, 0.5].
+        assert_eq!(entropy_levels(&u8s, -10.0, 0.5, 4.0), 227);
+        // A symmetric scheme always spends half of its levels on each side.
+        let i8s = Scheme::activations(QuantType::Int8);
+        assert_eq!(entropy_levels(&i8s, -0.28, 10.0, 4.0), 127);
+        assert_eq!(entropy_levels(&i8s, 0.0, 10.0, 4.0), 127);
+    }
+
+    #[test]
+    fn a_mostly_negative_silu_output_keeps_its_positive_tail() {
+        // SiLU(x) for x = -3 + Laplace(1): most values lie in [-0.28, 0], a tail reaches 7.8
+        // (YOLOv8's activations look like this). Folded, the negative mass sits below
+        // 0.28, yet uint8's range [-0.28, t] spends nearly all 255 levels on [0, t]: a
+        // search with 127 levels over [0, t] clips the tail harder and quantizes worse.
+        let n = 50_000;
+        let silu: Vec<f32> = (0..n)
+            .map(|i| {
+                let p = (i as f32 + 0.5) / n as f32;
+                let z = if p < 0.5 {
+                    (2.0 * p).ln()
+                } else {
+                    -(2.0 * (1.0 - p)).ln()
+                };
+                let x = z - 3.0;
+                x / (1.0 + (-x).exp())
+            })
+            .collect();
+        let mut h = Histogram::new(2048);
+        h.update(&silu);
+        let mut seen = MinMax::default();
+        seen.update(&silu);
+        let u8s = Scheme::activations(QuantType::Uint8);
+        let (lo, hi) = clip_range(&CalibrationMethod::Entropy, &seen, Some(&h), &u8s);
+        assert_eq!(lo, seen.min);
+        let halved = entropy_threshold(&without_point_masses(&h.folded()), h.limit, |_| 127);
+        assert!(hi > 1.2 * halved, "{hi} {halved}");
+        let (err, err_halved) = (
+            quantization_mse(&h, (lo, hi), &u8s),
+            quantization_mse(&h, (lo, halved), &u8s),
         );
+        assert!(err < 0.5 * err_halved, "{err} {err_halved}");
     }
 
     /// `n` exponentially distributed values (a Relu-like tail), by inverse CDF.
@@ -549,7 +606,7 @@ mod tests {
     fn threshold_of(values: &[f32], prepare: fn(&[u64]) -> Vec<u64>) -> f32 {
         let mut h = Histogram::new(2048);
         h.update(values);
-        entropy_threshold(&prepare(&h.folded()), h.limit, 255)
+        entropy_threshold(&prepare(&h.folded()), h.limit, |_| 255)
     }
 
     #[test]
