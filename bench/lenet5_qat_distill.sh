@@ -7,7 +7,7 @@
 #   integer kernels);
 # - a `zoo:mlp:hidden=32` student distilled from LeNet5 (T = 4, alpha = 0.7) against the
 #   same student trained alone (same data, epochs, seed, LR).
-# Both train with plain SGD at a constant rate, batch 32.
+# Every run trains with plain SGD at a constant rate, batch 32.
 # Every command's --json output is kept in OUT_DIR; the tables (Markdown, headed by the
 # machine, the date and the settings) go to OUT_DIR/qat.md and OUT_DIR/distill.md and stdout.
 #

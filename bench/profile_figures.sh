@@ -78,7 +78,7 @@ def count(n):
             return f"{n / scale:.3g}{unit}"
     return str(n)
 
-print("| model | time per run | MACs | top operator types (share of time, nodes) | top nodes |")
+print("| model | mean time per run | MACs | top operator types (share of time, nodes) | top nodes |")
 print("|---|---|---|---|---|")
 for name, label in (("lenet5", "LeNet5, batch 1"), ("minilm", "MiniLM-L3, batch 1, seq 128"),
                     ("yolo", "YOLOv8n-320, batch 1")):
