@@ -3,10 +3,13 @@
 # pretrained MNIST LeNet5 (lossless graph optimization, static INT8 per-channel calibrated on
 # 512 MNIST training images, FP16; and 50% structured channel pruning with one epoch of
 # fine-tuning on 10,000 training images, then INT8) and print size on disk, ONNX Runtime
-# latency and accuracy on the 10,000 MNIST test images, before and after.
+# latency and accuracy on the 10,000 MNIST test images, before and after. Installs ONNX
+# Runtime (and the onnx package the asset script uses) with pip when python3 lacks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WHITTLE_ASSETS=${WHITTLE_ASSETS:-$HOME/.cache/whittle-assets}
+python3 -c "import onnxruntime, onnx, numpy" 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
 scripts/fetch-assets.sh "$WHITTLE_ASSETS"
 cargo build --release -q -p whittle-cli
 whittle=target/release/whittle
