@@ -31,8 +31,7 @@ limit="${4:-10000}"
 methods="${METHODS:-channel magnitude nm qat}"
 whittle="${WHITTLE:-target/release/whittle}"
 mkdir -p "$out"
-tune=(--data "$data" --limit "$limit" --optimizer adamw --lr 0.001 --batch-size 64 --seed 0
-  --latency-runs "${LATENCY_RUNS:-30}")
+tune=(--data "$data" --limit "$limit" --optimizer adamw --lr 0.001 --batch-size 64 --seed 0)
 [[ "${DISTILL:-0}" == 1 ]] && tune+=(--distill)
 
 # The rows METHODS asks for, as NAME:METHOD:TARGET.
@@ -66,6 +65,8 @@ if [[ "${TABLE_ONLY:-0}" != 1 ]]; then
         [[ -n "${NM_EXCLUDE-block1.conv}" ]] && exclude=(--exclude "${NM_EXCLUDE-block1.conv}")
         run nm-2-4 prune "$model" --method nm "${exclude[@]}" --finetune-epochs 1 "${tune[@]}"
         ;;
+      channel-*) run "$name" prune "$model" --method channel --sparsity "${name##*-}" \
+        --finetune-epochs 1 --latency-runs "${LATENCY_RUNS:-30}" "${tune[@]}" ;;
       *) run "$name" prune "$model" --method "${name%-*}" --sparsity "${name##*-}" \
         --finetune-epochs 1 "${tune[@]}" ;;
     esac
