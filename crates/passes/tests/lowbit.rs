@@ -50,14 +50,18 @@ fn cosine(a: &[f64], b: &[f64]) -> f64 {
     dot / (na * nb)
 }
 
-/// Smallest per-row cosine of two [rows, d] tensors.
+/// Smallest per-row cosine of two [rows, d] tensors; NaN when any row's is (`f64::min`
+/// would drop it and let a NaN output pass).
 fn min_row_cosine(a: &TensorData, b: &TensorData) -> f64 {
     let d = *a.dims().last().unwrap();
     let (va, vb) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
     va.chunks(d)
         .zip(vb.chunks(d))
         .map(|(x, y)| cosine(x, y))
-        .fold(f64::INFINITY, f64::min)
+        .fold(
+            f64::INFINITY,
+            |m, c| if c.is_nan() || c < m { c } else { m },
+        )
 }
 
 /// MNIST test accuracy of a LeNet5 file in ONNX Runtime.
