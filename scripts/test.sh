@@ -5,9 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export WHITTLE_ASSETS=${WHITTLE_ASSETS:-$HOME/.cache/whittle-assets}
-python3 -c "import onnxruntime, onnx, numpy" 2>/dev/null ||
-  python3 -m pip install -q --disable-pip-version-check -r scripts/requirements.txt
-scripts/fetch-assets.sh "$WHITTLE_ASSETS"
+scripts/setup.sh
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
