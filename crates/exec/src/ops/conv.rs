@@ -390,7 +390,12 @@ pub fn conv_nd(
         );
     }
     let r = window.resolve(&x.dims()[2..], false)?;
-    check_size(&[&[x.dim(0)?, w.dim(0)?], &r.out[..]].concat())?;
+    let out_dims = [&[x.dim(0)?, w.dim(0)?], &r.out[..]].concat();
+    check_size(&out_dims)?;
+    if x.elem_count() == 0 || w.elem_count() == 0 {
+        // An empty batch or no channels: a sum over nothing, so only the bias remains.
+        return add_bias(Tensor::zeros(out_dims, x.dtype(), x.device())?, bias);
+    }
     let symmetric = n < 3 && r.begin == r.end && all_equal(&r.begin);
     let (x, pad) = if symmetric {
         (x.clone(), r.begin[0])
