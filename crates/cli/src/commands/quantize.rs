@@ -43,7 +43,7 @@ pub struct Args {
     /// How activation ranges are chosen (static mode) [default: minmax].
     #[arg(long, value_enum)]
     calibration: Option<CalibrationArg>,
-    /// Percentile for --calibration percentile [default: 99.99].
+    /// Percentile for --calibration percentile [default: 99.999, as ONNX Runtime].
     #[arg(long)]
     percentile: Option<f64>,
     /// Histogram bins per tensor for entropy, percentile and mse calibration [default: 2048].

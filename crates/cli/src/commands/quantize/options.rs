@@ -92,7 +92,7 @@ pub(super) fn check(args: &Args) -> anyhow::Result<()> {
 
 /// The INT8 library config from the flags (defaults for those not given).
 pub(super) fn int8_config(args: &Args) -> anyhow::Result<QuantConfig> {
-    let percentile = args.percentile.unwrap_or(99.99);
+    let percentile = args.percentile.unwrap_or(99.999);
     if !(percentile > 50.0 && percentile <= 100.0) {
         bail!("--percentile must be in (50, 100], got {percentile}");
     }
