@@ -306,6 +306,20 @@ fn bad_input_fails_cleanly_and_leaves_no_file() {
             "--mode dynamic does not use --calibration (for static), --block-size (for int4)",
         ),
         (
+            vec![
+                "quantize",
+                l,
+                "-o",
+                &o,
+                "--mode",
+                "dynamic",
+                "--no-latency",
+                "--threads",
+                "2",
+            ],
+            "--no-latency skips it",
+        ),
+        (
             vec!["quantize", l, "-o", &o, "--mode", "fp16", "--per-channel"],
             "--mode fp16 does not use --per-channel (for static, dynamic)",
         ),

@@ -93,9 +93,10 @@ pub struct Args {
     /// calibration keeps (faster, but those values stay in memory).
     #[arg(long, default_value_t = 16, value_name = "N")]
     verify_samples: usize,
-    /// ONNX Runtime intra-op threads for the latency measurement (0: one per core).
-    #[arg(long, default_value_t = 1, value_name = "N")]
-    threads: usize,
+    /// ONNX Runtime intra-op threads for the latency measurement (0: one per core)
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Skip measuring ONNX Runtime latency before and after.
     #[arg(long)]
     no_latency: bool,
@@ -411,9 +412,10 @@ fn measure_latency(
     sample: &HashMap<String, TensorData>,
     report: &mut QuantReport,
 ) {
+    let defaults = quantize::latency::LatencyOptions::default();
     let opts = quantize::latency::LatencyOptions {
-        threads: args.threads,
-        ..Default::default()
+        threads: args.threads.unwrap_or(defaults.threads),
+        ..defaults
     };
     let tmp = whittle_ir::files::TempPath::beside(&args.output);
     let measured = quantized

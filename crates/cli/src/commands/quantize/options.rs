@@ -84,6 +84,9 @@ pub(super) fn check(args: &Args) -> anyhow::Result<()> {
             bail!("--accuracy-budget needs --eval-data SPEC");
         }
     }
+    if args.no_latency && args.threads.is_some() {
+        bail!("--threads sets the latency measurement's threads; --no-latency skips it");
+    }
     if args.calib_samples == Some(0) {
         bail!("--calib-samples must be at least 1");
     }
