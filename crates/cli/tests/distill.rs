@@ -33,8 +33,6 @@ fn features_of_another_width_train_through_projections_left_out_of_the_output() 
         "1000",
         "--epochs",
         "1",
-        "--lr",
-        "0.05",
         "--test-samples",
         "500",
         "-o",
@@ -77,8 +75,6 @@ fn a_small_mlp_learns_from_lenet5() {
         "3000",
         "--epochs",
         "2",
-        "--lr",
-        "0.05",
         "--temperature",
         "4",
         "--alpha",
@@ -91,7 +87,13 @@ fn a_small_mlp_learns_from_lenet5() {
     ]);
     let acc = |k: &str| json[k].as_f64().unwrap();
     assert!(acc("teacher_accuracy") > 0.97, "{json}");
+    // The untrained student guesses; distillation must take it far above that.
+    assert!(acc("student_accuracy_before") < 0.3, "{json}");
     assert!(acc("student_accuracy") > 0.75, "{json}");
+    assert!(
+        acc("student_accuracy") > acc("student_accuracy_before") + 0.5,
+        "{json}"
+    );
     let (t, s) = (
         json["teacher_params"].as_u64().unwrap(),
         json["student_params"].as_u64().unwrap(),
@@ -147,5 +149,30 @@ fn distill_refuses_bad_settings() {
     );
     let out = run(&["--student", STUDENT, "--feature-weight=-1"]);
     assert_clean_error(&out, &["--feature-weight -1"]);
+    // Options and outputs that would only fail after training are refused first.
+    let out = run(&["--student", STUDENT, "--test-samples", "0"]);
+    assert_clean_error(&out, &["--test-samples must be at least 1"]);
+    let file = dir.join("a-file");
+    std::fs::write(&file, b"x").unwrap();
+    let out = run(&[
+        "--student",
+        STUDENT,
+        "--checkpoint-dir",
+        file.to_str().unwrap(),
+    ]);
+    assert_clean_error(&out, &["--checkpoint-dir", "is a file"]);
+    let missing = dir.join("missing/s.onnx").display().to_string();
+    let out = whittle(&[
+        "distill",
+        "--teacher",
+        &lenet,
+        "--student",
+        STUDENT,
+        "--data",
+        &mnist,
+        "-o",
+        &missing,
+    ]);
+    assert_clean_error(&out, &["output folder", "does not exist"]);
     assert!(!std::path::Path::new(&o).exists());
 }

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::path::Path;
 
-use support::{assert_clean_error, asset, mnist_spec, python, scratch, whittle, whittle_json};
+use support::{
+    assert_clean_error, asset, mnist_spec, python, scratch, whittle, whittle_json, whittle_text,
+};
 use whittle_data::Split;
 use whittle_exec::{Executor, Value};
 use whittle_ir::{DataType, ExternalData, Model, TensorData};
@@ -194,5 +196,31 @@ fn qat_refuses_bad_input() {
         &mnist,
     ]);
     assert_clean_error(&out, &["nothing to quantize"]);
+    for (flag, value) in [("--test-samples", "0"), ("--calib-samples", "0")] {
+        let out = whittle(&["qat", &lenet, "-o", &o, "--data", &mnist, flag, value]);
+        assert_clean_error(&out, &[&format!("{flag} must be at least 1")]);
+    }
+    // Every weight and bias trains (not only what Conv and Gemm read directly), and the
+    // log counts them: LeNet5 has 648,226.
+    let (code, _, err) = whittle_text(&[
+        "qat",
+        &lenet,
+        "-o",
+        &o,
+        "--data",
+        &mnist,
+        "--limit",
+        "64",
+        "--calib-samples",
+        "32",
+        "--test-samples",
+        "20",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("(648226 parameters, 2.5 MiB;"),
+        "memory line: {err}"
+    );
+    std::fs::remove_file(&o).unwrap();
     assert!(!Path::new(&o).exists());
 }

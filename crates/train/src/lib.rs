@@ -17,6 +17,7 @@
 pub mod checkpoint;
 pub mod distill;
 pub mod error;
+pub mod finite;
 pub mod loss;
 pub mod memory;
 pub mod optim;

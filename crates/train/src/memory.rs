@@ -12,7 +12,9 @@ use crate::error::Result;
 /// Estimated bytes of one training step.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MemoryEstimate {
-    /// Trainable parameters.
+    /// Number of trainable values.
+    pub parameter_count: u64,
+    /// Bytes of the trainable parameters.
     pub parameters: u64,
     /// Their gradients.
     pub gradients: u64,
@@ -38,6 +40,11 @@ pub fn estimate(
     state_copies: u64,
     bounds: Option<&[usize]>,
 ) -> Result<MemoryEstimate> {
+    let parameter_count: u64 = exec
+        .params()
+        .values()
+        .map(|v| v.as_tensor().elem_count() as u64)
+        .sum();
     let parameters: u64 = exec
         .params()
         .values()
@@ -65,6 +72,7 @@ pub fn estimate(
     let checkpointed = (bounds.len() > 2).then_some(boundary + largest);
     let kept = checkpointed.unwrap_or(activations);
     Ok(MemoryEstimate {
+        parameter_count,
         parameters,
         gradients: parameters,
         optimizer_state: parameters * state_copies,

@@ -42,9 +42,10 @@ pub struct OptimizerConfig {
 }
 
 impl Default for OptimizerConfig {
+    /// AdamW with PyTorch's betas and eps and no weight decay.
     fn default() -> Self {
         OptimizerConfig {
-            kind: OptimizerKind::Sgd,
+            kind: OptimizerKind::AdamW,
             momentum: 0.0,
             nesterov: false,
             weight_decay: 0.0,
@@ -77,6 +78,28 @@ impl OptimizerConfig {
             bail!("optimizer eps {} must be positive", self.eps);
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Display for OptimizerConfig {
+    /// The update rule and the settings it uses, e.g. `sgd (momentum 0.9, weight decay 0)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let c = self;
+        match c.kind {
+            OptimizerKind::Sgd => {
+                let nesterov = if c.nesterov { ", nesterov" } else { "" };
+                write!(f, "sgd (momentum {}{nesterov}", c.momentum)?;
+            }
+            OptimizerKind::Adam | OptimizerKind::AdamW => {
+                let name = if c.kind == OptimizerKind::Adam {
+                    "adam"
+                } else {
+                    "adamw"
+                };
+                write!(f, "{name} (betas {}/{}, eps {:e}", c.beta1, c.beta2, c.eps)?;
+            }
+        }
+        write!(f, ", weight decay {})", c.weight_decay)
     }
 }
 
@@ -237,6 +260,7 @@ mod tests {
     #[test]
     fn sgd_momentum_nesterov_and_weight_decay_follow_pytorch() {
         let sgd = |momentum, nesterov, weight_decay| OptimizerConfig {
+            kind: OptimizerKind::Sgd,
             momentum,
             nesterov,
             weight_decay,

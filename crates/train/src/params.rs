@@ -24,6 +24,9 @@ fn parameter_slots(op: &str) -> &'static [usize] {
         "PRelu" => &[1],
         "Gather" => &[0],
         "Where" => &[1, 2],
+        // QAT training graphs: the weight a fake quantization reads, and a learned `[1]`
+        // step size (fixed step sizes are scalars, which are never parameters).
+        "FakeQuantize" => &[0, 1],
         _ => &[],
     }
 }

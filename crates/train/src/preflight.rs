@@ -10,6 +10,7 @@ use whittle_ir::DataType;
 
 use crate::bail;
 use crate::error::Result;
+use crate::finite;
 use crate::step::{forward_backward, LossFn, PassOptions};
 
 /// The batch size the model's input fixes, if it does.
@@ -39,6 +40,7 @@ pub fn check_data(
         if data.is_empty() {
             bail!("the {what} data is empty");
         }
+        finite::check_dataset(data, what)?;
         if let Some(dims) = &spec.dims {
             let sample = data.sample_dims();
             let fits = dims.len() == sample.len() + 1

@@ -2,7 +2,7 @@
 //! optimizer, LR schedule, gradient clipping and accumulation, frozen parameters,
 //! BatchNormalization running statistics, early stopping, checkpoints and resume.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,7 +15,8 @@ use whittle_ir::{Model, TensorData};
 
 use crate::bail;
 use crate::checkpoint::{self, TrainState};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+use crate::finite;
 use crate::loss::cross_entropy;
 use crate::memory::{self, MemoryEstimate};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
@@ -64,6 +65,9 @@ pub struct TrainConfig {
     pub checkpoint_dir: Option<PathBuf>,
     /// Seed of shuffling and dropout.
     pub seed: u64,
+    /// What the run trains on, as its user named it (the CLI records `--model`, `--data`
+    /// and `--limit`); saved in checkpoints, and resuming with another value is refused.
+    pub identity: BTreeMap<String, String>,
     /// Gradient checkpointing: recompute activations in this many graph segments.
     pub recompute_segments: Option<usize>,
     /// Augmentation: pad each training image by this many pixels and crop back at a random
@@ -82,13 +86,18 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
+    /// What a PyTorch or Keras user expects to work on a fresh model: AdamW at lr 0.003
+    /// decaying along a cosine to 0, batches of 32 (Keras's default), one epoch.
     fn default() -> Self {
         TrainConfig {
             epochs: 1,
             batch_size: 32,
             optimizer: OptimizerConfig::default(),
-            lr: 0.01,
-            schedule: Schedule::Constant,
+            lr: 3e-3,
+            schedule: Schedule::WarmupCosine {
+                warmup: 0,
+                min_lr: 0.0,
+            },
             label_smoothing: 0.0,
             clip_grad_norm: None,
             accumulate: 1,
@@ -97,6 +106,7 @@ impl Default for TrainConfig {
             monitor: Monitor::ValAccuracy,
             checkpoint_dir: None,
             seed: 0,
+            identity: BTreeMap::new(),
             recompute_segments: None,
             crop_padding: 0,
             horizontal_flip: false,
@@ -184,6 +194,8 @@ pub struct Trainer {
     step_hooks: Vec<StepHook>,
     best_model: Option<Model>,
     state: TrainState,
+    /// The epoch of the last checkpoint in `config.checkpoint_dir`, if one is there.
+    saved_epoch: Option<usize>,
 }
 
 impl Trainer {
@@ -208,6 +220,11 @@ impl Trainer {
         };
         let input = input.name.clone();
         let output = exec.output_names().first().cloned().unwrap_or_default();
+        let state = TrainState {
+            optimizer: Some(config.optimizer.clone()),
+            identity: config.identity.clone(),
+            ..TrainState::default()
+        };
         Ok(Trainer {
             model: model.clone(),
             exec,
@@ -219,17 +236,30 @@ impl Trainer {
             loss: None,
             step_hooks: Vec::new(),
             best_model: None,
-            state: TrainState::default(),
+            state,
+            saved_epoch: None,
         })
     }
 
     /// Continues the run saved in checkpoint directory `dir` with `config` (the same
-    /// settings and seed reproduce the uninterrupted run exactly).
+    /// settings and seed reproduce the uninterrupted run exactly). Refuses other optimizer
+    /// settings or another [`TrainConfig::identity`] value than the checkpoint's.
     pub fn resume(dir: &Path, config: TrainConfig) -> Result<Self> {
         let (model, optimizer, state) = checkpoint::load(dir)?;
+        check_same_run(dir, &state, &config)?;
+        let same_dir = |d: &PathBuf| d.canonicalize().ok() == dir.canonicalize().ok();
+        let saved = config.checkpoint_dir.as_ref().is_some_and(same_dir);
         let mut trainer = Trainer::new(&model, config)?;
         trainer.optimizer.load_state(optimizer, state.step)?;
-        trainer.state = state;
+        trainer.saved_epoch = saved.then_some(state.epoch);
+        // What this run does not name (e.g. a --model left out) stays as recorded.
+        let mut identity = state.identity.clone();
+        identity.append(&mut trainer.state.identity);
+        trainer.state = TrainState {
+            optimizer: trainer.state.optimizer.take(),
+            identity,
+            ..state
+        };
         Ok(trainer)
     }
 
@@ -306,6 +336,7 @@ impl Trainer {
         self.loss = Some(loss);
         reached?;
         if self.config.verbose {
+            eprintln!("{}", describe_run(&self.config));
             eprintln!("{}", describe_memory(&memory));
         }
         let mut stopped_early = false;
@@ -316,6 +347,7 @@ impl Trainer {
             if let Some(dir) = self.config.checkpoint_dir.clone() {
                 let state = self.optimizer.state_tensors();
                 checkpoint::save(&dir, &self.model()?, &state, &self.state)?;
+                self.saved_epoch = Some(self.state.epoch);
             }
         }
         let run_over = stopped_early || self.state.epoch == self.config.epochs;
@@ -426,7 +458,14 @@ impl Trainer {
                     running_stats: Some(&mut stats),
                 },
             )?;
+            if !pass.loss.is_finite() {
+                return Err(self.diverged(epoch, i, format!("the loss is {}", pass.loss)));
+            }
             for (name, v) in stats {
+                if !finite::is_finite(v.tensor())? {
+                    let what = format!("the BatchNormalization statistic '{name}' is not finite");
+                    return Err(self.diverged(epoch, i, what));
+                }
                 self.exec.set_initializer(&name, v)?;
             }
             totals.add(&pass, &batch.labels, &self.output)?;
@@ -436,6 +475,10 @@ impl Trainer {
                 let grads = group.take_mean(self.config.clip_grad_norm)?;
                 self.optimizer.step(self.exec.params(), &grads, lr)?;
                 self.state.step += 1;
+                if let Some(name) = self.non_finite_parameter()? {
+                    let what = format!("the parameter '{name}' is not finite after the update");
+                    return Err(self.diverged(epoch, i, what));
+                }
                 let context = StepContext {
                     epoch,
                     step: self.state.step,
@@ -467,6 +510,37 @@ impl Trainer {
             eprintln!("{}", describe_epoch(&report, self.config.epochs));
         }
         Ok(report)
+    }
+
+    /// The first trainable parameter (by name) holding a NaN or infinity.
+    fn non_finite_parameter(&self) -> Result<Option<String>> {
+        let mut names: Vec<&String> = self.exec.params().keys().collect();
+        names.sort();
+        for name in names {
+            if !finite::is_finite(self.exec.params()[name].as_tensor())? {
+                return Ok(Some(name.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The error ending a run whose values stopped being finite in `batch` of `epoch`
+    /// (both 0-based), saying what to change and which checkpoint is left.
+    fn diverged(&self, epoch: usize, batch: usize, what: String) -> TrainError {
+        let kept = match (&self.config.checkpoint_dir, self.saved_epoch) {
+            (Some(dir), Some(done)) => {
+                format!("; the checkpoint in {} keeps epoch {done}", dir.display())
+            }
+            (Some(dir), None) => format!("; no checkpoint was written to {}", dir.display()),
+            (None, _) => String::new(),
+        };
+        TrainError::Invalid(format!(
+            "training diverged in epoch {}, batch {} (optimizer step {}): {what}; lower --lr (now {:e}) or clip gradients with --clip-grad-norm{kept}",
+            epoch + 1,
+            batch + 1,
+            self.state.step,
+            self.config.lr
+        ))
     }
 
     fn progress_bar(&self, batches: usize, epoch: usize) -> ProgressBar {
@@ -582,6 +656,27 @@ pub fn split_validation(data: &Dataset, fraction: f64, seed: u64) -> Result<(Dat
         Ok(Dataset::new(images, labels, data.num_classes)?)
     };
     Ok((part(&order[n_val..])?, part(&order[..n_val])?))
+}
+
+/// Refuses to resume `state` (read from `dir`) with other optimizer settings or another
+/// identity value than the run that wrote it.
+fn check_same_run(dir: &Path, state: &TrainState, config: &TrainConfig) -> Result<()> {
+    let refuse = |what: &str, then: &str, now: &str| {
+        TrainError::Invalid(format!(
+            "the checkpoint in {} was trained with {what} {then}, this run gives {now}: resume with the same {what}, or start a new run",
+            dir.display()
+        ))
+    };
+    for (key, now) in &config.identity {
+        if let Some(then) = state.identity.get(key).filter(|then| *then != now) {
+            return Err(refuse(key, then, now));
+        }
+    }
+    if let Some(then) = state.optimizer.as_ref().filter(|o| **o != config.optimizer) {
+        let now = config.optimizer.to_string();
+        return Err(refuse("--optimizer", &then.to_string(), &now));
+    }
+    Ok(())
 }
 
 fn check_config(c: &TrainConfig) -> Result<()> {
@@ -708,7 +803,23 @@ pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> R
 }
 
 fn human_bytes(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+    whittle_ir::memory::human_bytes(b.into())
+}
+
+/// The run's settings as one line: optimizer, learning rate and schedule, batch, epochs.
+pub fn describe_run(c: &TrainConfig) -> String {
+    let schedule = serde_json::to_value(&c.schedule)
+        .ok()
+        .and_then(|v| v["kind"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let accumulate = match c.accumulate {
+        1 => String::new(),
+        k => format!(" x {k} accumulated"),
+    };
+    format!(
+        "training: {}, lr {:e} ({schedule}), batch {}{accumulate}, {} epochs, seed {}",
+        c.optimizer, c.lr, c.batch_size, c.epochs, c.seed
+    )
 }
 
 /// The memory estimate as one line.
@@ -718,8 +829,9 @@ pub fn describe_memory(m: &MemoryEstimate) -> String {
         None => String::new(),
     };
     format!(
-        "memory estimate: peak {} (parameters {}, gradients {}, optimizer state {}, activations {}{recompute})",
+        "memory estimate: peak {} ({} parameters, {}; gradients {}, optimizer state {}, activations {}{recompute})",
         human_bytes(m.peak),
+        m.parameter_count,
         human_bytes(m.parameters),
         human_bytes(m.gradients),
         human_bytes(m.optimizer_state),

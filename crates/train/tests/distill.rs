@@ -12,7 +12,9 @@ use std::rc::Rc;
 use whittle_exec::{Executor, Value};
 use whittle_ir::{Model, TensorData};
 use whittle_train::distill::{expose_outputs, DistillConfig, Distiller, FeaturePair};
-use whittle_train::{split_validation, OptimizerConfig, TrainConfig, Trainer};
+use whittle_train::{
+    split_validation, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
+};
 
 fn teacher() -> whittle_ir::Model {
     whittle_ir::Model::load(common::assets().join("models/mnist_lenet5.onnx")).unwrap()
@@ -74,9 +76,11 @@ fn a_narrower_student_learns_teacher_features_through_projections_left_out_of_ex
         batch_size: 50,
         lr: 0.05,
         optimizer: OptimizerConfig {
+            kind: OptimizerKind::Sgd,
             momentum: 0.9,
             ..Default::default()
         },
+        schedule: Schedule::Constant,
         restore_best: false,
         ..Default::default()
     };
@@ -139,9 +143,11 @@ fn a_fresh_head_learns_from_the_teacher_alone() {
         batch_size: 64,
         lr: 0.01,
         optimizer: OptimizerConfig {
+            kind: OptimizerKind::Sgd,
             momentum: 0.9,
             ..Default::default()
         },
+        schedule: Schedule::Constant,
         freeze: vec!["conv*".into()],
         restore_best: false,
         ..Default::default()

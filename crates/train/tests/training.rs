@@ -78,6 +78,8 @@ fn step_hooks_run_after_every_step_and_the_best_epoch_is_restored() {
         epochs: 3,
         batch_size: 50,
         lr: 0.05,
+        optimizer: sgd(0.0),
+        schedule: Schedule::Constant,
         freeze: vec!["conv*".into()],
         ..Default::default()
     };
@@ -112,6 +114,15 @@ fn step_hooks_run_after_every_step_and_the_best_epoch_is_restored() {
     assert_eq!(restored.accuracy, val_acc[0]);
 }
 
+/// SGD with `momentum`.
+fn sgd(momentum: f64) -> OptimizerConfig {
+    OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        momentum,
+        ..Default::default()
+    }
+}
+
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("whittle-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -126,10 +137,7 @@ fn lenet5_with_a_fresh_head_learns_mnist() {
         epochs: 2,
         batch_size: 64,
         lr: 0.05,
-        optimizer: OptimizerConfig {
-            momentum: 0.9,
-            ..Default::default()
-        },
+        optimizer: sgd(0.9),
         schedule: Schedule::WarmupCosine {
             warmup: 5,
             min_lr: 0.0,
@@ -209,6 +217,13 @@ fn resuming_a_checkpoint_reproduces_the_uninterrupted_run_exactly() {
     let mut first = Trainer::new(&net, resume_config(&dir_b)).unwrap();
     first.fit_until(&data, None, 1).unwrap();
     drop(first);
+    let mut sgd_config = resume_config(&dir_b);
+    sgd_config.optimizer = sgd(0.9);
+    let refused = Trainer::resume(&dir_b, sgd_config)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(refused.contains("--optimizer adamw"), "{refused}");
     let mut resumed = Trainer::resume(&dir_b, resume_config(&dir_b)).unwrap();
     assert_eq!(resumed.epochs_done(), 1);
     let resumed_report = resumed.fit(&data, None).unwrap();
@@ -225,6 +240,97 @@ fn resuming_a_checkpoint_reproduces_the_uninterrupted_run_exactly() {
     let mut t = Trainer::new(&net, other).unwrap();
     t.fit(&data, None).unwrap();
     assert_ne!(all_initializers(&t.model().unwrap()), all_initializers(&a));
+}
+
+#[test]
+fn a_failed_checkpoint_write_keeps_the_previous_epoch_and_resume_continues_from_it() {
+    let data = common::mnist(256);
+    let net = small_bn_net();
+    let dir = scratch("ckpt-fail");
+    let mut trainer = Trainer::new(&net, resume_config(&dir)).unwrap();
+    trainer.fit_until(&data, None, 1).unwrap();
+    let epoch1 = all_initializers(&trainer.model().unwrap());
+    // Epoch 2's folder cannot be written: a file stands where it goes.
+    std::fs::write(dir.join("epoch-2"), b"in the way").unwrap();
+    let err = trainer.fit(&data, None).err().unwrap().to_string();
+    assert!(err.contains("epoch-2"), "{err}");
+    let mut resumed = Trainer::resume(&dir, resume_config(&dir)).unwrap();
+    assert_eq!(resumed.epochs_done(), 1);
+    assert_eq!(all_initializers(&resumed.model().unwrap()), epoch1);
+    std::fs::remove_file(dir.join("epoch-2")).unwrap();
+    let report = resumed.fit(&data, None).unwrap();
+    assert_eq!(report.epochs.len(), 3);
+    let mut left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["epoch-3", "state.json"], "older epochs are removed");
+}
+
+#[test]
+fn fake_quantized_weights_and_learned_step_sizes_are_trained() {
+    let nodes = vec![
+        node("FakeQuantize", &["w", "learned"], &["wq"], vec![]),
+        node("MatMul", &["x", "wq"], &["m"], vec![]),
+        node("FakeQuantize", &["m", "fixed"], &["logits"], vec![]),
+    ];
+    let inits = vec![
+        ("w", random_f32(&[3, 3], -1.0, 1.0, 1)),
+        (
+            "learned",
+            TensorData::from_slice(vec![1], &[0.1f32]).unwrap(),
+        ),
+        ("fixed", TensorData::from_slice(vec![], &[0.1f32]).unwrap()),
+    ];
+    let qat = model(
+        nodes,
+        inits,
+        vec![float_info("x", &[None, Some(3)])],
+        &["logits"],
+        13,
+    );
+    let trainable = whittle_train::params::trainable_initializers(qat.graph());
+    assert_eq!(trainable, ["learned", "w"]);
+}
+
+#[test]
+fn non_finite_data_is_refused_and_a_diverging_run_stops() {
+    let net = small_bn_net();
+    let mut data = common::mnist(64);
+    let mut pixels: Vec<f32> = data.images.to_vec().unwrap();
+    pixels[5 * 784 + 100] = f32::NAN;
+    data.images = TensorData::from_slice(data.images.dims().to_vec(), &pixels).unwrap();
+    let config = TrainConfig::default();
+    expect_error(
+        &net,
+        config.clone(),
+        &data,
+        "(NaN) in sample 5 (element 100)",
+    );
+    let dir = scratch("diverge");
+    let huge = TrainConfig {
+        lr: 1e30,
+        epochs: 2,
+        checkpoint_dir: Some(dir.clone()),
+        ..config
+    };
+    let err = Trainer::new(&net, huge)
+        .unwrap()
+        .fit(&common::mnist(64), None)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("training diverged in epoch 1, batch "),
+        "{err}"
+    );
+    assert!(
+        err.contains("not finite") || err.contains("the loss is"),
+        "{err}"
+    );
+    assert!(err.contains("no checkpoint was written"), "{err}");
+    assert!(!dir.join("state.json").exists());
 }
 
 #[test]

@@ -3,11 +3,10 @@
 //! width goes through a learned projection that is trained with the student and left out
 //! of the written model).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use whittle_data::Split;
 use whittle_exec::{Executor, Value};
 use whittle_ir::Model;
 use whittle_passes::optimize::ModelStats;
@@ -16,7 +15,9 @@ use whittle_train::{EpochReport, Trainer};
 
 use super::datasets::eval_set;
 use super::output::{check_output, save_model, InputModel};
-use super::train::{build_model, refuse_model_setting, train_config, Settings};
+use super::train::{
+    build_model, check_outputs, load_training_data, refuse_model_setting, train_config, Settings,
+};
 
 /// Arguments of `whittle distill`.
 #[derive(clap::Args)]
@@ -63,6 +64,8 @@ pub struct Args {
 struct Summary {
     output: String,
     teacher_accuracy: f64,
+    /// The student's accuracy before distillation.
+    student_accuracy_before: f64,
     student_accuracy: f64,
     teacher_params: u64,
     student_params: u64,
@@ -75,8 +78,17 @@ struct Summary {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     refuse_model_setting(&args.settings, "--student")?;
+    check_test_samples(args.test_samples)?;
+    check_outputs(
+        &args.settings,
+        Some(&args.teacher),
+        None,
+        &args.output,
+        args.force,
+    )?;
+    let student_path = Path::new(&args.student);
     check_output(
-        &args.teacher,
+        student_path,
         &args.output,
         args.force,
         InputModel::Protected,
@@ -96,9 +108,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(spec) = args.settings.data.clone() else {
         bail!("--data is required");
     };
-    let train = whittle_data::load(&spec, Split::Train, args.settings.limit)
-        .with_context(|| format!("loading --data {spec}"))?;
+    let train = load_training_data(&spec, args.settings.limit)?;
     let student_exec = Executor::new(&student)?;
+    let eval = eval_set(&student_exec.inputs(), &spec, args.test_samples, "--data")?;
+    let student_accuracy_before = eval.accuracy(&student)?;
     let Some(scores) = student_exec.output_names().first().cloned() else {
         bail!("the student has no output");
     };
@@ -114,10 +127,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The student graph with the trained weights: no exposed feature, no projection.
     let trained = trainer.executor().export(&student)?;
     save_model(&trained, &args.output)?;
-    let eval = eval_set(&student_exec.inputs(), &spec, args.test_samples, "--data")?;
     let summary = Summary {
         output: args.output.display().to_string(),
         teacher_accuracy: eval.accuracy(&teacher)?,
+        student_accuracy_before,
         student_accuracy: eval.accuracy(&trained)?,
         teacher_params: ModelStats::of(&teacher).params,
         student_params: ModelStats::of(&trained).params,
@@ -126,6 +139,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         epochs: report.epochs,
     };
     print_summary(&summary, args.json)
+}
+
+/// Refuses `--test-samples 0` (an accuracy of no samples).
+pub(crate) fn check_test_samples(test_samples: Option<usize>) -> anyhow::Result<()> {
+    if test_samples == Some(0) {
+        bail!("--test-samples must be at least 1 (leave it out for the whole test split)");
+    }
+    Ok(())
 }
 
 /// `TEACHER:STUDENT` pairs.
@@ -147,10 +168,11 @@ fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
         return crate::report::print_json(s);
     }
     println!(
-        "accuracy on {} test samples: teacher {:.2}% ({} parameters), student {:.2}% ({} parameters); wrote {}",
+        "accuracy on {} test samples: teacher {:.2}% ({} parameters), student {:.2}% -> {:.2}% ({} parameters); wrote {}",
         s.test_samples,
         100.0 * s.teacher_accuracy,
         crate::report::human_count(s.teacher_params),
+        100.0 * s.student_accuracy_before,
         100.0 * s.student_accuracy,
         crate::report::human_count(s.student_params),
         s.output

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use whittle_data::{Dataset, Split};
+use whittle_data::Dataset;
 use whittle_exec::{Executor, Value};
 use whittle_ir::Model;
 use whittle_passes::qat::{self, insert::ScaleMode, QatState};
@@ -25,9 +25,12 @@ use whittle_passes::quantize::{self, QuantConfig};
 use whittle_train::{EpochReport, Trainer};
 
 use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
-use super::output::{check_output, save_model, InputModel};
+use super::distill::check_test_samples;
+use super::output::save_model;
 use super::quantize::CalibrationArg;
-use super::train::{build_model, refuse_model_setting, train_config, Settings};
+use super::train::{
+    build_model, check_outputs, load_training_data, refuse_model_setting, train_config, Settings,
+};
 use super::vnni::reduce_range_note;
 
 /// Arguments of `whittle qat`.
@@ -131,8 +134,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(spec) = args.settings.data.clone() else {
         bail!("--data is required");
     };
-    let train = whittle_data::load(&spec, Split::Train, args.settings.limit)
-        .with_context(|| format!("loading --data {spec}"))?;
+    let train = load_training_data(&spec, args.settings.limit)?;
     let exec = Executor::new(&state.model)?;
     let input_name = single_input(&exec.inputs(), "--data")?;
     let calib = dataset_batches(&input_name.name, &train.images, args.calib_samples)?;
@@ -187,7 +189,7 @@ fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses inconsistent epoch options and an existing output.
+/// Refuses inconsistent epoch and sample options and outputs that cannot be written.
 fn check_args(args: &Args, epochs: usize) -> anyhow::Result<()> {
     if args.start_epoch >= epochs {
         bail!(
@@ -195,12 +197,12 @@ fn check_args(args: &Args, epochs: usize) -> anyhow::Result<()> {
             args.start_epoch
         );
     }
-    check_output(
-        std::path::Path::new(&args.input),
-        &args.output,
-        args.force,
-        InputModel::Protected,
-    )?;
+    check_test_samples(args.test_samples)?;
+    if args.calib_samples == 0 {
+        bail!("--calib-samples must be at least 1");
+    }
+    let input = Some(std::path::Path::new(&args.input));
+    check_outputs(&args.settings, input, None, &args.output, args.force)?;
     if !(args.percentile > 50.0 && args.percentile <= 100.0) {
         bail!("--percentile must be in (50, 100], got {}", args.percentile);
     }

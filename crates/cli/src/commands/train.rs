@@ -2,16 +2,15 @@
 //! trained model. Settings come from flags and optionally a YAML or TOML file (`--config`);
 //! flags override the file.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::output::{check_output, save_model, InputModel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use whittle_data::Split;
+use whittle_data::{Dataset, Split};
 use whittle_ir::Model;
-use whittle_train::{
-    split_validation, Monitor, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
-};
+use whittle_train::{split_validation, OptimizerConfig, Schedule, TrainConfig, Trainer};
 
 /// Arguments of `whittle train`.
 #[derive(clap::Args)]
@@ -28,7 +27,7 @@ pub struct Args {
     /// Where to write the trained model.
     #[arg(short, long)]
     output: PathBuf,
-    /// Overwrite an existing output file.
+    /// Overwrite an existing output file, and the checkpoint in --checkpoint-dir.
     #[arg(long)]
     force: bool,
     /// Machine-readable output.
@@ -40,7 +39,7 @@ pub struct Args {
 #[derive(clap::Args, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Settings {
-    /// The model: zoo:NAME or MODEL.onnx.
+    /// The model: zoo:NAME or MODEL.onnx (with --resume: the checkpoint's, if left out).
     #[arg(long)]
     pub(crate) model: Option<String>,
     /// Dataset: mnist:DIR, fashion-mnist:DIR or npy:X.npy,Y.npy (its training split).
@@ -49,16 +48,16 @@ pub struct Settings {
     /// Use only the first N samples.
     #[arg(long)]
     pub(crate) limit: Option<usize>,
-    /// Epochs.
+    /// Epochs [default: 1].
     #[arg(long)]
     pub(crate) epochs: Option<usize>,
     /// Samples per batch [default: 32].
     #[arg(long)]
     pub(crate) batch_size: Option<usize>,
-    /// sgd | adam | adamw [default: sgd].
+    /// sgd | adam | adamw [default: adamw].
     #[arg(long)]
     pub(crate) optimizer: Option<String>,
-    /// Peak learning rate [default: 0.01].
+    /// Peak learning rate [default: 0.003].
     #[arg(long)]
     pub(crate) lr: Option<f64>,
     /// SGD momentum [default: 0].
@@ -67,10 +66,11 @@ pub struct Settings {
     /// SGD Nesterov momentum.
     #[arg(long)]
     nesterov: Option<bool>,
-    /// Weight decay (decoupled for adamw).
+    /// Weight decay (decoupled for adamw) [default: 0].
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// constant | step | polynomial | warmup-cosine | warmup-exponential | warmup-step | one-cycle.
+    /// constant | step | polynomial | warmup-cosine | warmup-exponential | warmup-step | one-cycle
+    /// [default: warmup-cosine, without warmup unless --warmup-steps/--warmup-epochs].
     #[arg(long)]
     lr_schedule: Option<String>,
     /// Warmup optimizer steps (warmup-* schedules).
@@ -106,7 +106,7 @@ pub struct Settings {
     /// Clip gradients to this global L2 norm.
     #[arg(long)]
     clip_grad_norm: Option<f64>,
-    /// Micro-batches per optimizer step.
+    /// Micro-batches per optimizer step (at least 1) [default: 1].
     #[arg(long)]
     accumulate: Option<usize>,
     /// Do not train initializers matching this glob (or re:REGEX); repeatable.
@@ -122,7 +122,8 @@ pub struct Settings {
     /// Early-stopping metric: val-accuracy | val-loss.
     #[arg(long)]
     monitor: Option<String>,
-    /// Write a checkpoint here after every epoch.
+    /// Write a checkpoint here after every epoch (state.json and epoch-N/, replaced
+    /// atomically; an existing checkpoint needs --force).
     #[arg(long)]
     checkpoint_dir: Option<PathBuf>,
     /// Seed of shuffling, the validation split and dropout [default: 0].
@@ -157,20 +158,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(path) => overlay(read_settings(path)?, &args.settings)?,
         None => args.settings,
     };
-    let Some(model_spec) = settings.model.clone() else {
+    let model_spec = settings.model.clone();
+    if model_spec.is_none() && args.resume.is_none() {
         bail!("--model is required (zoo:NAME or MODEL.onnx)");
-    };
+    }
     let Some(data_spec) = settings.data.clone() else {
         bail!("--data is required");
     };
-    check_output(
-        Path::new(&model_spec),
+    let input = model_spec.as_deref().map(Path::new);
+    check_outputs(
+        &settings,
+        input,
+        args.resume.as_deref(),
         &args.output,
         args.force,
-        InputModel::Protected,
     )?;
-    let data = whittle_data::load(&data_spec, Split::Train, settings.limit)
-        .with_context(|| format!("loading --data {data_spec}"))?;
+    let data = load_training_data(&data_spec, settings.limit)?;
     let seed = settings.seed.unwrap_or(0);
     let (train, val) = match settings.val_fraction {
         Some(f) => {
@@ -182,10 +185,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut config = train_config(&settings, train.len())?;
     config.progress = !args.json;
     config.verbose = !args.json;
-    let mut trainer = match &args.resume {
-        Some(dir) => Trainer::resume(dir, config)
+    config.identity = identity(&settings);
+    let mut trainer = match (&args.resume, &model_spec) {
+        (Some(dir), _) => Trainer::resume(dir, config)
             .with_context(|| format!("resuming from {}", dir.display()))?,
-        None => Trainer::new(&build_model(&model_spec)?, config)?,
+        (None, Some(spec)) => Trainer::new(&build_model(spec)?, config)?,
+        (None, None) => bail!("--model is required (zoo:NAME or MODEL.onnx)"),
     };
     let report = trainer.fit(&train, val.as_ref())?;
     let final_accuracy = report.epochs.last().and_then(|e| e.val_accuracy);
@@ -211,6 +216,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.output.display()
     );
     Ok(())
+}
+
+/// Checks, before any training, the output `-o` and the `--checkpoint-dir` of a command
+/// whose input model is `input` (a path or `zoo:NAME`; `None` when it comes from `resume`).
+pub(crate) fn check_outputs(
+    settings: &Settings,
+    input: Option<&Path>,
+    resume: Option<&Path>,
+    output: &Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    let input = input.unwrap_or(Path::new(""));
+    check_output(input, output, force, InputModel::Protected)?;
+    if let Some(dir) = &settings.checkpoint_dir {
+        let protected = [(input, "the input model"), (output, "the output")];
+        whittle_train::checkpoint::check_dir(dir, resume, &protected, force)?;
+    }
+    Ok(())
+}
+
+/// Loads the training split of `--data SPEC` (the first `limit` samples), refusing values
+/// that are not finite.
+pub(crate) fn load_training_data(spec: &str, limit: Option<usize>) -> anyhow::Result<Dataset> {
+    let data = whittle_data::load(spec, Split::Train, limit)
+        .with_context(|| format!("loading --data {spec}"))?;
+    whittle_train::finite::check_dataset(&data, "training")
+        .with_context(|| format!("--data {spec}"))?;
+    Ok(data)
+}
+
+/// What a checkpoint of this run records, so that resuming with another `--model`,
+/// `--data` or `--limit` is refused (a model file by its full path).
+fn identity(s: &Settings) -> BTreeMap<String, String> {
+    let model = s.model.as_ref().map(|m| match Path::new(m).canonicalize() {
+        Ok(path) if !m.starts_with(whittle_zoo::PREFIX) => path.display().to_string(),
+        _ => m.clone(),
+    });
+    let limit = Some(s.limit.map_or("none".to_string(), |l| l.to_string()));
+    [
+        ("--model", model),
+        ("--data", s.data.clone()),
+        ("--limit", limit),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| Some((k.to_string(), v?)))
+    .collect()
 }
 
 /// Fails when `--model` was given to a command that names its model otherwise (`instead`),
@@ -239,7 +290,7 @@ fn read_settings(path: &Path) -> anyhow::Result<Settings> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     let parsed = match ext {
         "toml" => toml::from_str(&text).map_err(anyhow::Error::from),
-        "yaml" | "yml" => serde_yaml::from_str(&text).map_err(anyhow::Error::from),
+        "yaml" | "yml" => serde_norway::from_str(&text).map_err(anyhow::Error::from),
         _ => bail!(
             "--config {}: expected a .yaml, .yml or .toml file",
             path.display()
@@ -271,42 +322,43 @@ fn parse_enum<T: serde::de::DeserializeOwned>(option: &str, value: &str) -> anyh
 
 /// The trainer's configuration from the settings; `samples` sizes warmup given in epochs.
 pub(crate) fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
-    let batch_size = s.batch_size.unwrap_or(32);
-    let accumulate = s.accumulate.unwrap_or(1).max(1);
+    let d = TrainConfig::default();
+    let batch_size = s.batch_size.unwrap_or(d.batch_size);
+    let accumulate = s.accumulate.unwrap_or(d.accumulate);
     let steps_per_epoch = steps_per_epoch(samples, batch_size, accumulate);
+    let o = &d.optimizer;
     let optimizer = OptimizerConfig {
         kind: match &s.optimizer {
             Some(o) => parse_enum("optimizer", o)?,
-            None => OptimizerKind::Sgd,
+            None => o.kind,
         },
-        momentum: s.momentum.unwrap_or(0.0),
-        nesterov: s.nesterov.unwrap_or(false),
-        weight_decay: s.weight_decay.unwrap_or(0.0),
-        ..Default::default()
+        momentum: s.momentum.unwrap_or(o.momentum),
+        nesterov: s.nesterov.unwrap_or(o.nesterov),
+        weight_decay: s.weight_decay.unwrap_or(o.weight_decay),
+        ..o.clone()
     };
     Ok(TrainConfig {
-        epochs: s.epochs.unwrap_or(1),
+        epochs: s.epochs.unwrap_or(d.epochs),
         batch_size,
         optimizer,
-        lr: s.lr.unwrap_or(0.01),
-        schedule: schedule(s, steps_per_epoch)?,
-        label_smoothing: s.label_smoothing.unwrap_or(0.0),
+        lr: s.lr.unwrap_or(d.lr),
+        schedule: schedule(s, steps_per_epoch, &d.schedule)?,
+        label_smoothing: s.label_smoothing.unwrap_or(d.label_smoothing),
         clip_grad_norm: s.clip_grad_norm,
         accumulate,
         freeze: s.freeze.clone(),
         patience: s.patience,
         monitor: match &s.monitor {
             Some(m) => parse_enum("monitor", m)?,
-            None => Monitor::ValAccuracy,
+            None => d.monitor,
         },
         checkpoint_dir: s.checkpoint_dir.clone(),
-        seed: s.seed.unwrap_or(0),
+        seed: s.seed.unwrap_or(d.seed),
         recompute_segments: s.recompute_segments,
-        crop_padding: s.crop_padding.unwrap_or(0),
-        horizontal_flip: s.horizontal_flip.unwrap_or(false),
-        restore_best: s.restore_best.unwrap_or(true),
-        progress: false,
-        verbose: false,
+        crop_padding: s.crop_padding.unwrap_or(d.crop_padding),
+        horizontal_flip: s.horizontal_flip.unwrap_or(d.horizontal_flip),
+        restore_best: s.restore_best.unwrap_or(d.restore_best),
+        ..d
     })
 }
 
@@ -318,8 +370,8 @@ pub(crate) fn steps_per_epoch(samples: usize, batch_size: usize, accumulate: usi
         .max(1)
 }
 
-/// The LR schedule named by `--lr-schedule` with its parameters.
-fn schedule(s: &Settings, steps_per_epoch: usize) -> anyhow::Result<Schedule> {
+/// The LR schedule named by `--lr-schedule` (else `default`'s kind) with its parameters.
+fn schedule(s: &Settings, steps_per_epoch: usize, default: &Schedule) -> anyhow::Result<Schedule> {
     let warmup = match (s.warmup_steps, s.warmup_epochs) {
         (Some(_), Some(_)) => bail!("give --warmup-steps or --warmup-epochs, not both"),
         (Some(w), None) => w,
@@ -328,7 +380,11 @@ fn schedule(s: &Settings, steps_per_epoch: usize) -> anyhow::Result<Schedule> {
         (None, None) => 0,
     };
     let step_size = s.step_size.unwrap_or(steps_per_epoch);
-    Ok(match s.lr_schedule.as_deref().unwrap_or("constant") {
+    let default_kind = serde_json::to_value(default)?["kind"]
+        .as_str()
+        .unwrap_or("constant")
+        .to_string();
+    Ok(match s.lr_schedule.as_deref().unwrap_or(&default_kind) {
         "constant" => Schedule::Constant,
         "step" => Schedule::Step { step_size, gamma: s.gamma.unwrap_or(0.1) },
         "polynomial" => Schedule::Polynomial {
