@@ -7,6 +7,7 @@
 //!   one batch size in [`bench::Engine::Whittle`] or [`bench::Engine::Ort`].
 //! - [`ort_engine::OrtEngine`]: a model in ONNX Runtime (for deployment latency and
 //!   reference outputs).
+//! - [`latency::measure`]: ONNX Runtime latency of a model before and after compression.
 //! - [`report`]: both as text, Markdown or HTML through [`render`].
 
 #![warn(missing_docs)]
@@ -15,6 +16,7 @@ pub mod analysis;
 pub mod bench;
 pub mod error;
 pub mod inputs;
+pub mod latency;
 pub mod ort_engine;
 pub mod profile;
 pub mod render;

@@ -412,8 +412,8 @@ fn measure_latency(
     sample: &HashMap<String, TensorData>,
     report: &mut QuantReport,
 ) {
-    let defaults = quantize::latency::LatencyOptions::default();
-    let opts = quantize::latency::LatencyOptions {
+    let defaults = whittle_bench::latency::LatencyOptions::default();
+    let opts = whittle_bench::latency::LatencyOptions {
         threads: args.threads.unwrap_or(defaults.threads),
         ..defaults
     };
@@ -422,7 +422,7 @@ fn measure_latency(
         .save(tmp.path(), &ExternalData::Never)
         .map_err(|e| e.to_string())
         .and_then(|()| {
-            quantize::latency::measure(&args.model, tmp.path(), sample, &opts)
+            whittle_bench::latency::measure(&args.model, tmp.path(), sample, &opts)
                 .map_err(|e| e.to_string())
         });
     match measured {

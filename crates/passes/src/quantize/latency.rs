@@ -1,129 +1,14 @@
-//! Deployment latency before and after compression: both models in ONNX Runtime at batch 1
-//! on the same real sample, and a warning naming the operators to blame when the result
-//! runs slower (dynamic INT8 of a convolutional model runs `ConvInteger`, which ORT's CPU
-//! provider executes far slower than float `Conv`). `whittle quantize` reports it; an
-//! optimizer choosing between compressed variants compares the same figures.
+//! What to say when a quantized model runs slower than its input in ONNX Runtime (dynamic
+//! INT8 of a convolutional model runs `ConvInteger`, which ORT's CPU provider executes far
+//! slower than float `Conv`): the operators to blame and a faster alternative. The
+//! measurement itself is [`whittle_bench::latency`].
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt;
-use std::path::Path;
-use std::time::Instant;
+use std::collections::BTreeMap;
 
-use serde::Serialize;
-use whittle_bench::ort_engine::OrtEngine;
-use whittle_bench::stats::Latency;
-use whittle_ir::{Model, TensorData};
+use whittle_bench::latency::LatencyComparison;
+use whittle_ir::Model;
 
 use super::plan::QUANTIZED_OPS;
-use crate::{PassError, Result};
-
-/// How much slower than the input the result must be before it counts as slower: median
-/// latencies of a few runs differ by a few percent from one measurement to the next.
-pub const SLOWER_MARGIN: f64 = 0.05;
-
-/// How to measure.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct LatencyOptions {
-    /// ONNX Runtime intra-op threads (0: one per core).
-    pub threads: usize,
-    /// Untimed runs of each model first.
-    pub warmup: usize,
-    /// Timed runs of each model, alternating between them.
-    pub runs: usize,
-}
-
-impl Default for LatencyOptions {
-    fn default() -> Self {
-        LatencyOptions {
-            threads: 1,
-            warmup: 3,
-            runs: 15,
-        }
-    }
-}
-
-/// Median latency of both models, milliseconds.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LatencyComparison {
-    /// The input model.
-    pub before: f64,
-    /// The compressed model.
-    pub after: f64,
-    /// Samples per run.
-    pub batch: usize,
-    /// ONNX Runtime intra-op threads.
-    pub threads: usize,
-    /// Timed runs per model.
-    pub runs: usize,
-}
-
-impl LatencyComparison {
-    /// `after / before`.
-    pub fn ratio(&self) -> f64 {
-        self.after / self.before
-    }
-
-    /// Whether the compressed model is slower by more than [`SLOWER_MARGIN`].
-    pub fn is_slower(&self) -> bool {
-        self.after > self.before * (1.0 + SLOWER_MARGIN)
-    }
-}
-
-impl fmt::Display for LatencyComparison {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ONNX Runtime latency (batch {}, {} thread(s), median of {}): {:.3} -> {:.3} ms ({:.2}x)",
-            self.batch,
-            self.threads,
-            self.runs,
-            self.before,
-            self.after,
-            self.ratio()
-        )
-    }
-}
-
-/// Runs the models at `before` and `after` in ONNX Runtime on `feed` (one sample per
-/// input): warm-up runs, then timed runs alternating between the two, so that a change
-/// in the machine's load hits both alike.
-pub fn measure(
-    before: &Path,
-    after: &Path,
-    feed: &HashMap<String, TensorData>,
-    opts: &LatencyOptions,
-) -> Result<LatencyComparison> {
-    let ort = |e: whittle_bench::BenchError| PassError::Invalid(e.to_string());
-    let mut engines = [
-        OrtEngine::load(before, opts.threads).map_err(ort)?,
-        OrtEngine::load(after, opts.threads).map_err(ort)?,
-    ];
-    let inputs = [
-        engines[0].prepare(feed).map_err(ort)?,
-        engines[1].prepare(feed).map_err(ort)?,
-    ];
-    for (engine, input) in engines.iter_mut().zip(&inputs) {
-        for _ in 0..opts.warmup {
-            engine.run_prepared(input).map_err(ort)?;
-        }
-    }
-    let mut samples = [Vec::new(), Vec::new()];
-    for _ in 0..opts.runs.max(1) {
-        for ((engine, input), times) in engines.iter_mut().zip(&inputs).zip(&mut samples) {
-            let start = Instant::now();
-            engine.run_prepared(input).map_err(ort)?;
-            times.push(start.elapsed().as_secs_f64() * 1e3);
-        }
-    }
-    let median = |s: &[f64]| Latency::from_samples(s).map_or(f64::NAN, |l| l.median_ms);
-    Ok(LatencyComparison {
-        before: median(&samples[0]),
-        after: median(&samples[1]),
-        batch: 1,
-        threads: opts.threads,
-        runs: opts.runs.max(1),
-    })
-}
 
 /// The operator types a conversion adds that can run slower than the float operators
 /// they replace: integer and dequantizing operators, and casts.

@@ -8,11 +8,11 @@ use serde::Serialize;
 
 use super::calibrate::Calibration;
 use super::config::QuantConfig;
-use super::latency::LatencyComparison;
 use super::opset::OpsetChange;
 use super::plan::FloatNode;
 use super::sensitivity::{AccuracyReport, LayerSensitivity};
 use super::verify::Verification;
+use whittle_bench::latency::LatencyComparison;
 
 /// A node that was quantized.
 #[derive(Clone, Debug, PartialEq, Serialize)]
