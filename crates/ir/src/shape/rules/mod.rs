@@ -89,11 +89,11 @@ impl<'a> Ctx<'a> {
     }
 
     /// A shape given as input `i`: its tracked values, or unknowns when only its length
-    /// is known.
+    /// is known (and at most `MAX_TRACKED`: a declared length is only a claim).
     fn shape_input(&self, i: usize) -> Option<Vec<Val>> {
         let info = self.info(i);
         info.data.clone().or_else(|| match info.dims() {
-            Some([Dim::Known(n)]) => Some(vec![Val::Unk; *n]),
+            Some([Dim::Known(n)]) if *n <= super::MAX_TRACKED => Some(vec![Val::Unk; *n]),
             _ => None,
         })
     }
