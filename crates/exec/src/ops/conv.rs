@@ -13,7 +13,7 @@ use candle_core::{DType, Tensor, WithDType};
 use whittle_ir::proto::NodeProto;
 use whittle_ir::NodeAttrs;
 
-use super::util::{check_size, MAX_ELEMENTS};
+use super::util::check_size;
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -391,7 +391,7 @@ pub fn conv_nd(
     }
     let r = window.resolve(&x.dims()[2..], false)?;
     let out_dims = [&[x.dim(0)?, w.dim(0)?], &r.out[..]].concat();
-    check_size(&out_dims)?;
+    check_size(&out_dims, x.dtype())?;
     if x.elem_count() == 0 || w.elem_count() == 0 {
         // An empty batch or no channels: a sum over nothing, so only the bias remains.
         return add_bias(Tensor::zeros(out_dims, x.dtype(), x.device())?, bias);
@@ -722,18 +722,16 @@ pub fn conv_transpose_nd(
     }
     let input = &x.dims()[2..];
     let crops = attrs.crops(window, input);
-    let mut numel = x.dim(0)? * w.dim(1)? * groups;
+    let mut dims = vec![x.dim(0)?, w.dim(1)? * groups];
     for (i, &(b, e)) in crops.iter().enumerate() {
         let full = (input[i] - 1) * window.strides[i] + window.extent(i);
         let len = full as i64 + attrs.output_padding[i] as i64 - b - e;
-        if len < 1 || full > MAX_ELEMENTS {
+        if len < 1 {
             bail!("transposed convolution output size {len} on spatial axis {i} is invalid");
         }
-        numel = numel.saturating_mul(full.max(len as usize));
+        dims.push(full.max(len as usize));
     }
-    if numel > MAX_ELEMENTS {
-        bail!("output of {numel} elements is too large");
-    }
+    check_size(&dims, x.dtype())?;
     let mut y = grouped(x, w, groups, |x, w| {
         transpose_full(x, w, &window.strides, &window.dilations[..n])
     })?;

@@ -339,7 +339,7 @@ fn one_hot(c: &OpCtx) -> Result<Vec<Value>> {
     }
     let axis = c.axis(c.node.int_or("axis", -1)?, idx.rank() + 1)?;
     let dims = [&idx.shape()[..axis], &[depth], &idx.shape()[axis..]].concat();
-    check_size(&dims)?;
+    check_size(&dims, values.tensor().dtype())?;
     let inner: usize = idx.shape()[axis..].iter().product();
     let mut mask = vec![0u8; dims.iter().product()];
     for (p, i) in idx.to_i64_vec()?.into_iter().enumerate() {

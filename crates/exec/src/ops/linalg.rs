@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::util::{
-    broadcast_shape, broadcast_to, from_f64, require_float, same_dtype, MAX_ELEMENTS,
-};
+use super::util::{broadcast_shape, broadcast_to, check_size, from_f64, require_float, same_dtype};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -193,10 +191,10 @@ pub fn matmul_i64(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let batch = broadcast_shape(ab, bb)?;
     let nb: usize = batch.iter().product();
-    if nb.saturating_mul(m).saturating_mul(n) > MAX_ELEMENTS {
-        bail!("matrix product is too large");
-    }
     let full = |r, c| -> Vec<usize> { batch.iter().copied().chain([r, c]).collect() };
+    for dims in [full(m, k), full(k, n), full(m, n)] {
+        check_size(&dims, DType::I64)?;
+    }
     let av: Vec<i64> = broadcast_to(a, &full(m, k))?.flatten_all()?.to_vec1()?;
     let bv: Vec<i64> = broadcast_to(b, &full(k, n))?.flatten_all()?.to_vec1()?;
     let mut out = vec![0i64; nb * m * n];

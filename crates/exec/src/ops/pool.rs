@@ -47,7 +47,10 @@ impl<'a> Pooling<'a> {
         let window = Window::from_node(c.node, x.rank() - 2, None)?;
         let ceil = c.node.int_or("ceil_mode", 0)? != 0;
         let res = window.resolve(&x.shape()[2..], ceil)?;
-        check_size(&[&x.shape()[..2], &res.out[..]].concat())?;
+        check_size(
+            &[&x.shape()[..2], &res.out[..]].concat(),
+            x.tensor().dtype(),
+        )?;
         Ok(Pooling { x, window, res })
     }
 

@@ -11,7 +11,7 @@ use whittle_ir::{DataType, NodeAttrs};
 
 use super::conv::Window;
 use super::linalg::{matmul_i64, numpy_matmul};
-use super::util::{int_value, MAX_ELEMENTS};
+use super::util::{check_size, int_value};
 use super::{normalize_axis, OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -667,13 +667,10 @@ impl ConvGeom {
             pad_begin: r.begin,
             output: r.out,
         };
-        let col = (channels / group)
-            * g.window.kernel.iter().product::<usize>()
-            * g.output.iter().product::<usize>();
-        let out: usize = g.output_shape().iter().product();
-        if col > MAX_ELEMENTS || out > MAX_ELEMENTS {
-            bail!("convolution is too large");
-        }
+        // The im2col matrix: [C / group, kernel..., output...].
+        let col = [&[channels / group], &g.window.kernel[..], &g.output[..]].concat();
+        check_size(&col, DType::I64)?;
+        check_size(&g.output_shape(), DType::I64)?;
         Ok(g)
     }
 

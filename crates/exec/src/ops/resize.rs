@@ -10,7 +10,7 @@ use candle_core::{DType, Tensor};
 use whittle_ir::proto::NodeProto;
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::util::{check_size, MAX_ELEMENTS};
+use super::util::check_size;
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -383,21 +383,18 @@ fn target(
                 bail!("scales {scales:?} must be positive and fit axes {axes:?}");
             }
             for (&a, &s) in axes.iter().zip(&scales) {
-                let out = s * shape[a] as f64;
-                if out > MAX_ELEMENTS as f64 {
-                    bail!("output size {out} is too large");
-                }
-                (t.scales[a], t.out[a]) = (s, out as usize);
+                // Saturates: a size past usize::MAX fails the size check in `run`.
+                (t.scales[a], t.out[a]) = (s, (s * shape[a] as f64) as usize);
             }
         }
         (None, None) => bail!("one of 'scales' and 'sizes' is required"),
     }
-    check_size(&t.out)?;
     Ok(t)
 }
 
 /// Resizes `x` to `t` with `s`.
 fn run(x: &Value, t: &Target, s: &Settings) -> Result<Value> {
+    check_size(&t.out, x.tensor().dtype())?;
     let axes: Vec<usize> = (0..x.rank())
         .filter(|&a| {
             let (b, e) = t.roi[a];

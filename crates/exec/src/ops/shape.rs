@@ -6,13 +6,13 @@
 //! `narrow`, `cat`, `index_select`, `broadcast_as`, `where_cond`) so float paths stay
 //! differentiable; only index computation happens on the host.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 use whittle_ir::tensor::checked_numel;
 use whittle_ir::{DataType, NodeAttrs, TensorData};
 
 use super::util::{
     broadcast_shape, broadcast_to, check_size, data_axis, from_f64, i64_value, index_tensor,
-    same_type, MAX_ELEMENTS,
+    same_type,
 };
 use super::{OpCtx, Registry};
 use crate::bail;
@@ -319,7 +319,7 @@ fn expand(c: &OpCtx) -> Result<Vec<Value>> {
     let x = c.input(0)?;
     let target = to_dims(&c.input(1)?.to_i64_vec()?)?;
     let dims = broadcast_shape(x.shape(), &target)?;
-    check_size(&dims)?;
+    check_size(&dims, x.tensor().dtype())?;
     same_type(broadcast_to(x.tensor(), &dims)?, x)
 }
 
@@ -336,7 +336,7 @@ fn tile(c: &OpCtx) -> Result<Vec<Value>> {
         .map(|(d, r)| d.checked_mul(*r))
         .collect();
     match dims {
-        Some(dims) => check_size(&dims)?,
+        Some(dims) => check_size(&dims, x.tensor().dtype())?,
         None => bail!("repeats {repeats:?} give a too large output"),
     }
     let mut t = x.tensor().clone();
@@ -367,12 +367,12 @@ fn size(c: &OpCtx) -> Result<Vec<Value>> {
 
 fn constant_of_shape(c: &OpCtx) -> Result<Vec<Value>> {
     let dims = to_dims(&c.input(0)?.to_i64_vec()?)?;
-    check_size(&dims)?;
     let device = c.exec.device();
     let value = match c.node.tensor("value")? {
         Some(t) => Value::from_data(&TensorData::from_proto(t, None)?, device)?,
         None => Value::f32(Tensor::new(0f32, device)?)?,
     };
+    check_size(&dims, value.tensor().dtype())?;
     let t = broadcast_to(&scalar_tensor(&value)?, &dims)?;
     same_type(t, &value)
 }
@@ -411,7 +411,7 @@ fn range(c: &OpCtx) -> Result<Vec<Value>> {
         let (Some(s), Some(l), Some(d)) = (s?, l?, d?) else {
             bail!("start, limit and delta must be scalars");
         };
-        let n = range_len(((l - s) / d).ceil())?;
+        let n = range_len(((l - s) / d).ceil(), DType::F64)?;
         let v = (0..n).map(|i| s + i as f64 * d).collect();
         return Ok(vec![from_f64(v, &[n], dt, start)?]);
     }
@@ -424,7 +424,7 @@ fn range(c: &OpCtx) -> Result<Vec<Value>> {
     }
     let (span, d128) = (l as i128 - s as i128, d as i128);
     let ceil = span.div_euclid(d128) + i128::from(d > 0 && span.rem_euclid(d128) > 0);
-    let n = range_len(ceil as f64)?;
+    let n = range_len(ceil as f64, DType::I64)?;
     let v: Vec<i64> = (0..n as i64)
         .map(|i| s.wrapping_add(i.wrapping_mul(d)))
         .collect();
@@ -434,12 +434,16 @@ fn range(c: &OpCtx) -> Result<Vec<Value>> {
     )?])
 }
 
-/// The element count of `Range` from its (unclamped) real count.
-fn range_len(n: f64) -> Result<usize> {
-    if n.is_nan() || n > MAX_ELEMENTS as f64 {
-        bail!("range of {n} elements is invalid or too large");
+/// The element count of `Range` from its (unclamped) real count, checked against the
+/// memory available for values built as `dtype`.
+fn range_len(n: f64, dtype: DType) -> Result<usize> {
+    if n.is_nan() {
+        bail!("range of {n} elements is invalid");
     }
-    Ok(n.max(0.0) as usize)
+    // Saturates: a count past usize::MAX fails the size check.
+    let len = n.max(0.0) as usize;
+    check_size(&[len], dtype)?;
+    Ok(len)
 }
 
 fn eye_like(c: &OpCtx) -> Result<Vec<Value>> {
@@ -632,7 +636,7 @@ fn pad_axis(
     }
     let mut dims = t.dims().to_vec();
     dims[axis] = len as usize;
-    check_size(&dims)?;
+    check_size(&dims, t.dtype())?;
     if mode == PadMode::Constant {
         let lo = (-before).clamp(0, n);
         let kept = (n - lo - (-after).max(0)).max(0) as usize;

@@ -2,7 +2,7 @@
 //! integer value builders, index arithmetic and dtype checks.
 
 use candle_core::{DType, Device, Tensor};
-use whittle_ir::tensor::checked_numel;
+use whittle_ir::memory::{ensure_fits, tensor_bytes};
 use whittle_ir::DataType;
 
 use super::normalize_axis;
@@ -10,15 +10,18 @@ use crate::bail;
 use crate::error::Result;
 use crate::value::Value;
 
-/// Largest element count an operator builds from attribute- or input-controlled sizes.
-pub const MAX_ELEMENTS: usize = 1 << 31;
+/// Tensors up to this many bytes are built without reading how much memory is available.
+const SMALL_BYTES: u128 = 64 << 20;
 
-/// Fails when `dims` holds more than [`MAX_ELEMENTS`] elements (or overflows).
-pub fn check_size(dims: &[usize]) -> Result<()> {
-    match checked_numel(dims) {
-        Some(n) if n <= MAX_ELEMENTS => Ok(()),
-        _ => bail!("output shape {dims:?} is too large"),
+/// Fails before an operator allocates a tensor of `dims` with `dtype` elements, sized by an
+/// attribute or an input, when its bytes overflow or exceed the memory available
+/// ([`whittle_ir::memory::ensure_fits`]: `MemAvailable`, capped by `WHITTLE_MEMORY_LIMIT`).
+pub fn check_size(dims: &[usize], dtype: DType) -> Result<()> {
+    let bytes = tensor_bytes(dims, dtype.size_in_bytes());
+    if bytes.is_some_and(|b| b <= SMALL_BYTES) {
+        return Ok(());
     }
+    Ok(ensure_fits(bytes, &format!("a tensor of shape {dims:?}"))?)
 }
 
 /// Numpy-style broadcast of two shapes.

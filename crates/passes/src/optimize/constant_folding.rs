@@ -10,6 +10,8 @@
 //! when one of its outputs has more than [`MAX_GROWN_ELEMENTS`] elements *and* more
 //! elements than all its inputs together (e.g. `ConstantOfShape`, `Expand` or `Tile`
 //! making a large tensor from a small one): such nodes stay and are computed at run time.
+//! Where shape inference knows the output's size, a blow-up is not even evaluated; where it
+//! does not, the operator refuses an output larger than the memory available.
 
 use std::collections::{HashMap, HashSet};
 
@@ -135,12 +137,24 @@ fn evaluate_constants(model: &Model) -> Result<HashMap<String, Value>> {
             continue;
         }
         let input_elements: usize = inputs.iter().flatten().map(Value::numel).sum();
-        // Evaluation failures (an operator whittle cannot run on these types) leave the node.
+        let grows = |n: usize| n > MAX_GROWN_ELEMENTS && n > input_elements;
+        // Planned sizes first: a blow-up that shape inference foresees is never evaluated.
+        let planned = node
+            .output
+            .iter()
+            .filter_map(|o| types.get(o)?.known_dims());
+        if planned
+            .map(|d| d.iter().try_fold(1usize, |n, &x| n.checked_mul(x)))
+            .any(|n| n.is_none_or(grows))
+        {
+            continue;
+        }
+        // Evaluation failures (an operator whittle cannot run on these types, an output
+        // larger than the memory available) leave the node.
         let Ok(outs) = evaluator.eval(model, node, inputs) else {
             continue;
         };
-        let grows = |v: &Value| v.numel() > MAX_GROWN_ELEMENTS && v.numel() > input_elements;
-        if outs.iter().any(grows) {
+        if outs.iter().any(|v| grows(v.numel())) {
             continue;
         }
         for (name, v) in node.output.iter().zip(outs) {
@@ -195,6 +209,7 @@ mod tests {
     use super::super::util::testing::*;
     use super::*;
     use whittle_ir::attr::make;
+    use whittle_ir::DataType;
 
     #[test]
     fn constant_subgraphs_fold_and_runtime_nodes_stay() {
@@ -240,6 +255,30 @@ mod tests {
             .to_vec::<i64>()
             .unwrap();
         assert_eq!(s, vec![2]);
+    }
+
+    #[test]
+    fn a_planned_blow_up_is_not_evaluated() {
+        // ConstantOfShape of 2^31 int64 values: 16 GiB from a few bytes. Shape inference
+        // knows the size, so folding never allocates it.
+        let mut fill = node("ConstantOfShape", &["shape"], &["big"]);
+        fill.attribute.push(make::tensor(
+            "value",
+            TensorData::from_slice(vec![1], &[7i64])
+                .unwrap()
+                .to_proto(""),
+        ));
+        let mut m = model(
+            vec![fill, node("Add", &["x", "big"], &["y"])],
+            vec![typed_value("x", DataType::Int64, &[1])],
+            vec![typed_value("y", DataType::Int64, &[1 << 31])],
+            vec![ints("shape", &[1 << 31])],
+        );
+        let started = std::time::Instant::now();
+        assert_eq!(ConstantFolding.run(&mut m).unwrap().changes, 0);
+        assert_eq!(op_types(&m), ["ConstantOfShape", "Add"]);
+        let elapsed = started.elapsed();
+        assert!(elapsed.as_secs_f64() < 1.0, "took {elapsed:?}");
     }
 
     #[test]
