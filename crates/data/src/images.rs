@@ -20,8 +20,8 @@ use whittle_ir::{DataType, TensorData};
 
 use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
-pub use crate::image_decode::MAX_PIXELS;
-use crate::image_decode::{check_pixels, decode_image, read_header, resize_bilinear};
+use crate::image_decode::{check_pixels, read_header, resize_bilinear};
+pub use crate::image_decode::{decode_image, Image, MAX_PIXELS};
 use crate::raw::read_plain;
 use crate::spec::SpecOptions;
 
