@@ -102,3 +102,38 @@ fn zoo_errors_are_one_line_and_leave_no_file() {
     assert_eq!(whittle(&["zoo", "--list", "cnn"]).status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn zoo_refuses_parameters_beyond_the_memory_limit_before_building() {
+    let dir = scratch("memory");
+    let path = dir.join("m.onnx");
+    let run = |spec: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_whittle"))
+            .args(["zoo", spec, "-o", path.to_str().unwrap()])
+            .env(whittle_ir::memory::LIMIT_ENV, (100u64 << 20).to_string())
+            .output()
+            .unwrap()
+    };
+    // The second layer brings the parameters to 784*4096 + 4096 + 4096*4096 floats (76 MiB),
+    // held three times while building and saving: 228.8 MiB.
+    let out = run("mlp:hidden=4096-4096");
+    support::assert_clean_error(
+        &out,
+        &[
+            "mlp: building the model needs 228.8 MiB",
+            "but only 100.0 MiB of memory is available",
+        ],
+    );
+    assert!(!path.exists(), "a refused model was written");
+    // 10^5 x 10^5 weights: refused as fast, no 40 GB allocation attempted.
+    let started = std::time::Instant::now();
+    let out = run("mlp:hidden=100000-100000");
+    support::assert_clean_error(&out, &["building the model needs"]);
+    assert!(started.elapsed().as_secs() < 10);
+    assert!(
+        run("mlp").status.success(),
+        "the default mlp fits in 100 MiB"
+    );
+    assert!(path.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}

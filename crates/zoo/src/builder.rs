@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use whittle_ir::memory::{ensure_fits, tensor_bytes};
 use whittle_ir::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
@@ -19,6 +20,9 @@ pub const IR_VERSION: i64 = 8;
 pub const OPSET: i64 = 17;
 /// Name of the symbolic batch dimension.
 pub const BATCH: &str = "N";
+/// Copies of the parameters that building and saving a model hold at once: the values
+/// being drawn, the initializers, and the serialised model.
+const PARAM_COPIES: u128 = 3;
 
 /// A value of the graph being built: its name and its shape without the batch dimension.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,6 +40,8 @@ pub struct GraphBuilder {
     scope: Vec<String>,
     names: HashSet<String>,
     constants: HashMap<String, String>,
+    /// Bytes of the parameters asked for through [`GraphBuilder::weights`] so far.
+    param_bytes: u128,
 }
 
 impl GraphBuilder {
@@ -47,6 +53,7 @@ impl GraphBuilder {
             scope: Vec::new(),
             names: HashSet::new(),
             constants: HashMap::new(),
+            param_bytes: 0,
         }
     }
 
@@ -136,9 +143,17 @@ impl GraphBuilder {
         Ok(name)
     }
 
-    /// The random source for parameter values.
-    pub fn init(&mut self) -> &mut Init {
-        &mut self.init
+    /// The random source for a parameter of `dims`, once the parameters so far plus this one
+    /// are known to fit in the memory available ([`whittle_ir::memory::ensure_fits`]), with
+    /// the copies that building and saving the model hold at once: an oversized option fails
+    /// here, before anything is drawn or allocated.
+    pub fn weights(&mut self, dims: &[usize]) -> Result<&mut Init> {
+        let total = tensor_bytes(dims, 4).and_then(|b| b.checked_add(self.param_bytes));
+        let needed = total.and_then(|b| b.checked_mul(PARAM_COPIES));
+        ensure_fits(needed, "building the model")
+            .map_err(|e| crate::error::ZooError::Build(e.to_string()))?;
+        self.param_bytes = total.unwrap_or(u128::MAX);
+        Ok(&mut self.init)
     }
 
     /// A `Constant` node holding `data` (one per distinct value); returns its output name.

@@ -132,10 +132,10 @@ impl GraphBuilder {
         let name = self.reserve("conv");
         let fan_in = cin / c.groups * c.kernel * c.kernel;
         let dims = [c.out, cin / c.groups, c.kernel, c.kernel];
-        let values = self.init().fan_in(dims.iter().product(), fan_in);
+        let values = self.weights(&dims)?.fan_in(dims.iter().product(), fan_in);
         let mut inputs = vec![x.name.clone(), self.param(&name, "weight", &dims, &values)?];
         if c.bias {
-            let values = self.init().fan_in(c.out, fan_in);
+            let values = self.weights(&[c.out])?.fan_in(c.out, fan_in);
             inputs.push(self.param(&name, "bias", &[c.out], &values)?);
         }
         let (k, s, p) = (c.kernel as i64, c.stride as i64, c.pad as i64);
@@ -185,8 +185,8 @@ impl GraphBuilder {
             build_bail!("a linear layer needs features, '{}' is a scalar", x.name);
         };
         let name = self.reserve("fc");
-        let weight = self.init().fan_in(out * fan_in, fan_in);
-        let bias = self.init().fan_in(out, fan_in);
+        let weight = self.weights(&[out, fan_in])?.fan_in(out * fan_in, fan_in);
+        let bias = self.weights(&[out])?.fan_in(out, fan_in);
         let mut shape = x.shape.clone();
         if let Some(last) = shape.last_mut() {
             *last = out;
@@ -440,7 +440,9 @@ impl GraphBuilder {
 
     /// A trainable tensor of `shape`, usable as a [`Var`] that broadcasts against samples.
     pub fn embedding(&mut self, kind: &str, shape: &[usize], std: f32) -> Result<Var> {
-        let values = self.init().truncated_normal(shape.iter().product(), std);
+        let values = self
+            .weights(shape)?
+            .truncated_normal(shape.iter().product(), std);
         let owner = self.reserve(kind);
         let name = self.param(&owner, "weight", shape, &values)?;
         Ok(Var {
