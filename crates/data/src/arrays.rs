@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::Path;
 
+use whittle_ir::memory::{ensure_fits, tensor_bytes};
 use whittle_ir::{DataType, TensorData};
 use zip::ZipArchive;
 
@@ -99,9 +100,16 @@ fn labelled(
     let (images, labels) = paired_rows(x, y, x_name, y_name, limit)?;
     let images = match images.dtype() {
         DataType::Float => images,
-        _ => {
-            let values: Vec<f32> = images.to_f64_vec()?.iter().map(|&v| v as f32).collect();
-            TensorData::from_slice(images.dims().to_vec(), &values)?
+        dtype => {
+            // Through float64 (8 bytes a value) into the float32 tensor's bytes (4 more).
+            let what = format!("converting {x_name} from {dtype} to float32");
+            ensure_fits(tensor_bytes(images.dims(), 12), &what)?;
+            let bytes = images
+                .to_f64_vec()?
+                .iter()
+                .flat_map(|&v| (v as f32).to_le_bytes())
+                .collect();
+            TensorData::from_bytes(DataType::Float, images.dims().to_vec(), bytes)?
         }
     };
     Dataset::new(images, labels.to_i64_vec()?, classes)

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use whittle_ir::memory::{ensure_fits, tensor_bytes};
 use whittle_ir::{DataType, TensorData};
 
 use crate::dataset::{paired_rows, same_count, Dataset, Split};
@@ -50,13 +51,15 @@ pub(crate) fn load_idx(dir: &Path, split: Split, limit: Option<usize>) -> Result
     expect_u8(&labels, 1, &y_path)?;
     let dims = images.dims();
     let dims = vec![dims[0], 1, dims[1], dims[2]];
-    let pixels: Vec<f32> = images
+    let what = format!("{} as float32", x_path.display());
+    ensure_fits(tensor_bytes(&dims, size_of::<f32>()), &what)?;
+    let pixels = images
         .bytes()
         .unwrap_or_default()
         .iter()
-        .map(|&p| f32::from(p) / 255.0)
+        .flat_map(|&p| (f32::from(p) / 255.0).to_le_bytes())
         .collect();
-    let images = TensorData::from_slice(dims, &pixels)?;
+    let images = TensorData::from_bytes(DataType::Float, dims, pixels)?;
     Dataset::new(images, labels.to_i64_vec()?, MNIST_CLASSES)
 }
 

@@ -148,3 +148,43 @@ fn files_larger_than_memory_are_not_read() {
         "{err}"
     );
 }
+
+#[test]
+fn conversions_to_float32_are_checked_before_they_are_made() {
+    let dir = scratch("convert");
+    // 100,000 bytes of uint8 samples: 1.1 MiB through float64 to float32.
+    let x = whittle_ir::TensorData::from_slice(vec![1000, 100], &[7u8; 100_000]).unwrap();
+    let y = whittle_ir::TensorData::from_slice(vec![1000], &[0u8; 1000]).unwrap();
+    let (xp, yp) = (dir.join("x.npy"), dir.join("y.npy"));
+    whittle_data::write_npy(&xp, &x).unwrap();
+    whittle_data::write_npy(&yp, &y).unwrap();
+    let err = load_err(format!("npy:{},{}", xp.display(), yp.display()), None);
+    assert!(
+        err.ends_with(&format!(
+            "converting {} from uint8 to float32 needs 1.1 MiB but only 1.0 MiB of memory is \
+             available",
+            xp.display()
+        )),
+        "{err}"
+    );
+    // 400 MNIST-sized images: 306 KiB of bytes, 1.2 MiB as float32.
+    let idx = |dims: &[u32], data: &[u8]| {
+        let mut out = vec![0, 0, 0x08, dims.len() as u8];
+        dims.iter().for_each(|d| out.extend(d.to_be_bytes()));
+        out.extend_from_slice(data);
+        out
+    };
+    write(
+        &dir.join("t10k-images-idx3-ubyte"),
+        &idx(&[400, 28, 28], &[1; 400 * 784]),
+    );
+    write(&dir.join("t10k-labels-idx1-ubyte"), &idx(&[400], &[3; 400]));
+    let err = load_err(format!("mnist:{}", dir.display()), None);
+    assert!(
+        err.ends_with(&format!(
+            "{} as float32 needs 1.2 MiB but only 1.0 MiB of memory is available",
+            dir.join("t10k-images-idx3-ubyte").display()
+        )),
+        "{err}"
+    );
+}
