@@ -159,3 +159,99 @@ fn bad_input_gets_clear_errors() {
     assert_eq!(out.status.code(), Some(2), "clap usage errors exit with 2");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_handles_an_empty_batch() {
+    let dir = scratch("run-empty");
+    let x = dir.join("x.npy");
+    let empty = whittle_ir::TensorData::from_slice::<f32>(vec![0, 1, 28, 28], &[]).unwrap();
+    whittle_data::npy::write_npy(&x, &empty).unwrap();
+    let out_dir = dir.join("out");
+    let (feed, out_arg) = (
+        format!("input={}", x.display()),
+        out_dir.display().to_string(),
+    );
+    let out = whittle(&["run", &lenet(), "--input", &feed, "--out", &out_arg]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // ONNX Runtime gives LeNet5's logits for zero images as shape (0, 10).
+    let logits = whittle_data::npy::read_npy(&out_dir.join("logits.npy")).unwrap();
+    assert_eq!(logits.dims(), &[0, 10]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A model of one node `op` reading float input `x` and an int64 initializer `s`,
+/// importing `opset`, saved in `dir`.
+fn one_node_model(dir: &std::path::Path, op: &str, s: &[i64], opset: i64) -> String {
+    use whittle_ir::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+    use whittle_ir::shape::TensorType;
+    let s = whittle_ir::TensorData::from_slice(vec![s.len()], s).unwrap();
+    let model = whittle_ir::Model::new(ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        graph: Some(GraphProto {
+            name: "g".into(),
+            node: vec![NodeProto {
+                name: "grow".into(),
+                op_type: op.into(),
+                input: vec!["x".into(), "s".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            input: vec![TensorType::known(whittle_ir::DataType::Float, &[1]).to_value_info("x")],
+            output: vec![whittle_ir::proto::ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            initializer: vec![s.to_proto("s")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let path = dir.join(format!("{op}-{opset}.onnx"));
+    model.save(&path, &whittle_ir::ExternalData::Never).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn run_refuses_an_output_beyond_the_memory_limit() {
+    let dir = scratch("run-memory");
+    // 100 bytes of model asking for 2^26 floats (256 MiB).
+    let model = one_node_model(&dir, "Expand", &[1 << 26], 17);
+    let x = dir.join("x.npy");
+    let one = whittle_ir::TensorData::from_slice(vec![1], &[1.0f32]).unwrap();
+    whittle_data::npy::write_npy(&x, &one).unwrap();
+    let out_dir = dir.join("out");
+    let (feed, out_arg) = (format!("x={}", x.display()), out_dir.display().to_string());
+    let out = Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(["run", &model, "--input", &feed, "--out", &out_arg])
+        .env(whittle_ir::memory::LIMIT_ENV, (64u64 << 20).to_string())
+        .output()
+        .unwrap();
+    assert_clean_error(
+        &out,
+        &["node 'grow' (Expand)", "needs 256.0 MiB but only 64.0 MiB"],
+    );
+    assert!(!out_dir.join("y.npy").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_model_importing_an_unknown_opset_is_refused() {
+    let dir = scratch("opset");
+    let model = one_node_model(&dir, "Expand", &[4], 99);
+    assert_clean_error(
+        &whittle(&["inspect", &model]),
+        &[
+            "imports opset 99 of the default ONNX domain",
+            "opsets 1 to 23",
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

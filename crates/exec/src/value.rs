@@ -122,12 +122,15 @@ impl Value {
         let dims = self.shape().to_vec();
         let flat = self.tensor.flatten_all()?;
         let ints = || flat.to_vec1::<i64>();
+        // Floats and bytes are copied once, from the tensor's storage into the bytes.
         Ok(match self.dtype {
-            Float => TensorData::from_slice(dims, &flat.to_vec1::<f32>()?)?,
-            Double => TensorData::from_slice(dims, &flat.to_vec1::<f64>()?)?,
-            Float16 => TensorData::from_slice(dims, &flat.to_vec1::<f16>()?)?,
-            Bfloat16 => TensorData::from_slice(dims, &flat.to_vec1::<bf16>()?)?,
-            Uint8 | Bool => TensorData::from_bytes(self.dtype, dims, flat.to_vec1::<u8>()?)?,
+            Float => self.with_slice::<f32, _>(|s| TensorData::from_slice(dims, s))??,
+            Double => self.with_slice::<f64, _>(|s| TensorData::from_slice(dims, s))??,
+            Float16 => self.with_slice::<f16, _>(|s| TensorData::from_slice(dims, s))??,
+            Bfloat16 => self.with_slice::<bf16, _>(|s| TensorData::from_slice(dims, s))??,
+            Uint8 | Bool => {
+                self.with_slice::<u8, _>(|s| TensorData::from_bytes(self.dtype, dims, s.to_vec()))??
+            }
             Int8 => {
                 TensorData::from_slice(dims, &ints()?.iter().map(|&v| v as i8).collect::<Vec<_>>())?
             }

@@ -70,12 +70,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some((_, path)) = targets.iter().find(|(_, p)| p.exists() && !args.force) {
         bail!("{} exists; pass --force to overwrite it", path.display());
     }
-    let outputs = exec.run(feed)?;
+    let mut outputs = exec.run(feed)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     for (name, path) in targets {
-        whittle_data::npy::write_npy(&path, &outputs[&name].to_data()?)?;
-        println!("{name} {:?} -> {}", outputs[&name].shape(), path.display());
+        // Each output leaves the executor's map as it is written, so a large output is
+        // held as a tensor or as its bytes, not both, while the next one is written.
+        let value = outputs
+            .remove(&name)
+            .with_context(|| format!("output '{name}' was not computed"))?;
+        let shape = value.shape().to_vec();
+        let data = value.to_data()?;
+        drop(value);
+        whittle_data::npy::write_npy(&path, &data)?;
+        println!("{name} {shape:?} -> {}", path.display());
     }
     Ok(())
 }
