@@ -10,11 +10,16 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use fuzz_support::{apply, check_allocations, config, edits, limit_memory, Bounded};
+use fuzz_support::{
+    apply, check_allocations, config, edits, largest_allocation, limit_memory, Bounded,
+};
 use proptest::prelude::*;
 use prost::Message;
 use whittle_ir::proto::tensor_shape_proto::{dimension, Dimension};
-use whittle_ir::proto::{type_proto, ModelProto, StringStringEntryProto, TensorProto};
+use whittle_ir::proto::{
+    type_proto, GraphProto, ModelProto, NodeProto, StringStringEntryProto, TensorProto,
+    TensorShapeProto, TypeProto, ValueInfoProto,
+};
 use whittle_ir::{ExternalData, Model, TensorData};
 
 #[global_allocator]
@@ -298,8 +303,52 @@ fn the_unmutated_inputs_load() {
 
 #[test]
 fn the_allocation_check_sees_a_large_allocation() {
-    fuzz_support::largest_allocation();
+    largest_allocation();
     std::hint::black_box(vec![1u8; 20 << 20]);
     assert!(check_allocations(16 << 20).is_err());
     assert!(check_allocations(16 << 20).is_ok(), "reset by the check");
+}
+
+#[test]
+fn a_declared_shape_length_is_not_allocated() {
+    // Found by the field edits: ConstantOfShape fed a shape input declared as [2^32] made
+    // shape inference allocate 2^32 unknown dimensions (48 GiB).
+    let shape_input = ValueInfoProto {
+        name: "shape".into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 7,
+                shape: Some(TensorShapeProto {
+                    dim: vec![Dimension {
+                        value: Some(dimension::Value::DimValue(1 << 32)),
+                        ..Dimension::default()
+                    }],
+                }),
+            })),
+            ..TypeProto::default()
+        }),
+        ..ValueInfoProto::default()
+    };
+    let graph = GraphProto {
+        node: vec![NodeProto {
+            input: vec!["shape".into()],
+            output: vec!["y".into()],
+            op_type: "ConstantOfShape".into(),
+            ..NodeProto::default()
+        }],
+        input: vec![shape_input],
+        output: vec![ValueInfoProto {
+            name: "y".into(),
+            ..ValueInfoProto::default()
+        }],
+        ..GraphProto::default()
+    };
+    let model = Model::new(ModelProto {
+        graph: Some(graph),
+        ..ModelProto::default()
+    });
+    largest_allocation();
+    let types = whittle_ir::shape::infer(&model, &HashMap::new()).unwrap();
+    assert_eq!(types["y"].dims, None, "the output's rank is left unknown");
+    assert!(check_allocations(1 << 20).is_ok());
 }
