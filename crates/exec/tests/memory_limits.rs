@@ -59,6 +59,13 @@ fn run(model: &Model, x: Value) -> Result<Vec<usize>, String> {
     Ok(out["y"].shape().to_vec())
 }
 
+fn floats(name: &str, dims: &[usize]) -> TensorProto {
+    let n = dims.iter().product();
+    TensorData::from_slice(dims.to_vec(), &vec![0.5f32; n])
+        .unwrap()
+        .to_proto(name)
+}
+
 /// One operator run twice: with inputs whose output fits, then with inputs whose output
 /// needs 256 MiB.
 struct Case {
@@ -103,6 +110,15 @@ fn outputs_larger_than_the_memory_limit_are_refused_before_allocating() {
             fitting_shape: vec![16, 4],
             too_large_x: x(vec![2, 4]),
             too_large: vec![ints("r", &[1 << 23, 1])],
+        },
+        // Broadcasting [2^13, 1] against [1, 2^13] gives 2^26 f32 values: 256 MiB.
+        Case {
+            op: "Add",
+            x: x(vec![1 << 10, 1]),
+            fits: vec![floats("b", &[1, 1 << 10])],
+            fitting_shape: vec![1 << 10, 1 << 10],
+            too_large_x: x(vec![1 << 13, 1]),
+            too_large: vec![floats("b", &[1, 1 << 13])],
         },
         Case {
             op: "Pad",

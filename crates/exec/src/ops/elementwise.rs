@@ -3,7 +3,7 @@
 use candle_core::{DType, Tensor};
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::util::{broadcast_shapes, broadcast_to, map2_f64, map2_i64, same_dtype};
+use super::util::{broadcast_output, broadcast_to, map2_f64, map2_i64, same_dtype};
 use super::{OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
@@ -45,12 +45,18 @@ pub fn register(r: &mut Registry) {
 
 type TensorOp = fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>;
 
+/// `op(a, b)` in candle, once the broadcast output's bytes are known to fit in memory.
+fn checked(op: TensorOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    broadcast_output(&[a.dims(), b.dims()], a.dtype())?;
+    Ok(op(a, b)?)
+}
+
 /// Float math runs in candle (differentiable); integer math wraps like C, in i64.
 fn arith(c: &OpCtx, op: TensorOp, int_op: fn(i64, i64) -> i64) -> Result<Vec<Value>> {
     let (a, b) = (c.input(0)?, c.input(1)?);
     let dt = same_dtype(a, b)?;
     if dt.is_float() {
-        return Ok(vec![Value::new(op(a.tensor(), b.tensor())?, dt)?]);
+        return Ok(vec![Value::new(checked(op, a.tensor(), b.tensor())?, dt)?]);
     }
     Ok(vec![map2_i64(a, b, dt, move |x, y| Ok(int_op(x, y)))?])
 }
@@ -59,7 +65,8 @@ fn div(c: &OpCtx) -> Result<Vec<Value>> {
     let (a, b) = (c.input(0)?, c.input(1)?);
     let dt = same_dtype(a, b)?;
     if dt.is_float() {
-        return Ok(vec![Value::new(a.tensor().broadcast_div(b.tensor())?, dt)?]);
+        let t = checked(Tensor::broadcast_div, a.tensor(), b.tensor())?;
+        return Ok(vec![Value::new(t, dt)?]);
     }
     Ok(vec![map2_i64(a, b, dt, |x, y| {
         if y == 0 {
@@ -81,7 +88,7 @@ fn pow(c: &OpCtx) -> Result<Vec<Value>> {
             _ => a.tensor().powf(e)?,
         };
         let target = a.shape().to_vec();
-        let shape = broadcast_shapes([a.shape(), b.shape()])?;
+        let shape = broadcast_output(&[a.shape(), b.shape()], t.dtype())?;
         let t = if shape != target {
             broadcast_to(&t, &shape)?
         } else {
@@ -147,7 +154,7 @@ fn variadic(c: &OpCtx, op: TensorOp) -> Result<Vec<Value>> {
     for i in 1..c.num_inputs() {
         let v = c.input(i)?;
         same_dtype(first, v)?;
-        acc = op(&acc, v.tensor())?;
+        acc = checked(op, &acc, v.tensor())?;
     }
     Ok(vec![Value::new(acc, first.dtype())?])
 }
@@ -163,7 +170,7 @@ fn compare(c: &OpCtx, op: TensorOp) -> Result<Vec<Value>> {
     let (a, b) = (c.input(0)?, c.input(1)?);
     same_dtype(a, b)?;
     Ok(vec![Value::new(
-        op(a.tensor(), b.tensor())?,
+        checked(op, a.tensor(), b.tensor())?,
         DataType::Bool,
     )?])
 }
@@ -187,7 +194,7 @@ fn not(c: &OpCtx) -> Result<Vec<Value>> {
 fn where_op(c: &OpCtx) -> Result<Vec<Value>> {
     let (cond, x, y) = (c.input(0)?, c.input(1)?, c.input(2)?);
     let dt = same_dtype(x, y)?;
-    let shape = broadcast_shapes([cond.shape(), x.shape(), y.shape()])?;
+    let shape = broadcast_output(&[cond.shape(), x.shape(), y.shape()], x.tensor().dtype())?;
     let cond = broadcast_to(&cond.tensor().to_dtype(DType::U8)?, &shape)?;
     let t = cond.where_cond(
         &broadcast_to(x.tensor(), &shape)?,

@@ -56,6 +56,17 @@ pub fn broadcast_shapes<'a>(shapes: impl IntoIterator<Item = &'a [usize]>) -> Re
         .try_fold(Vec::new(), |acc, s| broadcast_shape(&acc, s))
 }
 
+/// The broadcast shape of `shapes`, checked with [`check_size`] for elements of `dtype`
+/// when it is larger than every input (`[N, 1] + [1, M]`): elementwise operators call it
+/// before they allocate their output.
+pub fn broadcast_output(shapes: &[&[usize]], dtype: DType) -> Result<Vec<usize>> {
+    let out = broadcast_shapes(shapes.iter().copied())?;
+    if shapes.iter().all(|s| *s != out.as_slice()) {
+        check_size(&out, dtype)?;
+    }
+    Ok(out)
+}
+
 /// `t` broadcast (and materialised contiguous) to `shape`.
 pub fn broadcast_to(t: &Tensor, shape: &[usize]) -> Result<Tensor> {
     if t.dims() == shape {
@@ -82,7 +93,7 @@ pub fn require_float(v: &Value) -> Result<()> {
 
 /// Applies `f` elementwise (in f64) to two broadcast values; the result has type `out`.
 pub fn map2_f64(a: &Value, b: &Value, out: DataType, f: impl Fn(f64, f64) -> f64) -> Result<Value> {
-    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let shape = broadcast_output(&[a.shape(), b.shape()], DType::F64)?;
     let x = host_f64(a, &shape)?;
     let y = host_f64(b, &shape)?;
     let v: Vec<f64> = x.iter().zip(&y).map(|(&p, &q)| f(p, q)).collect();
@@ -96,7 +107,7 @@ pub fn map2_i64(
     out: DataType,
     f: impl Fn(i64, i64) -> Result<i64>,
 ) -> Result<Value> {
-    let shape = broadcast_shape(a.shape(), b.shape())?;
+    let shape = broadcast_output(&[a.shape(), b.shape()], DType::I64)?;
     let x = host_i64(a, &shape)?;
     let y = host_i64(b, &shape)?;
     let v = x
