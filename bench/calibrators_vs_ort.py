@@ -314,9 +314,9 @@ def main():
     from onnxruntime import __version__ as ort_version
 
     text = "\n".join([
-        f"ONNX Runtime {ort_version}. Accuracy in percent on the 10k test images; cosine to FP32 "
-        "(YOLOv8n: with the SQNR of output0). Gap: whittle minus the best ORT row of the same "
-        "method (for MSE, of any method), same granularity.",
+        f"ONNX Runtime {ort_version}. Accuracy in percent on the 10k test images, or cosine to FP32; "
+        "in brackets the SQNR to FP32 of the logits (YOLOv8n: of output0). Gap: whittle minus the best "
+        "ORT row of the same method (for MSE, of any method), same granularity.",
         "",
         table(["model", "metric", "fp32", "worst gap"], summary),
         "",
