@@ -59,10 +59,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Ctrl-C, SIGTERM or SIGHUP while a model or checkpoint is being written: remove the
     // temporary files, so an interrupted command leaves only complete outputs.
-    if let Err(e) = ctrlc::set_handler(|| {
-        whittle_ir::files::remove_pending();
-        std::process::exit(130);
-    }) {
+    if let Err(e) = ctrlc::set_handler(|| whittle_ir::files::remove_pending_and_exit(130)) {
         eprintln!("warning: cannot install the interrupt handler: {e}");
     }
     let result = match cli.command {

@@ -2,8 +2,10 @@
 //!
 //! Every output is written to a hidden temporary file beside its target and renamed into
 //! place once complete ([`write_atomic`]). Temporary files are registered while they exist,
-//! so a front end's signal handler can remove them ([`remove_pending`]) before it exits.
+//! so a front end's signal handler can remove them ([`remove_pending_and_exit`]).
 
+use std::fs::File;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -24,20 +26,25 @@ pub struct TempPath {
 }
 
 impl TempPath {
-    /// A fresh hidden name beside `target`: `DIR/.NAME.PID.N.tmp`.
+    /// A fresh hidden name beside `target`: `DIR/.NAME.PID.N.tmp`, registered.
     pub fn beside(target: &Path) -> TempPath {
-        let dir = target
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "output".to_string());
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
+        let path = temp_name(target);
         lock_pending().push(path.clone());
         TempPath { path }
+    }
+
+    /// [`beside`](TempPath::beside), with the file created (empty) under the registry's
+    /// lock and returned open: a signal handler that removes it later leaves the writer
+    /// writing into an unlinked file, never a new one on disk.
+    pub fn create(target: &Path) -> Result<(TempPath, File)> {
+        let path = temp_name(target);
+        let mut pending = lock_pending();
+        let file = File::create(&path).map_err(|source| IrError::Io {
+            path: target.to_path_buf(),
+            source,
+        })?;
+        pending.push(path.clone());
+        Ok((TempPath { path }, file))
     }
 
     /// The temporary path to write.
@@ -64,6 +71,19 @@ impl Drop for TempPath {
     }
 }
 
+fn temp_name(target: &Path) -> PathBuf {
+    let dir = target
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "output".to_string());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()))
+}
+
 fn lock_pending() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     PENDING
         .lock()
@@ -74,10 +94,17 @@ fn unregister(path: &Path) {
     lock_pending().retain(|p| p != path);
 }
 
-/// Removes every temporary file still being written. For signal handlers (SIGINT, SIGTERM):
-/// call it, then exit.
-pub fn remove_pending() {
-    for path in lock_pending().drain(..) {
+/// For signal handlers (SIGINT, SIGTERM): removes every temporary file still being
+/// written and exits with `code`, holding the registry's lock, so no other thread can
+/// register (and create) a new temporary file between the removal and the exit.
+pub fn remove_pending_and_exit(code: i32) -> ! {
+    let mut pending = lock_pending();
+    remove_all(&mut pending);
+    std::process::exit(code)
+}
+
+fn remove_all(pending: &mut Vec<PathBuf>) {
+    for path in pending.drain(..) {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -105,12 +132,13 @@ where
 
 /// [`write_atomic`] for a byte buffer.
 pub fn write_bytes_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic(target, |tmp| {
-        std::fs::write(tmp, bytes).map_err(|source| IrError::Io {
-            path: target.to_path_buf(),
-            source,
-        })
-    })
+    let (tmp, mut file) = TempPath::create(target)?;
+    file.write_all(bytes).map_err(|source| IrError::Io {
+        path: target.to_path_buf(),
+        source,
+    })?;
+    drop(file);
+    tmp.persist(target)
 }
 
 #[cfg(test)]
@@ -159,13 +187,15 @@ mod tests {
     }
 
     #[test]
-    fn remove_pending_deletes_files_being_written() {
+    fn removing_pending_files_leaves_nothing_behind() {
         let dir = scratch("signal");
-        let tmp = TempPath::beside(&dir.join("out.bin"));
-        std::fs::write(tmp.path(), b"partial").unwrap();
+        let (tmp, mut file) = TempPath::create(&dir.join("out.bin")).unwrap();
         assert!(pending().contains(&tmp.path().to_path_buf()));
-        remove_pending();
+        // What the signal handler does before it exits: the writer's open file outlives
+        // the removal, and nothing is left on disk.
+        remove_all(&mut lock_pending());
+        file.write_all(b"partial").unwrap();
         assert!(entries(&dir).is_empty());
-        drop(tmp);
+        assert!(tmp.persist(&dir.join("out.bin")).is_err());
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
-use whittle_ir::files::{write_atomic, write_bytes_atomic};
+use whittle_ir::files::write_bytes_atomic;
 use whittle_ir::{ExternalData, Model};
 
 use crate::bail;
@@ -158,9 +158,9 @@ pub fn save(
     std::fs::create_dir_all(&folder).map_err(io(&folder))?;
     model.save(folder.join(MODEL), &ExternalData::Auto)?;
     let path = folder.join(OPTIMIZER);
-    write_atomic(&path, |tmp| {
-        candle_core::safetensors::save(optimizer, tmp).map_err(TrainError::from)
-    })?;
+    let bytes = safetensors::serialize(optimizer, None)
+        .map_err(|e| TrainError::Invalid(format!("encoding {}: {e}", path.display())))?;
+    write_bytes_atomic(&path, &bytes)?;
     let json = serde_json::to_string_pretty(state)
         .map_err(|e| TrainError::Invalid(format!("encoding {STATE}: {e}")))?;
     write_bytes_atomic(&dir.join(STATE), json.as_bytes())?;
