@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::str::FromStr;
 
 use crate::error::BenchError;
+pub use whittle_ir::memory::human_bytes;
 
 /// Output format of a report.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,22 +220,6 @@ fn html_cell(c: &Cell) -> String {
     }
 }
 
-/// A byte count as B / KiB / MiB / GiB.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[unit])
-    }
-}
-
 /// A large count with an SI suffix (K, M, G).
 pub fn human_count(n: u64) -> String {
     match n {
@@ -295,8 +280,8 @@ mod tests {
 
     #[test]
     fn sizes_read_well() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(3 * 1024 * 1024 / 2), "1.50 MiB");
+        assert_eq!(human_bytes(512u64), "512 B");
+        assert_eq!(human_bytes(3u64 * 1024 * 1024 / 2), "1.5 MiB");
         assert_eq!(human_count(648_226), "648.2K");
         assert_eq!(human_count(4_467_712), "4.47M");
     }

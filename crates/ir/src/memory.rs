@@ -51,8 +51,9 @@ pub fn tensor_bytes(dims: &[usize], element_bytes: usize) -> Option<u128> {
         .try_fold(element_bytes as u128, |acc, &d| acc.checked_mul(d as u128))
 }
 
-/// `1536` -> `"1.5 KiB"`.
-pub fn human_bytes(bytes: u128) -> String {
+/// A byte count as B / KiB / MiB / ... with one decimal: `1536` -> `"1.5 KiB"`.
+pub fn human_bytes(bytes: impl Into<u128>) -> String {
+    let bytes: u128 = bytes.into();
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -99,8 +100,8 @@ mod tests {
 
     #[test]
     fn human_bytes_picks_a_unit() {
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+        assert_eq!(human_bytes(512u32), "512 B");
+        assert_eq!(human_bytes(1536u32), "1.5 KiB");
+        assert_eq!(human_bytes(3u64 << 30), "3.0 GiB");
     }
 }

@@ -11,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use whittle_data::{Augment, Dataset, Loader, LoaderOptions};
 use whittle_exec::{Executor, Value};
+use whittle_ir::memory::human_bytes;
 use whittle_ir::{Model, TensorData};
 
 use crate::bail;
@@ -800,10 +801,6 @@ pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> R
         }
     }
     Ok(norm)
-}
-
-fn human_bytes(b: u64) -> String {
-    whittle_ir::memory::human_bytes(b.into())
 }
 
 /// The run's settings as one line: optimizer, learning rate and schedule, batch, epochs.
