@@ -56,6 +56,7 @@ from quantize_vs_ort import (  # noqa: E402
     mean_cosine,
     minilm_batch,
     minilm_embeddings,
+    write_section,
     mnist,
     sentences,
     session,
@@ -324,16 +325,8 @@ def main():
     ])
     print(text)
     if args.write:
-        with open(args.write, encoding="utf-8") as f:
-            doc = f.read()
-        block = f"{BEGIN}\n{text}\n{END}"
-        if BEGIN in doc:
-            doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-        else:
-            doc += "\n## Calibrators against ONNX Runtime on six models\n\n`python3 bench/calibrators_vs_ort.py " \
-                   "--write docs/BENCHMARKS.md`\n\n" + block + "\n"
-        with open(args.write, "w", encoding="utf-8") as f:
-            f.write(doc)
+        write_section(args.write, text, BEGIN, END, "Calibrators against ONNX Runtime on six models",
+                      "python3 bench/calibrators_vs_ort.py --write docs/BENCHMARKS.md")
 
 
 if __name__ == "__main__":

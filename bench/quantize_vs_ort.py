@@ -437,6 +437,20 @@ def rss_rows(b):
     return rows
 
 
+def write_section(path, text, begin, end, heading, command):
+    """Puts `text` between the `begin` and `end` markers of the Markdown file at `path`,
+    or appends it under a new `heading` section naming the `command` that made it."""
+    with open(path, encoding="utf-8") as f:
+        doc = f.read()
+    block = f"{begin}\n{text}\n{end}"
+    if begin in doc:
+        doc = doc[: doc.index(begin)] + block + doc[doc.index(end) + len(end):]
+    else:
+        doc += f"\n## {heading}\n\n`{command}`\n\n{block}\n"
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(doc)
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
@@ -475,16 +489,8 @@ def main():
     text = "\n".join(parts)
     print(text)
     if args.write:
-        with open(args.write, encoding="utf-8") as f:
-            doc = f.read()
-        block = f"{BEGIN}\n{text}\n{END}"
-        if BEGIN in doc:
-            doc = doc[: doc.index(BEGIN)] + block + doc[doc.index(END) + len(END):]
-        else:
-            doc += "\n## Quantization against ONNX Runtime\n\n`python3 bench/quantize_vs_ort.py --write " \
-                   "docs/BENCHMARKS.md`\n\n" + block + "\n"
-        with open(args.write, "w", encoding="utf-8") as f:
-            f.write(doc)
+        write_section(args.write, text, BEGIN, END, "Quantization against ONNX Runtime",
+                      "python3 bench/quantize_vs_ort.py --write docs/BENCHMARKS.md")
 
 
 if __name__ == "__main__":
