@@ -1,0 +1,16 @@
+//! whittle's library layer: it composes the techniques of `whittle-passes`, the trainer of
+//! `whittle-train` and the measurements of `whittle-bench` into steps that a Rust program,
+//! the CLI, the web UI or the auto-optimizer run alike.
+//!
+//! - [`observer`]: progress and log lines go to an [`Observer`]; the CLI renders them with
+//!   indicatif, a UI as events.
+//! - [`step`]: one [`step::Step`] per technique, configured by a serde struct and run as
+//!   `Step::run(&mut Ctx, Model) -> (Model, StepReport)`.
+
+pub mod error;
+pub mod observer;
+pub mod step;
+
+pub use error::{PipelineError, Result};
+pub use observer::{Event, Level, Observer, SilentObserver};
+pub use step::{Ctx, Step, StepReport};
