@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod observer;
 mod report;
 
 /// mimalloc keeps freed tensor buffers for reuse; glibc's malloc maps and unmaps every
