@@ -1,5 +1,6 @@
 //! NPY files (format versions 1, 2 and 3) to and from [`TensorData`].
 
+use std::io::Write;
 use std::path::Path;
 
 use whittle_ir::{DataType, TensorData};
@@ -38,12 +39,21 @@ pub fn read_npy(path: &Path) -> Result<TensorData> {
     parse_npy(&read_file(path)?, &path.display().to_string())
 }
 
-/// Writes `tensor` as an NPY file that numpy's `np.load` reads back unchanged.
+/// Writes `tensor` as an NPY file that numpy's `np.load` reads back unchanged. The file
+/// appears atomically (temporary file, then rename), and the tensor's bytes are written
+/// straight from it, not copied into an encoded buffer first.
 pub fn write_npy(path: &Path, tensor: &TensorData) -> Result<()> {
-    let bytes = to_npy_bytes(tensor)?;
-    std::fs::write(path, bytes).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
+    let header = npy_header(tensor)?;
+    let data = tensor.bytes().unwrap_or_default();
+    whittle_ir::files::write_atomic(path, |tmp| {
+        let io = |source| DataError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::io::BufWriter::new(std::fs::File::create(tmp).map_err(io)?);
+        file.write_all(&header).map_err(io)?;
+        file.write_all(data).map_err(io)?;
+        file.flush().map_err(io)
     })
 }
 
@@ -72,10 +82,17 @@ pub fn parse_npy(bytes: &[u8], file: &str) -> Result<TensorData> {
 
 /// The encoded NPY file of `tensor`, byte for byte what numpy's `np.save` writes (version 1.0).
 pub fn to_npy_bytes(tensor: &TensorData) -> Result<Vec<u8>> {
+    let mut out = npy_header(tensor)?;
+    out.extend_from_slice(tensor.bytes().unwrap_or_default());
+    Ok(out)
+}
+
+/// The bytes of an NPY file before its data: magic, version 1.0, header length and the
+/// header text padded so that the data starts at a multiple of [`ALIGN`].
+fn npy_header(tensor: &TensorData) -> Result<Vec<u8>> {
     let fail = |reason: String| DataError::format("NPY output", reason);
     let descr = descr_of(tensor.dtype())
         .ok_or_else(|| fail(format!("{} cannot be stored in NPY", tensor.dtype())))?;
-    let data = tensor.bytes().unwrap_or_default();
     let mut header = format_header(&descr, tensor.dims());
     let pad = (ALIGN - (V1_PREFIX + header.len() + 1) % ALIGN) % ALIGN;
     header.extend(std::iter::repeat_n(' ', pad));
@@ -86,12 +103,11 @@ pub fn to_npy_bytes(tensor: &TensorData) -> Result<Vec<u8>> {
             tensor.dims().len()
         ))
     })?;
-    let mut out = Vec::with_capacity(V1_PREFIX + header.len() + data.len());
+    let mut out = Vec::with_capacity(V1_PREFIX + header.len());
     out.extend_from_slice(MAGIC);
     out.extend([1, 0]);
     out.extend(len.to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
     Ok(out)
 }
 
