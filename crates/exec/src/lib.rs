@@ -7,6 +7,7 @@
 pub mod conformance;
 pub mod error;
 pub mod executor;
+pub mod kernels;
 pub mod ops;
 pub mod value;
 

@@ -1,0 +1,349 @@
+//! GEMM on the `gemm` crate with a fused bias + activation epilogue, pre-laid-out weights and
+//! NumPy-broadcast batched matmul.
+
+use super::activation::Activation;
+use super::binary::{broadcast_shape, broadcast_strides};
+use super::{check_len, error, Result};
+use rayon::prelude::*;
+
+/// A read-only matrix view: `rows x cols` elements of `data` at `r * row_stride + c *
+/// col_stride`. Built only by [`MatRef::row_major`] (which checks the length) and
+/// transposed by [`MatRef::t`], so every element it names lies in `data`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// `data` as a contiguous row-major `rows x cols` matrix; fails unless it holds exactly
+    /// `rows * cols` elements.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Result<Self> {
+        check_len("gemm", "matrix", rows * cols, data.len())?;
+        Ok(MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        })
+    }
+
+    /// The transpose, without copying.
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The element at row `r`, column `c`.
+    pub fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.row_stride + c * self.col_stride]
+    }
+}
+
+/// A bias added to the product before the activation.
+#[derive(Clone, Copy, Debug)]
+pub enum Bias<'a> {
+    /// No bias.
+    None,
+    /// One value per row of C (`m` values): a convolution's per-output-channel bias.
+    PerRow(&'a [f32]),
+    /// One value per column of C (`n` values): a Gemm/MatMul+Add bias.
+    PerCol(&'a [f32]),
+}
+
+/// What happens to C after the product: `C = act(C + bias)`.
+#[derive(Clone, Copy, Debug)]
+pub struct Epilogue<'a> {
+    /// The bias.
+    pub bias: Bias<'a>,
+    /// The activation.
+    pub activation: Activation,
+}
+
+impl Epilogue<'_> {
+    /// No bias, no activation.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: Bias::None,
+        activation: Activation::None,
+    };
+
+    /// Whether this epilogue changes anything.
+    fn is_identity(&self) -> bool {
+        matches!(self.bias, Bias::None) && self.activation == Activation::None
+    }
+
+    /// Checks the bias length against C's `m x n`.
+    fn check(&self, m: usize, n: usize) -> Result<()> {
+        match self.bias {
+            Bias::None => Ok(()),
+            Bias::PerRow(b) => check_len("gemm", "per-row bias", m, b.len()),
+            Bias::PerCol(b) => check_len("gemm", "per-column bias", n, b.len()),
+        }
+    }
+
+    /// Applies bias and activation to the row-major `rows x n` block `c` whose first row is
+    /// row `row0` of C.
+    fn apply(&self, c: &mut [f32], n: usize, row0: usize) {
+        if self.is_identity() || n == 0 {
+            return;
+        }
+        let act = self.activation;
+        for (i, row) in c.chunks_mut(n).enumerate() {
+            match self.bias {
+                Bias::None => {}
+                Bias::PerRow(b) => {
+                    let v = b[row0 + i];
+                    row.iter_mut().for_each(|x| *x += v);
+                }
+                Bias::PerCol(b) => row.iter_mut().zip(b).for_each(|(x, v)| *x += v),
+            }
+            act.apply_slice(row);
+        }
+    }
+}
+
+/// The `gemm` crate's parallelism for the current rayon pool.
+fn parallelism() -> gemm::Parallelism {
+    if rayon::current_num_threads() > 1 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    }
+}
+
+/// Elements of C per rayon task of the epilogue.
+const EPILOGUE_CHUNK: usize = 32 * 1024;
+
+/// `C = act(alpha * A·B + beta * C + bias)` with C a contiguous row-major `m x n` slice
+/// (`m = a.rows()`, `n = b.cols()`). With `beta == 0` C's old contents are not read (NaNs in
+/// it do not leak). Transposed operands are [`MatRef::t`] views.
+pub fn gemm(
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    alpha: f32,
+    beta: f32,
+    epilogue: &Epilogue,
+) -> Result<()> {
+    gemm_with(parallelism(), a, b, c, alpha, beta, epilogue)
+}
+
+/// [`gemm`] with the `gemm` crate's parallelism chosen by the caller (`None` inside a task
+/// that is already one of many parallel ones).
+pub(crate) fn gemm_with(
+    par: gemm::Parallelism,
+    a: MatRef,
+    b: MatRef,
+    c: &mut [f32],
+    alpha: f32,
+    beta: f32,
+    epilogue: &Epilogue,
+) -> Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k {
+        return Err(error(
+            "gemm",
+            format!("A is {m}x{k} but B is {}x{n}: inner sizes differ", b.rows),
+        ));
+    }
+    check_len("gemm", "C", m * n, c.len())?;
+    epilogue.check(m, n)?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 {
+        if beta == 0.0 {
+            c.fill(0.0);
+        } else {
+            c.iter_mut().for_each(|x| *x *= beta);
+        }
+    } else {
+        // SAFETY: `a`, `b` only name elements inside their slices (see `MatRef`), C is
+        // `m * n` contiguous row-major elements, and the three do not alias (`c` is `&mut`).
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.as_mut_ptr(),
+                1,
+                n as isize,
+                beta != 0.0,
+                a.data.as_ptr(),
+                a.col_stride as isize,
+                a.row_stride as isize,
+                b.data.as_ptr(),
+                b.col_stride as isize,
+                b.row_stride as isize,
+                beta,
+                alpha,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+    if matches!(par, gemm::Parallelism::None) {
+        epilogue.apply(c, n, 0);
+    } else {
+        apply_epilogue(epilogue, c, n);
+    }
+    Ok(())
+}
+
+/// Runs the epilogue over the row-major `c` with rows of `n`, parallel over row blocks.
+fn apply_epilogue(epilogue: &Epilogue, c: &mut [f32], n: usize) {
+    if epilogue.is_identity() {
+        return;
+    }
+    let rows_per_task = (EPILOGUE_CHUNK / n).max(1);
+    if c.len() <= EPILOGUE_CHUNK || rayon::current_num_threads() == 1 {
+        epilogue.apply(c, n, 0);
+    } else {
+        c.par_chunks_mut(rows_per_task * n)
+            .enumerate()
+            .for_each(|(i, block)| epilogue.apply(block, n, i * rows_per_task));
+    }
+}
+
+/// A weight matrix copied once per model into the layout the GEMM reads fastest as its
+/// right-hand operand: `op(W)` (`rows x cols`, as used in `A·op(W)`) stored column by column,
+/// so the `k` values of each output column are contiguous.
+#[derive(Clone, Debug)]
+pub struct PackedWeights {
+    data: Vec<f32>,
+    rows: usize,
+    cols: usize,
+}
+
+impl PackedWeights {
+    /// Copies `w` (a view, transposed or not) into the packed layout.
+    pub fn new(w: MatRef) -> Self {
+        let (rows, cols) = (w.rows, w.cols);
+        let mut data = Vec::with_capacity(rows * cols);
+        for c in 0..cols {
+            data.extend((0..rows).map(|r| w.at(r, c)));
+        }
+        PackedWeights { data, rows, cols }
+    }
+
+    /// The packed matrix as a view for [`gemm`].
+    pub fn as_ref(&self) -> MatRef<'_> {
+        MatRef {
+            data: &self.data,
+            rows: self.rows,
+            cols: self.cols,
+            row_stride: 1,
+            col_stride: self.rows,
+        }
+    }
+
+    /// Rows of `op(W)` (the GEMM's `k`).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of `op(W)` (the GEMM's `n`).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+}
+
+/// The output shape of NumPy `matmul` for operands of rank >= 2: the batch dimensions
+/// broadcast, then `[.., m, k] x [.., k, n] -> [.., m, n]`.
+pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    if a.len() < 2 || b.len() < 2 {
+        return Err(error(
+            "matmul",
+            format!("operands of shape {a:?} and {b:?}: both need rank 2 or more"),
+        ));
+    }
+    let (ab, am) = a.split_at(a.len() - 2);
+    let (bb, bm) = b.split_at(b.len() - 2);
+    if am[1] != bm[0] {
+        return Err(error(
+            "matmul",
+            format!(
+                "shapes {a:?} and {b:?}: inner sizes {} and {} differ",
+                am[1], bm[0]
+            ),
+        ));
+    }
+    let mut out = broadcast_shape(ab, bb)?;
+    out.extend([am[0], bm[1]]);
+    Ok(out)
+}
+
+/// Multiply-adds in one product below which the batches of [`batched_matmul`] run as parallel
+/// tasks of single-threaded GEMMs rather than one after another with a parallel GEMM each.
+const SMALL_PRODUCT: usize = 1 << 21;
+
+/// NumPy `matmul` of row-major `a` (`a_shape`) and `b` (`b_shape`), both of rank >= 2, into
+/// `out` of [`matmul_shape`]: batch dimensions broadcast (a size-1 or missing dimension
+/// repeats). Many small products run in parallel, large ones one by one on a parallel GEMM.
+pub fn batched_matmul(
+    a: &[f32],
+    a_shape: &[usize],
+    b: &[f32],
+    b_shape: &[usize],
+    out: &mut [f32],
+) -> Result<()> {
+    let out_shape = matmul_shape(a_shape, b_shape)?;
+    check_len("matmul", "A", a_shape.iter().product(), a.len())?;
+    check_len("matmul", "B", b_shape.iter().product(), b.len())?;
+    check_len("matmul", "output", out_shape.iter().product(), out.len())?;
+    let rank = out_shape.len();
+    let (m, k, n) = (
+        out_shape[rank - 2],
+        a_shape[a_shape.len() - 1],
+        out_shape[rank - 1],
+    );
+    if m * n == 0 {
+        return Ok(());
+    }
+    let batch = &out_shape[..rank - 2];
+    let a_strides = broadcast_strides(&a_shape[..a_shape.len() - 2], batch, m * k);
+    let b_strides = broadcast_strides(&b_shape[..b_shape.len() - 2], batch, k * n);
+    let product = |par: gemm::Parallelism, i: usize, c: &mut [f32]| -> Result<()> {
+        let (mut ao, mut bo, mut rest) = (0, 0, i);
+        for d in (0..batch.len()).rev() {
+            let idx = rest % batch[d];
+            rest /= batch[d];
+            ao += idx * a_strides[d];
+            bo += idx * b_strides[d];
+        }
+        let a = MatRef::row_major(&a[ao..ao + m * k], m, k)?;
+        let b = MatRef::row_major(&b[bo..bo + k * n], k, n)?;
+        gemm_with(par, a, b, c, 1.0, 0.0, &Epilogue::NONE)
+    };
+    let count = out.len() / (m * n);
+    if count > 1 && m * n * k <= SMALL_PRODUCT && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(m * n)
+            .enumerate()
+            .try_for_each(|(i, c)| product(gemm::Parallelism::None, i, c))
+    } else {
+        out.chunks_mut(m * n)
+            .enumerate()
+            .try_for_each(|(i, c)| product(parallelism(), i, c))
+    }
+}

@@ -1,0 +1,94 @@
+//! CPU kernels for the planned executor: plain `f32` slices in, `&mut [f32]` out,
+//! contiguous row-major (NCHW for images), shapes as `usize` parameters or small structs.
+//!
+//! Every kernel checks its slice lengths against the shape it is given and answers a
+//! [`KernelError`] instead of panicking. Large work is split with rayon on the *current* pool,
+//! so a caller's `ThreadPool::install` decides the thread count. GEMMs go to the `gemm` crate.
+
+pub mod activation;
+pub mod binary;
+pub mod gemm;
+
+use std::fmt;
+
+/// A kernel refused its arguments: `kernel` names it, `message` says which size is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelError {
+    /// The kernel that refused, e.g. `"gemm"` or `"conv2d"`.
+    pub kernel: &'static str,
+    /// What was wrong, with the expected and actual sizes.
+    pub message: String,
+}
+
+impl fmt::Display for KernelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} kernel: {}", self.kernel, self.message)
+    }
+}
+
+impl std::error::Error for KernelError {}
+
+/// The result of a kernel call.
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+/// Fails with a [`KernelError`] when a slice called `what` holds `actual` elements and
+/// `expected` were needed.
+pub(crate) fn check_len(
+    kernel: &'static str,
+    what: &str,
+    expected: usize,
+    actual: usize,
+) -> Result<()> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(KernelError {
+            kernel,
+            message: format!("{what} has {actual} elements, the shape needs {expected}"),
+        })
+    }
+}
+
+/// A [`KernelError`] for `kernel` with `message`.
+pub(crate) fn error(kernel: &'static str, message: impl Into<String>) -> KernelError {
+    KernelError {
+        kernel,
+        message: message.into(),
+    }
+}
+
+/// Elements per rayon task in the elementwise kernels: below about this a task costs more
+/// to schedule than it saves.
+pub(crate) const PAR_CHUNK: usize = 16 * 1024;
+
+/// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, else AVX2 with
+/// FMA), so the loops inside it vectorise beyond the SSE2 baseline the workspace builds for.
+/// `f` and everything it calls must be inlinable (`#[inline(always)]` helpers, closures).
+#[inline(always)]
+pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports the features `avx512` is compiled for.
+            return unsafe { avx512(f) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features `avx2` is compiled for.
+            return unsafe { avx2(f) };
+        }
+    }
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512dq,avx2,fma")]
+unsafe fn avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}

@@ -1,0 +1,502 @@
+//! Every kernel of `whittle_exec::kernels` against a naive reference on random shapes,
+//! including odd sizes, transposes, broadcasting corner cases, groups and padding; each under a
+//! 1-thread and a 2-thread rayon pool (the kernels take different paths in each).
+
+use proptest::prelude::*;
+use whittle_exec::kernels::activation::{self, Activation, UnaryOp};
+use whittle_exec::kernels::binary::{self, BinaryOp};
+use whittle_exec::kernels::gemm::{self, Bias, Epilogue, MatRef, PackedWeights};
+
+/// Deterministic values in [-1, 1) from a seed (xorshift).
+fn randn(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Asserts `got` and `want` agree to 1e-5 relative (plus 1e-6 absolute for values near 0).
+fn assert_close(got: &[f32], want: &[f64], what: &str) {
+    assert_close_scaled(got, want, &vec![0.0; want.len()], what);
+}
+
+/// [`assert_close`] for sums: relative to `|want| + scale`, where `scale` is the root sum of
+/// squares of the summed terms (f32 rounding of a sum grows with it, not with the result).
+fn assert_close_scaled(got: &[f32], want: &[f64], scale: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, ((&g, &w), s)) in got.iter().zip(want).zip(scale).enumerate() {
+        let tol = 1e-5 * (w.abs() + s) + 1e-6;
+        assert!(
+            (f64::from(g) - w).abs() <= tol || (g.is_nan() && w.is_nan()),
+            "{what}: element {i}: got {g}, want {w}"
+        );
+    }
+}
+
+/// Runs `f` in a rayon pool of 1 and of 2 threads.
+fn with_pools(f: impl Fn() + Sync) {
+    for threads in [1, 2] {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(&f);
+    }
+}
+
+fn act_ref(act: Activation, x: f64) -> f64 {
+    let sig = |v: f64| 1.0 / (1.0 + (-v).exp());
+    match act {
+        Activation::None => x,
+        Activation::Relu => x.max(0.0),
+        Activation::LeakyRelu(a) => {
+            if x >= 0.0 {
+                x
+            } else {
+                f64::from(a) * x
+            }
+        }
+        Activation::Clip(lo, hi) => x.max(f64::from(lo)).min(f64::from(hi)),
+        Activation::Sigmoid => sig(x),
+        Activation::Silu => x * sig(x),
+        Activation::Gelu => 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())),
+        Activation::GeluTanh => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+        Activation::HardSigmoid { alpha, beta } => {
+            (f64::from(alpha) * x + f64::from(beta)).clamp(0.0, 1.0)
+        }
+        Activation::HardSwish => x * (x / 6.0 + 0.5).clamp(0.0, 1.0),
+        Activation::Tanh => x.tanh(),
+    }
+}
+
+const ACTIVATIONS: [Activation; 11] = [
+    Activation::None,
+    Activation::Relu,
+    Activation::LeakyRelu(0.1),
+    Activation::Clip(-0.3, 0.6),
+    Activation::Sigmoid,
+    Activation::Silu,
+    Activation::Gelu,
+    Activation::GeluTanh,
+    Activation::HardSigmoid {
+        alpha: 0.2,
+        beta: 0.5,
+    },
+    Activation::HardSwish,
+    Activation::Tanh,
+];
+
+#[test]
+fn erf_exp_tanh_sigmoid_match_f64_over_their_range() {
+    let xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 5e-5).collect();
+    let mut worst_erf = 0f64;
+    for &x in &xs {
+        worst_erf =
+            worst_erf.max((f64::from(activation::erf_f32(x)) - libm::erf(f64::from(x))).abs());
+        let e = f64::from(x).exp();
+        let got = f64::from(activation::exp_f32(x));
+        assert!((got - e).abs() <= 3e-7 * e, "exp({x}) = {got}, want {e}");
+        let t = f64::from(x).tanh();
+        let got = f64::from(activation::tanh_f32(x));
+        assert!(
+            (got - t).abs() <= 3e-7 * t.abs() + 1e-9,
+            "tanh({x}) = {got}, want {t}"
+        );
+        let s = 1.0 / (1.0 + (-f64::from(x)).exp());
+        let got = f64::from(activation::sigmoid_f32(x));
+        assert!(
+            (got - s).abs() <= 3e-7 * s,
+            "sigmoid({x}) = {got}, want {s}"
+        );
+    }
+    assert!(worst_erf <= 1e-7, "erf off by {worst_erf}");
+    // Tails: exp overflows and underflows like expf, erf and tanh saturate, NaN stays NaN.
+    assert_eq!(activation::exp_f32(100.0), f32::INFINITY);
+    assert_eq!(activation::exp_f32(-100.0), 0.0);
+    assert!((activation::exp_f32(88.5) / 88.5f32.exp() - 1.0).abs() < 1e-6);
+    assert_eq!(activation::erf_f32(-30.0), -1.0);
+    assert_eq!(activation::tanh_f32(50.0), 1.0);
+    assert_eq!(activation::sigmoid_f32(-200.0), 0.0);
+    assert!(activation::exp_f32(f32::NAN).is_nan());
+}
+
+#[test]
+fn unary_maps_and_chains_match_reference() {
+    let x: Vec<f32> = randn(100_003, 7).iter().map(|v| v * 6.0).collect();
+    with_pools(|| {
+        for act in ACTIVATIONS {
+            let mut y = vec![0.0; x.len()];
+            activation::unary(UnaryOp::Act(act), &x, &mut y).unwrap();
+            let want: Vec<f64> = x.iter().map(|&v| act_ref(act, f64::from(v))).collect();
+            assert_close(&y, &want, &format!("{act:?}"));
+        }
+        // Exp then Neg then Erf in one pass.
+        let mut y = vec![0.0; x.len()];
+        let ops = [UnaryOp::Exp, UnaryOp::Neg, UnaryOp::Erf];
+        activation::unary_chain(&ops, &x, &mut y).unwrap();
+        let want: Vec<f64> = x.iter().map(|&v| libm::erf(-f64::from(v).exp())).collect();
+        assert_close(&y, &want, "exp-neg-erf chain");
+        let mut z = x.clone();
+        activation::unary_in_place(UnaryOp::Abs, &mut z);
+        assert!(z.iter().zip(&x).all(|(a, b)| *a == b.abs()));
+    });
+    let err = activation::unary(UnaryOp::Exp, &x, &mut [0.0; 3]).unwrap_err();
+    assert!(err.to_string().contains("3 elements"), "{err}");
+}
+
+/// Naive `act(alpha * op(A)·op(B) + beta * C + bias)` in f64.
+#[allow(clippy::too_many_arguments)]
+fn gemm_ref(
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    (m, k, n): (usize, usize, usize),
+    c: &[f32],
+    alpha: f32,
+    beta: f32,
+    bias: &Bias,
+    act: Activation,
+) -> (Vec<f64>, Vec<f64>) {
+    let av = |i: usize, p: usize| f64::from(if ta { a[p * m + i] } else { a[i * k + p] });
+    let bv = |p: usize, j: usize| f64::from(if tb { b[j * k + p] } else { b[p * n + j] });
+    let mut out = vec![0.0; m * n];
+    let mut scale = vec![0.0; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let dot: f64 = (0..k).map(|p| av(i, p) * bv(p, j)).sum();
+            scale[i * n + j] = (0..k)
+                .map(|p| (av(i, p) * bv(p, j)).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            let mut v = f64::from(alpha) * dot;
+            if beta != 0.0 {
+                v += f64::from(beta) * f64::from(c[i * n + j]);
+            }
+            v += match bias {
+                Bias::None => 0.0,
+                Bias::PerRow(b) => f64::from(b[i]),
+                Bias::PerCol(b) => f64::from(b[j]),
+            };
+            out[i * n + j] = act_ref(act, v);
+        }
+    }
+    (out, scale)
+}
+
+/// A view of `data` as op(X) with `rows x cols` logical size.
+fn view(data: &[f32], rows: usize, cols: usize, trans: bool) -> MatRef<'_> {
+    if trans {
+        MatRef::row_major(data, cols, rows).unwrap().t()
+    } else {
+        MatRef::row_major(data, rows, cols).unwrap()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn gemm_matches_reference(
+        m in 1usize..70, k in 0usize..70, n in 1usize..70,
+        ta: bool, tb: bool, beta_on: bool, bias_kind in 0usize..3, act_i in 0usize..11,
+        seed in 0u64..1000,
+    ) {
+        let a = randn(m * k, seed);
+        let b = randn(k * n, seed + 1);
+        let c0 = randn(m * n, seed + 2);
+        let row_bias = randn(m, seed + 3);
+        let col_bias = randn(n, seed + 4);
+        let bias = match bias_kind {
+            0 => Bias::None,
+            1 => Bias::PerRow(&row_bias),
+            _ => Bias::PerCol(&col_bias),
+        };
+        let act = ACTIVATIONS[act_i];
+        let (alpha, beta) = (0.75, if beta_on { 0.5 } else { 0.0 });
+        let (want, scale) = gemm_ref(&a, ta, &b, tb, (m, k, n), &c0, alpha, beta, &bias, act);
+        with_pools(|| {
+            let mut c = c0.clone();
+            let ep = Epilogue { bias, activation: act };
+            gemm::gemm(view(&a, m, k, ta), view(&b, k, n, tb), &mut c, alpha, beta, &ep).unwrap();
+            assert_close_scaled(&c, &want, &scale, "gemm");
+            // Pre-packed right operand gives the same numbers.
+            let packed = PackedWeights::new(view(&b, k, n, tb));
+            let mut c = c0.clone();
+            gemm::gemm(view(&a, m, k, ta), packed.as_ref(), &mut c, alpha, beta, &ep).unwrap();
+            assert_close_scaled(&c, &want, &scale, "gemm packed");
+        });
+    }
+}
+
+#[test]
+fn gemm_large_parallel_and_beta_zero_ignores_nan() {
+    let (m, k, n) = (300, 200, 257);
+    let a = randn(m * k, 1);
+    let b = randn(k * n, 2);
+    let bias = randn(n, 3);
+    let (want, scale) = gemm_ref(
+        &a,
+        false,
+        &b,
+        true,
+        (m, k, n),
+        &[],
+        1.0,
+        0.0,
+        &Bias::PerCol(&bias),
+        Activation::Gelu,
+    );
+    with_pools(|| {
+        let mut c = vec![f32::NAN; m * n];
+        let ep = Epilogue {
+            bias: Bias::PerCol(&bias),
+            activation: Activation::Gelu,
+        };
+        gemm::gemm(
+            view(&a, m, k, false),
+            view(&b, k, n, true),
+            &mut c,
+            1.0,
+            0.0,
+            &ep,
+        )
+        .unwrap();
+        assert_close_scaled(&c, &want, &scale, "gemm 300x200x257");
+    });
+}
+
+#[test]
+fn gemm_refuses_mismatched_shapes() {
+    let a = vec![0.0; 6];
+    let b = vec![0.0; 6];
+    let mut c = vec![0.0; 4];
+    let err = gemm::gemm(
+        view(&a, 2, 3, false),
+        view(&b, 2, 3, false),
+        &mut c,
+        1.0,
+        0.0,
+        &Epilogue::NONE,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("inner sizes differ"), "{err}");
+    let err = gemm::gemm(
+        view(&a, 2, 3, false),
+        view(&b, 3, 2, false),
+        &mut c[..3],
+        1.0,
+        0.0,
+        &Epilogue::NONE,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("C has 3 elements, the shape needs 4"),
+        "{err}"
+    );
+    let bias = [1.0; 3];
+    let ep = Epilogue {
+        bias: Bias::PerCol(&bias),
+        activation: Activation::None,
+    };
+    let err = gemm::gemm(
+        view(&a, 2, 3, false),
+        view(&b, 3, 2, false),
+        &mut c,
+        1.0,
+        0.0,
+        &ep,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("per-column bias"), "{err}");
+    assert!(MatRef::row_major(&a, 4, 2).is_err());
+}
+
+/// Row-major strides of `shape`.
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Index into an operand of `shape` for the output multi-index `idx` (right-aligned broadcast).
+fn bcast_index(shape: &[usize], idx: &[usize]) -> usize {
+    let off = idx.len() - shape.len();
+    let st = strides(shape);
+    (0..shape.len())
+        .map(|j| {
+            if shape[j] == 1 {
+                0
+            } else {
+                idx[off + j] * st[j]
+            }
+        })
+        .sum()
+}
+
+fn unravel(mut i: usize, shape: &[usize]) -> Vec<usize> {
+    let mut idx = vec![0; shape.len()];
+    for d in (0..shape.len()).rev() {
+        idx[d] = i % shape[d];
+        i /= shape[d];
+    }
+    idx
+}
+
+#[test]
+fn batched_matmul_broadcasts_batch_dims() {
+    for (sa, sb) in [
+        (vec![2, 3, 5, 4], vec![4, 6]),
+        (vec![5, 4], vec![3, 1, 4, 7]),
+        (vec![2, 1, 3, 4], vec![1, 3, 4, 2]),
+        (vec![12, 64, 32], vec![12, 32, 64]),
+        (vec![1, 1, 1], vec![1, 1, 1]),
+        (vec![2, 0, 3], vec![2, 3, 4]),
+    ] {
+        let out_shape = gemm::matmul_shape(&sa, &sb).unwrap();
+        let a = randn(sa.iter().product(), 5);
+        let b = randn(sb.iter().product(), 6);
+        let k = sa[sa.len() - 1];
+        let terms = |o: usize| -> Vec<f64> {
+            let idx = unravel(o, &out_shape);
+            let r = idx.len();
+            (0..k)
+                .map(|p| {
+                    let mut ia = idx.clone();
+                    ia[r - 1] = p;
+                    let mut ib = idx.clone();
+                    ib[r - 2] = p;
+                    f64::from(a[bcast_index(&sa, &ia)]) * f64::from(b[bcast_index(&sb, &ib)])
+                })
+                .collect()
+        };
+        let count: usize = out_shape.iter().product();
+        let want: Vec<f64> = (0..count).map(|o| terms(o).iter().sum()).collect();
+        let scale: Vec<f64> = (0..count)
+            .map(|o| terms(o).iter().map(|t| t * t).sum::<f64>().sqrt())
+            .collect();
+        with_pools(|| {
+            let mut out = vec![0.0; want.len()];
+            gemm::batched_matmul(&a, &sa, &b, &sb, &mut out).unwrap();
+            assert_close_scaled(&out, &want, &scale, &format!("matmul {sa:?} x {sb:?}"));
+        });
+    }
+    let err = gemm::matmul_shape(&[2, 3, 4], &[3, 4, 6]).unwrap_err();
+    assert!(err.to_string().contains("do not broadcast"), "{err}");
+    let err = gemm::matmul_shape(&[3, 4], &[5, 6]).unwrap_err();
+    assert!(
+        err.to_string().contains("inner sizes 4 and 5 differ"),
+        "{err}"
+    );
+}
+
+fn binary_ref(op: BinaryOp, x: f64, y: f64) -> f64 {
+    match op {
+        BinaryOp::Add => x + y,
+        BinaryOp::Sub => x - y,
+        BinaryOp::Mul => x * y,
+        BinaryOp::Div => x / y,
+        BinaryOp::Max => x.max(y),
+        BinaryOp::Min => x.min(y),
+    }
+}
+
+const BINARY_OPS: [BinaryOp; 6] = [
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::Div,
+    BinaryOp::Max,
+    BinaryOp::Min,
+];
+
+fn check_binary(sa: &[usize], sb: &[usize], seed: u64) {
+    let out_shape = binary::broadcast_shape(sa, sb).unwrap();
+    let a = randn(sa.iter().product(), seed);
+    let b: Vec<f32> = randn(sb.iter().product(), seed + 1)
+        .iter()
+        .map(|v| v + 2.5)
+        .collect();
+    for op in BINARY_OPS {
+        let want: Vec<f64> = (0..out_shape.iter().product())
+            .map(|o| {
+                let idx = unravel(o, &out_shape);
+                binary_ref(
+                    op,
+                    f64::from(a[bcast_index(sa, &idx)]),
+                    f64::from(b[bcast_index(sb, &idx)]),
+                )
+            })
+            .collect();
+        with_pools(|| {
+            let mut out = vec![0.0; want.len()];
+            binary::binary(op, &a, sa, &b, sb, &mut out).unwrap();
+            assert_close(&out, &want, &format!("{op:?} {sa:?} {sb:?}"));
+        });
+    }
+}
+
+#[test]
+fn binary_fast_paths_and_corners() {
+    for (sa, sb) in [
+        (vec![2, 16, 40, 41], vec![2, 16, 40, 41]), // same shape, parallel
+        (vec![3, 5, 7], vec![]),                    // scalar right
+        (vec![1], vec![4, 3]),                      // scalar left
+        (vec![2, 16, 40, 41], vec![1, 16, 1, 1]),   // per-channel bias
+        (vec![16, 1, 1], vec![2, 16, 40, 41]),      // per-channel, left, lower rank
+        (vec![128, 384], vec![384]),                // last-axis row
+        (vec![4, 1, 6], vec![1, 5, 1]),             // outer product
+        (vec![3, 1], vec![1, 1]),
+        (vec![2, 0, 3], vec![3]), // empty
+        (vec![1, 1], vec![1]),
+    ] {
+        check_binary(&sa, &sb, sa.len() as u64);
+    }
+    let err = binary::broadcast_shape(&[2, 3], &[4, 3]).unwrap_err();
+    assert!(
+        err.to_string().contains("do not broadcast (sizes 2 and 4)"),
+        "{err}"
+    );
+    let err = binary::binary(
+        BinaryOp::Add,
+        &[1.0; 5],
+        &[2, 3],
+        &[1.0],
+        &[1],
+        &mut [0.0; 6],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("A has 5 elements"), "{err}");
+    // NaN propagates through Max and Min as in ONNX.
+    let mut out = [0.0; 2];
+    binary::binary(BinaryOp::Max, &[f32::NAN, 1.0], &[2], &[0.0], &[], &mut out).unwrap();
+    assert!(out[0].is_nan() && out[1] == 1.0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn binary_broadcasts_random_shapes(
+        dims in proptest::collection::vec((1usize..6, 0usize..3), 0..5), seed in 0u64..100,
+    ) {
+        // Each output dimension: both sides full, A repeats (1), or B repeats (1); then drop
+        // a random number of leading dimensions from one side.
+        let sa: Vec<usize> = dims.iter().map(|&(d, k)| if k == 1 { 1 } else { d }).collect();
+        let sb: Vec<usize> = dims.iter().map(|&(d, k)| if k == 2 { 1 } else { d }).collect();
+        let cut = (seed as usize) % (dims.len() + 1);
+        let sb = if seed % 2 == 0 { sb[cut..].to_vec() } else { sb };
+        check_binary(&sa, &sb, seed);
+    }
+}
