@@ -4,16 +4,40 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::arrays::{load_npy, load_npz};
+use crate::arrays::{load_npy, load_npz, read_npz};
 use crate::csv::load_csv;
 use crate::dataset::{Dataset, Split};
 use crate::error::{DataError, Result};
 use crate::images::{load_images, requested, Requested};
 use crate::mnist::load_idx;
+use whittle_ir::TensorData;
 
 /// The accepted spec forms, for error messages and help texts.
 pub const SPEC_FORMS: &str = "mnist:DIR, fashion-mnist:DIR, npy:X.npy,Y.npy, npz:FILE.npz, \
      csv:FILE[?label=COLUMN&header=true|false], images:DIR[?size=HxW&channels=1|3]";
+
+/// The scheme of unlabelled named input arrays: `feeds:FILE.npz` holds one array per model
+/// input (named after it, samples on the first axis, dtype kept), for models with several
+/// inputs or integer inputs. [`load`] refuses it (it has no labels); [`load_feeds`] reads it.
+pub const FEEDS_PREFIX: &str = "feeds:";
+
+/// The archive of a `feeds:FILE.npz` spec, `None` for the labelled schemes.
+pub fn feeds_archive(spec: &str) -> Option<&Path> {
+    spec.strip_prefix(FEEDS_PREFIX).map(Path::new)
+}
+
+/// The arrays of a `feeds:FILE.npz` spec by name, in name order. Errors name the file.
+pub fn load_feeds(spec: &str) -> Result<Vec<(String, TensorData)>> {
+    let Some(file) = feeds_archive(spec) else {
+        return Err(DataError::spec(
+            spec,
+            format!("not a {FEEDS_PREFIX}FILE.npz spec"),
+        ));
+    };
+    let mut arrays = read_npz(file)?;
+    arrays.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(arrays)
+}
 
 /// Loads the `split` of the dataset named by `spec`, keeping at most `limit` samples.
 ///
@@ -58,6 +82,10 @@ fn load_scheme(spec: &str, split: Split, limit: Option<usize>) -> Result<Dataset
         "npz" => options.only(&[]).and_then(|_| load_npz(path, split, limit)),
         "csv" => load_csv(path, &options.only(&["label", "header"])?, limit),
         "images" => load_images(path, split, &options.only(IMAGE_OPTIONS)?, limit),
+        "feeds" => Err(DataError::Invalid(
+            "feeds:FILE.npz holds input arrays without labels; a labelled dataset is needed here"
+                .into(),
+        )),
         _ => Err(unknown_scheme()),
     }
 }

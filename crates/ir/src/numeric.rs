@@ -39,6 +39,27 @@ where
     }
 }
 
+/// The class of highest score, the first one on a tie (as numpy's and ONNX Runtime's
+/// `argmax`); 0 for an empty row. A NaN score never wins: callers refuse non-finite rows.
+pub fn argmax<T: Copy + PartialOrd>(row: &[T]) -> usize {
+    let mut best = 0;
+    for (i, s) in row.iter().enumerate().skip(1) {
+        if *s > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The place of `class` when the classes are ordered by falling score, ties by index (the
+/// order [`argmax`] takes first): 0 is the top-1 prediction, `rank < k` a top-k hit.
+pub fn rank<T: Copy + PartialOrd>(row: &[T], class: usize) -> usize {
+    let target = row[class];
+    let above = row.iter().filter(|&&s| s > target).count();
+    let tied_before = row[..class].iter().filter(|&&s| s == target).count();
+    above + tied_before
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +89,20 @@ mod tests {
     fn finite_values_give_the_largest_gap() {
         assert_eq!(max_abs_diff([1.0f32, 5.0, -2.0], [1.5f32, 5.0, 1.0]), 3.0);
         assert_eq!(max_abs_diff(Vec::<f32>::new(), Vec::<f32>::new()), 0.0);
+    }
+
+    #[test]
+    fn ties_go_to_the_first_maximum() {
+        assert_eq!(argmax(&[1.0f32, 3.0, 3.0, 2.0]), 1);
+        assert_eq!(argmax(&[5i64]), 0);
+        assert_eq!(argmax::<f64>(&[]), 0);
+        let row = [0.5f64, 0.9, 0.9, 0.1];
+        assert_eq!(rank(&row, 1), 0);
+        assert_eq!(rank(&row, 2), 1);
+        assert_eq!(rank(&row, 0), 2);
+        assert_eq!(rank(&row, 3), 3);
+        // The top-1 hit of `rank` is exactly `argmax`.
+        assert!((0..4).all(|c| (rank(&row, c) == 0) == (argmax(&row) == c)));
     }
 
     #[test]

@@ -12,6 +12,9 @@ pub enum PipelineError {
         /// Why it is refused.
         reason: String,
     },
+    /// A refusal worded as one sentence that names the value at fault.
+    #[error("{0}")]
+    Refused(String),
     /// An error from a lower layer, with what the pipeline was doing.
     #[error("{context}: {source:#}")]
     Layer {
@@ -30,6 +33,14 @@ impl PipelineError {
             reason: reason.into(),
         }
     }
+}
+
+/// Returns a [`PipelineError::Refused`] with a `format!` message.
+#[macro_export]
+macro_rules! refuse {
+    ($($arg:tt)*) => {
+        return Err($crate::PipelineError::Refused(format!($($arg)*)))
+    };
 }
 
 /// Attaches what the pipeline was doing to a lower layer's error.

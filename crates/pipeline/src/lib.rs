@@ -2,15 +2,24 @@
 //! `whittle-train` and the measurements of `whittle-bench` into steps that a Rust program,
 //! the CLI, the web UI or the auto-optimizer run alike.
 //!
+//! - [`source`]: where models ([`ModelSource`]: a file or `zoo:`) and data ([`DataSource`]:
+//!   a dataset SPEC or `feeds:FILE.npz`) come from.
+//! - [`feed`]: [`Feed`], the named inputs of one run, and batching.
+//! - [`eval`]: measuring a model ([`eval::Metrics`]).
 //! - [`observer`]: progress and log lines go to an [`Observer`]; the CLI renders them with
 //!   indicatif, a UI as events.
 //! - [`step`]: one [`step::Step`] per technique, configured by a serde struct and run as
 //!   `Step::run(&mut Ctx, Model) -> (Model, StepReport)`.
 
 pub mod error;
+pub mod eval;
+pub mod feed;
 pub mod observer;
+pub mod source;
 pub mod step;
 
 pub use error::{PipelineError, Result};
+pub use feed::Feed;
 pub use observer::{Event, Level, Observer, SilentObserver};
+pub use source::{DataSource, ModelSource};
 pub use step::{Ctx, Step, StepReport};

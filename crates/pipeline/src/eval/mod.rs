@@ -1,0 +1,36 @@
+//! Measuring a model: accuracy on labelled data, fidelity of its outputs to a reference
+//! model's, size, parameters, MACs and latency. [`Metrics`] holds what was measured.
+
+pub mod accuracy;
+
+use serde::{Deserialize, Serialize};
+
+pub use accuracy::{Accuracy, ClassAccuracy};
+
+/// What an evaluation measured; a figure that was not asked for is `None`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    /// Bytes of the serialized model, external data included.
+    pub size_bytes: Option<u64>,
+    /// Elements of all initializers ([`whittle_ir::cost::parameter_count`]).
+    pub parameters: Option<u64>,
+    /// Multiply-accumulates of one forward pass of one sample.
+    pub macs: Option<u64>,
+    /// Top-1 accuracy on the labelled data, 0..1.
+    pub top1: Option<f64>,
+    /// Top-5 accuracy on the labelled data, 0..1.
+    pub top5: Option<f64>,
+    /// Top-1 figures per class, in class order (empty without labelled data).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub per_class: Vec<ClassAccuracy>,
+    /// Samples the accuracy or fidelity was measured on.
+    pub samples: Option<usize>,
+    /// SQNR in dB of all outputs against the reference model's (infinite when equal).
+    pub sqnr_db: Option<f64>,
+    /// Cosine similarity of all outputs to the reference model's.
+    pub cosine: Option<f64>,
+    /// Median latency of one run in whittle's executor, milliseconds.
+    pub latency_ms_whittle: Option<f64>,
+    /// Median latency of one run in ONNX Runtime, milliseconds.
+    pub latency_ms_ort: Option<f64>,
+}
