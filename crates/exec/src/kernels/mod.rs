@@ -7,7 +7,9 @@
 
 pub mod activation;
 pub mod binary;
+pub mod conv;
 pub mod gemm;
+pub mod pool;
 
 use std::fmt;
 

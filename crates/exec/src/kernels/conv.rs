@@ -1,0 +1,456 @@
+//! 2-D convolution (NCHW) forward and backward: 1x1 convolutions as direct GEMMs, depthwise
+//! ones with a direct kernel, the rest through im2col + GEMM; col2im for the input gradient
+//! and ConvTranspose.
+//!
+//! Work is split over (image, group) pairs when there are at least as many as threads (each
+//! task runs a single-threaded GEMM), otherwise the pairs run in turn on a parallel GEMM.
+
+use super::activation::Activation;
+use super::gemm::{gemm_with, Bias, Epilogue, MatRef};
+use super::{check_len, dispatch, error, Result};
+use rayon::prelude::*;
+
+/// The geometry of a 2-D convolution: input `[n, c_in, h, w]`, weights
+/// `[c_out, c_in / groups, kh, kw]`, output `[n, c_out, out_h, out_w]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dShape {
+    /// Batch size.
+    pub n: usize,
+    /// Input channels.
+    pub c_in: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub c_out: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Strides (height, width).
+    pub stride: [usize; 2],
+    /// Zero padding: top, left, bottom, right (ONNX `pads` order for 2-D).
+    pub pads: [usize; 4],
+    /// Dilations (height, width).
+    pub dilation: [usize; 2],
+    /// Groups: `c_in` and `c_out` both divide by it.
+    pub groups: usize,
+}
+
+impl Conv2dShape {
+    /// Output height.
+    pub fn out_h(&self) -> usize {
+        out_size(
+            self.h,
+            self.pads[0] + self.pads[2],
+            self.kh,
+            self.dilation[0],
+            self.stride[0],
+        )
+    }
+
+    /// Output width.
+    pub fn out_w(&self) -> usize {
+        out_size(
+            self.w,
+            self.pads[1] + self.pads[3],
+            self.kw,
+            self.dilation[1],
+            self.stride[1],
+        )
+    }
+
+    /// Checks that the geometry makes sense: positive strides, dilations, kernel and groups,
+    /// channels divisible by the groups, and the dilated kernel within the padded input.
+    pub fn validate(&self) -> Result<()> {
+        let fail = |m: String| Err(error("conv2d", m));
+        if self.stride.contains(&0) || self.dilation.contains(&0) || self.kh == 0 || self.kw == 0 {
+            return fail(format!(
+                "{self:?}: strides, dilations and kernel sizes must be positive"
+            ));
+        }
+        if self.groups == 0 || self.c_in % self.groups != 0 || self.c_out % self.groups != 0 {
+            return fail(format!(
+                "{} input and {} output channels do not divide into {} groups",
+                self.c_in, self.c_out, self.groups
+            ));
+        }
+        let span_h = self.dilation[0] * (self.kh - 1) + 1;
+        let span_w = self.dilation[1] * (self.kw - 1) + 1;
+        if self.h + self.pads[0] + self.pads[2] < span_h
+            || self.w + self.pads[1] + self.pads[3] < span_w
+        {
+            return fail(format!(
+                "the {span_h}x{span_w} dilated kernel is larger than the padded {}x{} input",
+                self.h, self.w
+            ));
+        }
+        Ok(())
+    }
+
+    /// Input channels per group.
+    fn cg(&self) -> usize {
+        self.c_in / self.groups
+    }
+
+    /// Output channels per group.
+    fn mg(&self) -> usize {
+        self.c_out / self.groups
+    }
+
+    /// Rows of the im2col matrix of one group: `c_in / groups * kh * kw`.
+    fn col_rows(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+
+    /// Output positions per channel.
+    fn out_plane(&self) -> usize {
+        self.out_h() * self.out_w()
+    }
+
+    /// Whether the convolution reads its input as is (1x1 kernel, stride 1, no padding), so
+    /// the input of a group already is its im2col matrix.
+    fn is_pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pads == [0; 4]
+    }
+
+    /// Whether every group has one input and one output channel.
+    fn is_depthwise(&self) -> bool {
+        self.groups == self.c_in && self.groups == self.c_out
+    }
+
+    /// Checks the geometry and the lengths of input, weights and output.
+    fn check(&self, kernel: &'static str, x: usize, w: usize, y: usize) -> Result<()> {
+        self.validate().map_err(|e| error(kernel, e.message))?;
+        check_len(kernel, "input", self.n * self.c_in * self.h * self.w, x)?;
+        check_len(kernel, "weights", self.c_out * self.col_rows(), w)?;
+        check_len(kernel, "output", self.n * self.c_out * self.out_plane(), y)
+    }
+}
+
+/// `(size + pads - dilation * (kernel - 1) - 1) / stride + 1`, 0 where the kernel does not fit.
+fn out_size(size: usize, pads: usize, kernel: usize, dilation: usize, stride: usize) -> usize {
+    let span = dilation * (kernel.max(1) - 1) + 1;
+    (size + pads)
+        .checked_sub(span)
+        .map_or(0, |v| v / stride.max(1) + 1)
+}
+
+/// The output positions `o` in `0..out` whose input index `o * stride + offset - pad` falls in
+/// `0..size`, as a range.
+fn valid_range(
+    out: usize,
+    stride: usize,
+    offset: usize,
+    pad: usize,
+    size: usize,
+) -> std::ops::Range<usize> {
+    // o * stride + offset >= pad  <=>  o >= ceil((pad - offset) / stride)
+    let lo = pad.saturating_sub(offset).div_ceil(stride);
+    // o * stride + offset - pad < size  <=>  o < ceil((size + pad - offset) / stride)
+    let hi = (size + pad)
+        .saturating_sub(offset)
+        .div_ceil(stride)
+        .min(out);
+    lo.min(hi)..hi
+}
+
+/// Whether (image, group) pairs should run as parallel tasks rather than in turn.
+fn split_tasks(tasks: usize) -> bool {
+    let threads = rayon::current_num_threads();
+    threads > 1 && tasks >= threads
+}
+
+/// The `gemm` crate's parallelism inside a task (`None`) or for the whole pool.
+fn inner_parallelism(split: bool) -> gemm::Parallelism {
+    if split || rayon::current_num_threads() == 1 {
+        gemm::Parallelism::None
+    } else {
+        gemm::Parallelism::Rayon(0)
+    }
+}
+
+/// Runs `task(t, block, scratch)` for every `block` of `out` (`out.len() / block_len` of them),
+/// in parallel when there are enough, each with a scratch buffer of `scratch_len` floats.
+fn for_each_task(
+    out: &mut [f32],
+    block_len: usize,
+    scratch_len: usize,
+    task: impl Fn(usize, &mut [f32], &mut [f32], gemm::Parallelism) -> Result<()> + Sync + Send,
+) -> Result<()> {
+    if block_len == 0 {
+        return Ok(());
+    }
+    let split = split_tasks(out.len() / block_len);
+    let par = inner_parallelism(split);
+    if split {
+        out.par_chunks_mut(block_len).enumerate().try_for_each_init(
+            || vec![0.0; scratch_len],
+            |scratch, (t, b)| task(t, b, scratch, par),
+        )
+    } else {
+        let mut scratch = vec![0.0; scratch_len];
+        out.chunks_mut(block_len)
+            .enumerate()
+            .try_for_each(|(t, b)| task(t, b, &mut scratch, par))
+    }
+}
+
+/// `y = act(conv(x, w) + bias)`: `x` `[n, c_in, h, w]`, `w` `[c_out, c_in / groups, kh, kw]`,
+/// `bias` `[c_out]`, `y` `[n, c_out, out_h, out_w]`.
+pub fn conv2d(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) -> Result<()> {
+    s.check("conv2d", x.len(), w.len(), y.len())?;
+    if let Some(b) = bias {
+        check_len("conv2d", "bias", s.c_out, b.len())?;
+    }
+    if y.is_empty() {
+        return Ok(());
+    }
+    if s.is_depthwise() && !s.is_pointwise() {
+        return depthwise(s, x, w, bias, act, y);
+    }
+    let (cg, mg, k, p) = (s.cg(), s.mg(), s.col_rows(), s.out_plane());
+    let scratch = if s.is_pointwise() { 0 } else { k * p };
+    for_each_task(y, mg * p, scratch, |t, yb, col, par| {
+        let (img, g) = (t / s.groups, t % s.groups);
+        let xg = &x[(img * s.c_in + g * cg) * s.h * s.w..][..cg * s.h * s.w];
+        let cols = if s.is_pointwise() {
+            xg
+        } else {
+            im2col_with(s, xg, col, !matches!(par, gemm::Parallelism::None));
+            &*col
+        };
+        let ep = Epilogue {
+            bias: bias.map_or(Bias::None, |b| Bias::PerRow(&b[g * mg..(g + 1) * mg])),
+            activation: act,
+        };
+        let wg = MatRef::row_major(&w[g * mg * k..(g + 1) * mg * k], mg, k)?;
+        gemm_with(par, wg, MatRef::row_major(cols, k, p)?, yb, 1.0, 0.0, &ep)
+    })
+}
+
+/// Depthwise convolution, one output plane per task: for each kernel tap, a multiply-add of
+/// a shifted input row into the output row over the positions where it lands in the input.
+fn depthwise(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) -> Result<()> {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let plane = |t: usize, yp: &mut [f32]| {
+        let c = t % s.c_in;
+        let xp = &x[t * s.h * s.w..(t + 1) * s.h * s.w];
+        let wc = &w[c * s.kh * s.kw..(c + 1) * s.kh * s.kw];
+        yp.fill(bias.map_or(0.0, |b| b[c]));
+        dispatch(
+            #[inline(always)]
+            || {
+                for i in 0..s.kh {
+                    let rows = valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h);
+                    for j in 0..s.kw {
+                        let cols = valid_range(ow, s.stride[1], j * s.dilation[1], s.pads[1], s.w);
+                        let wv = wc[i * s.kw + j];
+                        for r in rows.clone() {
+                            let ih = r * s.stride[0] + i * s.dilation[0] - s.pads[0];
+                            let xrow = &xp[ih * s.w..(ih + 1) * s.w];
+                            let yrow = &mut yp[r * ow..(r + 1) * ow];
+                            let iw0 = cols.start * s.stride[1] + j * s.dilation[1] - s.pads[1];
+                            if s.stride[1] == 1 {
+                                let xs = &xrow[iw0..iw0 + cols.len()];
+                                for (yv, xv) in yrow[cols.clone()].iter_mut().zip(xs) {
+                                    *yv += wv * xv;
+                                }
+                            } else {
+                                for (q, yv) in yrow[cols.clone()].iter_mut().enumerate() {
+                                    *yv += wv * xrow[iw0 + q * s.stride[1]];
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        act.apply_slice(yp);
+    };
+    let p = oh * ow;
+    if rayon::current_num_threads() > 1 && y.len() >= super::PAR_CHUNK {
+        y.par_chunks_mut(p)
+            .enumerate()
+            .for_each(|(t, yp)| plane(t, yp));
+    } else {
+        y.chunks_mut(p).enumerate().for_each(|(t, yp)| plane(t, yp));
+    }
+    Ok(())
+}
+
+/// The im2col matrix of one image and one group: `image_group` is `[c_in / groups, h, w]`,
+/// `col` is `[c_in / groups * kh * kw, out_h * out_w]` (row `(c * kh + i) * kw + j` holds
+/// input channel `c` shifted by kernel tap `(i, j)`, zeros where it reads the padding).
+pub fn im2col(s: &Conv2dShape, image_group: &[f32], col: &mut [f32]) {
+    im2col_with(s, image_group, col, rayon::current_num_threads() > 1);
+}
+
+/// [`im2col`], parallel over input channels when `parallel` and the matrix is large.
+fn im2col_with(s: &Conv2dShape, image_group: &[f32], col: &mut [f32], parallel: bool) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let taps = s.kh * s.kw;
+    let channel = |c: usize, rows: &mut [f32]| {
+        let xc = &image_group[c * s.h * s.w..(c + 1) * s.h * s.w];
+        for (tap, row) in rows.chunks_mut(oh * ow).enumerate() {
+            let (i, j) = (tap / s.kw, tap % s.kw);
+            let valid_r = valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h);
+            let valid_c = valid_range(ow, s.stride[1], j * s.dilation[1], s.pads[1], s.w);
+            for (r, out) in row.chunks_mut(ow).enumerate() {
+                if !valid_r.contains(&r) || valid_c.is_empty() {
+                    out.fill(0.0);
+                    continue;
+                }
+                let ih = r * s.stride[0] + i * s.dilation[0] - s.pads[0];
+                let xrow = &xc[ih * s.w..(ih + 1) * s.w];
+                out[..valid_c.start].fill(0.0);
+                out[valid_c.end..].fill(0.0);
+                let iw0 = valid_c.start * s.stride[1] + j * s.dilation[1] - s.pads[1];
+                if s.stride[1] == 1 {
+                    out[valid_c.clone()].copy_from_slice(&xrow[iw0..iw0 + valid_c.len()]);
+                } else {
+                    for (q, o) in out[valid_c.clone()].iter_mut().enumerate() {
+                        *o = xrow[iw0 + q * s.stride[1]];
+                    }
+                }
+            }
+        }
+    };
+    let per_channel = taps * oh * ow;
+    if per_channel == 0 {
+        return;
+    }
+    if parallel && col.len() >= super::PAR_CHUNK {
+        col.par_chunks_mut(per_channel)
+            .enumerate()
+            .for_each(|(c, rows)| channel(c, rows));
+    } else {
+        col.chunks_mut(per_channel)
+            .enumerate()
+            .for_each(|(c, rows)| channel(c, rows));
+    }
+}
+
+/// The inverse gather of [`im2col`]: adds every element of `col` back to the input position
+/// it was read from (`image_group += col2im(col)`); padding positions are dropped.
+pub fn col2im(s: &Conv2dShape, col: &[f32], image_group: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let taps = s.kh * s.kw;
+    if oh * ow == 0 {
+        return;
+    }
+    for (c, xc) in image_group.chunks_mut(s.h * s.w).enumerate().take(s.cg()) {
+        for tap in 0..taps {
+            let (i, j) = (tap / s.kw, tap % s.kw);
+            let row = &col[(c * taps + tap) * oh * ow..][..oh * ow];
+            let valid_r = valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h);
+            let valid_c = valid_range(ow, s.stride[1], j * s.dilation[1], s.pads[1], s.w);
+            for r in valid_r {
+                let ih = r * s.stride[0] + i * s.dilation[0] - s.pads[0];
+                let iw0 = valid_c.start * s.stride[1] + j * s.dilation[1] - s.pads[1];
+                let src = &row[r * ow..(r + 1) * ow][valid_c.clone()];
+                let xrow = &mut xc[ih * s.w..(ih + 1) * s.w];
+                for (q, v) in src.iter().enumerate() {
+                    xrow[iw0 + q * s.stride[1]] += v;
+                }
+            }
+        }
+    }
+}
+
+/// The input gradient: `dx = col2im(W_g^T · dy_g)` per image and group (overwrites `dx`).
+/// `dy` is `[n, c_out, out_h, out_w]`, `dx` `[n, c_in, h, w]`.
+pub fn conv2d_backward_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) -> Result<()> {
+    s.check("conv2d_backward_input", dx.len(), w.len(), dy.len())?;
+    let (cg, mg, k, p) = (s.cg(), s.mg(), s.col_rows(), s.out_plane());
+    let scratch = if s.is_pointwise() { 0 } else { k * p };
+    for_each_task(dx, cg * s.h * s.w, scratch, |t, dxb, col, par| {
+        let (img, g) = (t / s.groups, t % s.groups);
+        let dyg = MatRef::row_major(&dy[(img * s.c_out + g * mg) * p..][..mg * p], mg, p)?;
+        let wg = MatRef::row_major(&w[g * mg * k..(g + 1) * mg * k], mg, k)?;
+        if s.is_pointwise() {
+            return gemm_with(par, wg.t(), dyg, dxb, 1.0, 0.0, &Epilogue::NONE);
+        }
+        gemm_with(par, wg.t(), dyg, col, 1.0, 0.0, &Epilogue::NONE)?;
+        dxb.fill(0.0);
+        col2im(s, col, dxb);
+        Ok(())
+    })
+}
+
+/// The weight (and bias) gradient: `dw_g = Σ_n dy_{n,g} · im2col(x_{n,g})^T`,
+/// `db[c] = Σ dy[., c, ., .]` (both overwritten). `x` `[n, c_in, h, w]`, `dy`
+/// `[n, c_out, out_h, out_w]`, `dw` `[c_out, c_in / groups, kh, kw]`, `db` `[c_out]`.
+pub fn conv2d_backward_weight(
+    s: &Conv2dShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    db: Option<&mut [f32]>,
+) -> Result<()> {
+    s.check("conv2d_backward_weight", x.len(), dw.len(), dy.len())?;
+    let (cg, mg, k, p) = (s.cg(), s.mg(), s.col_rows(), s.out_plane());
+    if let Some(db) = db {
+        check_len("conv2d_backward_weight", "bias gradient", s.c_out, db.len())?;
+        for (c, d) in db.iter_mut().enumerate() {
+            *d = (0..s.n)
+                .map(|i| dy[(i * s.c_out + c) * p..][..p].iter().sum::<f32>())
+                .sum();
+        }
+    }
+    let scratch = if s.is_pointwise() { 0 } else { k * p };
+    // One task per group: its weight gradient is the sum over images.
+    for_each_task(dw, mg * k, scratch, |g, dwb, col, par| {
+        dwb.fill(0.0);
+        for img in 0..s.n {
+            let dyg = MatRef::row_major(&dy[(img * s.c_out + g * mg) * p..][..mg * p], mg, p)?;
+            let xg = &x[(img * s.c_in + g * cg) * s.h * s.w..][..cg * s.h * s.w];
+            let cols = if s.is_pointwise() {
+                xg
+            } else {
+                im2col_with(s, xg, col, !matches!(par, gemm::Parallelism::None));
+                &*col
+            };
+            let colm = MatRef::row_major(cols, k, p)?;
+            gemm_with(par, dyg, colm.t(), dwb, 1.0, 1.0, &Epilogue::NONE)?;
+        }
+        Ok(())
+    })
+}
+
+/// ConvTranspose as the input gradient of a convolution: `s` describes the convolution whose
+/// *input* is this operator's output `y` (`[n, c_in, h, w]`, output padding included in `h`
+/// and `w`) and whose output has `x`'s shape; `w` is ConvTranspose's
+/// `[c_out, c_in / groups, kh, kw]` weight in `s`'s terms; `bias` has `c_in` values.
+pub fn conv_transpose2d(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y: &mut [f32],
+) -> Result<()> {
+    conv2d_backward_input(s, x, w, y)?;
+    if let Some(b) = bias {
+        check_len("conv_transpose2d", "bias", s.c_in, b.len())?;
+        for (t, plane) in y.chunks_mut(s.h * s.w).enumerate() {
+            let v = b[t % s.c_in];
+            plane.iter_mut().for_each(|e| *e += v);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! 2-D pooling (NCHW): MaxPool with optional argmax indices, AveragePool, GlobalAveragePool
+//! and the backward passes, one plane (image, channel) per rayon task.
+//!
+//! Every pool walks kernel taps outermost: for a tap, the output positions whose input lies
+//! inside the image form one range per row, so the inner loop is a branch-free max or add
+//! over a (strided) input row.
+
+use super::{check_len, dispatch, error, Result, PAR_CHUNK};
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// The geometry of a 2-D pool: input `[n, c, h, w]`, output `[n, c, out_h, out_w]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2dShape {
+    /// Batch size.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window height.
+    pub kh: usize,
+    /// Window width.
+    pub kw: usize,
+    /// Strides (height, width).
+    pub stride: [usize; 2],
+    /// Padding: top, left, bottom, right.
+    pub pads: [usize; 4],
+    /// Dilations (height, width).
+    pub dilation: [usize; 2],
+    /// Round the output size up (ONNX `ceil_mode`): a last partial window is kept when it
+    /// starts inside the input or the top/left padding.
+    pub ceil_mode: bool,
+}
+
+impl Pool2dShape {
+    /// Output height.
+    pub fn out_h(&self) -> usize {
+        self.out_size(0)
+    }
+
+    /// Output width.
+    pub fn out_w(&self) -> usize {
+        self.out_size(1)
+    }
+
+    fn out_size(&self, axis: usize) -> usize {
+        let (size, k) = if axis == 0 {
+            (self.h, self.kh)
+        } else {
+            (self.w, self.kw)
+        };
+        let (begin, end) = (self.pads[axis], self.pads[axis + 2]);
+        let (stride, span) = (
+            self.stride[axis].max(1),
+            self.dilation[axis] * (k.max(1) - 1) + 1,
+        );
+        let Some(avail) = (size + begin + end).checked_sub(span) else {
+            return 0;
+        };
+        let mut out = if self.ceil_mode {
+            avail.div_ceil(stride)
+        } else {
+            avail / stride
+        } + 1;
+        if self.ceil_mode && (out - 1) * stride >= size + begin {
+            out -= 1;
+        }
+        out
+    }
+
+    /// Checks positive window, strides and dilations, and the lengths of input and output.
+    fn check(&self, kernel: &'static str, x: usize, y: usize) -> Result<()> {
+        if self.stride.contains(&0) || self.dilation.contains(&0) || self.kh == 0 || self.kw == 0 {
+            return Err(error(
+                kernel,
+                format!("{self:?}: strides, dilations and window sizes must be positive"),
+            ));
+        }
+        check_len(kernel, "input", self.n * self.c * self.h * self.w, x)?;
+        check_len(
+            kernel,
+            "output",
+            self.n * self.c * self.out_h() * self.out_w(),
+            y,
+        )
+    }
+
+    /// Output rows (`axis` 0) or columns (1) whose tap `t` reads inside the input, and the
+    /// input index of the first of them.
+    fn valid(&self, axis: usize, t: usize) -> (Range<usize>, usize) {
+        let (out, size) = if axis == 0 {
+            (self.out_h(), self.h)
+        } else {
+            (self.out_w(), self.w)
+        };
+        let (stride, offset, pad) = (self.stride[axis], t * self.dilation[axis], self.pads[axis]);
+        let lo = pad.saturating_sub(offset).div_ceil(stride);
+        let hi = (size + pad)
+            .saturating_sub(offset)
+            .div_ceil(stride)
+            .min(out);
+        let lo = lo.min(hi);
+        (lo..hi, (lo * stride + offset).saturating_sub(pad))
+    }
+
+    /// Number of taps of the window at output index `o` along `axis` that lie inside
+    /// `[-pad_begin, size + pad_end)` (with `include_pad`) or inside `[0, size)`.
+    fn taps_inside(&self, axis: usize, o: usize, include_pad: bool) -> usize {
+        let (size, k) = if axis == 0 {
+            (self.h, self.kh)
+        } else {
+            (self.w, self.kw)
+        };
+        let (begin, end) = (self.pads[axis], self.pads[axis + 2]);
+        let (lo, hi) = if include_pad {
+            (0, size + begin + end)
+        } else {
+            (begin, size + begin)
+        };
+        (0..k)
+            .map(|t| o * self.stride[axis] + t * self.dilation[axis])
+            .filter(|p| (lo..hi).contains(p))
+            .count()
+    }
+}
+
+/// Runs `f(plane_index, plane)` over the planes of `y` (`plane` elements each), in parallel
+/// when the output is large and the pool has several threads.
+fn for_planes(y: &mut [f32], plane: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if plane == 0 {
+        return;
+    }
+    if rayon::current_num_threads() > 1 && y.len() >= PAR_CHUNK / 4 {
+        y.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(t, yp)| f(t, yp));
+    } else {
+        y.chunks_mut(plane).enumerate().for_each(|(t, yp)| f(t, yp));
+    }
+}
+
+/// Calls `f(out_row, out_cols, in_row_start, in_col_start)` for every tap and output row
+/// where the tap lands inside the input.
+#[inline(always)]
+fn for_each_tap(s: &Pool2dShape, mut f: impl FnMut(usize, Range<usize>, usize, usize)) {
+    for i in 0..s.kh {
+        let (rows, ih0) = s.valid(0, i);
+        for j in 0..s.kw {
+            let (cols, iw0) = s.valid(1, j);
+            if cols.is_empty() {
+                continue;
+            }
+            for (k, r) in rows.clone().enumerate() {
+                f(r, cols.clone(), ih0 + k * s.stride[0], iw0);
+            }
+        }
+    }
+}
+
+/// MaxPool: `y` the maximum of each window (padding never wins); `indices`, when given, the
+/// position of the first maximum in the flattened input (ONNX `Indices`, storage order 0).
+pub fn max_pool2d(
+    s: &Pool2dShape,
+    x: &[f32],
+    y: &mut [f32],
+    indices: Option<&mut [i64]>,
+) -> Result<()> {
+    s.check("max_pool2d", x.len(), y.len())?;
+    let (ow, plane_in, plane_out) = (s.out_w(), s.h * s.w, s.out_h() * s.out_w());
+    let (sw, w) = (s.stride[1], s.w);
+    match indices {
+        None => for_planes(y, plane_out, |t, yp| {
+            let xp = &x[t * plane_in..(t + 1) * plane_in];
+            yp.fill(f32::NEG_INFINITY);
+            dispatch(
+                #[inline(always)]
+                || {
+                    for_each_tap(s, |r, cols, ih, iw0| {
+                        let xrow = &xp[ih * w..(ih + 1) * w];
+                        let yrow = &mut yp[r * ow..(r + 1) * ow][cols];
+                        if sw == 1 {
+                            for (yv, xv) in yrow.iter_mut().zip(&xrow[iw0..]) {
+                                *yv = yv.max(*xv);
+                            }
+                        } else {
+                            for (q, yv) in yrow.iter_mut().enumerate() {
+                                *yv = yv.max(xrow[iw0 + q * sw]);
+                            }
+                        }
+                    })
+                },
+            )
+        }),
+        Some(idx) => {
+            check_len("max_pool2d", "indices", y.len(), idx.len())?;
+            let run = |t: usize, yp: &mut [f32], ip: &mut [i64]| {
+                let xp = &x[t * plane_in..(t + 1) * plane_in];
+                yp.fill(f32::NEG_INFINITY);
+                ip.fill(-1);
+                for_each_tap(s, |r, cols, ih, iw0| {
+                    let xrow = &xp[ih * w..(ih + 1) * w];
+                    for (q, (yv, iv)) in yp[r * ow..(r + 1) * ow][cols.clone()]
+                        .iter_mut()
+                        .zip(&mut ip[r * ow..(r + 1) * ow][cols])
+                        .enumerate()
+                    {
+                        let iw = iw0 + q * sw;
+                        let v = xrow[iw];
+                        if v > *yv || *iv < 0 {
+                            *yv = v;
+                            *iv = (t * plane_in + ih * w + iw) as i64;
+                        }
+                    }
+                });
+            };
+            if plane_out == 0 {
+                return Ok(());
+            }
+            if rayon::current_num_threads() > 1 && y.len() >= PAR_CHUNK / 4 {
+                y.par_chunks_mut(plane_out)
+                    .zip(idx.par_chunks_mut(plane_out))
+                    .enumerate()
+                    .for_each(|(t, (yp, ip))| run(t, yp, ip));
+            } else {
+                y.chunks_mut(plane_out)
+                    .zip(idx.chunks_mut(plane_out))
+                    .enumerate()
+                    .for_each(|(t, (yp, ip))| run(t, yp, ip));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// MaxPool's input gradient: `dx[indices[o]] += dy[o]` (indices from [`max_pool2d`]).
+pub fn max_pool2d_backward(
+    s: &Pool2dShape,
+    dy: &[f32],
+    indices: &[i64],
+    dx: &mut [f32],
+) -> Result<()> {
+    s.check("max_pool2d_backward", dx.len(), dy.len())?;
+    check_len("max_pool2d_backward", "indices", dy.len(), indices.len())?;
+    let (plane_in, plane_out) = (s.h * s.w, s.out_h() * s.out_w());
+    let bad = indices
+        .iter()
+        .enumerate()
+        .find(|&(o, &i)| i >= 0 && (i as usize) / plane_in.max(1) != o / plane_out.max(1));
+    if let Some((o, i)) = bad {
+        return Err(error(
+            "max_pool2d_backward",
+            format!("index {i} of output {o} lies outside its own input plane"),
+        ));
+    }
+    for_planes(dx, plane_in, |t, dxp| {
+        let base = t * plane_in;
+        let range = t * plane_out..(t + 1) * plane_out;
+        for (&g, &i) in dy[range.clone()].iter().zip(&indices[range]) {
+            if i >= 0 {
+                dxp[i as usize - base] += g;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The divisor of every output position of an average pool.
+fn divisors(s: &Pool2dShape, include_pad: bool) -> Vec<f32> {
+    let rows: Vec<usize> = (0..s.out_h())
+        .map(|r| s.taps_inside(0, r, include_pad))
+        .collect();
+    let cols: Vec<usize> = (0..s.out_w())
+        .map(|q| s.taps_inside(1, q, include_pad))
+        .collect();
+    rows.iter()
+        .flat_map(|r| cols.iter().map(move |c| 1.0 / (r * c).max(1) as f32))
+        .collect()
+}
+
+/// AveragePool: the mean of each window over the taps inside the input, or over the taps
+/// inside the padded input with `count_include_pad`.
+pub fn avg_pool2d(
+    s: &Pool2dShape,
+    count_include_pad: bool,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<()> {
+    s.check("avg_pool2d", x.len(), y.len())?;
+    let (ow, plane_in, plane_out) = (s.out_w(), s.h * s.w, s.out_h() * s.out_w());
+    let (sw, w) = (s.stride[1], s.w);
+    let inv = divisors(s, count_include_pad);
+    for_planes(y, plane_out, |t, yp| {
+        let xp = &x[t * plane_in..(t + 1) * plane_in];
+        yp.fill(0.0);
+        dispatch(
+            #[inline(always)]
+            || {
+                for_each_tap(s, |r, cols, ih, iw0| {
+                    let xrow = &xp[ih * w..(ih + 1) * w];
+                    let yrow = &mut yp[r * ow..(r + 1) * ow][cols];
+                    if sw == 1 {
+                        for (yv, xv) in yrow.iter_mut().zip(&xrow[iw0..]) {
+                            *yv += *xv;
+                        }
+                    } else {
+                        for (q, yv) in yrow.iter_mut().enumerate() {
+                            *yv += xrow[iw0 + q * sw];
+                        }
+                    }
+                });
+                for (yv, d) in yp.iter_mut().zip(&inv) {
+                    *yv *= d;
+                }
+            },
+        )
+    });
+    Ok(())
+}
+
+/// AveragePool's input gradient: each `dy` divided by its window's divisor and added to
+/// every input position of the window (`dx +=`).
+pub fn avg_pool2d_backward(
+    s: &Pool2dShape,
+    count_include_pad: bool,
+    dy: &[f32],
+    dx: &mut [f32],
+) -> Result<()> {
+    s.check("avg_pool2d_backward", dx.len(), dy.len())?;
+    let (ow, plane_in, plane_out) = (s.out_w(), s.h * s.w, s.out_h() * s.out_w());
+    let (sw, w) = (s.stride[1], s.w);
+    let inv = divisors(s, count_include_pad);
+    for_planes(dx, plane_in, |t, dxp| {
+        let g: Vec<f32> = dy[t * plane_out..(t + 1) * plane_out]
+            .iter()
+            .zip(&inv)
+            .map(|(a, b)| a * b)
+            .collect();
+        for_each_tap(s, |r, cols, ih, iw0| {
+            let xrow = &mut dxp[ih * w..(ih + 1) * w];
+            for (q, gv) in g[r * ow..(r + 1) * ow][cols].iter().enumerate() {
+                xrow[iw0 + q * sw] += gv;
+            }
+        });
+    });
+    Ok(())
+}
+
+/// GlobalAveragePool: `y[p]` is the mean of plane `p` of `x` (`planes` planes of `plane`
+/// elements, `planes = N * C`).
+pub fn global_avg_pool(planes: usize, plane: usize, x: &[f32], y: &mut [f32]) -> Result<()> {
+    check_len("global_avg_pool", "input", planes * plane, x.len())?;
+    check_len("global_avg_pool", "output", planes, y.len())?;
+    if plane == 0 {
+        y.fill(f32::NAN);
+        return Ok(());
+    }
+    let inv = 1.0 / plane as f32;
+    let mean = |xp: &[f32]| {
+        dispatch(
+            #[inline(always)]
+            || xp.iter().sum::<f32>() * inv,
+        )
+    };
+    if rayon::current_num_threads() > 1 && x.len() >= PAR_CHUNK {
+        y.par_iter_mut()
+            .zip(x.par_chunks(plane))
+            .for_each(|(v, xp)| *v = mean(xp));
+    } else {
+        y.iter_mut()
+            .zip(x.chunks(plane))
+            .for_each(|(v, xp)| *v = mean(xp));
+    }
+    Ok(())
+}
