@@ -23,12 +23,14 @@ pub mod memory;
 pub mod optim;
 pub mod params;
 pub mod preflight;
+pub mod progress;
 pub mod schedule;
 pub mod step;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
 pub use optim::{Optimizer, OptimizerConfig, OptimizerKind};
+pub use progress::{Progress, TrainEvent};
 pub use schedule::{LrSchedule, Schedule};
 pub use step::{LossFn, LossInput};
 pub use trainer::{

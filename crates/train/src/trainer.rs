@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Tensor;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use whittle_data::{Augment, Dataset, Loader, LoaderOptions};
 use whittle_exec::{Executor, Value};
@@ -23,6 +22,7 @@ use crate::memory::{self, MemoryEstimate};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::params::{select_trainable, NamePattern};
 use crate::preflight;
+use crate::progress::{Progress, TrainEvent};
 use crate::schedule::{LrSchedule, Schedule};
 use crate::step::{forward_backward, segment_bounds, LossFn, LossInput, PassOptions, PassResult};
 
@@ -76,10 +76,10 @@ pub struct TrainConfig {
     pub crop_padding: usize,
     /// Augmentation: mirror training images left-right with probability 1/2.
     pub horizontal_flip: bool,
-    /// Show a progress bar per epoch (hidden when stderr is not a terminal).
-    pub progress: bool,
-    /// Print one line per epoch to stderr.
-    pub verbose: bool,
+    /// Where the run's events go: its settings, every batch and epoch (nowhere by
+    /// default; the trainer never prints).
+    #[serde(skip)]
+    pub progress: Progress,
     /// At the end of a run with validation data, put back the weights of the epoch with
     /// the best monitored value (kept in memory; a resumed run restores only from epochs
     /// it trained itself).
@@ -111,8 +111,7 @@ impl Default for TrainConfig {
             recompute_segments: None,
             crop_padding: 0,
             horizontal_flip: false,
-            progress: false,
-            verbose: false,
+            progress: Progress::default(),
             restore_best: true,
         }
     }
@@ -336,10 +335,10 @@ impl Trainer {
             preflight::check_gradients(&self.exec, sample, &labels, bounds.as_deref(), &mut loss);
         self.loss = Some(loss);
         reached?;
-        if self.config.verbose {
-            eprintln!("{}", describe_run(&self.config));
-            eprintln!("{}", describe_memory(&memory));
-        }
+        self.config.progress.send(TrainEvent::Started {
+            settings: describe_run(&self.config),
+            memory: describe_memory(&memory),
+        });
         let mut stopped_early = false;
         while self.state.epoch < last && !stopped_early {
             let report = self.epoch(&loader, &schedule, bounds.as_deref(), val)?;
@@ -438,7 +437,12 @@ impl Trainer {
     ) -> Result<EpochReport> {
         let epoch = self.state.epoch;
         let batches = loader.batches_per_epoch();
-        let bar = self.progress_bar(batches, epoch);
+        let progress = self.config.progress.clone();
+        progress.send(TrainEvent::EpochStarted {
+            epoch: epoch + 1,
+            epochs: self.config.epochs,
+            batches,
+        });
         let start = Instant::now();
         let mut loss = self.loss_fn();
         let mut totals = Totals::default();
@@ -490,10 +494,11 @@ impl Trainer {
                     hook(&context)?;
                 }
             }
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", totals.mean_loss()));
+            progress.send(TrainEvent::Batch {
+                done: i + 1,
+                loss: totals.mean_loss(),
+            });
         }
-        bar.finish_and_clear();
         self.loss = Some(loss);
         let seconds = start.elapsed().as_secs_f64().max(1e-9);
         let eval = val.map(|v| self.evaluate(v)).transpose()?;
@@ -507,9 +512,10 @@ impl Trainer {
             lr,
             images_per_sec: totals.samples as f64 / seconds,
         };
-        if self.config.verbose {
-            eprintln!("{}", describe_epoch(&report, self.config.epochs));
-        }
+        progress.send(TrainEvent::EpochEnded {
+            report: report.clone(),
+            epochs: self.config.epochs,
+        });
         Ok(report)
     }
 
@@ -542,20 +548,6 @@ impl Trainer {
             self.state.step,
             self.config.lr
         ))
-    }
-
-    fn progress_bar(&self, batches: usize, epoch: usize) -> ProgressBar {
-        if !self.config.progress {
-            return ProgressBar::hidden();
-        }
-        let bar = ProgressBar::new(batches as u64);
-        if let Ok(style) = ProgressStyle::with_template(
-            "epoch {prefix} {bar:30} {pos}/{len} batches {msg} {elapsed}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.set_prefix(format!("{}/{}", epoch + 1, self.config.epochs));
-        bar
     }
 
     /// Records the epoch's monitored value (and, for `restore_best`, the weights of a new
@@ -600,12 +592,9 @@ impl Trainer {
                 None => self.exec.set_initializer(&init.name, value)?,
             }
         }
-        if self.config.verbose {
-            eprintln!(
-                "restored the weights of epoch {} (best validation value)",
-                self.state.best_epoch
-            );
-        }
+        self.config.progress.send(TrainEvent::RestoredBest {
+            epoch: self.state.best_epoch,
+        });
         Ok(())
     }
 
