@@ -10,14 +10,15 @@ use serde::Serialize;
 use whittle_exec::{Executor, Value};
 use whittle_ir::Model;
 use whittle_passes::optimize::ModelStats;
+use whittle_pipeline::error::Context as PipelineContext;
+use whittle_pipeline::step::train::{load_training, observed};
 use whittle_train::distill::{DistillConfig, Distiller, FeatureMatch, FeaturePair};
 use whittle_train::{EpochReport, Trainer};
 
 use super::datasets::eval_set;
 use super::output::{check_output, save_model, InputModel};
-use super::train::{
-    build_model, check_outputs, load_training_data, refuse_model_setting, train_config, Settings,
-};
+use super::train::{build_model, check_outputs, refuse_model_setting, training, Settings};
+use crate::observer::CliObserver;
 
 /// Arguments of `whittle distill`.
 #[derive(clap::Args)]
@@ -108,24 +109,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(spec) = args.settings.data.clone() else {
         bail!("--data is required");
     };
-    let train = load_training_data(&spec, args.settings.limit)?;
+    let train = load_training(&spec, "--data", Some(&student), args.settings.limit)?;
     let student_exec = Executor::new(&student)?;
     let eval = eval_set(&student_exec.inputs(), &spec, args.test_samples, "--data")?;
     let student_accuracy_before = eval.accuracy(&student)?;
     let Some(scores) = student_exec.output_names().first().cloned() else {
         bail!("the student has no output");
     };
-    let mut distiller = Distiller::new(&teacher, &scores, cfg)?;
-    let rows: Vec<usize> = (0..train.len().min(4)).collect();
-    let (sample, _) = train.gather(&rows)?;
-    let (graph, features) = distiller.training_graph(&student, &Value::try_from(&sample)?)?;
-    let mut config = train_config(&args.settings, train.len())?;
-    config.progress = !args.json;
-    config.verbose = !args.json;
-    let mut trainer = Trainer::new(&graph, config)?.with_loss(move |x| distiller.loss(x));
-    let report = trainer.fit(&train, None)?;
-    // The student graph with the trained weights: no exposed feature, no projection.
-    let trained = trainer.executor().export(&student)?;
+    let config = training(&args.settings)?.config(train.len(), 0)?;
+    let observer = CliObserver::new(args.json);
+    let (trained, features, report) = observed(&observer, config, |config| {
+        let distill = || -> anyhow::Result<_> {
+            let mut distiller = Distiller::new(&teacher, &scores, cfg)?;
+            let rows: Vec<usize> = (0..train.len().min(4)).collect();
+            let (sample, _) = train.gather(&rows)?;
+            let (graph, features) =
+                distiller.training_graph(&student, &Value::try_from(&sample)?)?;
+            let mut trainer = Trainer::new(&graph, config)?.with_loss(move |x| distiller.loss(x));
+            let report = trainer.fit(&train, None)?;
+            // The student graph with the trained weights: no exposed feature, no projection.
+            Ok((trainer.executor().export(&student)?, features, report))
+        };
+        PipelineContext::context(distill(), || "distilling".into())
+    })?;
     save_model(&trained, &args.output)?;
     let summary = Summary {
         output: args.output.display().to_string(),

@@ -8,23 +8,19 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use whittle_data::{Dataset, Split};
 use whittle_exec::model_inputs;
 use whittle_ir::Model;
-use whittle_passes::prune::channel::ChannelPruner;
-use whittle_passes::prune::report::sparsity_report;
-use whittle_passes::prune::schedule::iterative_targets;
-use whittle_passes::prune::{
-    driver, gzip_size, prunable_layers, Curve, FineTune, GradualSchedule, LayerSparsity, Method,
-    Pruned, Pruner, Unstructured,
-};
 use whittle_passes::quantize::sensitivity::EvalSet;
-use whittle_train::distill::DistillConfig;
+use whittle_pipeline::step::prune::{
+    CurveKind, DistillLoss, PruneMethod, PruneOutcome, PruneSchedule, PruneStep,
+};
+use whittle_pipeline::Ctx;
 
 use super::datasets::eval_set;
 use super::output::{check_output, save_model, InputModel};
-use super::prune_channel::{self, ChannelSummary, LatencySummary};
-use super::train::{build_model, steps_per_epoch, train_config, Settings};
+use super::prune_channel::{self, LatencySummary};
+use super::train::{build_model, training, Settings};
+use crate::observer::CliObserver;
 
 /// Arguments of `whittle prune`.
 #[derive(clap::Args)]
@@ -132,8 +128,7 @@ pub struct Args {
 }
 
 /// The pruning methods.
-#[derive(Clone, Copy, Debug, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum MethodArg {
     /// Each layer to the target sparsity by |w|.
     Magnitude,
@@ -145,6 +140,18 @@ pub enum MethodArg {
     Nm,
     /// Remove whole channels (coupled groups found by a dependency graph).
     Channel,
+}
+
+impl From<MethodArg> for PruneMethod {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Magnitude => PruneMethod::Magnitude,
+            MethodArg::Global => PruneMethod::Global,
+            MethodArg::Random => PruneMethod::Random,
+            MethodArg::Nm => PruneMethod::Nm,
+            MethodArg::Channel => PruneMethod::Channel,
+        }
+    }
 }
 
 /// The schedules.
@@ -173,49 +180,28 @@ pub enum CurveArg {
     Polynomial,
 }
 
-/// The schedule as reported.
-#[derive(Serialize)]
-#[serde(tag = "name", rename_all = "kebab-case")]
-enum ScheduleJson {
-    /// Pruned once.
-    Oneshot,
-    /// Pruned in steps to these targets.
-    Iterative {
-        /// Number of steps.
-        steps: usize,
-        /// The curve.
-        #[serde(flatten)]
-        curve: Curve,
-        /// Sparsity after each step.
-        targets: Vec<f64>,
-    },
-    /// Masks updated during training.
-    Gradual(GradualSchedule),
+impl CurveArg {
+    fn kind(self) -> CurveKind {
+        match self {
+            CurveArg::Constant => CurveKind::Constant,
+            CurveArg::Linear => CurveKind::Linear,
+            CurveArg::Cubic => CurveKind::Cubic,
+            CurveArg::Exponential => CurveKind::Exponential,
+            CurveArg::Polynomial => CurveKind::Polynomial,
+        }
+    }
 }
 
 /// What `--json` prints.
 #[derive(Serialize)]
 struct Summary {
     output: String,
-    method: MethodArg,
-    schedule: ScheduleJson,
-    target_sparsity: f64,
-    sparsity: f64,
-    layers: Vec<LayerSparsity>,
-    params: usize,
-    nonzero_params: usize,
-    input_size_bytes: usize,
-    input_gzip_bytes: usize,
-    size_bytes: usize,
-    gzip_bytes: usize,
-    compression: &'static str,
+    #[serde(flatten)]
+    outcome: PruneOutcome,
     accuracy_before: Option<f64>,
     accuracy_after: Option<f64>,
     eval_samples: Option<usize>,
-    finetune_epochs: usize,
-    channels: Option<ChannelSummary>,
     latency: Option<LatencySummary>,
-    notes: Vec<String>,
 }
 
 /// Runs the command.
@@ -228,15 +214,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         InputModel::ForceOverwrites,
     )?;
     let model = build_model(&args.model)?;
-    let epochs = finetune_epochs(&args);
-    let taylor = args.criterion.as_deref() == Some("taylor");
-    let train = match (&args.data, epochs) {
-        (Some(spec), 1..) | (Some(spec), 0) if epochs > 0 || taylor => Some(
-            whittle_data::load(spec, Split::Train, args.limit)
-                .with_context(|| format!("loading --data {spec}"))?,
-        ),
-        _ => None,
-    };
     let eval = match &args.data {
         Some(spec) => Some(eval_set(
             &model_inputs(&model),
@@ -247,69 +224,86 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let accuracy_before = accuracy(eval.as_ref(), &model)?;
-    let channel = match args.method {
-        MethodArg::Channel => Some(channel_pruner(&args, &model, train.as_ref())?),
-        _ => None,
-    };
-    let (mut pruned, schedule) = prune(
-        &args,
-        &model,
-        target,
-        train.as_ref(),
-        epochs,
-        channel.as_ref(),
-    )?;
-    let report = sparsity_report(&pruned.model, &prunable_layers(&pruned.model, &[])?)?;
-    let (input_bytes, output_bytes) = (model.to_bytes(), pruned.model.to_bytes());
-    let channels = channel
-        .as_ref()
-        .and_then(|c| prune_channel::summary(&c.reports()));
-    // Channel pruning leaves no zeros: its sparsity is the fraction of parameters removed.
-    let sparsity = match &channels {
-        Some(c) => 1.0 - c.params_after as f64 / c.params_before.max(1) as f64,
-        None => report.sparsity,
-    };
-    let accuracy_after = accuracy(eval.as_ref(), &pruned.model)?;
-    save_model(&pruned.model, &args.output)?;
-    let latency = match (&channel, args.latency_runs.unwrap_or(30)) {
-        (Some(_), runs @ 1..) => {
+    let observer = CliObserver::new(args.json);
+    let (pruned, mut outcome) = step(&args, target)?.prune(&mut Ctx::new(&observer), &model)?;
+    let accuracy_after = accuracy(eval.as_ref(), &pruned)?;
+    save_model(&pruned, &args.output)?;
+    let latency = match (args.method, args.latency_runs.unwrap_or(30)) {
+        (MethodArg::Channel, runs @ 1..) => {
             let input = Path::new(&args.model);
             Some(prune_channel::latency(
                 (&model, input.is_file().then_some(input)),
-                (&pruned.model, &args.output),
+                (&pruned, &args.output),
                 runs,
-                &mut pruned.notes,
+                &mut outcome.notes,
             )?)
         }
         _ => None,
     };
     let summary = Summary {
         output: args.output.display().to_string(),
-        method: args.method,
-        schedule,
-        target_sparsity: target,
-        sparsity,
-        layers: report.layers,
-        params: report.params,
-        nonzero_params: report.nonzero_params,
-        input_size_bytes: input_bytes.len(),
-        input_gzip_bytes: gzip_size(&input_bytes),
-        size_bytes: output_bytes.len(),
-        gzip_bytes: gzip_size(&output_bytes),
-        compression: "gzip -6",
+        outcome,
         accuracy_before,
         accuracy_after,
         eval_samples: eval.as_ref().map(EvalSet::samples),
-        finetune_epochs: epochs,
-        channels,
         latency,
-        notes: pruned.notes,
     };
     if args.json {
         return crate::report::print_json(&summary);
     }
     print_human(&summary);
     Ok(())
+}
+
+/// The pipeline step the options describe.
+fn step(args: &Args, target: f64) -> anyhow::Result<PruneStep> {
+    let epochs = finetune_epochs(args);
+    let mut settings = Settings::default();
+    settings.epochs = Some(epochs);
+    settings.batch_size = args.batch_size;
+    settings.optimizer = args.optimizer.clone();
+    settings.lr = args.lr;
+    settings.seed = args.seed;
+    let training = training(&settings)?;
+    let curve = args.curve.map(CurveArg::kind);
+    let schedule = match args.schedule {
+        ScheduleArg::Oneshot => PruneSchedule::Oneshot,
+        ScheduleArg::Iterative => PruneSchedule::Iterative {
+            steps: args.steps,
+            curve,
+        },
+        ScheduleArg::Gradual => PruneSchedule::Gradual {
+            steps: args.steps,
+            curve,
+            initial_sparsity: args.initial_sparsity,
+            start_step: args.start_step,
+            end_step: args.end_step,
+            frequency: args.frequency,
+        },
+    };
+    Ok(PruneStep {
+        sparsity: Some(target).filter(|_| !matches!(args.method, MethodArg::Nm)),
+        n: args.n,
+        m: args.m,
+        criterion: args.criterion.clone(),
+        global: args.global,
+        round_to: args.round_to,
+        exclude: args.exclude.clone(),
+        seed: args.seed,
+        schedule,
+        power: args.power,
+        data: args.data.clone(),
+        limit: args.limit,
+        finetune: (epochs > 0).then_some(training),
+        distill: args.distill.then(|| {
+            let d = DistillLoss::default();
+            DistillLoss {
+                temperature: args.temperature.unwrap_or(d.temperature),
+                alpha: args.alpha.unwrap_or(d.alpha),
+            }
+        }),
+        ..PruneStep::new(args.method.into())
+    })
 }
 
 /// Checks the options before any work; returns the target sparsity.
@@ -331,7 +325,7 @@ fn check_args(args: &Args) -> anyhow::Result<f64> {
         bail!("--sparsity {target} must be in [0, 1)");
     }
     if let Some(c) = &args.criterion {
-        check_criterion(args.method, c)?;
+        check_criterion(args, c)?;
     }
     if args.distill && finetune_epochs(args) == 0 {
         bail!("--distill distils during fine-tuning: give --finetune-epochs and --data");
@@ -348,6 +342,9 @@ fn check_args(args: &Args) -> anyhow::Result<f64> {
     let channel = matches!(args.method, MethodArg::Channel);
     if channel && args.schedule == ScheduleArg::Gradual {
         bail!("--method channel changes the graph's shapes: use --schedule oneshot or iterative");
+    }
+    if args.round_to == Some(0) {
+        bail!("--round-to must be at least 1");
     }
     if !channel && args.global {
         bail!("--global applies to --method channel (use --method global for one |w| threshold)");
@@ -470,10 +467,15 @@ fn nm_sizes(args: &Args) -> (usize, usize) {
 }
 
 /// Unstructured methods rank single weights by |w|: only magnitude criteria apply.
-fn check_criterion(method: MethodArg, criterion: &str) -> anyhow::Result<()> {
+fn check_criterion(args: &Args, criterion: &str) -> anyhow::Result<()> {
+    let method = args.method;
     let magnitude = matches!(criterion, "magnitude" | "l1" | "l2");
     match method {
-        MethodArg::Channel => prune_channel::criterion(Some(criterion), 0).map(|_| ()),
+        MethodArg::Channel if criterion == "taylor" && args.data.is_none() => {
+            bail!("--criterion taylor needs gradients: give --data")
+        }
+        // The step names the channel criteria it takes.
+        MethodArg::Channel => Ok(()),
         MethodArg::Random => bail!("--criterion {criterion}: --method random ignores the weights' values"),
         _ if !magnitude => bail!(
             "--criterion {criterion}: --method {} ranks single weights by |w|; use magnitude (l1 and l2 are the same for one weight)",
@@ -500,175 +502,6 @@ fn finetune_epochs(args: &Args) -> usize {
     }
 }
 
-/// The unstructured pruner the options describe.
-fn unstructured(args: &Args) -> anyhow::Result<Unstructured> {
-    let method = match args.method {
-        MethodArg::Magnitude => Method::Magnitude,
-        MethodArg::Global => Method::Global,
-        MethodArg::Random => Method::Random {
-            seed: args.seed.unwrap_or(0),
-        },
-        MethodArg::Nm => {
-            let (n, m) = nm_sizes(args);
-            Method::NM { n, m }
-        }
-        MethodArg::Channel => bail!("--method channel is structured"),
-    };
-    Ok(Unstructured::new(method, args.exclude.clone())?)
-}
-
-/// The channel pruner the options describe.
-fn channel_pruner(
-    args: &Args,
-    model: &Model,
-    train: Option<&Dataset>,
-) -> anyhow::Result<ChannelPruner> {
-    let seed = args.seed.unwrap_or(0);
-    prune_channel::pruner(
-        model,
-        prune_channel::criterion(args.criterion.as_deref(), seed)?,
-        (args.global, args.round_to.unwrap_or(8)),
-        &args.exclude,
-        train.map(|t| (t, args.batch_size.unwrap_or(32))),
-    )
-}
-
-/// The pruner of `--method` (the channel pruner is built by the caller, which reads its
-/// reports afterwards).
-fn pruner<'a>(
-    args: &Args,
-    channel: Option<&'a ChannelPruner>,
-) -> anyhow::Result<Box<dyn Pruner + 'a>> {
-    Ok(match (args.method, channel) {
-        (MethodArg::Channel, Some(c)) => Box::new(c),
-        (MethodArg::Channel, None) => bail!("--method channel: no channel pruner"),
-        _ => Box::new(unstructured(args)?),
-    })
-}
-
-/// Runs the schedule; returns the pruned model and the schedule's JSON description.
-fn prune(
-    args: &Args,
-    model: &Model,
-    target: f64,
-    train: Option<&Dataset>,
-    epochs: usize,
-    channel: Option<&ChannelPruner>,
-) -> anyhow::Result<(Pruned, ScheduleJson)> {
-    let finetune = match train {
-        Some(train) if epochs > 0 => Some(FineTune {
-            train,
-            config: finetune_config(args, train.len(), epochs)?,
-            teacher: args.distill.then(|| {
-                let defaults = DistillConfig::default();
-                let cfg = DistillConfig {
-                    temperature: args.temperature.unwrap_or(defaults.temperature),
-                    alpha: args.alpha.unwrap_or(defaults.alpha),
-                    ..defaults
-                };
-                (model, cfg)
-            }),
-        }),
-        _ => None,
-    };
-    Ok(match args.schedule {
-        ScheduleArg::Oneshot => {
-            let pruned = driver::oneshot(
-                pruner(args, channel)?.as_ref(),
-                model,
-                target,
-                finetune.as_ref(),
-            )?;
-            (pruned, ScheduleJson::Oneshot)
-        }
-        ScheduleArg::Iterative => {
-            let (steps, curve) = (args.steps.unwrap_or(3), curve(args, CurveArg::Linear));
-            let targets = iterative_targets(target, steps, curve)?;
-            let pruned = driver::iterative(
-                pruner(args, channel)?.as_ref(),
-                model,
-                target,
-                steps,
-                curve,
-                finetune.as_ref(),
-            )?;
-            (
-                pruned,
-                ScheduleJson::Iterative {
-                    steps,
-                    curve,
-                    targets,
-                },
-            )
-        }
-        ScheduleArg::Gradual => {
-            let Some(ft) = finetune else {
-                bail!("--schedule gradual needs --data and --finetune-epochs of at least 1");
-            };
-            let gradual = gradual_schedule(args, target, ft.train.len(), epochs)?;
-            let pruned = driver::gradual(&unstructured(args)?, model, &gradual, &ft)?;
-            (pruned, ScheduleJson::Gradual(gradual))
-        }
-    })
-}
-
-/// The trainer settings of fine-tuning, from the shared `whittle train` settings.
-fn finetune_config(
-    args: &Args,
-    samples: usize,
-    epochs: usize,
-) -> anyhow::Result<whittle_train::TrainConfig> {
-    let mut settings = Settings::default();
-    settings.epochs = Some(epochs);
-    settings.batch_size = args.batch_size;
-    settings.optimizer = args.optimizer.clone();
-    settings.lr = args.lr;
-    settings.seed = args.seed;
-    let mut config = train_config(&settings, samples)?;
-    config.progress = !args.json;
-    config.verbose = !args.json;
-    Ok(config)
-}
-
-/// The curve of `--curve`, else `default`.
-fn curve(args: &Args, default: CurveArg) -> Curve {
-    match args.curve.unwrap_or(default) {
-        CurveArg::Constant => Curve::Constant,
-        CurveArg::Linear => Curve::Linear,
-        CurveArg::Cubic => Curve::Cubic,
-        CurveArg::Exponential => Curve::Exponential,
-        CurveArg::Polynomial => Curve::Polynomial {
-            power: args.power.unwrap_or(3.0),
-        },
-    }
-}
-
-/// The gradual schedule over `epochs` of `samples`, with defaults filled in.
-fn gradual_schedule(
-    args: &Args,
-    target: f64,
-    samples: usize,
-    epochs: usize,
-) -> anyhow::Result<GradualSchedule> {
-    let per_epoch = steps_per_epoch(samples, args.batch_size.unwrap_or(32), 1) as u64;
-    let total = per_epoch * epochs as u64;
-    let start = args.start_step.unwrap_or(0);
-    let end = args.end_step.unwrap_or((total * 3 / 4).max(start + 1));
-    let updates = args.steps.unwrap_or(10).max(1) as u64;
-    let schedule = GradualSchedule {
-        curve: curve(args, CurveArg::Cubic),
-        initial: args.initial_sparsity.unwrap_or(0.0),
-        last: target,
-        start,
-        end,
-        frequency: args
-            .frequency
-            .unwrap_or((end.saturating_sub(start) / updates).max(1)),
-    };
-    schedule.check().context("--schedule gradual")?;
-    Ok(schedule)
-}
-
 /// Top-1 accuracy of `model` on the eval data, when there is any.
 fn accuracy(eval: Option<&EvalSet>, model: &Model) -> anyhow::Result<Option<f64>> {
     Ok(match eval {
@@ -680,22 +513,22 @@ fn accuracy(eval: Option<&EvalSet>, model: &Model) -> anyhow::Result<Option<f64>
 /// The human-readable report.
 fn print_human(s: &Summary) {
     use crate::report::human_bytes;
-    if s.channels.is_none() {
+    if s.outcome.channels.is_none() {
         print_layers(s);
     }
     println!(
         "size {} -> {}; {}: {} -> {}",
-        human_bytes(s.input_size_bytes as u64),
-        human_bytes(s.size_bytes as u64),
-        s.compression,
-        human_bytes(s.input_gzip_bytes as u64),
-        human_bytes(s.gzip_bytes as u64)
+        human_bytes(s.outcome.input_size_bytes as u64),
+        human_bytes(s.outcome.size_bytes as u64),
+        s.outcome.compression,
+        human_bytes(s.outcome.input_gzip_bytes as u64),
+        human_bytes(s.outcome.gzip_bytes as u64)
     );
     print_structure(s);
     if let (Some(before), Some(after)) = (s.accuracy_before, s.accuracy_after) {
         println!("accuracy {:.2}% -> {:.2}%", 100.0 * before, 100.0 * after);
     }
-    for note in &s.notes {
+    for note in &s.outcome.notes {
         println!("note: {note}");
     }
     println!("wrote {}", s.output);
@@ -704,14 +537,14 @@ fn print_human(s: &Summary) {
 /// The per-layer sparsity table of unstructured methods.
 fn print_layers(s: &Summary) {
     use crate::report::human_count;
-    let width = (s.layers.iter().map(|l| l.name.len()).max())
+    let width = (s.outcome.layers.iter().map(|l| l.name.len()).max())
         .unwrap_or(5)
         .max(5);
     println!(
         "{:<width$}  {:<7}  {:>10}  {:>10}  {:>8}",
         "layer", "op", "params", "zeros", "sparsity"
     );
-    for l in &s.layers {
+    for l in &s.outcome.layers {
         println!(
             "{:<width$}  {:<7}  {:>10}  {:>10}  {:>7.2}%",
             l.name,
@@ -723,16 +556,16 @@ fn print_layers(s: &Summary) {
     }
     println!(
         "sparsity {:.2}% of prunable weights; {} of {} parameters non-zero",
-        100.0 * s.sparsity,
-        human_count(s.nonzero_params as u64),
-        human_count(s.params as u64)
+        100.0 * s.outcome.sparsity,
+        human_count(s.outcome.nonzero_params as u64),
+        human_count(s.outcome.params as u64)
     );
 }
 
 /// Parameters, MACs and latency of channel pruning.
 fn print_structure(s: &Summary) {
     use crate::report::human_count;
-    if let Some(c) = &s.channels {
+    if let Some(c) = &s.outcome.channels {
         println!(
             "channels removed: parameters {} -> {}, MACs per sample {} -> {}",
             human_count(c.params_before),

@@ -1,105 +1,13 @@
-//! The structured side of `whittle prune --method channel`: the channel pruner from the
-//! options, and what its report adds (parameters, MACs, groups, and measured latency in
-//! whittle's executor and ONNX Runtime before and after).
+//! The latency side of `whittle prune --method channel`: batch-1 latency measured in
+//! whittle's executor and ONNX Runtime before and after (the pruning itself is the
+//! pipeline's prune step).
 
 use std::path::Path;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Serialize;
 use whittle_bench::bench::{bench_batch, BenchOptions, Engine};
-use whittle_data::Dataset;
 use whittle_ir::{ExternalData, Model};
-use whittle_passes::prune::channel::{
-    default_protected, ChannelConfig, ChannelPruner, ChannelReport, Criterion, GroupReport, Scope,
-    SkippedGroup, TaylorData,
-};
-
-/// Batches of training data the Taylor criterion averages its gradients over.
-const TAYLOR_BATCHES: usize = 8;
-
-/// The channel criterion named by `--criterion` (default l1).
-pub fn criterion(name: Option<&str>, seed: u64) -> anyhow::Result<Criterion> {
-    Ok(match name.unwrap_or("l1") {
-        "l1" => Criterion::L1,
-        "l2" => Criterion::L2,
-        "bn" => Criterion::BnGamma,
-        "taylor" => Criterion::Taylor,
-        "random" => Criterion::Random { seed },
-        other => bail!("--criterion {other}: --method channel takes l1, l2, bn, taylor or random"),
-    })
-}
-
-/// The pruner: defaults protect the stem and the classifier, `exclude` protects more.
-pub fn pruner(
-    model: &Model,
-    criterion: Criterion,
-    (global, round_to): (bool, usize),
-    exclude: &[String],
-    train: Option<(&Dataset, usize)>,
-) -> anyhow::Result<ChannelPruner> {
-    if round_to == 0 {
-        bail!("--round-to must be at least 1");
-    }
-    let data = match (&criterion, train) {
-        (Criterion::Taylor, Some((data, batch))) => Some(taylor_data(data, batch)?),
-        (Criterion::Taylor, None) => bail!("--criterion taylor needs gradients: give --data"),
-        _ => None,
-    };
-    let mut protected = default_protected(model);
-    protected.extend(exclude.iter().cloned());
-    let config = ChannelConfig {
-        criterion,
-        scope: if global {
-            Scope::Global
-        } else {
-            Scope::PerLayer
-        },
-        round_to,
-        protected: Some(protected),
-        ..ChannelConfig::default()
-    };
-    Ok(ChannelPruner::new(config, data))
-}
-
-fn taylor_data(data: &Dataset, batch: usize) -> anyhow::Result<TaylorData> {
-    let batch = batch.max(1);
-    let mut batches = Vec::new();
-    for start in (0..data.len()).step_by(batch).take(TAYLOR_BATCHES) {
-        let (images, labels) = data.batch(start, (start + batch).min(data.len()))?;
-        batches.push((images, labels.to_vec()));
-    }
-    Ok(TaylorData { batches })
-}
-
-/// What channel pruning adds to the `--json` report.
-#[derive(Serialize)]
-pub struct ChannelSummary {
-    /// Parameters before pruning.
-    pub params_before: u64,
-    /// Parameters after.
-    pub params_after: u64,
-    /// MACs of one sample before.
-    pub macs_before: u64,
-    /// MACs of one sample after.
-    pub macs_after: u64,
-    /// Groups of the last pruning step.
-    pub groups: Vec<GroupReport>,
-    /// Groups left alone, with the reason.
-    pub skipped: Vec<SkippedGroup>,
-}
-
-/// The summary over every step (first step's "before", last step's "after").
-pub fn summary(reports: &[ChannelReport]) -> Option<ChannelSummary> {
-    let (first, last) = (reports.first()?, reports.last()?);
-    Some(ChannelSummary {
-        params_before: first.params_before,
-        params_after: last.params_after,
-        macs_before: first.macs_before,
-        macs_after: last.macs_after,
-        groups: last.groups.clone(),
-        skipped: last.skipped.clone(),
-    })
-}
 
 /// Median batch-1 latency before and after, in milliseconds, per engine.
 #[derive(Serialize)]

@@ -22,16 +22,17 @@ use whittle_exec::{Executor, Value};
 use whittle_ir::Model;
 use whittle_passes::qat::{self, insert::ScaleMode, QatState};
 use whittle_passes::quantize::{self, QuantConfig};
+use whittle_pipeline::error::Context as PipelineContext;
+use whittle_pipeline::step::train::{load_training, observed};
 use whittle_train::{EpochReport, Trainer};
 
 use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
 use super::distill::check_test_samples;
 use super::output::save_model;
 use super::quantize::CalibrationArg;
-use super::train::{
-    build_model, check_outputs, load_training_data, refuse_model_setting, train_config, Settings,
-};
+use super::train::{build_model, check_outputs, refuse_model_setting, training, Settings};
 use super::vnni::reduce_range_note;
+use crate::observer::CliObserver;
 
 /// Arguments of `whittle qat`.
 #[derive(clap::Args)]
@@ -134,7 +135,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(spec) = args.settings.data.clone() else {
         bail!("--data is required");
     };
-    let train = load_training_data(&spec, args.settings.limit)?;
+    let train = load_training(&spec, "--data", Some(&state.model), args.settings.limit)?;
     let exec = Executor::new(&state.model)?;
     let input_name = single_input(&exec.inputs(), "--data")?;
     let calib = dataset_batches(&input_name.name, &train.images, args.calib_samples)?;
@@ -142,7 +143,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let eval = eval_set(&exec.inputs(), &spec, args.test_samples, "--data")?;
     let (ptq, _) = quantize::static_int8(&state.model, &cfg, calib.clone())?;
     let state_model = state.model.clone();
+    let observer = CliObserver::new(args.json);
     let run = Run {
+        observer: &observer,
         args: &args,
         cfg: &cfg,
         train: &train,
@@ -226,6 +229,7 @@ struct Run<'a> {
     cfg: &'a QuantConfig,
     train: &'a Dataset,
     calib: &'a [HashMap<String, Value>],
+    observer: &'a CliObserver,
 }
 
 impl Run<'_> {
@@ -313,15 +317,18 @@ impl Run<'_> {
         } else {
             state.model.clone()
         };
-        let mut config = train_config(&self.args.settings, self.train.len())?;
+        let mut config = training(&self.args.settings)?.config(self.train.len(), 0)?;
         config.epochs = phase.end - phase.first;
         config.seed = config.seed.wrapping_add(phase.first as u64);
-        config.progress = !self.args.json;
-        config.verbose = !self.args.json;
-        let mut trainer = Trainer::new(&graph, config)
-            .with_context(|| format!("epochs {}..{}", phase.first + 1, phase.end))?;
-        let report = trainer.fit(self.train, None)?;
-        let trained = trainer.model()?;
+        let epochs_name = format!("epochs {}..{}", phase.first + 1, phase.end);
+        let (trained, report) = observed(self.observer, config, |config| {
+            let phase = || -> whittle_train::Result<_> {
+                let mut trainer = Trainer::new(&graph, config)?;
+                let report = trainer.fit(self.train, None)?;
+                Ok((trainer.model()?, report))
+            };
+            PipelineContext::context(phase(), || epochs_name)
+        })?;
         let next = if quantized {
             qat::strip::strip(&trained)?
         } else {

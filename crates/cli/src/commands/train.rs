@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use super::output::{check_output, save_model, InputModel};
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use whittle_data::{Dataset, Split};
 use whittle_ir::Model;
-use whittle_train::{split_validation, OptimizerConfig, Schedule, TrainConfig, Trainer};
+use whittle_pipeline::step::train::{LrSchedule, TrainOutcome, TrainStep, Training};
+use whittle_pipeline::{Ctx, ModelSource};
+
+use crate::observer::CliObserver;
 
 /// Arguments of `whittle train`.
 #[derive(clap::Args)]
@@ -148,8 +150,7 @@ pub struct Settings {
 struct Summary {
     output: String,
     #[serde(flatten)]
-    report: whittle_train::TrainReport,
-    final_accuracy: Option<f64>,
+    outcome: TrainOutcome,
 }
 
 /// Runs the command.
@@ -162,7 +163,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if model_spec.is_none() && args.resume.is_none() {
         bail!("--model is required (zoo:NAME or MODEL.onnx)");
     }
-    let Some(data_spec) = settings.data.clone() else {
+    let Some(data) = settings.data.clone() else {
         bail!("--data is required");
     };
     let input = model_spec.as_deref().map(Path::new);
@@ -173,36 +174,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &args.output,
         args.force,
     )?;
-    let data = load_training_data(&data_spec, settings.limit)?;
-    let seed = settings.seed.unwrap_or(0);
-    let (train, val) = match settings.val_fraction {
-        Some(f) => {
-            let (t, v) = split_validation(&data, f, seed)?;
-            (t, Some(v))
-        }
-        None => (data, None),
+    let step = TrainStep {
+        limit: settings.limit,
+        val_fraction: settings.val_fraction,
+        checkpoint_dir: settings.checkpoint_dir.clone(),
+        resume: args.resume.clone(),
+        training: training(&settings)?,
+        identity: identity(&settings),
+        ..TrainStep::new(data)
     };
-    let mut config = train_config(&settings, train.len())?;
-    config.progress = !args.json;
-    config.verbose = !args.json;
-    config.identity = identity(&settings);
-    let mut trainer = match (&args.resume, &model_spec) {
-        (Some(dir), _) => Trainer::resume(dir, config)
-            .with_context(|| format!("resuming from {}", dir.display()))?,
-        (None, Some(spec)) => Trainer::new(&build_model(spec)?, config)?,
-        (None, None) => bail!("--model is required (zoo:NAME or MODEL.onnx)"),
+    let model = match (&args.resume, &model_spec) {
+        (None, Some(spec)) => Some(build_model(spec)?),
+        _ => None,
     };
-    let report = trainer.fit(&train, val.as_ref())?;
-    let final_accuracy = report.epochs.last().and_then(|e| e.val_accuracy);
-    let model = trainer.model()?;
+    let observer = CliObserver::new(args.json);
+    let (model, outcome) = step.train(&mut Ctx::new(&observer), model)?;
     save_model(&model, &args.output)?;
     if args.json {
         return crate::report::print_json(&Summary {
             output: args.output.display().to_string(),
-            report,
-            final_accuracy,
+            outcome,
         });
     }
+    let report = &outcome.report;
     println!(
         "trained {} parameters for {} epochs ({} steps){}; wrote {}",
         crate::report::human_count(report.trainable_parameters as u64),
@@ -236,16 +230,6 @@ pub(crate) fn check_outputs(
     Ok(())
 }
 
-/// Loads the training split of `--data SPEC` (the first `limit` samples), refusing values
-/// that are not finite.
-pub(crate) fn load_training_data(spec: &str, limit: Option<usize>) -> anyhow::Result<Dataset> {
-    let data = whittle_data::load(spec, Split::Train, limit)
-        .with_context(|| format!("loading --data {spec}"))?;
-    whittle_train::finite::check_dataset(&data, "training")
-        .with_context(|| format!("--data {spec}"))?;
-    Ok(data)
-}
-
 /// What a checkpoint of this run records, so that resuming with another `--model`,
 /// `--data` or `--limit` is refused (a model file by its full path).
 fn identity(s: &Settings) -> BTreeMap<String, String> {
@@ -273,14 +257,11 @@ pub(crate) fn refuse_model_setting(settings: &Settings, instead: &str) -> anyhow
     Ok(())
 }
 
-/// Loads `MODEL.onnx`, or builds `zoo:NAME` (needs the whittle-zoo crate).
+/// Loads `MODEL.onnx`, or builds `zoo:NAME`.
 pub(crate) fn build_model(spec: &str) -> anyhow::Result<Model> {
-    if spec.starts_with(whittle_zoo::PREFIX) {
-        return whittle_zoo::build(spec).with_context(|| format!("--model {spec}"));
-    }
-    let model = Model::load(spec).with_context(|| format!("loading --model {spec}"))?;
-    whittle_ir::validate(&model)?;
-    Ok(model)
+    ModelSource::parse(spec)
+        .load()
+        .with_context(|| format!("--model {spec}"))
 }
 
 /// Reads settings from a YAML or TOML file (by extension).
@@ -320,89 +301,49 @@ fn parse_enum<T: serde::de::DeserializeOwned>(option: &str, value: &str) -> anyh
         .map_err(|_| anyhow::anyhow!("--{option} {value} is not a known choice"))
 }
 
-/// The trainer's configuration from the settings; `samples` sizes warmup given in epochs.
-pub(crate) fn train_config(s: &Settings, samples: usize) -> anyhow::Result<TrainConfig> {
-    let d = TrainConfig::default();
-    let batch_size = s.batch_size.unwrap_or(d.batch_size);
-    let accumulate = s.accumulate.unwrap_or(d.accumulate);
-    let steps_per_epoch = steps_per_epoch(samples, batch_size, accumulate);
-    let o = &d.optimizer;
-    let optimizer = OptimizerConfig {
-        kind: match &s.optimizer {
-            Some(o) => parse_enum("optimizer", o)?,
-            None => o.kind,
+/// The trainer's settings given by the flags, the trainer's defaults for the others.
+pub(crate) fn training(s: &Settings) -> anyhow::Result<Training> {
+    let d = Training::default();
+    let schedule = LrSchedule {
+        kind: match &s.lr_schedule {
+            Some(kind) => parse_enum("lr-schedule", kind)?,
+            None => d.lr_schedule.kind,
         },
-        momentum: s.momentum.unwrap_or(o.momentum),
-        nesterov: s.nesterov.unwrap_or(o.nesterov),
-        weight_decay: s.weight_decay.unwrap_or(o.weight_decay),
-        ..o.clone()
+        warmup_steps: s.warmup_steps,
+        warmup_epochs: s.warmup_epochs,
+        step_size: s.step_size,
+        gamma: s.gamma,
+        min_lr: s.min_lr,
+        power: s.power,
+        div_factor: s.div_factor,
+        pct_start: s.pct_start,
+        final_div_factor: s.final_div_factor,
     };
-    Ok(TrainConfig {
+    Ok(Training {
         epochs: s.epochs.unwrap_or(d.epochs),
-        batch_size,
-        optimizer,
+        batch_size: s.batch_size.unwrap_or(d.batch_size),
+        optimizer: match &s.optimizer {
+            Some(o) => parse_enum("optimizer", o)?,
+            None => d.optimizer,
+        },
         lr: s.lr.unwrap_or(d.lr),
-        schedule: schedule(s, steps_per_epoch, &d.schedule)?,
+        momentum: s.momentum.unwrap_or(d.momentum),
+        nesterov: s.nesterov.unwrap_or(d.nesterov),
+        weight_decay: s.weight_decay.unwrap_or(d.weight_decay),
+        lr_schedule: schedule,
         label_smoothing: s.label_smoothing.unwrap_or(d.label_smoothing),
         clip_grad_norm: s.clip_grad_norm,
-        accumulate,
+        accumulate: s.accumulate.unwrap_or(d.accumulate),
         freeze: s.freeze.clone(),
         patience: s.patience,
         monitor: match &s.monitor {
             Some(m) => parse_enum("monitor", m)?,
             None => d.monitor,
         },
-        checkpoint_dir: s.checkpoint_dir.clone(),
-        seed: s.seed.unwrap_or(d.seed),
+        seed: s.seed,
         recompute_segments: s.recompute_segments,
         crop_padding: s.crop_padding.unwrap_or(d.crop_padding),
         horizontal_flip: s.horizontal_flip.unwrap_or(d.horizontal_flip),
         restore_best: s.restore_best.unwrap_or(d.restore_best),
-        ..d
-    })
-}
-
-/// Optimizer steps in one epoch of `samples` (at least 1).
-pub(crate) fn steps_per_epoch(samples: usize, batch_size: usize, accumulate: usize) -> usize {
-    samples
-        .div_ceil(batch_size.max(1))
-        .div_ceil(accumulate.max(1))
-        .max(1)
-}
-
-/// The LR schedule named by `--lr-schedule` (else `default`'s kind) with its parameters.
-fn schedule(s: &Settings, steps_per_epoch: usize, default: &Schedule) -> anyhow::Result<Schedule> {
-    let warmup = match (s.warmup_steps, s.warmup_epochs) {
-        (Some(_), Some(_)) => bail!("give --warmup-steps or --warmup-epochs, not both"),
-        (Some(w), None) => w,
-        (None, Some(e)) if e >= 0.0 => (e * steps_per_epoch as f64).round() as usize,
-        (None, Some(e)) => bail!("--warmup-epochs {e} must not be negative"),
-        (None, None) => 0,
-    };
-    let step_size = s.step_size.unwrap_or(steps_per_epoch);
-    let default_kind = serde_json::to_value(default)?["kind"]
-        .as_str()
-        .unwrap_or("constant")
-        .to_string();
-    Ok(match s.lr_schedule.as_deref().unwrap_or(&default_kind) {
-        "constant" => Schedule::Constant,
-        "step" => Schedule::Step { step_size, gamma: s.gamma.unwrap_or(0.1) },
-        "polynomial" => Schedule::Polynomial {
-            power: s.power.unwrap_or(1.0),
-            end_lr: s.min_lr.unwrap_or(0.0),
-        },
-        "warmup-cosine" => Schedule::WarmupCosine { warmup, min_lr: s.min_lr.unwrap_or(0.0) },
-        "warmup-exponential" => Schedule::WarmupExponential {
-            warmup,
-            gamma: s.gamma.unwrap_or(0.99),
-        },
-        "warmup-step" => Schedule::WarmupStep { warmup, step_size, gamma: s.gamma.unwrap_or(0.1) },
-        "one-cycle" => Schedule::OneCycle {
-            div_factor: s.div_factor.unwrap_or(25.0),
-            pct_start: s.pct_start.unwrap_or(0.3),
-            final_div_factor: s.final_div_factor.unwrap_or(1e4),
-            min_lr: s.min_lr,
-        },
-        other => bail!("--lr-schedule {other}: expected constant, step, polynomial, warmup-cosine, warmup-exponential, warmup-step or one-cycle"),
     })
 }
