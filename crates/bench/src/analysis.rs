@@ -29,18 +29,7 @@ pub fn node_params(graph: &GraphProto, node: &NodeProto) -> u64 {
         .initializer
         .iter()
         .filter(|t| read.contains(t.name.as_str()))
-        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
-        .sum()
-}
-
-/// Elements of the distinct initializers any node reads.
-pub fn total_params(graph: &GraphProto) -> u64 {
-    let read: HashSet<String> = graph.node.iter().flat_map(node_inputs).collect();
-    graph
-        .initializer
-        .iter()
-        .filter(|t| read.contains(&t.name))
-        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
+        .map(whittle_ir::cost::tensor_elements)
         .sum()
 }
 
@@ -201,7 +190,6 @@ mod tests {
         let g = graph();
         assert_eq!(node_params(&g, &g.node[0]), 8 * 27 + 8);
         assert_eq!(node_params(&g, &g.node[2]), 0);
-        assert_eq!(total_params(&g), 8 * 27 + 8);
         assert_eq!(flops(1000), 2000);
     }
 

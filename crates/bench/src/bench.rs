@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use whittle_exec::{Executor, Value};
 use whittle_ir::{Model, TensorData};
 
-use crate::analysis::{ensure_run_fits, total_params};
+use crate::analysis::ensure_run_fits;
 use crate::error::{bail, BenchError, Result};
 use crate::inputs::{batch_note, random_inputs, resolve_inputs, shape_map, ShapeRequest};
 use crate::ort_engine::OrtEngine;
@@ -133,7 +133,7 @@ impl BenchReport {
             warmup: opts.warmup,
             runs: opts.runs,
             size_bytes: Model::disk_size(path)?,
-            params: total_params(model.graph()),
+            params: whittle_ir::cost::parameter_count(model.graph()),
             memory_method: MEMORY_METHOD.to_string(),
             batches,
         })

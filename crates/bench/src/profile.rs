@@ -18,7 +18,7 @@ use whittle_ir::proto::NodeProto;
 use whittle_ir::{DataType, GraphEdit, Model, TensorType};
 
 use crate::analysis::{
-    ensure_run_fits, flops, node_params, peak_activation_bytes, total_params, value_bytes,
+    ensure_run_fits, flops, node_params, peak_activation_bytes, value_bytes,
 };
 use crate::error::{bail, Result};
 use crate::inputs::{batch_note, random_inputs, resolve_inputs, shape_map, ShapeRequest};
@@ -183,7 +183,7 @@ pub fn profile(model: &Model, opts: &ProfileOptions, tick: &mut dyn FnMut()) -> 
         total_time_ms: nodes.iter().map(|n| n.time_ms).sum(),
         total_macs,
         total_flops: flops(total_macs),
-        total_params: total_params(graph),
+        total_params: whittle_ir::cost::parameter_count(graph),
         peak_activation_bytes: peak_activation_bytes(graph, &order, &|n| shapes.bytes(n)),
         nodes,
         by_op_type,

@@ -3,9 +3,75 @@
 //! Conventions (as in common profilers): Conv: N·Cout·Hout·Wout·(Cin/groups)·Kh·Kw;
 //! ConvTranspose: N·Cin·Hin·Win·(Cout/groups)·Kh·Kw; Gemm/MatMul: M·N·K (batched: times the
 //! batch). Quantized variants count like their float twins. Other operators count 0.
+//!
+//! Also the one parameter count ([`parameter_count`]) and model MAC count ([`model_macs`])
+//! every report uses.
+
+use std::collections::HashMap;
 
 use crate::attr::NodeAttrs;
-use crate::proto::NodeProto;
+use crate::graph::GraphEdit;
+use crate::model::Model;
+use crate::proto::{GraphProto, NodeProto, TensorProto};
+use crate::shape::{self, Dim, TensorType};
+use crate::{IrError, Result};
+
+/// Elements of a stored tensor (0 for a negative, invalid dimension).
+pub fn tensor_elements(t: &TensorProto) -> u64 {
+    t.dims.iter().product::<i64>().max(0) as u64
+}
+
+/// Parameters of a graph: the elements of every initializer and of every `Constant`
+/// node's tensor, so that folding constants into initializers (or back) leaves the count
+/// unchanged. BatchNormalization's running statistics count.
+pub fn parameter_count(graph: &GraphProto) -> u64 {
+    let initializers: u64 = graph.initializer.iter().map(tensor_elements).sum();
+    let constants: u64 = (graph.node.iter())
+        .filter(|n| n.op_type == "Constant" && matches!(n.domain.as_str(), "" | "ai.onnx"))
+        .flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()))
+        .map(tensor_elements)
+        .sum();
+    initializers + constants
+}
+
+/// Multiply-accumulates of one forward pass, with the runtime inputs' shapes: those of
+/// `overrides` by name, declared dims otherwise, every symbolic or unknown dimension taken
+/// as 1 (one sample). Fails naming the first node whose operand shapes stay unknown.
+pub fn model_macs(model: &Model, overrides: &HashMap<String, Vec<usize>>) -> Result<u64> {
+    let graph = model.graph();
+    let mut fixed = overrides.clone();
+    let runtime = graph.runtime_inputs();
+    for v in graph
+        .input
+        .iter()
+        .filter(|v| runtime.contains(&v.name.as_str()))
+    {
+        if let (false, Some(dims)) = (
+            fixed.contains_key(&v.name),
+            TensorType::from_value_info(v).dims,
+        ) {
+            let dims = dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Known(n) => *n,
+                    _ => 1,
+                })
+                .collect();
+            fixed.insert(v.name.clone(), dims);
+        }
+    }
+    let types = shape::infer(model, &fixed)?;
+    let lookup = |name: &str| types.get(name).and_then(TensorType::known_dims);
+    graph.node.iter().try_fold(0u64, |total, node| {
+        let macs = node_macs(node, &lookup).ok_or_else(|| {
+            IrError::Invalid(format!(
+                "the shapes of node '{}' ({}) are unknown, so its MACs are; fix the input shapes",
+                node.name, node.op_type
+            ))
+        })?;
+        Ok(total.saturating_add(macs))
+    })
+}
 
 /// MACs of one node, given a lookup from value name to static shape.
 /// `None` when a needed shape is unknown.

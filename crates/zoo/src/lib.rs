@@ -77,14 +77,3 @@ pub fn build(spec: &str) -> Result<Model> {
     model.set_metadata(SPEC_KEY, &options.canonical());
     Ok(model)
 }
-
-/// Number of parameters: elements of all initializers (BatchNormalization's running
-/// mean and variance included).
-pub fn parameter_count(model: &Model) -> u64 {
-    model
-        .graph()
-        .initializer
-        .iter()
-        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
-        .sum()
-}

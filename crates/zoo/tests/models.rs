@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::numeric::max_abs_diff;
 use whittle_ir::{shape, GraphEdit, Model, TensorData};
-use whittle_zoo::{build, names, parameter_count};
+use whittle_zoo::{build, names};
 
 fn python() -> String {
     std::env::var("WHITTLE_PYTHON").unwrap_or_else(|_| "python3".into())
@@ -183,7 +183,7 @@ fn conv_bn(i: u64, o: u64, k: u64) -> u64 {
 
 #[test]
 fn parameter_counts_match_the_formulas() {
-    let count = |spec: &str| parameter_count(&build(spec).unwrap());
+    let count = |spec: &str| whittle_ir::cost::parameter_count(build(spec).unwrap().graph());
     let mlp = fc(784, 256) + fc(256, 128) + fc(128, 10);
     assert_eq!((count("mlp"), mlp), (235_146, 235_146));
     assert_eq!(
@@ -236,17 +236,10 @@ fn mobilenet_matches_torchvision_parameter_count() {
     assert_eq!(depthwise, 11);
 }
 
-/// MACs of one sample, from whittle's shape inference.
+/// MACs of one sample.
 fn macs(model: &Model) -> u64 {
     let fixed = HashMap::from([("input".to_string(), vec![1, 1, 28, 28])]);
-    let types = shape::infer(model, &fixed).unwrap();
-    let dims = |name: &str| types.get(name).and_then(shape::TensorType::known_dims);
-    model
-        .graph()
-        .node
-        .iter()
-        .map(|n| whittle_ir::cost::node_macs(n, &dims).unwrap_or_else(|| panic!("{}", n.name)))
-        .sum()
+    whittle_ir::cost::model_macs(model, &fixed).unwrap()
 }
 
 #[test]

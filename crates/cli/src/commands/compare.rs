@@ -19,7 +19,9 @@ use whittle_exec::{Executor, InputSpec, Value};
 use whittle_ir::memory::{ensure_fits, tensor_bytes};
 use whittle_ir::{DataType, Model, TensorData};
 
-use super::eval::scores_2d;
+use whittle_pipeline::eval::accuracy::scores_2d;
+use whittle_pipeline::eval::{Fidelity, OutputFidelity};
+use whittle_pipeline::{DataSource, ModelSource};
 
 /// Arguments of `whittle compare`.
 #[derive(clap::Args)]
@@ -60,19 +62,6 @@ pub struct ModelFigures {
     pub accuracy: Option<f64>,
 }
 
-/// Fidelity of one output of B against A.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct OutputFidelity {
-    /// Output name.
-    pub name: String,
-    /// Mean squared difference.
-    pub mse: f64,
-    /// Cosine similarity of the flattened outputs.
-    pub cosine: f64,
-    /// Signal-to-quantization-noise ratio in dB (infinite when identical).
-    pub sqnr_db: f64,
-}
-
 /// Result of a comparison.
 #[derive(Serialize, Debug)]
 pub struct Comparison {
@@ -102,10 +91,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (model_b, exec_b) = open(&args.b)?;
     check_interfaces(&exec_a, &exec_b)?;
     let data = match &args.data {
-        Some(spec) => Some(
-            whittle_data::spec::load(spec, Split::Test, args.samples)
-                .with_context(|| format!("loading --data {spec}"))?,
-        ),
+        Some(spec) => Some(DataSource::new(spec).with_role("--data").load(
+            &exec_a.inputs(),
+            Split::Test,
+            args.samples,
+        )?),
         None => None,
     };
     let specs = exec_a.inputs();
@@ -138,8 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn open(path: &Path) -> anyhow::Result<(Model, Executor)> {
-    let model = Model::load(path)?;
-    whittle_ir::validate(&model).with_context(|| path.display().to_string())?;
+    let model = ModelSource::File(path.to_path_buf()).load()?;
     let exec = Executor::new(&model).with_context(|| path.display().to_string())?;
     Ok((model, exec))
 }
@@ -311,15 +300,15 @@ fn summarize(
 ) -> anyhow::Result<Comparison> {
     let mut outputs = Vec::new();
     for ((name, ta), (_, tb)) in outs_a.iter().zip(outs_b) {
-        let (va, vb) = (flatten(ta)?, flatten(tb)?);
-        if va.len() != vb.len() {
-            bail!(
-                "output '{name}' has {} elements in A, {} in B",
-                va.len(),
-                vb.len()
-            );
+        let mut fidelity = Fidelity::new(name);
+        let (na, nb) = (elements(ta), elements(tb));
+        if na != nb {
+            bail!("output '{name}' has {na} elements in A, {nb} in B");
         }
-        outputs.push(fidelity(name, &va, &vb));
+        for (a, b) in ta.iter().zip(tb) {
+            fidelity.add(a, b)?;
+        }
+        outputs.push(fidelity.finish());
     }
     let classes = |outs: &Collected| -> anyhow::Result<Option<Vec<usize>>> { top1(&outs[0].1) };
     let (pa, pb) = (classes(outs_a)?, classes(outs_b)?);
@@ -335,7 +324,7 @@ fn summarize(
         Ok(ModelFigures {
             path: path.display().to_string(),
             bytes: Model::disk_size(path)?,
-            params: params(model)?,
+            params: whittle_ir::cost::parameter_count(model.graph()),
             accuracy: acc,
         })
     };
@@ -357,39 +346,13 @@ fn summarize(
     })
 }
 
-fn flatten(batches: &[TensorData]) -> anyhow::Result<Vec<f64>> {
-    let mut out = Vec::new();
-    for t in batches {
-        out.extend(t.to_f64_vec()?);
-    }
-    Ok(out)
+/// Elements of all batches of one output.
+fn elements(batches: &[TensorData]) -> usize {
+    batches.iter().map(TensorData::numel).sum()
 }
 
-/// MSE, cosine and SQNR of `b` against the reference `a`.
-pub fn fidelity(name: &str, a: &[f64], b: &[f64]) -> OutputFidelity {
-    let n = a.len().max(1) as f64;
-    let noise: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
-    let signal: f64 = a.iter().map(|x| x * x).sum();
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let norm_b: f64 = b.iter().map(|y| y * y).sum();
-    let denom = (signal * norm_b).sqrt();
-    OutputFidelity {
-        name: name.to_string(),
-        mse: noise / n,
-        cosine: if denom == 0.0 {
-            (noise == 0.0) as u8 as f64
-        } else {
-            dot / denom
-        },
-        sqnr_db: if noise == 0.0 {
-            f64::INFINITY
-        } else {
-            10.0 * (signal / noise).log10()
-        },
-    }
-}
-
-/// Argmax class of every row when the output is a [N, C] float score matrix.
+/// Argmax class (the first maximum) of every row when the output is a [N, C] float
+/// score matrix.
 fn top1(batches: &[TensorData]) -> anyhow::Result<Option<Vec<usize>>> {
     let mut classes = Vec::new();
     for t in batches {
@@ -397,14 +360,7 @@ fn top1(batches: &[TensorData]) -> anyhow::Result<Option<Vec<usize>>> {
             return Ok(None);
         }
         for row in scores_2d(t, t.dims()[0])? {
-            let best = row
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f64::NEG_INFINITY),
-                    |m, (i, &s)| if s > m.1 { (i, s) } else { m },
-                );
-            classes.push(best.0);
+            classes.push(whittle_ir::numeric::argmax(&row));
         }
     }
     Ok(Some(classes))
@@ -421,16 +377,6 @@ fn accuracy(pred: &[usize], labels: &[i64]) -> f64 {
         .filter(|(p, &l)| **p as i64 == l)
         .count();
     hits as f64 / pred.len().max(1) as f64
-}
-
-/// Elements of every initializer of the main graph.
-fn params(model: &Model) -> anyhow::Result<u64> {
-    Ok(model
-        .graph()
-        .initializer
-        .iter()
-        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
-        .sum())
 }
 
 fn print_human(r: &Comparison) {
@@ -456,21 +402,5 @@ fn print_human(r: &Comparison) {
     }
     if let Some(t) = r.top1_agreement {
         println!("top-1 agreement {:.2}%", 100.0 * t);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::fidelity;
-
-    #[test]
-    fn identical_outputs_have_an_infinite_sqnr_even_when_zero() {
-        let zero = fidelity("y", &[0.0, 0.0], &[0.0, 0.0]);
-        assert_eq!(
-            (zero.mse, zero.cosine, zero.sqnr_db),
-            (0.0, 1.0, f64::INFINITY)
-        );
-        let noisy = fidelity("y", &[1.0, 1.0], &[1.0, 0.9]);
-        assert!((noisy.sqnr_db - 10.0 * (2.0f64 / 0.01).log10()).abs() < 1e-9);
     }
 }

@@ -5,9 +5,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
-use whittle_ir::cost::node_macs;
+use whittle_ir::cost::{model_macs, parameter_count};
 use whittle_ir::proto::{type_proto, ValueInfoProto};
-use whittle_ir::shape::{Dim, TensorType};
 use whittle_ir::{DataType, GraphEdit, Model};
 
 use crate::report::{human_bytes, human_count, print_json};
@@ -17,7 +16,7 @@ use crate::report::{human_bytes, human_count, print_json};
 pub struct Args {
     /// The ONNX model.
     model: PathBuf,
-    /// Fix an input's shape for the MAC estimate, e.g. `input_ids=1x128`
+    /// Fix an input's shape for the MAC estimate, e.g. `input_ids=1x128` or `input_ids=1,128`
     /// (symbolic dimensions are otherwise taken as 1).
     #[arg(long = "shape", value_name = "NAME=DIMS")]
     shapes: Vec<String>,
@@ -65,65 +64,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Parses `--shape NAME=AxBxC` options.
+/// Parses `--shape NAME=DIMS` options (dims joined by `x` or `,`).
 pub fn parse_shapes(specs: &[String]) -> anyhow::Result<HashMap<String, Vec<usize>>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let (name, dims) = spec.split_once('=').with_context(|| {
-                format!("--shape '{spec}' must be NAME=DIMS, e.g. x=1x3x224x224")
-            })?;
-            let dims = dims
-                .split('x')
-                .map(|d| d.trim().parse::<usize>())
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| {
-                    format!("--shape '{spec}': dimensions must be numbers joined by 'x'")
-                })?;
-            Ok((name.to_string(), dims))
-        })
-        .collect()
-}
-
-/// MACs of one sample: symbolic input dimensions not fixed by `overrides` are taken as 1.
-pub fn estimate_macs(
-    model: &Model,
-    overrides: &HashMap<String, Vec<usize>>,
-) -> anyhow::Result<u64> {
-    let graph = model.graph();
-    let mut fixed = overrides.clone();
-    for v in graph
-        .input
-        .iter()
-        .filter(|v| graph.runtime_inputs().contains(&v.name.as_str()))
-    {
-        if fixed.contains_key(&v.name) {
-            continue;
-        }
-        let ty = TensorType::from_value_info(v);
-        if let Some(dims) = &ty.dims {
-            let dims = dims
-                .iter()
-                .map(|d| match d {
-                    Dim::Known(n) => *n,
-                    _ => 1,
-                })
-                .collect();
-            fixed.insert(v.name.clone(), dims);
-        }
-    }
-    let types = whittle_ir::shape::infer(model, &fixed)?;
-    let shape = |name: &str| types.get(name).and_then(TensorType::known_dims);
-    let mut total = 0u64;
-    for node in &graph.node {
-        total += node_macs(node, &shape).with_context(|| {
-            format!(
-                "shape of node '{}' ({}) unknown; fix inputs with --shape",
-                node.name, node.op_type
-            )
-        })?;
-    }
-    Ok(total)
+    whittle_ir::shape::parse_input_shapes(specs).context("--shape")
 }
 
 fn inspect(
@@ -142,11 +85,7 @@ fn inspect(
         };
         *ops.entry(key).or_insert(0) += 1;
     }
-    let parameters = graph
-        .initializer
-        .iter()
-        .map(|t| t.dims.iter().product::<i64>().max(0) as u64)
-        .sum();
+    let parameters = parameter_count(graph);
     let initializer_bytes = graph
         .initializer
         .iter()
@@ -186,7 +125,7 @@ fn inspect(
         parameters,
         initializer_bytes,
         size_bytes: Model::disk_size(path)?,
-        macs: Some(estimate_macs(model, overrides)?),
+        macs: Some(model_macs(model, overrides).context("estimating MACs (--shape fixes inputs)")?),
     })
 }
 

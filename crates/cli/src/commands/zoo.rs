@@ -95,8 +95,8 @@ fn write(spec: &str, out: &Path, force: bool, json: bool) -> anyhow::Result<()> 
             .unwrap_or(spec)
             .to_string(),
         path: out.display().to_string(),
-        parameters: whittle_zoo::parameter_count(&model),
-        macs: super::inspect::estimate_macs(&model, &HashMap::new())?,
+        parameters: whittle_ir::cost::parameter_count(model.graph()),
+        macs: whittle_ir::cost::model_macs(&model, &HashMap::new())?,
         size_bytes: Model::disk_size(out)?,
     };
     if json {

@@ -18,6 +18,7 @@ use crate::model::Model;
 use crate::proto::{NodeProto, ValueInfoProto};
 
 mod dims;
+mod given;
 mod rules;
 mod seed;
 #[cfg(test)]
@@ -25,6 +26,7 @@ mod test_util;
 mod types;
 mod values;
 
+pub use given::parse_input_shapes;
 pub use types::{Dim, TensorType};
 
 use rules::infer_node;

@@ -166,16 +166,9 @@ impl ModelStats {
     /// Measures `model`.
     pub fn of(model: &Model) -> Self {
         let graph = model.graph();
-        let numel = |dims: &[i64]| dims.iter().product::<i64>().max(0) as u64;
-        let initializers: u64 = graph.initializer.iter().map(|t| numel(&t.dims)).sum();
-        let constants: u64 = (graph.node.iter())
-            .filter(|n| n.op_type == "Constant" && util::is_default_domain(n))
-            .flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()))
-            .map(|t| numel(&t.dims))
-            .sum();
         ModelStats {
             nodes: graph.node.len(),
-            params: initializers + constants,
+            params: whittle_ir::cost::parameter_count(graph),
             bytes: model.encoded_len() as u64,
         }
     }

@@ -110,6 +110,11 @@ impl ErrorSums {
         self.max_abs = self.max_abs.max(other.max_abs);
     }
 
+    /// Sum of the squared differences (divided by the element count: the MSE).
+    pub fn squared_error(&self) -> f64 {
+        self.dd
+    }
+
     /// The error figures of `name`.
     pub fn finish(&self, name: &str) -> TensorError {
         let sqnr_db = if self.dd == 0.0 {

@@ -1,11 +1,16 @@
 //! Measuring a model: accuracy on labelled data, fidelity of its outputs to a reference
-//! model's, size, parameters, MACs and latency. [`Metrics`] holds what was measured.
+//! model's, size, parameters, MACs and latency, by one [`Evaluator`]; [`Metrics`] holds
+//! what was measured.
 
 pub mod accuracy;
+pub mod evaluator;
+pub mod fidelity;
 
 use serde::{Deserialize, Serialize};
 
 pub use accuracy::{Accuracy, ClassAccuracy};
+pub use evaluator::{Evaluator, FidelityReport, LatencyPlan, Reference};
+pub use fidelity::{Fidelity, OutputFidelity};
 
 /// What an evaluation measured; a figure that was not asked for is `None`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

@@ -1,9 +1,9 @@
-//! Static shapes (batch 1) and multiply-accumulate counts of a model.
+//! Static shapes of a model with unknown or symbolic input sizes set to 1.
 
 use std::collections::HashMap;
 
 use whittle_ir::shape::{self, Dim, TensorType};
-use whittle_ir::{cost, GraphEdit, Model};
+use whittle_ir::{GraphEdit, Model};
 
 use crate::Result;
 
@@ -25,11 +25,4 @@ pub fn static_shapes(model: &Model) -> Result<HashMap<String, TensorType>> {
     Ok(shape::infer(model, &overrides)?)
 }
 
-/// Multiply-accumulates of one inference on a batch of 1 (nodes of unknown shape count 0).
-pub fn macs(model: &Model) -> Result<u64> {
-    let shapes = static_shapes(model)?;
-    let lookup = |name: &str| shapes.get(name).and_then(TensorType::known_dims);
-    Ok((model.graph().node.iter())
-        .filter_map(|n| cost::node_macs(n, &lookup))
-        .sum())
-}
+

@@ -6,9 +6,10 @@
 //! globally (rounded to multiples of `round_to`) and slices the initializers. Groups the
 //! analysis cannot prove safe are left alone and listed in the report with the reason.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
+use whittle_ir::cost::model_macs;
 use whittle_ir::{GraphEdit, Model, TensorData};
 
 use crate::optimize::ModelStats;
@@ -22,7 +23,6 @@ mod importance;
 pub mod pruner;
 mod select;
 
-pub use cost::macs;
 pub use pruner::ChannelPruner;
 
 /// How channels are ranked.
@@ -187,8 +187,8 @@ pub fn prune_channels(
         skipped: skipped(&dep),
         params_before: ModelStats::of(model).params,
         params_after: ModelStats::of(&pruned).params,
-        macs_before: macs(model)?,
-        macs_after: macs(&pruned)?,
+        macs_before: model_macs(model, &HashMap::new())?,
+        macs_after: model_macs(&pruned, &HashMap::new())?,
     };
     Ok((pruned, report))
 }

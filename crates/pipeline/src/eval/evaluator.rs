@@ -1,0 +1,326 @@
+//! [`Evaluator`]: the one way a model is measured. Each figure is optional: accuracy needs
+//! labelled data, fidelity a reference model's outputs, latency asks to be timed.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Instant;
+
+use whittle_bench::inputs::{random_inputs, resolve_inputs, ShapeRequest};
+use whittle_bench::ort_engine::OrtEngine;
+use whittle_bench::stats::Latency;
+use whittle_data::Dataset;
+use whittle_exec::{Executor, Value};
+use whittle_ir::{Model, TensorData};
+
+use super::accuracy::{scores_2d, Accuracy, Tally};
+use super::fidelity::{Fidelity, OutputFidelity};
+use super::Metrics;
+use crate::error::{Context, Result};
+use crate::feed::{self, Feed};
+use crate::observer::{Event, Observer};
+use crate::refuse;
+use crate::step::Ctx;
+
+/// How latency is timed: warm-up runs, then the median of timed runs of one sample.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LatencyPlan {
+    /// Time whittle's executor.
+    pub whittle: bool,
+    /// Time ONNX Runtime (needs its shared library).
+    pub ort: bool,
+    /// Untimed runs first.
+    pub warmup: usize,
+    /// Timed runs.
+    pub runs: usize,
+}
+
+impl Default for LatencyPlan {
+    fn default() -> Self {
+        LatencyPlan {
+            whittle: true,
+            ort: true,
+            warmup: 3,
+            runs: 15,
+        }
+    }
+}
+
+/// A reference model's outputs on fixed feeds, to measure fidelity against.
+pub struct Reference {
+    feeds: Vec<Feed>,
+    outputs: Vec<HashMap<String, TensorData>>,
+    names: Vec<String>,
+}
+
+impl Reference {
+    /// Runs `model` on every feed and keeps its outputs.
+    pub fn new(ctx: &Ctx<'_>, model: &Model, feeds: Vec<Feed>) -> Result<Self> {
+        let exec = Executor::new(model).context(|| "preparing the reference model".into())?;
+        let names = exec.output_names();
+        let outputs = run_all(ctx.observer, "reference outputs", &exec, &feeds)?;
+        Ok(Reference {
+            feeds,
+            outputs,
+            names,
+        })
+    }
+}
+
+/// Fidelity to a reference model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FidelityReport {
+    /// Each output, in the reference's output order.
+    pub outputs: Vec<OutputFidelity>,
+    /// All outputs' values together.
+    pub overall: OutputFidelity,
+    /// Samples compared.
+    pub samples: usize,
+}
+
+/// Measures models. Built with the figures wanted, then [`Evaluator::evaluate`]d on each.
+#[derive(Default)]
+pub struct Evaluator {
+    labelled: Option<(Dataset, usize)>,
+    reference: Option<Reference>,
+    cost: bool,
+    latency: Option<LatencyPlan>,
+}
+
+impl Evaluator {
+    /// An evaluator that measures nothing yet.
+    pub fn new() -> Self {
+        Evaluator::default()
+    }
+
+    /// Measures top-1 / top-5 / per-class accuracy on `data` (the model's single input,
+    /// first output = class scores `[N, classes]`), `batch_size` samples per run.
+    pub fn with_labelled(mut self, data: Dataset, batch_size: usize) -> Self {
+        self.labelled = Some((data, batch_size.max(1)));
+        self
+    }
+
+    /// Measures output fidelity (SQNR, cosine) against `reference`.
+    pub fn with_reference(mut self, reference: Reference) -> Self {
+        self.reference = Some(reference);
+        self
+    }
+
+    /// Measures size, parameters and MACs.
+    pub fn with_cost(mut self) -> Self {
+        self.cost = true;
+        self
+    }
+
+    /// Times one-sample runs as `plan` says.
+    pub fn with_latency(mut self, plan: LatencyPlan) -> Self {
+        self.latency = Some(plan);
+        self
+    }
+
+    /// Every figure asked for, of `model`.
+    pub fn evaluate(&self, ctx: &Ctx<'_>, model: &Model) -> Result<Metrics> {
+        let exec = Executor::new(model).context(|| "preparing the model".into())?;
+        let mut metrics = Metrics::default();
+        if self.cost {
+            let graph = model.graph();
+            metrics.size_bytes = Some(model.encoded_len() as u64);
+            metrics.parameters = Some(whittle_ir::cost::parameter_count(graph));
+            metrics.macs = Some(
+                whittle_ir::cost::model_macs(model, &HashMap::new())
+                    .context(|| "counting MACs".into())?,
+            );
+        }
+        if let Some(accuracy) = self.accuracy(ctx, &exec)? {
+            metrics.top1 = Some(accuracy.accuracy);
+            metrics.top5 = Some(accuracy.top5);
+            metrics.samples = Some(accuracy.samples);
+            metrics.per_class = accuracy.per_class;
+        }
+        if let Some(fidelity) = self.fidelity(ctx, &exec)? {
+            metrics.sqnr_db = Some(fidelity.overall.sqnr_db);
+            metrics.cosine = Some(fidelity.overall.cosine);
+            metrics.samples.get_or_insert(fidelity.samples);
+        }
+        if let Some(plan) = self.latency {
+            let sample = self.one_sample(model)?;
+            if plan.whittle {
+                metrics.latency_ms_whittle = Some(time_whittle(&exec, &sample, &plan)?);
+            }
+            if plan.ort {
+                metrics.latency_ms_ort = Some(time_ort(model, &sample, &plan)?);
+            }
+        }
+        Ok(metrics)
+    }
+
+    /// Accuracy on the labelled data, if any was given.
+    pub fn accuracy(&self, ctx: &Ctx<'_>, exec: &Executor) -> Result<Option<Accuracy>> {
+        let Some((data, batch)) = &self.labelled else {
+            return Ok(None);
+        };
+        let inputs = exec.inputs();
+        let [input] = inputs.as_slice() else {
+            refuse!(
+                "accuracy needs a model with one input, this one has {}",
+                inputs.len()
+            );
+        };
+        let output = exec.output_names()[0].clone();
+        let images = Value::try_from(&data.images).context(|| "reading the images".into())?;
+        let feeds = feed::batches(&[(input.name.clone(), images)], data.len(), *batch)?;
+        let observer = ctx.observer;
+        observer.event(&Event::Begin {
+            task: "evaluate".into(),
+            total: Some(data.len() as u64),
+        });
+        let mut tally = Tally::default();
+        let mut start = 0;
+        for batch in feeds {
+            let len = feed::samples(&batch);
+            let out = exec.run(batch).context(|| "running the model".into())?;
+            let scores = out[&output]
+                .to_data()
+                .context(|| format!("reading output '{output}'"))?;
+            for (row, &label) in scores_2d(&scores, len)?
+                .iter()
+                .zip(&data.labels[start..start + len])
+            {
+                tally.add(row, label)?;
+            }
+            start += len;
+            observer.event(&Event::Progress {
+                done: start as u64,
+                message: None,
+            });
+        }
+        observer.event(&Event::End);
+        tally.finish(&data.class_names, &output).map(Some)
+    }
+
+    /// Fidelity of each output and of all outputs together to the reference's, if a
+    /// reference was given.
+    pub fn fidelity(&self, ctx: &Ctx<'_>, exec: &Executor) -> Result<Option<FidelityReport>> {
+        let Some(reference) = &self.reference else {
+            return Ok(None);
+        };
+        let got = run_all(ctx.observer, "fidelity", exec, &reference.feeds)?;
+        let mut per_output: Vec<Fidelity> = reference.names.iter().map(Fidelity::new).collect();
+        let mut overall = Fidelity::new("outputs");
+        for (want, have) in reference.outputs.iter().zip(&got) {
+            for (f, name) in per_output.iter_mut().zip(&reference.names) {
+                let Some(h) = have.get(name) else {
+                    refuse!("the model has no output '{name}' (the reference has)");
+                };
+                f.add(&want[name], h)?;
+                overall.add(&want[name], h)?;
+            }
+        }
+        Ok(Some(FidelityReport {
+            outputs: per_output.iter().map(Fidelity::finish).collect(),
+            overall: overall.finish(),
+            samples: reference.feeds.iter().map(feed::samples).sum(),
+        }))
+    }
+
+    /// One sample to time: from the labelled data or the reference feeds, else synthetic
+    /// inputs ([`whittle_bench::inputs::random_inputs`], dynamic batch 1).
+    fn one_sample(&self, model: &Model) -> Result<HashMap<String, TensorData>> {
+        let from_feed = |feed: &Feed| -> Result<HashMap<String, TensorData>> {
+            feed.iter()
+                .map(|(name, v)| {
+                    let row = feed::narrow(v, 0, 1)?;
+                    Ok((name.clone(), row.to_data().context(|| name.clone())?))
+                })
+                .collect()
+        };
+        if let Some(first) = self.reference.as_ref().and_then(|r| r.feeds.first()) {
+            return from_feed(first);
+        }
+        let inputs = resolve_inputs(model, &ShapeRequest::default())
+            .context(|| "choosing input shapes to time".into())?;
+        random_inputs(&inputs, 0).context(|| "drawing inputs to time".into())
+    }
+}
+
+/// Runs `exec` on every feed, keeping every output as tensor data.
+fn run_all(
+    observer: &dyn Observer,
+    task: &str,
+    exec: &Executor,
+    feeds: &[Feed],
+) -> Result<Vec<HashMap<String, TensorData>>> {
+    observer.event(&Event::Begin {
+        task: task.into(),
+        total: Some(feeds.len() as u64),
+    });
+    let mut all = Vec::with_capacity(feeds.len());
+    for (i, feed) in feeds.iter().enumerate() {
+        let out = exec
+            .run(feed.clone())
+            .context(|| format!("{task}: running feed {i}"))?;
+        let out = out
+            .into_iter()
+            .map(|(name, v)| Ok((name.clone(), v.to_data().context(|| name)?)))
+            .collect::<Result<_>>()?;
+        all.push(out);
+        observer.event(&Event::Progress {
+            done: i as u64 + 1,
+            message: None,
+        });
+    }
+    observer.event(&Event::End);
+    Ok(all)
+}
+
+/// Median milliseconds of `plan.runs` timed runs of `f` after `plan.warmup` untimed ones.
+fn median_ms(plan: &LatencyPlan, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..plan.warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(plan.runs.max(1));
+    for _ in 0..plan.runs.max(1) {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(Latency::from_samples(&times).map_or(f64::NAN, |l| l.median_ms))
+}
+
+fn time_whittle(
+    exec: &Executor,
+    sample: &HashMap<String, TensorData>,
+    plan: &LatencyPlan,
+) -> Result<f64> {
+    let feed: Feed = sample
+        .iter()
+        .map(|(n, t)| Ok((n.clone(), Value::try_from(t).context(|| n.clone())?)))
+        .collect::<Result<_>>()?;
+    median_ms(plan, || {
+        exec.run(feed.clone())
+            .map(drop)
+            .context(|| "timing whittle's executor".into())
+    })
+}
+
+/// ONNX Runtime loads models from files: the model goes to a registered temporary file.
+fn time_ort(
+    model: &Model,
+    sample: &HashMap<String, TensorData>,
+    plan: &LatencyPlan,
+) -> Result<f64> {
+    let target = std::env::temp_dir().join("whittle-eval.onnx");
+    let (temp, mut file) = whittle_ir::files::TempPath::create(&target)
+        .context(|| "creating a temporary model file for ONNX Runtime".into())?;
+    file.write_all(&model.to_bytes())
+        .context(|| format!("writing {}", temp.path().display()))?;
+    drop(file);
+    let mut engine = OrtEngine::load(temp.path(), 1).context(|| "loading ONNX Runtime".into())?;
+    let inputs = engine
+        .prepare(sample)
+        .context(|| "ONNX Runtime inputs".into())?;
+    median_ms(plan, || {
+        engine
+            .run_prepared(&inputs)
+            .context(|| "timing ONNX Runtime".into())
+    })
+}
