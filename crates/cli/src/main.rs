@@ -53,6 +53,8 @@ enum Command {
     Qat(Box<commands::qat::Args>),
     /// Knowledge distillation of a teacher classifier into a student.
     Distill(Box<commands::distill::Args>),
+    /// Run a recipe's steps (TOML or YAML), resuming from its work folder.
+    Pipeline(commands::pipeline::Args),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +81,7 @@ fn main() -> ExitCode {
         Command::Factorize(a) => commands::factorize::run(a),
         Command::Qat(a) => commands::qat::run(*a),
         Command::Distill(a) => commands::distill::run(*a),
+        Command::Pipeline(a) => commands::pipeline::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

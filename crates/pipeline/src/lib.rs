@@ -10,11 +10,17 @@
 //!   indicatif, a UI as events.
 //! - [`step`]: one [`step::Step`] per technique, configured by a serde struct and run as
 //!   `Step::run(&mut Ctx, Model) -> (Model, StepReport)`.
+//! - [`recipe`], [`runner`]: ordered steps read from TOML or YAML, run with a work folder
+//!   that keeps each step's model under a content key ([`cache`]) and a [`journal`].
 
+pub mod cache;
 pub mod error;
 pub mod eval;
 pub mod feed;
+pub mod journal;
 pub mod observer;
+pub mod recipe;
+pub mod runner;
 pub mod source;
 pub mod step;
 

@@ -11,6 +11,7 @@ pub(crate) mod feeds;
 pub mod inspect;
 pub mod optimize;
 pub mod output;
+pub mod pipeline;
 pub mod profile;
 pub mod prune;
 pub mod prune_channel;

@@ -1,23 +1,21 @@
 //! `whittle quantize`: INT8 post-training quantization (static QDQ / QOperator, dynamic),
 //! FP16 and INT4 weight-only; verification, accuracy and ONNX Runtime latency before and
-//! after.
+//! after. The flags become one pipeline step (`whittle_pipeline::step::{quantize, fp16,
+//! int4}`), which does the work.
 
 mod options;
 
-use std::collections::HashMap;
+pub(crate) use options::flag_words;
+
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
-use whittle_data::Split;
-use whittle_exec::{feed_samples, model_inputs, InputSpec, Value};
-use whittle_ir::{DataType, ExternalData, Model, TensorData};
-use whittle_passes::quantize::sensitivity::EvalSet;
-use whittle_passes::quantize::{self, CalibrationMethod, QuantConfig, QuantReport, QuantType};
+use whittle_ir::Model;
+use whittle_passes::quantize::CalibrationMethod;
+use whittle_pipeline::step::quantize::{Calibrator, IntType, Layout};
+use whittle_pipeline::Ctx;
 
-use super::datasets::{check_batch, dataset_batches, eval_set, single_input};
-use super::feeds::{self, Feed};
 use super::output::{check_output, save_model, InputModel};
-use super::vnni::reduce_range_note;
+use crate::observer::CliObserver;
 
 /// Arguments of `whittle quantize`.
 #[derive(clap::Args)]
@@ -152,11 +150,26 @@ pub enum CalibrationArg {
 impl CalibrationArg {
     /// The library's method (`percentile` for [`CalibrationArg::Percentile`]).
     pub(crate) fn method(self, percentile: f64) -> CalibrationMethod {
-        match self {
-            CalibrationArg::Minmax => CalibrationMethod::MinMax,
-            CalibrationArg::Entropy => CalibrationMethod::Entropy,
-            CalibrationArg::Percentile => CalibrationMethod::Percentile { percentile },
-            CalibrationArg::Mse => CalibrationMethod::Mse,
+        Calibrator::from(self).method(percentile)
+    }
+}
+
+impl From<CalibrationArg> for Calibrator {
+    fn from(c: CalibrationArg) -> Self {
+        match c {
+            CalibrationArg::Minmax => Calibrator::Minmax,
+            CalibrationArg::Entropy => Calibrator::Entropy,
+            CalibrationArg::Percentile => Calibrator::Percentile,
+            CalibrationArg::Mse => Calibrator::Mse,
+        }
+    }
+}
+
+impl From<FormatArg> for Layout {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Qdq => Layout::Qdq,
+            FormatArg::Qoperator => Layout::Qoperator,
         }
     }
 }
@@ -170,20 +183,22 @@ pub enum TypeArg {
     Uint8,
 }
 
-impl From<TypeArg> for QuantType {
+impl From<TypeArg> for IntType {
     fn from(t: TypeArg) -> Self {
         match t {
-            TypeArg::Int8 => QuantType::Int8,
-            TypeArg::Uint8 => QuantType::Uint8,
+            TypeArg::Int8 => IntType::Int8,
+            TypeArg::Uint8 => IntType::Uint8,
         }
     }
 }
 
-/// Runs the command.
+/// Runs the command: the flags become a `quantize`, `fp16` or `int4` step, run on the
+/// model; the quantized model is written and the step's report rendered.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     options::check(&args)?;
-    let cfg = options::int8_config(&args)?;
+    let step = options::step(&args);
+    step.validate().map_err(options::flag_error)?;
     check_output(
         &args.model,
         &args.output,
@@ -194,105 +209,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let input_bytes = Model::disk_size(&args.model)?;
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
-    let inputs = model_inputs(&model);
-    let eval = load_eval(&inputs, args.eval_data.as_deref(), args.eval_samples)?;
-    let (quantized, mut report, verify_feed, recorded) = match args.mode {
-        Mode::Fp16 | Mode::Int4 => {
-            let (q, r) = if args.mode == Mode::Fp16 {
-                quantize::fp16_with_report(&model, &options::fp16_options(&args))?
-            } else {
-                quantize::int4_with_report(&model, &options::int4_options(&args))?
-            };
-            (
-                q,
-                r,
-                verification_feeds(eval.as_ref(), &inputs, args.verify_samples)?,
-                None,
-            )
-        }
-        Mode::Dynamic => {
-            let (q, r) = quantize::dynamic_int8(&model, &cfg)?;
-            (
-                q,
-                r,
-                verification_feeds(eval.as_ref(), &inputs, args.verify_samples)?,
-                None,
-            )
-        }
-        Mode::Static => {
-            let spec = args
-                .calib_data
-                .as_deref()
-                .context("static mode needs --calib-data SPEC")?;
-            let limit = args.calib_samples.unwrap_or(options::CALIB_SAMPLES);
-            let batches = calib_batches(&inputs, spec, limit)?;
-            // Verified on unlabelled eval data when given, else on the calibration data.
-            let unlabelled = eval.as_ref().filter(|e| e.labels.is_none());
-            let verify = match unlabelled {
-                Some(e) => feeds::first_samples(&e.batches, args.verify_samples)?,
-                None => feeds::first_samples(&batches, args.verify_samples)?,
-            };
-            // Verifying on whole calibration batches reuses the float values calibration saw.
-            let reuse = unlabelled.is_none()
-                && verify
-                    .iter()
-                    .zip(&batches)
-                    .all(|(v, b)| feed_samples(v) == feed_samples(b));
-            let cfg = QuantConfig {
-                record_batches: if reuse { verify.len() } else { 0 },
-                ..cfg.clone()
-            };
-            let (q, mut r) = match (args.accuracy_budget, &eval) {
-                (Some(b), Some(e)) => {
-                    quantize::static_int8_within_budget(&model, &cfg, batches, e, b / 100.0)?
-                }
-                _ => quantize::static_int8(&model, &cfg, batches)?,
-            };
-            let recorded = r
-                .calibration
-                .as_mut()
-                .map(|c| std::mem::take(&mut c.recorded));
-            (q, r, verify, recorded)
-        }
-    };
-    if args.verify_samples == 0 {
-        report
-            .notes
-            .push("outputs not verified against the float model (--verify-samples 0)".into());
-    } else {
-        report.verification = Some(quantize::verify::compare(
-            &model,
-            &quantized,
-            &verify_feed,
-            recorded.as_deref(),
-        )?);
-    }
-    if report.accuracy.is_none() {
-        if let Some(e) = eval.as_ref().filter(|e| e.labels.is_some()) {
-            report.accuracy = Some(e.compare(&model, &quantized, None)?);
-        }
-    }
-    if args.no_latency {
-        report
-            .notes
-            .push("ONNX Runtime latency not measured (--no-latency)".into());
-    } else {
-        let sample = latency_sample(&verify_feed, &inputs)?;
-        measure_latency(&args, &model, &quantized, &sample, &mut report);
-    }
+    let observer = CliObserver::new(args.json);
+    let mut ctx = Ctx::new(&observer);
+    // ONNX Runtime times the models from temporary files beside the output.
+    ctx.work_dir = args.output.parent().map(Path::to_path_buf);
+    let (quantized, mut report) = step.run(&ctx, &model).map_err(options::flag_error)?;
     save_model(&quantized, &args.output)?;
     report.set_sizes(input_bytes, Model::disk_size(&args.output)?);
-    if matches!(args.mode, Mode::Static | Mode::Dynamic) {
-        report.notes.extend(reduce_range_note(&cfg));
-    }
-    if args.mode != Mode::Static && args.eval_data.is_none() {
-        report
-            .notes
-            .push("verified on synthetic inputs (give --eval-data for real ones)".into());
+    for text in report.notes.iter_mut().chain(&mut report.warnings) {
+        *text = options::flag_words(text);
     }
     report.seconds = start.elapsed().as_secs_f64();
     if let Some(path) = &args.report {
-        write_report(&report, path)?;
+        // Latency per operator type from a short profile unless latency is off.
+        let runs = (!args.no_latency).then_some(3);
+        let page = whittle_pipeline::report::quantize::report(&report, &model, &quantized, runs)?;
+        whittle_pipeline::report::write(&page, path)?;
     }
     if args.json {
         for w in &report.warnings {
@@ -303,147 +235,4 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print!("{}", report.summary(args.verbose));
     println!("wrote {}", args.output.display());
     Ok(())
-}
-
-/// Calibration batches from `spec`: `feeds:FILE.npz` for any model, else the train split
-/// of a dataset feeding the model's single input.
-fn calib_batches(inputs: &[InputSpec], spec: &str, limit: usize) -> anyhow::Result<Vec<Feed>> {
-    const FLAG: &str = "--calib-data";
-    if let Some(file) = feeds::archive(spec) {
-        return feeds::load(inputs, file, limit, FLAG);
-    }
-    let input = single_input(inputs, FLAG)?;
-    let calib = whittle_data::spec::load(spec, Split::Train, Some(limit))
-        .with_context(|| format!("loading {FLAG} {spec}"))?;
-    let batches = dataset_batches(&input.name, &calib.images, calib.len())?;
-    check_batch(&input, &batches, FLAG)?;
-    Ok(batches)
-}
-
-/// `--eval-data`: a labelled dataset SPEC (test split), or unlabelled `feeds:FILE.npz`
-/// batches; at most `limit` samples.
-fn load_eval(
-    inputs: &[InputSpec],
-    spec: Option<&str>,
-    limit: Option<usize>,
-) -> anyhow::Result<Option<EvalSet>> {
-    const FLAG: &str = "--eval-data";
-    let Some(spec) = spec else {
-        return Ok(None);
-    };
-    Ok(Some(match feeds::archive(spec) {
-        Some(file) => EvalSet {
-            batches: feeds::load(inputs, file, limit.unwrap_or(usize::MAX), FLAG)?,
-            labels: None,
-        },
-        None => eval_set(inputs, spec, limit, FLAG)?,
-    }))
-}
-
-/// Feeds to verify a model on: the first `samples` of the eval data, else one synthetic
-/// sample.
-fn verification_feeds(
-    eval: Option<&EvalSet>,
-    inputs: &[InputSpec],
-    samples: usize,
-) -> anyhow::Result<Vec<Feed>> {
-    match eval {
-        Some(e) => feeds::first_samples(&e.batches, samples),
-        None => Ok(vec![synthetic_feed(inputs)?]),
-    }
-}
-
-/// One synthetic sample per input: floats in [0, 1), integers 1 (valid ids, masks and
-/// type ids), symbolic dimensions 1 for the first axis and 16 for others.
-fn synthetic_feed(inputs: &[InputSpec]) -> anyhow::Result<Feed> {
-    inputs
-        .iter()
-        .map(|spec| {
-            let dims: Vec<usize> = spec
-                .dims
-                .as_deref()
-                .unwrap_or(&[])
-                .iter()
-                .enumerate()
-                .map(|(i, d)| d.unwrap_or(if i == 0 { 1 } else { 16 }))
-                .collect();
-            let n: usize = dims.iter().product();
-            let data = match spec.dtype.unwrap_or(DataType::Float) {
-                DataType::Float => {
-                    let v: Vec<f32> = (0..n)
-                        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
-                        .collect();
-                    TensorData::from_slice(dims, &v)?
-                }
-                DataType::Int64 => TensorData::from_slice(dims, &vec![1i64; n])?,
-                DataType::Int32 => TensorData::from_slice(dims, &vec![1i32; n])?,
-                other => bail!(
-                    "cannot make a synthetic {other} input for '{}'; give --eval-data",
-                    spec.name
-                ),
-            };
-            Ok((spec.name.clone(), Value::try_from(&data)?))
-        })
-        .collect()
-}
-
-/// One sample of every input to time the models on: the first verification sample, else
-/// a synthetic one.
-fn latency_sample(
-    verify: &[Feed],
-    inputs: &[InputSpec],
-) -> anyhow::Result<HashMap<String, TensorData>> {
-    let feed = match feeds::first_samples(verify, 1)?.pop() {
-        Some(feed) => feed,
-        None => synthetic_feed(inputs)?,
-    };
-    feed.iter()
-        .map(|(name, v)| Ok((name.clone(), v.to_data()?)))
-        .collect()
-}
-
-/// ONNX Runtime latency of the input and of `quantized` (written to a temporary file
-/// beside the output), with a warning when the result is slower; a note when ONNX
-/// Runtime cannot run them.
-fn measure_latency(
-    args: &Args,
-    model: &Model,
-    quantized: &Model,
-    sample: &HashMap<String, TensorData>,
-    report: &mut QuantReport,
-) {
-    let defaults = whittle_bench::latency::LatencyOptions::default();
-    let opts = whittle_bench::latency::LatencyOptions {
-        threads: args.threads.unwrap_or(defaults.threads),
-        ..defaults
-    };
-    let tmp = whittle_ir::files::TempPath::beside(&args.output);
-    let measured = quantized
-        .save(tmp.path(), &ExternalData::Never)
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            whittle_bench::latency::measure(&args.model, tmp.path(), sample, &opts)
-                .map_err(|e| e.to_string())
-        });
-    match measured {
-        Ok(latency) => {
-            let mode = report.mode.clone();
-            let warning = quantize::latency::slowdown_warning(&mode, model, quantized, &latency);
-            report.warnings.extend(warning);
-            report.latency_ms = Some(latency);
-        }
-        Err(e) => report
-            .notes
-            .push(format!("ONNX Runtime latency not measured: {e}")),
-    }
-}
-
-/// Writes the report as JSON or HTML, by the file's extension.
-fn write_report(report: &QuantReport, path: &Path) -> anyhow::Result<()> {
-    let text = match path.extension().and_then(|e| e.to_str()) {
-        Some("json") => serde_json::to_string_pretty(report)?,
-        Some("html" | "htm") => report.to_html(),
-        _ => bail!("--report {} must end in .json or .html", path.display()),
-    };
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }

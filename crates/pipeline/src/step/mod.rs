@@ -1,8 +1,17 @@
-//! Steps: each technique as `Step::run(&mut Ctx, Model) -> (Model, StepReport)`.
+//! Steps: each technique as `Step::run(&mut Ctx, Model) -> (Model, StepReport)`, and
+//! [`StepConfig`], the serde enum of every step's configuration that recipes list.
+
+pub mod fp16;
+pub mod int4;
+pub mod optimize;
+pub mod prune;
+pub mod quantize;
+pub mod train;
+pub mod verify;
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use whittle_ir::Model;
 
 use crate::observer::Observer;
@@ -16,29 +25,57 @@ pub struct Ctx<'o> {
     pub threads: Option<usize>,
     /// Seed of every random choice (data order, synthetic inputs, initialisation).
     pub seed: u64,
-    /// Folder for intermediate files (checkpoints), if the caller gives one.
+    /// Folder for intermediate files (checkpoints, models timed in ONNX Runtime), if the
+    /// caller gives one; else the system's temporary folder.
     pub work_dir: Option<PathBuf>,
+    /// The model the previous step started from: what a `verify` step compares against
+    /// (None before the first step has run).
+    pub reference: Option<Model>,
 }
 
 impl<'o> Ctx<'o> {
-    /// A context reporting to `observer`, seed 0, default threads, no work folder.
+    /// A context reporting to `observer`, seed 0, default threads, no work folder, no
+    /// reference model.
     pub fn new(observer: &'o dyn Observer) -> Self {
         Ctx {
             observer,
             threads: None,
             seed: 0,
             work_dir: None,
+            reference: None,
         }
+    }
+
+    /// The folder for intermediate files: [`Ctx::work_dir`], else the temporary folder.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.work_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 }
 
 /// What a step did: its name, its own report as JSON, and lines for a human.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StepReport {
     /// The step's kind ("quantize", "prune", ...).
     pub step: String,
     /// The step's own report (the technique's report struct, serialized).
     pub details: serde_json::Value,
+    /// A few lines saying what the step did, for a terminal.
+    #[serde(default)]
+    pub summary: Vec<String>,
+}
+
+impl StepReport {
+    /// A report of step `step` with `details` (any serializable report) and `summary`.
+    pub fn new(step: &str, details: &impl Serialize, summary: Vec<String>) -> Result<Self> {
+        let details = serde_json::to_value(details).map_err(|e| {
+            crate::PipelineError::invalid(format!("the {step} step's report"), e.to_string())
+        })?;
+        Ok(StepReport {
+            step: step.to_string(),
+            details,
+            summary,
+        })
+    }
 }
 
 /// One technique with its configuration.
@@ -47,4 +84,42 @@ pub trait Step {
     fn name(&self) -> &'static str;
     /// Runs the step on `model`.
     fn run(&self, ctx: &mut Ctx<'_>, model: Model) -> Result<(Model, StepReport)>;
+    /// The data sources the step reads (dataset SPECs): part of its result's cache key.
+    fn data_specs(&self) -> Vec<&str> {
+        Vec::new()
+    }
+    /// Whether the step reads [`Ctx::reference`] (its cache key then holds the reference).
+    fn uses_reference(&self) -> bool {
+        false
+    }
+}
+
+/// Every step's configuration, tagged by `step = "NAME"` in a recipe; unknown keys are
+/// refused, missing ones take the CLI's defaults.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum StepConfig {
+    /// Lossless graph optimization.
+    Optimize(optimize::Optimize),
+    /// INT8 post-training quantization (static or dynamic).
+    Quantize(quantize::Quantize),
+    /// Half-precision floats.
+    Fp16(fp16::Fp16),
+    /// 4-bit weight-only quantization.
+    Int4(int4::Int4),
+    /// Outputs compared with the previous step's input model.
+    Verify(verify::Verify),
+}
+
+impl StepConfig {
+    /// The configured step.
+    pub fn step(&self) -> &dyn Step {
+        match self {
+            StepConfig::Optimize(s) => s,
+            StepConfig::Quantize(s) => s,
+            StepConfig::Fp16(s) => s,
+            StepConfig::Int4(s) => s,
+            StepConfig::Verify(s) => s,
+        }
+    }
 }

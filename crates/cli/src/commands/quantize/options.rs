@@ -1,16 +1,17 @@
-//! The flags of `whittle quantize` checked against the chosen mode, and the library
-//! options they give. A flag the mode does not use is refused, naming it, rather than
-//! silently ignored.
+//! The flags of `whittle quantize` checked against the chosen mode, and the pipeline step
+//! they configure. A flag the mode does not use is refused, naming it, rather than
+//! silently ignored; the step's messages name its options, shown here as flags.
 
 use anyhow::bail;
-use whittle_passes::fp16::Fp16Options;
-use whittle_passes::int4::Int4Options;
-use whittle_passes::quantize::{self, Format, QuantConfig};
+use whittle_ir::Model;
+use whittle_passes::quantize::QuantReport;
+use whittle_pipeline::step::fp16::Fp16;
+use whittle_pipeline::step::int4::Int4;
+use whittle_pipeline::step::quantize::{self, Quantize};
+use whittle_pipeline::step::verify::Checks;
+use whittle_pipeline::Ctx;
 
-use super::{Args, CalibrationArg, FormatArg, Mode};
-
-/// `--calib-samples` when not given.
-pub(super) const CALIB_SAMPLES: usize = 512;
+use super::{Args, Mode};
 
 /// The modes each mode-specific flag works with.
 fn mode_flags(args: &Args) -> [(&'static str, bool, &'static [Mode]); 15] {
@@ -52,7 +53,7 @@ fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
-/// Refuses flags that `args.mode` does not use and values out of range.
+/// Refuses flags that `args.mode` does not use (the step refuses values out of range).
 pub(super) fn check(args: &Args) -> anyhow::Result<()> {
     let unused: Vec<String> = mode_flags(args)
         .into_iter()
@@ -69,80 +70,132 @@ pub(super) fn check(args: &Args) -> anyhow::Result<()> {
             unused.join(", ")
         );
     }
-    let calibration = args.calibration.unwrap_or(CalibrationArg::Minmax);
-    if args.percentile.is_some() && !matches!(calibration, CalibrationArg::Percentile) {
-        bail!("--percentile applies to --calibration percentile only");
-    }
-    if args.histogram_bins.is_some() && matches!(calibration, CalibrationArg::Minmax) {
-        bail!("--histogram-bins applies to --calibration entropy, percentile or mse, not minmax");
-    }
-    if let Some(budget) = args.accuracy_budget {
-        if !(budget.is_finite() && (0.0..=100.0).contains(&budget)) {
-            bail!("--accuracy-budget must be a percentage between 0 and 100, got {budget}");
-        }
-        if args.eval_data.is_none() {
-            bail!("--accuracy-budget needs --eval-data SPEC");
-        }
-    }
-    if args.no_latency && args.threads.is_some() {
-        bail!("--threads sets the latency measurement's threads; --no-latency skips it");
-    }
-    if args.calib_samples == Some(0) {
-        bail!("--calib-samples must be at least 1");
-    }
     Ok(())
 }
 
-/// The INT8 library config from the flags (defaults for those not given).
-pub(super) fn int8_config(args: &Args) -> anyhow::Result<QuantConfig> {
-    let percentile = args.percentile.unwrap_or(99.999);
-    if !(percentile > 50.0 && percentile <= 100.0) {
-        bail!("--percentile must be in (50, 100], got {percentile}");
-    }
-    let defaults = QuantConfig::default();
-    let histogram_bins = args.histogram_bins.unwrap_or(defaults.histogram_bins);
-    let max_bins = quantize::observer::Histogram::MAX_BINS;
-    if !(16..=max_bins).contains(&histogram_bins) {
-        bail!("--histogram-bins must be between 16 and {max_bins}, got {histogram_bins}");
-    }
-    let calibration = args.calibration.unwrap_or(CalibrationArg::Minmax);
-    Ok(QuantConfig {
-        format: match args.format.unwrap_or(FormatArg::Qdq) {
-            FormatArg::Qdq => Format::Qdq,
-            FormatArg::Qoperator => Format::QOperator,
-        },
-        per_channel: args.per_channel,
-        weight_type: args.weight_type.map_or(defaults.weight_type, Into::into),
-        activation_type: args
-            .activation_type
-            .map_or(defaults.activation_type, Into::into),
-        reduce_range: args.reduce_range,
-        calibration: calibration.method(percentile),
-        op_types: args.op_types.clone().unwrap_or(defaults.op_types),
-        exclude: args.exclude.clone(),
-        histogram_bins,
-        progress: !args.json,
-        ..QuantConfig::default()
-    })
+/// The step the flags configure.
+pub(super) enum QuantStep {
+    /// Static or dynamic INT8.
+    Int8(Quantize),
+    /// FP16.
+    Fp16(Fp16),
+    /// INT4 weight-only.
+    Int4(Int4),
 }
 
-/// The FP16 options from the flags.
-pub(super) fn fp16_options(args: &Args) -> Fp16Options {
-    let defaults = Fp16Options::default();
-    Fp16Options {
-        keep_io_types: args.keep_io_types.unwrap_or(defaults.keep_io_types),
-        keep_nodes: args.exclude.clone(),
-        ..defaults
+impl QuantStep {
+    /// Refuses values out of range before anything is loaded.
+    pub(super) fn validate(&self) -> whittle_pipeline::Result<()> {
+        match self {
+            QuantStep::Int8(q) => q.validate().and_then(|()| q.config().map(drop)),
+            QuantStep::Fp16(s) => s.checks.validate(),
+            QuantStep::Int4(s) => s.checks.validate(),
+        }
+    }
+
+    /// Runs the step on `model`.
+    pub(super) fn run(
+        &self,
+        ctx: &Ctx<'_>,
+        model: &Model,
+    ) -> whittle_pipeline::Result<(Model, QuantReport)> {
+        match self {
+            QuantStep::Int8(q) => q.quantize(ctx, model),
+            QuantStep::Fp16(s) => s.convert(ctx, model),
+            QuantStep::Int4(s) => s.convert(ctx, model),
+        }
     }
 }
 
-/// The INT4 options from the flags.
-pub(super) fn int4_options(args: &Args) -> Int4Options {
-    let defaults = Int4Options::default();
-    Int4Options {
-        block_size: args.block_size.unwrap_or(defaults.block_size),
-        symmetric: args.symmetric,
-        exclude: args.exclude.clone(),
-        ..defaults
+/// The step configuration from the flags (defaults for those not given).
+pub(super) fn step(args: &Args) -> QuantStep {
+    let checks = Checks {
+        eval_data: args.eval_data.clone(),
+        eval_samples: args.eval_samples,
+        verify_samples: args.verify_samples,
+        no_latency: args.no_latency,
+        threads: args.threads,
+    };
+    let exclude = args.exclude.clone();
+    match args.mode {
+        Mode::Static | Mode::Dynamic => QuantStep::Int8(Quantize {
+            mode: if args.mode == Mode::Static {
+                quantize::Mode::Static
+            } else {
+                quantize::Mode::Dynamic
+            },
+            format: args.format.map(Into::into),
+            calib_data: args.calib_data.clone(),
+            calib_samples: args.calib_samples,
+            calibration: args.calibration.map(Into::into),
+            percentile: args.percentile,
+            histogram_bins: args.histogram_bins,
+            per_channel: args.per_channel,
+            weight_type: args.weight_type.map(Into::into),
+            activation_type: args.activation_type.map(Into::into),
+            reduce_range: args.reduce_range,
+            op_types: args.op_types.clone(),
+            exclude,
+            accuracy_budget: args.accuracy_budget,
+            checks,
+        }),
+        Mode::Fp16 => QuantStep::Fp16(Fp16 {
+            keep_io_types: args.keep_io_types,
+            exclude,
+            checks,
+        }),
+        Mode::Int4 => QuantStep::Int4(Int4 {
+            block_size: args.block_size,
+            symmetric: args.symmetric,
+            exclude,
+            checks,
+        }),
+    }
+}
+
+/// `text` with the steps' option names (`calib_data`, in backticks) written as this
+/// command's flags (--calib-data).
+pub(crate) fn flag_words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('`') {
+        let after = &rest[start + 1..];
+        let key = after
+            .find('`')
+            .map(|end| &after[..end])
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        out.push_str(&rest[..start]);
+        match key {
+            Some(key) => {
+                out.push_str("--");
+                out.push_str(&key.replace('_', "-"));
+                rest = &after[key.len() + 1..];
+            }
+            None => {
+                out.push('`');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A step's error, worded with this command's flags.
+pub(super) fn flag_error(e: whittle_pipeline::PipelineError) -> anyhow::Error {
+    anyhow::anyhow!(flag_words(&e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flag_words;
+
+    #[test]
+    fn option_names_become_flags() {
+        assert_eq!(
+            flag_words("`accuracy_budget` needs `eval_data` SPEC; `x`y` kept"),
+            "--accuracy-budget needs --eval-data SPEC; --x y` kept"
+        );
+        assert_eq!(flag_words("no ` key `Here`"), "no ` key `Here`");
     }
 }
