@@ -8,7 +8,8 @@
 //! - [`ort_engine::OrtEngine`]: a model in ONNX Runtime (for deployment latency and
 //!   reference outputs).
 //! - [`latency::measure`]: ONNX Runtime latency of a model before and after compression.
-//! - [`report`]: both as text, Markdown or HTML through [`render`].
+//!
+//! Their reports (text, Markdown, HTML) are whittle-pipeline's `report` module.
 
 #![warn(missing_docs)]
 
@@ -19,8 +20,6 @@ pub mod inputs;
 pub mod latency;
 pub mod ort_engine;
 pub mod profile;
-pub mod render;
-pub mod report;
 pub mod stats;
 
 pub use error::{BenchError, Result};

@@ -1,5 +1,5 @@
-//! Output helpers shared by commands: JSON printing and human-readable sizes (the latter
-//! shared with whittle-bench's renderers).
+//! Output helpers shared by commands: JSON printing and human-readable sizes and counts
+//! (shared with whittle-pipeline's reports).
 
 use serde::Serialize;
 
@@ -9,4 +9,5 @@ pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub use whittle_bench::render::{human_bytes, human_count};
+pub use whittle_ir::memory::human_bytes;
+pub use whittle_pipeline::report::human_count;

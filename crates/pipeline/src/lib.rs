@@ -20,6 +20,7 @@ pub mod feed;
 pub mod journal;
 pub mod observer;
 pub mod recipe;
+pub mod report;
 pub mod runner;
 pub mod source;
 pub mod step;

@@ -9,9 +9,8 @@ use anyhow::{bail, Context};
 use whittle_bench::bench::{
     bench_batch, cap_threads, set_executor_threads, BatchResult, BenchOptions, BenchReport, Engine,
 };
-use whittle_bench::render::{render, Format};
-use whittle_bench::report::bench_document;
 use whittle_ir::Model;
+use whittle_pipeline::report::{measure, render, Format};
 
 use crate::commands::inspect::parse_shapes;
 use crate::commands::profile::progress_bar;
@@ -47,6 +46,9 @@ pub struct Args {
     /// Machine-readable output (overrides --format).
     #[arg(long)]
     json: bool,
+    /// Also write the report to FILE.html (a page with plots) or FILE.json.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// Runs the command.
@@ -86,10 +88,13 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
             .collect::<anyhow::Result<_>>()?,
     };
     let report = BenchReport::new(&args.model, &model, &opts, batches)?;
+    if let Some(path) = &args.report {
+        whittle_pipeline::report::write(&measure::bench_report(&report), path)?;
+    }
     if args.json {
         return print_json(&report);
     }
-    print!("{}", render(&bench_document(&report), args.format));
+    print!("{}", render(&measure::bench_report(&report), args.format)?);
     Ok(())
 }
 

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use whittle_bench::inputs::ShapeRequest;
 use whittle_bench::profile::{profile, ProfileOptions};
-use whittle_bench::render::{render, Format};
-use whittle_bench::report::profile_document;
 use whittle_ir::Model;
+use whittle_pipeline::report::{measure, render, Format};
 
 use crate::commands::inspect::parse_shapes;
 use crate::report::print_json;
@@ -39,6 +38,9 @@ pub struct Args {
     /// Machine-readable output (overrides --format).
     #[arg(long)]
     json: bool,
+    /// Also write the report to FILE.html (a page with plots) or FILE.json.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// Runs the command.
@@ -59,11 +61,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let result = profile(&model, &opts, &mut || bar.inc(1));
     bar.finish_and_clear();
     let result = result?;
+    let report = measure::profile_report(&result, &args.model.display().to_string());
+    if let Some(path) = &args.report {
+        whittle_pipeline::report::write(&report, path)?;
+    }
     if args.json {
         return print_json(&result);
     }
-    let doc = profile_document(&result, &args.model.display().to_string());
-    print!("{}", render(&doc, args.format));
+    print!("{}", render(&report, args.format)?);
     Ok(())
 }
 

@@ -1,13 +1,17 @@
-//! Profiles and benchmarks as [`Document`]s, ready for [`crate::render::render`].
+//! Reports of `whittle profile` and `whittle bench`: their tables, and for a profile the
+//! share of the time per operator type drawn.
 
 use std::collections::BTreeMap;
 
-use crate::bench::BenchReport;
-use crate::profile::{NodeProfile, Profile};
-use crate::render::{human_bytes, human_count, Cell, Document, Section};
+use whittle_bench::bench::BenchReport;
+use whittle_bench::profile::{NodeProfile, Profile};
+use whittle_ir::memory::human_bytes;
 
-/// The profile of `model` as a document: summary, operator types, bottlenecks, nodes.
-pub fn profile_document(p: &Profile, model: &str) -> Document {
+use super::{human_count, Cell, OpLatency, OpShare, Report, Section};
+
+/// The profile of `model` as a report: summary, operator types, bottlenecks, nodes (shares
+/// of the time drawn as bars in HTML).
+pub fn profile_report(p: &Profile, model: &str) -> Report {
     let summary = Section {
         title: "Summary".into(),
         notes: vec![
@@ -72,9 +76,10 @@ pub fn profile_document(p: &Profile, model: &str) -> Document {
         title: "Nodes in execution order".into(),
         ..node_table(&p.nodes)
     };
-    Document {
+    Report {
         title: format!("Profile of {model}"),
-        sections: vec![summary, by_op, bottlenecks, nodes],
+        tables: vec![summary, by_op, bottlenecks, nodes],
+        ..Default::default()
     }
 }
 
@@ -111,8 +116,8 @@ fn node_table(nodes: &[NodeProfile]) -> Section {
     }
 }
 
-/// The benchmark as a document: one row per batch size.
-pub fn bench_document(b: &BenchReport) -> Document {
+/// The benchmark as a report: one row per batch size.
+pub fn bench_report(b: &BenchReport) -> Report {
     let mut notes: Vec<&String> = b.batches.iter().flat_map(|r| &r.notes).collect();
     notes.dedup();
     let table = Section {
@@ -164,9 +169,10 @@ pub fn bench_document(b: &BenchReport) -> Document {
             })
             .collect(),
     };
-    Document {
+    Report {
         title: format!("Benchmark of {}", b.model),
-        sections: vec![table],
+        tables: vec![table],
+        ..Default::default()
     }
 }
 
@@ -182,4 +188,19 @@ fn dims(d: &[usize]) -> String {
 fn shapes(s: &BTreeMap<String, Vec<usize>>) -> String {
     let parts: Vec<String> = s.iter().map(|(n, d)| format!("{n} {}", dims(d))).collect();
     parts.join(", ")
+}
+
+/// Where `profile`'s time goes per operator type, for the report's before/after plot of
+/// the models named `model`.
+pub fn op_latency(profile: &Profile, model: &str) -> OpLatency {
+    OpLatency {
+        model: model.to_string(),
+        ops: (profile.by_op_type.iter())
+            .map(|g| OpShare {
+                op_type: g.op_type.clone(),
+                time_ms: g.time_ms,
+                share: g.share,
+            })
+            .collect(),
+    }
 }
