@@ -181,6 +181,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         resume: args.resume.clone(),
         training: training(&settings)?,
         identity: identity(&settings),
+        data_role: "--data".into(),
         ..TrainStep::new(data)
     };
     let model = match (&args.resume, &model_spec) {

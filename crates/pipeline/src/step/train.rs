@@ -253,7 +253,8 @@ pub fn steps_per_epoch(samples: usize, batch_size: usize, accumulate: usize) -> 
 }
 
 /// The training split of the dataset `spec` (its first `limit` samples when given),
-/// checked against `model`'s input when there is a model; `role` names the data in errors.
+/// whose SPEC is checked against `model`'s input when there is a model; `role` names the
+/// data in errors.
 /// Values that are not finite are refused.
 pub fn load_training(
     spec: &str,
@@ -261,12 +262,14 @@ pub fn load_training(
     model: Option<&Model>,
     limit: Option<usize>,
 ) -> Result<Dataset> {
-    let source = DataSource::new(spec).with_role(role);
-    let data = match model {
-        Some(model) => source.load(&model_inputs(model), Split::Train, limit)?,
-        None => whittle_data::load(spec, Split::Train, limit)
-            .context(|| format!("loading {role} {spec}"))?,
-    };
+    if let Some(model) = model {
+        DataSource::new(spec)
+            .with_role(role)
+            .check_inputs(&model_inputs(model))?;
+    }
+    let data = whittle_data::load(spec, Split::Train, limit)
+        .context(|| format!("loading {role} {spec}"))?;
+    // Values first: the trainer's preflight then checks the samples against the model.
     whittle_train::finite::check_dataset(&data, "training").context(|| format!("{role} {spec}"))?;
     Ok(data)
 }
@@ -298,6 +301,9 @@ pub struct TrainStep {
     /// dataset and limit. A caller naming its inputs otherwise (the CLI's flags) sets it.
     #[serde(skip)]
     pub identity: BTreeMap<String, String>,
+    /// How errors name the data (empty: "train `data`"; the CLI names its flag).
+    #[serde(skip)]
+    pub data_role: String,
 }
 
 /// What a `train` step did.
@@ -321,13 +327,18 @@ impl TrainStep {
             resume: None,
             training: Training::default(),
             identity: BTreeMap::new(),
+            data_role: String::new(),
         }
     }
 
     /// Trains `model`, or with [`TrainStep::resume`] the checkpoint's model (`model` may
     /// then be None).
     pub fn train(&self, ctx: &mut Ctx<'_>, model: Option<Model>) -> Result<(Model, TrainOutcome)> {
-        let data = load_training(&self.data, "train `data`", model.as_ref(), self.limit)?;
+        let role = match self.data_role.as_str() {
+            "" => "train `data`",
+            role => role,
+        };
+        let data = load_training(&self.data, role, model.as_ref(), self.limit)?;
         let seed = self.training.seed.unwrap_or(ctx.seed);
         let (train, val) = match self.val_fraction {
             Some(f) => {
