@@ -1,5 +1,6 @@
 //! The quantization report: what was quantized, what stayed float and why, calibration,
-//! sizes, verification and accuracy; as a terminal summary or a small HTML page.
+//! sizes, verification and accuracy; as a terminal summary (whittle-pipeline's report
+//! module renders it as HTML).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -212,50 +213,5 @@ impl QuantReport {
             let _ = writeln!(s, "note: {n}");
         }
         s
-    }
-
-    /// A self-contained HTML page with the summary and the tables.
-    pub fn to_html(&self) -> String {
-        let esc = |t: &str| {
-            t.replace('&', "&amp;")
-                .replace('<', "&lt;")
-                .replace('>', "&gt;")
-        };
-        let mut h =
-            String::from("<!doctype html><meta charset=utf-8><title>whittle quantize</title>");
-        h.push_str(
-            "<style>body{font-family:sans-serif}td,th{padding:2px 8px;text-align:left}</style>",
-        );
-        let _ = write!(
-            h,
-            "<h1>whittle quantize</h1><pre>{}</pre>",
-            esc(&self.summary(false))
-        );
-        h.push_str("<h2>Float nodes</h2><table><tr><th>node</th><th>op</th><th>reason</th></tr>");
-        for f in &self.float_nodes {
-            let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&f.name),
-                esc(&f.op_type),
-                esc(&f.reason)
-            );
-        }
-        h.push_str("</table>");
-        if let Some(v) = &self.verification {
-            h.push_str("<h2>Per-tensor error (worst first)</h2><table><tr><th>tensor</th><th>SQNR dB</th><th>cosine</th><th>max |diff|</th></tr>");
-            for t in v.outputs.iter().chain(&v.tensors) {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{:.2}</td><td>{:.5}</td><td>{:.4}</td></tr>",
-                    esc(&t.name),
-                    t.sqnr_db,
-                    t.cosine,
-                    t.max_abs_diff
-                );
-            }
-            h.push_str("</table>");
-        }
-        h
     }
 }
