@@ -500,3 +500,529 @@ proptest! {
         check_binary(&sa, &sb, seed);
     }
 }
+
+use whittle_exec::kernels::conv::{self, Conv2dShape};
+use whittle_exec::kernels::norm;
+use whittle_exec::kernels::pool::{self, Pool2dShape};
+
+/// Naive convolution in f64 with its per-output scale (root sum of squared terms).
+fn conv_ref(s: &Conv2dShape, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> (Vec<f64>, Vec<f64>) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (cg, mg) = (s.c_in / s.groups, s.c_out / s.groups);
+    let mut out = Vec::new();
+    let mut scale = Vec::new();
+    for n in 0..s.n {
+        for co in 0..s.c_out {
+            let g = co / mg;
+            for r in 0..oh {
+                for q in 0..ow {
+                    let (mut acc, mut sq) = (bias.map_or(0.0, |b| f64::from(b[co])), 0.0);
+                    for ci in 0..cg {
+                        for i in 0..s.kh {
+                            for j in 0..s.kw {
+                                let ih = (r * s.stride[0] + i * s.dilation[0]) as isize
+                                    - s.pads[0] as isize;
+                                let iw = (q * s.stride[1] + j * s.dilation[1]) as isize
+                                    - s.pads[1] as isize;
+                                if ih < 0 || iw < 0 || ih >= s.h as isize || iw >= s.w as isize {
+                                    continue;
+                                }
+                                let xv = x[((n * s.c_in + g * cg + ci) * s.h + ih as usize) * s.w
+                                    + iw as usize];
+                                let wv = w[((co * cg + ci) * s.kh + i) * s.kw + j];
+                                let t = f64::from(xv) * f64::from(wv);
+                                acc += t;
+                                sq += t * t;
+                            }
+                        }
+                    }
+                    out.push(acc);
+                    scale.push(sq.sqrt());
+                }
+            }
+        }
+    }
+    (out, scale)
+}
+
+/// Convolution shapes covering the three paths (pointwise, depthwise, im2col) with odd sizes,
+/// groups, asymmetric padding, strides and dilations.
+fn conv_cases() -> Vec<Conv2dShape> {
+    let base = Conv2dShape {
+        n: 2,
+        c_in: 3,
+        h: 9,
+        w: 11,
+        c_out: 4,
+        kh: 3,
+        kw: 3,
+        stride: [1, 1],
+        pads: [1, 1, 1, 1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    vec![
+        base,
+        Conv2dShape {
+            kh: 1,
+            kw: 1,
+            pads: [0; 4],
+            c_in: 16,
+            c_out: 8,
+            ..base
+        },
+        Conv2dShape {
+            kh: 1,
+            kw: 1,
+            pads: [0; 4],
+            stride: [2, 2],
+            ..base
+        },
+        Conv2dShape {
+            c_in: 6,
+            c_out: 6,
+            groups: 6,
+            ..base
+        },
+        Conv2dShape {
+            c_in: 5,
+            c_out: 5,
+            groups: 5,
+            stride: [2, 2],
+            pads: [0, 1, 2, 0],
+            ..base
+        },
+        Conv2dShape {
+            c_in: 4,
+            c_out: 4,
+            groups: 4,
+            kh: 5,
+            kw: 5,
+            pads: [2; 4],
+            n: 1,
+            h: 40,
+            w: 40,
+            ..base
+        },
+        Conv2dShape {
+            c_in: 4,
+            c_out: 6,
+            groups: 2,
+            stride: [2, 1],
+            pads: [0, 2, 1, 0],
+            ..base
+        },
+        Conv2dShape {
+            dilation: [2, 3],
+            pads: [2, 3, 0, 1],
+            kh: 2,
+            kw: 3,
+            ..base
+        },
+        Conv2dShape {
+            n: 3,
+            c_in: 1,
+            c_out: 6,
+            kh: 5,
+            kw: 5,
+            pads: [0; 4],
+            h: 28,
+            w: 28,
+            ..base
+        },
+        Conv2dShape {
+            n: 1,
+            c_in: 16,
+            c_out: 32,
+            stride: [2, 2],
+            h: 40,
+            w: 40,
+            ..base
+        },
+    ]
+}
+
+#[test]
+fn conv2d_matches_reference_on_every_path() {
+    for (case, s) in conv_cases().into_iter().enumerate() {
+        let x = randn(s.n * s.c_in * s.h * s.w, case as u64);
+        let w = randn(s.c_out * s.c_in / s.groups * s.kh * s.kw, case as u64 + 50);
+        let bias = randn(s.c_out, case as u64 + 99);
+        let (want, scale) = conv_ref(&s, &x, &w, Some(&bias));
+        let relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
+        with_pools(|| {
+            let mut y = vec![f32::NAN; want.len()];
+            conv::conv2d(&s, &x, &w, Some(&bias), Activation::None, &mut y).unwrap();
+            assert_close_scaled(&y, &want, &scale, &format!("conv {s:?}"));
+            conv::conv2d(&s, &x, &w, Some(&bias), Activation::Relu, &mut y).unwrap();
+            assert_close_scaled(&y, &relu, &scale, &format!("conv+relu {s:?}"));
+        });
+    }
+}
+
+#[test]
+fn conv2d_refuses_bad_geometry_and_lengths() {
+    let s = conv_cases()[0];
+    let x = vec![0.0; s.n * s.c_in * s.h * s.w];
+    let w = vec![0.0; 4 * 3 * 9];
+    let mut y = vec![0.0; s.n * 4 * s.out_h() * s.out_w()];
+    let bad = Conv2dShape { groups: 2, ..s };
+    let err = conv::conv2d(&bad, &x, &w, None, Activation::None, &mut y).unwrap_err();
+    assert!(
+        err.to_string().contains("do not divide into 2 groups"),
+        "{err}"
+    );
+    let bad = Conv2dShape {
+        h: 1,
+        pads: [0; 4],
+        ..s
+    };
+    let err =
+        conv::conv2d(&bad, &x[..s.n * 3 * 11], &w, None, Activation::None, &mut y).unwrap_err();
+    assert!(err.to_string().contains("larger than the padded"), "{err}");
+    let err = conv::conv2d(&s, &x, &w[1..], None, Activation::None, &mut y).unwrap_err();
+    assert!(
+        err.to_string().contains("weights has 107 elements"),
+        "{err}"
+    );
+    let err = conv::conv2d(&s, &x, &w, Some(&[0.0; 3]), Activation::None, &mut y).unwrap_err();
+    assert!(err.to_string().contains("bias"), "{err}");
+}
+
+/// Input, weight and bias gradients (and ConvTranspose) against direct accumulation over
+/// every (output, tap) pair, on every convolution case.
+#[test]
+fn conv2d_backward_matches_reference() {
+    for (case, s) in conv_cases().into_iter().enumerate() {
+        let cg = s.c_in / s.groups;
+        let mg = s.c_out / s.groups;
+        let x = randn(s.n * s.c_in * s.h * s.w, case as u64 + 7);
+        let w = randn(s.c_out * cg * s.kh * s.kw, case as u64 + 8);
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let dy = randn(s.n * s.c_out * oh * ow, case as u64 + 9);
+        // Reference gradients by direct accumulation over every (output, tap).
+        let mut dx_ref = vec![0f64; x.len()];
+        let mut dw_ref = vec![0f64; w.len()];
+        let mut db_ref = vec![0f64; s.c_out];
+        for n in 0..s.n {
+            for co in 0..s.c_out {
+                let g = co / mg;
+                for r in 0..oh {
+                    for q in 0..ow {
+                        let gy = f64::from(dy[((n * s.c_out + co) * oh + r) * ow + q]);
+                        db_ref[co] += gy;
+                        for ci in 0..cg {
+                            for i in 0..s.kh {
+                                for j in 0..s.kw {
+                                    let ih = (r * s.stride[0] + i * s.dilation[0]) as isize
+                                        - s.pads[0] as isize;
+                                    let iw = (q * s.stride[1] + j * s.dilation[1]) as isize
+                                        - s.pads[1] as isize;
+                                    if ih < 0 || iw < 0 || ih >= s.h as isize || iw >= s.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let xi = ((n * s.c_in + g * cg + ci) * s.h + ih as usize) * s.w
+                                        + iw as usize;
+                                    let wi = ((co * cg + ci) * s.kh + i) * s.kw + j;
+                                    dx_ref[xi] += gy * f64::from(w[wi]);
+                                    dw_ref[wi] += gy * f64::from(x[xi]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Sums of up to a few hundred terms in [-1, 1]: an absolute scale of 1 is generous
+        // to rounding and far below any wrong term.
+        let ones = |n: usize| vec![1.0; n];
+        with_pools(|| {
+            let mut dx = vec![f32::NAN; x.len()];
+            conv::conv2d_backward_input(&s, &dy, &w, &mut dx).unwrap();
+            assert_close_scaled(&dx, &dx_ref, &ones(dx.len()), &format!("dx {s:?}"));
+            let mut dw = vec![f32::NAN; w.len()];
+            let mut db = vec![f32::NAN; s.c_out];
+            conv::conv2d_backward_weight(&s, &x, &dy, &mut dw, Some(&mut db)).unwrap();
+            assert_close_scaled(&dw, &dw_ref, &ones(dw.len()), &format!("dw {s:?}"));
+            assert_close_scaled(&db, &db_ref, &ones(db.len()), &format!("db {s:?}"));
+            // ConvTranspose is the input gradient plus a bias per channel.
+            let bias = randn(s.c_in, 3);
+            let mut y = vec![0.0; x.len()];
+            conv::conv_transpose2d(&s, &dy, &w, Some(&bias), &mut y).unwrap();
+            let want: Vec<f64> = dx_ref
+                .iter()
+                .enumerate()
+                .map(|(i, v)| v + f64::from(bias[(i / (s.h * s.w)) % s.c_in]))
+                .collect();
+            assert_close_scaled(&y, &want, &ones(y.len()), &format!("conv_transpose {s:?}"));
+        });
+    }
+}
+
+#[test]
+fn im2col_then_col2im_counts_each_input_once_per_covering_tap() {
+    let s = Conv2dShape {
+        n: 1,
+        c_in: 2,
+        h: 5,
+        w: 6,
+        c_out: 1,
+        kh: 3,
+        kw: 2,
+        stride: [2, 1],
+        pads: [1, 0, 1, 1],
+        dilation: [1, 2],
+        groups: 1,
+    };
+    let x = vec![1.0; 2 * 5 * 6];
+    let mut col = vec![f32::NAN; 2 * 3 * 2 * s.out_h() * s.out_w()];
+    conv::im2col(&s, &x, &mut col);
+    // Every column entry is 1 (inside) or 0 (padding), never left unwritten.
+    assert!(col.iter().all(|&v| v == 0.0 || v == 1.0));
+    let mut back = vec![0.0; x.len()];
+    conv::col2im(&s, &col, &mut back);
+    // col2im(im2col(1)) counts how many windows cover each input position.
+    let mut count = vec![0.0f32; x.len()];
+    for c in 0..2 {
+        for r in 0..s.out_h() {
+            for q in 0..s.out_w() {
+                for i in 0..3 {
+                    for j in 0..2 {
+                        let ih = (r * 2 + i) as isize - 1;
+                        let iw = (q + 2 * j) as isize;
+                        if ih >= 0 && ih < 5 && iw < 6 {
+                            count[(c * 5 + ih as usize) * 6 + iw as usize] += 1.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(back, count);
+}
+
+/// Naive pooling: max (with first-max index) or average over each window.
+fn pool_ref(s: &Pool2dShape, x: &[f32], include_pad: bool) -> (Vec<f32>, Vec<i64>, Vec<f64>) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (mut mx, mut idx, mut avg) = (vec![], vec![], vec![]);
+    for p in 0..s.n * s.c {
+        for r in 0..oh {
+            for q in 0..ow {
+                let (mut best, mut bi, mut sum, mut count) =
+                    (f32::NEG_INFINITY, -1i64, 0f64, 0usize);
+                for i in 0..s.kh {
+                    for j in 0..s.kw {
+                        let ih =
+                            (r * s.stride[0] + i * s.dilation[0]) as isize - s.pads[0] as isize;
+                        let iw =
+                            (q * s.stride[1] + j * s.dilation[1]) as isize - s.pads[1] as isize;
+                        let in_padded =
+                            ih < (s.h + s.pads[2]) as isize && iw < (s.w + s.pads[3]) as isize;
+                        if ih < 0 || iw < 0 || ih >= s.h as isize || iw >= s.w as isize {
+                            if include_pad && in_padded {
+                                count += 1;
+                            }
+                            continue;
+                        }
+                        let k = p * s.h * s.w + ih as usize * s.w + iw as usize;
+                        if x[k] > best || bi < 0 {
+                            best = x[k];
+                            bi = k as i64;
+                        }
+                        sum += f64::from(x[k]);
+                        count += 1;
+                    }
+                }
+                mx.push(best);
+                idx.push(bi);
+                avg.push(sum / count.max(1) as f64);
+            }
+        }
+    }
+    (mx, idx, avg)
+}
+
+fn pool_cases() -> Vec<Pool2dShape> {
+    let base = Pool2dShape {
+        n: 2,
+        c: 3,
+        h: 12,
+        w: 12,
+        kh: 2,
+        kw: 2,
+        stride: [2, 2],
+        pads: [0; 4],
+        dilation: [1, 1],
+        ceil_mode: false,
+    };
+    vec![
+        base,
+        Pool2dShape {
+            h: 11,
+            w: 13,
+            ceil_mode: true,
+            ..base
+        },
+        Pool2dShape {
+            kh: 3,
+            kw: 3,
+            stride: [2, 2],
+            pads: [1, 1, 1, 1],
+            h: 9,
+            w: 10,
+            ceil_mode: true,
+            ..base
+        },
+        Pool2dShape {
+            kh: 5,
+            kw: 5,
+            stride: [1, 1],
+            pads: [2; 4],
+            n: 1,
+            c: 64,
+            h: 10,
+            w: 10,
+            ..base
+        },
+        Pool2dShape {
+            kh: 3,
+            kw: 2,
+            stride: [1, 3],
+            pads: [0, 1, 2, 0],
+            dilation: [2, 1],
+            h: 7,
+            w: 8,
+            ..base
+        },
+    ]
+}
+
+#[test]
+fn pools_match_reference_with_padding_ceil_mode_and_dilation() {
+    for s in pool_cases() {
+        let x = randn(s.n * s.c * s.h * s.w, s.h as u64);
+        let (mx, idx, _) = pool_ref(&s, &x, false);
+        let dy = randn(mx.len(), 77);
+        with_pools(|| {
+            let mut y = vec![0.0; mx.len()];
+            pool::max_pool2d(&s, &x, &mut y, None).unwrap();
+            assert_eq!(y, mx, "max {s:?}");
+            let mut y = vec![0.0; mx.len()];
+            let mut ind = vec![0; mx.len()];
+            pool::max_pool2d(&s, &x, &mut y, Some(&mut ind)).unwrap();
+            assert_eq!((&y, &ind), (&mx, &idx), "max with indices {s:?}");
+            let mut dx = vec![0.0; x.len()];
+            pool::max_pool2d_backward(&s, &dy, &ind, &mut dx).unwrap();
+            let mut want = vec![0f64; x.len()];
+            for (g, &i) in dy.iter().zip(&idx) {
+                want[i as usize] += f64::from(*g);
+            }
+            assert_close(&dx, &want, &format!("max backward {s:?}"));
+            for include_pad in [false, true] {
+                let (_, _, avg) = pool_ref(&s, &x, include_pad);
+                let mut y = vec![0.0; avg.len()];
+                pool::avg_pool2d(&s, include_pad, &x, &mut y).unwrap();
+                assert_close(&y, &avg, &format!("avg include_pad={include_pad} {s:?}"));
+                // Backward is the adjoint: <avg(x), dy> = <x, avg_backward(dy)>.
+                let mut dx = vec![0.0; x.len()];
+                pool::avg_pool2d_backward(&s, include_pad, &dy, &mut dx).unwrap();
+                let lhs: f64 = avg.iter().zip(&dy).map(|(a, g)| a * f64::from(*g)).sum();
+                let rhs: f64 = x
+                    .iter()
+                    .zip(&dx)
+                    .map(|(a, g)| f64::from(*a) * f64::from(*g))
+                    .sum();
+                assert!(
+                    (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+                    "avg backward {s:?}: {lhs} vs {rhs}"
+                );
+            }
+        });
+    }
+    // ONNX ceil_mode: 13 wide, window 2 stride 2 gives 7 outputs (6 with floor).
+    assert_eq!(pool_cases()[1].out_w(), 7);
+    assert_eq!(
+        Pool2dShape {
+            ceil_mode: false,
+            ..pool_cases()[1]
+        }
+        .out_w(),
+        6
+    );
+    let s = pool_cases()[0];
+    let err = pool::max_pool2d(&s, &[0.0; 10], &mut [0.0; 72], None).unwrap_err();
+    assert!(err.to_string().contains("input has 10 elements"), "{err}");
+}
+
+#[test]
+fn global_avg_pool_is_the_plane_mean() {
+    let x = randn(6 * 49, 3);
+    let want: Vec<f64> = x
+        .chunks(49)
+        .map(|p| p.iter().map(|&v| f64::from(v)).sum::<f64>() / 49.0)
+        .collect();
+    with_pools(|| {
+        let mut y = vec![0.0; 6];
+        pool::global_avg_pool(6, 49, &x, &mut y).unwrap();
+        assert_close(&y, &want, "global average pool");
+    });
+}
+
+#[test]
+fn softmax_log_softmax_layer_norm_match_reference() {
+    for (rows, cols) in [(1, 1), (3, 7), (128, 384), (40, 1000), (5, 17)] {
+        // Large logits: a softmax without the max subtraction overflows.
+        let x: Vec<f32> = randn(rows * cols, cols as u64)
+            .iter()
+            .map(|v| v * 50.0 + 60.0)
+            .collect();
+        let scale = randn(cols, 1);
+        let bias = randn(cols, 2);
+        let mut sm = Vec::new();
+        let mut lsm = Vec::new();
+        let mut ln = Vec::new();
+        let (mut means, mut invs) = (Vec::new(), Vec::new());
+        for row in x.chunks(cols) {
+            let r: Vec<f64> = row.iter().map(|&v| f64::from(v)).collect();
+            let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let sum: f64 = r.iter().map(|v| (v - m).exp()).sum();
+            sm.extend(r.iter().map(|v| (v - m).exp() / sum));
+            lsm.extend(r.iter().map(|v| v - m - sum.ln()));
+            let mean = r.iter().sum::<f64>() / cols as f64;
+            let var = r.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
+            let inv = 1.0 / (var + 1e-5).sqrt();
+            ln.extend(
+                r.iter()
+                    .enumerate()
+                    .map(|(j, v)| (v - mean) * inv * f64::from(scale[j]) + f64::from(bias[j])),
+            );
+            means.push(mean);
+            invs.push(inv);
+        }
+        with_pools(|| {
+            let mut y = vec![0.0; x.len()];
+            norm::softmax(&x, cols, &mut y).unwrap();
+            assert_close(&y, &sm, "softmax");
+            norm::log_softmax(&x, cols, &mut y).unwrap();
+            // log-softmax values reach -5000 here; relative to that scale.
+            assert_close_scaled(&y, &lsm, &vec![1.0; lsm.len()], "log_softmax");
+            let (mut m, mut i) = (vec![0.0; rows], vec![0.0; rows]);
+            norm::layer_norm(
+                &x,
+                cols,
+                &scale,
+                Some(&bias),
+                1e-5,
+                &mut y,
+                Some((&mut m, &mut i)),
+            )
+            .unwrap();
+            assert_close_scaled(&y, &ln, &vec![1.0; ln.len()], "layer_norm");
+            assert_close(&m, &means, "layer_norm mean");
+            assert_close(&i, &invs, "layer_norm inv_std");
+        });
+    }
+    let err = norm::softmax(&[0.0; 7], 3, &mut [0.0; 7]).unwrap_err();
+    assert!(err.to_string().contains("not whole rows of 3"), "{err}");
+}

@@ -9,6 +9,7 @@ pub mod activation;
 pub mod binary;
 pub mod conv;
 pub mod gemm;
+pub mod norm;
 pub mod pool;
 
 use std::fmt;
