@@ -1,19 +1,19 @@
-//! `whittle optimize`: lossless graph optimization (folding, fusion, clean-up passes).
+//! `whittle optimize`: lossless graph optimization (folding, fusion, clean-up passes), run
+//! as the pipeline's `optimize` step.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::Context;
 use serde::Serialize;
 use whittle_ir::Model;
-use whittle_passes::optimize::{optimize, pass_names, verify, PassReport, Pipeline};
+use whittle_passes::optimize::pass_names;
+use whittle_pipeline::step::optimize::{Optimize, OptimizeSummary, VERIFY_TOLERANCE};
+use whittle_pipeline::{Ctx, PipelineError};
 
 use super::output::{check_output, save_model, InputModel};
+use crate::observer::CliObserver;
 use crate::report::{human_bytes, human_count, print_json};
-
-/// Largest relative output difference `--verify` accepts.
-pub const VERIFY_TOLERANCE: f64 = 1e-5;
 
 /// Arguments of `whittle optimize`.
 #[derive(clap::Args)]
@@ -47,63 +47,40 @@ pub struct Args {
     json: bool,
 }
 
-/// One pass in the report.
-#[derive(Serialize)]
-struct PassJson {
-    name: String,
-    changes: usize,
-}
-
-/// The report of one optimization.
+/// The report of one optimization: the files, their sizes and what the step did.
 #[derive(Serialize)]
 struct Report {
     input: String,
     output: String,
-    nodes_before: usize,
-    nodes_after: usize,
-    params_before: u64,
-    params_after: u64,
     bytes_before: u64,
     bytes_after: u64,
-    passes: Vec<PassJson>,
-    /// Largest relative output difference (when verified).
-    max_relative_diff: Option<f64>,
+    #[serde(flatten)]
+    summary: OptimizeSummary,
 }
 
-/// Runs the command.
+/// Runs the command: the flags become an `optimize` step, run on the model.
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_output(&args.model, &args.output, args.force, InputModel::Protected)?;
-    let pipeline = match &args.passes {
-        Some(names) => Pipeline::from_names(names)?,
-        None => Pipeline::default_passes(),
+    let step = Optimize {
+        passes: args.passes.clone(),
+        verify: args.verify,
+        shapes: parse_shapes(&args.shapes)?,
     };
-    let shapes = parse_shapes(&args.shapes)?;
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
-    let bar = progress(&args, pipeline.len());
-    let (optimized, report) = optimize(&model, &pipeline, &mut |name| {
-        bar.set_message(name.to_string());
-        bar.inc(1);
-    })
-    .with_context(|| format!("optimizing {}", args.model.display()))?;
-    bar.finish_and_clear();
-    let max_relative_diff = if args.verify {
-        Some(verify_outputs(&model, &optimized, &shapes)?)
-    } else {
-        None
-    };
+    let observer = CliObserver::new(args.json);
+    let ctx = Ctx::new(&observer);
+    let (optimized, summary) = step.optimize(&ctx, &model).map_err(|e| match e {
+        PipelineError::Layer { context, source } if context == "passes" => source,
+        other => anyhow::Error::new(other),
+    })?;
     save_model(&optimized, &args.output)?;
     let out = Report {
         input: args.model.display().to_string(),
         output: args.output.display().to_string(),
-        nodes_before: report.before.nodes,
-        nodes_after: report.after.nodes,
-        params_before: report.before.params,
-        params_after: report.after.params,
         bytes_before: Model::disk_size(&args.model)?,
         bytes_after: Model::disk_size(&args.output)?,
-        passes: report.passes.iter().map(pass_json).collect(),
-        max_relative_diff,
+        summary,
     };
     if args.json {
         print_json(&out)
@@ -114,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Parses `NAME=d0,d1,...` items of `--shape`.
-fn parse_shapes(items: &[String]) -> anyhow::Result<HashMap<String, Vec<usize>>> {
+fn parse_shapes(items: &[String]) -> anyhow::Result<BTreeMap<String, Vec<usize>>> {
     items
         .iter()
         .map(|item| {
@@ -131,62 +108,26 @@ fn parse_shapes(items: &[String]) -> anyhow::Result<HashMap<String, Vec<usize>>>
         .collect()
 }
 
-fn verify_outputs(
-    before: &Model,
-    after: &Model,
-    shapes: &HashMap<String, Vec<usize>>,
-) -> anyhow::Result<f64> {
-    let diffs = verify::compare(before, after, shapes).context("verifying outputs")?;
-    let worst = diffs.iter().fold(0.0f64, |m, d| m.max(d.relative_diff));
-    if let Some(d) = diffs
-        .iter()
-        .find(|d| d.relative_diff.is_nan() || d.relative_diff > VERIFY_TOLERANCE)
-    {
-        bail!(
-            "verification failed: output '{}' differs by {:.3e} (relative), above {VERIFY_TOLERANCE:e}",
-            d.name,
-            d.relative_diff
-        );
-    }
-    Ok(worst)
-}
-
-fn pass_json(p: &PassReport) -> PassJson {
-    PassJson {
-        name: p.name.to_string(),
-        changes: p.changes,
-    }
-}
-
-fn progress(args: &Args, passes: usize) -> ProgressBar {
-    use std::io::IsTerminal;
-    if args.json || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(passes as u64);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} pass {pos} {msg}") {
-        bar.set_style(style);
-    }
-    bar
-}
-
 fn print_human(r: &Report) {
     println!("{} -> {}", r.input, r.output);
-    println!("nodes  {} -> {}", r.nodes_before, r.nodes_after);
+    println!(
+        "nodes  {} -> {}",
+        r.summary.nodes_before, r.summary.nodes_after
+    );
     println!(
         "params {} -> {}",
-        human_count(r.params_before),
-        human_count(r.params_after)
+        human_count(r.summary.params_before),
+        human_count(r.summary.params_after)
     );
     println!(
         "size   {} -> {}",
         human_bytes(r.bytes_before),
         human_bytes(r.bytes_after)
     );
-    for p in &r.passes {
+    for p in &r.summary.passes {
         println!("  {:<20} {} changes", p.name, p.changes);
     }
-    if let Some(d) = r.max_relative_diff {
+    if let Some(d) = r.summary.max_relative_diff {
         println!("verified: max relative output difference {d:.2e}");
     }
 }
