@@ -1,6 +1,7 @@
 //! Developer benchmark used by `bench/executor_vs_ort.py`: median latency of whittle's executor.
 //!
-//! usage: latency MODEL BATCH SEQ WARMUP RUNS
+//! usage: latency MODEL BATCH SEQ WARMUP RUNS [THREADS]
+//! THREADS sizes the rayon pool the kernels run in (default: rayon's, all cores).
 //! Symbolic dims: the first becomes BATCH, others SEQ. Float inputs get values in [0,1);
 //! integer inputs named `*mask*` get 1, other integer inputs token ids 1000..1999.
 //! Prints one JSON object: {"median_ms":..,"mean_ms":..,"min_ms":..}.
@@ -14,12 +15,25 @@ use whittle_ir::{DataType, Model};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [model, batch, seq, warmup, runs] = args.as_slice() else {
-        eprintln!("usage: latency MODEL BATCH SEQ WARMUP RUNS");
-        std::process::exit(2);
+    let (model, batch, seq, warmup, runs, threads) = match args.as_slice() {
+        [m, b, s, w, r] => (m, b, s, w, r, None),
+        [m, b, s, w, r, t] => (m, b, s, w, r, Some(t)),
+        _ => {
+            eprintln!("usage: latency MODEL BATCH SEQ WARMUP RUNS [THREADS]");
+            std::process::exit(2);
+        }
     };
     let parse = |s: &String| s.parse::<usize>().expect("a number");
     let (batch, seq, warmup, runs) = (parse(batch), parse(seq), parse(warmup), parse(runs));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.map_or(0, parse))
+        .build()
+        .expect("a thread pool");
+    pool.install(|| measure(model, batch, seq, warmup, runs));
+}
+
+/// Times `runs` runs of `model` after `warmup` and prints the JSON line.
+fn measure(model: &str, batch: usize, seq: usize, warmup: usize, runs: usize) {
     let model = Model::load(model).expect("load the model");
     let exec = Executor::new(&model).expect("prepare the model");
     let mut feed = HashMap::new();

@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor, Var};
 use whittle_ir::graph::{node_inputs, GraphEdit};
@@ -11,6 +12,9 @@ use whittle_ir::{DataType, Model, TensorData};
 
 use crate::error::{ExecError, Result};
 use crate::ops::{OpCtx, OpFn, Registry};
+use crate::plan::build::{self, Recording};
+use crate::plan::run::Outcome;
+use crate::plan::{PlanCache, PlanKey};
 use crate::value::Value;
 
 /// Declared type of a graph input: element type and dimensions (`None` = symbolic/unknown).
@@ -53,6 +57,10 @@ pub struct Executor {
     params: HashMap<String, Var>,
     plan: Plan,
     device: Device,
+    /// Inference plans by input shapes ([`crate::plan`]); `plannable` says whether the
+    /// graph can be planned at all (no subgraphs).
+    plans: PlanCache,
+    plannable: bool,
 }
 
 /// The order to run a graph's nodes in, and what can be freed after each.
@@ -138,6 +146,7 @@ impl Executor {
             constants.insert(init.name.clone(), Value::from_data(&data, &device)?);
         }
         let plan = Plan::new(&graph)?;
+        let plannable = device.is_cpu() && build::plannable(&graph);
         Ok(Executor {
             graph,
             opsets,
@@ -145,7 +154,15 @@ impl Executor {
             params: HashMap::new(),
             plan,
             device,
+            plans: PlanCache::default(),
+            plannable,
         })
+    }
+
+    /// The opset version the model imports for `domain` (`""` is the default domain).
+    pub fn opset(&self, domain: &str) -> i64 {
+        let domain = if domain == "ai.onnx" { "" } else { domain };
+        self.opsets.get(domain).copied().unwrap_or(1)
     }
 
     /// The device values live on.
@@ -170,6 +187,7 @@ impl Executor {
 
     /// Turns float initializers into trainable parameters (candle `Var`s).
     pub fn set_trainable(&mut self, names: &[String]) -> Result<()> {
+        self.plans.clear();
         for name in names {
             let value = self.constants.remove(name).ok_or_else(|| {
                 ExecError::msg(format!("'{name}' is not an initializer of the graph"))
@@ -216,6 +234,7 @@ impl Executor {
 
     /// Replaces the value of a non-trainable initializer (e.g. BatchNormalization statistics).
     pub fn set_initializer(&mut self, name: &str, value: Value) -> Result<()> {
+        self.plans.clear();
         match self.constants.get_mut(name) {
             Some(v) => {
                 *v = value;
@@ -243,6 +262,9 @@ impl Executor {
     }
 
     /// Runs the graph with options (training mode, kept intermediates, a hook).
+    ///
+    /// In inference mode on the CPU, the first run at a set of input shapes goes node by
+    /// node and records a [`crate::plan::Plan`]; later runs at those shapes run the plan.
     pub fn run_with(
         &self,
         inputs: HashMap<String, Value>,
@@ -251,21 +273,85 @@ impl Executor {
         self.check_inputs(&inputs)?;
         let mut wanted: HashSet<String> = self.output_names().into_iter().collect();
         wanted.extend(opts.keep.iter().cloned());
-        let env = self.evaluate(
-            &self.graph,
-            &self.plan,
-            0..self.plan.steps.len(),
-            inputs,
-            &wanted,
-            &mut opts,
-        )?;
-        wanted
-            .into_iter()
-            .map(|name| match env.get(&name) {
-                Some(v) => Ok((name, v.clone())),
-                None => Err(ExecError::msg(format!("value '{name}' was not computed"))),
-            })
-            .collect()
+        let all = 0..self.plan.steps.len();
+        if !self.plannable || opts.training || !self.params.is_empty() {
+            let env = self.evaluate(&self.graph, &self.plan, all, inputs, &wanted, &mut opts)?;
+            return collect(env, wanted);
+        }
+        let key = PlanKey::new(&inputs, &opts.keep, opts.hook.is_some());
+        let env = match self.plans.get(&key) {
+            None => return self.record_plan(key, inputs, wanted, &mut opts),
+            Some(None) => {
+                self.evaluate(&self.graph, &self.plan, all, inputs, &wanted, &mut opts)?
+            }
+            Some(Some(plan)) => match plan.run(self, &inputs, &mut opts)? {
+                Outcome::Done(out) => return Ok(out),
+                Outcome::Mismatch { next, env } => {
+                    // Shapes depend on data: go on (a hook has seen the values so far)
+                    // or start over node by node, and stop planning these shapes.
+                    self.plans.insert(key, None);
+                    let (range, env) = match opts.hook.is_some() {
+                        true => (next..all.end, env),
+                        false => (all, inputs),
+                    };
+                    self.evaluate(&self.graph, &self.plan, range, env, &wanted, &mut opts)?
+                }
+            },
+        };
+        collect(env, wanted)
+    }
+
+    /// Runs node by node, recording every value's type and the values the plan folds, then
+    /// builds and caches the plan for `key`.
+    fn record_plan(
+        &self,
+        key: PlanKey,
+        inputs: HashMap<String, Value>,
+        wanted: HashSet<String>,
+        opts: &mut RunOptions,
+    ) -> Result<HashMap<String, Value>> {
+        let order: Vec<usize> = self.plan.steps.iter().map(|s| s.node).collect();
+        let fold = build::foldable(&self.graph, &order, |n| self.constants.contains_key(n));
+        let mut rec = Recording::new(fold);
+        let mut user_hook = opts.hook.take();
+        let mut hook = |name: &str, node: &NodeProto, v: &Value| {
+            rec.see(name, v);
+            match user_hook.as_mut() {
+                Some(h) => h(name, node, v),
+                None => Ok(()),
+            }
+        };
+        let mut rec_opts = RunOptions {
+            hook: Some(&mut hook),
+            seed: opts.seed,
+            ..Default::default()
+        };
+        let all = 0..self.plan.steps.len();
+        let env = self.evaluate(&self.graph, &self.plan, all, inputs, &wanted, &mut rec_opts)?;
+        drop(rec_opts);
+        let source = build::Source {
+            graph: &self.graph,
+            order: self.plan.steps.iter().map(|s| (s.node, s.op)).collect(),
+            constants: &self.constants,
+            outputs: self.output_names(),
+        };
+        self.plans
+            .insert(key.clone(), build::build(&source, &key, rec));
+        collect(env, wanted)
+    }
+
+    /// The inference plan a run with `inputs` uses (`keep` and `observe`, whether a hook is
+    /// set, as in that run's [`RunOptions`]), once a first run at those shapes recorded it;
+    /// `None` before, or where those shapes cannot be planned.
+    pub fn plan_for(
+        &self,
+        inputs: &HashMap<String, Value>,
+        keep: &[String],
+        observe: bool,
+    ) -> Option<Arc<crate::plan::Plan>> {
+        self.plans
+            .get(&PlanKey::new(inputs, keep, observe))
+            .flatten()
     }
 
     /// The graph's nodes in the order a run executes them (the steps of [`Executor::run_range`]).
@@ -364,39 +450,7 @@ impl Executor {
                 .iter()
                 .map(|name| self.lookup(name, &env).map_err(fail))
                 .collect::<Result<Vec<_>>>()?;
-            let domain = if node.domain == "ai.onnx" {
-                ""
-            } else {
-                node.domain.as_str()
-            };
-            let ctx = OpCtx {
-                node,
-                opset: self.opsets.get(domain).copied().unwrap_or(1),
-                training: opts.training,
-                seed: opts
-                    .seed
-                    .map(|s| s ^ (pos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-                inputs,
-                exec: self,
-                scope: &env,
-            };
-            let outputs = (step.op)(&ctx).map_err(|e| match e {
-                ExecError::Msg(m) => fail(m),
-                ExecError::Ir(e) => fail(e.to_string()),
-                ExecError::UnsupportedType { what } => ExecError::Unsupported {
-                    node: node.name.clone(),
-                    op: format!("{} on {what}", node.op_type),
-                    domain: node.domain.clone(),
-                },
-                other => other,
-            })?;
-            if outputs.len() < node.output.iter().filter(|o| !o.is_empty()).count() {
-                return Err(fail(format!(
-                    "produced {} outputs, the node names {}",
-                    outputs.len(),
-                    node.output.len()
-                )));
-            }
+            let outputs = self.call_node(node, step.op, pos, inputs, opts, &env)?;
             if opts.training && node.op_type == "BatchNormalization" {
                 record_running_stats(node, &outputs, opts)?;
             }
@@ -416,6 +470,56 @@ impl Executor {
             }
         }
         Ok(env)
+    }
+
+    /// Runs `node` with operator `op` at run-order position `pos` on `inputs`, with `scope`
+    /// visible to its subgraphs; errors name the node.
+    pub(crate) fn call_node(
+        &self,
+        node: &NodeProto,
+        op: OpFn,
+        pos: usize,
+        inputs: Vec<Option<Value>>,
+        opts: &RunOptions,
+        scope: &HashMap<String, Value>,
+    ) -> Result<Vec<Value>> {
+        let fail = |message: String| ExecError::Node {
+            node: node.name.clone(),
+            op: node.op_type.clone(),
+            message,
+        };
+        let ctx = OpCtx {
+            node,
+            opset: self.opset(&node.domain),
+            training: opts.training,
+            seed: opts.seed.map(|s| node_seed(s, pos)),
+            inputs,
+            exec: self,
+            scope,
+        };
+        let outputs = op(&ctx).map_err(|e| match e {
+            ExecError::Msg(m) => fail(m),
+            ExecError::Ir(e) => fail(e.to_string()),
+            ExecError::UnsupportedType { what } => ExecError::Unsupported {
+                node: node.name.clone(),
+                op: format!("{} on {what}", node.op_type),
+                domain: node.domain.clone(),
+            },
+            other => other,
+        })?;
+        if outputs.len() < node.output.iter().filter(|o| !o.is_empty()).count() {
+            return Err(fail(format!(
+                "produced {} outputs, the node names {}",
+                outputs.len(),
+                node.output.len()
+            )));
+        }
+        Ok(outputs)
+    }
+
+    /// Node `i` of the graph.
+    pub(crate) fn node(&self, i: usize) -> &NodeProto {
+        &self.graph.node[i]
     }
 
     /// The value of `name`: computed, trainable parameter, or initializer.
@@ -466,6 +570,23 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// The seed of the random draws of step `pos` of a run seeded with `seed` (what the
+/// operator sees as [`OpCtx::seed`]; a graph-level backward recomputes Dropout masks with it).
+pub fn node_seed(seed: u64, pos: usize) -> u64 {
+    seed ^ (pos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The `wanted` values of a finished run.
+fn collect(env: HashMap<String, Value>, wanted: HashSet<String>) -> Result<HashMap<String, Value>> {
+    wanted
+        .into_iter()
+        .map(|name| match env.get(&name) {
+            Some(v) => Ok((name, v.clone())),
+            None => Err(ExecError::msg(format!("value '{name}' was not computed"))),
+        })
+        .collect()
 }
 
 /// Stores a training-mode BatchNormalization's updated running mean and variance (its

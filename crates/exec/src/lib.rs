@@ -9,6 +9,7 @@ pub mod error;
 pub mod executor;
 pub mod kernels;
 pub mod ops;
+pub mod plan;
 pub mod value;
 
 pub use error::{ExecError, Result};

@@ -1,0 +1,297 @@
+//! The planned executor (crates/exec/src/plan): a second run at the same input shapes runs
+//! the plan recorded by the first, and gives the same values; folding, fusion, views,
+//! hooks, kept values, re-planning per shape and data-dependent shapes.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use whittle_exec::{Executor, RunOptions, Value};
+use whittle_ir::attr::make;
+use whittle_ir::numeric::max_abs_diff;
+use whittle_ir::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
+    ValueInfoProto,
+};
+use whittle_ir::{Model, TensorData};
+
+/// Deterministic values in [-1, 1).
+fn values(n: usize, seed: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i + seed) * 2654435761) % 2000) as f32 / 1000.0 - 1.0)
+        .collect()
+}
+
+fn floats(dims: &[usize], seed: usize) -> Value {
+    let n = dims.iter().product();
+    Value::f32(Tensor::from_vec(values(n, seed), dims, &Device::Cpu).unwrap()).unwrap()
+}
+
+fn f32s(v: &Value) -> Vec<f32> {
+    v.to_f32_vec().unwrap()
+}
+
+/// Runs `feed` twice (recording, then planned) and checks both give the same outputs.
+fn twice(exec: &Executor, feed: &HashMap<String, Value>, tol: f64) -> HashMap<String, Value> {
+    let first = exec.run(feed.clone()).unwrap();
+    assert!(
+        exec.plan_for(feed, &[], false).is_some(),
+        "no plan was recorded"
+    );
+    let second = exec.run(feed.clone()).unwrap();
+    for (name, v) in &first {
+        assert_eq!(v.shape(), second[name].shape(), "output {name}");
+        let d = max_abs_diff(f32s(v), f32s(&second[name]));
+        assert!(d <= tol, "output {name}: planned run differs by {d}");
+    }
+    second
+}
+
+fn kinds(
+    exec: &Executor,
+    feed: &HashMap<String, Value>,
+    keep: &[String],
+    observe: bool,
+) -> Vec<&'static str> {
+    let plan = exec.plan_for(feed, keep, observe).expect("a plan");
+    plan.steps.iter().map(|s| s.op.kind()).collect()
+}
+
+#[test]
+fn lenet5_planned_runs_match_and_each_batch_size_gets_its_plan() {
+    let model = Model::load(common::model_path("mnist_lenet5.onnx")).unwrap();
+    let exec = Executor::new(&model).unwrap();
+    let input = exec.inputs()[0].name.clone();
+    let feed = |batch| HashMap::from([(input.clone(), floats(&[batch, 1, 28, 28], batch))]);
+    twice(&exec, &feed(2), 1e-5);
+    twice(&exec, &feed(5), 1e-5);
+    // Both plans stay cached: b2 runs on its plan again, unchanged.
+    assert!(exec.plan_for(&feed(2), &[], false).is_some());
+    twice(&exec, &feed(2), 1e-5);
+    let steps = kinds(&exec, &feed(2), &[], false);
+    assert!(steps.iter().any(|k| k.starts_with("dense")), "{steps:?}");
+    assert!(steps.contains(&"view"), "{steps:?}");
+}
+
+#[test]
+fn minilm_folds_its_shape_arithmetic_and_runs_gemms_natively() {
+    let model = Model::load(common::model_path("paraphrase-MiniLM-L3-v2.onnx")).unwrap();
+    let exec = Executor::new(&model).unwrap();
+    let (batch, seq) = (2, 16);
+    let mut feed = HashMap::new();
+    for spec in exec.inputs() {
+        let ids: Vec<i64> = (0..batch * seq)
+            .map(|i| {
+                if spec.name.contains("mask") {
+                    1
+                } else {
+                    1000 + (i as i64 * 7919) % 1000
+                }
+            })
+            .collect();
+        let t = Tensor::from_vec(ids, (batch, seq), &Device::Cpu).unwrap();
+        feed.insert(
+            spec.name.clone(),
+            Value::new(t, whittle_ir::DataType::Int64).unwrap(),
+        );
+    }
+    twice(&exec, &feed, 1e-4);
+    let steps = kinds(&exec, &feed, &[], false);
+    let count = |k: &str| steps.iter().filter(|s| s.starts_with(k)).count();
+    assert!(count("folded") >= 10, "{steps:?}");
+    assert!(count("dense") >= 6, "{steps:?}");
+    assert!(count("matmul") >= 2, "{steps:?}");
+}
+
+fn node(op: &str, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto {
+        name: format!("{op}_{}", outputs[0]),
+        op_type: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: outputs.iter().map(|s| s.to_string()).collect(),
+        attribute,
+        ..Default::default()
+    }
+}
+
+fn init(name: &str, dims: &[usize], seed: usize) -> TensorProto {
+    let n = dims.iter().product();
+    TensorData::from_slice(dims.to_vec(), &values(n, seed))
+        .unwrap()
+        .to_proto(name)
+}
+
+fn model(nodes: Vec<NodeProto>, inits: Vec<TensorProto>, outputs: &[&str]) -> Model {
+    let value = |name: &str| ValueInfoProto {
+        name: name.into(),
+        ..Default::default()
+    };
+    Model::new(ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            node: nodes,
+            input: vec![value("x")],
+            output: outputs.iter().map(|o| value(o)).collect(),
+            initializer: inits,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// `y = silu(x · W + b)` written as MatMul, Add, Sigmoid, Mul.
+fn dense_silu() -> Model {
+    model(
+        vec![
+            node("MatMul", &["x", "w"], &["h"], vec![]),
+            node("Add", &["h", "b"], &["hb"], vec![]),
+            node("Sigmoid", &["hb"], &["s"], vec![]),
+            node("Mul", &["hb", "s"], &["y"], vec![]),
+        ],
+        vec![init("w", &[6, 5], 1), init("b", &[5], 2)],
+        &["y"],
+    )
+}
+
+#[test]
+fn matmul_bias_and_silu_fuse_into_one_step_unless_a_value_is_kept() {
+    let exec = Executor::new(&dense_silu()).unwrap();
+    let feed = HashMap::from([("x".to_string(), floats(&[3, 6], 7))]);
+    let out = twice(&exec, &feed, 1e-6);
+    assert_eq!(kinds(&exec, &feed, &[], false), ["dense+act"]);
+    // The reference: x·W + b, then x * sigmoid(x), in f64.
+    let (x, w, b) = (values(18, 7), values(30, 1), values(5, 2));
+    let want: Vec<f32> = (0..15)
+        .map(|i| {
+            let (r, c) = (i / 5, i % 5);
+            let h: f64 = (0..6)
+                .map(|k| x[r * 6 + k] as f64 * w[k * 5 + c] as f64)
+                .sum::<f64>()
+                + b[c] as f64;
+            (h / (1.0 + (-h).exp())) as f32
+        })
+        .collect();
+    assert!(max_abs_diff(f32s(&out["y"]), want) < 1e-5);
+    // Keeping the bias sum: the Add's output must exist, so only the bias fuses.
+    let keep = vec!["hb".to_string()];
+    let opts = || RunOptions {
+        keep: keep.clone(),
+        ..Default::default()
+    };
+    let first = exec.run_with(feed.clone(), opts()).unwrap();
+    let second = exec.run_with(feed.clone(), opts()).unwrap();
+    assert_eq!(
+        kinds(&exec, &feed, &keep, false),
+        ["dense", "unary", "fallback"]
+    );
+    assert!(max_abs_diff(f32s(&first["hb"]), f32s(&second["hb"])) < 1e-5);
+}
+
+#[test]
+fn a_hook_sees_every_value_of_a_planned_run() {
+    let exec = Executor::new(&dense_silu()).unwrap();
+    let feed = HashMap::from([("x".to_string(), floats(&[3, 6], 7))]);
+    let observe = |exec: &Executor| {
+        let mut seen = Vec::new();
+        let mut hook = |name: &str, _: &NodeProto, v: &Value| {
+            seen.push((name.to_string(), f32s(v)));
+            Ok(())
+        };
+        let opts = RunOptions {
+            hook: Some(&mut hook),
+            ..Default::default()
+        };
+        exec.run_with(feed.clone(), opts).unwrap();
+        seen
+    };
+    let recorded = observe(&exec);
+    let planned = observe(&exec);
+    assert!(exec.plan_for(&feed, &[], true).is_some());
+    let names: Vec<&str> = planned.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["h", "hb", "s", "y"]);
+    for ((n, a), (_, b)) in recorded.iter().zip(&planned) {
+        assert!(max_abs_diff(a.clone(), b.clone()) < 1e-6, "{n}");
+    }
+}
+
+#[test]
+fn batch_normalization_folds_into_the_conv_before_it() {
+    let m = model(
+        vec![
+            node(
+                "Conv",
+                &["x", "w", "cb"],
+                &["c"],
+                vec![make::ints("pads", &[1, 1, 1, 1])],
+            ),
+            node(
+                "BatchNormalization",
+                &["c", "g", "beta", "mean", "var"],
+                &["n"],
+                vec![],
+            ),
+            node("Relu", &["n"], &["y"], vec![]),
+        ],
+        vec![
+            init("w", &[3, 2, 3, 3], 1),
+            init("cb", &[3], 2),
+            init("g", &[3], 3),
+            init("beta", &[3], 4),
+            init("mean", &[3], 5),
+            TensorData::from_slice(vec![3], &[0.5f32, 1.5, 2.0])
+                .unwrap()
+                .to_proto("var"),
+        ],
+        &["y"],
+    );
+    let exec = Executor::new(&m).unwrap();
+    let feed = HashMap::from([("x".to_string(), floats(&[2, 2, 5, 5], 9))]);
+    twice(&exec, &feed, 1e-5);
+    let steps = kinds(&exec, &feed, &[], false);
+    // Conv (with the folded weights) and Relu: no BatchNormalization step.
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    // Observed, nothing folds: the hook must see the Conv's own output.
+    let mut names = Vec::new();
+    let mut hook = |name: &str, _: &NodeProto, _: &Value| {
+        names.push(name.to_string());
+        Ok(())
+    };
+    for _ in 0..2 {
+        let opts = RunOptions {
+            hook: Some(&mut hook),
+            ..Default::default()
+        };
+        exec.run_with(feed.clone(), opts).unwrap();
+    }
+    assert_eq!(names, ["c", "n", "y", "c", "n", "y"]);
+}
+
+#[test]
+fn a_data_dependent_shape_falls_back_to_the_node_by_node_path() {
+    let m = model(
+        vec![
+            node("NonZero", &["x"], &["nz"], vec![]),
+            node("Transpose", &["nz"], &["y"], vec![]),
+        ],
+        vec![],
+        &["y"],
+    );
+    let exec = Executor::new(&m).unwrap();
+    let feed = |v: Vec<f32>| {
+        HashMap::from([(
+            "x".to_string(),
+            Value::f32(Tensor::from_vec(v, 4, &Device::Cpu).unwrap()).unwrap(),
+        )])
+    };
+    let run = |v: Vec<f32>| exec.run(feed(v)).unwrap()["y"].to_i64_vec().unwrap();
+    assert_eq!(run(vec![0.0, 1.0, 0.0, 2.0]), [1, 3]);
+    // Same input shape, another output shape: the plan's recorded shape is wrong here.
+    assert_eq!(run(vec![3.0, 1.0, 0.0, 2.0]), [0, 1, 3]);
+    assert!(exec.plan_for(&feed(vec![0.0; 4]), &[], false).is_none());
+    assert_eq!(run(vec![0.0, 0.0, 0.0, 2.0]), [3]);
+}
