@@ -23,12 +23,20 @@ pub fn tensor_elements(t: &TensorProto) -> u64 {
 
 /// Parameters of a graph: the elements of every initializer and of every `Constant`
 /// node's tensor, so that folding constants into initializers (or back) leaves the count
-/// unchanged. BatchNormalization's running statistics count.
+/// unchanged; int64 tensors (shapes, axes, indices) are not parameters. BatchNormalization's
+/// running statistics count.
 pub fn parameter_count(graph: &GraphProto) -> u64 {
-    let initializers: u64 = graph.initializer.iter().map(tensor_elements).sum();
+    let weights = |t: &&TensorProto| t.data_type != crate::DataType::Int64.code();
+    let initializers: u64 = graph
+        .initializer
+        .iter()
+        .filter(weights)
+        .map(tensor_elements)
+        .sum();
     let constants: u64 = (graph.node.iter())
         .filter(|n| n.op_type == "Constant" && matches!(n.domain.as_str(), "" | "ai.onnx"))
         .flat_map(|n| n.attribute.iter().filter_map(|a| a.t.as_ref()))
+        .filter(weights)
         .map(tensor_elements)
         .sum();
     initializers + constants
