@@ -4,6 +4,7 @@
 //! it with [`Executor::run`]; [`RunOptions`] adds training mode, kept intermediates and a
 //! capture hook. Values are [`Value`]s: an exact ONNX element type beside a candle tensor.
 
+pub mod backward;
 pub mod conformance;
 pub mod error;
 pub mod executor;

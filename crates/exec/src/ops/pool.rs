@@ -149,7 +149,9 @@ fn max_pool(c: &OpCtx) -> Result<Vec<Value>> {
         return Ok(vec![p.x.with_tensor(y)?, Value::new(idx, DataType::Int64)?]);
     }
     let padded = p.padded(x, lowest(x.dtype()))?;
-    let y = if p.candle_2d() && x.dtype().is_float() {
+    // Not in training: candle 0.11's MaxPool2D backward multiplies the gradient by the
+    // window's share of maxima (1/4 for a unique maximum of 2x2) instead of dividing by it.
+    let y = if p.candle_2d() && x.dtype().is_float() && !c.training {
         let (k, s) = (&p.window.kernel, &p.window.strides);
         padded.max_pool2d_with_stride((k[0], k[1]), (s[0], s[1]))?
     } else {

@@ -1,0 +1,295 @@
+//! A graph-level backward: gradients of the trainable initializers derived once from the
+//! forward graph, one vector-Jacobian rule per ONNX operator (as ONNX Runtime Training's
+//! gradient builder and JAX do), instead of candle's per-operation tape.
+//!
+//! [`GraphBackward::new`] walks the graph once: which values depend on a trainable
+//! parameter ("active"), which node needs which rule, and which forward values the rules
+//! read (only those are kept). [`GraphBackward::forward`] runs the graph in training mode on
+//! detached parameters (no tape is recorded) and keeps those values;
+//! [`GraphBackward::backward`] walks the nodes in reverse from the gradients of the graph
+//! outputs, accumulating each value's gradient in place in one buffer, freed as soon as its
+//! producer has consumed it.
+
+mod rules;
+
+use std::collections::{HashMap, HashSet};
+
+use candle_core::Tensor;
+use whittle_ir::proto::NodeProto;
+
+use crate::error::{ExecError, Result};
+use crate::executor::{node_seed, Executor, RunOptions};
+use crate::value::Value;
+
+/// Operators whose outputs carry no gradient (shapes, indices, comparisons): a node of these
+/// stops the backward walk instead of needing a rule.
+const NO_GRADIENT: &[&str] = &[
+    "Shape",
+    "Size",
+    "ArgMax",
+    "ArgMin",
+    "Equal",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "IsNaN",
+    "IsInf",
+    "NonZero",
+];
+
+/// The backward of one graph for one set of trainable parameters.
+pub struct GraphBackward {
+    /// Run-order positions of the nodes with an active input, with their rules.
+    steps: Vec<(usize, rules::Rule)>,
+    /// Values that depend on a trainable parameter.
+    active: HashSet<String>,
+    /// Forward values some rule reads.
+    saved: HashSet<String>,
+}
+
+/// What a training forward keeps for backward.
+pub struct Recording {
+    /// The graph outputs.
+    pub outputs: HashMap<String, Value>,
+    /// The values the rules read, by name.
+    saved: HashMap<String, Value>,
+    /// The shape of every value the run produced or was fed.
+    shapes: HashMap<String, Vec<usize>>,
+    /// The run's seed (Dropout masks are recomputed from it).
+    seed: u64,
+}
+
+impl GraphBackward {
+    /// Derives the backward of `exec`'s graph for its trainable parameters
+    /// ([`Executor::params`]). Fails with [`ExecError::Unsupported`] naming the first node on
+    /// a parameter's path that has no rule, and refuses parameters that are not float32.
+    pub fn new(exec: &Executor) -> Result<Self> {
+        for (name, var) in exec.params() {
+            if var.dtype() != candle_core::DType::F32 {
+                return Err(ExecError::UnsupportedType {
+                    what: format!(
+                        "graph-level gradient of parameter '{name}' of type {:?}",
+                        var.dtype()
+                    ),
+                });
+            }
+        }
+        let mut active: HashSet<String> = exec.params().keys().cloned().collect();
+        let mut saved = HashSet::new();
+        let mut steps = Vec::new();
+        for (pos, node) in exec.run_order().into_iter().enumerate() {
+            if !node.input.iter().any(|i| active.contains(i)) {
+                continue;
+            }
+            if NO_GRADIENT.contains(&node.op_type.as_str()) && node.domain.is_empty() {
+                continue;
+            }
+            let def = rules::lookup(&node.domain, &node.op_type).ok_or_else(|| {
+                ExecError::Unsupported {
+                    node: label(node),
+                    op: format!("{} (no gradient rule)", node.op_type),
+                    domain: node.domain.clone(),
+                }
+            })?;
+            let pick = |names: &[String], slots: &[usize]| {
+                slots
+                    .iter()
+                    .filter_map(|&s| names.get(s).filter(|n| !n.is_empty()).cloned())
+                    .collect::<Vec<_>>()
+            };
+            saved.extend(pick(&node.input, def.inputs));
+            saved.extend(pick(&node.output, def.outputs));
+            active.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
+            steps.push((pos, def.rule));
+        }
+        Ok(GraphBackward {
+            steps,
+            active,
+            saved,
+        })
+    }
+
+    /// Runs `inputs` through the graph in training mode with Dropout seeded by `seed`,
+    /// recording BatchNormalization running statistics into `running_stats` (as
+    /// [`RunOptions::running_stats`]) and keeping what [`GraphBackward::backward`] reads.
+    pub fn forward(
+        &self,
+        exec: &Executor,
+        inputs: HashMap<String, Value>,
+        seed: u64,
+        running_stats: Option<&mut HashMap<String, Value>>,
+    ) -> Result<Recording> {
+        let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut saved = HashMap::new();
+        let mut env = HashMap::new();
+        for (name, v) in inputs {
+            shapes.insert(name.clone(), v.shape().to_vec());
+            if self.saved.contains(&name) {
+                saved.insert(name.clone(), v.clone());
+            }
+            env.insert(name, v);
+        }
+        // Detached parameters: the forward records no tape.
+        for (name, var) in exec.params() {
+            let v = Value::from_float(var.as_tensor().detach())?;
+            shapes.insert(name.clone(), v.shape().to_vec());
+            env.insert(name.clone(), v);
+        }
+        let mut hook = |name: &str, _: &NodeProto, v: &Value| -> Result<()> {
+            shapes.insert(name.to_string(), v.shape().to_vec());
+            if self.saved.contains(name) {
+                saved.insert(name.to_string(), v.clone());
+            }
+            Ok(())
+        };
+        let opts = RunOptions {
+            training: true,
+            seed: Some(seed),
+            running_stats,
+            hook: Some(&mut hook),
+            ..Default::default()
+        };
+        let order = exec.run_order();
+        let mut live = exec.run_range(0..order.len(), env, opts)?;
+        // Initializers the rules read are no run's values: their shapes come from the executor.
+        for &(pos, _) in &self.steps {
+            for name in &order[pos].input {
+                if !name.is_empty() && !shapes.contains_key(name) {
+                    if let Some(v) = exec.initializer(name) {
+                        shapes.insert(name.clone(), v.shape().to_vec());
+                    }
+                }
+            }
+        }
+        let outputs = exec
+            .output_names()
+            .into_iter()
+            .map(|n| match live.remove(&n) {
+                Some(v) => Ok((n, v)),
+                None => Err(ExecError::msg(format!("output '{n}' was not computed"))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Recording {
+            outputs,
+            saved,
+            shapes,
+            seed,
+        })
+    }
+
+    /// Gradients of the trainable parameters the seeds reach, from `seeds`: the gradient of
+    /// the loss for graph outputs (float32, each shaped like its output).
+    pub fn backward(
+        &self,
+        exec: &Executor,
+        rec: &Recording,
+        seeds: HashMap<String, Tensor>,
+    ) -> Result<HashMap<String, Tensor>> {
+        let mut grads: HashMap<String, Vec<f32>> = HashMap::new();
+        for (name, g) in seeds {
+            let data = g
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?;
+            if Some(data.len()) != rec.shapes.get(&name).map(|s| s.iter().product()) {
+                return Err(ExecError::msg(format!(
+                    "the gradient given for output '{name}' has {} elements, the output {:?}",
+                    data.len(),
+                    rec.shapes.get(&name)
+                )));
+            }
+            accumulate(&mut grads, &name, data);
+        }
+        let order = exec.run_order();
+        for &(pos, rule) in self.steps.iter().rev() {
+            let node = order[pos];
+            let dys: Vec<Option<Vec<f32>>> = node.output.iter().map(|o| grads.remove(o)).collect();
+            if dys.iter().all(Option::is_none) {
+                continue;
+            }
+            let mut ctx = rules::RuleCtx {
+                node,
+                opset: exec.opset(&node.domain),
+                seed: node_seed(rec.seed, pos),
+                exec,
+                rec,
+                dys,
+                wants: node.input.iter().map(|i| self.active.contains(i)).collect(),
+            };
+            let fail = |message: String| ExecError::Node {
+                node: label(node),
+                op: format!("{} gradient", node.op_type),
+                message,
+            };
+            let dxs = rule(&mut ctx).map_err(|e| match e {
+                ExecError::Msg(m) => fail(m),
+                other => other,
+            })?;
+            for (i, dx) in dxs.into_iter().enumerate() {
+                let (Some(dx), Some(name)) = (dx, node.input.get(i)) else {
+                    continue;
+                };
+                if !ctx.wants[i] {
+                    continue;
+                }
+                let expected: usize = rec.shape(name)?.iter().product();
+                if dx.len() != expected {
+                    return Err(fail(format!(
+                        "input '{name}' got a gradient of {} elements for {expected}",
+                        dx.len()
+                    )));
+                }
+                accumulate(&mut grads, name, dx);
+            }
+        }
+        let mut out = HashMap::new();
+        for name in exec.params().keys() {
+            if let Some(g) = grads.remove(name) {
+                let shape = rec.shape(name)?.to_vec();
+                out.insert(name.clone(), Tensor::from_vec(g, shape, exec.device())?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Recording {
+    /// The shape of value `name` in this run.
+    fn shape(&self, name: &str) -> Result<&[usize]> {
+        self.shapes
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| ExecError::msg(format!("no shape was recorded for '{name}'")))
+    }
+
+    /// The forward value `name`: kept by the run, a parameter or an initializer.
+    fn value(&self, exec: &Executor, name: &str) -> Result<Value> {
+        if let Some(v) = self.saved.get(name) {
+            return Ok(v.clone());
+        }
+        if let Some(var) = exec.params().get(name) {
+            return Value::from_float(var.as_tensor().detach());
+        }
+        exec.initializer(name)
+            .ok_or_else(|| ExecError::msg(format!("the forward value '{name}' was not kept")))
+    }
+}
+
+/// A node's name for messages, or the value it produces when it has none.
+fn label(node: &NodeProto) -> String {
+    match (node.name.is_empty(), node.output.first()) {
+        (true, Some(out)) => format!("(unnamed, producing '{out}')"),
+        _ => node.name.clone(),
+    }
+}
+
+/// Adds `g` into the gradient of `name` (the first contribution is moved in, no copy).
+fn accumulate(grads: &mut HashMap<String, Vec<f32>>, name: &str, g: Vec<f32>) {
+    match grads.get_mut(name) {
+        Some(sum) => sum.iter_mut().zip(&g).for_each(|(s, v)| *s += v),
+        None => {
+            grads.insert(name.to_string(), g);
+        }
+    }
+}

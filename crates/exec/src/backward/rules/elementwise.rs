@@ -1,0 +1,256 @@
+//! Rules of the elementwise operators: broadcasting Add/Sub/Mul/Div (gradients summed back
+//! over the broadcast axes) and the activations, from their input or their output.
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+use whittle_ir::NodeAttrs;
+
+use super::RuleCtx;
+use crate::bail;
+use crate::error::Result;
+use crate::kernels::activation::erf_f32;
+
+/// Gradients of a node, one per input.
+type Grads = Result<Vec<Option<Vec<f32>>>>;
+
+/// Elements per rayon task of the elementwise maps.
+const CHUNK: usize = 16 * 1024;
+
+/// Calls `f(out_offset, in_offset, in_step, len)` for every run of the last axis of
+/// `out_shape`, where `in_shape` (NumPy-broadcast to `out_shape`) is read at `in_offset +
+/// k * in_step` for element `out_offset + k` of the run.
+fn for_each_run(
+    out_shape: &[usize],
+    in_shape: &[usize],
+    mut f: impl FnMut(usize, usize, usize, usize),
+) -> Result<()> {
+    let rank = out_shape.len();
+    if in_shape.len() > rank {
+        bail!("shape {in_shape:?} does not broadcast to {out_shape:?}");
+    }
+    let pad = rank - in_shape.len();
+    let mut strides = vec![0usize; rank];
+    let mut s = 1;
+    for d in (0..in_shape.len()).rev() {
+        let (i, o) = (in_shape[d], out_shape[pad + d]);
+        if i != o && i != 1 {
+            bail!("shape {in_shape:?} does not broadcast to {out_shape:?}");
+        }
+        strides[pad + d] = if i == 1 { 0 } else { s };
+        s *= i;
+    }
+    let total: usize = out_shape.iter().product();
+    if rank == 0 {
+        f(0, 0, 0, total);
+        return Ok(());
+    }
+    let inner = out_shape[rank - 1];
+    if total == 0 || inner == 0 {
+        return Ok(());
+    }
+    let mut index = vec![0usize; rank - 1];
+    let mut base = 0usize;
+    for out in (0..total).step_by(inner) {
+        f(out, base, strides[rank - 1], inner);
+        for d in (0..rank - 1).rev() {
+            index[d] += 1;
+            base += strides[d];
+            if index[d] < out_shape[d] {
+                break;
+            }
+            base -= strides[d] * index[d];
+            index[d] = 0;
+        }
+    }
+    Ok(())
+}
+
+/// `x` of `x_shape` broadcast to `out_shape` (borrowed when the shapes hold as many elements).
+pub(super) fn expand<'a>(
+    x: &'a [f32],
+    x_shape: &[usize],
+    out_shape: &[usize],
+) -> Result<Cow<'a, [f32]>> {
+    let total: usize = out_shape.iter().product();
+    if x.len() == total {
+        return Ok(Cow::Borrowed(x));
+    }
+    let mut out = vec![0.0; total];
+    for_each_run(out_shape, x_shape, |o, i, step, len| {
+        for k in 0..len {
+            out[o + k] = x[i + k * step];
+        }
+    })?;
+    Ok(Cow::Owned(out))
+}
+
+/// `dy` of `out_shape` summed over the axes along which `in_shape` was broadcast.
+pub(super) fn reduce_to(
+    dy: Cow<[f32]>,
+    out_shape: &[usize],
+    in_shape: &[usize],
+) -> Result<Vec<f32>> {
+    let n: usize = in_shape.iter().product();
+    if n == dy.len() {
+        return Ok(dy.into_owned());
+    }
+    let mut out = vec![0.0; n];
+    for_each_run(out_shape, in_shape, |o, i, step, len| {
+        if step == 0 {
+            out[i] += dy[o..o + len].iter().sum::<f32>();
+        } else {
+            for k in 0..len {
+                out[i + k * step] += dy[o + k];
+            }
+        }
+    })?;
+    Ok(out)
+}
+
+/// `f(a, b)` elementwise, in parallel chunks.
+fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+    let mut out = vec![0.0; a.len()];
+    out.par_chunks_mut(CHUNK)
+        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+        .for_each(|(o, (a, b))| {
+            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
+                *o = f(*a, *b);
+            }
+        });
+    out
+}
+
+/// Add and Sub: the output gradient summed to each operand's shape (negated for Sub's second).
+pub(super) fn add_sub(c: &mut RuleCtx) -> Grads {
+    let out = c.out_shape(0)?;
+    let dy = c.dy()?;
+    let mut grads = vec![None, None];
+    for i in 0..2 {
+        if c.wants(i) {
+            let mut g = reduce_to(Cow::Borrowed(&dy), out, c.in_shape(i)?)?;
+            if i == 1 && c.node.op_type == "Sub" {
+                g.iter_mut().for_each(|v| *v = -*v);
+            }
+            grads[i] = Some(g);
+        }
+    }
+    Ok(grads)
+}
+
+/// Mul (`da = dy·b`, `db = dy·a`) and Div (`da = dy/b`, `db = -dy·a/b²`), summed to shape.
+pub(super) fn mul_div(c: &mut RuleCtx) -> Grads {
+    let out = c.out_shape(0)?;
+    let dy = c.dy()?;
+    let (a, b) = (c.input(0)?.to_f32_vec()?, c.input(1)?.to_f32_vec()?);
+    let ea = expand(&a, c.in_shape(0)?, out)?;
+    let eb = expand(&b, c.in_shape(1)?, out)?;
+    let div = c.node.op_type == "Div";
+    let mut grads = vec![None, None];
+    if c.wants(0) {
+        let g = if div {
+            zip_map(&dy, &eb, |d, b| d / b)
+        } else {
+            zip_map(&dy, &eb, |d, b| d * b)
+        };
+        grads[0] = Some(reduce_to(Cow::Owned(g), out, c.in_shape(0)?)?);
+    }
+    if c.wants(1) {
+        let g = if div {
+            let q = zip_map(&ea, &eb, |a, b| -a / (b * b));
+            zip_map(&dy, &q, |d, q| d * q)
+        } else {
+            zip_map(&dy, &ea, |d, a| d * a)
+        };
+        grads[1] = Some(reduce_to(Cow::Owned(g), out, c.in_shape(1)?)?);
+    }
+    Ok(grads)
+}
+
+/// Relu, Sigmoid and Tanh, whose derivatives are functions of their output.
+pub(super) fn from_output(c: &mut RuleCtx) -> Grads {
+    let y = c.output(0)?.to_f32_vec()?;
+    let dy = c.dy()?;
+    let dx = match c.node.op_type.as_str() {
+        "Relu" => zip_map(&dy, &y, |d, y| if y > 0.0 { d } else { 0.0 }),
+        "Sigmoid" => zip_map(&dy, &y, |d, y| d * y * (1.0 - y)),
+        "Tanh" => zip_map(&dy, &y, |d, y| d * (1.0 - y * y)),
+        other => bail!("no output-based rule for {other}"),
+    };
+    Ok(vec![Some(dx)])
+}
+
+/// LeakyRelu, HardSigmoid, HardSwish, Erf and Gelu, whose derivatives read their input.
+pub(super) fn from_input(c: &mut RuleCtx) -> Grads {
+    let x = c.input(0)?.to_f32_vec()?;
+    let dy = c.dy()?;
+    let node = c.node;
+    let dx = match node.op_type.as_str() {
+        "LeakyRelu" => {
+            let alpha = node.float_or("alpha", 0.01)?;
+            zip_map(&dy, &x, move |d, x| if x < 0.0 { alpha * d } else { d })
+        }
+        "HardSigmoid" => {
+            let alpha = node.float_or("alpha", 0.2)?;
+            let beta = node.float_or("beta", 0.5)?;
+            zip_map(&dy, &x, move |d, x| {
+                let v = alpha * x + beta;
+                if v > 0.0 && v < 1.0 {
+                    alpha * d
+                } else {
+                    0.0
+                }
+            })
+        }
+        "HardSwish" => zip_map(&dy, &x, |d, x| {
+            if x >= 3.0 {
+                d
+            } else if x > -3.0 {
+                d * (2.0 * x + 3.0) / 6.0
+            } else {
+                0.0
+            }
+        }),
+        "Erf" => zip_map(&dy, &x, |d, x| {
+            d * std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp()
+        }),
+        "Gelu" if node.string_or("approximate", "none")? == "tanh" => zip_map(&dy, &x, |d, x| {
+            let k = (2.0 / std::f32::consts::PI).sqrt();
+            let t = (k * (x + 0.044_715 * x * x * x)).tanh();
+            let du = k * (1.0 + 3.0 * 0.044_715 * x * x);
+            d * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+        }),
+        "Gelu" => zip_map(&dy, &x, |d, x| {
+            let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
+            d * (cdf + x * pdf)
+        }),
+        other => bail!("no input-based rule for {other}"),
+    };
+    Ok(vec![Some(dx)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reduce_to_sums_broadcast_axes() {
+        // [2, 3] summed to [3] and to [2, 1].
+        let dy = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let cols = reduce_to(Cow::Borrowed(&dy), &[2, 3], &[3]).unwrap();
+        assert_eq!(cols, vec![5.0, 7.0, 9.0]);
+        let rows = reduce_to(Cow::Borrowed(&dy), &[2, 3], &[2, 1]).unwrap();
+        assert_eq!(rows, vec![6.0, 15.0]);
+        let all = reduce_to(Cow::Borrowed(&dy), &[2, 3], &[]).unwrap();
+        assert_eq!(all, vec![21.0]);
+    }
+
+    #[test]
+    fn expand_repeats_along_broadcast_axes() {
+        let x = [1.0, 2.0];
+        let e = expand(&x, &[2, 1], &[2, 3]).unwrap();
+        assert_eq!(&*e, &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+        assert!(expand(&x, &[3], &[2, 3]).is_err());
+    }
+}

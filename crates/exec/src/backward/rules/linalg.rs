@@ -1,0 +1,240 @@
+//! Rules of the products: Gemm, MatMul (broadcast batches) and Conv, on the GEMM and
+//! convolution kernels.
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+use whittle_ir::NodeAttrs;
+
+use super::elementwise::reduce_to;
+use super::window::Window;
+use super::{kern, RuleCtx};
+use crate::bail;
+use crate::error::Result;
+use crate::kernels::conv::{conv2d_backward_input, conv2d_backward_weight};
+use crate::kernels::gemm::{gemm, gemm_with, Epilogue, MatRef, Threads};
+
+/// Gradients of a node, one per input.
+type Grads = Result<Vec<Option<Vec<f32>>>>;
+
+/// `alpha · a · b` into a new `a.rows() x b.cols()` buffer.
+fn product(a: MatRef, b: MatRef, alpha: f32) -> Result<Vec<f32>> {
+    let mut c = vec![0.0; a.rows() * b.cols()];
+    kern(gemm(a, b, &mut c, alpha, 0.0, &Epilogue::NONE))?;
+    Ok(c)
+}
+
+/// Gemm: `Y = alpha·op(A)·op(B) + beta·C`.
+pub(super) fn gemm_rule(c: &mut RuleCtx) -> Grads {
+    let node = c.node;
+    let alpha = node.float_or("alpha", 1.0)?;
+    let beta = node.float_or("beta", 1.0)?;
+    let trans_a = node.int_or("transA", 0)? != 0;
+    let trans_b = node.int_or("transB", 0)? != 0;
+    let (sa, sb) = (c.in_shape(0)?, c.in_shape(1)?);
+    let ([ra, ca], [rb, cb]) = (dims2(sa)?, dims2(sb)?);
+    let dy = c.dy()?;
+    let (a, b) = (c.input(0)?.to_f32_vec()?, c.input(1)?.to_f32_vec()?);
+    let am = kern(MatRef::row_major(&a, ra, ca))?;
+    let bm = kern(MatRef::row_major(&b, rb, cb))?;
+    let op_a = if trans_a { am.t() } else { am };
+    let op_b = if trans_b { bm.t() } else { bm };
+    let (m, n) = (op_a.rows(), op_b.cols());
+    let g = kern(MatRef::row_major(&dy, m, n))?;
+    let mut grads = vec![None, None, None];
+    if c.wants(0) {
+        grads[0] = Some(if trans_a {
+            product(op_b, g.t(), alpha)?
+        } else {
+            product(g, op_b.t(), alpha)?
+        });
+    }
+    if c.wants(1) {
+        grads[1] = Some(if trans_b {
+            product(g.t(), op_a, alpha)?
+        } else {
+            product(op_a.t(), g, alpha)?
+        });
+    }
+    if c.wants(2) {
+        let mut dc = reduce_to(Cow::Borrowed(&dy), &[m, n], c.in_shape(2)?)?;
+        dc.iter_mut().for_each(|v| *v *= beta);
+        grads[2] = Some(dc);
+    }
+    Ok(grads)
+}
+
+fn dims2(s: &[usize]) -> Result<[usize; 2]> {
+    match s {
+        [r, c] => Ok([*r, *c]),
+        _ => bail!("Gemm operands must be 2-D, got {s:?}"),
+    }
+}
+
+/// MatMul with NumPy semantics: 1-D operands promoted, batch dimensions broadcast (their
+/// gradients summed back).
+pub(super) fn matmul(c: &mut RuleCtx) -> Grads {
+    let (sa, sb) = (c.in_shape(0)?.to_vec(), c.in_shape(1)?.to_vec());
+    let a_shape = if sa.len() == 1 { vec![1, sa[0]] } else { sa };
+    let b_shape = if sb.len() == 1 { vec![sb[0], 1] } else { sb };
+    if a_shape.len() < 2 || b_shape.len() < 2 {
+        bail!("MatMul of scalars");
+    }
+    let (m, k) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
+    let n = b_shape[b_shape.len() - 1];
+    let dy = c.dy()?;
+    let (a, b) = (c.input(0)?.to_f32_vec()?, c.input(1)?.to_f32_vec()?);
+    let (want_a, want_b) = (c.wants(0), c.wants(1));
+    if b_shape.len() == 2 {
+        // A's batches fold into its rows: one GEMM per gradient.
+        let rows = a.len() / k.max(1);
+        let (am, bm) = (
+            kern(MatRef::row_major(&a, rows, k))?,
+            kern(MatRef::row_major(&b, k, n))?,
+        );
+        let g = kern(MatRef::row_major(&dy, rows, n))?;
+        let da = want_a.then(|| product(g, bm.t(), 1.0)).transpose()?;
+        let db = want_b.then(|| product(am.t(), g, 1.0)).transpose()?;
+        return Ok(vec![da, db]);
+    }
+    let batch_a = &a_shape[..a_shape.len() - 2];
+    let batch_b = &b_shape[..b_shape.len() - 2];
+    let batch = crate::kernels::binary::broadcast_shape(batch_a, batch_b)
+        .map_err(|e| crate::error::ExecError::msg(e.to_string()))?;
+    let ia = batch_index(&batch, batch_a)?;
+    let ib = batch_index(&batch, batch_b)?;
+    let (mut da, mut db) = (vec![0.0; a.len()], vec![0.0; b.len()]);
+    let (sa, sb, sy) = (m * k, k * n, m * n);
+    let one_to_one = |idx: &[usize], len: usize| {
+        idx.len() == len && idx.iter().enumerate().all(|(i, &j)| i == j)
+    };
+    let nb = batch.iter().product::<usize>();
+    let (a_own, b_own) = (
+        one_to_one(&ia, a.len() / sa.max(1)),
+        one_to_one(&ib, b.len() / sb.max(1)),
+    );
+    if want_a {
+        if a_own {
+            // Every batch of A has its own output batch: independent, in parallel.
+            da.par_chunks_mut(sa.max(1))
+                .enumerate()
+                .try_for_each(|(i, out)| -> Result<()> {
+                    let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
+                    let bb = mat(&b[ib[i] * sb..(ib[i] + 1) * sb], k, n)?;
+                    kern(gemm_with(
+                        Threads::One,
+                        g,
+                        bb.t(),
+                        out,
+                        1.0,
+                        0.0,
+                        &Epilogue::NONE,
+                    ))
+                })?;
+        } else {
+            for i in 0..nb {
+                let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
+                let bb = mat(&b[ib[i] * sb..(ib[i] + 1) * sb], k, n)?;
+                let out = &mut da[ia[i] * sa..(ia[i] + 1) * sa];
+                kern(gemm(g, bb.t(), out, 1.0, 1.0, &Epilogue::NONE))?;
+            }
+        }
+    }
+    if want_b {
+        if b_own {
+            db.par_chunks_mut(sb.max(1))
+                .enumerate()
+                .try_for_each(|(i, out)| -> Result<()> {
+                    let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
+                    let ab = mat(&a[ia[i] * sa..(ia[i] + 1) * sa], m, k)?;
+                    kern(gemm_with(
+                        Threads::One,
+                        ab.t(),
+                        g,
+                        out,
+                        1.0,
+                        0.0,
+                        &Epilogue::NONE,
+                    ))
+                })?;
+        } else {
+            for i in 0..nb {
+                let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
+                let ab = mat(&a[ia[i] * sa..(ia[i] + 1) * sa], m, k)?;
+                let out = &mut db[ib[i] * sb..(ib[i] + 1) * sb];
+                kern(gemm(ab.t(), g, out, 1.0, 1.0, &Epilogue::NONE))?;
+            }
+        }
+    }
+    Ok(vec![want_a.then_some(da), want_b.then_some(db)])
+}
+
+/// `x` as a row-major `rows x cols` matrix.
+fn mat(x: &[f32], rows: usize, cols: usize) -> Result<MatRef<'_>> {
+    kern(MatRef::row_major(x, rows, cols))
+}
+
+/// For each batch of the broadcast `batch` shape, the index of the batch of an operand
+/// whose batch dimensions are `own` (NumPy broadcasting).
+fn batch_index(batch: &[usize], own: &[usize]) -> Result<Vec<usize>> {
+    let total: usize = batch.iter().product();
+    let mut idx = vec![0usize; total];
+    let ids: Vec<f32> = (0..own.iter().product::<usize>())
+        .map(|i| i as f32)
+        .collect();
+    let expanded = super::elementwise::expand(&ids, own, batch)?;
+    for (o, v) in idx.iter_mut().zip(expanded.iter()) {
+        *o = *v as usize;
+    }
+    Ok(idx)
+}
+
+/// Conv (1-D and 2-D, groups, strides, pads, dilations): input and weight gradients on the
+/// convolution kernels, the bias gradient as the sum of the output gradient.
+pub(super) fn conv(c: &mut RuleCtx) -> Grads {
+    let x_shape = c.in_shape(0)?;
+    let w_shape = c.in_shape(1)?;
+    let shape = Window::of(c.node, x_shape, &w_shape[2..])?.conv_shape(x_shape, w_shape, c.node)?;
+    if [shape.out_h(), shape.out_w()] != spatial2(c.out_shape(0)?)? {
+        bail!(
+            "the output shape {:?} disagrees with the attributes",
+            c.out_shape(0)?
+        );
+    }
+    let dy = c.dy()?;
+    let mut grads = vec![None, None, None];
+    if c.wants(0) {
+        let w = c.input(1)?.to_f32_vec()?;
+        let mut dx = vec![0.0; x_shape.iter().product()];
+        kern(conv2d_backward_input(&shape, &dy, &w, &mut dx))?;
+        grads[0] = Some(dx);
+    }
+    if c.wants(1) || c.wants(2) {
+        let x = c.input(0)?.to_f32_vec()?;
+        let mut dw = vec![0.0; w_shape.iter().product()];
+        let mut db = vec![0.0; shape.c_out];
+        let want_bias = c.wants(2);
+        kern(conv2d_backward_weight(
+            &shape,
+            &x,
+            &dy,
+            &mut dw,
+            want_bias.then_some(db.as_mut_slice()),
+        ))?;
+        grads[1] = c.wants(1).then_some(dw);
+        grads[2] = want_bias.then_some(db);
+    }
+    Ok(grads)
+}
+
+/// The spatial dimensions of an NCHW (or NCW, as H = 1) shape.
+pub(super) fn spatial2(s: &[usize]) -> Result<[usize; 2]> {
+    match s {
+        [_, _, w] => Ok([1, *w]),
+        [_, _, h, w] => Ok([*h, *w]),
+        _ => bail!(
+            "only 1-D and 2-D windows have gradients, got a rank-{} tensor",
+            s.len()
+        ),
+    }
+}

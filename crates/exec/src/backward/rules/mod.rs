@@ -1,0 +1,153 @@
+//! The vector-Jacobian rules, one family per file, and the table mapping an operator to its
+//! rule and to the forward values the rule reads.
+
+mod elementwise;
+mod linalg;
+mod norm;
+mod pool;
+mod shape;
+mod window;
+
+use whittle_ir::proto::NodeProto;
+
+use super::Recording;
+use crate::bail;
+use crate::error::Result;
+use crate::executor::Executor;
+use crate::value::Value;
+
+/// A rule: the gradient of each input (`None` where not wanted or not differentiable) from
+/// the gradients of the node's outputs.
+pub(crate) type Rule = fn(&mut RuleCtx) -> Result<Vec<Option<Vec<f32>>>>;
+
+/// A rule and the forward values it reads (input and output slots of the node).
+pub(crate) struct RuleDef {
+    pub rule: Rule,
+    pub inputs: &'static [usize],
+    pub outputs: &'static [usize],
+}
+
+/// Everything a rule sees.
+pub(crate) struct RuleCtx<'a> {
+    pub node: &'a NodeProto,
+    pub opset: i64,
+    /// The seed the node's random draws had in the forward.
+    pub seed: u64,
+    pub exec: &'a Executor,
+    pub rec: &'a Recording,
+    /// Gradient of each output (`None`: the loss does not reach it).
+    pub dys: Vec<Option<Vec<f32>>>,
+    /// Whether each input needs a gradient.
+    pub wants: Vec<bool>,
+}
+
+impl RuleCtx<'_> {
+    /// Whether input `i` needs a gradient.
+    pub fn wants(&self, i: usize) -> bool {
+        self.wants.get(i).copied().unwrap_or(false)
+    }
+
+    /// The gradient of output 0 (zeros where the loss reaches only other outputs).
+    pub fn dy(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
+        match self.dys.first() {
+            Some(Some(g)) => Ok(std::borrow::Cow::Borrowed(g)),
+            _ => Ok(std::borrow::Cow::Owned(vec![
+                0.0;
+                self.out_shape(0)?
+                    .iter()
+                    .product()
+            ])),
+        }
+    }
+
+    /// The gradient of output 0, taken out of the context (zeros as in [`RuleCtx::dy`]).
+    pub fn take_dy(&mut self) -> Result<Vec<f32>> {
+        match self.dys.first_mut().and_then(Option::take) {
+            Some(g) => Ok(g),
+            None => Ok(vec![0.0; self.out_shape(0)?.iter().product()]),
+        }
+    }
+
+    /// The shape of input `i`.
+    pub fn in_shape(&self, i: usize) -> Result<&[usize]> {
+        match self.node.input.get(i) {
+            Some(name) if !name.is_empty() => self.rec.shape(name),
+            _ => bail!("input #{i} is missing"),
+        }
+    }
+
+    /// The shape of output `i`.
+    pub fn out_shape(&self, i: usize) -> Result<&[usize]> {
+        match self.node.output.get(i) {
+            Some(name) if !name.is_empty() => self.rec.shape(name),
+            _ => bail!("output #{i} is missing"),
+        }
+    }
+
+    /// The forward value of input `i`, `None` if the node omits it.
+    pub fn opt_input(&self, i: usize) -> Result<Option<Value>> {
+        match self.node.input.get(i) {
+            Some(name) if !name.is_empty() => Ok(Some(self.rec.value(self.exec, name)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The forward value of input `i`.
+    pub fn input(&self, i: usize) -> Result<Value> {
+        match self.opt_input(i)? {
+            Some(v) => Ok(v),
+            None => bail!("input #{i} is missing"),
+        }
+    }
+
+    /// The forward value of output `i`.
+    pub fn output(&self, i: usize) -> Result<Value> {
+        match self.node.output.get(i) {
+            Some(name) if !name.is_empty() => self.rec.value(self.exec, name),
+            _ => bail!("output #{i} is missing"),
+        }
+    }
+}
+
+/// A kernel's refusal as an executor error (the backward names the node).
+pub(super) fn kern<T>(r: crate::kernels::Result<T>) -> Result<T> {
+    r.map_err(|e| crate::error::ExecError::msg(e.to_string()))
+}
+
+/// The rule of `op_type` in `domain`, if there is one.
+pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<RuleDef> {
+    let domain = if domain == "ai.onnx" { "" } else { domain };
+    if !domain.is_empty() {
+        return None;
+    }
+    let def = |rule: Rule, inputs: &'static [usize], outputs: &'static [usize]| RuleDef {
+        rule,
+        inputs,
+        outputs,
+    };
+    Some(match op_type {
+        "Add" | "Sub" => def(elementwise::add_sub, &[], &[]),
+        "Mul" | "Div" => def(elementwise::mul_div, &[0, 1], &[]),
+        "Relu" | "Sigmoid" | "Tanh" => def(elementwise::from_output, &[], &[0]),
+        "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Erf" | "Gelu" => {
+            def(elementwise::from_input, &[0], &[])
+        }
+        "Gemm" => def(linalg::gemm_rule, &[0, 1], &[]),
+        "MatMul" => def(linalg::matmul, &[0, 1], &[]),
+        "Conv" => def(linalg::conv, &[0, 1], &[]),
+        "BatchNormalization" => def(norm::batch_norm, &[0, 1], &[]),
+        "LayerNormalization" => def(norm::layer_norm, &[0, 1], &[]),
+        "Softmax" => def(norm::softmax, &[], &[0]),
+        "MaxPool" => def(pool::max_pool, &[0], &[]),
+        "AveragePool" => def(pool::average_pool, &[], &[]),
+        "GlobalAveragePool" => def(pool::global_average_pool, &[], &[]),
+        "Identity" | "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => {
+            def(shape::same_elements, &[], &[])
+        }
+        "Transpose" => def(shape::transpose, &[], &[]),
+        "Concat" => def(shape::concat, &[], &[]),
+        "ReduceMean" | "ReduceSum" => def(shape::reduce, &[1], &[]),
+        "Dropout" => def(shape::dropout, &[1, 2], &[]),
+        _ => return None,
+    })
+}

@@ -1,0 +1,67 @@
+//! Rules of the pools: MaxPool (the gradient goes to each window's arg-max, recomputed from
+//! the kept input), AveragePool and GlobalAveragePool (spread evenly).
+
+use rayon::prelude::*;
+use whittle_ir::NodeAttrs;
+
+use super::window::Window;
+use super::{kern, RuleCtx};
+use crate::bail;
+use crate::error::Result;
+use crate::kernels::pool::{avg_pool2d_backward, max_pool2d, max_pool2d_backward, Pool2dShape};
+
+/// Gradients of a node, one per input.
+type Grads = Result<Vec<Option<Vec<f32>>>>;
+
+/// The pool's 2-D shape, checked against the output the forward produced.
+fn pool_shape(c: &RuleCtx) -> Result<Pool2dShape> {
+    let x_shape = c.in_shape(0)?;
+    let kernel: Vec<usize> = match c.node.ints("kernel_shape")? {
+        Some(k) => k.iter().map(|&v| v.max(0) as usize).collect(),
+        None => bail!("kernel_shape is required"),
+    };
+    let s = Window::of(c.node, x_shape, &kernel)?.pool_shape(x_shape, c.node)?;
+    if [s.out_h(), s.out_w()] != super::linalg::spatial2(c.out_shape(0)?)? {
+        bail!(
+            "the output shape {:?} disagrees with the attributes",
+            c.out_shape(0)?
+        );
+    }
+    Ok(s)
+}
+
+/// MaxPool: each output gradient added to the input element its window picked.
+pub(super) fn max_pool(c: &mut RuleCtx) -> Grads {
+    let s = pool_shape(c)?;
+    let x = c.input(0)?.to_f32_vec()?;
+    let out: usize = c.out_shape(0)?.iter().product();
+    let (mut y, mut indices) = (vec![0.0; out], vec![0i64; out]);
+    kern(max_pool2d(&s, &x, &mut y, Some(&mut indices)))?;
+    let mut dx = vec![0.0; x.len()];
+    kern(max_pool2d_backward(&s, &c.dy()?, &indices, &mut dx))?;
+    Ok(vec![Some(dx)])
+}
+
+/// AveragePool: each output gradient spread over its window.
+pub(super) fn average_pool(c: &mut RuleCtx) -> Grads {
+    let s = pool_shape(c)?;
+    let include_pad = c.node.int_or("count_include_pad", 0)? != 0;
+    let mut dx = vec![0.0; c.in_shape(0)?.iter().product()];
+    kern(avg_pool2d_backward(&s, include_pad, &c.dy()?, &mut dx))?;
+    Ok(vec![Some(dx)])
+}
+
+/// GlobalAveragePool: each plane's output gradient spread over the plane.
+pub(super) fn global_average_pool(c: &mut RuleCtx) -> Grads {
+    let x_shape = c.in_shape(0)?;
+    let plane: usize = x_shape.iter().skip(2).product();
+    let dy = c.dy()?;
+    let mut dx = vec![0.0; x_shape.iter().product()];
+    if plane > 0 {
+        let scale = 1.0 / plane as f32;
+        dx.par_chunks_mut(plane)
+            .zip(dy.par_iter())
+            .for_each(|(d, g)| d.fill(g * scale));
+    }
+    Ok(vec![Some(dx)])
+}

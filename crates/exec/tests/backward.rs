@@ -1,0 +1,542 @@
+//! The graph-level backward (`whittle_exec::backward`): every rule against central
+//! differences, and whole-graph gradients of LeNet5 against candle's tape.
+//!
+//! Each rule runs on a one-node graph whose float operands are trainable float32
+//! initializers; the loss is `sum(y * R)` with a fixed random `R`, so the gradient of `y` is
+//! `R`. The numeric side evaluates the same graph in float64 (operands cast exactly) with
+//! central differences, so the only error left is the rule's float32 arithmetic.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use whittle_exec::backward::GraphBackward;
+use whittle_exec::{ExecError, Executor, RunOptions, Value};
+use whittle_ir::attr::make;
+use whittle_ir::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
+};
+use whittle_ir::{Model, TensorData};
+
+/// Seed of every run (Dropout masks).
+const SEED: u64 = 7;
+
+/// One operand of a case.
+enum Operand {
+    /// A trainable float tensor, uniform in `[lo, hi)`.
+    Param(Vec<usize>, f64, f64),
+    /// A fixed float tensor (not trained), uniform in `[-1, 1)`.
+    Fixed(Vec<usize>),
+    /// An int64 constant.
+    Ints(Vec<usize>, Vec<i64>),
+    /// A float constant given by value.
+    Floats(Vec<usize>, Vec<f64>),
+}
+
+use Operand::{Fixed, Floats, Ints, Param};
+
+fn p(dims: &[usize]) -> Operand {
+    Param(dims.to_vec(), -1.0, 1.0)
+}
+
+struct Case {
+    op: &'static str,
+    attrs: Vec<AttributeProto>,
+    operands: Vec<Operand>,
+    opset: i64,
+}
+
+fn case(op: &'static str, attrs: Vec<AttributeProto>, operands: Vec<Operand>) -> Case {
+    Case {
+        op,
+        attrs,
+        operands,
+        opset: 17,
+    }
+}
+
+fn ints(name: &str, v: &[i64]) -> AttributeProto {
+    make::ints(name, v)
+}
+
+fn cases() -> Vec<Case> {
+    let x4 = || p(&[2, 3, 4, 4]);
+    let mut v = vec![
+        case(
+            "Conv",
+            vec![ints("pads", &[1, 1, 1, 1]), ints("strides", &[2, 2])],
+            vec![p(&[2, 2, 5, 5]), p(&[3, 2, 3, 3]), p(&[3])],
+        ),
+        case(
+            "Conv",
+            vec![make::int("group", 2), ints("dilations", &[2, 1])],
+            vec![p(&[1, 4, 6, 5]), p(&[4, 2, 2, 3])],
+        ),
+        // One input channel over a larger batch, as LeNet5's first layer.
+        case(
+            "Conv",
+            vec![ints("pads", &[1, 1, 1, 1])],
+            vec![p(&[6, 1, 12, 12]), p(&[8, 1, 3, 3]), p(&[8])],
+        ),
+        // Depthwise, as MobileNet's.
+        case(
+            "Conv",
+            vec![make::int("group", 3), ints("pads", &[1, 1, 1, 1])],
+            vec![p(&[2, 3, 5, 5]), p(&[3, 1, 3, 3]), p(&[3])],
+        ),
+        case(
+            "Conv",
+            vec![
+                make::string("auto_pad", "SAME_UPPER"),
+                ints("strides", &[2]),
+            ],
+            vec![p(&[2, 2, 7]), p(&[3, 2, 3])],
+        ),
+        case(
+            "Gemm",
+            vec![
+                make::int("transB", 1),
+                make::float("alpha", 0.5),
+                make::float("beta", 2.0),
+            ],
+            vec![p(&[3, 4]), p(&[5, 4]), p(&[5])],
+        ),
+        case(
+            "Gemm",
+            vec![make::int("transA", 1)],
+            vec![p(&[4, 3]), p(&[4, 5]), p(&[3, 5])],
+        ),
+        case("MatMul", vec![], vec![p(&[2, 3, 4]), p(&[4, 5])]),
+        case("MatMul", vec![], vec![p(&[2, 1, 3, 4]), p(&[3, 4, 2])]),
+        case("MatMul", vec![], vec![p(&[2, 3, 4]), p(&[2, 4, 2])]),
+        case("MatMul", vec![], vec![p(&[4]), p(&[2, 4, 3])]),
+        case("Add", vec![], vec![p(&[2, 3, 4]), p(&[3, 1])]),
+        case("Add", vec![], vec![p(&[2, 3, 2, 2]), p(&[1, 3, 1, 1])]),
+        case("Sub", vec![], vec![p(&[2, 3, 4]), p(&[4])]),
+        case("Mul", vec![], vec![p(&[2, 3, 4]), p(&[3, 1])]),
+        case("Mul", vec![], vec![p(&[2, 3, 4]), Fixed(vec![])]),
+        case(
+            "Div",
+            vec![],
+            vec![p(&[2, 3, 4]), Param(vec![3, 1], 0.5, 1.5)],
+        ),
+        case("Relu", vec![], vec![p(&[3, 4])]),
+        case("Sigmoid", vec![], vec![p(&[3, 4])]),
+        case("Tanh", vec![], vec![p(&[3, 4])]),
+        case(
+            "LeakyRelu",
+            vec![make::float("alpha", 0.1)],
+            vec![p(&[3, 4])],
+        ),
+        case("HardSigmoid", vec![], vec![Param(vec![3, 4], -4.0, 4.0)]),
+        case("HardSwish", vec![], vec![Param(vec![3, 4], -4.0, 4.0)]),
+        case("Erf", vec![], vec![p(&[3, 4])]),
+        Case {
+            opset: 20,
+            ..case("Gelu", vec![], vec![p(&[3, 4])])
+        },
+        Case {
+            opset: 20,
+            ..case(
+                "Gelu",
+                vec![make::string("approximate", "tanh")],
+                vec![p(&[3, 4])],
+            )
+        },
+        case(
+            "BatchNormalization",
+            vec![make::float("epsilon", 1e-3)],
+            vec![
+                x4(),
+                p(&[3]),
+                p(&[3]),
+                Floats(vec![3], vec![0.1, -0.2, 0.3]),
+                Floats(vec![3], vec![1.0, 0.5, 2.0]),
+            ],
+        ),
+        case(
+            "LayerNormalization",
+            vec![],
+            vec![p(&[2, 3, 4]), p(&[4]), p(&[4])],
+        ),
+        case(
+            "LayerNormalization",
+            vec![make::int("axis", 1)],
+            vec![p(&[2, 3, 4]), p(&[3, 4])],
+        ),
+        case("Softmax", vec![], vec![p(&[2, 3, 5])]),
+        case("Softmax", vec![make::int("axis", 1)], vec![p(&[2, 3, 5])]),
+        Case {
+            opset: 11,
+            ..case("Softmax", vec![make::int("axis", 1)], vec![p(&[2, 3, 5])])
+        },
+        case(
+            "MaxPool",
+            vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+            vec![x4()],
+        ),
+        case(
+            "MaxPool",
+            vec![
+                ints("kernel_shape", &[3, 3]),
+                ints("pads", &[1, 1, 1, 1]),
+                ints("strides", &[2, 2]),
+            ],
+            vec![p(&[1, 2, 5, 5])],
+        ),
+        case(
+            "AveragePool",
+            vec![ints("kernel_shape", &[3, 3]), ints("pads", &[1, 1, 1, 1])],
+            vec![x4()],
+        ),
+        case(
+            "AveragePool",
+            vec![
+                ints("kernel_shape", &[2, 2]),
+                ints("pads", &[1, 1, 0, 0]),
+                make::int("count_include_pad", 1),
+            ],
+            vec![x4()],
+        ),
+        case("GlobalAveragePool", vec![], vec![x4()]),
+        case("Flatten", vec![make::int("axis", 2)], vec![p(&[2, 3, 4])]),
+        case(
+            "Reshape",
+            vec![],
+            vec![p(&[2, 6]), Ints(vec![2], vec![3, 4])],
+        ),
+        case(
+            "Squeeze",
+            vec![],
+            vec![p(&[2, 1, 3]), Ints(vec![1], vec![1])],
+        ),
+        case(
+            "Unsqueeze",
+            vec![],
+            vec![p(&[2, 3]), Ints(vec![1], vec![0])],
+        ),
+        case("Identity", vec![], vec![p(&[2, 3])]),
+        case(
+            "Transpose",
+            vec![ints("perm", &[2, 0, 1])],
+            vec![p(&[2, 3, 4])],
+        ),
+        case("Transpose", vec![], vec![p(&[2, 3, 4])]),
+        case(
+            "Concat",
+            vec![make::int("axis", 1)],
+            vec![p(&[2, 3, 2]), Fixed(vec![2, 1, 2]), p(&[2, 2, 2])],
+        ),
+        case(
+            "ReduceMean",
+            vec![ints("axes", &[1]), make::int("keepdims", 0)],
+            vec![p(&[2, 3, 4])],
+        ),
+        case(
+            "ReduceSum",
+            vec![],
+            vec![p(&[2, 3, 4]), Ints(vec![2], vec![0, 2])],
+        ),
+        case(
+            "Dropout",
+            vec![],
+            vec![p(&[4, 8]), Floats(vec![], vec![0.3])],
+        ),
+    ];
+    // A seeded Dropout of an old opset (ratio as an attribute).
+    v.push(Case {
+        opset: 10,
+        ..case("Dropout", vec![make::float("ratio", 0.5)], vec![p(&[3, 8])])
+    });
+    v
+}
+
+/// `n` values uniform in `[lo, hi)` from a seed (splitmix64).
+fn uniform(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f64> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            lo + (hi - lo) * (z >> 11) as f64 / (1u64 << 53) as f64
+        })
+        .collect()
+}
+
+/// A float tensor of `dims` from f64 values, as float32 or float64.
+fn floats(dims: &[usize], v: &[f64], wide: bool) -> TensorData {
+    if wide {
+        TensorData::from_slice(dims.to_vec(), v).unwrap()
+    } else {
+        let f: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        TensorData::from_slice(dims.to_vec(), &f).unwrap()
+    }
+}
+
+/// The case's one-node model (float64 when `wide`) and the names of its parameters.
+fn build(c: &Case, wide: bool) -> (Model, Vec<String>) {
+    let mut inits = Vec::new();
+    let mut params = Vec::new();
+    let mut inputs = Vec::new();
+    for (i, operand) in c.operands.iter().enumerate() {
+        let name = format!("x{i}");
+        let data = match operand {
+            Param(dims, lo, hi) => {
+                params.push(name.clone());
+                let n = dims.iter().product();
+                // Values rounded to float32 first, so both models hold the same numbers.
+                let v: Vec<f64> = uniform(n, *lo, *hi, 3 + i as u64)
+                    .iter()
+                    .map(|&x| x as f32 as f64)
+                    .collect();
+                floats(dims, &v, wide)
+            }
+            Fixed(dims) => {
+                let v: Vec<f64> = uniform(dims.iter().product(), -1.0, 1.0, 50 + i as u64)
+                    .iter()
+                    .map(|&x| x as f32 as f64)
+                    .collect();
+                floats(dims, &v, wide)
+            }
+            Floats(dims, v) => floats(dims, v, wide),
+            Ints(dims, v) => TensorData::from_slice(dims.clone(), v).unwrap(),
+        };
+        inits.push(data.to_proto(&name));
+        inputs.push(name);
+    }
+    let node = NodeProto {
+        op_type: c.op.into(),
+        name: format!("{}_node", c.op),
+        input: inputs,
+        output: vec!["y".into()],
+        attribute: c.attrs.clone(),
+        ..Default::default()
+    };
+    (one_graph(vec![node], inits, c.opset), params)
+}
+
+fn one_graph(
+    nodes: Vec<NodeProto>,
+    inits: Vec<whittle_ir::proto::TensorProto>,
+    opset: i64,
+) -> Model {
+    Model::new(ModelProto {
+        ir_version: 8,
+        graph: Some(GraphProto {
+            name: "case".into(),
+            node: nodes,
+            initializer: inits,
+            output: vec![ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opset,
+        }],
+        ..Default::default()
+    })
+}
+
+/// `sum(y * r)` of a float64 training run of `exec`.
+fn loss64(exec: &Executor, r: &Tensor) -> f64 {
+    let opts = RunOptions {
+        training: true,
+        seed: Some(SEED),
+        ..Default::default()
+    };
+    let y = exec.run_with(HashMap::new(), opts).unwrap()["y"]
+        .tensor()
+        .clone();
+    (y * r)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+/// Worst relative error of the case's rule against central differences.
+fn worst_error(c: &Case) -> Result<f64, String> {
+    let (m32, params) = build(c, false);
+    let mut exec = Executor::new(&m32).map_err(|e| e.to_string())?;
+    exec.set_trainable(&params).map_err(|e| e.to_string())?;
+    let gb = GraphBackward::new(&exec).map_err(|e| e.to_string())?;
+    let rec = gb
+        .forward(&exec, HashMap::new(), SEED, None)
+        .map_err(|e| e.to_string())?;
+    let y_shape = rec.outputs["y"].shape().to_vec();
+    let r: Vec<f64> = uniform(y_shape.iter().product(), -1.0, 1.0, 99)
+        .iter()
+        .map(|&x| x as f32 as f64)
+        .collect();
+    let r64 = Tensor::from_vec(r.clone(), y_shape.clone(), &Device::Cpu).unwrap();
+    let seed = r64.to_dtype(DType::F32).unwrap();
+    let grads = gb
+        .backward(&exec, &rec, HashMap::from([("y".to_string(), seed)]))
+        .map_err(|e| e.to_string())?;
+    let (m64, _) = build(c, true);
+    let mut exec64 = Executor::new(&m64).map_err(|e| e.to_string())?;
+    let eps = 1e-4;
+    let mut worst: f64 = 0.0;
+    for name in &params {
+        let g = grads
+            .get(name)
+            .ok_or_else(|| format!("no gradient for {name}"))?
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let base = exec64.initializer(name).unwrap();
+        let dims = base.shape().to_vec();
+        let values = base.to_f64_vec().unwrap();
+        for k in 0..values.len() {
+            let mut at = |delta: f64| {
+                let mut v = values.clone();
+                v[k] += delta;
+                let t = Tensor::from_vec(v, dims.clone(), &Device::Cpu).unwrap();
+                exec64
+                    .set_initializer(name, Value::from_float(t).unwrap())
+                    .unwrap();
+                loss64(&exec64, &r64)
+            };
+            let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+            let err =
+                whittle_ir::numeric::element_diff(g[k] as f64, numeric) / numeric.abs().max(0.05);
+            worst = worst.max(err);
+        }
+        exec64.set_initializer(name, base).unwrap();
+    }
+    Ok(worst)
+}
+
+#[test]
+fn every_rule_matches_central_differences() {
+    let all = cases();
+    let mut failures = Vec::new();
+    for c in &all {
+        match worst_error(c) {
+            Ok(err) if err < 1e-3 => {}
+            Ok(err) => failures.push(format!(
+                "{} {:?}: relative error {err:.2e}",
+                c.op,
+                c.attrs.iter().map(|a| &a.name).collect::<Vec<_>>()
+            )),
+            Err(e) => failures.push(format!("{}: {e}", c.op)),
+        }
+    }
+    assert!(all.len() >= 45, "{} cases", all.len());
+    assert!(
+        failures.is_empty(),
+        "wrong gradients:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// An operator without a rule on a parameter's path is refused naming the node; one off
+/// every parameter's path (here Cos of a fixed input) needs none.
+#[test]
+fn a_node_without_a_rule_is_refused_by_name() {
+    let node = |op: &str, name: &str, i: &[&str], o: &str| NodeProto {
+        op_type: op.into(),
+        name: name.into(),
+        input: i.iter().map(|s| s.to_string()).collect(),
+        output: vec![o.into()],
+        ..Default::default()
+    };
+    let w = floats(&[3], &[0.5, -1.0, 2.0], false);
+    let f = floats(&[3], &[0.1, 0.2, 0.3], false);
+    let build = |first: NodeProto| {
+        let m = one_graph(
+            vec![first, node("Add", "add", &["a", "w"], "y")],
+            vec![w.to_proto("w"), f.to_proto("f")],
+            17,
+        );
+        let mut exec = Executor::new(&m).unwrap();
+        exec.set_trainable(&["w".to_string()]).unwrap();
+        exec
+    };
+    let off_path = build(node("Cos", "cos_of_fixed", &["f"], "a"));
+    let gb = GraphBackward::new(&off_path).unwrap();
+    let rec = gb.forward(&off_path, HashMap::new(), 0, None).unwrap();
+    let ones = Tensor::ones(3, DType::F32, &Device::Cpu).unwrap();
+    let g = gb
+        .backward(&off_path, &rec, HashMap::from([("y".to_string(), ones)]))
+        .unwrap();
+    assert_eq!(g["w"].to_vec1::<f32>().unwrap(), vec![1.0, 1.0, 1.0]);
+
+    let m = one_graph(
+        vec![
+            node("Cos", "cos_of_w", &["w"], "a"),
+            node("Add", "add", &["a", "f"], "y"),
+        ],
+        vec![w.to_proto("w"), f.to_proto("f")],
+        17,
+    );
+    let mut exec = Executor::new(&m).unwrap();
+    exec.set_trainable(&["w".to_string()]).unwrap();
+    match GraphBackward::new(&exec) {
+        Err(ExecError::Unsupported { node, op, .. }) => {
+            assert_eq!(node, "cos_of_w");
+            assert!(op.contains("Cos"), "{op}");
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("Cos has no rule yet was accepted"),
+    }
+}
+
+/// LeNet5 (the asset): the graph-level gradients of every weight equal candle's tape's.
+#[test]
+fn lenet5_gradients_equal_the_tape() {
+    let model = Model::load(common::model_path("mnist_lenet5.onnx")).unwrap();
+    let names: Vec<String> = model
+        .graph()
+        .initializer
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let mut exec = Executor::new(&model).unwrap();
+    exec.set_trainable(&names).unwrap();
+    let input = exec.inputs()[0].name.clone();
+    let x: Vec<f32> = uniform(8 * 28 * 28, 0.0, 1.0, 1)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let x = Value::f32(Tensor::from_vec(x, (8, 1, 28, 28), &Device::Cpu).unwrap()).unwrap();
+    let feed = HashMap::from([(input, x)]);
+    let r: Vec<f32> = uniform(80, -1.0, 1.0, 2)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let r = Tensor::from_vec(r, (8, 10), &Device::Cpu).unwrap();
+
+    let opts = RunOptions {
+        training: true,
+        ..Default::default()
+    };
+    let y = exec.run_with(feed.clone(), opts).unwrap();
+    let out = exec.output_names()[0].clone();
+    let loss = (y[&out].tensor() * &r).unwrap().sum_all().unwrap();
+    let tape = exec.gradients(&loss).unwrap();
+
+    let gb = GraphBackward::new(&exec).unwrap();
+    let rec = gb.forward(&exec, feed, 0, None).unwrap();
+    let graph = gb.backward(&exec, &rec, HashMap::from([(out, r)])).unwrap();
+    assert_eq!(graph.len(), names.len());
+    for name in &names {
+        let a = tape[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = graph[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6) as f64;
+        let diff = whittle_ir::numeric::max_abs_diff(a.iter().copied(), b.iter().copied());
+        assert!(
+            diff / scale < 1e-4,
+            "{name}: {diff:e} off (largest gradient {scale:e})"
+        );
+    }
+}
