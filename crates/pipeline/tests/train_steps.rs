@@ -105,33 +105,36 @@ fn a_prune_step_reaches_its_sparsity_and_keeps_accuracy_when_fine_tuned() {
     let model = lenet();
     let mut ctx = Ctx::new(&SilentObserver);
     let oneshot = PruneStep {
-        sparsity: Some(0.8),
+        sparsity: Some(0.6),
         ..PruneStep::new(PruneMethod::Magnitude)
     };
     let (pruned, report) = oneshot.run(&mut ctx, model.clone()).unwrap();
     let sparsity = report.details["sparsity"].as_f64().unwrap();
-    assert!((sparsity - 0.8).abs() < 0.005, "sparsity {sparsity}");
+    assert!((sparsity - 0.6).abs() < 0.005, "sparsity {sparsity}");
     assert_eq!(report.details["finetune_epochs"], 0);
     let untuned = accuracy(&pruned);
 
     let tuned_step = PruneStep {
         data: Some(mnist()),
-        limit: Some(640),
-        finetune: Some(gentle()),
+        limit: Some(1280),
+        finetune: Some(Training {
+            lr: 1e-3,
+            ..gentle()
+        }),
         ..oneshot
     };
     let (tuned, report) = tuned_step.run(&mut ctx, model).unwrap();
     let sparsity = report.details["sparsity"].as_f64().unwrap();
     assert!(
-        (sparsity - 0.8).abs() < 0.005,
+        (sparsity - 0.6).abs() < 0.005,
         "sparsity after fine-tuning {sparsity}"
     );
     let after = accuracy(&tuned);
     assert!(
-        after > 0.95,
+        after > 0.9,
         "pruned and fine-tuned: {after} (untuned {untuned})"
     );
-    assert!(after >= untuned - 0.01, "{after} vs untuned {untuned}");
+    assert!(after > untuned, "{after} vs untuned {untuned}");
 }
 
 #[test]
