@@ -125,7 +125,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         per_channel: args.per_channel,
         reduce_range: args.reduce_range,
         calibration: args.calibration.method(args.percentile),
-        progress: !args.json,
         ..QuantConfig::default()
     };
     let input = build_model(&args.input)?;

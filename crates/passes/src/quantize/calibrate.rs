@@ -3,7 +3,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::Serialize;
 use whittle_exec::{feed_samples, Executor, RunOptions, Value};
@@ -136,8 +135,6 @@ where
         also_record.extend(nodes[i].output.iter().map(String::as_str));
     }
     let mut recorded = Vec::new();
-    let samples = samples.into_iter();
-    let bar = progress_bar(cfg.progress, samples.size_hint().1, "calibrating")?;
     let (mut count, mut batches) = (0usize, 0usize);
     for feed in samples {
         let (first, size) = (count, feed_samples(&feed));
@@ -182,9 +179,7 @@ where
         }
         recorded.extend(record);
         batches += 1;
-        bar.inc(1);
     }
-    bar.finish_and_clear();
     if batches == 0 {
         bail!("the calibration data is empty");
     }
@@ -270,22 +265,6 @@ fn observe_feed(
         }
     }
     Ok(())
-}
-
-/// A progress bar counting batches (hidden unless `visible`).
-pub fn progress_bar(visible: bool, len: Option<usize>, what: &str) -> Result<ProgressBar> {
-    if !visible {
-        return Ok(ProgressBar::hidden());
-    }
-    let bar = match len {
-        Some(n) => ProgressBar::new(n as u64),
-        None => ProgressBar::no_length(),
-    };
-    let style =
-        ProgressStyle::with_template(&format!("{what} {{bar:40}} {{pos}}/{{len}} {{elapsed}}"))
-            .map_err(|e| PassError::Invalid(e.to_string()))?;
-    bar.set_style(style);
-    Ok(bar)
 }
 
 #[cfg(test)]

@@ -52,8 +52,6 @@ pub struct QuantConfig {
     /// Histogram bins per tensor (entropy, percentile, mse; at most
     /// [`super::observer::Histogram::MAX_BINS`]).
     pub histogram_bins: usize,
-    /// Show progress bars on the terminal.
-    pub progress: bool,
     /// Calibration batches whose float values are kept ([`super::Calibration::recorded`])
     /// so verification on those batches need not run the float model again; 0 keeps none.
     #[serde(skip)]
@@ -72,7 +70,6 @@ impl Default for QuantConfig {
             op_types: DEFAULT_OP_TYPES.iter().map(|s| s.to_string()).collect(),
             exclude: Vec::new(),
             histogram_bins: 2048,
-            progress: false,
             record_batches: 0,
         }
     }
