@@ -334,6 +334,7 @@ impl Executor {
             order: self.plan.steps.iter().map(|s| (s.node, s.op)).collect(),
             constants: &self.constants,
             outputs: self.output_names(),
+            opset: self.opset(""),
         };
         self.plans
             .insert(key.clone(), build::build(&source, &key, rec));

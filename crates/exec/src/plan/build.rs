@@ -101,6 +101,8 @@ pub struct Source<'a> {
     pub constants: &'a HashMap<String, Value>,
     /// Graph outputs.
     pub outputs: Vec<String>,
+    /// Opset of the default domain.
+    pub opset: i64,
 }
 
 /// Compiles the plan for `key` from a recorded run. `None` when the recording misses a
@@ -138,7 +140,10 @@ pub fn build(src: &Source, key: &PlanKey, rec: Recording) -> Option<Plan> {
             }
             let (dtype, shape) = rec.types.get(name)?.clone();
             let home = match rec.folded.get(name) {
-                Some(v) if folded => Home::Const(v.clone()),
+                // Contiguous, so kernels can borrow it.
+                Some(v) if folded => {
+                    Home::Const(v.with_tensor(v.tensor().contiguous().ok()?).ok()?)
+                }
                 _ => Home::Host,
             };
             outs.push(Some(b.add(name, dtype, shape, home)));
@@ -177,7 +182,7 @@ pub fn build(src: &Source, key: &PlanKey, rec: Recording) -> Option<Plan> {
     if !key.observe {
         fuse::fold_batch_norms(&mut plan, src.graph);
     }
-    fuse::select_kernels(&mut plan, src.graph, !key.observe);
+    fuse::select_kernels(&mut plan, src.graph, src.opset, !key.observe);
     memory::assign(&mut plan);
     Some(plan)
 }

@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use whittle_ir::proto::GraphProto;
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::{Home, Kernel, Plan, PlannedValue, StepOp, ValueId};
+use super::{lower, Home, Kernel, Plan, PlannedValue, StepOp, ValueId};
 use crate::kernels::activation::{Activation, UnaryOp};
 use crate::value::Value;
 
@@ -134,20 +134,18 @@ fn retain_steps(plan: &mut Plan, removed: &[bool]) {
 
 /// Maps nodes to native kernels, then (with `fuse`) folds a constant bias `Add` and an
 /// activation (including `x * Sigmoid(x)` as SiLU) into the GEMM step producing their input.
-pub fn select_kernels(plan: &mut Plan, graph: &GraphProto, fuse: bool) {
+pub fn select_kernels(plan: &mut Plan, graph: &GraphProto, opset: i64, fuse: bool) {
     for step in &mut plan.steps {
-        if let StepOp::Fallback(_) = step.op {
-            let node = &graph.node[step.node];
-            let single_out = step.outputs.len() == 1;
-            if let Some(k) =
-                Kernel::for_node(node, &step.inputs, &plan.values).filter(|_| single_out)
-            {
-                // Runtime operands only: constants live in the kernel.
-                if !matches!(k, Kernel::MatMul { .. }) {
-                    step.inputs.truncate(1);
-                }
-                step.op = StepOp::Kernel(k);
-            }
+        let out = match (&step.op, &step.outputs[..]) {
+            (StepOp::Fallback(_), [Some(o)]) => *o,
+            _ => continue,
+        };
+        let node = &graph.node[step.node];
+        let shape = &plan.values[out].shape;
+        if let Some(k) = lower::kernel_for(node, opset, &step.inputs, &plan.values, shape) {
+            // Runtime operands only: constants live in the kernel.
+            step.inputs.truncate(k.runtime_inputs());
+            step.op = StepOp::Kernel(k);
         }
     }
     if fuse {
@@ -158,7 +156,12 @@ pub fn select_kernels(plan: &mut Plan, graph: &GraphProto, fuse: bool) {
 fn fuse_epilogues(plan: &mut Plan, graph: &GraphProto) {
     let mut removed = vec![false; plan.steps.len()];
     for p in 0..plan.steps.len() {
-        if removed[p] || !matches!(plan.steps[p].op, StepOp::Kernel(Kernel::Dense { .. })) {
+        if removed[p]
+            || !matches!(
+                plan.steps[p].op,
+                StepOp::Kernel(Kernel::Dense { .. } | Kernel::Conv { .. })
+            )
+        {
             continue;
         }
         // Bias, then activation, each while the chain's value has a single reader.
@@ -203,7 +206,7 @@ fn fuse_epilogues(plan: &mut Plan, graph: &GraphProto) {
 fn absorb(plan: &mut Plan, graph: &GraphProto, p: usize, next: usize, y: ValueId) -> bool {
     let next_step = &plan.steps[next];
     let absorbed = match (op_of(plan, graph, next), &next_step.op) {
-        ("Add", StepOp::Fallback(_)) => {
+        ("Add", _) => {
             let other = next_step
                 .inputs
                 .iter()

@@ -25,6 +25,7 @@
 pub mod build;
 pub mod fuse;
 pub mod kernel;
+pub mod lower;
 pub mod memory;
 pub mod run;
 

@@ -1,0 +1,309 @@
+//! Picks the native [`Kernel`] for a node: f32 operands, attributes and constant operands
+//! the kernel covers, and the recorded output shape the kernel would produce. Anything else
+//! stays on the node's candle operator.
+
+use whittle_ir::proto::NodeProto;
+use whittle_ir::{DataType, NodeAttrs};
+
+use super::{Home, Kernel, PlannedValue, ValueId};
+use crate::kernels::activation::{Activation, UnaryOp};
+use crate::kernels::binary::BinaryOp;
+use crate::kernels::conv::Conv2dShape;
+use crate::kernels::gemm::MatRef;
+use crate::kernels::pool::Pool2dShape;
+
+/// What a node's inputs and output look like to the lowering.
+struct Operands<'a> {
+    ins: &'a [Option<ValueId>],
+    values: &'a [PlannedValue],
+    out: &'a [usize],
+}
+
+impl Operands<'_> {
+    fn shape(&self, i: usize) -> Option<&[usize]> {
+        Some(&self.values[(*self.ins.get(i)?)?].shape)
+    }
+
+    fn constant(&self, i: usize) -> Option<Vec<f32>> {
+        match &self.values[(*self.ins.get(i)?)?].home {
+            Home::Const(v) => v.to_f32_vec().ok(),
+            _ => None,
+        }
+    }
+
+    /// Whether input `i` is given.
+    fn has(&self, i: usize) -> bool {
+        matches!(self.ins.get(i), Some(Some(_)))
+    }
+}
+
+/// The kernel for `node` (default-domain opset `opset`) reading `ins` and writing one
+/// value of shape `out`, if one covers it.
+pub fn kernel_for(
+    node: &NodeProto,
+    opset: i64,
+    ins: &[Option<ValueId>],
+    values: &[PlannedValue],
+    out: &[usize],
+) -> Option<Kernel> {
+    let f32s = ins
+        .iter()
+        .flatten()
+        .all(|&i| values[i].dtype == DataType::Float);
+    if !node.domain.is_empty() || !f32s || !matches!(ins.first(), Some(Some(_))) {
+        return None;
+    }
+    let o = Operands { ins, values, out };
+    let kernel = match node.op_type.as_str() {
+        "MatMul" => matmul(&o),
+        "Gemm" => gemm(node, &o),
+        "Conv" => conv(node, &o),
+        "MaxPool" | "AveragePool" => pool(node, &o),
+        "GlobalAveragePool" => {
+            let s = o.shape(0)?;
+            (s.len() >= 3).then(|| Kernel::GlobalAvgPool {
+                planes: s[0] * s[1],
+                plane: s[2..].iter().product(),
+            })
+        }
+        "Softmax" | "LogSoftmax" => softmax(node, opset, &o),
+        "LayerNormalization" => layer_norm(node, &o),
+        "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" => binary(node, &o),
+        op => unary(node, op, &o).map(Kernel::Unary),
+    }?;
+    // The recorded output must have the kernel's element count.
+    let produced = match &kernel {
+        Kernel::Binary { a, b, .. } => crate::kernels::binary::broadcast_shape(a, b).ok()?,
+        Kernel::MatMul { a, b } => crate::kernels::gemm::matmul_shape(a, b).ok()?,
+        _ => out.to_vec(),
+    };
+    (produced == out).then_some(kernel)
+}
+
+fn matmul(o: &Operands) -> Option<Kernel> {
+    let b = o.shape(1)?;
+    if let (Some(w), 2) = (o.constant(1), b.len()) {
+        return Some(Kernel::dense(MatRef::row_major(&w, b[0], b[1]).ok()?));
+    }
+    let a = o.shape(0)?;
+    (a.len() >= 2 && b.len() >= 2).then(|| Kernel::MatMul {
+        a: a.to_vec(),
+        b: b.to_vec(),
+    })
+}
+
+/// Gemm with runtime A (not transposed), constant B, and C absent or a constant row.
+fn gemm(node: &NodeProto, o: &Operands) -> Option<Kernel> {
+    let alpha = node.float_or("alpha", 1.0).ok()?;
+    let beta = node.float_or("beta", 1.0).ok()?;
+    let b = o.shape(1)?;
+    if node.int_or("transA", 0).ok()? != 0 || b.len() != 2 {
+        return None;
+    }
+    let mut w = o.constant(1)?;
+    w.iter_mut().for_each(|x| *x *= alpha);
+    let m = MatRef::row_major(&w, b[0], b[1]).ok()?;
+    let m = if node.int_or("transB", 0).ok()? != 0 {
+        m.t()
+    } else {
+        m
+    };
+    let n = m.cols();
+    let mut k = Kernel::dense(m);
+    if o.has(2) {
+        let c = o.shape(2)?;
+        if c.iter().product::<usize>() != n || c.last() != Some(&n) {
+            return None;
+        }
+        let bias = o.constant(2)?.into_iter().map(|x| x * beta).collect();
+        k.fuse_bias(bias).then_some(())?;
+    }
+    Some(k)
+}
+
+/// Explicit 2-D pads (auto_pad NOTSET or VALID).
+fn pads2d(node: &NodeProto) -> Option<[usize; 4]> {
+    match node.string_or("auto_pad", "NOTSET").ok()?.as_str() {
+        "NOTSET" => {}
+        "VALID" => return Some([0; 4]),
+        _ => return None,
+    }
+    match node.ints("pads").ok()? {
+        None => Some([0; 4]),
+        Some(p) if p.len() == 4 && p.iter().all(|&v| v >= 0) => {
+            Some([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize])
+        }
+        Some(_) => None,
+    }
+}
+
+/// A 2-D attribute pair (strides, dilations), 1 when absent.
+fn pair(node: &NodeProto, name: &str) -> Option<[usize; 2]> {
+    match node.ints(name).ok()? {
+        None => Some([1, 1]),
+        Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => {
+            Some([v[0] as usize, v[1] as usize])
+        }
+        Some(_) => None,
+    }
+}
+
+fn conv(node: &NodeProto, o: &Operands) -> Option<Kernel> {
+    let (x, w) = (o.shape(0)?, o.shape(1)?);
+    if x.len() != 4 || w.len() != 4 {
+        return None;
+    }
+    let shape = Conv2dShape {
+        n: x[0],
+        c_in: x[1],
+        h: x[2],
+        w: x[3],
+        c_out: w[0],
+        kh: w[2],
+        kw: w[3],
+        stride: pair(node, "strides")?,
+        pads: pads2d(node)?,
+        dilation: pair(node, "dilations")?,
+        groups: usize::try_from(node.int_or("group", 1).ok()?).ok()?,
+    };
+    shape.validate().ok()?;
+    let fits = w[1] * shape.groups == x[1] && [x[0], w[0], shape.out_h(), shape.out_w()] == o.out;
+    let bias = match o.has(2) {
+        true => Some(o.constant(2)?),
+        false => None,
+    };
+    fits.then_some(())?;
+    Some(Kernel::Conv {
+        shape,
+        weight: o.constant(1)?,
+        bias,
+        act: Activation::None,
+    })
+}
+
+fn pool(node: &NodeProto, o: &Operands) -> Option<Kernel> {
+    let x = o.shape(0)?;
+    let k = node.ints("kernel_shape").ok()??;
+    if x.len() != 4 || k.len() != 2 || k.iter().any(|&v| v < 1) || node.output.len() > 1 {
+        return None;
+    }
+    let shape = Pool2dShape {
+        n: x[0],
+        c: x[1],
+        h: x[2],
+        w: x[3],
+        kh: k[0] as usize,
+        kw: k[1] as usize,
+        stride: pair(node, "strides")?,
+        pads: pads2d(node)?,
+        dilation: pair(node, "dilations")?,
+        ceil_mode: node.int_or("ceil_mode", 0).ok()? != 0,
+    };
+    if [x[0], x[1], shape.out_h(), shape.out_w()] != o.out {
+        return None;
+    }
+    Some(match node.op_type.as_str() {
+        "MaxPool" => Kernel::MaxPool(shape),
+        _ => Kernel::AvgPool {
+            shape,
+            count_include_pad: node.int_or("count_include_pad", 0).ok()? != 0,
+        },
+    })
+}
+
+/// Softmax over the last axis (opset 13+), or over the trailing axes from `axis` (the
+/// 2-D coercion of earlier opsets).
+fn softmax(node: &NodeProto, opset: i64, o: &Operands) -> Option<Kernel> {
+    let x = o.shape(0)?;
+    let rank = x.len() as i64;
+    let default = if opset < 13 { 1 } else { -1 };
+    let axis = node.int_or("axis", default).ok()?;
+    let axis = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&axis) || (opset >= 13 && axis != rank - 1) {
+        return None;
+    }
+    Some(Kernel::Softmax {
+        cols: x[axis as usize..].iter().product(),
+        log: node.op_type == "LogSoftmax",
+    })
+}
+
+fn layer_norm(node: &NodeProto, o: &Operands) -> Option<Kernel> {
+    let x = o.shape(0)?;
+    let rank = x.len() as i64;
+    let axis = node.int_or("axis", -1).ok()?;
+    let axis = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&axis) || node.output.iter().skip(1).any(|n| !n.is_empty()) {
+        return None;
+    }
+    let cols: usize = x[axis as usize..].iter().product();
+    let scale = o.constant(1)?;
+    let bias = match o.has(2) {
+        true => Some(o.constant(2)?),
+        false => None,
+    };
+    let sized = scale.len() == cols && bias.as_ref().is_none_or(|b| b.len() == cols);
+    sized.then(|| Kernel::LayerNorm {
+        cols,
+        scale,
+        bias,
+        eps: node.float_or("epsilon", 1e-5).unwrap_or(1e-5),
+    })
+}
+
+fn binary(node: &NodeProto, o: &Operands) -> Option<Kernel> {
+    if o.ins.len() != 2 || !o.has(1) {
+        return None;
+    }
+    let op = match node.op_type.as_str() {
+        "Add" => BinaryOp::Add,
+        "Sub" => BinaryOp::Sub,
+        "Mul" => BinaryOp::Mul,
+        "Div" => BinaryOp::Div,
+        "Max" => BinaryOp::Max,
+        _ => BinaryOp::Min,
+    };
+    Some(Kernel::Binary {
+        op,
+        a: o.shape(0)?.to_vec(),
+        b: o.shape(1)?.to_vec(),
+    })
+}
+
+/// The unary map a node computes: activations and elementwise functions, with constant
+/// attributes or inputs (Clip bounds).
+fn unary(node: &NodeProto, op: &str, o: &Operands) -> Option<UnaryOp> {
+    let act = |a| Some(UnaryOp::Act(a));
+    match op {
+        "Relu" => act(Activation::Relu),
+        "Sigmoid" => act(Activation::Sigmoid),
+        "Tanh" => act(Activation::Tanh),
+        "HardSwish" => act(Activation::HardSwish),
+        "LeakyRelu" => act(Activation::LeakyRelu(node.float_or("alpha", 0.01).ok()?)),
+        "HardSigmoid" => act(Activation::HardSigmoid {
+            alpha: node.float_or("alpha", 0.2).ok()?,
+            beta: node.float_or("beta", 0.5).ok()?,
+        }),
+        "Gelu" => match node.string_or("approximate", "none").ok()?.as_str() {
+            "none" => act(Activation::Gelu),
+            "tanh" => act(Activation::GeluTanh),
+            _ => None,
+        },
+        "Clip" => {
+            let bound = |i: usize, attr: &str, default: f32| match o.has(i) {
+                true => o.constant(i).and_then(|v| (v.len() == 1).then(|| v[0])),
+                false => node.float_or(attr, default).ok(),
+            };
+            let (lo, hi) = (bound(1, "min", f32::MIN)?, bound(2, "max", f32::MAX)?);
+            act(Activation::Clip(lo, hi))
+        }
+        "Exp" => Some(UnaryOp::Exp),
+        "Erf" => Some(UnaryOp::Erf),
+        "Neg" => Some(UnaryOp::Neg),
+        "Abs" => Some(UnaryOp::Abs),
+        "Sqrt" => Some(UnaryOp::Sqrt),
+        "Reciprocal" => Some(UnaryOp::Reciprocal),
+        "Log" => Some(UnaryOp::Log),
+        _ => None,
+    }
+}
