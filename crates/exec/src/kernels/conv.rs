@@ -6,7 +6,7 @@
 //! task runs a single-threaded GEMM), otherwise the pairs run in turn on a parallel GEMM.
 
 use super::activation::Activation;
-use super::gemm::{gemm_with, Bias, Epilogue, MatRef};
+use super::gemm::{gemm_with, Bias, Epilogue, MatRef, Threads};
 use super::{check_len, dispatch, error, Result};
 use rayon::prelude::*;
 
@@ -162,12 +162,12 @@ fn split_tasks(tasks: usize) -> bool {
     threads > 1 && tasks >= threads
 }
 
-/// The `gemm` crate's parallelism inside a task (`None`) or for the whole pool.
-fn inner_parallelism(split: bool) -> gemm::Parallelism {
-    if split || rayon::current_num_threads() == 1 {
-        gemm::Parallelism::None
+/// The GEMM's threads inside a task (one) or for the whole pool.
+fn inner_threads(split: bool) -> Threads {
+    if split {
+        Threads::One
     } else {
-        gemm::Parallelism::Rayon(0)
+        Threads::current()
     }
 }
 
@@ -177,13 +177,13 @@ fn for_each_task(
     out: &mut [f32],
     block_len: usize,
     scratch_len: usize,
-    task: impl Fn(usize, &mut [f32], &mut [f32], gemm::Parallelism) -> Result<()> + Sync + Send,
+    task: impl Fn(usize, &mut [f32], &mut [f32], Threads) -> Result<()> + Sync + Send,
 ) -> Result<()> {
     if block_len == 0 {
         return Ok(());
     }
     let split = split_tasks(out.len() / block_len);
-    let par = inner_parallelism(split);
+    let par = inner_threads(split);
     if split {
         out.par_chunks_mut(block_len).enumerate().try_for_each_init(
             || vec![0.0; scratch_len],
@@ -225,7 +225,7 @@ pub fn conv2d(
         let cols = if s.is_pointwise() {
             xg
         } else {
-            im2col_with(s, xg, col, !matches!(par, gemm::Parallelism::None));
+            im2col_with(s, xg, col, par == Threads::Pool);
             &*col
         };
         let ep = Epilogue {
@@ -423,7 +423,7 @@ pub fn conv2d_backward_weight(
             let cols = if s.is_pointwise() {
                 xg
             } else {
-                im2col_with(s, xg, col, !matches!(par, gemm::Parallelism::None));
+                im2col_with(s, xg, col, par == Threads::Pool);
                 &*col
             };
             let colm = MatRef::row_major(cols, k, p)?;

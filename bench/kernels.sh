@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Micro-benchmark of the planned executor's kernels (crates/exec/benches/kernels.rs): GEMM and
+# convolution at LeNet5, MiniLM-L3 and YOLOv8n-320 shapes against candle's matmul/conv2d (the
+# operators' current path) and the gemm crate, 1 and 2 threads, GFLOP/s. Each cell is the
+# median over REPEAT runs (default 3) of the per-run median; runs under `nice -n 10`.
+#
+#   bench/kernels.sh            # prints the table
+#   WRITE=docs/BENCHMARKS.md bench/kernels.sh   # also puts it in the `kernels` section
+set -euo pipefail
+here=$(dirname "$0")
+source "$here/common.sh"
+repeat="${REPEAT:-3}"
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+bin=$(cargo bench --release -p whittle-exec --bench kernels --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "kernels" and m.get("executable"):
+        print(m["executable"])' | tail -n 1)
+for threads in 1 2; do
+  for r in $(seq "$repeat"); do
+    RAYON_NUM_THREADS=$threads nice -n 10 "$bin" >"$out/t$threads-$r.md"
+  done
+done
+
+python3 - "$out" "$repeat" >"$out/table.md" <<'PY'
+import statistics, sys
+out, repeat = sys.argv[1], int(sys.argv[2])
+def rows(threads):
+    runs = [open(f"{out}/t{threads}-{r}.md").read().strip().splitlines() for r in range(1, repeat + 1)]
+    for lines in zip(*runs):
+        cells = [[c.strip() for c in l.strip().strip("|").split("|")] for l in lines]
+        med = []
+        for col in zip(*cells):
+            try:
+                med.append(f"{statistics.median(float(c.rstrip('x')) for c in col):.{2 if col[0].endswith('x') else 1}f}" + ("x" if col[0].endswith("x") else ""))
+            except ValueError:
+                med.append(col[0])
+        yield med[:2] + [str(threads)] + med[2:]
+print("| model | kernel | threads | candle | gemm crate | whittle | whittle transB view | whittle packed | whittle / candle |")
+print("|---|---|---|---|---|---|---|---|---|")
+for threads in (1, 2):
+    for r in rows(threads):
+        print("| " + " | ".join(r) + " |")
+PY
+{
+  echo "$(machine_line) Shared with other engineers' builds while it ran. GFLOP/s, median of $repeat runs (each the median of repeats over 0.4 s)."
+  echo
+  cat "$out/table.md"
+} >"$out/section.md"
+publish kernels "$out/section.md"
