@@ -1,10 +1,15 @@
-//! One forward and backward pass: plain (candle keeps every activation for backward) or
-//! with gradient checkpointing (only segment boundaries are kept; each segment is re-run
-//! in backward with its boundary values as fresh variables).
+//! One forward and backward pass. Graphs whose every node on a parameter's path has a
+//! gradient rule run on the graph-level backward ([`whittle_exec::backward`]): the forward
+//! keeps only what the rules read, the loss is a small candle computation on the outputs
+//! (leaf variables), and its output gradients seed the graph's backward. Other graphs, and
+//! gradient checkpointing, run on candle's tape: plain (candle keeps every activation) or
+//! checkpointed (only segment boundaries are kept; each segment is re-run in backward with
+//! its boundary values as fresh variables). `WHITTLE_BACKWARD=tape` forces the tape.
 
 use std::collections::HashMap;
 
 use candle_core::{Tensor, Var};
+use whittle_exec::backward::GraphBackward;
 use whittle_exec::{Executor, RunOptions, Value};
 
 use crate::error::Result;
@@ -42,6 +47,17 @@ pub struct PassResult {
     pub outputs: HashMap<String, Value>,
     /// Gradients of the parameters the loss reaches.
     pub grads: HashMap<String, Tensor>,
+    /// Which backward computed the gradients.
+    pub path: GradientPath,
+}
+
+/// Which backward a pass used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GradientPath {
+    /// The graph-level backward.
+    Graph,
+    /// candle's tape, and why the graph-level backward was not used.
+    Tape(String),
 }
 
 /// Runs `inputs` forward in training mode, evaluates `loss`, and back-propagates.
@@ -52,8 +68,56 @@ pub fn forward_backward(
     loss: &mut LossFn,
     opts: PassOptions,
 ) -> Result<PassResult> {
+    let why_tape = match (opts.segments, std::env::var("WHITTLE_BACKWARD").as_deref()) {
+        (Some(_), _) => "gradient checkpointing recomputes segments on the tape".to_string(),
+        (None, Ok("tape")) => "WHITTLE_BACKWARD=tape".to_string(),
+        (None, _) => match GraphBackward::new(exec) {
+            Ok(graph) => return graph_pass(exec, &graph, inputs, labels, loss, opts),
+            Err(e) => e.to_string(),
+        },
+    };
+    tape_pass(exec, inputs, labels, loss, opts, why_tape)
+}
+
+/// One pass on the graph-level backward: the loss's gradients for the outputs (leaf
+/// variables) seed the graph's backward.
+fn graph_pass(
+    exec: &Executor,
+    graph: &GraphBackward,
+    inputs: HashMap<String, Value>,
+    labels: &[i64],
+    loss: &mut LossFn,
+    opts: PassOptions,
+) -> Result<PassResult> {
+    let rec = graph.forward(exec, inputs.clone(), opts.seed, opts.running_stats)?;
+    let (outputs, vars) = as_variables(&rec.outputs)?;
+    let value = loss(&LossInput {
+        outputs: &outputs,
+        inputs: &inputs,
+        labels,
+    })?;
+    let seeds = gradients_of(&value.backward()?, &vars);
+    let grads = graph.backward(exec, &rec, seeds)?;
+    Ok(PassResult {
+        loss: scalar(&value)?,
+        outputs: rec.outputs,
+        grads,
+        path: GradientPath::Graph,
+    })
+}
+
+/// One pass on candle's tape (checkpointed when `opts.segments` is given), used because
+/// of `why`.
+fn tape_pass(
+    exec: &Executor,
+    inputs: HashMap<String, Value>,
+    labels: &[i64],
+    loss: &mut LossFn,
+    opts: PassOptions,
+    why: String,
+) -> Result<PassResult> {
     if let Some(bounds) = opts.segments {
-        return checkpointed(exec, inputs, labels, loss, bounds, opts);
+        return checkpointed(exec, inputs, labels, loss, bounds, opts, why);
     }
     let run = RunOptions {
         training: true,
@@ -77,6 +141,7 @@ pub fn forward_backward(
         loss: scalar(&value)?,
         outputs: detach_all(&outputs)?,
         grads,
+        path: GradientPath::Tape(why),
     })
 }
 
@@ -117,6 +182,7 @@ fn checkpointed(
     loss: &mut LossFn,
     bounds: &[usize],
     mut opts: PassOptions,
+    why: String,
 ) -> Result<PassResult> {
     let seed = opts.seed;
     // Forward: keep only the values live at each boundary.
@@ -179,6 +245,7 @@ fn checkpointed(
         loss: scalar(&value)?,
         outputs: detach_all(&outputs)?,
         grads,
+        path: GradientPath::Tape(why),
     })
 }
 
