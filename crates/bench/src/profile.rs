@@ -14,12 +14,11 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::cost::node_macs;
+use whittle_ir::graph::node_display_name;
 use whittle_ir::proto::NodeProto;
 use whittle_ir::{DataType, GraphEdit, Model, TensorType};
 
-use crate::analysis::{
-    ensure_run_fits, flops, node_params, peak_activation_bytes, value_bytes,
-};
+use crate::analysis::{ensure_run_fits, flops, node_params, peak_activation_bytes, value_bytes};
 use crate::error::{bail, Result};
 use crate::inputs::{batch_note, random_inputs, resolve_inputs, shape_map, ShapeRequest};
 
@@ -303,7 +302,7 @@ fn node_profiles(
             };
             let outputs = node.output.iter().filter(|o| !o.is_empty());
             Ok(NodeProfile {
-                name: display_name(node, i),
+                name: node_display_name(node, i),
                 op_type: op_label(node),
                 output_shape: node
                     .output
@@ -319,14 +318,6 @@ fn node_profiles(
             })
         })
         .collect()
-}
-
-fn display_name(node: &NodeProto, index: usize) -> String {
-    if node.name.is_empty() {
-        format!("{}#{index}", node.op_type)
-    } else {
-        node.name.clone()
-    }
 }
 
 fn op_label(node: &NodeProto) -> String {

@@ -38,6 +38,16 @@ pub fn node_inputs(node: &NodeProto) -> Vec<String> {
     names
 }
 
+/// The name a node goes by in reports, plans and errors: its own name, or `OpType#index`
+/// (its index in the graph's node list) when it has none.
+pub fn node_display_name(node: &NodeProto, index: usize) -> String {
+    if node.name.is_empty() {
+        format!("{}#{index}", node.op_type)
+    } else {
+        node.name.clone()
+    }
+}
+
 /// Queries and edits on a graph. Node indices refer to `graph.node`.
 pub trait GraphEdit {
     /// Node index that produces each value.
@@ -234,6 +244,18 @@ mod tests {
             output: outputs.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn unnamed_nodes_display_as_op_type_and_index() {
+        assert_eq!(
+            node_display_name(&node("", "Conv", &[], &["y"]), 3),
+            "Conv#3"
+        );
+        assert_eq!(
+            node_display_name(&node("stem", "Conv", &[], &["y"]), 3),
+            "stem"
+        );
     }
 
     #[test]

@@ -293,11 +293,7 @@ fn validate_graph(g: &GraphProto, imported: &HashSet<&str>, outer: &HashSet<Stri
     // Values produced by any node, so that a subgraph may read them through outer scope.
     for &i in &order {
         let node = &g.node[i];
-        let node_name = if node.name.is_empty() {
-            format!("#{i}")
-        } else {
-            node.name.clone()
-        };
+        let node_name = crate::graph::node_display_name(node, i);
         let domain = if node.domain == "ai.onnx" {
             ""
         } else {

@@ -21,8 +21,9 @@ use serde::Serialize;
 use whittle_ir::proto::{type_proto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
 use whittle_ir::{attr::make, DataType, GraphEdit, Model, NodeAttrs, TensorData};
 
-use crate::quantize::plan::{check_exclude, is_excluded, node_label};
+use crate::quantize::plan::{check_exclude, is_excluded};
 use crate::{bail, Result};
+use whittle_ir::graph::node_display_name;
 
 /// Operators kept in float32, with the reason reported for each.
 const FLOAT32_OPS: &[(&str, &str)] = &[
@@ -197,7 +198,7 @@ fn plan_nodes(
             match keep_reason(node, i, opts, float_in) {
                 Some(reason) => {
                     report.kept_fp32.push(KeptNode {
-                        node: node_label(node, i),
+                        node: node_display_name(node, i),
                         op_type: node.op_type.clone(),
                         reason,
                     });

@@ -32,8 +32,9 @@ use whittle_ir::proto::{GraphProto, NodeProto, OperatorSetIdProto, TensorProto};
 use whittle_ir::{attr::make, DataType, GraphEdit, Model, NodeAttrs, TensorData};
 
 use crate::quantize::gather;
-use crate::quantize::plan::{check_exclude, is_excluded, node_label};
+use crate::quantize::plan::{check_exclude, is_excluded};
 use crate::{bail, Result};
+use whittle_ir::graph::node_display_name;
 
 /// The operator domain of MatMulNBits.
 pub const CONTRIB_DOMAIN: &str = "com.microsoft";
@@ -134,7 +135,7 @@ pub fn quantize(model: &Model, opts: &Int4Options) -> Result<(Model, Int4Report)
     let mut replaced = Vec::new();
     for i in 0..graph.node.len() {
         let node = &graph.node[i];
-        let label = node_label(node, i);
+        let label = node_display_name(node, i);
         let decision = if tables.contains(&i) {
             tables::target(graph, node, bs)?
         } else if matches!(node.op_type.as_str(), "MatMul" | "Gemm") && node.domain.is_empty() {

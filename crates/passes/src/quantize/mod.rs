@@ -206,7 +206,7 @@ fn note_tables(report: &mut QuantReport, model: &Model, tables: &[usize]) {
     report
         .quantized_nodes
         .extend(tables.iter().map(|&i| QuantizedNode {
-            name: plan::node_label(&nodes[i], i),
+            name: whittle_ir::graph::node_display_name(&nodes[i], i),
             op_type: nodes[i].op_type.clone(),
         }));
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use whittle_ir::graph::GraphEdit;
+use whittle_ir::graph::{node_display_name, GraphEdit};
 use whittle_ir::proto::{GraphProto, NodeProto};
 use whittle_ir::{DataType, Model, NodeAttrs};
 
@@ -63,15 +63,6 @@ pub struct Plan {
     pub already_quantized: usize,
 }
 
-/// The display name of node `i`.
-pub fn node_label(node: &NodeProto, i: usize) -> String {
-    if node.name.is_empty() {
-        format!("{}#{i}", node.op_type)
-    } else {
-        node.name.clone()
-    }
-}
-
 /// Whether weights need constant initializers (dynamic mode) or also accept activations.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightSource {
@@ -89,7 +80,7 @@ pub fn plan(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<P
     let producers = g.producers();
     let mut out = Plan::default();
     for (i, node) in g.node.iter().enumerate() {
-        let name = node_label(node, i);
+        let name = node_display_name(node, i);
         let reason = match classify(g, node, &name, cfg, weights, &float_types, &producers)? {
             Ok(mut t) => {
                 t.node = i;
@@ -112,9 +103,9 @@ pub fn plan(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<P
     Ok(out)
 }
 
-/// Whether `exclude` names node `i` (by its [`node_label`]).
+/// Whether `exclude` names node `i` (by its [`node_display_name`]).
 pub fn is_excluded(node: &NodeProto, i: usize, exclude: &[String]) -> bool {
-    !exclude.is_empty() && exclude.contains(&node_label(node, i))
+    !exclude.is_empty() && exclude.contains(&node_display_name(node, i))
 }
 
 /// Fails on the first name of `exclude` that labels no node of `graph` (a typo would
@@ -125,7 +116,7 @@ pub fn check_exclude(graph: &GraphProto, exclude: &[String]) -> Result<()> {
             .node
             .iter()
             .enumerate()
-            .any(|(i, n)| &node_label(n, i) == ex)
+            .any(|(i, n)| &node_display_name(n, i) == ex)
         {
             bail!("--exclude names node '{ex}', which is not in the model");
         }

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 use whittle_ir::attr::NodeAttrs;
+use whittle_ir::graph::node_display_name;
 use whittle_ir::proto::{GraphProto, NodeProto, TensorProto};
 use whittle_ir::tensor::unpack_nibbles;
 use whittle_ir::{DataType, GraphEdit, Model, TensorData};
@@ -64,11 +65,11 @@ pub fn weight_stats(name: &str, model: &Model) -> Result<WeightStats> {
             format!(
                 "reading the weight {} of node {}",
                 init.name,
-                node_name(node, index)
+                node_display_name(node, index)
             )
         })?;
         layers.push(LayerPrecision {
-            name: node_name(node, index),
+            name: node_display_name(node, index),
             op_type: node.op_type.clone(),
             weight: init.name.clone(),
             ..layer
@@ -220,14 +221,5 @@ fn bits(dtype: DataType) -> u32 {
         Some(bytes) => 8 * bytes as u32,
         None if dtype.storage_bytes(2) == Some(1) => 4,
         None => 0,
-    }
-}
-
-/// `OpType#index` for an unnamed node, else its name.
-fn node_name(node: &NodeProto, index: usize) -> String {
-    if node.name.is_empty() {
-        format!("{}#{index}", node.op_type)
-    } else {
-        node.name.clone()
     }
 }
