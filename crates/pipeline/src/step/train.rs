@@ -18,6 +18,7 @@ use whittle_train::{
 };
 
 use crate::error::{Context, PipelineError, Result};
+use crate::eval::Evaluator;
 use crate::observer::{Event, Level, Observer};
 use crate::source::DataSource;
 use crate::step::{Ctx, Step, StepReport};
@@ -272,6 +273,45 @@ pub fn load_training(
     // Values first: the trainer's preflight then checks the samples against the model.
     whittle_train::finite::check_dataset(&data, "training").context(|| format!("{role} {spec}"))?;
     Ok(data)
+}
+
+/// Samples per evaluation run of [`TestSet`].
+const EVAL_BATCH: usize = 256;
+
+/// Labelled test data on which training steps measure top-1 accuracy (the pipeline's
+/// [`Evaluator`]).
+pub struct TestSet {
+    evaluator: Evaluator,
+    samples: usize,
+}
+
+impl TestSet {
+    /// The test split of dataset `spec` (its first `limit` samples when given), checked
+    /// against `model`'s input; `role` names the data in errors.
+    pub fn load(spec: &str, role: &str, model: &Model, limit: Option<usize>) -> Result<Self> {
+        let data = DataSource::new(spec).with_role(role).load(
+            &model_inputs(model),
+            Split::Test,
+            limit,
+        )?;
+        Ok(TestSet {
+            samples: data.len(),
+            evaluator: Evaluator::new().with_labelled(data, EVAL_BATCH),
+        })
+    }
+
+    /// The number of test samples.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+
+    /// Top-1 accuracy of `model`.
+    pub fn accuracy(&self, ctx: &Ctx<'_>, model: &Model) -> Result<f64> {
+        let metrics = self.evaluator.evaluate(ctx, model)?;
+        metrics
+            .top1
+            .ok_or_else(|| PipelineError::invalid("the test data", "no accuracy was measured"))
+    }
 }
 
 /// `train` / `finetune`: trains the model's weights on labelled data.
