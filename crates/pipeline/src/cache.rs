@@ -1,6 +1,7 @@
 //! Content keys of intermediate models: the SHA-256 of the parent model's bytes, the
 //! step's configuration, the data sources it reads and (for a step that compares with it)
 //! the reference model's bytes. Equal keys mean the step would compute the same model.
+//! Measurements are keyed alike, by the model and the settings.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use sha2::{Digest, Sha256};
 use whittle_ir::Model;
 
 use crate::error::{PipelineError, Result};
+use crate::step::evaluate::Evaluate;
 use crate::step::StepConfig;
 
 /// The hex SHA-256 of a model's encoded bytes.
@@ -18,18 +20,30 @@ pub fn model_hash(model: &Model) -> String {
 /// The key of `step`'s result on the model whose hash is `parent` (see [`model_hash`]),
 /// with `reference`'s hash when the step reads the reference model.
 pub fn key(parent: &str, step: &StepConfig, reference: Option<&str>) -> Result<String> {
-    let config = serde_json::to_string(step)
-        .map_err(|e| PipelineError::invalid("a step's configuration", e.to_string()))?;
+    let config = json(step)?;
+    let parts = [parent, &config, reference.unwrap_or("")];
+    Ok(digest(parts.into_iter().chain(step.step().data_specs())))
+}
+
+/// The key of `settings`' measurements of the model whose hash is `model`.
+pub fn metrics_key(model: &str, settings: &Evaluate) -> Result<String> {
+    Ok(digest([model, "evaluate", &json(settings)?]))
+}
+
+fn json(config: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(config)
+        .map_err(|e| PipelineError::invalid("a step's configuration", e.to_string()))
+}
+
+/// The hex SHA-256 of `parts`, each length-prefixed so that no two different part lists
+/// hash alike.
+fn digest<'a>(parts: impl IntoIterator<Item = &'a str>) -> String {
     let mut hasher = Sha256::new();
-    for part in [parent, &config, reference.unwrap_or("")]
-        .into_iter()
-        .chain(step.step().data_specs())
-    {
-        // Length-prefixed, so that no two different part lists hash alike.
+    for part in parts {
         hasher.update((part.len() as u64).to_le_bytes());
         hasher.update(part.as_bytes());
     }
-    Ok(hex(&hasher.finalize()))
+    hex(&hasher.finalize())
 }
 
 /// Where the model of `key` is kept in `work_dir`.

@@ -1,16 +1,28 @@
-//! The pipeline's journal: one JSON line per finished step (its cache key, report and
-//! time) in `journal.jsonl` of the work folder. Each append rewrites the file atomically,
-//! so a kill leaves the journal as it was before or after the line, never half a line.
+//! The pipeline's journals in the work folder, one JSON line per record: `journal.jsonl`
+//! holds every finished step (its cache key, report and time), `metrics.jsonl` the
+//! measurements of models (keyed by model and settings). Each append rewrites the file
+//! atomically, so a kill leaves a journal as it was before or after the line, never half a
+//! line.
 
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, PipelineError, Result};
+use crate::eval::Metrics;
 use crate::step::StepReport;
 
-/// The journal's file name in the work folder.
+/// The step journal's file name in the work folder.
 pub const FILE: &str = "journal.jsonl";
+
+/// A line of a journal, found by its key.
+pub trait Record: Serialize + DeserializeOwned {
+    /// The journal's file name in the work folder.
+    const FILE: &'static str;
+    /// The content key the record is found by.
+    fn key(&self) -> &str;
+}
 
 /// One finished step.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,16 +39,39 @@ pub struct Entry {
     pub report: StepReport,
 }
 
-/// The entries of a work folder's journal.
-pub struct Journal {
-    path: PathBuf,
-    entries: Vec<Entry>,
+impl Record for Entry {
+    const FILE: &'static str = FILE;
+    fn key(&self) -> &str {
+        &self.key
+    }
 }
 
-impl Journal {
+/// The measurements of one model with one set of settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Measured {
+    /// See [`crate::cache::metrics_key`].
+    pub key: String,
+    /// What was measured.
+    pub metrics: Metrics,
+}
+
+impl Record for Measured {
+    const FILE: &'static str = "metrics.jsonl";
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// The records of one of a work folder's journals.
+pub struct Journal<R: Record> {
+    path: PathBuf,
+    entries: Vec<R>,
+}
+
+impl<R: Record> Journal<R> {
     /// Reads the journal of `work_dir` (empty when there is none yet).
-    pub fn open(work_dir: &Path) -> Result<Journal> {
-        let path = work_dir.join(FILE);
+    pub fn open(work_dir: &Path) -> Result<Self> {
+        let path = work_dir.join(R::FILE);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -54,22 +89,22 @@ impl Journal {
                     )
                 })
             })
-            .collect::<Result<Vec<Entry>>>()?;
+            .collect::<Result<Vec<R>>>()?;
         Ok(Journal { path, entries })
     }
 
-    /// The entry of the step whose result has `key`, if it finished before.
-    pub fn find(&self, key: &str) -> Option<&Entry> {
-        self.entries.iter().rev().find(|e| e.key == key)
+    /// The latest record with `key`, if any.
+    pub fn find(&self, key: &str) -> Option<&R> {
+        self.entries.iter().rev().find(|e| e.key() == key)
     }
 
-    /// Every entry, oldest first.
-    pub fn entries(&self) -> &[Entry] {
+    /// Every record, oldest first.
+    pub fn entries(&self) -> &[R] {
         &self.entries
     }
 
     /// Appends `entry`, rewriting the file atomically.
-    pub fn append(&mut self, entry: Entry) -> Result<()> {
+    pub fn append(&mut self, entry: R) -> Result<()> {
         self.entries.push(entry);
         let mut text = String::new();
         for e in &self.entries {

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{PipelineError, Result};
 use crate::source::ModelSource;
+use crate::step::evaluate::Evaluate;
 use crate::step::StepConfig;
 
 /// An ordered list of steps applied to a model.
@@ -30,6 +31,9 @@ pub struct Recipe {
     /// Threads for the executor and ONNX Runtime (None: one per core).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Measure the input model and the model after every step with these settings.
+    #[serde(default)]
+    pub evaluate: Option<Evaluate>,
     /// The steps, in order.
     #[serde(default)]
     pub steps: Vec<StepConfig>,

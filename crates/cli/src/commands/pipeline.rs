@@ -1,12 +1,14 @@
 //! `whittle pipeline`: runs a recipe's steps (TOML or YAML, see docs/RECIPES.md) with a
-//! work folder that lets a rerun skip the steps that finished.
+//! work folder that lets a rerun skip the steps that finished, and writes its report.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Serialize;
 use whittle_pipeline::recipe::Recipe;
+use whittle_pipeline::report::{self, Report};
 use whittle_pipeline::runner::{Runner, StepRun};
+use whittle_pipeline::step::evaluate::{describe, Evaluate};
 
 use super::output::{check_output, save_model, InputModel};
 use crate::observer::CliObserver;
@@ -27,9 +29,15 @@ pub struct Args {
     /// Overwrite an existing output.
     #[arg(long)]
     force: bool,
-    /// Machine-readable output: every step's report.
+    /// Machine-readable output: every step's report, and the run's report when the model
+    /// is measured (the recipe's `evaluate`, or --report).
     #[arg(long)]
     json: bool,
+    /// Write the run's report to R.html (a page with plots) or R.json: metrics of the
+    /// input model and after every step, precision and sparsity per layer. Without the
+    /// recipe's `evaluate`, it measures size, parameters and MACs.
+    #[arg(long, value_name = "R.html|R.json")]
+    report: Option<PathBuf>,
 }
 
 /// What `--json` prints.
@@ -39,11 +47,16 @@ struct PipelineJson<'a> {
     output: String,
     work_dir: String,
     steps: &'a [StepRun],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report: Option<&'a Report>,
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let recipe = Recipe::load(&args.recipe)?;
+    let mut recipe = Recipe::load(&args.recipe)?;
+    if args.report.is_some() {
+        recipe.evaluate.get_or_insert_with(Evaluate::default);
+    }
     let output = args
         .output
         .clone()
@@ -62,13 +75,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let run = runner.run(&recipe)?;
     save_model(&run.model, &output)?;
+    let report = match recipe.evaluate {
+        Some(_) => Some(run.report(&format!("whittle pipeline {}", args.recipe.display()))?),
+        None => None,
+    };
+    if let (Some(path), Some(report)) = (&args.report, &report) {
+        report::write(report, path)?;
+    }
     if args.json {
         return print_json(&PipelineJson {
             recipe: args.recipe.display().to_string(),
             output: output.display().to_string(),
             work_dir: work_dir.display().to_string(),
             steps: &run.steps,
+            report: report.as_ref(),
         });
+    }
+    if let Some(m) = &run.input_metrics {
+        println!("input model: {}", describe(m));
     }
     let total = run.steps.len();
     for s in &run.steps {
@@ -81,8 +105,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for line in &s.report.summary {
             println!("  {line}");
         }
+        if let Some(m) = &s.metrics {
+            println!("  measured: {}", describe(m));
+        }
     }
     println!("wrote {}", output.display());
+    if let Some(path) = &args.report {
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 

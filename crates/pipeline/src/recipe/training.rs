@@ -17,14 +17,16 @@
 //! gradual schedule while fine-tuning), else an enabled `lr_schedule` a `finetune` step;
 //! `optimize_for_inference` an `optimize` step; quantization a `quantize` step (`format:
 //! float16`: `fp16`; `type: during_training`: `qat`); `measure_performance` gives the
-//! quantization step the eval data and ONNX Runtime latency.
+//! quantization step the eval data and ONNX Runtime latency (QAT: the eval data).
+//! `training.limit` limits the training data of the step it becomes; a top-level
+//! `evaluate` table is the recipe's ([`crate::step::evaluate::Evaluate`]).
 
 use serde_json::{json, Map, Value};
 
 use crate::error::{PipelineError, Result};
 
 /// Keys of the layout besides `training` that the recipe keeps.
-const KEPT: [&str; 4] = ["model", "output", "seed", "threads"];
+const KEPT: [&str; 5] = ["model", "output", "seed", "threads", "evaluate"];
 
 /// Translates the layout in `value` into a recipe value with `steps`.
 pub fn translate(value: Value) -> Result<Value> {
@@ -41,8 +43,8 @@ pub fn translate(value: Value) -> Result<Value> {
             other => {
                 return Err(invalid(
                     other,
-                    "unknown key of the training layout (model, output, seed, threads, data, \
-                     eval_data, training)",
+                    "unknown key of the training layout (model, output, seed, threads, evaluate, \
+                     data, eval_data, training)",
                 ))
             }
         }
@@ -113,7 +115,12 @@ fn need_data<'d>(data: Option<&'d str>, what: &str) -> Result<&'d str> {
 fn training_settings(training: &Map<String, Value>) -> Result<Map<String, Value>> {
     let mut settings: Map<String, Value> = training
         .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "lr_schedule" | "pruning" | "quantization"))
+        .filter(|(k, _)| {
+            !matches!(
+                k.as_str(),
+                "lr_schedule" | "pruning" | "quantization" | "limit"
+            )
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     if let Some(schedule) = enabled(training, "lr_schedule")? {
@@ -122,34 +129,79 @@ fn training_settings(training: &Map<String, Value>) -> Result<Map<String, Value>
     Ok(settings)
 }
 
+/// A training step of `training`: `step` with `training.limit` (use only the first N
+/// samples) as the step's `limit`.
+fn with_limit(mut step: Value, training: &Map<String, Value>) -> Value {
+    if let Some(limit) = training.get("limit") {
+        step["limit"] = limit.clone();
+    }
+    step
+}
+
+/// Keys of `pruning` that shape a gradual (`during_training`) schedule.
+const GRADUAL: [&str; 5] = [
+    "start_step",
+    "end_step",
+    "frequency",
+    "initial_sparsity",
+    "steps",
+];
+
 /// A `prune` step (pruning enabled) or a `finetune` step (an enabled LR schedule).
 fn train_step(training: &Map<String, Value>, data: Option<&str>) -> Result<Option<Value>> {
     let settings = training_settings(training)?;
-    if let Some(mut pruning) = enabled(training, "pruning")? {
+    let step = if let Some(mut pruning) = enabled(training, "pruning")? {
         let data = need_data(data, "pruning")?;
-        let kind = take_str(&mut pruning, "type", "pruning")?;
-        let mut step = json!({"step": "prune", "data": data, "training": settings});
-        if kind.as_deref() == Some("structured") {
-            step["method"] = json!("channel");
-        } else if let Some(kind) = kind {
-            step["method"] = json!(kind);
+        let method = take_str(&mut pruning, "type", "pruning")?;
+        let curve = take_str(&mut pruning, "schedule", "pruning")?;
+        let during = match pruning.remove("during_training") {
+            None => false,
+            Some(Value::Bool(b)) => b,
+            Some(_) => return Err(invalid("pruning.during_training", "must be true or false")),
+        };
+        let mut schedule = Map::new();
+        for key in GRADUAL {
+            if let Some(v) = pruning.remove(key) {
+                schedule.insert(key.into(), v);
+            }
         }
-        let during = pruning.remove("during_training");
-        if during.as_ref().and_then(Value::as_bool).unwrap_or(false) {
-            step["mode"] = json!("gradual");
+        if let Some(curve) = curve {
+            schedule.insert("curve".into(), json!(curve));
         }
+        let kind = match (
+            during,
+            schedule.keys().find(|k| *k != "curve" && *k != "steps"),
+        ) {
+            (true, _) => "gradual",
+            (false, Some(key)) => {
+                return Err(invalid(
+                    &format!("pruning.{key}"),
+                    "shapes a schedule during training; set `during_training: true`",
+                ))
+            }
+            (false, None) if schedule.is_empty() => "oneshot",
+            (false, None) => "iterative",
+        };
+        schedule.insert("kind".into(), json!(kind));
+        let mut step = json!({
+            "step": "prune",
+            "data": data,
+            "method": method.as_deref().unwrap_or("magnitude"),
+            "schedule": schedule,
+            "finetune": settings,
+        });
+        // The rest (target_sparsity, n, m, criterion, exclude, ...) are the step's keys.
         for (key, v) in pruning {
             step[key.as_str()] = v;
         }
-        return Ok(Some(step));
-    }
-    if training.contains_key("lr_schedule") && settings.contains_key("lr_schedule") {
+        step
+    } else if settings.contains_key("lr_schedule") {
         let data = need_data(data, "lr_schedule")?;
-        return Ok(Some(
-            json!({"step": "finetune", "data": data, "training": settings}),
-        ));
-    }
-    Ok(None)
+        json!({"step": "finetune", "data": data, "training": settings})
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(with_limit(step, training)))
 }
 
 /// The `optimize` and quantization steps of an enabled `quantization` table.
@@ -185,7 +237,9 @@ fn quantization_steps(
         ("post_training", "int4") => json!({"step": "int4"}),
         ("during_training", "int8") => {
             let data = need_data(data, "quantization (QAT trains on it)")?;
-            json!({"step": "qat", "data": data, "training": training_settings(training)?})
+            let step =
+                json!({"step": "qat", "data": data, "training": training_settings(training)?});
+            with_limit(step, training)
         }
         (kind, format) => {
             return Err(invalid(
@@ -197,12 +251,12 @@ fn quantization_steps(
             ))
         }
     };
-    if step["step"] != "qat" {
-        match (measure, eval_data) {
-            (true, Some(eval)) => step["eval_data"] = json!(eval),
-            (true, None) => {}
-            (false, _) => step["no_latency"] = json!(true),
-        }
+    match (measure, eval_data) {
+        (true, Some(eval)) => step["eval_data"] = json!(eval),
+        (true, None) => {}
+        // QAT measures no latency.
+        (false, _) if step["step"] == "qat" => {}
+        (false, _) => step["no_latency"] = json!(true),
     }
     steps.push(step);
     Ok(steps)

@@ -1,10 +1,13 @@
 //! Steps: each technique as `Step::run(&mut Ctx, Model) -> (Model, StepReport)`, and
 //! [`StepConfig`], the serde enum of every step's configuration that recipes list.
 
+pub mod distill;
+pub mod evaluate;
 pub mod fp16;
 pub mod int4;
 pub mod optimize;
 pub mod prune;
+pub mod qat;
 pub mod quantize;
 pub mod train;
 pub mod verify;
@@ -109,6 +112,17 @@ pub enum StepConfig {
     Int4(int4::Int4),
     /// Outputs compared with the previous step's input model.
     Verify(verify::Verify),
+    /// Measurements of the model, which passes on unchanged.
+    Evaluate(evaluate::Evaluate),
+    /// Training on labelled data (`finetune` is the same step).
+    #[serde(alias = "finetune")]
+    Train(train::TrainStep),
+    /// Weight or channel pruning, with optional fine-tuning.
+    Prune(prune::PruneStep),
+    /// Quantization-aware training, exported as a QDQ model.
+    Qat(qat::Qat),
+    /// Knowledge distillation of a teacher into the model.
+    Distill(distill::Distill),
 }
 
 impl StepConfig {
@@ -120,6 +134,11 @@ impl StepConfig {
             StepConfig::Fp16(s) => s,
             StepConfig::Int4(s) => s,
             StepConfig::Verify(s) => s,
+            StepConfig::Evaluate(s) => s,
+            StepConfig::Train(s) => s,
+            StepConfig::Prune(s) => s,
+            StepConfig::Qat(s) => s,
+            StepConfig::Distill(s) => s,
         }
     }
 }
