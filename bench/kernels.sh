@@ -13,7 +13,7 @@ repeat="${REPEAT:-3}"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
-bin=$(cargo bench --release -p whittle-exec --bench kernels --no-run --message-format=json 2>/dev/null \
+bin=$(cargo bench -p whittle-exec --bench kernels --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for l in sys.stdin:
     m = json.loads(l)

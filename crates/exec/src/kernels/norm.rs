@@ -2,7 +2,7 @@
 //! logits do not overflow) and LayerNormalization; rows run in parallel.
 
 use super::activation::exp_f32;
-use super::{check_len, dispatch, error, Result, PAR_CHUNK};
+use super::{check_len, dispatch, error, lane_sum, Result, PAR_CHUNK};
 use rayon::prelude::*;
 
 /// Runs `f(x_row, y_row)` over the rows of `cols` elements, parallel over blocks
@@ -56,20 +56,6 @@ fn row_max(x: &[f32]) -> f32 {
         .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
 }
 
-/// Sum of a row in 16 independent lanes.
-#[inline(always)]
-fn row_sum(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let chunks = x.chunks_exact(16);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for (a, v) in acc.iter_mut().zip(c) {
-            *a += v;
-        }
-    }
-    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
-}
-
 /// Writes `y = e^(x - max)` and answers the sum of `y`.
 #[inline(always)]
 fn shifted_exp(x: &[f32], y: &mut [f32]) -> (f32, f32) {
@@ -77,7 +63,7 @@ fn shifted_exp(x: &[f32], y: &mut [f32]) -> (f32, f32) {
     for (yv, xv) in y.iter_mut().zip(x) {
         *yv = exp_f32(xv - m);
     }
-    (m, row_sum(y))
+    (m, lane_sum(y))
 }
 
 /// Softmax over the last axis: rows of `cols` elements of `x` into `y`.
@@ -152,7 +138,7 @@ pub fn layer_norm(
         dispatch(
             #[inline(always)]
             || {
-                let mean = row_sum(xr) / cols as f32;
+                let mean = lane_sum(xr) / cols as f32;
                 for (yv, xv) in yr.iter_mut().zip(xr) {
                     *yv = xv - mean;
                 }

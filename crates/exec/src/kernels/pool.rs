@@ -5,7 +5,7 @@
 //! inside the image form one range per row, so the inner loop is a branch-free max or add
 //! over a (strided) input row.
 
-use super::{check_len, dispatch, error, Result, PAR_CHUNK};
+use super::{check_len, dispatch, error, lane_sum, Result, PAR_CHUNK};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -361,7 +361,7 @@ pub fn global_avg_pool(planes: usize, plane: usize, x: &[f32], y: &mut [f32]) ->
     let mean = |xp: &[f32]| {
         dispatch(
             #[inline(always)]
-            || xp.iter().sum::<f32>() * inv,
+            || lane_sum(xp) * inv,
         )
     };
     if rayon::current_num_threads() > 1 && x.len() >= PAR_CHUNK {
