@@ -18,6 +18,7 @@ pub mod error;
 pub mod eval;
 pub mod feed;
 pub mod journal;
+pub mod nonfinite;
 pub mod observer;
 pub mod recipe;
 pub mod report;

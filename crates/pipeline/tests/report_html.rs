@@ -2,10 +2,12 @@
 //! is an inline SVG with one bar per figure, the tables show the figures of the JSON, the
 //! page needs nothing from outside, and the same data renders to the same bytes.
 
+mod support;
+
 use std::collections::HashMap;
 
-use roxmltree::{Document, Node};
 use serde_json::Value as Json;
+use support::page::{bars, by_id, models_match_json, parse, table};
 use whittle_data::Split;
 use whittle_exec::Value;
 use whittle_ir::{Model, TensorData};
@@ -50,65 +52,6 @@ fn lenet_report() -> Report {
     report::quantize::report(&q, &float, &int8, Some(2)).unwrap()
 }
 
-/// The page parsed as XML (the renderer writes well-formed XHTML).
-fn parse(html: &str) -> Document<'_> {
-    let options = roxmltree::ParsingOptions {
-        allow_dtd: true,
-        ..Default::default()
-    };
-    Document::parse_with_options(html, options)
-        .unwrap_or_else(|e| panic!("the page is not well-formed: {e}"))
-}
-
-fn by_id<'a, 'i>(doc: &'a Document<'i>, id: &str) -> Node<'a, 'i> {
-    doc.descendants()
-        .find(|n| n.attribute("id") == Some(id))
-        .unwrap_or_else(|| panic!("no element with id {id}"))
-}
-
-/// Rectangles of the plot `id` filled in series `k`'s colour (bars and one legend swatch).
-fn bars(doc: &Document, id: &str, k: usize) -> usize {
-    let svg = by_id(doc, id)
-        .children()
-        .find(|n| n.has_tag_name("svg"))
-        .unwrap_or_else(|| panic!("plot {id} has no <svg>"));
-    let colour = plot::colour(k);
-    svg.descendants()
-        .filter(|n| n.has_tag_name("rect") && n.attribute("fill") == Some(colour.as_str()))
-        .count()
-}
-
-/// The rows (cells as text) of the table in the section headed `title`.
-fn table(doc: &Document, title: &str) -> Vec<Vec<String>> {
-    let section = doc
-        .descendants()
-        .find(|n| {
-            n.has_tag_name("section")
-                && n.children()
-                    .any(|h| h.has_tag_name("h2") && h.text() == Some(title))
-        })
-        .unwrap_or_else(|| panic!("no section {title}"));
-    let table = section
-        .children()
-        .find(|n| n.has_tag_name("table"))
-        .unwrap();
-    table
-        .children()
-        .filter(|r| r.has_tag_name("tr"))
-        .map(|r| {
-            r.children()
-                .filter(|c| c.has_tag_name("td") || c.has_tag_name("th"))
-                .map(|c| {
-                    c.descendants()
-                        .filter(|t| t.is_text())
-                        .filter_map(|t| t.text())
-                        .collect()
-                })
-                .collect()
-        })
-        .collect()
-}
-
 #[test]
 fn the_quantize_report_draws_and_tabulates_the_figures_of_its_json() {
     let report = lenet_report();
@@ -120,29 +63,31 @@ fn the_quantize_report_draws_and_tabulates_the_figures_of_its_json() {
     assert!(!html.contains("<script") && !html.contains(" src=") && !html.contains("href="));
 
     // Before/after: one row per model, each figure as in the JSON; the relative plot has
-    // one bar per model and measured figure (size and latency are measured for both).
-    let rows = table(&doc, "Before and after");
+    // one bar per model and measured figure (size, parameters, MACs and ORT latency are
+    // measured for both).
+    let columns = ["size (bytes)", "parameters", "MACs", "output SQNR (dB)"];
+    let rows = models_match_json(&doc, &json, "Before and after", &columns);
     assert_eq!(rows[0][0], "model");
     assert_eq!(
         (rows[1][0].as_str(), rows[2][0].as_str()),
         ("float", "static INT8")
     );
-    let size_col = rows[0].iter().position(|c| c == "size (bytes)").unwrap();
-    for (i, row) in rows[1..].iter().enumerate() {
-        let size = json["models"][i]["metrics"]["size_bytes"].as_u64().unwrap();
-        assert_eq!(row[size_col], size.to_string());
-    }
-    let sqnr_col = rows[0]
-        .iter()
-        .position(|c| c == "output SQNR (dB)")
-        .unwrap();
-    let sqnr = json["models"][1]["metrics"]["sqnr_db"].as_f64().unwrap();
-    assert_eq!(rows[2][sqnr_col], format!("{sqnr:.2}"));
+    let metric = |m: usize, key: &str| json["models"][m]["metrics"][key].clone();
+    let sqnr = metric(1, "sqnr_db").as_f64().unwrap();
     assert!(sqnr > 20.0, "LeNet5 INT8 logits SQNR {sqnr}");
+    // Quantization keeps the multiply-accumulates; the int8 model adds scales and zero
+    // points to LeNet5's 648,226 weights.
+    let lenet_macs = 28 * 28 * 32 * 9 + 14 * 14 * 64 * 288 + 3136 * 200 + 2000;
+    assert_eq!(
+        (metric(0, "macs"), metric(1, "macs")),
+        (lenet_macs.into(), lenet_macs.into())
+    );
+    assert_eq!(metric(0, "parameters"), 648_226);
+    assert!(metric(1, "parameters").as_u64().unwrap() > 648_226);
     let size_ratio = json["models"][1]["metrics"]["size_bytes"].as_f64().unwrap()
         / json["models"][0]["metrics"]["size_bytes"].as_f64().unwrap();
     assert!(size_ratio < 0.3, "INT8 size ratio {size_ratio}");
-    let relative = 1 + usize::from(json["models"][0]["metrics"]["latency_ms_ort"].is_number());
+    let relative = 3 + usize::from(metric(0, "latency_ms_ort").is_number());
     assert_eq!(bars(&doc, "plot-before-after", 0), relative + 1);
     assert_eq!(bars(&doc, "plot-before-after", 1), relative + 1);
 
@@ -252,18 +197,31 @@ fn a_pipeline_report_draws_one_point_per_step_and_measure() {
 fn a_report_file_is_html_or_json_by_its_extension() {
     let dir = std::env::temp_dir().join(format!("whittle-report-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    // A model equal to its reference: an infinite SQNR, which JSON can only hold as text.
+    let exact = ModelMetrics {
+        name: "exact".into(),
+        metrics: Metrics {
+            sqnr_db: Some(f64::INFINITY),
+            cosine: Some(1.0),
+            ..Metrics::default()
+        },
+    };
     let report = Report {
         title: "t".into(),
         notes: vec!["a note".into()],
+        models: vec![exact],
         ..Report::default()
     };
     report::write(&report, &dir.join("r.html")).unwrap();
     report::write(&report, &dir.join("r.json")).unwrap();
+    let json = std::fs::read_to_string(dir.join("r.json")).unwrap();
+    assert!(json.contains("\"sqnr_db\": \"inf\""), "{json}");
     let html = std::fs::read_to_string(dir.join("r.html")).unwrap();
     assert!(html.contains("<p class=\"note\">a note</p>"), "{html}");
     let back: Report =
         serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
     assert_eq!(back, report);
+    assert_eq!(back.models[0].metrics.sqnr_db, Some(f64::INFINITY));
     let err = report::write(&report, &dir.join("r.pdf"))
         .unwrap_err()
         .to_string();

@@ -131,10 +131,7 @@ impl Evaluator {
             );
         }
         if let Some(accuracy) = self.accuracy(ctx, &exec)? {
-            metrics.top1 = Some(accuracy.accuracy);
-            metrics.top5 = Some(accuracy.top5);
-            metrics.samples = Some(accuracy.samples);
-            metrics.per_class = accuracy.per_class;
+            metrics.set_accuracy(accuracy);
         }
         if let Some(fidelity) = self.fidelity(ctx, &exec)? {
             metrics.sqnr_db = Some(fidelity.overall.sqnr_db);

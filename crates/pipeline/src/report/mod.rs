@@ -7,9 +7,13 @@
 //! ([`html`], [`plot`]); [`write`] writes HTML or JSON by the file's extension. Identical
 //! reports give byte-identical output.
 
+pub mod compare;
+pub mod evaluate;
 pub mod html;
 pub mod measure;
+pub mod models;
 pub mod plot;
+pub mod prune;
 pub mod quantize;
 pub mod sections;
 pub mod table;
@@ -68,10 +72,19 @@ pub struct ModelMetrics {
 pub struct LayerValues {
     /// What the figure is ("Per-tensor SQNR", "Sensitivity").
     pub title: String,
+    /// What each figure belongs to ("layer", "tensor", "class", "output"): the heading of
+    /// the names' column.
+    #[serde(default = "layer")]
+    pub item: String,
     /// Its unit or definition ("dB", "accuracy drop").
     pub unit: String,
     /// The figures, in the order shown.
     pub values: Vec<NamedValue>,
+}
+
+/// The default [`LayerValues::item`].
+fn layer() -> String {
+    "layer".into()
 }
 
 /// A named figure.
@@ -80,7 +93,7 @@ pub struct NamedValue {
     /// The layer or tensor.
     pub name: String,
     /// Its figure (may be infinite: an exact SQNR).
-    #[serde(with = "finite_or_string")]
+    #[serde(with = "crate::nonfinite")]
     pub value: f64,
 }
 
@@ -171,31 +184,4 @@ pub fn write(report: &Report, path: &Path) -> Result<()> {
     };
     whittle_ir::files::write_bytes_atomic(path, text.as_bytes())
         .context(|| format!("writing the report {}", path.display()))
-}
-
-/// Serializes an `f64` as a number when finite, else as the string "inf", "-inf" or "nan"
-/// (JSON has no such numbers; an exact SQNR is infinite).
-mod finite_or_string {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
-        if v.is_finite() {
-            s.serialize_f64(*v)
-        } else {
-            s.serialize_str(&v.to_string())
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Repr {
-            Number(f64),
-            Text(String),
-        }
-        match Repr::deserialize(d)? {
-            Repr::Number(v) => Ok(v),
-            Repr::Text(t) => t.parse().map_err(serde::de::Error::custom),
-        }
-    }
 }

@@ -1,5 +1,6 @@
 //! The report of a quantization run (`whittle quantize --report`, the pipeline's quantize
-//! steps): the float and quantized models before and after, the error of every tensor,
+//! steps): the float and quantized models before and after (size, parameters, MACs,
+//! accuracy, output fidelity, ONNX Runtime latency), the error of every tensor,
 //! layer sensitivity, latency share per operator type, precision and sparsity per layer,
 //! and the nodes left in float.
 
@@ -8,8 +9,7 @@ use whittle_ir::Model;
 use whittle_passes::quantize::report::QuantReport;
 
 use super::measure::op_latency;
-use super::weights::weight_stats;
-use super::{LayerValues, ModelMetrics, NamedValue, OpLatency, Report, Section};
+use super::{models, LayerValues, NamedValue, OpLatency, Report, Section};
 use crate::error::Context;
 use crate::eval::Metrics;
 use crate::Result;
@@ -59,6 +59,7 @@ pub fn report(
     if let Some(v) = &q.verification {
         layers.push(LayerValues {
             title: "Per-tensor error (worst first)".into(),
+            item: "tensor".into(),
             unit: "SQNR dB".into(),
             values: (v.outputs.iter().chain(&v.tensors))
                 .map(|t| NamedValue {
@@ -71,6 +72,7 @@ pub fn report(
     if let Some(first) = q.sensitivity.first() {
         layers.push(LayerValues {
             title: "Sensitivity of each layer quantized alone".into(),
+            item: "layer".into(),
             unit: first.metric.replace('_', " "),
             values: (q.sensitivity.iter())
                 .map(|s| NamedValue {
@@ -90,24 +92,17 @@ pub fn report(
             ]
         })
         .collect();
+    let mut report = models::report(
+        format!("whittle quantize: {name}"),
+        [(FLOAT, float, before), (name.as_str(), quantized, after)],
+    )?;
+    notes.append(&mut report.notes);
     Ok(Report {
-        title: format!("whittle quantize: {name}"),
         notes,
-        models: vec![
-            ModelMetrics {
-                name: FLOAT.into(),
-                metrics: before,
-            },
-            ModelMetrics {
-                name: name.clone(),
-                metrics: after,
-            },
-        ],
-        steps: Vec::new(),
         layers,
         op_latency,
-        weights: vec![weight_stats(FLOAT, float)?, weight_stats(&name, quantized)?],
         tables: vec![float_nodes],
+        ..report
     })
 }
 

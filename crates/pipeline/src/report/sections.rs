@@ -86,12 +86,16 @@ const MEASURES: [Measure; 9] = [
 pub fn parts(report: &Report) -> Result<Vec<Part>> {
     let mut parts = Vec::new();
     if !report.models.is_empty() {
+        let (title, layout) = match report.models.len() {
+            1 => ("Measurements", Layout::Table),
+            _ => ("Before and after", Layout::MeasuresAsBars),
+        };
         parts.push(metrics_part(
-            "Before and after",
+            title,
             "model",
             "before-after",
             &report.models,
-            Layout::MeasuresAsBars,
+            layout,
         )?);
     }
     if !report.steps.is_empty() {
@@ -126,6 +130,8 @@ enum Layout {
     MeasuresAsBars,
     /// Models (pipeline steps) along the axis, one line per measure.
     StepsAsLines,
+    /// No chart (one model: every measure would be 100% of itself).
+    Table,
 }
 
 /// A table of `models` (one row each, one column per measure any of them has) and a chart
@@ -160,7 +166,7 @@ fn metrics_part(
     let relative: Vec<&Measure> = (shown.into_iter())
         .filter(|m| (m.get)(&base.metrics).is_some_and(|v| v != 0.0 && v.is_finite()))
         .collect();
-    if relative.is_empty() {
+    if relative.is_empty() || layout == Layout::Table {
         return Ok(Part {
             section,
             plots: Vec::new(),
@@ -196,7 +202,7 @@ fn metrics_part(
 
 /// A table and bar chart of one figure per layer.
 fn layer_part(layer: &LayerValues, id: &str) -> Result<Part> {
-    let mut section = Section::table(&layer.title, &["layer", &layer.unit]);
+    let mut section = Section::table(&layer.title, &[&layer.item, &layer.unit]);
     section.rows = (layer.values.iter())
         .map(|v| vec![v.name.as_str().into(), show_value(v.value).into()])
         .collect();
