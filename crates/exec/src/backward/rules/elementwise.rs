@@ -125,17 +125,18 @@ fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32>
 pub(super) fn add_sub(c: &mut RuleCtx) -> Grads {
     let out = c.out_shape(0)?;
     let dy = c.dy()?;
-    let mut grads = vec![None, None];
-    for i in 0..2 {
-        if c.wants(i) {
+    (0..2)
+        .map(|i| {
+            if !c.wants(i) {
+                return Ok(None);
+            }
             let mut g = reduce_to(Cow::Borrowed(&dy), out, c.in_shape(i)?)?;
             if i == 1 && c.node.op_type == "Sub" {
                 g.iter_mut().for_each(|v| *v = -*v);
             }
-            grads[i] = Some(g);
-        }
-    }
-    Ok(grads)
+            Ok(Some(g))
+        })
+        .collect()
 }
 
 /// Mul (`da = dy·b`, `db = dy·a`) and Div (`da = dy/b`, `db = -dy·a/b²`), summed to shape.
