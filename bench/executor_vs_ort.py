@@ -1,11 +1,13 @@
 """Latency of whittle's executor against ONNX Runtime on the same models, inputs and threads.
 
-usage: python3 bench/executor_vs_ort.py [--threads T] [--runs N] [--write docs/BENCHMARKS.md]
+usage: python3 bench/executor_vs_ort.py [--threads 1 2] [--runs N] [--write docs/BENCHMARKS.md]
 
-Builds the `latency` example in release mode, times whittle (median of N runs after warm-up)
-and ONNX Runtime (same inputs, intra-op threads = T, inter-op 1, full graph optimisation,
-median of N runs after the same warm-up), and prints a Markdown table of ratios. With
---write, the table replaces the section between the markers in the given file.
+Builds the `latency` example and the CLI in release mode, writes the zoo models it needs
+(`whittle zoo`), times whittle (the planned executor: median of N runs after warm-up, kernels
+in a rayon pool of T threads) and ONNX Runtime (same inputs, intra-op threads = T, inter-op 1,
+full graph optimisation, median of N runs after the same warm-up) for each thread count, and
+prints a Markdown table of ratios. With --write, the table replaces the section between the
+markers in the given file. Run it under `nice` on a shared machine.
 """
 import argparse
 import json
@@ -14,6 +16,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -21,11 +24,16 @@ import onnxruntime as ort
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ASSETS = os.environ.get("WHITTLE_ASSETS", os.path.expanduser("~/.cache/whittle-assets"))
+# (label, model: an asset file or zoo:NAME, batch, size of the other symbolic dimensions,
+# how the input is described in the table)
 CASES = [
-    ("LeNet5", "mnist_lenet5.onnx", 1, 0),
-    ("LeNet5", "mnist_lenet5.onnx", 32, 0),
-    ("MiniLM-L3", "paraphrase-MiniLM-L3-v2.onnx", 1, 128),
-    ("MiniLM-L3", "paraphrase-MiniLM-L3-v2.onnx", 8, 128),
+    ("LeNet5", "mnist_lenet5.onnx", 1, 0, "batch 1"),
+    ("LeNet5", "mnist_lenet5.onnx", 32, 0, "batch 32"),
+    ("MiniLM-L3", "paraphrase-MiniLM-L3-v2.onnx", 1, 128, "batch 1, seq 128"),
+    ("MiniLM-L3", "paraphrase-MiniLM-L3-v2.onnx", 8, 128, "batch 8, seq 128"),
+    ("YOLOv8n", "yolov8n-320.onnx", 1, 320, "batch 1, 320x320"),
+    ("zoo:cnn", "zoo:cnn", 32, 0, "batch 32, 1x28x28"),
+    ("zoo:mobilenetv3-small", "zoo:mobilenetv3-small", 1, 0, "batch 1, 1x28x28"),
 ]
 BEGIN, END = "<!-- executor-vs-ort:begin -->", "<!-- executor-vs-ort:end -->"
 
@@ -62,13 +70,23 @@ def time_ort(path, batch, seq, threads, warmup, runs):
 
 
 def time_whittle(path, batch, seq, threads, warmup, runs):
-    env = dict(os.environ, RAYON_NUM_THREADS=str(threads))
     binary = os.path.join(ROOT, "target/release/examples/latency")
     out = subprocess.run(
-        [binary, path, str(batch), str(seq), str(warmup), str(runs)],
-        check=True, capture_output=True, text=True, env=env,
+        [binary, path, str(batch), str(seq), str(warmup), str(runs), str(threads)],
+        check=True, capture_output=True, text=True,
     )
     return json.loads(out.stdout)["median_ms"]
+
+
+def model_path(model, scratch):
+    """An asset model's path, or a zoo model written into `scratch` by the CLI."""
+    if not model.startswith("zoo:"):
+        return os.path.join(ASSETS, "models", model)
+    path = os.path.join(scratch, model[4:] + ".onnx")
+    if not os.path.exists(path):
+        subprocess.run([os.path.join(ROOT, "target/release/whittle"), "zoo", model, "-o", path],
+                       check=True, capture_output=True)
+    return path
 
 
 def machine():
@@ -83,26 +101,27 @@ def machine():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--write")
     args = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "whittle-exec", "--example", "latency"],
-                   check=True, cwd=ROOT)
+    for target in (["--example", "latency", "-p", "whittle-exec"], ["-p", "whittle-cli"]):
+        subprocess.run(["cargo", "build", "--release", "-q", *target], check=True, cwd=ROOT)
     rows = []
-    for name, file, batch, seq in CASES:
-        path = os.path.join(ASSETS, "models", file)
-        shape = f"batch {batch}" + (f", seq {seq}" if seq else "")
-        w = time_whittle(path, batch, seq, args.threads, args.warmup, args.runs)
-        o = time_ort(path, batch, seq, args.threads, args.warmup, args.runs)
-        rows.append(f"| {name} | {shape} | {w:.3f} | {o:.3f} | {w / o:.2f}x |")
-        print(rows[-1], file=sys.stderr)
+    with tempfile.TemporaryDirectory() as scratch:
+        for threads in args.threads:
+            for name, model, batch, seq, shape in CASES:
+                path = model_path(model, scratch)
+                w = time_whittle(path, batch, seq, threads, args.warmup, args.runs)
+                o = time_ort(path, batch, seq, threads, args.warmup, args.runs)
+                rows.append(f"| {name} | {shape} | {threads} | {w:.3f} | {o:.3f} | {w / o:.2f}x |")
+                print(rows[-1], file=sys.stderr)
     table = "\n".join([
-        f"Machine: {machine()}. Threads: {args.threads}. Median of {args.runs} runs after {args.warmup} warm-up runs.",
+        f"Machine: {machine()}. Median of {args.runs} runs after {args.warmup} warm-up runs.",
         "",
-        "| model | input | whittle ms | ORT ms | whittle / ORT |",
-        "|---|---|---|---|---|",
+        "| model | input | threads | whittle ms | ORT ms | whittle / ORT |",
+        "|---|---|---|---|---|---|",
         *rows,
     ])
     print(table)

@@ -27,6 +27,8 @@ fn run_whittle(model: &Model, inputs: &[(String, TensorData)]) -> Vec<TensorData
         .iter()
         .map(|(n, d)| (n.clone(), Value::try_from(d).unwrap()))
         .collect();
+    // The first run records the plan (crates/exec/src/plan); the second runs it.
+    exec.run(feed.clone()).unwrap();
     let out = exec.run(feed).unwrap();
     exec.output_names()
         .iter()
