@@ -5,18 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde::Serialize;
-use whittle_exec::{Executor, Value};
-use whittle_ir::Model;
-use whittle_passes::optimize::ModelStats;
-use whittle_pipeline::error::Context as PipelineContext;
-use whittle_pipeline::step::train::{load_training, observed};
-use whittle_train::distill::{DistillConfig, Distiller, FeatureMatch, FeaturePair};
-use whittle_train::{EpochReport, Trainer};
+use whittle_pipeline::step::distill::{Distill, DistillOutcome, Feature};
+use whittle_pipeline::{Ctx, ModelSource};
 
-use super::datasets::eval_set;
 use super::output::{check_output, save_model, InputModel};
+use super::quantize::flag_words;
 use super::train::{build_model, check_outputs, refuse_model_setting, training, Settings};
 use crate::observer::CliObserver;
 
@@ -64,16 +59,8 @@ pub struct Args {
 #[derive(Serialize)]
 struct Summary {
     output: String,
-    teacher_accuracy: f64,
-    /// The student's accuracy before distillation.
-    student_accuracy_before: f64,
-    student_accuracy: f64,
-    teacher_params: u64,
-    student_params: u64,
-    test_samples: usize,
-    /// The --feature pairs and their projections (`[out, in]` or null).
-    features: Vec<FeatureMatch>,
-    epochs: Vec<EpochReport>,
+    #[serde(flatten)]
+    outcome: DistillOutcome,
 }
 
 /// Runs the command.
@@ -95,56 +82,43 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         InputModel::Protected,
     )?;
     let features = parse_features(&args.feature)?;
-    let cfg = DistillConfig {
+    let Some(data) = args.settings.data.clone() else {
+        bail!("--data is required");
+    };
+    let step = Distill {
+        limit: args.settings.limit,
         temperature: args.temperature,
         alpha: args.alpha,
         features,
         feature_weight: args.feature_weight,
-        ..DistillConfig::default()
+        eval_data: Some(data.clone()),
+        eval_samples: args.test_samples,
+        training: training(&args.settings)?,
+        data_role: "--data".into(),
+        ..Distill::new(ModelSource::File(args.teacher.clone()), data)
     };
-    let teacher = Model::load(&args.teacher)
-        .with_context(|| format!("loading --teacher {}", args.teacher.display()))?;
-    whittle_ir::validate(&teacher)?;
+    step.validate().map_err(flag_error)?;
     let student = build_model(&args.student)?;
-    let Some(spec) = args.settings.data.clone() else {
-        bail!("--data is required");
-    };
-    let train = load_training(&spec, "--data", Some(&student), args.settings.limit)?;
-    let student_exec = Executor::new(&student)?;
-    let eval = eval_set(&student_exec.inputs(), &spec, args.test_samples, "--data")?;
-    let student_accuracy_before = eval.accuracy(&student)?;
-    let Some(scores) = student_exec.output_names().first().cloned() else {
-        bail!("the student has no output");
-    };
-    let config = training(&args.settings)?.config(train.len(), 0)?;
     let observer = CliObserver::new(args.json);
-    let (trained, features, report) = observed(&observer, config, |config| {
-        let distill = || -> anyhow::Result<_> {
-            let mut distiller = Distiller::new(&teacher, &scores, cfg)?;
-            let rows: Vec<usize> = (0..train.len().min(4)).collect();
-            let (sample, _) = train.gather(&rows)?;
-            let (graph, features) =
-                distiller.training_graph(&student, &Value::try_from(&sample)?)?;
-            let mut trainer = Trainer::new(&graph, config)?.with_loss(move |x| distiller.loss(x));
-            let report = trainer.fit(&train, None)?;
-            // The student graph with the trained weights: no exposed feature, no projection.
-            Ok((trainer.executor().export(&student)?, features, report))
-        };
-        PipelineContext::context(distill(), || "distilling".into())
-    })?;
+    let (trained, outcome) = step
+        .train(&mut Ctx::new(&observer), &student)
+        .map_err(flag_error)?;
     save_model(&trained, &args.output)?;
     let summary = Summary {
         output: args.output.display().to_string(),
-        teacher_accuracy: eval.accuracy(&teacher)?,
-        student_accuracy_before,
-        student_accuracy: eval.accuracy(&trained)?,
-        teacher_params: ModelStats::of(&teacher).params,
-        student_params: ModelStats::of(&trained).params,
-        test_samples: eval.labels.as_ref().map_or(0, Vec::len),
-        features,
-        epochs: report.epochs,
+        outcome,
     };
     print_summary(&summary, args.json)
+}
+
+/// A training step's error worded with the flags of `whittle distill` and `whittle qat`
+/// (`eval_samples` is `--test-samples`, the teacher `--teacher`).
+pub(crate) fn flag_error(e: whittle_pipeline::PipelineError) -> anyhow::Error {
+    let text = e
+        .to_string()
+        .replace("`eval_samples`", "--test-samples")
+        .replace("the teacher ", "--teacher ");
+    anyhow::anyhow!(flag_words(&text))
 }
 
 /// Refuses `--test-samples 0` (an accuracy of no samples).
@@ -156,11 +130,11 @@ pub(crate) fn check_test_samples(test_samples: Option<usize>) -> anyhow::Result<
 }
 
 /// `TEACHER:STUDENT` pairs.
-fn parse_features(specs: &[String]) -> anyhow::Result<Vec<FeaturePair>> {
+fn parse_features(specs: &[String]) -> anyhow::Result<Vec<Feature>> {
     specs
         .iter()
         .map(|s| match s.split_once(':') {
-            Some((t, st)) if !t.is_empty() && !st.is_empty() => Ok(FeaturePair {
+            Some((t, st)) if !t.is_empty() && !st.is_empty() => Ok(Feature {
                 teacher: t.to_string(),
                 student: st.to_string(),
             }),
@@ -173,17 +147,19 @@ fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {
     if json {
         return crate::report::print_json(s);
     }
+    let o = &s.outcome;
+    let percent = |a: Option<f64>| 100.0 * a.unwrap_or(f64::NAN);
     println!(
         "accuracy on {} test samples: teacher {:.2}% ({} parameters), student {:.2}% -> {:.2}% ({} parameters); wrote {}",
-        s.test_samples,
-        100.0 * s.teacher_accuracy,
-        crate::report::human_count(s.teacher_params),
-        100.0 * s.student_accuracy_before,
-        100.0 * s.student_accuracy,
-        crate::report::human_count(s.student_params),
+        o.test_samples,
+        percent(o.teacher_accuracy),
+        crate::report::human_count(o.teacher_params),
+        percent(o.student_accuracy_before),
+        percent(o.student_accuracy),
+        crate::report::human_count(o.student_params),
         s.output
     );
-    for f in &s.features {
+    for f in &o.features {
         let how = match f.projection {
             Some([out, inp]) => format!("through a learned {out}x{inp} projection"),
             None => "directly".to_string(),

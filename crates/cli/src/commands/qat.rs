@@ -10,7 +10,7 @@ use whittle_ir::Model;
 use whittle_pipeline::step::qat::{Qat, QatOutcome};
 use whittle_pipeline::Ctx;
 
-use super::distill::check_test_samples;
+use super::distill::{check_test_samples, flag_error};
 use super::output::save_model;
 use super::quantize::{flag_words, CalibrationArg};
 use super::train::{build_model, check_outputs, refuse_model_setting, training, Settings};
@@ -122,12 +122,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         outcome,
     };
     print_summary(&summary, args.json)
-}
-
-/// A step error worded with this command's flags (`eval_samples` is `--test-samples`).
-fn flag_error(e: whittle_pipeline::PipelineError) -> anyhow::Error {
-    let text = e.to_string().replace("`eval_samples`", "--test-samples");
-    anyhow::anyhow!(flag_words(&text))
 }
 
 fn print_summary(s: &Summary, json: bool) -> anyhow::Result<()> {

@@ -171,10 +171,7 @@ impl Qat {
             refuse!("`eval_samples` must be at least 1 (leave it out for the whole test split)");
         }
         if !(self.percentile > 50.0 && self.percentile <= 100.0) {
-            refuse!(
-                "`percentile` must be in (50, 100], got {}",
-                self.percentile
-            );
+            refuse!("`percentile` must be in (50, 100], got {}", self.percentile);
         }
         Ok(())
     }
@@ -210,7 +207,12 @@ impl Qat {
         )?;
         feed::check_fits(&inputs, &calib, role)?;
         let test = match &self.eval_data {
-            Some(spec) => Some(TestSet::load(spec, "`eval_data`", model, self.eval_samples)?),
+            Some(spec) => Some(TestSet::load(
+                spec,
+                "`eval_data`",
+                model,
+                self.eval_samples,
+            )?),
             None => None,
         };
         let run = Run {
@@ -275,10 +277,8 @@ impl Qat {
     /// Whether the phase starts by calibrating: the first quantized phase, and every
     /// phase before the observers freeze (without `lsq`).
     fn recalibrates(&self, phase: Phase) -> bool {
-        phase.first == self.start_epoch
-            || (!self.lsq && phase.first < self.freeze_observers())
+        phase.first == self.start_epoch || (!self.lsq && phase.first < self.freeze_observers())
     }
-
 }
 
 impl Step for Qat {
