@@ -289,11 +289,10 @@ impl TestSet {
     /// The test split of dataset `spec` (its first `limit` samples when given), checked
     /// against `model`'s input; `role` names the data in errors.
     pub fn load(spec: &str, role: &str, model: &Model, limit: Option<usize>) -> Result<Self> {
-        let data = DataSource::new(spec).with_role(role).load(
-            &model_inputs(model),
-            Split::Test,
-            limit,
-        )?;
+        let data =
+            DataSource::new(spec)
+                .with_role(role)
+                .load(&model_inputs(model), Split::Test, limit)?;
         Ok(TestSet {
             samples: data.len(),
             evaluator: Evaluator::new().with_labelled(data, EVAL_BATCH),
