@@ -60,6 +60,24 @@ pub fn rank<T: Copy + PartialOrd>(row: &[T], class: usize) -> usize {
     above + tied_before
 }
 
+/// How many rows of class scores (`scores` holds `labels.len()` rows of `classes` each,
+/// row-major) have their label as top-1 class ([`argmax`], the first maximum). A row with a
+/// score that is not finite counts as wrong; callers that must refuse such rows check first.
+pub fn top1_correct<T: Copy + PartialOrd + Into<f64>>(
+    scores: &[T],
+    classes: usize,
+    labels: &[i64],
+) -> usize {
+    scores
+        .chunks(classes.max(1))
+        .zip(labels)
+        .filter(|(row, &label)| {
+            row.iter().all(|&s| s.into().is_finite())
+                && usize::try_from(label).is_ok_and(|l| argmax(row) == l)
+        })
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +121,17 @@ mod tests {
         assert_eq!(rank(&row, 3), 3);
         // The top-1 hit of `rank` is exactly `argmax`.
         assert!((0..4).all(|c| (rank(&row, c) == 0) == (argmax(&row) == c)));
+    }
+
+    #[test]
+    fn top1_counts_first_maximum_hits_and_never_a_non_finite_row() {
+        // Rows: tie 1/2 (first wins, label 1 hit), clear 0 (label 2 miss), NaN row with
+        // label 0 (argmax would say 0, but the row is not finite: wrong).
+        let scores = [0.1f32, 0.7, 0.7, 0.9, 0.0, 0.0, f32::NAN, 0.5, 0.2];
+        assert_eq!(top1_correct(&scores, 3, &[1, 2, 0]), 1);
+        assert_eq!(top1_correct(&scores, 3, &[2, 0, 0]), 1);
+        assert_eq!(top1_correct(&scores[..6], 3, &[1, 0]), 2);
+        assert_eq!(top1_correct(&scores[..3], 3, &[-1]), 0);
     }
 
     #[test]

@@ -694,14 +694,15 @@ fn check_config(c: &TrainConfig) -> Result<()> {
     c.optimizer.validate()
 }
 
-/// Number of rows of `[N, C]` scores whose arg-max is the label.
+/// Number of rows of `[N, C]` scores whose top-1 class is the label, with the one tie rule
+/// ([`whittle_ir::numeric::top1_correct`]: the first maximum).
 fn count_correct(scores: &Tensor, labels: &[i64]) -> Result<usize> {
-    let pred = scores.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
-    Ok(pred
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| **p as i64 == **l)
-        .count())
+    let classes = scores.dims().last().copied().unwrap_or(1);
+    let flat = scores
+        .to_dtype(candle_core::DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
+    Ok(whittle_ir::numeric::top1_correct(&flat, classes, labels))
 }
 
 /// Running loss and accuracy of an epoch.
@@ -838,4 +839,20 @@ pub fn describe_epoch(r: &EpochReport, epochs: usize) -> String {
         r.lr,
         r.images_per_sec
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accuracy_takes_the_first_maximum_on_a_tie() {
+        let scores = Tensor::new(
+            &[[0.4f32, 0.4, 0.2], [0.1, 0.3, 0.3]],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(count_correct(&scores, &[0, 1]).unwrap(), 2);
+        assert_eq!(count_correct(&scores, &[1, 2]).unwrap(), 0);
+    }
 }

@@ -87,6 +87,8 @@ impl EvalSet {
     }
 
     /// Top-1 accuracy of `model` (first output = scores `[N, classes]`); needs labels.
+    /// Ties go to the first maximum ([`whittle_ir::numeric::top1_correct`], the rule of every
+    /// accuracy in whittle); scores that are not finite are refused, naming the output.
     pub fn accuracy(&self, model: &Model) -> Result<f64> {
         let Some(labels) = &self.labels else {
             bail!("the eval data has no labels");
@@ -101,10 +103,14 @@ impl EvalSet {
             let Some(truth) = labels.get(start..start + len) else {
                 bail!("the eval data has {} labels for more samples", labels.len());
             };
-            for (row, &label) in scores.chunks(classes.max(1)).zip(truth) {
-                let best = (0..row.len()).max_by(|&a, &b| row[a].total_cmp(&row[b]));
-                correct += usize::from(best.is_some_and(|b| b as i64 == label));
+            if let Some(at) = scores.iter().position(|s| !s.is_finite()) {
+                bail!(
+                    "the model's output '{out}' is not finite (NaN or infinite scores) for \
+                     sample {}; no accuracy can be measured",
+                    start + at / classes.max(1)
+                );
             }
+            correct += whittle_ir::numeric::top1_correct(&scores, classes, truth);
             start += len;
         }
         Ok(correct as f64 / labels.len().max(1) as f64)
@@ -320,4 +326,43 @@ pub fn fit_budget(
         accuracy: eval.report(float_score, score, Some(budget)),
         sensitivity,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optimize::util::testing::{model, node, value};
+
+    /// A model whose class scores are its input rows.
+    fn identity() -> Model {
+        model(
+            vec![node("Identity", &["x"], &["y"])],
+            vec![value("x", &[2, 3])],
+            vec![value("y", &[2, 3])],
+            vec![],
+        )
+    }
+
+    fn set(rows: &[f32], labels: Vec<i64>) -> EvalSet {
+        let data = TensorData::from_slice(vec![2, 3], rows).unwrap();
+        EvalSet::from_rows("x", &data, Some(labels), 2).unwrap()
+    }
+
+    #[test]
+    fn accuracy_gives_ties_to_the_first_maximum() {
+        let rows = [0.2f32, 0.7, 0.7, 0.9, 0.9, 0.1];
+        assert_eq!(set(&rows, vec![1, 0]).accuracy(&identity()).unwrap(), 1.0);
+        assert_eq!(set(&rows, vec![2, 1]).accuracy(&identity()).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn accuracy_refuses_scores_that_are_not_finite() {
+        let rows = [0.2f32, 0.7, 0.1, 0.9, f32::NAN, 0.1];
+        let err = set(&rows, vec![1, 0]).accuracy(&identity()).unwrap_err();
+        assert!(
+            err.to_string().contains("output 'y' is not finite"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("sample 1"), "{err}");
+    }
 }
