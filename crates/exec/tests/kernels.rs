@@ -791,7 +791,7 @@ fn im2col_then_col2im_counts_each_input_once_per_covering_tap() {
                     for j in 0..2 {
                         let ih = (r * 2 + i) as isize - 1;
                         let iw = (q + 2 * j) as isize;
-                        if ih >= 0 && ih < 5 && iw < 6 {
+                        if (0..5).contains(&ih) && iw < 6 {
                             count[(c * 5 + ih as usize) * 6 + iw as usize] += 1.0;
                         }
                     }

@@ -70,7 +70,10 @@ impl Conv2dShape {
                 "{self:?}: strides, dilations and kernel sizes must be positive"
             ));
         }
-        if self.groups == 0 || self.c_in % self.groups != 0 || self.c_out % self.groups != 0 {
+        if self.groups == 0
+            || !self.c_in.is_multiple_of(self.groups)
+            || !self.c_out.is_multiple_of(self.groups)
+        {
             return fail(format!(
                 "{} input and {} output channels do not divide into {} groups",
                 self.c_in, self.c_out, self.groups

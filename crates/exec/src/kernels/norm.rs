@@ -18,7 +18,7 @@ fn for_rows(
     if cols == 0 {
         return Ok(());
     }
-    if x.len() % cols != 0 {
+    if !x.len().is_multiple_of(cols) {
         return Err(error(
             kernel,
             format!("input of {} elements is not whole rows of {cols}", x.len()),
@@ -114,7 +114,7 @@ pub fn layer_norm(
         check_len("layer_norm", "bias", cols, b.len())?;
     }
     check_len("layer_norm", "output", x.len(), y.len())?;
-    if cols == 0 || x.len() % cols != 0 {
+    if cols == 0 || !x.len().is_multiple_of(cols) {
         return Err(error(
             "layer_norm",
             format!("input of {} elements is not whole rows of {cols}", x.len()),
@@ -134,7 +134,7 @@ pub fn layer_norm(
             (own_mean.as_mut_slice(), own_inv.as_mut_slice())
         }
     };
-    let row = |((xr, yr), (mean_out, inv_out)): ((&[f32], &mut [f32]), (&mut f32, &mut f32))| {
+    let row = |xr: &[f32], yr: &mut [f32], mean_out: &mut f32, inv_out: &mut f32| {
         dispatch(
             #[inline(always)]
             || {
@@ -174,12 +174,12 @@ pub fn layer_norm(
             .zip(y.par_chunks_mut(cols))
             .zip(means.par_iter_mut().zip(inv_stds.par_iter_mut()))
             .with_min_len((PAR_CHUNK / cols).max(1))
-            .for_each(row);
+            .for_each(|((xr, yr), (m, i))| row(xr, yr, m, i));
     } else {
         x.chunks(cols)
             .zip(y.chunks_mut(cols))
             .zip(means.iter_mut().zip(inv_stds.iter_mut()))
-            .for_each(row);
+            .for_each(|((xr, yr), (m, i))| row(xr, yr, m, i));
     }
     Ok(())
 }
