@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use whittle_exec::InputSpec;
 use whittle_ir::proto::ValueInfoProto;
 use whittle_ir::{DataType, Dim, GraphEdit, Model, TensorData, TensorType};
 
@@ -253,9 +254,48 @@ fn show_dims(dims: &[Dim]) -> String {
     format!("[{}]", parts.join(","))
 }
 
-/// Seeded random values for `inputs`: floats uniform in [0, 1); integer inputs whose name
-/// contains `mask` all ones, other integers (token ids, indices) uniform in 0..100;
-/// booleans true.
+/// Inputs of `specs` (declared input specs, as [`whittle_exec::Executor::inputs`] gives
+/// them) fixed for a synthetic run: an input named in `shapes` takes that shape; otherwise
+/// an open leading (batch) dimension is 1 ([`ResolvedInput::batch_assumed`]) and any other
+/// open dimension 16 (a short sequence or a small image). An input without a declared rank
+/// is refused unless `shapes` gives it.
+pub fn inputs_from_specs(
+    specs: &[InputSpec],
+    shapes: &HashMap<String, Vec<usize>>,
+) -> Result<Vec<ResolvedInput>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (dims, batch_assumed) = match (shapes.get(&spec.name), &spec.dims) {
+                (Some(given), _) => (given.clone(), false),
+                (None, Some(declared)) => (
+                    declared
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| d.unwrap_or(if i == 0 { 1 } else { 16 }))
+                        .collect(),
+                    declared.first().is_some_and(Option::is_none),
+                ),
+                (None, None) => bail!(
+                    "input '{}' declares no shape: give its full shape to make synthetic inputs",
+                    spec.name
+                ),
+            };
+            Ok(ResolvedInput {
+                name: spec.name.clone(),
+                dtype: spec.dtype.unwrap_or(DataType::Float),
+                dims,
+                batch_assumed,
+            })
+        })
+        .collect()
+}
+
+/// Seeded random values for `inputs`, the one synthetic-input policy of whittle (profiling,
+/// benchmarks, latency, output comparisons and verification without data): floats uniform
+/// in [0, 1) (the range of normalized images); integer inputs whose name contains `mask`
+/// all ones, those whose name contains `type` or `segment` (token type ids) all zeros,
+/// other integers (token ids, indices) uniform in 0..100; booleans true.
 pub fn random_inputs(inputs: &[ResolvedInput], seed: u64) -> Result<HashMap<String, TensorData>> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     inputs
@@ -267,10 +307,17 @@ pub fn random_inputs(inputs: &[ResolvedInput], seed: u64) -> Result<HashMap<Stri
 fn random_tensor(input: &ResolvedInput, rng: &mut ChaCha8Rng) -> Result<TensorData> {
     let n: usize = input.dims.iter().product();
     let dims = input.dims.clone();
-    let mask = input.name.to_ascii_lowercase().contains("mask");
+    let name = input.name.to_ascii_lowercase();
+    let fixed = if name.contains("mask") {
+        Some(1)
+    } else if name.contains("type") || name.contains("segment") {
+        Some(0)
+    } else {
+        None
+    };
     let mut ints = || -> Vec<i64> {
         (0..n)
-            .map(|_| if mask { 1 } else { rng.random_range(0..100) })
+            .map(|_| fixed.unwrap_or_else(|| rng.random_range(0..100)))
             .collect()
     };
     let data = match input.dtype {
@@ -433,5 +480,44 @@ mod tests {
         let mask = a["attention_mask"].to_vec::<i64>().unwrap();
         assert!(mask.iter().all(|&m| m == 1));
         assert_eq!(a["attention_mask"].dims(), &[2, 16]);
+        let c = random_inputs(&inputs, 8).unwrap();
+        assert_ne!(ids, c["input_ids"].to_vec::<i64>().unwrap());
+    }
+
+    #[test]
+    fn spec_inputs_take_batch_1_and_16_elsewhere_and_type_ids_0() {
+        let spec = |name: &str, dtype, dims: Option<Vec<Option<usize>>>| InputSpec {
+            name: name.into(),
+            dtype,
+            dims,
+        };
+        let specs = [
+            spec("x", None, Some(vec![None, Some(3), None])),
+            spec(
+                "token_type_ids",
+                Some(DataType::Int64),
+                Some(vec![Some(2), None]),
+            ),
+        ];
+        let inputs = inputs_from_specs(&specs, &HashMap::new()).unwrap();
+        assert_eq!(inputs[0].dims, [1, 3, 16]);
+        assert_eq!(inputs[0].dtype, DataType::Float);
+        assert!(inputs[0].batch_assumed && !inputs[1].batch_assumed);
+        let values = random_inputs(&inputs, 0).unwrap();
+        let x = values["x"].to_vec::<f32>().unwrap();
+        assert!(x.iter().all(|v| (0.0..1.0).contains(v)));
+        assert!(x.iter().any(|&v| v != x[0]));
+        let types = values["token_type_ids"].to_vec::<i64>().unwrap();
+        assert_eq!(types, vec![0; 32]);
+        let given = HashMap::from([("x".to_string(), vec![2, 3, 5])]);
+        assert_eq!(
+            inputs_from_specs(&specs, &given).unwrap()[0].dims,
+            [2, 3, 5]
+        );
+        let err = inputs_from_specs(&[spec("z", None, None)], &HashMap::new()).unwrap_err();
+        assert!(
+            err.to_string().contains("input 'z' declares no shape"),
+            "{err}"
+        );
     }
 }

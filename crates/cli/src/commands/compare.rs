@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use whittle_bench::inputs;
 use whittle_data::{Dataset, Split};
 use whittle_exec::{Executor, InputSpec, Value};
 use whittle_ir::memory::{ensure_fits, tensor_bytes};
-use whittle_ir::{DataType, Model, TensorData};
+use whittle_ir::{Model, TensorData};
 
 use whittle_pipeline::eval::accuracy::scores_2d;
 use whittle_pipeline::eval::{Fidelity, OutputFidelity};
@@ -109,7 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => {
             let samples = args.samples.unwrap_or(64);
-            (random_feeds(&specs, samples, args.seed), samples)
+            (random_feeds(&specs, samples, args.seed)?, samples)
         }
     };
     let (outs_a, outs_b) = run_both(&exec_a, &exec_b, feeds, count, !args.json)?;
@@ -190,52 +189,23 @@ fn dataset_feeds<'a>(
     })))
 }
 
-/// `samples` single-sample feeds drawn from the input specs: symbolic batch dims are 1,
-/// other symbolic dims 16; floats uniform in [0, 1), integers 0 or 1 (valid token ids,
-/// masks and indices).
-pub fn random_feeds(specs: &[InputSpec], samples: usize, seed: u64) -> Feeds<'_> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    Box::new((0..samples).map(move |_| {
-        specs
+/// `samples` single-sample feeds by whittle's one synthetic-input policy
+/// ([`whittle_bench::inputs::inputs_from_specs`]: open batch dimensions 1, other open ones
+/// 16; [`whittle_bench::inputs::random_inputs`] for the values), sample `i` drawn with seed
+/// `seed + i`.
+pub fn random_feeds(
+    specs: &[InputSpec],
+    samples: usize,
+    seed: u64,
+) -> anyhow::Result<Feeds<'static>> {
+    let inputs = inputs::inputs_from_specs(specs, &HashMap::new())
+        .context("synthetic inputs need declared shapes: pass --data")?;
+    Ok(Box::new((0..samples as u64).map(move |i| {
+        inputs::random_inputs(&inputs, seed.wrapping_add(i))?
             .iter()
-            .map(|s| {
-                Ok((
-                    s.name.clone(),
-                    Value::try_from(&random_tensor(s, &mut rng)?)?,
-                ))
-            })
+            .map(|(name, data)| Ok((name.clone(), Value::try_from(data)?)))
             .collect()
-    }))
-}
-
-fn random_tensor(spec: &InputSpec, rng: &mut ChaCha8Rng) -> anyhow::Result<TensorData> {
-    let Some(dims) = &spec.dims else {
-        bail!("input '{}' has no declared shape: pass --data", spec.name);
-    };
-    let dims: Vec<usize> = dims
-        .iter()
-        .enumerate()
-        .map(|(i, d)| d.unwrap_or(if i == 0 { 1 } else { 16 }))
-        .collect();
-    let n: usize = dims.iter().product();
-    Ok(match spec.dtype {
-        Some(DataType::Float) | None => {
-            let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>()).collect();
-            TensorData::from_slice(dims, &v)?
-        }
-        Some(DataType::Int64) => {
-            let v: Vec<i64> = (0..n).map(|_| rng.random_range(0..2)).collect();
-            TensorData::from_slice(dims, &v)?
-        }
-        Some(DataType::Int32) => {
-            let v: Vec<i32> = (0..n).map(|_| rng.random_range(0..2)).collect();
-            TensorData::from_slice(dims, &v)?
-        }
-        Some(other) => bail!(
-            "input '{}' has type {other}: random inputs cover float32, int64 and int32; pass --data",
-            spec.name
-        ),
-    })
+    })))
 }
 
 /// Outputs of each model, per output name, as flat f64 samples in feed order.

@@ -3,11 +3,10 @@
 
 use std::collections::HashMap;
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use whittle_exec::{Executor, InputSpec, Value};
+use whittle_bench::inputs;
+use whittle_exec::{Executor, Value};
 use whittle_ir::numeric::max_abs_diff;
-use whittle_ir::{DataType, Model, TensorData};
+use whittle_ir::{Model, TensorData};
 
 use crate::error::Result;
 
@@ -20,64 +19,23 @@ pub struct OutputDiff {
     pub relative_diff: f64,
 }
 
-/// Random inputs for `model` from its declared input specs: symbolic or unknown sizes are
-/// 1 unless `shapes` gives the input's full shape. Floats are uniform in [-1, 1), integers
-/// in [0, 10), booleans 0/1.
+/// Random inputs for `model` from its declared input specs, by whittle's one synthetic-input
+/// policy ([`whittle_bench::inputs::inputs_from_specs`] for the shapes: `shapes` gives an
+/// input's full shape, else an open batch dimension is 1 and other open ones 16;
+/// [`whittle_bench::inputs::random_inputs`] for the values), in the model's input order.
 pub fn random_inputs(
     model: &Model,
     shapes: &HashMap<String, Vec<usize>>,
     seed: u64,
 ) -> Result<Vec<(String, TensorData)>> {
-    let exec = Executor::new(model)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    exec.inputs()
+    let specs = Executor::new(model)?.inputs();
+    let invalid = |e: whittle_bench::BenchError| crate::PassError::Invalid(e.to_string());
+    let inputs = inputs::inputs_from_specs(&specs, shapes).map_err(invalid)?;
+    let mut values = inputs::random_inputs(&inputs, seed).map_err(invalid)?;
+    Ok(specs
         .iter()
-        .map(|spec| Ok((spec.name.clone(), random_input(spec, shapes, &mut rng)?)))
-        .collect()
-}
-
-fn random_input(
-    spec: &InputSpec,
-    shapes: &HashMap<String, Vec<usize>>,
-    rng: &mut ChaCha8Rng,
-) -> Result<TensorData> {
-    let dims = match (shapes.get(&spec.name), &spec.dims) {
-        (Some(s), _) => s.clone(),
-        (None, Some(d)) => d.iter().map(|d| d.unwrap_or(1)).collect(),
-        (None, None) => crate::bail!(
-            "input '{}' declares no shape: give it one (NAME=d0,d1,...)",
-            spec.name
-        ),
-    };
-    let n: usize = dims.iter().product();
-    let dtype = spec.dtype.unwrap_or(DataType::Float);
-    let data = match dtype {
-        DataType::Float => {
-            let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-            TensorData::from_slice(dims, &v)?
-        }
-        DataType::Double => {
-            let v: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-            TensorData::from_slice(dims, &v)?
-        }
-        DataType::Int64 => {
-            let v: Vec<i64> = (0..n).map(|_| rng.random_range(0..10)).collect();
-            TensorData::from_slice(dims, &v)?
-        }
-        DataType::Int32 => {
-            let v: Vec<i32> = (0..n).map(|_| rng.random_range(0..10)).collect();
-            TensorData::from_slice(dims, &v)?
-        }
-        DataType::Bool => {
-            let v: Vec<bool> = (0..n).map(|_| rng.random_bool(0.5)).collect();
-            TensorData::from_slice(dims, &v)?
-        }
-        other => crate::bail!(
-            "input '{}' is {other}: random inputs are made only for float, double, int32, int64 and bool",
-            spec.name
-        ),
-    };
-    Ok(data)
+        .filter_map(|spec| Some((spec.name.clone(), values.remove(&spec.name)?)))
+        .collect())
 }
 
 /// Runs `model` in whittle's executor; outputs in graph order.
