@@ -2,18 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context};
 use serde::Serialize;
-use whittle_data::Split;
-use whittle_exec::Executor;
 use whittle_ir::Model;
-use whittle_passes::factorize::{factorize, FactorizeConfig, LayerFactorization, RankRule};
+use whittle_pipeline::step::factorize::{Factorize, FactorizeOutcome};
+use whittle_pipeline::{Ctx, ModelSource};
 
 use super::output::{check_output, save_model, InputModel};
+use super::quantize::flag_words;
+use crate::observer::CliObserver;
 use crate::report::{human_bytes, human_count, print_json};
-
-/// Samples per batch when measuring accuracy.
-const EVAL_BATCH: usize = 256;
 
 /// Arguments of `whittle factorize`.
 #[derive(clap::Args)]
@@ -57,56 +54,44 @@ pub struct Args {
 struct Report {
     input: String,
     output: String,
-    layers: Vec<LayerFactorization>,
-    params_before: u64,
-    params_after: u64,
     size_before: u64,
     size_after: u64,
-    accuracy_before: Option<f64>,
-    accuracy_after: Option<f64>,
+    #[serde(flatten)]
+    outcome: FactorizeOutcome,
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     check_output(&args.model, &args.output, args.force, InputModel::Protected)?;
-    let rank = match (args.rank_ratio, args.energy) {
-        (Some(r), None) => RankRule::Ratio(r),
-        (None, Some(e)) => RankRule::Energy(e),
-        _ => bail!("give exactly one of --rank-ratio and --energy"),
-    };
-    let model = Model::load(&args.model)?;
-    whittle_ir::validate(&model)?;
-    let cfg = FactorizeConfig {
+    let step = Factorize {
+        rank_ratio: args.rank_ratio,
+        energy: args.energy,
         layers: args.layers.clone(),
-        ..FactorizeConfig::new(rank)
+        eval_data: args.data.clone(),
+        eval_samples: args.limit,
     };
-    let (factorized, report) =
-        factorize(&model, &cfg).with_context(|| format!("factorizing {}", args.model.display()))?;
-    let data = match &args.data {
-        Some(spec) => Some(
-            whittle_data::load(spec, Split::Test, args.limit)
-                .with_context(|| format!("loading --data {spec}"))?,
-        ),
-        None => None,
+    let flag_error = |e: whittle_pipeline::PipelineError| {
+        let text = e
+            .to_string()
+            .replace("`eval_data`", "--data")
+            .replace("`eval_samples`", "--limit");
+        anyhow::anyhow!(flag_words(&text))
     };
-    let accuracy = |m: &Model| -> anyhow::Result<Option<f64>> {
-        let Some(data) = &data else { return Ok(None) };
-        let exec = Executor::new(m)?;
-        let result = super::eval::evaluate(&exec, data, EVAL_BATCH, !args.json)?;
-        Ok(Some(result.accuracy))
-    };
-    let (accuracy_before, accuracy_after) = (accuracy(&model)?, accuracy(&factorized)?);
+    step.rank().map_err(flag_error)?;
+    let source = ModelSource::File(args.model.clone());
+    let model = source.load()?;
+    let observer = CliObserver::new(args.json);
+    let (factorized, outcome) = step
+        .factorize(&Ctx::new(&observer), &model)
+        .map_err(flag_error)
+        .map_err(|e| e.context(format!("factorizing {source}")))?;
     save_model(&factorized, &args.output)?;
     let out = Report {
         input: args.model.display().to_string(),
         output: args.output.display().to_string(),
-        layers: report.layers,
-        params_before: report.params_before,
-        params_after: report.params_after,
         size_before: Model::disk_size(&args.model)?,
         size_after: Model::disk_size(&args.output)?,
-        accuracy_before,
-        accuracy_after,
+        outcome,
     };
     if args.json {
         print_json(&out)
@@ -118,7 +103,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn print_human(r: &Report) {
     println!("{} -> {}", r.input, r.output);
-    for l in &r.layers {
+    let o = &r.outcome;
+    for l in &o.report.layers {
         let what = match &l.skipped_reason {
             Some(reason) => format!("skipped: {reason}"),
             None => format!(
@@ -135,15 +121,15 @@ fn print_human(r: &Report) {
     }
     println!(
         "params {} -> {}",
-        human_count(r.params_before),
-        human_count(r.params_after)
+        human_count(o.report.params_before),
+        human_count(o.report.params_after)
     );
     println!(
         "size   {} -> {}",
         human_bytes(r.size_before),
         human_bytes(r.size_after)
     );
-    if let (Some(a), Some(b)) = (r.accuracy_before, r.accuracy_after) {
+    if let (Some(a), Some(b)) = (o.accuracy_before, o.accuracy_after) {
         println!("accuracy {:.2}% -> {:.2}%", 100.0 * a, 100.0 * b);
     }
 }

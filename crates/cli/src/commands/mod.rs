@@ -3,11 +3,9 @@
 pub mod bench;
 pub mod compare;
 pub mod conformance;
-pub(crate) mod datasets;
 pub mod distill;
 pub mod eval;
 pub mod factorize;
-pub(crate) mod feeds;
 pub mod inspect;
 pub mod optimize;
 pub mod output;
@@ -19,5 +17,4 @@ pub mod qat;
 pub mod quantize;
 pub mod run;
 pub mod train;
-pub(crate) mod vnni;
 pub mod zoo;

@@ -8,15 +8,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use whittle_exec::model_inputs;
 use whittle_ir::Model;
-use whittle_passes::quantize::sensitivity::EvalSet;
 use whittle_pipeline::step::prune::{
     CurveKind, DistillLoss, PruneMethod, PruneOutcome, PruneSchedule, PruneStep,
 };
+use whittle_pipeline::step::train::TestSet;
 use whittle_pipeline::Ctx;
 
-use super::datasets::eval_set;
 use super::output::{check_output, save_model, InputModel};
 use super::prune_channel::{self, LatencySummary};
 use super::train::{build_model, training, Settings};
@@ -215,18 +213,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let model = build_model(&args.model)?;
     let eval = match &args.data {
-        Some(spec) => Some(eval_set(
-            &model_inputs(&model),
-            spec,
-            args.eval_limit,
-            "--data",
-        )?),
+        Some(spec) => Some(TestSet::load(spec, "--data", &model, args.eval_limit)?),
         None => None,
     };
-    let accuracy_before = accuracy(eval.as_ref(), &model)?;
     let observer = CliObserver::new(args.json);
-    let (pruned, mut outcome) = step(&args, target)?.prune(&mut Ctx::new(&observer), &model)?;
-    let accuracy_after = accuracy(eval.as_ref(), &pruned)?;
+    let mut ctx = Ctx::new(&observer);
+    let accuracy_before = accuracy(&ctx, eval.as_ref(), &model)?;
+    let (pruned, mut outcome) = step(&args, target)?.prune(&mut ctx, &model)?;
+    let accuracy_after = accuracy(&ctx, eval.as_ref(), &pruned)?;
     save_model(&pruned, &args.output)?;
     let latency = match (args.method, args.latency_runs.unwrap_or(30)) {
         (MethodArg::Channel, runs @ 1..) => {
@@ -245,7 +239,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         outcome,
         accuracy_before,
         accuracy_after,
-        eval_samples: eval.as_ref().map(EvalSet::samples),
+        eval_samples: eval.as_ref().map(TestSet::samples),
         latency,
     };
     if args.json {
@@ -503,9 +497,9 @@ fn finetune_epochs(args: &Args) -> usize {
 }
 
 /// Top-1 accuracy of `model` on the eval data, when there is any.
-fn accuracy(eval: Option<&EvalSet>, model: &Model) -> anyhow::Result<Option<f64>> {
+fn accuracy(ctx: &Ctx<'_>, eval: Option<&TestSet>, model: &Model) -> anyhow::Result<Option<f64>> {
     Ok(match eval {
-        Some(e) => Some(e.accuracy(model)?),
+        Some(e) => Some(e.accuracy(ctx, model)?),
         None => None,
     })
 }

@@ -10,7 +10,6 @@ pub(crate) use options::flag_words;
 use std::path::{Path, PathBuf};
 
 use whittle_ir::Model;
-use whittle_passes::quantize::CalibrationMethod;
 use whittle_pipeline::step::quantize::{Calibrator, IntType, Layout};
 use whittle_pipeline::Ctx;
 
@@ -145,13 +144,6 @@ pub enum CalibrationArg {
     Percentile,
     /// Least quantization MSE.
     Mse,
-}
-
-impl CalibrationArg {
-    /// The library's method (`percentile` for [`CalibrationArg::Percentile`]).
-    pub(crate) fn method(self, percentile: f64) -> CalibrationMethod {
-        Calibrator::from(self).method(percentile)
-    }
 }
 
 impl From<CalibrationArg> for Calibrator {

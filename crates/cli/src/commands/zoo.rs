@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::bail;
 use serde::Serialize;
 use whittle_ir::Model;
+use whittle_pipeline::ModelSource;
 
 use super::output::save_model;
 use crate::report::{human_bytes, human_count, print_json};
@@ -86,7 +87,7 @@ fn write(spec: &str, out: &Path, force: bool, json: bool) -> anyhow::Result<()> 
         bail!("{} exists; pass --force to overwrite it", out.display());
     }
     let (info, _) = whittle_zoo::parse(spec)?;
-    let model = whittle_zoo::build(spec)?;
+    let model = ModelSource::Zoo(spec.to_string()).load()?;
     save_model(&model, out)?;
     let built = Built {
         model: info.name.to_string(),

@@ -178,10 +178,6 @@ impl Distill {
             )?),
             None => None,
         };
-        let student_accuracy_before = match &test {
-            Some(t) => Some(t.accuracy(ctx, student)?),
-            None => None,
-        };
         let Some(scores) = model_outputs(student).into_iter().next() else {
             refuse!("the student has no output");
         };
@@ -207,7 +203,7 @@ impl Distill {
         })?;
         let mut outcome = DistillOutcome {
             teacher_accuracy: None,
-            student_accuracy_before,
+            student_accuracy_before: None,
             student_accuracy: None,
             teacher_params: whittle_ir::cost::parameter_count(teacher.graph()),
             student_params: whittle_ir::cost::parameter_count(trained.graph()),
@@ -215,8 +211,10 @@ impl Distill {
             features,
             epochs: report.epochs,
         };
+        // Measured after training: the distiller first checks that the models fit together.
         if let Some(test) = test {
             outcome.teacher_accuracy = Some(test.accuracy(ctx, &teacher)?);
+            outcome.student_accuracy_before = Some(test.accuracy(ctx, student)?);
             outcome.student_accuracy = Some(test.accuracy(ctx, &trained)?);
             outcome.test_samples = test.samples();
         }

@@ -3,6 +3,7 @@
 
 pub mod distill;
 pub mod evaluate;
+pub mod factorize;
 pub mod fp16;
 pub mod int4;
 pub mod optimize;
@@ -123,6 +124,8 @@ pub enum StepConfig {
     Qat(qat::Qat),
     /// Knowledge distillation of a teacher into the model.
     Distill(distill::Distill),
+    /// Low-rank factorization of weights by truncated SVD.
+    Factorize(factorize::Factorize),
 }
 
 impl StepConfig {
@@ -139,6 +142,7 @@ impl StepConfig {
             StepConfig::Prune(s) => s,
             StepConfig::Qat(s) => s,
             StepConfig::Distill(s) => s,
+            StepConfig::Factorize(s) => s,
         }
     }
 }
