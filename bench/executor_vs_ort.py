@@ -113,9 +113,14 @@ def main():
         for threads in args.threads:
             for name, model, batch, seq, shape in CASES:
                 path = model_path(model, scratch)
-                w = time_whittle(path, batch, seq, threads, args.warmup, args.runs)
                 o = time_ort(path, batch, seq, threads, args.warmup, args.runs)
-                rows.append(f"| {name} | {shape} | {threads} | {w:.3f} | {o:.3f} | {w / o:.2f}x |")
+                try:
+                    w = time_whittle(path, batch, seq, threads, args.warmup, args.runs)
+                    rows.append(f"| {name} | {shape} | {threads} | {w:.3f} | {o:.3f} | {w / o:.2f}x |")
+                except subprocess.CalledProcessError as e:
+                    # A failing model is a row of the table, not the end of the run.
+                    why = next((l for l in e.stderr.splitlines() if "panicked" in l or "Error" in l), "failed")
+                    rows.append(f"| {name} | {shape} | {threads} | fails: {why.strip()} | {o:.3f} | - |")
                 print(rows[-1], file=sys.stderr)
     table = "\n".join([
         f"Machine: {machine()}. Median of {args.runs} runs after {args.warmup} warm-up runs.",

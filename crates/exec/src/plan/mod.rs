@@ -168,8 +168,9 @@ pub struct PlanCache {
     plans: Mutex<HashMap<PlanKey, Option<Arc<Plan>>>>,
 }
 
-/// Plans held at once; a model fed ever new shapes starts over past this.
-const MAX_PLANS: usize = 16;
+/// Plans held at once (each keeps its arena between runs); a model fed ever new shapes
+/// starts over past this.
+const MAX_PLANS: usize = 8;
 
 impl PlanCache {
     /// The entry for `key`: `None` when never planned, `Some(None)` when not plannable.
