@@ -95,3 +95,62 @@ pub fn check_fits(inputs: &[InputSpec], feeds: &[Feed], what: &str) -> Result<()
     }
     Ok(())
 }
+
+/// One synthetic sample of every input in `inputs`, by whittle's one synthetic-input policy
+/// ([`whittle_bench::inputs::inputs_from_specs`] for the shapes: open batch dimension 1,
+/// other open ones 16; [`whittle_bench::inputs::random_inputs`] with `seed` for the values).
+pub fn synthetic(inputs: &[InputSpec], seed: u64) -> Result<Feed> {
+    let what = || "synthetic inputs (give data to use real ones)".to_string();
+    let resolved = whittle_bench::inputs::inputs_from_specs(inputs, &HashMap::new())
+        .map_err(|e| PipelineError::Refused(format!("{}: {e}", what())))?;
+    whittle_bench::inputs::random_inputs(&resolved, seed)
+        .map_err(|e| PipelineError::Refused(format!("{}: {e}", what())))?
+        .iter()
+        .map(|(name, data)| Ok((name.clone(), Value::try_from(data).context(what)?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use whittle_ir::DataType;
+
+    #[test]
+    fn synthetic_feeds_follow_the_one_policy() {
+        let inputs = [
+            InputSpec {
+                name: "input_ids".into(),
+                dtype: Some(DataType::Int64),
+                dims: Some(vec![None, None]),
+            },
+            InputSpec {
+                name: "attention_mask".into(),
+                dtype: Some(DataType::Int64),
+                dims: Some(vec![None, None]),
+            },
+        ];
+        let feed = synthetic(&inputs, 0).unwrap();
+        assert_eq!(samples(&feed), 1);
+        assert_eq!(feed["input_ids"].shape(), [1, 16]);
+        let mask = feed["attention_mask"]
+            .to_data()
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap();
+        assert_eq!(mask, vec![1; 16]);
+        let ids = feed["input_ids"]
+            .to_data()
+            .unwrap()
+            .to_vec::<i64>()
+            .unwrap();
+        assert!(ids.iter().all(|i| (0..100).contains(i)) && ids.iter().any(|&i| i != ids[0]));
+        let half = [InputSpec {
+            name: "x".into(),
+            dtype: Some(DataType::Float16),
+            dims: Some(vec![Some(2)]),
+        }];
+        let err = synthetic(&half, 0).unwrap_err().to_string();
+        assert!(err.starts_with("synthetic inputs (give data"), "{err}");
+        assert!(err.contains("input 'x'"), "{err}");
+    }
+}

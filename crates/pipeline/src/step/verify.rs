@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 use whittle_data::Split;
-use whittle_exec::{model_inputs, InputSpec, Value};
-use whittle_ir::{DataType, ExternalData, Model, TensorData};
+use whittle_exec::{model_inputs, InputSpec};
+use whittle_ir::{ExternalData, Model, TensorData};
 use whittle_passes::quantize::sensitivity::EvalSet;
 use whittle_passes::quantize::verify::{self as qverify, Captured, Verification};
 use whittle_passes::quantize::{self, QuantReport};
@@ -92,7 +92,7 @@ impl Checks {
     ) -> Result<Vec<Feed>> {
         match eval {
             Some(e) => feed::first_samples(&e.batches, self.verify_samples),
-            None => Ok(vec![synthetic_feed(inputs)?]),
+            None => Ok(vec![feed::synthetic(inputs, 0)?]),
         }
     }
 
@@ -229,49 +229,12 @@ fn compare(
         .context(|| "verifying the outputs against the float model".into())
 }
 
-/// One synthetic sample per input: floats in [0, 1), integers 1 (valid ids, masks and
-/// type ids), symbolic dimensions 1 for the first axis and 16 for others.
-pub fn synthetic_feed(inputs: &[InputSpec]) -> Result<Feed> {
-    inputs
-        .iter()
-        .map(|spec| {
-            let dims: Vec<usize> = spec
-                .dims
-                .as_deref()
-                .unwrap_or(&[])
-                .iter()
-                .enumerate()
-                .map(|(i, d)| d.unwrap_or(if i == 0 { 1 } else { 16 }))
-                .collect();
-            let n: usize = dims.iter().product();
-            let what = || format!("synthetic input '{}'", spec.name);
-            let data = match spec.dtype.unwrap_or(DataType::Float) {
-                DataType::Float => {
-                    let v: Vec<f32> = (0..n)
-                        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
-                        .collect();
-                    TensorData::from_slice(dims, &v).context(what)?
-                }
-                DataType::Int64 => TensorData::from_slice(dims, &vec![1i64; n]).context(what)?,
-                DataType::Int32 => TensorData::from_slice(dims, &vec![1i32; n]).context(what)?,
-                other => {
-                    return Err(PipelineError::Refused(format!(
-                        "cannot make a synthetic {other} input for '{}'; give `eval_data`",
-                        spec.name
-                    )))
-                }
-            };
-            Ok((spec.name.clone(), Value::try_from(&data).context(what)?))
-        })
-        .collect()
-}
-
 /// One sample of every input to time the models on: the first verification sample, else
 /// a synthetic one.
 fn latency_sample(verify: &[Feed], inputs: &[InputSpec]) -> Result<HashMap<String, TensorData>> {
     let feed = match feed::first_samples(verify, 1)?.pop() {
         Some(feed) => feed,
-        None => synthetic_feed(inputs)?,
+        None => feed::synthetic(inputs, 0)?,
     };
     feed.iter()
         .map(|(name, v)| Ok((name.clone(), v.to_data().context(|| name.clone())?)))
@@ -336,7 +299,7 @@ impl Step for Verify {
                 let source = DataSource::new(spec.as_str()).with_role("verify `data`");
                 source.feeds(&inputs, Split::Test, self.samples)?
             }
-            None => vec![synthetic_feed(&inputs)?],
+            None => vec![feed::synthetic(&inputs, 0)?],
         };
         let verification = compare(reference, &model, &feeds, None)?;
         if let Some(bad) = verification
