@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Micro-benchmark of the planned executor's kernels (crates/exec/benches/kernels.rs): GEMM and
 # convolution at LeNet5, MiniLM-L3 and YOLOv8n-320 shapes against candle's matmul/conv2d (the
-# operators' current path) and the gemm crate, 1 and 2 threads, GFLOP/s. Each cell is the
+# operators' current path) and the gemm crate, 1 and 2 threads, GFLOP/s; then elementwise and
+# row kernels (GELU, SiLU, Tanh, Exp, Softmax, LayerNorm) against candle's, Melem/s. Each cell is the
 # median over REPEAT runs (default 3) of the per-run median; runs under `nice -n 10`.
 #
 #   bench/kernels.sh            # prints the table
@@ -28,22 +29,34 @@ done
 python3 - "$out" "$repeat" >"$out/table.md" <<'PY'
 import statistics, sys
 out, repeat = sys.argv[1], int(sys.argv[2])
-def rows(threads):
-    runs = [open(f"{out}/t{threads}-{r}.md").read().strip().splitlines() for r in range(1, repeat + 1)]
-    for lines in zip(*runs):
-        cells = [[c.strip() for c in l.strip().strip("|").split("|")] for l in lines]
-        med = []
-        for col in zip(*cells):
-            try:
-                med.append(f"{statistics.median(float(c.rstrip('x')) for c in col):.{2 if col[0].endswith('x') else 1}f}" + ("x" if col[0].endswith("x") else ""))
-            except ValueError:
-                med.append(col[0])
-        yield med[:2] + [str(threads)] + med[2:]
-print("| model | kernel | threads | candle | gemm crate | whittle | whittle transB view | whittle packed | whittle / candle |")
-print("|---|---|---|---|---|---|---|---|---|")
-for threads in (1, 2):
-    for r in rows(threads):
-        print("| " + " | ".join(r) + " |")
+def cell(col):
+    """Median of a column of cells across runs ("1.23x" stays a ratio, text stays text)."""
+    ratio = col[0].endswith("x")
+    try:
+        v = statistics.median(float(c.rstrip("x")) for c in col)
+    except ValueError:
+        return col[0]
+    return f"{v:.2f}x" if ratio else f"{v:.1f}" if v < 1000 else f"{v:.0f}"
+def tables(threads):
+    """The two tables of every run at THREADS, cells replaced by their medians."""
+    runs = [open(f"{out}/t{threads}-{r}.md").read().strip().split("\n\n") for r in range(1, repeat + 1)]
+    for parts in zip(*runs):
+        lines = zip(*(p.strip().splitlines() for p in parts))
+        yield [
+            [cell(col) for col in zip(*([c.strip() for c in l.strip().strip("|").split("|")] for l in same))]
+            for same in lines
+        ]
+per_threads = {t: list(tables(t)) for t in (1, 2)}
+heads = [
+    "| model | kernel | threads | candle | gemm crate | whittle | whittle transB view | whittle packed | whittle / candle |\n|---|---|---|---|---|---|---|---|---|",
+    "| op | shape | threads | candle Melem/s | whittle Melem/s | whittle / candle |\n|---|---|---|---|---|---|",
+]
+for i, head in enumerate(heads):
+    print(head)
+    for t in (1, 2):
+        for r in per_threads[t][i]:
+            print("| " + " | ".join(r[:2] + [str(t)] + r[2:]) + " |")
+    print()
 PY
 {
   echo "$(machine_line) Shared with other engineers' builds while it ran. GFLOP/s, median of $repeat runs (each the median of repeats over 0.4 s)."

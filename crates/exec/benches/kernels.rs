@@ -4,13 +4,15 @@
 //! `RAYON_NUM_THREADS` (candle reads it too). Prints one Markdown row per shape: median
 //! GFLOP/s of candle, the gemm crate, the kernel with a row-major right operand, with a
 //! transposed view (ONNX `transB = 1`) and with `PackedWeights`, then the kernel's speed-up
-//! over candle. Run through `bench/kernels.sh`.
+//! over candle. After a blank line, a second table: elementwise and row kernels against
+//! candle's, in millions of elements per second. Run through `bench/kernels.sh`.
 
 use candle_core::{Device, Tensor};
 use std::time::{Duration, Instant};
-use whittle_exec::kernels::activation::Activation;
+use whittle_exec::kernels::activation::{unary, Activation, UnaryOp};
 use whittle_exec::kernels::conv::{conv2d, Conv2dShape};
 use whittle_exec::kernels::gemm::{gemm, Epilogue, MatRef, PackedWeights};
+use whittle_exec::kernels::norm::{layer_norm, softmax};
 
 /// Median seconds per call of `f` over repeats filling about `budget` (at least 5), after
 /// warm-up calls.
@@ -149,6 +151,62 @@ fn bench_conv(name: &str, s: Conv2dShape, budget: Duration) {
     );
 }
 
+/// Elementwise and row kernels against candle's equivalents (where candle has one) on
+/// MiniLM-sized tensors: millions of elements per second.
+fn bench_elementwise(budget: Duration) {
+    let (rows, cols) = (128, 1536);
+    let x = values(rows * cols, 6);
+    let mut y = vec![0.0; x.len()];
+    let tx = Tensor::from_slice(&x, (rows, cols), &Device::Cpu).unwrap();
+    let melems = |secs: f64| format!("{:.0}", x.len() as f64 / secs / 1e6);
+    let cases: [(&str, UnaryOp, fn(&Tensor) -> Tensor); 4] = [
+        ("GELU (erf)", UnaryOp::Act(Activation::Gelu), |t| {
+            t.gelu_erf().unwrap()
+        }),
+        ("SiLU", UnaryOp::Act(Activation::Silu), |t| {
+            t.silu().unwrap()
+        }),
+        ("Tanh", UnaryOp::Act(Activation::Tanh), |t| {
+            t.tanh().unwrap()
+        }),
+        ("Exp", UnaryOp::Exp, |t| t.exp().unwrap()),
+    ];
+    for (name, op, candle_op) in cases {
+        let candle = median_secs(budget, || {
+            std::hint::black_box(candle_op(&tx));
+        });
+        let ours = median_secs(budget, || unary(op, &x, &mut y).unwrap());
+        println!(
+            "| {name} | {rows}x{cols} | {} | {} | {:.2}x |",
+            melems(candle),
+            melems(ours),
+            candle / ours
+        );
+    }
+    // Softmax over rows of 128 (attention scores) as candle's composed max/exp/sum/div.
+    let candle = median_secs(budget, || {
+        let t = tx.reshape((rows * cols / 128, 128)).unwrap();
+        let e = t
+            .broadcast_sub(&t.max_keepdim(1).unwrap())
+            .unwrap()
+            .exp()
+            .unwrap();
+        std::hint::black_box(e.broadcast_div(&e.sum_keepdim(1).unwrap()).unwrap());
+    });
+    let ours = median_secs(budget, || softmax(&x, 128, &mut y).unwrap());
+    println!(
+        "| Softmax (rows of 128) | {rows}x{cols} | {} | {} | {:.2}x |",
+        melems(candle),
+        melems(ours),
+        candle / ours
+    );
+    let scale = values(cols, 7);
+    let ours = median_secs(budget, || {
+        layer_norm(&x, cols, &scale, Some(&scale), 1e-5, &mut y, None).unwrap()
+    });
+    println!("| LayerNorm | {rows}x{cols} | | {} | |", melems(ours));
+}
+
 fn main() {
     let budget = Duration::from_millis(
         std::env::var("KERNELS_BENCH_MS")
@@ -189,4 +247,7 @@ fn main() {
     bench_conv("YOLOv8n-320", conv(1, 128, 20, 256, 3, 2, 1), budget);
     bench_conv("YOLOv8n-320", conv(1, 256, 10, 256, 1, 1, 1), budget);
     bench_conv("depthwise 3x3", conv(1, 64, 40, 64, 3, 1, 64), budget);
+    // A blank line, then the second table's rows.
+    println!();
+    bench_elementwise(budget);
 }

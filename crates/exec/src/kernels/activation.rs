@@ -206,7 +206,10 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_359_4;
     const LN2_LO: f32 = -2.121_944_4e-4;
     let xc = x.clamp(-87.336_55, 88.722_83);
-    let n = (xc * LOG2E).round();
+    // Round to nearest by adding and removing 1.5 * 2^23 (|xc * LOG2E| < 2^22): one add and
+    // one subtract in every instruction set, where `round` may become a library call.
+    const SHIFTER: f32 = 12_582_912.0;
+    let n = (xc * LOG2E + SHIFTER) - SHIFTER;
     let r = xc - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4_f32;
     let p = p * r + 1.398_199_9e-3;
