@@ -4,7 +4,8 @@
 //! (`--data`) or seeded random inputs built from the declared input specs. Reported:
 //! file sizes and their ratio, parameter counts, per-output MSE / cosine / SQNR of B
 //! against A, top-1 agreement of the first output when it is a [N, classes] score
-//! matrix, and each model's accuracy when the data has labels.
+//! matrix, and each model's accuracy when the data has labels. `--report` writes them with
+//! both models' MACs and precision and sparsity per layer as whittle-pipeline's report.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use whittle_ir::memory::{ensure_fits, tensor_bytes};
 use whittle_ir::{Model, TensorData};
 
 use whittle_pipeline::eval::accuracy::scores_2d;
-use whittle_pipeline::eval::{Fidelity, OutputFidelity};
+use whittle_pipeline::eval::{Fidelity, Metrics, OutputFidelity};
+use whittle_pipeline::report;
 use whittle_pipeline::{DataSource, ModelSource};
 
 /// Arguments of `whittle compare`.
@@ -45,6 +47,10 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Also write the report (A and B side by side with MACs, per-output fidelity,
+    /// precision and sparsity per layer of both) to FILE.html or FILE.json.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// One model's figures.
@@ -86,6 +92,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.samples == Some(0) {
         bail!("--samples 0: nothing to compare; give at least 1");
     }
+    if let Some(path) = &args.report {
+        report::file_format(path)?;
+    }
     let (model_a, exec_a) = open(&args.a)?;
     let (model_b, exec_b) = open(&args.b)?;
     check_interfaces(&exec_a, &exec_b)?;
@@ -119,6 +128,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         &outs_b,
         labels,
     )?;
+    if let Some(path) = &args.report {
+        write_report(&result, [&model_a, &model_b], path)?;
+    }
     if args.json {
         return crate::report::print_json(&result);
     }
@@ -314,6 +326,33 @@ fn summarize(
         outputs,
         top1_agreement,
     })
+}
+
+/// Writes the report of the comparison `r` of `models` (A, B).
+fn write_report(r: &Comparison, models: [&Model; 2], path: &Path) -> anyhow::Result<()> {
+    let measured = |m: &ModelFigures| Metrics {
+        size_bytes: Some(m.bytes),
+        parameters: Some(m.params),
+        top1: m.accuracy,
+        samples: Some(r.samples),
+        ..Metrics::default()
+    };
+    // "A: file", "B: file": two files of the same name stay apart.
+    let name = |tag: &str, m: &ModelFigures| {
+        let path = Path::new(&m.path);
+        let file = path.file_name().unwrap_or(path.as_os_str());
+        format!("{tag}: {}", file.to_string_lossy())
+    };
+    let (a, b) = (name("A", &r.a), name("B", &r.b));
+    let report = report::compare::report(
+        (&a, models[0], measured(&r.a)),
+        (&b, models[1], measured(&r.b)),
+        &r.outputs,
+        r.samples,
+        r.top1_agreement,
+    )?;
+    report::write(&report, path)?;
+    Ok(())
 }
 
 /// Elements of all batches of one output.

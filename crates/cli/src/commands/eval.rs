@@ -1,13 +1,16 @@
 //! `whittle eval`: top-1 / top-5 accuracy of a classifier on a labelled dataset, per class
-//! and as a confusion matrix.
+//! and as a confusion matrix; `--report` writes them with the model's size, parameters and
+//! MACs as whittle-pipeline's report.
 
 use std::cmp::Ordering;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use whittle_data::{Dataset, Split};
 use whittle_exec::Executor;
-use whittle_pipeline::eval::{Accuracy, ClassAccuracy, Evaluator};
+use whittle_ir::Model;
+use whittle_pipeline::eval::{Accuracy, ClassAccuracy, Evaluator, Metrics};
+use whittle_pipeline::report;
 use whittle_pipeline::{Ctx, DataSource, ModelSource};
 
 use crate::observer::CliObserver;
@@ -33,6 +36,10 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Also write the report (accuracy, per-class accuracy, size, parameters, MACs,
+    /// precision and sparsity per layer) to FILE.html or FILE.json.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// The dataset split named on the command line.
@@ -56,6 +63,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         SplitArg::Train => Split::Train,
         SplitArg::Test => Split::Test,
     };
+    if let Some(path) = &args.report {
+        report::file_format(path)?;
+    }
     let model = ModelSource::File(args.model.clone()).load()?;
     let exec = Executor::new(&model)?;
     let data =
@@ -63,6 +73,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .with_role("--data")
             .load(&exec.inputs(), split, args.limit)?;
     let result = evaluate(&exec, &data, args.batch_size, !args.json)?;
+    if let Some(path) = &args.report {
+        write_report(&args.model, &model, &result, path)?;
+    }
     if args.json {
         return crate::report::print_json(&result);
     }
@@ -74,6 +87,26 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         100.0 * result.top5
     );
     print_class_table(&result.per_class);
+    Ok(())
+}
+
+/// Writes the report of `model` (read from `path`) with the figures of `result`.
+fn write_report(
+    path: &Path,
+    model: &Model,
+    result: &Accuracy,
+    report: &Path,
+) -> anyhow::Result<()> {
+    let mut metrics = Metrics {
+        size_bytes: Some(Model::disk_size(path)?),
+        ..Metrics::default()
+    };
+    metrics.set_accuracy(result.clone());
+    let name = path
+        .file_name()
+        .unwrap_or(path.as_os_str())
+        .to_string_lossy();
+    report::write(&report::evaluate::report(&name, model, metrics)?, report)?;
     Ok(())
 }
 

@@ -24,7 +24,7 @@ pub fn report(
 ) -> Result<Report> {
     b.2.sqnr_db = outputs.iter().map(|o| o.sqnr_db).reduce(f64::min);
     b.2.cosine = outputs.iter().map(|o| o.cosine).reduce(f64::min);
-    let title = format!("whittle compare: {} against {}", b.0, a.0);
+    let title = format!("whittle compare ({}, {})", a.0, b.0);
     let mut report = models::report(title, [a, b])?;
     report.notes.insert(
         0,

@@ -168,19 +168,35 @@ fn with_notes(report: &Report, mut tables: Vec<Section>) -> Vec<Section> {
     tables
 }
 
+/// What [`write`] writes, by the file's extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// `.html` or `.htm`: the page.
+    Html,
+    /// `.json`: the report's data.
+    Json,
+}
+
+/// The format of the report file `path` (an error naming it for another extension), so
+/// that a command can refuse the file before its work rather than after.
+pub fn file_format(path: &Path) -> Result<FileFormat> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext.to_ascii_lowercase().as_str() {
+        "html" | "htm" => Ok(FileFormat::Html),
+        "json" => Ok(FileFormat::Json),
+        _ => Err(PipelineError::invalid(
+            format!("report file {}", path.display()),
+            "must end in .html or .json",
+        )),
+    }
+}
+
 /// Writes `report` to `path`: HTML for `.html`/`.htm`, pretty JSON for `.json` (atomically).
 pub fn write(report: &Report, path: &Path) -> Result<()> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let text = match ext.to_ascii_lowercase().as_str() {
-        "html" | "htm" => render(report, Format::Html)?,
-        "json" => serde_json::to_string_pretty(report)
+    let text = match file_format(path)? {
+        FileFormat::Html => render(report, Format::Html)?,
+        FileFormat::Json => serde_json::to_string_pretty(report)
             .context(|| format!("encoding the report for {}", path.display()))?,
-        _ => {
-            return Err(PipelineError::invalid(
-                format!("report file {}", path.display()),
-                "must end in .html or .json",
-            ))
-        }
     };
     whittle_ir::files::write_bytes_atomic(path, text.as_bytes())
         .context(|| format!("writing the report {}", path.display()))
