@@ -31,6 +31,11 @@ pub struct InputSpec {
 /// Called with each value as soon as a node produces it: `(value name, producing node, value)`.
 pub type Hook<'h> = &'h mut dyn FnMut(&str, &NodeProto, &Value) -> Result<()>;
 
+/// Runs a node in place of its operator when it returns outputs: `(run-order position,
+/// node, inputs)`; `None` leaves the node to its operator.
+pub type Replace<'h> =
+    &'h mut dyn FnMut(usize, &NodeProto, &[Option<Value>]) -> Result<Option<Vec<Value>>>;
+
 /// Options of one run.
 #[derive(Default)]
 pub struct RunOptions<'h> {
@@ -47,6 +52,9 @@ pub struct RunOptions<'h> {
     /// by the name of the `input_mean` / `input_var` value they replace (apply them with
     /// [`Executor::set_initializer`]).
     pub running_stats: Option<&'h mut HashMap<String, Value>>,
+    /// Node-by-node runs: nodes run by this instead of their operator where it returns
+    /// outputs (the graph-level backward's training kernels).
+    pub replace: Option<Replace<'h>>,
 }
 
 /// A prepared graph: operators resolved, initializers decoded once.
@@ -451,7 +459,14 @@ impl Executor {
                 .iter()
                 .map(|name| self.lookup(name, &env).map_err(fail))
                 .collect::<Result<Vec<_>>>()?;
-            let outputs = self.call_node(node, step.op, pos, inputs, opts, &env)?;
+            let replaced = match opts.replace.as_mut() {
+                Some(replace) => replace(pos, node, &inputs)?,
+                None => None,
+            };
+            let outputs = match replaced {
+                Some(outputs) => outputs,
+                None => self.call_node(node, step.op, pos, inputs, opts, &env)?,
+            };
             if opts.training && node.op_type == "BatchNormalization" {
                 record_running_stats(node, &outputs, opts)?;
             }

@@ -6,6 +6,7 @@
 //! checkpointed (only segment boundaries are kept; each segment is re-run in backward with
 //! its boundary values as fresh variables). `WHITTLE_BACKWARD=tape` forces the tape.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use candle_core::{Tensor, Var};
@@ -60,7 +61,8 @@ pub enum GradientPath {
     Tape(String),
 }
 
-/// Runs `inputs` forward in training mode, evaluates `loss`, and back-propagates.
+/// Runs `inputs` forward in training mode, evaluates `loss`, and back-propagates (deriving
+/// the graph-level backward for this pass only; a training loop keeps a [`Backward`]).
 pub fn forward_backward(
     exec: &Executor,
     inputs: HashMap<String, Value>,
@@ -68,15 +70,43 @@ pub fn forward_backward(
     loss: &mut LossFn,
     opts: PassOptions,
 ) -> Result<PassResult> {
-    let why_tape = match (opts.segments, std::env::var("WHITTLE_BACKWARD").as_deref()) {
-        (Some(_), _) => "gradient checkpointing recomputes segments on the tape".to_string(),
-        (None, Ok("tape")) => "WHITTLE_BACKWARD=tape".to_string(),
-        (None, _) => match GraphBackward::new(exec) {
-            Ok(graph) => return graph_pass(exec, &graph, inputs, labels, loss, opts),
-            Err(e) => e.to_string(),
-        },
-    };
-    tape_pass(exec, inputs, labels, loss, opts, why_tape)
+    Backward::default().pass(exec, inputs, labels, loss, opts)
+}
+
+/// The passes of one executor with a fixed set of trainable parameters: the graph-level
+/// backward is derived on the first pass (or found unusable, with the reason) and reused by
+/// every later one.
+#[derive(Default)]
+pub struct Backward {
+    derived: OnceCell<std::result::Result<GraphBackward, String>>,
+}
+
+impl Backward {
+    /// [`forward_backward`] on the backward derived for `exec` by the first pass. `exec`
+    /// must be the executor of the first pass, with the same trainable parameters.
+    pub fn pass(
+        &self,
+        exec: &Executor,
+        inputs: HashMap<String, Value>,
+        labels: &[i64],
+        loss: &mut LossFn,
+        opts: PassOptions,
+    ) -> Result<PassResult> {
+        let why_tape = match (opts.segments, std::env::var("WHITTLE_BACKWARD").as_deref()) {
+            (Some(_), _) => "gradient checkpointing recomputes segments on the tape".to_string(),
+            (None, Ok("tape")) => "WHITTLE_BACKWARD=tape".to_string(),
+            (None, _) => {
+                let derived = self
+                    .derived
+                    .get_or_init(|| GraphBackward::new(exec).map_err(|e| e.to_string()));
+                match derived {
+                    Ok(graph) => return graph_pass(exec, graph, inputs, labels, loss, opts),
+                    Err(why) => why.clone(),
+                }
+            }
+        };
+        tape_pass(exec, inputs, labels, loss, opts, why_tape)
+    }
 }
 
 /// One pass on the graph-level backward: the loss's gradients for the outputs (leaf

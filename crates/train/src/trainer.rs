@@ -24,7 +24,7 @@ use crate::params::{select_trainable, NamePattern};
 use crate::preflight;
 use crate::progress::{Progress, TrainEvent};
 use crate::schedule::{LrSchedule, Schedule};
-use crate::step::{forward_backward, segment_bounds, LossFn, LossInput, PassOptions, PassResult};
+use crate::step::{segment_bounds, Backward, LossFn, LossInput, PassOptions, PassResult};
 
 /// What early stopping watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,6 +196,8 @@ pub struct Trainer {
     state: TrainState,
     /// The epoch of the last checkpoint in `config.checkpoint_dir`, if one is there.
     saved_epoch: Option<usize>,
+    /// The backward of `exec`, derived on the first pass.
+    backward: Backward,
 }
 
 impl Trainer {
@@ -238,6 +240,7 @@ impl Trainer {
             best_model: None,
             state,
             saved_epoch: None,
+            backward: Backward::default(),
         })
     }
 
@@ -451,7 +454,7 @@ impl Trainer {
         for (i, batch) in loader.epoch(epoch as u64).enumerate() {
             let batch = batch?;
             let mut stats = HashMap::new();
-            let pass = forward_backward(
+            let pass = self.backward.pass(
                 &self.exec,
                 self.batch_inputs(&batch.inputs)?,
                 &batch.labels,

@@ -8,10 +8,16 @@
 //! detached parameters (no tape is recorded) and keeps those values;
 //! [`GraphBackward::backward`] walks the nodes in reverse from the gradients of the graph
 //! outputs, accumulating each value's gradient in place in one buffer, freed as soon as its
-//! producer has consumed it.
+//! producer has consumed it. Conv and MaxPool run forward on the kernels the rules use
+//! ([`forward`]); MaxPool keeps its arg-max instead of its input.
+//!
+//! A `GraphBackward` holds no values: derive it once per executor (and set of trainable
+//! parameters) and reuse it for every pass.
 
+mod forward;
 mod rules;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use candle_core::Tensor;
@@ -58,6 +64,8 @@ pub struct Recording {
     shapes: HashMap<String, Vec<usize>>,
     /// The run's seed (Dropout masks are recomputed from it).
     seed: u64,
+    /// Arg-max of each MaxPool run on its kernel, by the name of the pooled output.
+    argmax: HashMap<String, Vec<i64>>,
 }
 
 impl GraphBackward {
@@ -98,7 +106,12 @@ impl GraphBackward {
                     .filter_map(|&s| names.get(s).filter(|n| !n.is_empty()).cloned())
                     .collect::<Vec<_>>()
             };
-            saved.extend(pick(&node.input, def.inputs));
+            // A MaxPool on its forward kernel keeps its arg-max: its input is not needed.
+            let inputs = match node.op_type.as_str() {
+                "MaxPool" if forward::covers_max_pool(node)? => &[],
+                _ => def.inputs,
+            };
+            saved.extend(pick(&node.input, inputs));
             saved.extend(pick(&node.output, def.outputs));
             active.extend(node.output.iter().filter(|o| !o.is_empty()).cloned());
             steps.push((pos, def.rule));
@@ -113,6 +126,7 @@ impl GraphBackward {
     /// Runs `inputs` through the graph in training mode with Dropout seeded by `seed`,
     /// recording BatchNormalization running statistics into `running_stats` (as
     /// [`RunOptions::running_stats`]) and keeping what [`GraphBackward::backward`] reads.
+    /// Conv and MaxPool run on the kernels ([`RunOptions::replace`]).
     pub fn forward(
         &self,
         exec: &Executor,
@@ -121,12 +135,15 @@ impl GraphBackward {
         running_stats: Option<&mut HashMap<String, Value>>,
     ) -> Result<Recording> {
         let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
-        let mut saved = HashMap::new();
+        // Shared by the hook (values as produced) and the kernels (a MaxPool left to its
+        // operator keeps its input after all).
+        let saved = RefCell::new(HashMap::new());
+        let mut argmax = HashMap::new();
         let mut env = HashMap::new();
         for (name, v) in inputs {
             shapes.insert(name.clone(), v.shape().to_vec());
             if self.saved.contains(&name) {
-                saved.insert(name.clone(), v.clone());
+                saved.borrow_mut().insert(name.clone(), v.clone());
             }
             env.insert(name, v);
         }
@@ -139,15 +156,33 @@ impl GraphBackward {
         let mut hook = |name: &str, _: &NodeProto, v: &Value| -> Result<()> {
             shapes.insert(name.to_string(), v.shape().to_vec());
             if self.saved.contains(name) {
-                saved.insert(name.to_string(), v.clone());
+                saved.borrow_mut().insert(name.to_string(), v.clone());
             }
             Ok(())
+        };
+        let device = exec.device();
+        let mut kernels = |_: usize, node: &NodeProto, ins: &[Option<Value>]| {
+            let Some(run) = forward::run(node, ins, device)? else {
+                if node.op_type == "MaxPool" {
+                    if let (Some(name), Some(Some(x))) = (node.input.first(), ins.first()) {
+                        saved.borrow_mut().insert(name.clone(), x.clone());
+                    }
+                }
+                return Ok(None);
+            };
+            if let (Some(a), Some(out)) = (run.argmax, node.output.first()) {
+                if self.active.contains(out) {
+                    argmax.insert(out.clone(), a);
+                }
+            }
+            Ok(Some(run.outputs))
         };
         let opts = RunOptions {
             training: true,
             seed: Some(seed),
             running_stats,
             hook: Some(&mut hook),
+            replace: Some(&mut kernels),
             ..Default::default()
         };
         let order = exec.run_order();
@@ -172,9 +207,10 @@ impl GraphBackward {
             .collect::<Result<_>>()?;
         Ok(Recording {
             outputs,
-            saved,
+            saved: saved.into_inner(),
             shapes,
             seed,
+            argmax,
         })
     }
 

@@ -204,23 +204,25 @@ pub(super) fn conv(c: &mut RuleCtx) -> Grads {
     let dy = c.dy()?;
     let mut grads = vec![None, None, None];
     if c.wants(0) {
-        let w = c.input(1)?.to_f32_vec()?;
         let mut dx = vec![0.0; x_shape.iter().product()];
-        kern(conv2d_backward_input(&shape, &dy, &w, &mut dx))?;
+        let w = c.input(1)?;
+        kern(w.with_f32(|w| conv2d_backward_input(&shape, &dy, w, &mut dx))?)?;
         grads[0] = Some(dx);
     }
     if c.wants(1) || c.wants(2) {
-        let x = c.input(0)?.to_f32_vec()?;
         let mut dw = vec![0.0; w_shape.iter().product()];
         let mut db = vec![0.0; shape.c_out];
         let want_bias = c.wants(2);
-        kern(conv2d_backward_weight(
-            &shape,
-            &x,
-            &dy,
-            &mut dw,
-            want_bias.then_some(db.as_mut_slice()),
-        ))?;
+        let x = c.input(0)?;
+        kern(x.with_f32(|x| {
+            conv2d_backward_weight(
+                &shape,
+                x,
+                &dy,
+                &mut dw,
+                want_bias.then_some(db.as_mut_slice()),
+            )
+        })?)?;
         grads[1] = c.wants(1).then_some(dw);
         grads[2] = want_bias.then_some(db);
     }

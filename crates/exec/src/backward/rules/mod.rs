@@ -6,7 +6,7 @@ mod linalg;
 mod norm;
 mod pool;
 mod shape;
-mod window;
+pub(super) mod window;
 
 use whittle_ir::proto::NodeProto;
 

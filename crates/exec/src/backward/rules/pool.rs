@@ -30,15 +30,24 @@ fn pool_shape(c: &RuleCtx) -> Result<Pool2dShape> {
     Ok(s)
 }
 
-/// MaxPool: each output gradient added to the input element its window picked.
+/// MaxPool: each output gradient added to the input element its window picked (the arg-max
+/// the forward kernel kept, else recomputed from the kept input).
 pub(super) fn max_pool(c: &mut RuleCtx) -> Grads {
     let s = pool_shape(c)?;
-    let x = c.input(0)?.to_f32_vec()?;
-    let out: usize = c.out_shape(0)?.iter().product();
-    let (mut y, mut indices) = (vec![0.0; out], vec![0i64; out]);
-    kern(max_pool2d(&s, &x, &mut y, Some(&mut indices)))?;
-    let mut dx = vec![0.0; x.len()];
-    kern(max_pool2d_backward(&s, &c.dy()?, &indices, &mut dx))?;
+    let recomputed;
+    let indices = match c.node.output.first().and_then(|o| c.rec.argmax.get(o)) {
+        Some(kept) => kept,
+        None => {
+            let out: usize = c.out_shape(0)?.iter().product();
+            let (mut y, mut idx) = (vec![0.0; out], vec![0i64; out]);
+            let x = c.input(0)?;
+            kern(x.with_f32(|x| max_pool2d(&s, x, &mut y, Some(&mut idx)))?)?;
+            recomputed = idx;
+            &recomputed
+        }
+    };
+    let mut dx = vec![0.0; c.in_shape(0)?.iter().product()];
+    kern(max_pool2d_backward(&s, &c.dy()?, indices, &mut dx))?;
     Ok(vec![Some(dx)])
 }
 

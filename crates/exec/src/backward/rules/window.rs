@@ -11,7 +11,7 @@ use crate::kernels::conv::Conv2dShape;
 use crate::kernels::pool::Pool2dShape;
 
 /// A 2-D window: kernel, strides, dilations and pads (top, left, bottom, right).
-pub(super) struct Window {
+pub(in crate::backward) struct Window {
     kernel: [usize; 2],
     stride: [usize; 2],
     dilation: [usize; 2],

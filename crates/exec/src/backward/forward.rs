@@ -1,0 +1,139 @@
+//! The training forward's kernels: in the executor's node-by-node run
+//! ([`crate::RunOptions::replace`]), Conv and MaxPool (1-D and 2-D, float32) run on ekern's
+//! kernels instead of their candle operators, with the same window arithmetic as their
+//! gradient rules; MaxPool keeps each output's arg-max for its rule, so the backward does
+//! not recompute the pool. Every other node, and these where the kernels do not apply, runs
+//! through its candle operator.
+
+use candle_core::{Device, Tensor};
+use whittle_ir::proto::NodeProto;
+use whittle_ir::{DataType, NodeAttrs};
+
+use super::rules::kern;
+use super::rules::window::Window;
+use crate::error::{ExecError, Result};
+use crate::kernels::activation::Activation;
+use crate::kernels::conv::conv2d;
+use crate::kernels::pool::max_pool2d;
+use crate::value::Value;
+
+/// Outputs of a node run on a kernel, and MaxPool's arg-max (flat input positions).
+pub(super) struct KernelRun {
+    pub outputs: Vec<Value>,
+    pub argmax: Option<Vec<i64>>,
+}
+
+/// Runs `node` on a kernel when one covers it; `Ok(None)` leaves it to its operator.
+pub(super) fn run(
+    node: &NodeProto,
+    inputs: &[Option<Value>],
+    device: &Device,
+) -> Result<Option<KernelRun>> {
+    if !node.domain.is_empty() && node.domain != "ai.onnx" {
+        return Ok(None);
+    }
+    let f32s = inputs
+        .iter()
+        .flatten()
+        .all(|v| v.dtype() == DataType::Float);
+    let cpu = matches!(device, Device::Cpu);
+    let (Some(Some(x)), true, true) = (inputs.first(), f32s, cpu) else {
+        return Ok(None);
+    };
+    let result = match node.op_type.as_str() {
+        "Conv" => conv(node, x, inputs, device),
+        "MaxPool" if covers_max_pool(node)? => max_pool(node, x, device),
+        _ => return Ok(None),
+    };
+    result.map_err(|e| match e {
+        ExecError::Msg(message) => ExecError::Node {
+            node: node.name.clone(),
+            op: node.op_type.clone(),
+            message,
+        },
+        other => other,
+    })
+}
+
+/// Whether MaxPool's forward kernel can run `node` (one output, or Indices in the row-major
+/// storage order the kernel writes).
+pub(super) fn covers_max_pool(node: &NodeProto) -> Result<bool> {
+    let rank = node.ints("kernel_shape")?.map_or(0, |k| k.len());
+    let indices = node.output.get(1).is_some_and(|o| !o.is_empty());
+    let order = node.int_or("storage_order", 0)?;
+    Ok((1..=2).contains(&rank) && (!indices || order == 0))
+}
+
+/// The output shape of a window op: `x`'s batch, `channels`, then the window's output size
+/// (1-D inputs keep one spatial dimension).
+fn window_out(x: &[usize], channels: usize, out_h: usize, out_w: usize) -> Vec<usize> {
+    match x.len() {
+        3 => vec![x[0], channels, out_w],
+        _ => vec![x[0], channels, out_h, out_w],
+    }
+}
+
+fn conv(
+    node: &NodeProto,
+    x: &Value,
+    inputs: &[Option<Value>],
+    device: &Device,
+) -> Result<Option<KernelRun>> {
+    let Some(Some(w)) = inputs.get(1) else {
+        return Ok(None);
+    };
+    let (xs, ws) = (x.shape(), w.shape());
+    if !(3..=4).contains(&xs.len()) || ws.len() != xs.len() {
+        return Ok(None);
+    }
+    let shape = Window::of(node, xs, &ws[2..])?.conv_shape(xs, ws, node)?;
+    let out = window_out(xs, shape.c_out, shape.out_h(), shape.out_w());
+    let mut y = vec![0.0f32; out.iter().product()];
+    let bias = inputs.get(2).and_then(Option::as_ref);
+    let mut run = |xd: &[f32], wd: &[f32], bd: Option<&[f32]>| {
+        conv2d(&shape, xd, wd, bd, Activation::None, &mut y)
+    };
+    // Each operand borrowed from its tensor (one `Result` layer per borrow).
+    let status = x.with_f32(|xd| {
+        w.with_f32(|wd| match bias {
+            Some(b) => b.with_f32(|bd| run(xd, wd, Some(bd))),
+            None => Ok(run(xd, wd, None)),
+        })
+    })???;
+    kern(status)?;
+    Ok(Some(KernelRun {
+        outputs: vec![Value::from_float(Tensor::from_vec(y, out, device)?)?],
+        argmax: None,
+    }))
+}
+
+fn max_pool(node: &NodeProto, x: &Value, device: &Device) -> Result<Option<KernelRun>> {
+    let xs = x.shape();
+    let kernel: Vec<usize> = node
+        .ints("kernel_shape")?
+        .unwrap_or_default()
+        .iter()
+        .map(|&k| usize::try_from(k).unwrap_or(0))
+        .collect();
+    if xs.len() != kernel.len() + 2 {
+        return Ok(None);
+    }
+    let shape = Window::of(node, xs, &kernel)?.pool_shape(xs, node)?;
+    let out = window_out(xs, shape.c, shape.out_h(), shape.out_w());
+    let count = out.iter().product();
+    let (mut y, mut argmax) = (vec![0.0f32; count], vec![0i64; count]);
+    kern(x.with_f32(|xd| max_pool2d(&shape, xd, &mut y, Some(&mut argmax)))?)?;
+    let mut outputs = vec![Value::from_float(Tensor::from_vec(
+        y,
+        out.clone(),
+        device,
+    )?)?];
+    if node.output.get(1).is_some_and(|o| !o.is_empty()) {
+        let t = Tensor::from_vec(argmax.clone(), out, device)?;
+        outputs.push(Value::new(t, DataType::Int64)?);
+    }
+    Ok(Some(KernelRun {
+        outputs,
+        argmax: Some(argmax),
+    }))
+}
