@@ -295,3 +295,33 @@ fn a_data_dependent_shape_falls_back_to_the_node_by_node_path() {
     assert!(exec.plan_for(&feed(vec![0.0; 4]), &[], false).is_none());
     assert_eq!(run(vec![0.0, 0.0, 0.0, 2.0]), [3]);
 }
+
+#[test]
+fn concat_runs_natively_with_a_constant_operand() {
+    let m = model(
+        vec![
+            node("Relu", &["x"], &["r"], vec![]),
+            node(
+                "Concat",
+                &["r", "c", "x"],
+                &["y"],
+                vec![make::int("axis", 1)],
+            ),
+        ],
+        vec![init("c", &[2, 1, 2], 3)],
+        &["y"],
+    );
+    let exec = Executor::new(&m).unwrap();
+    let feed = HashMap::from([("x".to_string(), floats(&[2, 3, 2], 5))]);
+    let out = twice(&exec, &feed, 0.0);
+    assert_eq!(kinds(&exec, &feed, &[], false), ["unary", "concat"]);
+    assert_eq!(out["y"].shape(), [2, 7, 2]);
+    let (x, c) = (values(12, 5), values(4, 3));
+    let mut want = Vec::new();
+    for b in 0..2 {
+        want.extend(x[b * 6..(b + 1) * 6].iter().map(|v| v.max(0.0)));
+        want.extend(&c[b * 2..(b + 1) * 2]);
+        want.extend(&x[b * 6..(b + 1) * 6]);
+    }
+    assert_eq!(f32s(&out["y"]), want);
+}

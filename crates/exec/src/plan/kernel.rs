@@ -52,6 +52,14 @@ pub enum Kernel {
     },
     /// An elementwise map.
     Unary(UnaryOp),
+    /// Concat: each of the `outer` rows of the output is the inputs' rows one after another
+    /// (`rows[i]` elements of input `i`).
+    Concat {
+        /// Product of the dimensions before the axis.
+        outer: usize,
+        /// Elements per row of each input (its dimensions from the axis on).
+        rows: Vec<usize>,
+    },
     /// MaxPool without indices.
     MaxPool(Pool2dShape),
     /// AveragePool.
@@ -114,6 +122,7 @@ impl Kernel {
             Kernel::MatMul { .. } => "matmul",
             Kernel::Binary { .. } => "binary",
             Kernel::Unary(_) => "unary",
+            Kernel::Concat { .. } => "concat",
             Kernel::MaxPool(_) | Kernel::AvgPool { .. } | Kernel::GlobalAvgPool { .. } => "pool",
             Kernel::Softmax { .. } => "softmax",
             Kernel::LayerNorm { .. } => "layernorm",
@@ -124,6 +133,7 @@ impl Kernel {
     pub fn runtime_inputs(&self) -> usize {
         match self {
             Kernel::MatMul { .. } | Kernel::Binary { .. } => 2,
+            Kernel::Concat { rows, .. } => rows.len(),
             _ => 1,
         }
     }
@@ -180,6 +190,10 @@ impl Kernel {
             Kernel::MatMul { a, b } => batched_matmul(ins[0], a, ins[1], b, out),
             Kernel::Binary { op, a, b } => binary(*op, ins[0], a, ins[1], b, out),
             Kernel::Unary(op) => unary(*op, ins[0], out),
+            Kernel::Concat { outer, rows } => {
+                concat(*outer, rows, ins, out);
+                Ok(())
+            }
             Kernel::MaxPool(s) => max_pool2d(s, ins[0], out, None),
             Kernel::AvgPool {
                 shape,
@@ -203,6 +217,19 @@ impl Kernel {
     pub fn run_in_place(&self, y: &mut [f32]) {
         if let Kernel::Unary(op) = self {
             unary_in_place(*op, y);
+        }
+    }
+}
+
+/// Copies the `outer` rows of each input into their places in `out` (sizes checked when
+/// the plan was built: `out` holds `outer * sum(rows)` elements).
+fn concat(outer: usize, rows: &[usize], ins: &[&[f32]], out: &mut [f32]) {
+    let width: usize = rows.iter().sum();
+    for (o, dst) in out.chunks_mut(width.max(1)).take(outer).enumerate() {
+        let mut at = 0;
+        for (x, &r) in ins.iter().zip(rows) {
+            dst[at..at + r].copy_from_slice(&x[o * r..(o + 1) * r]);
+            at += r;
         }
     }
 }

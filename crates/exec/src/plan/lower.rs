@@ -69,6 +69,7 @@ pub fn kernel_for(
         "Softmax" | "LogSoftmax" => softmax(node, opset, &o),
         "LayerNormalization" => layer_norm(node, &o),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" => binary(node, &o),
+        "Concat" => concat(node, &o),
         op => unary(node, op, &o).map(Kernel::Unary),
     }?;
     // The recorded output must have the kernel's element count.
@@ -248,6 +249,34 @@ fn layer_norm(node: &NodeProto, o: &Operands) -> Option<Kernel> {
         scale,
         bias,
         eps: node.float_or("epsilon", 1e-5).unwrap_or(1e-5),
+    })
+}
+
+/// Concat of given (non-omitted) inputs along an axis; the output shape is checked below.
+fn concat(node: &NodeProto, o: &Operands) -> Option<Kernel> {
+    let rank = o.out.len() as i64;
+    let axis = node.int("axis").ok()??;
+    let axis = if axis < 0 { axis + rank } else { axis };
+    if !(0..rank).contains(&axis) || o.ins.iter().any(Option::is_none) {
+        return None;
+    }
+    let axis = axis as usize;
+    let mut along = 0;
+    let mut rows = Vec::with_capacity(o.ins.len());
+    for i in 0..o.ins.len() {
+        let s = o.shape(i)?;
+        if s.len() != o.out.len()
+            || s[..axis] != o.out[..axis]
+            || s[axis + 1..] != o.out[axis + 1..]
+        {
+            return None;
+        }
+        along += s[axis];
+        rows.push(s[axis..].iter().product());
+    }
+    (along == o.out[axis]).then(|| Kernel::Concat {
+        outer: o.out[..axis].iter().product(),
+        rows,
     })
 }
 
