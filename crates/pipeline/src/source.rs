@@ -15,7 +15,7 @@ use crate::refuse;
 
 /// A model to start from: an ONNX file, or a model of the zoo built from its spec.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(into = "String", try_from = "String")]
+#[serde(into = "String", from = "String")]
 pub enum ModelSource {
     /// An ONNX file.
     File(PathBuf),
@@ -69,10 +69,9 @@ impl From<ModelSource> for String {
     }
 }
 
-impl TryFrom<String> for ModelSource {
-    type Error = std::convert::Infallible;
-    fn try_from(text: String) -> std::result::Result<Self, Self::Error> {
-        Ok(ModelSource::parse(&text))
+impl From<String> for ModelSource {
+    fn from(text: String) -> Self {
+        ModelSource::parse(&text)
     }
 }
 
