@@ -540,3 +540,55 @@ fn lenet5_gradients_equal_the_tape() {
         );
     }
 }
+
+/// Conv -> MaxPool: the pool runs forward on its kernel and keeps its arg-max, so the
+/// convolution's output (read by no other rule) is not kept, and the weight gradient still
+/// equals candle's tape through both nodes.
+#[test]
+fn max_pool_keeps_its_argmax_not_its_input() {
+    let dims = [2usize, 3, 6, 6];
+    let x: Vec<f64> = uniform(dims.iter().product(), -1.0, 1.0, 11);
+    let w: Vec<f64> = uniform(4 * 3 * 9, -0.5, 0.5, 12);
+    let inits = vec![
+        floats(&dims, &x, false).to_proto("x"),
+        floats(&[4, 3, 3, 3], &w, false).to_proto("w"),
+    ];
+    let conv = NodeProto {
+        op_type: "Conv".into(),
+        name: "conv".into(),
+        input: vec!["x".into(), "w".into()],
+        output: vec!["c".into()],
+        attribute: vec![ints("pads", &[1, 1, 1, 1])],
+        ..Default::default()
+    };
+    let pool = NodeProto {
+        op_type: "MaxPool".into(),
+        name: "pool".into(),
+        input: vec!["c".into()],
+        output: vec!["y".into()],
+        attribute: vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
+        ..Default::default()
+    };
+    let model = one_graph(vec![conv, pool], inits, 17);
+    let mut exec = Executor::new(&model).unwrap();
+    exec.set_trainable(&["w".to_string()]).unwrap();
+    let gb = GraphBackward::new(&exec).unwrap();
+    let rec = gb.forward(&exec, HashMap::new(), SEED, None).unwrap();
+    let kept: Vec<&str> = rec.kept().collect();
+    assert!(!kept.contains(&"c"), "the pool's input was kept: {kept:?}");
+    let r = Tensor::ones((2, 4, 3, 3), DType::F32, &Device::Cpu).unwrap();
+    let graph = gb
+        .backward(&exec, &rec, HashMap::from([("y".to_string(), r.clone())]))
+        .unwrap();
+    let opts = RunOptions {
+        training: true,
+        ..Default::default()
+    };
+    let y = exec.run_with(HashMap::new(), opts).unwrap();
+    let loss = (y["y"].tensor() * &r).unwrap().sum_all().unwrap();
+    let tape = exec.gradients(&loss).unwrap();
+    let a = tape["w"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = graph["w"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let diff = whittle_ir::numeric::max_abs_diff(a.iter().copied(), b.iter().copied());
+    assert!(diff < 1e-4, "gradient of w {diff:e} off the tape's");
+}

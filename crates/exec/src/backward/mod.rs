@@ -291,6 +291,11 @@ impl GraphBackward {
 }
 
 impl Recording {
+    /// Names of the forward values kept for the backward (beyond the outputs).
+    pub fn kept(&self) -> impl Iterator<Item = &str> {
+        self.saved.keys().map(String::as_str)
+    }
+
     /// The shape of value `name` in this run.
     fn shape(&self, name: &str) -> Result<&[usize]> {
         self.shapes
