@@ -50,7 +50,10 @@ pub enum TrainEvent {
 /// Where a run's [`TrainEvent`]s go (nowhere by default). Clones share the receiver, and
 /// settings compare equal whatever their receiver, so it never makes two runs differ.
 #[derive(Clone, Default)]
-pub struct Progress(Option<Arc<dyn Fn(&TrainEvent) + Send + Sync>>);
+pub struct Progress(Option<Receiver>);
+
+/// A receiver of events, shared by every clone of a [`Progress`].
+type Receiver = Arc<dyn Fn(&TrainEvent) + Send + Sync>;
 
 impl Progress {
     /// Sends every event to `receiver`.
