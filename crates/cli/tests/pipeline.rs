@@ -242,6 +242,19 @@ fn bad_recipes_fail_naming_the_step_and_key() {
         assert_clean_error(&run, &[needle]);
         assert!(!out.exists());
     }
+    // A report file of another kind is refused before any step runs.
+    let recipe = write(&dir, "ok.toml", &lenet_recipe("minmax", 16));
+    let (pdf, fresh) = (dir.join("r.pdf"), dir.join("fresh.onnx"));
+    let run = whittle(&[
+        "pipeline",
+        recipe.to_str().unwrap(),
+        "-o",
+        fresh.to_str().unwrap(),
+        "--report",
+        pdf.to_str().unwrap(),
+    ]);
+    assert_clean_error(&run, &["r.pdf", "must end in .html or .json"]);
+    assert!(!fresh.exists() && !dir.join("fresh.onnx.work").exists());
 }
 
 /// The rows of the first table after `<h2>{heading}</h2>` in `html`, cells without tags.

@@ -54,7 +54,8 @@ struct PipelineJson<'a> {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let mut recipe = Recipe::load(&args.recipe)?;
-    if args.report.is_some() {
+    if let Some(path) = &args.report {
+        report::file_format(path)?;
         recipe.evaluate.get_or_insert_with(Evaluate::default);
     }
     let output = args
