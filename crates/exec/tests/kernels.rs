@@ -639,6 +639,49 @@ fn conv_cases() -> Vec<Conv2dShape> {
             w: 40,
             ..base
         },
+        // MobileNetV3's late depthwise convolutions: planes smaller than the padded kernel,
+        // where some taps read only padding.
+        Conv2dShape {
+            c_in: 4,
+            c_out: 4,
+            groups: 4,
+            kh: 5,
+            kw: 5,
+            pads: [2; 4],
+            h: 1,
+            w: 1,
+            ..base
+        },
+        Conv2dShape {
+            c_in: 4,
+            c_out: 4,
+            groups: 4,
+            kh: 5,
+            kw: 5,
+            pads: [2; 4],
+            stride: [2, 2],
+            h: 2,
+            w: 2,
+            ..base
+        },
+        Conv2dShape {
+            c_in: 4,
+            c_out: 4,
+            groups: 4,
+            h: 1,
+            w: 1,
+            ..base
+        },
+        Conv2dShape {
+            c_in: 3,
+            c_out: 2,
+            kh: 5,
+            kw: 5,
+            pads: [2; 4],
+            h: 1,
+            w: 2,
+            ..base
+        },
     ]
 }
 

@@ -263,6 +263,10 @@ fn depthwise(
                     let rows = valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h);
                     for j in 0..s.kw {
                         let cols = valid_range(ow, s.stride[1], j * s.dilation[1], s.pads[1], s.w);
+                        if cols.is_empty() {
+                            // The tap reads only padding (small planes, wide pads).
+                            continue;
+                        }
                         let wv = wc[i * s.kw + j];
                         for r in rows.clone() {
                             let ih = r * s.stride[0] + i * s.dilation[0] - s.pads[0];
@@ -363,6 +367,9 @@ pub fn col2im(s: &Conv2dShape, col: &[f32], image_group: &mut [f32]) {
             let row = &col[(c * taps + tap) * oh * ow..][..oh * ow];
             let valid_r = valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h);
             let valid_c = valid_range(ow, s.stride[1], j * s.dilation[1], s.pads[1], s.w);
+            if valid_c.is_empty() {
+                continue;
+            }
             for r in valid_r {
                 let ih = r * s.stride[0] + i * s.dilation[0] - s.pads[0];
                 let iw0 = valid_c.start * s.stride[1] + j * s.dilation[1] - s.pads[1];
