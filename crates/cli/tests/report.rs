@@ -291,3 +291,72 @@ fn an_exact_model_keeps_its_infinite_sqnr_in_the_json_report() {
     assert_eq!(rows[2][sqnr], "inf");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn prune_reports_sparsity_per_layer_and_the_models_before_and_after() {
+    let dir = scratch("prune-report");
+    let lenet = asset("models/mnist_lenet5.onnx");
+    let data = mnist_spec();
+    let out = dir.join("p.onnx");
+    let out = out.to_str().unwrap();
+    let args = [
+        "prune",
+        &lenet,
+        "-o",
+        out,
+        "--method",
+        "magnitude",
+        "--sparsity",
+        "0.5",
+        "--data",
+        &data,
+        "--eval-limit",
+        "300",
+        "--force",
+    ];
+    let (html, json) = both_reports(&dir, &args);
+    let doc = parse(&html);
+    let columns = ["size (bytes)", "parameters", "MACs", "top-1 (%)"];
+    let rows = models_match_json(&doc, &json, "Before and after", &columns);
+    assert_eq!(
+        (rows[1][0].as_str(), rows[2][0].as_str()),
+        ("input", "pruned")
+    );
+    // The figures are those `--json` prints.
+    let printed = whittle_json(&[&args[..], &["--json"]].concat());
+    let metric = |m: usize, key: &str| json["models"][m]["metrics"][key].clone();
+    assert_eq!(metric(0, "size_bytes"), printed["input_size_bytes"]);
+    assert_eq!(metric(1, "size_bytes"), printed["size_bytes"]);
+    assert_eq!(metric(0, "top1"), printed["accuracy_before"]);
+    assert_eq!(metric(1, "top1"), printed["accuracy_after"]);
+    assert_eq!(metric(1, "samples"), 300);
+    // Zeroing weights keeps the parameters and MACs.
+    assert_eq!(metric(0, "parameters"), metric(1, "parameters"));
+    assert_eq!(metric(0, "macs"), metric(1, "macs"));
+    // Sparsity per layer, read from both models: none before, each pruned layer's zeros
+    // after as the pruner counted them, drawn and tabulated.
+    let before = weighted_layers(&doc, &json, 0);
+    let after = weighted_layers(&doc, &json, 1);
+    assert_eq!((before.len(), after.len()), (4, 4));
+    assert!(before.iter().all(|l| l["sparsity"] == 0.0), "{before:?}");
+    let pruned = printed["layers"].as_array().unwrap();
+    assert_eq!(pruned.len(), 4, "{pruned:?}");
+    for p in pruned {
+        let layer = (after.iter())
+            .find(|l| l["weight"] == p["name"] || l["name"] == p["name"])
+            .unwrap_or_else(|| panic!("no layer {} in {after:?}", p["name"]));
+        assert_eq!(layer["params"], p["params"]);
+        let zeros = layer["sparsity"].as_f64().unwrap() * layer["params"].as_f64().unwrap();
+        assert_eq!(zeros.round() as u64, p["zeros"].as_u64().unwrap(), "{p}");
+    }
+    let table = table(&doc, "Precision and sparsity per layer");
+    for (row, l) in table[1..].iter().zip(&after) {
+        let zeros = 100.0 * l["sparsity"].as_f64().unwrap();
+        assert_eq!(row[4], format!("{zeros:.1}%"));
+    }
+    assert!(
+        html.contains("50.00% of prunable weights zero"),
+        "{html}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

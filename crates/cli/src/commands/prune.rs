@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Serialize;
 use whittle_ir::Model;
+use whittle_pipeline::eval::Metrics;
 use whittle_pipeline::step::prune::{
     CurveKind, DistillLoss, PruneMethod, PruneOutcome, PruneSchedule, PruneStep,
 };
 use whittle_pipeline::step::train::TestSet;
-use whittle_pipeline::Ctx;
+use whittle_pipeline::{report, Ctx};
 
 use super::output::{check_output, save_model, InputModel};
 use super::prune_channel::{self, LatencySummary};
@@ -123,6 +124,10 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
+    /// Also write the report (size, parameters, MACs, accuracy and latency before and
+    /// after; precision and sparsity per layer of both) to FILE.html or FILE.json.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 /// The pruning methods.
@@ -205,6 +210,9 @@ struct Summary {
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let target = check_args(&args)?;
+    if let Some(path) = &args.report {
+        report::file_format(path)?;
+    }
     check_output(
         Path::new(&args.model),
         &args.output,
@@ -242,10 +250,38 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eval_samples: eval.as_ref().map(TestSet::samples),
         latency,
     };
+    if let Some(path) = &args.report {
+        write_report(&summary, &model, &pruned, path)?;
+    }
     if args.json {
         return crate::report::print_json(&summary);
     }
     print_human(&summary);
+    Ok(())
+}
+
+/// Writes the report of the run `s` that turned `model` into `pruned`.
+fn write_report(s: &Summary, model: &Model, pruned: &Model, path: &Path) -> anyhow::Result<()> {
+    let measured = |top1, whittle_ms, ort_ms| Metrics {
+        top1,
+        samples: s.eval_samples,
+        latency_ms_whittle: whittle_ms,
+        latency_ms_ort: ort_ms,
+        ..Metrics::default()
+    };
+    let l = s.latency.as_ref();
+    let before = measured(
+        s.accuracy_before,
+        l.map(|l| l.whittle_ms_before),
+        l.and_then(|l| l.ort_ms_before),
+    );
+    let after = measured(
+        s.accuracy_after,
+        l.map(|l| l.whittle_ms_after),
+        l.and_then(|l| l.ort_ms_after),
+    );
+    let page = report::prune::report(&s.outcome, (model, before), (pruned, after))?;
+    report::write(&page, path)?;
     Ok(())
 }
 

@@ -29,9 +29,14 @@ pub fn report(
         .and_then(|m| m.as_str().map(str::to_string))
         .unwrap_or_default();
     let title = format!(
-        "whittle prune: {method}, {:.1}% sparsity",
+        "whittle prune: {method}, target sparsity {:.1}%",
         100.0 * outcome.target_sparsity
     );
+    // Channel pruning's sparsity is the share of the parameters it removed.
+    let reached = match outcome.channels {
+        Some(_) => "of the parameters removed",
+        None => "of prunable weights zero",
+    };
     let mut report = models::report(
         title,
         [
@@ -41,7 +46,7 @@ pub fn report(
     )?;
     let mut notes = vec![
         format!(
-            "sparsity {:.2}% of prunable weights; {} of {} parameters non-zero",
+            "{:.2}% {reached}; {} of {} parameters non-zero",
             100.0 * outcome.sparsity,
             human_count(outcome.nonzero_params as u64),
             human_count(outcome.params as u64)
