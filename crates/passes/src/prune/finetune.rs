@@ -60,6 +60,23 @@ pub fn read_params(
         .collect()
 }
 
+/// Masks that keep the zeros `model`'s prunable layers already have (a pruned model's
+/// sparsity pattern), for a later fine-tune that must not train them back; layers without
+/// zeros get no mask.
+pub fn zero_masks(model: &Model) -> Result<Vec<Mask>> {
+    let layers = super::layers::prunable_layers(model, &[])?;
+    let weights = super::layers::read_weights(model, &layers)?;
+    Ok(weights
+        .into_iter()
+        .filter(|w| w.values.contains(&0.0))
+        .map(|w| Mask {
+            weight: w.layer.weight.clone(),
+            dims: w.layer.dims.clone(),
+            keep: w.values.iter().map(|v| *v != 0.0).collect(),
+        })
+        .collect())
+}
+
 /// A pass error as a training error (for hooks, which return training errors).
 pub fn to_train_error(e: crate::PassError) -> TrainError {
     TrainError::Invalid(e.to_string())

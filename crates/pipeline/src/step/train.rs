@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use whittle_data::{Dataset, Split};
 use whittle_exec::model_inputs;
 use whittle_ir::Model;
+use whittle_passes::prune::finetune::{apply_to_params, mask_tensors, zero_masks};
 use whittle_train::trainer::describe_epoch;
 use whittle_train::{
     split_validation, Monitor, OptimizerConfig, OptimizerKind, Progress, Schedule, TrainConfig,
@@ -336,6 +337,10 @@ pub struct TrainStep {
     /// The trainer's settings.
     #[serde(default)]
     pub training: Training,
+    /// Keep the zeros of the model's Conv/Gemm/MatMul weights at zero (fine-tuning a pruned
+    /// model: its sparsity pattern survives, as the prune step's own fine-tune keeps it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_zeros: bool,
     /// What a checkpoint records so that resuming another run is refused; by default the
     /// dataset and limit. A caller naming its inputs otherwise (the CLI's flags) sets it.
     #[serde(skip)]
@@ -365,6 +370,7 @@ impl TrainStep {
             checkpoint_dir: None,
             resume: None,
             training: Training::default(),
+            keep_zeros: false,
             identity: BTreeMap::new(),
             data_role: String::new(),
         }
@@ -396,7 +402,7 @@ impl TrainStep {
         };
         let resume = self.resume.as_deref().map(|d| in_work_dir(ctx, d));
         let (model, report) = observed(ctx.observer, config, |config| {
-            let mut trainer = match (&resume, model) {
+            let trainer = match (&resume, model) {
                 (Some(dir), _) => Trainer::resume(dir, config)
                     .context(|| format!("resuming from {}", dir.display()))?,
                 (None, Some(model)) => {
@@ -408,6 +414,11 @@ impl TrainStep {
                         "no model to train: give a model or a checkpoint to resume",
                     ))
                 }
+            };
+            let mut trainer = if self.keep_zeros {
+                keeping_zeros(trainer)?
+            } else {
+                trainer
             };
             let report = trainer
                 .fit(&train, val.as_ref())
@@ -434,6 +445,16 @@ impl TrainStep {
             ("limit".to_string(), limit),
         ])
     }
+}
+
+/// `trainer` with a step hook that multiplies every weight that has zeros now by its 0/1
+/// mask after each optimizer step.
+fn keeping_zeros(trainer: Trainer) -> Result<Trainer> {
+    let model = trainer.model().context(|| "reading the weights".into())?;
+    let masks = zero_masks(&model).context(|| "finding the zeros to keep".into())?;
+    let tensors = mask_tensors(&masks, trainer.executor().device())
+        .context(|| "masking the weights".into())?;
+    Ok(trainer.with_step_hook(move |c| apply_to_params(c.exec, &tensors)))
 }
 
 impl Step for TrainStep {
