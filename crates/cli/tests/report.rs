@@ -354,9 +354,6 @@ fn prune_reports_sparsity_per_layer_and_the_models_before_and_after() {
         let zeros = 100.0 * l["sparsity"].as_f64().unwrap();
         assert_eq!(row[4], format!("{zeros:.1}%"));
     }
-    assert!(
-        html.contains("50.00% of prunable weights zero"),
-        "{html}"
-    );
+    assert!(html.contains("50.00% of prunable weights zero"), "{html}");
     let _ = std::fs::remove_dir_all(&dir);
 }

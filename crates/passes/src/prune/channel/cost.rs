@@ -24,5 +24,3 @@ pub fn static_shapes(model: &Model) -> Result<HashMap<String, TensorType>> {
         .collect();
     Ok(shape::infer(model, &overrides)?)
 }
-
-
