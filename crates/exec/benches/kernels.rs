@@ -151,6 +151,9 @@ fn bench_conv(name: &str, s: Conv2dShape, budget: Duration) {
     );
 }
 
+/// candle's version of a unary kernel.
+type CandleUnary = fn(&Tensor) -> Tensor;
+
 /// Elementwise and row kernels against candle's equivalents (where candle has one) on
 /// MiniLM-sized tensors: millions of elements per second.
 fn bench_elementwise(budget: Duration) {
@@ -159,7 +162,7 @@ fn bench_elementwise(budget: Duration) {
     let mut y = vec![0.0; x.len()];
     let tx = Tensor::from_slice(&x, (rows, cols), &Device::Cpu).unwrap();
     let melems = |secs: f64| format!("{:.0}", x.len() as f64 / secs / 1e6);
-    let cases: [(&str, UnaryOp, fn(&Tensor) -> Tensor); 4] = [
+    let cases: [(&str, UnaryOp, CandleUnary); 4] = [
         ("GELU (erf)", UnaryOp::Act(Activation::Gelu), |t| {
             t.gelu_erf().unwrap()
         }),
