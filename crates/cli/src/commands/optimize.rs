@@ -1,10 +1,8 @@
 //! `whittle optimize`: lossless graph optimization (folding, fusion, clean-up passes), run
 //! as the pipeline's `optimize` step.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use serde::Serialize;
 use whittle_ir::Model;
 use whittle_passes::optimize::pass_names;
@@ -64,7 +62,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let step = Optimize {
         passes: args.passes.clone(),
         verify: args.verify,
-        shapes: parse_shapes(&args.shapes)?,
+        shapes: super::inspect::parse_shapes(&args.shapes)?
+            .into_iter()
+            .collect(),
     };
     let model = Model::load(&args.model)?;
     whittle_ir::validate(&model)?;
@@ -88,24 +88,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         print_human(&out);
         Ok(())
     }
-}
-
-/// Parses `NAME=d0,d1,...` items of `--shape`.
-fn parse_shapes(items: &[String]) -> anyhow::Result<BTreeMap<String, Vec<usize>>> {
-    items
-        .iter()
-        .map(|item| {
-            let (name, dims) = item
-                .split_once('=')
-                .with_context(|| format!("--shape '{item}' must be NAME=d0,d1,..."))?;
-            let dims = dims
-                .split(',')
-                .map(|d| d.trim().parse::<usize>())
-                .collect::<Result<Vec<_>, _>>()
-                .with_context(|| format!("--shape '{item}': sizes must be whole numbers"))?;
-            Ok((name.to_string(), dims))
-        })
-        .collect()
 }
 
 fn print_human(r: &Report) {
