@@ -193,7 +193,7 @@ mod tests {
     #[test]
     fn option_names_become_flags() {
         assert_eq!(
-            flag_words("`accuracy_budget` needs `eval_data` SPEC; `x`y` kept"),
+            flag_words("`accuracy_budget` needs `eval_data` SPEC; `x` y` kept"),
             "--accuracy-budget needs --eval-data SPEC; --x y` kept"
         );
         assert_eq!(flag_words("no ` key `Here`"), "no ` key `Here`");
