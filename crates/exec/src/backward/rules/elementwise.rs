@@ -72,6 +72,9 @@ pub(super) fn expand<'a>(
     x_shape: &[usize],
     out_shape: &[usize],
 ) -> Result<Cow<'a, [f32]>> {
+    if x.len() != x_shape.iter().product::<usize>() {
+        bail!("{} values do not fill shape {x_shape:?}", x.len());
+    }
     let total: usize = out_shape.iter().product();
     if x.len() == total {
         return Ok(Cow::Borrowed(x));
