@@ -74,7 +74,7 @@ fn a_narrower_student_learns_teacher_features_through_projections_left_out_of_ex
     let config = TrainConfig {
         epochs: 2,
         batch_size: 50,
-        lr: 0.05,
+        lr: 0.01,
         optimizer: OptimizerConfig {
             kind: OptimizerKind::Sgd,
             momentum: 0.9,
