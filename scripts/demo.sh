@@ -31,9 +31,15 @@ $whittle prune "$out/lenet5-opt.onnx" -o "$out/lenet5-pruned.onnx" --method chan
 echo
 $whittle quantize "$out/lenet5-pruned.onnx" -o "$out/lenet5-pruned-int8.onnx" --mode static \
   --per-channel --calib-data "$mnist" --calib-samples 512 >/dev/null
+# The same chain as a recipe (prune 75% -> finetune keeping zeros -> INT8 -> verify), with
+# a resumable work folder and an HTML report of every step.
+$whittle pipeline recipes/lenet_prune_finetune_quantize.toml -o "$out/lenet5-recipe.onnx" \
+  --report "$out/report.html" >/dev/null
+echo
 printf '%-12s %12s %14s %10s\n' model bytes "ORT b1 ms" accuracy
 for variant in "fp32:$model" "int8:$out/lenet5-int8.onnx" "fp16:$out/lenet5-fp16.onnx" \
-  "pruned:$out/lenet5-pruned.onnx" "pruned+int8:$out/lenet5-pruned-int8.onnx"; do
+  "pruned:$out/lenet5-pruned.onnx" "pruned+int8:$out/lenet5-pruned-int8.onnx" \
+  "recipe:$out/lenet5-recipe.onnx"; do
   name=${variant%%:*} path=${variant#*:}
   bytes=$(stat -c %s "$path")
   ms=$($whittle bench "$path" --engine ort --batch 1 --runs 200 --warmup 20 --json |
