@@ -108,68 +108,70 @@ pub(super) fn matmul(c: &mut RuleCtx) -> Grads {
     let one_to_one = |idx: &[usize], len: usize| {
         idx.len() == len && idx.iter().enumerate().all(|(i, &j)| i == j)
     };
-    let nb = batch.iter().product::<usize>();
     let (a_own, b_own) = (
         one_to_one(&ia, a.len() / sa.max(1)),
         one_to_one(&ib, b.len() / sb.max(1)),
     );
     if want_a {
-        if a_own {
-            // Every batch of A has its own output batch: independent, in parallel.
-            da.par_chunks_mut(sa.max(1))
-                .enumerate()
-                .try_for_each(|(i, out)| -> Result<()> {
-                    let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
-                    let bb = mat(&b[ib[i] * sb..(ib[i] + 1) * sb], k, n)?;
-                    kern(gemm_with(
-                        Threads::One,
-                        g,
-                        bb.t(),
-                        out,
-                        1.0,
-                        0.0,
-                        &Epilogue::NONE,
-                    ))
-                })?;
-        } else {
-            for i in 0..nb {
-                let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
-                let bb = mat(&b[ib[i] * sb..(ib[i] + 1) * sb], k, n)?;
-                let out = &mut da[ia[i] * sa..(ia[i] + 1) * sa];
-                kern(gemm(g, bb.t(), out, 1.0, 1.0, &Epilogue::NONE))?;
-            }
-        }
+        batch_products(&mut da, sa, a_own, &ia, |i, threads, out, beta| {
+            let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
+            let bb = mat(&b[ib[i] * sb..(ib[i] + 1) * sb], k, n)?;
+            kern(gemm_with(
+                threads,
+                g,
+                bb.t(),
+                out,
+                1.0,
+                beta,
+                &Epilogue::NONE,
+            ))
+        })?;
     }
     if want_b {
-        if b_own {
-            db.par_chunks_mut(sb.max(1))
-                .enumerate()
-                .try_for_each(|(i, out)| -> Result<()> {
-                    let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
-                    let ab = mat(&a[ia[i] * sa..(ia[i] + 1) * sa], m, k)?;
-                    kern(gemm_with(
-                        Threads::One,
-                        ab.t(),
-                        g,
-                        out,
-                        1.0,
-                        0.0,
-                        &Epilogue::NONE,
-                    ))
-                })?;
-        } else {
-            for i in 0..nb {
-                let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
-                let ab = mat(&a[ia[i] * sa..(ia[i] + 1) * sa], m, k)?;
-                let out = &mut db[ib[i] * sb..(ib[i] + 1) * sb];
-                kern(gemm(ab.t(), g, out, 1.0, 1.0, &Epilogue::NONE))?;
-            }
-        }
+        batch_products(&mut db, sb, b_own, &ib, |i, threads, out, beta| {
+            let g = mat(&dy[i * sy..(i + 1) * sy], m, n)?;
+            let ab = mat(&a[ia[i] * sa..(ia[i] + 1) * sa], m, k)?;
+            kern(gemm_with(
+                threads,
+                ab.t(),
+                g,
+                out,
+                1.0,
+                beta,
+                &Epilogue::NONE,
+            ))
+        })?;
     }
     Ok(vec![want_a.then_some(da), want_b.then_some(db)])
 }
 
 /// `x` as a row-major `rows x cols` matrix.
+/// Writes batch `i`'s gradient product into `grad`'s batch `idx[i]` (batches of `size`
+/// elements): when every batch has its own slot, all at once in parallel (beta 0, one
+/// thread each); else one after another, summing into shared slots (beta 1).
+fn batch_products(
+    grad: &mut [f32],
+    size: usize,
+    own: bool,
+    idx: &[usize],
+    product: impl Fn(usize, Threads, &mut [f32], f32) -> Result<()> + Sync,
+) -> Result<()> {
+    if own {
+        grad.par_chunks_mut(size.max(1))
+            .enumerate()
+            .try_for_each(|(i, out)| product(i, Threads::One, out, 0.0))
+    } else {
+        idx.iter().enumerate().try_for_each(|(i, &j)| {
+            product(
+                i,
+                Threads::current(),
+                &mut grad[j * size..(j + 1) * size],
+                1.0,
+            )
+        })
+    }
+}
+
 fn mat(x: &[f32], rows: usize, cols: usize) -> Result<MatRef<'_>> {
     kern(MatRef::row_major(x, rows, cols))
 }
