@@ -318,7 +318,7 @@ impl Trainer {
     ) -> Result<TrainReport> {
         let last = epoch.min(self.config.epochs);
         if self.config.patience.is_some() && val.is_none() {
-            bail!("early stopping (--patience) needs validation data (--val-fraction)");
+            bail!("early stopping (`patience`) needs validation data (`val_fraction`)");
         }
         let loader = Loader::new(train, self.loader_options(train)?);
         let per_epoch = loader.batches_per_epoch().div_ceil(self.config.accumulate);
@@ -372,7 +372,7 @@ impl Trainer {
         let fixed = preflight::fixed_batch(&self.exec, &self.input);
         if let Some(b) = fixed.filter(|&b| b != self.config.batch_size) {
             bail!(
-                "the model's input '{}' has a fixed batch size of {b}: use --batch-size {b}",
+                "the model's input '{}' has a fixed batch size of {b}: use `batch_size` {b}",
                 self.input
             );
         }
@@ -545,7 +545,7 @@ impl Trainer {
             (None, _) => String::new(),
         };
         TrainError::Invalid(format!(
-            "training diverged in epoch {}, batch {} (optimizer step {}): {what}; lower --lr (now {:e}) or clip gradients with --clip-grad-norm{kept}",
+            "training diverged in epoch {}, batch {} (optimizer step {}): {what}; lower `lr` (now {:e}) or clip gradients with `clip_grad_norm`{kept}",
             epoch + 1,
             batch + 1,
             self.state.step,
@@ -626,7 +626,7 @@ impl Trainer {
 /// Splits off a seeded random `fraction` of `data` for validation: `(train, val)`.
 pub fn split_validation(data: &Dataset, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
     if !(fraction > 0.0 && fraction < 1.0) {
-        bail!("--val-fraction {fraction} must be in (0, 1)");
+        bail!("`val_fraction` {fraction} must be in (0, 1)");
     }
     let order = Loader::new(
         data,
@@ -640,7 +640,7 @@ pub fn split_validation(data: &Dataset, fraction: f64, seed: u64) -> Result<(Dat
     let n_val = (data.len() as f64 * fraction).round() as usize;
     if n_val == 0 || n_val == data.len() {
         bail!(
-            "--val-fraction {fraction} of {} samples leaves an empty training or validation set",
+            "`val_fraction` {fraction} of {} samples leaves an empty training or validation set",
             data.len()
         );
     }
@@ -667,32 +667,32 @@ fn check_same_run(dir: &Path, state: &TrainState, config: &TrainConfig) -> Resul
     }
     if let Some(then) = state.optimizer.as_ref().filter(|o| **o != config.optimizer) {
         let now = config.optimizer.to_string();
-        return Err(refuse("--optimizer", &then.to_string(), &now));
+        return Err(refuse("`optimizer`", &then.to_string(), &now));
     }
     Ok(())
 }
 
 fn check_config(c: &TrainConfig) -> Result<()> {
     if c.epochs == 0 {
-        bail!("--epochs must be at least 1");
+        bail!("`epochs` must be at least 1");
     }
     if c.batch_size == 0 {
-        bail!("--batch-size must be at least 1");
+        bail!("`batch_size` must be at least 1");
     }
     if c.accumulate == 0 {
-        bail!("--accumulate must be at least 1");
+        bail!("`accumulate` must be at least 1");
     }
     if let Some(n) = c.clip_grad_norm.filter(|n| n.is_nan() || *n <= 0.0) {
-        bail!("--clip-grad-norm {n} must be positive");
+        bail!("`clip_grad_norm` {n} must be positive");
     }
     if c.patience == Some(0) {
-        bail!("--patience must be at least 1");
+        bail!("`patience` must be at least 1");
     }
     if c.recompute_segments == Some(0) {
         bail!("gradient checkpointing needs at least 1 segment");
     }
     if !(0.0..1.0).contains(&c.label_smoothing) {
-        bail!("--label-smoothing {} must be in [0, 1)", c.label_smoothing);
+        bail!("`label_smoothing` {} must be in [0, 1)", c.label_smoothing);
     }
     c.optimizer.validate()
 }

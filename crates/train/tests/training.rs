@@ -223,7 +223,7 @@ fn resuming_a_checkpoint_reproduces_the_uninterrupted_run_exactly() {
         .err()
         .unwrap()
         .to_string();
-    assert!(refused.contains("--optimizer adamw"), "{refused}");
+    assert!(refused.contains("`optimizer` adamw"), "{refused}");
     let mut resumed = Trainer::resume(&dir_b, resume_config(&dir_b)).unwrap();
     assert_eq!(resumed.epochs_done(), 1);
     let resumed_report = resumed.fit(&data, None).unwrap();
