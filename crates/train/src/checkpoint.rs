@@ -104,7 +104,7 @@ pub fn check_dir(
     force: bool,
 ) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
-        bail!("--checkpoint-dir {} is a file, not a folder", dir.display());
+        bail!("`checkpoint_dir` {} is a file, not a folder", dir.display());
     }
     let real = |p: &Path| p.canonicalize().ok();
     let dir_real = real(dir);
@@ -121,7 +121,7 @@ pub fn check_dir(
         };
         if inside.is_some() {
             bail!(
-                "--checkpoint-dir {} would overwrite or remove {what} {}; choose another folder",
+                "`checkpoint_dir` {} would overwrite or remove {what} {}; choose another folder",
                 dir.display(),
                 path.display()
             );
@@ -131,7 +131,7 @@ pub fn check_dir(
     let existing = entries(dir)?;
     if !existing.is_empty() && !force && !resuming_here {
         bail!(
-            "--checkpoint-dir {} already holds a checkpoint ({}); pass --force to overwrite it or --resume {} to continue it",
+            "`checkpoint_dir` {} already holds a checkpoint ({}); pass `force` to overwrite it or `resume` {} to continue it",
             dir.display(),
             existing.join(", "),
             dir.display()

@@ -122,13 +122,13 @@ impl Distiller {
     /// class scores are the output `student_output`; checks the settings.
     pub fn new(teacher: &Model, student_output: &str, cfg: DistillConfig) -> Result<Self> {
         if !(cfg.temperature > 0.0 && cfg.temperature.is_finite()) {
-            bail!("--temperature {} must be positive", cfg.temperature);
+            bail!("`temperature` {} must be positive", cfg.temperature);
         }
         if !(0.0..=1.0).contains(&cfg.alpha) {
-            bail!("--alpha {} must be in [0, 1]", cfg.alpha);
+            bail!("`alpha` {} must be in [0, 1]", cfg.alpha);
         }
         if !(cfg.feature_weight >= 0.0 && cfg.feature_weight.is_finite()) {
-            bail!("--feature-weight {} must be >= 0", cfg.feature_weight);
+            bail!("`feature_weight` {} must be >= 0", cfg.feature_weight);
         }
         let exec = Executor::new(teacher)?;
         let input = match exec.inputs().as_slice() {

@@ -65,14 +65,14 @@ impl OptimizerConfig {
             }
             Ok(())
         };
-        unit("momentum", self.momentum)?;
-        unit("beta1", self.beta1)?;
-        unit("beta2", self.beta2)?;
+        unit("`momentum`", self.momentum)?;
+        unit("`beta1`", self.beta1)?;
+        unit("`beta2`", self.beta2)?;
         if self.nesterov && (self.kind != OptimizerKind::Sgd || self.momentum == 0.0) {
-            bail!("Nesterov momentum needs --optimizer sgd and a positive --momentum");
+            bail!("Nesterov momentum needs `optimizer` sgd and a positive `momentum`");
         }
         if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
-            bail!("weight decay {} must be non-negative", self.weight_decay);
+            bail!("`weight_decay` {} must be non-negative", self.weight_decay);
         }
         if self.eps.is_nan() || self.eps <= 0.0 {
             bail!("optimizer eps {} must be positive", self.eps);

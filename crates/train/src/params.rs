@@ -100,7 +100,7 @@ pub fn select_trainable(model: &Model, freeze: &[NamePattern]) -> Result<Vec<Str
     for p in freeze {
         if !all.iter().any(|n| p.matches(n)) {
             bail!(
-                "--freeze '{}' matches none of the trainable parameters ({})",
+                "`freeze` '{}' matches none of the trainable parameters ({})",
                 p.text,
                 all.join(", ")
             );

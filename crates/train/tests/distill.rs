@@ -178,15 +178,15 @@ fn bad_settings_and_shapes_are_refused_naming_both_sides() {
         };
         Distiller::new(&t, "logits", cfg).err().unwrap().to_string()
     };
-    assert!(bad(0.0, 0.5).contains("--temperature 0"));
-    assert!(bad(-1.0, 0.5).contains("--temperature -1"));
-    assert!(bad(2.0, 1.5).contains("--alpha 1.5"));
+    assert!(bad(0.0, 0.5).contains("`temperature` 0"));
+    assert!(bad(-1.0, 0.5).contains("`temperature` -1"));
+    assert!(bad(2.0, 1.5).contains("`alpha` 1.5"));
     let negative_weight = DistillConfig {
         feature_weight: -1.0,
         ..Default::default()
     };
     let err = Distiller::new(&t, "logits", negative_weight).err().unwrap();
-    assert!(err.to_string().contains("--feature-weight -1"), "{err}");
+    assert!(err.to_string().contains("`feature_weight` -1"), "{err}");
     let features = vec![FeaturePair {
         teacher: "p1".into(),
         student: "h1".into(),
