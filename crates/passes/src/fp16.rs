@@ -216,7 +216,7 @@ fn plan_nodes(
 fn keep_reason(node: &NodeProto, i: usize, opts: &Fp16Options, float_in: bool) -> Option<String> {
     let op = node.op_type.as_str();
     if is_excluded(node, i, &opts.keep_nodes) {
-        return Some("excluded by name (--exclude)".into());
+        return Some("excluded by name (`exclude`)".into());
     }
     if opts.keep_ops.iter().any(|o| o == op) {
         return Some(format!("operator {op} named by the caller"));

@@ -140,7 +140,7 @@ pub fn quantize(model: &Model, opts: &Int4Options) -> Result<(Model, Int4Report)
             tables::target(graph, node, bs)?
         } else if matches!(node.op_type.as_str(), "MatMul" | "Gemm") && node.domain.is_empty() {
             if is_excluded(node, i, &opts.exclude) {
-                Err("excluded by name (--exclude)".to_string())
+                Err("excluded by name (`exclude`)".to_string())
             } else {
                 target(graph, node)?
             }

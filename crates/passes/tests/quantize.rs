@@ -110,7 +110,7 @@ fn plan_lists_float_nodes_with_reasons_and_honours_exclude() {
         .iter()
         .find(|f| f.name == "Gemm#9")
         .unwrap();
-    assert!(gemm.reason.contains("--exclude"), "{}", gemm.reason);
+    assert!(gemm.reason.contains("`exclude`"), "{}", gemm.reason);
     let relu = plan
         .float_nodes
         .iter()
@@ -197,7 +197,7 @@ fn unknown_operator_types_are_refused_per_layout() {
     let err = quantize::plan::plan(&model, &cfg, quantize::WeightSource::Any).unwrap_err();
     assert!(
         err.to_string()
-            .contains("--op-types: 'Foo' is not an operator type the qdq format quantizes"),
+            .contains("`op_types`: 'Foo' is not an operator type the qdq format quantizes"),
         "{err}"
     );
     // Relu is a QDQ chain operator, but dynamic mode quantizes weights only.

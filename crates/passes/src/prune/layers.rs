@@ -53,7 +53,7 @@ pub fn prunable_layers(model: &Model, exclude: &[String]) -> Result<Vec<Prunable
         if !all.iter().any(|l| &l.name == name || &l.weight == name) {
             let names: Vec<&str> = all.iter().map(|l| l.name.as_str()).collect();
             bail!(
-                "--exclude {name}: no prunable layer (Conv/Gemm/MatMul node or weight) has this name; prunable layers: {}",
+                "`exclude` {name}: no prunable layer (Conv/Gemm/MatMul node or weight) has this name; prunable layers: {}",
                 names.join(", ")
             );
         }

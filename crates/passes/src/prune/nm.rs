@@ -66,7 +66,7 @@ pub fn nm_mask(w: &LayerWeights, n: usize, m: usize) -> Result<Mask> {
     let k = layer.dims[axis];
     if !fits(layer, m) {
         bail!(
-            "{n}:{m} pruning of {}: its reduction dimension (axis {axis} of {} {:?}) has {k} elements, not a multiple of {m}; leave the layer dense with --exclude {}",
+            "{n}:{m} pruning of {}: its reduction dimension (axis {axis} of {} {:?}) has {k} elements, not a multiple of {m}; leave the layer dense with `exclude` {}",
             layer.name,
             layer.weight,
             layer.dims,

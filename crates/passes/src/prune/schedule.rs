@@ -43,7 +43,7 @@ impl Curve {
 /// `curve.at(0, sparsity, k / steps)`.
 pub fn iterative_targets(sparsity: f64, steps: usize, curve: Curve) -> Result<Vec<f64>> {
     if steps == 0 {
-        bail!("iterative pruning needs at least one step (--steps)");
+        bail!("iterative pruning needs at least one step (`steps`)");
     }
     Ok((1..=steps)
         .map(|k| curve.at(0.0, sparsity, k as f64 / steps as f64))
@@ -80,7 +80,7 @@ impl GradualSchedule {
             );
         }
         if self.frequency == 0 {
-            bail!("gradual pruning: --frequency must be at least 1");
+            bail!("gradual pruning: `frequency` must be at least 1");
         }
         super::mask::check_sparsity(self.initial)?;
         super::mask::check_sparsity(self.last)

@@ -38,15 +38,15 @@ fn added_ops(before: &Model, after: &Model) -> Vec<(String, usize)> {
 fn alternative(mode: &str, uses_conv_integer: bool) -> &'static str {
     match mode {
         "dynamic" if uses_conv_integer => {
-            "static INT8 (--mode static --calib-data SPEC), whose convolutions run as fused \
-             integer kernels, or dynamic INT8 of the MatMul/Gemm layers only (--op-types MatMul,Gemm)"
+            "static INT8 (`mode` static with `calib_data`), whose convolutions run as fused \
+             integer kernels, or dynamic INT8 of the MatMul/Gemm layers only (`op_types` MatMul,Gemm)"
         }
-        "dynamic" => "static INT8 (--mode static --calib-data SPEC)",
+        "dynamic" => "static INT8 (`mode` static with `calib_data`)",
         "static" => {
-            "the other layout (--format qdq or qoperator), or fewer quantized layers \
-             (--exclude, --op-types); the float model where neither helps"
+            "the other layout (`format` qdq or qoperator), or fewer quantized layers \
+             (`exclude`, `op_types`); the float model where neither helps"
         }
-        "int4" => "dynamic INT8 (--mode dynamic)",
+        "int4" => "dynamic INT8 (`mode` dynamic)",
         _ => "the float model on this CPU (FP16 pays off where the hardware computes in float16)",
     }
 }
@@ -122,7 +122,7 @@ mod tests {
                 && warning.contains(
                     "operators it adds: ConvInteger x1, Cast x1, DynamicQuantizeLinear x1"
                 )
-                && warning.contains("--mode static"),
+                && warning.contains("`mode` static"),
             "{warning}"
         );
         // Within the margin, or faster: no warning.

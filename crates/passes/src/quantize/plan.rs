@@ -118,7 +118,7 @@ pub fn check_exclude(graph: &GraphProto, exclude: &[String]) -> Result<()> {
             .enumerate()
             .any(|(i, n)| &node_display_name(n, i) == ex)
         {
-            bail!("--exclude names node '{ex}', which is not in the model");
+            bail!("`exclude` names node '{ex}', which is not in the model");
         }
     }
     Ok(())
@@ -141,7 +141,7 @@ pub fn check_op_types(cfg: &QuantConfig, weights: WeightSource) -> Result<()> {
             (_, Format::Qdq) => "the qdq format",
         };
         bail!(
-            "--op-types: '{bad}' is not an operator type {layout} quantizes (it takes {})",
+            "`op_types`: '{bad}' is not an operator type {layout} quantizes (it takes {})",
             allowed.join(", ")
         );
     }
@@ -186,10 +186,10 @@ fn classify(
         return Ok(Err(format!("operator of domain '{}'", node.domain)));
     }
     if !cfg.op_types.iter().any(|t| t == op) {
-        return Ok(Err(format!("op type {op} is not selected (--op-types)")));
+        return Ok(Err(format!("op type {op} is not selected (`op_types`)")));
     }
     if cfg.exclude.iter().any(|e| e == label) {
-        return Ok(Err("excluded by name (--exclude)".into()));
+        return Ok(Err("excluded by name (`exclude`)".into()));
     }
     let from_dq = node.input.iter().any(|x| {
         producers

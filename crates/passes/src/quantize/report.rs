@@ -164,7 +164,7 @@ impl QuantReport {
                 .collect();
             let _ = writeln!(
                 s,
-                "float: {} nodes ({}); --verbose or --report lists each with its reason",
+                "float: {} nodes ({}); `verbose` or `report` lists each with its reason",
                 self.float_nodes.len(),
                 counts.join(", ")
             );
