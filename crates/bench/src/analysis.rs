@@ -127,7 +127,7 @@ pub fn ensure_run_fits(
         shapes.join(", ")
     );
     ensure_fits(needed, &what)
-        .map_err(|e| BenchError::Invalid(format!("{e}; lower --batch or the --shape sizes")))?;
+        .map_err(|e| BenchError::Invalid(format!("{e}; lower `batch` or the `shapes` sizes")))?;
     Ok(inferred)
 }
 

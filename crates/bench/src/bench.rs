@@ -42,7 +42,7 @@ impl FromStr for Engine {
         match s {
             "whittle" => Ok(Engine::Whittle),
             "ort" => Ok(Engine::Ort),
-            other => bail!("--engine '{other}': expected whittle or ort"),
+            other => bail!("`engine` '{other}': expected whittle or ort"),
         }
     }
 }
@@ -148,7 +148,7 @@ pub fn cap_threads(asked: usize) -> (usize, Option<String>) {
         return (asked, None);
     }
     let warning =
-        format!("--threads {asked} is more than the {cores} cores of this machine; using {cores}");
+        format!("`threads` {asked} is more than the {cores} cores of this machine; using {cores}");
     (cores, Some(warning))
 }
 
@@ -186,7 +186,7 @@ pub fn bench_batch(
     tick: &mut dyn FnMut(),
 ) -> Result<BatchResult> {
     if opts.runs == 0 {
-        bail!("--runs must be at least 1");
+        bail!("`runs` must be at least 1");
     }
     let threads = effective_threads(opts);
     if opts.engine == Engine::Whittle && opts.threads != 0 && opts.threads != threads {

@@ -42,7 +42,7 @@ pub struct ShapeRequest {
 /// left open, when a request contradicts a fixed dimension, and on a size of 0.
 pub fn resolve_inputs(model: &Model, request: &ShapeRequest) -> Result<Vec<ResolvedInput>> {
     if request.batch == Some(0) {
-        bail!("--batch 0: a batch needs at least 1 sample");
+        bail!("`batch` 0: a batch needs at least 1 sample");
     }
     let graph = model.graph();
     let runtime = graph.runtime_inputs();
@@ -54,12 +54,12 @@ pub fn resolve_inputs(model: &Model, request: &ShapeRequest) -> Result<Vec<Resol
     for (name, dims) in &request.shapes {
         if !runtime.contains(&name.as_str()) {
             bail!(
-                "--shape {name}=...: the model has no input '{name}' (inputs: {})",
+                "`shapes` {name}=...: the model has no input '{name}' (inputs: {})",
                 runtime.join(", ")
             );
         }
         if dims.contains(&0) {
-            bail!("--shape {name}: every dimension must be at least 1, got {dims:?}");
+            bail!("`shapes` {name}: every dimension must be at least 1, got {dims:?}");
         }
     }
     let mut symbols = HashMap::new();
@@ -104,7 +104,7 @@ pub fn batch_note(inputs: &[ResolvedInput]) -> Option<String> {
         .collect();
     (!assumed.is_empty()).then(|| {
         format!(
-            "the dynamic batch dimension of input {} is taken as 1 (--batch B sets it)",
+            "the dynamic batch dimension of input {} is taken as 1 (`batch` B sets it)",
             assumed.join(", ")
         )
     })
@@ -126,7 +126,7 @@ fn with_batch(port: &ValueInfoProto, given: &[usize], batch: Option<usize>) -> R
     let mut dims = given.to_vec();
     match (batch, lead, dims.first_mut()) {
         (Some(b), Some(Dim::Known(n)), _) if b != n => bail!(
-            "input '{}' has a fixed batch dimension of {n}; --batch {b} cannot change it",
+            "input '{}' has a fixed batch dimension of {n}; `batch` {b} cannot change it",
             port.name
         ),
         (Some(b), Some(Dim::Symbol(_) | Dim::Unknown) | None, Some(first)) => *first = b,
@@ -147,7 +147,7 @@ fn bind_given(
     };
     if declared.len() != given.len() {
         bail!(
-            "--shape {name}: {} dimensions given, the input has {} ({})",
+            "`shapes` {name}: {} dimensions given, the input has {} ({})",
             given.len(),
             declared.len(),
             show_dims(declared)
@@ -156,12 +156,12 @@ fn bind_given(
     for (d, &g) in declared.iter().zip(given) {
         match d {
             Dim::Known(n) if *n != g => bail!(
-                "--shape {name}: dimension {g} contradicts the declared {} ",
+                "`shapes` {name}: dimension {g} contradicts the declared {} ",
                 show_dims(declared)
             ),
             Dim::Symbol(s) => match symbols.insert(s.clone(), g) {
                 Some(old) if old != g => {
-                    bail!("--shape {name}: '{s}' is {g} here but {old} in another --shape")
+                    bail!("`shapes` {name}: '{s}' is {g} here but {old} in another `shapes` entry")
                 }
                 _ => {}
             },
@@ -192,7 +192,7 @@ fn resolve_one(
     let dims = match (request.shapes.get(name), &declared.dims) {
         (Some(given), _) => with_batch(port, given, request.batch)?,
         (None, None) => bail!(
-            "input '{name}' has no declared shape; give it with --shape {name}=DIMS (e.g. {name}=1x3x224x224)"
+            "input '{name}' has no declared shape; give it with `shapes` {name}=DIMS (e.g. {name}=1x3x224x224)"
         ),
         (None, Some(dims)) => dims
             .iter()
@@ -218,7 +218,7 @@ fn fix_dim(
 ) -> Result<usize> {
     match (dim, axis, batch) {
         (Dim::Known(n), 0, Some(b)) if *n != b => {
-            bail!("input '{name}' has a fixed batch dimension of {n}; --batch {b} cannot change it")
+            bail!("input '{name}' has a fixed batch dimension of {n}; `batch` {b} cannot change it")
         }
         (Dim::Known(n), _, _) => return Ok(*n),
         _ => {}
@@ -237,7 +237,7 @@ fn fix_dim(
         _ => format!("{axis}"),
     };
     bail!(
-        "input '{name}' {} has dynamic dimension {what}: fix it with --shape {name}=DIMS (numbers joined by 'x')",
+        "input '{name}' {} has dynamic dimension {what}: fix it with `shapes` {name}=DIMS (numbers joined by 'x')",
         show_dims(dims)
     )
 }
@@ -419,7 +419,7 @@ mod tests {
         let err = resolve_inputs(&bert(), &request(Some(1), &[])).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("'seq'") && msg.contains("--shape input_ids="),
+            msg.contains("'seq'") && msg.contains("`shapes` input_ids="),
             "{msg}"
         );
         let img = model(vec![port("x", DataType::Float, &["N", "1", "28", "28"])]);
@@ -453,9 +453,9 @@ mod tests {
     fn empty_batches_and_shapes_are_refused() {
         let img = model(vec![port("x", DataType::Float, &["N", "1", "28", "28"])]);
         let err = resolve_inputs(&img, &request(Some(0), &[])).unwrap_err();
-        assert!(err.to_string().contains("--batch 0"), "{err}");
+        assert!(err.to_string().contains("`batch` 0"), "{err}");
         let err = resolve_inputs(&img, &request(None, &[("x", &[2, 0, 28, 28])])).unwrap_err();
-        assert!(err.to_string().contains("--shape x"), "{err}");
+        assert!(err.to_string().contains("`shapes` x"), "{err}");
     }
 
     #[test]

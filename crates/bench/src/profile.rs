@@ -133,11 +133,11 @@ type Observed = HashMap<String, (DataType, Vec<usize>)>;
 /// inputs. `tick` is called after every run (progress).
 pub fn profile(model: &Model, opts: &ProfileOptions, tick: &mut dyn FnMut()) -> Result<Profile> {
     if opts.runs == 0 {
-        bail!("--runs must be at least 1");
+        bail!("`runs` must be at least 1");
     }
     if !(0.0..=1.0).contains(&opts.threshold) {
         bail!(
-            "--threshold {} must be a share between 0 and 1",
+            "`threshold` {} must be a share between 0 and 1",
             opts.threshold
         );
     }

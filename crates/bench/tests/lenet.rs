@@ -148,7 +148,7 @@ fn bad_requests_are_clear_errors() {
         ..Default::default()
     };
     let err = profile(&model, &zero, &mut || {}).unwrap_err().to_string();
-    assert!(err.contains("--runs"), "{err}");
+    assert!(err.contains("`runs` must be at least 1"), "{err}");
     let minilm = Model::load(model_path("paraphrase-MiniLM-L3-v2.onnx")).unwrap();
     let open = ProfileOptions {
         shapes: batch_request(1),
@@ -156,7 +156,7 @@ fn bad_requests_are_clear_errors() {
     };
     let err = profile(&minilm, &open, &mut || {}).unwrap_err().to_string();
     assert!(
-        err.contains("sequence_length") && err.contains("--shape input_ids="),
+        err.contains("sequence_length") && err.contains("`shapes` input_ids="),
         "{err}"
     );
     let opts = BenchOptions {
@@ -170,7 +170,7 @@ fn bad_requests_are_clear_errors() {
     let err = bench_batch(&path, &model, &opts, Some(1), &mut || {})
         .unwrap_err()
         .to_string();
-    assert!(err.contains("--runs"), "{err}");
+    assert!(err.contains("`runs` must be at least 1"), "{err}");
     assert!("tvm"
         .parse::<Engine>()
         .unwrap_err()
@@ -209,7 +209,9 @@ fn a_run_that_cannot_fit_in_memory_is_refused_before_allocating() {
     };
     let err = profile(&model, &opts, &mut || {}).unwrap_err().to_string();
     assert!(
-        err.contains("[10000000, 1, 28, 28]") && err.contains("needs") && err.contains("--batch"),
+        err.contains("[10000000, 1, 28, 28]")
+            && err.contains("needs")
+            && err.contains("lower `batch`"),
         "{err}"
     );
 }
