@@ -3,3 +3,5 @@
 //! (`whittle nas`: which architecture). Both measure what they constrain (ONNX Runtime
 //! latency, bytes, accuracy on real data), journal every trial so a killed run resumes, and
 //! always return their best candidate.
+
+pub mod pareto;
