@@ -131,6 +131,11 @@ impl Options {
         }
     }
 
+    /// The value as written (or its default), for options with a text form.
+    pub fn text(&self, key: &str) -> Result<&str> {
+        self.raw(key)
+    }
+
     /// A whole number of at least 1.
     pub fn positive(&self, key: &str) -> Result<usize> {
         parse_positive(self.raw(key)?).ok_or_else(|| self.bad(key, "must be a whole number ≥ 1"))
