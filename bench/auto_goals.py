@@ -102,7 +102,8 @@ def goal_table(out, rounds, runs):
         eval_rss = time_v(out, f"{base_stem}.eval.time")[1]
         base, new = measure(out, base_stem, rounds), measure(out, run, rounds)
         smaller, faster, lost = base[0] / new[0], base[1] / new[1], 100 * (base[2] - new[2])
-        steps = " -> ".join(step_text(s) for s in report.get("best", {}).get("steps", [])) or "(none)"
+        best = report.get("best") or {}
+        steps = best.get("name") or " -> ".join(step_text(s) for s in best.get("steps", [])) or "(none)"
         memory = "" if rss <= 2 * eval_rss else " (over 2x)"
         print(f"| {run} | {target} | {report.get('status')} | {report.get('trials')} | {minutes(wall)} "
               f"| {rss / MIB:.0f} ({eval_rss / MIB:.0f}){memory} | {steps} "

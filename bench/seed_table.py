@@ -90,6 +90,13 @@ def main():
                       f"{theirs[0]:.2f}x, {theirs[1]:.2f}x, {theirs[2]:.1f}",
                       "-" if stem == "baseline" else verdict(ours, theirs, size_floor(claim[0]))]
         print("| " + " | ".join(cells) + " |")
+    if os.path.exists(os.path.join(out, "auto.json")):
+        auto = load(out, "auto.json")
+        best = auto.get("best") or {}
+        print()
+        print(f"`whittle auto` chose {best.get('name', '(nothing)')} ({auto.get('status')}, "
+              f"{auto.get('trials')} trials of a {auto.get('search_space')}-candidate space, "
+              f"{auto.get('elapsed_s', 0) / 60:.1f} min).")
 
 
 if __name__ == "__main__":
