@@ -18,6 +18,7 @@ mod mnist;
 pub mod npy;
 mod npy_header;
 mod raw;
+pub mod scenario;
 pub mod spec;
 #[cfg(test)]
 mod testutil;
