@@ -55,6 +55,8 @@ enum Command {
     Distill(Box<commands::distill::Args>),
     /// Run a recipe's steps (TOML or YAML), resuming from its work folder.
     Pipeline(commands::pipeline::Args),
+    /// Search an architecture (cnn, mobilenet-v3, resnet, vit) under measured latency, size and accuracy limits.
+    Nas(Box<commands::nas::Args>),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +84,7 @@ fn main() -> ExitCode {
         Command::Qat(a) => commands::qat::run(*a),
         Command::Distill(a) => commands::distill::run(*a),
         Command::Pipeline(a) => commands::pipeline::run(a),
+        Command::Nas(a) => commands::nas::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

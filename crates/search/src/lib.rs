@@ -4,4 +4,5 @@
 //! latency, bytes, accuracy on real data), journal every trial so a killed run resumes, and
 //! always return their best candidate.
 
+pub mod nas;
 pub mod pareto;

@@ -7,6 +7,7 @@ pub mod distill;
 pub mod eval;
 pub mod factorize;
 pub mod inspect;
+pub mod nas;
 pub mod optimize;
 pub mod output;
 pub mod pipeline;

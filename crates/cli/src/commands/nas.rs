@@ -1,0 +1,155 @@
+//! `whittle nas`: architecture search under measured latency, size, MACs and accuracy
+//! limits (whittle-search's `nas`), resumable from its work folder.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use whittle_search::auto::config::parse_duration;
+use whittle_search::nas::report::{report, zoo_references};
+use whittle_search::nas::runner::Local;
+use whittle_search::nas::{search, Family, Limits, NasResult, Settings, Status, Strategy};
+
+use super::output::{check_output, InputModel};
+use crate::observer::CliObserver;
+use crate::report::print_json;
+
+/// Arguments of `whittle nas`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The search space: cnn, mobilenet-v3, resnet or vit.
+    #[arg(long, value_parser = |s: &str| s.parse::<Family>())]
+    space: Family,
+    /// Labelled training data: mnist:DIR, fashion-mnist:DIR, npz:FILE.npz, ...
+    #[arg(long, value_name = "SPEC")]
+    data: String,
+    /// Labelled data whose test split checks the result [default: --data].
+    #[arg(long, value_name = "SPEC")]
+    eval_data: Option<String>,
+    /// Largest median ONNX Runtime latency at batch 1, milliseconds.
+    #[arg(long, value_name = "X")]
+    max_latency_ms: Option<f64>,
+    /// Largest FP32 model, megabytes (10^6 bytes).
+    #[arg(long, value_name = "Y")]
+    max_size_mb: Option<f64>,
+    /// Most multiply-accumulates per sample.
+    #[arg(long, value_name = "M")]
+    max_macs: Option<u64>,
+    /// Least top-1 accuracy (0..1) on the test split, checked on the result.
+    #[arg(long, value_name = "A")]
+    min_accuracy: Option<f64>,
+    /// Candidates trained at the first rung of successive halving.
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    iterations: usize,
+    /// Wall-clock budget (90s, 30m, 1.5h): no new candidate after half of it.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    budget: std::time::Duration,
+    /// Threads of ONNX Runtime's latency measurements and of training.
+    #[arg(long, value_name = "T", default_value_t = 1)]
+    threads: usize,
+    /// Seed of the proposals, initial weights and data order: same seed, same result.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Where to write the best model.
+    #[arg(short = 'o', long = "output", value_name = "OUT.onnx")]
+    output: PathBuf,
+    /// Write the report (Pareto front with the limits, every candidate, the zoo's models
+    /// as reference points) to R.html or R.json.
+    #[arg(long, value_name = "R.html|R.json")]
+    report: Option<PathBuf>,
+    /// Folder of the journals and candidate models; a rerun resumes from it [default:
+    /// OUT.onnx.work].
+    #[arg(long, value_name = "DIR")]
+    work_dir: Option<PathBuf>,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// How candidates are proposed: evolution (the search) or random (a baseline).
+    #[arg(long, hide = true, default_value = "evolution", value_parser = ["evolution", "random"])]
+    strategy: String,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(path) = &args.report {
+        whittle_pipeline::report::file_format(path)?;
+    }
+    check_output(
+        std::path::Path::new(""),
+        &args.output,
+        args.force,
+        InputModel::Protected,
+    )?;
+    whittle_bench::bench::set_executor_threads(args.threads);
+    let work_dir = args
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| super::pipeline::default_work_dir(&args.output));
+    let limits = Limits {
+        max_latency_ms: args.max_latency_ms,
+        max_size_mb: args.max_size_mb,
+        max_macs: args.max_macs,
+        min_accuracy: args.min_accuracy,
+    };
+    let settings = Settings {
+        space: args.space,
+        data: args.data.clone(),
+        eval_data: args.eval_data.clone(),
+        limits: limits.clone(),
+        iterations: args.iterations,
+        budget: Some(args.budget),
+        threads: args.threads,
+        seed: args.seed,
+        work_dir: work_dir.clone(),
+        output: args.output.clone(),
+        strategy: match args.strategy.as_str() {
+            "random" => Strategy::Random,
+            _ => Strategy::Evolution,
+        },
+    };
+    let observer = CliObserver::new(args.json);
+    let runner = Local {
+        observer: &observer,
+        work_dir: work_dir.clone(),
+    };
+    let result = search(&settings, &observer, &runner)?;
+    if let Some(path) = &args.report {
+        let references = zoo_references(result.input, result.classes, args.threads, &work_dir)?;
+        whittle_pipeline::report::write(&report(&result, &limits, &references), path)
+            .with_context(|| format!("writing the report {}", path.display()))?;
+    }
+    if args.json {
+        return print_json(&result);
+    }
+    print_summary(&result);
+    if let Some(path) = &args.report {
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn print_summary(r: &NasResult) {
+    let figures = format!(
+        "{} ({:.3} ms median, {:.3} ms p90, {:.3} MB, {} MACs{})",
+        r.spec.as_deref().unwrap_or("-"),
+        r.latency_ms.unwrap_or(f64::NAN),
+        r.latency_p90_ms.unwrap_or(f64::NAN),
+        r.size_mb.unwrap_or(f64::NAN),
+        r.macs.unwrap_or(0),
+        r.accuracy
+            .map_or(String::new(), |a| format!(", top-1 {:.2}%", 100.0 * a))
+    );
+    println!(
+        "{} candidates measured, {} trained, {} infeasible, {:.0} s",
+        r.candidates, r.trained, r.infeasible, r.seconds
+    );
+    match (r.status, &r.output) {
+        (Status::Ok, Some(out)) => println!("best: {figures}\nwrote {out}"),
+        _ => println!(
+            "infeasible: {}\nnearest: {figures}",
+            r.reason.as_deref().unwrap_or("no candidate met the limits")
+        ),
+    }
+}
