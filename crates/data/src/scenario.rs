@@ -112,7 +112,7 @@ impl Scenario {
                 ))
             }
             Some(t) => t,
-            None if classes % classes_per_task != 0 => {
+            None if !classes.is_multiple_of(classes_per_task) => {
                 return invalid(format!(
                     "--classes-per-task {classes_per_task} does not divide the {classes} classes of the data (or give --tasks)"
                 ))
