@@ -1,0 +1,240 @@
+//! `whittle_search::nas`: search spaces and candidate hashes, measurements against a
+//! re-measurement, infeasible candidates never trained, the same seed giving the same
+//! result, and a resumed search reusing its journals. The data is a small Fashion-MNIST
+//! subset written as .npy pairs.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use whittle_data::Split;
+use whittle_ir::{Model, TensorData};
+use whittle_pipeline::journal::Journal;
+use whittle_pipeline::SilentObserver;
+use whittle_search::nas::candidate::Candidate;
+use whittle_search::nas::measure::{measure, MIN_RUNS};
+use whittle_search::nas::runner::Local;
+use whittle_search::nas::space::{Family, Space};
+use whittle_search::nas::trials::{Measured, Trained};
+use whittle_search::nas::{search, Limits, NasResult, Settings, Status, Strategy};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("whittle-nas-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `npy:X,Y` specs of the first `n` samples of Fashion-MNIST's `split`, written in `dir`.
+fn fashion_subset(dir: &Path, split: Split, n: usize) -> String {
+    let spec = format!(
+        "fashion-mnist:{}",
+        whittle_data::assets_dir().join("fashion-mnist").display()
+    );
+    let data = whittle_data::load(&spec, split, Some(n)).unwrap();
+    let (x, y) = (
+        dir.join(format!("{split:?}-x.npy")),
+        dir.join(format!("{split:?}-y.npy")),
+    );
+    whittle_data::npy::write_npy(&x, &data.images).unwrap();
+    let labels = TensorData::from_slice(vec![data.labels.len()], &data.labels).unwrap();
+    whittle_data::npy::write_npy(&y, &labels).unwrap();
+    format!("npy:{},{}", x.display(), y.display())
+}
+
+fn settings(dir: &Path, limits: Limits, seed: u64) -> Settings {
+    Settings {
+        space: Family::Cnn,
+        data: fashion_subset(dir, Split::Train, 600),
+        eval_data: Some(fashion_subset(dir, Split::Test, 200)),
+        limits,
+        iterations: 4,
+        budget: None,
+        threads: 1,
+        seed,
+        work_dir: dir.join("work"),
+        output: dir.join("out.onnx"),
+        strategy: Strategy::Evolution,
+    }
+}
+
+fn run(s: &Settings) -> NasResult {
+    let runner = Local {
+        observer: &SilentObserver,
+        work_dir: s.work_dir.clone(),
+    };
+    search(s, &SilentObserver, &runner).unwrap()
+}
+
+#[test]
+fn samples_stay_in_bounds_and_ids_are_stable() {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for family in [
+        Family::Cnn,
+        Family::Resnet,
+        Family::MobilenetV3,
+        Family::Vit,
+    ] {
+        let space = Space::new(family, [1, 28, 28], 10, 0).unwrap();
+        for _ in 0..50 {
+            let genome = space.sample(&mut rng);
+            assert!(space.contains(&genome), "{family}: {genome:?}");
+            let c = Candidate::new(&space, &genome);
+            assert!(space.contains(&c.genome));
+            assert_eq!(Candidate::new(&space, &c.genome).id, c.id, "{}", c.spec);
+            whittle_zoo::build(&c.spec).unwrap_or_else(|e| panic!("{}: {e}", c.spec));
+        }
+    }
+    let cnn = Space::new(Family::Cnn, [1, 28, 28], 10, 0).unwrap();
+    let names: Vec<&str> = cnn.genes.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "blocks",
+            "convs",
+            "channels1",
+            "channels2",
+            "channels3",
+            "channels4"
+        ]
+    );
+    // Two blocks: the channels of blocks 3 and 4 do not change the candidate.
+    let a = Candidate::new(&cnn, &[2, 1, 16, 32, 8, 8]);
+    let b = Candidate::new(&cnn, &[2, 1, 16, 32, 128, 64]);
+    assert_eq!(a, b);
+    assert_eq!(
+        a.spec,
+        "zoo:cnn:channels=16-32,convs=1,input=1x28x28,classes=10,seed=0"
+    );
+    assert_eq!(
+        a.id, "f9746d183030d8f4",
+        "the id is the SHA-256 of the spec"
+    );
+    let mobile = Space::new(Family::MobilenetV3, [1, 28, 28], 10, 0).unwrap();
+    let widths = &mobile.genes.last().unwrap().values;
+    assert_eq!(widths, &[25, 50, 75, 100]);
+    let vit = Space::new(Family::Vit, [1, 28, 28], 10, 0).unwrap();
+    assert_eq!(
+        vit.genes[0].values,
+        [4, 7, 14],
+        "patches dividing 28 into 2-8 a side"
+    );
+    // A 4x4 image allows 3 cnn blocks at most (two 2x2 poolings).
+    let small = Space::new(Family::Cnn, [1, 4, 4], 10, 0).unwrap();
+    assert_eq!(small.genes[0].values, [1, 2, 3]);
+}
+
+#[test]
+fn measurements_equal_a_remeasurement() {
+    let dir = scratch("measure");
+    let model = whittle_zoo::build("cnn:channels=8-16").unwrap();
+    let path = dir.join("m.onnx");
+    model.save(&path, &Default::default()).unwrap();
+    let m = measure(&model, &path, 1).unwrap();
+    let again = Model::load(&path).unwrap();
+    assert_eq!(m.size_bytes, std::fs::metadata(&path).unwrap().len());
+    let macs = whittle_ir::cost::model_macs(&again, &Default::default()).unwrap();
+    assert_eq!(m.macs, macs);
+    // Hand count: conv1 8x1x9 over 28x28, conv2 16x8x9 over 14x14, the head 16x10.
+    assert_eq!(m.macs, 8 * 9 * 28 * 28 + 16 * 8 * 9 * 14 * 14 + 16 * 10);
+    assert_eq!(
+        m.parameters,
+        whittle_ir::cost::parameter_count(again.graph())
+    );
+    assert!(m.int8_size_bytes < m.size_bytes, "{m:?}");
+    assert_eq!(m.runs, MIN_RUNS);
+    assert!(
+        m.latency_ms > 0.0 && m.latency_p90_ms >= m.latency_ms,
+        "{m:?}"
+    );
+}
+
+#[test]
+fn infeasible_candidates_are_never_trained() {
+    let dir = scratch("infeasible");
+    // 300k MACs: few cnn candidates fit.
+    let limits = Limits {
+        max_macs: Some(300_000),
+        ..Limits::default()
+    };
+    let s = settings(&dir, limits, 3);
+    let result = run(&s);
+    let measured: Journal<Measured> = Journal::open(&s.work_dir).unwrap();
+    let trained: Journal<Trained> = Journal::open(&s.work_dir).unwrap();
+    let infeasible: HashSet<&str> = measured
+        .entries()
+        .iter()
+        .filter(|m| m.measurement.macs > 300_000)
+        .map(|m| m.key.as_str())
+        .collect();
+    assert!(
+        !infeasible.is_empty(),
+        "the limit should exclude some candidates"
+    );
+    assert_eq!(result.infeasible, infeasible.len());
+    for t in trained.entries() {
+        assert!(!infeasible.contains(t.id.as_str()), "{} was trained", t.id);
+    }
+    if result.status == Status::Ok {
+        assert!(result.macs.unwrap() <= 300_000);
+    }
+
+    // Nothing fits 10 MACs: nothing trains, no model, the nearest candidate is named.
+    let dir = scratch("none-fits");
+    let s = settings(
+        &dir,
+        Limits {
+            max_macs: Some(10),
+            ..Limits::default()
+        },
+        3,
+    );
+    let result = run(&s);
+    assert_eq!(result.status, Status::Infeasible);
+    assert_eq!(result.trained, 0);
+    assert!(!s.output.exists());
+    let nearest = result.nearest.expect("the nearest candidate");
+    let fewest = result
+        .trials
+        .iter()
+        .map(|t| t.measurement.macs)
+        .min()
+        .unwrap();
+    assert_eq!(nearest.measurement.macs, fewest);
+    assert!(result.reason.unwrap().contains("macs"));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_result_and_a_rerun_resumes() {
+    let limits = Limits {
+        max_size_mb: Some(0.2),
+        ..Limits::default()
+    };
+    let (a, b) = (scratch("seed-a"), scratch("seed-b"));
+    let (sa, sb) = (settings(&a, limits.clone(), 5), settings(&b, limits, 5));
+    let (ra, rb) = (run(&sa), run(&sb));
+    assert_eq!(ra.status, Status::Ok);
+    assert!(ra.size_mb.unwrap() <= 0.2);
+    assert_eq!(
+        (&ra.id, ra.accuracy, ra.candidates),
+        (&rb.id, rb.accuracy, rb.candidates)
+    );
+    let ids = |r: &NasResult| r.trials.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&ra), ids(&rb));
+    let bytes = |s: &Settings| std::fs::read(&s.output).unwrap();
+    assert_eq!(bytes(&sa), bytes(&sb), "the same model, byte for byte");
+    // A rerun in the same work folder trains nothing again.
+    let journal =
+        |s: &Settings| std::fs::read_to_string(s.work_dir.join("nas-trained.jsonl")).unwrap();
+    let before = journal(&sa);
+    let again = run(&sa);
+    assert_eq!(journal(&sa), before);
+    assert_eq!((again.id, again.accuracy), (ra.id, ra.accuracy));
+    // Random search proposes other candidates from the same seed.
+    let c = scratch("seed-random");
+    let mut sr = settings(&c, Limits::default(), 5);
+    sr.strategy = Strategy::Random;
+    let rr = run(&sr);
+    assert_eq!(rr.trained, 4);
+}
