@@ -55,6 +55,8 @@ enum Command {
     Distill(Box<commands::distill::Args>),
     /// Run a recipe's steps (TOML or YAML), resuming from its work folder.
     Pipeline(commands::pipeline::Args),
+    /// Serve the local web UI: pick a model, compress it, watch size, speed and accuracy.
+    Ui(commands::ui::Args),
     /// Search an architecture (cnn, mobilenet-v3, resnet, vit) under measured latency, size and accuracy limits.
     Nas(Box<commands::nas::Args>),
 }
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
         Command::Qat(a) => commands::qat::run(*a),
         Command::Distill(a) => commands::distill::run(*a),
         Command::Pipeline(a) => commands::pipeline::run(a),
+        Command::Ui(a) => commands::ui::run(a),
         Command::Nas(a) => commands::nas::run(*a),
     };
     match result {

@@ -1,3 +1,22 @@
 //! whittle's local web UI (`whittle ui`): a server with embedded assets and one JSON API
-//! that the page and the tests both use; jobs run whittle-pipeline steps and report through
-//! its `Observer`.
+//! that the page and the tests both use; jobs run whittle-pipeline recipes (the compress
+//! form becomes one) and report through its `Observer`, so the UI, the CLI and the tests
+//! run the same steps and get the same numbers.
+//!
+//! - [`server`]: binding, the token, the allowed folders; [`routes`]: the endpoints.
+//! - [`api`]: the API's request and response types, errors as `{"error"}`.
+//! - [`form`]: the compress form as a recipe; paths confined to the allowed folders.
+//! - [`jobs`]: bounded concurrent jobs, their event history and live streams.
+//! - [`security`]: the token check and path confinement; [`inspect`]: the inspect page's
+//!   figures; [`assets`]: the embedded page.
+
+pub mod api;
+pub mod assets;
+pub mod form;
+pub mod inspect;
+pub mod jobs;
+pub mod routes;
+pub mod security;
+pub mod server;
+
+pub use server::{run, Options, Server};

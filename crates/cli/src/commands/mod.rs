@@ -18,4 +18,5 @@ pub mod qat;
 pub mod quantize;
 pub mod run;
 pub mod train;
+pub mod ui;
 pub mod zoo;

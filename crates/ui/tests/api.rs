@@ -1,0 +1,444 @@
+//! The UI's JSON API without a browser: the token, path confinement, upload limits, the
+//! concurrent-job limit, bad input as 400 with a message, and a job from submit to its
+//! card, event stream, model and report.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use axum::body::{to_bytes, Body};
+use axum::http::{header, Method, Request, StatusCode};
+use axum::Router;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use whittle_ui::api::{Card, JobView, Status};
+use whittle_ui::{Options, Server};
+
+/// A server on a free loopback port with a fresh work folder, and its routes.
+async fn server(name: &str, max_jobs: usize, max_upload_bytes: usize) -> (Server, Router) {
+    let work_dir =
+        std::env::temp_dir().join(format!("whittle-ui-api-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&work_dir);
+    let options = Options {
+        host: "127.0.0.1".into(),
+        port: 0,
+        work_dir,
+        allow: Vec::new(),
+        max_jobs,
+        max_upload_bytes,
+        assets: whittle_data::assets_dir(),
+    };
+    let server = Server::bind(&options).await.expect("bind");
+    let router = server.router();
+    (server, router)
+}
+
+/// Sends `method path` with the token header and `body` as JSON (unless null).
+async fn call(
+    router: &Router,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-whittle-token", token);
+    let body = if body.is_null() {
+        Body::empty()
+    } else {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+        Body::from(body.to_string())
+    };
+    let response = router
+        .clone()
+        .oneshot(request.body(body).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn error(body: &Value) -> &str {
+    body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error message in {body}"))
+}
+
+fn mnist() -> String {
+    format!(
+        "mnist:{}",
+        whittle_data::assets_dir().join("mnist").display()
+    )
+}
+
+#[tokio::test]
+async fn every_request_needs_the_token() {
+    let (server, router) = server("token", 1, 1000).await;
+    let token = server.token().to_string();
+    let get = |uri: String, header: Option<(&'static str, String)>| {
+        let mut request = Request::builder().uri(uri);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        router.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    for uri in [
+        "/",
+        "/assets/app.js",
+        "/api/config",
+        "/api/jobs/0001/events",
+    ] {
+        let response = get(uri.into(), None).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{uri}");
+    }
+    let wrong = get("/api/zoo".into(), Some(("x-whittle-token", "0".repeat(32))))
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let body = to_bytes(wrong.into_body(), usize::MAX).await.unwrap();
+    assert!(String::from_utf8_lossy(&body).contains("wrong token"));
+
+    // The page with ?token= gets it back as a cookie; the cookie and the header work.
+    let page = get(format!("/?token={token}"), None).await.unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let cookie = page.headers()[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        cookie.starts_with(&format!("whittle_token={token};")),
+        "{cookie}"
+    );
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+    let policy = page.headers()[header::CONTENT_SECURITY_POLICY]
+        .to_str()
+        .unwrap();
+    assert!(policy.starts_with("default-src 'self'"), "{policy}");
+    let via_cookie = get(
+        "/assets/app.js".into(),
+        Some(("cookie", format!("whittle_token={token}"))),
+    );
+    assert_eq!(via_cookie.await.unwrap().status(), StatusCode::OK);
+    let bearer = get(
+        "/api/zoo".into(),
+        Some(("authorization", format!("Bearer {token}"))),
+    );
+    assert_eq!(bearer.await.unwrap().status(), StatusCode::OK);
+    let (status, zoo) = call(&router, &token, Method::GET, "/api/zoo", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let names: Vec<&str> = zoo["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, whittle_zoo::names());
+}
+
+#[tokio::test]
+async fn paths_outside_the_allowed_folders_are_refused() {
+    let (server, router) = server("paths", 1, 1000).await;
+    let token = server.token();
+    let outside =
+        std::env::temp_dir().join(format!("whittle-ui-outside-{}.onnx", std::process::id()));
+    std::fs::write(&outside, whittle_zoo::build("mlp").unwrap().to_bytes()).unwrap();
+    let path = outside.display().to_string();
+    let uri = format!("/api/inspect?model={path}");
+    let (status, body) = call(&router, token, Method::GET, &uri, Value::Null).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        error(&body).contains(&format!("model: {path} is outside the allowed folders")),
+        "{body}"
+    );
+    assert!(error(&body).contains("--allow DIR"), "{body}");
+
+    // In a form and in a recipe, including a dataset SPEC's folder and `..` tricks.
+    let form = json!({ "form": { "model": path, "data": mnist(), "optimize": true } });
+    let (status, body) = call(&router, token, Method::POST, "/api/jobs", form).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(error(&body).starts_with("recipe.model: "), "{body}");
+    let sneaky = format!("{}/../../../../etc", whittle_data::assets_dir().display());
+    let recipe = json!({ "recipe": { "model": "zoo:mlp",
+        "steps": [{ "step": "quantize", "calib_data": format!("mnist:{sneaky}") }] } });
+    let (status, body) = call(&router, token, Method::POST, "/api/jobs", recipe).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        error(&body).starts_with("recipe.steps[1].calib_data: "),
+        "{body}"
+    );
+    let _ = std::fs::remove_file(outside);
+
+    // Inside the work folder (relative paths start there) the same model is inspected.
+    let inside = server.allowed()[0].join("mlp.onnx");
+    std::fs::write(&inside, whittle_zoo::build("mlp").unwrap().to_bytes()).unwrap();
+    let (status, body) = call(
+        &router,
+        token,
+        Method::GET,
+        "/api/inspect?model=mlp.onnx",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let model = whittle_zoo::build("mlp").unwrap();
+    assert_eq!(
+        body["metrics"]["parameters"],
+        whittle_ir::cost::parameter_count(model.graph())
+    );
+    assert_eq!(body["metrics"]["size_bytes"], model.encoded_len());
+    assert_eq!(body["inputs"][0]["name"], "input");
+    assert_eq!(body["outputs"][0]["name"], "logits");
+    assert_eq!(
+        body["ops"]["Gemm"],
+        model
+            .graph()
+            .node
+            .iter()
+            .filter(|n| n.op_type == "Gemm")
+            .count()
+    );
+}
+
+/// Posts `bytes` as the upload `name`.
+async fn upload(router: &Router, token: &str, name: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/upload?name={name}"))
+        .header("x-whittle-token", token)
+        .body(Body::from(bytes))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn uploads_are_limited_named_and_checked() {
+    let model = whittle_zoo::build("mlp:hidden=8").unwrap().to_bytes();
+    let (server, router) = server("upload", 1, model.len() + 10).await;
+    let token = server.token();
+    let (status, body) = upload(&router, token, "big.onnx", vec![0; model.len() + 11]).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert!(error(&body).contains("larger than the limit"), "{body}");
+    let (status, body) = upload(&router, token, "..%2Fescape.onnx", model.clone()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(error(&body).contains("no folders"), "{body}");
+    let (status, body) = upload(&router, token, "junk.onnx", b"not a model".to_vec()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        error(&body).contains("upload junk.onnx: not an ONNX model"),
+        "{body}"
+    );
+    let (status, body) = upload(&router, token, "mlp.onnx", model.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let saved = PathBuf::from(body["path"].as_str().unwrap());
+    assert_eq!(saved, server.allowed()[0].join("uploads/mlp.onnx"));
+    assert_eq!(std::fs::read(saved).unwrap(), model);
+}
+
+#[tokio::test]
+async fn bad_input_is_a_400_naming_the_field() {
+    let (server, router) = server("bad", 1, 1000).await;
+    let token = server.token();
+    let cases = [
+        (
+            json!({ "form": { "model": "zoo:mlp", "data": mnist(), "sparsity": 1.5 } }),
+            "sparsity: 1.5 is not in [0, 1)",
+        ),
+        (
+            json!({ "form": { "model": "zoo:mlp", "data": mnist() } }),
+            "form: nothing to do",
+        ),
+        (
+            json!({ "form": { "model": "zoo:mlp", "data": mnist(), "colour": 1 } }),
+            "unknown field `colour`",
+        ),
+        (
+            json!({ "form": { "model": "zoo:mlp", "data": mnist(), "finetune_epochs": "two" } }),
+            "finetune_epochs: invalid type",
+        ),
+        (json!({}), "give exactly one of `recipe`"),
+        (
+            json!({ "recipe": { "model": "zoo:mlp", "steps": [{ "step": "optimize", "pases": [] }] } }),
+            "steps[1] (optimize): unknown field `pases`",
+        ),
+        (
+            json!({ "recipe": { "model": "zoo:nosuch", "steps": [{ "step": "optimize" }] } }),
+            "zoo:nosuch",
+        ),
+        (
+            json!({ "recipe": { "model": "zoo:mlp", "output": "x.onnx", "steps": [] } }),
+            "`output` is not taken",
+        ),
+    ];
+    for (body, needle) in cases {
+        let (status, answer) = call(&router, token, Method::POST, "/api/jobs", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {answer}");
+        assert!(error(&answer).contains(needle), "{body} -> {answer}");
+    }
+    let lenet = whittle_data::assets_dir().join("models/mnist_lenet5.onnx");
+    let form = json!({ "form": { "model": lenet, "data": mnist(), "train_epochs": 1 } });
+    let (status, answer) = call(&router, token, Method::POST, "/api/jobs", form).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(error(&answer).starts_with("train_epochs: training from scratch is for zoo models"));
+    let (status, answer) = call(&router, token, Method::GET, "/api/jobs/9999", Value::Null).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error(&answer), "no job \"9999\"");
+}
+
+/// A small job: zoo:mlp trained one epoch on 2048 MNIST images, optimized, quantized.
+fn small_job() -> Value {
+    json!({ "form": { "model": "zoo:mlp:hidden=32", "data": mnist(), "train_epochs": 1,
+        "train_limit": 2048, "optimize": true, "precision": "int8", "eval_samples": 200 } })
+}
+
+async fn wait_done(router: &Router, token: &str, id: &str) -> JobView {
+    let start = Instant::now();
+    loop {
+        let (_, body) = call(
+            router,
+            token,
+            Method::GET,
+            &format!("/api/jobs/{id}"),
+            Value::Null,
+        )
+        .await;
+        let view: JobView = serde_json::from_value(body).unwrap();
+        if matches!(view.status, Status::Done | Status::Failed) {
+            return view;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "job {id} still {:?}",
+            view.status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_streams_events_and_ends_with_its_card_model_and_report() {
+    let (server, router) = server("job", 1, 1000).await;
+    let token = server.token().to_string();
+    let submitted = Instant::now();
+    let (status, created) = call(&router, &token, Method::POST, "/api/jobs", small_job()).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_string();
+
+    // One job at a time: a second one is refused while the first runs.
+    let (status, busy) = call(&router, &token, Method::POST, "/api/jobs", small_job()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{busy}");
+    assert!(error(&busy).contains("1 jobs are running"), "{busy}");
+
+    let request = Request::builder()
+        .uri(format!("/api/jobs/{id}/events"))
+        .header("x-whittle-token", &token)
+        .body(Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        "text/event-stream"
+    );
+    let mut stream = response.into_body().into_data_stream();
+    let mut events: Vec<Value> = Vec::new();
+    let mut first_pipeline_event = None;
+    let mut text = String::new();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        while let Some(end) = text.find("\n\n") {
+            let message: String = text.drain(..end + 2).collect();
+            let Some(data) = message.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                continue;
+            };
+            let event: Value = serde_json::from_str(data).unwrap();
+            if event["event"] != "status" && first_pipeline_event.is_none() {
+                first_pipeline_event = Some(submitted.elapsed());
+            }
+            events.push(event);
+        }
+    }
+    let first = first_pipeline_event.expect("no pipeline event");
+    assert!(
+        first < Duration::from_secs(1),
+        "first progress event after {first:?}"
+    );
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let epochs = events
+        .iter()
+        .filter(|e| e["event"] == "begin" && e["task"] == "epoch 1/1")
+        .count();
+    assert_eq!(epochs, 1, "one event per epoch: {events:#?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "done", "{last}");
+    assert_eq!(last["status"], "done", "{last}");
+
+    let view = wait_done(&router, &token, &id).await;
+    assert_eq!(view.status, Status::Done, "{:?}", view.error);
+    let card: Card = view.result.clone().unwrap();
+    assert_eq!(serde_json::to_value(&card).unwrap(), last["result"]);
+    let [before, after] = &card.metrics;
+    // serde_json (without its float_roundtrip feature) may read a float 1 ulp off.
+    let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() <= 1e-12 * b.abs();
+    let (b, a) = (
+        before.size_bytes.unwrap() as f64,
+        after.size_bytes.unwrap() as f64,
+    );
+    assert!(
+        close(card.size_reduction_pct, 100.0 * (1.0 - a / b)),
+        "{card:?}"
+    );
+    assert!(
+        card.size_reduction_pct.unwrap() > 50.0,
+        "INT8 is under half the size: {card:?}"
+    );
+    assert!(close(card.before.size_mb, b / 1e6), "{card:?}");
+    assert_eq!(card.after.accuracy, after.top1);
+    assert!(after.top1.unwrap() > 0.5, "{card:?}");
+    assert_eq!(after.samples, Some(200));
+    let (x, y) = (
+        before.latency_ms_ort.unwrap(),
+        after.latency_ms_ort.unwrap(),
+    );
+    assert!(close(card.speedup, x / y), "{card:?}");
+    assert!(close(card.after.fps, 1000.0 / y), "{card:?}");
+
+    let get = |path: String| {
+        let request = Request::builder()
+            .uri(path)
+            .header("x-whittle-token", &token);
+        router.clone().oneshot(request.body(Body::empty()).unwrap())
+    };
+    let model = get(format!("/api/jobs/{id}/model")).await.unwrap();
+    assert_eq!(model.status(), StatusCode::OK);
+    let bytes = to_bytes(model.into_body(), usize::MAX).await.unwrap();
+    assert_eq!(bytes.len() as u64, after.size_bytes.unwrap());
+    let model = whittle_ir::Model::from_bytes(&bytes, None).unwrap();
+    assert!(model
+        .graph()
+        .node
+        .iter()
+        .any(|n| n.op_type == "QuantizeLinear"));
+    let report = get(format!("/api/jobs/{id}/report")).await.unwrap();
+    assert_eq!(report.status(), StatusCode::OK);
+    let html = to_bytes(report.into_body(), usize::MAX).await.unwrap();
+    let html = String::from_utf8_lossy(&html);
+    assert!(html.contains(&format!("whittle ui job {id}")));
+
+    // Finished, the slot is free again; a late stream replays the history and ends.
+    let (status, _) = call(&router, &token, Method::POST, "/api/jobs", small_job()).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (_, replay) = call(&router, &token, Method::GET, "/api/jobs", Value::Null).await;
+    assert_eq!(replay.as_array().unwrap().len(), 2);
+}
