@@ -49,7 +49,7 @@ step_stdout() { # OUTPUT COMMAND...
     return
   fi
   echo "run: $*" >&2
-  "$@" >"$target.part" 2>"$target.log"
+  "$@" >"$target.part" 2>"$target.log" || return
   mv "$target.part" "$target"
 }
 

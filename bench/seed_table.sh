@@ -68,7 +68,7 @@ step_stdout() { # OUTPUT COMMAND...
     return
   fi
   echo "run: $*" >&2
-  "$@" >"$target.part" 2>"$target.log"
+  "$@" >"$target.part" 2>"$target.log" || return
   mv "$target.part" "$target"
 }
 
@@ -96,7 +96,8 @@ if [[ "${TABLE_ONLY:-0}" != 1 ]]; then
     step_stdout "$out/auto.json" nice -n 10 /usr/bin/time -v -o "$out/auto.time" \
       "$whittle" auto "$out/baseline.onnx" --data "$data" --target balanced \
       --max-accuracy-drop "$auto_drop" --budget "$auto_budget" --threads 1 \
-      --work-dir "$out/auto-work" --report "$out/auto.html" -o "$out/auto.onnx" --json
+      --work-dir "$out/auto-work" --report "$out/auto.html" -o "$out/auto.onnx" --json ||
+      echo "warning: whittle auto failed ($(tail -n 1 "$out/auto.json.log")); no auto row" >&2
   else
     echo "note: $whittle has no 'auto' command yet; the auto row is left out" >&2
   fi
