@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export WHITTLE_ASSETS=${WHITTLE_ASSETS:-$HOME/.cache/whittle-assets}
 scripts/setup.sh
+# The browser tests of `whittle ui` drive Debian's chromium through chromium-driver.
+command -v chromedriver >/dev/null ||
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 status=0
