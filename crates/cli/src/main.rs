@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod commands;
+mod flags;
 mod observer;
 mod report;
 
@@ -59,6 +60,8 @@ enum Command {
     Ui(commands::ui::Args),
     /// Search an architecture (cnn, mobilenet-v3, resnet, vit) under measured latency, size and accuracy limits.
     Nas(Box<commands::nas::Args>),
+    /// Find the best compression (prune, fine-tune, quantize, ...) for a target under an accuracy budget.
+    Auto(Box<commands::auto::Args>),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +72,8 @@ fn main() -> ExitCode {
     if let Err(e) = ctrlc::set_handler(|| whittle_ir::files::remove_pending_and_exit(130)) {
         eprintln!("warning: cannot install the interrupt handler: {e}");
     }
+    // A recipe names its options as keys; every other command takes them as flags.
+    let flag_worded = !matches!(cli.command, Command::Pipeline(_));
     let result = match cli.command {
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Run(a) => commands::run::run(a),
@@ -88,11 +93,18 @@ fn main() -> ExitCode {
         Command::Pipeline(a) => commands::pipeline::run(a),
         Command::Ui(a) => commands::ui::run(a),
         Command::Nas(a) => commands::nas::run(*a),
+        Command::Auto(a) => commands::auto::run(*a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_message(&e));
+            let message = error_message(&e);
+            let message = if flag_worded {
+                flags::flag_words(&message, &[])
+            } else {
+                message
+            };
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

@@ -176,3 +176,38 @@ fn distill_refuses_bad_settings() {
     assert_clean_error(&out, &["output folder", "does not exist"]);
     assert!(!std::path::Path::new(&o).exists());
 }
+
+/// The trainer refuses a label smoothing of 1.5 naming the option: a recipe names it by
+/// its key, `whittle distill` by the flag its user typed.
+#[test]
+fn a_bad_training_value_names_the_recipe_key_in_a_recipe_and_the_flag_on_the_command_line() {
+    let dir = scratch("distill-bad-key");
+    let (lenet, mnist) = (asset("models/mnist_lenet5.onnx"), mnist_spec());
+    let recipe = dir.join("r.toml");
+    let text = format!(
+        "model = \"{STUDENT}\"\n[[steps]]\nstep = \"distill\"\nteacher = \"{lenet}\"\n\
+         data = \"{mnist}\"\nlimit = 64\ntraining = {{ label_smoothing = 1.5 }}\n"
+    );
+    std::fs::write(&recipe, text).unwrap();
+    let o = dir.join("s.onnx").display().to_string();
+    let out = whittle(&["pipeline", "--json", recipe.to_str().unwrap(), "-o", &o]);
+    assert_clean_error(&out, &["`label_smoothing` 1.5 must be in [0, 1)"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("--"));
+    let out = whittle(&[
+        "distill",
+        "--teacher",
+        &lenet,
+        "--student",
+        STUDENT,
+        "--data",
+        &mnist,
+        "--limit",
+        "64",
+        "--label-smoothing",
+        "1.5",
+        "-o",
+        &o,
+    ]);
+    assert_clean_error(&out, &["--label-smoothing 1.5 must be in [0, 1)"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('`'));
+}

@@ -15,13 +15,15 @@ pub enum PipelineError {
     /// A refusal worded as one sentence that names the value at fault.
     #[error("{0}")]
     Refused(String),
-    /// An error from a lower layer, with what the pipeline was doing.
-    #[error("{context}: {source:#}")]
+    /// An error from a lower layer, with what the pipeline was doing. The message holds
+    /// the lower layer's error and its causes, so it is not also given as the `source` (a
+    /// printer of the chain would repeat them).
+    #[error("{context}: {cause:#}")]
     Layer {
         /// What was being done (the step, the file).
         context: String,
         /// The lower layer's error.
-        source: anyhow::Error,
+        cause: anyhow::Error,
     },
 }
 
@@ -53,7 +55,7 @@ impl<T, E: Into<anyhow::Error>> Context<T> for std::result::Result<T, E> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|e| PipelineError::Layer {
             context: context(),
-            source: e.into(),
+            cause: e.into(),
         })
     }
 }

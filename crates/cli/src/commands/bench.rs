@@ -14,6 +14,7 @@ use whittle_pipeline::report::{measure, render, Format};
 
 use crate::commands::inspect::parse_shapes;
 use crate::commands::profile::progress_bar;
+use crate::flags::flag_words;
 use crate::report::print_json;
 
 /// Arguments of `whittle bench`.
@@ -58,7 +59,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     let (threads, warning) = cap_threads(args.threads);
     if let Some(w) = warning {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", flag_words(&w, &[]));
     }
     args.threads = threads;
     if args.engine == Engine::Whittle && args.threads > 0 {
@@ -74,7 +75,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         shapes: parse_shapes(&args.shapes)?,
         seed: 0,
     };
-    let batches = match args.batch.as_slice() {
+    let mut batches: Vec<BatchResult> = match args.batch.as_slice() {
         [] | [_] => {
             let bar = progress_bar((args.warmup + args.runs) as u64, args.json)?;
             let batch = args.batch.first().copied();
@@ -87,6 +88,9 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
             .map(|&b| in_child(&args, b))
             .collect::<anyhow::Result<_>>()?,
     };
+    for note in batches.iter_mut().flat_map(|b| &mut b.notes) {
+        *note = flag_words(note, &[]);
+    }
     let report = BenchReport::new(&args.model, &model, &opts, batches)?;
     if let Some(path) = &args.report {
         whittle_pipeline::report::write(&measure::bench_report(&report), path)?;

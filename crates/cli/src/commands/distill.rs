@@ -11,8 +11,8 @@ use whittle_pipeline::step::distill::{Distill, DistillOutcome, Feature};
 use whittle_pipeline::{Ctx, ModelSource};
 
 use super::output::{check_output, save_model, InputModel};
-use super::quantize::flag_words;
 use super::train::{build_model, check_outputs, refuse_model_setting, training, Settings};
+use crate::flags;
 use crate::observer::CliObserver;
 
 /// Arguments of `whittle distill`.
@@ -111,14 +111,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     print_summary(&summary, args.json)
 }
 
+/// The step keys whose flags in `whittle distill` and `whittle qat` have other names.
+pub(crate) const TRAINING_FLAGS: [(&str, &str); 1] = [("eval_samples", "--test-samples")];
+
 /// A training step's error worded with the flags of `whittle distill` and `whittle qat`
-/// (`eval_samples` is `--test-samples`, the teacher `--teacher`).
+/// ([`TRAINING_FLAGS`], the teacher `--teacher`).
 pub(crate) fn flag_error(e: whittle_pipeline::PipelineError) -> anyhow::Error {
-    let text = e
-        .to_string()
-        .replace("`eval_samples`", "--test-samples")
-        .replace("the teacher ", "--teacher ");
-    anyhow::anyhow!(flag_words(&text))
+    let text = e.to_string().replace("the teacher ", "--teacher ");
+    flags::flag_error(text, &TRAINING_FLAGS)
 }
 
 /// Refuses `--test-samples 0` (an accuracy of no samples).

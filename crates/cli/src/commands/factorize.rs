@@ -8,7 +8,6 @@ use whittle_pipeline::step::factorize::{Factorize, FactorizeOutcome};
 use whittle_pipeline::{Ctx, ModelSource};
 
 use super::output::{check_output, save_model, InputModel};
-use super::quantize::flag_words;
 use crate::observer::CliObserver;
 use crate::report::{human_bytes, human_count, print_json};
 
@@ -70,13 +69,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         eval_data: args.data.clone(),
         eval_samples: args.limit,
     };
-    let flag_error = |e: whittle_pipeline::PipelineError| {
-        let text = e
-            .to_string()
-            .replace("`eval_data`", "--data")
-            .replace("`eval_samples`", "--limit");
-        anyhow::anyhow!(flag_words(&text))
-    };
+    let renames = [("eval_data", "--data"), ("eval_samples", "--limit")];
+    let flag_error = |e| crate::flags::flag_error(e, &renames);
     step.rank().map_err(flag_error)?;
     let source = ModelSource::File(args.model.clone());
     let model = source.load()?;

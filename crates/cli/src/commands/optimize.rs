@@ -71,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let observer = CliObserver::new(args.json);
     let ctx = Ctx::new(&observer);
     let (optimized, summary) = step.optimize(&ctx, &model).map_err(|e| match e {
-        PipelineError::Layer { context, source } if context == "passes" => source,
+        PipelineError::Layer { context, cause } if context == "passes" => cause,
         other => anyhow::Error::new(other),
     })?;
     save_model(&optimized, &args.output)?;

@@ -9,6 +9,7 @@ use whittle_ir::Model;
 use whittle_pipeline::report::{measure, render, Format};
 
 use crate::commands::inspect::parse_shapes;
+use crate::flags::flag_words;
 use crate::report::print_json;
 
 /// Arguments of `whittle profile`.
@@ -60,7 +61,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let bar = progress_bar((args.runs + args.warmup) as u64, args.json)?;
     let result = profile(&model, &opts, &mut || bar.inc(1));
     bar.finish_and_clear();
-    let result = result?;
+    let mut result = result?;
+    for note in &mut result.notes {
+        *note = flag_words(note, &[]);
+    }
     let report = measure::profile_report(&result, &args.model.display().to_string());
     if let Some(path) = &args.report {
         whittle_pipeline::report::write(&report, path)?;

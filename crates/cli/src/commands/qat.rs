@@ -10,10 +10,11 @@ use whittle_ir::Model;
 use whittle_pipeline::step::qat::{Qat, QatOutcome};
 use whittle_pipeline::Ctx;
 
-use super::distill::{check_test_samples, flag_error};
+use super::distill::{check_test_samples, flag_error, TRAINING_FLAGS};
 use super::output::save_model;
-use super::quantize::{flag_words, CalibrationArg};
+use super::quantize::CalibrationArg;
 use super::train::{build_model, check_outputs, refuse_model_setting, training, Settings};
+use crate::flags::flag_words;
 use crate::observer::CliObserver;
 
 /// Arguments of `whittle qat`.
@@ -113,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .map_err(flag_error)?;
     save_model(&exported, &args.output)?;
     for note in &mut outcome.notes {
-        *note = flag_words(note);
+        *note = flag_words(note, &TRAINING_FLAGS);
     }
     let summary = Summary {
         output: args.output.display().to_string(),

@@ -5,8 +5,6 @@
 
 mod options;
 
-pub(crate) use options::flag_words;
-
 use std::path::{Path, PathBuf};
 
 use whittle_ir::Model;
@@ -14,6 +12,7 @@ use whittle_pipeline::step::quantize::{Calibrator, IntType, Layout};
 use whittle_pipeline::Ctx;
 
 use super::output::{check_output, save_model, InputModel};
+use crate::flags::flag_words;
 use crate::observer::CliObserver;
 
 /// Arguments of `whittle quantize`.
@@ -190,7 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let start = std::time::Instant::now();
     options::check(&args)?;
     let step = options::step(&args);
-    step.validate().map_err(options::flag_error)?;
+    step.validate()?;
     check_output(
         &args.model,
         &args.output,
@@ -205,11 +204,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut ctx = Ctx::new(&observer);
     // ONNX Runtime times the models from temporary files beside the output.
     ctx.work_dir = args.output.parent().map(Path::to_path_buf);
-    let (quantized, mut report) = step.run(&ctx, &model).map_err(options::flag_error)?;
+    let (quantized, mut report) = step.run(&ctx, &model)?;
     save_model(&quantized, &args.output)?;
     report.set_sizes(input_bytes, Model::disk_size(&args.output)?);
-    for text in report.notes.iter_mut().chain(&mut report.warnings) {
-        *text = options::flag_words(text);
+    let reasons = report.float_nodes.iter_mut().map(|f| &mut f.reason);
+    for text in report
+        .notes
+        .iter_mut()
+        .chain(&mut report.warnings)
+        .chain(reasons)
+    {
+        *text = flag_words(text, &[]);
     }
     report.seconds = start.elapsed().as_secs_f64();
     if let Some(path) = &args.report {
@@ -224,7 +229,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return crate::report::print_json(&report);
     }
-    print!("{}", report.summary(args.verbose));
+    print!("{}", flag_words(&report.summary(args.verbose), &[]));
     println!("wrote {}", args.output.display());
     Ok(())
 }

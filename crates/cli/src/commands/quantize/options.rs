@@ -1,6 +1,6 @@
 //! The flags of `whittle quantize` checked against the chosen mode, and the pipeline step
 //! they configure. A flag the mode does not use is refused, naming it, rather than
-//! silently ignored; the step's messages name its options, shown here as flags.
+//! silently ignored.
 
 use anyhow::bail;
 use whittle_ir::Model;
@@ -150,52 +150,5 @@ pub(super) fn step(args: &Args) -> QuantStep {
             exclude,
             checks,
         }),
-    }
-}
-
-/// `text` with the steps' option names (`calib_data`, in backticks) written as this
-/// command's flags (--calib-data).
-pub(crate) fn flag_words(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find('`') {
-        let after = &rest[start + 1..];
-        let key = after
-            .find('`')
-            .map(|end| &after[..end])
-            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
-        out.push_str(&rest[..start]);
-        match key {
-            Some(key) => {
-                out.push_str("--");
-                out.push_str(&key.replace('_', "-"));
-                rest = &after[key.len() + 1..];
-            }
-            None => {
-                out.push('`');
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// A step's error, worded with this command's flags.
-pub(super) fn flag_error(e: whittle_pipeline::PipelineError) -> anyhow::Error {
-    anyhow::anyhow!(flag_words(&e.to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::flag_words;
-
-    #[test]
-    fn option_names_become_flags() {
-        assert_eq!(
-            flag_words("`accuracy_budget` needs `eval_data` SPEC; `x` y` kept"),
-            "--accuracy-budget needs --eval-data SPEC; --x y` kept"
-        );
-        assert_eq!(flag_words("no ` key `Here`"), "no ` key `Here`");
     }
 }
