@@ -4,5 +4,6 @@
 //! latency, bytes, accuracy on real data), journal every trial so a killed run resumes, and
 //! always return their best candidate.
 
+pub mod auto;
 pub mod nas;
 pub mod pareto;

@@ -118,7 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// `OUT.work` beside the output `OUT`.
-fn default_work_dir(output: &Path) -> PathBuf {
+pub(crate) fn default_work_dir(output: &Path) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
     name.push(".work");
     output.with_file_name(name)

@@ -32,6 +32,8 @@ pub struct LatencyPlan {
     pub warmup: usize,
     /// Timed runs.
     pub runs: usize,
+    /// ONNX Runtime's intra-op threads.
+    pub threads: usize,
 }
 
 impl Default for LatencyPlan {
@@ -41,6 +43,7 @@ impl Default for LatencyPlan {
             ort: true,
             warmup: 3,
             runs: 15,
+            threads: 1,
         }
     }
 }
@@ -311,7 +314,8 @@ fn time_ort(
     file.write_all(&model.to_bytes())
         .context(|| format!("writing {}", temp.path().display()))?;
     drop(file);
-    let mut engine = OrtEngine::load(temp.path(), 1).context(|| "loading ONNX Runtime".into())?;
+    let mut engine =
+        OrtEngine::load(temp.path(), plan.threads).context(|| "loading ONNX Runtime".into())?;
     let inputs = engine
         .prepare(sample)
         .context(|| "ONNX Runtime inputs".into())?;

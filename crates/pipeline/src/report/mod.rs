@@ -15,6 +15,7 @@ pub mod models;
 pub mod plot;
 pub mod prune;
 pub mod quantize;
+pub mod search;
 pub mod sections;
 pub mod table;
 pub mod weights;
@@ -56,6 +57,9 @@ pub struct Report {
     /// Further tables, shown as they are after everything else.
     #[serde(default)]
     pub tables: Vec<Section>,
+    /// The candidates of a search (`whittle auto`, `whittle nas`), shown last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<search::Search>,
 }
 
 /// The metrics of one model (or of the model after one pipeline step).
@@ -145,7 +149,10 @@ impl FromStr for Format {
 
 /// `report` as text, Markdown (tables only) or HTML (tables and plots).
 pub fn render(report: &Report, format: Format) -> Result<String> {
-    let parts = sections::parts(report)?;
+    let mut parts = sections::parts(report)?;
+    if let Some(s) = &report.search {
+        parts.extend(search::parts(s)?);
+    }
     let tables = || parts.iter().map(|p| p.section.clone()).collect::<Vec<_>>();
     let title = &report.title;
     Ok(match format {

@@ -1,0 +1,194 @@
+//! Measuring for the search: the baseline once (accuracy on the full test split, the
+//! hardest samples, ONNX Runtime latency, size, MACs, the per-node profile) and each
+//! candidate model (cost and latency, then accuracy on the hard subset, then on the full
+//! test split), all through the pipeline's one [`Evaluator`].
+
+use serde::{Deserialize, Serialize};
+use whittle_bench::profile::{profile, ProfileOptions};
+use whittle_data::{Dataset, Split};
+use whittle_exec::{model_inputs, Executor, Value};
+use whittle_ir::Model;
+use whittle_pipeline::error::Context;
+use whittle_pipeline::eval::accuracy::scores_2d;
+use whittle_pipeline::eval::{Evaluator, LatencyPlan};
+use whittle_pipeline::report::measure::op_latency;
+use whittle_pipeline::report::OpLatency;
+use whittle_pipeline::{feed, Ctx, DataSource, Result};
+
+/// Samples per evaluation run.
+const BATCH: usize = 256;
+/// Timed ONNX Runtime runs per latency (median), after [`WARMUP`] untimed ones.
+const RUNS: usize = 30;
+/// Untimed runs before timing.
+const WARMUP: usize = 5;
+/// The hard subset: this share of the test samples...
+const HARD_SHARE: f64 = 0.1;
+/// ...but at least this many (or all, when fewer).
+const HARD_MIN: usize = 200;
+
+/// Size, cost and latency of a model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// Bytes of the serialized model.
+    pub size_bytes: u64,
+    /// Parameters.
+    pub parameters: u64,
+    /// Multiply-accumulates of one sample.
+    pub macs: u64,
+    /// Median ONNX Runtime latency at batch 1, milliseconds.
+    pub latency_ms: f64,
+}
+
+/// The baseline's measurements, kept in the work folder so a resumed run plans alike.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Content hash of the model.
+    pub key: String,
+    /// Its cost.
+    pub cost: Cost,
+    /// Top-1 accuracy on the full test split, 0..1.
+    pub accuracy: f64,
+    /// Test samples.
+    pub samples: usize,
+    /// The hardest test samples (smallest gap between the two top scores), by index.
+    pub hard: Vec<usize>,
+    /// Top-1 accuracy on them.
+    pub hard_accuracy: f64,
+    /// Where the time goes per operator type (whittle's executor).
+    pub op_latency: OpLatency,
+}
+
+impl whittle_pipeline::journal::Record for Baseline {
+    const FILE: &'static str = "auto-baseline.jsonl";
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Measures models on one test set and its hard subset.
+pub struct Meter {
+    full: Dataset,
+    hard: Dataset,
+    threads: usize,
+}
+
+impl Meter {
+    /// Loads the test split of `data` for `model`.
+    pub fn load(data: &DataSource, model: &Model) -> Result<Dataset> {
+        data.load(&model_inputs(model), Split::Test, None)
+    }
+
+    /// The baseline's measurements of `model` (keyed `key`) on `test`, and the meter of
+    /// its hard subset.
+    pub fn baseline(
+        ctx: &Ctx<'_>,
+        key: String,
+        model: &Model,
+        test: Dataset,
+        threads: usize,
+    ) -> Result<(Baseline, Meter)> {
+        let hard = hardest(model, &test)?;
+        let meter = Meter::new(test, &hard, threads)?;
+        let cost = meter.cost(ctx, model)?;
+        let accuracy = meter.accuracy(ctx, model, false)?;
+        let hard_accuracy = meter.accuracy(ctx, model, true)?;
+        let options = ProfileOptions::default();
+        let profiled =
+            profile(model, &options, &mut || {}).context(|| "profiling the baseline".into())?;
+        let baseline = Baseline {
+            key,
+            cost,
+            accuracy,
+            samples: meter.full.len(),
+            hard,
+            hard_accuracy,
+            op_latency: op_latency(&profiled, "baseline"),
+        };
+        Ok((baseline, meter))
+    }
+
+    /// The meter of `test` with the hard subset `hard` (row indices).
+    pub fn new(test: Dataset, hard: &[usize], threads: usize) -> Result<Meter> {
+        let subset = test
+            .subset(hard)
+            .context(|| "the hard test samples".into())?;
+        Ok(Meter {
+            full: test,
+            hard: subset,
+            threads,
+        })
+    }
+
+    /// Test samples in the full set.
+    pub fn samples(&self) -> usize {
+        self.full.len()
+    }
+
+    /// Test samples in the hard subset.
+    pub fn hard_len(&self) -> usize {
+        self.hard.len()
+    }
+
+    /// Size, parameters, MACs and ONNX Runtime latency at batch 1.
+    pub fn cost(&self, ctx: &Ctx<'_>, model: &Model) -> Result<Cost> {
+        let plan = LatencyPlan {
+            whittle: false,
+            ort: true,
+            warmup: WARMUP,
+            runs: RUNS,
+            threads: self.threads,
+        };
+        let m = Evaluator::new()
+            .with_cost()
+            .with_latency(plan)
+            .evaluate(ctx, model)?;
+        Ok(Cost {
+            size_bytes: m.size_bytes.unwrap_or_default(),
+            parameters: m.parameters.unwrap_or_default(),
+            macs: m.macs.unwrap_or_default(),
+            latency_ms: m.latency_ms_ort.unwrap_or(f64::NAN),
+        })
+    }
+
+    /// Top-1 accuracy on the hard subset or the full test set.
+    pub fn accuracy(&self, ctx: &Ctx<'_>, model: &Model, hard: bool) -> Result<f64> {
+        let data = if hard { &self.hard } else { &self.full };
+        let m = Evaluator::new()
+            .with_labelled(data.clone(), BATCH)
+            .evaluate(ctx, model)?;
+        Ok(m.top1.unwrap_or(f64::NAN))
+    }
+}
+
+/// The hardest samples of `test` for `model`: the [`HARD_SHARE`] (at least [`HARD_MIN`])
+/// with the smallest gap between their two top scores, those a compressed model flips
+/// first; in index order.
+pub fn hardest(model: &Model, test: &Dataset) -> Result<Vec<usize>> {
+    let exec = Executor::new(model).context(|| "preparing the baseline".into())?;
+    let input = model_inputs(model)[0].name.clone();
+    let output = exec.output_names()[0].clone();
+    let images = Value::try_from(&test.images).context(|| "reading the test images".into())?;
+    let mut gaps = Vec::with_capacity(test.len());
+    for batch in feed::batches(&[(input, images)], test.len(), BATCH)? {
+        let n = feed::samples(&batch);
+        let out = exec.run(batch).context(|| "running the baseline".into())?;
+        let scores = out[&output]
+            .to_data()
+            .context(|| format!("reading output '{output}'"))?;
+        for row in scores_2d(&scores, n)? {
+            let mut sorted = row.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let gap =
+                sorted.first().copied().unwrap_or(0.0) - sorted.get(1).copied().unwrap_or(0.0);
+            gaps.push(gap);
+        }
+    }
+    let count = ((test.len() as f64 * HARD_SHARE) as usize)
+        .max(HARD_MIN)
+        .min(test.len());
+    let mut order: Vec<usize> = (0..gaps.len()).collect();
+    order.sort_by(|&a, &b| gaps[a].total_cmp(&gaps[b]).then(a.cmp(&b)));
+    let mut hard: Vec<usize> = order.into_iter().take(count).collect();
+    hard.sort_unstable();
+    Ok(hard)
+}

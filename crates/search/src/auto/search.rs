@@ -1,0 +1,555 @@
+//! The search loop: measure the baseline once, try the identity and each action alone,
+//! then the candidate of highest predicted gain per cost, refitting after every trial,
+//! until the budget is spent or no candidate left is predicted to beat the best; after
+//! every trial the best model so far is written to the output. A rerun with the same work
+//! folder replays the journalled trials instead of running them.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use whittle_exec::model_inputs;
+use whittle_ir::{ExternalData, Model};
+use whittle_pipeline::error::Context;
+use whittle_pipeline::journal::Journal;
+use whittle_pipeline::{cache, Ctx, Level, Observer, Result};
+
+use super::config::{AutoConfig, Target};
+use super::measure::{Baseline, Meter};
+use super::outcome::{Outcome, Skipped, Status};
+use super::predict::{Effect, Observed, Predictor};
+use super::space::{grid, Candidate, Quant, Settings, PRUNES, QUANTS};
+use super::trial::{Bench, Plan, Trial, Verdict};
+use crate::pareto::{Direction, Objectives};
+
+/// A candidate stopped on the hard subset once its estimate passes the budget by this
+/// factor (the estimate ignores the easy samples, which rarely flip).
+const CONFIDENT: f64 = 1.25;
+/// A candidate is skipped when even this much better than predicted it would not beat
+/// the best (speed, size, balanced: a factor of the score).
+const OPTIMISM: f64 = 0.85;
+
+/// Runs the search of `config`, reporting to `observer`.
+pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
+    config.validate()?;
+    let start = Instant::now();
+    let work = &config.work_dir;
+    std::fs::create_dir_all(work)
+        .context(|| format!("creating the work folder {}", work.display()))?;
+    let model = config.model.load()?;
+    let inputs = model_inputs(&model);
+    config.data.check_inputs(&inputs)?;
+    let hash = cache::model_hash(&model);
+    let baseline_path = work.join("baseline.onnx");
+    if !baseline_path.is_file()
+        || cache::model_hash(
+            &Model::load(&baseline_path).context(|| baseline_path.display().to_string())?,
+        ) != hash
+    {
+        model
+            .save(&baseline_path, &ExternalData::Auto)
+            .context(|| format!("saving {}", baseline_path.display()))?;
+    }
+    let mut ctx = Ctx::new(observer);
+    ctx.seed = config.seed;
+    ctx.threads = Some(config.threads);
+    let test = Meter::load(&config.eval_data, &model)?;
+    let mut baselines = Journal::<Baseline>::open(work)?;
+    let (baseline, meter) = match baselines.find(&hash) {
+        Some(b) => {
+            observer.log(Level::Info, "baseline: measured before");
+            let meter = Meter::new(test, &b.hard, config.threads)?;
+            (b.clone(), meter)
+        }
+        None => {
+            observer.log(Level::Info, "baseline: measuring");
+            let (b, meter) = Meter::baseline(&ctx, hash.clone(), &model, test, config.threads)?;
+            baselines.append(b.clone())?;
+            (b, meter)
+        }
+    };
+    drop(model);
+    let settings = Settings {
+        data: config.data.spec.clone(),
+        eval_data: config.eval_data.spec.clone(),
+        finetune_epochs: config.finetune_epochs,
+        seed: config.seed,
+    };
+    let space = grid();
+    let plan = plan_lines(config, &baseline, space.len());
+    for line in &plan {
+        observer.log(Level::Info, line.clone());
+    }
+    let bench = Bench {
+        baseline: &baseline_path,
+        hard_accuracy: baseline.hard_accuracy,
+        meter: &meter,
+        work_dir: work,
+        seed: config.seed,
+        threads: config.threads,
+        observer,
+    };
+    let mut search = Search {
+        config,
+        objectives: config.objectives(baseline.accuracy),
+        baseline: &baseline,
+        predictor: Predictor::default(),
+        trials: Vec::new(),
+        tried: HashSet::new(),
+        best: None,
+        skipped: Vec::new(),
+    };
+    let mut journal = Journal::<Trial>::open(work)?;
+    let settings_key = format!(
+        "{}|{}|{}|{}|{}",
+        settings.data,
+        settings.eval_data,
+        settings.finetune_epochs,
+        settings.seed,
+        config.max_accuracy_drop
+    );
+    let stop = loop {
+        if let Some(why) = search.spent(start) {
+            break why;
+        }
+        let Some((candidate, predicted)) = search.next(&space) else {
+            break if config.exhaustive {
+                "every point of the grid was evaluated".to_string()
+            } else {
+                "no candidate left is predicted to beat the best".to_string()
+            };
+        };
+        let key = trial_key(&hash, &candidate, &settings_key);
+        let number = search.trials.len() + 1;
+        let trial = match journal.find(&key) {
+            Some(done) => {
+                observer.log(
+                    Level::Info,
+                    format!("trial {number}: {} done before", done.name),
+                );
+                Trial {
+                    number,
+                    ..done.clone()
+                }
+            }
+            None => {
+                observer.log(Level::Info, format!("trial {number}: {}", candidate.name()));
+                let drop_limit =
+                    (!config.exhaustive).then_some(config.max_accuracy_drop * CONFIDENT);
+                let trial = bench.run(Plan {
+                    key,
+                    number,
+                    candidate,
+                    steps: candidate.steps(&settings),
+                    predicted,
+                    drop_limit,
+                });
+                journal.append(trial.clone())?;
+                trial
+            }
+        };
+        observer.log(Level::Info, search.describe(&trial));
+        if search.record(trial) {
+            search.write_best()?;
+        }
+    };
+    observer.log(Level::Info, format!("search ended: {stop}"));
+    if search.best.is_none() {
+        // Nothing ran to a model: the output is the (optimized-or-not) baseline itself.
+        let model = Model::load(&baseline_path).context(|| baseline_path.display().to_string())?;
+        model
+            .save(&config.output, &ExternalData::Auto)
+            .context(|| format!("writing {}", config.output.display()))?;
+    }
+    Ok(search.finish(plan, stop, start.elapsed().as_secs_f64(), space.len()))
+}
+
+/// The trial key: the baseline, the candidate and the settings its figures depend on.
+fn trial_key(baseline: &str, candidate: &Candidate, settings: &str) -> String {
+    let candidate = serde_json::to_string(candidate).unwrap_or_default();
+    let mut h = Sha256::new();
+    for part in [baseline, &candidate, settings] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What is printed before the search starts: the space, the budget, the plan.
+fn plan_lines(config: &AutoConfig, baseline: &Baseline, space: usize) -> Vec<String> {
+    let budget = match (config.budget.time, config.budget.trials) {
+        (Some(t), Some(n)) => format!("{:.0} s or {n} trials", t.as_secs_f64()),
+        (Some(t), None) => format!("{:.0} s", t.as_secs_f64()),
+        (None, Some(n)) => format!("{n} trials"),
+        (None, None) => "none".into(),
+    };
+    let top = (baseline.op_latency.ops.iter().take(3))
+        .map(|o| format!("{} {:.0}%", o.op_type, 100.0 * o.share))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut lines = vec![
+        format!(
+            "baseline: top-1 {:.2}% on {} samples, {} bytes, {:.3} ms in ONNX Runtime ({} thread(s)); time by operator: {top}",
+            100.0 * baseline.accuracy,
+            baseline.samples,
+            baseline.cost.size_bytes,
+            baseline.cost.latency_ms,
+            config.threads
+        ),
+        format!(
+            "search space: {space} candidates ({} prunings x 2 factorizations x {} quantizations, and a fine-tuned variant of each that prunes or factorizes), plus mixed-precision refinements",
+            PRUNES.len(),
+            QUANTS.len()
+        ),
+        format!(
+            "target {:?}, at most {} points of accuracy lost{}{}; budget {budget}",
+            config.target,
+            config.max_accuracy_drop,
+            config.max_latency_ms.map_or(String::new(), |ms| format!(", at most {ms} ms")),
+            config.max_size_bytes.map_or(String::new(), |b| format!(", at most {b} bytes")),
+        ),
+    ];
+    lines.push(if config.exhaustive {
+        "plan: every point of the grid in order, each measured in full".into()
+    } else {
+        format!(
+            "plan: the graph optimization, then each action alone (latency and size in ONNX Runtime, accuracy on the {} hardest samples), then candidates by predicted gain per cost, refitting after each; fine-tuning only for candidates on the predicted Pareto front; mixed precision when INT8 loses too much",
+            baseline.hard.len()
+        )
+    });
+    lines
+}
+
+/// The search's state.
+struct Search<'a> {
+    config: &'a AutoConfig,
+    objectives: Objectives,
+    baseline: &'a Baseline,
+    predictor: Predictor,
+    trials: Vec<Trial>,
+    tried: HashSet<Candidate>,
+    best: Option<usize>,
+    skipped: Vec<Skipped>,
+}
+
+impl Search<'_> {
+    /// Why the budget is spent, if it is.
+    fn spent(&self, start: Instant) -> Option<String> {
+        let budget = self.config.budget;
+        if let Some(n) = budget.trials.filter(|n| self.trials.len() >= *n) {
+            return Some(format!("{n} trials done (--max-trials)"));
+        }
+        let time = budget.time.filter(|t| start.elapsed() >= *t)?;
+        Some(format!("{:.0} s spent (--budget)", time.as_secs_f64()))
+    }
+
+    /// The candidate to try next and its prediction.
+    fn next(
+        &mut self,
+        space: &[Candidate],
+    ) -> Option<(Candidate, Option<super::predict::Prediction>)> {
+        let untried = |c: &Candidate| !self.tried.contains(c);
+        if self.config.exhaustive {
+            return space.iter().copied().find(untried).map(|c| (c, None));
+        }
+        if untried(&Candidate::IDENTITY) {
+            return Some((Candidate::IDENTITY, None));
+        }
+        // Each action alone, before any composition that needs its effect.
+        if let Some(action) = space
+            .iter()
+            .filter(|c| c.actions().len() == 1 && !c.tuned && untried(c))
+            .find(|c| !self.predictor.unknown(c).is_empty())
+        {
+            return Some((*action, None));
+        }
+        let mut options: Vec<Candidate> = space.to_vec();
+        options.extend(self.mixed_refinements());
+        let best_score = self.best_feasible_score();
+        let mut chosen: Option<(f64, Candidate, super::predict::Prediction)> = None;
+        let options: Vec<Candidate> = options.into_iter().filter(untried).collect();
+        for c in options {
+            if let Some(why) = self.predictor.blocked(&c) {
+                self.skip(c, why);
+                continue;
+            }
+            let Some(p) = self.predictor.predict(&c) else {
+                continue;
+            };
+            if c.tuned && !self.worth_tuning(&p) {
+                continue;
+            }
+            let score = self
+                .config
+                .target
+                .score(p.latency_ratio, p.size_ratio, p.drop_pts);
+            if best_score.is_some_and(|b| optimistic(self.config.target, score) >= b) {
+                continue;
+            }
+            let priority = self.priority(&c, &p, score);
+            if chosen.as_ref().is_none_or(|(best, _, _)| priority > *best) {
+                chosen = Some((priority, c, p));
+            }
+        }
+        chosen.map(|(_, c, p)| (c, Some(p)))
+    }
+
+    fn skip(&mut self, candidate: Candidate, reason: String) {
+        self.tried.insert(candidate);
+        self.skipped.push(Skipped {
+            name: candidate.name(),
+            reason,
+        });
+    }
+
+    /// Predicted gain per cost: the score's improvement on the baseline's over the
+    /// accuracy it spends and the fine-tuning time; predicted outside the constraints,
+    /// a hundredth of that.
+    fn priority(&self, c: &Candidate, p: &super::predict::Prediction, score: f64) -> f64 {
+        let target = self.config.target;
+        let gain = (target.score(1.0, 1.0, 0.0) - score).max(1e-3);
+        let budget = self.config.max_accuracy_drop.max(0.05);
+        let cost = 1.0 + p.drop_pts.max(0.0) / budget + if c.tuned { 1.0 } else { 0.0 };
+        let point = self.point_of(p);
+        let outside = p.drop_pts > budget * CONFIDENT || self.objectives.distance(&point) > 0.1;
+        gain / cost * if outside { 0.01 } else { 1.0 }
+    }
+
+    fn point_of(&self, p: &super::predict::Prediction) -> [f64; 3] {
+        let b = self.baseline;
+        [
+            p.latency_ratio * b.cost.latency_ms,
+            p.size_ratio * b.cost.size_bytes as f64,
+            b.accuracy - p.drop_pts / 100.0,
+        ]
+    }
+
+    /// Whether fine-tuning is worth its time: the predicted latency and size are on the
+    /// Pareto front of what was measured within the constraints.
+    fn worth_tuning(&self, p: &super::predict::Prediction) -> bool {
+        let cost = Objectives::new([
+            ("latency_ms", Direction::Min),
+            ("size_bytes", Direction::Min),
+        ]);
+        let point = self.point_of(p);
+        let mine = [point[0], point[1]];
+        !self.trials.iter().filter(|t| self.feasible(t)).any(|t| {
+            let c = t.cost.as_ref().expect("a feasible trial was measured");
+            cost.dominates(&[c.latency_ms, c.size_bytes as f64], &mine)
+        })
+    }
+
+    /// Static INT8 candidates measured outside the accuracy budget, again with the most
+    /// sensitive layers left float until the quantization's own drop fits what the float
+    /// part leaves of the budget.
+    fn mixed_refinements(&self) -> Vec<Candidate> {
+        let budget = self.config.max_accuracy_drop;
+        let acc = self.baseline.accuracy;
+        let over = |t: &&Trial| {
+            t.candidate.quant == Quant::Int8Static
+                && t.candidate.mixed.is_none()
+                && (t.candidate.tuned || !t.candidate.changes_weights())
+                && t.drop_pts(acc).is_some_and(|d| d > budget)
+        };
+        self.trials
+            .iter()
+            .filter(over)
+            .map(|t| {
+                let float = Candidate {
+                    quant: Quant::None,
+                    ..t.candidate
+                };
+                let float_drop = (self.trials.iter())
+                    .find(|f| f.candidate == float)
+                    .and_then(|f| f.drop_pts(acc))
+                    .unwrap_or(0.0)
+                    .max(0.0);
+                let left = ((budget - float_drop) * 100.0).round().max(10.0) as u16;
+                Candidate {
+                    mixed: Some(left),
+                    ..t.candidate
+                }
+            })
+            .collect()
+    }
+
+    /// A trial's point: latency, size and accuracy (estimated from the subset when it
+    /// was dropped there; not finite when it failed).
+    fn point(&self, t: &Trial) -> [f64; 3] {
+        match &t.cost {
+            Some(c) => [
+                c.latency_ms,
+                c.size_bytes as f64,
+                t.accuracy
+                    .or(t
+                        .subset_drop_pts
+                        .map(|d| self.baseline.accuracy - d / 100.0))
+                    .unwrap_or(f64::NAN),
+            ],
+            None => [f64::NAN; 3],
+        }
+    }
+
+    /// Measured in full and within every constraint.
+    fn feasible(&self, t: &Trial) -> bool {
+        t.verdict == Verdict::Measured && self.objectives.feasible(&self.point(t))
+    }
+
+    /// The target's score of a trial (smaller is better).
+    fn score(&self, t: &Trial) -> f64 {
+        let [latency, size, accuracy] = self.point(t);
+        let b = self.baseline;
+        self.config.target.score(
+            latency / b.cost.latency_ms,
+            size / b.cost.size_bytes as f64,
+            100.0 * (b.accuracy - accuracy),
+        )
+    }
+
+    fn best_feasible_score(&self) -> Option<f64> {
+        let best = &self.trials[self.best?];
+        self.feasible(best).then(|| self.score(best))
+    }
+
+    /// Whether `a` is a better result than `b`: feasible first, then the score; among
+    /// infeasible ones the smaller distance to the constraints.
+    fn better(&self, a: &Trial, b: &Trial) -> bool {
+        match (self.feasible(a), self.feasible(b)) {
+            (true, false) => true,
+            (false, true) => false,
+            (true, true) => self.score(a) < self.score(b),
+            (false, false) => {
+                let (da, db) = (
+                    self.objectives.distance(&self.point(a)),
+                    self.objectives.distance(&self.point(b)),
+                );
+                da < db || (da == db && self.score(a) < self.score(b))
+            }
+        }
+    }
+
+    /// Takes a finished trial into the state; whether it is the new best.
+    fn record(&mut self, trial: Trial) -> bool {
+        self.tried.insert(trial.candidate);
+        let b = self.baseline;
+        if let Some(c) = &trial.cost {
+            let latency_ratio = c.latency_ms / b.cost.latency_ms;
+            let subset = trial.subset_drop_pts.unwrap_or(0.0);
+            if trial.candidate.actions().len() == 1
+                && !trial.candidate.tuned
+                && trial.candidate.mixed.is_none()
+            {
+                self.predictor.measured_action(
+                    trial.candidate,
+                    Effect {
+                        latency_ratio,
+                        size_ratio: c.size_bytes as f64 / b.cost.size_bytes as f64,
+                        drop_pts: subset,
+                    },
+                );
+            }
+            if let Some(predicted) = trial.predicted {
+                self.predictor.observe(Observed {
+                    candidate: trial.candidate,
+                    predicted,
+                    latency_ratio,
+                    subset_drop_pts: subset,
+                    drop_pts: trial.accuracy.map(|a| 100.0 * (b.accuracy - a)),
+                });
+            }
+        } else if trial.candidate.actions().len() == 1 {
+            self.predictor
+                .failed_action(trial.candidate, trial.reason.clone());
+        }
+        let usable = trial.model.is_some() && trial.cost.is_some();
+        self.trials.push(trial);
+        let new = self.trials.len() - 1;
+        if !usable {
+            return false;
+        }
+        let improves = match self.best {
+            None => true,
+            Some(i) => self.better(&self.trials[new], &self.trials[i]),
+        };
+        if improves {
+            self.best = Some(new);
+        }
+        improves
+    }
+
+    /// Writes the best model so far to the output, atomically.
+    fn write_best(&self) -> Result<()> {
+        let Some(path) = self.best.and_then(|i| self.trials[i].model.clone()) else {
+            return Ok(());
+        };
+        let model = Model::load(&path).context(|| path.display().to_string())?;
+        let out = &self.config.output;
+        model
+            .save(out, &ExternalData::Auto)
+            .context(|| format!("writing {}", out.display()))
+    }
+
+    /// One line about a finished trial.
+    fn describe(&self, t: &Trial) -> String {
+        let b = self.baseline;
+        match (&t.cost, t.verdict) {
+            (_, Verdict::Failed) | (None, _) => format!("  {}: failed: {}", t.name, t.reason),
+            (Some(c), verdict) => {
+                let accuracy = match (t.accuracy, verdict) {
+                    (Some(a), _) => format!(
+                        "top-1 {:.2}% ({:+.2} pt)",
+                        100.0 * a,
+                        100.0 * (a - b.accuracy)
+                    ),
+                    _ => format!("dropped: {}", t.reason),
+                };
+                format!(
+                    "  {}: {:.3} ms ({:.2}x faster), {} bytes ({:.2}x smaller), {accuracy} [{:.1} s]",
+                    t.name,
+                    c.latency_ms,
+                    b.cost.latency_ms / c.latency_ms,
+                    c.size_bytes,
+                    b.cost.size_bytes as f64 / c.size_bytes as f64,
+                    t.seconds
+                )
+            }
+        }
+    }
+
+    fn finish(self, plan: Vec<String>, stop: String, elapsed_s: f64, space: usize) -> Outcome {
+        let best = self.best;
+        let feasible: Vec<bool> = self.trials.iter().map(|t| self.feasible(t)).collect();
+        let status = match best {
+            Some(i) if feasible[i] => Status::Ok,
+            _ => Status::BudgetNotMet,
+        };
+        let excess = best.map(|i| self.objectives.excess(&self.point(&self.trials[i])));
+        let scores = self.trials.iter().map(|t| self.score(t)).collect();
+        Outcome {
+            status,
+            output: self.config.output.clone(),
+            work_dir: self.config.work_dir.clone(),
+            target: self.config.target,
+            objectives: self.objectives,
+            baseline: self.baseline.clone(),
+            best,
+            trials: self.trials,
+            feasible,
+            scores,
+            excess: excess.unwrap_or_default(),
+            skipped: self.skipped,
+            search_space: space,
+            plan,
+            stop,
+            elapsed_s,
+        }
+    }
+}
+
+/// The best score `score` could turn out to be.
+fn optimistic(target: Target, score: f64) -> f64 {
+    match target {
+        Target::Accuracy => score - 0.1,
+        _ => score * OPTIMISM,
+    }
+}

@@ -1,0 +1,377 @@
+//! The search space: candidate actions and their compositions, always in the order
+//! graph optimization -> prune (fine-tuned or distilled from the original) -> low-rank
+//! factorization (fine-tuned) -> quantization. A [`Candidate`] becomes the pipeline's step
+//! configurations ([`Candidate::steps`]), so its models are cached by content key.
+
+use serde::{Deserialize, Serialize};
+use whittle_pipeline::step::factorize::Factorize;
+use whittle_pipeline::step::fp16::Fp16;
+use whittle_pipeline::step::int4::Int4;
+use whittle_pipeline::step::optimize::Optimize;
+use whittle_pipeline::step::prune::{DistillLoss, PruneMethod, PruneStep};
+use whittle_pipeline::step::quantize::{Calibrator, Mode, Quantize};
+use whittle_pipeline::step::train::{TrainStep, Training};
+use whittle_pipeline::step::verify::Checks;
+use whittle_pipeline::step::StepConfig;
+
+/// How weights are removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Prune {
+    /// Nothing removed.
+    None,
+    /// Whole channels removed (smaller and faster dense layers).
+    Channel {
+        /// Share of channels removed, percent.
+        percent: u8,
+    },
+    /// Single weights zeroed by magnitude (smaller only once compressed).
+    Unstructured {
+        /// Share of weights zeroed, percent.
+        percent: u8,
+    },
+    /// 2 of every 4 weights zeroed.
+    Nm24,
+}
+
+/// How numbers are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Quant {
+    /// Float32 as trained.
+    None,
+    /// INT8, activations calibrated on training data, per-channel weights.
+    Int8Static,
+    /// INT8 weights, activations quantized at run time.
+    Int8Dynamic,
+    /// Float16 weights and activations.
+    Fp16,
+    /// 4-bit weights of MatMul layers.
+    Int4,
+}
+
+/// One point of the space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Pruning.
+    pub prune: Prune,
+    /// Low-rank factorization of the weights to half their rank.
+    pub factorize: bool,
+    /// Quantization.
+    pub quant: Quant,
+    /// Fine-tuned after pruning or factorization (distilled from the original for
+    /// channel pruning).
+    pub tuned: bool,
+    /// Mixed precision: static INT8 keeping the most sensitive layers float until the
+    /// accuracy lost is within this many hundredths of a point.
+    pub mixed: Option<u16>,
+}
+
+/// Pruning actions of the space.
+pub const PRUNES: [Prune; 4] = [
+    Prune::None,
+    Prune::Channel { percent: 30 },
+    Prune::Channel { percent: 50 },
+    Prune::Nm24,
+];
+
+/// Quantization actions of the space.
+pub const QUANTS: [Quant; 5] = [
+    Quant::None,
+    Quant::Int8Static,
+    Quant::Int8Dynamic,
+    Quant::Fp16,
+    Quant::Int4,
+];
+
+/// Rank kept by factorization, as a share of the full rank.
+const RANK_RATIO: f64 = 0.5;
+/// Calibration samples of static INT8.
+const CALIB_SAMPLES: usize = 256;
+/// Eval samples the mixed-precision fallback ranks layers on.
+const MIXED_EVAL_SAMPLES: usize = 2000;
+/// Learning rate of fine-tuning (AdamW, cosine decay): a trained model moves a little.
+const FINETUNE_LR: f64 = 1e-3;
+
+/// What turning candidates into steps needs besides the candidate.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Training data SPEC (calibration and fine-tuning).
+    pub data: String,
+    /// Eval data SPEC (mixed precision's yardstick).
+    pub eval_data: String,
+    /// Fine-tuning epochs.
+    pub finetune_epochs: usize,
+    /// Seed.
+    pub seed: u64,
+}
+
+impl Candidate {
+    /// The candidate that changes nothing but the graph (lossless optimization).
+    pub const IDENTITY: Candidate = Candidate {
+        prune: Prune::None,
+        factorize: false,
+        quant: Quant::None,
+        tuned: false,
+        mixed: None,
+    };
+
+    /// Whether it prunes or factorizes (what fine-tuning can recover).
+    pub fn changes_weights(&self) -> bool {
+        self.prune != Prune::None || self.factorize
+    }
+
+    /// The same candidate fine-tuned.
+    pub fn tuned(self) -> Candidate {
+        Candidate {
+            tuned: true,
+            ..self
+        }
+    }
+
+    /// The same candidate without fine-tuning and mixed precision: the point of the grid
+    /// it refines.
+    pub fn untuned(self) -> Candidate {
+        Candidate {
+            tuned: false,
+            mixed: None,
+            ..self
+        }
+    }
+
+    /// The single actions it composes, each alone on the original model (what the
+    /// predictor measured), the identity excluded.
+    pub fn actions(&self) -> Vec<Candidate> {
+        let mut parts = Vec::new();
+        if self.prune != Prune::None {
+            parts.push(Candidate {
+                prune: self.prune,
+                ..Candidate::IDENTITY
+            });
+        }
+        if self.factorize {
+            parts.push(Candidate {
+                factorize: true,
+                ..Candidate::IDENTITY
+            });
+        }
+        if self.quant != Quant::None {
+            parts.push(Candidate {
+                quant: self.quant,
+                ..Candidate::IDENTITY
+            });
+        }
+        parts
+    }
+
+    /// A short name: `channel-50% + tune -> int8-static (mixed 0.50)`.
+    pub fn name(&self) -> String {
+        let mut parts = Vec::new();
+        let tune = if self.tuned { " + tune" } else { "" };
+        match self.prune {
+            Prune::None => {}
+            Prune::Channel { percent } => parts.push(format!("channel-{percent}%")),
+            Prune::Unstructured { percent } => parts.push(format!("sparse-{percent}%")),
+            Prune::Nm24 => parts.push("2:4".into()),
+        }
+        if self.factorize {
+            parts.push("low-rank".into());
+        }
+        if let Some(last) = parts.last_mut() {
+            last.push_str(tune);
+        }
+        let quant = match self.quant {
+            Quant::None => None,
+            Quant::Int8Static => Some("int8-static"),
+            Quant::Int8Dynamic => Some("int8-dynamic"),
+            Quant::Fp16 => Some("fp16"),
+            Quant::Int4 => Some("int4"),
+        };
+        parts.extend(quant.map(|q| match self.mixed {
+            Some(h) => format!("{q} (mixed, {:.2} pt)", f64::from(h) / 100.0),
+            None => q.to_string(),
+        }));
+        if parts.is_empty() {
+            "optimize".into()
+        } else {
+            parts.join(" -> ")
+        }
+    }
+
+    /// The pipeline steps of the candidate.
+    pub fn steps(&self, s: &Settings) -> Vec<StepConfig> {
+        let mut steps = vec![StepConfig::Optimize(Optimize::default())];
+        let training = Training {
+            epochs: s.finetune_epochs.max(1),
+            lr: FINETUNE_LR,
+            seed: Some(s.seed),
+            ..Training::default()
+        };
+        let (method, sparsity) = match self.prune {
+            Prune::None => (None, None),
+            Prune::Channel { percent } => (Some(PruneMethod::Channel), Some(percent)),
+            Prune::Unstructured { percent } => (Some(PruneMethod::Magnitude), Some(percent)),
+            Prune::Nm24 => (Some(PruneMethod::Nm), None),
+        };
+        if let Some(method) = method {
+            let mut prune = PruneStep::new(method);
+            prune.sparsity = sparsity.map(|p| f64::from(p) / 100.0);
+            prune.seed = Some(s.seed);
+            if self.tuned {
+                prune.data = Some(s.data.clone());
+                prune.finetune = Some(training.clone());
+                // Channel pruning changes the features: learn the original's outputs.
+                if method == PruneMethod::Channel {
+                    prune.distill = Some(DistillLoss::default());
+                }
+            }
+            steps.push(StepConfig::Prune(prune));
+        }
+        if self.factorize {
+            steps.push(StepConfig::Factorize(Factorize {
+                rank_ratio: Some(RANK_RATIO),
+                ..Factorize::default()
+            }));
+            if self.tuned {
+                let mut train = TrainStep::new(s.data.clone());
+                train.training = training;
+                train.keep_zeros = self.prune != Prune::None;
+                steps.push(StepConfig::Train(train));
+            }
+        }
+        let quiet = Checks {
+            verify_samples: 0,
+            no_latency: true,
+            ..Checks::default()
+        };
+        match self.quant {
+            Quant::None => {}
+            Quant::Int8Static => {
+                let mut checks = quiet;
+                let budget = self.mixed.map(|h| f64::from(h) / 100.0);
+                if budget.is_some() {
+                    checks.eval_data = Some(s.eval_data.clone());
+                    checks.eval_samples = Some(MIXED_EVAL_SAMPLES);
+                }
+                steps.push(StepConfig::Quantize(Quantize {
+                    mode: Mode::Static,
+                    calib_data: Some(s.data.clone()),
+                    calib_samples: Some(CALIB_SAMPLES),
+                    calibration: Some(Calibrator::Minmax),
+                    per_channel: true,
+                    accuracy_budget: budget,
+                    checks,
+                    ..Quantize::default()
+                }));
+            }
+            Quant::Int8Dynamic => steps.push(StepConfig::Quantize(Quantize {
+                mode: Mode::Dynamic,
+                checks: quiet,
+                ..Quantize::default()
+            })),
+            Quant::Fp16 => steps.push(StepConfig::Fp16(Fp16 {
+                checks: quiet,
+                ..Fp16::default()
+            })),
+            Quant::Int4 => steps.push(StepConfig::Int4(Int4 {
+                checks: quiet,
+                ..Int4::default()
+            })),
+        }
+        steps
+    }
+}
+
+/// Every point of the grid: each pruning x factorization x quantization, and the
+/// fine-tuned variant of each that prunes or factorizes (mixed precision is a refinement
+/// the search adds, outside the grid).
+pub fn grid() -> Vec<Candidate> {
+    let mut all = Vec::new();
+    for prune in PRUNES {
+        for factorize in [false, true] {
+            for quant in QUANTS {
+                let c = Candidate {
+                    prune,
+                    factorize,
+                    quant,
+                    tuned: false,
+                    mixed: None,
+                };
+                all.push(c);
+                if c.changes_weights() {
+                    all.push(c.tuned());
+                }
+            }
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            data: "mnist:D".into(),
+            eval_data: "mnist:E".into(),
+            finetune_epochs: 2,
+            seed: 7,
+        }
+    }
+
+    fn kinds(c: &Candidate) -> Vec<String> {
+        c.steps(&settings())
+            .iter()
+            .map(|s| s.step().name().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_grid_counts_every_composition_once() {
+        let g = grid();
+        // 4 prunings x 2 factorizations x 5 quantizations, plus a tuned variant of the 35
+        // that prune or factorize.
+        assert_eq!(g.len(), 40 + 35);
+        let unique: std::collections::HashSet<_> = g.iter().collect();
+        assert_eq!(unique.len(), g.len());
+        assert!(g.contains(&Candidate::IDENTITY));
+    }
+
+    #[test]
+    fn steps_run_prune_then_factorize_then_quantize() {
+        let c = Candidate {
+            prune: Prune::Channel { percent: 50 },
+            factorize: true,
+            quant: Quant::Int8Static,
+            tuned: true,
+            mixed: Some(50),
+        };
+        assert_eq!(
+            kinds(&c),
+            ["optimize", "prune", "factorize", "train", "quantize"]
+        );
+        let steps = c.steps(&settings());
+        let StepConfig::Prune(p) = &steps[1] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(p.sparsity, Some(0.5));
+        assert_eq!(p.finetune.as_ref().map(|t| t.epochs), Some(2));
+        assert!(p.distill.is_some());
+        let StepConfig::Quantize(q) = &steps[4] else {
+            panic!("{steps:?}")
+        };
+        assert_eq!(q.accuracy_budget, Some(0.5));
+        assert_eq!(q.checks.eval_data.as_deref(), Some("mnist:E"));
+        assert_eq!(
+            c.name(),
+            "channel-50% -> low-rank + tune -> int8-static (mixed, 0.50 pt)"
+        );
+        assert_eq!(
+            kinds(&c.untuned()),
+            ["optimize", "prune", "factorize", "quantize"]
+        );
+        assert_eq!(c.actions().len(), 3);
+        assert_eq!(Candidate::IDENTITY.name(), "optimize");
+    }
+}
