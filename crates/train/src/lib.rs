@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod continual;
 pub mod distill;
 pub mod error;
 pub mod finite;
