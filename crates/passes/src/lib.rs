@@ -7,6 +7,7 @@ pub mod error;
 pub mod factorize;
 pub mod fp16;
 pub mod int4;
+pub mod lora;
 pub mod optimize;
 pub mod prune;
 pub mod qat;

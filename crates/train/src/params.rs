@@ -80,6 +80,16 @@ impl NamePattern {
     }
 }
 
+/// A pattern matching exactly `name`: the name itself as a glob unless it holds a glob
+/// character (or starts with `re:`), else an anchored, escaped regular expression.
+pub fn exact_pattern(name: &str) -> String {
+    if name.contains(['*', '?']) || name.starts_with("re:") {
+        format!("re:^{}$", regex::escape(name))
+    } else {
+        name.to_string()
+    }
+}
+
 fn glob_to_regex(glob: &str) -> String {
     let mut re = String::from("^");
     for ch in glob.chars() {
@@ -130,5 +140,18 @@ mod tests {
         assert!(r.matches("linear2.bias"));
         assert!(!r.matches("linear3.bias"));
         assert!(NamePattern::new("re:(").is_err());
+    }
+
+    #[test]
+    fn exact_patterns_match_only_their_name() {
+        for name in ["fc1.weight", "w*", "re:x", "a?b"] {
+            let p = NamePattern::new(&exact_pattern(name)).unwrap();
+            assert!(p.matches(name), "{name}");
+            assert!(!p.matches(&format!("{name}x")), "{name}");
+        }
+        assert_eq!(exact_pattern("fc1.weight"), "fc1.weight");
+        assert!(!NamePattern::new(&exact_pattern("w*"))
+            .unwrap()
+            .matches("wx"));
     }
 }

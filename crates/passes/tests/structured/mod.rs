@@ -17,7 +17,7 @@ use whittle_passes::prune::channel::groups::{Group, Role};
 mod common;
 
 #[allow(unused_imports)]
-pub use common::{assets, model_path, scratch};
+pub use common::{assets, model_path, ort_outputs, scratch};
 
 /// Runs `onnx.checker.check_model(path, full_check=True)`.
 pub fn onnx_check(path: &Path) {
