@@ -143,7 +143,12 @@ impl Dataset {
     /// A new dataset of the samples at `rows` (in that order), with the same classes.
     pub fn subset(&self, rows: &[usize]) -> Result<Dataset> {
         let (images, labels) = self.gather(rows)?;
-        Dataset::new(images, labels, self.num_classes)?.with_class_names(self.class_names.clone())
+        let subset = Dataset::new(images, labels, self.num_classes)?;
+        if self.class_names.is_empty() {
+            Ok(subset)
+        } else {
+            subset.with_class_names(self.class_names.clone())
+        }
     }
 
     /// Splits off a validation set, stratified: each class gives `round(fraction * its count)`
@@ -325,6 +330,8 @@ mod tests {
             assert!(d.split_validation(bad, 0).is_err(), "{bad}");
         }
         assert!(d.clone().with_class_names(vec!["x".into()]).is_err());
+        let unnamed = four_samples().subset(&[3, 1]).unwrap();
+        assert_eq!((unnamed.labels, unnamed.class_names.len()), (vec![1, 0], 0));
         assert_eq!(
             (d.class_name(1), four_samples().class_name(2)),
             ("dog".into(), "2".into())
