@@ -56,6 +56,8 @@ enum Command {
     Distill(Box<commands::distill::Args>),
     /// Run a recipe's steps (TOML or YAML), resuming from its work folder.
     Pipeline(commands::pipeline::Args),
+    /// Continual learning over a sequence of tasks with replay (ER, DER++), LwF or EWC: the R matrix, forgetting, baselines.
+    Continual(Box<commands::continual::Args>),
     /// Serve the local web UI: pick a model, compress it, watch size, speed and accuracy.
     Ui(commands::ui::Args),
     /// Search an architecture (cnn, mobilenet-v3, resnet, vit) under measured latency, size and accuracy limits.
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Qat(a) => commands::qat::run(*a),
         Command::Distill(a) => commands::distill::run(*a),
         Command::Pipeline(a) => commands::pipeline::run(a),
+        Command::Continual(a) => commands::continual::run(*a),
         Command::Ui(a) => commands::ui::run(a),
         Command::Nas(a) => commands::nas::run(*a),
         Command::Auto(a) => commands::auto::run(*a),

@@ -14,6 +14,8 @@
 //!   that keeps each step's model under a content key ([`cache`]) and a [`journal`].
 
 pub mod cache;
+pub mod continual;
+pub mod continual_compress;
 pub mod error;
 pub mod eval;
 pub mod feed;

@@ -4,6 +4,7 @@ pub mod auto;
 pub mod bench;
 pub mod compare;
 pub mod conformance;
+pub mod continual;
 pub mod distill;
 pub mod eval;
 pub mod factorize;

@@ -8,6 +8,7 @@
 //! reports give byte-identical output.
 
 pub mod compare;
+pub mod continual;
 pub mod evaluate;
 pub mod html;
 pub mod measure;
@@ -60,6 +61,9 @@ pub struct Report {
     /// The candidates of a search (`whittle auto`, `whittle nas`), shown last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<search::Search>,
+    /// A continual-learning run (`whittle continual`): the R matrix and its figures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub continual: Option<crate::continual::ContinualReport>,
 }
 
 /// The metrics of one model (or of the model after one pipeline step).
@@ -152,6 +156,9 @@ pub fn render(report: &Report, format: Format) -> Result<String> {
     let mut parts = sections::parts(report)?;
     if let Some(s) = &report.search {
         parts.extend(search::parts(s)?);
+    }
+    if let Some(c) = &report.continual {
+        parts.extend(continual::parts(c)?);
     }
     let tables = || parts.iter().map(|p| p.section.clone()).collect::<Vec<_>>();
     let title = &report.title;

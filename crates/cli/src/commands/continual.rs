@@ -1,0 +1,214 @@
+//! `whittle continual`: continual learning on a sequence of tasks (split classes or
+//! permuted pixels) with a strategy against forgetting, measured by the accuracy matrix
+//! after every task, over several seeds, beside the fine-tune and joint baselines.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use whittle_pipeline::continual::{run_continual, ContinualReport, ContinualSpec};
+use whittle_pipeline::report::{self, Report};
+use whittle_pipeline::Ctx;
+use whittle_train::continual::{ContinualConfig, NoHook};
+
+use super::output::{check_output, save_model, InputModel};
+use super::train::build_model;
+use crate::observer::CliObserver;
+
+/// Arguments of `whittle continual`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model: zoo:NAME[:options] or MODEL.onnx (one input, class scores out).
+    #[arg(long)]
+    model: String,
+    /// The dataset SPEC: fashion-mnist:DIR, mnist:DIR, ...
+    #[arg(long)]
+    data: String,
+    /// class-il (one head, no task id), task-il (other tasks' scores masked) or domain-il
+    /// (permuted pixels).
+    #[arg(long, default_value = "class-il")]
+    scenario: String,
+    /// Tasks of a split scenario (default: as many as the classes fill).
+    #[arg(long)]
+    tasks: Option<usize>,
+    /// Classes per task of a split scenario (task t holds classes k t .. k t + k - 1).
+    #[arg(long, default_value_t = 2)]
+    classes_per_task: usize,
+    /// Training order of the tasks, e.g. 4,3,2,1,0.
+    #[arg(long, value_delimiter = ',')]
+    task_order: Option<Vec<usize>>,
+    /// Tasks of a domain-il scenario, each with its own pixel permutation (task 1 keeps
+    /// the original pixels).
+    #[arg(long)]
+    permutations: Option<usize>,
+    /// finetune, joint, er (experience replay), derpp (DER++), lwf or ewc.
+    #[arg(long, default_value = "er")]
+    strategy: String,
+    /// Replay buffer capacity in samples (stored as uint8).
+    #[arg(long, default_value_t = 500)]
+    buffer: usize,
+    /// reservoir or class-balanced.
+    #[arg(long, default_value = "reservoir")]
+    buffer_policy: String,
+    /// Epochs over each task's training data.
+    #[arg(long, default_value_t = 1)]
+    epochs_per_task: usize,
+    /// New samples per step.
+    #[arg(long, default_value_t = 10)]
+    batch_size: usize,
+    /// Replayed samples per step.
+    #[arg(long, default_value_t = 128)]
+    replay_batch: usize,
+    /// SGD learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// DER++: weight of the stored-logit term.
+    #[arg(long, default_value_t = ContinualConfig::default().alpha)]
+    alpha: f64,
+    /// DER++: weight of the replayed-label term.
+    #[arg(long, default_value_t = ContinualConfig::default().beta)]
+    beta: f64,
+    /// EWC: strength of the penalty.
+    #[arg(long, default_value_t = ContinualConfig::default().ewc_lambda)]
+    ewc_lambda: f64,
+    /// One run per seed, e.g. 0,1,2; figures are means (and standard deviations).
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    seeds: Vec<u64>,
+    /// Leave out the fine-tune and joint baselines.
+    #[arg(long)]
+    no_baselines: bool,
+    /// Use at most this many training samples (before splitting into tasks).
+    #[arg(long)]
+    train_samples: Option<usize>,
+    /// Use at most this many test samples (before splitting into tasks).
+    #[arg(long)]
+    test_samples: Option<usize>,
+    /// Where to write the final model (of the first seed).
+    #[arg(short, long)]
+    output: PathBuf,
+    /// Overwrite an existing output file.
+    #[arg(long)]
+    force: bool,
+    /// Also write a report: FILE.html (heat map of R, accuracy over time) or FILE.json.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Machine-readable output (fractions 0..1).
+    #[arg(long)]
+    json: bool,
+}
+
+/// What `whittle continual --json` prints.
+#[derive(Serialize)]
+struct Summary<'a> {
+    output: String,
+    #[serde(flatten)]
+    report: &'a ContinualReport,
+}
+
+/// Runs the command.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    check_output(
+        Path::new(&args.model),
+        &args.output,
+        args.force,
+        InputModel::Protected,
+    )?;
+    if let Some(path) = &args.report {
+        report::file_format(path)?;
+    }
+    let spec = spec(&args)?;
+    let model = build_model(&args.model)?;
+    let observer = CliObserver::new(args.json);
+    let (trained, outcome, _) = run_continual(&mut Ctx::new(&observer), model, &spec, &mut NoHook)?;
+    save_model(&trained, &args.output)?;
+    if let Some(path) = &args.report {
+        let page = Report {
+            title: format!("whittle continual: {} on {}", outcome.strategy, args.model),
+            notes: vec![format!(
+                "{} on {}, {} tasks, seeds {:?}",
+                outcome.scenario,
+                args.data,
+                outcome.tasks.len(),
+                args.seeds
+            )],
+            continual: Some(outcome.clone()),
+            ..Default::default()
+        };
+        report::write(&page, path)?;
+    }
+    let summary = Summary {
+        output: args.output.display().to_string(),
+        report: &outcome,
+    };
+    if args.json {
+        return crate::report::print_json(&summary);
+    }
+    print_text(&outcome, &args.output);
+    Ok(())
+}
+
+/// The run's settings from the flags, checked (errors name the flag).
+fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
+    let training = ContinualConfig {
+        strategy: args.strategy.parse()?,
+        buffer: args.buffer,
+        buffer_policy: args.buffer_policy.parse()?,
+        epochs_per_task: args.epochs_per_task,
+        batch_size: args.batch_size,
+        replay_batch: args.replay_batch,
+        lr: args.lr,
+        alpha: args.alpha,
+        beta: args.beta,
+        ewc_lambda: args.ewc_lambda,
+        ..ContinualConfig::default()
+    };
+    let spec = ContinualSpec {
+        data: args.data.clone(),
+        scenario: args.scenario.clone(),
+        tasks: args.tasks,
+        classes_per_task: args.classes_per_task,
+        task_order: args.task_order.clone(),
+        permutations: args.permutations,
+        train_samples: args.train_samples,
+        test_samples: args.test_samples,
+        seeds: args.seeds.clone(),
+        baselines: !args.no_baselines,
+        training,
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The R matrix and the figures for a terminal.
+fn print_text(c: &ContinualReport, output: &Path) {
+    let pct = |v: f64| format!("{:6.2}", 100.0 * v);
+    println!(
+        "R matrix ({}, {}; % on each task after each task):",
+        c.strategy, c.scenario
+    );
+    for (i, row) in c.summary.r_matrix.iter().enumerate() {
+        let cells: Vec<String> = row.iter().map(|&v| pct(v)).collect();
+        println!("  after task {}: {}", i + 1, cells.join(" "));
+    }
+    let line = |name: &str, s: &whittle_pipeline::continual::Summary| {
+        let pm = |m: f64, sd: Option<f64>| match sd {
+            Some(sd) => format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * sd),
+            None => format!("{:.2}", 100.0 * m),
+        };
+        let til = s
+            .task_il_accuracy
+            .map(|t| format!(", task-IL {}%", pm(t, s.task_il_accuracy_std)))
+            .unwrap_or_default();
+        println!(
+            "{name}: average accuracy {}%, forgetting {} points, BWT {} points{til} ({:.1} s per run)",
+            pm(s.average_accuracy, s.average_accuracy_std),
+            pm(s.forgetting, s.forgetting_std),
+            pm(s.bwt, s.bwt_std),
+            s.seconds
+        );
+    };
+    line(&c.strategy, &c.summary);
+    for (name, s) in &c.baselines {
+        line(name, s);
+    }
+    println!("wrote {}", output.display());
+}
