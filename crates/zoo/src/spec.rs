@@ -106,11 +106,14 @@ impl Options {
         self.model
     }
 
-    /// The full spec, every option spelled out: `NAME:key=value,...` in key order.
+    /// The full spec, every option spelled out: `NAME:key=value,...` in key order. An
+    /// option left empty is left out: options added to a model later default to empty, so
+    /// the specs (and bytes) of the models built before them stay the same.
     pub fn canonical(&self) -> String {
         let pairs: Vec<String> = self
             .values
             .iter()
+            .filter(|(_, v)| !v.is_empty())
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         format!("{}:{}", self.model, pairs.join(","))

@@ -21,8 +21,8 @@ pub const INFO: ModelInfo = ModelInfo {
         },
         OptionInfo {
             key: "convs",
-            default: "1",
-            help: "Conv3x3-BN-ReLU layers per block",
+            default: "",
+            help: "Conv3x3-BN-ReLU layers per block [1]",
         },
     ],
     build,
@@ -31,7 +31,10 @@ pub const INFO: ModelInfo = ModelInfo {
 fn build(o: &Options) -> Result<Model> {
     let (mut b, x) = start(o)?;
     let channels = o.sizes("channels")?;
-    let convs = o.positive("convs")?;
+    let convs = match o.text("convs")? {
+        "" => 1,
+        _ => o.positive("convs")?,
+    };
     let mut h = x;
     for (i, &c) in channels.iter().enumerate() {
         h = b.scoped(&format!("block{}", i + 1), |b| {

@@ -5,7 +5,7 @@
 //!
 //! Besides torchvision's table, a searchable layout: `depths=2-3-3` (one entry per stage,
 //! 1 to 4 stages after the stem) with `kernels`, `expansions` and `se` per stage (see
-//! [`Stage`]). The default (`table`) is the torchvision model.
+//! [`Stage`]). Without them it is the torchvision model.
 
 use whittle_ir::Model;
 
@@ -33,22 +33,22 @@ pub const INFO: ModelInfo = ModelInfo {
         },
         OptionInfo {
             key: "depths",
-            default: TABLE,
-            help: "blocks per stage joined by '-' (1-4 stages), or 'table' for torchvision's",
+            default: "",
+            help: "blocks per stage joined by '-' (1-4 stages) [torchvision's table]",
         },
         OptionInfo {
             key: "kernels",
-            default: TABLE,
+            default: "",
             help: "depthwise kernel (3 or 5) of each stage, with depths",
         },
         OptionInfo {
             key: "expansions",
-            default: TABLE,
+            default: "",
             help: "expansion ratio (1-8) of each stage's blocks, with depths",
         },
         OptionInfo {
             key: "se",
-            default: TABLE,
+            default: "",
             help: "squeeze-excite (1) or not (0) in each stage, with depths",
         },
     ],
@@ -117,9 +117,6 @@ fn make_divisible(v: f32) -> usize {
     }
 }
 
-/// The value of the layout options that selects torchvision's table.
-const TABLE: &str = "table";
-
 /// Output channels (before the width multiplier), stride and activation of the stages of
 /// the searchable layout, after the stem: torchvision's stage widths.
 const STAGES: [(usize, usize, Act); 4] = [
@@ -181,13 +178,13 @@ fn build(o: &Options) -> Result<Model> {
     classify(b, &hidden, o, dropout)
 }
 
-/// The stages of the searchable layout, or None for torchvision's table (every layout
-/// option `table`).
+/// The stages of the searchable layout, or None for torchvision's table (no layout option
+/// given).
 fn stages(o: &Options) -> Result<Option<Vec<Stage>>> {
     const KEYS: [&str; 4] = ["depths", "kernels", "expansions", "se"];
     let given = KEYS
         .iter()
-        .filter(|k| o.text(k).is_ok_and(|v| v != TABLE))
+        .filter(|k| o.text(k).is_ok_and(|v| !v.is_empty()))
         .count();
     if given == 0 {
         return Ok(None);
