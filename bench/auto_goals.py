@@ -126,7 +126,7 @@ def efficiency_table(out, rounds):
     print("|---|---|---|---|---|---|---|")
     for run, report in (("cnn-balanced", search), ("cnn-grid", grid)):
         history = report.get("history", [])
-        first = first_trial(history, lambda t: t.get("in_budget"))
+        first = report.get("first_in_budget") or first_trial(history, lambda t: t.get("in_budget"))
         wall = time_v(out, f"{run}.time")[0]
         _, latency, acc = measure(out, run, rounds)
         print(f"| {run} | {report.get('search_space', '?')} | {report.get('trials')} "
