@@ -1,0 +1,220 @@
+//! `whittle nas`: the JSON contract, the returned model meeting the limits when measured
+//! again in Python ONNX Runtime (latency, size, MACs budget, test accuracy), the report,
+//! resuming after `kill -9`, and errors naming the flag at fault. Data: a small
+//! Fashion-MNIST subset as an .npz archive.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{assert_clean_error, asset, python, scratch, whittle, whittle_json};
+
+/// `npz:DIR/small.npz` with 900 training and 300 test samples of Fashion-MNIST.
+fn small_fashion(dir: &Path) -> String {
+    let script = r#"
+import gzip, os, sys
+import numpy as np
+d = sys.argv[1]
+def read(name, offset, shape, n):
+    data = np.frombuffer(gzip.open(os.path.join(d, name)).read(), np.uint8, offset=offset)
+    return data.reshape(shape)[:n]
+img = lambda f, n: read(f, 16, (-1, 1, 28, 28), n).astype(np.float32) / 255
+lab = lambda f, n: read(f, 8, (-1,), n).astype(np.int64)
+np.savez("small.npz", x_train=img("train-images-idx3-ubyte.gz", 900),
+         y_train=lab("train-labels-idx1-ubyte.gz", 900),
+         x_test=img("t10k-images-idx3-ubyte.gz", 300), y_test=lab("t10k-labels-idx1-ubyte.gz", 300))
+"#;
+    python(dir, ["-c", script, &asset("fashion-mnist")]);
+    format!("npz:{}", dir.join("small.npz").display())
+}
+
+fn nas_args<'a>(data: &'a str, work: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "nas",
+        "--space",
+        "cnn",
+        "--data",
+        data,
+        "--iterations",
+        "3",
+        "--threads",
+        "1",
+        "--seed",
+        "2",
+        "--max-latency-ms",
+        "0.4",
+        "--max-size-mb",
+        "0.25",
+        "--work-dir",
+        work,
+        "-o",
+        out,
+        "--json",
+    ]
+}
+
+#[test]
+fn json_contract_and_the_model_meets_the_limits_in_onnxruntime() {
+    let dir = scratch("nas-contract");
+    let data = small_fashion(&dir);
+    let (work, out, report) = (dir.join("work"), dir.join("best.onnx"), dir.join("r.html"));
+    let mut args = nas_args(&data, work.to_str().unwrap(), out.to_str().unwrap());
+    args.extend([
+        "--report",
+        report.to_str().unwrap(),
+        "--max-macs",
+        "5000000",
+    ]);
+    let r = whittle_json(&args);
+    for key in [
+        "status",
+        "output",
+        "latency_ms",
+        "size_mb",
+        "macs",
+        "accuracy",
+        "candidates",
+        "trained",
+    ] {
+        assert!(r.get(key).is_some(), "no '{key}' in {r}");
+    }
+    assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(r["output"], out.display().to_string());
+    assert!(r["trained"].as_u64().unwrap() >= 1);
+    assert!(r["candidates"].as_u64() >= r["trained"].as_u64());
+    assert!(r["macs"].as_u64().unwrap() <= 5_000_000);
+    let size = std::fs::metadata(&out).unwrap().len();
+    assert_eq!(r["size_mb"].as_f64().unwrap(), size as f64 / 1e6);
+    assert!(size as f64 <= 0.25e6);
+    // Measured again in Python ONNX Runtime: latency at batch 1, one thread, and accuracy on
+    // the same 300 test samples.
+    let script = r#"
+import json, statistics, sys, time
+import numpy as np, onnxruntime as ort
+o = ort.SessionOptions(); o.intra_op_num_threads = 1; o.inter_op_num_threads = 1
+s = ort.InferenceSession(sys.argv[1], o, providers=["CPUExecutionProvider"])
+d = np.load("small.npz")
+x = d["x_test"][:1]
+for _ in range(10): s.run(None, {"input": x})
+t = []
+for _ in range(100):
+    a = time.perf_counter(); s.run(None, {"input": x}); t.append((time.perf_counter() - a) * 1e3)
+pred = s.run(None, {"input": d["x_test"]})[0].argmax(1)
+print(json.dumps({"latency_ms": statistics.median(t), "accuracy": float((pred == d["y_test"]).mean())}))
+"#;
+    let again: serde_json::Value =
+        serde_json::from_str(&python(&dir, ["-c", script, out.to_str().unwrap()])).unwrap();
+    let latency = again["latency_ms"].as_f64().unwrap();
+    assert!(
+        latency <= 0.4,
+        "ONNX Runtime measures {latency} ms, over the 0.4 ms limit"
+    );
+    let accuracy = r["accuracy"].as_f64().unwrap();
+    assert!(
+        (again["accuracy"].as_f64().unwrap() - accuracy).abs() <= 1.0 / 300.0,
+        "{again} vs {r}"
+    );
+    // Every candidate is in the JSON, the infeasible ones with the limit they exceed.
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len() as u64, r["candidates"].as_u64().unwrap());
+    for t in trials.iter().filter(|t| t["feasible"] == false) {
+        assert!(t["rung_accuracy"].as_array().unwrap().is_empty(), "{t}");
+        assert!(!t["violations"].as_array().unwrap().is_empty(), "{t}");
+    }
+    let page = std::fs::read_to_string(&report).unwrap();
+    let best = r["id"].as_str().unwrap();
+    assert!(
+        page.contains(&best[..8]),
+        "the best candidate is not in the report"
+    );
+    assert!(
+        page.contains("zoo reference zoo:lenet"),
+        "no zoo reference points"
+    );
+    assert!(page.contains("<svg"), "no plots");
+}
+
+#[test]
+fn a_search_killed_mid_run_resumes_to_the_same_result() {
+    let dir = scratch("nas-resume");
+    let data = small_fashion(&dir);
+    let once = dir.join("once");
+    let (w1, o1) = (once.join("work"), once.join("best.onnx"));
+    std::fs::create_dir_all(&once).unwrap();
+    let reference = whittle_json(&nas_args(&data, w1.to_str().unwrap(), o1.to_str().unwrap()));
+
+    let (w2, o2) = (dir.join("work"), dir.join("best.onnx"));
+    let args = nas_args(&data, w2.to_str().unwrap(), o2.to_str().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_whittle"))
+        .args(&args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let trained = w2.join("nas-trained.jsonl");
+    let start = Instant::now();
+    while !trained.exists() && start.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(trained.exists(), "no training finished within two minutes");
+    let lines = |p: &PathBuf| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let before = lines(&trained);
+    let resumed = whittle_json(&args);
+    assert!(lines(&trained) >= before);
+    for key in [
+        "status",
+        "id",
+        "spec",
+        "accuracy",
+        "candidates",
+        "trained",
+        "macs",
+        "size_mb",
+    ] {
+        assert_eq!(resumed[key], reference[key], "{key}");
+    }
+    assert_eq!(std::fs::read(&o1).unwrap(), std::fs::read(&o2).unwrap());
+}
+
+#[test]
+fn errors_name_the_flag_at_fault() {
+    let dir = scratch("nas-errors");
+    let out = dir.join("o.onnx");
+    let o = out.to_str().unwrap();
+    let fashion = format!("fashion-mnist:{}", asset("fashion-mnist"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["nas", "--data", &fashion, "-o", o];
+        args.extend(extra);
+        whittle(&args)
+    };
+    let e = run(&["--space", "cnn", "--max-latency-ms", "0"]);
+    assert_clean_error(&e, &["--max-latency-ms 0", "above 0"]);
+    let e = run(&["--space", "cnn", "--min-accuracy", "90"]);
+    assert_clean_error(&e, &["--min-accuracy 90", "between 0 and 1"]);
+    let e = run(&["--space", "cnn", "--report", "r.txt"]);
+    assert_clean_error(&e, &["r.txt"]);
+    let e = run(&["--space", "cnn", "--iterations", "0"]);
+    assert_clean_error(&e, &["--iterations"]);
+    let e = whittle(&[
+        "nas",
+        "--space",
+        "cnn",
+        "--data",
+        "fashion-mnist:/nonexistent",
+        "-o",
+        o,
+    ]);
+    assert_clean_error(&e, &["--data", "/nonexistent"]);
+    let e = run(&["--space", "lstm"]);
+    assert!(String::from_utf8_lossy(&e.stderr).contains("cnn, mobilenet-v3, resnet, vit"));
+    assert!(!out.exists());
+}
