@@ -17,8 +17,10 @@
 # (RAYON_NUM_THREADS of training and of auto's fine-tuning, default 2); BUDGET (default
 # 20m) of every search, GRID_BUDGET (default 90m) of the exhaustive one; RUNS (default 200)
 # and ROUNDS (default 3) of the latency; ONLY (space-separated run names, default all:
-# cnn-balanced cnn-speed cnn-size lenet5-balanced cnn-grid); TABLE_ONLY=1 only prints the
-# tables of an earlier run; WRITE=docs/BENCHMARKS.md puts them in its `auto-goals` section.
+# cnn-balanced cnn-speed cnn-size lenet5-balanced cnn-grid); SEARCH_ONLY=1 stops after the
+# searches (to run several side by side; a later run measures them all); TABLE_ONLY=1 only
+# prints the tables of an earlier run; WRITE=docs/BENCHMARKS.md puts them in its
+# `auto-goals` section.
 set -euo pipefail
 here=$(dirname "$0")
 source "$here/common.sh"
@@ -96,6 +98,7 @@ if [[ "${TABLE_ONLY:-0}" != 1 ]]; then
     --optimizer adamw --lr 0.003 --lr-schedule one-cycle --seed 0 -o "$out/cnn.onnx" --force --json
   for name in $only; do auto_run "$name"; done
   unset RAYON_NUM_THREADS
+  [[ "${SEARCH_ONLY:-0}" != 1 ]] || exit 0
   measure_once cnn "$out/cnn.onnx" "$assets/fashion-mnist" "$fashion"
   measure_once lenet5 "$lenet5" "$assets/mnist" "$mnist"
   for name in $only; do
