@@ -1,0 +1,140 @@
+//! `whittle continual` end to end on a small Split MNIST: the JSON contract (R matrix,
+//! metrics as fractions, `_std` beside each with several seeds, per-seed runs, the
+//! baselines), the written model, the HTML
+//! report's heat map, and bad settings refused with the flag named. Uses tests/support.
+
+mod support;
+
+use support::{assert_clean_error, mnist_spec, scratch, whittle, whittle_json};
+
+const MODEL: &str = "zoo:mlp:hidden=64";
+
+/// Common flags: 2000 training and 500 test samples, 3 tasks of 2 classes, replay of 16.
+fn small(data: &str) -> Vec<String> {
+    [
+        "--model",
+        MODEL,
+        "--data",
+        data,
+        "--train-samples",
+        "2000",
+        "--test-samples",
+        "500",
+        "--tasks",
+        "3",
+        "--replay-batch",
+        "16",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn json_holds_the_r_matrix_its_figures_per_seed_and_the_baselines() {
+    let dir = scratch("continual-json");
+    let out = dir.join("cl.onnx").display().to_string();
+    let html = dir.join("cl.html").display().to_string();
+    let mut args = small(&mnist_spec());
+    args.extend(
+        [
+            "--strategy",
+            "er",
+            "--seeds",
+            "0,1",
+            "-o",
+            &out,
+            "--report",
+            &html,
+            "--json",
+        ]
+        .map(String::from),
+    );
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = vec!["continual"];
+    cmd.extend(refs);
+    let json = whittle_json(&cmd);
+    let r = json["r_matrix"].as_array().unwrap();
+    assert_eq!(r.len(), 3, "{json}");
+    assert_eq!(
+        json["tasks"],
+        serde_json::json!([[0, 1], [2, 3], [4, 5]]),
+        "{json}"
+    );
+    // Fractions, the diagonal learnt, and the average the mean of the last row.
+    let at = |i: usize, j: usize| r[i][j].as_f64().unwrap();
+    for i in 0..3 {
+        assert!(at(i, i) > 0.8, "task {i} not learnt: {json}");
+    }
+    let last: f64 = (0..3).map(|j| at(2, j)).sum::<f64>() / 3.0;
+    let avg = json["average_accuracy"].as_f64().unwrap();
+    assert!((avg - last).abs() < 1e-9, "{json}");
+    for key in ["average_accuracy", "forgetting", "bwt", "task_il_accuracy"] {
+        let v = json[key].as_f64().unwrap_or(f64::NAN);
+        assert!((-1.0..=1.0).contains(&v), "{key}: {json}");
+        assert!(
+            json[format!("{key}_std")].as_f64().is_some(),
+            "{key}_std: {json}"
+        );
+    }
+    assert!(json["r_matrix_std"].is_array(), "{json}");
+    let seeds = json["seeds"].as_array().unwrap();
+    assert_eq!(seeds.len(), 2);
+    assert_eq!(
+        (seeds[0]["seed"].as_u64(), seeds[1]["seed"].as_u64()),
+        (Some(0), Some(1))
+    );
+    // Two seeds differ, and their mean is the reported figure.
+    let a0 = seeds[0]["average_accuracy"].as_f64().unwrap();
+    let a1 = seeds[1]["average_accuracy"].as_f64().unwrap();
+    assert!((avg - (a0 + a1) / 2.0).abs() < 1e-9 && a0 != a1, "{json}");
+    // The baselines ran on the same tasks: fine-tuning forgets, joint training does not.
+    let ft = &json["baselines"]["finetune"];
+    let joint = &json["baselines"]["joint"];
+    assert!(ft["forgetting"].as_f64().unwrap() > 0.8, "{json}");
+    assert!(json["forgetting"].as_f64().unwrap() < ft["forgetting"].as_f64().unwrap() - 0.3);
+    assert_eq!(joint["r_matrix"].as_array().unwrap().len(), 1, "{json}");
+    assert!(
+        joint["average_accuracy"].as_f64().unwrap() > avg - 0.05,
+        "{json}"
+    );
+    // The final model is written as a plain ONNX model of 10 outputs.
+    assert_eq!(json["output"], out.as_str());
+    let written = whittle_ir::Model::load(&out).unwrap();
+    assert!(written.graph().node.iter().all(|n| n.domain.is_empty()));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("id=\"plot-continual-r-matrix\""),
+        "no heat map"
+    );
+    assert!(page.contains("id=\"plot-continual-over-time\""));
+    let cell = format!("{:.1}", 100.0 * at(2, 0));
+    assert!(
+        page.contains(&format!("\n{cell}\n</text>")),
+        "heat map lacks {cell}"
+    );
+}
+
+#[test]
+fn bad_settings_name_the_flag() {
+    let dir = scratch("continual-bad");
+    let out = dir.join("x.onnx").display().to_string();
+    let data = mnist_spec();
+    let case = |extra: &[&str], needles: &[&str]| {
+        let mut args = vec!["continual", "--model", MODEL, "--data", &data, "-o", &out];
+        args.extend(extra);
+        assert_clean_error(&whittle(&args), needles);
+    };
+    case(
+        &["--classes-per-task", "3"],
+        &["--classes-per-task 3 does not divide the 10 classes"],
+    );
+    case(&["--strategy", "icarl"], &["unknown --strategy 'icarl'"]);
+    case(
+        &["--strategy", "er", "--buffer", "0"],
+        &["--buffer must be at least 1"],
+    );
+    case(&["--scenario", "domain-il"], &["--permutations"]);
+    case(&["--task-order", "0,1,1,2,3"], &["--task-order"]);
+    case(&["--report", "r.txt"], &["r.txt", ".html or .json"]);
+    assert!(!std::path::Path::new(&out).exists());
+}
