@@ -99,8 +99,9 @@ impl Job {
         let _ = self.live.send(body);
     }
 
-    /// Runs the recipe (on the calling thread) and records how it ended.
-    fn run(&self) {
+    /// Runs the recipe (on the calling thread), calls `release` (freeing the job's slot)
+    /// and then records how it ended, so a client that sees the end can submit again.
+    fn run(&self, release: impl FnOnce()) {
         self.send(json!({ "event": "status", "status": "running" }), |s| {
             s.status = Status::Running
         });
@@ -113,6 +114,7 @@ impl Job {
                 "the job stopped on an internal error: {what}"
             ))
         });
+        release();
         match outcome {
             Ok((card, steps)) => {
                 let result = json!(card);
@@ -255,8 +257,9 @@ impl Jobs {
         };
         let (running, active) = (job.clone(), self.active.clone());
         tokio::task::spawn_blocking(move || {
-            running.run();
-            active.fetch_sub(1, Ordering::SeqCst);
+            running.run(|| {
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
         });
         Ok(job)
     }

@@ -13,7 +13,7 @@ use crate::security::{Roots, Token};
 /// How `whittle ui` was started.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// Address to bind (loopback unless told otherwise).
+    /// Address or host name to bind (loopback unless told otherwise).
     pub host: String,
     /// Port (0: any free one).
     pub port: u16,
@@ -41,22 +41,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `options.host:options.port` with a fresh token.
+    /// Binds `options.host:options.port` (a name binds its first address) with a fresh
+    /// token.
     pub async fn bind(options: &Options) -> anyhow::Result<Server> {
         let mut roots = Roots::new(&options.work_dir, &options.allow)?;
         roots.allow_if_present(&options.assets);
-        let ip: IpAddr = options
-            .host
-            .parse()
-            .with_context(|| format!("--host {}: not an IP address", options.host))?;
-        let listener = tokio::net::TcpListener::bind((ip, options.port))
+        let listener = tokio::net::TcpListener::bind((options.host.as_str(), options.port))
             .await
-            .with_context(|| format!("binding {}:{}", options.host, options.port))?;
+            .with_context(|| format!("--host {} --port {}", options.host, options.port))?;
         let addr = listener.local_addr()?;
-        let warning = (!ip.is_loopback()).then(|| {
+        let warning = (!addr.ip().is_loopback()).then(|| {
             format!(
-                "--host {ip} is not loopback: other machines can reach this server; anyone \
-                 with the token can run jobs and read the allowed folders"
+                "--host {} is not loopback: other machines can reach this server; anyone \
+                 with the token can run jobs and read the allowed folders",
+                options.host
             )
         });
         let jobs = Jobs::new(roots.work_dir().join("jobs"), options.max_jobs);

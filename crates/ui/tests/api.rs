@@ -442,3 +442,41 @@ async fn a_job_streams_events_and_ends_with_its_card_model_and_report() {
     let (_, replay) = call(&router, &token, Method::GET, "/api/jobs", Value::Null).await;
     assert_eq!(replay.as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn a_non_loopback_host_binds_with_a_warning_and_an_unknown_one_is_named() {
+    let options = |host: &str| Options {
+        host: host.into(),
+        port: 0,
+        work_dir: std::env::temp_dir().join(format!("whittle-ui-api-host-{}", std::process::id())),
+        allow: Vec::new(),
+        max_jobs: 1,
+        max_upload_bytes: 1000,
+        assets: whittle_data::assets_dir(),
+    };
+    let loopback = Server::bind(&options("127.0.0.1")).await.unwrap();
+    assert!(loopback.warning.is_none());
+    assert!(loopback.url().starts_with("http://127.0.0.1:"));
+    assert!(loopback
+        .url()
+        .ends_with(&format!("/?token={}", loopback.token())));
+    let open = Server::bind(&options("0.0.0.0")).await.unwrap();
+    let warning = open.warning.clone().expect("no warning for 0.0.0.0");
+    assert!(
+        warning.starts_with("--host 0.0.0.0 is not loopback"),
+        "{warning}"
+    );
+    let named = Server::bind(&options("localhost")).await.unwrap();
+    assert!(named.warning.is_none(), "localhost is loopback");
+    let Err(e) = Server::bind(&options("no.such.host.invalid")).await else {
+        panic!("an unknown host was bound");
+    };
+    assert!(
+        e.to_string()
+            .starts_with("--host no.such.host.invalid --port 0"),
+        "{e}"
+    );
+    // Each server has its own random token.
+    assert_ne!(loopback.token(), open.token());
+    assert_eq!(loopback.token().len(), 32);
+}
