@@ -50,6 +50,12 @@ def measure(out, stem, rounds):
     return load(out, f"{stem}.inspect.json")["size_bytes"], latency, load(out, f"{stem}.ort.json")["accuracy"]
 
 
+def budget_text(report):
+    """The budget the run was given, from its plan line 'target ...; budget ...'."""
+    line = next((p for p in report.get("plan", []) if "; budget " in p), "")
+    return line.split("; budget ", 1)[1] if line else "?"
+
+
 def step_text(step):
     """One chosen step as text: a string as is, an object as kind(key=value, ...)."""
     if not isinstance(step, dict):
@@ -89,12 +95,12 @@ def goal_misses(goal, smaller, faster, lost, wall):
 
 
 def goal_table(out, rounds, runs):
-    print("| run | target | status | trials | wall | peak RSS MiB (one eval) | chosen steps "
+    print("| run | target | budget | status | trials | wall | peak RSS MiB (one eval) | chosen steps "
           "| size MB (x smaller) | ORT b1 ms (x faster) | accuracy (pt lost) | goal | met |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for run in runs:
         if not os.path.exists(os.path.join(out, f"{run}.json")):
-            print(f"| {run} | {RUNS[run][1]} | not run | | | | | | | | | |")
+            print(f"| {run} | {RUNS[run][1]} | | not run | | | | | | | | | |")
             continue
         base_stem, target, goal = RUNS[run]
         report = load(out, f"{run}.json")
@@ -105,7 +111,7 @@ def goal_table(out, rounds, runs):
         best = report.get("best") or {}
         steps = best.get("name") or " -> ".join(step_text(s) for s in best.get("steps", [])) or "(none)"
         memory = "" if rss <= 2 * eval_rss else " (over 2x)"
-        print(f"| {run} | {target} | {report.get('status')} | {report.get('trials')} | {minutes(wall)} "
+        print(f"| {run} | {target} | {budget_text(report)} | {report.get('status')} | {report.get('trials')} | {minutes(wall)} "
               f"| {rss / MIB:.0f} ({eval_rss / MIB:.0f}){memory} | {steps} "
               f"| {base[0] / MIB:.3f} -> {new[0] / MIB:.3f} ({smaller:.2f}x) "
               f"| {base[1]:.3f} -> {new[1]:.3f} ({faster:.2f}x) "
