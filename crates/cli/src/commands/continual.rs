@@ -173,6 +173,7 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
         seeds: args.seeds.clone(),
         baselines: !args.no_baselines,
         training,
+        ..ContinualSpec::default()
     };
     spec.validate()?;
     Ok(spec)
