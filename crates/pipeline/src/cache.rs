@@ -1,7 +1,10 @@
 //! Content keys of intermediate models: the SHA-256 of the parent model's bytes, the
-//! step's configuration, the data sources it reads and (for a step that compares with it)
-//! the reference model's bytes. Equal keys mean the step would compute the same model.
-//! Measurements are keyed alike, by the model and the settings.
+//! step's configuration, the data sources it reads (each SPEC and the contents of the files
+//! it names), the model files it reads besides its input (a teacher) and, for a step that
+//! compares with it, the reference model's bytes. Equal keys mean the step would compute
+//! the same model. Measurements are keyed alike, by the model and the settings.
+
+mod files;
 
 use std::path::{Path, PathBuf};
 
@@ -10,7 +13,8 @@ use whittle_ir::Model;
 
 use crate::error::{PipelineError, Result};
 use crate::step::evaluate::Evaluate;
-use crate::step::StepConfig;
+use crate::step::{Step, StepConfig};
+use files::FileHashes;
 
 /// The hex SHA-256 of a model's encoded bytes.
 pub fn model_hash(model: &Model) -> String {
@@ -18,16 +22,46 @@ pub fn model_hash(model: &Model) -> String {
 }
 
 /// The key of `step`'s result on the model whose hash is `parent` (see [`model_hash`]),
-/// with `reference`'s hash when the step reads the reference model.
-pub fn key(parent: &str, step: &StepConfig, reference: Option<&str>) -> Result<String> {
+/// with `reference`'s hash when the step reads the reference model. The hashes of the
+/// files the step reads are remembered in `work_dir` (see [`files`]).
+pub fn key(
+    work_dir: &Path,
+    parent: &str,
+    step: &StepConfig,
+    reference: Option<&str>,
+) -> Result<String> {
     let config = json(step)?;
+    let step = step.step();
+    let read = files_read(work_dir, step)?;
     let parts = [parent, &config, reference.unwrap_or("")];
-    Ok(digest(parts.into_iter().chain(step.step().data_specs())))
+    Ok(digest(
+        parts.into_iter().chain(read.iter().map(String::as_str)),
+    ))
 }
 
 /// The key of `settings`' measurements of the model whose hash is `model`.
-pub fn metrics_key(model: &str, settings: &Evaluate) -> Result<String> {
-    Ok(digest([model, "evaluate", &json(settings)?]))
+pub fn metrics_key(work_dir: &Path, model: &str, settings: &Evaluate) -> Result<String> {
+    let read = files_read(work_dir, settings)?;
+    let parts = [model, "evaluate", &json(settings)?];
+    Ok(digest(
+        parts.into_iter().chain(read.iter().map(String::as_str)),
+    ))
+}
+
+/// Each data SPEC of `step` followed by the hash of its files' contents, then the hash of
+/// each model file it reads.
+fn files_read(work_dir: &Path, step: &dyn Step) -> Result<Vec<String>> {
+    let mut hashes = FileHashes::open(work_dir);
+    let mut parts = Vec::new();
+    for spec in step.data_specs() {
+        parts.push(spec.to_string());
+        parts.push(hashes.spec(spec)?);
+    }
+    for file in step.model_files() {
+        parts.push(hashes.file(file)?);
+    }
+    hashes.save()?;
+    Ok(parts)
 }
 
 fn json(config: &impl serde::Serialize) -> Result<String> {

@@ -136,6 +136,7 @@ impl Runner<'_> {
             let index = i + 1;
             let uses_reference = step.uses_reference();
             let key = cache::key(
+                &self.work_dir,
                 &hash,
                 config,
                 reference_hash.as_deref().filter(|_| uses_reference),
@@ -216,7 +217,7 @@ impl Runner<'_> {
         let Some(settings) = settings else {
             return Ok(None);
         };
-        let key = cache::metrics_key(hash, settings)?;
+        let key = cache::metrics_key(&self.work_dir, hash, settings)?;
         if let Some(done) = journal.find(&key) {
             return Ok(Some(done.metrics.clone()));
         }

@@ -266,4 +266,11 @@ impl Step for Distill {
             .chain(self.eval_data.as_deref())
             .collect()
     }
+
+    fn model_files(&self) -> Vec<&std::path::Path> {
+        match &self.teacher {
+            ModelSource::File(path) => vec![path.as_path()],
+            ModelSource::Zoo(_) => Vec::new(),
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Steps: each technique as `Step::run(&mut Ctx, Model) -> (Model, StepReport)`, and
 //! [`StepConfig`], the serde enum of every step's configuration that recipes list.
 
+pub mod continual;
 pub mod distill;
 pub mod evaluate;
 pub mod factorize;
@@ -92,6 +93,11 @@ pub trait Step {
     fn data_specs(&self) -> Vec<&str> {
         Vec::new()
     }
+    /// Model files the step reads besides its input (a teacher): their contents are part of
+    /// its cache key.
+    fn model_files(&self) -> Vec<&std::path::Path> {
+        Vec::new()
+    }
     /// Whether the step reads [`Ctx::reference`] (its cache key then holds the reference).
     fn uses_reference(&self) -> bool {
         false
@@ -126,6 +132,8 @@ pub enum StepConfig {
     Distill(distill::Distill),
     /// Low-rank factorization of weights by truncated SVD.
     Factorize(factorize::Factorize),
+    /// Continual learning over a scenario's tasks, with LoRA and compression.
+    Continual(continual::ContinualStep),
 }
 
 impl StepConfig {
@@ -143,6 +151,7 @@ impl StepConfig {
             StepConfig::Qat(s) => s,
             StepConfig::Distill(s) => s,
             StepConfig::Factorize(s) => s,
+            StepConfig::Continual(s) => s,
         }
     }
 }
