@@ -118,7 +118,7 @@ impl Space {
         let mut genes = Vec::new();
         match family {
             Family::Cnn => {
-                let blocks = (halvings + 1).min(MAX_CNN_BLOCKS).max(1);
+                let blocks = (halvings + 1).clamp(1, MAX_CNN_BLOCKS);
                 genes.push(Gene::new("blocks", &(1..=blocks).collect::<Vec<_>>()));
                 genes.push(Gene::new("convs", &[1, 2]));
                 for b in 1..=blocks {
@@ -126,7 +126,7 @@ impl Space {
                 }
             }
             Family::Resnet => {
-                let stages = (halvings + 1).min(MAX_RESNET_STAGES).max(1);
+                let stages = (halvings + 1).clamp(1, MAX_RESNET_STAGES);
                 genes.push(Gene::new("stages", &(1..=stages).collect::<Vec<_>>()));
                 genes.push(Gene::new("blocks", &[1, 2]));
                 for s in 1..=stages {
@@ -146,7 +146,9 @@ impl Space {
             }
             Family::Vit => {
                 let patches: Vec<u32> = (2..=side as u32 / 2)
-                    .filter(|p| input[1] % *p as usize == 0 && input[2] % *p as usize == 0)
+                    .filter(|p| {
+                        input[1].is_multiple_of(*p as usize) && input[2].is_multiple_of(*p as usize)
+                    })
                     .filter(|p| (2..=8).contains(&(side as u32 / p)))
                     .collect();
                 if patches.is_empty() {
