@@ -12,6 +12,7 @@ use whittle_train::continual::metrics::{matrix_mean_std, MeanStd};
 use whittle_train::continual::{self, ContinualConfig, ContinualRun, NoHook, Strategy, TaskHook};
 use whittle_train::TrainConfig;
 
+use crate::continual_compress::{compress_runs, CompressConfig, CompressedMetrics, LoraHook};
 use crate::error::{Context, PipelineError};
 use crate::source::DataSource;
 use crate::step::train::observed;
@@ -44,6 +45,14 @@ pub struct ContinualSpec {
     pub baselines: bool,
     /// The training settings (the seed is replaced by each of `seeds`).
     pub training: ContinualConfig,
+    /// LoRA adapters of this rank on every layer but the head, per task: only adapters
+    /// and the head train, and they are merged after each task.
+    pub lora_rank: Option<usize>,
+    /// The adapters' scale is `lora_alpha / lora_rank` (default: the rank, scale 1).
+    pub lora_alpha: Option<f64>,
+    /// Compression of each seed's final model, calibrated and recovered on the replay
+    /// buffer and the last task only.
+    pub compress: CompressConfig,
 }
 
 impl Default for ContinualSpec {
@@ -60,6 +69,9 @@ impl Default for ContinualSpec {
             seeds: vec![0],
             baselines: true,
             training: ContinualConfig::default(),
+            lora_rank: None,
+            lora_alpha: None,
+            compress: CompressConfig::default(),
         }
     }
 }
@@ -173,6 +185,10 @@ pub struct ContinualReport {
     /// The baselines run beside the strategy (`finetune`, `joint`), same seeds.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub baselines: std::collections::BTreeMap<String, Summary>,
+    /// The final models compressed (`fp32`, `fp16`, `int8`, `pruned`, `pruned_int8`),
+    /// averaged over seeds.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub compressed: std::collections::BTreeMap<String, CompressedMetrics>,
 }
 
 impl ContinualSpec {
@@ -197,6 +213,10 @@ impl ContinualSpec {
                 ),
             ));
         }
+        if self.lora_rank == Some(0) {
+            return Err(PipelineError::invalid("`lora_rank`", "must be at least 1"));
+        }
+        self.compress.validate()?;
         self.training
             .validate()
             .context(|| "the continual-learning settings".into())
@@ -239,7 +259,16 @@ pub fn run_continual(
     spec.validate()?;
     let scenario = spec.scenario(&model)?;
     let strategy = spec.training.strategy;
+    let mut lora = spec.lora_rank.map(|rank| {
+        let alpha = spec.lora_alpha.unwrap_or(rank as f64);
+        LoraHook::new(rank, alpha, spec.training.seed)
+    });
+    let hook: &mut dyn TaskHook = match &mut lora {
+        Some(lora) => lora,
+        None => hook,
+    };
     let runs = runs_of(ctx, &model, &scenario, spec, strategy, hook)?;
+    let compressed = compress_runs(ctx, &runs, &scenario, &spec.compress)?;
     let mut baselines = std::collections::BTreeMap::new();
     if spec.baselines {
         for base in [Strategy::Finetune, Strategy::Joint] {
@@ -261,6 +290,7 @@ pub fn run_continual(
             .map(|(&s, r)| SeedRun::of(s, r))
             .collect(),
         baselines,
+        compressed,
     };
     let first = runs[0].model.clone();
     Ok((first, report, runs))

@@ -18,7 +18,8 @@ use whittle_data::Dataset;
 use whittle_ir::files::TempPath;
 use whittle_ir::{Model, TensorData};
 use whittle_passes::lora::{self, LoraConfig, LoraReport};
-use whittle_train::continual::{self, metrics, ContinualRun, TaskHook};
+use whittle_train::continual::metrics::{self, MeanStd};
+use whittle_train::continual::{self, ContinualRun, TaskHook};
 use whittle_train::TrainError;
 
 use crate::error::{Context, PipelineError, Result};
@@ -112,8 +113,14 @@ impl CompressConfig {
 pub struct CompressedMetrics {
     /// Mean accuracy over all tasks.
     pub average_accuracy: f64,
+    /// Its standard deviation over seeds (several seeds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average_accuracy_std: Option<f64>,
     /// Forgetting (Chaudhry et al.) with the compressed model as the last row.
     pub forgetting: f64,
+    /// Its standard deviation over seeds (several seeds only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forgetting_std: Option<f64>,
     /// Mean task-IL accuracy (class-IL and task-IL scenarios).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_il_accuracy: Option<f64>,
@@ -158,6 +165,56 @@ pub fn compress(
         let measured = measure(ctx, run, scenario, &model, cfg.fps)
             .map_err(|e| PipelineError::Refused(format!("measuring the {name} model: {e}")))?;
         out.insert(name, measured);
+    }
+    Ok(out)
+}
+
+/// [`compress`] for each seed's run; figures are the means over runs, with standard
+/// deviations of accuracy and forgetting for several runs. Empty when `cfg` asks for
+/// nothing.
+pub fn compress_runs(
+    ctx: &mut Ctx<'_>,
+    runs: &[ContinualRun],
+    scenario: &Scenario,
+    cfg: &CompressConfig,
+) -> Result<BTreeMap<String, CompressedMetrics>> {
+    if cfg.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut per_run = Vec::new();
+    for run in runs {
+        per_run.push(compress(ctx, run, scenario, cfg)?);
+    }
+    let Some(first) = per_run.first() else {
+        return Ok(BTreeMap::new());
+    };
+    let several = per_run.len() > 1;
+    let mut out = BTreeMap::new();
+    for name in first.keys() {
+        let all: Vec<&CompressedMetrics> = per_run.iter().filter_map(|m| m.get(name)).collect();
+        let stat = |f: &dyn Fn(&CompressedMetrics) -> f64| {
+            MeanStd::of(&all.iter().map(|m| f(m)).collect::<Vec<_>>())
+        };
+        let mean = |f: &dyn Fn(&CompressedMetrics) -> f64| stat(f).mean;
+        let optional = |f: &dyn Fn(&CompressedMetrics) -> Option<f64>| {
+            let values: Option<Vec<f64>> = all.iter().map(|m| f(m)).collect();
+            values.map(|v| MeanStd::of(&v).mean)
+        };
+        let (accuracy, forgetting) = (stat(&|m| m.average_accuracy), stat(&|m| m.forgetting));
+        out.insert(
+            name.clone(),
+            CompressedMetrics {
+                average_accuracy: accuracy.mean,
+                average_accuracy_std: several.then_some(accuracy.std),
+                forgetting: forgetting.mean,
+                forgetting_std: several.then_some(forgetting.std),
+                task_il_accuracy: optional(&|m| m.task_il_accuracy),
+                size_bytes: mean(&|m| m.size_bytes as f64).round() as u64,
+                parameters: mean(&|m| m.parameters as f64).round() as u64,
+                nonzero_parameters: mean(&|m| m.nonzero_parameters as f64).round() as u64,
+                fps: optional(&|m| m.fps),
+            },
+        );
     }
     Ok(out)
 }
@@ -345,7 +402,9 @@ fn measure(
     let m = evaluator.evaluate(ctx, model)?;
     Ok(CompressedMetrics {
         average_accuracy: metrics::average_accuracy(&r),
+        average_accuracy_std: None,
         forgetting: metrics::forgetting(&r),
+        forgetting_std: None,
         task_il_accuracy,
         size_bytes: m.size_bytes.unwrap_or(0),
         parameters: m.parameters.unwrap_or(0),

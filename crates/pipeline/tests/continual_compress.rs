@@ -1,0 +1,125 @@
+//! The `continual` step on Split MNIST: its compressed variants (FP16, INT8, pruned,
+//! pruned + FP16/INT8) calibrated and fine-tuned on the replay buffer and the last task
+//! only, scored like the run scores its tasks; LoRA adapters train only themselves and the
+//! head per task and leave a plain model; bad keys are refused by name.
+
+use whittle_ir::Model;
+use whittle_pipeline::continual::ContinualReport;
+use whittle_pipeline::step::StepConfig;
+use whittle_pipeline::{Ctx, ModelSource, SilentObserver};
+
+fn step(extra: &str) -> StepConfig {
+    let data = whittle_data::assets_dir().join("mnist");
+    let text = format!(
+        "step = \"continual\"\ndata = \"mnist:{}\"\ntrain_samples = 3000\ntest_samples = 1000\n\
+         seeds = [0]\nbaselines = false\ntraining = {{ strategy = \"er\", buffer = 200 }}\n{extra}",
+        data.display()
+    );
+    toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+fn mlp() -> Model {
+    ModelSource::parse("zoo:mlp:hidden=64,classes=10")
+        .load()
+        .unwrap()
+}
+
+fn run(config: &StepConfig) -> (Model, ContinualReport) {
+    let observer = SilentObserver;
+    let mut ctx = Ctx::new(&observer);
+    ctx.threads = Some(1);
+    let (model, report) = config.step().run(&mut ctx, mlp()).unwrap();
+    (model, serde_json::from_value(report.details).unwrap())
+}
+
+#[test]
+fn compressed_variants_are_scored_on_every_task() {
+    let config = step("compress = { quantize = [\"fp16\", \"int8\"], prune = 0.5, fps = false }");
+    let (_, report) = run(&config);
+    let c = &report.compressed;
+    let names: Vec<&str> = c.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "fp16",
+            "fp32",
+            "int8",
+            "pruned",
+            "pruned_fp16",
+            "pruned_int8"
+        ]
+    );
+    for (name, m) in c {
+        println!(
+            "{name:12} acc {:.4} forgetting {:.4} task-IL {:.4} size {} nonzero {}/{}",
+            m.average_accuracy,
+            m.forgetting,
+            m.task_il_accuracy.unwrap(),
+            m.size_bytes,
+            m.nonzero_parameters,
+            m.parameters
+        );
+    }
+    let fp32 = &c["fp32"];
+    // The uncompressed model scores exactly as the run scored its last row.
+    assert!((fp32.average_accuracy - report.summary.average_accuracy).abs() < 1e-12);
+    assert!((fp32.forgetting - report.summary.forgetting).abs() < 1e-12);
+    assert!(fp32.average_accuracy > 0.5, "ER learned little: {fp32:?}");
+    let drop = |name: &str| fp32.average_accuracy - c[name].average_accuracy;
+    assert!(drop("fp16").abs() <= 0.005, "fp16 lost {}", drop("fp16"));
+    assert!(drop("int8").abs() <= 0.03, "int8 lost {}", drop("int8"));
+    assert!(c["fp16"].size_bytes * 10 < fp32.size_bytes * 6);
+    assert!(c["int8"].size_bytes * 10 < fp32.size_bytes * 4);
+    // Half of the weights are zero after pruning and stay zero through fine-tuning.
+    let pruned = &c["pruned"];
+    assert!(pruned.nonzero_parameters * 10 < fp32.nonzero_parameters * 6);
+    assert!(drop("pruned") <= 0.1, "pruning lost {}", drop("pruned"));
+    assert!(
+        drop("pruned_int8") <= 0.12,
+        "pruned int8 lost {}",
+        drop("pruned_int8")
+    );
+}
+
+#[test]
+fn lora_trains_adapters_and_head_per_task_and_exports_a_plain_model() {
+    let (model, report) = run(&step("lora_rank = 4"));
+    // Adapter on the 784 -> 64 layer (4 * (784 + 64)) plus the 64 -> 10 head with its bias.
+    let per_task = 4 * (784 + 64) + 64 * 10 + 10;
+    assert_eq!(report.seeds[0].trainable_parameters, vec![per_task; 5]);
+    assert!(model
+        .graph()
+        .initializer
+        .iter()
+        .all(|t| !t.name.contains(".lora")));
+    let plain = mlp();
+    let names =
+        |m: &Model| -> Vec<String> { m.graph().node.iter().map(|n| n.op_type.clone()).collect() };
+    assert_eq!(names(&model), names(&plain));
+    assert!(
+        report.summary.average_accuracy > 0.3,
+        "{}",
+        report.summary.average_accuracy
+    );
+}
+
+#[test]
+fn bad_keys_are_refused_by_name() {
+    let observer = SilentObserver;
+    let mut ctx = Ctx::new(&observer);
+    let err = step("lora_rank = 0")
+        .step()
+        .run(&mut ctx, mlp())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`lora_rank`"), "{err}");
+    let err = step("compress = { prune = 1.5 }")
+        .step()
+        .run(&mut ctx, mlp())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`compress.prune`"), "{err}");
+    let data = "step = \"continual\"\ndata = \"mnist:x\"\nlora_rnak = 4\n";
+    let err = toml::from_str::<StepConfig>(data).unwrap_err().to_string();
+    assert!(err.contains("lora_rnak"), "{err}");
+}
