@@ -160,10 +160,12 @@ impl Objectives {
                 } else {
                     f64::INFINITY
                 };
-                let relative = match (by, c.limit.abs()) {
-                    (b, _) if b == 0.0 => 0.0,
-                    (b, l) if l > 0.0 => b / l,
-                    _ => f64::INFINITY,
+                let relative = if by == 0.0 {
+                    0.0
+                } else if c.limit != 0.0 {
+                    by / c.limit.abs()
+                } else {
+                    f64::INFINITY
                 };
                 Excess {
                     objective: c.objective.clone(),

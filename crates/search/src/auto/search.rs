@@ -28,6 +28,9 @@ const CONFIDENT: f64 = 1.25;
 /// A candidate is skipped when even this much better than predicted it would not beat
 /// the best (speed, size, balanced: a factor of the score).
 const OPTIMISM: f64 = 0.85;
+/// Mixed precision is tried when the quantization itself loses more than this many
+/// points (less is within the measurement's noise).
+const MIXED_MIN_SHARE: f64 = 0.2;
 
 /// Runs the search of `config`, reporting to `observer`.
 pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
@@ -339,38 +342,40 @@ impl Search<'_> {
         })
     }
 
-    /// Static INT8 candidates measured outside the accuracy budget, again with the most
-    /// sensitive layers left float until the quantization's own drop fits what the float
-    /// part leaves of the budget.
+    /// Static INT8 candidates measured outside the accuracy budget because of their
+    /// quantization (their float counterpart, measured too, is within it), again with the
+    /// most sensitive layers left float until the quantization's own drop fits what the
+    /// float part leaves of the budget.
     fn mixed_refinements(&self) -> Vec<Candidate> {
         let budget = self.config.max_accuracy_drop;
         let acc = self.baseline.accuracy;
-        let over = |t: &&Trial| {
+        let quantized = |t: &&Trial| {
             t.candidate.quant == Quant::Int8Static
                 && t.candidate.mixed.is_none()
                 && (t.candidate.tuned || !t.candidate.changes_weights())
-                && t.drop_pts(acc).is_some_and(|d| d > budget)
         };
-        self.trials
-            .iter()
-            .filter(over)
-            .map(|t| {
-                let float = Candidate {
-                    quant: Quant::None,
-                    ..t.candidate
-                };
-                let float_drop = (self.trials.iter())
-                    .find(|f| f.candidate == float)
-                    .and_then(|f| f.drop_pts(acc))
-                    .unwrap_or(0.0)
-                    .max(0.0);
-                let left = ((budget - float_drop) * 100.0).round().max(10.0) as u16;
-                Candidate {
+        let mut refinements = Vec::new();
+        for t in self.trials.iter().filter(quantized) {
+            let float = Candidate {
+                quant: Quant::None,
+                ..t.candidate
+            };
+            let float_drop = (self.trials.iter())
+                .find(|f| f.candidate == float)
+                .and_then(|f| f.drop_pts(acc))
+                .map(|d| d.max(0.0));
+            let (Some(drop), Some(float_drop)) = (t.drop_pts(acc), float_drop) else {
+                continue;
+            };
+            if drop > budget && float_drop < budget && drop - float_drop > MIXED_MIN_SHARE {
+                let left = ((budget - float_drop) * 100.0).round().max(1.0) as u16;
+                refinements.push(Candidate {
                     mixed: Some(left),
                     ..t.candidate
-                }
-            })
-            .collect()
+                });
+            }
+        }
+        refinements
     }
 
     /// A trial's point: latency, size and accuracy (estimated from the subset when it
