@@ -21,7 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use whittle_pipeline::recipe::Recipe;
 use whittle_pipeline::{DataSource, ModelSource};
 
-use crate::api::{ApiError, JobCreated, JobRequest, JobView};
+use crate::api::{ApiError, JobCreated, JobRequest, JobView, Status};
 use crate::assets;
 use crate::form::confined_recipe;
 use crate::inspect::{inspect, Inspection};
@@ -294,20 +294,21 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// A finished job's file `name`, or 404 naming the job's status.
+/// A finished job's file `name`, or 404 naming the job's status (a folder left by an
+/// earlier server may hold an older file of the same name: only a done job's is served).
 async fn job_file(state: &AppState, id: &str, name: &str) -> Result<Vec<u8>, ApiError> {
     let job = state.jobs.get(id)?;
+    let status = job.view().status;
     let path = job.dir.join(name);
-    match tokio::fs::read(&path).await {
-        Ok(bytes) => Ok(bytes),
-        Err(_) => {
-            let status = serde_json::to_value(job.view().status).unwrap_or_default();
-            Err(ApiError::not_found(format!(
-                "job {id} has no {name} (status {})",
-                status.as_str().unwrap_or("?")
-            )))
-        }
+    if status == Status::Done {
+        let bytes = tokio::fs::read(&path).await;
+        return bytes.map_err(|e| ApiError::internal(format!("reading {}: {e}", path.display())));
     }
+    let status = serde_json::to_value(status).unwrap_or_default();
+    Err(ApiError::not_found(format!(
+        "job {id} has no {name} yet (status {})",
+        status.as_str().unwrap_or("?")
+    )))
 }
 
 /// `GET /api/jobs/{id}/model`: the final model, as a download.

@@ -340,6 +340,12 @@ async fn a_job_streams_events_and_ends_with_its_card_model_and_report() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{busy}");
     assert!(error(&busy).contains("1 jobs are running"), "{busy}");
 
+    // No model or report before the job is done.
+    let early = format!("/api/jobs/{id}/report");
+    let (status, body) = call(&router, &token, Method::GET, &early, Value::Null).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(error(&body).starts_with(&format!("job {id} has no report.html yet (status ")));
+
     let request = Request::builder()
         .uri(format!("/api/jobs/{id}/events"))
         .header("x-whittle-token", &token)
