@@ -116,3 +116,44 @@ impl Ewc {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use whittle_ir::TensorData;
+
+    use super::*;
+    use crate::params::select_trainable;
+
+    #[test]
+    fn the_penalty_pulls_each_weight_back_by_lambda_times_its_fisher() {
+        let model = whittle_zoo::build("mlp:hidden=8").unwrap();
+        let mut exec = Executor::new(&model).unwrap();
+        exec.set_trainable(&select_trainable(&model, &[]).unwrap())
+            .unwrap();
+        let pixels: Vec<f32> = (0..4 * 784)
+            .map(|i| ((i * 37) % 255) as f32 / 255.0)
+            .collect();
+        let images = TensorData::from_slice(vec![4, 1, 28, 28], &pixels).unwrap();
+        let data = Dataset::new(images, vec![0, 1, 2, 3], 10).unwrap();
+        let mut ewc = Ewc::new(10.0);
+        ewc.consolidate(&exec, &data, 4, None).unwrap();
+        let total = |t: &Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+        let fisher: f64 = ewc.fisher.values().map(total).sum();
+        assert!(fisher > 0.0, "an untrained model's Fisher is not zero");
+        assert_eq!(ewc.fisher.len(), exec.params().len());
+        // At the anchor there is no pull; one step of +1 on every weight pulls by 10 F.
+        let mut grads = HashMap::new();
+        ewc.add_gradient(exec.params(), &mut grads).unwrap();
+        assert!(grads.values().all(|g| total(&g.abs().unwrap()) == 0.0));
+        for var in exec.params().values() {
+            var.set(&(var.as_tensor() + 1.0).unwrap()).unwrap();
+        }
+        let mut grads = HashMap::new();
+        ewc.add_gradient(exec.params(), &mut grads).unwrap();
+        let pull: f64 = grads.values().map(total).sum();
+        assert!(
+            (pull - 10.0 * fisher).abs() <= 1e-4 * pull.abs().max(1.0),
+            "{pull} vs {fisher}"
+        );
+    }
+}
