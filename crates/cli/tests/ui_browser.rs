@@ -149,8 +149,30 @@ async fn compress_form_in_a_browser_matches_the_api_and_the_cli() {
     )
     .await;
     assert!(data.as_str().unwrap().starts_with("mnist:"), "{data}");
+    // The model comes as an upload: it lands in the work folder and fills the model field.
     let lenet = whittle_data::assets_dir().join("models/mnist_lenet5.onnx");
-    fill(&client, "model", &lenet.display().to_string()).await;
+    let upload = client.find(Locator::Id("upload")).await.unwrap();
+    upload
+        .send_keys(&lenet.display().to_string())
+        .await
+        .unwrap();
+    let uploaded = until(
+        &client,
+        "document.getElementById('model').value",
+        Duration::from_secs(10),
+    )
+    .await;
+    let uploaded = PathBuf::from(uploaded.as_str().unwrap());
+    assert_eq!(
+        uploaded,
+        dir.canonicalize()
+            .unwrap()
+            .join("work/uploads/mnist_lenet5.onnx")
+    );
+    assert_eq!(
+        std::fs::read(&uploaded).unwrap(),
+        std::fs::read(&lenet).unwrap()
+    );
 
     // Bad input: the server's 400 message shows on the page.
     fill(&client, "sparsity", "1.5").await;
