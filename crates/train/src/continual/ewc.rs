@@ -86,11 +86,13 @@ impl Ewc {
             };
             self.fisher.insert(name, total);
         }
+        // A copy: a detached view would share the parameter's storage, which the optimizer
+        // updates in place, and the penalty would vanish.
         self.anchor = exec
             .params()
             .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().detach()))
-            .collect();
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
+            .collect::<Result<_>>()?;
         Ok(())
     }
 

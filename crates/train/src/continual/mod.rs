@@ -152,7 +152,7 @@ impl Default for ContinualConfig {
             beta: 0.5,
             lwf_alpha: 1.0,
             temperature: 2.0,
-            ewc_lambda: 5000.0,
+            ewc_lambda: 100.0,
             fisher_samples: 500,
             seed: 0,
             progress: Progress::default(),
