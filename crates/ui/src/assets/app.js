@@ -190,7 +190,8 @@ async function refreshJobs() {
       const report = document.createElement("a");
       report.href = `/api/jobs/${job.id}/report`;
       report.target = "_blank";
-      report.textContent = " report";
+      report.textContent = "report";
+      li.append(" · ");
       li.appendChild(report);
     }
     return li;
