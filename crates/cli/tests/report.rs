@@ -30,6 +30,28 @@ fn both_reports(dir: &Path, args: &[&str]) -> (String, Value) {
     )
 }
 
+/// `args` with `--json`: the figures the command prints.
+fn printed(args: &[&str]) -> Value {
+    whittle_json(&[args, &["--json"]].concat())
+}
+
+/// The figure `key` of model `m` in a report's JSON.
+fn metric(json: &Value, m: usize, key: &str) -> Value {
+    json["models"][m]["metrics"][key].clone()
+}
+
+/// Asserts that `args` with `--report DIR/r.pdf` fails, naming the file and the kinds a
+/// report can be.
+fn refuses_a_pdf_report(dir: &Path, args: &[&str]) {
+    let bad = dir.join("r.pdf");
+    let (code, _, stderr) = whittle(&[args, &["--report", bad.to_str().unwrap()]].concat());
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("r.pdf") && stderr.contains(".html or .json"),
+        "{stderr}"
+    );
+}
+
 /// Checks the per-item table of `json["layers"][k]` (section `title`, names and values to
 /// four decimals) and that its plot has a bar per finite value (plus the legend's).
 fn layer_values_match_json(doc: &roxmltree::Document, json: &Value, k: usize, title: &str) {
@@ -66,25 +88,19 @@ fn quantize_writes_the_report_with_plots_and_its_json() {
     let dir = scratch("report");
     let (model, out) = (asset("models/mnist_lenet5.onnx"), dir.join("q.onnx"));
     let data = mnist_spec();
-    for file in ["r.html", "r.json"] {
-        let report = dir.join(file);
-        let (code, _, stderr) = whittle(&[
-            "quantize",
-            &model,
-            "-o",
-            out.to_str().unwrap(),
-            "--calib-data",
-            &data,
-            "--calib-samples",
-            "64",
-            "--no-latency",
-            "--force",
-            "--report",
-            report.to_str().unwrap(),
-        ]);
-        assert_eq!(code, 0, "{stderr}");
-    }
-    let html = std::fs::read_to_string(dir.join("r.html")).unwrap();
+    let args = [
+        "quantize",
+        &model,
+        "-o",
+        out.to_str().unwrap(),
+        "--calib-data",
+        &data,
+        "--calib-samples",
+        "64",
+        "--no-latency",
+        "--force",
+    ];
+    let (html, json) = both_reports(&dir, &args);
     for id in [
         "plot-before-after",
         "plot-layers-1",
@@ -98,11 +114,9 @@ fn quantize_writes_the_report_with_plots_and_its_json() {
     }
     assert!(html.contains("<h2>Per-tensor error (worst first)</h2>"));
     assert!(!html.contains("<script"));
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap()).unwrap();
     assert_eq!(json["models"][0]["name"], "float");
     assert_eq!(json["models"][1]["name"], "static INT8");
-    let size = |m: usize| json["models"][m]["metrics"]["size_bytes"].as_f64().unwrap();
+    let size = |m: usize| metric(&json, m, "size_bytes").as_f64().unwrap();
     assert!(size(1) < 0.3 * size(0), "{} -> {}", size(0), size(1));
     // Both runs quantized the same way: the page shows the JSON's sizes.
     assert!(html.contains(&format!("<td>{}</td>", size(1))), "{html}");
@@ -132,13 +146,7 @@ fn profile_writes_its_tables_as_a_page_and_refuses_other_extensions() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(std::fs::read_to_string(&page).unwrap(), stdout);
     assert!(stdout.contains("<h2>By operator type</h2>") && stdout.contains("class=\"bar\""));
-    let bad = dir.join("p.pdf");
-    let (code, _, stderr) = whittle(&["profile", &model, "--report", bad.to_str().unwrap()]);
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("p.pdf") && stderr.contains(".html or .json"),
-        "{stderr}"
-    );
+    refuses_a_pdf_report(&dir, &["profile", &model]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -159,7 +167,7 @@ fn eval_reports_accuracy_per_class_size_parameters_and_macs() {
     ];
     models_match_json(&doc, &json, "Measurements", &columns);
     // The report's accuracy is the one `--json` prints, on the same 500 images.
-    let printed = whittle_json(&["eval", &lenet, "--data", &data, "--limit", "500", "--json"]);
+    let printed = printed(&args);
     let metrics = &json["models"][0]["metrics"];
     assert_eq!(metrics["top1"], printed["accuracy"]);
     assert_eq!(metrics["top5"], printed["top5"]);
@@ -186,14 +194,7 @@ fn eval_reports_accuracy_per_class_size_parameters_and_macs() {
     // One model: no relative plot.
     assert!(!html.contains("id=\"plot-before-after\""));
     // A file it cannot write is refused before the data is read (there is none here).
-    let bad = dir.join("r.pdf");
-    let args = ["eval", &lenet, "--data", "mnist:/no/such/dir", "--report"];
-    let (code, _, stderr) = whittle(&[&args[..], &[bad.to_str().unwrap()]].concat());
-    assert_eq!(code, 1);
-    assert!(
-        stderr.contains("r.pdf") && stderr.contains(".html or .json"),
-        "{stderr}"
-    );
+    refuses_a_pdf_report(&dir, &["eval", &lenet, "--data", "mnist:/no/such/dir"]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -233,10 +234,8 @@ fn compare_reports_both_models_and_the_fidelity_of_every_output() {
         ("A: mnist_lenet5.onnx", "B: int8.onnx")
     );
     // The figures are those `--json` prints.
-    let mut json_args = args.to_vec();
-    json_args.push("--json");
-    let printed = whittle_json(&json_args);
-    let metric = |m: usize, key: &str| json["models"][m]["metrics"][key].clone();
+    let printed = printed(&args);
+    let metric = |m: usize, key: &str| metric(&json, m, key);
     assert_eq!(metric(0, "size_bytes"), printed["a"]["bytes"]);
     assert_eq!(metric(1, "size_bytes"), printed["b"]["bytes"]);
     assert_eq!(metric(1, "top1"), printed["b"]["accuracy"]);
@@ -323,8 +322,8 @@ fn prune_reports_sparsity_per_layer_and_the_models_before_and_after() {
         ("input", "pruned")
     );
     // The figures are those `--json` prints.
-    let printed = whittle_json(&[&args[..], &["--json"]].concat());
-    let metric = |m: usize, key: &str| json["models"][m]["metrics"][key].clone();
+    let printed = printed(&args);
+    let metric = |m: usize, key: &str| metric(&json, m, key);
     assert_eq!(metric(0, "size_bytes"), printed["input_size_bytes"]);
     assert_eq!(metric(1, "size_bytes"), printed["size_bytes"]);
     assert_eq!(metric(0, "top1"), printed["accuracy_before"]);
