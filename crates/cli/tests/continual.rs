@@ -115,6 +115,64 @@ fn json_holds_the_r_matrix_its_figures_per_seed_and_the_baselines() {
 }
 
 #[test]
+fn lora_and_compression_flags_reach_the_run() {
+    let dir = scratch("continual-compress");
+    let out = dir.join("cl.onnx").display().to_string();
+    let mut args = small(&mnist_spec());
+    args.extend(
+        [
+            "--no-baselines",
+            "--lora-rank",
+            "4",
+            "--quantize",
+            "fp16,int8",
+            "--prune",
+            "0.5",
+            "-o",
+            &out,
+            "--json",
+        ]
+        .map(String::from),
+    );
+    let mut cmd = vec!["continual"];
+    cmd.extend(args.iter().map(String::as_str));
+    let json = whittle_json(&cmd);
+    // Per task only the adapters (rank 4 on the 784->64 layer) and the head train.
+    let trainable = json["seeds"][0]["trainable_parameters"].as_array().unwrap();
+    assert_eq!(trainable.len(), 3, "{json}");
+    assert!(trainable
+        .iter()
+        .all(|t| t.as_u64() == Some(4 * (784 + 64) + 650)));
+    // Every asked variant is measured; INT8 is about a quarter of FP32, pruning zeroes half.
+    let c = &json["compressed"];
+    let size = |k: &str| {
+        c[k]["size_bytes"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k}: {json}"))
+    };
+    for key in ["fp32", "fp16", "int8", "pruned", "pruned_int8"] {
+        let acc = c[key]["average_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc), "{key}: {json}");
+    }
+    assert!(size("int8") < 0.4 * size("fp32"), "{json}");
+    let pruned = &c["pruned"];
+    let nonzero = pruned["nonzero_parameters"].as_f64().unwrap();
+    assert!(
+        nonzero < 0.6 * pruned["parameters"].as_f64().unwrap(),
+        "{json}"
+    );
+    // The exported model is plain ONNX: the adapters were merged.
+    let written = whittle_ir::Model::load(&out).unwrap();
+    let names: Vec<&str> = written
+        .graph()
+        .initializer
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains("lora")), "{names:?}");
+}
+
+#[test]
 fn bad_settings_name_the_flag() {
     let dir = scratch("continual-bad");
     let out = dir.join("x.onnx").display().to_string();
@@ -136,5 +194,6 @@ fn bad_settings_name_the_flag() {
     case(&["--scenario", "domain-il"], &["--permutations"]);
     case(&["--task-order", "0,1,1,2,3"], &["--task-order"]);
     case(&["--report", "r.txt"], &["r.txt", ".html or .json"]);
+    case(&["--lora-rank", "0"], &["--lora-rank", "at least 1"]);
     assert!(!std::path::Path::new(&out).exists());
 }

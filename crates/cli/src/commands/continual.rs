@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use whittle_pipeline::continual::{run_continual, ContinualReport, ContinualSpec};
+use whittle_pipeline::continual_compress::{CompressConfig, Precision};
 use whittle_pipeline::report::{self, Report};
 use whittle_pipeline::Ctx;
 use whittle_train::continual::{ContinualConfig, NoHook};
@@ -76,6 +77,24 @@ pub struct Args {
     /// Leave out the fine-tune and joint baselines.
     #[arg(long)]
     no_baselines: bool,
+    /// LoRA adapters of this rank on every layer but the head: per task only the adapters
+    /// and the head train, then the adapters merge into the weights.
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// The adapters' scale is alpha / rank (default: the rank).
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// After the last task, also quantize the final model: none, fp16, int8 (comma list),
+    /// calibrated on the replay buffer and the last task only.
+    #[arg(long, value_delimiter = ',', value_parser = ["none", "fp16", "int8"])]
+    quantize: Vec<String>,
+    /// After the last task, also zero this fraction of the weights by magnitude and
+    /// fine-tune on the replay buffer and the last task (and quantize the pruned model).
+    #[arg(long)]
+    prune: Option<f64>,
+    /// Epochs of that fine-tuning.
+    #[arg(long, default_value_t = CompressConfig::default().finetune_epochs)]
+    prune_finetune_epochs: usize,
     /// Use at most this many training samples (before splitting into tasks).
     #[arg(long)]
     train_samples: Option<usize>,
@@ -173,6 +192,22 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
         seeds: args.seeds.clone(),
         baselines: !args.no_baselines,
         training,
+        lora_rank: args.lora_rank,
+        lora_alpha: args.lora_alpha,
+        compress: CompressConfig {
+            quantize: args
+                .quantize
+                .iter()
+                .filter_map(|p| match p.as_str() {
+                    "fp16" => Some(Precision::Fp16),
+                    "int8" => Some(Precision::Int8),
+                    _ => None,
+                })
+                .collect(),
+            prune: args.prune,
+            finetune_epochs: args.prune_finetune_epochs,
+            ..CompressConfig::default()
+        },
         ..ContinualSpec::default()
     };
     spec.validate()?;
@@ -210,6 +245,20 @@ fn print_text(c: &ContinualReport, output: &Path) {
     line(&c.strategy, &c.summary);
     for (name, s) in &c.baselines {
         line(name, s);
+    }
+    for (name, m) in &c.compressed {
+        let fps = m
+            .fps
+            .map(|f| format!(", {f:.0} FPS in ORT"))
+            .unwrap_or_default();
+        println!(
+            "{name}: average accuracy {:.2}%, forgetting {:.2} points, {} bytes, {} parameters ({} non-zero){fps}",
+            100.0 * m.average_accuracy,
+            100.0 * m.forgetting,
+            m.size_bytes,
+            m.parameters,
+            m.nonzero_parameters
+        );
     }
     println!("wrote {}", output.display());
 }
