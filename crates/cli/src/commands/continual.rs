@@ -208,7 +208,6 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
             finetune_epochs: args.prune_finetune_epochs,
             ..CompressConfig::default()
         },
-        ..ContinualSpec::default()
     };
     spec.validate()?;
     Ok(spec)
