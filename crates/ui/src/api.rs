@@ -68,7 +68,8 @@ impl IntoResponse for ApiError {
 }
 
 /// The body of `POST /api/jobs`: exactly one of a recipe (the pipeline's `Recipe` as JSON,
-/// the keys of docs/RECIPES.md) or the compress form's fields.
+/// the keys of docs/RECIPES.md), the compress form, the auto-optimizer form or the
+/// continual-learning form.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
@@ -78,6 +79,12 @@ pub struct JobRequest {
     /// The compress form.
     #[serde(default)]
     pub form: Option<crate::form::Form>,
+    /// The auto-optimizer form.
+    #[serde(default)]
+    pub auto: Option<crate::auto_form::AutoForm>,
+    /// The continual-learning form.
+    #[serde(default)]
+    pub continual: Option<crate::continual_form::ContinualForm>,
 }
 
 /// The answer to `POST /api/jobs`.
@@ -193,10 +200,16 @@ pub struct JobView {
     pub progress: Progress,
     /// Events sent so far (the stream's `seq` of the last one).
     pub events: u64,
-    /// The recipe it runs (paths made absolute), the input of `whittle pipeline` too.
+    /// The recipe it runs (paths made absolute), the input of `whittle pipeline` too; for
+    /// an auto job, `{"auto": the form}`.
     pub recipe: serde_json::Value,
     /// The result card, once done.
     pub result: Option<Card>,
     /// Each step's report, once done.
     pub steps: Option<serde_json::Value>,
+    /// Once done, the figures of an auto job (`whittle auto --json`'s summary) or of a
+    /// continual job (the continual step's report: R matrix, average accuracy,
+    /// forgetting); null for other jobs.
+    #[serde(default)]
+    pub details: Option<serde_json::Value>,
 }

@@ -5,17 +5,20 @@
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use whittle_ir::ExternalData;
+use whittle_pipeline::continual::ContinualReport;
+use whittle_pipeline::eval::Metrics;
 use whittle_pipeline::recipe::Recipe;
-use whittle_pipeline::report::{self, Format};
+use whittle_pipeline::report::{self, Format, Report};
 use whittle_pipeline::runner::{Run, Runner};
 use whittle_pipeline::{Event, Observer};
+use whittle_search::auto::AutoConfig;
 
 use crate::api::{ApiError, Card, JobView, Progress, Status};
 
@@ -36,6 +39,32 @@ struct State {
     seq: u64,
     result: Option<Card>,
     steps: Option<Value>,
+    details: Option<Value>,
+}
+
+/// What a job runs.
+pub enum Work {
+    /// A recipe (the compress and continual forms, or a recipe given as is).
+    Recipe(Recipe),
+    /// An auto-optimizer search (its work folder and output are set to the job's).
+    Auto(Box<AutoConfig>),
+}
+
+impl Work {
+    /// Keeps the work's files in the job folder `dir`.
+    fn place(&mut self, dir: &Path) {
+        if let Work::Auto(config) = self {
+            config.work_dir = dir.join("work");
+            config.output = dir.join(MODEL_FILE);
+        }
+    }
+}
+
+/// What a finished job hands back: its card, each step's report and its kind's figures.
+struct Finished {
+    card: Card,
+    steps: Value,
+    details: Option<Value>,
 }
 
 /// One recipe run.
@@ -45,7 +74,7 @@ pub struct Job {
     /// Its folder: the runner's work folder, the model and the report.
     pub dir: PathBuf,
     recipe_json: Value,
-    recipe: Recipe,
+    work: Work,
     state: Mutex<State>,
     live: broadcast::Sender<Arc<Value>>,
 }
@@ -67,6 +96,7 @@ impl Job {
             recipe: self.recipe_json.clone(),
             result: state.result.clone(),
             steps: state.steps.clone(),
+            details: state.details.clone(),
         }
     }
 
@@ -116,16 +146,15 @@ impl Job {
         });
         release();
         match outcome {
-            Ok((card, steps)) => {
-                let result = json!(card);
-                self.send(
-                    json!({ "event": "done", "status": "done", "result": result }),
-                    |s| {
-                        s.status = Status::Done;
-                        s.result = Some(card);
-                        s.steps = Some(steps);
-                    },
-                )
+            Ok(finished) => {
+                let body = json!({ "event": "done", "status": "done", "result": finished.card,
+                                   "details": finished.details });
+                self.send(body, |s| {
+                    s.status = Status::Done;
+                    s.result = Some(finished.card);
+                    s.steps = Some(finished.steps);
+                    s.details = finished.details;
+                })
             }
             Err(e) => {
                 let error = format!("{e:#}");
@@ -138,24 +167,57 @@ impl Job {
         }
     }
 
-    /// The steps, the final model and the report written to the job's folder.
-    fn run_steps(&self) -> anyhow::Result<(Card, Value)> {
+    /// Runs the job's work; the final model and the HTML report are written to its folder.
+    fn run_steps(&self) -> anyhow::Result<Finished> {
+        let title = format!("whittle ui job {}", self.id);
+        let (report, finished) = match &self.work {
+            Work::Recipe(recipe) => self.run_recipe(recipe, &title)?,
+            Work::Auto(config) => {
+                let outcome = whittle_search::auto::run(config, self)?;
+                let report = outcome.report(&title);
+                let measured = |m: Option<&whittle_pipeline::report::ModelMetrics>| {
+                    m.map(|m| m.metrics.clone()).unwrap_or_default()
+                };
+                // The baseline first, the best (when a trial gave a model) last.
+                let (before, after) = (report.models.first(), report.models.last());
+                let finished = Finished {
+                    card: Card::new(&measured(before), &measured(after)),
+                    steps: Value::Array(Vec::new()),
+                    details: Some(serde_json::to_value(outcome.summary())?),
+                };
+                (report, finished)
+            }
+        };
+        let html = report::render(&report, Format::Html)?;
+        whittle_ir::files::write_bytes_atomic(&self.dir.join(REPORT_FILE), html.as_bytes())?;
+        Ok(finished)
+    }
+
+    /// Runs `recipe` and saves its model; a continual step's report becomes the report's
+    /// continual section and the job's details.
+    fn run_recipe(&self, recipe: &Recipe, title: &str) -> anyhow::Result<(Report, Finished)> {
         let runner = Runner {
             work_dir: self.dir.join("work"),
             observer: self,
         };
-        let run: Run = runner.run(&self.recipe)?;
+        let run: Run = runner.run(recipe)?;
         run.model
             .save(self.dir.join(MODEL_FILE), &ExternalData::Auto)?;
-        let report = run.report(&format!("whittle ui job {}", self.id))?;
-        let html = report::render(&report, Format::Html)?;
-        whittle_ir::files::write_bytes_atomic(&self.dir.join(REPORT_FILE), html.as_bytes())?;
-        let before = run.input_metrics.clone().unwrap_or_default();
+        let mut report = run.report(title)?;
+        let continual = (run.steps.iter().rev())
+            .find(|s| s.report.step == "continual")
+            .map(|s| serde_json::from_value::<ContinualReport>(s.report.details.clone()))
+            .transpose()?;
+        let details = continual.as_ref().map(serde_json::to_value).transpose()?;
+        report.continual = continual;
+        let before: Metrics = run.input_metrics.clone().unwrap_or_default();
         let after = (run.steps.last().and_then(|s| s.metrics.clone())).unwrap_or_default();
-        Ok((
-            Card::new(&before, &after),
-            serde_json::to_value(&run.steps)?,
-        ))
+        let finished = Finished {
+            card: Card::new(&before, &after),
+            steps: serde_json::to_value(&run.steps)?,
+            details,
+        };
+        Ok((report, finished))
     }
 }
 
@@ -216,9 +278,9 @@ impl Jobs {
         self.jobs().values().cloned().collect()
     }
 
-    /// Starts `recipe` (`recipe_json` as the API shows it) on a blocking thread; refused
+    /// Starts `work` (`recipe_json` as the API shows it) on a blocking thread; refused
     /// when `limit` jobs are unfinished.
-    pub fn submit(&self, recipe_json: Value, recipe: Recipe) -> Result<Arc<Job>, ApiError> {
+    pub fn submit(&self, recipe_json: Value, mut work: Work) -> Result<Arc<Job>, ApiError> {
         let taken = self
             .active
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
@@ -235,12 +297,13 @@ impl Jobs {
             let mut jobs = self.jobs();
             let id = format!("{:04}", jobs.len() + 1);
             let dir = self.dir.join(format!("job-{id}"));
+            work.place(&dir);
             let (live, _) = broadcast::channel(STREAM_BUFFER);
             let job = Arc::new(Job {
                 id: id.clone(),
                 dir,
                 recipe_json,
-                recipe,
+                work,
                 state: Mutex::new(State {
                     status: Status::Queued,
                     error: None,
@@ -249,6 +312,7 @@ impl Jobs {
                     seq: 0,
                     result: None,
                     steps: None,
+                    details: None,
                 }),
                 live,
             });

@@ -18,14 +18,13 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
-use whittle_pipeline::recipe::Recipe;
 use whittle_pipeline::{DataSource, ModelSource};
 
 use crate::api::{ApiError, JobCreated, JobRequest, JobView, Status};
 use crate::assets;
 use crate::form::confined_recipe;
 use crate::inspect::{inspect, Inspection};
-use crate::jobs::{Jobs, MODEL_FILE, REPORT_FILE};
+use crate::jobs::{Jobs, Work, MODEL_FILE, REPORT_FILE};
 use crate::security::{self, upload_name, Roots, Token};
 
 /// What every handler shares.
@@ -114,8 +113,7 @@ async fn config(State(state): State<AppState>) -> Json<Value> {
         "datasets": datasets,
         "models": models,
         "max_upload_bytes": state.max_upload_bytes,
-        // Forms of commands being built elsewhere; the page says they are not here yet.
-        "forms": { "compress": true, "auto": false, "continual": false },
+        "forms": { "compress": true, "auto": true, "continual": true },
     }))
 }
 
@@ -201,41 +199,60 @@ fn io_error(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-/// `POST /api/jobs`: `{"recipe": {...}}` or `{"form": {...}}` -> `{"id"}`.
+/// `POST /api/jobs`: `{"recipe"}`, `{"form"}` (compress), `{"auto"}` or `{"continual"}`
+/// -> `{"id"}`.
 async fn create_job(
     State(state): State<AppState>,
     body: Result<Json<JobRequest>, JsonRejection>,
 ) -> Result<(StatusCode, Json<JobCreated>), ApiError> {
     let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let recipe = match (request.recipe, request.form) {
-        (Some(recipe), None) => recipe,
-        (None, Some(form)) => form.recipe()?,
+    let roots = state.roots.clone();
+    let (json, work) = tokio::task::spawn_blocking(move || job_work(request, &roots))
+        .await
+        .map_err(|e| ApiError::internal(format!("checking the job: {e}")))??;
+    let job = state.jobs.submit(json, work)?;
+    Ok((StatusCode::CREATED, Json(JobCreated { id: job.id.clone() })))
+}
+
+/// The work `request` asks for (as the API shows it), its paths confined to `roots`, the
+/// model loaded and the evaluation data checked against its inputs.
+fn job_work(request: JobRequest, roots: &Roots) -> Result<(Value, Work), ApiError> {
+    let JobRequest {
+        recipe,
+        form,
+        auto,
+        continual,
+    } = request;
+    let recipe = match (recipe, form, auto, continual) {
+        (Some(recipe), None, None, None) => recipe,
+        (None, Some(form), None, None) => form.recipe()?,
+        (None, None, None, Some(form)) => form.recipe()?,
+        (None, None, Some(form), None) => {
+            let config = form.config(roots)?;
+            check_sources(&config.model, Some(&config.eval_data))?;
+            let json = json!({ "auto": form });
+            return Ok((json, Work::Auto(Box::new(config))));
+        }
         _ => {
             return Err(ApiError::bad_request(
-                "give exactly one of `recipe` (a recipe's keys) or `form` (the compress form)",
+                "give exactly one of `recipe` (a recipe's keys), `form` (the compress form), \
+                 `auto` (the auto-optimizer form) or `continual` (the continual-learning form)",
             ))
         }
     };
-    let roots = state.roots.clone();
-    let (json, recipe) = tokio::task::spawn_blocking(move || {
-        let (json, recipe) = confined_recipe(recipe, &roots)?;
-        check_sources(&recipe)?;
-        Ok::<_, ApiError>((json, recipe))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("checking the recipe: {e}")))??;
-    let job = state.jobs.submit(json, recipe)?;
-    Ok((StatusCode::CREATED, Json(JobCreated { id: job.id.clone() })))
+    let (json, recipe) = confined_recipe(recipe, roots)?;
+    let eval_data = (recipe.evaluate.as_ref().and_then(|e| e.data.as_ref()))
+        .map(|spec| DataSource::new(spec.as_str()).with_role("data"));
+    check_sources(&recipe.model, eval_data.as_ref())?;
+    Ok((json, Work::Recipe(recipe)))
 }
 
 /// Refuses, before a job starts, a model that does not load and evaluation data that
 /// cannot feed it.
-fn check_sources(recipe: &Recipe) -> Result<(), ApiError> {
-    let model = (recipe.model.load()).map_err(|e| ApiError::bad_request(format!("model: {e}")))?;
-    if let Some(spec) = recipe.evaluate.as_ref().and_then(|e| e.data.as_ref()) {
-        DataSource::new(spec.as_str())
-            .with_role("data")
-            .check_inputs(&whittle_exec::model_inputs(&model))
+fn check_sources(model: &ModelSource, eval_data: Option<&DataSource>) -> Result<(), ApiError> {
+    let model = (model.load()).map_err(|e| ApiError::bad_request(format!("model: {e}")))?;
+    if let Some(data) = eval_data {
+        data.check_inputs(&whittle_exec::model_inputs(&model))
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
     }
     Ok(())

@@ -1,0 +1,139 @@
+//! The continual-learning form, turned into a one-step recipe (`step = "continual"`, the
+//! keys of docs/RECIPES.md) that runs through the same job path as the compress form.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::api::ApiError;
+
+/// The continual-learning form's fields.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContinualForm {
+    /// An ONNX file under an allowed folder, or `zoo:NAME[:opts]`.
+    pub model: String,
+    /// The dataset SPEC the tasks are split from.
+    pub data: String,
+    /// `class-il`, `task-il` or `domain-il`.
+    #[serde(default = "default_scenario")]
+    pub scenario: String,
+    /// Tasks; none: as many as the classes fill.
+    #[serde(default)]
+    pub tasks: Option<usize>,
+    /// `finetune`, `joint`, `er`, `derpp`, `lwf` or `ewc`.
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    /// Replay-buffer size (samples).
+    #[serde(default = "default_buffer")]
+    pub buffer: usize,
+    /// Epochs of training on each task.
+    #[serde(default = "default_epochs")]
+    pub epochs_per_task: usize,
+    /// One run per seed; figures are averaged over them.
+    #[serde(default = "default_seeds")]
+    pub seeds: Vec<u64>,
+    /// Training samples to use (before splitting); none: all.
+    #[serde(default)]
+    pub train_samples: Option<usize>,
+    /// Test samples to use (before splitting); none: all.
+    #[serde(default)]
+    pub test_samples: Option<usize>,
+    /// Compressed variants of the final model: `fp16`, `int8`.
+    #[serde(default)]
+    pub quantize: Vec<String>,
+    /// Magnitude-pruning sparsity of a compressed variant, in (0, 1); none: no pruning.
+    #[serde(default)]
+    pub prune: Option<f64>,
+}
+
+fn default_scenario() -> String {
+    "class-il".into()
+}
+
+fn default_strategy() -> String {
+    "er".into()
+}
+
+fn default_buffer() -> usize {
+    500
+}
+
+fn default_epochs() -> usize {
+    1
+}
+
+fn default_seeds() -> Vec<u64> {
+    vec![0]
+}
+
+/// Most epochs per task a form may ask for.
+const MAX_EPOCHS: usize = 100;
+
+impl ContinualForm {
+    /// The one-step recipe the form describes; the final model is measured on the test
+    /// samples with ONNX Runtime latency, like the compress form's.
+    pub fn recipe(&self) -> Result<Value, ApiError> {
+        let bad = |field: &str, why: String| Err(ApiError::bad_request(format!("{field}: {why}")));
+        if self.model.trim().is_empty() {
+            return bad(
+                "model",
+                "choose a model: a path, an upload or a zoo model".into(),
+            );
+        }
+        if self.data.trim().is_empty() {
+            return bad(
+                "data",
+                "choose a dataset SPEC, e.g. fashion-mnist:DIR".into(),
+            );
+        }
+        if !(1..=MAX_EPOCHS).contains(&self.epochs_per_task) {
+            return bad(
+                "epochs_per_task",
+                format!("{} is not in 1..={MAX_EPOCHS}", self.epochs_per_task),
+            );
+        }
+        if self.seeds.is_empty() {
+            return bad("seeds", "give at least one seed".into());
+        }
+        if let Some(p) = self
+            .prune
+            .filter(|p| !(p.is_finite() && *p > 0.0 && *p < 1.0))
+        {
+            return bad("prune", format!("{p} is not in (0, 1)"));
+        }
+        for (field, n) in [
+            ("train_samples", self.train_samples),
+            ("test_samples", self.test_samples),
+        ] {
+            if n == Some(0) {
+                return bad(field, "use at least one sample".into());
+            }
+        }
+        let mut step = json!({
+            "step": "continual",
+            "data": self.data,
+            "scenario": self.scenario,
+            "seeds": self.seeds,
+            "train_samples": self.train_samples,
+            "test_samples": self.test_samples,
+            "training": { "strategy": self.strategy, "buffer": self.buffer,
+                          "epochs_per_task": self.epochs_per_task },
+        });
+        if let Some(tasks) = self.tasks {
+            step["tasks"] = tasks.into();
+        }
+        if !self.quantize.is_empty() || self.prune.is_some() {
+            step["compress"] = json!({ "quantize": self.quantize, "prune": self.prune });
+        }
+        let mut evaluate = json!({ "data": self.data, "latency": true });
+        if let Some(n) = self.test_samples {
+            evaluate["samples"] = n.into();
+        }
+        Ok(json!({
+            "model": self.model,
+            "seed": self.seeds[0],
+            "evaluate": evaluate,
+            "steps": [step],
+        }))
+    }
+}
