@@ -172,6 +172,21 @@ async fn paths_outside_the_allowed_folders_are_refused() {
         error(&body).starts_with("recipe.steps[1].calib_data: "),
         "{body}"
     );
+    // The auto and continual forms too.
+    let auto = json!({ "auto": { "model": path, "data": mnist(), "target": "size" } });
+    let (status, body) = call(&router, token, Method::POST, "/api/jobs", auto).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(error(&body).starts_with("model: "), "{body}");
+    let auto = json!({ "auto": { "model": "zoo:mlp", "data": mnist(),
+        "eval_data": format!("mnist:{sneaky}"), "target": "size" } });
+    let (status, body) = call(&router, token, Method::POST, "/api/jobs", auto).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(error(&body).starts_with("eval_data: "), "{body}");
+    let continual =
+        json!({ "continual": { "model": "zoo:mlp", "data": format!("mnist:{sneaky}") } });
+    let (status, body) = call(&router, token, Method::POST, "/api/jobs", continual).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(error(&body).starts_with("recipe.evaluate.data: "), "{body}");
     let _ = std::fs::remove_file(outside);
 
     // Inside the work folder (relative paths start there) the same model is inspected.
@@ -279,6 +294,42 @@ async fn bad_input_is_a_400_naming_the_field() {
         (
             json!({ "recipe": { "model": "zoo:mlp", "output": "x.onnx", "steps": [] } }),
             "`output` is not taken",
+        ),
+        (
+            json!({ "auto": { "model": "zoo:mlp", "data": mnist(), "target": "fast" } }),
+            "target: unknown target 'fast'",
+        ),
+        (
+            json!({ "auto": { "model": "zoo:mlp", "data": mnist(), "target": "size",
+                              "max_accuracy_drop": 101 } }),
+            "max_accuracy_drop: must be between 0 and 100 points, got 101",
+        ),
+        (
+            json!({ "auto": { "model": "zoo:mlp", "data": mnist(), "target": "size",
+                              "budget": "soon" } }),
+            "budget: ",
+        ),
+        (
+            json!({ "auto": { "model": "zoo:mlp", "data": mnist(), "target": "size",
+                              "max_trials": 0 } }),
+            "max_trials: must be at least 1",
+        ),
+        (
+            json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "epochs_per_task": 0 } }),
+            "epochs_per_task: 0 is not in 1..=100",
+        ),
+        (
+            json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "prune": 1.5 } }),
+            "prune: 1.5 is not in (0, 1)",
+        ),
+        (
+            json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "strategy": "magic" } }),
+            "magic",
+        ),
+        (
+            json!({ "form": { "model": "zoo:mlp", "data": mnist(), "optimize": true },
+                    "auto": { "model": "zoo:mlp", "data": mnist(), "target": "size" } }),
+            "give exactly one of",
         ),
     ];
     for (body, needle) in cases {
@@ -485,4 +536,153 @@ async fn a_non_loopback_host_binds_with_a_warning_and_an_unknown_one_is_named() 
     // Each server has its own random token.
     assert_ne!(loopback.token(), open.token());
     assert_eq!(loopback.token().len(), 32);
+}
+
+/// The job `id`'s report page, checked to hold each plot of `plots`.
+async fn report_with_plots(router: &Router, token: &str, id: &str, plots: &[&str]) -> String {
+    let request = Request::builder()
+        .uri(format!("/api/jobs/{id}/report"))
+        .header("x-whittle-token", token);
+    let report = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(report.status(), StatusCode::OK);
+    let html = to_bytes(report.into_body(), usize::MAX).await.unwrap();
+    let html = String::from_utf8_lossy(&html).to_string();
+    for plot in plots {
+        assert!(
+            html.contains(&format!("id=\"plot-{plot}\"")),
+            "no plot {plot} in the report"
+        );
+    }
+    html
+}
+
+/// Writes `WORK/small.npz`: the first 1000 MNIST training and 500 test images.
+fn small_mnist(work: &std::path::Path) -> String {
+    let code = format!(
+        "import numpy as np\n\
+         def images(p, n):\n    b = open(p, 'rb').read()\n    \
+         return (np.frombuffer(b, np.uint8, n * 784, 16).reshape(n, 1, 28, 28) / 255.0).astype(np.float32)\n\
+         def labels(p, n):\n    return np.frombuffer(open(p, 'rb').read(), np.uint8, n, 8).astype(np.int64)\n\
+         d = '{dir}'\n\
+         np.savez('{out}', x_train=images(d + '/train-images-idx3-ubyte', 1000), \
+         y_train=labels(d + '/train-labels-idx1-ubyte', 1000), \
+         x_test=images(d + '/t10k-images-idx3-ubyte', 500), \
+         y_test=labels(d + '/t10k-labels-idx1-ubyte', 500))\n",
+        dir = whittle_data::assets_dir().join("mnist").display(),
+        out = work.join("small.npz").display()
+    );
+    let status = std::process::Command::new("python3")
+        .args(["-c", &code])
+        .status()
+        .expect("python3");
+    assert!(status.success(), "writing small.npz");
+    format!("npz:{}", work.join("small.npz").display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_job_ends_with_the_search_summary_card_and_pareto_plots() {
+    let (server, router) = server("auto", 1, 1000).await;
+    let token = server.token().to_string();
+    let data = small_mnist(&server.allowed()[0]);
+    let lenet = whittle_data::assets_dir().join("models/mnist_lenet5.onnx");
+    let form = json!({ "auto": { "model": lenet, "data": data, "target": "size",
+        "max_accuracy_drop": 1.0, "max_trials": 3, "finetune_epochs": 0, "seed": 0 } });
+    let (status, body) = call(&router, &token, Method::POST, "/api/jobs", form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let view = wait_done(&router, &token, &id).await;
+    assert_eq!(view.status, Status::Done, "{:?}", view.error);
+    assert_eq!(view.recipe["auto"]["target"], "size");
+    let summary = view.details.expect("the auto summary");
+    assert_eq!(summary["trials"], 3, "{summary:#}");
+    assert_eq!(summary["history"].as_array().unwrap().len(), 3);
+    let card: Card = view.result.expect("a card");
+    let (base, best) = (&summary["baseline"], &summary["best"]);
+    assert!(best.is_object(), "a trial gave a model: {summary:#}");
+    // The card's figures are the search's own measurements of the baseline and the best.
+    for (side, figures) in [(&card.metrics[0], base), (&card.metrics[1], best)] {
+        assert_eq!(side.top1, figures["accuracy"].as_f64(), "{figures}");
+        assert_eq!(side.size_bytes, figures["size_bytes"].as_u64(), "{figures}");
+        assert_eq!(
+            side.latency_ms_ort,
+            figures["latency_ms"].as_f64(),
+            "{figures}"
+        );
+        assert_eq!(side.parameters, figures["parameters"].as_u64(), "{figures}");
+    }
+    let (b, a) = (
+        base["size_bytes"].as_f64().unwrap(),
+        best["size_bytes"].as_f64().unwrap(),
+    );
+    assert!(a < b, "the size target made the model smaller: {a} vs {b}");
+    assert!((card.size_reduction_pct.unwrap() - 100.0 * (1.0 - a / b)).abs() < 1e-9);
+    // The downloaded model is the best one.
+    let request = Request::builder()
+        .uri(format!("/api/jobs/{id}/model"))
+        .header("x-whittle-token", &token);
+    let model = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(model.status(), StatusCode::OK);
+    let bytes = to_bytes(model.into_body(), usize::MAX).await.unwrap();
+    assert_eq!(bytes.len() as u64, best["size_bytes"].as_u64().unwrap());
+    report_with_plots(
+        &router,
+        &token,
+        &id,
+        &["search-size-latency", "search-latency-accuracy"],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_continual_job_ends_with_its_r_matrix_card_and_heat_map() {
+    let (server, router) = server("continual", 1, 1000).await;
+    let token = server.token().to_string();
+    let form = json!({ "continual": { "model": "zoo:mlp:hidden=64", "data": mnist(),
+        "scenario": "class-il", "tasks": 3, "strategy": "er", "buffer": 200,
+        "epochs_per_task": 1, "seeds": [0], "train_samples": 2000, "test_samples": 500 } });
+    let (status, body) = call(&router, &token, Method::POST, "/api/jobs", form).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let view = wait_done(&router, &token, &id).await;
+    assert_eq!(view.status, Status::Done, "{:?}", view.error);
+    assert_eq!(view.recipe["steps"][0]["step"], "continual");
+    let details = view.details.expect("the continual report");
+    // The details are the continual step's own report, as the library returned it.
+    let steps = view.steps.expect("the steps");
+    assert_eq!(details, steps[0]["report"]["details"]);
+    let r = details["r_matrix"].as_array().expect("an R matrix");
+    assert_eq!(r.len(), 3, "{details:#}");
+    assert!(r.iter().all(|row| row.as_array().unwrap().len() == 3));
+    let last: Vec<f64> = r[2]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let average = details["average_accuracy"].as_f64().unwrap();
+    assert!(
+        (average - last.iter().sum::<f64>() / 3.0).abs() < 1e-9,
+        "{details:#}"
+    );
+    assert!(average > 0.2, "{details:#}");
+    // The card's "after" is the final model measured on the 500 test samples.
+    let card: Card = view.result.expect("a card");
+    assert_eq!(card.metrics[1].samples, Some(500));
+    assert_eq!(card.after.accuracy, steps[0]["metrics"]["top1"].as_f64());
+    let html = report_with_plots(
+        &router,
+        &token,
+        &id,
+        &["continual-r-matrix", "continual-over-time"],
+    )
+    .await;
+    assert!(html.contains("whittle ui job"));
 }
