@@ -29,6 +29,8 @@ async function loadChoices() {
   config.models.forEach((m) => option($("model-options"), m));
   config.datasets.forEach((d) => option($("data-options"), d));
   if (!$("data").value && config.datasets.length) $("data").value = config.datasets[0];
+  $("auto-section").hidden = !config.forms.auto;
+  $("continual-section").hidden = !config.forms.continual;
   const zoo = await api("/api/zoo");
   zoo.models.forEach((m) => {
     option($("zoo"), m.spec, `${m.name}: ${m.summary}`);
@@ -79,20 +81,46 @@ function number(id) {
   return text === "" ? null : Number(text);
 }
 
-async function submit(event) {
-  event.preventDefault();
-  showError("");
-  const form = {
-    model: $("model").value.trim(), data: $("data").value.trim(),
+function text(id) {
+  const value = $(id).value.trim();
+  return value === "" ? null : value;
+}
+
+// The fields of each form (besides the model and data above), keyed as the API takes them.
+const FORMS = {
+  form: () => ({
     optimize: $("optimize").checked, precision: $("precision").value,
     sparsity: number("sparsity") ?? 0, finetune_epochs: number("finetune_epochs") ?? 0,
     train_epochs: number("train_epochs") ?? 0, train_limit: number("train_limit"),
     eval_samples: number("eval_samples") ?? 1000, seed: number("seed") ?? 0,
-  };
+  }),
+  auto: () => ({
+    target: $("auto-target").value, eval_data: text("auto-eval_data"),
+    max_accuracy_drop: number("auto-max_accuracy_drop") ?? 1,
+    max_latency_ms: number("auto-max_latency_ms"), max_size_mb: number("auto-max_size_mb"),
+    max_trials: number("auto-max_trials"), budget: text("auto-budget"),
+    finetune_epochs: number("auto-finetune_epochs") ?? 1, seed: number("auto-seed") ?? 0,
+  }),
+  continual: () => ({
+    scenario: $("cont-scenario").value, tasks: number("cont-tasks"),
+    strategy: $("cont-strategy").value, buffer: number("cont-buffer") ?? 500,
+    epochs_per_task: number("cont-epochs_per_task") ?? 1,
+    seeds: $("cont-seeds").value.split(",").map((s) => s.trim()).filter((s) => s).map(Number),
+    train_samples: number("cont-train_samples"), test_samples: number("cont-test_samples"),
+    quantize: ["fp16", "int8"].filter((p) => $(`cont-${p}`).checked),
+    prune: number("cont-prune"),
+  }),
+};
+
+// Submits the form `kind` (a key of FORMS) as a job and follows it.
+async function submit(kind, event) {
+  event.preventDefault();
+  showError("");
+  const fields = { model: $("model").value.trim(), data: $("data").value.trim(), ...FORMS[kind]() };
   try {
     const job = await api("/api/jobs", {
       method: "POST", headers: { "content-type": "application/json" },
-      body: JSON.stringify({ form }),
+      body: JSON.stringify({ [kind]: fields }),
     });
     // The hash names the job, so a reload re-attaches; its change attaches now.
     if (location.hash === `#job=${job.id}`) attach(job.id);
@@ -115,6 +143,8 @@ function attach(id) {
   if (stream) stream.close();
   $("job").hidden = false;
   $("result").hidden = true;
+  $("report-frame").hidden = true;
+  $("report-frame").removeAttribute("src");
   $("job-id").textContent = `(job ${id})`;
   $("log").replaceChildren();
   $("job").dataset.events = "0";
@@ -169,13 +199,32 @@ async function finished(id) {
     const drop = r.after.accuracy !== null && r.before.accuracy !== null
       ? (r.after.accuracy - r.before.accuracy) * 100 : null;
     cell("accuracy_change", drop, 2, " points");
+    $("details").textContent = describe(job.details);
     $("model-link").href = `/api/jobs/${id}/model`;
     $("report-link").href = `/api/jobs/${id}/report`;
+    // Auto and continual jobs show their report's plots (Pareto fronts, the R matrix).
+    if (job.details) {
+      $("report-frame").src = `/api/jobs/${id}/report`;
+      $("report-frame").hidden = false;
+    }
     $("result").dataset.job = id;
     $("result").hidden = false;
   } catch (e) {
     showError(e.message);
   }
+}
+
+const pct = (v) => (v === null || v === undefined ? "–" : `${(v * 100).toFixed(2)}%`);
+
+// One line of an auto job's summary or a continual job's report (empty for other jobs).
+function describe(d) {
+  if (!d) return "";
+  if (d.history) {
+    const best = d.best ? `best: ${d.best.name} (trial ${d.best.trial} of ${d.trials})` : "no candidate gave a model";
+    return `${best}; status ${d.status}; ${d.stopped}`;
+  }
+  return `${d.scenario} ${d.strategy}: average accuracy ${pct(d.average_accuracy)}, ` +
+    `forgetting ${(d.forgetting * 100).toFixed(1)} points over ${d.seeds.length} seed(s)`;
 }
 
 async function refreshJobs() {
@@ -184,7 +233,9 @@ async function refreshJobs() {
     const li = document.createElement("li");
     const open = document.createElement("a");
     open.href = `#job=${job.id}`;
-    open.textContent = `job ${job.id}: ${job.recipe.model} (${job.status})`;
+    const model = job.recipe.model ?? job.recipe.auto?.model;
+    const kind = job.recipe.auto ? "auto" : job.recipe.steps?.[0]?.step === "continual" ? "continual" : "compress";
+    open.textContent = `job ${job.id}: ${kind} ${model} (${job.status})`;
     li.appendChild(open);
     if (job.status === "done") {
       const report = document.createElement("a");
@@ -205,7 +256,9 @@ function fromHash() {
 
 window.addEventListener("hashchange", fromHash);
 window.addEventListener("DOMContentLoaded", () => {
-  $("compress").addEventListener("submit", submit);
+  $("compress").addEventListener("submit", (e) => submit("form", e));
+  $("auto").addEventListener("submit", (e) => submit("auto", e));
+  $("continual").addEventListener("submit", (e) => submit("continual", e));
   $("upload").addEventListener("change", upload);
   $("inspect").addEventListener("click", inspect);
   $("zoo").addEventListener("change", () => { if ($("zoo").value) $("model").value = $("zoo").value; });
