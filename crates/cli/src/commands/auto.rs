@@ -30,7 +30,12 @@ pub struct Args {
     #[arg(long)]
     target: Target,
     /// Largest top-1 accuracy drop allowed, in percentage points.
-    #[arg(long, value_name = "PCT", default_value_t = 1.0)]
+    #[arg(
+        long,
+        value_name = "PCT",
+        default_value_t = 1.0,
+        allow_negative_numbers = true
+    )]
     max_accuracy_drop: f64,
     /// Largest ONNX Runtime latency at batch 1, milliseconds.
     #[arg(long, value_name = "X")]
