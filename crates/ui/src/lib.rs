@@ -1,7 +1,8 @@
 //! whittle's local web UI (`whittle ui`): a server with embedded assets and one JSON API
 //! that the page and the tests both use; jobs run whittle-pipeline recipes (the compress
-//! form becomes one) and report through its `Observer`, so the UI, the CLI and the tests
-//! run the same steps and get the same numbers.
+//! and continual forms become one) or whittle-search's auto-optimizer, and report through
+//! the pipeline's `Observer`, so the UI, the CLI and the tests run the same steps and get
+//! the same numbers.
 //!
 //! - [`server`]: binding, the token, the allowed folders; [`routes`]: the endpoints.
 //! - [`api`]: the API's request and response types, errors as `{"error"}`.

@@ -538,6 +538,32 @@ async fn a_non_loopback_host_binds_with_a_warning_and_an_unknown_one_is_named() 
     assert_eq!(loopback.token().len(), 32);
 }
 
+/// The events a finished job's stream replays (it ends with `done`), checked to hold a
+/// `begin` of the pipeline's progress and to end with `done` carrying `details`.
+async fn replayed_events(router: &Router, token: &str, id: &str, details: &Value) {
+    let request = Request::builder()
+        .uri(format!("/api/jobs/{id}/events"))
+        .header("x-whittle-token", token);
+    let response = router
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let events: Vec<Value> = String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["event"] == "begin"),
+        "no progress: {events:?}"
+    );
+    let done = events.last().expect("events");
+    assert_eq!(done["event"], "done");
+    assert_eq!(&done["details"], details);
+}
+
 /// The job `id`'s report page, checked to hold each plot of `plots`.
 async fn report_with_plots(router: &Router, token: &str, id: &str, plots: &[&str]) -> String {
     let request = Request::builder()
@@ -600,6 +626,7 @@ async fn an_auto_job_ends_with_the_search_summary_card_and_pareto_plots() {
     let summary = view.details.expect("the auto summary");
     assert_eq!(summary["trials"], 3, "{summary:#}");
     assert_eq!(summary["history"].as_array().unwrap().len(), 3);
+    replayed_events(&router, &token, &id, &summary).await;
     let card: Card = view.result.expect("a card");
     let (base, best) = (&summary["baseline"], &summary["best"]);
     assert!(best.is_object(), "a trial gave a model: {summary:#}");
@@ -655,6 +682,7 @@ async fn a_continual_job_ends_with_its_r_matrix_card_and_heat_map() {
     assert_eq!(view.status, Status::Done, "{:?}", view.error);
     assert_eq!(view.recipe["steps"][0]["step"], "continual");
     let details = view.details.expect("the continual report");
+    replayed_events(&router, &token, &id, &details).await;
     // The details are the continual step's own report, as the library returned it.
     let steps = view.steps.expect("the steps");
     assert_eq!(details, steps[0]["report"]["details"]);
