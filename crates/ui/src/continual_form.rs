@@ -17,7 +17,8 @@ pub struct ContinualForm {
     /// `class-il`, `task-il` or `domain-il`.
     #[serde(default = "default_scenario")]
     pub scenario: String,
-    /// Tasks; none: as many as the classes fill.
+    /// Tasks; none: as many as the classes fill. Of a `domain-il` scenario (needed): its
+    /// pixel permutations.
     #[serde(default)]
     pub tasks: Option<usize>,
     /// `finetune`, `joint`, `er`, `derpp`, `lwf` or `ewc`.
@@ -65,6 +66,9 @@ fn default_epochs() -> usize {
 fn default_seeds() -> Vec<u64> {
     vec![0]
 }
+
+/// The scenario whose tasks are pixel permutations of the whole dataset.
+const DOMAIN_IL: &str = "domain-il";
 
 /// Most epochs per task a form may ask for.
 const MAX_EPOCHS: usize = 100;
@@ -119,8 +123,16 @@ impl ContinualForm {
             "training": { "strategy": self.strategy, "buffer": self.buffer,
                           "epochs_per_task": self.epochs_per_task },
         });
-        if let Some(tasks) = self.tasks {
-            step["tasks"] = tasks.into();
+        match (self.scenario == DOMAIN_IL, self.tasks) {
+            (true, None) => {
+                return bad(
+                    "tasks",
+                    "a domain-il scenario needs the number of tasks (pixel permutations)".into(),
+                )
+            }
+            (true, Some(tasks)) => step["permutations"] = tasks.into(),
+            (false, Some(tasks)) => step["tasks"] = tasks.into(),
+            (false, None) => {}
         }
         if !self.quantize.is_empty() || self.prune.is_some() {
             step["compress"] = json!({ "quantize": self.quantize, "prune": self.prune });

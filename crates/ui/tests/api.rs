@@ -323,6 +323,10 @@ async fn bad_input_is_a_400_naming_the_field() {
             "prune: 1.5 is not in (0, 1)",
         ),
         (
+            json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "scenario": "domain-il" } }),
+            "tasks: a domain-il scenario needs the number of tasks",
+        ),
+        (
             json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "strategy": "magic" } }),
             "magic",
         ),
