@@ -168,7 +168,10 @@ pub fn run(
             hook: &mut *hook,
             steps: 0,
         };
-        task.train(data)?;
+        let started = Instant::now();
+        let loss = task.train(data)?;
+        let images_per_sec =
+            (data.len() * config.epochs_per_task) as f64 / started.elapsed().as_secs_f64();
         steps += task.steps;
         model = hook.end_task(t, exec.export(&task_model)?)?;
         let mut scored = Executor::new(&model)?;
@@ -189,12 +192,12 @@ pub fn run(
         config.progress.send(TrainEvent::EpochEnded {
             report: EpochReport {
                 epoch: (t + 1) * config.epochs_per_task,
-                loss: f64::NAN,
+                loss,
                 accuracy: None,
                 val_loss: None,
                 val_accuracy: Some(mean_seen),
                 lr: config.lr,
-                images_per_sec: 0.0,
+                images_per_sec,
             },
             epochs: phases.len() * config.epochs_per_task,
         });
@@ -276,7 +279,8 @@ struct TaskRun<'a> {
 }
 
 impl TaskRun<'_> {
-    fn train(&mut self, data: &Dataset) -> Result<()> {
+    /// Trains on one task's data; returns the mean loss of its last epoch.
+    fn train(&mut self, data: &Dataset) -> Result<f64> {
         let c = self.config;
         let pixels = data.images.to_vec::<f32>()?;
         let row_len: usize = self.sample_dims.iter().product();
@@ -295,6 +299,7 @@ impl TaskRun<'_> {
         let backward = Backward::default();
         let mut optimizer = Optimizer::new(c.optimizer.clone())?;
         let batches = data.len().div_ceil(c.batch_size);
+        let mut last_loss = f64::NAN;
         for epoch in 0..c.epochs_per_task {
             let mut rng = ChaCha8Rng::seed_from_u64(
                 c.seed
@@ -393,8 +398,9 @@ impl TaskRun<'_> {
                     });
                 }
             }
+            last_loss = loss_sum / batches.max(1) as f64;
         }
-        Ok(())
+        Ok(last_loss)
     }
 
     /// Appends the replayed samples of this step to `values` and `labels` (after the
