@@ -10,28 +10,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::mnist_npz::mnist_npz;
 use support::{asset, json, python, scratch, whittle};
 
 /// Identity, then each of the eight actions alone: no fine-tuning, so the runs are quick.
 const TRIALS: &str = "9";
 
-/// An npz of the first 1500 MNIST training images and 1000 test images (as `mnist:`
-/// loads them: [N, 1, 28, 28] floats in 0..1, int64 labels).
+/// The first 1500 MNIST training images and 1000 test images.
 fn small_mnist(dir: &Path) -> String {
-    let code = format!(
-        "import numpy as np\n\
-         def images(p, n):\n    b = open(p, 'rb').read()\n    \
-         return (np.frombuffer(b, np.uint8, n * 784, 16).reshape(n, 1, 28, 28) / 255.0).astype(np.float32)\n\
-         def labels(p, n):\n    return np.frombuffer(open(p, 'rb').read(), np.uint8, n, 8).astype(np.int64)\n\
-         d = '{dir}'\n\
-         np.savez('small.npz', x_train=images(d + '/train-images-idx3-ubyte', 1500), \
-         y_train=labels(d + '/train-labels-idx1-ubyte', 1500), \
-         x_test=images(d + '/t10k-images-idx3-ubyte', 1000), \
-         y_test=labels(d + '/t10k-labels-idx1-ubyte', 1000))\n",
-        dir = asset("mnist")
-    );
-    python(dir, ["-c", &code]);
-    format!("npz:{}", dir.join("small.npz").display())
+    mnist_npz(dir, 1500, 1000)
 }
 
 fn args(data: &str, out: &Path, work: &Path, extra: &[&str]) -> Vec<String> {

@@ -2,6 +2,9 @@
 //! concurrent-job limit, bad input as 400 with a message, and a job from submit to its
 //! card, event stream, model and report.
 
+#[path = "../../cli/tests/support/mnist_npz.rs"]
+mod mnist_npz;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -592,25 +595,7 @@ async fn report_with_plots(router: &Router, token: &str, id: &str, plots: &[&str
 
 /// Writes `WORK/small.npz`: the first 1000 MNIST training and 500 test images.
 fn small_mnist(work: &std::path::Path) -> String {
-    let code = format!(
-        "import numpy as np\n\
-         def images(p, n):\n    b = open(p, 'rb').read()\n    \
-         return (np.frombuffer(b, np.uint8, n * 784, 16).reshape(n, 1, 28, 28) / 255.0).astype(np.float32)\n\
-         def labels(p, n):\n    return np.frombuffer(open(p, 'rb').read(), np.uint8, n, 8).astype(np.int64)\n\
-         d = '{dir}'\n\
-         np.savez('{out}', x_train=images(d + '/train-images-idx3-ubyte', 1000), \
-         y_train=labels(d + '/train-labels-idx1-ubyte', 1000), \
-         x_test=images(d + '/t10k-images-idx3-ubyte', 500), \
-         y_test=labels(d + '/t10k-labels-idx1-ubyte', 500))\n",
-        dir = whittle_data::assets_dir().join("mnist").display(),
-        out = work.join("small.npz").display()
-    );
-    let status = std::process::Command::new("python3")
-        .args(["-c", &code])
-        .status()
-        .expect("python3");
-    assert!(status.success(), "writing small.npz");
-    format!("npz:{}", work.join("small.npz").display())
+    mnist_npz::mnist_npz(work, 1000, 500)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

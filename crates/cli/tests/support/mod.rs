@@ -2,6 +2,8 @@
 //! the binary and checking its errors. Include with `mod support;`.
 #![allow(dead_code)] // Each test file uses its own subset.
 
+pub mod mnist_npz;
+
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
