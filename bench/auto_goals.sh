@@ -26,10 +26,7 @@ here=$(dirname "$0")
 source "$here/common.sh"
 assets="$1"
 out="$2"
-force="${3:-}"
-if [[ -n "$force" && "$force" != --force ]]; then
-  echo "error: third argument '$force': expected --force" >&2 && exit 2
-fi
+read_force "${3:-}"
 whittle="${WHITTLE:-target/release/whittle}"
 budget="${BUDGET:-20m}"
 grid_budget="${GRID_BUDGET:-90m}"
@@ -40,20 +37,6 @@ fashion="fashion-mnist:$assets/fashion-mnist"
 mnist="mnist:$assets/mnist"
 lenet5="$assets/models/mnist_lenet5.onnx"
 mkdir -p "$out"
-
-# Runs COMMAND with its stdout going to OUTPUT (whole, or not at all) and its stderr to
-# OUTPUT.log, unless OUTPUT exists and there is no --force.
-step_stdout() { # OUTPUT COMMAND...
-  local target="$1"
-  shift
-  if [[ -s "$target" && "$force" != --force ]]; then
-    echo "skip: $target exists" >&2
-    return
-  fi
-  echo "run: $*" >&2
-  "$@" >"$target.part" 2>"$target.log" || return
-  mv "$target.part" "$target"
-}
 
 # The baseline model, data spec and IDX directory of a run, by its name.
 run_model() { case "$1" in lenet5-*) echo "$lenet5" ;; *) echo "$out/cnn.onnx" ;; esac; }

@@ -33,3 +33,41 @@ publish() { # NAME TABLE
     write_section "$1" "$WRITE" "$2"
   fi
 }
+
+# The rerunnable scripts' optional third argument: nothing or --force (sets `force`, which
+# `step` and `step_stdout` read).
+read_force() { # ARG
+  force="$1"
+  if [[ -n "$force" && "$force" != --force ]]; then
+    echo "error: third argument '$force': expected --force" >&2 && exit 2
+  fi
+}
+
+# Succeeds (saying so) when OUTPUT exists and there is no --force: its step is done.
+already_done() { # OUTPUT
+  if [[ -s "$1" && "${force:-}" != --force ]]; then
+    echo "skip: $1 exists" >&2
+    return 0
+  fi
+  return 1
+}
+
+# Runs the command after OUTPUT unless it is already done, logging its stderr to
+# OUTPUT.log; the command writes OUTPUT itself.
+step() { # OUTPUT COMMAND...
+  local target="$1"
+  shift
+  already_done "$target" && return
+  echo "run: $*" >&2
+  "$@" 2>"$target.log"
+}
+
+# Like step, for a command whose stdout is OUTPUT (written whole, or not at all).
+step_stdout() { # OUTPUT COMMAND...
+  local target="$1"
+  shift
+  already_done "$target" && return
+  echo "run: $*" >&2
+  "$@" >"$target.part" 2>"$target.log" || return
+  mv "$target.part" "$target"
+}

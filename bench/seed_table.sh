@@ -27,10 +27,7 @@ here=$(dirname "$0")
 source "$here/common.sh"
 dir="$1"
 out="$2"
-force="${3:-}"
-if [[ -n "$force" && "$force" != --force ]]; then
-  echo "error: third argument '$force': expected --force" >&2 && exit 2
-fi
+read_force "${3:-}"
 whittle="${WHITTLE:-target/release/whittle}"
 threads="${THREADS:-2}"
 epochs="${EPOCHS:-1}"
@@ -45,32 +42,6 @@ data="fashion-mnist:$dir"
 train_recipe="--batch-size 64 --optimizer adamw --lr $lr --weight-decay 0.05 \
 --lr-schedule warmup-cosine --warmup-epochs 0.1 --clip-grad-norm 1 --seed 0"
 mkdir -p "$out"
-
-# Runs the command after OUTPUT unless OUTPUT exists (and no --force), logging its stderr
-# to OUTPUT.log; the command writes OUTPUT itself.
-step() { # OUTPUT COMMAND...
-  local target="$1"
-  shift
-  if [[ -s "$target" && "$force" != --force ]]; then
-    echo "skip: $target exists" >&2
-    return
-  fi
-  echo "run: $*" >&2
-  "$@" 2>"$target.log"
-}
-
-# Like step, for a command whose stdout is OUTPUT (written whole, or not at all).
-step_stdout() { # OUTPUT COMMAND...
-  local target="$1"
-  shift
-  if [[ -s "$target" && "$force" != --force ]]; then
-    echo "skip: $target exists" >&2
-    return
-  fi
-  echo "run: $*" >&2
-  "$@" >"$target.part" 2>"$target.log" || return
-  mv "$target.part" "$target"
-}
 
 quantize_int8() { # IN OUT
   nice -n 10 "$whittle" quantize "$1" -o "$2" --mode static --per-channel --calib-data "$data" \
