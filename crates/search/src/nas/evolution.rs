@@ -1,7 +1,11 @@
-//! Multi-objective evolution: parents come from the Pareto front of the candidates trained
-//! so far (accuracy up, latency down), children are their uniform crossover with one or
-//! more genes mutated. A child already seen is mutated again; after a few tries a fresh
-//! sample takes its place.
+//! Evolution under measured constraints: every trained candidate already meets the limits,
+//! so parents are the most accurate of them (the best third by first-rung accuracy, at
+//! least two); children are their uniform crossover with one or more genes mutated. A child
+//! already seen is mutated again; after a few tries a fresh sample takes its place.
+//!
+//! Parents are not taken from the Pareto front of accuracy and latency: under a latency
+//! limit that front is mostly fast, weak models, and their children stay weak (the search
+//! then lost to random sampling). The front is still reported ([`front`]).
 
 use std::collections::HashSet;
 
@@ -25,6 +29,30 @@ pub struct Scored {
     pub latency_ms: f64,
 }
 
+/// Share of the trained candidates that are parents (1 in `PARENT_SHARE`).
+const PARENT_SHARE: usize = 3;
+/// Fewest parents (when that many candidates trained).
+const MIN_PARENTS: usize = 2;
+
+/// Indices of the parents among `scored`: the best third by accuracy (at least
+/// [`MIN_PARENTS`]), ties broken by id so that the order of arrival never matters.
+pub fn parents(scored: &[Scored]) -> Vec<usize> {
+    let mut ranked: Vec<usize> = (0..scored.len()).collect();
+    ranked.sort_by(|&a, &b| {
+        scored[b]
+            .accuracy
+            .total_cmp(&scored[a].accuracy)
+            .then_with(|| scored[a].candidate.id.cmp(&scored[b].candidate.id))
+    });
+    let keep = scored
+        .len()
+        .div_ceil(PARENT_SHARE)
+        .max(MIN_PARENTS)
+        .min(scored.len());
+    ranked.truncate(keep);
+    ranked
+}
+
 /// Indices of the non-dominated members of `scored` (higher accuracy, lower latency).
 pub fn front(scored: &[Scored]) -> Vec<usize> {
     let objectives =
@@ -34,15 +62,15 @@ pub fn front(scored: &[Scored]) -> Vec<usize> {
     objectives.front(&points)
 }
 
-/// A genome not in `seen` (candidate ids): a child of two parents from the front of
-/// `scored`, or a fresh sample when there is no parent yet or no unseen child is found.
+/// A genome not in `seen` (candidate ids): a child of two of the [`parents`] of `scored`,
+/// or a fresh sample when there is no parent yet or no unseen child is found.
 pub fn propose(
     space: &Space,
     scored: &[Scored],
     seen: &HashSet<String>,
     rng: &mut impl Rng,
 ) -> Genome {
-    let parents = front(scored);
+    let parents = parents(scored);
     if !parents.is_empty() {
         for _ in 0..TRIES {
             let a = &scored[parents[rng.random_range(0..parents.len())]]
@@ -98,4 +126,47 @@ pub fn mutate(space: &Space, genome: &[u32], rng: &mut impl Rng) -> Genome {
         }
     }
     child
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scored(space: &Space, genome: &[u32], accuracy: f64, latency_ms: f64) -> Scored {
+        Scored {
+            candidate: Candidate::new(space, genome),
+            accuracy,
+            latency_ms,
+        }
+    }
+
+    #[test]
+    fn parents_are_the_most_accurate_not_the_fastest() {
+        let space = Space::new(crate::nas::Family::Cnn, [1, 28, 28], 10, 0).unwrap();
+        let all = vec![
+            // Fast and weak: on the Pareto front, never a parent.
+            scored(&space, &[1, 1, 8, 8, 8, 8], 0.60, 0.01),
+            scored(&space, &[2, 1, 32, 64, 8, 8], 0.85, 0.20),
+            scored(&space, &[1, 1, 16, 8, 8, 8], 0.70, 0.05),
+            scored(&space, &[3, 2, 32, 64, 64, 8], 0.84, 0.40),
+            scored(&space, &[2, 2, 16, 16, 8, 8], 0.75, 0.30),
+            scored(&space, &[2, 1, 8, 16, 8, 8], 0.72, 0.10),
+        ];
+        assert_eq!(parents(&all), vec![1, 3]);
+        assert_eq!(
+            front(&all),
+            vec![0, 1, 2, 5],
+            "the front holds the fast, weak ones"
+        );
+        assert_eq!(parents(&all[..1]), vec![0]);
+        // Seven trained: the best three.
+        let mut seven = all.clone();
+        seven.push(scored(&space, &[4, 1, 8, 8, 8, 8], 0.80, 0.15));
+        assert_eq!(parents(&seven), vec![1, 3, 6]);
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(0);
+        for _ in 0..20 {
+            let child = propose(&space, &all, &HashSet::new(), &mut rng);
+            assert!(space.contains(&child));
+        }
+    }
 }
