@@ -115,6 +115,11 @@ pub fn node_macs(node: &NodeProto, shape: &dyn Fn(&str) -> Option<Vec<usize>>) -
             let a = input(0)?;
             Some(numel(&output()?) * *a.last()? as u64)
         }
+        // com.microsoft's 4-bit MatMul: K (input features) is an attribute.
+        "MatMulNBits" => {
+            let k = node.int("K").ok()??;
+            Some(numel(&output()?) * u64::try_from(k).ok()?)
+        }
         "QLinearMatMul" => {
             let a = input(0)?;
             Some(numel(&output()?) * *a.last()? as u64)
@@ -228,6 +233,16 @@ mod tests {
         // Vector x matrix: [8] x [8,5] -> [5].
         let s = shapes(&[("a", &[8]), ("b", &[8, 5]), ("y", &[5])]);
         assert_eq!(node_macs(&m, &|n| s.get(n).cloned()), Some(5 * 8));
+    }
+
+    #[test]
+    fn matmul_nbits_counts_k_from_its_attribute() {
+        let mut n = node("MatMulNBits", &["x", "packed", "scales"]);
+        n.attribute = vec![make::int("K", 64), make::int("N", 16)];
+        let s = shapes(&[("x", &[1, 64]), ("y", &[1, 16])]);
+        assert_eq!(node_macs(&n, &|v| s.get(v).cloned()), Some(16 * 64));
+        n.attribute.clear();
+        assert_eq!(node_macs(&n, &|v| s.get(v).cloned()), None);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use conv_pool::{conv, conv_transpose, global_pool, pool};
 use elementwise::{broadcast_op, cast, cast_to, unary, BROADCAST, COMPARE, UNARY};
 use generate::{constant, constant_of_shape, range, shape, size};
 use index::{gather, non_zero, slice};
-use nn::{batch_norm, dropout, gemm, layer_norm, matmul};
+use nn::{batch_norm, dropout, gemm, layer_norm, matmul, matmul_nbits};
 use quant::{dynamic_quantize, quantize};
 use reduce::{arg_reduce, reduce, top_k, REDUCE};
 use resize::{pad, resize};
@@ -105,9 +105,6 @@ pub(super) fn infer_node(
     opset: i64,
     infos: &HashMap<String, Info>,
 ) -> Result<Vec<Info>> {
-    if !node.domain.is_empty() && node.domain != "ai.onnx" {
-        return Ok(vec![]);
-    }
     let inputs = node
         .input
         .iter()
@@ -118,7 +115,11 @@ pub(super) fn infer_node(
         opset,
         inputs,
     };
-    rule(&c)
+    match node.domain.as_str() {
+        "" | "ai.onnx" => rule(&c),
+        "com.microsoft" if c.op() == "MatMulNBits" => matmul_nbits(&c),
+        _ => Ok(vec![]),
+    }
 }
 
 /// The dispatch table: the outputs of the node in `c` by its operator type.

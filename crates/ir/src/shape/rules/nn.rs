@@ -99,6 +99,20 @@ pub(super) fn matmul(c: &Ctx, bi: usize, dtype: Option<DataType>) -> Result<Vec<
     Ok(vec![Info::new(dtype, dims)])
 }
 
+/// `com.microsoft` `MatMulNBits`: A's dims with the last one replaced by the `N`
+/// attribute (output features), A's element type.
+pub(super) fn matmul_nbits(c: &Ctx) -> Result<Vec<Info>> {
+    let Some(n) = c.node.int("N")?.filter(|n| *n > 0) else {
+        return bad("MatMulNBits needs a positive attribute N (output features)");
+    };
+    let dims = c.dims(0).filter(|a| !a.is_empty()).map(|a| {
+        let mut dims = a.to_vec();
+        *dims.last_mut().expect("not empty") = Dim::Known(n as usize);
+        dims
+    });
+    Ok(vec![c.like(0, dims)])
+}
+
 /// `Dropout`: input 0 unchanged and a boolean mask of its shape.
 pub(super) fn dropout(c: &Ctx) -> Result<Vec<Info>> {
     let x = c.info(0);
@@ -111,6 +125,35 @@ mod tests {
     use crate::attr::make;
     use crate::dtype::DataType::{Float, Uint8};
     use crate::shape::test_util::{error, expect, node, types, value};
+
+    #[test]
+    fn matmul_nbits_gives_n_output_features_to_the_next_layer() {
+        let mut nbits = node(
+            "MatMulNBits",
+            &["x", "packed", "scales"],
+            &["y"],
+            vec![make::int("K", 64), make::int("N", 16), make::int("bits", 4)],
+        );
+        nbits.domain = "com.microsoft".into();
+        let t = types(
+            17,
+            vec![
+                value("x", Float, "B,64"),
+                value("packed", Uint8, "16,2,16"),
+                value("scales", Float, "32"),
+                value("w", Float, "16,10"),
+            ],
+            vec![],
+            vec![nbits.clone(), node("Gemm", &["y", "w"], &["z"], vec![])],
+        );
+        expect(&t, &[("y", "float[B,16]"), ("z", "float[B,10]")]);
+        nbits.attribute.retain(|a| a.name != "N");
+        let e = error(17, vec![value("x", Float, "B,64")], vec![], nbits);
+        assert!(
+            e.contains("MatMulNBits needs a positive attribute N"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn matrix_products_norms_and_activations() {
