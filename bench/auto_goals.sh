@@ -17,7 +17,8 @@
 # (RAYON_NUM_THREADS of training and of auto's fine-tuning, default 2); BUDGET (default
 # 20m) of every search, GRID_BUDGET (default 90m) of the exhaustive one; RUNS (default 200)
 # and ROUNDS (default 3) of the latency; ONLY (space-separated run names, default all:
-# cnn-balanced cnn-speed cnn-size lenet5-balanced cnn-grid); SEARCH_ONLY=1 stops after the
+# cnn-balanced cnn-speed cnn-size lenet5-balanced cnn-grid; lenet5-grid is the smaller
+# exhaustive grid on LeNet5); SEARCH_ONLY=1 stops after the
 # searches (to run several side by side; a later run measures them all); TABLE_ONLY=1 only
 # prints the tables of an earlier run; WRITE=docs/BENCHMARKS.md puts them in its
 # `auto-goals` section.
@@ -47,8 +48,8 @@ run_args() {
     *-balanced) echo "--target balanced --max-accuracy-drop 1 --budget $budget" ;;
     cnn-speed) echo "--target speed --max-accuracy-drop 2 --budget $budget" ;;
     cnn-size) echo "--target size --max-accuracy-drop 2 --budget $budget" ;;
-    cnn-grid) echo "--target balanced --max-accuracy-drop 1 --budget $grid_budget --exhaustive" ;;
-    *) echo "error: run '$1': expected cnn-balanced, cnn-speed, cnn-size, lenet5-balanced or cnn-grid" >&2 && exit 2 ;;
+    *-grid) echo "--target balanced --max-accuracy-drop 1 --budget $grid_budget --exhaustive" ;;
+    *) echo "error: run '$1': expected cnn-balanced, cnn-speed, cnn-size, lenet5-balanced, cnn-grid or lenet5-grid" >&2 && exit 2 ;;
   esac
 }
 
@@ -76,7 +77,7 @@ if [[ "${TABLE_ONLY:-0}" != 1 ]]; then
     exit 1
   fi
   export RAYON_NUM_THREADS="${THREADS:-2}"
-  step_stdout "$out/cnn.train.json" nice -n 10 /usr/bin/time -v -o "$out/cnn.train.time" \
+  [[ " $only " != *" cnn-"* ]] || step_stdout "$out/cnn.train.json" nice -n 10 /usr/bin/time -v -o "$out/cnn.train.time" \
     "$whittle" train --model zoo:cnn --data "$fashion" --epochs 5 --batch-size 64 \
     --optimizer adamw --lr 0.003 --lr-schedule one-cycle --seed 0 -o "$out/cnn.onnx" --force --json
   for name in $only; do auto_run "$name"; done
