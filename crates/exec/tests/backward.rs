@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use whittle_exec::backward::GraphBackward;
+use whittle_exec::ops::fake_quant::DOMAIN as FAKE_QUANT_DOMAIN;
 use whittle_exec::{ExecError, Executor, RunOptions, Value};
 use whittle_ir::attr::make;
 use whittle_ir::proto::{
@@ -249,6 +250,91 @@ fn cases() -> Vec<Case> {
         opset: 10,
         ..case("Dropout", vec![make::float("ratio", 0.5)], vec![p(&[3, 8])])
     });
+    v.extend(copy_cases());
+    v
+}
+
+/// The copying operators: repeated and negative indices, negative steps, broadcasting.
+fn copy_cases() -> Vec<Case> {
+    let mut v = vec![
+        // An embedding table: rows 0 and 4 (as -1) looked up twice.
+        case(
+            "Gather",
+            vec![],
+            vec![p(&[5, 3]), Ints(vec![2, 2], vec![0, 4, -1, 0])],
+        ),
+        case(
+            "Gather",
+            vec![make::int("axis", 1)],
+            vec![p(&[2, 4, 3]), Ints(vec![3], vec![3, 0, 3])],
+        ),
+        // Rows 1..4, and columns 5, 3, 1 (a negative step).
+        case(
+            "Slice",
+            vec![],
+            vec![
+                p(&[5, 6]),
+                Ints(vec![2], vec![1, -1]),
+                Ints(vec![2], vec![4, -7]),
+                Ints(vec![2], vec![0, 1]),
+                Ints(vec![2], vec![1, -2]),
+            ],
+        ),
+        case(
+            "Slice",
+            vec![],
+            vec![
+                p(&[2, 3, 4]),
+                Ints(vec![1], vec![1]),
+                Ints(vec![1], vec![i64::MAX]),
+                Ints(vec![1], vec![-1]),
+            ],
+        ),
+        case(
+            "Expand",
+            vec![],
+            vec![p(&[3, 1]), Ints(vec![3], vec![2, 3, 4])],
+        ),
+        case("Tile", vec![], vec![p(&[2, 3]), Ints(vec![2], vec![2, 3])]),
+        case(
+            "DepthToSpace",
+            vec![make::int("blocksize", 2)],
+            vec![p(&[1, 8, 2, 3])],
+        ),
+        case(
+            "DepthToSpace",
+            vec![make::int("blocksize", 2), make::string("mode", "CRD")],
+            vec![p(&[1, 8, 2, 3])],
+        ),
+        case(
+            "SpaceToDepth",
+            vec![make::int("blocksize", 2)],
+            vec![p(&[1, 2, 4, 6])],
+        ),
+        case(
+            "GatherElements",
+            vec![make::int("axis", 1)],
+            vec![p(&[3, 3]), Ints(vec![3, 2], vec![0, 0, 2, 1, -1, 0])],
+        ),
+        case(
+            "GatherND",
+            vec![],
+            vec![p(&[2, 3, 2]), Ints(vec![3, 2], vec![0, 1, 1, 2, 0, 1])],
+        ),
+    ];
+    // Slice before opset 10 (bounds as attributes).
+    v.push(Case {
+        opset: 9,
+        ..case(
+            "Slice",
+            vec![
+                ints("starts", &[0, 1]),
+                ints("ends", &[1, 100]),
+                ints("axes", &[0, 2]),
+            ],
+            vec![p(&[2, 3, 4])],
+        )
+    });
     v
 }
 
@@ -336,10 +422,16 @@ fn one_graph(
             }],
             ..Default::default()
         }),
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: opset,
-        }],
+        opset_import: vec![
+            OperatorSetIdProto {
+                domain: String::new(),
+                version: opset,
+            },
+            OperatorSetIdProto {
+                domain: FAKE_QUANT_DOMAIN.into(),
+                version: 1,
+            },
+        ],
         ..Default::default()
     })
 }
@@ -431,7 +523,7 @@ fn every_rule_matches_central_differences() {
             Err(e) => failures.push(format!("{}: {e}", c.op)),
         }
     }
-    assert!(all.len() >= 45, "{} cases", all.len());
+    assert!(all.len() >= 57, "{} cases", all.len());
     assert!(
         failures.is_empty(),
         "wrong gradients:\n{}",
@@ -529,16 +621,109 @@ fn lenet5_gradients_equal_the_tape() {
     let rec = gb.forward(&exec, feed, 0, None).unwrap();
     let graph = gb.backward(&exec, &rec, HashMap::from([(out, r)])).unwrap();
     assert_eq!(graph.len(), names.len());
-    for name in &names {
-        let a = tape[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_equal_gradients(&tape, &graph, 1e-4);
+}
+
+/// Every gradient of `tape` equals `graph`'s to `tol` relative to its largest element.
+fn assert_equal_gradients(
+    tape: &HashMap<String, Tensor>,
+    graph: &HashMap<String, Tensor>,
+    tol: f64,
+) {
+    for (name, t) in tape {
+        let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = graph[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6) as f64;
         let diff = whittle_ir::numeric::max_abs_diff(a.iter().copied(), b.iter().copied());
         assert!(
-            diff / scale < 1e-4,
+            diff / scale < tol,
             "{name}: {diff:e} off (largest gradient {scale:e})"
         );
     }
+}
+
+/// FakeQuantize against candle's tape (not against finite differences: its forward is
+/// piecewise constant, the straight-through and LSQ gradients are estimators). `x` has a
+/// learned scale 1/8 with LSQ's gradient scale and a zero point 2 (range [-12, 8] in steps),
+/// with values inside, on both bounds, beyond them and on a rounding tie; `w` has the
+/// per-channel min/max observer (no scale input). `y = fq(x) * fq(w)`.
+#[test]
+fn fake_quantize_gradients_equal_the_tape() {
+    let x = [0.3, -3.0, 1.0, -1.5, 0.3125, 0.05, 2.0, -0.7];
+    let w: Vec<f64> = uniform(8, -1.0, 1.0, 21);
+    let inits = vec![
+        floats(&[2, 4], &x, false).to_proto("x"),
+        floats(&[1], &[0.125], false).to_proto("s"),
+        TensorData::from_slice(vec![1], &[2i64])
+            .unwrap()
+            .to_proto("z"),
+        floats(&[2, 4], &w, false).to_proto("w"),
+    ];
+    let fq = |name: &str, inputs: &[&str], out: &str, attrs: Vec<AttributeProto>| NodeProto {
+        op_type: "FakeQuantize".into(),
+        domain: FAKE_QUANT_DOMAIN.into(),
+        name: name.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        attribute: attrs,
+        ..Default::default()
+    };
+    let nodes = vec![
+        fq(
+            "fq_x",
+            &["x", "s", "z"],
+            "a",
+            vec![
+                make::int("qmin", -10),
+                make::int("qmax", 10),
+                make::float("grad_scale", 0.5),
+            ],
+        ),
+        fq(
+            "fq_w",
+            &["w"],
+            "b",
+            vec![
+                make::int("qmin", -127),
+                make::int("qmax", 127),
+                make::int("axis", 0),
+            ],
+        ),
+        NodeProto {
+            op_type: "Mul".into(),
+            input: vec!["a".into(), "b".into()],
+            output: vec!["y".into()],
+            ..Default::default()
+        },
+    ];
+    let model = one_graph(nodes, inits, 17);
+    let mut exec = Executor::new(&model).unwrap();
+    let names = ["x", "s", "w"].map(String::from);
+    exec.set_trainable(&names).unwrap();
+    let r: Vec<f32> = uniform(8, -1.0, 1.0, 22)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let r = Tensor::from_vec(r, (2, 4), &Device::Cpu).unwrap();
+
+    let opts = RunOptions {
+        training: true,
+        ..Default::default()
+    };
+    let y = exec.run_with(HashMap::new(), opts).unwrap();
+    let loss = (y["y"].tensor() * &r).unwrap().sum_all().unwrap();
+    let tape = exec.gradients(&loss).unwrap();
+    let gb = GraphBackward::new(&exec).unwrap();
+    let rec = gb.forward(&exec, HashMap::new(), SEED, None).unwrap();
+    let graph = gb
+        .backward(&exec, &rec, HashMap::from([("y".to_string(), r)]))
+        .unwrap();
+    assert_eq!(graph.len(), 3);
+    assert_equal_gradients(&tape, &graph, 1e-5);
+    // Beyond the range (2.0 / 0.125 = 16 > 8) nothing passes; inside, all of it.
+    let gx = graph["x"].to_vec2::<f32>().unwrap();
+    assert_eq!(gx[1][2], 0.0);
+    assert!(gx[0][0] != 0.0, "{gx:?}");
 }
 
 /// Conv -> MaxPool: the pool runs forward on its kernel and keeps its arg-max, so the

@@ -104,7 +104,7 @@ fn round_half_even(t: &Tensor) -> Result<Tensor> {
 
 /// Symmetric min/max scale `2 max|x| / levels` per channel along `axis` (or per tensor),
 /// 1 where a channel is all zeros; no gradient flows through it.
-fn minmax_scale(x: &Tensor, axis: Option<usize>, levels: i64) -> Result<Tensor> {
+pub(crate) fn minmax_scale(x: &Tensor, axis: Option<usize>, levels: i64) -> Result<Tensor> {
     let x = x.detach();
     let abs = match axis {
         Some(a) => {

@@ -3,10 +3,14 @@
 
 mod elementwise;
 mod linalg;
+mod moves;
 mod norm;
 mod pool;
+mod quant;
 mod shape;
 pub(super) mod window;
+
+use std::collections::HashMap;
 
 use whittle_ir::proto::NodeProto;
 
@@ -14,6 +18,8 @@ use super::Recording;
 use crate::bail;
 use crate::error::Result;
 use crate::executor::Executor;
+use crate::ops::fake_quant::DOMAIN as WHITTLE_DOMAIN;
+use crate::ops::{OpCtx, Registry};
 use crate::value::Value;
 
 /// A rule: the gradient of each input (`None` where not wanted or not differentiable) from
@@ -107,6 +113,29 @@ impl RuleCtx<'_> {
             _ => bail!("output #{i} is missing"),
         }
     }
+
+    /// The node's own operator run again (training mode, the forward's seed) with input 0
+    /// replaced by `first` and every other input as in the forward.
+    pub fn rerun(&self, first: Value) -> Result<Vec<Value>> {
+        let node = self.node;
+        let Some(op) = Registry::standard().get(&node.domain, &node.op_type) else {
+            bail!("{} is not registered", node.op_type);
+        };
+        let mut inputs = vec![Some(first)];
+        for i in 1..node.input.len() {
+            inputs.push(self.opt_input(i)?);
+        }
+        let scope = HashMap::new();
+        op(&OpCtx {
+            node,
+            opset: self.opset,
+            training: true,
+            seed: Some(self.seed),
+            inputs,
+            exec: self.exec,
+            scope: &scope,
+        })
+    }
 }
 
 /// A kernel's refusal as an executor error (the backward names the node).
@@ -117,14 +146,17 @@ pub(super) fn kern<T>(r: crate::kernels::Result<T>) -> Result<T> {
 /// The rule of `op_type` in `domain`, if there is one.
 pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<RuleDef> {
     let domain = if domain == "ai.onnx" { "" } else { domain };
-    if !domain.is_empty() {
-        return None;
-    }
     let def = |rule: Rule, inputs: &'static [usize], outputs: &'static [usize]| RuleDef {
         rule,
         inputs,
         outputs,
     };
+    if domain == WHITTLE_DOMAIN && op_type == "FakeQuantize" {
+        return Some(def(quant::fake_quantize, &[0, 1, 2], &[]));
+    }
+    if !domain.is_empty() {
+        return None;
+    }
     Some(match op_type {
         "Add" | "Sub" => def(elementwise::add_sub, &[], &[]),
         "Mul" | "Div" => def(elementwise::mul_div, &[0, 1], &[]),
@@ -148,6 +180,10 @@ pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<RuleDef> {
         "Concat" => def(shape::concat, &[], &[]),
         "ReduceMean" | "ReduceSum" => def(shape::reduce, &[1], &[]),
         "Dropout" => def(shape::dropout, &[1, 2], &[]),
+        "Gather" => def(moves::gather, &[1], &[]),
+        "Slice" => def(moves::copies, &[1, 2, 3, 4], &[]),
+        "Expand" | "Tile" | "GatherElements" | "GatherND" => def(moves::copies, &[1], &[]),
+        "DepthToSpace" | "SpaceToDepth" => def(moves::copies, &[], &[]),
         _ => return None,
     })
 }

@@ -1,8 +1,6 @@
 //! Rules of the operators that move elements: Reshape-like views, Transpose, Concat, the
 //! mean/sum reductions, and Dropout (its mask recomputed from the forward's seed).
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Tensor};
 use whittle_ir::NodeAttrs;
 
@@ -10,7 +8,7 @@ use super::elementwise::expand;
 use super::RuleCtx;
 use crate::bail;
 use crate::error::Result;
-use crate::ops::{normalize_axis, OpCtx, Registry};
+use crate::ops::normalize_axis;
 
 /// Gradients of a node, one per input.
 type Grads = Result<Vec<Option<Vec<f32>>>>;
@@ -133,20 +131,8 @@ pub(super) fn reduce(c: &mut RuleCtx) -> Grads {
 pub(super) fn dropout(c: &mut RuleCtx) -> Grads {
     let shape = c.in_shape(0)?.to_vec();
     let ones = crate::value::Value::f32(Tensor::ones(shape, DType::F32, c.exec.device())?)?;
-    let Some(op) = Registry::standard().get("", "Dropout") else {
-        bail!("Dropout is not registered");
-    };
-    let scope = HashMap::new();
-    let ctx = OpCtx {
-        node: c.node,
-        opset: c.opset,
-        training: true,
-        seed: Some(c.seed),
-        inputs: vec![Some(ones), c.opt_input(1)?, c.opt_input(2)?],
-        exec: c.exec,
-        scope: &scope,
-    };
-    let scale = op(&ctx)?
+    let scale = c
+        .rerun(ones)?
         .into_iter()
         .next()
         .map(|v| v.to_f32_vec())
