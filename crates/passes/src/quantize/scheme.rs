@@ -2,7 +2,7 @@
 //! quantization of weights (per tensor or per channel) and biases.
 
 use serde::Serialize;
-use whittle_exec::ops::quant::{quantize_f32, quantize_values, ParamLayout, Span};
+use whittle_exec::ops::quant::{quantize_values, ParamLayout, Span};
 use whittle_ir::{DataType, TensorData};
 
 use super::observer::MinMax;
@@ -80,15 +80,22 @@ impl Scheme {
     }
 
     /// Scale and zero point covering `[min, max]` widened to include 0 (symmetric:
-    /// `[-a, a]` with `a = max(|min|, |max|)`). A zero-width range gets scale 1.
+    /// `[-a, a]` with `a = max(|min|, |max|)`, zero point in the middle). A zero-width
+    /// range gets scale 1.
+    ///
+    /// Computed in f64 and the scale rounded once to f32, as ONNX Runtime's quantizer
+    /// does: the same range gives bit-identical parameters (and so the same int8 weights),
+    /// where f32 arithmetic (`(hi - lo)` rounded, then divided) was off by an ulp on
+    /// about half the tensors and moved a few weights across a rounding tie.
     pub fn params(&self, min: f32, max: f32) -> QParams {
         let (qmin, qmax) = self.qrange();
-        let (mut lo, mut hi) = (min.min(0.0), max.max(0.0));
+        let (mut lo, mut hi) = (f64::from(min.min(0.0)), f64::from(max.max(0.0)));
         if self.symmetric {
             let a = lo.abs().max(hi.abs());
             (lo, hi) = (-a, a);
         }
-        let scale = (hi - lo) / (qmax - qmin) as f32;
+        let exact = (hi - lo) / (qmax - qmin) as f64;
+        let scale = exact as f32;
         if !scale.is_finite() || scale <= f32::MIN_POSITIVE {
             return QParams {
                 scale: 1.0,
@@ -99,10 +106,14 @@ impl Scheme {
                 },
             };
         }
-        let zero_point = (qmin as f32 - lo / scale).round_ties_even() as i64;
+        let zero_point = if self.symmetric {
+            ((qmin + qmax) as f64 / 2.0).round_ties_even()
+        } else {
+            (qmin as f64 - lo / exact).round_ties_even()
+        };
         QParams {
             scale,
-            zero_point: zero_point.clamp(qmin, qmax),
+            zero_point: (zero_point as i64).clamp(qmin, qmax),
         }
     }
 }
@@ -238,8 +249,9 @@ pub fn quantize_weight(
     Ok(QuantizedWeight { data, params, axis })
 }
 
-/// A bias quantized to int32 with scale `x_scale * w_scale[c]` and zero point 0, and the
-/// scales used (one per channel, or one).
+/// A bias quantized to int32 with scale `x_scale * w_scale[c]` (an f32 product) and zero
+/// point 0, and the scales used (one per channel, or one). Each value is divided in f64
+/// and rounded half to even, as ONNX Runtime's quantizer does.
 pub fn quantize_bias(
     name: &str,
     bias: &TensorData,
@@ -255,11 +267,14 @@ pub fn quantize_bias(
         );
     }
     let scales: Vec<f32> = w.params.iter().map(|p| p.scale * x_scale).collect();
-    let range = (i32::MIN as i64, i32::MAX as i64);
+    let (lo, hi) = (f64::from(i32::MIN), f64::from(i32::MAX));
     let q: Vec<i64> = values
         .iter()
         .enumerate()
-        .map(|(i, &b)| quantize_f32(b, scales[if n == 1 { 0 } else { i }], 0, range))
+        .map(|(i, &b)| {
+            let scale = f64::from(scales[if n == 1 { 0 } else { i }]);
+            (f64::from(b) / scale).round_ties_even().clamp(lo, hi) as i64
+        })
         .collect();
     Ok((
         int_tensor(DataType::Int32, bias.dims().to_vec(), &q)?,
@@ -293,6 +308,55 @@ mod tests {
         assert!((r.params(-6.4, 1.0).scale - 0.1).abs() < 1e-7);
         // A zero range gets scale 1 rather than dividing by zero.
         assert_eq!(r.params(0.0, 0.0).scale, 1.0);
+    }
+
+    #[test]
+    fn params_equal_onnxruntime_bit_for_bit() {
+        // Ranges where f32 arithmetic gave a scale one ulp off; expected values from ONNX
+        // Runtime 1.32's quant_utils.compute_scale_zp(rmin, rmax, 0, 255) on f32 inputs.
+        let s = Scheme::activations(QuantType::Uint8);
+        let cases: [(f32, f32, u32, i64); 4] = [
+            (-1.819_907_3, 8.753_959, 1_026_152_551, 44),
+            (-1.630_875, 11.220_869, 1_028_550_446, 32),
+            (-2.572_213, 0.403_026_9, 1_010_772_350, 220),
+            (-2.188_966_3, 2.107_867_5, 1_015_679_411, 130),
+        ];
+        for (lo, hi, bits, zp) in cases {
+            let p = s.params(lo, hi);
+            assert_eq!(p.scale.to_bits(), bits, "[{lo}, {hi}]");
+            assert_eq!(p.zero_point, zp, "[{lo}, {hi}]");
+        }
+        // Symmetric schemes put the zero point in the middle whatever the rounding.
+        assert_eq!(
+            Scheme::weights(QuantType::Int8, false)
+                .params(-0.3, 0.7)
+                .zero_point,
+            0
+        );
+    }
+
+    #[test]
+    fn bias_rounds_like_onnxruntime() {
+        // b / scale lands within 1e-6 of a half: f32 division rounded these the other way.
+        let w = QuantizedWeight {
+            data: TensorData::from_slice(vec![2], &[1i8, 1]).unwrap(),
+            params: vec![
+                QParams {
+                    scale: 2.315_488_4e-5,
+                    zero_point: 0,
+                },
+                QParams {
+                    scale: 4.722_628e-4,
+                    zero_point: 0,
+                },
+            ],
+            axis: Some(0),
+        };
+        let bias = TensorData::from_slice(vec![2], &[0.561_286_f32, 0.953_734_7]).unwrap();
+        let (q, _) = quantize_bias("b", &bias, 1.0, &w).unwrap();
+        // ORT: round(float64(b) / float64(x_scale * w_scale)) = 24240.5005 -> 24241,
+        // 2019.49997 -> 2019.
+        assert_eq!(q.to_vec::<i32>().unwrap(), vec![24241, 2019]);
     }
 
     #[test]
