@@ -51,6 +51,7 @@ VOCAB = os.path.join(MODELS, "minilm-vocab.txt")
 CALIB = 512
 METHODS = ["minmax", "entropy", "percentile", "mse"]
 BEGIN, END = "<!-- quantize-vs-ort:begin -->", "<!-- quantize-vs-ort:end -->"
+ENCODERS_BEGIN, ENCODERS_END = "<!-- quantize-encoders:begin -->", "<!-- quantize-encoders:end -->"
 
 
 # ---------------------------------------------------------------- data
@@ -136,9 +137,11 @@ class WordPiece:
         return ids[: max_len - 1] + [self.ids["[SEP]"]]
 
 
-def minilm_batch(texts, tokenizer):
+def minilm_batch(texts, tokenizer, width=None):
+    """input_ids and attention_mask of `texts`, padded to `width` tokens (default: the
+    longest)."""
     encoded = [tokenizer.encode(t) for t in texts]
-    width = max(len(e) for e in encoded)
+    width = width or max(len(e) for e in encoded)
     ids = np.zeros((len(encoded), width), dtype=np.int64)
     mask = np.zeros_like(ids)
     for i, e in enumerate(encoded):
@@ -423,6 +426,97 @@ def minilm_static_jobs(b):
     return jobs
 
 
+def stacked_minilm(path, out):
+    """A 6-layer MiniLM-class encoder with real weights: MiniLM-L3 with its three encoder
+    layers run twice (layers 4-6 copy layers 1-3, weights included, so it has six layers'
+    parameters), written to `out`."""
+    import onnx
+
+    m = onnx.load(path)
+    g = m.graph
+    layers = [n for n in g.node if "/encoder/layer." in n.name]
+    made = {o for n in layers for o in n.output}
+    inits = {i.name: i for i in g.initializer}
+    first_in = next(i for i in layers[0].input if i not in made and i not in inits)
+    last_out = layers[-1].output[0]
+    copies, copied_inits = [], {}
+    for n in layers:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        c.name = n.name + "_again"
+        for k, x in enumerate(c.input):
+            if x in made:
+                c.input[k] = x + "_again"
+            elif x == first_in:
+                c.input[k] = last_out
+            elif x in inits:
+                copied_inits.setdefault(x, x + "_again")
+                c.input[k] = copied_inits[x]
+        for k, y in enumerate(c.output):
+            c.output[k] = y + "_again"
+        copies.append(c)
+    for n in g.node:
+        if n not in layers:
+            n.input[:] = [last_out + "_again" if x == last_out else x for x in n.input]
+    at = max(i for i, n in enumerate(g.node) if "/encoder/layer." in n.name) + 1
+    nodes = list(g.node)
+    del g.node[:]
+    g.node.extend(nodes[:at] + copies + nodes[at:])
+    for old, new in copied_inits.items():
+        t = onnx.TensorProto()
+        t.CopyFrom(inits[old])
+        t.name = new
+        g.initializer.append(t)
+    onnx.save(m, out)
+    return out
+
+
+# Static INT8 of transformer encoders (issue 16's goal): calibration sentences and their
+# padded length.
+ENCODER_CALIB, ENCODER_SEQ = 128, 128
+
+
+def encoder_rows(b):
+    """Static INT8 (MinMax, per-channel QDQ) of MiniLM-L3 and of the 6-layer encoder of
+    `stacked_minilm`, calibrated on ENCODER_CALIB sentences padded to ENCODER_SEQ tokens:
+    whittle's and ORT's wall time and peak RSS (median and largest of --runs runs) and
+    the cosine of each result to FP32 on 64 other sentences."""
+    tok = WordPiece(VOCAB)
+    texts = sentences(64 + ENCODER_CALIB)
+    calib = os.path.join(b.tmp, "encoder_calib.npz")
+    np.savez(calib, **minilm_batch(texts[64:], tok, ENCODER_SEQ))
+    feeds = minilm_batch(texts[:64], tok)
+    six = stacked_minilm(MINILM, os.path.join(b.tmp, "minilm_6_layers.onnx"))
+    rows = []
+    for name, model in (("MiniLM-L3", MINILM), ("6-layer (MiniLM-L3's layers twice)", six)):
+        ref = minilm_embeddings(model, feeds)
+        extra = ["--calib-data", f"feeds:{calib}", "--calib-samples", str(ENCODER_CALIB), "--per-channel",
+                 "--calibration", "minmax"]
+        mine = b.whittle(model, "static", extra, "encoder")
+        theirs = b.ort(ORT_STATIC_FEEDS.format(calib=calib, model=model, method="MinMax"), b.out_path("ort_encoder"))
+        row = [name]
+        for path, seconds, rss, err in (mine, theirs):
+            cos = f"{mean_cosine(ref, minilm_embeddings(path, feeds)):.5f}" if path else f"failed: {err[:60]}"
+            row += [f"{seconds:.2f}", f"{rss:.0f}", cos]
+        ok = mine[0] and theirs[0]
+        row += [f"{mine[1] / theirs[1]:.2f}x" if ok else "-", f"{mine[2] / theirs[2]:.2f}x" if ok else "-"]
+        rows.append(row)
+    return rows
+
+
+def encoder_table(b):
+    load = os.getloadavg()
+    return "\n".join([
+        f"Static INT8 (MinMax, per-channel QDQ), {ENCODER_CALIB} calibration sentences padded to {ENCODER_SEQ} "
+        f"tokens; seconds: median of {b.args.runs} runs of each tool in turn, peak RSS: the largest; cosine of "
+        f"the sentence embeddings to FP32 on 64 other sentences. Load average at the start "
+        f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} (2 cores).",
+        "",
+        table(["model", "whittle s", "whittle MiB", "whittle cosine", "ORT s", "ORT MiB", "ORT cosine",
+               "time ratio", "memory ratio"], encoder_rows(b)),
+    ])
+
+
 def rss_rows(b):
     rows = []
     for samples in (512, 5000):
@@ -463,7 +557,17 @@ def main():
     p.add_argument("--write", help="markdown file whose marked section receives the tables")
     p.add_argument("--quick", action="store_true", help="minmax only, no MiniLM, no RSS table")
     p.add_argument("--runs", type=int, default=3, help="quantize runs per row; the table gives the median time")
+    p.add_argument("--encoders", action="store_true",
+                   help="only the table of static INT8 of transformer encoders (its own marked section)")
     args = p.parse_args()
+    if args.encoders:
+        with tempfile.TemporaryDirectory() as tmp:
+            text = encoder_table(Bench(args, tmp))
+        print(text)
+        if args.write:
+            write_section(args.write, text, ENCODERS_BEGIN, ENCODERS_END, "Static INT8 of transformer encoders",
+                          "python3 bench/quantize_vs_ort.py --encoders --write docs/BENCHMARKS.md")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         b = Bench(args, tmp)
         lenet = lenet_rows(b, args.quick)
