@@ -56,6 +56,7 @@ fn settings(dir: &Path, limits: Limits, seed: u64) -> Settings {
         work_dir: dir.join("work"),
         output: dir.join("out.onnx"),
         strategy: Strategy::Evolution,
+        warm_start: false,
     }
 }
 
@@ -237,4 +238,52 @@ fn the_same_seed_gives_the_same_result_and_a_rerun_resumes() {
     sr.strategy = Strategy::Random;
     let rr = run(&sr);
     assert_eq!(rr.trained, 4);
+}
+
+#[test]
+fn the_proxy_ranks_the_warm_start_and_stays_finite() {
+    let dir = scratch("proxy");
+    let mut s = settings(&dir, Limits::default(), 2);
+    let batch = whittle_search::nas::proxy::batch(&s.data).unwrap();
+    let score = |spec: &str| {
+        let model = whittle_zoo::build(spec).unwrap();
+        whittle_search::nas::proxy::naswot(&model, &batch).unwrap()
+    };
+    let narrow = score("zoo:cnn:channels=8,input=1x28x28,classes=10,seed=0").unwrap();
+    let wide = score("zoo:cnn:channels=128-128-128,convs=2,input=1x28x28,classes=10,seed=0");
+    let wide = wide.unwrap();
+    // ~3e5 units a sample: det K is near units^32 = 1e175..; its log is finite.
+    assert!(narrow.is_finite() && wide.is_finite(), "{narrow} {wide}");
+    assert!(
+        wide > narrow + 50.0,
+        "a wider net tells samples apart better: {narrow} {wide}"
+    );
+    let vit =
+        score("zoo:vit-tiny:patch=7,dim=32,depth=1,heads=1,mlp=64,input=1x28x28,classes=10,seed=0");
+    assert!(vit.is_some_and(f64::is_finite));
+    assert_eq!(
+        score("zoo:cnn:channels=8,input=1x28x28,classes=10,seed=0"),
+        Some(narrow),
+        "the same model, the same score"
+    );
+
+    // Warm start: 4 x 4 candidates drawn, the 4 the proxy ranks best train.
+    s.warm_start = true;
+    let result = run(&s);
+    assert_eq!(result.candidates, 4 * 4);
+    let mut by_score: Vec<(f64, &str)> = result
+        .trials
+        .iter()
+        .map(|t| (t.proxy.unwrap_or(f64::NEG_INFINITY), t.id.as_str()))
+        .collect();
+    by_score.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let best: HashSet<&str> = by_score[..4].iter().map(|(_, id)| *id).collect();
+    let trained: HashSet<&str> = result
+        .trials
+        .iter()
+        .filter(|t| !t.rung_accuracy.is_empty())
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(trained, best);
+    assert!(result.trials.iter().all(|t| t.proxy.is_some()));
 }

@@ -66,6 +66,10 @@ pub struct Args {
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
+    /// Warm start: the first generation draws 4 times as many candidates and trains the
+    /// feasible ones a zero-cost proxy (NASWOT, in log space) ranks best.
+    #[arg(long)]
+    warm_start: bool,
     /// How candidates are proposed: evolution (the search) or random (a baseline).
     #[arg(long, hide = true, default_value = "evolution", value_parser = ["evolution", "random"])]
     strategy: String,
@@ -108,6 +112,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "random" => Strategy::Random,
             _ => Strategy::Evolution,
         },
+        warm_start: args.warm_start,
     };
     let observer = CliObserver::new(args.json);
     let runner = Local {

@@ -5,6 +5,7 @@
 //! - [`measure`]: size (FP32, INT8), MACs and ONNX Runtime latency before training, and the
 //!   limits they are checked against (infeasible candidates never train).
 //! - [`evolution`]: proposals from the Pareto front (crossover, mutation).
+//! - [`proxy`]: the zero-cost proxy (NASWOT, in log space) that ranks the first generation.
 //! - [`halving`]: successive halving (short training ranks many, full training few).
 //! - [`trials`], [`runner`]: the journals of the work folder and the one job each candidate
 //!   runs through, in this process or on a cluster.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod evolution;
 pub mod halving;
 pub mod measure;
+pub mod proxy;
 pub mod report;
 pub mod runner;
 pub mod search;

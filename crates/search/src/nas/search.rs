@@ -60,7 +60,13 @@ pub struct Settings {
     pub output: PathBuf,
     /// Evolution or random search.
     pub strategy: Strategy,
+    /// Warm start: the first generation draws [`WARM_START`] times as many candidates and
+    /// trains the feasible ones the zero-cost proxy ([`crate::nas::proxy`]) ranks best.
+    pub warm_start: bool,
 }
+
+/// Candidates the first generation draws per one it trains, with `warm_start`.
+pub const WARM_START: usize = 4;
 
 /// Candidates each generation proposes: a quarter of the iterations, at least 4.
 fn generation_size(iterations: usize) -> usize {
@@ -100,6 +106,9 @@ pub struct Trial {
     pub rung_accuracy: Vec<f64>,
     /// Whether it is on the Pareto front of first-rung accuracy and latency.
     pub pareto: bool,
+    /// Its zero-cost proxy score, when it was scored (warm start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<f64>,
 }
 
 /// The result of a search (`whittle nas --json`).
@@ -208,7 +217,9 @@ pub fn search(
         && order.len() < max_tries
         && proposing.is_none_or(|p| start.elapsed() < p)
     {
-        let size = generation_size(settings.iterations).min(max_tries - order.len());
+        let warm = settings.warm_start && order.is_empty();
+        let trains = generation_size(settings.iterations);
+        let size = (trains * if warm { WARM_START } else { 1 }).min(max_tries - order.len());
         let mut generation = Vec::new();
         for _ in 0..size {
             let genome = match settings.strategy {
@@ -232,7 +243,7 @@ pub fn search(
                 .map(|c| Job::new(c, Task::Measure, false))
                 .collect(),
         )?;
-        let mut to_train = Vec::new();
+        let mut feasible = Vec::new();
         for candidate in &generation {
             let m = measured(&trials, candidate)?;
             let violations = settings.limits.violations(&m.measurement);
@@ -252,10 +263,15 @@ pub fn search(
                     }
                 ),
             );
-            if violations.is_empty() && scored.len() + to_train.len() < settings.iterations {
-                to_train.push(candidate.clone());
+            if violations.is_empty() {
+                feasible.push(candidate.clone());
             }
         }
+        if warm {
+            feasible = by_proxy(&mut trials, &run, feasible, trains)?;
+        }
+        let mut to_train = feasible;
+        to_train.truncate(settings.iterations - scored.len());
         run(
             &mut trials,
             to_train
@@ -415,10 +431,42 @@ fn data_classes(settings: &Settings) -> Result<usize> {
     Ok(data.num_classes)
 }
 
+/// The `keep` candidates of `feasible` with the best proxy scores (a singular score last,
+/// ties by id), after scoring those the journals lack through `run`.
+fn by_proxy(
+    trials: &mut Trials,
+    run: &dyn Fn(&mut Trials, Vec<Job>) -> Result<()>,
+    feasible: Vec<Candidate>,
+    keep: usize,
+) -> Result<Vec<Candidate>> {
+    run(
+        trials,
+        feasible
+            .iter()
+            .map(|c| Job::new(c, Task::Proxy, false))
+            .collect(),
+    )?;
+    let mut scored = feasible
+        .into_iter()
+        .map(|c| {
+            let score = trials
+                .proxied
+                .find(&c.id)
+                .ok_or_else(|| missing(&c.id, "proxy"))?
+                .score
+                .unwrap_or(f64::NEG_INFINITY);
+            Ok((c, score))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    scored.sort_by(|(a, x), (b, y)| y.total_cmp(x).then_with(|| a.id.cmp(&b.id)));
+    Ok(scored.into_iter().take(keep).map(|(c, _)| c).collect())
+}
+
 /// Whether the journals hold `job`'s result.
 fn done(trials: &Trials, job: &Job) -> bool {
     match job.task {
         Task::Measure => trials.measured.find(&job.candidate.id).is_some(),
+        Task::Proxy => trials.proxied.find(&job.candidate.id).is_some(),
         Task::Train(rung) => trials
             .trained
             .find(&trained_key(&job.candidate.id, rung.index))
@@ -483,6 +531,7 @@ fn rows(
                     .map(|t| t.accuracy)
                     .collect(),
                 pareto: front.contains(c.id.as_str()),
+                proxy: trials.proxied.find(&c.id).and_then(|p| p.score),
             })
         })
         .collect()

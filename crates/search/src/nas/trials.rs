@@ -1,5 +1,6 @@
 //! The search's journals in the work folder and the one job every candidate runs through,
-//! locally or on a cluster: measure a candidate, or train it at a rung. A job's result is
+//! locally or on a cluster: measure a candidate, score it with the zero-cost proxy, or train
+//! it at a rung. A job's result is
 //! found by its key, so a killed search resumes where it stopped and a job never runs twice.
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,22 @@ impl Record for Trained {
     }
 }
 
+/// A candidate's zero-cost proxy score (`nas-proxy.jsonl`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Proxied {
+    /// The candidate's id.
+    pub key: String,
+    /// [`crate::nas::proxy::naswot`]: `ln |det K|`, `None` when `K` is singular.
+    pub score: Option<f64>,
+}
+
+impl Record for Proxied {
+    const FILE: &'static str = "nas-proxy.jsonl";
+    fn key(&self) -> &str {
+        &self.key
+    }
+}
+
 /// The key of `id` trained at `rung`.
 pub fn trained_key(id: &str, rung: usize) -> String {
     format!("{id}-r{rung}")
@@ -66,6 +83,8 @@ pub fn trained_key(id: &str, rung: usize) -> String {
 pub enum Task {
     /// Build and measure it.
     Measure,
+    /// Score it, untrained, with the zero-cost proxy.
+    Proxy,
     /// Train it at this rung, from its initial weights.
     Train(Rung),
 }
@@ -89,6 +108,8 @@ pub enum Outcome {
     Measured(Measured),
     /// A training result.
     Trained(Trained),
+    /// A proxy score.
+    Proxied(Proxied),
 }
 
 /// Where a candidate's files lie in the work folder: `candidates/ID.onnx` (initial
@@ -117,6 +138,15 @@ pub fn run_job(
                 key: candidate.id.clone(),
                 candidate: candidate.clone(),
                 measurement,
+            }))
+        }
+        Task::Proxy => {
+            let batch = crate::nas::proxy::batch(&settings.data)?;
+            let score = crate::nas::proxy::naswot(&model, &batch)
+                .map_err(|e| at_candidate(candidate, e))?;
+            Ok(Outcome::Proxied(Proxied {
+                key: candidate.id.clone(),
+                score,
             }))
         }
         Task::Train(rung) => {
@@ -179,12 +209,14 @@ pub fn save(model: &Model, path: &Path) -> Result<()> {
         .at(|| format!("writing {}", path.display()))
 }
 
-/// The two journals of a work folder.
+/// The journals of a work folder.
 pub struct Trials {
     /// Every measured candidate.
     pub measured: Journal<Measured>,
     /// Every training result.
     pub trained: Journal<Trained>,
+    /// Every proxy score.
+    pub proxied: Journal<Proxied>,
 }
 
 impl Trials {
@@ -194,6 +226,7 @@ impl Trials {
         Ok(Trials {
             measured: Journal::open(work_dir)?,
             trained: Journal::open(work_dir)?,
+            proxied: Journal::open(work_dir)?,
         })
     }
 
@@ -202,6 +235,7 @@ impl Trials {
         match outcome {
             Outcome::Measured(m) => self.measured.append(m)?,
             Outcome::Trained(t) => self.trained.append(t)?,
+            Outcome::Proxied(p) => self.proxied.append(p)?,
         }
         Ok(())
     }
