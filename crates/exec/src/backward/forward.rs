@@ -1,9 +1,10 @@
 //! The training forward's kernels: in the executor's node-by-node run
-//! ([`crate::RunOptions::replace`]), Conv and MaxPool (1-D and 2-D, float32) run on ekern's
-//! kernels instead of their candle operators, with the same window arithmetic as their
-//! gradient rules; MaxPool keeps each output's arg-max for its rule, so the backward does
-//! not recompute the pool. Every other node, and these where the kernels do not apply, runs
-//! through its candle operator.
+//! ([`crate::RunOptions::replace`]), Conv, MaxPool (1-D and 2-D) and training-mode
+//! BatchNormalization (float32) run on the kernels instead of their candle operators, with
+//! the same window arithmetic as their gradient rules. MaxPool keeps each output's arg-max
+//! and BatchNormalization its batch statistics for their rules, so the backward does not
+//! recompute them. Every other node, and these where the kernels do not apply, runs through
+//! its candle operator.
 
 use candle_core::{Device, Tensor};
 use whittle_ir::proto::NodeProto;
@@ -14,13 +15,17 @@ use super::rules::window::Window;
 use crate::error::{ExecError, Result};
 use crate::kernels::activation::Activation;
 use crate::kernels::conv::conv2d;
+use crate::kernels::norm::{batch_norm_train, BatchMoments, ChannelGeometry};
 use crate::kernels::pool::max_pool2d;
 use crate::value::Value;
 
-/// Outputs of a node run on a kernel, and MaxPool's arg-max (flat input positions).
+/// Outputs of a node run on a kernel, MaxPool's arg-max (flat input positions) and
+/// BatchNormalization's batch statistics.
+#[derive(Default)]
 pub(super) struct KernelRun {
     pub outputs: Vec<Value>,
     pub argmax: Option<Vec<i64>>,
+    pub moments: Option<BatchMoments>,
 }
 
 /// Runs `node` on a kernel when one covers it; `Ok(None)` leaves it to its operator.
@@ -43,6 +48,7 @@ pub(super) fn run(
     let result = match node.op_type.as_str() {
         "Conv" => conv(node, x, inputs, device),
         "MaxPool" if covers_max_pool(node)? => max_pool(node, x, device),
+        "BatchNormalization" => batch_norm(node, x, inputs, device),
         _ => return Ok(None),
     };
     result.map_err(|e| match e {
@@ -103,7 +109,7 @@ fn conv(
     kern(status)?;
     Ok(Some(KernelRun {
         outputs: vec![Value::from_float(Tensor::from_vec(y, out, device)?)?],
-        argmax: None,
+        ..Default::default()
     }))
 }
 
@@ -135,5 +141,57 @@ fn max_pool(node: &NodeProto, x: &Value, device: &Device) -> Result<Option<Kerne
     Ok(Some(KernelRun {
         outputs,
         argmax: Some(argmax),
+        ..Default::default()
+    }))
+}
+
+/// Training-mode BatchNormalization: `Y`, the running mean and variance updated with
+/// `momentum` (as the operator computes them), and the batch mean and variance, the five
+/// outputs its operator gives in training.
+fn batch_norm(
+    node: &NodeProto,
+    x: &Value,
+    inputs: &[Option<Value>],
+    device: &Device,
+) -> Result<Option<KernelRun>> {
+    let operand = |i: usize| match inputs.get(i) {
+        Some(Some(v)) => v.to_f32_vec().map(Some),
+        _ => Ok(None),
+    };
+    let (Some(gamma), Some(beta), Some(old_mean), Some(old_var)) =
+        (operand(1)?, operand(2)?, operand(3)?, operand(4)?)
+    else {
+        return Ok(None);
+    };
+    let xs = x.shape();
+    let g = ChannelGeometry::of(xs);
+    let fits = [&gamma, &beta, &old_mean, &old_var]
+        .iter()
+        .all(|v| v.len() == g.c);
+    if xs.len() < 2 || !fits {
+        return Ok(None);
+    }
+    let eps = node.float_or("epsilon", 1e-5)?;
+    let momentum = node.float_or("momentum", 0.9)?;
+    let mut y = vec![0.0f32; x.numel()];
+    let m = kern(x.with_f32(|xd| batch_norm_train(g, xd, &gamma, &beta, eps, &mut y))?)?;
+    let running = |old: &[f32], new: &[f32]| -> Vec<f32> {
+        old.iter()
+            .zip(new)
+            .map(|(o, n)| o * momentum + n * (1.0 - momentum))
+            .collect()
+    };
+    let vector = |v: Vec<f32>| Value::from_float(Tensor::from_vec(v, g.c, device)?);
+    let outputs = vec![
+        Value::from_float(Tensor::from_vec(y, xs.to_vec(), device)?)?,
+        vector(running(&old_mean, &m.mean))?,
+        vector(running(&old_var, &m.var))?,
+        vector(m.mean.clone())?,
+        vector(m.var.clone())?,
+    ];
+    Ok(Some(KernelRun {
+        outputs,
+        moments: Some(m),
+        ..Default::default()
     }))
 }

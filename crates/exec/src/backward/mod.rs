@@ -8,8 +8,9 @@
 //! detached parameters (no tape is recorded) and keeps those values;
 //! [`GraphBackward::backward`] walks the nodes in reverse from the gradients of the graph
 //! outputs, accumulating each value's gradient in place in one buffer, freed as soon as its
-//! producer has consumed it. Conv and MaxPool run forward on the kernels the rules use
-//! ([`forward`]); MaxPool keeps its arg-max instead of its input.
+//! producer has consumed it. Conv, MaxPool and BatchNormalization run forward on the kernels
+//! the rules use ([`forward`]); MaxPool keeps its arg-max instead of its input,
+//! BatchNormalization its batch statistics.
 //!
 //! A `GraphBackward` holds no values: derive it once per executor (and set of trainable
 //! parameters) and reuse it for every pass.
@@ -25,6 +26,7 @@ use whittle_ir::proto::NodeProto;
 
 use crate::error::{ExecError, Result};
 use crate::executor::{node_seed, Executor, RunOptions};
+use crate::kernels::norm::BatchMoments;
 use crate::value::Value;
 
 /// Operators whose outputs carry no gradient (shapes, indices, comparisons): a node of these
@@ -66,6 +68,9 @@ pub struct Recording {
     seed: u64,
     /// Arg-max of each MaxPool run on its kernel, by the name of the pooled output.
     argmax: HashMap<String, Vec<i64>>,
+    /// Batch statistics of each BatchNormalization run on its kernel, by the name of its
+    /// output `Y`.
+    moments: HashMap<String, BatchMoments>,
 }
 
 impl GraphBackward {
@@ -138,7 +143,7 @@ impl GraphBackward {
         // Shared by the hook (values as produced) and the kernels (a MaxPool left to its
         // operator keeps its input after all).
         let saved = RefCell::new(HashMap::new());
-        let mut argmax = HashMap::new();
+        let (mut argmax, mut moments) = (HashMap::new(), HashMap::new());
         let mut env = HashMap::new();
         for (name, v) in inputs {
             shapes.insert(name.clone(), v.shape().to_vec());
@@ -170,9 +175,12 @@ impl GraphBackward {
                 }
                 return Ok(None);
             };
-            if let (Some(a), Some(out)) = (run.argmax, node.output.first()) {
-                if self.active.contains(out) {
+            if let Some(out) = node.output.first().filter(|o| self.active.contains(*o)) {
+                if let Some(a) = run.argmax {
                     argmax.insert(out.clone(), a);
+                }
+                if let Some(m) = run.moments {
+                    moments.insert(out.clone(), m);
                 }
             }
             Ok(Some(run.outputs))
@@ -211,6 +219,7 @@ impl GraphBackward {
             shapes,
             seed,
             argmax,
+            moments,
         })
     }
 
@@ -294,6 +303,12 @@ impl Recording {
     /// Names of the forward values kept for the backward (beyond the outputs).
     pub fn kept(&self) -> impl Iterator<Item = &str> {
         self.saved.keys().map(String::as_str)
+    }
+
+    /// The batch statistics of the BatchNormalization whose output `Y` is `name`, when it
+    /// ran on its kernel.
+    pub(crate) fn batch_moments(&self, name: &str) -> Option<&BatchMoments> {
+        self.moments.get(name)
     }
 
     /// The shape of value `name` in this run.

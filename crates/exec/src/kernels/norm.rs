@@ -1,5 +1,7 @@
-//! Row-wise kernels over the last axis: Softmax, LogSoftmax (max-subtracted, so large
-//! logits do not overflow) and LayerNormalization; rows run in parallel.
+//! Normalisation kernels. Row-wise over the last axis: Softmax, LogSoftmax (max-subtracted,
+//! so large logits do not overflow) and LayerNormalization; rows run in parallel. Per
+//! channel: training-mode BatchNormalization (batch statistics) and its gradients; channels
+//! and runs run in parallel.
 
 use super::activation::exp_f32;
 use super::{check_len, dispatch, error, lane_sum, Result, PAR_CHUNK};
@@ -182,4 +184,324 @@ pub fn layer_norm(
             .for_each(|((xr, yr), (m, i))| row(xr, yr, m, i));
     }
     Ok(())
+}
+
+/// The layout of a BatchNormalization input `[N, C, S...]`: `n` items of `c` channels, each
+/// channel of an item one contiguous run of `s` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelGeometry {
+    /// Batch items.
+    pub n: usize,
+    /// Channels.
+    pub c: usize,
+    /// Values per channel and item (the product of the spatial dimensions).
+    pub s: usize,
+}
+
+impl ChannelGeometry {
+    /// The geometry of an input of `shape` (rank 1 is one item of `shape[0]` channels).
+    pub fn of(shape: &[usize]) -> Self {
+        ChannelGeometry {
+            n: shape.first().copied().unwrap_or(1),
+            c: shape.get(1).copied().unwrap_or(1),
+            s: shape.iter().skip(2).product(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.n * self.c * self.s
+    }
+
+    /// Values each channel's statistics are taken over (`n·s`, at least 1).
+    fn count(&self) -> f64 {
+        (self.n * self.s).max(1) as f64
+    }
+
+    /// The runs of channel `ch`, one per batch item.
+    fn runs(&self, ch: usize) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        (0..self.n).map(move |i| (i * self.c + ch) * self.s..(i * self.c + ch + 1) * self.s)
+    }
+
+    fn check(&self, kernel: &'static str, what: &str, len: usize) -> Result<()> {
+        check_len(kernel, what, self.len(), len)
+    }
+}
+
+/// One training-mode BatchNormalization's batch statistics, per channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchMoments {
+    /// Mean over the batch and spatial positions.
+    pub mean: Vec<f32>,
+    /// Biased variance (divided by `n·s`).
+    pub var: Vec<f32>,
+    /// `1 / sqrt(var + eps)`.
+    pub inv_std: Vec<f32>,
+}
+
+/// `f(channel)` for every channel, in parallel over channels when the input is large.
+fn per_channel<T: Send>(g: ChannelGeometry, f: impl Fn(usize) -> T + Sync + Send) -> Vec<T> {
+    if rayon::current_num_threads() > 1 && g.len() > PAR_CHUNK {
+        (0..g.c).into_par_iter().map(f).collect()
+    } else {
+        (0..g.c).map(f).collect()
+    }
+}
+
+/// `f(channel, run)` for every run of `out` (laid out as `g`), in parallel over blocks of
+/// runs when the input is large.
+fn per_run(g: ChannelGeometry, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    if g.s == 0 {
+        return;
+    }
+    let run = |(r, o): (usize, &mut [f32])| {
+        dispatch(
+            #[inline(always)]
+            || f(r % g.c, r * g.s, o),
+        )
+    };
+    if rayon::current_num_threads() > 1 && out.len() > PAR_CHUNK {
+        out.par_chunks_mut(g.s)
+            .enumerate()
+            .with_min_len((PAR_CHUNK / g.s).max(1))
+            .for_each(run);
+    } else {
+        out.chunks_mut(g.s).enumerate().for_each(run);
+    }
+}
+
+/// `Σ (a - shift)·b` over a run, in 16 lanes (vectorises).
+#[inline(always)]
+fn shifted_dot(a: &[f32], shift: f32, b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| (x - shift) * y)
+        .sum();
+    for (xa, xb) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(xa).zip(xb) {
+            *s += (x - shift) * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The batch statistics of `x` (laid out as `g`) for a BatchNormalization with `eps`: two
+/// passes per channel (mean, then the squared deviations), each run summed in f32 lanes and
+/// the runs in f64.
+pub fn batch_moments(g: ChannelGeometry, x: &[f32], eps: f32) -> Result<BatchMoments> {
+    g.check("batch_norm", "input", x.len())?;
+    let stats = per_channel(g, |k| {
+        dispatch(
+            #[inline(always)]
+            || {
+                let sum: f64 = g.runs(k).map(|r| lane_sum(&x[r]) as f64).sum();
+                let mean = (sum / g.count()) as f32;
+                let sq: f64 = g
+                    .runs(k)
+                    .map(|r| shifted_dot(&x[r.clone()], mean, &x[r]) as f64)
+                    .sum();
+                (mean, (sq / g.count()) as f32)
+            },
+        )
+    });
+    let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
+    let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
+    Ok(BatchMoments { mean, var, inv_std })
+}
+
+/// Training-mode BatchNormalization: `y = (x - mean)·inv_std·gamma + beta` per channel with
+/// the batch's statistics, which it answers.
+pub fn batch_norm_train(
+    g: ChannelGeometry,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+) -> Result<BatchMoments> {
+    check_len("batch_norm", "scale", g.c, gamma.len())?;
+    check_len("batch_norm", "B", g.c, beta.len())?;
+    g.check("batch_norm", "output", y.len())?;
+    let m = batch_moments(g, x, eps)?;
+    per_run(g, y, |k, start, yr| {
+        let a = gamma[k] * m.inv_std[k];
+        let b = beta[k] - m.mean[k] * a;
+        for (yv, xv) in yr.iter_mut().zip(&x[start..]) {
+            *yv = xv * a + b;
+        }
+    });
+    Ok(m)
+}
+
+/// Gradients of a training-mode BatchNormalization from the output gradient `dy`, with the
+/// forward's statistics `m`: writes `dx` when given
+/// (`γ·σ⁻¹·(dy − Σdy/M − x̂·Σ(dy·x̂)/M)`, `M = n·s`) and answers `(dγ, dβ)` =
+/// `(Σ dy·x̂, Σ dy)` per channel.
+pub fn batch_norm_train_backward(
+    g: ChannelGeometry,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    m: &BatchMoments,
+    dx: Option<&mut [f32]>,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    g.check("batch_norm_backward", "input", x.len())?;
+    g.check("batch_norm_backward", "output gradient", dy.len())?;
+    check_len("batch_norm_backward", "scale", g.c, gamma.len())?;
+    check_len("batch_norm_backward", "mean", g.c, m.mean.len())?;
+    check_len("batch_norm_backward", "inverse std", g.c, m.inv_std.len())?;
+    // Per channel: Σdy and Σdy·(x − mean).
+    let sums = per_channel(g, |k| {
+        dispatch(
+            #[inline(always)]
+            || {
+                g.runs(k).fold((0f64, 0f64), |(sdy, sdx), r| {
+                    let d = &dy[r.clone()];
+                    (
+                        sdy + lane_sum(d) as f64,
+                        sdx + shifted_dot(&x[r], m.mean[k], d) as f64,
+                    )
+                })
+            },
+        )
+    });
+    if let Some(dx) = dx {
+        g.check("batch_norm_backward", "input gradient", dx.len())?;
+        let count = g.count();
+        let coef: Vec<(f32, f32, f32)> = sums
+            .iter()
+            .enumerate()
+            .map(|(k, &(sdy, sdx))| {
+                let inv = m.inv_std[k] as f64;
+                let a = gamma[k] as f64 * inv;
+                // dx = a·dy + b·(x − mean) + c
+                (
+                    a as f32,
+                    (-a * inv * inv * sdx / count) as f32,
+                    (-a * sdy / count) as f32,
+                )
+            })
+            .collect();
+        per_run(g, dx, |k, start, out| {
+            let (a, b, c) = coef[k];
+            let mean = m.mean[k];
+            for ((o, d), xv) in out.iter_mut().zip(&dy[start..]).zip(&x[start..]) {
+                *o = a * d + b * (xv - mean) + c;
+            }
+        });
+    }
+    Ok(sums
+        .iter()
+        .enumerate()
+        .map(|(k, &(sdy, sdx))| ((sdx * m.inv_std[k] as f64) as f32, sdy as f32))
+        .unzip())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in roughly [-2, 3) with a per-channel offset (a non-zero mean).
+    fn data(len: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..len)
+            .map(|i| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 1000) as f32 / 400.0 - 2.0 + (i % 3) as f32 * 0.5
+            })
+            .collect()
+    }
+
+    /// f64 reference: moments, `y`, `dx`, `dγ`, `dβ`.
+    #[allow(clippy::type_complexity)]
+    fn reference(
+        g: ChannelGeometry,
+        x: &[f32],
+        dy: &[f32],
+        gamma: &[f32],
+        beta: &[f32],
+        eps: f64,
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
+        let m = g.count();
+        let (mut mean, mut var) = (vec![0.0; g.c], vec![0.0; g.c]);
+        let (mut dgamma, mut dbeta) = (vec![0.0; g.c], vec![0.0; g.c]);
+        let (mut y, mut dx) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+        for k in 0..g.c {
+            let vals = || g.runs(k).flatten();
+            mean[k] = vals().map(|i| x[i] as f64).sum::<f64>() / m;
+            var[k] = vals().map(|i| (x[i] as f64 - mean[k]).powi(2)).sum::<f64>() / m;
+            let inv = 1.0 / (var[k] + eps).sqrt();
+            let xhat = |i: usize| (x[i] as f64 - mean[k]) * inv;
+            dbeta[k] = vals().map(|i| dy[i] as f64).sum();
+            dgamma[k] = vals().map(|i| dy[i] as f64 * xhat(i)).sum();
+            for i in vals() {
+                y[i] = xhat(i) * gamma[k] as f64 + beta[k] as f64;
+                dx[i] =
+                    gamma[k] as f64 * inv / m * (m * dy[i] as f64 - dbeta[k] - xhat(i) * dgamma[k]);
+            }
+        }
+        (mean, var, y, dx, dgamma, dbeta)
+    }
+
+    fn close(got: &[f32], want: &[f64], what: &str) {
+        assert_eq!(got.len(), want.len(), "{what}");
+        let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (a as f64 - b).abs() <= 2e-5 * scale,
+                "{what}[{i}]: {a} vs {b}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_norm_train_and_backward_match_f64_under_one_and_two_threads() {
+        for dims in [
+            [2usize, 3, 5, 7],
+            [64, 4, 16, 16],
+            [3, 2, 1, 1],
+            [5, 70, 1, 1],
+        ] {
+            let g = ChannelGeometry::of(&dims);
+            let len = g.len();
+            let (x, dy) = (data(len, 1), data(len, 2));
+            let (gamma, beta) = (data(g.c, 3), data(g.c, 4));
+            let want = reference(g, &x, &dy, &gamma, &beta, 1e-5);
+            for threads in [1, 2] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                pool.install(|| {
+                    let mut y = vec![0.0; len];
+                    let m = batch_norm_train(g, &x, &gamma, &beta, 1e-5, &mut y).unwrap();
+                    close(&m.mean, &want.0, "mean");
+                    close(&m.var, &want.1, "var");
+                    close(&y, &want.2, "y");
+                    let mut dx = vec![0.0; len];
+                    let (dgamma, dbeta) =
+                        batch_norm_train_backward(g, &x, &dy, &gamma, &m, Some(&mut dx)).unwrap();
+                    close(&dx, &want.3, "dx");
+                    close(&dgamma, &want.4, "dgamma");
+                    close(&dbeta, &want.5, "dbeta");
+                });
+            }
+        }
+    }
+
+    #[test]
+    fn batch_norm_refuses_lengths_that_do_not_fit_the_shape() {
+        let g = ChannelGeometry::of(&[2, 3, 4]);
+        let mut y = vec![0.0; 24];
+        let err = batch_norm_train(g, &[0.0; 23], &[1.0; 3], &[0.0; 3], 1e-5, &mut y).unwrap_err();
+        assert_eq!(err.kernel, "batch_norm");
+        assert!(err.message.contains("23"), "{}", err.message);
+        let err = batch_norm_train(g, &[0.0; 24], &[1.0; 2], &[0.0; 3], 1e-5, &mut y).unwrap_err();
+        assert!(err.message.starts_with("scale"), "{}", err.message);
+    }
 }

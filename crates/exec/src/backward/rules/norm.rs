@@ -7,86 +7,47 @@ use rayon::prelude::*;
 use whittle_ir::NodeAttrs;
 
 use super::elementwise::{expand, reduce_to};
-use super::RuleCtx;
+use super::{kern, RuleCtx};
 use crate::bail;
 use crate::error::Result;
+use crate::kernels::norm::{batch_moments, batch_norm_train_backward, ChannelGeometry};
 
 /// Gradients of a node, one per input.
 type Grads = Result<Vec<Option<Vec<f32>>>>;
 
-/// Per-channel sums of one BatchNormalization backward.
-struct ChannelSums {
-    mean: f64,
-    inv_std: f64,
-    /// `Σ dy`.
-    dy: f64,
-    /// `Σ dy·x̂`.
-    dy_xhat: f64,
-}
-
-/// Training-mode BatchNormalization over `[N, C, S]`:
-/// `dx = γ·σ⁻¹/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, `dγ = Σ(dy·x̂)`, `dβ = Σdy` with `M = N·S`.
+/// Training-mode BatchNormalization over `[N, C, S]` on its kernel, with the batch
+/// statistics its forward kernel kept (recomputed from the kept input otherwise).
 pub(super) fn batch_norm(c: &mut RuleCtx) -> Grads {
-    let shape = c.in_shape(0)?;
-    let (n, ch) = (
-        shape.first().copied().unwrap_or(1),
-        shape.get(1).copied().unwrap_or(1),
-    );
-    let s: usize = shape.iter().skip(2).product();
-    let eps = c.node.float_or("epsilon", 1e-5)? as f64;
-    let x = c.input(0)?.to_f32_vec()?;
+    let g = ChannelGeometry::of(c.in_shape(0)?);
+    let eps = c.node.float_or("epsilon", 1e-5)?;
+    let x = c.input(0)?;
     let gamma = c.input(1)?.to_f32_vec()?;
     let dy = c.dy()?;
-    let m = (n * s).max(1) as f64;
-    let runs = |k: usize| (0..n).map(move |i| (i * ch + k) * s..(i * ch + k + 1) * s);
-    let sums: Vec<ChannelSums> = (0..ch)
-        .into_par_iter()
-        .map(|k| {
-            let mean = runs(k).flat_map(|r| &x[r]).map(|&v| v as f64).sum::<f64>() / m;
-            let var = runs(k)
-                .flat_map(|r| &x[r])
-                .map(|&v| (v as f64 - mean).powi(2))
-                .sum::<f64>()
-                / m;
-            let inv_std = 1.0 / (var + eps).sqrt();
-            let (mut sdy, mut sdyx) = (0.0, 0.0);
-            for r in runs(k) {
-                for (&g, &v) in dy[r.clone()].iter().zip(&x[r]) {
-                    sdy += g as f64;
-                    sdyx += g as f64 * (v as f64 - mean) * inv_std;
-                }
+    let mut dx = c.wants(0).then(|| vec![0.0; g.n * g.c * g.s]);
+    let kept = c.node.output.first().and_then(|o| c.rec.batch_moments(o));
+    let (dgamma, dbeta) = x.with_f32(|xd| {
+        let recomputed;
+        let m = match kept {
+            Some(m) => m,
+            None => {
+                recomputed = kern(batch_moments(g, xd, eps))?;
+                &recomputed
             }
-            ChannelSums {
-                mean,
-                inv_std,
-                dy: sdy,
-                dy_xhat: sdyx,
-            }
-        })
-        .collect();
-    let mut grads = vec![None; c.node.input.len()];
-    if c.wants(0) {
-        let mut dx = vec![0.0; x.len()];
-        if s > 0 {
-            dx.par_chunks_mut(s).enumerate().for_each(|(run, out)| {
-                let k = run % ch;
-                let t = &sums[k];
-                let scale = gamma[k] as f64 * t.inv_std / m;
-                let start = run * s;
-                for (j, o) in out.iter_mut().enumerate() {
-                    let xhat = (x[start + j] as f64 - t.mean) * t.inv_std;
-                    *o = (scale * (m * dy[start + j] as f64 - t.dy - xhat * t.dy_xhat)) as f32;
-                }
-            });
-        }
-        grads[0] = Some(dx);
-    }
-    if c.wants(1) {
-        grads[1] = Some(sums.iter().map(|t| t.dy_xhat as f32).collect());
-    }
-    if c.wants(2) {
-        grads[2] = Some(sums.iter().map(|t| t.dy as f32).collect());
-    }
+        };
+        kern(batch_norm_train_backward(
+            g,
+            xd,
+            &dy,
+            &gamma,
+            m,
+            dx.as_deref_mut(),
+        ))
+    })??;
+    let mut grads = vec![None; c.node.input.len().max(3)];
+    grads[0] = dx;
+    grads[1] = c.wants(1).then_some(dgamma);
+    grads[2] = c.wants(2).then_some(dbeta);
+    grads.truncate(c.node.input.len());
     Ok(grads)
 }
 
