@@ -12,7 +12,9 @@ use whittle_train::continual::metrics::{matrix_mean_std, MeanStd};
 use whittle_train::continual::{self, ContinualConfig, ContinualRun, NoHook, Strategy, TaskHook};
 use whittle_train::TrainConfig;
 
-use crate::continual_compress::{compress_runs, CompressConfig, CompressedMetrics, LoraHook};
+use crate::continual_compress::{
+    compress_runs, CompressConfig, CompressDuring, CompressedMetrics, LoraHook,
+};
 use crate::error::{Context, PipelineError};
 use crate::source::DataSource;
 use crate::step::train::observed;
@@ -216,6 +218,13 @@ impl ContinualSpec {
         if self.lora_rank == Some(0) {
             return Err(PipelineError::invalid("`lora_rank`", "must be at least 1"));
         }
+        if self.lora_rank.is_some() && self.compress.during {
+            return Err(PipelineError::invalid(
+                "`compress.during`",
+                "LoRA adapters merge into the weights after each task and would fill the pruned zeros: \
+                 compress during training without `lora_rank`, or compress after the run",
+            ));
+        }
         self.compress.validate()?;
         self.training
             .validate()
@@ -249,7 +258,9 @@ impl ContinualSpec {
 }
 
 /// Runs `spec` on `model` (one run per seed, the baselines beside), with `hook` around
-/// every task of the strategy's runs; returns the first seed's final model and the report.
+/// every task of the strategy's runs, and with `compress.during` the same runs again
+/// compressed during training; returns the first seed's final model (compressed during
+/// training when asked) and the report.
 pub fn run_continual(
     ctx: &mut Ctx<'_>,
     model: Model,
@@ -268,7 +279,14 @@ pub fn run_continual(
         None => hook,
     };
     let runs = runs_of(ctx, &model, &scenario, spec, strategy, hook)?;
-    let compressed = compress_runs(ctx, &runs, &scenario, &spec.compress)?;
+    let during = match spec.compress.during {
+        true => {
+            let mut during = CompressDuring::new(&spec.compress)?;
+            runs_of(ctx, &model, &scenario, spec, strategy, &mut during)?
+        }
+        false => Vec::new(),
+    };
+    let compressed = compress_runs(ctx, &runs, &during, &scenario, &spec.compress)?;
     let mut baselines = std::collections::BTreeMap::new();
     if spec.baselines {
         for base in [Strategy::Finetune, Strategy::Joint] {
@@ -292,7 +310,7 @@ pub fn run_continual(
         baselines,
         compressed,
     };
-    let first = runs[0].model.clone();
+    let first = during.first().unwrap_or(&runs[0]).model.clone();
     Ok((first, report, runs))
 }
 

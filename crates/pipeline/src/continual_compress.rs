@@ -8,6 +8,12 @@
 //! the fine-tuning that recovers pruning see only what a continual learner keeps: the
 //! replay buffer and the last task's data (class-balanced with the buffer), never the
 //! earlier tasks (that would be joint training in disguise).
+//!
+//! With `during`, [`CompressDuring`] compresses while the learner trains: before each task
+//! the weights are pruned by magnitude to a sparsity that rises task by task to the target
+//! (the masks re-applied after every step, so pruned weights stay zero), and the last task
+//! trains with fake quantization calibrated on the buffer and that task's data, exported
+//! as the same QDQ INT8 model the `quantize` step makes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,18 +21,24 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use whittle_data::scenario::{Scenario, ScenarioKind};
 use whittle_data::Dataset;
+use whittle_exec::{model_inputs, Executor, Value};
 use whittle_ir::files::TempPath;
 use whittle_ir::{Model, TensorData};
 use whittle_passes::lora::{self, LoraConfig, LoraReport};
+use whittle_passes::prune::finetune::{apply_to_params, mask_tensors, MaskTensor};
+use whittle_passes::prune::{Mask, Method, Pruner, Unstructured};
+use whittle_passes::qat::{self, insert::ScaleMode, QatState};
+use whittle_passes::quantize::QuantConfig;
 use whittle_train::continual::metrics::{self, MeanStd};
-use whittle_train::continual::{self, ContinualRun, TaskHook};
+use whittle_train::continual::{self, ContinualRun, ReplayBuffer, TaskHook, TaskStart};
 use whittle_train::TrainError;
 
 use crate::error::{Context, PipelineError, Result};
 use crate::eval::{Evaluator, LatencyPlan};
+use crate::feed;
 use crate::step::fp16::Fp16;
 use crate::step::prune::PruneStep;
-use crate::step::quantize::Quantize;
+use crate::step::quantize::{Quantize, CALIB_SAMPLES};
 use crate::step::verify::Checks;
 use crate::step::{Ctx, Step};
 
@@ -68,6 +80,10 @@ pub struct CompressConfig {
     pub finetune_lr: f64,
     /// Time each model in ONNX Runtime (frames per second at batch 1).
     pub fps: bool,
+    /// Also compress during training ([`CompressDuring`]): pruning rising to `prune`
+    /// across tasks, quantization-aware training on the last task when `quantize` has
+    /// INT8; measured beside the variants compressed after the run (`during_*` keys).
+    pub during: bool,
 }
 
 impl Default for CompressConfig {
@@ -78,6 +94,7 @@ impl Default for CompressConfig {
             finetune_epochs: 1,
             finetune_lr: 0.01,
             fps: true,
+            during: false,
         }
     }
 }
@@ -88,8 +105,32 @@ impl CompressConfig {
         self.quantize.is_empty() && self.prune.is_none()
     }
 
+    /// Whether compression during training quantizes (INT8 asked for).
+    fn qat(&self) -> bool {
+        self.quantize.contains(&Precision::Int8)
+    }
+
+    /// The key of the model compressed during training: `during_pruned`, `during_int8`
+    /// or `during_pruned_int8`.
+    pub fn during_name(&self) -> String {
+        let mut name = "during".to_string();
+        if self.prune.is_some() {
+            name.push_str("_pruned");
+        }
+        if self.qat() {
+            name.push_str("_int8");
+        }
+        name
+    }
+
     /// Checks the values; errors name the key.
     pub fn validate(&self) -> Result<()> {
+        if self.during && self.prune.is_none() && !self.qat() {
+            return Err(PipelineError::invalid(
+                "`compress.during`",
+                "compressing during training needs `prune` or `int8` among `quantize`",
+            ));
+        }
         if let Some(s) = self.prune {
             if !(s > 0.0 && s < 1.0) {
                 return Err(PipelineError::invalid(
@@ -144,7 +185,10 @@ pub fn compress(
     cfg: &CompressConfig,
 ) -> Result<BTreeMap<String, CompressedMetrics>> {
     cfg.validate()?;
-    let recovery = recovery_data(run, scenario)?;
+    let Some(last) = scenario.tasks.last() else {
+        return Err(PipelineError::Refused("the scenario has no tasks".into()));
+    };
+    let recovery = recovery_data(run.buffer.as_ref(), &last.train, scenario.num_classes)?;
     let files = RecoveryFiles::write(ctx, &recovery)?;
     let spec = files.spec();
     let mut variants = vec![("fp32".to_string(), run.model.clone())];
@@ -169,12 +213,14 @@ pub fn compress(
     Ok(out)
 }
 
-/// [`compress`] for each seed's run; figures are the means over runs, with standard
-/// deviations of accuracy and forgetting for several runs. Empty when `cfg` asks for
-/// nothing.
+/// [`compress`] for each seed's run, and the final model of each run compressed during
+/// training (`during`, one per seed, keyed [`CompressConfig::during_name`]); figures are
+/// the means over runs, with standard deviations of accuracy and forgetting for several
+/// runs. Empty when `cfg` asks for nothing.
 pub fn compress_runs(
     ctx: &mut Ctx<'_>,
     runs: &[ContinualRun],
+    during: &[ContinualRun],
     scenario: &Scenario,
     cfg: &CompressConfig,
 ) -> Result<BTreeMap<String, CompressedMetrics>> {
@@ -182,8 +228,15 @@ pub fn compress_runs(
         return Ok(BTreeMap::new());
     }
     let mut per_run = Vec::new();
-    for run in runs {
-        per_run.push(compress(ctx, run, scenario, cfg)?);
+    for (i, run) in runs.iter().enumerate() {
+        let mut measured = compress(ctx, run, scenario, cfg)?;
+        if let Some(d) = during.get(i) {
+            let name = cfg.during_name();
+            let m = measure(ctx, d, scenario, &d.model, cfg.fps)
+                .map_err(|e| PipelineError::Refused(format!("measuring the {name} model: {e}")))?;
+            measured.insert(name, m);
+        }
+        per_run.push(measured);
     }
     let Some(first) = per_run.first() else {
         return Ok(BTreeMap::new());
@@ -219,17 +272,19 @@ pub fn compress_runs(
     Ok(out)
 }
 
-/// The buffer plus the last task's training samples, as many per class as the buffer
-/// holds on average (the task's first ones: datasets come shuffled), the two spread
-/// evenly through each other so that any prefix (the calibration samples) mixes both.
-pub fn recovery_data(run: &ContinualRun, scenario: &Scenario) -> Result<Dataset> {
-    let Some(last) = scenario.tasks.last() else {
-        return Err(PipelineError::Refused("the scenario has no tasks".into()));
-    };
-    let dims = last.train.sample_dims().to_vec();
-    let buffer = match &run.buffer {
+/// The buffer plus the training samples of the task at hand (`task`: the last one after
+/// a run), as many per class as the buffer holds on average (the task's first ones:
+/// datasets come shuffled), the two spread evenly through each other so that any prefix
+/// (the calibration samples) mixes both.
+pub fn recovery_data(
+    buffer: Option<&ReplayBuffer>,
+    task: &Dataset,
+    num_classes: usize,
+) -> Result<Dataset> {
+    let dims = task.sample_dims().to_vec();
+    let buffer = match buffer {
         Some(b) if !b.is_empty() => Some(
-            b.dataset(&dims, scenario.num_classes)
+            b.dataset(&dims, num_classes)
                 .context(|| "the replay buffer".into())?,
         ),
         _ => None,
@@ -242,18 +297,20 @@ pub fn recovery_data(run: &ContinualRun, scenario: &Scenario) -> Result<Dataset>
             .len();
         (b.len() / classes.max(1)).max(1)
     });
+    let mut taken = BTreeMap::<i64, usize>::new();
     let mut rows = Vec::new();
-    for class in &last.classes {
-        let of_class = (0..last.train.len()).filter(|&i| last.train.labels[i] == *class);
-        rows.extend(of_class.take(per_class));
+    for (i, label) in task.labels.iter().enumerate() {
+        let count = taken.entry(*label).or_default();
+        if *count < per_class {
+            *count += 1;
+            rows.push(i);
+        }
     }
-    rows.sort_unstable();
-    let (images, labels) = last
-        .train
-        .gather(&rows)
-        .context(|| "the last task".into())?;
+    let (images, labels) = task.gather(&rows).context(|| "the task's data".into())?;
     let mut parts = vec![(
-        images.to_vec::<f32>().context(|| "the last task".into())?,
+        images
+            .to_vec::<f32>()
+            .context(|| "the task's data".into())?,
         labels,
     )];
     if let Some(b) = buffer {
@@ -277,7 +334,7 @@ pub fn recovery_data(run: &ContinualRun, scenario: &Scenario) -> Result<Dataset>
     let labels: Vec<i64> = order.iter().map(|&(p, i)| parts[p].1[i]).collect();
     let images = TensorData::from_slice([vec![labels.len()], dims].concat(), &values)
         .context(|| "the recovery data".into())?;
-    Dataset::new(images, labels, scenario.num_classes).context(|| "the recovery data".into())
+    Dataset::new(images, labels, num_classes).context(|| "the recovery data".into())
 }
 
 /// The recovery data as `npy:X,Y` files the steps read (removed when dropped).
@@ -426,6 +483,114 @@ fn nonzero_parameters(model: &Model) -> Result<u64> {
     Ok(count)
 }
 
+/// Compression during continual training (`compress.during`): before task `t` of `T` the
+/// prunable weights are pruned by magnitude to `prune x t / (T - 1)` (dense on the first
+/// task, the target on the last), the masks re-applied after every optimizer step; with
+/// INT8 the last task trains with fake quantization (activation ranges calibrated on the
+/// buffer and that task's data) and ends as a QDQ INT8 model.
+pub struct CompressDuring {
+    prune: Option<(Unstructured, f64)>,
+    quant: Option<QuantConfig>,
+    masks: Vec<Mask>,
+    /// `masks` on the executor's device (made at the task's first step).
+    tensors: Option<Vec<MaskTensor>>,
+    /// The task in training carries fake quantization (the last one, with INT8).
+    quantizing: bool,
+    /// The sparsity each task of the last run trained at.
+    pub sparsity: Vec<f64>,
+}
+
+impl CompressDuring {
+    /// The hook for `cfg` (its `prune` target and, with `int8` in `quantize`, QAT).
+    pub fn new(cfg: &CompressConfig) -> Result<Self> {
+        let pruner = Unstructured::new(Method::Magnitude, Vec::new())
+            .map_err(|e| PipelineError::invalid("`compress.prune`", e.to_string()))?;
+        let quant = match cfg.qat() {
+            true => Some(Quantize::default().config()?),
+            false => None,
+        };
+        Ok(CompressDuring {
+            prune: cfg.prune.map(|s| (pruner, s)),
+            quant,
+            masks: Vec::new(),
+            tensors: None,
+            quantizing: false,
+            sparsity: Vec::new(),
+        })
+    }
+}
+
+fn during_error(what: &str) -> impl Fn(whittle_passes::PassError) -> TrainError + '_ {
+    move |e| TrainError::Invalid(format!("compressing during training ({what}): {e}"))
+}
+
+impl TaskHook for CompressDuring {
+    fn begin_task(
+        &mut self,
+        start: &TaskStart<'_>,
+        model: Model,
+    ) -> whittle_train::Result<(Model, Vec<String>)> {
+        if start.task == 0 {
+            self.sparsity.clear();
+        }
+        let mut model = model;
+        self.masks.clear();
+        self.tensors = None;
+        let target = self.prune.as_ref().map_or(0.0, |(_, s)| *s);
+        let sparsity = match start.tasks {
+            1 => target,
+            n => target * start.task as f64 / (n - 1) as f64,
+        };
+        self.sparsity.push(sparsity);
+        if let Some((pruner, _)) = self.prune.as_ref().filter(|_| sparsity > 0.0) {
+            let pruned = pruner
+                .prune(&model, sparsity)
+                .map_err(during_error("pruning"))?;
+            self.masks = pruned.masks;
+            model = pruned.model;
+        }
+        if let Some(cfg) = self.quant.as_ref().filter(|_| start.is_last()) {
+            let data = recovery_data(start.buffer, start.train, start.num_classes)
+                .map_err(|e| TrainError::Invalid(e.to_string()))?;
+            let input = model_inputs(&model)
+                .first()
+                .map(|i| i.name.clone())
+                .unwrap_or_default();
+            let images = Value::try_from(&data.images)?;
+            let calib = feed::batches(&[(input, images)], CALIB_SAMPLES, feed::BATCH)
+                .map_err(|e| TrainError::Invalid(e.to_string()))?;
+            let state =
+                QatState::calibrate(&model, cfg, calib).map_err(during_error("calibration"))?;
+            model = qat::insert::training_graph(&state, cfg, ScaleMode::Fixed)
+                .map_err(during_error("fake quantization"))?;
+            self.quantizing = true;
+        }
+        Ok((model, Vec::new()))
+    }
+
+    fn after_step(&mut self, exec: &Executor) -> whittle_train::Result<()> {
+        let tensors = match self.tensors.take() {
+            Some(t) => t,
+            None => mask_tensors(&self.masks, exec.device())?,
+        };
+        apply_to_params(exec, &tensors)?;
+        self.tensors = Some(tensors);
+        Ok(())
+    }
+
+    fn end_task(&mut self, _task: usize, model: Model) -> whittle_train::Result<Model> {
+        match self.quant.as_ref() {
+            Some(cfg) if std::mem::take(&mut self.quantizing) => {
+                let state = qat::strip::strip(&model).map_err(during_error("QAT export"))?;
+                let (exported, _) =
+                    qat::export::export_qdq(&state, cfg).map_err(during_error("QAT export"))?;
+                Ok(exported)
+            }
+            _ => Ok(model),
+        }
+    }
+}
+
 /// LoRA adapters per task: before each task every Gemm/MatMul/1x1 Conv but the head gets
 /// a fresh adapter and only the adapters and the head train; after it the adapters are
 /// merged, so each task ends with a plain model.
@@ -457,11 +622,11 @@ fn lora_error(e: whittle_passes::PassError) -> TrainError {
 impl TaskHook for LoraHook {
     fn begin_task(
         &mut self,
-        task: usize,
+        start: &TaskStart<'_>,
         model: Model,
     ) -> whittle_train::Result<(Model, Vec<String>)> {
         let config = LoraConfig {
-            seed: self.config.seed.wrapping_add(task as u64),
+            seed: self.config.seed.wrapping_add(start.task as u64),
             ..self.config.clone()
         };
         let head = lora::head_parameters(&model).map_err(lora_error)?;

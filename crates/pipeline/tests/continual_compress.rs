@@ -1,9 +1,11 @@
 //! The `continual` step on Split MNIST: its compressed variants (FP16, INT8, pruned,
 //! pruned + FP16/INT8) calibrated and fine-tuned on the replay buffer and the last task
-//! only, scored like the run scores its tasks; LoRA adapters train only themselves and the
+//! only, scored like the run scores its tasks; compression during training (gradual
+//! pruning across tasks, QAT on the last) ends sparse and INT8, close to compression after
+//! the run; LoRA adapters train only themselves and the
 //! head per task and leave a plain model; bad keys are refused by name.
 
-use whittle_ir::Model;
+use whittle_ir::{Model, TensorData};
 use whittle_pipeline::continual::ContinualReport;
 use whittle_pipeline::step::StepConfig;
 use whittle_pipeline::{Ctx, ModelSource, SilentObserver};
@@ -82,6 +84,70 @@ fn compressed_variants_are_scored_on_every_task() {
 }
 
 #[test]
+fn compress_during_prunes_across_tasks_and_ends_int8_close_to_compress_after() {
+    let config =
+        step("compress = { quantize = [\"int8\"], prune = 0.5, during = true, fps = false }");
+    let (model, report) = run(&config);
+    let c = &report.compressed;
+    let names: Vec<&str> = c.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "during_pruned_int8",
+            "fp32",
+            "int8",
+            "pruned",
+            "pruned_int8"
+        ]
+    );
+    let (during, after) = (&c["during_pruned_int8"], &c["pruned_int8"]);
+    for (name, m) in c {
+        println!(
+            "{name:20} acc {:.4} forgetting {:.4} size {} nonzero {}/{}",
+            m.average_accuracy, m.forgetting, m.size_bytes, m.nonzero_parameters, m.parameters
+        );
+    }
+    // The step passes on the model compressed during training: QDQ INT8 with half of
+    // every prunable weight zero (the zero int8 codes of the pruned weights).
+    let ops: Vec<&str> = model
+        .graph()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert!(
+        ops.contains(&"QuantizeLinear") && ops.contains(&"DequantizeLinear"),
+        "{ops:?}"
+    );
+    let weights: Vec<_> = (model.graph().initializer.iter())
+        .filter(|t| t.data_type == whittle_ir::DataType::Int8 as i32)
+        .filter(|t| t.dims.len() == 2)
+        .collect();
+    assert_eq!(weights.len(), 2, "the two Gemm weights as int8");
+    for w in weights {
+        let values = TensorData::from_proto(w, None)
+            .unwrap()
+            .to_f64_vec()
+            .unwrap();
+        let share = values.iter().filter(|v| **v == 0.0).count() as f64 / values.len() as f64;
+        assert!((0.5..0.6).contains(&share), "{}: {share} zero", w.name);
+    }
+    // As small as pruning + INT8 after the run, as accurate within 5 points.
+    assert!(during.size_bytes * 10 < c["fp32"].size_bytes * 4);
+    assert_eq!(
+        during.nonzero_parameters * 10 / during.parameters,
+        after.nonzero_parameters * 10 / after.parameters
+    );
+    assert!(
+        (during.average_accuracy - after.average_accuracy).abs() <= 0.05,
+        "during {} after {}",
+        during.average_accuracy,
+        after.average_accuracy
+    );
+    assert!(during.average_accuracy > 0.5, "{during:?}");
+}
+
+#[test]
 fn lora_trains_adapters_and_head_per_task_and_exports_a_plain_model() {
     let (model, report) = run(&step("lora_rank = 4"));
     // Adapter on the 784 -> 64 layer (4 * (784 + 64)) plus the 64 -> 10 head with its bias.
@@ -119,6 +185,17 @@ fn bad_keys_are_refused_by_name() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`compress.prune`"), "{err}");
+    for bad in [
+        "compress = { quantize = [\"fp16\"], during = true }",
+        "lora_rank = 2\ncompress = { prune = 0.5, during = true }",
+    ] {
+        let err = step(bad)
+            .step()
+            .run(&mut ctx, mlp())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`compress.during`"), "{bad}: {err}");
+    }
     let data = "step = \"continual\"\ndata = \"mnist:x\"\nlora_rnak = 4\n";
     let err = toml::from_str::<StepConfig>(data).unwrap_err().to_string();
     assert!(err.contains("lora_rnak"), "{err}");

@@ -62,6 +62,10 @@ pub struct Args {
     /// SGD learning rate.
     #[arg(long, default_value_t = 0.1)]
     lr: f64,
+    /// ER-ACE's asymmetric cross-entropy (er, derpp): new samples are scored among their
+    /// batch's classes only, replayed ones among all classes.
+    #[arg(long)]
+    ace: bool,
     /// DER++: weight of the stored-logit term.
     #[arg(long, default_value_t = ContinualConfig::default().alpha)]
     alpha: f64,
@@ -92,6 +96,11 @@ pub struct Args {
     /// fine-tune on the replay buffer and the last task (and quantize the pruned model).
     #[arg(long)]
     prune: Option<f64>,
+    /// Also compress while training (beside the compression after the last task): prune
+    /// gradually across tasks up to --prune (masks kept through training) and, with
+    /// --quantize int8, train the last task with fake quantization; -o is then this model.
+    #[arg(long)]
+    compress_during: bool,
     /// Epochs of that fine-tuning.
     #[arg(long, default_value_t = CompressConfig::default().finetune_epochs)]
     prune_finetune_epochs: usize,
@@ -175,6 +184,7 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
         batch_size: args.batch_size,
         replay_batch: args.replay_batch,
         lr: args.lr,
+        ace: args.ace,
         alpha: args.alpha,
         beta: args.beta,
         ewc_lambda: args.ewc_lambda,
@@ -206,6 +216,7 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
                 .collect(),
             prune: args.prune,
             finetune_epochs: args.prune_finetune_epochs,
+            during: args.compress_during,
             ..CompressConfig::default()
         },
     };

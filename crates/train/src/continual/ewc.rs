@@ -55,6 +55,7 @@ impl Ewc {
             let terms = vec![Term::CrossEntropy {
                 rows: 0..1,
                 weight: 1.0,
+                mask: None,
             }];
             let mut ce = loss(output.clone(), terms, mask);
             let feed = HashMap::from([(input.clone(), Value::try_from(&images)?)]);

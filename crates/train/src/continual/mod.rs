@@ -22,6 +22,7 @@ mod run;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use whittle_data::Dataset;
 use whittle_exec::Executor;
 use whittle_ir::Model;
 
@@ -115,6 +116,10 @@ pub struct ContinualConfig {
     pub lr: f64,
     /// Optimizer (fresh at each task).
     pub optimizer: OptimizerConfig,
+    /// ER-ACE's asymmetric cross-entropy (ER and DER++): new samples are scored among
+    /// the classes of their batch only, replayed samples among all classes, so that a new
+    /// task's samples do not push down the old classes' scores (a class-IL win).
+    pub ace: bool,
     /// DER++: weight of the stored-logit MSE term.
     pub alpha: f64,
     /// DER++: weight of the replayed-label cross-entropy term.
@@ -148,6 +153,7 @@ impl Default for ContinualConfig {
                 kind: OptimizerKind::Sgd,
                 ..OptimizerConfig::default()
             },
+            ace: false,
             alpha: 0.3,
             beta: 0.5,
             lwf_alpha: 1.0,
@@ -199,13 +205,35 @@ impl ContinualConfig {
     }
 }
 
+/// What a [`TaskHook`] sees of the task about to train: the data a continual learner has
+/// at that moment (the task's own training data and the replay buffer), nothing earlier.
+pub struct TaskStart<'a> {
+    /// The task's index in training order (0-based).
+    pub task: usize,
+    /// Tasks of the run (1 for joint training).
+    pub tasks: usize,
+    /// The task's training data.
+    pub train: &'a Dataset,
+    /// The replay buffer as the earlier tasks left it (ER, DER++).
+    pub buffer: Option<&'a ReplayBuffer>,
+    /// Classes of the label space.
+    pub num_classes: usize,
+}
+
+impl TaskStart<'_> {
+    /// Whether this is the run's last task.
+    pub fn is_last(&self) -> bool {
+        self.task + 1 == self.tasks
+    }
+}
+
 /// Changes a run makes around each task: LoRA adapters added before a task and merged
 /// after it, pruning masks re-applied after every step, compression at the end.
 pub trait TaskHook: Send {
-    /// Before task `task`: the model to train, and `freeze` patterns (the trainer's
-    /// syntax) naming initializers not to train (empty: train all).
-    fn begin_task(&mut self, task: usize, model: Model) -> Result<(Model, Vec<String>)> {
-        let _ = task;
+    /// Before the task `start` describes: the model to train, and `freeze` patterns (the
+    /// trainer's syntax) naming initializers not to train (empty: train all).
+    fn begin_task(&mut self, start: &TaskStart<'_>, model: Model) -> Result<(Model, Vec<String>)> {
+        let _ = start;
         Ok((model, Vec::new()))
     }
 

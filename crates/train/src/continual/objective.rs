@@ -23,6 +23,9 @@ pub enum Term {
         rows: Range<usize>,
         /// The weight.
         weight: f64,
+        /// Added to these rows' scores (`[rows, C]`) besides the task-IL mask: ER-ACE's
+        /// restriction of new samples to the classes of their batch ([`batch_mask`]).
+        mask: Option<Tensor>,
     },
     /// `weight` x MSE between the raw scores of rows `rows` and `target` (`[rows, C]`).
     Logits {
@@ -69,6 +72,24 @@ pub fn task_mask(labels: &[i64], task_of_class: &[Option<usize>]) -> Result<Tens
     )?)
 }
 
+/// ER-ACE's mask of a batch of new samples (Caccia et al., 2022): `[N, C]`, 0 on the
+/// classes among `labels`, [`MASKED`] elsewhere, so that their cross-entropy pushes down
+/// no class they do not show (the old classes' scores are left to the replayed rows).
+pub fn batch_mask(labels: &[i64], classes: usize) -> Result<Tensor> {
+    let mut present = vec![MASKED; classes];
+    for &label in labels {
+        if let Some(p) = usize::try_from(label).ok().and_then(|l| present.get_mut(l)) {
+            *p = 0.0;
+        }
+    }
+    let mask = present.repeat(labels.len());
+    Ok(Tensor::from_vec(
+        mask,
+        (labels.len(), classes),
+        &Device::Cpu,
+    )?)
+}
+
 /// The loss of `terms` on the graph output `output`, with `mask` added to the scores that
 /// cross-entropy sees.
 pub fn loss(output: String, terms: Vec<Term>, mask: Option<Tensor>) -> LossFn {
@@ -84,8 +105,11 @@ pub fn loss(output: String, terms: Vec<Term>, mask: Option<Tensor>) -> LossFn {
         let mut total: Option<Tensor> = None;
         for term in &terms {
             let value = match term {
-                Term::CrossEntropy { rows, weight } => {
-                    let part = masked.narrow(0, rows.start, rows.len())?;
+                Term::CrossEntropy { rows, weight, mask } => {
+                    let mut part = masked.narrow(0, rows.start, rows.len())?;
+                    if let Some(m) = mask {
+                        part = part.to_dtype(candle_core::DType::F32)?.broadcast_add(m)?;
+                    }
                     (cross_entropy(&part, &x.labels[rows.clone()], 0.0)? * *weight)?
                 }
                 Term::Logits {
@@ -164,10 +188,35 @@ mod tests {
         let terms = vec![Term::CrossEntropy {
             rows: 0..1,
             weight: 1.0,
+            mask: None,
         }];
         let mut f = loss("y".into(), terms, Some(mask));
         let v = run(&mut f, &[9.0, 0.0, 1.0, 1.0], &[3]);
         assert!((v - 2f64.ln()).abs() < 1e-5, "{v}");
+    }
+
+    #[test]
+    fn batch_mask_leaves_only_the_batchs_classes_to_new_rows() {
+        let m = batch_mask(&[2, 3, 2], 4).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(m, vec![vec![MASKED, MASKED, 0.0, 0.0]; 3]);
+        // Row 0 (new, label 3) sees classes 2 and 3 only: log 2 however high class 0
+        // scores; row 1 (replayed, label 0) sees all four classes.
+        let terms = vec![
+            Term::CrossEntropy {
+                rows: 0..1,
+                weight: 1.0,
+                mask: Some(batch_mask(&[3, 2], 4).unwrap().narrow(0, 0, 1).unwrap()),
+            },
+            Term::CrossEntropy {
+                rows: 1..2,
+                weight: 1.0,
+                mask: None,
+            },
+        ];
+        let mut f = loss("y".into(), terms, None);
+        let v = run(&mut f, &[9.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0], &[3, 0]);
+        let want = 2f64.ln() + 4f64.ln();
+        assert!((v - want).abs() < 1e-5, "{v} vs {want}");
     }
 
     #[test]
@@ -178,6 +227,7 @@ mod tests {
             Term::CrossEntropy {
                 rows: 0..1,
                 weight: 2.0,
+                mask: None,
             },
             Term::Logits {
                 rows: 1..2,

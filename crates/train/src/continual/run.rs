@@ -19,8 +19,8 @@ use super::buffer::ReplayBuffer;
 use super::eval::{evaluate, TaskAccuracies};
 use super::ewc::Ewc;
 use super::metrics;
-use super::objective::{loss, task_mask, Term};
-use super::{ContinualConfig, Strategy, TaskHook};
+use super::objective::{batch_mask, loss, task_mask, Term};
+use super::{ContinualConfig, Strategy, TaskHook, TaskStart};
 use crate::bail;
 use crate::error::Result;
 use crate::optim::Optimizer;
@@ -138,7 +138,14 @@ pub fn run(
     let mut steps = 0;
     for (t, data) in phases.iter().enumerate() {
         let before = model.clone();
-        let (task_model, freeze) = hook.begin_task(t, model)?;
+        let start = TaskStart {
+            task: t,
+            tasks: phases.len(),
+            train: data,
+            buffer: buffer.as_ref(),
+            num_classes: scenario.num_classes,
+        };
+        let (task_model, freeze) = hook.begin_task(&start, model)?;
         let patterns = freeze
             .iter()
             .map(|p| NamePattern::new(p))
@@ -160,6 +167,7 @@ pub fn run(
             phase: t,
             phases: phases.len(),
             sample_dims: &sample_dims,
+            classes: owners.len(),
             mask_owners: task_il.then_some(owners.as_slice()),
             buffer: buffer.as_mut(),
             teacher: teacher.as_ref(),
@@ -268,6 +276,8 @@ struct TaskRun<'a> {
     phase: usize,
     phases: usize,
     sample_dims: &'a [usize],
+    /// Classes of the label space.
+    classes: usize,
     /// Task owners of each class, when scores are task-IL masked.
     mask_owners: Option<&'a [Option<usize>]>,
     buffer: Option<&'a mut ReplayBuffer>,
@@ -412,9 +422,13 @@ impl TaskRun<'_> {
         labels: &mut Vec<i64>,
     ) -> Result<Vec<Term>> {
         let c = self.config;
+        let ace = c.ace && c.strategy.replays();
         let new_only = vec![Term::CrossEntropy {
             rows: 0..fresh,
             weight: 1.0,
+            mask: ace
+                .then(|| batch_mask(&labels[..fresh], self.classes))
+                .transpose()?,
         }];
         let Some(buffer) = self.buffer.as_deref_mut().filter(|b| !b.is_empty()) else {
             return Ok(new_only);
@@ -422,10 +436,18 @@ impl TaskRun<'_> {
         match c.strategy {
             Strategy::Er => {
                 buffer.draw_into(c.replay_batch, values, labels);
-                Ok(vec![Term::CrossEntropy {
-                    rows: 0..labels.len(),
+                // Plain ER: one cross-entropy over new and replayed rows together.
+                let (mut terms, first) = if ace {
+                    (new_only, fresh)
+                } else {
+                    (Vec::new(), 0)
+                };
+                terms.push(Term::CrossEntropy {
+                    rows: first..labels.len(),
                     weight: 1.0,
-                }])
+                    mask: None,
+                });
+                Ok(terms)
             }
             Strategy::Derpp => {
                 let first = buffer.draw_into(c.replay_batch, values, labels);
@@ -446,6 +468,7 @@ impl TaskRun<'_> {
                 terms.push(Term::CrossEntropy {
                     rows: split..labels.len(),
                     weight: c.beta,
+                    mask: None,
                 });
                 Ok(terms)
             }
