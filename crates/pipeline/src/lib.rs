@@ -5,6 +5,7 @@
 //! - [`source`]: where models ([`ModelSource`]: a file or `zoo:`) and data ([`DataSource`]:
 //!   a dataset SPEC or `feeds:FILE.npz`) come from.
 //! - [`feed`]: [`Feed`], the named inputs of one run, and batching.
+//! - [`inspect`]: what a model is made of (`whittle inspect`, the UI's inspect page).
 //! - [`eval`]: measuring a model ([`eval::Metrics`]).
 //! - [`observer`]: progress and log lines go to an [`Observer`]; the CLI renders them with
 //!   indicatif, a UI as events.
@@ -19,6 +20,7 @@ pub mod continual_compress;
 pub mod error;
 pub mod eval;
 pub mod feed;
+pub mod inspect;
 pub mod journal;
 pub mod nonfinite;
 pub mod observer;

@@ -10,6 +10,7 @@ use whittle_search::auto::config::{parse_duration, DEFAULT_TIME};
 use whittle_search::auto::{AutoConfig, Budget, Target};
 
 use crate::api::ApiError;
+use crate::fields::{self, bad};
 use crate::security::Roots;
 
 /// The auto-optimizer form's fields (those of `whittle auto`, `-` as `_`).
@@ -60,13 +61,7 @@ impl AutoForm {
     /// The search the form describes, its paths confined to `roots`; bad values are 400
     /// naming the field. Its work folder and output are left empty: the job sets them.
     pub fn config(&self, roots: &Roots) -> Result<AutoConfig, ApiError> {
-        let bad = |field: &str, why: String| ApiError::bad_request(format!("{field}: {why}"));
-        if self.model.trim().is_empty() {
-            return Err(bad(
-                "model",
-                "choose a model: a path, an upload or a zoo model".into(),
-            ));
-        }
+        fields::model(&self.model)?;
         let model = match ModelSource::parse(&self.model) {
             ModelSource::File(path) => {
                 ModelSource::File(roots.confine("model", &path.display().to_string())?)
@@ -74,9 +69,7 @@ impl AutoForm {
             zoo => zoo,
         };
         let data = |field: &str, spec: &str| -> Result<DataSource, ApiError> {
-            if spec.trim().is_empty() {
-                return Err(bad(field, "choose a dataset SPEC, e.g. mnist:DIR".into()));
-            }
+            fields::data(field, spec)?;
             let spec = roots.confine_spec(field, spec)?;
             Ok(DataSource::new(spec.as_str()).with_role(field))
         };

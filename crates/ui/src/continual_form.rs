@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::api::ApiError;
+use crate::fields::{self, bad};
 
 /// The continual-learning form's fields.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -70,49 +71,24 @@ fn default_seeds() -> Vec<u64> {
 /// The scenario whose tasks are pixel permutations of the whole dataset.
 const DOMAIN_IL: &str = "domain-il";
 
-/// Most epochs per task a form may ask for.
-const MAX_EPOCHS: usize = 100;
-
 impl ContinualForm {
     /// The one-step recipe the form describes; the final model is measured on the test
     /// samples with ONNX Runtime latency, like the compress form's.
     pub fn recipe(&self) -> Result<Value, ApiError> {
-        let bad = |field: &str, why: String| Err(ApiError::bad_request(format!("{field}: {why}")));
-        if self.model.trim().is_empty() {
-            return bad(
-                "model",
-                "choose a model: a path, an upload or a zoo model".into(),
-            );
-        }
-        if self.data.trim().is_empty() {
-            return bad(
-                "data",
-                "choose a dataset SPEC, e.g. fashion-mnist:DIR".into(),
-            );
-        }
-        if !(1..=MAX_EPOCHS).contains(&self.epochs_per_task) {
-            return bad(
-                "epochs_per_task",
-                format!("{} is not in 1..={MAX_EPOCHS}", self.epochs_per_task),
-            );
-        }
+        fields::model(&self.model)?;
+        fields::data("data", &self.data)?;
+        fields::epochs("epochs_per_task", self.epochs_per_task, 1)?;
         if self.seeds.is_empty() {
-            return bad("seeds", "give at least one seed".into());
+            return Err(bad("seeds", "give at least one seed"));
         }
         if let Some(p) = self
             .prune
             .filter(|p| !(p.is_finite() && *p > 0.0 && *p < 1.0))
         {
-            return bad("prune", format!("{p} is not in (0, 1)"));
+            return Err(bad("prune", format!("{p} is not in (0, 1)")));
         }
-        for (field, n) in [
-            ("train_samples", self.train_samples),
-            ("test_samples", self.test_samples),
-        ] {
-            if n == Some(0) {
-                return bad(field, "use at least one sample".into());
-            }
-        }
+        fields::samples("train_samples", self.train_samples)?;
+        fields::samples("test_samples", self.test_samples)?;
         let mut step = json!({
             "step": "continual",
             "data": self.data,
@@ -125,10 +101,10 @@ impl ContinualForm {
         });
         match (self.scenario == DOMAIN_IL, self.tasks) {
             (true, None) => {
-                return bad(
+                return Err(bad(
                     "tasks",
-                    "a domain-il scenario needs the number of tasks (pixel permutations)".into(),
-                )
+                    "a domain-il scenario needs the number of tasks (pixel permutations)",
+                ))
             }
             (true, Some(tasks)) => step["permutations"] = tasks.into(),
             (false, Some(tasks)) => step["tasks"] = tasks.into(),

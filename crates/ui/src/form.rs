@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use whittle_pipeline::recipe::{Format, Recipe};
 
 use crate::api::ApiError;
+use crate::fields::{self, bad};
 use crate::security::Roots;
 
 /// Numeric precision of the final model.
@@ -59,48 +60,29 @@ fn default_eval_samples() -> usize {
     1000
 }
 
-/// Most epochs a form may ask for.
-const MAX_EPOCHS: usize = 100;
-
 impl Form {
     /// The recipe the form describes (as JSON, the keys of docs/RECIPES.md): train (zoo
     /// models), prune, fine-tune, optimize, INT8 or FP16, measuring the input and every
     /// step's model on the data with ONNX Runtime latency.
     pub fn recipe(&self) -> Result<Value, ApiError> {
-        let bad = |field: &str, why: String| Err(ApiError::bad_request(format!("{field}: {why}")));
-        if self.model.trim().is_empty() {
-            return bad(
-                "model",
-                "choose a model: a path, an upload or a zoo model".into(),
-            );
-        }
-        if self.data.trim().is_empty() {
-            return bad("data", "choose a dataset SPEC, e.g. mnist:DIR".into());
-        }
+        fields::model(&self.model)?;
+        fields::data("data", &self.data)?;
         if !(0.0..1.0).contains(&self.sparsity) {
-            return bad("sparsity", format!("{} is not in [0, 1)", self.sparsity));
+            return Err(bad(
+                "sparsity",
+                format!("{} is not in [0, 1)", self.sparsity),
+            ));
         }
-        for (field, epochs) in [
-            ("finetune_epochs", self.finetune_epochs),
-            ("train_epochs", self.train_epochs),
-        ] {
-            if epochs > MAX_EPOCHS {
-                return bad(field, format!("{epochs} is more than {MAX_EPOCHS}"));
-            }
-        }
+        fields::epochs("finetune_epochs", self.finetune_epochs, 0)?;
+        fields::epochs("train_epochs", self.train_epochs, 0)?;
         if self.train_epochs > 0 && !self.model.starts_with(whittle_zoo::PREFIX) {
-            return bad(
+            return Err(bad(
                 "train_epochs",
-                "training from scratch is for zoo models (zoo:NAME); fine-tune a file instead"
-                    .into(),
-            );
+                "training from scratch is for zoo models (zoo:NAME); fine-tune a file instead",
+            ));
         }
-        if self.eval_samples == 0 {
-            return bad("eval_samples", "measure on at least one sample".into());
-        }
-        if self.train_limit == Some(0) {
-            return bad("train_limit", "train on at least one sample".into());
-        }
+        fields::samples("eval_samples", Some(self.eval_samples))?;
+        fields::samples("train_limit", self.train_limit)?;
         let training = |epochs: usize| {
             json!({ "step": "train", "data": self.data, "limit": self.train_limit,
                     "training": { "epochs": epochs } })
@@ -129,10 +111,10 @@ impl Form {
             Precision::Fp16 => steps.push(json!({ "step": "fp16", "no_latency": true })),
         }
         if steps.is_empty() {
-            return bad(
+            return Err(bad(
                 "form",
-                "nothing to do: enable optimization, INT8 or FP16, pruning or training".into(),
-            );
+                "nothing to do: enable optimization, INT8 or FP16, pruning or training",
+            ));
         }
         Ok(json!({
             "model": self.model,

@@ -1,6 +1,7 @@
 //! The HTTP routes: the page and its assets, and the JSON API the page and the tests use.
 //! Every route needs the token ([`security::require_token`]).
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,12 +19,12 @@ use futures_util::stream::{self, Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
+use whittle_pipeline::inspect::{inspect, Inspection};
 use whittle_pipeline::{DataSource, ModelSource};
 
 use crate::api::{ApiError, JobCreated, JobRequest, JobView, Status};
 use crate::assets;
 use crate::form::confined_recipe;
-use crate::inspect::{inspect, Inspection};
 use crate::jobs::{Jobs, Work, MODEL_FILE, REPORT_FILE};
 use crate::security::{self, upload_name, Roots, Token};
 
@@ -151,10 +152,9 @@ async fn inspect_model(
         }
         zoo => zoo,
     };
-    let name = query.model.clone();
     let inspection = tokio::task::spawn_blocking(move || {
         let model = source.load()?;
-        inspect(&name, &model)
+        inspect(&source, &model, &HashMap::new())
     })
     .await
     .map_err(|e| ApiError::internal(format!("inspecting {}: {e}", query.model)))?

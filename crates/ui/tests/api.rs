@@ -206,10 +206,10 @@ async fn paths_outside_the_allowed_folders_are_refused() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let model = whittle_zoo::build("mlp").unwrap();
     assert_eq!(
-        body["metrics"]["parameters"],
+        body["parameters"],
         whittle_ir::cost::parameter_count(model.graph())
     );
-    assert_eq!(body["metrics"]["size_bytes"], model.encoded_len());
+    assert_eq!(body["size_bytes"], model.encoded_len());
     assert_eq!(body["inputs"][0]["name"], "input");
     assert_eq!(body["outputs"][0]["name"], "logits");
     assert_eq!(

@@ -55,13 +55,12 @@ async function inspect() {
   try {
     showError("");
     const info = await api(`/api/inspect?model=${encodeURIComponent($("model").value)}`);
-    const m = info.metrics;
-    const ports = (ps) => ps.map((p) => `${p.name}: ${p.type}`).join(", ");
+    const ports = (ps) => ps.map((p) => `${p.name}: ${p.dtype}[${p.shape.join(",")}]`).join(", ");
     const ops = Object.entries(info.ops).map(([op, n]) => `${op} ×${n}`).join(", ");
     const rows = [
       ["inputs", ports(info.inputs)], ["outputs", ports(info.outputs)],
-      ["operators", `${info.nodes} nodes: ${ops}`], ["parameters", m.parameters],
-      ["size", `${(m.size_bytes / 1e6).toFixed(3)} MB`], ["MACs", m.macs],
+      ["operators", `${info.nodes} nodes: ${ops}`], ["parameters", info.parameters],
+      ["size", `${(info.size_bytes / 1e6).toFixed(3)} MB`], ["MACs", info.macs],
     ];
     const table = document.createElement("table");
     rows.forEach(([k, v]) => {
