@@ -101,7 +101,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            let message = error_message(&e);
+            let message = whittle_pipeline::error::message(&e);
             let message = if flag_worded {
                 flags::flag_words(&message, &[])
             } else {
@@ -122,38 +122,5 @@ fn restore_broken_pipe_exit() {
     // disposition for SIGPIPE.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-}
-
-/// The error and its causes in one line, each cause once: a cause whose text the message
-/// already holds (an I/O error that its wrapper prints too) is not repeated.
-fn error_message(e: &anyhow::Error) -> String {
-    let mut message = String::new();
-    for cause in e.chain().map(ToString::to_string) {
-        if message.contains(&cause) {
-            continue;
-        }
-        if !message.is_empty() {
-            message.push_str(": ");
-        }
-        message.push_str(&cause);
-    }
-    message
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_message;
-
-    #[test]
-    fn error_message_names_each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
-        let e = anyhow::Error::new(io)
-            .context("model.onnx: No such file")
-            .context("loading model.onnx");
-        assert_eq!(
-            error_message(&e),
-            "loading model.onnx: model.onnx: No such file"
-        );
     }
 }

@@ -18,7 +18,7 @@ pub enum PipelineError {
     /// An error from a lower layer, with what the pipeline was doing. The message holds
     /// the lower layer's error and its causes, so it is not also given as the `source` (a
     /// printer of the chain would repeat them).
-    #[error("{context}: {cause:#}")]
+    #[error("{context}: {}", message(cause))]
     Layer {
         /// What was being done (the step, the file).
         context: String,
@@ -62,3 +62,44 @@ impl<T, E: Into<anyhow::Error>> Context<T> for std::result::Result<T, E> {
 
 /// The pipeline's result type.
 pub type Result<T> = std::result::Result<T, PipelineError>;
+
+/// The error and its causes in one line, each cause once: a cause whose text the message
+/// already holds (an I/O error that its wrapper prints too) is not repeated.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in e.chain().map(ToString::to_string) {
+        if message.contains(&cause) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&cause);
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_names_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = anyhow::Error::new(io)
+            .context("model.onnx: No such file")
+            .context("loading model.onnx");
+        assert_eq!(message(&e), "loading model.onnx: model.onnx: No such file");
+    }
+
+    #[test]
+    fn a_layer_error_holds_its_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file");
+        let e = std::result::Result::<(), _>::Err(
+            anyhow::Error::new(io).context("m.onnx: No such file"),
+        )
+        .context(|| "loading m.onnx".to_string())
+        .unwrap_err();
+        assert_eq!(e.to_string(), "loading m.onnx: m.onnx: No such file");
+    }
+}
