@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use whittle_search::auto::config::parse_duration;
+use whittle_search::nas::ray::Ray;
 use whittle_search::nas::report::{report, zoo_references};
-use whittle_search::nas::runner::Local;
+use whittle_search::nas::runner::{run_file, Local};
 use whittle_search::nas::{search, Family, Limits, NasResult, Settings, Status, Strategy};
 
 use super::output::{check_output, InputModel};
@@ -17,11 +18,11 @@ use crate::report::print_json;
 #[derive(clap::Args)]
 pub struct Args {
     /// The search space: cnn, mobilenet-v3, resnet or vit.
-    #[arg(long, value_parser = |s: &str| s.parse::<Family>())]
-    space: Family,
+    #[arg(long, value_parser = |s: &str| s.parse::<Family>(), required_unless_present = "job")]
+    space: Option<Family>,
     /// Labelled training data: mnist:DIR, fashion-mnist:DIR, npz:FILE.npz, ...
-    #[arg(long, value_name = "SPEC")]
-    data: String,
+    #[arg(long, value_name = "SPEC", required_unless_present = "job")]
+    data: Option<String>,
     /// Labelled data whose test split checks the result [default: --data].
     #[arg(long, value_name = "SPEC")]
     eval_data: Option<String>,
@@ -50,8 +51,13 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Where to write the best model.
-    #[arg(short = 'o', long = "output", value_name = "OUT.onnx")]
-    output: PathBuf,
+    #[arg(
+        short = 'o',
+        long = "output",
+        value_name = "OUT.onnx",
+        required_unless_present = "job"
+    )]
+    output: Option<PathBuf>,
     /// Write the report (Pareto front with the limits, every candidate, the zoo's models
     /// as reference points) to R.html or R.json.
     #[arg(long, value_name = "R.html|R.json")]
@@ -70,6 +76,14 @@ pub struct Args {
     /// feasible ones a zero-cost proxy (NASWOT, in log space) ranks best.
     #[arg(long)]
     warm_start: bool,
+    /// Run the candidates' jobs on the Ray cluster whose dashboard is at ADDRESS
+    /// (http://HOST:8265) through its job submission API; the whittle binary, the data and
+    /// --work-dir must be on paths the cluster's workers share.
+    #[arg(long, value_name = "ADDRESS")]
+    ray: Option<String>,
+    /// Run one candidate's job file (written by a --ray search; the Ray job's entrypoint).
+    #[arg(long, hide = true, value_name = "FILE", conflicts_with_all = ["space", "data", "output"])]
+    job: Option<PathBuf>,
     /// How candidates are proposed: evolution (the search) or random (a baseline).
     #[arg(long, hide = true, default_value = "evolution", value_parser = ["evolution", "random"])]
     strategy: String,
@@ -77,12 +91,21 @@ pub struct Args {
 
 /// Runs the command.
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(job) = &args.job {
+        let observer = CliObserver::new(true);
+        return Ok(run_file(&observer, job)?);
+    }
+    let (Some(space), Some(data), Some(output)) =
+        (args.space, args.data.clone(), args.output.clone())
+    else {
+        anyhow::bail!("whittle nas needs --space, --data and -o");
+    };
     if let Some(path) = &args.report {
         whittle_pipeline::report::file_format(path)?;
     }
     check_output(
         std::path::Path::new(""),
-        &args.output,
+        &output,
         args.force,
         InputModel::Protected,
     )?;
@@ -90,7 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let work_dir = args
         .work_dir
         .clone()
-        .unwrap_or_else(|| super::pipeline::default_work_dir(&args.output));
+        .unwrap_or_else(|| super::pipeline::default_work_dir(&output));
     let limits = Limits {
         max_latency_ms: args.max_latency_ms,
         max_size_mb: args.max_size_mb,
@@ -98,8 +121,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         min_accuracy: args.min_accuracy,
     };
     let settings = Settings {
-        space: args.space,
-        data: args.data.clone(),
+        space,
+        data,
         eval_data: args.eval_data.clone(),
         limits: limits.clone(),
         iterations: args.iterations,
@@ -107,7 +130,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         threads: args.threads,
         seed: args.seed,
         work_dir: work_dir.clone(),
-        output: args.output.clone(),
+        output: output.clone(),
         strategy: match args.strategy.as_str() {
             "random" => Strategy::Random,
             _ => Strategy::Evolution,
@@ -115,11 +138,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         warm_start: args.warm_start,
     };
     let observer = CliObserver::new(args.json);
-    let runner = Local {
-        observer: &observer,
-        work_dir: work_dir.clone(),
+    let result = match &args.ray {
+        Some(address) => {
+            let binary = std::env::current_exe().context("locating the whittle binary")?;
+            let work_dir = std::path::absolute(&work_dir)
+                .with_context(|| format!("--work-dir {}", work_dir.display()))?;
+            let runner = Ray {
+                address: address.clone(),
+                binary,
+                work_dir,
+                observer: &observer,
+                poll: std::time::Duration::from_millis(500),
+            };
+            search(&settings, &observer, &runner)?
+        }
+        None => {
+            let runner = Local {
+                observer: &observer,
+                work_dir: work_dir.clone(),
+            };
+            search(&settings, &observer, &runner)?
+        }
     };
-    let result = search(&settings, &observer, &runner)?;
     if let Some(path) = &args.report {
         let references = zoo_references(result.input, result.classes, args.threads, &work_dir)?;
         whittle_pipeline::report::write(&report(&result, &limits, &references), path)

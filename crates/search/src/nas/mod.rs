@@ -8,7 +8,7 @@
 //! - [`proxy`]: the zero-cost proxy (NASWOT, in log space) that ranks the first generation.
 //! - [`halving`]: successive halving (short training ranks many, full training few).
 //! - [`trials`], [`runner`]: the journals of the work folder and the one job each candidate
-//!   runs through, in this process or on a cluster.
+//!   runs through, in this process or on a cluster ([`ray`]: Ray's job submission API).
 //! - [`search`]: the search, returning a [`NasResult`]; [`report`]: its report.
 
 pub mod candidate;
@@ -17,6 +17,7 @@ pub mod evolution;
 pub mod halving;
 pub mod measure;
 pub mod proxy;
+pub mod ray;
 pub mod report;
 pub mod runner;
 pub mod search;
