@@ -223,7 +223,7 @@ pub fn search(
         let mut generation = Vec::new();
         for _ in 0..size {
             let genome = match settings.strategy {
-                Strategy::Evolution if !scored.is_empty() => {
+                Strategy::Evolution if scored.len() >= trains => {
                     evolution::propose(&space, &scored, &seen, &mut rng)
                 }
                 _ => evolution::fresh(&space, &seen, &mut rng),
