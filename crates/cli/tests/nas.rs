@@ -218,3 +218,127 @@ fn errors_name_the_flag_at_fault() {
     assert!(String::from_utf8_lossy(&e.stderr).contains("cnn, mobilenet-v3, resnet, vit"));
     assert!(!out.exists());
 }
+
+/// Stops the Ray head a test started, even when the test fails.
+struct RayHead(String);
+
+impl Drop for RayHead {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.0).args(["stop", "--force"]).output();
+    }
+}
+
+/// `--ray`: the same search through a local Ray head's job submission API gives the same
+/// candidates, rung accuracies and model as a local run. Skipped, saying why, when no
+/// `ray` command works (`WHITTLE_RAY` names one, e.g. a venv's `bin/ray` after
+/// `pip install 'ray[default]'`).
+#[test]
+fn a_ray_run_equals_a_local_run() {
+    let ray = std::env::var("WHITTLE_RAY").unwrap_or_else(|_| "ray".into());
+    let works = Command::new(&ray)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !works {
+        eprintln!(
+            "skipped: '{ray} --version' does not run; install Ray with \
+             pip install 'ray[default]' and set WHITTLE_RAY to its bin/ray"
+        );
+        return;
+    }
+    let dir = scratch("nas-ray");
+    let data = small_fashion(&dir);
+    let head = Command::new(&ray)
+        .args([
+            "start",
+            "--head",
+            "--num-cpus",
+            "1",
+            "--dashboard-port",
+            "8265",
+        ])
+        .args(["--include-dashboard", "true", "--disable-usage-stats"])
+        .output()
+        .unwrap();
+    let _head = RayHead(ray.clone());
+    assert!(
+        head.status.success(),
+        "ray start: {}",
+        String::from_utf8_lossy(&head.stderr)
+    );
+    let address = "http://127.0.0.1:8265";
+    let start = Instant::now();
+    while !Command::new(&ray)
+        .args(["job", "list", "--address", address])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "Ray's job API never answered"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let args = |work: &Path, out: &Path| -> Vec<String> {
+        [
+            "nas",
+            "--space",
+            "cnn",
+            "--data",
+            data.as_str(),
+            "--iterations",
+            "3",
+            "--threads",
+            "1",
+            "--seed",
+            "2",
+            "--max-size-mb",
+            "0.25",
+            "--work-dir",
+            work.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let (local_out, ray_out) = (dir.join("local.onnx"), dir.join("ray.onnx"));
+    let local = args(&dir.join("local"), &local_out);
+    let local = whittle_json(&local.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut remote = args(&dir.join("ray"), &ray_out);
+    remote.extend(["--ray".into(), address.into()]);
+    let remote = whittle_json(&remote.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(remote["status"], "ok");
+    for key in [
+        "id",
+        "spec",
+        "accuracy",
+        "candidates",
+        "trained",
+        "macs",
+        "size_mb",
+    ] {
+        assert_eq!(remote[key], local[key], "{key}");
+    }
+    let per_trial = |r: &serde_json::Value| -> Vec<(String, String)> {
+        r["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| (t["id"].to_string(), t["rung_accuracy"].to_string()))
+            .collect()
+    };
+    assert_eq!(per_trial(&remote), per_trial(&local));
+    assert_eq!(
+        std::fs::read(&ray_out).unwrap(),
+        std::fs::read(&local_out).unwrap(),
+        "the same model, byte for byte"
+    );
+    // The jobs ran on Ray: their files and outcomes are in the shared work folder.
+    let jobs = std::fs::read_dir(dir.join("ray").join("jobs"))
+        .unwrap()
+        .count();
+    let trained = remote["trained"].as_u64().unwrap() as usize;
+    assert!(jobs >= 2 * (remote["candidates"].as_u64().unwrap() as usize + trained));
+}
