@@ -6,6 +6,7 @@ use proptest::prelude::*;
 use whittle_exec::kernels::activation::{self, Activation, UnaryOp};
 use whittle_exec::kernels::binary::{self, BinaryOp};
 use whittle_exec::kernels::gemm::{self, Bias, Epilogue, MatRef, PackedWeights};
+use whittle_exec::kernels::layout::{self, StridedView};
 
 /// Deterministic values in [-1, 1) from a seed (xorshift).
 fn randn(len: usize, seed: u64) -> Vec<f32> {
@@ -1068,4 +1069,84 @@ fn softmax_log_softmax_layer_norm_match_reference() {
     }
     let err = norm::softmax(&[0.0; 7], 3, &mut [0.0; 7]).unwrap_err();
     assert!(err.to_string().contains("not whole rows of 3"), "{err}");
+}
+
+/// `x` (row-major, `shape`) read at the input index `map(output index)` for every output
+/// index of `out_shape`.
+fn gather_ref(
+    x: &[f32],
+    shape: &[usize],
+    out_shape: &[usize],
+    map: impl Fn(&[usize]) -> Vec<usize>,
+) -> Vec<f64> {
+    let st = strides(shape);
+    (0..out_shape.iter().product())
+        .map(|i| {
+            let src = map(&unravel(i, out_shape));
+            f64::from(x[src.iter().zip(&st).map(|(a, b)| a * b).sum::<usize>()])
+        })
+        .collect()
+}
+
+fn run_gather(view: &StridedView, x: &[f32], want: &[f64], what: &str) {
+    with_pools(|| {
+        let mut y = vec![f32::NAN; view.numel()];
+        layout::gather(view, x, &mut y).unwrap();
+        assert_close(&y, want, what);
+    });
+}
+
+#[test]
+fn gather_transposes_slices_and_repeats_like_the_reference() {
+    // Large enough (>= 16K elements) for the parallel path under 2 threads, and small.
+    for shape in [vec![2, 3, 4, 5], vec![1, 16, 4, 2100], vec![3, 1, 64, 97]] {
+        let x = randn(shape.iter().product(), shape[3] as u64);
+        let whole = StridedView::contiguous(&shape);
+        for perm in [[0, 2, 1, 3], [3, 2, 1, 0], [1, 0, 3, 2], [0, 1, 2, 3]] {
+            let view = whole.permute(&perm).unwrap();
+            let out: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let want = gather_ref(&x, &shape, &out, |i| {
+                let mut src = vec![0; 4];
+                for (d, &p) in perm.iter().enumerate() {
+                    src[p] = i[d];
+                }
+                src
+            });
+            run_gather(
+                &view,
+                &x,
+                &want,
+                &format!("transpose {shape:?} by {perm:?}"),
+            );
+        }
+        // Slices: a forward step of 2 on the last axis, a backward one on axis 2, empty.
+        let (w, h) = (shape[3], shape[2]);
+        let view = whole
+            .narrow(3, 1, (w - 1).div_ceil(2), 2)
+            .unwrap()
+            .narrow(2, h - 1, h.div_ceil(3), -3)
+            .unwrap();
+        let want = gather_ref(&x, &shape, &view.dims, |i| {
+            vec![i[0], i[1], h - 1 - 3 * i[2], 1 + 2 * i[3]]
+        });
+        run_gather(&view, &x, &want, &format!("slice of {shape:?}"));
+        assert_eq!(whole.narrow(1, 0, 0, 1).unwrap().numel(), 0);
+        // Nearest upsampling by 2 (rows) and 3 (columns).
+        let view = whole.repeat(3, 3).unwrap().repeat(2, 2).unwrap();
+        let out = [shape[0], shape[1], 2 * h, 3 * w];
+        let want = gather_ref(&x, &shape, &out, |i| vec![i[0], i[1], i[2] / 2, i[3] / 3]);
+        run_gather(&view, &x, &want, &format!("repeat of {shape:?}"));
+    }
+}
+
+#[test]
+fn gather_refuses_views_outside_the_input() {
+    let whole = StridedView::contiguous(&[2, 3]);
+    assert!(whole.narrow(1, 2, 2, 1).is_none(), "past the end");
+    assert!(whole.narrow(1, 0, 2, -1).is_none(), "before the start");
+    assert!(whole.permute(&[0, 0]).is_none(), "not a permutation");
+    let err = layout::gather(&whole, &[0.0; 5], &mut [0.0; 6]).unwrap_err();
+    assert!(err.to_string().contains("reads elements 0..=5"), "{err}");
+    let err = layout::gather(&whole, &[0.0; 6], &mut [0.0; 5]).unwrap_err();
+    assert!(err.to_string().contains("output has 5 elements"), "{err}");
 }

@@ -325,3 +325,107 @@ fn concat_runs_natively_with_a_constant_operand() {
     }
     assert_eq!(f32s(&out["y"]), want);
 }
+
+fn int64s(name: &str, v: &[i64]) -> TensorProto {
+    TensorData::from_slice(vec![v.len()], v)
+        .unwrap()
+        .to_proto(name)
+}
+
+/// YOLOv8n's data movement: Split, Transpose, Slice (negative step, clamped start),
+/// nearest Resize by 2x3 and a Softmax over axis 1 all run as native kernels and give the
+/// node-by-node path's values.
+#[test]
+fn split_transpose_slice_resize_and_softmax_over_an_inner_axis_run_natively() {
+    let m = model(
+        vec![
+            node(
+                "Split",
+                &["x", "sizes"],
+                &["a", "b"],
+                vec![make::int("axis", 1)],
+            ),
+            node(
+                "Transpose",
+                &["b"],
+                &["t"],
+                vec![make::ints("perm", &[0, 2, 1, 3])],
+            ),
+            node("Softmax", &["t"], &["s"], vec![make::int("axis", 1)]),
+            node(
+                "Slice",
+                &["a", "starts", "ends", "axes", "steps"],
+                &["sl"],
+                vec![],
+            ),
+            node(
+                "Resize",
+                &["a", "", "scales"],
+                &["r"],
+                vec![
+                    make::string("mode", "nearest"),
+                    make::string("coordinate_transformation_mode", "asymmetric"),
+                    make::string("nearest_mode", "floor"),
+                ],
+            ),
+        ],
+        vec![
+            int64s("sizes", &[3, 5]),
+            int64s("starts", &[100, 1]),
+            int64s("ends", &[-100, 9]),
+            int64s("axes", &[2, -1]),
+            int64s("steps", &[-2, 3]),
+            TensorData::from_slice(vec![4], &[1.0f32, 1.0, 2.0, 3.0])
+                .unwrap()
+                .to_proto("scales"),
+        ],
+        &["s", "sl", "r"],
+    );
+    let exec = Executor::new(&m).unwrap();
+    let feed = HashMap::from([("x".to_string(), floats(&[2, 8, 6, 10], 3))]);
+    let out = twice(&exec, &feed, 1e-6);
+    assert_eq!(out["s"].shape(), [2, 6, 5, 10]);
+    assert_eq!(out["sl"].shape(), [2, 3, 3, 3]);
+    assert_eq!(out["r"].shape(), [2, 3, 12, 30]);
+    // Values: x[n, c, h, w] at flat index ((n * 8 + c) * 6 + h) * 10 + w.
+    let x = values(2 * 8 * 6 * 10, 3);
+    let at = |n: usize, c: usize, h: usize, w: usize| x[((n * 8 + c) * 6 + h) * 10 + w];
+    let sl = f32s(&out["sl"]);
+    // Rows 5, 3, 1 (start clamped to 5, step -2), columns 1, 4, 7.
+    assert_eq!(sl[..3], [at(0, 0, 5, 1), at(0, 0, 5, 4), at(0, 0, 5, 7)]);
+    assert_eq!(sl[3], at(0, 0, 3, 1));
+    let r = f32s(&out["r"]);
+    assert_eq!(
+        r[30 * 3 + 7],
+        at(0, 0, 1, 2),
+        "row 3 reads row 1, column 7 column 2"
+    );
+    // Softmax over the 6 rows of b (channels 3..8 of x), at b-channel 1, column 4.
+    let s = f32s(&out["s"]);
+    let col: Vec<f64> = (0..6).map(|h| f64::from(at(0, 4, h, 4)).exp()).collect();
+    let want = col[2] / col.iter().sum::<f64>();
+    assert!((f64::from(s[(2 * 5 + 1) * 10 + 4]) - want).abs() < 1e-6);
+    let steps = kinds(&exec, &feed, &[], false);
+    assert!(!steps.contains(&"fallback"), "{steps:?}");
+    assert_eq!(
+        steps.iter().filter(|k| **k == "gather").count(),
+        5,
+        "{steps:?}"
+    );
+}
+
+/// Every node of YOLOv8n that runs per inference has a native kernel: no step converts to
+/// and from candle (the planned values themselves are checked against ONNX Runtime in
+/// tests/real_models.rs).
+#[test]
+fn yolov8n_runs_without_a_candle_step() {
+    let model = Model::load(common::model_path("yolov8n-320.onnx")).unwrap();
+    let exec = Executor::new(&model).unwrap();
+    let feed = HashMap::from([("images".to_string(), floats(&[1, 3, 320, 320], 1))]);
+    // Box coordinates reach 320 pixels: 1e-3 is about 3e-6 relative.
+    twice(&exec, &feed, 1e-3);
+    let steps = kinds(&exec, &feed, &[], false);
+    let fallbacks = steps.iter().filter(|k| **k == "fallback").count();
+    assert_eq!(fallbacks, 0, "{steps:?}");
+    assert!(steps.iter().filter(|k| **k == "gather").count() >= 20, "{steps:?}");
+}

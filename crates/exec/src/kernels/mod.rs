@@ -10,6 +10,7 @@ pub mod activation;
 pub mod binary;
 pub mod conv;
 pub mod gemm;
+pub mod layout;
 pub mod norm;
 pub mod pool;
 

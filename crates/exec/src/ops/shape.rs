@@ -286,7 +286,7 @@ fn slice(c: &OpCtx) -> Result<Vec<Value>> {
 
 /// First index, step and element count of an ONNX slice along an axis of length `n`,
 /// with negative indices counted from the end and out-of-range ones clamped.
-pub(super) fn slice_range(n: usize, start: i64, end: i64, step: i64) -> Result<(i64, i64, usize)> {
+pub(crate) fn slice_range(n: usize, start: i64, end: i64, step: i64) -> Result<(i64, i64, usize)> {
     if step == 0 {
         bail!("slice step is zero");
     }
@@ -312,7 +312,9 @@ fn take_range(t: &Tensor, axis: usize, (start, step, count): (i64, i64, usize)) 
         return Ok(t.narrow(axis, start as usize, count)?);
     }
     let ix = (0..count as i64).map(|i| start + i * step).collect();
-    Ok(t.index_select(&index_tensor(ix, t.device())?, axis)?)
+    // index_select reads contiguous tensors only (a Split output is a strided view).
+    Ok(t.contiguous()?
+        .index_select(&index_tensor(ix, t.device())?, axis)?)
 }
 
 fn expand(c: &OpCtx) -> Result<Vec<Value>> {

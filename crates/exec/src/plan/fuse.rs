@@ -5,7 +5,7 @@ use candle_core::{Device, Tensor};
 use whittle_ir::proto::GraphProto;
 use whittle_ir::{DataType, NodeAttrs};
 
-use super::{lower, Home, Kernel, Plan, PlannedValue, StepOp, ValueId};
+use super::{lower, Home, Kernel, Plan, PlanStep, PlannedValue, StepOp, ValueId};
 use crate::kernels::activation::{Activation, UnaryOp};
 use crate::value::Value;
 
@@ -135,6 +135,7 @@ fn retain_steps(plan: &mut Plan, removed: &[bool]) {
 /// Maps nodes to native kernels, then (with `fuse`) folds a constant bias `Add` and an
 /// activation (including `x * Sigmoid(x)` as SiLU) into the GEMM step producing their input.
 pub fn select_kernels(plan: &mut Plan, graph: &GraphProto, opset: i64, fuse: bool) {
+    expand_splits(plan, graph);
     for step in &mut plan.steps {
         let out = match (&step.op, &step.outputs[..]) {
             (StepOp::Fallback(_), [Some(o)]) => *o,
@@ -150,6 +151,42 @@ pub fn select_kernels(plan: &mut Plan, graph: &GraphProto, opset: i64, fuse: boo
     }
     if fuse {
         fuse_epilogues(plan, graph);
+    }
+}
+
+/// Replaces each Split step (f32, every output named) by one gather step per output.
+fn expand_splits(plan: &mut Plan, graph: &GraphProto) {
+    for step in std::mem::take(&mut plan.steps) {
+        let node = &graph.node[step.node];
+        let x = step.inputs.first().copied().flatten();
+        let kernels = match (&step.op, x) {
+            (StepOp::Fallback(_), Some(x))
+                if node.op_type == "Split" && step.outputs.iter().all(Option::is_some) =>
+            {
+                let outs: Vec<&[usize]> = step
+                    .outputs
+                    .iter()
+                    .flatten()
+                    .map(|&o| plan.values[o].shape.as_slice())
+                    .collect();
+                lower::split(node, &plan.values[x], &outs)
+            }
+            _ => None,
+        };
+        let Some(kernels) = kernels else {
+            plan.steps.push(step);
+            continue;
+        };
+        for (k, out) in kernels.into_iter().zip(&step.outputs) {
+            plan.steps.push(PlanStep {
+                node: step.node,
+                pos: step.pos,
+                op: StepOp::Kernel(k),
+                inputs: vec![x],
+                outputs: vec![*out],
+                frees: Vec::new(),
+            });
+        }
     }
 }
 

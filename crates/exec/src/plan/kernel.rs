@@ -6,6 +6,7 @@ use crate::kernels::activation::{unary, unary_in_place, Activation, UnaryOp};
 use crate::kernels::binary::{binary, BinaryOp};
 use crate::kernels::conv::{conv2d, Conv2dShape};
 use crate::kernels::gemm::{batched_matmul, gemm, Bias, Epilogue, MatRef, PackedWeights};
+use crate::kernels::layout::{gather, StridedView};
 use crate::kernels::norm::{layer_norm, log_softmax, softmax};
 use crate::kernels::pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dShape};
 use crate::kernels::Result;
@@ -76,13 +77,19 @@ pub enum Kernel {
         /// `H * W`.
         plane: usize,
     },
-    /// Softmax (or LogSoftmax with `log`) over rows of `cols`.
+    /// Softmax (or LogSoftmax with `log`) over an axis of `cols` elements, `inner`
+    /// elements apart (1: the last axis; more: the trailing axes after it).
     Softmax {
-        /// Row length.
+        /// Length of the axis.
         cols: usize,
+        /// Product of the dimensions after the axis.
+        inner: usize,
         /// LogSoftmax.
         log: bool,
     },
+    /// Data movement: the output is a strided view of the input (Transpose, Slice, one
+    /// output of Split, nearest Resize by whole factors).
+    Gather(StridedView),
     /// LayerNormalization over rows of `cols` with constant scale and bias.
     LayerNorm {
         /// Row length.
@@ -125,6 +132,7 @@ impl Kernel {
             Kernel::Concat { .. } => "concat",
             Kernel::MaxPool(_) | Kernel::AvgPool { .. } | Kernel::GlobalAvgPool { .. } => "pool",
             Kernel::Softmax { .. } => "softmax",
+            Kernel::Gather(_) => "gather",
             Kernel::LayerNorm { .. } => "layernorm",
         }
     }
@@ -202,8 +210,8 @@ impl Kernel {
             Kernel::GlobalAvgPool { planes, plane } => {
                 global_avg_pool(*planes, *plane, ins[0], out)
             }
-            Kernel::Softmax { cols, log: false } => softmax(ins[0], *cols, out),
-            Kernel::Softmax { cols, log: true } => log_softmax(ins[0], *cols, out),
+            Kernel::Softmax { cols, inner, log } => softmax_axis(ins[0], *cols, *inner, *log, out),
+            Kernel::Gather(view) => gather(view, ins[0], out),
             Kernel::LayerNorm {
                 cols,
                 scale,
@@ -218,6 +226,31 @@ impl Kernel {
         if let Kernel::Unary(op) = self {
             unary_in_place(*op, y);
         }
+    }
+}
+
+/// Softmax or LogSoftmax of `x` over an axis of `cols` elements with `inner` elements
+/// after it: directly over rows when `inner` is 1, else on a copy with the axis moved last
+/// (`[outer, inner, cols]`), moved back into `out`.
+fn softmax_axis(x: &[f32], cols: usize, inner: usize, log: bool, out: &mut [f32]) -> Result<()> {
+    let rows = if log { log_softmax } else { softmax };
+    if inner == 1 {
+        return rows(x, cols, out);
+    }
+    let outer = x.len() / (cols * inner).max(1);
+    let mut t = vec![0.0; x.len()];
+    gather(&swap_last_two(outer, cols, inner), x, &mut t)?;
+    let mut s = vec![0.0; x.len()];
+    rows(&t, cols, &mut s)?;
+    gather(&swap_last_two(outer, inner, cols), &s, out)
+}
+
+/// A contiguous `[outer, rows, cols]` array seen as `[outer, cols, rows]`.
+fn swap_last_two(outer: usize, rows: usize, cols: usize) -> StridedView {
+    StridedView {
+        dims: vec![outer, cols, rows],
+        strides: vec![(rows * cols) as isize, 1, cols as isize],
+        offset: 0,
     }
 }
 

@@ -10,7 +10,9 @@ use crate::kernels::activation::{Activation, UnaryOp};
 use crate::kernels::binary::BinaryOp;
 use crate::kernels::conv::Conv2dShape;
 use crate::kernels::gemm::MatRef;
+use crate::kernels::layout::StridedView;
 use crate::kernels::pool::Pool2dShape;
+use crate::ops::shape::slice_range;
 
 /// What a node's inputs and output look like to the lowering.
 struct Operands<'a> {
@@ -31,6 +33,14 @@ impl Operands<'_> {
         }
     }
 
+    /// Input `i` as constant integers (Slice's starts, ends, axes, steps).
+    fn ints(&self, i: usize) -> Option<Vec<i64>> {
+        match &self.values[(*self.ins.get(i)?)?].home {
+            Home::Const(v) => v.to_i64_vec().ok(),
+            _ => None,
+        }
+    }
+
     /// Whether input `i` is given.
     fn has(&self, i: usize) -> bool {
         matches!(self.ins.get(i), Some(Some(_)))
@@ -46,8 +56,14 @@ pub fn kernel_for(
     values: &[PlannedValue],
     out: &[usize],
 ) -> Option<Kernel> {
+    // Slice and Resize read integer or scale parameters besides their f32 data.
+    let data = match node.op_type.as_str() {
+        "Slice" | "Resize" => 1,
+        _ => ins.len(),
+    };
     let f32s = ins
         .iter()
+        .take(data)
         .flatten()
         .all(|&i| values[i].dtype == DataType::Float);
     if !node.domain.is_empty() || !f32s || !matches!(ins.first(), Some(Some(_))) {
@@ -70,6 +86,9 @@ pub fn kernel_for(
         "LayerNormalization" => layer_norm(node, &o),
         "Add" | "Sub" | "Mul" | "Div" | "Max" | "Min" => binary(node, &o),
         "Concat" => concat(node, &o),
+        "Transpose" => transpose(node, &o),
+        "Slice" => slice(node, opset, &o),
+        "Resize" => resize(node, opset, &o),
         op => unary(node, op, &o).map(Kernel::Unary),
     }?;
     // The recorded output must have the kernel's element count.
@@ -212,32 +231,138 @@ fn pool(node: &NodeProto, o: &Operands) -> Option<Kernel> {
     })
 }
 
-/// Softmax over the last axis (opset 13+), or over the trailing axes from `axis` (the
-/// 2-D coercion of earlier opsets).
+/// Softmax over one axis (opset 13+), or over the trailing axes from `axis` (the 2-D
+/// coercion of earlier opsets).
 fn softmax(node: &NodeProto, opset: i64, o: &Operands) -> Option<Kernel> {
     let x = o.shape(0)?;
-    let rank = x.len() as i64;
     let default = if opset < 13 { 1 } else { -1 };
-    let axis = node.int_or("axis", default).ok()?;
-    let axis = if axis < 0 { axis + rank } else { axis };
-    if !(0..rank).contains(&axis) || (opset >= 13 && axis != rank - 1) {
-        return None;
-    }
+    let axis = axis_of(node.int_or("axis", default).ok()?, x.len())?;
+    let (cols, inner) = match opset < 13 {
+        true => (x[axis..].iter().product(), 1),
+        false => (x[axis], x[axis + 1..].iter().product()),
+    };
     Some(Kernel::Softmax {
-        cols: x[axis as usize..].iter().product(),
+        cols,
+        inner,
         log: node.op_type == "LogSoftmax",
     })
 }
 
-fn layer_norm(node: &NodeProto, o: &Operands) -> Option<Kernel> {
+/// `axis` (negative: counted from the end) as an index into `rank` axes.
+fn axis_of(axis: i64, rank: usize) -> Option<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    usize::try_from(a).ok().filter(|&a| a < rank)
+}
+
+/// Transpose by `perm` (default: the axes reversed).
+fn transpose(node: &NodeProto, o: &Operands) -> Option<Kernel> {
     let x = o.shape(0)?;
-    let rank = x.len() as i64;
-    let axis = node.int_or("axis", -1).ok()?;
-    let axis = if axis < 0 { axis + rank } else { axis };
-    if !(0..rank).contains(&axis) || node.output.iter().skip(1).any(|n| !n.is_empty()) {
+    let perm: Vec<usize> = match node.ints("perm").ok()? {
+        Some(p) => p
+            .iter()
+            .map(|&a| usize::try_from(a).ok())
+            .collect::<Option<_>>()?,
+        None => (0..x.len()).rev().collect(),
+    };
+    let view = StridedView::contiguous(x).permute(&perm)?;
+    (view.dims == o.out).then_some(Kernel::Gather(view))
+}
+
+/// Slice with constant starts, ends, axes and steps (inputs from opset 10, attributes
+/// before), clamped as the operator says.
+fn slice(node: &NodeProto, opset: i64, o: &Operands) -> Option<Kernel> {
+    let x = o.shape(0)?;
+    let (starts, ends, axes, steps) = if opset < 10 {
+        let (starts, ends) = (node.ints("starts").ok()??, node.ints("ends").ok()??);
+        (starts, ends, node.ints("axes").ok()?, None)
+    } else {
+        let opt = |i| match o.has(i) {
+            true => o.ints(i).map(Some),
+            false => Some(None),
+        };
+        (o.ints(1)?, o.ints(2)?, opt(3)?, opt(4)?)
+    };
+    let n = starts.len();
+    let axes = axes.unwrap_or_else(|| (0..n as i64).collect());
+    let steps = steps.unwrap_or_else(|| vec![1; n]);
+    if ends.len() != n || axes.len() != n || steps.len() != n {
         return None;
     }
-    let cols: usize = x[axis as usize..].iter().product();
+    let mut view = StridedView::contiguous(x);
+    for i in 0..n {
+        let axis = axis_of(axes[i], x.len())?;
+        let (start, step, len) = slice_range(x[axis], starts[i], ends[i], steps[i]).ok()?;
+        let start = usize::try_from(start).unwrap_or(0);
+        view = view.narrow(axis, start, len, isize::try_from(step).ok()?)?;
+    }
+    (view.dims == o.out).then_some(Kernel::Gather(view))
+}
+
+/// Nearest Resize (opset 11+, `asymmetric` coordinates, `floor` rounding) by a whole factor
+/// per axis: output index `i` reads input index `i / factor`, a repeat of each element.
+fn resize(node: &NodeProto, opset: i64, o: &Operands) -> Option<Kernel> {
+    let x = o.shape(0)?;
+    let attr = |name, default| node.string_or(name, default).ok();
+    let nearest = attr("mode", "nearest")? == "nearest"
+        && attr("coordinate_transformation_mode", "half_pixel")? == "asymmetric"
+        && attr("nearest_mode", "round_prefer_floor")? == "floor"
+        && node.ints("axes").ok()?.is_none()
+        && node.int_or("antialias", 0).ok()? == 0;
+    if opset < 11 || !nearest || o.out.len() != x.len() {
+        return None;
+    }
+    let mut factors = Vec::with_capacity(x.len());
+    for (&i, &out) in x.iter().zip(o.out) {
+        factors.push((i > 0 && out % i == 0).then_some(out / i)?);
+    }
+    // The given scales must be those factors (sizes are, by the recorded output shape).
+    if o.has(2) && !o.has(3) {
+        let scales = o.constant(2)?;
+        let same = scales.len() == factors.len()
+            && scales.iter().zip(&factors).all(|(&s, &f)| s == f as f32);
+        same.then_some(())?;
+    } else if !o.has(3) || attr("keep_aspect_ratio_policy", "stretch")? != "stretch" {
+        return None;
+    }
+    let mut view = StridedView::contiguous(x);
+    for axis in (0..x.len()).rev() {
+        if factors[axis] > 1 {
+            view = view.repeat(axis, factors[axis])?;
+        }
+    }
+    Some(Kernel::Gather(view))
+}
+
+/// The kernels of a Split along `axis`: one [`Kernel::Gather`] per output, each the
+/// stretch of the input its recorded shape takes, in order.
+pub fn split(node: &NodeProto, input: &PlannedValue, outs: &[&[usize]]) -> Option<Vec<Kernel>> {
+    let x = &input.shape;
+    if !node.domain.is_empty() || input.dtype != DataType::Float {
+        return None;
+    }
+    let axis = axis_of(node.int_or("axis", 0).ok()?, x.len())?;
+    let whole = StridedView::contiguous(x);
+    let mut start = 0;
+    let mut kernels = Vec::with_capacity(outs.len());
+    for out in outs {
+        let same_rest = out.len() == x.len() && (0..x.len()).all(|d| d == axis || out[d] == x[d]);
+        if !same_rest || start + out[axis] > x[axis] {
+            return None;
+        }
+        let view = whole.narrow(axis, start, out[axis], 1)?;
+        start += out[axis];
+        kernels.push(Kernel::Gather(view));
+    }
+    (start == x[axis]).then_some(kernels)
+}
+
+fn layer_norm(node: &NodeProto, o: &Operands) -> Option<Kernel> {
+    let x = o.shape(0)?;
+    let axis = axis_of(node.int_or("axis", -1).ok()?, x.len())?;
+    if node.output.iter().skip(1).any(|n| !n.is_empty()) {
+        return None;
+    }
+    let cols: usize = x[axis..].iter().product();
     let scale = o.constant(1)?;
     let bias = match o.has(2) {
         true => Some(o.constant(2)?),
