@@ -82,38 +82,51 @@ async fn browser(profile: &Path) -> (Guard, Client) {
     args.push(format!("--user-data-dir={}", profile.display()));
     let mut capabilities = serde_json::Map::new();
     capabilities.insert("goog:chromeOptions".into(), json!({ "args": args }));
+    let client = poll(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&format!("http://127.0.0.1:{port}"))
+                .await
+                .map_err(|e| format!("no WebDriver session: {e}"))
+        },
+    )
+    .await;
+    (driver, client)
+}
+
+/// Calls `attempt` every `pause` until it succeeds; panics with its last error after `limit`.
+async fn poll<T, F, Fut>(limit: Duration, pause: Duration, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let start = Instant::now();
     loop {
-        let client = ClientBuilder::new(HttpConnector::new())
-            .capabilities(capabilities.clone())
-            .connect(&format!("http://127.0.0.1:{port}"))
-            .await;
-        match client {
-            Ok(client) => return (driver, client),
-            Err(e) if start.elapsed() < Duration::from_secs(20) => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => panic!("no WebDriver session: {e}"),
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) if start.elapsed() >= limit => panic!("after {limit:?}: {e}"),
+            Err(_) => tokio::time::sleep(pause).await,
         }
     }
 }
 
 /// Evaluates `expression` in the page until it is truthy (at most `limit`), and returns it.
 async fn until(client: &Client, expression: &str, limit: Duration) -> Value {
-    let start = Instant::now();
     let script = format!("return ({expression});");
-    loop {
+    poll(limit, Duration::from_millis(50), || async {
         let value = client.execute(&script, vec![]).await.unwrap();
-        let truthy = !matches!(&value, Value::Null | Value::Bool(false))
-            && value != json!(0)
-            && value != json!("");
-        if truthy {
-            return value;
+        let falsy = matches!(&value, Value::Null | Value::Bool(false))
+            || value == json!(0)
+            || value == json!("");
+        match falsy {
+            true => Err(format!("waited for {expression}")),
+            false => Ok(value),
         }
-        assert!(start.elapsed() < limit, "waited {limit:?} for {expression}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 async fn fill(client: &Client, id: &str, text: &str) {
