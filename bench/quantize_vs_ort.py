@@ -508,8 +508,8 @@ def encoder_table(b):
     load = os.getloadavg()
     return "\n".join([
         f"Static INT8 (MinMax, per-channel QDQ), {ENCODER_CALIB} calibration sentences padded to {ENCODER_SEQ} "
-        f"tokens; seconds: median of {b.args.runs} runs of each tool in turn, peak RSS: the largest; cosine of "
-        f"the sentence embeddings to FP32 on 64 other sentences. Load average at the start "
+        f"tokens; seconds: median of {b.args.runs} runs of each tool (whittle's, then ORT's), peak RSS: the largest; "
+        f"cosine of the sentence embeddings to FP32 on 64 other sentences. Load average at the start "
         f"{load[0]:.1f}, {load[1]:.1f}, {load[2]:.1f} (2 cores).",
         "",
         table(["model", "whittle s", "whittle MiB", "whittle cosine", "ORT s", "ORT MiB", "ORT cosine",
