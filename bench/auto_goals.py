@@ -2,12 +2,13 @@
 
 usage: auto_goals.py OUT_DIR ROUNDS RUN...
 
-For every RUN (cnn-balanced, cnn-speed, cnn-size, lenet5-balanced, cnn-grid) whose
+For every RUN (cnn-balanced, cnn-speed, cnn-size, lenet5-balanced, cnn-grid, lenet5-grid) whose
 OUT_DIR/RUN.json exists (`whittle auto --json`): RUN.time (/usr/bin/time -v: wall, peak
 RSS), and for the output and its baseline (cnn or lenet5) STEM.inspect.json, STEM.ort.json
 (scripts/ort_eval.py), STEM.bench-K.json for K in 1..ROUNDS (`whittle bench --engine ort`)
 and STEM.eval.time (`whittle eval` under /usr/bin/time -v: one evaluation's peak memory).
-Prints the goal table and, when both cnn-balanced and cnn-grid ran, the efficiency table.
+Prints the goal table and, for each model (cnn, lenet5) whose balanced search and grid
+both ran, the efficiency table.
 """
 import json
 import os
@@ -25,6 +26,7 @@ RUNS = {
     "cnn-size": ("cnn", "size, drop <= 2", (8, None, 2, None)),
     "lenet5-balanced": ("lenet5", "balanced, drop <= 1", (None, None, 1, None)),
     "cnn-grid": ("cnn", "balanced, drop <= 1, --exhaustive", (None, None, 1, None)),
+    "lenet5-grid": ("lenet5", "balanced, drop <= 1, --exhaustive", (None, None, 1, None)),
 }
 
 
@@ -124,13 +126,13 @@ def first_trial(history, accept):
     return next((i + 1 for i, t in enumerate(history) if accept(t)), None)
 
 
-def efficiency_table(out, rounds):
-    search, grid = load(out, "cnn-balanced.json"), load(out, "cnn-grid.json")
-    best = measure(out, "cnn-grid", rounds)
+def efficiency_table(out, rounds, model):
+    search, grid = load(out, f"{model}-balanced.json"), load(out, f"{model}-grid.json")
+    best = measure(out, f"{model}-grid", rounds)
     print()
     print("| search | candidates | trials | trials to first in-budget | wall | best accuracy | best ORT b1 ms |")
     print("|---|---|---|---|---|---|---|")
-    for run, report in (("cnn-balanced", search), ("cnn-grid", grid)):
+    for run, report in ((f"{model}-balanced", search), (f"{model}-grid", grid)):
         history = report.get("history", [])
         first = report.get("first_in_budget") or first_trial(history, lambda t: t.get("in_budget"))
         wall = time_v(out, f"{run}.time")[0]
@@ -149,7 +151,7 @@ def efficiency_table(out, rounds):
     third = grid["trials"] / 3
     verdict = "yes" if reached and reached <= third else "no"
     print()
-    print(f"The search reached the grid's best (within 0.2 points and 10% latency, as each run "
+    print(f"{model}: the search reached the grid's best (within 0.2 points and 10% latency, as each run "
           f"measured it: grid best {100 * grid_best['accuracy']:.2f}%, {grid_best['latency_ms']:.3f} ms) "
           f"at trial {reached if reached else 'never'}; a third of the grid's {grid['trials']} trials "
           f"is {third:.1f}: **{verdict}**. Measured again here, the grid's output is "
@@ -164,8 +166,10 @@ def main():
     if unknown:
         sys.exit(f"error: unknown run(s) {', '.join(unknown)}; expected {', '.join(RUNS)}")
     goal_table(out, rounds, runs)
-    if all(os.path.exists(os.path.join(out, f"{r}.json")) for r in ("cnn-balanced", "cnn-grid")):
-        efficiency_table(out, rounds)
+    for model in ("cnn", "lenet5"):
+        pair = (f"{model}-balanced", f"{model}-grid")
+        if all(r in runs and os.path.exists(os.path.join(out, f"{r}.json")) for r in pair):
+            efficiency_table(out, rounds, model)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use whittle_bench::profile::{profile, ProfileOptions};
 use whittle_data::{Dataset, Split};
 use whittle_exec::{model_inputs, Executor, Value};
-use whittle_ir::Model;
+use whittle_ir::{GraphEdit, Model};
 use whittle_pipeline::error::Context;
 use whittle_pipeline::eval::accuracy::scores_2d;
 use whittle_pipeline::eval::{Evaluator, LatencyPlan};
@@ -56,6 +56,17 @@ pub struct Baseline {
     pub hard_accuracy: f64,
     /// Where the time goes per operator type (whittle's executor).
     pub op_latency: OpLatency,
+    /// Seconds of one accuracy measurement on the full test split (what the search's
+    /// time estimates start from; 0 in a journal from before they were kept).
+    #[serde(default)]
+    pub eval_seconds: f64,
+    /// Share of the parameters in MatMul and Gemm weights (what INT4 can quantize).
+    #[serde(default = "all")]
+    pub matmul_share: f64,
+}
+
+fn all() -> f64 {
+    1.0
 }
 
 impl whittle_pipeline::journal::Record for Baseline {
@@ -90,7 +101,9 @@ impl Meter {
         let hard = hardest(model, &test)?;
         let meter = Meter::new(test, &hard, threads)?;
         let cost = meter.cost(ctx, model)?;
+        let start = std::time::Instant::now();
         let accuracy = meter.accuracy(ctx, model, false)?;
+        let eval_seconds = start.elapsed().as_secs_f64();
         let hard_accuracy = meter.accuracy(ctx, model, true)?;
         let options = ProfileOptions::default();
         let profiled =
@@ -103,6 +116,8 @@ impl Meter {
             hard,
             hard_accuracy,
             op_latency: op_latency(&profiled, "baseline"),
+            eval_seconds,
+            matmul_share: matmul_share(model),
         };
         Ok((baseline, meter))
     }
@@ -157,6 +172,28 @@ impl Meter {
             .with_labelled(data.clone(), BATCH)
             .evaluate(ctx, model)?;
         Ok(m.top1.unwrap_or(f64::NAN))
+    }
+}
+
+/// The share of `model`'s parameters in the constant weights (input B) of its MatMul
+/// and Gemm nodes.
+pub fn matmul_share(model: &Model) -> f64 {
+    let graph = model.graph();
+    let all = whittle_ir::cost::parameter_count(graph);
+    let mut names: Vec<&str> = (graph.node.iter())
+        .filter(|n| matches!(n.op_type.as_str(), "MatMul" | "Gemm"))
+        .filter_map(|n| n.input.get(1).map(String::as_str))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let weights: u64 = (names.iter())
+        .filter_map(|n| graph.initializer(n))
+        .map(whittle_ir::cost::tensor_elements)
+        .sum();
+    if all == 0 {
+        0.0
+    } else {
+        weights as f64 / all as f64
     }
 }
 

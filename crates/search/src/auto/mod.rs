@@ -6,6 +6,7 @@
 //! - [`space`]: the candidates ([`space::Candidate`]) and their pipeline steps.
 //! - [`measure`]: the baseline, measured once, and each candidate's measurements.
 //! - [`predict`]: predicted gain and accuracy cost, refitted after every trial.
+//! - [`timing`]: how long a candidate will take, so that none overruns the budget.
 //! - [`trial`]: running and journalling one candidate.
 //! - [`search`]: the loop ([`run`]).
 //! - [`outcome`]: the result, its JSON and its report.
@@ -16,6 +17,7 @@ pub mod outcome;
 pub mod predict;
 pub mod search;
 pub mod space;
+pub mod timing;
 pub mod trial;
 
 pub use config::{AutoConfig, Budget, Target};

@@ -1,10 +1,11 @@
 //! The search loop: measure the baseline once, try the identity and each action alone,
 //! then the candidate of highest predicted gain per cost, refitting after every trial,
 //! until the budget is spent or no candidate left is predicted to beat the best; after
-//! every trial the best model so far is written to the output. A rerun with the same work
-//! folder replays the journalled trials instead of running them.
+//! every trial the best model so far is written to the output. A candidate whose
+//! estimated time does not fit in what is left of the time budget is not started. A rerun
+//! with the same work folder replays the journalled trials instead of running them.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
@@ -18,7 +19,10 @@ use super::config::{AutoConfig, Target};
 use super::measure::{Baseline, Meter};
 use super::outcome::{Outcome, Skipped, Status};
 use super::predict::{Effect, Observed, Predictor};
-use super::space::{grid, Candidate, Quant, Settings, PRUNES, QUANTS};
+use super::space::{
+    grid, Candidate, Prune, Quant, Settings, CHANNEL_MAX, CHANNEL_STEP, PRUNES, QUANTS,
+};
+use super::timing::Timing;
 use super::trial::{Bench, Plan, Trial, Verdict};
 use crate::pareto::{Direction, Objectives};
 
@@ -28,9 +32,21 @@ const CONFIDENT: f64 = 1.25;
 /// A candidate is skipped when even this much better than predicted it would not beat
 /// the best (speed, size, balanced: a factor of the score).
 const OPTIMISM: f64 = 0.85;
-/// Mixed precision is tried when the quantization itself loses more than this many
-/// points (less is within the measurement's noise).
+/// Mixed precision and QAT are tried when the quantization itself loses more than this
+/// many points (less is within the measurement's noise).
 const MIXED_MIN_SHARE: f64 = 0.2;
+/// When latency matters to the target, a candidate this many times slower than the
+/// baseline stops after its latency.
+const SLOW: f64 = 1.5;
+/// Estimated trial times are stretched by this factor against the time left (the
+/// estimates are means; a trial must not overrun).
+const TIME_MARGIN: f64 = 1.15;
+/// INT4 is not tried when MatMul and Gemm weights (all it quantizes; it leaves Convs as
+/// they are) hold less than this share of the parameters.
+const INT4_MIN_SHARE: f64 = 0.1;
+/// Dynamic INT8 is not tried for speed or balance when Convs (which ONNX Runtime runs as
+/// ConvInteger, several times slower) take more than this share of the time.
+const CONV_SLOW_SHARE: f64 = 0.3;
 
 /// Runs the search of `config`, reporting to `observer`.
 pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
@@ -86,6 +102,7 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
     let bench = Bench {
         baseline: &baseline_path,
         hard_accuracy: baseline.hard_accuracy,
+        latency_ms: baseline.cost.latency_ms,
         meter: &meter,
         work_dir: work,
         seed: config.seed,
@@ -97,26 +114,45 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         objectives: config.objectives(baseline.accuracy),
         baseline: &baseline,
         predictor: Predictor::default(),
+        timing: Timing::new(baseline.eval_seconds, config.finetune_epochs),
+        settings,
         trials: Vec::new(),
         tried: HashSet::new(),
         best: None,
         skipped: Vec::new(),
+        too_long: HashMap::new(),
     };
+    if !config.exhaustive {
+        for (action, why) in pointless(config.target, &baseline) {
+            observer.log(Level::Info, format!("not tried: {}: {why}", action.name()));
+            search.predictor.exclude(action, why);
+        }
+    }
     let mut journal = Journal::<Trial>::open(work)?;
     let settings_key = format!(
         "{}|{}|{}|{}|{}",
-        settings.data,
-        settings.eval_data,
-        settings.finetune_epochs,
-        settings.seed,
+        search.settings.data,
+        search.settings.eval_data,
+        search.settings.finetune_epochs,
+        search.settings.seed,
         config.max_accuracy_drop
     );
+    let slow_limit = (!config.exhaustive && config.target != Target::Size).then_some(SLOW);
     let stop = loop {
         if let Some(why) = search.spent(start) {
             break why;
         }
-        let Some((candidate, predicted)) = search.next(&space) else {
-            break if config.exhaustive {
+        let left = config
+            .budget
+            .time
+            .map(|t| t.as_secs_f64() - start.elapsed().as_secs_f64());
+        let Some((candidate, predicted)) = search.next(&space, left) else {
+            break if !search.too_long.is_empty() {
+                format!(
+                    "no candidate left fits in the {:.0} s left of the time budget",
+                    left.unwrap_or(0.0)
+                )
+            } else if config.exhaustive {
                 "every point of the grid was evaluated".to_string()
             } else {
                 "no candidate left is predicted to beat the best".to_string()
@@ -143,9 +179,10 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
                     key,
                     number,
                     candidate,
-                    steps: candidate.steps(&settings),
+                    steps: candidate.steps(&search.settings),
                     predicted,
                     drop_limit,
+                    slow_limit,
                 });
                 journal.append(trial.clone())?;
                 trial
@@ -200,7 +237,7 @@ fn plan_lines(config: &AutoConfig, baseline: &Baseline, space: usize) -> Vec<Str
             config.threads
         ),
         format!(
-            "search space: {space} candidates ({} prunings x 2 factorizations x {} quantizations, and a fine-tuned variant of each that prunes or factorizes), plus mixed-precision refinements",
+            "search space: {space} candidates ({} prunings x 2 factorizations x {} quantizations, and a fine-tuned variant of each that prunes or factorizes), plus refinements: mixed precision and QAT when INT8 loses too much, finer channel ratios around the best (bisection, up to {CHANNEL_MAX}%)",
             PRUNES.len(),
             QUANTS.len()
         ),
@@ -216,7 +253,7 @@ fn plan_lines(config: &AutoConfig, baseline: &Baseline, space: usize) -> Vec<Str
         "plan: every point of the grid in order, each measured in full".into()
     } else {
         format!(
-            "plan: the graph optimization, then each action alone (latency and size in ONNX Runtime, accuracy on the {} hardest samples), then candidates by predicted gain per cost, refitting after each; fine-tuning only for candidates on the predicted Pareto front; mixed precision when INT8 loses too much",
+            "plan: the graph optimization, then each action alone (latency and size in ONNX Runtime, accuracy on the {} hardest samples), then candidates by predicted gain per cost, refitting after each; fine-tuning and QAT only for candidates on the predicted Pareto front; mixed precision or QAT when INT8 loses too much; no trial started that is estimated to overrun the time budget",
             baseline.hard.len()
         )
     });
@@ -229,10 +266,15 @@ struct Search<'a> {
     objectives: Objectives,
     baseline: &'a Baseline,
     predictor: Predictor,
+    timing: Timing,
+    settings: Settings,
     trials: Vec<Trial>,
     tried: HashSet<Candidate>,
     best: Option<usize>,
     skipped: Vec<Skipped>,
+    /// Candidates left out because their estimated time did not fit in the budget's
+    /// rest (the last time they were considered), and why.
+    too_long: HashMap<Candidate, String>,
 }
 
 impl Search<'_> {
@@ -246,31 +288,58 @@ impl Search<'_> {
         Some(format!("{:.0} s spent (--budget)", time.as_secs_f64()))
     }
 
-    /// The candidate to try next and its prediction.
+    /// Whether a trial of `c` is expected to finish within `left` seconds (None: no time
+    /// budget); if not, it is noted as too long.
+    fn fits(&mut self, c: &Candidate, left: Option<f64>) -> bool {
+        let Some(left) = left else {
+            return true;
+        };
+        let estimate = self.timing.estimate(&c.steps(&self.settings));
+        if estimate * TIME_MARGIN <= left {
+            self.too_long.remove(c);
+            return true;
+        }
+        self.too_long.insert(
+            *c,
+            format!("estimated at {estimate:.0} s, {left:.0} s of the time budget left"),
+        );
+        false
+    }
+
+    /// The candidate to try next and its prediction, among those expected to finish in
+    /// the `left` seconds of the time budget.
     fn next(
         &mut self,
         space: &[Candidate],
+        left: Option<f64>,
     ) -> Option<(Candidate, Option<super::predict::Prediction>)> {
-        let untried = |c: &Candidate| !self.tried.contains(c);
+        self.too_long.clear();
+        let untried = |s: &Self, c: &Candidate| !s.tried.contains(c);
         if self.config.exhaustive {
-            return space.iter().copied().find(untried).map(|c| (c, None));
+            let grid: Vec<Candidate> = space.iter().filter(|c| untried(self, c)).copied().collect();
+            return grid
+                .into_iter()
+                .find(|c| self.fits(c, left))
+                .map(|c| (c, None));
         }
-        if untried(&Candidate::IDENTITY) {
+        if untried(self, &Candidate::IDENTITY) && self.fits(&Candidate::IDENTITY, left) {
             return Some((Candidate::IDENTITY, None));
         }
         // Each action alone, before any composition that needs its effect.
-        if let Some(action) = space
-            .iter()
-            .filter(|c| c.actions().len() == 1 && !c.tuned && untried(c))
-            .find(|c| !self.predictor.unknown(c).is_empty())
-        {
-            return Some((*action, None));
+        let alone: Vec<Candidate> = (space.iter())
+            .filter(|c| c.actions().len() == 1 && !c.tuned && untried(self, c))
+            .filter(|c| !self.predictor.unknown(c).is_empty())
+            .copied()
+            .collect();
+        if let Some(action) = alone.into_iter().find(|c| self.fits(c, left)) {
+            return Some((action, None));
         }
         let mut options: Vec<Candidate> = space.to_vec();
-        options.extend(self.mixed_refinements());
+        options.extend(self.quant_refinements());
+        options.extend(self.channel_refinement());
         let best_score = self.best_feasible_score();
         let mut chosen: Option<(f64, Candidate, super::predict::Prediction)> = None;
-        let options: Vec<Candidate> = options.into_iter().filter(untried).collect();
+        let options: Vec<Candidate> = options.into_iter().filter(|c| untried(self, c)).collect();
         for c in options {
             if let Some(why) = self.predictor.blocked(&c) {
                 self.skip(c, why);
@@ -279,7 +348,7 @@ impl Search<'_> {
             let Some(p) = self.predictor.predict(&c) else {
                 continue;
             };
-            if c.tuned && !self.worth_tuning(&p) {
+            if c.trains() && !self.worth_tuning(&p) {
                 continue;
             }
             let score = self
@@ -290,7 +359,7 @@ impl Search<'_> {
                 continue;
             }
             let priority = self.priority(&c, &p, score);
-            if chosen.as_ref().is_none_or(|(best, _, _)| priority > *best) {
+            if chosen.as_ref().is_none_or(|(best, _, _)| priority > *best) && self.fits(&c, left) {
                 chosen = Some((priority, c, p));
             }
         }
@@ -312,7 +381,7 @@ impl Search<'_> {
         let target = self.config.target;
         let gain = (target.score(1.0, 1.0, 0.0) - score).max(1e-3);
         let budget = self.config.max_accuracy_drop.max(0.05);
-        let cost = 1.0 + p.drop_pts.max(0.0) / budget + if c.tuned { 1.0 } else { 0.0 };
+        let cost = 1.0 + p.drop_pts.max(0.0) / budget + if c.trains() { 1.0 } else { 0.0 };
         let point = self.point_of(p);
         let outside = p.drop_pts > budget * CONFIDENT || self.objectives.distance(&point) > 0.1;
         gain / cost * if outside { 0.01 } else { 1.0 }
@@ -345,8 +414,8 @@ impl Search<'_> {
     /// Static INT8 candidates measured outside the accuracy budget because of their
     /// quantization (their float counterpart, measured too, is within it), again with the
     /// most sensitive layers left float until the quantization's own drop fits what the
-    /// float part leaves of the budget.
-    fn mixed_refinements(&self) -> Vec<Candidate> {
+    /// float part leaves of the budget, and with quantization-aware training instead.
+    fn quant_refinements(&self) -> Vec<Candidate> {
         let budget = self.config.max_accuracy_drop;
         let acc = self.baseline.accuracy;
         let quantized = |t: &&Trial| {
@@ -373,9 +442,53 @@ impl Search<'_> {
                     mixed: Some(left),
                     ..t.candidate
                 });
+                refinements.push(Candidate {
+                    quant: Quant::Qat,
+                    ..t.candidate
+                });
             }
         }
         refinements
+    }
+
+    /// A finer channel ratio around the best model when it prunes channels: halfway
+    /// between its ratio and the smallest larger ratio of the same composition that
+    /// missed the accuracy budget, or [`CHANNEL_STEP`]s further up to [`CHANNEL_MAX`]
+    /// when none missed it yet (a bisection on the ratio; none once the two are
+    /// [`CHANNEL_STEP`] apart).
+    fn channel_refinement(&self) -> Option<Candidate> {
+        let best = &self.trials[self.best?];
+        if !self.feasible(best) {
+            return None;
+        }
+        let Prune::Channel { percent: kept } = best.candidate.prune else {
+            return None;
+        };
+        let budget = self.config.max_accuracy_drop;
+        let acc = self.baseline.accuracy;
+        let missed = (self.trials.iter())
+            .filter(|t| t.drop_pts(acc).is_some_and(|d| d > budget))
+            .filter_map(|t| match t.candidate.prune {
+                Prune::Channel { percent }
+                    if percent > kept
+                        && Candidate {
+                            prune: best.candidate.prune,
+                            ..t.candidate
+                        } == best.candidate =>
+                {
+                    Some(percent)
+                }
+                _ => None,
+            })
+            .min();
+        let next = match missed {
+            Some(out) => (kept + out) / 2 / CHANNEL_STEP * CHANNEL_STEP,
+            None => (kept + 4 * CHANNEL_STEP).min(CHANNEL_MAX),
+        };
+        (next > kept && missed.is_none_or(|out| next < out)).then_some(Candidate {
+            prune: Prune::Channel { percent: next },
+            ..best.candidate
+        })
     }
 
     /// A trial's point: latency, size and accuracy (estimated from the subset when it
@@ -436,6 +549,7 @@ impl Search<'_> {
     /// Takes a finished trial into the state; whether it is the new best.
     fn record(&mut self, trial: Trial) -> bool {
         self.tried.insert(trial.candidate);
+        self.timing.observe(&trial);
         let b = self.baseline;
         if let Some(c) = &trial.cost {
             let latency_ratio = c.latency_ms / b.cost.latency_ms;
@@ -464,7 +578,7 @@ impl Search<'_> {
             }
         } else if trial.candidate.actions().len() == 1 {
             self.predictor
-                .failed_action(trial.candidate, trial.reason.clone());
+                .exclude(trial.candidate, format!("failed alone: {}", trial.reason));
         }
         let usable = trial.model.is_some() && trial.cost.is_some();
         self.trials.push(trial);
@@ -521,7 +635,14 @@ impl Search<'_> {
         }
     }
 
-    fn finish(self, plan: Vec<String>, stop: String, elapsed_s: f64, space: usize) -> Outcome {
+    fn finish(mut self, plan: Vec<String>, stop: String, elapsed_s: f64, space: usize) -> Outcome {
+        let mut too_long: Vec<(Candidate, String)> = self.too_long.drain().collect();
+        too_long.sort_by_key(|(c, _)| c.name());
+        self.skipped
+            .extend(too_long.into_iter().map(|(c, why)| Skipped {
+                name: c.name(),
+                reason: format!("not started, it would overrun the time budget: {why}"),
+            }));
         let best = self.best;
         let feasible: Vec<bool> = self.trials.iter().map(|t| self.feasible(t)).collect();
         let status = match best {
@@ -549,6 +670,45 @@ impl Search<'_> {
             elapsed_s,
         }
     }
+}
+
+/// Actions left out before the search starts, and why: they cannot gain anything on the
+/// target for this model. 2:4 zeros are stored dense and ONNX Runtime runs them dense;
+/// INT4 only quantizes MatMul and Gemm weights; dynamic INT8 runs Convs as ConvInteger.
+fn pointless(target: Target, baseline: &Baseline) -> Vec<(Candidate, String)> {
+    let alone = |prune, quant| Candidate {
+        prune,
+        quant,
+        ..Candidate::IDENTITY
+    };
+    let mut out = vec![(
+        alone(Prune::Nm24, Quant::None),
+        "its zeros are stored dense and ONNX Runtime runs it dense: no size or latency gain"
+            .to_string(),
+    )];
+    if baseline.matmul_share < INT4_MIN_SHARE {
+        out.push((
+            alone(Prune::None, Quant::Int4),
+            format!(
+                "it quantizes only MatMul and Gemm weights, {:.1}% of the parameters here (Convs stay float)",
+                100.0 * baseline.matmul_share
+            ),
+        ));
+    }
+    let conv: f64 = (baseline.op_latency.ops.iter())
+        .filter(|o| o.op_type == "Conv")
+        .map(|o| o.share)
+        .sum();
+    if target != Target::Size && conv > CONV_SLOW_SHARE {
+        out.push((
+            alone(Prune::None, Quant::Int8Dynamic),
+            format!(
+                "ONNX Runtime runs its Convs as ConvInteger, several times slower, and Convs take {:.0}% of the time here",
+                100.0 * conv
+            ),
+        ));
+    }
+    out
 }
 
 /// The best score `score` could turn out to be.

@@ -9,6 +9,7 @@ use whittle_pipeline::step::fp16::Fp16;
 use whittle_pipeline::step::int4::Int4;
 use whittle_pipeline::step::optimize::Optimize;
 use whittle_pipeline::step::prune::{DistillLoss, PruneMethod, PruneStep};
+use whittle_pipeline::step::qat::Qat;
 use whittle_pipeline::step::quantize::{Calibrator, Mode, Quantize};
 use whittle_pipeline::step::train::{TrainStep, Training};
 use whittle_pipeline::step::verify::Checks;
@@ -48,6 +49,10 @@ pub enum Quant {
     Fp16,
     /// 4-bit weights of MatMul layers.
     Int4,
+    /// Static INT8 learnt with quantization-aware training (fake quantization during
+    /// fine-tuning): a refinement the search adds for candidates whose static INT8 loses
+    /// too much, outside the grid.
+    Qat,
 }
 
 /// One point of the space.
@@ -84,6 +89,11 @@ pub const QUANTS: [Quant; 5] = [
     Quant::Int4,
 ];
 
+/// Channel pruning refined by the search stays at or below this share, percent.
+pub const CHANNEL_MAX: u8 = 80;
+/// The search refines channel ratios to this resolution, percent.
+pub const CHANNEL_STEP: u8 = 5;
+
 /// Rank kept by factorization, as a share of the full rank.
 const RANK_RATIO: f64 = 0.5;
 /// Calibration samples of static INT8.
@@ -92,6 +102,9 @@ const CALIB_SAMPLES: usize = 256;
 const MIXED_EVAL_SAMPLES: usize = 2000;
 /// Learning rate of fine-tuning (AdamW, cosine decay): a trained model moves a little.
 const FINETUNE_LR: f64 = 1e-3;
+
+/// Learning rate of quantization-aware training: the weights only adapt to rounding.
+const QAT_LR: f64 = 1e-4;
 
 /// What turning candidates into steps needs besides the candidate.
 #[derive(Clone, Debug)]
@@ -119,6 +132,11 @@ impl Candidate {
     /// Whether it prunes or factorizes (what fine-tuning can recover).
     pub fn changes_weights(&self) -> bool {
         self.prune != Prune::None || self.factorize
+    }
+
+    /// Whether it trains (fine-tuning or quantization-aware training): the costly ones.
+    pub fn trains(&self) -> bool {
+        self.tuned || self.quant == Quant::Qat
     }
 
     /// The same candidate fine-tuned.
@@ -186,6 +204,7 @@ impl Candidate {
             Quant::Int8Dynamic => Some("int8-dynamic"),
             Quant::Fp16 => Some("fp16"),
             Quant::Int4 => Some("int4"),
+            Quant::Qat => Some("int8-qat"),
         };
         parts.extend(quant.map(|q| match self.mixed {
             Some(h) => format!("{q} (mixed, {:.2} pt)", f64::from(h) / 100.0),
@@ -234,7 +253,7 @@ impl Candidate {
             }));
             if self.tuned {
                 let mut train = TrainStep::new(s.data.clone());
-                train.training = training;
+                train.training = training.clone();
                 train.keep_zeros = self.prune != Prune::None;
                 steps.push(StepConfig::Train(train));
             }
@@ -276,6 +295,16 @@ impl Candidate {
             Quant::Int4 => steps.push(StepConfig::Int4(Int4 {
                 checks: quiet,
                 ..Int4::default()
+            })),
+            Quant::Qat => steps.push(StepConfig::Qat(Qat {
+                calibration: Calibrator::Minmax,
+                calib_samples: CALIB_SAMPLES,
+                per_channel: true,
+                training: Training {
+                    lr: QAT_LR,
+                    ..training
+                },
+                ..Qat::new(s.data.clone())
             })),
         }
         steps

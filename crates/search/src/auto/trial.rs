@@ -1,7 +1,9 @@
 //! One trial: a candidate's steps run through the pipeline's [`Runner`] (each step's model
 //! cached by content key in the work folder), then measured in stages: cost and latency,
 //! the hard subset (a candidate confidently outside the accuracy budget stops there), the
-//! full test set. Each finished trial is a line of the work folder's `auto.jsonl`.
+//! full test set. A candidate much slower than the baseline in ONNX Runtime stops after
+//! its latency when latency matters to the target (dynamic INT8 of a conv model runs as
+//! ConvInteger, several times slower, and is as slow to evaluate). Each finished trial is a line of the work folder's `auto.jsonl`.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -24,7 +26,8 @@ use super::space::Candidate;
 pub enum Verdict {
     /// Measured on the full test set.
     Measured,
-    /// Stopped after the hard subset: confidently outside the accuracy budget.
+    /// Stopped after the hard subset (confidently outside the accuracy budget) or after
+    /// its latency (much slower than the baseline).
     Dropped,
     /// A step failed.
     Failed,
@@ -59,6 +62,12 @@ pub struct Trial {
     pub reason: String,
     /// Seconds it took.
     pub seconds: f64,
+    /// Seconds each step took (0 when its model was cached).
+    #[serde(default)]
+    pub step_seconds: Vec<f64>,
+    /// Seconds its measurements took (cost and latency, subset, full test set).
+    #[serde(default)]
+    pub measure_seconds: f64,
 }
 
 impl Record for Trial {
@@ -85,6 +94,8 @@ pub struct Bench<'a> {
     pub baseline: &'a Path,
     /// Its accuracy on the hard subset.
     pub hard_accuracy: f64,
+    /// Its ONNX Runtime latency, milliseconds.
+    pub latency_ms: f64,
     /// The meter.
     pub meter: &'a Meter,
     /// The work folder.
@@ -111,6 +122,9 @@ pub struct Plan {
     pub predicted: Option<Prediction>,
     /// Drop above which the subset stops it (None: always measured in full).
     pub drop_limit: Option<f64>,
+    /// Latency over the baseline's above which it stops before any accuracy (None:
+    /// never).
+    pub slow_limit: Option<f64>,
 }
 
 impl Bench<'_> {
@@ -132,8 +146,10 @@ impl Bench<'_> {
             verdict: Verdict::Failed,
             reason: String::new(),
             seconds: 0.0,
+            step_seconds: Vec::new(),
+            measure_seconds: 0.0,
         };
-        if let Err(e) = self.measure(&mut trial, plan.drop_limit) {
+        if let Err(e) = self.measure(&mut trial, plan.drop_limit, plan.slow_limit) {
             trial.verdict = Verdict::Failed;
             trial.reason = e.to_string();
         }
@@ -141,7 +157,12 @@ impl Bench<'_> {
         trial
     }
 
-    fn measure(&self, trial: &mut Trial, drop_limit: Option<f64>) -> Result<()> {
+    fn measure(
+        &self,
+        trial: &mut Trial,
+        drop_limit: Option<f64>,
+        slow_limit: Option<f64>,
+    ) -> Result<()> {
         let recipe = Recipe {
             model: ModelSource::File(self.baseline.to_path_buf()),
             output: None,
@@ -157,13 +178,38 @@ impl Bench<'_> {
         let run = runner.run(&recipe)?;
         let key = run.steps.last().map(|s| s.key.clone()).unwrap_or_default();
         trial.model = Some(cache::model_path(self.work_dir, &key));
+        trial.step_seconds = (run.steps.iter())
+            .map(|s| if s.cached { 0.0 } else { s.seconds })
+            .collect();
         let model: Model = run.model;
         drop(run.input);
+        let start = Instant::now();
+        let result = self.measure_model(trial, &model, drop_limit, slow_limit);
+        trial.measure_seconds = start.elapsed().as_secs_f64();
+        result
+    }
+
+    fn measure_model(
+        &self,
+        trial: &mut Trial,
+        model: &Model,
+        drop_limit: Option<f64>,
+        slow_limit: Option<f64>,
+    ) -> Result<()> {
         let mut ctx = Ctx::new(self.observer);
         ctx.seed = self.seed;
         ctx.threads = Some(self.threads);
-        trial.cost = Some(self.meter.cost(&ctx, &model)?);
-        let hard = self.meter.accuracy(&ctx, &model, true)?;
+        let cost = self.meter.cost(&ctx, model)?;
+        let slower = cost.latency_ms / self.latency_ms;
+        trial.cost = Some(cost);
+        if let Some(limit) = slow_limit.filter(|l| slower > *l) {
+            trial.verdict = Verdict::Dropped;
+            trial.reason = format!(
+                "{slower:.2}x the baseline's latency in ONNX Runtime, over the {limit:.2}x allowed before measuring accuracy"
+            );
+            return Ok(());
+        }
+        let hard = self.meter.accuracy(&ctx, model, true)?;
         let hard_len = self.meter.hard_len() as f64;
         let subset = 100.0 * (self.hard_accuracy - hard) * hard_len / self.meter.samples() as f64;
         trial.subset_drop_pts = Some(subset);
@@ -173,7 +219,7 @@ impl Bench<'_> {
                 format!("hard subset: about {subset:.2} points lost, over the {limit:.2} allowed");
             return Ok(());
         }
-        trial.accuracy = Some(self.meter.accuracy(&ctx, &model, false)?);
+        trial.accuracy = Some(self.meter.accuracy(&ctx, model, false)?);
         trial.verdict = Verdict::Measured;
         Ok(())
     }
