@@ -128,7 +128,7 @@ impl CompressConfig {
         if self.during && self.prune.is_none() && !self.qat() {
             return Err(PipelineError::invalid(
                 "`compress.during`",
-                "compressing during training needs `prune` or `int8` among `quantize`",
+                "compressing during training needs `prune` or INT8 in `quantize`",
             ));
         }
         if let Some(s) = self.prune {

@@ -1,6 +1,6 @@
 //! The continual-learning section of a report: the R matrix as a heat map and a table,
-//! the accuracy of every task after each task as lines, and the summary figures of the
-//! strategy and its baselines.
+//! the accuracy of every task after each task as lines, the summary figures of the
+//! strategy and its baselines, and the efficiency of the compressed variants.
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -68,7 +68,78 @@ pub fn parts(c: &ContinualReport) -> Result<Vec<Part>> {
             section: summary_table(c),
             plots: Vec::new(),
         },
-    ])
+    ]
+    .into_iter()
+    .chain((!c.compressed.is_empty()).then(|| Part {
+        section: efficiency_table(c),
+        plots: Vec::new(),
+    }))
+    .collect())
+}
+
+/// The title of the efficiency table.
+pub const EFFICIENCY: &str = "Efficiency of the compressed learner";
+
+/// The order of the variants in the efficiency table (others follow by name).
+const VARIANTS: [&str; 8] = [
+    "fp32",
+    "fp16",
+    "int8",
+    "pruned",
+    "pruned_fp16",
+    "pruned_int8",
+    "during_pruned",
+    "during_pruned_int8",
+];
+
+/// One row per compressed variant (compressed after the run, or `during_*` training):
+/// size, parameters, FPS in ONNX Runtime, average accuracy and forgetting.
+fn efficiency_table(c: &ContinualReport) -> Section {
+    let mut s = Section::table(
+        EFFICIENCY,
+        &[
+            "variant",
+            "size (bytes)",
+            "parameters",
+            "non-zero parameters",
+            "FPS (ORT, batch 1)",
+            "average accuracy (%)",
+            "forgetting (points)",
+            "task-IL accuracy (%)",
+        ],
+    );
+    let rank = |name: &str| {
+        VARIANTS
+            .iter()
+            .position(|v| *v == name)
+            .unwrap_or(VARIANTS.len())
+    };
+    let mut names: Vec<&String> = c.compressed.keys().collect();
+    names.sort_by_key(|n| (rank(n), n.as_str()));
+    let pm = |m: f64, std: Option<f64>| match std {
+        Some(sd) => format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * sd),
+        None => format!("{:.2}", 100.0 * m),
+    };
+    for name in names {
+        let m = &c.compressed[name];
+        s.rows.push(vec![
+            Cell::Text(name.clone()),
+            Cell::Text(m.size_bytes.to_string()),
+            Cell::Text(m.parameters.to_string()),
+            Cell::Text(m.nonzero_parameters.to_string()),
+            Cell::Text(m.fps.map_or("-".into(), |f| format!("{f:.0}"))),
+            Cell::Text(pm(m.average_accuracy, m.average_accuracy_std)),
+            Cell::Text(pm(m.forgetting, m.forgetting_std)),
+            Cell::Text(
+                m.task_il_accuracy
+                    .map_or("-".into(), |t| format!("{:.2}", 100.0 * t)),
+            ),
+        ]);
+    }
+    s.notes = vec![
+        "Compressed after the last task (fp16, int8, pruned, pruned_*) or during training (during_*: pruning rising task by task, QAT on the last task); calibration and recovery use only the replay buffer and the last task's data. Forgetting uses the compressed model's accuracy as the R matrix's last row; means over seeds.".into(),
+    ];
+    s
 }
 
 /// A task named by its classes ("0,1").
@@ -178,6 +249,7 @@ pub fn heatmap(
 mod tests {
     use super::*;
     use crate::continual::ContinualReport;
+    use crate::continual_compress::CompressedMetrics;
 
     fn report() -> ContinualReport {
         ContinualReport {
@@ -212,5 +284,46 @@ mod tests {
         assert_eq!(parts[0].section.rows[1][1], Cell::Text("80.00".into()));
         assert_eq!(parts[1].section.rows[0][1], Cell::Text("87.50".into()));
         assert_eq!(parts[1].section.rows[0][4], Cell::Text("97.00".into()));
+        // No compression, no efficiency table.
+        assert_eq!(parts.len(), 2);
+    }
+
+    #[test]
+    fn efficiency_rows_follow_the_variants_order_with_their_figures() {
+        let mut c = report();
+        let variant = |acc: f64, size: u64, fps: Option<f64>| CompressedMetrics {
+            average_accuracy: acc,
+            forgetting: 0.1,
+            size_bytes: size,
+            parameters: 100,
+            nonzero_parameters: 50,
+            fps,
+            ..Default::default()
+        };
+        c.compressed
+            .insert("int8".into(), variant(0.86, 30, Some(1234.4)));
+        c.compressed
+            .insert("fp32".into(), variant(0.875, 400, None));
+        c.compressed
+            .insert("during_pruned_int8".into(), variant(0.8, 30, None));
+        let parts = parts(&c).unwrap();
+        let rows = &parts[2].section.rows;
+        let names: Vec<&Cell> = rows.iter().map(|r| &r[0]).collect();
+        let text = |v: &str| Cell::Text(v.into());
+        assert_eq!(
+            names,
+            [&text("fp32"), &text("int8"), &text("during_pruned_int8")]
+        );
+        assert_eq!(
+            rows[1][1..6],
+            [
+                text("30"),
+                text("100"),
+                text("50"),
+                text("1234"),
+                text("86.00")
+            ]
+        );
+        assert_eq!(rows[0][4], text("-"));
     }
 }
