@@ -1,0 +1,91 @@
+"""The Markdown tables of bench/continual_goals.sh from the JSON of its runs in OUT_DIR."""
+import json
+import os
+import sys
+
+out = sys.argv[1]
+
+# PyTorch 2.15 on this machine (issue 19), reference protocol, 3 seeds.
+REFERENCE = {
+    ("fmnist", "er"): "79.0 ± 0.6, forgetting 17.6",
+    ("fmnist", "finetune"): "19.9",
+    ("fmnist", "joint"): "84.5",
+    ("mnist", "er"): "87.7 ± 0.5, forgetting 11.6",
+    ("mnist", "finetune"): "19.7",
+    ("mnist", "joint"): "97.3",
+}
+GOALS = {
+    ("fmnist", "er"): ">= 80, forgetting <= 15",
+    ("fmnist", "derpp"): ">= 82",
+    ("fmnist", "finetune"): "<= 22",
+    ("mnist", "er"): ">= 89",
+    ("mnist", "derpp"): ">= 90",
+}
+RUNS = [
+    ("fmnist-er", "reference protocol"),
+    ("fmnist-derpp", "reference protocol (alpha 0.3, beta 0.5)"),
+    ("fmnist-er-ace-e2", "best: ER-ACE, 2 epochs per task"),
+    ("fmnist-derpp-ace", "best: DER++ with ACE, alpha 0.1, beta 1.0"),
+    ("mnist-er", "reference protocol"),
+    ("mnist-derpp", "reference protocol (alpha 0.3, beta 0.5)"),
+    ("mnist-er-ace-e2", "best: ER-ACE, 2 epochs per task"),
+    ("mnist-derpp-ace", "best: DER++ with ACE, alpha 0.1, beta 1.0"),
+]
+DATA = {"fmnist": "Split Fashion-MNIST", "mnist": "Split MNIST"}
+
+
+def load(name):
+    path = os.path.join(out, name + ".json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def pm(d, key, scale=100.0):
+    if d.get(key) is None:
+        return "-"
+    std = d.get(key + "_std")
+    text = f"{scale * d[key]:.2f}"
+    return text + (f" ± {scale * std:.2f}" if std is not None else "")
+
+
+print("PyTorch reference: the issue's figures on the reference protocol (beside every row "
+      "of the same strategy, best settings included).")
+print()
+print("| data | strategy | settings | average accuracy (%) | forgetting (points) "
+      "| task-IL accuracy (%) | seeds | s per run | goal | PyTorch reference |")
+print("|---|---|---|---|---|---|---|---|---|---|")
+for name, settings in RUNS:
+    data = name.split("-")[0]
+    d = load(name)
+    if d is None:
+        print(f"| {DATA[data]} | {name.split('-', 1)[1]} | {settings} | not run | | | | | | |")
+        continue
+    rows = [(d["strategy"], d, settings)]
+    rows += [(b, s, "same run, same seeds") for b, s in sorted(d.get("baselines", {}).items())]
+    for strategy, s, how in rows:
+        label = strategy + (" (ACE)" if "ace" in name and strategy == d["strategy"] else "")
+        print(f"| {DATA[data]} | {label} | {how} | **{pm(s, 'average_accuracy')}** "
+              f"| {pm(s, 'forgetting')} | {pm(s, 'task_il_accuracy')} | {len(d['seeds'])} "
+              f"| {s.get('seconds', 0):.0f} | {GOALS.get((data, strategy), '')} "
+              f"| {REFERENCE.get((data, strategy), '')} |")
+
+plain, comp = load("time-plain"), load("time-compressed")
+if plain and comp:
+    print()
+    print("5-task ER run on Split Fashion-MNIST, 1 seed, wall time of the whole command "
+          f"(load average {' '.join(comp['load'])} at the end):")
+    print()
+    print("| run | wall time (s) | ratio to plain |")
+    print("|---|---|---|")
+    print(f"| plain | {plain['wall_seconds']:.0f} | 1.00 |")
+    print(f"| with compression (int8, 50% pruning, pruned + int8 after; pruned + QAT int8 during) "
+          f"| {comp['wall_seconds']:.0f} | {comp['wall_seconds'] / plain['wall_seconds']:.2f} |")
+    print()
+    print("| variant | average accuracy (%) | forgetting (points) | size (bytes) | non-zero / parameters | FPS (ORT) |")
+    print("|---|---|---|---|---|---|")
+    for k, m in comp["compressed"].items():
+        fps = f"{m['fps']:.0f}" if m.get("fps") else "-"
+        print(f"| {k} | {100 * m['average_accuracy']:.2f} | {100 * m['forgetting']:.2f} "
+              f"| {m['size_bytes']} | {m['nonzero_parameters']} / {m['parameters']} | {fps} |")

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The goals of issue 19 (`whittle continual`), measured: Split Fashion-MNIST and Split
+# MNIST, class-IL, MLP 784-256-256-10, 3 seeds, on the reference protocol (SGD lr 0.1,
+# batches of 10 new + 128 replayed, 1 epoch per task, reservoir of 500) and on whittle's
+# best settings (ER-ACE's asymmetric cross-entropy, --ace; ER with 2 epochs per task;
+# DER++ with alpha 0.1, beta 1.0), beside the PyTorch reference figures of the issue; then
+# the time of one 5-task run with compression after and during training against the same
+# run without compression, in the same script run (load average noted). The Markdown
+# table goes to stdout and OUT_DIR/table.md.
+#
+#   bench/continual_goals.sh ASSETS_DIR OUT_DIR [--force]
+#
+# Rerunnable: a run whose JSON exists in OUT_DIR is skipped unless --force (the table is
+# made from whichever runs exist; a missing one shows as "not run"). Environment: WHITTLE
+# (default target/release/whittle); SEEDS (default 0,1,2); ONLY (space-separated run
+# names, default all, see RUNS below); TABLE_ONLY=1 only prints the table;
+# WRITE=docs/BENCHMARKS.md puts it in its `continual-goals` section.
+set -euo pipefail
+here=$(dirname "$0")
+source "$here/common.sh"
+assets="$1"
+out="$2"
+read_force "${3:-}"
+whittle="${WHITTLE:-target/release/whittle}"
+seeds="${SEEDS:-0,1,2}"
+mkdir -p "$out"
+model=zoo:mlp:hidden=256-256
+
+# name data flags...: the runs (reference protocol, then whittle's best settings).
+RUNS=(
+  "fmnist-er fashion-mnist --strategy er"
+  "fmnist-derpp fashion-mnist --strategy derpp --no-baselines"
+  "fmnist-er-ace-e2 fashion-mnist --strategy er --ace --epochs-per-task 2 --no-baselines"
+  "fmnist-derpp-ace fashion-mnist --strategy derpp --ace --alpha 0.1 --beta 1.0 --no-baselines"
+  "mnist-er mnist --strategy er"
+  "mnist-derpp mnist --strategy derpp --no-baselines"
+  "mnist-er-ace-e2 mnist --strategy er --ace --epochs-per-task 2 --no-baselines"
+  "mnist-derpp-ace mnist --strategy derpp --ace --alpha 0.1 --beta 1.0 --no-baselines"
+)
+only="${ONLY:-$(for r in "${RUNS[@]}"; do echo "${r%% *}"; done) time}"
+
+if [[ -z "${TABLE_ONLY:-}" ]]; then
+  for run in "${RUNS[@]}"; do
+    read -r name data flags <<<"$run"
+    [[ " $only " == *" $name "* ]] || continue
+    # shellcheck disable=SC2086
+    step_stdout "$out/$name.json" "$whittle" continual --model "$model" \
+      --data "$data:$assets/$data" --seeds "$seeds" $flags \
+      -o "$out/$name.onnx" --force --json
+  done
+  if [[ " $only " == *" time "* ]]; then
+    # One seed, 5 tasks, ER: plain, then with compression after (int8, 50% pruning,
+    # pruned + int8) and during training, in the same script run.
+    for variant in plain compressed; do
+      extra=()
+      [[ $variant == compressed ]] && extra=(--quantize int8 --prune 0.5 --compress-during)
+      target="$out/time-$variant.json"
+      already_done "$target" && continue
+      start=$(date +%s.%N)
+      "$whittle" continual --model "$model" --data "fashion-mnist:$assets/fashion-mnist" \
+        --strategy er --no-baselines --seeds 0 "${extra[@]}" -o "$out/time-$variant.onnx" \
+        --force --json >"$target.part" 2>"$target.log"
+      end=$(date +%s.%N)
+      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['wall_seconds']=float(sys.argv[2])-float(sys.argv[3]); d['load']=open('/proc/loadavg').read().split()[:3]; json.dump(d,open(sys.argv[1],'w'))" \
+        "$target.part" "$end" "$start"
+      mv "$target.part" "$target"
+    done
+  fi
+fi
+
+{
+  machine_line
+  echo
+  python3 "$here/continual_goals.py" "$out"
+} >"$out/table.md"
+publish continual-goals "$out/table.md"
