@@ -61,10 +61,10 @@ for id in sorted(set().union(*[a.keys() for a in accuracy.values()])):
            "job": {"candidate": candidates[id]["candidate"], "task": {"kind": "proxy"},
                    "last_rung": False},
            "work_dir": scratch}
-    path = f"{scratch}/jobs/{id}-proxy.json"
+    path = f"{scratch}/jobs/{id}-naswot.json"
     json.dump(job, open(path, "w"))
     subprocess.run([whittle, "nas", "--job", path], check=True, capture_output=True)
-    score = json.load(open(f"{scratch}/jobs/{id}-proxy.out.json"))["score"]
+    score = json.load(open(f"{scratch}/jobs/{id}-naswot.out.json"))["score"]
     proxy[id] = float("-inf") if score is None else score
 
 print(machine)

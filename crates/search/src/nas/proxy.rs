@@ -51,8 +51,13 @@ pub fn naswot(model: &Model, batch: &Dataset) -> Result<Option<f64>> {
         .map(|i| i.name.clone())
         .ok_or_else(|| NasError::Refused("the model has no input".into()))?;
     let x = Value::from_data(&batch.images, exec.device()).at(|| "the proxy's batch".into())?;
+    // Batch statistics in BatchNormalization (as NASWOT scores a network): with an
+    // untrained model's running statistics (mean 0, variance 1) a Conv on non-negative
+    // pixels makes nearly the same units active for every sample.
     let opts = RunOptions {
         keep: keep.clone(),
+        training: true,
+        seed: Some(0),
         ..RunOptions::default()
     };
     let values = exec

@@ -11,7 +11,7 @@ use whittle_pipeline::Observer;
 
 use crate::nas::candidate::Candidate;
 use crate::nas::error::{At, NasError, Result};
-use crate::nas::trials::{run_job, trained_key, JobSettings, Outcome, Task};
+use crate::nas::trials::{proxy_key, run_job, trained_key, JobSettings, Outcome, Task};
 
 /// One job: a task on a candidate.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,11 +34,11 @@ impl Job {
         }
     }
 
-    /// The key of the job's result: the candidate's id, `ID-proxy` or `ID-rRUNG`.
+    /// The key of the job's result: the candidate's id, `ID-naswot` or `ID-rRUNG`.
     pub fn key(&self) -> String {
         match self.task {
             Task::Measure => self.candidate.id.clone(),
-            Task::Proxy => format!("{}-proxy", self.candidate.id),
+            Task::Proxy => proxy_key(&self.candidate.id),
             Task::Train(rung) => trained_key(&self.candidate.id, rung.index),
         }
     }

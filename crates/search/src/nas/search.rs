@@ -22,7 +22,7 @@ use crate::nas::halving::{self, Rung};
 use crate::nas::measure::{measure, Limits, Measurement, MB};
 use crate::nas::runner::{Job, Runner};
 use crate::nas::space::{Family, Space};
-use crate::nas::trials::{model_path, trained_key, JobSettings, Measured, Task, Trials};
+use crate::nas::trials::{model_path, proxy_key, trained_key, JobSettings, Measured, Task, Trials};
 
 /// How the next candidates are chosen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -451,7 +451,7 @@ fn by_proxy(
         .map(|c| {
             let score = trials
                 .proxied
-                .find(&c.id)
+                .find(&proxy_key(&c.id))
                 .ok_or_else(|| missing(&c.id, "proxy"))?
                 .score
                 .unwrap_or(f64::NEG_INFINITY);
@@ -466,7 +466,7 @@ fn by_proxy(
 fn done(trials: &Trials, job: &Job) -> bool {
     match job.task {
         Task::Measure => trials.measured.find(&job.candidate.id).is_some(),
-        Task::Proxy => trials.proxied.find(&job.candidate.id).is_some(),
+        Task::Proxy => trials.proxied.find(&proxy_key(&job.candidate.id)).is_some(),
         Task::Train(rung) => trials
             .trained
             .find(&trained_key(&job.candidate.id, rung.index))
@@ -531,7 +531,7 @@ fn rows(
                     .map(|t| t.accuracy)
                     .collect(),
                 pareto: front.contains(c.id.as_str()),
-                proxy: trials.proxied.find(&c.id).and_then(|p| p.score),
+                proxy: trials.proxied.find(&proxy_key(&c.id)).and_then(|p| p.score),
             })
         })
         .collect()

@@ -59,7 +59,7 @@ impl Record for Trained {
 /// A candidate's zero-cost proxy score (`nas-proxy.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Proxied {
-    /// The candidate's id.
+    /// [`proxy_key`] of the candidate's id.
     pub key: String,
     /// [`crate::nas::proxy::naswot`]: `ln |det K|`, `None` when `K` is singular.
     pub score: Option<f64>,
@@ -70,6 +70,12 @@ impl Record for Proxied {
     fn key(&self) -> &str {
         &self.key
     }
+}
+
+/// The key of `id`'s proxy score: `ID-naswot` (another proxy would get another key, so
+/// journals never mix them).
+pub fn proxy_key(id: &str) -> String {
+    format!("{id}-naswot")
 }
 
 /// The key of `id` trained at `rung`.
@@ -145,7 +151,7 @@ pub fn run_job(
             let score = crate::nas::proxy::naswot(&model, &batch)
                 .map_err(|e| at_candidate(candidate, e))?;
             Ok(Outcome::Proxied(Proxied {
-                key: candidate.id.clone(),
+                key: proxy_key(&candidate.id),
                 score,
             }))
         }
