@@ -1,8 +1,11 @@
 //! `whittle continual` end to end on a small Split MNIST: the JSON contract (R matrix,
 //! metrics as fractions, `_std` beside each with several seeds, per-seed runs, the
 //! baselines), the written model, the HTML
-//! report's heat map, and bad settings refused with the flag named. Uses tests/support.
+//! report's heat map and efficiency table (the JSON's figures), compression during
+//! training, and bad settings refused with the flag named. Uses tests/support.
 
+#[path = "../../pipeline/tests/support/page.rs"]
+mod page;
 mod support;
 
 use support::{assert_clean_error, mnist_spec, scratch, whittle, whittle_json};
@@ -173,6 +176,80 @@ fn lora_and_compression_flags_reach_the_run() {
 }
 
 #[test]
+fn compress_during_ends_sparse_int8_and_the_pages_efficiency_table_is_the_jsons() {
+    let dir = scratch("continual-during");
+    let out = dir.join("cl.onnx").display().to_string();
+    let html = dir.join("cl.html").display().to_string();
+    let mut args = small(&mnist_spec());
+    args.extend(
+        [
+            "--no-baselines",
+            "--quantize",
+            "int8",
+            "--prune",
+            "0.5",
+            "--compress-during",
+            "-o",
+            &out,
+            "--report",
+            &html,
+            "--json",
+        ]
+        .map(String::from),
+    );
+    let mut cmd = vec!["continual"];
+    cmd.extend(args.iter().map(String::as_str));
+    let json = whittle_json(&cmd);
+    let c = json["compressed"].as_object().unwrap();
+    let during = &c["during_pruned_int8"];
+    let fraction = |m: &serde_json::Value, k: &str| m[k].as_f64().unwrap();
+    assert!(
+        fraction(during, "nonzero_parameters") < 0.6 * fraction(during, "parameters"),
+        "{json}"
+    );
+    // -o is the model compressed during training: QDQ INT8.
+    let written = whittle_ir::Model::load(&out).unwrap();
+    assert!(written
+        .graph()
+        .node
+        .iter()
+        .any(|n| n.op_type == "DequantizeLinear"));
+    // The page's efficiency table shows every variant with the JSON's figures.
+    let page = std::fs::read_to_string(&html).unwrap();
+    let doc = page::parse(&page);
+    let rows = page::table(&doc, "Efficiency of the compressed learner");
+    assert_eq!(rows.len(), c.len() + 1, "{rows:?}");
+    let order: Vec<&str> = rows[1..].iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(
+        order,
+        [
+            "fp32",
+            "int8",
+            "pruned",
+            "pruned_int8",
+            "during_pruned_int8"
+        ]
+    );
+    for row in &rows[1..] {
+        let m = &c[&row[0]];
+        let count = |k: &str| m[k].as_u64().unwrap().to_string();
+        let pct = |k: &str| format!("{:.2}", 100.0 * fraction(m, k));
+        let fps = m["fps"].as_f64().map_or("-".into(), |f| format!("{f:.0}"));
+        let want = [
+            row[0].clone(),
+            count("size_bytes"),
+            count("parameters"),
+            count("nonzero_parameters"),
+            fps,
+            pct("average_accuracy"),
+            pct("forgetting"),
+            pct("task_il_accuracy"),
+        ];
+        assert_eq!(row, &want, "{json}");
+    }
+}
+
+#[test]
 fn bad_settings_name_the_flag() {
     let dir = scratch("continual-bad");
     let out = dir.join("x.onnx").display().to_string();
@@ -195,5 +272,9 @@ fn bad_settings_name_the_flag() {
     case(&["--task-order", "0,1,1,2,3"], &["--task-order"]);
     case(&["--report", "r.txt"], &["r.txt", ".html or .json"]);
     case(&["--lora-rank", "0"], &["--lora-rank", "at least 1"]);
+    case(
+        &["--quantize", "fp16", "--compress-during"],
+        &["--compress-during", "--prune"],
+    );
     assert!(!std::path::Path::new(&out).exists());
 }

@@ -104,6 +104,30 @@ fn replay_keeps_old_tasks_that_fine_tuning_forgets_and_pins_the_r_matrix() {
 }
 
 #[test]
+fn ace_scores_new_samples_among_their_batchs_classes_and_forgets_less() {
+    let scenario = split_mnist(ScenarioKind::ClassIl);
+    let model = whittle_zoo::build("mlp:hidden=100").unwrap();
+    let config = |ace| ContinualConfig {
+        replay_batch: 32,
+        ace,
+        ..ContinualConfig::default()
+    };
+    let er = run(&model, &scenario, &config(false), &mut NoHook).unwrap();
+    let ace = run(&model, &scenario, &config(true), &mut NoHook).unwrap();
+    let (m_er, m_ace) = (er.metrics(), ace.metrics());
+    println!("er {m_er:?}\nace {m_ace:?}\n{:?}", percent(&ace.r_matrix));
+    // New samples no longer push the old classes down: old tasks are kept better.
+    assert!(
+        m_ace.forgetting < m_er.forgetting - 0.05,
+        "{m_er:?} {m_ace:?}"
+    );
+    assert!(
+        m_ace.average_accuracy > m_er.average_accuracy,
+        "{m_er:?} {m_ace:?}"
+    );
+}
+
+#[test]
 fn every_strategy_runs_and_task_il_masking_helps() {
     let (train, test) = (mnist(Split::Train, 1200), mnist(Split::Test, 400));
     let class_il = Scenario::split(ScenarioKind::ClassIl, &train, &test, 2, Some(2), None).unwrap();

@@ -124,6 +124,12 @@ pub struct Args {
     json: bool,
 }
 
+/// The `compress` table's keys the library names in errors, and their flags.
+const COMPRESS_FLAGS: [(&str, &str); 2] = [
+    ("`compress.during`", "--compress-during"),
+    ("`compress.prune`", "--prune"),
+];
+
 /// What `whittle continual --json` prints.
 #[derive(Serialize)]
 struct Summary<'a> {
@@ -220,7 +226,13 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
             ..CompressConfig::default()
         },
     };
-    spec.validate()?;
+    spec.validate().map_err(|e| {
+        let mut text = e.to_string();
+        for (key, flag) in COMPRESS_FLAGS {
+            text = text.replace(key, flag);
+        }
+        anyhow::anyhow!(text)
+    })?;
     Ok(spec)
 }
 
