@@ -25,6 +25,9 @@ pub struct ContinualForm {
     /// `finetune`, `joint`, `er`, `derpp`, `lwf` or `ewc`.
     #[serde(default = "default_strategy")]
     pub strategy: String,
+    /// ER-ACE's asymmetric cross-entropy (replay strategies).
+    #[serde(default)]
+    pub ace: bool,
     /// Replay-buffer size (samples).
     #[serde(default = "default_buffer")]
     pub buffer: usize,
@@ -46,6 +49,10 @@ pub struct ContinualForm {
     /// Magnitude-pruning sparsity of a compressed variant, in (0, 1); none: no pruning.
     #[serde(default)]
     pub prune: Option<f64>,
+    /// Also compress while learning (pruning rising task by task, QAT on the last task),
+    /// measured beside the variants compressed after the last task.
+    #[serde(default)]
+    pub compress_during: bool,
 }
 
 fn default_scenario() -> String {
@@ -97,7 +104,7 @@ impl ContinualForm {
             "train_samples": self.train_samples,
             "test_samples": self.test_samples,
             "training": { "strategy": self.strategy, "buffer": self.buffer,
-                          "epochs_per_task": self.epochs_per_task },
+                          "epochs_per_task": self.epochs_per_task, "ace": self.ace },
         });
         match (self.scenario == DOMAIN_IL, self.tasks) {
             (true, None) => {
@@ -111,7 +118,13 @@ impl ContinualForm {
             (false, None) => {}
         }
         if !self.quantize.is_empty() || self.prune.is_some() {
-            step["compress"] = json!({ "quantize": self.quantize, "prune": self.prune });
+            step["compress"] = json!({ "quantize": self.quantize, "prune": self.prune,
+                                       "during": self.compress_during });
+        } else if self.compress_during {
+            return Err(bad(
+                "compress_during",
+                "choose what to compress: INT8, FP16 or a pruning sparsity",
+            ));
         }
         let mut evaluate = json!({ "data": self.data, "latency": true });
         if let Some(n) = self.test_samples {

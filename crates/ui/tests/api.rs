@@ -330,6 +330,10 @@ async fn bad_input_is_a_400_naming_the_field() {
             "tasks: a domain-il scenario needs the number of tasks",
         ),
         (
+            json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "compress_during": true } }),
+            "compress_during: choose what to compress",
+        ),
+        (
             json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "strategy": "magic" } }),
             "magic",
         ),

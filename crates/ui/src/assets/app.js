@@ -102,12 +102,13 @@ const FORMS = {
   }),
   continual: () => ({
     scenario: $("cont-scenario").value, tasks: number("cont-tasks"),
-    strategy: $("cont-strategy").value, buffer: number("cont-buffer") ?? 500,
+    strategy: $("cont-strategy").value, ace: $("cont-ace").checked,
+    buffer: number("cont-buffer") ?? 500,
     epochs_per_task: number("cont-epochs_per_task") ?? 1,
     seeds: $("cont-seeds").value.split(",").map((s) => s.trim()).filter((s) => s).map(Number),
     train_samples: number("cont-train_samples"), test_samples: number("cont-test_samples"),
     quantize: ["fp16", "int8"].filter((p) => $(`cont-${p}`).checked),
-    prune: number("cont-prune"),
+    prune: number("cont-prune"), compress_during: $("cont-compress_during").checked,
   }),
 };
 
