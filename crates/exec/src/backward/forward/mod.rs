@@ -1,10 +1,13 @@
 //! The training forward's kernels: in the executor's node-by-node run
-//! ([`crate::RunOptions::replace`]), Conv, MaxPool (1-D and 2-D) and training-mode
-//! BatchNormalization (float32) run on the kernels instead of their candle operators, with
-//! the same window arithmetic as their gradient rules. MaxPool keeps each output's arg-max
-//! and BatchNormalization its batch statistics for their rules, so the backward does not
+//! ([`crate::RunOptions::replace`]), Conv, MaxPool (1-D and 2-D), training-mode
+//! BatchNormalization, and ([`dense`]) MatMul, Gemm, LayerNormalization and Softmax over the
+//! last axis (float32) run on the kernels instead of their candle operators, with the same
+//! window arithmetic as their gradient rules. MaxPool keeps each output's arg-max and
+//! BatchNormalization its batch statistics for their rules, so the backward does not
 //! recompute them. Every other node, and these where the kernels do not apply, runs through
 //! its candle operator.
+
+mod dense;
 
 use candle_core::{Device, Tensor};
 use whittle_ir::proto::NodeProto;
@@ -28,6 +31,16 @@ pub(super) struct KernelRun {
     pub moments: Option<BatchMoments>,
 }
 
+impl KernelRun {
+    /// The run of a node with one float output `y` of `shape`.
+    fn single(y: Vec<f32>, shape: Vec<usize>, device: &Device) -> Result<Option<KernelRun>> {
+        Ok(Some(KernelRun {
+            outputs: vec![Value::from_float(Tensor::from_vec(y, shape, device)?)?],
+            ..Default::default()
+        }))
+    }
+}
+
 /// Runs `node` on a kernel when one covers it; `Ok(None)` leaves it to its operator.
 pub(super) fn run(
     node: &NodeProto,
@@ -49,6 +62,10 @@ pub(super) fn run(
         "Conv" => conv(node, x, inputs, device),
         "MaxPool" if covers_max_pool(node)? => max_pool(node, x, device),
         "BatchNormalization" => batch_norm(node, x, inputs, device),
+        "MatMul" => dense::matmul(x, inputs, device),
+        "Gemm" => dense::gemm(node, x, inputs, device),
+        "LayerNormalization" => dense::layer_norm(node, x, inputs, device),
+        "Softmax" => dense::softmax(node, x, device),
         _ => return Ok(None),
     };
     result.map_err(|e| match e {
@@ -59,6 +76,14 @@ pub(super) fn run(
         },
         other => other,
     })
+}
+
+/// Input `i`'s values, `None` when the node omits it.
+fn operand(inputs: &[Option<Value>], i: usize) -> Result<Option<Vec<f32>>> {
+    match inputs.get(i) {
+        Some(Some(v)) => v.to_f32_vec().map(Some),
+        _ => Ok(None),
+    }
 }
 
 /// Whether MaxPool's forward kernel can run `node` (one output, or Indices in the row-major
@@ -107,10 +132,7 @@ fn conv(
         })
     })???;
     kern(status)?;
-    Ok(Some(KernelRun {
-        outputs: vec![Value::from_float(Tensor::from_vec(y, out, device)?)?],
-        ..Default::default()
-    }))
+    KernelRun::single(y, out, device)
 }
 
 fn max_pool(node: &NodeProto, x: &Value, device: &Device) -> Result<Option<KernelRun>> {
@@ -154,10 +176,7 @@ fn batch_norm(
     inputs: &[Option<Value>],
     device: &Device,
 ) -> Result<Option<KernelRun>> {
-    let operand = |i: usize| match inputs.get(i) {
-        Some(Some(v)) => v.to_f32_vec().map(Some),
-        _ => Ok(None),
-    };
+    let operand = |i| operand(inputs, i);
     let (Some(gamma), Some(beta), Some(old_mean), Some(old_var)) =
         (operand(1)?, operand(2)?, operand(3)?, operand(4)?)
     else {
