@@ -13,7 +13,8 @@
 #   bench/nas_goals.sh ASSETS_DIR OUT_DIR
 #
 # Environment: WHITTLE (default target/release/whittle); BUDGETS (ms, default
-# "0.15 0.3 0.6"); SEEDS (default "0 1 2"); ITERATIONS (default 12); BUDGET (default 30m).
+# "0.15 0.3 0.6"); SEEDS (default "0 1 2"); ITERATIONS (default 12); BUDGET (default 30m);
+# TABLE_ONLY (set: no new search runs, the table of the finished ones).
 # Rerunnable: the searches of one seed share a work folder (OUT_DIR/work-SEED), whose
 # journals hold every candidate's measurements and trainings, so a rerun or another budget
 # reuses them; a finished run's JSON in OUT_DIR is kept.
@@ -45,7 +46,7 @@ for seed in $seeds; do
   for budget in $budgets; do
     for strategy in evolution warm random; do
       run="$out/$strategy-$budget-$seed"
-      [[ -f "$run.json" ]] && continue
+      [[ -f "$run.json" || -n ${TABLE_ONLY:-} ]] && continue
       flags=(--strategy "$strategy")
       [[ $strategy == warm ]] && flags=(--strategy evolution --warm-start)
       /usr/bin/time -f "%e" -o "$run.time" "$whittle" nas --space cnn --data "$data" \
