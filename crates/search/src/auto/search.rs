@@ -482,7 +482,7 @@ impl Search<'_> {
             })
             .min();
         let next = match missed {
-            Some(out) => (kept + out) / 2 / CHANNEL_STEP * CHANNEL_STEP,
+            Some(out) => kept.midpoint(out) / CHANNEL_STEP * CHANNEL_STEP,
             None => (kept + 4 * CHANNEL_STEP).min(CHANNEL_MAX),
         };
         (next > kept && missed.is_none_or(|out| next < out)).then_some(Candidate {
