@@ -120,10 +120,12 @@ pub fn log_abs_det(mut a: Vec<Vec<f64>>) -> Option<f64> {
         }
         a.swap(col, pivot);
         log += a[col][col].abs().ln();
-        for row in col + 1..n {
-            let f = a[row][col] / a[col][col];
-            for c in col..n {
-                a[row][c] -= f * a[col][c];
+        let (top, rest) = a.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for row in rest.iter_mut() {
+            let f = row[col] / pivot_row[col];
+            for (x, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= f * p;
             }
         }
     }
@@ -152,6 +154,6 @@ mod tests {
         push_bits(&mut code, 0, &[1.0; 70]);
         push_bits(&mut code, 70, &[-1.0, 2.0]);
         assert_eq!(code.len(), 2);
-        assert_eq!(code[1], (1 << 6) - 1 | 1 << 7);
+        assert_eq!(code[1], ((1 << 6) - 1) | (1 << 7));
     }
 }
