@@ -427,5 +427,8 @@ fn yolov8n_runs_without_a_candle_step() {
     let steps = kinds(&exec, &feed, &[], false);
     let fallbacks = steps.iter().filter(|k| **k == "fallback").count();
     assert_eq!(fallbacks, 0, "{steps:?}");
-    assert!(steps.iter().filter(|k| **k == "gather").count() >= 20, "{steps:?}");
+    assert!(
+        steps.iter().filter(|k| **k == "gather").count() >= 20,
+        "{steps:?}"
+    );
 }
