@@ -313,7 +313,7 @@ fn resize(node: &NodeProto, opset: i64, o: &Operands) -> Option<Kernel> {
     }
     let mut factors = Vec::with_capacity(x.len());
     for (&i, &out) in x.iter().zip(o.out) {
-        factors.push((i > 0 && out % i == 0).then_some(out / i)?);
+        factors.push((i > 0 && out % i == 0).then(|| out / i)?);
     }
     // The given scales must be those factors (sizes are, by the recorded output shape).
     if o.has(2) && !o.has(3) {
