@@ -444,7 +444,14 @@ fn gradient_checkpointing_gives_the_same_gradients() {
         let memory = whittle_train::memory::estimate(&exec, &inputs, 0, Some(&bounds)).unwrap();
         let kept = memory.checkpointed_activations.unwrap();
         assert!(kept < memory.activations, "{memory:?}");
-        assert_eq!(plain.loss, recomputed.loss);
+        // The graph path's forward runs whittle's kernels, the tape's candle's: the same
+        // loss up to f32 rounding.
+        let loss_gap = (plain.loss - recomputed.loss).abs();
+        let (a, b) = (plain.loss, recomputed.loss);
+        assert!(
+            loss_gap <= 1e-5 * a.abs(),
+            "loss {a} without segments, {b} with"
+        );
         assert_eq!(plain.grads.len(), trainable.len());
         let flat = |g: &candle_core::Tensor| g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         // Without segments the pass runs the graph-level backward, with them candle's tape:
