@@ -49,7 +49,7 @@ pub struct Inspection {
     /// Bytes on disk with external data, or of the encoded model for a zoo spec.
     pub size_bytes: u64,
     /// Multiply-accumulates of one forward pass at the shapes used (symbolic dims as 1).
-    pub macs: Option<u64>,
+    pub macs: u64,
 }
 
 /// Inspects `model`, loaded from `source`; `shapes` fixes input shapes for the MAC count.
@@ -95,7 +95,7 @@ pub fn inspect(
         parameters: parameter_count(graph),
         initializer_bytes,
         size_bytes,
-        macs: Some(macs),
+        macs,
     })
 }
 

@@ -64,9 +64,7 @@ fn print_text(i: &Inspection) {
         human_count(i.parameters),
         i.parameters
     );
-    if let Some(m) = i.macs {
-        println!("MACs       {} per forward pass", human_count(m));
-    }
+    println!("MACs       {} per forward pass", human_count(i.macs));
     println!("nodes      {}", i.nodes);
     let mut ops: Vec<(&String, &usize)> = i.ops.iter().collect();
     ops.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
