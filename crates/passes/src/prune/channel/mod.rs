@@ -68,6 +68,9 @@ pub struct ChannelConfig {
     pub protected: Option<Vec<String>>,
     /// Fewest channels a group keeps (at least `round_to` and 1).
     pub min_channels: usize,
+    /// The ratio of each prunable group, in the order of [`ChannelReport::groups`]
+    /// (per-layer scope only); `None`: `ratio` for every group.
+    pub group_ratios: Option<Vec<f64>>,
 }
 
 impl Default for ChannelConfig {
@@ -79,6 +82,7 @@ impl Default for ChannelConfig {
             round_to: 8,
             protected: None,
             min_channels: 1,
+            group_ratios: None,
         }
     }
 }
@@ -148,6 +152,7 @@ pub fn prune_channels(
         .roots()
         .filter(|(_, g)| g.blocked.is_none())
         .collect();
+    check_group_ratios(cfg, prunable.len())?;
     let tensors = importance::load_tensors(model, prunable.iter().map(|(_, g)| *g))?;
     let grads = match (&cfg.criterion, data) {
         (Criterion::Taylor, Some(d)) => Some(importance::taylor_gradients(
@@ -202,6 +207,25 @@ fn check_config(cfg: &ChannelConfig) -> Result<()> {
     }
     if cfg.round_to == 0 {
         bail!("round_to must be at least 1");
+    }
+    Ok(())
+}
+
+fn check_group_ratios(cfg: &ChannelConfig, groups: usize) -> Result<()> {
+    let Some(ratios) = &cfg.group_ratios else {
+        return Ok(());
+    };
+    if cfg.scope == Scope::Global {
+        bail!("per-group ratios need the per-layer scope, not global");
+    }
+    if ratios.len() != groups {
+        bail!(
+            "{} per-group ratios given; the model has {groups} prunable channel groups",
+            ratios.len()
+        );
+    }
+    if let Some(r) = ratios.iter().find(|r| !(0.0..1.0).contains(*r)) {
+        bail!("per-group pruning ratio must be in [0, 1), got {r}");
     }
     Ok(())
 }

@@ -19,10 +19,11 @@ pub struct Scored {
 /// Kept channel indices (ascending) of every scored group.
 pub fn select(scored: &[Scored], cfg: &ChannelConfig) -> HashMap<usize, Vec<usize>> {
     let counts = match cfg.scope {
-        Scope::PerLayer => (scored.iter())
-            .map(|s| {
+        Scope::PerLayer => (scored.iter().enumerate())
+            .map(|(i, s)| {
                 let width = s.scores.len();
-                let removed = (cfg.ratio * width as f64).floor() as usize;
+                let ratio = cfg.group_ratios.as_ref().map_or(cfg.ratio, |r| r[i]);
+                let removed = (ratio * width as f64).floor() as usize;
                 (s.id, width - removed)
             })
             .collect(),
@@ -133,5 +134,17 @@ mod tests {
         // Four segments of two: at least one channel each, whatever the ratio.
         let cfg = ChannelConfig { round_to: 1, ..cfg };
         assert_eq!(min_keep(&scored(&scores, 4), &cfg), 4);
+        // Per-group ratios: the first group keeps 6 of 8, the second 2 of 8.
+        let cfg = ChannelConfig {
+            group_ratios: Some(vec![0.25, 0.75]),
+            ..cfg
+        };
+        let second = Scored {
+            id: 1,
+            ..scored(&scores, 1)
+        };
+        let kept = select(&[scored(&scores, 1), second], &cfg);
+        assert_eq!((kept[&0].len(), kept[&1].len()), (6, 2));
+        assert_eq!(kept[&1], vec![4, 7]);
     }
 }
