@@ -2,11 +2,14 @@
 //! pruned + FP16/INT8) calibrated and fine-tuned on the replay buffer and the last task
 //! only, scored like the run scores its tasks; compression during training (gradual
 //! pruning across tasks, QAT on the last) ends sparse and INT8, close to compression after
-//! the run; LoRA adapters train only themselves and the
-//! head per task and leave a plain model; bad keys are refused by name.
+//! the run; the shipped recipe `recipes/continual_compress.toml` compresses after and
+//! during training and runs; LoRA adapters train only themselves and the head per task
+//! and leave a plain model; bad keys are refused by name.
 
 use whittle_ir::{Model, TensorData};
 use whittle_pipeline::continual::ContinualReport;
+use whittle_pipeline::continual_compress::Precision;
+use whittle_pipeline::recipe::Recipe;
 use whittle_pipeline::step::StepConfig;
 use whittle_pipeline::{Ctx, ModelSource, SilentObserver};
 
@@ -27,10 +30,14 @@ fn mlp() -> Model {
 }
 
 fn run(config: &StepConfig) -> (Model, ContinualReport) {
+    run_on(config, mlp())
+}
+
+fn run_on(config: &StepConfig, model: Model) -> (Model, ContinualReport) {
     let observer = SilentObserver;
     let mut ctx = Ctx::new(&observer);
     ctx.threads = Some(1);
-    let (model, report) = config.step().run(&mut ctx, mlp()).unwrap();
+    let (model, report) = config.step().run(&mut ctx, model).unwrap();
     (model, serde_json::from_value(report.details).unwrap())
 }
 
@@ -145,6 +152,53 @@ fn compress_during_prunes_across_tasks_and_ends_int8_close_to_compress_after() {
         after.average_accuracy
     );
     assert!(during.average_accuracy > 0.5, "{during:?}");
+}
+
+#[test]
+fn the_recipe_compresses_after_and_during_training_and_runs() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../recipes/continual_compress.toml"
+    );
+    let recipe = Recipe::load(std::path::Path::new(path)).unwrap();
+    let [StepConfig::Continual(step)] = recipe.steps.as_slice() else {
+        panic!("{path}: one continual step expected: {:?}", recipe.steps);
+    };
+    let spec = &step.spec;
+    assert!(spec.data.starts_with("fashion-mnist:"), "{}", spec.data);
+    assert_eq!(spec.seeds, [0, 1, 2]);
+    let c = &spec.compress;
+    assert_eq!(c.quantize, [Precision::Fp16, Precision::Int8]);
+    assert_eq!((c.prune, c.during), (Some(0.5), true));
+    // The recipe's settings on 2000 training and 500 test images, one seed: every
+    // compress-after variant beside the one compressed during training, which the step
+    // passes on (QDQ INT8).
+    let mut small = step.clone();
+    small.spec.train_samples = Some(2000);
+    small.spec.test_samples = Some(500);
+    small.spec.seeds = vec![0];
+    small.spec.compress.fps = false;
+    let (model, report) = run_on(&StepConfig::Continual(small), recipe.model.load().unwrap());
+    let names: Vec<&str> = report.compressed.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "during_pruned_int8",
+            "fp16",
+            "fp32",
+            "int8",
+            "pruned",
+            "pruned_fp16",
+            "pruned_int8"
+        ]
+    );
+    assert!(model
+        .graph()
+        .node
+        .iter()
+        .any(|n| n.op_type == "DequantizeLinear"));
+    let during = &report.compressed["during_pruned_int8"];
+    assert!(during.average_accuracy > 0.4, "{during:?}");
 }
 
 #[test]
