@@ -114,7 +114,7 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         objectives: config.objectives(baseline.accuracy),
         baseline: &baseline,
         predictor: Predictor::default(),
-        timing: Timing::new(baseline.eval_seconds, config.finetune_epochs),
+        timing: Timing::new(baseline.eval_seconds),
         settings,
         trials: Vec::new(),
         tried: HashSet::new(),
@@ -336,7 +336,7 @@ impl Search<'_> {
         }
         let mut options: Vec<Candidate> = space.to_vec();
         options.extend(self.quant_refinements());
-        options.extend(self.channel_refinement());
+        options.extend(self.channel_refinements());
         let best_score = self.best_feasible_score();
         let mut chosen: Option<(f64, Candidate, super::predict::Prediction)> = None;
         let options: Vec<Candidate> = options.into_iter().filter(|c| untried(self, c)).collect();
@@ -375,13 +375,14 @@ impl Search<'_> {
     }
 
     /// Predicted gain per cost: the score's improvement on the baseline's over the
-    /// accuracy it spends and the fine-tuning time; predicted outside the constraints,
-    /// a hundredth of that.
+    /// accuracy it spends and its estimated time (in fine-tuning epochs, so that cheap
+    /// trials go first); predicted outside the constraints, a hundredth of that.
     fn priority(&self, c: &Candidate, p: &super::predict::Prediction, score: f64) -> f64 {
         let target = self.config.target;
         let gain = (target.score(1.0, 1.0, 0.0) - score).max(1e-3);
         let budget = self.config.max_accuracy_drop.max(0.05);
-        let cost = 1.0 + p.drop_pts.max(0.0) / budget + if c.trains() { 1.0 } else { 0.0 };
+        let time = self.timing.in_epochs(&c.steps(&self.settings));
+        let cost = 1.0 + p.drop_pts.max(0.0) / budget + time;
         let point = self.point_of(p);
         let outside = p.drop_pts > budget * CONFIDENT || self.objectives.distance(&point) > 0.1;
         gain / cost * if outside { 0.01 } else { 1.0 }
@@ -451,44 +452,69 @@ impl Search<'_> {
         refinements
     }
 
-    /// A finer channel ratio around the best model when it prunes channels: halfway
-    /// between its ratio and the smallest larger ratio of the same composition that
-    /// missed the accuracy budget, or [`CHANNEL_STEP`]s further up to [`CHANNEL_MAX`]
-    /// when none missed it yet (a bisection on the ratio; none once the two are
-    /// [`CHANNEL_STEP`] apart).
-    fn channel_refinement(&self) -> Option<Candidate> {
-        let best = &self.trials[self.best?];
-        if !self.feasible(best) {
-            return None;
-        }
-        let Prune::Channel { percent: kept } = best.candidate.prune else {
-            return None;
-        };
+    /// Finer channel ratios for every fine-tuned composition that prunes channels, from
+    /// the largest ratio measured within the constraints: that composition's own, else
+    /// the largest of any composition (a float model pruned 50% within the budget makes
+    /// its INT8 variant worth trying further too). The next ratio is halfway to the
+    /// smallest larger ratio of the composition that missed the accuracy budget, or
+    /// [`CHANNEL_STEP`]s further up to [`CHANNEL_MAX`] when none missed it yet (a
+    /// bisection on the ratio; none once the two are [`CHANNEL_STEP`] apart).
+    fn channel_refinements(&self) -> Vec<Candidate> {
         let budget = self.config.max_accuracy_drop;
         let acc = self.baseline.accuracy;
-        let missed = (self.trials.iter())
-            .filter(|t| t.drop_pts(acc).is_some_and(|d| d > budget))
-            .filter_map(|t| match t.candidate.prune {
-                Prune::Channel { percent }
-                    if percent > kept
-                        && Candidate {
-                            prune: best.candidate.prune,
-                            ..t.candidate
-                        } == best.candidate =>
-                {
-                    Some(percent)
-                }
-                _ => None,
-            })
-            .min();
-        let next = match missed {
-            Some(out) => kept.midpoint(out) / CHANNEL_STEP * CHANNEL_STEP,
-            None => (kept + 4 * CHANNEL_STEP).min(CHANNEL_MAX),
+        let ratio = |c: &Candidate| match c.prune {
+            Prune::Channel { percent } if c.tuned && c.mixed.is_none() => Some(percent),
+            _ => None,
         };
-        (next > kept && missed.is_none_or(|out| next < out)).then_some(Candidate {
-            prune: Prune::Channel { percent: next },
-            ..best.candidate
-        })
+        // The composition of a channel-pruned candidate: the candidate at 0%.
+        let composition = |c: &Candidate| Candidate {
+            prune: Prune::Channel { percent: 0 },
+            ..*c
+        };
+        let feasible_ratio = |of: Option<Candidate>| {
+            (self.trials.iter())
+                .filter(|t| self.feasible(t))
+                .filter(|t| of.is_none_or(|c| composition(&t.candidate) == c))
+                .filter_map(|t| ratio(&t.candidate))
+                .max()
+        };
+        let Some(any) = feasible_ratio(None) else {
+            return Vec::new();
+        };
+        let compositions: HashSet<Candidate> = (self.trials.iter())
+            .filter(|t| ratio(&t.candidate).is_some())
+            .map(|t| composition(&t.candidate))
+            .collect();
+        let mut refinements = Vec::new();
+        for comp in compositions {
+            let own = feasible_ratio(Some(comp));
+            let kept = own.unwrap_or(any);
+            let missed = |above: u8| {
+                (self.trials.iter())
+                    .filter(|t| composition(&t.candidate) == comp)
+                    .filter(|t| t.drop_pts(acc).is_some_and(|d| d > budget))
+                    .filter_map(|t| ratio(&t.candidate))
+                    .filter(|&p| p > above)
+                    .min()
+            };
+            if own.is_none() && missed(0).is_some_and(|p| p <= kept) {
+                // Missed at or below the ratio another composition kept: nothing above.
+                continue;
+            }
+            let missed = missed(kept);
+            let next = match missed {
+                Some(out) => kept.midpoint(out) / CHANNEL_STEP * CHANNEL_STEP,
+                None => (kept + 4 * CHANNEL_STEP).min(CHANNEL_MAX),
+            };
+            if next > kept && missed.is_none_or(|out| next < out) {
+                refinements.push(Candidate {
+                    prune: Prune::Channel { percent: next },
+                    ..comp
+                });
+            }
+        }
+        refinements.sort_by_key(Candidate::name);
+        refinements
     }
 
     /// A trial's point: latency, size and accuracy (estimated from the subset when it

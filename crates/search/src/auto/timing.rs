@@ -6,20 +6,13 @@
 
 use std::collections::HashMap;
 
+use whittle_pipeline::step::train::Training;
 use whittle_pipeline::step::StepConfig;
 
 use super::trial::Trial;
 
-/// Priors, in full-set evaluations of the baseline: a fine-tuning epoch (about six times
-/// as many training as test samples, forward and backward) ...
-const TUNE_EPOCH_EVALS: f64 = 25.0;
-/// ... an epoch of quantization-aware training (fake quantization on top) ...
-const QAT_EPOCH_EVALS: f64 = 40.0;
-/// ... mixed precision (quantizing, then evaluating on a subset per layer left float) ...
-const MIXED_EVALS: f64 = 10.0;
-/// ... any other step (graph rewrites, calibration on a few hundred samples) ...
-const STEP_EVALS: f64 = 1.0;
-/// ... and the measurements of a candidate: the full set, the hard subset, the latency.
+/// The measurements of a candidate (the full set, the hard subset, the latency), in
+/// full-set evaluations of the baseline before any was timed.
 const MEASURE_EVALS: f64 = 1.5;
 /// Seconds added to every estimate (loading, saving, ONNX Runtime sessions).
 const OVERHEAD_S: f64 = 2.0;
@@ -40,13 +33,37 @@ enum Kind {
     Other,
 }
 
-fn kind(step: &StepConfig) -> Kind {
-    match step {
-        StepConfig::Prune(p) if p.finetune.is_some() => Kind::Tune,
-        StepConfig::Train(_) | StepConfig::Distill(_) => Kind::Tune,
-        StepConfig::Qat(_) => Kind::Qat,
-        StepConfig::Quantize(q) if q.accuracy_budget.is_some() => Kind::Mixed,
-        _ => Kind::Other,
+impl Kind {
+    /// The kind of `step` and how many units of it it runs: its epochs when it trains
+    /// (learnt per epoch, since the search gives heavier pruning more epochs), else 1.
+    fn of(step: &StepConfig) -> (Kind, f64) {
+        let epochs = |t: &Training| t.epochs.max(1) as f64;
+        match step {
+            StepConfig::Prune(p) => match &p.finetune {
+                Some(t) => (Kind::Tune, epochs(t)),
+                None => (Kind::Other, 1.0),
+            },
+            StepConfig::Train(t) => (Kind::Tune, epochs(&t.training)),
+            StepConfig::Distill(d) => (Kind::Tune, epochs(&d.training)),
+            StepConfig::Qat(q) => (Kind::Qat, epochs(&q.training)),
+            StepConfig::Quantize(q) if q.accuracy_budget.is_some() => (Kind::Mixed, 1.0),
+            _ => (Kind::Other, 1.0),
+        }
+    }
+
+    /// The prior of a step of this kind, in full-set evaluations of the baseline (per
+    /// epoch for the ones that train).
+    fn prior_evals(self) -> f64 {
+        match self {
+            // About six times as many training as test samples, forward and backward.
+            Kind::Tune => 25.0,
+            // The same with fake quantization on top.
+            Kind::Qat => 40.0,
+            // Quantizing, then evaluating on a subset per layer left float.
+            Kind::Mixed => 10.0,
+            // Graph rewrites, calibration on a few hundred samples.
+            Kind::Other => 1.0,
+        }
     }
 }
 
@@ -54,7 +71,7 @@ fn kind(step: &StepConfig) -> Kind {
 #[derive(Clone, Debug)]
 pub struct Timing {
     eval_s: f64,
-    epochs: f64,
+    /// Measured seconds per unit (epoch, or step) of each kind.
     steps: HashMap<Kind, Vec<f64>>,
     measures: Vec<f64>,
     /// Every trial's steps, serialized, to tell which steps of a candidate are cached.
@@ -62,12 +79,10 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// Priors from one full-set evaluation of the baseline taking `eval_s` seconds, and
-    /// fine-tuning for `epochs` epochs.
-    pub fn new(eval_s: f64, epochs: usize) -> Timing {
+    /// Priors from one full-set evaluation of the baseline taking `eval_s` seconds.
+    pub fn new(eval_s: f64) -> Timing {
         Timing {
             eval_s: eval_s.max(MIN_EVAL_S),
-            epochs: epochs.max(1) as f64,
             steps: HashMap::new(),
             measures: Vec::new(),
             done: Vec::new(),
@@ -78,7 +93,8 @@ impl Timing {
     pub fn observe(&mut self, trial: &Trial) {
         for (step, &seconds) in trial.steps.iter().zip(&trial.step_seconds) {
             if seconds > 0.0 {
-                self.steps.entry(kind(step)).or_default().push(seconds);
+                let (kind, units) = Kind::of(step);
+                self.steps.entry(kind).or_default().push(seconds / units);
             }
         }
         if trial.accuracy.is_some() && trial.measure_seconds > 0.0 {
@@ -94,22 +110,25 @@ impl Timing {
             .map(|d| d.iter().zip(&mine).take_while(|(a, b)| a == b).count())
             .max()
             .unwrap_or(0);
-        let steps: f64 = steps.iter().skip(cached).map(|s| self.step(kind(s))).sum();
+        let steps: f64 = steps.iter().skip(cached).map(|s| self.step(s)).sum();
         let measure = mean(&self.measures).unwrap_or(MEASURE_EVALS * self.eval_s);
         OVERHEAD_S + steps + measure
     }
 
-    fn step(&self, kind: Kind) -> f64 {
-        if let Some(seen) = self.steps.get(&kind).and_then(|s| mean(s)) {
-            return seen;
-        }
-        self.eval_s
-            * match kind {
-                Kind::Tune => TUNE_EPOCH_EVALS * self.epochs,
-                Kind::Qat => QAT_EPOCH_EVALS * self.epochs,
-                Kind::Mixed => MIXED_EVALS,
-                Kind::Other => STEP_EVALS,
-            }
+    /// [`Timing::estimate`] in fine-tuning epochs (measured, else the prior).
+    pub fn in_epochs(&self, steps: &[StepConfig]) -> f64 {
+        self.estimate(steps) / self.per_unit(Kind::Tune)
+    }
+
+    fn step(&self, step: &StepConfig) -> f64 {
+        let (kind, units) = Kind::of(step);
+        self.per_unit(kind) * units
+    }
+
+    /// Seconds per epoch (of the kinds that train) or per step.
+    fn per_unit(&self, kind: Kind) -> f64 {
+        (self.steps.get(&kind).and_then(|s| mean(s)))
+            .unwrap_or_else(|| self.eval_s * kind.prior_evals())
     }
 }
 
@@ -129,22 +148,13 @@ mod tests {
     use super::super::trial::Verdict;
     use super::*;
 
-    fn settings() -> Settings {
-        Settings {
-            data: "mnist:D".into(),
-            eval_data: "mnist:E".into(),
-            finetune_epochs: 2,
-            seed: 0,
-        }
-    }
-
     fn trial(c: Candidate, step_seconds: Vec<f64>, measure_seconds: f64) -> Trial {
         Trial {
             key: String::new(),
             number: 1,
             candidate: c,
             name: c.name(),
-            steps: c.steps(&settings()),
+            steps: c.steps(&Settings::example()),
             model: None,
             predicted: None,
             cost: None,
@@ -160,7 +170,7 @@ mod tests {
 
     #[test]
     fn priors_are_refitted_and_cached_steps_are_free() {
-        let mut t = Timing::new(4.0, 2);
+        let mut t = Timing::new(4.0);
         let tuned = Candidate {
             prune: Prune::Channel { percent: 50 },
             ..Candidate::IDENTITY
@@ -170,21 +180,26 @@ mod tests {
             quant: Quant::Int8Static,
             ..tuned
         };
-        // optimize + tuned prune + quantize: 1 + 25 x 2 + 1 evaluations, and 1.5 to measure.
-        let prior = t.estimate(&int8.steps(&settings()));
-        assert!((prior - (OVERHEAD_S + 4.0 * (1.0 + 50.0 + 1.0 + 1.5))).abs() < 1e-9);
+        // optimize + tuned prune (2 epochs, x3 at 50%) + quantize: 1 + 25 x 6 + 1
+        // evaluations, and 1.5 to measure.
+        let prior = t.estimate(&int8.steps(&Settings::example()));
+        assert!((prior - (OVERHEAD_S + 4.0 * (1.0 + 150.0 + 1.0 + 1.5))).abs() < 1e-9);
         // The optimize step measured at 1 s, the tuned prune at 30 s, the measurements at
         // 3 s: its INT8 variant only quantizes (a step like optimize, now 1 s; the optimize
         // and prune steps are cached).
         t.observe(&trial(tuned, vec![1.0, 30.0], 3.0));
-        let refit = t.estimate(&int8.steps(&settings()));
+        let refit = t.estimate(&int8.steps(&Settings::example()));
         assert!((refit - (OVERHEAD_S + 1.0 + 3.0)).abs() < 1e-9, "{refit}");
-        // Another ratio shares only the optimize step and pays the measured 30 s.
+        // Another ratio shares only the optimize step and pays the measured 5 s per
+        // epoch: 8 epochs at 75%.
         let other = Candidate {
-            prune: Prune::Channel { percent: 70 },
+            prune: Prune::Channel { percent: 75 },
             ..tuned
         };
-        let fresh = t.estimate(&other.steps(&settings()));
-        assert!((fresh - (OVERHEAD_S + 30.0 + 3.0)).abs() < 1e-9, "{fresh}");
+        let fresh = t.estimate(&other.steps(&Settings::example()));
+        assert!((fresh - (OVERHEAD_S + 40.0 + 3.0)).abs() < 1e-9, "{fresh}");
+        // In epochs of 5 s, for the search's priority.
+        let epochs = t.in_epochs(&other.steps(&Settings::example()));
+        assert!((epochs - 45.0 / 5.0).abs() < 1e-9, "{epochs}");
     }
 }
