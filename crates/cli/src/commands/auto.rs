@@ -49,7 +49,8 @@ pub struct Args {
     /// Trials at most (those of a resumed work folder included).
     #[arg(long, value_name = "N")]
     max_trials: Option<usize>,
-    /// Fine-tuning epochs of pruned or factorized candidates.
+    /// Fine-tuning epochs of pruned or factorized candidates (channel pruning: as many
+    /// again per 25% of channels removed).
     #[arg(long, value_name = "E", default_value_t = 1)]
     finetune_epochs: usize,
     /// Threads of ONNX Runtime (latency) and the executor.

@@ -82,7 +82,8 @@ pub struct AutoConfig {
     pub max_size_bytes: Option<u64>,
     /// When to stop.
     pub budget: Budget,
-    /// Fine-tuning epochs of pruned or factorized candidates.
+    /// Fine-tuning epochs of pruned or factorized candidates (channel pruning: as many
+    /// again per 25% of channels removed, see [`super::space::Candidate::finetune_epochs`]).
     pub finetune_epochs: usize,
     /// Threads of ONNX Runtime (latency) and whittle's executor.
     pub threads: usize,
