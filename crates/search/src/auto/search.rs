@@ -109,19 +109,7 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         threads: config.threads,
         observer,
     };
-    let mut search = Search {
-        config,
-        objectives: config.objectives(baseline.accuracy),
-        baseline: &baseline,
-        predictor: Predictor::default(),
-        timing: Timing::new(baseline.eval_seconds),
-        settings,
-        trials: Vec::new(),
-        tried: HashSet::new(),
-        best: None,
-        skipped: Vec::new(),
-        too_long: HashMap::new(),
-    };
+    let mut search = Search::new(config, &baseline, settings);
     if !config.exhaustive {
         for (action, why) in pointless(config.target, &baseline) {
             observer.log(Level::Info, format!("not tried: {}: {why}", action.name()));
@@ -277,7 +265,23 @@ struct Search<'a> {
     too_long: HashMap<Candidate, String>,
 }
 
-impl Search<'_> {
+impl<'a> Search<'a> {
+    fn new(config: &'a AutoConfig, baseline: &'a Baseline, settings: Settings) -> Search<'a> {
+        Search {
+            config,
+            objectives: config.objectives(baseline.accuracy),
+            baseline,
+            predictor: Predictor::default(),
+            timing: Timing::new(baseline.eval_seconds),
+            settings,
+            trials: Vec::new(),
+            tried: HashSet::new(),
+            best: None,
+            skipped: Vec::new(),
+            too_long: HashMap::new(),
+        }
+    }
+
     /// Why the budget is spent, if it is.
     fn spent(&self, start: Instant) -> Option<String> {
         let budget = self.config.budget;
@@ -742,5 +746,159 @@ fn optimistic(target: Target, score: f64) -> f64 {
     match target {
         Target::Accuracy => score - 0.1,
         _ => score * OPTIMISM,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use whittle_pipeline::{DataSource, ModelSource};
+
+    use super::super::config::Budget;
+    use super::super::measure::Cost;
+    use super::*;
+
+    fn config() -> AutoConfig {
+        AutoConfig {
+            model: ModelSource::parse("m.onnx"),
+            data: DataSource::new("mnist:D"),
+            eval_data: DataSource::new("mnist:D"),
+            target: Target::Speed,
+            max_accuracy_drop: 2.0,
+            max_latency_ms: None,
+            max_size_bytes: None,
+            budget: Budget {
+                time: None,
+                trials: None,
+            },
+            finetune_epochs: 1,
+            threads: 1,
+            seed: 0,
+            exhaustive: false,
+            work_dir: PathBuf::from("w"),
+            output: PathBuf::from("o.onnx"),
+        }
+    }
+
+    fn baseline() -> Baseline {
+        Baseline {
+            key: "b".into(),
+            cost: Cost {
+                size_bytes: 1000,
+                parameters: 100,
+                macs: 100,
+                latency_ms: 1.0,
+            },
+            accuracy: 0.9,
+            samples: 100,
+            hard: Vec::new(),
+            hard_accuracy: 0.5,
+            op_latency: Default::default(),
+            eval_seconds: 1.0,
+            matmul_share: 0.0,
+        }
+    }
+
+    /// A trial of `c` measured in full at `drop` points lost and `ratio` of the
+    /// baseline's latency and size.
+    fn measured(c: Candidate, drop: f64, ratio: f64) -> Trial {
+        Trial {
+            key: c.name(),
+            number: 1,
+            candidate: c,
+            name: c.name(),
+            steps: Vec::new(),
+            model: Some(PathBuf::from("m.onnx")),
+            predicted: None,
+            cost: Some(Cost {
+                size_bytes: (1000.0 * ratio) as u64,
+                parameters: 50,
+                macs: 50,
+                latency_ms: ratio,
+            }),
+            subset_drop_pts: Some(drop),
+            accuracy: Some(0.9 - drop / 100.0),
+            verdict: Verdict::Measured,
+            reason: String::new(),
+            seconds: 1.0,
+            step_seconds: Vec::new(),
+            measure_seconds: 1.0,
+        }
+    }
+
+    fn channel(percent: u8, quant: Quant) -> Candidate {
+        Candidate {
+            prune: Prune::Channel { percent },
+            quant,
+            ..Candidate::IDENTITY
+        }
+        .tuned()
+    }
+
+    #[test]
+    fn channel_ratios_bisect_every_tuned_composition_from_the_largest_kept() {
+        let (config, baseline) = (config(), baseline());
+        let mut search = Search::new(&config, &baseline, Settings::example());
+        // INT8 alone is the best (fastest within the budget); the float model pruned 50%
+        // is within it, its INT8 variant not (2.5 points lost).
+        search.record(measured(Candidate::IDENTITY, 0.0, 1.0));
+        search.record(measured(channel(30, Quant::Int8Static), 0.6, 0.6));
+        search.record(measured(channel(50, Quant::None), 1.4, 0.5));
+        search.record(measured(channel(50, Quant::Int8Static), 2.5, 0.45));
+        let names: Vec<String> = (search.channel_refinements().iter())
+            .map(Candidate::name)
+            .collect();
+        // The float composition goes on up from its own 50%; the INT8 one bisects between
+        // its 30% kept and its 50% missed.
+        assert_eq!(
+            names,
+            ["channel-40% + tune -> int8-static", "channel-70% + tune"]
+        );
+        // An FP16 composition that missed at the 50% another composition kept goes
+        // nowhere.
+        search.record(measured(channel(50, Quant::Fp16), 2.3, 0.5));
+        assert_eq!(search.channel_refinements().len(), 2);
+        // One missed at 70% too: the float composition bisects to 60%.
+        search.record(measured(channel(70, Quant::None), 2.2, 0.4));
+        let names: Vec<String> = (search.channel_refinements().iter())
+            .map(Candidate::name)
+            .collect();
+        assert_eq!(
+            names,
+            ["channel-40% + tune -> int8-static", "channel-60% + tune"]
+        );
+    }
+
+    #[test]
+    fn int8_that_loses_too_much_comes_back_as_mixed_precision_and_qat() {
+        let (config, baseline) = (config(), baseline());
+        let mut search = Search::new(&config, &baseline, Settings::example());
+        let int8 = Candidate {
+            quant: Quant::Int8Static,
+            ..Candidate::IDENTITY
+        };
+        search.record(measured(Candidate::IDENTITY, 0.3, 1.0));
+        search.record(measured(int8, 2.6, 0.5));
+        // The float model spent 0.3 of the 2 points: the quantization gets 1.7.
+        let refined = search.quant_refinements();
+        assert_eq!(
+            refined,
+            [
+                Candidate {
+                    mixed: Some(170),
+                    ..int8
+                },
+                Candidate {
+                    quant: Quant::Qat,
+                    ..int8
+                }
+            ]
+        );
+        // Within the budget, or lost by the float part already: none.
+        let mut search = Search::new(&config, &baseline, Settings::example());
+        search.record(measured(Candidate::IDENTITY, 2.1, 1.0));
+        search.record(measured(int8, 2.6, 0.5));
+        assert!(search.quant_refinements().is_empty());
     }
 }
