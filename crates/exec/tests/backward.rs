@@ -125,6 +125,7 @@ fn cases() -> Vec<Case> {
         case("Relu", vec![], vec![p(&[3, 4])]),
         case("Sigmoid", vec![], vec![p(&[3, 4])]),
         case("Tanh", vec![], vec![p(&[3, 4])]),
+        case("Exp", vec![], vec![p(&[3, 4])]),
         case(
             "LeakyRelu",
             vec![make::float("alpha", 0.1)],

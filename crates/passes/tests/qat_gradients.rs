@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use graph_vs_tape::input;
 use whittle_exec::{Executor, Value};
-use whittle_passes::qat::{insert::ScaleMode, QatState, SCALE_SUFFIX};
+use whittle_passes::qat::{insert::ScaleMode, QatState, LOG_SCALE_SUFFIX};
 use whittle_passes::quantize::QuantConfig;
 use whittle_train::loss::cross_entropy;
 use whittle_train::params::trainable_initializers;
@@ -45,7 +45,7 @@ fn qat_executor(
     let trainable = trainable_initializers(training.graph());
     let steps = trainable
         .iter()
-        .filter(|n| n.ends_with(SCALE_SUFFIX))
+        .filter(|n| n.ends_with(LOG_SCALE_SUFFIX))
         .count();
     assert!(steps >= 3, "{steps} learned step sizes in {trainable:?}");
     let mut exec = Executor::new(&training).unwrap();

@@ -27,6 +27,9 @@ fn parameter_slots(op: &str) -> &'static [usize] {
         // QAT training graphs: the weight a fake quantization reads, and a learned `[1]`
         // step size (fixed step sizes are scalars, which are never parameters).
         "FakeQuantize" => &[0, 1],
+        // A learned positive quantity held as its logarithm (an LSQ step size, a logit
+        // temperature).
+        "Exp" => &[0],
         _ => &[],
     }
 }

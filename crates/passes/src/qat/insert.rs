@@ -10,7 +10,9 @@ use whittle_ir::proto::{AttributeProto, OperatorSetIdProto};
 use whittle_ir::shape::Dim;
 use whittle_ir::{Model, TensorData};
 
-use super::{fold_batchnorm, QatState, FAKE_QUANTIZE, SCALE_SUFFIX, ZERO_POINT_SUFFIX};
+use super::{
+    fold_batchnorm, QatState, FAKE_QUANTIZE, LOG_SCALE_SUFFIX, SCALE_SUFFIX, ZERO_POINT_SUFFIX,
+};
 use crate::quantize::build::Builder;
 use crate::quantize::qdq::{relu_aliases, replace_input};
 use crate::quantize::scheme::{int_tensor, QParams};
@@ -22,8 +24,9 @@ use crate::{PassError, Result};
 pub enum ScaleMode {
     /// Constant scalars (not trained).
     Fixed,
-    /// Learned step size: `[1]` tensors the trainer updates, with the LSQ gradient scale
-    /// `1 / sqrt(features * qmax)` where the per-sample feature count is known.
+    /// Learned step size: `[1]` tensors holding `ln s` that the trainer updates (an `Exp`
+    /// node feeds `s`, which so stays positive), with the LSQ gradient scale
+    /// `1 / sqrt(features * qmax)` on `s` where the per-sample feature count is known.
     Learned,
 }
 
@@ -106,14 +109,22 @@ fn scale_initializers(
     scheme: &Scheme,
     mode: ScaleMode,
 ) -> Result<(String, String)> {
-    let dims = match mode {
-        ScaleMode::Fixed => vec![],
-        ScaleMode::Learned => vec![1],
+    let (scale, dims) = match mode {
+        ScaleMode::Fixed => {
+            let scale = TensorData::from_slice(vec![], &[p.scale])?;
+            (b.constant(&format!("{key}{SCALE_SUFFIX}"), &scale), vec![])
+        }
+        ScaleMode::Learned => {
+            let log = TensorData::from_slice(vec![1], &[p.scale.ln()])?;
+            let log = b.constant(&format!("{key}{LOG_SCALE_SUFFIX}"), &log);
+            let scale = b.fresh(&format!("{key}{SCALE_SUFFIX}"));
+            b.node("Exp", vec![log], vec![scale.clone()], vec![]);
+            (scale, vec![1])
+        }
     };
-    let scale = TensorData::from_slice(dims.clone(), &[p.scale])?;
     let zero = int_tensor(scheme.qtype.dtype(), dims, &[p.zero_point])?;
     Ok((
-        b.constant(&format!("{key}{SCALE_SUFFIX}"), &scale),
+        scale,
         b.constant(&format!("{key}{ZERO_POINT_SUFFIX}"), &zero),
     ))
 }

@@ -12,7 +12,7 @@
 //!   weight scales always follow the weights' min/max, as the exporter quantizes them.
 //!
 //! [`strip::strip`] turns a trained graph back into a state (learned scales read from the
-//! scale initializers); [`export::export_qdq`] folds BatchNormalization and writes the
+//! scale or log-scale initializers); [`export::export_qdq`] folds BatchNormalization and writes the
 //! model with [`quantize::qdq::export`], exactly as `whittle quantize --mode static` does,
 //! from ranges that reproduce the learned scales. [`import::from_qdq`] turns a model
 //! quantized by `whittle quantize` back into a state, so QAT can start from PTQ.
@@ -33,6 +33,10 @@ use crate::Result;
 
 /// Suffix of the initializer holding an activation's fake-quantization scale.
 pub const SCALE_SUFFIX: &str = "_fq_scale";
+/// Suffix of the initializer holding the logarithm of an activation's learned (LSQ) step
+/// size: the trainer updates `ln s`, and an `Exp` node feeds `s` to the fake quantization,
+/// so the step size stays positive and an optimizer step changes it by a ratio.
+pub const LOG_SCALE_SUFFIX: &str = "_fq_log_scale";
 /// Suffix of the initializer holding an activation's fake-quantization zero point.
 pub const ZERO_POINT_SUFFIX: &str = "_fq_zero_point";
 /// Operator type of fake quantization (domain [`whittle_exec::ops::fake_quant::DOMAIN`]).

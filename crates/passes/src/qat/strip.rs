@@ -6,7 +6,7 @@ use whittle_exec::ops::fake_quant::DOMAIN;
 use whittle_ir::graph::GraphEdit;
 use whittle_ir::{Model, TensorData};
 
-use super::{QatState, FAKE_QUANTIZE, SCALE_SUFFIX, ZERO_POINT_SUFFIX};
+use super::{QatState, FAKE_QUANTIZE, LOG_SCALE_SUFFIX, SCALE_SUFFIX, ZERO_POINT_SUFFIX};
 use crate::quantize::build::Builder;
 use crate::quantize::qdq::replace_input;
 use crate::quantize::weights::initializer;
@@ -14,7 +14,7 @@ use crate::quantize::QParams;
 use crate::{PassError, Result};
 
 /// Removes every fake quantization of `trained` (its trained weights are kept) and reads
-/// the learned scale and zero point of each activation from their initializers.
+/// the learned scale (or log-scale) and zero point of each activation from their initializers.
 pub fn strip(trained: &Model) -> Result<QatState> {
     let params = learned_params(trained)?;
     let mut model = trained.clone();
@@ -46,10 +46,14 @@ fn learned_params(model: &Model) -> Result<HashMap<String, QParams>> {
     let g = model.graph();
     let mut out = HashMap::new();
     for init in &g.initializer {
-        let Some(key) = init.name.strip_suffix(SCALE_SUFFIX) else {
+        let value = || first_value(&initializer(g, &init.name)?, &init.name);
+        let (key, scale) = if let Some(key) = init.name.strip_suffix(SCALE_SUFFIX) {
+            (key, value()?)
+        } else if let Some(key) = init.name.strip_suffix(LOG_SCALE_SUFFIX) {
+            (key, value()?.exp())
+        } else {
             continue;
         };
-        let scale = first_value(&initializer(g, &init.name)?, &init.name)?;
         if !(scale.is_finite() && scale > 0.0) {
             return Err(PassError::Invalid(format!(
                 "the learned scale of '{key}' is {scale}, not a positive number"

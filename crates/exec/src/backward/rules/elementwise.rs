@@ -171,7 +171,7 @@ pub(super) fn mul_div(c: &mut RuleCtx) -> Grads {
     Ok(grads)
 }
 
-/// Relu, Sigmoid and Tanh, whose derivatives are functions of their output.
+/// Relu, Sigmoid, Tanh and Exp, whose derivatives are functions of their output.
 pub(super) fn from_output(c: &mut RuleCtx) -> Grads {
     let y = c.output(0)?.to_f32_vec()?;
     let dy = c.dy()?;
@@ -179,6 +179,7 @@ pub(super) fn from_output(c: &mut RuleCtx) -> Grads {
         "Relu" => zip_map(&dy, &y, |d, y| if y > 0.0 { d } else { 0.0 }),
         "Sigmoid" => zip_map(&dy, &y, |d, y| d * y * (1.0 - y)),
         "Tanh" => zip_map(&dy, &y, |d, y| d * (1.0 - y * y)),
+        "Exp" => zip_map(&dy, &y, |d, y| d * y),
         other => bail!("no output-based rule for {other}"),
     };
     Ok(vec![Some(dx)])

@@ -160,7 +160,7 @@ pub(crate) fn lookup(domain: &str, op_type: &str) -> Option<RuleDef> {
     Some(match op_type {
         "Add" | "Sub" => def(elementwise::add_sub, &[], &[]),
         "Mul" | "Div" => def(elementwise::mul_div, &[0, 1], &[]),
-        "Relu" | "Sigmoid" | "Tanh" => def(elementwise::from_output, &[], &[0]),
+        "Relu" | "Sigmoid" | "Tanh" | "Exp" => def(elementwise::from_output, &[], &[0]),
         "LeakyRelu" | "HardSigmoid" | "HardSwish" | "Erf" | "Gelu" => {
             def(elementwise::from_input, &[0], &[])
         }
