@@ -12,7 +12,8 @@ use crate::trainer::EpochReport;
 pub enum TrainEvent {
     /// The run starts; its settings and peak-memory estimate as lines for a human.
     Started {
-        /// Optimizer, learning rate and schedule, batch, epochs, seed.
+        /// Optimizer, learning rate and schedule, batch, epochs, seed; then a line naming
+        /// the gradient path (`gradients: graph backward` or `gradients: tape (why)`).
         settings: String,
         /// The memory estimate made before training.
         memory: String,

@@ -10,6 +10,7 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 
 use candle_core::{Tensor, Var};
+use serde::Serialize;
 use whittle_exec::backward::GraphBackward;
 use whittle_exec::{Executor, RunOptions, Value};
 
@@ -52,13 +53,25 @@ pub struct PassResult {
     pub path: GradientPath,
 }
 
-/// Which backward a pass used.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which backward a pass used. Serialized as `{"kind": "graph"}` or
+/// `{"kind": "tape", "why": ...}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", content = "why", rename_all = "snake_case")]
 pub enum GradientPath {
     /// The graph-level backward.
     Graph,
     /// candle's tape, and why the graph-level backward was not used.
     Tape(String),
+}
+
+impl std::fmt::Display for GradientPath {
+    /// `graph backward`, or `tape (why)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GradientPath::Graph => write!(f, "graph backward"),
+            GradientPath::Tape(why) => write!(f, "tape ({why})"),
+        }
+    }
 }
 
 /// Runs `inputs` forward in training mode, evaluates `loss`, and back-propagates (deriving
@@ -82,6 +95,15 @@ pub struct Backward {
 }
 
 impl Backward {
+    /// The path [`Backward::pass`] takes on `exec` with checkpointing `segments`, without
+    /// running anything (the graph-level backward is derived here if it was not yet).
+    pub fn path(&self, exec: &Executor, segments: Option<&[usize]>) -> GradientPath {
+        match self.graph(exec, segments) {
+            Ok(_) => GradientPath::Graph,
+            Err(why) => GradientPath::Tape(why),
+        }
+    }
+
     /// [`forward_backward`] on the backward derived for `exec` by the first pass. `exec`
     /// must be the executor of the first pass, with the same trainable parameters.
     pub fn pass(
@@ -92,20 +114,27 @@ impl Backward {
         loss: &mut LossFn,
         opts: PassOptions,
     ) -> Result<PassResult> {
-        let why_tape = match (opts.segments, std::env::var("WHITTLE_BACKWARD").as_deref()) {
-            (Some(_), _) => "gradient checkpointing recomputes segments on the tape".to_string(),
-            (None, Ok("tape")) => "WHITTLE_BACKWARD=tape".to_string(),
-            (None, _) => {
-                let derived = self
-                    .derived
-                    .get_or_init(|| GraphBackward::new(exec).map_err(|e| e.to_string()));
-                match derived {
-                    Ok(graph) => return graph_pass(exec, graph, inputs, labels, loss, opts),
-                    Err(why) => why.clone(),
-                }
-            }
-        };
-        tape_pass(exec, inputs, labels, loss, opts, why_tape)
+        match self.graph(exec, opts.segments) {
+            Ok(graph) => graph_pass(exec, graph, inputs, labels, loss, opts),
+            Err(why) => tape_pass(exec, inputs, labels, loss, opts, why),
+        }
+    }
+
+    /// The graph-level backward of `exec`, or why the tape runs instead.
+    fn graph(
+        &self,
+        exec: &Executor,
+        segments: Option<&[usize]>,
+    ) -> std::result::Result<&GraphBackward, String> {
+        match (segments, std::env::var("WHITTLE_BACKWARD").as_deref()) {
+            (Some(_), _) => Err("gradient checkpointing recomputes segments on the tape".into()),
+            (None, Ok("tape")) => Err("WHITTLE_BACKWARD=tape".into()),
+            (None, _) => self
+                .derived
+                .get_or_init(|| GraphBackward::new(exec).map_err(|e| e.to_string()))
+                .as_ref()
+                .map_err(Clone::clone),
+        }
     }
 }
 

@@ -24,7 +24,9 @@ use crate::params::{select_trainable, NamePattern};
 use crate::preflight;
 use crate::progress::{Progress, TrainEvent};
 use crate::schedule::{LrSchedule, Schedule};
-use crate::step::{segment_bounds, Backward, LossFn, LossInput, PassOptions, PassResult};
+use crate::step::{
+    segment_bounds, Backward, GradientPath, LossFn, LossInput, PassOptions, PassResult,
+};
 
 /// What early stopping watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +155,8 @@ pub struct TrainReport {
     pub trainable_parameters: usize,
     /// Peak-memory estimate made before training.
     pub memory: MemoryEstimate,
+    /// Which backward computed the gradients.
+    pub gradient_path: GradientPath,
 }
 
 /// Loss and accuracy on a dataset.
@@ -338,8 +342,9 @@ impl Trainer {
             preflight::check_gradients(&self.exec, sample, &labels, bounds.as_deref(), &mut loss);
         self.loss = Some(loss);
         reached?;
+        let gradient_path = self.backward.path(&self.exec, bounds.as_deref());
         self.config.progress.send(TrainEvent::Started {
-            settings: describe_run(&self.config),
+            settings: format!("{}\ngradients: {gradient_path}", describe_run(&self.config)),
             memory: describe_memory(&memory),
         });
         let mut stopped_early = false;
@@ -365,6 +370,7 @@ impl Trainer {
             trainable: self.trainable.clone(),
             trainable_parameters: self.exec.params().values().map(|v| v.elem_count()).sum(),
             memory,
+            gradient_path,
         })
     }
 
