@@ -1,7 +1,12 @@
 """whittle's calibrators against ONNX Runtime's on six models they were not tuned on.
 
 usage: python3 bench/calibrators_vs_ort.py [--whittle BIN] [--work DIR] [--models a,b,...]
+                                           [--methods m,...] [--granularity per-tensor|per-channel]
                                            [--write docs/BENCHMARKS.md]
+
+--methods and --granularity make a quick run of some rows (e.g. `--models minilm --methods mse
+--granularity per-channel`): only the ORT rows those need run (for MSE, all of them); such a
+partial table cannot be written.
 
 Static INT8 QDQ (activations uint8 asymmetric, weights int8 symmetric), per-tensor and
 per-channel, with whittle's four calibrators (minmax, entropy, percentile, mse) beside ONNX
@@ -75,6 +80,7 @@ TRAIN_ARGS = ["--limit", str(TRAIN_LIMIT), "--epochs", "3", "--optimizer", "adam
               "--lr-schedule", "one-cycle", "--batch-size", "64", "--seed", "0"]
 QUANTIZED_OPS = ["Conv", "Gemm", "MatMul"]
 ENTROPY_BINS = 2048
+GRANULARITIES = ["per-tensor", "per-channel"]
 SKIMAGE = "scikit-image==0.26.0"
 CALIB_PHOTOS = ["astronaut.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "coins.png", "brick.png"]
 EVAL_PHOTOS = ["chelsea.png", "camera.png", "motorcycle_right.png", "hubble_deep_field.jpg", "gravel.png",
@@ -237,12 +243,13 @@ def yolo_task(work, tmp):
 # ---------------------------------------------------------------- runs
 
 
-def run_task(b, task):
-    """{(tool, method, granularity): scores or an error string} for one model."""
+def run_task(b, task, methods, grans):
+    """{(tool, method, granularity): scores or an error string} for one model, for the
+    whittle `methods` and the ORT rows they are compared with, at the granularities `grans`."""
     results = {("fp32", "-", "-"): task.score(task.path)}
-    for per_channel in (False, True):
-        gran = "per-channel" if per_channel else "per-tensor"
-        for m in METHODS:
+    for gran in grans:
+        per_channel = gran == "per-channel"
+        for m in methods:
             extra = ["--calib-data", f"feeds:{task.calib}", "--calib-samples", str(CALIB), "--calibration", m]
             extra += ["--per-channel"] if per_channel else []
             path, _, _, err = b.whittle(task.path, "static", extra, f"static_{m}")
@@ -251,7 +258,7 @@ def run_task(b, task):
         ort_runs = [("minmax", "MinMax", ""), ("entropy", "Entropy", ""),
                     ("entropy", "Entropy", f"use_histogram_bins({ENTROPY_BINS})"),
                     ("percentile", "Percentile", "")]
-        for m, method, prelude in ort_runs:
+        for m, method, prelude in [r for r in ort_runs if "mse" in methods or r[0] in methods]:
             code = ORT_CODE.format(prelude=prelude, model=task.path, calib=task.calib, per_channel=per_channel,
                                    method=method, ops=QUANTIZED_OPS)
             path, _, _, err = b.ort(code, b.out_path("ort"))
@@ -269,15 +276,15 @@ def cell(result, metric):
     return text + (f" ({sqnr:.1f} dB)" if sqnr < 150 else "")  # FP32 against itself: no noise
 
 
-def rows_of(task, results):
+def rows_of(task, results, methods, grans):
     """One row per granularity and method: whittle, ORT's rows of that method and the gap
     to the best of them."""
     rows, worst = [], 0.0
     metric = task.metric
     value = lambda r: r[metric] if isinstance(r, dict) else float("nan")  # noqa: E731
-    for gran in ("per-tensor", "per-channel"):
+    for gran in grans:
         ort = {k[1]: v for k, v in results.items() if k[0] == "ORT" and k[2] == gran}
-        for m in METHODS:
+        for m in methods:
             mine = results[("whittle", m, gran)]
             theirs = {k: v for k, v in ort.items() if m == "mse" or k.split()[0] == m}
             best_name, best = max(theirs.items(), key=lambda kv: value(kv[1]))
@@ -296,12 +303,20 @@ def main():
     p.add_argument("--work", default=os.path.join(ASSETS, "calibrators"),
                    help="folder for the trained zoo models and the photos (reused across runs)")
     p.add_argument("--models", default="cnn,resnet,mobilenetv3-small,lenet5,minilm,yolov8n")
+    p.add_argument("--methods", default=",".join(METHODS), help="whittle's calibrators to run (quick runs)")
+    p.add_argument("--granularity", choices=GRANULARITIES, help="only this granularity (quick runs)")
     p.add_argument("--write", help="markdown file whose marked section receives the table")
     p.add_argument("--keep", action="store_true", help="keep the quantized models in WORK/quantized")
     args = p.parse_args()
     args.runs = 1
     os.makedirs(args.work, exist_ok=True)
     wanted = args.models.split(",")
+    methods = args.methods.split(",")
+    grans = [args.granularity] if args.granularity else GRANULARITIES
+    if any(m not in METHODS for m in methods):
+        p.error(f"--methods: each of {', '.join(METHODS)}")
+    if args.write and (methods != METHODS or len(grans) < len(GRANULARITIES)):
+        p.error("--write needs the whole table (no --methods or --granularity)")
     out_rows, summary = [], []
     with tempfile.TemporaryDirectory() as tmp:
         b = Bench(args, os.path.join(args.work, "quantized") if args.keep else tmp)
@@ -321,8 +336,8 @@ def main():
                 p.error(f"unknown model {name}")
         for make in tasks:
             task = make()
-            results = run_task(b, task)
-            rows, worst = rows_of(task, results)
+            results = run_task(b, task, methods, grans)
+            rows, worst = rows_of(task, results, methods, grans)
             out_rows += rows
             summary.append([task.name, task.metric, cell(results[("fp32", "-", "-")], task.metric),
                             f"{worst:+.2f}" if task.metric == "accuracy" else f"{worst:+.5f}"])

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use rayon::prelude::*;
 use serde::Serialize;
 use whittle_exec::{feed_samples, Executor, RunOptions, Value};
-use whittle_ir::Model;
+use whittle_ir::{Model, NodeAttrs};
 
 use super::config::QuantConfig;
 use super::observer::{clip_range, CalibrationMethod, Histogram, MinMax};
@@ -76,10 +76,17 @@ impl Observer {
         }
     }
 
-    /// Folds a value in when it is a float tensor (others have no range).
+    /// Folds a value in when it is a float tensor (others have no range), and its rows
+    /// (the last axis) into the histogram's row weights when it keeps them.
     fn observe(&mut self, v: &Value) -> whittle_exec::Result<()> {
         if v.dtype().is_float() {
-            v.with_f32(|values| self.update(values))?;
+            let row_len = v.shape().last().copied().unwrap_or(1);
+            v.with_f32(|values| {
+                self.update(values);
+                if let Some(h) = &mut self.histogram {
+                    h.weigh_rows(values, row_len);
+                }
+            })?;
         }
         Ok(())
     }
@@ -117,9 +124,21 @@ where
 {
     let method = cfg.calibration;
     let exec = Executor::new(model)?;
+    // MSE counts the errors of a tensor that a LayerNormalization normalizes relative to
+    // each row, as the normalization sees them (see `RowWeights`).
+    let normalized = match method {
+        CalibrationMethod::Mse => normalized_rows(model)?,
+        _ => HashMap::new(),
+    };
     let mut observers: HashMap<String, Observer> = watch
         .iter()
-        .map(|n| (n.clone(), Observer::new(&method, cfg.histogram_bins)))
+        .map(|n| {
+            let mut obs = Observer::new(&method, cfg.histogram_bins);
+            if let (Some(h), Some(&epsilon)) = (obs.histogram.take(), normalized.get(n)) {
+                obs.histogram = Some(h.weighing_rows(epsilon));
+            }
+            (n.clone(), obs)
+        })
         .collect();
     let outputs: HashSet<&str> = model
         .graph()
@@ -252,6 +271,36 @@ impl NonFinite {
             self.tensor, self.value
         ))
     }
+}
+
+/// The tensors whose rows (last axis) a LayerNormalization over the last axis normalizes,
+/// as its input or through the Add/Sub nodes before it (bias, residual), with that
+/// normalization's epsilon.
+fn normalized_rows(model: &Model) -> Result<HashMap<String, f32>> {
+    let nodes = &model.graph().node;
+    let producer: HashMap<&str, &whittle_ir::proto::NodeProto> = nodes
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n)))
+        .collect();
+    let mut pending = Vec::new();
+    for n in nodes.iter().filter(|n| n.op_type == "LayerNormalization") {
+        if n.int_or("axis", -1)? == -1 {
+            let epsilon = n.float_or("epsilon", 1e-5)?;
+            pending.extend(n.input.first().map(|x| (x.as_str(), epsilon)));
+        }
+    }
+    let mut rows = HashMap::new();
+    while let Some((name, epsilon)) = pending.pop() {
+        if rows.insert(name.to_string(), epsilon).is_some() {
+            continue;
+        }
+        if let Some(p) = producer.get(name) {
+            if matches!(p.op_type.as_str(), "Add" | "Sub") {
+                pending.extend(p.input.iter().map(|x| (x.as_str(), epsilon)));
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// Graph inputs are fed, not produced: observe them directly.

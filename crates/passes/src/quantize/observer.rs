@@ -110,6 +110,26 @@ pub struct Histogram {
     pub limit: f32,
     /// Exact zeros among the counts (all in bin `bins / 2`, the one starting at 0).
     pub zeros: u64,
+    /// Row-relative weights per bin, when enabled ([`Histogram::weighing_rows`]).
+    pub rows: Option<RowWeights>,
+}
+
+/// What the values of each bin weigh when errors count relative to the size of their
+/// row (the vector along the last axis) rather than in absolute terms: the sum over the
+/// bin's values of `1 / (mean square of the value's row + epsilon)`.
+///
+/// A LayerNormalization divides each row by its own spread, so an error matters in
+/// proportion to its row's size. Transformers put "massive activations" of 150-200 in one
+/// feature of a few tokens (MiniLM-L3's [CLS] and [SEP] after its first feed-forward
+/// layer) beside values under 1 everywhere else: counted in absolute terms, clipping those
+/// few values costs more than rounding every other value to a grid 40 times coarser, so
+/// MSE kept them; counted relative to their rows, that rounding is the larger harm.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RowWeights {
+    /// Weight per bin (the bins of [`Histogram::counts`]).
+    pub sums: Vec<f64>,
+    /// Added to each row's mean square (the normalization's epsilon).
+    pub epsilon: f32,
 }
 
 impl Histogram {
@@ -123,7 +143,45 @@ impl Histogram {
             counts: vec![0; bins.clamp(4, Self::MAX_BINS).next_multiple_of(4)],
             limit: 0.0,
             zeros: 0,
+            rows: None,
         }
+    }
+
+    /// This histogram, also keeping [`RowWeights`] with `epsilon` (add every batch with
+    /// [`Histogram::weigh_rows`] after counting it).
+    pub fn weighing_rows(mut self, epsilon: f32) -> Self {
+        self.rows = Some(RowWeights {
+            sums: vec![0.0; self.counts.len()],
+            epsilon,
+        });
+        self
+    }
+
+    /// Adds `values`, already counted (so within the range), to the row weights: rows of
+    /// `row_len` values (the last axis), each value weighing `1 / (mean square of its row
+    /// + epsilon)`. Does nothing unless the histogram weighs rows.
+    pub fn weigh_rows(&mut self, values: &[f32], row_len: usize) {
+        let Some(rows) = self.rows.as_mut() else {
+            return;
+        };
+        let n = rows.sums.len();
+        let (scale, top) = (n as f32 / (2.0 * self.limit), (n - 1) as f32);
+        for row in values.chunks(row_len.max(1)) {
+            let finite = || row.iter().copied().filter(|v| v.is_finite());
+            let square: f64 = finite().map(|v| f64::from(v) * f64::from(v)).sum();
+            let weight = 1.0 / (square / row.len() as f64 + f64::from(rows.epsilon));
+            for v in finite() {
+                rows.sums[floor_small(((v + self.limit) * scale).clamp(0.0, top)) as usize] +=
+                    weight;
+            }
+        }
+    }
+
+    /// What bin `i` weighs in the MSE: its row weight when kept, else its count.
+    pub fn weight(&self, i: usize) -> f64 {
+        self.rows
+            .as_ref()
+            .map_or(self.counts[i] as f64, |rows| rows.sums[i])
     }
 
     /// Width of one bin.
@@ -205,6 +263,13 @@ impl Histogram {
             merged[n / 4 + i / 2] += c;
         }
         self.counts = merged;
+        if let Some(rows) = self.rows.as_mut() {
+            let mut merged = vec![0.0; n];
+            for (i, &w) in rows.sums.iter().enumerate() {
+                merged[n / 4 + i / 2] += w;
+            }
+            rows.sums = merged;
+        }
         self.limit *= 2.0;
     }
 
@@ -442,19 +507,20 @@ pub fn mse_range(h: &Histogram, lo: f32, hi: f32, scheme: &Scheme) -> (f32, f32)
     best.1
 }
 
-/// Expected squared error of quantizing the histogram's bin centres into `range`.
+/// Expected squared error of quantizing the histogram's bin centres into `range`, each bin
+/// weighing [`Histogram::weight`] (its count, or its row weights: the error relative to
+/// each row's size).
 pub fn quantization_mse(h: &Histogram, range: (f32, f32), scheme: &Scheme) -> f64 {
     let p = scheme.params(range.0, range.1);
     let (qmin, qmax) = scheme.qrange();
-    h.counts
-        .iter()
-        .enumerate()
-        .filter(|(_, &c)| c > 0)
-        .map(|(i, &c)| {
+    (0..h.counts.len())
+        .map(|i| (i, h.weight(i)))
+        .filter(|&(_, c)| c > 0.0)
+        .map(|(i, c)| {
             let x = h.center(i);
             let q = ((x / p.scale).round_ties_even() as i64 + p.zero_point).clamp(qmin, qmax);
             let back = (q - p.zero_point) as f32 * p.scale;
-            c as f64 * f64::from(x - back).powi(2)
+            c * f64::from(x - back).powi(2)
         })
         .sum()
 }
@@ -711,5 +777,42 @@ mod tests {
         assert!((1.0..1.2).contains(&hi), "{hi}");
         // The chosen range has lower expected error than the full range.
         assert!(quantization_mse(&spiky, (0.0, hi), &s) < quantization_mse(&spiky, (0.0, 2.0), &s));
+    }
+
+    #[test]
+    fn row_weights_let_mse_clip_a_massive_activation_that_absolute_mse_keeps() {
+        // 100 rows of 64 values spread over [-1, 1] (mean square 1/3); row 0 also holds
+        // one value of 100 (its mean square ~156). In absolute terms clipping it at 1
+        // costs 99^2 = 9801, keeping it rounds 6400 values to a step of 101/255: 6400 *
+        // 0.157/12 = 84, so MSE keeps it. Relative to the rows, the clip costs 9801/156 =
+        // 63 and the rounding 84 * 3 = 252: the weighted MSE clips.
+        let s = Scheme::activations(QuantType::Uint8);
+        let mut values: Vec<f32> = (0..6400)
+            .map(|i| (i * 37 % 201) as f32 / 100.0 - 1.0)
+            .collect();
+        values[5] = 100.0;
+        let mut absolute = Histogram::new(2048);
+        absolute.update(&values);
+        let mut relative = Histogram::new(2048).weighing_rows(1e-5);
+        relative.update(&values);
+        relative.weigh_rows(&values, 64);
+        assert!(absolute.rows.is_none() && relative.counts == absolute.counts);
+        let (lo, hi) = (-1.0, 100.0);
+        let kept = mse_range(&absolute, lo, hi, &s);
+        let clipped = mse_range(&relative, lo, hi, &s);
+        assert!(kept.1 > 95.0, "{kept:?}");
+        assert!(clipped.1 <= 1.5 && clipped.0 == -1.0, "{clipped:?}");
+        // Each value weighs 1 / (its row's mean square + epsilon).
+        let mean_square = |row: &[f32]| row.iter().map(|v| v * v).sum::<f32>() / 64.0;
+        let want: f64 = values
+            .chunks(64)
+            .map(|row| 64.0 / f64::from(mean_square(row) + 1e-5))
+            .sum();
+        let got: f64 = (0..2048).map(|i| relative.weight(i)).sum();
+        assert!((got / want - 1.0).abs() < 1e-5, "{got} {want}");
+        // The weights follow the values when the range doubles.
+        relative.update(&[300.0]);
+        let moved: f64 = (0..2048).map(|i| relative.weight(i)).sum();
+        assert!((moved - got).abs() < 1e-9 * got && relative.weight(2047) == 0.0);
     }
 }
