@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The goals of issue 20 (`whittle nas`), measured on Fashion-MNIST: for three latency
-# budgets, `whittle nas --space cnn` (evolution), the same with `--warm-start` (the
-# zero-cost proxy ranks a 4x larger first generation) and the same search with random
+# budgets, `whittle nas --space cnn` (evolution), the same with `--warm-start params` (the
+# parameter count ranks a 4x larger first generation) and the same search with random
 # proposals (`--strategy random`, the same number of evaluations), each over SEEDS seeds;
 # beside them
 # the zoo's models (documented options) trained with the search's last rung (2 epochs on
@@ -14,7 +14,8 @@
 #
 # Environment: WHITTLE (default target/release/whittle); BUDGETS (ms, default
 # "0.15 0.3 0.6"); SEEDS (default "0 1 2"); ITERATIONS (default 12); BUDGET (default 30m);
-# TABLE_ONLY (set: no new search runs, the table of the finished ones).
+# STRATEGIES (default "evolution random warm"); TABLE_ONLY (set: no new search runs, the
+# table of the finished ones).
 # Rerunnable: the searches of one seed share a work folder (OUT_DIR/work-SEED), whose
 # journals hold every candidate's measurements and trainings, so a rerun or another budget
 # reuses them; a finished run's JSON in OUT_DIR is kept.
@@ -44,11 +45,11 @@ done
 
 for seed in $seeds; do
   for budget in $budgets; do
-    for strategy in evolution warm random; do
+    for strategy in ${STRATEGIES:-evolution random warm}; do
       run="$out/$strategy-$budget-$seed"
       [[ -f "$run.json" || -n ${TABLE_ONLY:-} ]] && continue
       flags=(--strategy "$strategy")
-      [[ $strategy == warm ]] && flags=(--strategy evolution --warm-start)
+      [[ $strategy == warm ]] && flags=(--strategy evolution --warm-start params)
       /usr/bin/time -f "%e" -o "$run.time" "$whittle" nas --space cnn --data "$data" \
         --max-latency-ms "$budget" --iterations "$iterations" --budget "${BUDGET:-30m}" \
         --threads 1 --seed "$seed" "${flags[@]}" --work-dir "$out/work-$seed" \
@@ -90,7 +91,7 @@ for path in sorted(glob.glob(f"{out}/zoo/*.onnx")):
 
 print(machine)
 print()
-print("| latency budget (ms) | best zoo model within it: top-1 (ms) | nas (evolution) top-1 per seed | median | nas --warm-start top-1 per seed | median | random search top-1 per seed | median | nas models within budget in ORT | nas wall (s) |")
+print("| latency budget (ms) | best zoo model within it: top-1 (ms) | nas (evolution) top-1 per seed | median | nas --warm-start params top-1 per seed | median | random search top-1 per seed | median | nas models within budget in ORT | nas wall (s) |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for b in budgets:
     limit = float(b)

@@ -17,7 +17,7 @@ use whittle_search::nas::measure::{measure, MIN_RUNS};
 use whittle_search::nas::runner::Local;
 use whittle_search::nas::space::{Family, Space};
 use whittle_search::nas::trials::{Measured, Trained};
-use whittle_search::nas::{search, Limits, NasResult, Settings, Status, Strategy};
+use whittle_search::nas::{search, Limits, NasResult, Settings, Status, Strategy, WarmStart};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("whittle-nas-{name}-{}", std::process::id()));
@@ -56,7 +56,8 @@ fn settings(dir: &Path, limits: Limits, seed: u64) -> Settings {
         work_dir: dir.join("work"),
         output: dir.join("out.onnx"),
         strategy: Strategy::Evolution,
-        warm_start: false,
+        warm_start: None,
+        from: None,
     }
 }
 
@@ -241,7 +242,7 @@ fn the_same_seed_gives_the_same_result_and_a_rerun_resumes() {
 }
 
 #[test]
-fn the_proxy_ranks_the_warm_start_and_stays_finite() {
+fn the_proxies_rank_the_warm_start_and_naswot_stays_finite() {
     let dir = scratch("proxy");
     let mut s = settings(&dir, Limits::default(), 2);
     let batch = whittle_search::nas::proxy::batch(&s.data).unwrap();
@@ -268,7 +269,7 @@ fn the_proxy_ranks_the_warm_start_and_stays_finite() {
     );
 
     // Warm start: 4 x 4 candidates drawn, the 4 the proxy ranks best train.
-    s.warm_start = true;
+    s.warm_start = Some(WarmStart::Naswot);
     let result = run(&s);
     assert_eq!(result.candidates, 4 * 4);
     let mut by_score: Vec<(f64, &str)> = result
@@ -286,4 +287,20 @@ fn the_proxy_ranks_the_warm_start_and_stays_finite() {
         .collect();
     assert_eq!(trained, best);
     assert!(result.trials.iter().all(|t| t.proxy.is_some()));
+
+    // Ranked by parameter count: the same 16 draws (measurements reused), the 4 with the
+    // most parameters train.
+    s.warm_start = Some(WarmStart::Params);
+    let result = run(&s);
+    assert_eq!(result.candidates, 4 * 4);
+    let mut by_params: Vec<(u64, &str)> = (result.trials.iter())
+        .map(|t| (t.measurement.parameters, t.id.as_str()))
+        .collect();
+    by_params.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    let most: HashSet<&str> = by_params[..4].iter().map(|(_, id)| *id).collect();
+    let trained: HashSet<&str> = (result.trials.iter())
+        .filter(|t| !t.rung_accuracy.is_empty())
+        .map(|t| t.id.as_str())
+        .collect();
+    assert_eq!(trained, most);
 }

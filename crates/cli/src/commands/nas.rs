@@ -8,7 +8,9 @@ use whittle_search::auto::config::parse_duration;
 use whittle_search::nas::ray::Ray;
 use whittle_search::nas::report::{report, zoo_references};
 use whittle_search::nas::runner::{run_file, Local};
-use whittle_search::nas::{search, Family, Limits, NasResult, Settings, Status, Strategy};
+use whittle_search::nas::{
+    search, Family, Limits, NasResult, Settings, Status, Strategy, WarmStart,
+};
 
 use super::output::{check_output, InputModel};
 use crate::observer::CliObserver;
@@ -18,8 +20,17 @@ use crate::report::print_json;
 #[derive(clap::Args)]
 pub struct Args {
     /// The search space: cnn, mobilenet-v3, resnet or vit.
-    #[arg(long, value_parser = |s: &str| s.parse::<Family>(), required_unless_present = "job")]
+    #[arg(
+        long,
+        value_parser = |s: &str| s.parse::<Family>(),
+        required_unless_present_any = ["job", "from"],
+        conflicts_with = "from"
+    )]
     space: Option<Family>,
+    /// Shrink this trained model instead: search the share of channels each of its
+    /// channel groups loses (structured pruning), fine-tuning every candidate.
+    #[arg(long, value_name = "MODEL")]
+    from: Option<PathBuf>,
     /// Labelled training data: mnist:DIR, fashion-mnist:DIR, npz:FILE.npz, ...
     #[arg(long, value_name = "SPEC", required_unless_present = "job")]
     data: Option<String>,
@@ -73,9 +84,16 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Warm start: the first generation draws 4 times as many candidates and trains the
-    /// feasible ones a zero-cost proxy (NASWOT, in log space) ranks best.
-    #[arg(long)]
-    warm_start: bool,
+    /// feasible ones a zero-cost proxy ranks best: params (the most parameters; the
+    /// default) or naswot (NASWOT, in log space).
+    #[arg(
+        long,
+        value_name = "PROXY",
+        num_args = 0..=1,
+        default_missing_value = "params",
+        value_parser = ["params", "naswot"]
+    )]
+    warm_start: Option<String>,
     /// Run the candidates' jobs on the Ray cluster whose dashboard is at ADDRESS
     /// (http://HOST:8265) through its job submission API; the whittle binary, the data and
     /// --work-dir must be on paths the cluster's workers share.
@@ -95,16 +113,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let observer = CliObserver::new(true);
         return Ok(run_file(&observer, job)?);
     }
-    let (Some(space), Some(data), Some(output)) =
-        (args.space, args.data.clone(), args.output.clone())
-    else {
-        anyhow::bail!("whittle nas needs --space, --data and -o");
+    let (Some(space), Some(data), Some(output)) = (
+        args.space.or(args.from.as_ref().map(|_| Family::Pruned)),
+        args.data.clone(),
+        args.output.clone(),
+    ) else {
+        anyhow::bail!("whittle nas needs --space (or --from), --data and -o");
+    };
+    let from = match &args.from {
+        Some(path) => {
+            Some(std::path::absolute(path).with_context(|| format!("--from {}", path.display()))?)
+        }
+        None => None,
     };
     if let Some(path) = &args.report {
         whittle_pipeline::report::file_format(path)?;
     }
     check_output(
-        std::path::Path::new(""),
+        from.as_deref().unwrap_or(std::path::Path::new("")),
         &output,
         args.force,
         InputModel::Protected,
@@ -135,7 +161,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "random" => Strategy::Random,
             _ => Strategy::Evolution,
         },
-        warm_start: args.warm_start,
+        warm_start: args.warm_start.as_deref().map(|p| match p {
+            "naswot" => WarmStart::Naswot,
+            _ => WarmStart::Params,
+        }),
+        from,
     };
     let observer = CliObserver::new(args.json);
     let result = match &args.ray {
@@ -190,6 +220,16 @@ fn print_summary(r: &NasResult) {
         "{} candidates measured, {} trained, {} infeasible, {:.0} s",
         r.candidates, r.trained, r.infeasible, r.seconds
     );
+    if let Some(s) = &r.source {
+        println!(
+            "--from {}: {:.3} ms median, {:.3} MB, {} MACs, top-1 {:.2}%",
+            s.path,
+            s.measurement.latency_ms,
+            s.measurement.size_bytes as f64 / 1e6,
+            s.measurement.macs,
+            100.0 * s.accuracy
+        );
+    }
     match (r.status, &r.output) {
         (Status::Ok, Some(out)) => println!("best: {figures}\nwrote {out}"),
         _ => println!(

@@ -14,7 +14,8 @@ const ID_LEN: usize = 16;
 pub struct Candidate {
     /// Hash of the spec: equal ids, equal architectures (and initial weights).
     pub id: String,
-    /// The zoo spec, `zoo:NAME:key=value,...`.
+    /// The zoo spec, `zoo:NAME:key=value,...`, or the pruning spec of a `--from` search
+    /// (`pruned:percents=...`).
     pub spec: String,
     /// Its genome (unused genes at their first value).
     pub genome: Genome,
@@ -24,7 +25,7 @@ impl Candidate {
     /// The candidate `genome` of `space` describes.
     pub fn new(space: &Space, genome: &[u32]) -> Self {
         let genome = space.canonical(genome);
-        let spec = format!("{}{}", whittle_zoo::PREFIX, space.spec(&genome));
+        let spec = space.spec(&genome);
         Candidate {
             id: config_hash(&spec),
             spec,
@@ -40,7 +41,12 @@ impl Candidate {
 
 /// The leading hex digits of the SHA-256 of `config`.
 pub fn config_hash(config: &str) -> String {
-    let digest = Sha256::digest(config.as_bytes());
+    content_hash(config.as_bytes())
+}
+
+/// The leading hex digits of the SHA-256 of `bytes`.
+pub fn content_hash(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     hex[..ID_LEN].to_string()
 }

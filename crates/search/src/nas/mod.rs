@@ -1,6 +1,7 @@
 //! Architecture search under measured constraints (`whittle nas`).
 //!
 //! - [`space`]: the zoo builders' options as genes, scaled to the data's input.
+//! - [`shrink`]: the space of a trained model's channel-pruning ratios (`--from`).
 //! - [`candidate`]: a genome, its zoo spec and the hash that identifies it.
 //! - [`measure`]: size (FP32, INT8), MACs and ONNX Runtime latency before training, and the
 //!   limits they are checked against (infeasible candidates never train).
@@ -21,10 +22,11 @@ pub mod ray;
 pub mod report;
 pub mod runner;
 pub mod search;
+pub mod shrink;
 pub mod space;
 pub mod trials;
 
 pub use error::{NasError, Result};
 pub use measure::Limits;
-pub use search::{search, NasResult, Settings, Status, Strategy};
+pub use search::{search, NasResult, Settings, Status, Strategy, WarmStart};
 pub use space::Family;

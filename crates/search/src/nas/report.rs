@@ -100,16 +100,30 @@ pub fn report(result: &NasResult, limits: &Limits, references: &[Reference]) -> 
          result's is on the test split."
             .into(),
     ];
+    if let Some(source) = &result.source {
+        notes.push(format!(
+            "Shrinking {} (the baseline: {:.2}% test accuracy, {} MACs): each candidate is it \
+             with a share of each channel group pruned, then fine-tuned.",
+            source.path,
+            100.0 * source.accuracy,
+            source.measurement.macs
+        ));
+    }
     if let Some(reason) = &result.reason {
         notes.push(format!("No model returned: {reason}."));
     }
     Report {
-        title: format!("whittle nas --space {}", result.space),
+        title: match &result.source {
+            Some(source) => format!("whittle nas --from {}", source.path),
+            None => format!("whittle nas --space {}", result.space),
+        },
         notes,
         search: Some(Search {
             objective: "validation accuracy (higher is better) among candidates meeting the limits"
                 .into(),
-            baseline: Figures::default(),
+            baseline: (result.source.as_ref()).map_or_else(Figures::default, |s| {
+                figures(&s.measurement, Some(s.accuracy))
+            }),
             limits: Figures {
                 latency_ms: limits.max_latency_ms,
                 size_bytes: limits.max_size_mb.map(|mb| mb * MB),

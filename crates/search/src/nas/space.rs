@@ -1,6 +1,7 @@
 //! Search spaces: the zoo builders' options as genes, each with its allowed values, scaled
-//! to the data's input. A genome holds one value per gene; [`Space::spec`] turns it into a
-//! zoo spec (genes a shallower architecture does not use are ignored).
+//! to the data's input, or the channel groups of a trained model (`--from`, [`Space::pruned`]).
+//! A genome holds one value per gene; [`Space::spec`] turns it into a spec (genes a
+//! shallower architecture does not use are ignored).
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,6 +9,7 @@ use std::str::FromStr;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::nas::shrink::{Source, PERCENTS};
 use crate::nas::NasError;
 
 /// One searchable option: its name and the values it may take.
@@ -41,6 +43,9 @@ pub enum Family {
     Resnet,
     /// zoo `vit-tiny`: patch, dim, depth, heads, MLP width.
     Vit,
+    /// A trained model's channel groups, each losing a share of its channels (`--from`;
+    /// not a `--space`).
+    Pruned,
 }
 
 impl Family {
@@ -73,6 +78,7 @@ impl fmt::Display for Family {
             Family::MobilenetV3 => "mobilenet-v3",
             Family::Resnet => "resnet",
             Family::Vit => "vit",
+            Family::Pruned => "pruned",
         })
     }
 }
@@ -97,6 +103,8 @@ pub struct Space {
     pub classes: usize,
     /// Seed of the candidates' weight initialisation.
     pub seed: u64,
+    /// Hash of the model a [`Family::Pruned`] space shrinks.
+    pub source: Option<String>,
 }
 
 /// Values of a genome, one per gene of its space.
@@ -164,6 +172,11 @@ impl Space {
                 genes.push(Gene::new("heads", &[1, 2, 4]));
                 genes.push(Gene::new("mlp", &[64, 128, 192, 256]));
             }
+            Family::Pruned => {
+                return Err(NasError::Refused(
+                    "the pruned space shrinks a trained model: give --from MODEL".into(),
+                ))
+            }
         }
         Ok(Space {
             family,
@@ -171,7 +184,23 @@ impl Space {
             input,
             classes,
             seed,
+            source: None,
         })
+    }
+
+    /// The [`Family::Pruned`] space of `source`: one gene per prunable channel group (named
+    /// by its first layer), the percent of its channels removed.
+    pub fn pruned(source: &Source, input: [usize; 3], classes: usize, seed: u64) -> Self {
+        Space {
+            family: Family::Pruned,
+            genes: (source.groups.iter())
+                .map(|layer| Gene::new(layer.clone(), &PERCENTS))
+                .collect(),
+            input,
+            classes,
+            seed,
+            source: Some(source.hash.clone()),
+        }
     }
 
     /// A genome drawn uniformly, gene by gene.
@@ -208,9 +237,19 @@ impl Space {
         values.join("-")
     }
 
-    /// The zoo spec of `genome` (with the input, classes and seed of the space).
+    /// The spec of `genome`: a zoo spec with the input, classes and seed of the space, or,
+    /// pruned, `pruned:percents=P-P-...,source=HASH,seed=S`.
     pub fn spec(&self, genome: &[u32]) -> String {
         let options = match self.family {
+            Family::Pruned => {
+                let percents: Vec<String> = genome.iter().map(u32::to_string).collect();
+                return format!(
+                    "pruned:percents={},source={},seed={}",
+                    percents.join("-"),
+                    self.source.as_deref().unwrap_or_default(),
+                    self.seed
+                );
+            }
             Family::Cnn => {
                 let blocks = self.get(genome, "blocks");
                 format!(
@@ -253,8 +292,10 @@ impl Space {
         };
         let [c, h, w] = self.input;
         format!(
-            "{options},input={c}x{h}x{w},classes={},seed={}",
-            self.classes, self.seed
+            "{}{options},input={c}x{h}x{w},classes={},seed={}",
+            whittle_zoo::PREFIX,
+            self.classes,
+            self.seed
         )
     }
 
@@ -274,7 +315,7 @@ impl Space {
                     .iter()
                     .filter_map(|p| index(p))
                     .all(|i| i <= depth_gene("stages")),
-                Family::Vit => true,
+                Family::Vit | Family::Pruned => true,
             }
         };
         self.genes

@@ -15,6 +15,7 @@ use crate::nas::candidate::Candidate;
 use crate::nas::error::{At, Result};
 use crate::nas::halving::{Rung, VAL_FRACTION};
 use crate::nas::measure::{measure, Measurement};
+use crate::nas::shrink;
 
 /// A measured candidate (`nas-measured.jsonl`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -104,6 +105,9 @@ pub struct JobSettings {
     pub threads: usize,
     /// Seed of data order and validation split.
     pub seed: u64,
+    /// The trained model a pruned space shrinks (`--from`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<PathBuf>,
 }
 
 /// A job's result.
@@ -118,8 +122,8 @@ pub enum Outcome {
     Proxied(Proxied),
 }
 
-/// Where a candidate's files lie in the work folder: `candidates/ID.onnx` (initial
-/// weights), `candidates/ID-rRUNG.onnx` (trained at the last rung).
+/// Where a candidate's files lie in the work folder: `candidates/ID.onnx` (initial or,
+/// pruned, trained weights), `candidates/ID-rRUNG.onnx` (trained at the last rung).
 pub fn model_path(work_dir: &Path, key: &str) -> PathBuf {
     work_dir.join("candidates").join(format!("{key}.onnx"))
 }
@@ -133,7 +137,7 @@ pub fn run_job(
     last_rung: bool,
     work_dir: &Path,
 ) -> Result<Outcome> {
-    let model = whittle_zoo::build(&candidate.spec).at(|| candidate.spec.clone())?;
+    let model = build(settings, candidate)?;
     match task {
         Task::Measure => {
             let path = model_path(work_dir, &candidate.id);
@@ -171,6 +175,17 @@ pub fn run_job(
                 seconds: start.elapsed().as_secs_f64(),
             }))
         }
+    }
+}
+
+/// The untrained zoo model of `candidate`, or the pruned `--from` model.
+fn build(settings: &JobSettings, candidate: &Candidate) -> Result<Model> {
+    match &settings.from {
+        Some(path) => {
+            let model = Model::load(path).at(|| format!("reading --from {}", path.display()))?;
+            shrink::prune(&model, &candidate.genome).map_err(|e| at_candidate(candidate, e))
+        }
+        None => whittle_zoo::build(&candidate.spec).at(|| candidate.spec.clone()),
     }
 }
 
