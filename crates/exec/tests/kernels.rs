@@ -963,6 +963,12 @@ fn pools_match_reference_with_padding_ceil_mode_and_dilation() {
                 want[i as usize] += f64::from(*g);
             }
             assert_close(&dx, &want, &format!("max backward {s:?}"));
+            // An index into another plane is refused, naming the output.
+            let last = ind.len() - 1;
+            ind[last] = 0;
+            let err = pool::max_pool2d_backward(&s, &dy, &ind, &mut dx).unwrap_err();
+            let want = format!("index 0 of output {last} lies outside its own input plane");
+            assert!(err.to_string().contains(&want), "{err}");
             for include_pad in [false, true] {
                 let (_, _, avg) = pool_ref(&s, &x, include_pad);
                 let mut y = vec![0.0; avg.len()];

@@ -414,7 +414,7 @@ pub fn conv2d_backward_weight(
     db: Option<&mut [f32]>,
 ) -> Result<()> {
     s.check("conv2d_backward_weight", x.len(), dw.len(), dy.len())?;
-    let (cg, mg, k, p) = (s.cg(), s.mg(), s.col_rows(), s.out_plane());
+    let (mg, k, p) = (s.mg(), s.col_rows(), s.out_plane());
     if let Some(db) = db {
         check_len("conv2d_backward_weight", "bias gradient", s.c_out, db.len())?;
         for (c, d) in db.iter_mut().enumerate() {
@@ -424,23 +424,58 @@ pub fn conv2d_backward_weight(
         }
     }
     let scratch = if s.is_pointwise() { 0 } else { k * p };
+    let threads = rayon::current_num_threads();
+    if s.groups < threads && s.n >= threads && !dw.is_empty() {
+        // Too few groups to share out: each worker sums the terms of a run of images into
+        // its own gradient, and the partial gradients are added in worker order.
+        let per_worker = s.n.div_ceil(threads);
+        let partials = (0..s.n.div_ceil(per_worker))
+            .into_par_iter()
+            .map(|w| {
+                let (mut part, mut col) = (vec![0.0f32; dw.len()], vec![0.0f32; scratch]);
+                for (g, dwb) in part.chunks_mut(mg * k).enumerate() {
+                    for img in w * per_worker..((w + 1) * per_worker).min(s.n) {
+                        add_weight_term(s, x, dy, (img, g), dwb, &mut col, Threads::One)?;
+                    }
+                }
+                Ok(part)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        dw.fill(0.0);
+        for part in partials {
+            dw.iter_mut().zip(part).for_each(|(d, v)| *d += v);
+        }
+        return Ok(());
+    }
     // One task per group: its weight gradient is the sum over images.
     for_each_task(dw, mg * k, scratch, |g, dwb, col, par| {
         dwb.fill(0.0);
-        for img in 0..s.n {
-            let dyg = MatRef::row_major(&dy[(img * s.c_out + g * mg) * p..][..mg * p], mg, p)?;
-            let xg = &x[(img * s.c_in + g * cg) * s.h * s.w..][..cg * s.h * s.w];
-            let cols = if s.is_pointwise() {
-                xg
-            } else {
-                im2col_with(s, xg, col, par == Threads::Pool);
-                &*col
-            };
-            let colm = MatRef::row_major(cols, k, p)?;
-            gemm_with(par, dyg, colm.t(), dwb, 1.0, 1.0, &Epilogue::NONE)?;
-        }
-        Ok(())
+        (0..s.n).try_for_each(|img| add_weight_term(s, x, dy, (img, g), dwb, col, par))
     })
+}
+
+/// Adds image `img`'s term of group `g`'s weight gradient, `dy_{img,g} · im2col(x_{img,g})^T`,
+/// to `dwb` (`[c_out / groups, col_rows]`), with `col` as im2col scratch.
+fn add_weight_term(
+    s: &Conv2dShape,
+    x: &[f32],
+    dy: &[f32],
+    (img, g): (usize, usize),
+    dwb: &mut [f32],
+    col: &mut [f32],
+    par: Threads,
+) -> Result<()> {
+    let (cg, mg, k, p) = (s.cg(), s.mg(), s.col_rows(), s.out_plane());
+    let dyg = MatRef::row_major(&dy[(img * s.c_out + g * mg) * p..][..mg * p], mg, p)?;
+    let xg = &x[(img * s.c_in + g * cg) * s.h * s.w..][..cg * s.h * s.w];
+    let cols = if s.is_pointwise() {
+        xg
+    } else {
+        im2col_with(s, xg, col, par == Threads::Pool);
+        &*col
+    };
+    let colm = MatRef::row_major(cols, k, p)?;
+    gemm_with(par, dyg, colm.t(), dwb, 1.0, 1.0, &Epilogue::NONE)
 }
 
 /// ConvTranspose as the input gradient of a convolution: `s` describes the convolution whose

@@ -5,9 +5,12 @@
 //! inside the image form one range per row, so the inner loop is a branch-free max or add
 //! over a (strided) input row.
 
-use super::{check_len, dispatch, error, lane_sum, Result, PAR_CHUNK};
-use rayon::prelude::*;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rayon::prelude::*;
+
+use super::{check_len, dispatch, error, lane_sum, Result, PAR_CHUNK};
 
 /// The geometry of a 2-D pool: input `[n, c, h, w]`, output `[n, c, out_h, out_w]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -245,26 +248,33 @@ pub fn max_pool2d_backward(
     s.check("max_pool2d_backward", dx.len(), dy.len())?;
     check_len("max_pool2d_backward", "indices", dy.len(), indices.len())?;
     let (plane_in, plane_out) = (s.h * s.w, s.out_h() * s.out_w());
-    let bad = indices
-        .iter()
-        .enumerate()
-        .find(|&(o, &i)| i >= 0 && (i as usize) / plane_in.max(1) != o / plane_out.max(1));
-    if let Some((o, i)) = bad {
-        return Err(error(
-            "max_pool2d_backward",
-            format!("index {i} of output {o} lies outside its own input plane"),
-        ));
-    }
+    // Checked inside the parallel scatter: the first output whose index leaves its plane.
+    let first_bad = AtomicUsize::new(usize::MAX);
     for_planes(dx, plane_in, |t, dxp| {
-        let base = t * plane_in;
         let range = t * plane_out..(t + 1) * plane_out;
-        for (&g, &i) in dy[range.clone()].iter().zip(&indices[range]) {
-            if i >= 0 {
-                dxp[i as usize - base] += g;
+        let taps = dy[range.clone()].iter().zip(&indices[range.clone()]);
+        for (o, (&g, &i)) in range.zip(taps) {
+            if i < 0 {
+                continue;
+            }
+            match (i as usize).checked_sub(t * plane_in) {
+                Some(k) if k < plane_in => dxp[k] += g,
+                _ => {
+                    first_bad.fetch_min(o, Ordering::Relaxed);
+                }
             }
         }
     });
-    Ok(())
+    match first_bad.into_inner() {
+        usize::MAX => Ok(()),
+        o => Err(error(
+            "max_pool2d_backward",
+            format!(
+                "index {} of output {o} lies outside its own input plane",
+                indices[o]
+            ),
+        )),
+    }
 }
 
 /// The divisor of every output position of an average pool.
