@@ -15,8 +15,10 @@ use whittle_pipeline::report::measure::op_latency;
 use whittle_pipeline::report::OpLatency;
 use whittle_pipeline::{feed, Ctx, DataSource, Result};
 
-/// Samples per evaluation run.
-const BATCH: usize = 256;
+/// Samples per evaluation run: small, since the search evaluates while a fine-tuning's
+/// memory may still be held by the allocator (256 made the executor's buffers alone
+/// about 90 MB on zoo:cnn and the search's peak over twice one `whittle eval`'s).
+const BATCH: usize = 64;
 /// Timed ONNX Runtime runs per latency (median), after [`WARMUP`] untimed ones.
 const RUNS: usize = 30;
 /// Untimed runs before timing.
@@ -78,8 +80,10 @@ impl whittle_pipeline::journal::Record for Baseline {
 
 /// Measures models on one test set and its hard subset.
 pub struct Meter {
-    full: Dataset,
-    hard: Dataset,
+    full: Evaluator,
+    hard: Evaluator,
+    samples: usize,
+    hard_len: usize,
     threads: usize,
 }
 
@@ -127,21 +131,24 @@ impl Meter {
         let subset = test
             .subset(hard)
             .context(|| "the hard test samples".into())?;
+        // Each set is held once, by its evaluator (no copy per evaluation).
         Ok(Meter {
-            full: test,
-            hard: subset,
+            samples: test.len(),
+            hard_len: subset.len(),
+            full: Evaluator::new().with_labelled(test, BATCH),
+            hard: Evaluator::new().with_labelled(subset, BATCH),
             threads,
         })
     }
 
     /// Test samples in the full set.
     pub fn samples(&self) -> usize {
-        self.full.len()
+        self.samples
     }
 
     /// Test samples in the hard subset.
     pub fn hard_len(&self) -> usize {
-        self.hard.len()
+        self.hard_len
     }
 
     /// Size, parameters, MACs and ONNX Runtime latency at batch 1.
@@ -167,10 +174,8 @@ impl Meter {
 
     /// Top-1 accuracy on the hard subset or the full test set.
     pub fn accuracy(&self, ctx: &Ctx<'_>, model: &Model, hard: bool) -> Result<f64> {
-        let data = if hard { &self.hard } else { &self.full };
-        let m = Evaluator::new()
-            .with_labelled(data.clone(), BATCH)
-            .evaluate(ctx, model)?;
+        let evaluator = if hard { &self.hard } else { &self.full };
+        let m = evaluator.evaluate(ctx, model)?;
         Ok(m.top1.unwrap_or(f64::NAN))
     }
 }
