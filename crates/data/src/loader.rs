@@ -85,7 +85,7 @@ impl<'d> Loader<'d> {
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.dataset.len()).collect();
         if self.options.shuffle {
-            let seed = self.options.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let seed = whittle_ir::seed::derive(self.options.seed, epoch);
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
         }
         order

@@ -591,7 +591,7 @@ impl Executor {
 /// The seed of the random draws of step `pos` of a run seeded with `seed` (what the
 /// operator sees as [`OpCtx::seed`]; a graph-level backward recomputes Dropout masks with it).
 pub fn node_seed(seed: u64, pos: usize) -> u64 {
-    seed ^ (pos as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    whittle_ir::seed::derive(seed, pos as u64)
 }
 
 /// The `wanted` values of a finished run.

@@ -18,6 +18,7 @@ use whittle_ir::attr::make;
 use whittle_ir::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, ValueInfoProto,
 };
+use whittle_ir::seed::SplitMix64;
 use whittle_ir::{Model, TensorData};
 
 /// Seed of every run (Dropout masks).
@@ -339,19 +340,9 @@ fn copy_cases() -> Vec<Case> {
     v
 }
 
-/// `n` values uniform in `[lo, hi)` from a seed (splitmix64).
+/// `n` values uniform in `[lo, hi)` from a seed.
 fn uniform(n: usize, lo: f64, hi: f64, seed: u64) -> Vec<f64> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            lo + (hi - lo) * (z >> 11) as f64 / (1u64 << 53) as f64
-        })
-        .collect()
+    SplitMix64::new(seed).uniform(n, lo, hi)
 }
 
 /// A float tensor of `dims` from f64 values, as float32 or float64.

@@ -15,6 +15,7 @@ pub mod memory;
 pub mod model;
 pub mod numeric;
 pub mod proto;
+pub mod seed;
 pub mod shape;
 pub mod tensor;
 pub mod validate;

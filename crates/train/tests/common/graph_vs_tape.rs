@@ -7,22 +7,16 @@ use std::collections::HashMap;
 use candle_core::{Device, Tensor};
 use whittle_exec::backward::GraphBackward;
 use whittle_exec::{Executor, RunOptions, Value};
+use whittle_ir::seed::SplitMix64;
 
 /// Seed of both runs (Dropout masks).
 const SEED: u64 = 5;
 
-/// `n` values uniform in `[-1, 1)` from a seed (splitmix64).
+/// `n` values uniform in `[-1, 1)` from a seed (24 random bits each, exact in f32).
 pub fn uniform(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed;
+    let mut rng = SplitMix64::new(seed);
     (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            ((z >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
+        .map(|_| (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
         .collect()
 }
 
