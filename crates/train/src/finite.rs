@@ -30,14 +30,16 @@ pub fn check_dataset(data: &Dataset, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Whether every element of float tensor `t` is finite (`t - t` is 0 exactly where it is).
+/// Whether every element of float tensor `t` is finite. Read on the host in one pass (a
+/// candle reduction would run on candle's spinning thread pool after every step).
 pub fn is_finite(t: &Tensor) -> Result<bool> {
-    let zero = t
-        .sub(t)?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?;
-    Ok(zero == 0.0)
+    let flat = t.flatten_all()?;
+    Ok(match t.dtype() {
+        DType::F32 => flat.to_vec1::<f32>()?.iter().all(|v| v.is_finite()),
+        _ => (flat.to_dtype(DType::F64)?.to_vec1::<f64>()?)
+            .iter()
+            .all(|v| v.is_finite()),
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use crate::bail;
@@ -128,7 +128,9 @@ impl Optimizer {
         self.steps
     }
 
-    /// Updates every parameter that has a gradient with learning rate `lr`.
+    /// Updates every parameter that has a gradient with learning rate `lr`. The update runs
+    /// element by element on the host in float32 (one pass per parameter instead of a dozen
+    /// candle operations, each a round on candle's spinning thread pool).
     pub fn step(
         &mut self,
         params: &HashMap<String, Var>,
@@ -142,57 +144,95 @@ impl Optimizer {
             let Some(var) = params.get(name) else {
                 bail!("gradient for '{name}', which is not a trainable parameter");
             };
-            let p = var.as_tensor().detach();
-            let g = grads[name].detach();
-            let updated = match self.config.kind {
-                OptimizerKind::Sgd => self.sgd(name, &p, g, lr)?,
-                OptimizerKind::Adam | OptimizerKind::AdamW => self.adam(name, &p, g, lr)?,
+            let p = var.as_tensor();
+            let (mut values, g) = (host(p)?, host(&grads[name])?);
+            if g.len() != values.len() {
+                bail!(
+                    "the gradient of '{name}' has {} values for its {} parameters",
+                    g.len(),
+                    values.len()
+                );
+            }
+            let mut state = match self.state.get(name) {
+                Some(ts) => ts.iter().map(host).collect::<Result<Vec<_>>>()?,
+                None => Vec::new(),
             };
-            var.set(&updated)?;
+            match self.config.kind {
+                OptimizerKind::Sgd => self.sgd(&mut values, g, &mut state, lr),
+                OptimizerKind::Adam | OptimizerKind::AdamW => {
+                    self.adam(&mut values, g, &mut state, lr)
+                }
+            }
+            let like_p = |v: Vec<f32>| -> Result<Tensor> {
+                Ok(Tensor::from_vec(v, p.dims(), p.device())?.to_dtype(p.dtype())?)
+            };
+            var.set(&like_p(values)?)?;
+            let state = state.into_iter().map(like_p).collect::<Result<_>>()?;
+            self.state.insert(name.clone(), state);
         }
         Ok(())
     }
 
-    fn sgd(&mut self, name: &str, p: &Tensor, mut g: Tensor, lr: f64) -> Result<Tensor> {
+    /// SGD on `p` with gradient `g`; `state` is the momentum buffer (empty before the first
+    /// step, and without momentum).
+    fn sgd(&self, p: &mut [f32], mut g: Vec<f32>, state: &mut Vec<Vec<f32>>, lr: f64) {
         let c = &self.config;
+        let (wd, mu, lr) = (c.weight_decay as f32, c.momentum as f32, lr as f32);
         if c.weight_decay > 0.0 {
-            g = (g + (p * c.weight_decay)?)?;
+            g.iter_mut().zip(p.iter()).for_each(|(g, p)| *g += p * wd);
         }
         if c.momentum > 0.0 {
-            let buf = match self.state.get(name) {
-                Some(s) => ((&s[0] * c.momentum)? + &g)?,
+            let buf = match state.pop() {
+                Some(mut b) => {
+                    b.iter_mut().zip(&g).for_each(|(b, g)| *b = *b * mu + g);
+                    b
+                }
                 None => g.clone(),
             };
-            g = if c.nesterov {
-                (g + (&buf * c.momentum)?)?
+            if c.nesterov {
+                g.iter_mut().zip(&buf).for_each(|(g, b)| *g += b * mu);
             } else {
-                buf.clone()
-            };
-            self.state.insert(name.to_string(), vec![buf]);
+                g.copy_from_slice(&buf);
+            }
+            *state = vec![buf];
         }
-        Ok((p - (g * lr)?)?)
+        p.iter_mut().zip(&g).for_each(|(p, g)| *p -= g * lr);
     }
 
-    fn adam(&mut self, name: &str, p: &Tensor, mut g: Tensor, lr: f64) -> Result<Tensor> {
+    /// Adam or AdamW on `p` with gradient `g`; `state` is the first and second moments
+    /// (empty before the first step).
+    fn adam(&self, p: &mut [f32], mut g: Vec<f32>, state: &mut Vec<Vec<f32>>, lr: f64) {
         let c = &self.config;
-        let mut p = p.clone();
         match c.kind {
-            OptimizerKind::AdamW => p = (&p * (1.0 - lr * c.weight_decay))?,
-            _ if c.weight_decay > 0.0 => g = (g + (&p * c.weight_decay)?)?,
+            OptimizerKind::AdamW => {
+                let keep = (1.0 - lr * c.weight_decay) as f32;
+                p.iter_mut().for_each(|p| *p *= keep);
+            }
+            _ if c.weight_decay > 0.0 => {
+                let wd = c.weight_decay as f32;
+                g.iter_mut().zip(p.iter()).for_each(|(g, p)| *g += p * wd);
+            }
             _ => {}
         }
-        let (m, v) = match self.state.get(name) {
-            Some(s) => (s[0].clone(), s[1].clone()),
-            None => (g.zeros_like()?, g.zeros_like()?),
-        };
-        let m = ((m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-        let v = ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
+        if state.len() != 2 {
+            *state = vec![vec![0.0; g.len()]; 2];
+        }
         let t = self.steps as i32;
-        let m_hat = (&m / (1.0 - c.beta1.powi(t)))?;
-        let v_hat = (&v / (1.0 - c.beta2.powi(t)))?;
-        let update = (m_hat / (v_hat.sqrt()? + c.eps)?)?;
-        self.state.insert(name.to_string(), vec![m, v]);
-        Ok((p - (update * lr)?)?)
+        let (b1, b2) = (c.beta1 as f32, c.beta2 as f32);
+        let (keep1, keep2) = ((1.0 - c.beta1) as f32, (1.0 - c.beta2) as f32);
+        let (unbias1, unbias2) = (
+            (1.0 / (1.0 - c.beta1.powi(t))) as f32,
+            (1.0 / (1.0 - c.beta2.powi(t))) as f32,
+        );
+        let (eps, lr) = (c.eps as f32, lr as f32);
+        let [m, v] = state.as_mut_slice() else {
+            return;
+        };
+        for (((p, g), m), v) in p.iter_mut().zip(&g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            *m = *m * b1 + g * keep1;
+            *v = *v * b2 + g * g * keep2;
+            *p -= (*m * unbias1) / ((*v * unbias2).sqrt() + eps) * lr;
+        }
     }
 
     /// The state as named tensors (`<param>/0`, `<param>/1`) for a checkpoint.
@@ -229,6 +269,11 @@ impl Optimizer {
         self.steps = steps;
         Ok(())
     }
+}
+
+/// The values of float tensor `t` as float32 on the host, in row-major order.
+fn host(t: &Tensor) -> Result<Vec<f32>> {
+    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 
 #[cfg(test)]

@@ -771,9 +771,10 @@ impl Group {
     /// The mean gradient of the group (clipped to a global norm), leaving the group empty.
     fn take_mean(&mut self, clip: Option<f64>) -> Result<HashMap<String, Tensor>> {
         let n = std::mem::take(&mut self.len).max(1) as f64;
+        // One micro-batch (no accumulation) is its own mean: no division pass.
         let mut grads = std::mem::take(&mut self.sum)
             .into_iter()
-            .map(|(k, g)| Ok((k, (g / n)?)))
+            .map(|(k, g)| Ok((k, if n == 1.0 { g } else { (g / n)? })))
             .collect::<Result<HashMap<_, _>>>()?;
         if let Some(max) = clip {
             clip_global_norm(&mut grads, max)?;
