@@ -134,8 +134,8 @@ where
         .iter()
         .map(|n| {
             let mut obs = Observer::new(&method, cfg.histogram_bins);
-            if let (Some(h), Some(&epsilon)) = (obs.histogram.take(), normalized.get(n)) {
-                obs.histogram = Some(h.weighing_rows(epsilon));
+            if let Some(&epsilon) = normalized.get(n) {
+                obs.histogram = obs.histogram.map(|h| h.weighing_rows(epsilon));
             }
             (n.clone(), obs)
         })
@@ -319,6 +319,91 @@ fn observe_feed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use whittle_ir::attr::make;
+    use whittle_ir::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
+    use whittle_ir::{DataType, TensorData, TensorType};
+
+    /// `y = op(x + b)` over `x: [100, 64]`, with `op` LayerNormalization (epsilon 0.01)
+    /// or Relu.
+    fn normalized_or_not(op: &str) -> Model {
+        let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        };
+        let mut last = node(op, &["s", "gamma", "b"], "y");
+        if op == "LayerNormalization" {
+            last.attribute = vec![make::float("epsilon", 0.01)];
+        } else {
+            last.input.truncate(1);
+        }
+        let vector = |name: &str, v: f32| {
+            TensorData::from_slice(vec![64], &[v; 64])
+                .unwrap()
+                .to_proto(name)
+        };
+        let io = |name: &str| TensorType::known(DataType::Float, &[100, 64]).to_value_info(name);
+        Model::new(ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 17,
+            }],
+            graph: Some(GraphProto {
+                name: "rows".into(),
+                node: vec![node("Add", &["x", "b"], "s"), last],
+                input: vec![io("x")],
+                output: vec![io("y")],
+                initializer: vec![vector("b", 0.0), vector("gamma", 1.0)],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn mse_weighs_rows_only_where_a_layer_norm_normalizes_them() {
+        let ln = normalized_or_not("LayerNormalization");
+        let rows = normalized_rows(&ln).unwrap();
+        let names: HashSet<&str> = rows.keys().map(String::as_str).collect();
+        assert_eq!(names, HashSet::from(["s", "x", "b"]));
+        assert!(rows.values().all(|&e| e == 0.01));
+        assert!(normalized_rows(&normalized_or_not("Relu"))
+            .unwrap()
+            .is_empty());
+        // Values over [-1, 1] and one massive activation of 100 in the first row (the
+        // case of `observer::tests::row_weights_let_mse_clip_...`): MSE keeps it in
+        // absolute terms and clips it where a LayerNormalization sees the rows.
+        let mut values: Vec<f32> = (0..6400)
+            .map(|i| (i * 37 % 201) as f32 / 100.0 - 1.0)
+            .collect();
+        values[5] = 100.0;
+        let x = Value::try_from(&TensorData::from_slice(vec![100, 64], &values).unwrap()).unwrap();
+        let cfg = QuantConfig {
+            calibration: CalibrationMethod::Mse,
+            ..Default::default()
+        };
+        let watch = HashSet::from(["x".to_string(), "s".to_string()]);
+        let range_with = |cfg: &QuantConfig, op: &str, tensor: &str| {
+            let feed = HashMap::from([("x".to_string(), x.clone())]);
+            calibrate(&normalized_or_not(op), &watch, [feed], cfg)
+                .unwrap()
+                .ranges[tensor]
+        };
+        let range = |op: &str, tensor: &str| range_with(&cfg, op, tensor);
+        // The other calibrators keep their histograms: the 99.9th percentile clips.
+        let percentile = QuantConfig {
+            calibration: CalibrationMethod::Percentile { percentile: 99.9 },
+            ..Default::default()
+        };
+        assert!(range_with(&percentile, "LayerNormalization", "x").1 < 1.5);
+        for tensor in ["x", "s"] {
+            let (kept, clipped) = (range("Relu", tensor), range("LayerNormalization", tensor));
+            assert!(kept.1 > 95.0, "{tensor}: {kept:?}");
+            assert!((15.0..30.0).contains(&clipped.1), "{tensor}: {clipped:?}");
+        }
+    }
 
     #[test]
     fn split_updates_count_exactly_like_one_pass() {
