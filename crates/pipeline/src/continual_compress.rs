@@ -433,19 +433,21 @@ fn measure(
     fps: bool,
 ) -> Result<CompressedMetrics> {
     let task_il = scenario.kind == ScenarioKind::TaskIl;
-    let row = continual::task_accuracies(model, scenario, task_il)
-        .context(|| "accuracy per task".into())?;
+    let both =
+        continual::task_accuracies(model, scenario).context(|| "accuracy per task".into())?;
     let mut r = run.r_matrix.clone();
     if let Some(last) = r.last_mut() {
-        *last = row.clone();
+        *last = if task_il {
+            both.masked.clone()
+        } else {
+            both.plain
+        };
     }
     let task_il_accuracy = match scenario.kind {
         ScenarioKind::DomainIl => None,
         ScenarioKind::TaskIl => Some(metrics::average_accuracy(&r)),
         ScenarioKind::ClassIl => {
-            let masked = continual::task_accuracies(model, scenario, true)
-                .context(|| "task-IL accuracy per task".into())?;
-            Some(masked.iter().sum::<f64>() / masked.len().max(1) as f64)
+            Some(both.masked.iter().sum::<f64>() / both.masked.len().max(1) as f64)
         }
     };
     let mut evaluator = Evaluator::new().with_cost();

@@ -23,11 +23,9 @@ pub struct TaskAccuracies {
     pub masked: Vec<f64>,
 }
 
-/// Accuracy of `model` on each task's test set of `scenario`; `masked` scores each sample
-/// only among its task's classes (task-IL).
-pub fn task_accuracies(model: &Model, scenario: &Scenario, masked: bool) -> Result<Vec<f64>> {
-    let both = evaluate(&Executor::new(model)?, scenario)?;
-    Ok(if masked { both.masked } else { both.plain })
+/// Both accuracies of `model` on each task's test set of `scenario` (one inference pass).
+pub fn task_accuracies(model: &Model, scenario: &Scenario) -> Result<TaskAccuracies> {
+    evaluate(&Executor::new(model)?, scenario)
 }
 
 /// Both accuracies of the executor's model on every task of `scenario`.

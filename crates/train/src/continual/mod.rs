@@ -2,6 +2,7 @@
 //! with a strategy against forgetting, measured by the accuracy matrix after every task.
 //!
 //! - [`buffer`]: the uint8 replay buffer (reservoir or class-balanced).
+//! - [`augment`]: random flips and shifts of replayed images.
 //! - [`objective`]: the loss of one step (cross-entropy, DER++'s stored logits, LwF's
 //!   distillation) and task-IL logit masking.
 //! - [`ewc`]: EWC's diagonal Fisher penalty.
@@ -12,6 +13,7 @@
 //!   the graph-level backward, derived once per task), with a [`TaskHook`] through which
 //!   LoRA adapters and compression during training plug in.
 
+pub mod augment;
 pub mod buffer;
 pub mod eval;
 pub mod ewc;
@@ -30,6 +32,7 @@ use crate::bail;
 use crate::error::{Result, TrainError};
 use crate::optim::{OptimizerConfig, OptimizerKind};
 use crate::progress::Progress;
+use crate::schedule::Schedule;
 
 pub use buffer::{BufferPolicy, ReplayBuffer};
 pub use eval::task_accuracies;
@@ -112,14 +115,20 @@ pub struct ContinualConfig {
     pub batch_size: usize,
     /// Replayed samples per step (DER++ draws this many twice: logits and labels).
     pub replay_batch: usize,
-    /// Learning rate (constant).
+    /// Learning rate: constant, or the peak of `schedule`.
     pub lr: f64,
+    /// The learning rate's course within each task, restarted at every task (the
+    /// reference protocol: [`Schedule::Constant`]).
+    pub schedule: Schedule,
     /// Optimizer (fresh at each task).
     pub optimizer: OptimizerConfig,
     /// ER-ACE's asymmetric cross-entropy (ER and DER++): new samples are scored among
     /// the classes of their batch only, replayed samples among all classes, so that a new
     /// task's samples do not push down the old classes' scores (a class-IL win).
     pub ace: bool,
+    /// ER and DER++: flip every replayed image left to right at random and shift it by
+    /// up to two pixels ([`augment::Augment`]; image samples `[C, H, W]` only).
+    pub replay_augment: bool,
     /// DER++: weight of the stored-logit MSE term.
     pub alpha: f64,
     /// DER++: weight of the replayed-label cross-entropy term.
@@ -149,11 +158,13 @@ impl Default for ContinualConfig {
             batch_size: 10,
             replay_batch: 128,
             lr: 0.1,
+            schedule: Schedule::Constant,
             optimizer: OptimizerConfig {
                 kind: OptimizerKind::Sgd,
                 ..OptimizerConfig::default()
             },
             ace: false,
+            replay_augment: false,
             alpha: 0.3,
             beta: 0.5,
             lwf_alpha: 1.0,

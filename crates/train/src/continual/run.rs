@@ -15,6 +15,7 @@ use whittle_data::Dataset;
 use whittle_exec::{Executor, Value};
 use whittle_ir::Model;
 
+use super::augment::Augment;
 use super::buffer::ReplayBuffer;
 use super::eval::{evaluate, TaskAccuracies};
 use super::ewc::Ewc;
@@ -26,11 +27,18 @@ use crate::error::Result;
 use crate::optim::Optimizer;
 use crate::params::{select_trainable, NamePattern};
 use crate::progress::TrainEvent;
+use crate::schedule::LrSchedule;
 use crate::step::{Backward, PassOptions};
 use crate::trainer::EpochReport;
 
 /// Steps between two progress events.
 const PROGRESS_EVERY: usize = 20;
+
+/// Largest shift of a replayed image by `--replay-augment`, in pixels.
+const AUGMENT_SHIFT: usize = 2;
+
+/// Mixed into the seed of the augmentation's choices (apart from the buffer's).
+const AUGMENT_STREAM: u64 = 0xA6_6E17;
 
 /// The result of one continual-learning run (one seed).
 #[derive(Clone, Debug)]
@@ -114,8 +122,8 @@ pub fn run(
     let initial = evaluate(&Executor::new(model)?, scenario)?;
     let sample_dims = scenario.tasks[0].train.sample_dims().to_vec();
     let row_len = sample_dims.iter().product();
-    let mut buffer = config.strategy.replays().then(|| {
-        let range = value_range(scenario);
+    let range = config.strategy.replays().then(|| value_range(scenario));
+    let mut buffer = range.map(|range| {
         ReplayBuffer::new(
             config.buffer,
             config.buffer_policy,
@@ -124,6 +132,15 @@ pub fn run(
             config.seed,
         )
     });
+    let mut augment = match range {
+        Some((background, _)) if config.replay_augment => Some(Augment::new(
+            &sample_dims,
+            AUGMENT_SHIFT,
+            background,
+            config.seed ^ AUGMENT_STREAM,
+        )?),
+        _ => None,
+    };
     let mut ewc = (config.strategy == Strategy::Ewc).then(|| Ewc::new(config.ewc_lambda));
     let joint;
     let phases: Vec<&Dataset> = if config.strategy == Strategy::Joint {
@@ -170,6 +187,7 @@ pub fn run(
             classes: owners.len(),
             mask_owners: task_il.then_some(owners.as_slice()),
             buffer: buffer.as_mut(),
+            augment: augment.as_mut(),
             teacher: teacher.as_ref(),
             old_classes: Tensor::new(old_classes.as_slice(), &Device::Cpu)?,
             ewc: ewc.as_ref(),
@@ -281,6 +299,7 @@ struct TaskRun<'a> {
     /// Task owners of each class, when scores are task-IL masked.
     mask_owners: Option<&'a [Option<usize>]>,
     buffer: Option<&'a mut ReplayBuffer>,
+    augment: Option<&'a mut Augment>,
     teacher: Option<&'a Executor>,
     old_classes: Tensor,
     ewc: Option<&'a Ewc>,
@@ -309,6 +328,8 @@ impl TaskRun<'_> {
         let backward = Backward::default();
         let mut optimizer = Optimizer::new(c.optimizer.clone())?;
         let batches = data.len().div_ceil(c.batch_size);
+        let schedule = LrSchedule::new(c.lr, batches * c.epochs_per_task, c.schedule.clone())?;
+        let mut task_steps = 0;
         let mut last_loss = f64::NAN;
         for epoch in 0..c.epochs_per_task {
             let mut rng = ChaCha8Rng::seed_from_u64(
@@ -333,6 +354,9 @@ impl TaskRun<'_> {
                 }
                 let fresh = chunk.len();
                 let mut terms = self.replay_terms(fresh, &mut values, &mut labels)?;
+                if let Some(augment) = self.augment.as_deref_mut() {
+                    augment.apply(&mut values[fresh * row_len..]);
+                }
                 let mut dims = vec![labels.len()];
                 dims.extend_from_slice(self.sample_dims);
                 let x = Value::f32(Tensor::from_slice(&values, dims, &Device::Cpu)?)?;
@@ -383,7 +407,8 @@ impl TaskRun<'_> {
                 if let Some(ewc) = self.ewc {
                     ewc.add_gradient(self.exec.params(), &mut grads)?;
                 }
-                optimizer.step(self.exec.params(), &grads, c.lr)?;
+                optimizer.step(self.exec.params(), &grads, schedule.lr(task_steps))?;
+                task_steps += 1;
                 self.steps += 1;
                 self.hook.after_step(self.exec)?;
                 if let Some(buffer) = self.buffer.as_deref_mut() {
