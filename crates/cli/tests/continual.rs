@@ -12,9 +12,11 @@ use support::{assert_clean_error, mnist_spec, scratch, whittle, whittle_json};
 
 const MODEL: &str = "zoo:mlp:hidden=64";
 
-/// Common flags: 2000 training and 500 test samples, 3 tasks of 2 classes, replay of 16.
-fn small(data: &str) -> Vec<String> {
-    [
+/// `whittle continual` on a small Split MNIST (2000 training and 500 test samples, 3
+/// tasks of 2 classes, replay of 16) writing `out`, with `extra` flags.
+fn continual_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "continual",
         "--model",
         MODEL,
         "--data",
@@ -27,9 +29,19 @@ fn small(data: &str) -> Vec<String> {
         "3",
         "--replay-batch",
         "16",
-    ]
-    .map(String::from)
-    .to_vec()
+        "-o",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The JSON of that run with `--json`.
+fn continual_json(out: &str, extra: &[&str]) -> serde_json::Value {
+    let data = mnist_spec();
+    let mut args = continual_args(&data, out, extra);
+    args.push("--json");
+    whittle_json(&args)
 }
 
 #[test]
@@ -37,25 +49,10 @@ fn json_holds_the_r_matrix_its_figures_per_seed_and_the_baselines() {
     let dir = scratch("continual-json");
     let out = dir.join("cl.onnx").display().to_string();
     let html = dir.join("cl.html").display().to_string();
-    let mut args = small(&mnist_spec());
-    args.extend(
-        [
-            "--strategy",
-            "er",
-            "--seeds",
-            "0,1",
-            "-o",
-            &out,
-            "--report",
-            &html,
-            "--json",
-        ]
-        .map(String::from),
+    let json = continual_json(
+        &out,
+        &["--strategy", "er", "--seeds", "0,1", "--report", &html],
     );
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut cmd = vec!["continual"];
-    cmd.extend(refs);
-    let json = whittle_json(&cmd);
     let r = json["r_matrix"].as_array().unwrap();
     assert_eq!(r.len(), 3, "{json}");
     assert_eq!(
@@ -121,9 +118,9 @@ fn json_holds_the_r_matrix_its_figures_per_seed_and_the_baselines() {
 fn lora_and_compression_flags_reach_the_run() {
     let dir = scratch("continual-compress");
     let out = dir.join("cl.onnx").display().to_string();
-    let mut args = small(&mnist_spec());
-    args.extend(
-        [
+    let json = continual_json(
+        &out,
+        &[
             "--no-baselines",
             "--lora-rank",
             "4",
@@ -131,15 +128,8 @@ fn lora_and_compression_flags_reach_the_run() {
             "fp16,int8",
             "--prune",
             "0.5",
-            "-o",
-            &out,
-            "--json",
-        ]
-        .map(String::from),
+        ],
     );
-    let mut cmd = vec!["continual"];
-    cmd.extend(args.iter().map(String::as_str));
-    let json = whittle_json(&cmd);
     // Per task only the adapters (rank 4 on the 784->64 layer) and the head train.
     let trainable = json["seeds"][0]["trainable_parameters"].as_array().unwrap();
     assert_eq!(trainable.len(), 3, "{json}");
@@ -180,26 +170,19 @@ fn compress_during_ends_sparse_int8_and_the_pages_efficiency_table_is_the_jsons(
     let dir = scratch("continual-during");
     let out = dir.join("cl.onnx").display().to_string();
     let html = dir.join("cl.html").display().to_string();
-    let mut args = small(&mnist_spec());
-    args.extend(
-        [
+    let json = continual_json(
+        &out,
+        &[
             "--no-baselines",
             "--quantize",
             "int8",
             "--prune",
             "0.5",
             "--compress-during",
-            "-o",
-            &out,
             "--report",
             &html,
-            "--json",
-        ]
-        .map(String::from),
+        ],
     );
-    let mut cmd = vec!["continual"];
-    cmd.extend(args.iter().map(String::as_str));
-    let json = whittle_json(&cmd);
     let c = json["compressed"].as_object().unwrap();
     let during = &c["during_pruned_int8"];
     let fraction = |m: &serde_json::Value, k: &str| m[k].as_f64().unwrap();
@@ -255,9 +238,7 @@ fn bad_settings_name_the_flag() {
     let out = dir.join("x.onnx").display().to_string();
     let data = mnist_spec();
     let case = |extra: &[&str], needles: &[&str]| {
-        let mut args = vec!["continual", "--model", MODEL, "--data", &data, "-o", &out];
-        args.extend(extra);
-        assert_clean_error(&whittle(&args), needles);
+        assert_clean_error(&whittle(&continual_args(&data, &out, extra)), needles);
     };
     case(
         &["--classes-per-task", "3"],
