@@ -3,10 +3,11 @@
 # MNIST, class-IL, MLP 784-256-256-10, 3 seeds, on the reference protocol (SGD lr 0.1,
 # batches of 10 new + 128 replayed, 1 epoch per task, reservoir of 500) and on whittle's
 # best settings (ER-ACE's asymmetric cross-entropy, --ace; ER with 2 epochs per task;
-# DER++ with alpha 0.1, beta 1.0), beside the PyTorch reference figures of the issue; then
-# the time of one 5-task run with compression after and during training against the same
-# run without compression, in the same script run (load average noted). The Markdown
-# table goes to stdout and OUT_DIR/table.md.
+# DER++ with alpha 0.1, beta 1.0; DER++ on a 784-512-512-10 MLP), beside the PyTorch
+# reference figures of the issue; then the wall and CPU time of one 5-task run with
+# compression after and during training against the same run without compression, and
+# against the compressed run on two executor threads, in the same script run (load
+# average noted). The Markdown table goes to stdout and OUT_DIR/table.md.
 #
 #   bench/continual_goals.sh ASSETS_DIR OUT_DIR [--force]
 #
@@ -32,6 +33,7 @@ RUNS=(
   "fmnist-derpp fashion-mnist --strategy derpp --no-baselines"
   "fmnist-er-ace-e2 fashion-mnist --strategy er --ace --epochs-per-task 2 --no-baselines"
   "fmnist-derpp-ace fashion-mnist --strategy derpp --ace --alpha 0.1 --beta 1.0 --no-baselines"
+  "fmnist-derpp512-ace fashion-mnist --model zoo:mlp:hidden=512-512 --strategy derpp --ace --alpha 0.1 --beta 1.0 --no-baselines"
   "mnist-er mnist --strategy er"
   "mnist-derpp mnist --strategy derpp --no-baselines"
   "mnist-er-ace-e2 mnist --strategy er --ace --epochs-per-task 2 --no-baselines"
@@ -43,26 +45,40 @@ if [[ -z "${TABLE_ONLY:-}" ]]; then
   for run in "${RUNS[@]}"; do
     read -r name data flags <<<"$run"
     [[ " $only " == *" $name "* ]] || continue
+    # A run's own leading --model replaces the default.
+    run_model=$model
+    if [[ $flags == "--model "* ]]; then
+      read -r _ run_model flags <<<"$flags"
+    fi
     # shellcheck disable=SC2086
-    step_stdout "$out/$name.json" "$whittle" continual --model "$model" \
+    step_stdout "$out/$name.json" "$whittle" continual --model "$run_model" \
       --data "$data:$assets/$data" --seeds "$seeds" $flags \
       -o "$out/$name.onnx" --force --json
   done
   if [[ " $only " == *" time "* ]]; then
     # One seed, 5 tasks, ER: plain, then with compression after (int8, 50% pruning,
-    # pruned + int8) and during training, in the same script run.
-    for variant in plain compressed; do
+    # pruned + int8) and during training, on one executor thread (the default) and on
+    # two (the old default: candle's threads spin on each small batch), in the same
+    # script run; wall and CPU time (user + system) of the whole command.
+    for variant in plain compressed compressed-2-threads; do
       extra=()
-      [[ $variant == compressed ]] && extra=(--quantize int8 --prune 0.5 --compress-during)
+      [[ $variant == compressed* ]] && extra=(--quantize int8 --prune 0.5 --compress-during)
+      [[ $variant == *2-threads ]] && extra+=(--threads 2)
       target="$out/time-$variant.json"
       already_done "$target" && continue
-      start=$(date +%s.%N)
-      "$whittle" continual --model "$model" --data "fashion-mnist:$assets/fashion-mnist" \
-        --strategy er --no-baselines --seeds 0 "${extra[@]}" -o "$out/time-$variant.onnx" \
-        --force --json >"$target.part" 2>"$target.log"
-      end=$(date +%s.%N)
-      python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['wall_seconds']=float(sys.argv[2])-float(sys.argv[3]); d['load']=open('/proc/loadavg').read().split()[:3]; json.dump(d,open(sys.argv[1],'w'))" \
-        "$target.part" "$end" "$start"
+      load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+      /usr/bin/time -f '%e %U %S' -o "$target.time" "$whittle" continual --model "$model" \
+        --data "fashion-mnist:$assets/fashion-mnist" --strategy er --no-baselines --seeds 0 \
+        "${extra[@]}" -o "$out/time-$variant.onnx" --force --json >"$target.part" 2>"$target.log"
+      python3 - "$target.part" "$target.time" "$load_before" <<'PY'
+import json, sys
+path, times, load_before = sys.argv[1:]
+wall, user, system = map(float, open(times).read().split()[-3:])
+d = json.load(open(path))
+d.update(wall_seconds=wall, cpu_seconds=user + system, load_before=load_before.split(),
+         load=open("/proc/loadavg").read().split()[:3])
+json.dump(d, open(path, "w"))
+PY
       mv "$target.part" "$target"
     done
   fi
