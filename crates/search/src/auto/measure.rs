@@ -116,7 +116,7 @@ impl Meter {
             key,
             cost,
             accuracy,
-            samples: meter.full.len(),
+            samples: meter.samples(),
             hard,
             hard_accuracy,
             op_latency: op_latency(&profiled, "baseline"),
