@@ -219,6 +219,8 @@ fn errors_name_the_flag_at_fault() {
         o,
     ]);
     assert_clean_error(&e, &["--data", "/nonexistent"]);
+    let e = whittle(&["nas", "--space", "cnn", "--data", &fashion]);
+    assert_clean_error(&e, &["needs", "-o"]);
     let e = run(&["--space", "lstm"]);
     assert!(String::from_utf8_lossy(&e.stderr).contains("cnn, mobilenet-v3, resnet, vit"));
     assert!(!out.exists());
@@ -236,7 +238,7 @@ fn from_shrinks_a_trained_model_under_a_macs_limit() {
     let t = trained.to_str().unwrap();
     let model = "zoo:cnn:channels=16-32-32";
     whittle_json(&[
-        "train", "--model", model, "--data", &data, "--epochs", "6", "-o", t,
+        "train", "--model", model, "--data", &data, "--epochs", "6", "-o", t, "--json",
     ]);
     let before = whittle_json(&["inspect", t, "--json"]);
     let limit = before["macs"].as_u64().unwrap() * 6 / 10;

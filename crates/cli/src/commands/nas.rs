@@ -61,13 +61,9 @@ pub struct Args {
     /// Seed of the proposals, initial weights and data order: same seed, same result.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Where to write the best model.
-    #[arg(
-        short = 'o',
-        long = "output",
-        value_name = "OUT.onnx",
-        required_unless_present = "job"
-    )]
+    /// Where to write the best model (required; checked by `run`, since `--job` runs
+    /// without it).
+    #[arg(short = 'o', long = "output", value_name = "OUT.onnx")]
     output: Option<PathBuf>,
     /// Write the report (Pareto front with the limits, every candidate, the zoo's models
     /// as reference points) to R.html or R.json.
