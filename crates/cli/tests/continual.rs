@@ -12,34 +12,31 @@ use support::{assert_clean_error, mnist_spec, scratch, whittle, whittle_json};
 
 const MODEL: &str = "zoo:mlp:hidden=64";
 
-/// `whittle continual` on a small Split MNIST (2000 training and 500 test samples, 3
-/// tasks of 2 classes, replay of 16) writing `out`, with `extra` flags.
+/// A small Split MNIST: 2000 training and 500 test samples, 3 tasks of 2 classes, replay
+/// of 16.
+const SMALL: [&str; 8] = [
+    "--train-samples",
+    "2000",
+    "--test-samples",
+    "500",
+    "--tasks",
+    "3",
+    "--replay-batch",
+    "16",
+];
+
+/// `whittle continual` of MODEL on `data` writing `out`, with `extra` flags.
 fn continual_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut args = vec![
-        "continual",
-        "--model",
-        MODEL,
-        "--data",
-        data,
-        "--train-samples",
-        "2000",
-        "--test-samples",
-        "500",
-        "--tasks",
-        "3",
-        "--replay-batch",
-        "16",
-        "-o",
-        out,
-    ];
+    let mut args = vec!["continual", "--model", MODEL, "--data", data, "-o", out];
     args.extend_from_slice(extra);
     args
 }
 
-/// The JSON of that run with `--json`.
+/// The JSON of that run on [`SMALL`] MNIST with `extra` flags.
 fn continual_json(out: &str, extra: &[&str]) -> serde_json::Value {
     let data = mnist_spec();
-    let mut args = continual_args(&data, out, extra);
+    let mut args = continual_args(&data, out, &SMALL);
+    args.extend_from_slice(extra);
     args.push("--json");
     whittle_json(&args)
 }
