@@ -1,10 +1,12 @@
 //! Continual learning on real data (Split MNIST, a small MLP, fixed seeds): the R matrix of
 //! a short ER run is pinned, replay must beat fine-tuning on the old tasks by a wide
-//! margin, task-IL masking must lift old tasks back up, and every strategy runs.
+//! margin, task-IL masking must lift old tasks back up, every strategy runs, and the lr
+//! schedule within each task and the augmentation of replayed images take effect.
 
 use whittle_data::scenario::{Scenario, ScenarioKind};
 use whittle_data::{Dataset, Split};
 use whittle_train::continual::{run, ContinualConfig, ContinualRun, NoHook, Strategy};
+use whittle_train::schedule::Schedule;
 
 /// Training samples (the first of MNIST's, about 300 per class) and test samples.
 const TRAIN: usize = 3000;
@@ -166,6 +168,40 @@ fn every_strategy_runs_and_task_il_masking_helps() {
     );
     assert_eq!(til.task_il_accuracy, Some(til.average_accuracy));
     assert!(til.fwt.is_some());
+}
+
+#[test]
+fn cosine_schedule_and_replay_augmentation_change_the_run_and_still_learn() {
+    let scenario = split_mnist(ScenarioKind::ClassIl);
+    let model = whittle_zoo::build("mlp:hidden=100").unwrap();
+    let go = |config: ContinualConfig| {
+        let config = ContinualConfig {
+            replay_batch: 32,
+            ..config
+        };
+        run(&model, &scenario, &config, &mut NoHook).unwrap()
+    };
+    let plain = go(ContinualConfig::default());
+    let cosine = go(ContinualConfig {
+        schedule: Schedule::WarmupCosine {
+            warmup: 0,
+            min_lr: 0.0,
+        },
+        ..ContinualConfig::default()
+    });
+    let augmented = go(ContinualConfig {
+        replay_augment: true,
+        ..ContinualConfig::default()
+    });
+    for (name, r) in [("cosine", &cosine), ("augmented", &augmented)] {
+        println!("{name} {:?}", percent(&r.r_matrix));
+        assert_ne!(r.r_matrix, plain.r_matrix, "{name} changed nothing");
+        for (t, row) in r.r_matrix.iter().enumerate() {
+            assert!(row[t] > 0.8, "{name}: task {t} not learnt: {row:?}");
+        }
+        let m = r.metrics();
+        assert!(m.average_accuracy > 0.6, "{name}: {m:?}");
+    }
 }
 
 #[test]
