@@ -22,19 +22,15 @@ fn quantize_scales(path: &str) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn lsq_step_sizes_stay_positive_and_keep_the_accuracy_of_ste_qat() {
-    let dir = scratch("qat-lsq");
+/// `whittle qat MODEL -o OUT --json` for one epoch on 2000 MNIST training images, scored on
+/// `test_samples` test images, with learned step sizes when `lsq`.
+fn qat(model: &str, out: &str, test_samples: &str, lsq: bool) -> serde_json::Value {
     let mnist = mnist_spec();
-    let out = |name: &str| dir.join(name).display().to_string();
-    // zoo:cnn from scratch at the default lr (3e-3): the run that failed with a negative
-    // learned scale of 'block1.relu'.
-    let cnn = out("cnn.onnx");
-    let json = whittle_json(&[
+    let mut args = vec![
         "qat",
-        "zoo:cnn",
+        model,
         "-o",
-        &cnn,
+        out,
         "--data",
         &mnist,
         "--epochs",
@@ -42,10 +38,23 @@ fn lsq_step_sizes_stay_positive_and_keep_the_accuracy_of_ste_qat() {
         "--limit",
         "2000",
         "--test-samples",
-        "200",
-        "--lsq",
+        test_samples,
         "--json",
-    ]);
+    ];
+    if lsq {
+        args.push("--lsq");
+    }
+    whittle_json(&args)
+}
+
+#[test]
+fn lsq_step_sizes_stay_positive_and_keep_the_accuracy_of_ste_qat() {
+    let dir = scratch("qat-lsq");
+    let out = |name: &str| dir.join(name).display().to_string();
+    // zoo:cnn from scratch at the default lr (3e-3): the run that failed with a negative
+    // learned scale of 'block1.relu'.
+    let cnn = out("cnn.onnx");
+    let json = qat("zoo:cnn", &cnn, "200", true);
     assert_eq!(json["epochs"].as_array().unwrap().len(), 1, "{json}");
     let scales = quantize_scales(&cnn);
     assert!(scales.len() >= 5, "{scales:?}");
@@ -58,25 +67,9 @@ fn lsq_step_sizes_stay_positive_and_keep_the_accuracy_of_ste_qat() {
     let lenet = asset("models/mnist_lenet5.onnx");
     let accuracy = |lsq: bool| {
         let o = out(if lsq { "lsq.onnx" } else { "ste.onnx" });
-        let mut args = vec![
-            "qat",
-            &lenet,
-            "-o",
-            &o,
-            "--data",
-            &mnist,
-            "--epochs",
-            "1",
-            "--limit",
-            "2000",
-            "--test-samples",
-            "1000",
-            "--json",
-        ];
-        if lsq {
-            args.push("--lsq");
-        }
-        whittle_json(&args)["accuracy_qat"].as_f64().unwrap()
+        qat(&lenet, &o, "1000", lsq)["accuracy_qat"]
+            .as_f64()
+            .unwrap()
     };
     let (ste, lsq) = (accuracy(false), accuracy(true));
     assert!(ste > 0.9, "STE QAT {ste}");
