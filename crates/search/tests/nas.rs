@@ -288,9 +288,10 @@ fn the_proxies_rank_the_warm_start_and_naswot_stays_finite() {
     assert_eq!(trained, best);
     assert!(result.trials.iter().all(|t| t.proxy.is_some()));
 
-    // Ranked by parameter count: the same 16 draws (measurements reused), the 4 with the
-    // most parameters train.
+    // Ranked by parameter count (a work folder of its own, whose journals hold only this
+    // run's training): the same 16 draws, the 4 with the most parameters train.
     s.warm_start = Some(WarmStart::Params);
+    s.work_dir = dir.join("work-params");
     let result = run(&s);
     assert_eq!(result.candidates, 4 * 4);
     let mut by_params: Vec<(u64, &str)> = (result.trials.iter())
