@@ -332,11 +332,10 @@ impl TaskRun<'_> {
         let mut task_steps = 0;
         let mut last_loss = f64::NAN;
         for epoch in 0..c.epochs_per_task {
-            let mut rng = ChaCha8Rng::seed_from_u64(
-                c.seed
-                    ^ ((self.phase * c.epochs_per_task + epoch) as u64 + 1)
-                        .wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
+            let mut rng = ChaCha8Rng::seed_from_u64(whittle_ir::seed::derive(
+                c.seed,
+                (self.phase * c.epochs_per_task + epoch) as u64 + 1,
+            ));
             let mut order: Vec<usize> = (0..data.len()).collect();
             order.shuffle(&mut rng);
             c.progress.send(TrainEvent::EpochStarted {
