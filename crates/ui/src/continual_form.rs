@@ -28,6 +28,13 @@ pub struct ContinualForm {
     /// ER-ACE's asymmetric cross-entropy (replay strategies).
     #[serde(default)]
     pub ace: bool,
+    /// Random flips and 2-pixel shifts of replayed images (replay strategies).
+    #[serde(default)]
+    pub replay_augment: bool,
+    /// The learning rate within each task: `constant`, or `cosine` (down to 0 by the task's
+    /// end).
+    #[serde(default = "default_lr_schedule")]
+    pub lr_schedule: String,
     /// Replay-buffer size (samples).
     #[serde(default = "default_buffer")]
     pub buffer: usize,
@@ -63,6 +70,10 @@ fn default_strategy() -> String {
     "er".into()
 }
 
+fn default_lr_schedule() -> String {
+    "constant".into()
+}
+
 fn default_buffer() -> usize {
     500
 }
@@ -96,6 +107,16 @@ impl ContinualForm {
         }
         fields::samples("train_samples", self.train_samples)?;
         fields::samples("test_samples", self.test_samples)?;
+        let schedule = match self.lr_schedule.as_str() {
+            "constant" => json!({ "kind": "constant" }),
+            "cosine" => json!({ "kind": "warmup-cosine", "warmup": 0, "min_lr": 0.0 }),
+            other => {
+                return Err(bad(
+                    "lr_schedule",
+                    format!("{other}: choose constant or cosine"),
+                ))
+            }
+        };
         let mut step = json!({
             "step": "continual",
             "data": self.data,
@@ -104,7 +125,8 @@ impl ContinualForm {
             "train_samples": self.train_samples,
             "test_samples": self.test_samples,
             "training": { "strategy": self.strategy, "buffer": self.buffer,
-                          "epochs_per_task": self.epochs_per_task, "ace": self.ace },
+                          "epochs_per_task": self.epochs_per_task, "ace": self.ace,
+                          "replay_augment": self.replay_augment, "schedule": schedule },
         });
         match (self.scenario == DOMAIN_IL, self.tasks) {
             (true, None) => {

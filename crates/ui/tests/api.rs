@@ -334,6 +334,10 @@ async fn bad_input_is_a_400_naming_the_field() {
             "compress_during: choose what to compress",
         ),
         (
+            json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "lr_schedule": "steps" } }),
+            "lr_schedule: steps: choose constant or cosine",
+        ),
+        (
             json!({ "continual": { "model": "zoo:mlp", "data": mnist(), "strategy": "magic" } }),
             "magic",
         ),
@@ -667,13 +671,17 @@ async fn a_continual_job_ends_with_its_r_matrix_card_and_heat_map() {
     let token = server.token().to_string();
     let form = json!({ "continual": { "model": "zoo:mlp:hidden=64", "data": mnist(),
         "scenario": "class-il", "tasks": 3, "strategy": "er", "buffer": 200,
-        "epochs_per_task": 1, "seeds": [0], "train_samples": 2000, "test_samples": 500 } });
+        "epochs_per_task": 1, "seeds": [0], "train_samples": 2000, "test_samples": 500,
+        "replay_augment": true, "lr_schedule": "cosine" } });
     let (status, body) = call(&router, &token, Method::POST, "/api/jobs", form).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
     let view = wait_done(&router, &token, &id).await;
     assert_eq!(view.status, Status::Done, "{:?}", view.error);
     assert_eq!(view.recipe["steps"][0]["step"], "continual");
+    let training = &view.recipe["steps"][0]["training"];
+    assert_eq!(training["replay_augment"], true);
+    assert_eq!(training["schedule"]["kind"], "warmup-cosine");
     let details = view.details.expect("the continual report");
     replayed_events(&router, &token, &id, &details).await;
     // The details are the continual step's own report, as the library returned it.
