@@ -319,20 +319,14 @@ fn observe_feed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optimize::util::testing::{model, node, value};
     use whittle_ir::attr::make;
-    use whittle_ir::proto::{GraphProto, ModelProto, NodeProto, OperatorSetIdProto};
-    use whittle_ir::{DataType, TensorData, TensorType};
+    use whittle_ir::TensorData;
 
     /// `y = op(x + b)` over `x: [100, 64]`, with `op` LayerNormalization (epsilon 0.01)
     /// or Relu.
     fn normalized_or_not(op: &str) -> Model {
-        let node = |op: &str, inputs: &[&str], output: &str| NodeProto {
-            op_type: op.into(),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.into()],
-            ..Default::default()
-        };
-        let mut last = node(op, &["s", "gamma", "b"], "y");
+        let mut last = node(op, &["s", "gamma", "b"], &["y"]);
         if op == "LayerNormalization" {
             last.attribute = vec![make::float("epsilon", 0.01)];
         } else {
@@ -343,23 +337,12 @@ mod tests {
                 .unwrap()
                 .to_proto(name)
         };
-        let io = |name: &str| TensorType::known(DataType::Float, &[100, 64]).to_value_info(name);
-        Model::new(ModelProto {
-            ir_version: 8,
-            opset_import: vec![OperatorSetIdProto {
-                domain: String::new(),
-                version: 17,
-            }],
-            graph: Some(GraphProto {
-                name: "rows".into(),
-                node: vec![node("Add", &["x", "b"], "s"), last],
-                input: vec![io("x")],
-                output: vec![io("y")],
-                initializer: vec![vector("b", 0.0), vector("gamma", 1.0)],
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
+        model(
+            vec![node("Add", &["x", "b"], &["s"]), last],
+            vec![value("x", &[100, 64])],
+            vec![value("y", &[100, 64])],
+            vec![vector("b", 0.0), vector("gamma", 1.0)],
+        )
     }
 
     #[test]
