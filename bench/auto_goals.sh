@@ -26,9 +26,7 @@ set -euo pipefail
 here=$(dirname "$0")
 source "$here/common.sh"
 assets="$1"
-out="$2"
-read_force "${3:-}"
-whittle="${WHITTLE:-target/release/whittle}"
+read_run_args "$2" "${3:-}"
 budget="${BUDGET:-20m}"
 grid_budget="${GRID_BUDGET:-90m}"
 runs="${RUNS:-200}"

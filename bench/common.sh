@@ -34,13 +34,16 @@ publish() { # NAME TABLE
   fi
 }
 
-# The rerunnable scripts' optional third argument: nothing or --force (sets `force`, which
-# `step` and `step_stdout` read).
-read_force() { # ARG
-  force="$1"
+# The rerunnable scripts' arguments after their input: OUT [--force]. Sets `out`, `force`
+# (nothing or --force; `step` and `step_stdout` read it) and `whittle` (env WHITTLE, default
+# target/release/whittle).
+read_run_args() { # OUT [--force]
+  out="$1"
+  force="${2:-}"
   if [[ -n "$force" && "$force" != --force ]]; then
     echo "error: third argument '$force': expected --force" >&2 && exit 2
   fi
+  whittle="${WHITTLE:-target/release/whittle}"
 }
 
 # Succeeds (saying so) when OUTPUT exists and there is no --force: its step is done.

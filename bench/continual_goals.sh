@@ -20,9 +20,7 @@ set -euo pipefail
 here=$(dirname "$0")
 source "$here/common.sh"
 assets="$1"
-out="$2"
-read_force "${3:-}"
-whittle="${WHITTLE:-target/release/whittle}"
+read_run_args "$2" "${3:-}"
 seeds="${SEEDS:-0,1,2}"
 mkdir -p "$out"
 model=zoo:mlp:hidden=256-256

@@ -26,9 +26,7 @@ set -euo pipefail
 here=$(dirname "$0")
 source "$here/common.sh"
 dir="$1"
-out="$2"
-read_force "${3:-}"
-whittle="${WHITTLE:-target/release/whittle}"
+read_run_args "$2" "${3:-}"
 threads="${THREADS:-2}"
 epochs="${EPOCHS:-1}"
 lr="${LR:-0.002}"
