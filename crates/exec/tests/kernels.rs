@@ -939,6 +939,20 @@ fn pool_cases() -> Vec<Pool2dShape> {
             w: 8,
             ..base
         },
+        // Whole 2x2 blocks (their own loops): odd sizes drop the last row and column, and
+        // one large enough for the parallel path under 2 threads.
+        Pool2dShape {
+            h: 11,
+            w: 13,
+            ..base
+        },
+        Pool2dShape {
+            n: 2,
+            c: 16,
+            h: 32,
+            w: 34,
+            ..base
+        },
     ]
 }
 
@@ -989,6 +1003,14 @@ fn pools_match_reference_with_padding_ceil_mode_and_dilation() {
                 );
             }
         });
+    }
+    // Ties go to the first tap in row-major order, on the 2x2 block loops and the tap walk.
+    for s in [pool_cases()[0], pool_cases()[1]] {
+        let x = vec![1.0; s.n * s.c * s.h * s.w];
+        let (mx, idx, _) = pool_ref(&s, &x, false);
+        let (mut y, mut ind) = (vec![0.0; mx.len()], vec![0; mx.len()]);
+        pool::max_pool2d(&s, &x, &mut y, Some(&mut ind)).unwrap();
+        assert_eq!((&y, &ind), (&mx, &idx), "ties {s:?}");
     }
     // ONNX ceil_mode: 13 wide, window 2 stride 2 gives 7 outputs (6 with floor).
     assert_eq!(pool_cases()[1].out_w(), 7);

@@ -174,33 +174,29 @@ pub fn max_pool2d(
     s.check("max_pool2d", x.len(), y.len())?;
     let (ow, plane_in, plane_out) = (s.out_w(), s.h * s.w, s.out_h() * s.out_w());
     let (sw, w) = (s.stride[1], s.w);
+    let blocks = is_plain_2x2(s);
     match indices {
         None => for_planes(y, plane_out, |t, yp| {
             let xp = &x[t * plane_in..(t + 1) * plane_in];
+            if blocks {
+                return dispatch(
+                    #[inline(always)]
+                    || max_2x2(xp, w, ow, yp),
+                );
+            }
             yp.fill(f32::NEG_INFINITY);
             dispatch(
                 #[inline(always)]
-                || {
-                    for_each_tap(s, |r, cols, ih, iw0| {
-                        let xrow = &xp[ih * w..(ih + 1) * w];
-                        let yrow = &mut yp[r * ow..(r + 1) * ow][cols];
-                        if sw == 1 {
-                            for (yv, xv) in yrow.iter_mut().zip(&xrow[iw0..]) {
-                                *yv = yv.max(*xv);
-                            }
-                        } else {
-                            for (q, yv) in yrow.iter_mut().enumerate() {
-                                *yv = yv.max(xrow[iw0 + q * sw]);
-                            }
-                        }
-                    })
-                },
+                || fold_taps(s, xp, yp, |yv, xv| *yv = yv.max(xv)),
             )
         }),
         Some(idx) => {
             check_len("max_pool2d", "indices", y.len(), idx.len())?;
             let run = |t: usize, yp: &mut [f32], ip: &mut [i64]| {
                 let xp = &x[t * plane_in..(t + 1) * plane_in];
+                if blocks {
+                    return arg_max_2x2(xp, w, ow, t * plane_in, yp, ip);
+                }
                 yp.fill(f32::NEG_INFINITY);
                 ip.fill(-1);
                 for_each_tap(s, |r, cols, ih, iw0| {
@@ -236,6 +232,91 @@ pub fn max_pool2d(
         }
     }
     Ok(())
+}
+
+/// Whether every window of `s` is a whole 2x2 block at stride 2 (no padding, dilation or
+/// partial last window): the common CNN pool, which runs on the block loops below (the
+/// tap-outermost walk was 9% of a zoo:cnn training step).
+fn is_plain_2x2(s: &Pool2dShape) -> bool {
+    s.kh == 2
+        && s.kw == 2
+        && s.stride == [2, 2]
+        && s.dilation == [1, 1]
+        && s.pads == [0; 4]
+        && 2 * s.out_h() <= s.h
+        && 2 * s.out_w() <= s.w
+}
+
+/// The two input rows under output row `r` of a 2x2 block pool, cut to `2 * ow` columns.
+#[inline(always)]
+fn block_rows(xp: &[f32], w: usize, ow: usize, r: usize) -> (&[f32], &[f32]) {
+    let top = 2 * r * w;
+    (&xp[top..top + 2 * ow], &xp[top + w..top + w + 2 * ow])
+}
+
+/// [`max_pool2d`] of one plane in 2x2 blocks (the same `max` chain from minus infinity as
+/// the tap walk, so NaN is treated alike).
+#[inline(always)]
+fn max_2x2(xp: &[f32], w: usize, ow: usize, yp: &mut [f32]) {
+    for (r, yrow) in yp.chunks_exact_mut(ow).enumerate() {
+        let (a, b) = block_rows(xp, w, ow, r);
+        for ((yv, a), b) in yrow
+            .iter_mut()
+            .zip(a.chunks_exact(2))
+            .zip(b.chunks_exact(2))
+        {
+            *yv = f32::NEG_INFINITY.max(a[0]).max(a[1]).max(b[0]).max(b[1]);
+        }
+    }
+}
+
+/// [`max_pool2d`] with indices of one plane in 2x2 blocks: the first tap (row-major) holding
+/// the maximum wins, as in the tap walk; `base` is the plane's flat input offset.
+fn arg_max_2x2(xp: &[f32], w: usize, ow: usize, base: usize, yp: &mut [f32], ip: &mut [i64]) {
+    for (r, (yrow, irow)) in yp
+        .chunks_exact_mut(ow)
+        .zip(ip.chunks_exact_mut(ow))
+        .enumerate()
+    {
+        let (a, b) = block_rows(xp, w, ow, r);
+        let row_base = base + 2 * r * w;
+        for (q, (yv, iv)) in yrow.iter_mut().zip(irow.iter_mut()).enumerate() {
+            let taps = [
+                (a[2 * q], 0),
+                (a[2 * q + 1], 1),
+                (b[2 * q], w),
+                (b[2 * q + 1], w + 1),
+            ];
+            let (mut best, mut at) = taps[0];
+            for &(v, k) in &taps[1..] {
+                if v > best {
+                    (best, at) = (v, k);
+                }
+            }
+            *yv = best;
+            *iv = (row_base + 2 * q + at) as i64;
+        }
+    }
+}
+
+/// Folds every input tap of each window into the output of one plane: `f(y, x)` for each
+/// tap inside the input (the shared loop of max and average pooling).
+#[inline(always)]
+fn fold_taps(s: &Pool2dShape, xp: &[f32], yp: &mut [f32], f: impl Fn(&mut f32, f32)) {
+    let (ow, sw, w) = (s.out_w(), s.stride[1], s.w);
+    for_each_tap(s, |r, cols, ih, iw0| {
+        let xrow = &xp[ih * w..(ih + 1) * w];
+        let yrow = &mut yp[r * ow..(r + 1) * ow][cols];
+        if sw == 1 {
+            for (yv, xv) in yrow.iter_mut().zip(&xrow[iw0..]) {
+                f(yv, *xv);
+            }
+        } else {
+            for (q, yv) in yrow.iter_mut().enumerate() {
+                f(yv, xrow[iw0 + q * sw]);
+            }
+        }
+    });
 }
 
 /// MaxPool's input gradient: `dx[indices[o]] += dy[o]` (indices from [`max_pool2d`]).
@@ -299,8 +380,7 @@ pub fn avg_pool2d(
     y: &mut [f32],
 ) -> Result<()> {
     s.check("avg_pool2d", x.len(), y.len())?;
-    let (ow, plane_in, plane_out) = (s.out_w(), s.h * s.w, s.out_h() * s.out_w());
-    let (sw, w) = (s.stride[1], s.w);
+    let (plane_in, plane_out) = (s.h * s.w, s.out_h() * s.out_w());
     let inv = divisors(s, count_include_pad);
     for_planes(y, plane_out, |t, yp| {
         let xp = &x[t * plane_in..(t + 1) * plane_in];
@@ -308,19 +388,7 @@ pub fn avg_pool2d(
         dispatch(
             #[inline(always)]
             || {
-                for_each_tap(s, |r, cols, ih, iw0| {
-                    let xrow = &xp[ih * w..(ih + 1) * w];
-                    let yrow = &mut yp[r * ow..(r + 1) * ow][cols];
-                    if sw == 1 {
-                        for (yv, xv) in yrow.iter_mut().zip(&xrow[iw0..]) {
-                            *yv += *xv;
-                        }
-                    } else {
-                        for (q, yv) in yrow.iter_mut().enumerate() {
-                            *yv += xrow[iw0 + q * sw];
-                        }
-                    }
-                });
+                fold_taps(s, xp, yp, |yv, xv| *yv += xv);
                 for (yv, d) in yp.iter_mut().zip(&inv) {
                     *yv *= d;
                 }
