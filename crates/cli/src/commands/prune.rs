@@ -51,6 +51,9 @@ pub struct Args {
     /// Channel: keep channel counts multiples of K [default: 8].
     #[arg(long)]
     round_to: Option<usize>,
+    /// Channel: also prune the stem's output channels (protected by default).
+    #[arg(long)]
+    prune_stem: bool,
     /// Channel: timed runs of the batch-1 latency before and after (0: not measured)
     /// [default: 30].
     #[arg(long)]
@@ -319,6 +322,7 @@ fn step(args: &Args, target: f64) -> anyhow::Result<PruneStep> {
         global: args.global,
         round_to: args.round_to,
         exclude: args.exclude.clone(),
+        prune_stem: args.prune_stem,
         seed: args.seed,
         schedule,
         power: args.power,
@@ -405,6 +409,7 @@ fn check_applicable(args: &Args) -> anyhow::Result<()> {
             channel,
             "--method channel",
         ),
+        ("--prune-stem", args.prune_stem, channel, "--method channel"),
         (
             "--steps",
             args.steps.is_some(),

@@ -3,9 +3,12 @@
 //! the masks kept; reports the sparsity per layer, sizes (raw and gzip -6) and, for
 //! channels, parameters and MACs before and after.
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use whittle_data::Dataset;
 use whittle_ir::Model;
+use whittle_passes::prune::channel::depgraph::node_name;
 use whittle_passes::prune::channel::{
     default_protected, ChannelConfig, ChannelPruner, ChannelReport, Criterion, GroupReport, Scope,
     SkippedGroup, TaylorData,
@@ -136,6 +139,11 @@ pub struct PruneStep {
     /// Node or weight names to leave dense.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Channel: also prune the stem's output channels (the first Convs, fed by the
+    /// model's inputs, are protected by default: they see the raw input). Their removal
+    /// thins the next layer's input too, where most of a small CNN's time goes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prune_stem: bool,
     /// Seed of the random method and criterion (None: the pipeline's seed).
     #[serde(default)]
     pub seed: Option<u64>,
@@ -259,6 +267,7 @@ impl PruneStep {
             global: false,
             round_to: None,
             exclude: Vec::new(),
+            prune_stem: false,
             seed: None,
             schedule: PruneSchedule::Oneshot,
             power: None,
@@ -297,6 +306,12 @@ impl PruneStep {
     /// Prunes `model` and reports what it did.
     pub fn prune(&self, ctx: &mut Ctx<'_>, model: &Model) -> Result<(Model, PruneOutcome)> {
         let target = self.target()?;
+        if self.prune_stem && self.method != PruneMethod::Channel {
+            return Err(PipelineError::invalid(
+                "prune_stem",
+                "applies to method channel (unstructured methods already prune the stem)",
+            ));
+        }
         let seed = self.seed.unwrap_or(ctx.seed);
         let taylor = self.criterion.as_deref() == Some("taylor");
         let epochs = self.finetune.as_ref().map_or(0, |t| t.epochs);
@@ -419,7 +434,8 @@ impl PruneStep {
         Unstructured::new(method, self.exclude.clone()).context(|| "exclude".into())
     }
 
-    /// The channel pruner: defaults protect the stem and the classifier, `exclude` more.
+    /// The channel pruner: defaults protect the stem (unless `prune_stem`) and the
+    /// classifier, `exclude` more.
     fn channel_pruner(
         &self,
         model: &Model,
@@ -456,6 +472,14 @@ impl PruneStep {
             _ => None,
         };
         let mut protected = default_protected(model);
+        if self.prune_stem {
+            // The defaults are the stem's Convs and the classifier's Gemm or MatMul.
+            let convs: HashSet<String> = (model.graph().node.iter())
+                .filter(|n| n.op_type == "Conv")
+                .map(node_name)
+                .collect();
+            protected.retain(|name| !convs.contains(name));
+        }
         protected.extend(self.exclude.iter().cloned());
         let config = ChannelConfig {
             criterion,
@@ -584,5 +608,85 @@ impl Step for PruneStep {
 
     fn data_specs(&self) -> Vec<&str> {
         self.data.iter().map(String::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use whittle_bench::ort_engine::OrtEngine;
+    use whittle_exec::{Executor, Value};
+    use whittle_ir::TensorData;
+
+    use super::*;
+    use crate::{ModelSource, SilentObserver};
+
+    /// Output channels of the Conv fed by the model's input, and input channels of the
+    /// Conv after it.
+    fn stem_channels(model: &Model) -> (i64, i64) {
+        let graph = model.graph();
+        let dims = |name: &str| {
+            let init = graph.initializer.iter().find(|t| t.name == name);
+            init.map_or_else(Vec::new, |t| t.dims.clone())
+        };
+        let convs: Vec<_> = graph.node.iter().filter(|n| n.op_type == "Conv").collect();
+        (dims(&convs[0].input[1])[0], dims(&convs[1].input[1])[1])
+    }
+
+    fn pruned(prune_stem: bool) -> Result<Model> {
+        let model = ModelSource::parse("zoo:cnn").load()?;
+        let step = PruneStep {
+            sparsity: Some(0.5),
+            prune_stem,
+            ..PruneStep::new(PruneMethod::Channel)
+        };
+        Ok(step.prune(&mut Ctx::new(&SilentObserver), &model)?.0)
+    }
+
+    #[test]
+    fn prune_stem_removes_the_stems_channels_and_ort_agrees() {
+        // By default the stem keeps its 32 output channels.
+        assert_eq!(stem_channels(&pruned(false).unwrap()), (32, 32));
+        let model = pruned(true).unwrap();
+        assert_eq!(stem_channels(&model), (16, 16));
+
+        // The pruned model runs the same in whittle's executor and in ONNX Runtime.
+        let values: Vec<f32> = (0..28 * 28).map(|i| (i as f32 * 0.37).sin()).collect();
+        let image = TensorData::from_slice(vec![1, 1, 28, 28], &values).unwrap();
+        let exec = Executor::new(&model).unwrap();
+        let (input, output) = (
+            exec.inputs()[0].name.clone(),
+            exec.output_names()[0].clone(),
+        );
+        let feed = HashMap::from([(input.clone(), Value::try_from(&image).unwrap())]);
+        let ours: Vec<f32> = exec.run(feed).unwrap()[&output].to_f32_vec().unwrap();
+        let dir = std::env::temp_dir().join(format!("whittle-prune-stem-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pruned.onnx");
+        model.save(&path, &whittle_ir::ExternalData::Never).unwrap();
+        let theirs = OrtEngine::load(&path, 1)
+            .unwrap()
+            .run(&HashMap::from([(input, image)]))
+            .unwrap()[&output]
+            .to_vec::<f32>()
+            .unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(ours.len(), 10);
+        let diff = whittle_ir::numeric::max_abs_diff(ours, theirs);
+        assert!(diff < 1e-4, "executor and ONNX Runtime differ by {diff}");
+    }
+
+    #[test]
+    fn prune_stem_is_refused_for_unstructured_methods() {
+        let model = ModelSource::parse("zoo:cnn").load().unwrap();
+        let step = PruneStep {
+            prune_stem: true,
+            ..PruneStep::new(PruneMethod::Magnitude)
+        };
+        let err = step
+            .prune(&mut Ctx::new(&SilentObserver), &model)
+            .unwrap_err();
+        assert!(err.to_string().contains("prune_stem"), "{err}");
     }
 }
