@@ -93,9 +93,10 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         eval_data: config.eval_data.spec.clone(),
         finetune_epochs: config.finetune_epochs,
         seed: config.seed,
+        prune_stem: config.target == Target::Speed,
     };
     let space = grid();
-    let plan = plan_lines(config, &baseline, space.len());
+    let plan = plan_lines(config, &settings, &baseline, space.len());
     for line in &plan {
         observer.log(Level::Info, line.clone());
     }
@@ -117,7 +118,7 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         }
     }
     let mut journal = Journal::<Trial>::open(work)?;
-    let settings_key = format!(
+    let mut settings_key = format!(
         "{}|{}|{}|{}|{}",
         search.settings.data,
         search.settings.eval_data,
@@ -125,6 +126,9 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         search.settings.seed,
         config.max_accuracy_drop
     );
+    if search.settings.prune_stem {
+        settings_key.push_str("|stem");
+    }
     let slow_limit = (!config.exhaustive && config.target != Target::Size).then_some(SLOW);
     let stop = loop {
         if let Some(why) = search.spent(start) {
@@ -204,7 +208,12 @@ fn trial_key(baseline: &str, candidate: &Candidate, settings: &str) -> String {
 }
 
 /// What is printed before the search starts: the space, the budget, the plan.
-fn plan_lines(config: &AutoConfig, baseline: &Baseline, space: usize) -> Vec<String> {
+fn plan_lines(
+    config: &AutoConfig,
+    settings: &Settings,
+    baseline: &Baseline,
+    space: usize,
+) -> Vec<String> {
     let budget = match (config.budget.time, config.budget.trials) {
         (Some(t), Some(n)) => format!("{:.0} s or {n} trials", t.as_secs_f64()),
         (Some(t), None) => format!("{:.0} s", t.as_secs_f64()),
@@ -225,9 +234,14 @@ fn plan_lines(config: &AutoConfig, baseline: &Baseline, space: usize) -> Vec<Str
             config.threads
         ),
         format!(
-            "search space: {space} candidates ({} prunings x 2 factorizations x {} quantizations, and a fine-tuned variant of each that prunes or factorizes), plus refinements: mixed precision and QAT when INT8 loses too much, finer channel ratios around the best (bisection, up to {CHANNEL_MAX}%)",
+            "search space: {space} candidates ({} prunings x 2 factorizations x {} quantizations, and a fine-tuned variant of each that prunes or factorizes), plus refinements: mixed precision and QAT when INT8 loses too much, finer channel ratios around the best (bisection, up to {CHANNEL_MAX}%){}",
             PRUNES.len(),
-            QUANTS.len()
+            QUANTS.len(),
+            if settings.prune_stem {
+                "; channel pruning removes the stem's output channels too"
+            } else {
+                ""
+            }
         ),
         format!(
             "target {:?}, at most {} points of accuracy lost{}{}; budget {budget}",

@@ -122,6 +122,10 @@ pub struct Settings {
     pub finetune_epochs: usize,
     /// Seed.
     pub seed: u64,
+    /// Channel pruning removes the stem Conv's output channels too (the prune step's
+    /// `prune_stem`): the speed target's, since the stem's channels feed the next Conv,
+    /// which dominates a small CNN's time.
+    pub prune_stem: bool,
 }
 
 #[cfg(test)]
@@ -133,6 +137,7 @@ impl Settings {
             eval_data: "mnist:E".into(),
             finetune_epochs: 2,
             seed: 7,
+            prune_stem: false,
         }
     }
 }
@@ -264,6 +269,7 @@ impl Candidate {
             let mut prune = PruneStep::new(method);
             prune.sparsity = sparsity.map(|p| f64::from(p) / 100.0);
             prune.seed = Some(s.seed);
+            prune.prune_stem = s.prune_stem && method == PruneMethod::Channel;
             if self.tuned {
                 prune.data = Some(s.data.clone());
                 prune.finetune = Some(training.clone());
@@ -423,5 +429,28 @@ mod tests {
         );
         assert_eq!(c.actions().len(), 3);
         assert_eq!(Candidate::IDENTITY.name(), "optimize");
+        assert!(!p.prune_stem);
+    }
+
+    #[test]
+    fn the_stem_is_pruned_only_by_channel_pruning_when_asked() {
+        let stem = Settings {
+            prune_stem: true,
+            ..Settings::example()
+        };
+        let prune_of = |c: Candidate| match c.steps(&stem).swap_remove(1) {
+            StepConfig::Prune(p) => p,
+            other => panic!("{other:?}"),
+        };
+        let channel = Candidate {
+            prune: Prune::Channel { percent: 50 },
+            ..Candidate::IDENTITY
+        };
+        assert!(prune_of(channel).prune_stem);
+        let nm = Candidate {
+            prune: Prune::Nm24,
+            ..Candidate::IDENTITY
+        };
+        assert!(!prune_of(nm).prune_stem);
     }
 }
