@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use whittle_pipeline::step::continual::lr_schedule;
 
 use crate::api::ApiError;
 use crate::fields::{self, bad};
@@ -107,16 +108,8 @@ impl ContinualForm {
         }
         fields::samples("train_samples", self.train_samples)?;
         fields::samples("test_samples", self.test_samples)?;
-        let schedule = match self.lr_schedule.as_str() {
-            "constant" => json!({ "kind": "constant" }),
-            "cosine" => json!({ "kind": "warmup-cosine", "warmup": 0, "min_lr": 0.0 }),
-            other => {
-                return Err(bad(
-                    "lr_schedule",
-                    format!("{other}: choose constant or cosine"),
-                ))
-            }
-        };
+        let schedule = lr_schedule("lr_schedule", &self.lr_schedule)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let mut step = json!({
             "step": "continual",
             "data": self.data,

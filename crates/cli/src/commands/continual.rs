@@ -8,9 +8,9 @@ use serde::Serialize;
 use whittle_pipeline::continual::{run_continual, ContinualReport, ContinualSpec};
 use whittle_pipeline::continual_compress::{CompressConfig, Precision};
 use whittle_pipeline::report::{self, Report};
+use whittle_pipeline::step::continual::{lr_schedule, LR_SCHEDULES};
 use whittle_pipeline::Ctx;
 use whittle_train::continual::{ContinualConfig, NoHook};
-use whittle_train::schedule::Schedule;
 
 use super::output::{check_output, save_model, InputModel};
 use super::train::build_model;
@@ -65,7 +65,7 @@ pub struct Args {
     lr: f64,
     /// The learning rate within each task: constant, or cosine (from --lr down to 0 over
     /// the task's steps, restarted at every task).
-    #[arg(long, default_value = "constant", value_parser = ["constant", "cosine"])]
+    #[arg(long, default_value = "constant", value_parser = LR_SCHEDULES)]
     lr_schedule: String,
     /// ER-ACE's asymmetric cross-entropy (er, derpp): new samples are scored among their
     /// batch's classes only, replayed ones among all classes.
@@ -210,13 +210,7 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
         batch_size: args.batch_size,
         replay_batch: args.replay_batch,
         lr: args.lr,
-        schedule: match args.lr_schedule.as_str() {
-            "cosine" => Schedule::WarmupCosine {
-                warmup: 0,
-                min_lr: 0.0,
-            },
-            _ => Schedule::Constant,
-        },
+        schedule: lr_schedule("--lr-schedule", &args.lr_schedule)?,
         ace: args.ace,
         replay_augment: args.replay_augment,
         alpha: args.alpha,

@@ -7,10 +7,32 @@
 use serde::{Deserialize, Serialize};
 use whittle_ir::Model;
 use whittle_train::continual::NoHook;
+use whittle_train::schedule::Schedule;
 
 use super::{Ctx, Step, StepReport};
 use crate::continual::{run_continual, ContinualSpec};
-use crate::error::Result;
+use crate::error::{PipelineError, Result};
+
+/// The learning-rate schedules a continual run takes by name (the CLI's `--lr-schedule`,
+/// the UI form's `lr_schedule`).
+pub const LR_SCHEDULES: [&str; 2] = ["constant", "cosine"];
+
+/// The schedule within each task that `name` (one of [`LR_SCHEDULES`]) means: `constant`,
+/// or `cosine` from the peak rate down to 0 over the task's steps, without warmup. The
+/// error names `what`, the option or field that gave `name`.
+pub fn lr_schedule(what: &str, name: &str) -> Result<Schedule> {
+    match name {
+        "constant" => Ok(Schedule::Constant),
+        "cosine" => Ok(Schedule::WarmupCosine {
+            warmup: 0,
+            min_lr: 0.0,
+        }),
+        other => Err(PipelineError::invalid(
+            what,
+            format!("{other}: choose {}", LR_SCHEDULES.join(" or ")),
+        )),
+    }
+}
 
 /// Configuration of the `continual` step: the keys of [`ContinualSpec`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
