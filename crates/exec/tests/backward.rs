@@ -610,10 +610,30 @@ fn lenet5_gradients_equal_the_tape() {
     let tape = exec.gradients(&loss).unwrap();
 
     let gb = GraphBackward::new(&exec).unwrap();
-    let rec = gb.forward(&exec, feed, 0, None).unwrap();
-    let graph = gb.backward(&exec, &rec, HashMap::from([(out, r)])).unwrap();
+    let pass = || {
+        let rec = gb.forward(&exec, feed.clone(), 0, None).unwrap();
+        let seeds = HashMap::from([(out.clone(), r.clone())]);
+        gb.backward(&exec, &rec, seeds).unwrap()
+    };
+    let graph = pass();
     assert_eq!(graph.len(), names.len());
     assert_equal_gradients(&tape, &graph, 1e-4);
+    // Later passes at the same shapes take every gradient buffer from the earlier ones
+    // (cleared: the gradients are the first pass's, bit for bit).
+    let fresh = gb.fresh_buffers();
+    assert!(fresh > 0);
+    for _ in 0..2 {
+        let again = pass();
+        assert_eq!(gb.fresh_buffers(), fresh, "a later pass allocated buffers");
+        for (name, g) in &graph {
+            let (a, b) = (g.flatten_all().unwrap(), again[name].flatten_all().unwrap());
+            assert_eq!(
+                a.to_vec1::<f32>().unwrap(),
+                b.to_vec1::<f32>().unwrap(),
+                "{name}"
+            );
+        }
+    }
 }
 
 /// Every gradient of `tape` equals `graph`'s to `tol` relative to its largest element.

@@ -15,6 +15,7 @@
 //! A `GraphBackward` holds no values: derive it once per executor (and set of trainable
 //! parameters) and reuse it for every pass.
 
+mod buffers;
 mod forward;
 mod rules;
 
@@ -54,6 +55,8 @@ pub struct GraphBackward {
     active: HashSet<String>,
     /// Forward values some rule reads.
     saved: HashSet<String>,
+    /// Gradient buffers kept from one pass to the next.
+    buffers: buffers::Buffers,
 }
 
 /// What a training forward keeps for backward.
@@ -125,6 +128,7 @@ impl GraphBackward {
             steps,
             active,
             saved,
+            buffers: Default::default(),
         })
     }
 
@@ -244,7 +248,7 @@ impl GraphBackward {
                     rec.shapes.get(&name)
                 )));
             }
-            accumulate(&mut grads, &name, data);
+            self.accumulate(&mut grads, &name, data);
         }
         let order = exec.run_order();
         for &(pos, rule) in self.steps.iter().rev() {
@@ -261,6 +265,7 @@ impl GraphBackward {
                 rec,
                 dys,
                 wants: node.input.iter().map(|i| self.active.contains(i)).collect(),
+                buffers: &self.buffers,
             };
             let fail = |message: String| ExecError::Node {
                 node: label(node),
@@ -271,13 +276,18 @@ impl GraphBackward {
                 ExecError::Msg(m) => fail(m),
                 other => other,
             })?;
+            // Output gradients the rule did not take are done with.
+            for dy in std::mem::take(&mut ctx.dys).into_iter().flatten() {
+                self.buffers.give(dy);
+            }
             for (i, dx) in dxs.into_iter().enumerate() {
-                let (Some(dx), Some(name)) = (dx, node.input.get(i)) else {
+                let Some(dx) = dx else {
                     continue;
                 };
-                if !ctx.wants[i] {
+                let Some(name) = node.input.get(i).filter(|_| ctx.wants[i]) else {
+                    self.buffers.give(dx);
                     continue;
-                }
+                };
                 let expected: usize = rec.shape(name)?.iter().product();
                 if dx.len() != expected {
                     return Err(fail(format!(
@@ -285,17 +295,38 @@ impl GraphBackward {
                         dx.len()
                     )));
                 }
-                accumulate(&mut grads, name, dx);
+                self.accumulate(&mut grads, name, dx);
             }
         }
         let mut out = HashMap::new();
         for name in exec.params().keys() {
             if let Some(g) = grads.remove(name) {
                 let shape = rec.shape(name)?.to_vec();
-                out.insert(name.clone(), Tensor::from_vec(g, shape, exec.device())?);
+                out.insert(name.clone(), Tensor::from_slice(&g, shape, exec.device())?);
+                self.buffers.give(g);
             }
         }
         Ok(out)
+    }
+
+    /// Gradient buffers allocated so far because none was free: after the first pass at
+    /// given shapes, later passes at the same shapes allocate none.
+    pub fn fresh_buffers(&self) -> usize {
+        self.buffers.fresh()
+    }
+
+    /// Adds `g` into the gradient of `name` (the first contribution is moved in, no copy; a
+    /// later one is recycled once added).
+    fn accumulate(&self, grads: &mut HashMap<String, Vec<f32>>, name: &str, g: Vec<f32>) {
+        match grads.get_mut(name) {
+            Some(sum) => {
+                sum.iter_mut().zip(&g).for_each(|(s, v)| *s += v);
+                self.buffers.give(g);
+            }
+            None => {
+                grads.insert(name.to_string(), g);
+            }
+        }
     }
 }
 
@@ -337,15 +368,5 @@ fn label(node: &NodeProto) -> String {
     match (node.name.is_empty(), node.output.first()) {
         (true, Some(out)) => format!("(unnamed, producing '{out}')"),
         _ => node.name.clone(),
-    }
-}
-
-/// Adds `g` into the gradient of `name` (the first contribution is moved in, no copy).
-fn accumulate(grads: &mut HashMap<String, Vec<f32>>, name: &str, g: Vec<f32>) {
-    match grads.get_mut(name) {
-        Some(sum) => sum.iter_mut().zip(&g).for_each(|(s, v)| *s += v),
-        None => {
-            grads.insert(name.to_string(), g);
-        }
     }
 }

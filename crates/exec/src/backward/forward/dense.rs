@@ -11,7 +11,7 @@ use crate::backward::rules::kern;
 use crate::error::Result;
 use crate::kernels::activation::Activation;
 use crate::kernels::gemm::{self, batched_matmul, matmul_shape, Bias, Epilogue, MatRef};
-use crate::kernels::norm;
+use crate::kernels::{norm, zeros};
 use crate::value::Value;
 
 /// MatMul of operands of rank 2 or more.
@@ -28,7 +28,7 @@ pub(super) fn matmul(
         return Ok(None);
     }
     let out = kern(matmul_shape(sa, sb))?;
-    let mut y = vec![0.0f32; out.iter().product()];
+    let mut y = zeros(out.iter().product());
     kern(a.with_f32(|ad| b.with_f32(|bd| batched_matmul(ad, sa, bd, sb, &mut y)))??)?;
     KernelRun::single(y, out, device)
 }
@@ -70,7 +70,7 @@ pub(super) fn gemm(
         bias: bias.as_deref().map_or(Bias::None, Bias::PerCol),
         activation: Activation::None,
     };
-    let mut y = vec![0.0f32; m * n];
+    let mut y = zeros(m * n);
     let product = |ad: &[f32], bd: &[f32], y: &mut [f32]| {
         let am = MatRef::row_major(ad, sa[0], sa[1])?;
         let bm = MatRef::row_major(bd, sb[0], sb[1])?;
@@ -106,7 +106,7 @@ pub(super) fn layer_norm(
         return Ok(None);
     }
     let eps = node.float_or("epsilon", 1e-5)?;
-    let mut y = vec![0.0f32; x.numel()];
+    let mut y = zeros(x.numel());
     kern(x.with_f32(|xd| norm::layer_norm(xd, cols, &scale, bias.as_deref(), eps, &mut y, None))?)?;
     KernelRun::single(y, xs.to_vec(), device)
 }
@@ -117,7 +117,7 @@ pub(super) fn softmax(node: &NodeProto, x: &Value, device: &Device) -> Result<Op
     if !node.int("axis")?.is_some_and(|a| is_last(a, xs.len())) {
         return Ok(None);
     }
-    let mut y = vec![0.0f32; x.numel()];
+    let mut y = zeros(x.numel());
     kern(x.with_f32(|xd| norm::softmax(xd, xs[xs.len() - 1], &mut y))?)?;
     KernelRun::single(y, xs.to_vec(), device)
 }

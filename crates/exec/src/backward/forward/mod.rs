@@ -20,6 +20,7 @@ use crate::kernels::activation::{unary, Activation, UnaryOp};
 use crate::kernels::conv::conv2d;
 use crate::kernels::norm::{batch_norm_train, BatchMoments, ChannelGeometry};
 use crate::kernels::pool::max_pool2d;
+use crate::kernels::zeros;
 use crate::value::Value;
 
 /// Outputs of a node run on a kernel, MaxPool's arg-max (flat input positions) and
@@ -120,7 +121,7 @@ fn conv(
     }
     let shape = Window::of(node, xs, &ws[2..])?.conv_shape(xs, ws, node)?;
     let out = window_out(xs, shape.c_out, shape.out_h(), shape.out_w());
-    let mut y = vec![0.0f32; out.iter().product()];
+    let mut y = zeros(out.iter().product());
     let bias = inputs.get(2).and_then(Option::as_ref);
     let mut run = |xd: &[f32], wd: &[f32], bd: Option<&[f32]>| {
         conv2d(&shape, xd, wd, bd, Activation::None, &mut y)
@@ -150,7 +151,7 @@ fn max_pool(node: &NodeProto, x: &Value, device: &Device) -> Result<Option<Kerne
     let shape = Window::of(node, xs, &kernel)?.pool_shape(xs, node)?;
     let out = window_out(xs, shape.c, shape.out_h(), shape.out_w());
     let count = out.iter().product();
-    let (mut y, mut argmax) = (vec![0.0f32; count], vec![0i64; count]);
+    let (mut y, mut argmax) = (zeros(count), vec![0i64; count]);
     kern(x.with_f32(|xd| max_pool2d(&shape, xd, &mut y, Some(&mut argmax)))?)?;
     let mut outputs = vec![Value::from_float(Tensor::from_vec(
         y,
@@ -171,7 +172,7 @@ fn max_pool(node: &NodeProto, x: &Value, device: &Device) -> Result<Option<Kerne
 /// Relu on the vectorised, chunk-parallel unary kernel (candle's runs on its own spinning
 /// thread pool, which competes with rayon's workers for the cores).
 fn relu(x: &Value, device: &Device) -> Result<Option<KernelRun>> {
-    let mut y = vec![0.0f32; x.numel()];
+    let mut y = zeros(x.numel());
     kern(x.with_f32(|xd| unary(UnaryOp::Act(Activation::Relu), xd, &mut y))?)?;
     KernelRun::single(y, x.shape().to_vec(), device)
 }
@@ -201,7 +202,7 @@ fn batch_norm(
     }
     let eps = node.float_or("epsilon", 1e-5)?;
     let momentum = node.float_or("momentum", 0.9)?;
-    let mut y = vec![0.0f32; x.numel()];
+    let mut y = zeros(x.numel());
     let m = kern(x.with_f32(|xd| batch_norm_train(g, xd, &gamma, &beta, eps, &mut y))?)?;
     let running = |old: &[f32], new: &[f32]| -> Vec<f32> {
         old.iter()

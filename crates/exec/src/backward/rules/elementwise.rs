@@ -113,15 +113,20 @@ pub(super) fn reduce_to(
 
 /// `f(a, b)` elementwise, in parallel chunks.
 fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0; a.len()];
-    out.par_chunks_mut(CHUNK)
-        .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-        .for_each(|(o, (a, b))| {
-            for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                *o = f(*a, *b);
+    let mut out = a.to_vec();
+    zip_apply(&mut out, b, f);
+    out
+}
+
+/// `a = f(a, b)` elementwise, in place, in parallel chunks.
+fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+    a.par_chunks_mut(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .for_each(|(a, b)| {
+            for (a, b) in a.iter_mut().zip(b) {
+                *a = f(*a, *b);
             }
         });
-    out
 }
 
 /// Add and Sub: the output gradient summed to each operand's shape (negated for Sub's second).
@@ -171,68 +176,101 @@ pub(super) fn mul_div(c: &mut RuleCtx) -> Grads {
     Ok(grads)
 }
 
-/// Relu, Sigmoid, Tanh and Exp, whose derivatives are functions of their output.
+/// Relu, Sigmoid, Tanh and Exp, whose derivatives are functions of their output. The output gradient is taken and overwritten with the input's, read from the kept output
+/// in place (no copy).
 pub(super) fn from_output(c: &mut RuleCtx) -> Grads {
-    let y = c.output(0)?.to_f32_vec()?;
-    let dy = c.dy()?;
-    let dx = match c.node.op_type.as_str() {
-        "Relu" => zip_map(&dy, &y, |d, y| if y > 0.0 { d } else { 0.0 }),
-        "Sigmoid" => zip_map(&dy, &y, |d, y| d * y * (1.0 - y)),
-        "Tanh" => zip_map(&dy, &y, |d, y| d * (1.0 - y * y)),
-        "Exp" => zip_map(&dy, &y, |d, y| d * y),
-        other => bail!("no output-based rule for {other}"),
-    };
+    let y = c.output(0)?;
+    let mut dx = c.take_dy()?;
+    let node = c.node;
+    y.with_f32(|y| {
+        in_place(&mut dx, y, &node.op_type, |dx, y, op| {
+            match op {
+                "Relu" => zip_apply(dx, y, |d, y| if y > 0.0 { d } else { 0.0 }),
+                "Sigmoid" => zip_apply(dx, y, |d, y| d * y * (1.0 - y)),
+                "Tanh" => zip_apply(dx, y, |d, y| d * (1.0 - y * y)),
+                "Exp" => zip_apply(dx, y, |d, y| d * y),
+                other => bail!("no output-based rule for {other}"),
+            }
+            Ok(())
+        })
+    })??;
     Ok(vec![Some(dx)])
 }
 
-/// LeakyRelu, HardSigmoid, HardSwish, Erf and Gelu, whose derivatives read their input.
+/// LeakyRelu, HardSigmoid, HardSwish, Erf and Gelu, whose derivatives read their input; in
+/// place like [`from_output`], reading the kept input.
 pub(super) fn from_input(c: &mut RuleCtx) -> Grads {
-    let x = c.input(0)?.to_f32_vec()?;
-    let dy = c.dy()?;
+    let x = c.input(0)?;
+    let mut dx = c.take_dy()?;
     let node = c.node;
-    let dx = match node.op_type.as_str() {
-        "LeakyRelu" => {
-            let alpha = node.float_or("alpha", 0.01)?;
-            zip_map(&dy, &x, move |d, x| if x < 0.0 { alpha * d } else { d })
-        }
-        "HardSigmoid" => {
-            let alpha = node.float_or("alpha", 0.2)?;
-            let beta = node.float_or("beta", 0.5)?;
-            zip_map(&dy, &x, move |d, x| {
-                let v = alpha * x + beta;
-                if v > 0.0 && v < 1.0 {
-                    alpha * d
-                } else {
-                    0.0
+    x.with_f32(|x| {
+        in_place(&mut dx, x, &node.op_type, |dx, x, op| {
+            match op {
+                "LeakyRelu" => {
+                    let alpha = node.float_or("alpha", 0.01)?;
+                    zip_apply(dx, x, move |d, x| if x < 0.0 { alpha * d } else { d })
                 }
-            })
-        }
-        "HardSwish" => zip_map(&dy, &x, |d, x| {
-            if x >= 3.0 {
-                d
-            } else if x > -3.0 {
-                d * (2.0 * x + 3.0) / 6.0
-            } else {
-                0.0
+                "HardSigmoid" => {
+                    let alpha = node.float_or("alpha", 0.2)?;
+                    let beta = node.float_or("beta", 0.5)?;
+                    zip_apply(dx, x, move |d, x| {
+                        let v = alpha * x + beta;
+                        if v > 0.0 && v < 1.0 {
+                            alpha * d
+                        } else {
+                            0.0
+                        }
+                    })
+                }
+                "HardSwish" => zip_apply(dx, x, |d, x| {
+                    if x >= 3.0 {
+                        d
+                    } else if x > -3.0 {
+                        d * (2.0 * x + 3.0) / 6.0
+                    } else {
+                        0.0
+                    }
+                }),
+                "Erf" => zip_apply(dx, x, |d, x| {
+                    d * std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp()
+                }),
+                "Gelu" if node.string_or("approximate", "none")? == "tanh" => {
+                    zip_apply(dx, x, |d, x| {
+                        let k = (2.0 / std::f32::consts::PI).sqrt();
+                        let t = (k * (x + 0.044_715 * x * x * x)).tanh();
+                        let du = k * (1.0 + 3.0 * 0.044_715 * x * x);
+                        d * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
+                    })
+                }
+                "Gelu" => zip_apply(dx, x, |d, x| {
+                    let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+                    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
+                    d * (cdf + x * pdf)
+                }),
+                other => bail!("no input-based rule for {other}"),
             }
-        }),
-        "Erf" => zip_map(&dy, &x, |d, x| {
-            d * std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp()
-        }),
-        "Gelu" if node.string_or("approximate", "none")? == "tanh" => zip_map(&dy, &x, |d, x| {
-            let k = (2.0 / std::f32::consts::PI).sqrt();
-            let t = (k * (x + 0.044_715 * x * x * x)).tanh();
-            let du = k * (1.0 + 3.0 * 0.044_715 * x * x);
-            d * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
-        }),
-        "Gelu" => zip_map(&dy, &x, |d, x| {
-            let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-            let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
-            d * (cdf + x * pdf)
-        }),
-        other => bail!("no input-based rule for {other}"),
-    };
+            Ok(())
+        })
+    })??;
     Ok(vec![Some(dx)])
+}
+
+/// Runs `f(dx, v, op)` after checking that the kept value `v` has as many elements as the
+/// gradient `dx`.
+fn in_place(
+    dx: &mut [f32],
+    v: &[f32],
+    op: &str,
+    f: impl FnOnce(&mut [f32], &[f32], &str) -> Result<()>,
+) -> Result<()> {
+    if dx.len() != v.len() {
+        bail!(
+            "{op} gradient of {} elements for a value of {}",
+            dx.len(),
+            v.len()
+        );
+    }
+    f(dx, v, op)
 }
 
 #[cfg(test)]

@@ -206,13 +206,13 @@ pub(super) fn conv(c: &mut RuleCtx) -> Grads {
     let dy = c.dy()?;
     let mut grads = vec![None, None, None];
     if c.wants(0) {
-        let mut dx = vec![0.0; x_shape.iter().product()];
+        let mut dx = c.zeros(x_shape.iter().product());
         let w = c.input(1)?;
         kern(w.with_f32(|w| conv2d_backward_input(&shape, &dy, w, &mut dx))?)?;
         grads[0] = Some(dx);
     }
     if c.wants(1) || c.wants(2) {
-        let mut dw = vec![0.0; w_shape.iter().product()];
+        let mut dw = c.zeros(w_shape.iter().product());
         let mut db = vec![0.0; shape.c_out];
         let want_bias = c.wants(2);
         let x = c.input(0)?;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use whittle_ir::proto::NodeProto;
 
+use super::buffers::Buffers;
 use super::Recording;
 use crate::bail;
 use crate::error::Result;
@@ -45,6 +46,8 @@ pub(crate) struct RuleCtx<'a> {
     pub dys: Vec<Option<Vec<f32>>>,
     /// Whether each input needs a gradient.
     pub wants: Vec<bool>,
+    /// Where gradient buffers come from (and go back to after the step).
+    pub buffers: &'a Buffers,
 }
 
 impl RuleCtx<'_> {
@@ -70,8 +73,13 @@ impl RuleCtx<'_> {
     pub fn take_dy(&mut self) -> Result<Vec<f32>> {
         match self.dys.first_mut().and_then(Option::take) {
             Some(g) => Ok(g),
-            None => Ok(vec![0.0; self.out_shape(0)?.iter().product()]),
+            None => Ok(self.zeros(self.out_shape(0)?.iter().product())),
         }
+    }
+
+    /// A gradient buffer of `len` zeros (recycled between passes).
+    pub fn zeros(&self, len: usize) -> Vec<f32> {
+        self.buffers.zeros(len)
     }
 
     /// The shape of input `i`.

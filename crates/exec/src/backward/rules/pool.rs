@@ -46,7 +46,7 @@ pub(super) fn max_pool(c: &mut RuleCtx) -> Grads {
             &recomputed
         }
     };
-    let mut dx = vec![0.0; c.in_shape(0)?.iter().product()];
+    let mut dx = c.zeros(c.in_shape(0)?.iter().product());
     kern(max_pool2d_backward(&s, &c.dy()?, indices, &mut dx))?;
     Ok(vec![Some(dx)])
 }
@@ -55,7 +55,7 @@ pub(super) fn max_pool(c: &mut RuleCtx) -> Grads {
 pub(super) fn average_pool(c: &mut RuleCtx) -> Grads {
     let s = pool_shape(c)?;
     let include_pad = c.node.int_or("count_include_pad", 0)? != 0;
-    let mut dx = vec![0.0; c.in_shape(0)?.iter().product()];
+    let mut dx = c.zeros(c.in_shape(0)?.iter().product());
     kern(avg_pool2d_backward(&s, include_pad, &c.dy()?, &mut dx))?;
     Ok(vec![Some(dx)])
 }
@@ -65,7 +65,7 @@ pub(super) fn global_average_pool(c: &mut RuleCtx) -> Grads {
     let x_shape = c.in_shape(0)?;
     let plane: usize = x_shape.iter().skip(2).product();
     let dy = c.dy()?;
-    let mut dx = vec![0.0; x_shape.iter().product()];
+    let mut dx = c.zeros(x_shape.iter().product());
     if plane > 0 {
         let scale = 1.0 / plane as f32;
         dx.par_chunks_mut(plane)
