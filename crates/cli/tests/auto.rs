@@ -1,7 +1,8 @@
 //! `whittle auto` on LeNet5 with small MNIST splits: the JSON contract, the output model's
 //! accuracy in ONNX Runtime equal to the JSON's, an impossible constraint still writing a
 //! model (`budget_not_met` with its distance), `--max-trials` respected, a run killed with
-//! SIGKILL resuming without repeating finished trials, the target changing the choice.
+//! SIGKILL resuming without repeating finished trials, the target changing the choice,
+//! label-less `feeds:` data searched under a cosine budget.
 
 mod support;
 
@@ -269,6 +270,10 @@ fn bad_options_are_refused_naming_the_flag() {
             vec!["--target", "size", "--max-trials", "0"],
             "--max-trials",
         ),
+        (
+            vec!["--target", "speed", "--min-cosine", "0.9"],
+            "--min-cosine",
+        ),
     ] {
         let mut all: Vec<&str> = base.to_vec();
         all.extend(extra);
@@ -279,4 +284,77 @@ fn bad_options_are_refused_naming_the_flag() {
         assert!(!out.exists());
     }
     let _: PathBuf = out;
+}
+
+/// `feeds:` data without labels: the budget is a minimum cosine of the outputs to the
+/// baseline's, what needs labels is skipped with the reason, and the output keeps that
+/// cosine in ONNX Runtime; options of labelled data are refused.
+#[test]
+fn label_less_feeds_search_under_a_cosine_budget() {
+    let dir = scratch("auto-feeds");
+    small_mnist(&dir);
+    python(
+        &dir,
+        [
+            "-c",
+            "import numpy as np; np.savez('feeds.npz', input=np.load('small.npz')['x_test'][:256])",
+        ],
+    );
+    let feeds = format!("feeds:{}", dir.join("feeds.npz").display());
+    let (out, work) = (dir.join("best.onnx"), dir.join("work"));
+    let extra = [
+        "--target",
+        "size",
+        "--min-cosine",
+        "0.999",
+        "--max-trials",
+        "6",
+    ];
+    let j = auto(&args(&feeds, &out, &work, &extra));
+    assert_eq!(j["status"], "ok", "{j}");
+    let baseline = j["baseline"]["accuracy"].as_f64().unwrap();
+    assert!((baseline - 1.0).abs() < 1e-6, "baseline cosine {baseline}");
+    let best = j["best"]["accuracy"].as_f64().unwrap();
+    assert!((0.999..=1.0 + 1e-6).contains(&best), "best cosine {best}");
+    assert!(
+        j["best"]["size_bytes"].as_u64().unwrap() < j["baseline"]["size_bytes"].as_u64().unwrap()
+    );
+    let history = j["history"].as_array().unwrap();
+    assert!(history
+        .iter()
+        .all(|h| !h["name"].as_str().unwrap().contains("tune")));
+    let skipped = j["skipped"].as_array().unwrap();
+    let labels = skipped
+        .iter()
+        .filter(|s| s["reason"].as_str().unwrap().contains("need labels"))
+        .count();
+    // Every tuned point of the grid: 35.
+    assert!(labels >= 35, "{labels} skipped for labels: {skipped:?}");
+    // The output's cosine to the baseline's outputs in ONNX Runtime.
+    let code = format!(
+        "import numpy as np, onnxruntime as ort\n\
+         x = np.load('feeds.npz')['input']\n\
+         run = lambda p: ort.InferenceSession(p, providers=['CPUExecutionProvider']).run(None, {{'input': x}})[0].ravel().astype(np.float64)\n\
+         a, b = run('{}'), run('{}')\n\
+         print(a @ b / np.linalg.norm(a) / np.linalg.norm(b))\n",
+        asset("models/mnist_lenet5.onnx"),
+        out.display()
+    );
+    let ort: f64 = python(&dir, ["-c", &code]).trim().parse().unwrap();
+    assert!((ort - best).abs() < 1e-3, "ORT cosine {ort}, JSON {best}");
+
+    let refused = |extra: &[&str], needle: &str| {
+        let mut all = args(&feeds, &dir.join("no.onnx"), &dir.join("w2"), extra);
+        all.extend(["--target".into(), "size".into()]);
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        let o = whittle(&refs);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{needle} not in {err}"
+        );
+    };
+    refused(&["--max-accuracy-drop", "1"], "--min-cosine");
+    let labelled = format!("mnist:{}", asset("mnist"));
+    refused(&["--eval-data", &labelled], "--data/--eval-data");
 }

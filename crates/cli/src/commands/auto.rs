@@ -20,23 +20,25 @@ use crate::report::print_json;
 pub struct Args {
     /// The model: an ONNX file or zoo:NAME.
     model: String,
-    /// Labelled data (a dataset SPEC): its train split calibrates and fine-tunes.
+    /// Labelled data (a dataset SPEC): its train split calibrates and fine-tunes. Or
+    /// feeds:FILE.npz without labels: it calibrates and measures the outputs' cosine to
+    /// the baseline's (see --min-cosine); fine-tuning, QAT and mixed precision are skipped.
     #[arg(long, value_name = "SPEC")]
     data: String,
-    /// Labelled data whose test split measures accuracy [default: --data].
+    /// Data whose test split measures accuracy [default: --data]; feeds:FILE.npz when
+    /// --data is.
     #[arg(long, value_name = "SPEC")]
     eval_data: Option<String>,
     /// What to optimize within the constraints: speed | size | accuracy | balanced.
     #[arg(long)]
     target: Target,
-    /// Largest top-1 accuracy drop allowed, in percentage points.
-    #[arg(
-        long,
-        value_name = "PCT",
-        default_value_t = 1.0,
-        allow_negative_numbers = true
-    )]
-    max_accuracy_drop: f64,
+    /// Largest top-1 accuracy drop allowed, in percentage points [default: 1].
+    #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
+    max_accuracy_drop: Option<f64>,
+    /// With feeds:FILE.npz data: the smallest cosine similarity of the outputs to the
+    /// baseline's, over every feed [default: 0.99].
+    #[arg(long, value_name = "C", allow_negative_numbers = true)]
+    min_cosine: Option<f64>,
     /// Largest ONNX Runtime latency at batch 1, milliseconds.
     #[arg(long, value_name = "X")]
     max_latency_ms: Option<f64>,
@@ -115,12 +117,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(spec) => DataSource::new(spec.as_str()).with_role("--eval-data"),
         None => data.clone(),
     };
+    let labelled = data.is_labelled();
+    let max_accuracy_drop = accuracy_budget(labelled, args.max_accuracy_drop, args.min_cosine)?;
     let config = AutoConfig {
         model: source,
         data,
         eval_data,
         target: args.target,
-        max_accuracy_drop: args.max_accuracy_drop,
+        max_accuracy_drop,
         max_latency_ms: args.max_latency_ms,
         max_size_bytes,
         budget: Budget {
@@ -146,9 +150,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return print_json(&summary);
     }
     let b = &summary.baseline;
+    let measure = |a: Option<f64>| match labelled {
+        true => format!("top-1 {:.2}%", 100.0 * a.unwrap_or(f64::NAN)),
+        false => format!("cosine {:.5}", a.unwrap_or(f64::NAN)),
+    };
     println!(
-        "baseline: top-1 {:.2}%, {} bytes, {:.3} ms",
-        100.0 * b.accuracy.unwrap_or(f64::NAN),
+        "baseline: {}, {} bytes, {:.3} ms",
+        measure(b.accuracy),
         b.size_bytes,
         b.latency_ms
     );
@@ -156,11 +164,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Some(best) => {
             let f = &best.figures;
             println!(
-                "best (trial {} of {}): {}: top-1 {:.2}%, {} bytes ({:.2}x smaller), {:.3} ms ({:.2}x faster)",
+                "best (trial {} of {}): {}: {}, {} bytes ({:.2}x smaller), {:.3} ms ({:.2}x faster)",
                 best.trial,
                 summary.trials,
                 best.name,
-                100.0 * f.accuracy.unwrap_or(f64::NAN),
+                measure(f.accuracy),
                 f.size_bytes,
                 b.size_bytes as f64 / f.size_bytes as f64,
                 f.latency_ms,
@@ -185,4 +193,30 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+/// The search's budget in points: `--max-accuracy-drop` for labelled data; for feeds,
+/// `--min-cosine` C as 100 (1 - C) points of cosine x 100. Refuses the option that does
+/// not apply to the data.
+fn accuracy_budget(
+    labelled: bool,
+    max_drop: Option<f64>,
+    min_cosine: Option<f64>,
+) -> anyhow::Result<f64> {
+    match (labelled, max_drop, min_cosine) {
+        (true, _, Some(_)) => anyhow::bail!(
+            "--min-cosine applies to feeds:FILE.npz data (labelled data: --max-accuracy-drop)"
+        ),
+        (true, drop, None) => Ok(drop.unwrap_or(1.0)),
+        (false, Some(_), _) => anyhow::bail!(
+            "--max-accuracy-drop needs labelled data; feeds:FILE.npz has none: give --min-cosine"
+        ),
+        (false, None, cosine) => {
+            let c = cosine.unwrap_or(0.99);
+            if !(c.is_finite() && 0.0 < c && c <= 1.0) {
+                anyhow::bail!("--min-cosine must be in (0, 1], got {c}");
+            }
+            Ok(100.0 * (1.0 - c))
+        }
+    }
 }

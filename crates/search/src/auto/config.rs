@@ -68,13 +68,18 @@ pub const DEFAULT_TIME: Duration = Duration::from_secs(20 * 60);
 pub struct AutoConfig {
     /// The model to compress.
     pub model: ModelSource,
-    /// Labelled data: its train split calibrates and fine-tunes.
+    /// Labelled data: its train split calibrates and fine-tunes. A `feeds:FILE.npz`
+    /// archive has no labels: it only calibrates, and the search skips what needs labels
+    /// (fine-tuning, QAT, mixed precision).
     pub data: DataSource,
-    /// Labelled data whose test split measures accuracy (default: `data`).
+    /// Data whose test split measures accuracy (default: `data`); label-less feeds when
+    /// `data` is: the "accuracy" is then the cosine similarity of the outputs to the
+    /// baseline's (1 for the baseline).
     pub eval_data: DataSource,
     /// What to optimize.
     pub target: Target,
-    /// Largest top-1 accuracy drop allowed, in percentage points.
+    /// Largest top-1 accuracy drop allowed, in percentage points (label-less feeds: of
+    /// cosine x 100, so a minimum cosine C is `100 (1 - C)`).
     pub max_accuracy_drop: f64,
     /// Largest ONNX Runtime latency at batch 1, milliseconds.
     pub max_latency_ms: Option<f64>,
@@ -129,10 +134,10 @@ impl AutoConfig {
         if self.threads == 0 {
             return refuse("--threads", "must be at least 1".into());
         }
-        if !self.data.is_labelled() || !self.eval_data.is_labelled() {
+        if self.data.is_labelled() != self.eval_data.is_labelled() {
             return refuse(
                 "--data/--eval-data",
-                "auto needs labelled data (a dataset SPEC); feeds:FILE.npz has no labels".into(),
+                "give two labelled dataset SPECs or two feeds:FILE.npz archives (without labels the outputs' cosine to the baseline's is the accuracy)".into(),
             );
         }
         Ok(())

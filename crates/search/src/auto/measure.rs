@@ -1,7 +1,10 @@
 //! Measuring for the search: the baseline once (accuracy on the full test split, the
 //! hardest samples, ONNX Runtime latency, size, MACs, the per-node profile) and each
 //! candidate model (cost and latency, then accuracy on the hard subset, then on the full
-//! test split), all through the pipeline's one [`Evaluator`].
+//! test split), all through the pipeline's one [`Evaluator`]. Label-less data
+//! (`feeds:FILE.npz`) has no accuracy: its "accuracy" is the cosine similarity of the
+//! candidate's outputs to the baseline's on every feed (the baseline's is 1), with no hard
+//! subset.
 
 use serde::{Deserialize, Serialize};
 use whittle_bench::profile::{profile, ProfileOptions};
@@ -10,7 +13,7 @@ use whittle_exec::{model_inputs, Executor, Value};
 use whittle_ir::{GraphEdit, Model};
 use whittle_pipeline::error::Context;
 use whittle_pipeline::eval::accuracy::scores_2d;
-use whittle_pipeline::eval::{Evaluator, LatencyPlan};
+use whittle_pipeline::eval::{Evaluator, LatencyPlan, Reference};
 use whittle_pipeline::report::measure::op_latency;
 use whittle_pipeline::report::OpLatency;
 use whittle_pipeline::{feed, Ctx, DataSource, Result};
@@ -27,6 +30,16 @@ const WARMUP: usize = 5;
 const HARD_SHARE: f64 = 0.1;
 /// ...but at least this many (or all, when fewer).
 const HARD_MIN: usize = 200;
+/// Samples of a `feeds:` archive measured at most.
+const MAX_FEED_SAMPLES: usize = 2048;
+
+/// The test data of a search.
+pub enum TestSet {
+    /// Labelled samples: accuracy is top-1.
+    Labelled(Dataset),
+    /// Feeds without labels: accuracy is the cosine similarity to the baseline's outputs.
+    Feeds(Vec<whittle_pipeline::Feed>),
+}
 
 /// Size, cost and latency of a model.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -48,7 +61,8 @@ pub struct Baseline {
     pub key: String,
     /// Its cost.
     pub cost: Cost,
-    /// Top-1 accuracy on the full test split, 0..1.
+    /// Top-1 accuracy on the full test split, 0..1 (label-less feeds: the cosine to its
+    /// own outputs, 1).
     pub accuracy: f64,
     /// Test samples.
     pub samples: usize,
@@ -81,16 +95,22 @@ impl whittle_pipeline::journal::Record for Baseline {
 /// Measures models on one test set and its hard subset.
 pub struct Meter {
     full: Evaluator,
-    hard: Evaluator,
+    /// None for label-less feeds: the subset is the whole set.
+    hard: Option<Evaluator>,
     samples: usize,
     hard_len: usize,
     threads: usize,
 }
 
 impl Meter {
-    /// Loads the test split of `data` for `model`.
-    pub fn load(data: &DataSource, model: &Model) -> Result<Dataset> {
-        data.load(&model_inputs(model), Split::Test, None)
+    /// Loads the test split of `data` for `model` (a `feeds:` archive: its feeds).
+    pub fn load(data: &DataSource, model: &Model) -> Result<TestSet> {
+        let inputs = model_inputs(model);
+        Ok(if data.is_labelled() {
+            TestSet::Labelled(data.load(&inputs, Split::Test, None)?)
+        } else {
+            TestSet::Feeds(data.feeds(&inputs, Split::Test, MAX_FEED_SAMPLES)?)
+        })
     }
 
     /// The baseline's measurements of `model` (keyed `key`) on `test`, and the meter of
@@ -99,11 +119,14 @@ impl Meter {
         ctx: &Ctx<'_>,
         key: String,
         model: &Model,
-        test: Dataset,
+        test: TestSet,
         threads: usize,
     ) -> Result<(Baseline, Meter)> {
-        let hard = hardest(model, &test)?;
-        let meter = Meter::new(test, &hard, threads)?;
+        let hard = match &test {
+            TestSet::Labelled(data) => hardest(model, data)?,
+            TestSet::Feeds(_) => Vec::new(),
+        };
+        let meter = Meter::new(ctx, model, test, &hard, threads)?;
         let cost = meter.cost(ctx, model)?;
         let start = std::time::Instant::now();
         let accuracy = meter.accuracy(ctx, model, false)?;
@@ -126,18 +149,40 @@ impl Meter {
         Ok((baseline, meter))
     }
 
-    /// The meter of `test` with the hard subset `hard` (row indices).
-    pub fn new(test: Dataset, hard: &[usize], threads: usize) -> Result<Meter> {
-        let subset = test
-            .subset(hard)
-            .context(|| "the hard test samples".into())?;
+    /// The meter of `test` with the hard subset `hard` (row indices; label-less feeds
+    /// have none and are compared to the outputs of `baseline`).
+    pub fn new(
+        ctx: &Ctx<'_>,
+        baseline: &Model,
+        test: TestSet,
+        hard: &[usize],
+        threads: usize,
+    ) -> Result<Meter> {
         // Each set is held once, by its evaluator (no copy per evaluation).
-        Ok(Meter {
-            samples: test.len(),
-            hard_len: subset.len(),
-            full: Evaluator::new().with_labelled(test, BATCH),
-            hard: Evaluator::new().with_labelled(subset, BATCH),
-            threads,
+        Ok(match test {
+            TestSet::Labelled(test) => {
+                let subset = test
+                    .subset(hard)
+                    .context(|| "the hard test samples".into())?;
+                Meter {
+                    samples: test.len(),
+                    hard_len: subset.len(),
+                    full: Evaluator::new().with_labelled(test, BATCH),
+                    hard: Some(Evaluator::new().with_labelled(subset, BATCH)),
+                    threads,
+                }
+            }
+            TestSet::Feeds(feeds) => {
+                let samples = feeds.iter().map(feed::samples).sum();
+                let reference = Reference::new(ctx, baseline, feeds)?;
+                Meter {
+                    samples,
+                    hard_len: samples,
+                    full: Evaluator::new().with_reference(reference),
+                    hard: None,
+                    threads,
+                }
+            }
         })
     }
 
@@ -172,11 +217,15 @@ impl Meter {
         })
     }
 
-    /// Top-1 accuracy on the hard subset or the full test set.
+    /// Top-1 accuracy (label-less feeds: the cosine to the baseline's outputs) on the hard
+    /// subset or the full test set.
     pub fn accuracy(&self, ctx: &Ctx<'_>, model: &Model, hard: bool) -> Result<f64> {
-        let evaluator = if hard { &self.hard } else { &self.full };
+        let evaluator = match &self.hard {
+            Some(subset) if hard => subset,
+            _ => &self.full,
+        };
         let m = evaluator.evaluate(ctx, model)?;
-        Ok(m.top1.unwrap_or(f64::NAN))
+        Ok(m.top1.or(m.cosine).unwrap_or(f64::NAN))
     }
 }
 

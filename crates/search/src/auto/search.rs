@@ -77,7 +77,7 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
     let (baseline, meter) = match baselines.find(&hash) {
         Some(b) => {
             observer.log(Level::Info, "baseline: measured before");
-            let meter = Meter::new(test, &b.hard, config.threads)?;
+            let meter = Meter::new(&ctx, &model, test, &b.hard, config.threads)?;
             (b.clone(), meter)
         }
         None => {
@@ -116,6 +116,15 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
             observer.log(Level::Info, format!("not tried: {}: {why}", action.name()));
             search.predictor.exclude(action, why);
         }
+    }
+    if !config.data.is_labelled() {
+        observer.log(
+            Level::Info,
+            format!(
+                "not tried: fine-tuning, QAT and mixed precision: {} has no labels; accuracy is the outputs' cosine to the baseline's",
+                config.data.spec
+            ),
+        );
     }
     let mut journal = Journal::<Trial>::open(work)?;
     let mut settings_key = format!(
@@ -224,10 +233,29 @@ fn plan_lines(
         .map(|o| format!("{} {:.0}%", o.op_type, 100.0 * o.share))
         .collect::<Vec<_>>()
         .join(", ");
+    let labelled = config.data.is_labelled();
+    let (measure, drop, subset) = if labelled {
+        (
+            format!("top-1 {:.2}%", 100.0 * baseline.accuracy),
+            format!(
+                "at most {} points of accuracy lost",
+                config.max_accuracy_drop
+            ),
+            format!("accuracy on the {} hardest samples", baseline.hard.len()),
+        )
+    } else {
+        (
+            "outputs compared by cosine".to_string(),
+            format!(
+                "a cosine of the outputs to the baseline's of at least {:.5}",
+                1.0 - config.max_accuracy_drop / 100.0
+            ),
+            "cosine on every feed".to_string(),
+        )
+    };
     let mut lines = vec![
         format!(
-            "baseline: top-1 {:.2}% on {} samples, {} bytes, {:.3} ms in ONNX Runtime ({} thread(s)); time by operator: {top}",
-            100.0 * baseline.accuracy,
+            "baseline: {measure} on {} samples, {} bytes, {:.3} ms in ONNX Runtime ({} thread(s)); time by operator: {top}",
             baseline.samples,
             baseline.cost.size_bytes,
             baseline.cost.latency_ms,
@@ -244,9 +272,8 @@ fn plan_lines(
             }
         ),
         format!(
-            "target {:?}, at most {} points of accuracy lost{}{}; budget {budget}",
+            "target {:?}, {drop}{}{}; budget {budget}",
             config.target,
-            config.max_accuracy_drop,
             config.max_latency_ms.map_or(String::new(), |ms| format!(", at most {ms} ms")),
             config.max_size_bytes.map_or(String::new(), |b| format!(", at most {b} bytes")),
         ),
@@ -255,8 +282,7 @@ fn plan_lines(
         "plan: every point of the grid in order, each measured in full".into()
     } else {
         format!(
-            "plan: the graph optimization, then each action alone (latency and size in ONNX Runtime, accuracy on the {} hardest samples), then candidates by predicted gain per cost, refitting after each; fine-tuning and QAT only for candidates on the predicted Pareto front; mixed precision or QAT when INT8 loses too much; no trial started that is estimated to overrun the time budget",
-            baseline.hard.len()
+            "plan: the graph optimization, then each action alone (latency and size in ONNX Runtime, {subset}), then candidates by predicted gain per cost, refitting after each; fine-tuning and QAT only for candidates on the predicted Pareto front; mixed precision or QAT when INT8 loses too much; no trial started that is estimated to overrun the time budget"
         )
     });
     lines
@@ -333,6 +359,18 @@ impl<'a> Search<'a> {
     ) -> Option<(Candidate, Option<super::predict::Prediction>)> {
         self.too_long.clear();
         let untried = |s: &Self, c: &Candidate| !s.tried.contains(c);
+        let unlabelled: Vec<Candidate> = (space.iter().copied())
+            .chain(self.quant_refinements())
+            .chain(self.channel_refinements())
+            .filter(|c| untried(self, c) && c.needs_labels() && !self.config.data.is_labelled())
+            .collect();
+        for c in unlabelled {
+            let why = format!(
+                "fine-tuning, QAT and mixed precision need labels; {} has none",
+                self.config.data.spec
+            );
+            self.skip(c, why);
+        }
         if self.config.exhaustive {
             let grid: Vec<Candidate> = space.iter().filter(|c| untried(self, c)).copied().collect();
             return grid

@@ -1,6 +1,9 @@
 //! The search space: candidate actions and their compositions, always in the order
-//! graph optimization -> prune (fine-tuned or distilled from the original) -> low-rank
-//! factorization (fine-tuned) -> quantization. A [`Candidate`] becomes the pipeline's step
+//! prune (fine-tuned or distilled from the original) -> low-rank factorization
+//! (fine-tuned) -> graph optimization -> quantization. Pruning and fine-tuning see the
+//! model before the optimization folds its batch norms into the convs: zoo:cnn on
+//! Fashion-MNIST pruned 50% (stem included) and fine-tuned 3 epochs kept 89.36% with its
+//! batch norms against 88.35% folded. A [`Candidate`] becomes the pipeline's step
 //! configurations ([`Candidate::steps`]), so its models are cached by content key.
 
 use serde::{Deserialize, Serialize};
@@ -162,6 +165,12 @@ impl Candidate {
         self.tuned || self.quant == Quant::Qat
     }
 
+    /// Whether it needs labelled data: fine-tuning, QAT and mixed precision (which ranks
+    /// layers by top-1 accuracy) do.
+    pub fn needs_labels(&self) -> bool {
+        self.trains() || self.mixed.is_some()
+    }
+
     /// The same candidate fine-tuned.
     pub fn tuned(self) -> Candidate {
         Candidate {
@@ -252,7 +261,7 @@ impl Candidate {
 
     /// The pipeline steps of the candidate.
     pub fn steps(&self, s: &Settings) -> Vec<StepConfig> {
-        let mut steps = vec![StepConfig::Optimize(Optimize::default())];
+        let mut steps = Vec::new();
         let training = Training {
             epochs: self.finetune_epochs(s.finetune_epochs),
             lr: FINETUNE_LR,
@@ -292,6 +301,7 @@ impl Candidate {
                 steps.push(StepConfig::Train(train));
             }
         }
+        steps.push(StepConfig::Optimize(Optimize::default()));
         let quiet = Checks {
             verify_samples: 0,
             no_latency: true,
@@ -394,7 +404,7 @@ mod tests {
     }
 
     #[test]
-    fn steps_run_prune_then_factorize_then_quantize() {
+    fn steps_run_prune_then_factorize_then_optimize_then_quantize() {
         let c = Candidate {
             prune: Prune::Channel { percent: 50 },
             factorize: true,
@@ -404,10 +414,10 @@ mod tests {
         };
         assert_eq!(
             kinds(&c),
-            ["optimize", "prune", "factorize", "train", "quantize"]
+            ["prune", "factorize", "train", "optimize", "quantize"]
         );
         let steps = c.steps(&Settings::example());
-        let StepConfig::Prune(p) = &steps[1] else {
+        let StepConfig::Prune(p) = &steps[0] else {
             panic!("{steps:?}")
         };
         assert_eq!(p.sparsity, Some(0.5));
@@ -425,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             kinds(&c.untuned()),
-            ["optimize", "prune", "factorize", "quantize"]
+            ["prune", "factorize", "optimize", "quantize"]
         );
         assert_eq!(c.actions().len(), 3);
         assert_eq!(Candidate::IDENTITY.name(), "optimize");
@@ -438,7 +448,7 @@ mod tests {
             prune_stem: true,
             ..Settings::example()
         };
-        let prune_of = |c: Candidate| match c.steps(&stem).swap_remove(1) {
+        let prune_of = |c: Candidate| match c.steps(&stem).swap_remove(0) {
             StepConfig::Prune(p) => p,
             other => panic!("{other:?}"),
         };

@@ -228,27 +228,30 @@ mod tests {
             quant: Quant::Int8Static,
             ..tuned
         };
-        // optimize + tuned prune (2 epochs, x3 at 50%) + quantize: 1 + 25 x 6 + 1
+        // tuned prune (2 epochs, x3 at 50%) + optimize + quantize: 25 x 6 + 1 + 1
         // evaluations, and 2 to measure a static INT8 model.
         let prior = t.estimate(&int8.steps(&Settings::example()));
         assert!((prior - (OVERHEAD_S + 4.0 * (1.0 + 150.0 + 1.0 + 2.0))).abs() < 1e-9);
-        // The optimize step measured at 1 s, the tuned prune at 30 s, the measurements at
-        // 3 s: its INT8 variant only quantizes (a step like optimize, now 1 s; the optimize
-        // and prune steps are cached), and its INT8 measurement keeps its prior.
-        t.observe(&trial(tuned, vec![1.0, 30.0], 3.0));
+        // The tuned prune measured at 30 s, the optimize step at 1 s, the measurements at
+        // 3 s: its INT8 variant only quantizes (a step like optimize, now 1 s; the prune
+        // and optimize steps are cached), and its INT8 measurement keeps its prior.
+        t.observe(&trial(tuned, vec![30.0, 1.0], 3.0));
         let refit = t.estimate(&int8.steps(&Settings::example()));
         assert!((refit - (OVERHEAD_S + 1.0 + 8.0)).abs() < 1e-9, "{refit}");
-        // Another ratio shares only the optimize step and pays the measured 5 s per
-        // epoch: 8 epochs at 75%.
+        // Another ratio shares no step: it pays the measured 5 s per epoch (8 epochs at
+        // 75%) and the optimize step's 1 s.
         let other = Candidate {
             prune: Prune::Channel { percent: 75 },
             ..tuned
         };
         let fresh = t.estimate(&other.steps(&Settings::example()));
-        assert!((fresh - (OVERHEAD_S + 40.0 + 3.0)).abs() < 1e-9, "{fresh}");
+        assert!(
+            (fresh - (OVERHEAD_S + 40.0 + 1.0 + 3.0)).abs() < 1e-9,
+            "{fresh}"
+        );
         // In epochs of 5 s, for the search's priority.
         let epochs = t.in_epochs(&other.steps(&Settings::example()));
-        assert!((epochs - 45.0 / 5.0).abs() < 1e-9, "{epochs}");
+        assert!((epochs - 46.0 / 5.0).abs() < 1e-9, "{epochs}");
     }
 
     #[test]
@@ -266,18 +269,22 @@ mod tests {
         // Dynamic INT8 measured in 80 s, a tuned 30% prune (4 epochs) at 10 s then, under
         // more load, 20 s per epoch, and its float model measured in 3 s.
         t.observe(&trial(dynamic(Candidate::IDENTITY), vec![1.0, 1.0], 80.0));
-        t.observe(&trial(pruned(30).tuned(), vec![1.0, 40.0], 3.0));
-        t.observe(&trial(pruned(25).tuned(), vec![1.0, 80.0], 2.0));
+        t.observe(&trial(pruned(30).tuned(), vec![40.0, 1.0], 3.0));
+        t.observe(&trial(pruned(25).tuned(), vec![80.0, 1.0], 2.0));
         // A tuned 50% prune (6 epochs) with dynamic INT8: its own epochs at the slowest
-        // 20 s, the quantize step at 1 s, the dynamic engine's 80 s to measure.
+        // 20 s, the optimize and quantize steps at 1 s, the dynamic engine's 80 s to
+        // measure.
         let c = dynamic(pruned(50).tuned());
         let estimate = t.estimate(&c.steps(&settings));
         assert!(
-            (estimate - (OVERHEAD_S + 120.0 + 1.0 + 80.0)).abs() < 1e-9,
+            (estimate - (OVERHEAD_S + 120.0 + 2.0 + 80.0)).abs() < 1e-9,
             "{estimate}"
         );
         // Its float variant is measured at the slowest float time, 3 s.
         let float = t.estimate(&pruned(50).tuned().steps(&settings));
-        assert!((float - (OVERHEAD_S + 120.0 + 3.0)).abs() < 1e-9, "{float}");
+        assert!(
+            (float - (OVERHEAD_S + 120.0 + 1.0 + 3.0)).abs() < 1e-9,
+            "{float}"
+        );
     }
 }
