@@ -109,6 +109,7 @@ def main():
     for target in (["--example", "latency", "-p", "whittle-exec"], ["-p", "whittle-cli"]):
         subprocess.run(["cargo", "build", "--release", "-q", *target], check=True, cwd=ROOT)
     rows = []
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as scratch:
         for threads in args.threads:
             for name, model, batch, seq, shape in CASES:
@@ -122,8 +123,10 @@ def main():
                     why = next((l for l in e.stderr.splitlines() if "panicked" in l or "Error" in l), "failed")
                     rows.append(f"| {name} | {shape} | {threads} | fails: {why.strip()} | {o:.3f} | - |")
                 print(rows[-1], file=sys.stderr)
+    loads.append(os.getloadavg()[0])
     table = "\n".join([
-        f"Machine: {machine()}. Median of {args.runs} runs after {args.warmup} warm-up runs.",
+        f"Machine: {machine()}. Median of {args.runs} runs after {args.warmup} warm-up runs; "
+        f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.",
         "",
         "| model | input | threads | whittle ms | ORT ms | whittle / ORT |",
         "|---|---|---|---|---|---|",
