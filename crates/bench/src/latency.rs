@@ -91,17 +91,38 @@ pub fn measure(
     feed: &HashMap<String, TensorData>,
     opts: &LatencyOptions,
 ) -> Result<LatencyComparison> {
-    let mut engines = [
-        OrtEngine::load(before, opts.threads)?,
-        OrtEngine::load(after, opts.threads)?,
-    ];
-    let inputs = [engines[0].prepare(feed)?, engines[1].prepare(feed)?];
+    let latencies = interleaved(&[before, after], feed, opts)?;
+    Ok(LatencyComparison {
+        before: latencies[0].median_ms,
+        after: latencies[1].median_ms,
+        batch: 1,
+        threads: opts.threads,
+        runs: opts.runs.max(1),
+    })
+}
+
+/// The latency of each model of `models` in ONNX Runtime on `feed`: warm-up runs of each,
+/// then rounds of one timed run of every model in turn, so that a change in the machine's
+/// load hits them alike.
+pub fn interleaved(
+    models: &[&Path],
+    feed: &HashMap<String, TensorData>,
+    opts: &LatencyOptions,
+) -> Result<Vec<Latency>> {
+    let mut engines = models
+        .iter()
+        .map(|m| OrtEngine::load(m, opts.threads))
+        .collect::<Result<Vec<_>>>()?;
+    let inputs = engines
+        .iter()
+        .map(|e| e.prepare(feed))
+        .collect::<Result<Vec<_>>>()?;
     for (engine, input) in engines.iter_mut().zip(&inputs) {
         for _ in 0..opts.warmup {
             engine.run_prepared(input)?;
         }
     }
-    let mut samples = [Vec::new(), Vec::new()];
+    let mut samples = vec![Vec::new(); models.len()];
     for _ in 0..opts.runs.max(1) {
         for ((engine, input), times) in engines.iter_mut().zip(&inputs).zip(&mut samples) {
             let start = Instant::now();
@@ -109,12 +130,8 @@ pub fn measure(
             times.push(start.elapsed().as_secs_f64() * 1e3);
         }
     }
-    let median = |s: &[f64]| Latency::from_samples(s).map_or(f64::NAN, |l| l.median_ms);
-    Ok(LatencyComparison {
-        before: median(&samples[0]),
-        after: median(&samples[1]),
-        batch: 1,
-        threads: opts.threads,
-        runs: opts.runs.max(1),
-    })
+    Ok(samples
+        .iter()
+        .map(|s| Latency::from_samples(s).expect("at least one timed run"))
+        .collect())
 }

@@ -14,6 +14,7 @@ use whittle_pipeline::journal::Journal;
 use whittle_pipeline::SilentObserver;
 use whittle_search::nas::candidate::Candidate;
 use whittle_search::nas::measure::{measure, MIN_RUNS};
+use whittle_search::nas::recheck::{first_passing, recheck, Reference, Stage, RUNS};
 use whittle_search::nas::runner::Local;
 use whittle_search::nas::space::{Family, Space};
 use whittle_search::nas::trials::{Measured, Trained};
@@ -150,6 +151,48 @@ fn measurements_equal_a_remeasurement() {
         m.latency_ms > 0.0 && m.latency_p90_ms >= m.latency_ms,
         "{m:?}"
     );
+}
+
+/// The end of a search: a latency limit between a narrow and a wide CNN's (50 times
+/// apart) keeps the narrow one, though the wide one ranks first, and says why: the wide
+/// one's 90th percentile, measured again taking turns with the reference, is over it.
+#[test]
+fn a_limit_between_two_latencies_keeps_the_model_under_it() {
+    let dir = scratch("recheck");
+    let reference = Reference::zoo([1, 28, 28], 10, 1, &dir).unwrap();
+    assert!(reference.latency_ms > 0.0 && reference.path.exists());
+    let path = |id: &str| dir.join(format!("{id}.onnx"));
+    for (id, spec) in [
+        ("narrow", "cnn:channels=8"),
+        ("wide", "cnn:channels=128-128-128,convs=2"),
+    ] {
+        let model = whittle_zoo::build(spec).unwrap();
+        model.save(path(id), &Default::default()).unwrap();
+    }
+    let once = |id: &str, limit| recheck(id, Stage::Result, &path(id), &reference, 1, limit);
+    let (narrow, wide) = (once("narrow", None).unwrap(), once("wide", None).unwrap());
+    assert!(narrow.passed && wide.passed, "no limit, nothing fails");
+    assert_eq!(narrow.runs, RUNS);
+    assert!(narrow.latency_p90_ms >= narrow.latency_ms && narrow.reference_ms > 0.0);
+    assert!(
+        wide.latency_ms > 5.0 * narrow.latency_p90_ms,
+        "{wide:?} {narrow:?}"
+    );
+    let limit = (wide.latency_ms * narrow.latency_p90_ms).sqrt();
+
+    let mut rechecks = Vec::new();
+    let check = |id: &str| Ok((once(id, Some(limit))?, ()));
+    let ranked = ["wide", "narrow"].map(String::from);
+    let kept = first_passing(ranked, 1, check, &SilentObserver, &mut rechecks).unwrap();
+    assert_eq!(kept, [("narrow".to_string(), ())]);
+    assert_eq!(rechecks.len(), 2);
+    assert!(!rechecks[0].passed && rechecks[0].latency_p90_ms > limit);
+    assert!(rechecks[1].passed && rechecks[1].latency_p90_ms <= limit);
+    // Once one passed, the rest are not measured.
+    let mut rechecks = Vec::new();
+    let ranked = ["narrow", "wide"].map(String::from);
+    let kept = first_passing(ranked, 1, check, &SilentObserver, &mut rechecks).unwrap();
+    assert_eq!((kept.len(), rechecks.len()), (1, 1));
 }
 
 #[test]

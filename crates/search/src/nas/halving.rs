@@ -69,6 +69,29 @@ pub fn best(scored: &[(String, f64)], keep: usize) -> Vec<String> {
         .collect()
 }
 
+/// How many rung-0 trainings one training at `rung` costs: the samples times the epochs,
+/// relative to the first rung's.
+pub fn cost_ratio(rungs: &[Rung], rung: &Rung) -> f64 {
+    let work = |r: &Rung| (r.samples * r.epochs) as f64;
+    work(rung) / work(&rungs[0])
+}
+
+/// How many of the candidates ranked best first fit `remaining` seconds: the longest
+/// prefix whose predicted seconds at this rung (`now`), plus, before the last rung, the
+/// costliest [`FINALISTS`] of the prefix at the last rung (`last`), fit; at least one.
+pub fn affordable(now: &[f64], last: Option<&[f64]>, remaining: f64) -> usize {
+    (1..=now.len())
+        .take_while(|&n| {
+            let mut finals: Vec<f64> = last.map_or(Vec::new(), |l| l[..n].to_vec());
+            finals.sort_by(|a, b| b.total_cmp(a));
+            let reserve: f64 = finals.iter().take(FINALISTS).sum();
+            now[..n].iter().sum::<f64>() + reserve <= remaining
+        })
+        .last()
+        .unwrap_or(1)
+        .min(now.len())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +110,22 @@ mod tests {
         assert_eq!(survivors(1, 0, 3), 1);
         let scored = vec![("b".into(), 0.5), ("a".into(), 0.5), ("c".into(), 0.9)];
         assert_eq!(best(&scored, 2), vec!["c".to_string(), "a".to_string()]);
+    }
+
+    #[test]
+    fn the_rungs_kept_fit_the_budget() {
+        let r = rungs(60_000);
+        assert_eq!(cost_ratio(&r, &r[1]), 5.0);
+        assert_eq!(cost_ratio(&r, &r[2]), 60.0);
+        // The last rung: 10 + 20 s fit 35 s, the third does not.
+        assert_eq!(affordable(&[10.0, 20.0, 30.0], None, 35.0), 2);
+        assert_eq!(affordable(&[10.0, 20.0], None, 1e9), 2);
+        // Nothing fits: the best still trains.
+        assert_eq!(affordable(&[50.0, 1.0], None, 10.0), 1);
+        // Before the last rung, the two costliest of the prefix at the last rung are
+        // reserved: 1 + 100 fits 150; 1 + 1 + 100 + 60 does not.
+        let last = [100.0, 60.0, 1.0];
+        assert_eq!(affordable(&[1.0, 1.0, 1.0], Some(&last), 150.0), 1);
+        assert_eq!(affordable(&[1.0, 1.0, 1.0], Some(&last), 163.0), 3);
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use whittle_bench::bench::{bench_batch, BenchOptions, Engine};
+use whittle_bench::stats::Latency;
 use whittle_ir::Model;
 
 use crate::nas::error::{At, Result};
@@ -47,6 +48,23 @@ pub fn measure(model: &Model, path: &Path, threads: usize) -> Result<Measurement
     let cfg = whittle_passes::quantize::QuantConfig::default();
     let (int8, _) = whittle_passes::quantize::dynamic_int8(model, &cfg)
         .at(|| format!("{}: INT8 quantization", at()))?;
+    let timed = latency(model, path, threads)?;
+    Ok(Measurement {
+        size_bytes: model.encoded_len() as u64,
+        int8_size_bytes: int8.encoded_len() as u64,
+        parameters: whittle_ir::cost::parameter_count(model.graph()),
+        macs: whittle_ir::cost::model_macs(model, &HashMap::new())
+            .at(|| format!("{}: counting MACs", at()))?,
+        latency_ms: timed.median_ms,
+        latency_p90_ms: timed.p90_ms,
+        runs: MIN_RUNS,
+        threads,
+    })
+}
+
+/// The ONNX Runtime latency of `model`, saved at `path`, at batch 1 with `threads`
+/// threads: [`WARMUP`] untimed runs, then [`MIN_RUNS`] timed ones.
+pub fn latency(model: &Model, path: &Path, threads: usize) -> Result<Latency> {
     let opts = BenchOptions {
         engine: Engine::Ort,
         threads,
@@ -56,18 +74,8 @@ pub fn measure(model: &Model, path: &Path, threads: usize) -> Result<Measurement
         seed: 0,
     };
     let timed = bench_batch(path, model, &opts, Some(1), &mut || {})
-        .at(|| format!("{}: ONNX Runtime latency", at()))?;
-    Ok(Measurement {
-        size_bytes: model.encoded_len() as u64,
-        int8_size_bytes: int8.encoded_len() as u64,
-        parameters: whittle_ir::cost::parameter_count(model.graph()),
-        macs: whittle_ir::cost::model_macs(model, &HashMap::new())
-            .at(|| format!("{}: counting MACs", at()))?,
-        latency_ms: timed.latency.median_ms,
-        latency_p90_ms: timed.latency.p90_ms,
-        runs: MIN_RUNS,
-        threads,
-    })
+        .at(|| format!("{}: ONNX Runtime latency", path.display()))?;
+    Ok(timed.latency)
 }
 
 /// The limits a returned model must meet; `None` is no limit.

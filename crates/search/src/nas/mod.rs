@@ -7,6 +7,8 @@
 //!   limits they are checked against (infeasible candidates never train).
 //! - [`evolution`]: proposals from the Pareto front (crossover, mutation).
 //! - [`proxy`]: the zero-cost proxy (NASWOT, in log space) that ranks the first generation.
+//! - [`recheck`]: the latency limit checked again at the end (90th percentile, taking
+//!   turns with a reference model).
 //! - [`halving`]: successive halving (short training ranks many, full training few).
 //! - [`trials`], [`runner`]: the journals of the work folder and the one job each candidate
 //!   runs through, in this process or on a cluster ([`ray`]: Ray's job submission API).
@@ -19,6 +21,7 @@ pub mod halving;
 pub mod measure;
 pub mod proxy;
 pub mod ray;
+pub mod recheck;
 pub mod report;
 pub mod runner;
 pub mod search;

@@ -20,6 +20,7 @@ use crate::nas::error::{At, NasError, Result};
 use crate::nas::evolution::{self, Scored};
 use crate::nas::halving::{self, Rung};
 use crate::nas::measure::{measure, Limits, Measurement, MB};
+use crate::nas::recheck::{first_passing, recheck, Recheck, Reference, Stage};
 use crate::nas::runner::{Job, Runner};
 use crate::nas::shrink::Source;
 use crate::nas::space::{Family, Space};
@@ -140,9 +141,11 @@ pub struct NasResult {
     pub id: Option<String>,
     /// Its zoo spec.
     pub spec: Option<String>,
-    /// Its median ONNX Runtime latency at batch 1, ms (measured again after training).
+    /// Its median ONNX Runtime latency at batch 1, ms (measured again after training,
+    /// taking turns with the reference; of the nearest candidate, its first measurement).
     pub latency_ms: Option<f64>,
-    /// The 90th percentile of the same runs.
+    /// The 90th percentile of the same runs (what `--max-latency-ms` is checked against
+    /// at the end).
     pub latency_p90_ms: Option<f64>,
     /// Its FP32 size, MB.
     pub size_mb: Option<f64>,
@@ -176,6 +179,12 @@ pub struct NasResult {
     /// The `--from` model, measured and tested the same way as the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceModel>,
+    /// The model every re-measurement took turns with, as measured when the search
+    /// started.
+    pub reference: Reference,
+    /// The re-measurements at the end, in order: the candidates that would train at the
+    /// last rung, then the trained finalists until one passed.
+    pub rechecks: Vec<Recheck>,
     /// Every candidate measured, in order.
     pub trials: Vec<Trial>,
 }
@@ -229,6 +238,12 @@ pub fn search(
         None => Space::new(settings.space, input, classes, settings.seed)?,
     };
     let mut trials = Trials::open(&settings.work_dir)?;
+    let reference = match (&source, &settings.from) {
+        (Some(source), Some(path)) => Reference::file(&source.model, path, settings.threads)?,
+        _ => Reference::zoo(input, classes, settings.threads, &settings.work_dir)?,
+    };
+    let max_latency = settings.limits.max_latency_ms;
+    let mut rechecks = Vec::new();
     let jobs = JobSettings {
         data: settings.data.clone(),
         threads: settings.threads,
@@ -332,14 +347,32 @@ pub fn search(
     }
 
     // Successive halving over the first rung's results.
-    let mut ranked: Vec<(String, f64)> = scored
-        .iter()
-        .map(|s| (s.candidate.id.clone(), s.accuracy))
-        .collect();
+    let mut ranked = first_rung(&scored);
     for (i, rung) in rungs.iter().enumerate().skip(1) {
         let keep = halving::survivors(ranked.len(), i - 1, rungs.len());
-        let ids = halving::best(&ranked, keep);
         let last = i + 1 == rungs.len();
+        let ids = match max_latency.filter(|_| last) {
+            // Before the longest training: the best whose latency still meets the limit.
+            Some(_) => {
+                let pool = halving::best(&ranked, ranked.len()).into_iter().chain(
+                    halving::best(&first_rung(&scored), scored.len())
+                        .into_iter()
+                        .filter(|id| !ranked.iter().any(|(r, _)| r == id)),
+                );
+                let check = |id: &str| {
+                    let path = model_path(&settings.work_dir, id);
+                    let threads = settings.threads;
+                    Ok((
+                        recheck(id, Stage::Finalist, &path, &reference, threads, max_latency)?,
+                        (),
+                    ))
+                };
+                let passing = first_passing(pool, keep, check, observer, &mut rechecks)?;
+                passing.into_iter().map(|(id, ())| id).collect()
+            }
+            None => halving::best(&ranked, keep),
+        };
+        let ids = fit_budget(settings, &trials, &rungs, i, ids, start.elapsed(), observer);
         let batch = ids
             .iter()
             .map(|id| Job::new(find(&order, id), Task::Train(*rung), last))
@@ -377,6 +410,8 @@ pub fn search(
         seconds: 0.0,
         trials: rows,
         source: None,
+        reference: reference.clone(),
+        rechecks: Vec::new(),
     };
     let ctx = Ctx::new(observer);
     let eval = settings.eval_data.as_deref().unwrap_or(&settings.data);
@@ -395,31 +430,30 @@ pub fn search(
             accuracy: test_accuracy(&source.model)?,
         });
     }
-    let chosen = finalists.iter().find_map(|id| {
+    // The best finalist whose trained model still meets the limits.
+    let check = |id: &str| {
         let path = model_path(&settings.work_dir, &trained_key(id, last.index));
-        let again = Model::load(&path)
-            .at(|| format!("reading {}", path.display()))
-            .and_then(|model| Ok((measure(&model, &path, settings.threads)?, model)));
-        match again {
-            Ok((m, model)) if settings.limits.violations(&m).is_empty() => Some(Ok((id, m, model))),
-            Ok((m, _)) => {
-                observer.log(
-                    Level::Warn,
-                    format!(
-                        "candidate {id} no longer meets the limits when measured again after \
-                         training ({}); trying the next",
-                        settings.limits.violations(&m).join(", ")
-                    ),
-                );
-                None
-            }
-            Err(e) => Some(Err(e)),
-        }
-    });
-    match chosen.transpose()? {
-        Some((id, m, model)) => {
+        let model = Model::load(&path).at(|| format!("reading {}", path.display()))?;
+        let mut m = measure(&model, &path, settings.threads)?;
+        let mut check = recheck(
+            id,
+            Stage::Result,
+            &path,
+            &reference,
+            settings.threads,
+            max_latency,
+        )?;
+        (m.latency_ms, m.latency_p90_ms, m.runs) =
+            (check.latency_ms, check.latency_p90_ms, check.runs);
+        check.passed &= settings.limits.violations(&m).is_empty();
+        Ok((check, (m, model)))
+    };
+    let chosen = first_passing(finalists, 1, check, observer, &mut rechecks)?.pop();
+    result.rechecks = rechecks;
+    match chosen {
+        Some((id, (m, model))) => {
             let accuracy = test_accuracy(&model)?;
-            let candidate = find(&order, id);
+            let candidate = find(&order, &id);
             result.id = Some(id.clone());
             result.spec = Some(candidate.spec.clone());
             result.set_measurement(&m);
@@ -429,7 +463,7 @@ pub fn search(
                     result.reason = Some(format!(
                         "the best model's test accuracy {accuracy:.4} is below --min-accuracy {min}"
                     ));
-                    result.nearest = result.trials.iter().find(|t| &t.id == id).cloned();
+                    result.nearest = result.trials.iter().find(|t| t.id == id).cloned();
                 }
                 None => {
                     model
@@ -450,7 +484,7 @@ pub fn search(
                     "no candidate meets the limits; the nearest exceeds {}",
                     n.violations.join(", ")
                 ),
-                _ => "no candidate met the limits once trained and measured again".into(),
+                _ => no_finalist(&result.rechecks, max_latency),
             });
             if let Some(n) = nearest.cloned() {
                 result.id = Some(n.id.clone());
@@ -472,6 +506,68 @@ impl NasResult {
         self.int8_size_mb = Some(m.int8_size_bytes as f64 / MB);
         self.macs = Some(m.macs);
         self.parameters = Some(m.parameters);
+    }
+}
+
+/// The first of `ids` (best first) that the rest of `--budget` affords at rung `index`,
+/// predicted from each candidate's first-rung seconds ([`halving::affordable`]).
+fn fit_budget(
+    settings: &Settings,
+    trials: &Trials,
+    rungs: &[Rung],
+    index: usize,
+    mut ids: Vec<String>,
+    elapsed: Duration,
+    observer: &dyn Observer,
+) -> Vec<String> {
+    let Some(budget) = settings.budget else {
+        return ids;
+    };
+    let predicted = |rung: &Rung| -> Vec<f64> {
+        let ratio = halving::cost_ratio(rungs, rung);
+        (ids.iter())
+            .map(|id| {
+                let first = trials.trained.find(&trained_key(id, 0));
+                first.map_or(0.0, |t| t.seconds * ratio)
+            })
+            .collect()
+    };
+    let last = (index + 1 < rungs.len()).then(|| predicted(&rungs[rungs.len() - 1]));
+    let remaining = budget.saturating_sub(elapsed).as_secs_f64();
+    let n = halving::affordable(&predicted(&rungs[index]), last.as_deref(), remaining);
+    if n < ids.len() {
+        observer.log(
+            Level::Warn,
+            format!(
+                "--budget: {n} of {} candidates train at rung {index} ({remaining:.0} s left)",
+                ids.len()
+            ),
+        );
+        ids.truncate(n);
+    }
+    ids
+}
+
+/// Every first-rung result as (id, accuracy).
+fn first_rung(scored: &[Scored]) -> Vec<(String, f64)> {
+    scored
+        .iter()
+        .map(|s| (s.candidate.id.clone(), s.accuracy))
+        .collect()
+}
+
+/// Why no model was returned when every candidate met the limits at first.
+fn no_finalist(rechecks: &[Recheck], max_latency: Option<f64>) -> String {
+    let lowest = (rechecks.iter())
+        .filter(|c| !c.passed)
+        .map(|c| c.latency_p90_ms)
+        .min_by(f64::total_cmp);
+    match (lowest, max_latency) {
+        (Some(p90), Some(limit)) => format!(
+            "no candidate's 90th-percentile latency stayed within --max-latency-ms {limit} when \
+             measured again (the lowest: {p90:.3} ms)"
+        ),
+        _ => "no candidate met the limits once trained and measured again".into(),
     }
 }
 
