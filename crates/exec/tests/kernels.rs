@@ -7,17 +7,14 @@ use whittle_exec::kernels::activation::{self, Activation, UnaryOp};
 use whittle_exec::kernels::binary::{self, BinaryOp};
 use whittle_exec::kernels::gemm::{self, Bias, Epilogue, MatRef, PackedWeights};
 use whittle_exec::kernels::layout::{self, StridedView};
+use whittle_ir::seed::SplitMix64;
 
-/// Deterministic values in [-1, 1) from a seed (xorshift).
+/// Deterministic values in [-1, 1) from a seed (the workspace's one generator).
 fn randn(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
+    SplitMix64::new(seed)
+        .uniform(len, -1.0, 1.0)
+        .into_iter()
+        .map(|v| v as f32)
         .collect()
 }
 
