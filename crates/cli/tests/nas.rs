@@ -30,37 +30,47 @@ np.savez("small.npz", x_train=img("train-images-idx3-ubyte.gz", 900),
     format!("npz:{}", dir.join("small.npz").display())
 }
 
-fn nas_args<'a>(data: &'a str, work: &'a str, out: &'a str) -> Vec<&'a str> {
-    vec![
-        "nas",
-        "--space",
-        "cnn",
+/// `whittle nas` searching `what` (`--space ...` or `--from MODEL`, with its settings and
+/// limits) on `data` with one thread, its work folder `work`, writing `out`, as JSON.
+fn nas_args<'a>(what: &[&'a str], data: &'a str, work: &'a str, out: &'a str) -> Vec<&'a str> {
+    let mut args = vec!["nas"];
+    args.extend(what);
+    args.extend([
         "--data",
         data,
-        "--iterations",
-        "3",
         "--threads",
         "1",
-        "--seed",
-        "2",
-        "--max-latency-ms",
-        "0.4",
-        "--max-size-mb",
-        "0.25",
         "--work-dir",
         work,
         "-o",
         out,
         "--json",
-    ]
+    ]);
+    args
 }
+
+/// The tests' small cnn search: 3 iterations, seed 2, 0.25 MB, then a 0.4 ms latency limit
+/// ([`SIZE_ONLY`] of them leave it out: a run that must equal another leaves timing out).
+const CNN: [&str; 10] = [
+    "--space",
+    "cnn",
+    "--iterations",
+    "3",
+    "--seed",
+    "2",
+    "--max-size-mb",
+    "0.25",
+    "--max-latency-ms",
+    "0.4",
+];
+const SIZE_ONLY: usize = 8;
 
 #[test]
 fn json_contract_and_the_model_meets_the_limits_in_onnxruntime() {
     let dir = scratch("nas-contract");
     let data = small_fashion(&dir);
     let (work, out, report) = (dir.join("work"), dir.join("best.onnx"), dir.join("r.html"));
-    let mut args = nas_args(&data, work.to_str().unwrap(), out.to_str().unwrap());
+    let mut args = nas_args(&CNN, &data, work.to_str().unwrap(), out.to_str().unwrap());
     args.extend([
         "--report",
         report.to_str().unwrap(),
@@ -111,6 +121,21 @@ print(json.dumps({"latency_ms": statistics.median(t), "accuracy": float((pred ==
         latency <= 0.4,
         "ONNX Runtime measures {latency} ms, over the 0.4 ms limit"
     );
+    // whittle measured it again at the end, taking turns with the reference model: the
+    // result's figures are that re-measurement, whose 90th percentile meets the limit.
+    let last = r["rechecks"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["id"], &last["stage"], &last["passed"]),
+        (&r["id"], &"result".into(), &true.into())
+    );
+    assert_eq!(r["latency_p90_ms"], last["latency_p90_ms"]);
+    assert!(r["latency_p90_ms"].as_f64().unwrap() <= 0.4, "{last}");
+    assert!(last["reference_ms"].as_f64().unwrap() > 0.0);
+    let reference = r["reference"]["spec"].as_str().unwrap();
+    assert!(
+        reference.starts_with("zoo:cnn:input=1x28x28"),
+        "{reference}"
+    );
     let accuracy = r["accuracy"].as_f64().unwrap();
     assert!(
         (again["accuracy"].as_f64().unwrap() - accuracy).abs() <= 1.0 / 300.0,
@@ -158,10 +183,15 @@ fn a_search_killed_mid_run_resumes_to_the_same_result() {
     let once = dir.join("once");
     let (w1, o1) = (once.join("work"), once.join("best.onnx"));
     std::fs::create_dir_all(&once).unwrap();
-    let reference = whittle_json(&nas_args(&data, w1.to_str().unwrap(), o1.to_str().unwrap()));
+    let reference = whittle_json(&nas_args(
+        &CNN,
+        &data,
+        w1.to_str().unwrap(),
+        o1.to_str().unwrap(),
+    ));
 
     let (w2, o2) = (dir.join("work"), dir.join("best.onnx"));
-    let args = nas_args(&data, w2.to_str().unwrap(), o2.to_str().unwrap());
+    let args = nas_args(&CNN, &data, w2.to_str().unwrap(), o2.to_str().unwrap());
     let mut child = Command::new(env!("CARGO_BIN_EXE_whittle"))
         .args(&args)
         .stdout(std::process::Stdio::null())
@@ -244,24 +274,13 @@ fn from_shrinks_a_trained_model_under_a_macs_limit() {
     let limit = before["macs"].as_u64().unwrap() * 6 / 10;
     let (work, out) = (dir.join("work"), dir.join("small.onnx"));
     let limit_arg = limit.to_string();
-    let r = whittle_json(&[
-        "nas",
-        "--from",
-        t,
-        "--data",
+    let what = ["--from", t, "--max-macs", &limit_arg, "--iterations", "4"];
+    let r = whittle_json(&nas_args(
+        &what,
         &data,
-        "--max-macs",
-        &limit_arg,
-        "--iterations",
-        "4",
-        "--threads",
-        "1",
-        "--work-dir",
         work.to_str().unwrap(),
-        "-o",
         out.to_str().unwrap(),
-        "--json",
-    ]);
+    ));
     assert_eq!(r["status"], "ok", "{r}");
     assert_eq!(r["space"], "pruned");
     let after = whittle_json(&["inspect", out.to_str().unwrap(), "--json"]);
@@ -384,36 +403,13 @@ fn a_ray_run_equals_a_local_run() {
         );
         std::thread::sleep(Duration::from_secs(1));
     }
-    let args = |work: &Path, out: &Path| -> Vec<String> {
-        [
-            "nas",
-            "--space",
-            "cnn",
-            "--data",
-            data.as_str(),
-            "--iterations",
-            "3",
-            "--threads",
-            "1",
-            "--seed",
-            "2",
-            "--max-size-mb",
-            "0.25",
-            "--work-dir",
-            work.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--json",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
-    let (local_out, ray_out) = (dir.join("local.onnx"), dir.join("ray.onnx"));
-    let local = args(&dir.join("local"), &local_out);
-    let local = whittle_json(&local.iter().map(String::as_str).collect::<Vec<_>>());
-    let mut remote = args(&dir.join("ray"), &ray_out);
-    remote.extend(["--ray".into(), address.into()]);
-    let remote = whittle_json(&remote.iter().map(String::as_str).collect::<Vec<_>>());
+    let at = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let (local_work, ray_work) = (at("local"), at("ray"));
+    let (local_out, ray_out) = (at("local.onnx"), at("ray.onnx"));
+    let local = whittle_json(&nas_args(&CNN[..SIZE_ONLY], &data, &local_work, &local_out));
+    let mut remote = nas_args(&CNN[..SIZE_ONLY], &data, &ray_work, &ray_out);
+    remote.extend(["--ray", address]);
+    let remote = whittle_json(&remote);
     assert_eq!(remote["status"], "ok");
     assert_same_result(&remote, &local);
     let per_trial = |r: &serde_json::Value| -> Vec<(String, String)> {
