@@ -18,13 +18,18 @@ pub const CONV_PER_TENSOR_NOTE: &str =
 
 /// Rewrites every target (Conv, Gemm, MatMul with constant weights) into
 /// DynamicQuantizeLinear + ConvInteger/MatMulInteger + float rescale. Conv weights are
-/// per tensor (see [`CONV_PER_TENSOR_NOTE`]).
-pub fn export(model: &Model, cfg: &QuantConfig, targets: &[Target]) -> Result<Model> {
+/// per tensor (see [`CONV_PER_TENSOR_NOTE`]). `out` is the copy to rewrite
+/// ([`super::build::Draft::model`]), weights read from `model`.
+pub fn export(
+    model: &Model,
+    mut out: Model,
+    cfg: &QuantConfig,
+    targets: &[Target],
+) -> Result<Model> {
     let per_tensor = QuantConfig {
         per_channel: false,
         ..cfg.clone()
     };
-    let mut out = model.clone();
     let mut b = Builder::new(out.graph_mut());
     let mut shared: HashMap<String, QuantizedInput> = HashMap::new();
     for t in targets {
@@ -48,10 +53,10 @@ pub fn export(model: &Model, cfg: &QuantConfig, targets: &[Target]) -> Result<Mo
         } else {
             cfg
         };
-        let Some(w) = target_weight(b.graph, t, wcfg, true)? else {
+        let Some(w) = target_weight(model.graph(), t, wcfg, true)? else {
             continue;
         };
-        integer_product(&mut b, t, &qx, &w)?;
+        integer_product(model.graph(), &mut b, t, &qx, &w)?;
     }
     b.prune();
     whittle_ir::GraphEdit::sort_topologically(out.graph_mut())?;

@@ -71,8 +71,14 @@ pub fn table_names(model: &Model, nodes: &[usize]) -> Vec<String> {
 }
 
 /// Quantizes the `tables` (initializer names from [`table_names`]) in front of the
-/// `Gather` nodes reading them; per column when `cfg.per_channel`.
-pub fn quantize_tables(model: &mut Model, tables: &[String], cfg: &QuantConfig) -> Result<()> {
+/// `Gather` nodes of `model` reading them, per column when `cfg.per_channel`; the tables'
+/// values are read from `source` (the float model `model` was rewritten from).
+pub fn quantize_tables(
+    model: &mut Model,
+    source: &Model,
+    tables: &[String],
+    cfg: &QuantConfig,
+) -> Result<()> {
     // Per-axis DequantizeLinear needs opset 13.
     let per_column = cfg.per_channel && model.opset("").is_some_and(|v| v >= 13);
     let readers: Vec<usize> = (model.graph().node.iter().enumerate())
@@ -84,7 +90,7 @@ pub fn quantize_tables(model: &mut Model, tables: &[String], cfg: &QuantConfig) 
     let mut b = Builder::new(model.graph_mut());
     for i in readers {
         let node = b.graph.node[i].clone();
-        let table = initializer(b.graph, &node.input[0])?;
+        let table = initializer(source.graph(), &node.input[0])?;
         let axis = per_column.then_some(1);
         let q = quantize_weight(&node.input[0], &table, &TABLE_SCHEME, axis)?;
         let data = b.constant(&format!("{}_quantized", node.input[0]), &q.data);
@@ -137,7 +143,7 @@ mod tests {
             vec![table.clone()],
         );
         let mut q = m.clone();
-        quantize_tables(&mut q, &["table".to_string()], &QuantConfig::default()).unwrap();
+        quantize_tables(&mut q, &m, &["table".to_string()], &QuantConfig::default()).unwrap();
         let data = q.graph().initializer("table_quantized").unwrap();
         assert_eq!(data.data_type, DataType::Uint8 as i32);
         let ids = TensorData::from_slice(vec![3], &[0i64, 5, 127]).unwrap();

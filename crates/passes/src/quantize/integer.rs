@@ -1,7 +1,7 @@
 //! Integer kernels with a float rescale, shared by the dynamic mode and the QOperator
 //! format's Gemm: `MatMulInteger`/`ConvInteger` -> Cast -> Mul(x_scale * w_scale) -> Add(bias).
 
-use whittle_ir::proto::NodeProto;
+use whittle_ir::proto::{GraphProto, NodeProto};
 use whittle_ir::{DataType, TensorData};
 
 use super::build::Builder;
@@ -35,8 +35,9 @@ fn channel_shape(node: &NodeProto, n: usize, rank: usize) -> Vec<usize> {
 
 /// Replaces `node` (a Conv, Gemm or MatMul target) by its integer kernel on `x` and the
 /// quantized weight `w` (Gemm/MatMul weight as `[K, N]`), rescaled to float and biased,
-/// writing the node's original output name.
+/// writing the node's original output name. The bias is read from `src`, the float graph.
 pub fn integer_product(
+    src: &GraphProto,
     b: &mut Builder,
     t: &Target,
     x: &QuantizedInput,
@@ -82,7 +83,7 @@ pub fn integer_product(
     };
     let scaled = b.fresh(&format!("{y}_unbiased"));
     b.node("Mul", vec![accf, scale], vec![scaled.clone()], vec![]);
-    let bias_data = initializer(b.graph, bias)?;
+    let bias_data = initializer(src, bias)?;
     let n = bias_data.numel();
     let bias_data = bias_data.reshaped(channel_shape(&node, n, rank))?;
     let bias = b.constant(&format!("{bias}_reshaped"), &bias_data);

@@ -27,6 +27,7 @@ pub mod sensitivity;
 pub mod verify;
 pub mod weights;
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use whittle_exec::Value;
@@ -56,13 +57,77 @@ pub struct Prepared {
 /// Raises the opset as the format needs and plans the nodes; fails when nothing can be
 /// quantized, listing why.
 pub fn prepare(mut model: Model, cfg: &QuantConfig, weights: WeightSource) -> Result<Prepared> {
-    let min = if cfg.per_channel && cfg.format == Format::Qdq && weights == WeightSource::Any {
+    let opset_change = opset::ensure_opset(&mut model, min_opset(cfg, weights))?;
+    let plan = checked_plan(&model, cfg, weights)?;
+    Ok(Prepared {
+        model,
+        plan,
+        opset_change,
+    })
+}
+
+/// The ai.onnx opset the quantized operators need: 13 for per-channel QDQ weights
+/// (DequantizeLinear's `axis`), else 11.
+fn min_opset(cfg: &QuantConfig, weights: WeightSource) -> i64 {
+    if cfg.per_channel && cfg.format == Format::Qdq && weights == WeightSource::Any {
         13
     } else {
         11
-    };
-    let opset_change = opset::ensure_opset(&mut model, min)?;
-    let plan = plan::plan(&model, cfg, weights)?;
+    }
+}
+
+/// [`Prepared`] that borrows the input model when preparing would change nothing in it:
+/// calibration and export then read the caller's model instead of a copy of every
+/// weight (an encoder's embedding table and projections held twice through calibration).
+struct Staged<'m> {
+    model: Cow<'m, Model>,
+    plan: Plan,
+    opset_change: Option<opset::OpsetChange>,
+}
+
+impl<'m> Staged<'m> {
+    /// `model` with its BatchNormalizations folded and its opset raised as `cfg` needs
+    /// ([`prepare`]), borrowed when it has neither to change.
+    fn new(model: &'m Model, cfg: &QuantConfig, weights: WeightSource) -> Result<Self> {
+        let has_batchnorm = model
+            .graph()
+            .node
+            .iter()
+            .any(|n| n.op_type == "BatchNormalization");
+        if has_batchnorm || model.opset("").unwrap_or(1) < min_opset(cfg, weights) {
+            return Ok(prepare(fold_batchnorm(model)?, cfg, weights)?.into());
+        }
+        Ok(Staged {
+            model: Cow::Borrowed(model),
+            plan: checked_plan(model, cfg, weights)?,
+            opset_change: None,
+        })
+    }
+}
+
+impl From<Prepared> for Staged<'_> {
+    fn from(p: Prepared) -> Self {
+        Staged {
+            model: Cow::Owned(p.model),
+            plan: p.plan,
+            opset_change: p.opset_change,
+        }
+    }
+}
+
+impl From<Staged<'_>> for Prepared {
+    fn from(s: Staged<'_>) -> Self {
+        Prepared {
+            model: s.model.into_owned(),
+            plan: s.plan,
+            opset_change: s.opset_change,
+        }
+    }
+}
+
+/// The plan of `model`; fails when nothing can be quantized, listing why.
+fn checked_plan(model: &Model, cfg: &QuantConfig, weights: WeightSource) -> Result<Plan> {
+    let plan = plan::plan(model, cfg, weights)?;
     if plan.targets.is_empty() {
         let mut reasons: Vec<&str> = plan.float_nodes.iter().map(|f| f.reason.as_str()).collect();
         reasons.sort_unstable();
@@ -72,11 +137,7 @@ pub fn prepare(mut model: Model, cfg: &QuantConfig, weights: WeightSource) -> Re
             reasons.join("; ")
         );
     }
-    Ok(Prepared {
-        model,
-        plan,
-        opset_change,
-    })
+    Ok(plan)
 }
 
 /// The activation tensors whose ranges static quantization needs: every activation input
@@ -105,11 +166,13 @@ pub fn export_static(
     ranges: &HashMap<String, (f32, f32)>,
 ) -> Result<Model> {
     let tables = gather::table_names(model, &gather::eligible(model, &cfg.exclude)?);
+    let draft = build::Draft::new(model, targets, &tables);
     let mut out = match cfg.format {
-        Format::Qdq => qdq::export(model, cfg, targets, ranges)?,
-        Format::QOperator => qoperator::export(model, cfg, targets, ranges)?,
+        Format::Qdq => qdq::export(model, draft.model(), cfg, targets, ranges)?,
+        Format::QOperator => qoperator::export(model, draft.model(), cfg, targets, ranges)?,
     };
-    gather::quantize_tables(&mut out, &tables, cfg)?;
+    gather::quantize_tables(&mut out, model, &tables, cfg)?;
+    draft.finish(&mut out);
     Ok(out)
 }
 
@@ -119,11 +182,24 @@ pub fn calibrated<I>(model: &Model, cfg: &QuantConfig, calib: I) -> Result<(Prep
 where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
-    let prepared = prepare(fold_batchnorm(model)?, cfg, WeightSource::Any)?;
-    let watch = watched_tensors(&prepared.model, &prepared.plan.targets);
-    let mut calibration = calibrate::calibrate(&prepared.model, &watch, calib, cfg)?;
-    share_ranges(&prepared.model, &mut calibration.ranges);
-    Ok((prepared, calibration))
+    let (staged, calibration) = calibrate_staged(model, cfg, calib)?;
+    Ok((staged.into(), calibration))
+}
+
+/// [`calibrated`], the model borrowed where preparing it changes nothing ([`Staged`]).
+fn calibrate_staged<'m, I>(
+    model: &'m Model,
+    cfg: &QuantConfig,
+    calib: I,
+) -> Result<(Staged<'m>, Calibration)>
+where
+    I: IntoIterator<Item = HashMap<String, Value>>,
+{
+    let staged = Staged::new(model, cfg, WeightSource::Any)?;
+    let watch = watched_tensors(&staged.model, &staged.plan.targets);
+    let mut calibration = calibrate::calibrate(&staged.model, &watch, calib, cfg)?;
+    share_ranges(&staged.model, &mut calibration.ranges);
+    Ok((staged, calibration))
 }
 
 /// Operators whose output holds only values of their first input (selected or moved).
@@ -171,7 +247,7 @@ where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
     let start = std::time::Instant::now();
-    let (prepared, calibration) = calibrated(model, cfg, calib)?;
+    let (prepared, calibration) = calibrate_staged(model, cfg, calib)?;
     let tables = gather::eligible(&prepared.model, &cfg.exclude)?;
     let out = export_static(
         &prepared.model,
@@ -226,7 +302,7 @@ where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
     let start = std::time::Instant::now();
-    let (mut prepared, calibration) = calibrated(model, cfg, calib)?;
+    let (mut prepared, calibration) = calibrate_staged(model, cfg, calib)?;
     let export =
         |targets: &[Target]| export_static(&prepared.model, cfg, targets, &calibration.ranges);
     let fit = sensitivity::fit_budget(
@@ -256,11 +332,13 @@ where
 /// Dynamic INT8 quantization of Conv, Gemm and MatMul nodes with constant weights.
 pub fn dynamic_int8(model: &Model, cfg: &QuantConfig) -> Result<(Model, QuantReport)> {
     let start = std::time::Instant::now();
-    let prepared = prepare(fold_batchnorm(model)?, cfg, WeightSource::Initializer)?;
+    let prepared = Staged::new(model, cfg, WeightSource::Initializer)?;
     let tables = gather::eligible(&prepared.model, &cfg.exclude)?;
-    let mut out = dynamic::export(&prepared.model, cfg, &prepared.plan.targets)?;
     let names = gather::table_names(&prepared.model, &tables);
-    gather::quantize_tables(&mut out, &names, cfg)?;
+    let draft = build::Draft::new(&prepared.model, &prepared.plan.targets, &names);
+    let mut out = dynamic::export(&prepared.model, draft.model(), cfg, &prepared.plan.targets)?;
+    gather::quantize_tables(&mut out, &prepared.model, &names, cfg)?;
+    draft.finish(&mut out);
     let mut report = new_report(
         "dynamic",
         "qoperator",
@@ -285,7 +363,7 @@ fn new_report(
     cfg: &QuantConfig,
     input: &Model,
     output: &Model,
-    prepared: &Prepared,
+    prepared: &Staged,
     calibration: Option<Calibration>,
     start: std::time::Instant,
 ) -> QuantReport {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use whittle_ir::attr::make;
 use whittle_ir::graph::GraphEdit;
+use whittle_ir::proto::GraphProto;
 use whittle_ir::Model;
 
 use super::build::Builder;
@@ -15,16 +16,18 @@ use super::weights::{initializer, range_params, target_weight};
 use crate::Result;
 
 /// Rewrites `model` so every target reads dequantized inputs and weights and its output
-/// passes through a Q/DQ pair. `ranges` holds each activation's clipping range.
+/// passes through a Q/DQ pair. `ranges` holds each activation's clipping range; `out` is
+/// the copy to rewrite ([`super::build::Draft::model`]), weights read from `model`.
 pub fn export(
     model: &Model,
+    mut out: Model,
     cfg: &QuantConfig,
     targets: &[Target],
     ranges: &HashMap<String, (f32, f32)>,
 ) -> Result<Model> {
-    let mut out = model.clone();
     let relu_ranges = relu_output_ranges(model, cfg, ranges);
     let mut q = Qdq {
+        src: model.graph(),
         b: Builder::new(out.graph_mut()),
         cfg,
         ranges,
@@ -85,6 +88,8 @@ pub fn relu_aliases(model: &Model, cfg: &QuantConfig) -> HashMap<String, String>
 }
 
 struct Qdq<'a, 'g> {
+    /// The float graph, whose weights are read.
+    src: &'a GraphProto,
     b: Builder<'g>,
     cfg: &'a QuantConfig,
     ranges: &'a HashMap<String, (f32, f32)>,
@@ -105,7 +110,7 @@ impl Qdq<'_, '_> {
             Some(x) => self.params_of(x)?.scale,
             None => 1.0,
         };
-        if let Some(w) = target_weight(self.b.graph, t, self.cfg, false)? {
+        if let Some(w) = target_weight(self.src, t, self.cfg, false)? {
             self.weight(t, &w, x_scale)?;
         }
         let Some(y) = self.b.graph.node[t.node].output.first().cloned() else {
@@ -218,7 +223,7 @@ impl Qdq<'_, '_> {
         let Some(bias) = &t.bias else {
             return Ok(());
         };
-        let (bq, scales) = quantize_bias(bias, &initializer(self.b.graph, bias)?, x_scale, w)?;
+        let (bq, scales) = quantize_bias(bias, &initializer(self.src, bias)?, x_scale, w)?;
         let bq = self.b.constant(&format!("{bias}_quantized"), &bq);
         let bs = self.b.constant(
             &format!("{bias}_scale"),

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use whittle_ir::proto::GraphProto;
 use whittle_ir::Model;
 
 use super::build::Builder;
@@ -14,17 +15,19 @@ use super::scheme::{quantize_bias, QParams, QuantizedWeight};
 use super::weights::{initializer, range_params, target_weight};
 use crate::Result;
 
-/// Rewrites every target into integer operators (see the module doc).
+/// Rewrites every target into integer operators (see the module doc): `out` is the copy
+/// to rewrite ([`super::build::Draft::model`]), weights read from `model`.
 pub fn export(
     model: &Model,
+    mut out: Model,
     cfg: &QuantConfig,
     targets: &[Target],
     ranges: &HashMap<String, (f32, f32)>,
 ) -> Result<Model> {
-    let mut out = model.clone();
     let mut ranges = ranges.clone();
     ranges.extend(relu_output_ranges(model, cfg, &ranges));
     let mut q = QOp {
+        src: model.graph(),
         b: Builder::new(out.graph_mut()),
         cfg,
         ranges: &ranges,
@@ -39,6 +42,8 @@ pub fn export(
 }
 
 struct QOp<'a, 'g> {
+    /// The float graph, whose weights are read.
+    src: &'a GraphProto,
     b: Builder<'g>,
     cfg: &'a QuantConfig,
     ranges: &'a HashMap<String, (f32, f32)>,
@@ -51,7 +56,7 @@ impl QOp<'_, '_> {
         let (x, xp) = self.input(&t.activations[0])?;
         if t.op_type == "Gemm" {
             let w = self.weight(t, true)?;
-            return integer_product(&mut self.b, t, &x, &w);
+            return integer_product(self.src, &mut self.b, t, &x, &w);
         }
         let node = self.b.graph.node[t.node].clone();
         let y = node.output[0].clone();
@@ -95,7 +100,7 @@ impl QOp<'_, '_> {
     }
 
     fn weight(&self, t: &Target, as_kn: bool) -> Result<QuantizedWeight> {
-        let w = target_weight(self.b.graph, t, self.cfg, as_kn)?;
+        let w = target_weight(self.src, t, self.cfg, as_kn)?;
         w.ok_or_else(|| crate::PassError::Invalid(format!("node '{}' has no weight", t.name)))
     }
 
@@ -147,7 +152,7 @@ impl QOp<'_, '_> {
         let Some(bias) = &t.bias else {
             return Ok(None);
         };
-        let (bq, _) = quantize_bias(bias, &initializer(self.b.graph, bias)?, xp.scale, w)?;
+        let (bq, _) = quantize_bias(bias, &initializer(self.src, bias)?, xp.scale, w)?;
         Ok(Some(self.b.constant(&format!("{bias}_quantized"), &bq)))
     }
 }

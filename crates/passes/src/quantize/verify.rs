@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde::Serialize;
-use whittle_exec::{feed_samples, Executor, RunOptions, Value};
+use whittle_exec::executor::check_input;
+use whittle_exec::{feed_samples, ExecError, Executor, RunOptions, Value};
 use whittle_ir::graph::GraphEdit;
 use whittle_ir::proto::NodeProto;
 use whittle_ir::Model;
@@ -190,36 +191,42 @@ fn changed_values(float: &Model, quant: &Model) -> HashSet<String> {
         .collect()
 }
 
+/// Samples per run when the float model runs beside the quantized one: its values are
+/// held until the quantized model has run on the same samples, so they cost memory in
+/// proportion (an encoder's attention scores and feed-forward activations, each layer).
+pub const RUN_SAMPLES: usize = 4;
+
 /// Runs both models on `batches` and compares the values [`changed_values`] picks.
 /// `recorded` holds the float model's values on the same batches when they are known
 /// already (see [`super::Calibration::recorded`]); the float model then does not run, and
-/// values it lacks are not compared.
+/// values it lacks are not compared. Otherwise both models run on at most
+/// [`RUN_SAMPLES`] samples at a time.
 pub fn compare(
     float: &Model,
     quant: &Model,
     batches: &[HashMap<String, Value>],
     recorded: Option<&[Captured]>,
 ) -> Result<Verification> {
-    let source = match recorded.filter(|r| r.len() == batches.len()) {
-        Some(r) => Reference::Recorded(r),
-        None => Reference::Run(Box::new(Executor::new(float)?)),
-    };
     let qx = Executor::new(quant)?;
     let outputs: Vec<&String> = float.graph().output.iter().map(|o| &o.name).collect();
     let watched = changed_values(float, quant);
     let mut sums: HashMap<String, ErrorSums> = HashMap::new();
-    let mut samples = 0;
-    for (i, feed) in batches.iter().enumerate() {
-        samples += feed_samples(feed);
-        let captured;
-        let reference = match &source {
-            Reference::Recorded(r) => &r[i],
-            Reference::Run(fx) => {
-                captured = capture(fx, feed, &watched, None)?;
-                &captured
+    let samples = batches.iter().map(feed_samples).sum();
+    match recorded.filter(|r| r.len() == batches.len()) {
+        Some(recorded) => {
+            for (feed, reference) in batches.iter().zip(recorded) {
+                capture(&qx, feed, &watched, Some((reference, &mut sums)))?;
             }
-        };
-        capture(&qx, feed, &watched, Some((reference, &mut sums)))?;
+        }
+        None => {
+            let fx = Executor::new(float)?;
+            for batch in batches {
+                for feed in runs_of(batch, RUN_SAMPLES)? {
+                    let reference = capture(&fx, &feed, &watched, None)?;
+                    capture(&qx, &feed, &watched, Some((&reference, &mut sums)))?;
+                }
+            }
+        }
     }
     let skip = relu_inputs(float);
     let (mut outs, mut tensors): (Vec<_>, Vec<_>) = sums
@@ -239,18 +246,14 @@ pub fn compare(
     })
 }
 
-/// Where the float values come from: recorded already, or a run of the float model.
-enum Reference<'a> {
-    Recorded(&'a [Captured]),
-    Run(Box<Executor>),
-}
-
 /// Float values of one run, by tensor name (the executor's values: keeping one shares its
 /// buffer, no copy).
 pub type Captured = HashMap<String, Value>;
 
-/// Runs `exec` on `feed`; without a reference, returns the float values named in `watched`;
-/// with one, folds the error of each value the reference holds into `sums`.
+/// Runs `exec` on `feed` node by node; without a reference, returns the float values named
+/// in `watched`; with one, folds the error of each value the reference holds into `sums`.
+/// No plan is recorded: verification runs each model on few samples, so packing and
+/// folding the weights for later runs would cost more time and memory than it saves.
 fn capture(
     exec: &Executor,
     feed: &HashMap<String, Value>,
@@ -287,8 +290,36 @@ fn capture(
         hook: Some(&mut hook),
         ..Default::default()
     };
-    exec.run_with(feed.clone(), opts)?;
+    for spec in exec.inputs() {
+        let value = feed.get(&spec.name).ok_or_else(|| ExecError::Input {
+            name: spec.name.clone(),
+            reason: "not given".into(),
+        })?;
+        check_input(&spec, value)?;
+    }
+    exec.run_range(0..exec.run_order().len(), feed.clone(), opts)?;
     Ok(seen)
+}
+
+/// `feed` cut into runs of at most `most` samples along the first axis of every input;
+/// as it is when it holds no more, or when an input's first axis is not the batch's.
+fn runs_of(feed: &Captured, most: usize) -> Result<Vec<Captured>> {
+    let n = feed_samples(feed);
+    let batched = feed.values().all(|v| v.shape().first() == Some(&n));
+    if n <= most || !batched {
+        return Ok(vec![feed.clone()]);
+    }
+    let rows = |v: &Value, start: usize| -> whittle_exec::Result<Value> {
+        v.with_tensor(v.tensor().narrow(0, start, most.min(n - start))?)
+    };
+    (0..n)
+        .step_by(most)
+        .map(|start| {
+            feed.iter()
+                .map(|(name, v)| Ok((name.clone(), rows(v, start)?)))
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -317,6 +348,33 @@ mod tests {
             s.add(&x, &q);
             assert_eq!(s.finish("t").max_abs_diff, f64::INFINITY, "NaN at {at}");
         }
+    }
+
+    #[test]
+    fn runs_of_cuts_batched_feeds_only() {
+        let rows = |n: usize, width: usize| {
+            let v: Vec<f32> = (0..n * width).map(|i| i as f32).collect();
+            Value::try_from(&whittle_ir::TensorData::from_slice(vec![n, width], &v).unwrap())
+                .unwrap()
+        };
+        let feed = HashMap::from([
+            ("x".to_string(), rows(10, 3)),
+            ("y".to_string(), rows(10, 2)),
+        ]);
+        let runs = runs_of(&feed, 4).unwrap();
+        let sizes: Vec<usize> = runs.iter().map(feed_samples).collect();
+        assert_eq!(sizes, [4, 4, 2]);
+        assert_eq!(
+            runs[2]["x"].to_f32_vec().unwrap(),
+            (24..30).map(|i| i as f32).collect::<Vec<_>>()
+        );
+        assert_eq!(runs[1]["y"].shape(), [4, 2]);
+        // An input whose first axis is not the batch's: nothing to cut along.
+        let mixed = HashMap::from([
+            ("x".to_string(), rows(10, 3)),
+            ("y".to_string(), rows(3, 2)),
+        ]);
+        assert_eq!(runs_of(&mixed, 4).unwrap().len(), 1);
     }
 
     #[test]
