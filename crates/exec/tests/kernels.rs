@@ -93,6 +93,22 @@ const ACTIVATIONS: [Activation; 11] = [
 ];
 
 #[test]
+fn zeros_and_fill_zero_clear_every_element() {
+    // Below and above the length split into parallel chunks under 2 threads.
+    for len in [0, 5, 100_003] {
+        with_pools(|| {
+            assert_eq!(whittle_exec::kernels::zeros(len), vec![0.0; len]);
+            let mut v = randn(len, 3);
+            whittle_exec::kernels::fill_zero(&mut v);
+            assert!(
+                v.iter().all(|&x| x == 0.0),
+                "fill_zero left a value ({len})"
+            );
+        });
+    }
+}
+
+#[test]
 fn erf_exp_tanh_sigmoid_match_f64_over_their_range() {
     let xs: Vec<f32> = (-200_000..=200_000).map(|i| i as f32 * 5e-5).collect();
     let mut worst_erf = 0f64;
