@@ -20,17 +20,34 @@ pub(super) fn matmul(
     inputs: &[Option<Value>],
     device: &Device,
 ) -> Result<Option<KernelRun>> {
-    let Some(Some(b)) = inputs.get(1) else {
+    let Some(b) = second_operand(a, inputs, |ra, rb| ra >= 2 && rb >= 2) else {
         return Ok(None);
     };
     let (sa, sb) = (a.shape(), b.shape());
-    if sa.len() < 2 || sb.len() < 2 {
-        return Ok(None);
-    }
     let out = kern(matmul_shape(sa, sb))?;
     let mut y = zeros(out.iter().product());
-    kern(a.with_f32(|ad| b.with_f32(|bd| batched_matmul(ad, sa, bd, sb, &mut y)))??)?;
+    product(a, b, |ad, bd| batched_matmul(ad, sa, bd, sb, &mut y))?;
     KernelRun::single(y, out, device)
+}
+
+/// The second input of a product whose operands' ranks `ranks_fit` accepts (None: the
+/// product runs on its operator).
+fn second_operand<'a>(
+    a: &Value,
+    inputs: &'a [Option<Value>],
+    ranks_fit: impl Fn(usize, usize) -> bool,
+) -> Option<&'a Value> {
+    let b = inputs.get(1)?.as_ref()?;
+    ranks_fit(a.shape().len(), b.shape().len()).then_some(b)
+}
+
+/// Runs `kernel` on the float32 data of `a` and `b`.
+fn product(
+    a: &Value,
+    b: &Value,
+    kernel: impl FnOnce(&[f32], &[f32]) -> crate::kernels::Result<()>,
+) -> Result<()> {
+    kern(a.with_f32(|ad| b.with_f32(|bd| kernel(ad, bd)))??)
 }
 
 /// Gemm `alpha·A'·B' + beta·C` with 2-D `A` and `B` and `C` absent or one value per column.
@@ -40,13 +57,10 @@ pub(super) fn gemm(
     inputs: &[Option<Value>],
     device: &Device,
 ) -> Result<Option<KernelRun>> {
-    let Some(Some(b)) = inputs.get(1) else {
+    let Some(b) = second_operand(a, inputs, |ra, rb| ra == 2 && rb == 2) else {
         return Ok(None);
     };
     let (sa, sb) = (a.shape(), b.shape());
-    if sa.len() != 2 || sb.len() != 2 {
-        return Ok(None);
-    }
     let (ta, tb) = (
         node.int_or("transA", 0)? != 0,
         node.int_or("transB", 0)? != 0,
@@ -71,13 +85,12 @@ pub(super) fn gemm(
         activation: Activation::None,
     };
     let mut y = zeros(m * n);
-    let product = |ad: &[f32], bd: &[f32], y: &mut [f32]| {
+    product(a, b, |ad, bd| {
         let am = MatRef::row_major(ad, sa[0], sa[1])?;
         let bm = MatRef::row_major(bd, sb[0], sb[1])?;
         let (am, bm) = (if ta { am.t() } else { am }, if tb { bm.t() } else { bm });
-        gemm::gemm(am, bm, y, alpha, 0.0, &epilogue)
-    };
-    kern(a.with_f32(|ad| b.with_f32(|bd| product(ad, bd, &mut y)))??)?;
+        gemm::gemm(am, bm, &mut y, alpha, 0.0, &epilogue)
+    })?;
     KernelRun::single(y, vec![m, n], device)
 }
 
