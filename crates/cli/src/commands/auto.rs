@@ -35,7 +35,7 @@ pub struct Args {
     /// Largest top-1 accuracy drop allowed, in percentage points [default: 1].
     #[arg(long, value_name = "PCT", allow_negative_numbers = true)]
     max_accuracy_drop: Option<f64>,
-    /// With feeds:FILE.npz data: the smallest cosine similarity of the outputs to the
+    /// With feeds:FILE.npz data: the smallest cosine similarity of each output to the
     /// baseline's, over every feed [default: 0.99].
     #[arg(long, value_name = "C", allow_negative_numbers = true)]
     min_cosine: Option<f64>,

@@ -2,11 +2,12 @@
 //! hardest samples, ONNX Runtime latency, size, MACs, the per-node profile) and each
 //! candidate model (cost and latency, then accuracy on the hard subset, then on the full
 //! test split), all through the pipeline's one [`Evaluator`]. Label-less data
-//! (`feeds:FILE.npz`) has no accuracy: its "accuracy" is the cosine similarity of the
-//! candidate's outputs to the baseline's on every feed (the baseline's is 1), with no hard
-//! subset.
+//! (`feeds:FILE.npz`) has no accuracy: its "accuracy" is the smallest cosine similarity
+//! of any of the candidate's outputs to the baseline's on every feed (the baseline's is 1),
+//! with no hard subset.
 
 use serde::{Deserialize, Serialize};
+use whittle_bench::inputs::ShapeRequest;
 use whittle_bench::profile::{profile, ProfileOptions};
 use whittle_data::{Dataset, Split};
 use whittle_exec::{model_inputs, Executor, Value};
@@ -16,7 +17,7 @@ use whittle_pipeline::eval::accuracy::scores_2d;
 use whittle_pipeline::eval::{Evaluator, LatencyPlan, Reference};
 use whittle_pipeline::report::measure::op_latency;
 use whittle_pipeline::report::OpLatency;
-use whittle_pipeline::{feed, Ctx, DataSource, Result};
+use whittle_pipeline::{feed, Ctx, DataSource, Feed, Result};
 
 /// Samples per evaluation run: small, since the search evaluates while a fine-tuning's
 /// memory may still be held by the allocator (256 made the executor's buffers alone
@@ -97,6 +98,9 @@ pub struct Meter {
     full: Evaluator,
     /// None for label-less feeds: the subset is the whole set.
     hard: Option<Evaluator>,
+    /// One sample of label-less feeds, timed and profiled instead of synthetic inputs
+    /// (which cannot guess a dynamic sequence length).
+    sample: Option<Vec<Feed>>,
     samples: usize,
     hard_len: usize,
     threads: usize,
@@ -132,7 +136,10 @@ impl Meter {
         let accuracy = meter.accuracy(ctx, model, false)?;
         let eval_seconds = start.elapsed().as_secs_f64();
         let hard_accuracy = meter.accuracy(ctx, model, true)?;
-        let options = ProfileOptions::default();
+        let options = ProfileOptions {
+            shapes: meter.sample_shapes(),
+            ..ProfileOptions::default()
+        };
         let profiled =
             profile(model, &options, &mut || {}).context(|| "profiling the baseline".into())?;
         let baseline = Baseline {
@@ -169,17 +176,20 @@ impl Meter {
                     hard_len: subset.len(),
                     full: Evaluator::new().with_labelled(test, BATCH),
                     hard: Some(Evaluator::new().with_labelled(subset, BATCH)),
+                    sample: None,
                     threads,
                 }
             }
             TestSet::Feeds(feeds) => {
                 let samples = feeds.iter().map(feed::samples).sum();
+                let sample = Some(feed::first_samples(&feeds, 1)?);
                 let reference = Reference::new(ctx, baseline, feeds)?;
                 Meter {
                     samples,
                     hard_len: samples,
                     full: Evaluator::new().with_reference(reference),
                     hard: None,
+                    sample,
                     threads,
                 }
             }
@@ -205,10 +215,12 @@ impl Meter {
             runs: RUNS,
             threads: self.threads,
         };
-        let m = Evaluator::new()
-            .with_cost()
-            .with_latency(plan)
-            .evaluate(ctx, model)?;
+        let mut evaluator = Evaluator::new().with_cost().with_latency(plan);
+        if let Some(sample) = &self.sample {
+            // Timed on the sample (the reference's first feed), compared to itself.
+            evaluator = evaluator.with_reference(Reference::new(ctx, model, sample.clone())?);
+        }
+        let m = evaluator.evaluate(ctx, model)?;
         Ok(Cost {
             size_bytes: m.size_bytes.unwrap_or_default(),
             parameters: m.parameters.unwrap_or_default(),
@@ -217,13 +229,41 @@ impl Meter {
         })
     }
 
-    /// Top-1 accuracy (label-less feeds: the cosine to the baseline's outputs) on the hard
-    /// subset or the full test set.
+    /// The shapes of the sample, if any, for the profiler's synthetic inputs.
+    fn sample_shapes(&self) -> ShapeRequest {
+        let shapes = (self.sample.iter().flatten().flatten())
+            .map(|(name, value)| (name.clone(), value.shape().to_vec()))
+            .collect();
+        ShapeRequest {
+            batch: None,
+            shapes,
+        }
+    }
+
+    /// Top-1 accuracy (label-less feeds: the smallest cosine of an output to the
+    /// baseline's) on the hard subset or the full test set.
     pub fn accuracy(&self, ctx: &Ctx<'_>, model: &Model, hard: bool) -> Result<f64> {
         let evaluator = match &self.hard {
             Some(subset) if hard => subset,
             _ => &self.full,
         };
+        if self.sample.is_some() {
+            // The smallest cosine of any output: in one cosine of all outputs together,
+            // one output's large values (token ids passed through, say) hide the others.
+            let exec = Executor::new(model).context(|| "preparing the model".into())?;
+            let report = evaluator.fidelity(ctx, &exec)?;
+            let cosines = report
+                .iter()
+                .flat_map(|r| r.outputs.iter().map(|o| o.cosine));
+            let least = cosines.reduce(|a, b| {
+                if a.is_nan() || b.is_nan() {
+                    f64::NAN
+                } else {
+                    a.min(b)
+                }
+            });
+            return Ok(least.unwrap_or(f64::NAN));
+        }
         let m = evaluator.evaluate(ctx, model)?;
         Ok(m.top1.or(m.cosine).unwrap_or(f64::NAN))
     }
