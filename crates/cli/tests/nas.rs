@@ -159,6 +159,10 @@ print(json.dumps({"latency_ms": statistics.median(t), "accuracy": float((pred ==
         "no zoo reference points"
     );
     assert!(page.contains("<svg"), "no plots");
+    assert!(
+        page.contains(&format!("Measured again (Result, {}", last["runs"])),
+        "the re-measurement is not in the report"
+    );
 }
 
 /// The two runs returned the same model with the same figures after the same candidates.

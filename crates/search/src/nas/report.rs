@@ -109,6 +109,21 @@ pub fn report(result: &NasResult, limits: &Limits, references: &[Reference]) -> 
             source.measurement.macs
         ));
     }
+    notes.extend(result.rechecks.iter().map(|c| {
+        format!(
+            "Measured again ({:?}, {} runs taking turns with {}: {:.3} ms now, {:.3} ms when \
+             the search started): {} {:.3} ms median, {:.3} ms p90 - {}.",
+            c.stage,
+            c.runs,
+            result.reference.spec,
+            c.reference_ms,
+            result.reference.latency_ms,
+            &c.id[..8.min(c.id.len())],
+            c.latency_ms,
+            c.latency_p90_ms,
+            if c.passed { "kept" } else { "over the limits" }
+        )
+    }));
     if let Some(reason) = &result.reason {
         notes.push(format!("No model returned: {reason}."));
     }
