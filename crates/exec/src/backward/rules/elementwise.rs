@@ -176,8 +176,9 @@ pub(super) fn mul_div(c: &mut RuleCtx) -> Grads {
     Ok(grads)
 }
 
-/// Relu, Sigmoid, Tanh and Exp, whose derivatives are functions of their output. The output gradient is taken and overwritten with the input's, read from the kept output
-/// in place (no copy).
+/// Relu, Sigmoid, Tanh and Exp, whose derivatives are functions of their output. The output
+/// gradient is taken and overwritten in place with the input's, reading the kept output (no
+/// copy).
 pub(super) fn from_output(c: &mut RuleCtx) -> Grads {
     let y = c.output(0)?;
     let mut dx = c.take_dy()?;
