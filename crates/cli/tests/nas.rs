@@ -148,6 +148,23 @@ print(json.dumps({"latency_ms": statistics.median(t), "accuracy": float((pred ==
         assert!(t["rung_accuracy"].as_array().unwrap().is_empty(), "{t}");
         assert!(!t["violations"].as_array().unwrap().is_empty(), "{t}");
     }
+    // The default search is warm-started by the parameter count: the first generation
+    // measures 4 times as many candidates as a generation trains (16 for 3 iterations)
+    // and trains the feasible ones with the most parameters.
+    let params = |t: &serde_json::Value| t["parameters"].as_u64().unwrap();
+    let trained = |t: &serde_json::Value| !t["rung_accuracy"].as_array().unwrap().is_empty();
+    let first = &trials[..16.min(trials.len())];
+    let smallest_trained = (first.iter().filter(|t| trained(t)).map(params).min()).unwrap();
+    let largest_left = (first.iter())
+        .filter(|t| t["feasible"] == true && !trained(t))
+        .map(params)
+        .max();
+    assert!(
+        largest_left.is_none_or(|p| p <= smallest_trained),
+        "a feasible candidate of {largest_left:?} parameters was left for one of \
+         {smallest_trained}"
+    );
+    assert_eq!(first.len(), 16, "{r}");
     let page = std::fs::read_to_string(&report).unwrap();
     let best = r["id"].as_str().unwrap();
     assert!(

@@ -81,16 +81,18 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// Warm start: the first generation draws 4 times as many candidates and trains the
-    /// feasible ones a zero-cost proxy ranks best: params (the most parameters; the
-    /// default) or naswot (NASWOT, in log space).
+    /// feasible ones a zero-cost proxy ranks best: params (the most parameters; measured
+    /// to beat random search), naswot (NASWOT, in log space), or none (plain evolution,
+    /// its first generation drawn at random).
     #[arg(
         long,
         value_name = "PROXY",
         num_args = 0..=1,
+        default_value = "params",
         default_missing_value = "params",
-        value_parser = ["params", "naswot"]
+        value_parser = ["params", "naswot", "none"]
     )]
-    warm_start: Option<String>,
+    warm_start: String,
     /// Run the candidates' jobs on the Ray cluster whose dashboard is at ADDRESS
     /// (http://HOST:8265) through its job submission API; the whittle binary, the data and
     /// --work-dir must be on paths the cluster's workers share.
@@ -158,10 +160,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "random" => Strategy::Random,
             _ => Strategy::Evolution,
         },
-        warm_start: args.warm_start.as_deref().map(|p| match p {
-            "naswot" => WarmStart::Naswot,
-            _ => WarmStart::Params,
-        }),
+        warm_start: match args.warm_start.as_str() {
+            "none" => None,
+            "naswot" => Some(WarmStart::Naswot),
+            _ => Some(WarmStart::Params),
+        },
         from,
     };
     let observer = CliObserver::new(args.json);
