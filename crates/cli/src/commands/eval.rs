@@ -6,6 +6,7 @@ use std::cmp::Ordering;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use whittle_bench::bench::Engine;
 use whittle_data::{Dataset, Split};
 use whittle_exec::Executor;
 use whittle_ir::Model;
@@ -33,6 +34,11 @@ pub struct Args {
     /// Samples per forward pass.
     #[arg(long, default_value_t = 256)]
     batch_size: usize,
+    /// Where the model runs: whittle's executor, or ONNX Runtime (its default threads):
+    /// the figure a deployment there gets. Dynamic INT8 quantizes each run's activations
+    /// with one scale, so its accuracy depends on --batch-size.
+    #[arg(long, default_value = "whittle", value_parser = str::parse::<Engine>)]
+    engine: Engine,
     /// Machine-readable output.
     #[arg(long)]
     json: bool,
@@ -72,7 +78,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DataSource::new(&args.data)
             .with_role("--data")
             .load(&exec.inputs(), split, args.limit)?;
-    let result = evaluate(&exec, &data, args.batch_size, !args.json)?;
+    let result = evaluate(
+        &model,
+        &exec,
+        args.engine,
+        &data,
+        args.batch_size,
+        !args.json,
+    )?;
     if let Some(path) = &args.report {
         write_report(&args.model, &model, &result, path)?;
     }
@@ -150,10 +163,13 @@ fn print_class_table(classes: &[ClassAccuracy]) {
     }
 }
 
-/// Evaluates a single-input classifier on `data` in batches (the pipeline's
-/// [`Evaluator`]), drawing a progress bar when `progress`.
+/// Evaluates a single-input classifier (`model`, `exec` its executor) on `data` in batches
+/// on `engine` (the pipeline's [`Evaluator`]; ONNX Runtime with its default threads),
+/// drawing a progress bar when `progress`.
 pub fn evaluate(
+    model: &Model,
     exec: &Executor,
+    engine: Engine,
     data: &Dataset,
     batch_size: usize,
     progress: bool,
@@ -161,6 +177,9 @@ pub fn evaluate(
     let observer = CliObserver::new(!progress);
     let ctx = Ctx::new(&observer);
     let evaluator = Evaluator::new().with_labelled(data.clone(), batch_size);
-    let accuracy = evaluator.accuracy(&ctx, exec)?;
+    let accuracy = match engine {
+        Engine::Whittle => evaluator.accuracy(&ctx, exec)?,
+        Engine::Ort => evaluator.accuracy_in_ort(&ctx, exec, model, 0)?,
+    };
     accuracy.context("no labelled data to evaluate")
 }

@@ -1,5 +1,6 @@
 //! [`Evaluator`]: the one way a model is measured. Each figure is optional: accuracy needs
-//! labelled data, fidelity a reference model's outputs, latency asks to be timed.
+//! labelled data (run in whittle's executor, or in ONNX Runtime), fidelity a reference
+//! model's outputs, latency asks to be timed.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -10,6 +11,7 @@ use whittle_bench::ort_engine::OrtEngine;
 use whittle_bench::stats::Latency;
 use whittle_data::Dataset;
 use whittle_exec::{Executor, Value};
+use whittle_ir::files::TempPath;
 use whittle_ir::{Model, TensorData};
 
 use super::accuracy::{scores_2d, Accuracy, Tally};
@@ -84,6 +86,8 @@ pub struct FidelityReport {
 #[derive(Default)]
 pub struct Evaluator {
     labelled: Option<(Dataset, usize)>,
+    /// ONNX Runtime's intra-op threads when accuracy runs there, not in whittle's executor.
+    ort_accuracy: Option<usize>,
     reference: Option<Reference>,
     cost: bool,
     latency: Option<LatencyPlan>,
@@ -99,6 +103,15 @@ impl Evaluator {
     /// first output = class scores `[N, classes]`), `batch_size` samples per run.
     pub fn with_labelled(mut self, data: Dataset, batch_size: usize) -> Self {
         self.labelled = Some((data, batch_size.max(1)));
+        self
+    }
+
+    /// Measures the accuracy in ONNX Runtime with `threads` intra-op threads instead of
+    /// whittle's executor: the figure a deployment in ONNX Runtime gets. Dynamic INT8
+    /// quantizes each run's activations with one scale, so its accuracy there depends on
+    /// the batch size ([`Evaluator::with_labelled`]'s).
+    pub fn with_ort_accuracy(mut self, threads: usize) -> Self {
+        self.ort_accuracy = Some(threads);
         self
     }
 
@@ -133,7 +146,11 @@ impl Evaluator {
                     .context(|| "counting MACs".into())?,
             );
         }
-        if let Some(accuracy) = self.accuracy(ctx, &exec)? {
+        let accuracy = match self.ort_accuracy {
+            Some(threads) => self.accuracy_in_ort(ctx, &exec, model, threads)?,
+            None => self.accuracy(ctx, &exec)?,
+        };
+        if let Some(accuracy) = accuracy {
             metrics.set_accuracy(accuracy);
         }
         if let Some(fidelity) = self.fidelity(ctx, &exec)? {
@@ -153,8 +170,51 @@ impl Evaluator {
         Ok(metrics)
     }
 
-    /// Accuracy on the labelled data, if any was given.
+    /// Accuracy on the labelled data in whittle's executor, if any data was given.
     pub fn accuracy(&self, ctx: &Ctx<'_>, exec: &Executor) -> Result<Option<Accuracy>> {
+        self.tally(ctx, exec, |batch, output| {
+            let out = exec.run(batch).context(|| "running the model".into())?;
+            out[output]
+                .to_data()
+                .context(|| format!("reading output '{output}'"))
+        })
+    }
+
+    /// Accuracy on the labelled data in ONNX Runtime (`threads` intra-op threads), if any
+    /// data was given; `exec` is `model`'s, for its input and output names.
+    pub fn accuracy_in_ort(
+        &self,
+        ctx: &Ctx<'_>,
+        exec: &Executor,
+        model: &Model,
+        threads: usize,
+    ) -> Result<Option<Accuracy>> {
+        if self.labelled.is_none() {
+            return Ok(None);
+        }
+        let (_temp, mut engine) = ort_session(model, threads)?;
+        self.tally(ctx, exec, |batch, output| {
+            let inputs = (batch.into_iter())
+                .map(|(name, v)| Ok((name.clone(), v.to_data().context(|| name)?)))
+                .collect::<Result<HashMap<_, _>>>()?;
+            let mut out = engine
+                .run(&inputs)
+                .context(|| "running the model in ONNX Runtime".into())?;
+            match out.remove(output) {
+                Some(scores) => Ok(scores),
+                None => refuse!("ONNX Runtime gave no output '{output}'"),
+            }
+        })
+    }
+
+    /// Top-1 / top-5 of the labelled data, batch by batch: `scores` runs a batch and
+    /// returns the named output's class scores.
+    fn tally(
+        &self,
+        ctx: &Ctx<'_>,
+        exec: &Executor,
+        mut scores: impl FnMut(Feed, &str) -> Result<TensorData>,
+    ) -> Result<Option<Accuracy>> {
         let Some((data, batch)) = &self.labelled else {
             return Ok(None);
         };
@@ -177,10 +237,7 @@ impl Evaluator {
         let mut start = 0;
         for batch in feeds {
             let len = feed::samples(&batch);
-            let out = exec.run(batch).context(|| "running the model".into())?;
-            let scores = out[&output]
-                .to_data()
-                .context(|| format!("reading output '{output}'"))?;
+            let scores = scores(batch, &output)?;
             for (row, &label) in scores_2d(&scores, len)?
                 .iter()
                 .zip(&data.labels[start..start + len])
@@ -302,20 +359,25 @@ fn time_whittle(
     })
 }
 
-/// ONNX Runtime loads models from files: the model goes to a registered temporary file.
+/// `model` in an ONNX Runtime session with `threads` intra-op threads. ONNX Runtime loads
+/// models from files: the model goes to a registered temporary file, returned with it.
+fn ort_session(model: &Model, threads: usize) -> Result<(TempPath, OrtEngine)> {
+    let target = std::env::temp_dir().join("whittle-eval.onnx");
+    let (temp, mut file) = TempPath::create(&target)
+        .context(|| "creating a temporary model file for ONNX Runtime".into())?;
+    file.write_all(&model.to_bytes())
+        .context(|| format!("writing {}", temp.path().display()))?;
+    drop(file);
+    let engine = OrtEngine::load(temp.path(), threads).context(|| "loading ONNX Runtime".into())?;
+    Ok((temp, engine))
+}
+
 fn time_ort(
     model: &Model,
     sample: &HashMap<String, TensorData>,
     plan: &LatencyPlan,
 ) -> Result<f64> {
-    let target = std::env::temp_dir().join("whittle-eval.onnx");
-    let (temp, mut file) = whittle_ir::files::TempPath::create(&target)
-        .context(|| "creating a temporary model file for ONNX Runtime".into())?;
-    file.write_all(&model.to_bytes())
-        .context(|| format!("writing {}", temp.path().display()))?;
-    drop(file);
-    let mut engine =
-        OrtEngine::load(temp.path(), plan.threads).context(|| "loading ONNX Runtime".into())?;
+    let (_temp, mut engine) = ort_session(model, plan.threads)?;
     let inputs = engine
         .prepare(sample)
         .context(|| "ONNX Runtime inputs".into())?;

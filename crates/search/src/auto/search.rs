@@ -16,7 +16,7 @@ use whittle_pipeline::journal::Journal;
 use whittle_pipeline::{cache, Ctx, Level, Observer, Result};
 
 use super::config::{AutoConfig, Target};
-use super::measure::{Baseline, Meter};
+use super::measure::{Baseline, Meter, ACCURACY_ENGINE};
 use super::outcome::{Outcome, Skipped, Status};
 use super::predict::{Effect, Observed, Predictor};
 use super::space::{
@@ -74,7 +74,9 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
     ctx.threads = Some(config.threads);
     let test = Meter::load(&config.eval_data, &model)?;
     let mut baselines = Journal::<Baseline>::open(work)?;
-    let (baseline, meter) = match baselines.find(&hash) {
+    // Journalled figures are keyed by the model and how accuracy is measured.
+    let key = format!("{hash}|{ACCURACY_ENGINE}");
+    let (baseline, meter) = match baselines.find(&key) {
         Some(b) => {
             observer.log(Level::Info, "baseline: measured before");
             let meter = Meter::new(&ctx, &model, test, &b.hard, config.threads)?;
@@ -82,7 +84,7 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         }
         None => {
             observer.log(Level::Info, "baseline: measuring");
-            let (b, meter) = Meter::baseline(&ctx, hash.clone(), &model, test, config.threads)?;
+            let (b, meter) = Meter::baseline(&ctx, key.clone(), &model, test, config.threads)?;
             baselines.append(b.clone())?;
             (b, meter)
         }
@@ -159,7 +161,7 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
                 "no candidate left is predicted to beat the best".to_string()
             };
         };
-        let key = trial_key(&hash, &candidate, &settings_key);
+        let key = trial_key(&baseline.key, &candidate, &settings_key);
         let number = search.trials.len() + 1;
         let trial = match journal.find(&key) {
             Some(done) => {
