@@ -372,7 +372,8 @@ pub fn search(
             }
             None => halving::best(&ranked, keep),
         };
-        let ids = fit_budget(settings, &trials, &rungs, i, ids, start.elapsed(), observer);
+        let remaining = (settings.budget).map(|b| b.saturating_sub(start.elapsed()));
+        let ids = fit_budget(remaining, &trials, &scored, &rungs, i, ids, observer);
         let batch = ids
             .iter()
             .map(|id| Job::new(find(&order, id), Task::Train(*rung), last))
@@ -509,31 +510,39 @@ impl NasResult {
     }
 }
 
-/// The first of `ids` (best first) that the rest of `--budget` affords at rung `index`,
-/// predicted from each candidate's first-rung seconds ([`halving::affordable`]).
+/// The first of `ids` (best first) that the `remaining` time of `--budget` affords at
+/// rung `index` ([`halving::affordable`]), each predicted from its MACs at the machine's
+/// rate: the median seconds per MAC of the trainings of `scored` so far
+/// ([`halving::seconds_per_mac`]).
 fn fit_budget(
-    settings: &Settings,
+    remaining: Option<Duration>,
     trials: &Trials,
+    scored: &[Scored],
     rungs: &[Rung],
     index: usize,
     mut ids: Vec<String>,
-    elapsed: Duration,
     observer: &dyn Observer,
 ) -> Vec<String> {
-    let Some(budget) = settings.budget else {
+    let Some(remaining) = remaining else {
         return ids;
     };
+    let macs = |id: &str| trials.measured.find(id).map_or(0, |m| m.measurement.macs);
+    let rate = halving::seconds_per_mac(scored.iter().flat_map(|s| {
+        let id = &s.candidate.id;
+        (rungs.iter()).filter_map(move |r| {
+            let t = trials.trained.find(&trained_key(id, r.index))?;
+            Some((t.seconds, macs(id), halving::cost_ratio(rungs, r)))
+        })
+    }))
+    .unwrap_or(0.0);
     let predicted = |rung: &Rung| -> Vec<f64> {
         let ratio = halving::cost_ratio(rungs, rung);
         (ids.iter())
-            .map(|id| {
-                let first = trials.trained.find(&trained_key(id, 0));
-                first.map_or(0.0, |t| t.seconds * ratio)
-            })
+            .map(|id| macs(id) as f64 * rate * ratio)
             .collect()
     };
     let last = (index + 1 < rungs.len()).then(|| predicted(&rungs[rungs.len() - 1]));
-    let remaining = budget.saturating_sub(elapsed).as_secs_f64();
+    let remaining = remaining.as_secs_f64();
     let n = halving::affordable(&predicted(&rungs[index]), last.as_deref(), remaining);
     if n < ids.len() {
         observer.log(
