@@ -6,7 +6,8 @@
 # run's wall time and peak resident memory come from /usr/bin/time -v, beside the peak of
 # one `whittle eval` of the baseline. Then each output and its baseline are measured again
 # here, in ONNX Runtime: size on disk, batch-1 one-thread latency (`whittle bench --engine
-# ort`, rounds that visit every model in turn) and test accuracy (scripts/ort_eval.py).
+# ort`, rounds that visit every model in turn) and test accuracy (scripts/ort_eval.py, one
+# image per run, as `whittle auto` measures it and as deployed at batch 1).
 # The Markdown tables (bench/auto_goals.py) go to stdout and OUT_DIR/table.md.
 #
 #   bench/auto_goals.sh ASSETS_DIR OUT_DIR [--force]
@@ -64,7 +65,7 @@ auto_run() { # NAME
 # Size, ORT accuracy and `whittle eval`'s peak memory of the model PATH, as STEM.*.json.
 measure_once() { # STEM PATH IDX_DIR DATA
   step_stdout "$out/$1.inspect.json" "$whittle" inspect "$2" --json
-  step_stdout "$out/$1.ort.json" python3 "$here/../scripts/ort_eval.py" "$2" "$3"
+  step_stdout "$out/$1.ort.json" python3 "$here/../scripts/ort_eval.py" "$2" "$3" 1
   step_stdout "$out/$1.eval.json" /usr/bin/time -v -o "$out/$1.eval.time" \
     "$whittle" eval "$2" --data "$4" --json
 }
@@ -107,7 +108,7 @@ table="$out/table.md"
   echo "\`whittle auto MODEL --data SPEC --target T --max-accuracy-drop D --budget B --threads 1"
   echo "--seed 0\` (the grid adds \`--exhaustive\`), RAYON_NUM_THREADS=${THREADS:-2}, under"
   echo "nice. Sizes, latency (median over $(cat "$out/rounds") rounds of the median of $runs runs, ONNX Runtime,"
-  echo "batch 1, one thread) and test accuracy (ONNX Runtime, all test images) measured again"
+  echo "batch 1, one thread) and test accuracy (ONNX Runtime, all test images, one per run) measured again"
   echo "by this script for the baseline and the output in the same run (\`bench/auto_goals.sh\`)."
   echo
   python3 "$here/auto_goals.py" "$out" "$(cat "$out/rounds")" $only
