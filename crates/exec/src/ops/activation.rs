@@ -5,6 +5,8 @@
 //! `PRelu`, `Shrink`) are exact host loops.
 
 use candle_core::{DType, Tensor};
+use rayon::prelude::*;
+use whittle_ir::seed::{SplitMix64, GOLDEN_GAMMA};
 use whittle_ir::{DataType, NodeAttrs};
 
 use super::unary::{numeric, TensorFn};
@@ -298,27 +300,90 @@ fn dropout(c: &OpCtx) -> Result<Vec<Value>> {
     if !(0.0..1.0).contains(&ratio) {
         bail!("ratio {ratio} is outside [0, 1)");
     }
-    let seed = c
-        .node
-        .int("seed")?
-        .or(c.seed.map(|s| (s ^ (s >> 32)) as u32 as i64));
-    let keep = uniform(x.tensor(), seed)?.ge(ratio)?;
-    let scale = keep
-        .to_dtype(x.tensor().dtype())?
-        .affine(1.0 / (1.0 - ratio), 0.0)?;
-    let y = x.with_tensor(x.tensor().mul(&scale)?)?;
-    Ok(vec![y, Value::new(keep, DataType::Bool)?.cast(mask_type)?])
+    let draw = match (c.node.int("seed")?, c.seed) {
+        (Some(seed), _) => Draw::Numpy(seed as u32),
+        (None, Some(seed)) => Draw::Stream(seed),
+        (None, None) => Draw::Candle,
+    };
+    let keep = keep_mask(x.tensor(), ratio, draw)?;
+    let scale = 1.0 / (1.0 - ratio);
+    let t = x.tensor();
+    // Off candle's tape (the graph-level backward's forward, inference in training mode) an
+    // f32 input is scaled in one parallel pass; on the tape through candle's operators.
+    let y = match (t.dtype(), t.track_op()) {
+        (DType::F32, false) => {
+            let mut y = crate::kernels::zeros(keep.len());
+            let scale = scale as f32;
+            x.with_f32(|xs| {
+                y.par_chunks_mut(DRAW_CHUNK)
+                    .zip(xs.par_chunks(DRAW_CHUNK).zip(keep.par_chunks(DRAW_CHUNK)))
+                    .for_each(|(y, (xs, k))| {
+                        for ((v, &x), &k) in y.iter_mut().zip(xs).zip(k) {
+                            *v = if k != 0 { x * scale } else { 0.0 };
+                        }
+                    })
+            })?;
+            Tensor::from_vec(y, t.shape(), t.device())?
+        }
+        _ => {
+            let mask = Tensor::from_vec(keep.clone(), t.shape(), t.device())?;
+            t.mul(&mask.to_dtype(t.dtype())?.affine(scale, 0.0)?)?
+        }
+    };
+    let keep = Tensor::from_vec(keep, t.shape(), t.device())?;
+    Ok(vec![
+        x.with_tensor(y)?,
+        Value::new(keep, DataType::Bool)?.cast(mask_type)?,
+    ])
 }
 
-/// Uniform samples in [0, 1) shaped like `t`: candle's generator, or with a `seed` the
-/// Mersenne Twister seeded as numpy's `np.random.seed(seed)` (matching ONNX's reference).
-fn uniform(t: &Tensor, seed: Option<i64>) -> Result<Tensor> {
-    let Some(seed) = seed else {
-        return Ok(Tensor::rand(0f32, 1f32, t.shape(), t.device())?);
-    };
-    let mut mt = Mt19937::new(seed as u32);
-    let v: Vec<f64> = (0..t.elem_count()).map(|_| mt.next_f64()).collect();
-    Ok(Tensor::from_vec(v, t.shape(), t.device())?)
+/// Where Dropout's uniform draws come from.
+#[derive(Clone, Copy)]
+enum Draw {
+    /// The node's `seed` attribute: the Mersenne Twister seeded as numpy's
+    /// `np.random.seed(seed)` (matching ONNX's reference implementation).
+    Numpy(u32),
+    /// A seeded run (the trainer): element `i` draws splitmix64's `i`-th value from this
+    /// seed, so chunks of the mask are drawn in parallel and the same on any thread count.
+    Stream(u64),
+    /// No seed: candle's generator.
+    Candle,
+}
+
+/// Elements per rayon task of Dropout's draws and scaling.
+const DRAW_CHUNK: usize = 16 * 1024;
+
+/// Which elements of `t` Dropout keeps (1) at `ratio`: those whose uniform draw in [0, 1)
+/// is at least `ratio`.
+fn keep_mask(t: &Tensor, ratio: f64, draw: Draw) -> Result<Vec<u8>> {
+    let n = t.elem_count();
+    Ok(match draw {
+        Draw::Numpy(seed) => {
+            let mut mt = Mt19937::new(seed);
+            (0..n).map(|_| u8::from(mt.next_f64() >= ratio)).collect()
+        }
+        Draw::Stream(seed) => {
+            // A draw of 53 bits k is kept when k / 2^53 >= ratio, that is k >= ratio * 2^53
+            // rounded up (exact: the scaling is by a power of two).
+            let threshold = (ratio * (1u64 << 53) as f64).ceil() as u64;
+            let mut keep = vec![0u8; n];
+            keep.par_chunks_mut(DRAW_CHUNK)
+                .enumerate()
+                .for_each(|(chunk, k)| {
+                    let first = (chunk * DRAW_CHUNK) as u64;
+                    let mut g =
+                        SplitMix64::new(seed.wrapping_add(first.wrapping_mul(GOLDEN_GAMMA)));
+                    for v in k.iter_mut() {
+                        *v = u8::from(g.next_u64() >> 11 >= threshold);
+                    }
+                });
+            keep
+        }
+        Draw::Candle => Tensor::rand(0f32, 1f32, t.shape(), t.device())?
+            .ge(ratio)?
+            .flatten_all()?
+            .to_vec1::<u8>()?,
+    })
 }
 
 /// The MT19937 generator (Matsumoto & Nishimura), as numpy's legacy `RandomState` uses it.
@@ -425,6 +490,22 @@ mod tests {
     fn hard_sigmoid_saturates() {
         let t = f32s(&[-4.0, 0.0, 1.0, 4.0]);
         close(&hard_sigmoid(&t, 0.2, 0.5).unwrap(), &[0.0, 0.5, 0.7, 1.0]);
+    }
+
+    #[test]
+    fn seeded_stream_mask_is_splitmix_drawn_serially() {
+        // Chunks drawn in parallel equal one serial splitmix64 stream, the integer threshold
+        // equals comparing the 53-bit draw with the ratio, and about 1 - ratio is kept.
+        let n = 3 * DRAW_CHUNK + 5;
+        let t = Tensor::zeros(n, DType::F32, &candle_core::Device::Cpu).unwrap();
+        let (seed, ratio) = (42u64, 0.3);
+        let keep = keep_mask(&t, ratio, Draw::Stream(seed)).unwrap();
+        let mut g = SplitMix64::new(seed);
+        let serial: Vec<u8> = (0..n).map(|_| u8::from(g.next_f64() >= ratio)).collect();
+        assert_eq!(keep, serial);
+        let kept = keep.iter().filter(|&&k| k == 1).count() as f64 / n as f64;
+        assert!((kept - 0.7).abs() < 0.01, "kept {kept}");
+        assert_ne!(keep, keep_mask(&t, ratio, Draw::Stream(seed + 1)).unwrap());
     }
 
     #[test]

@@ -1,55 +1,12 @@
-//! `Erf` on f32 tensors as one vectorisable pass (candle's maps every element through a
-//! libm call; in MiniLM's GELUs that was 12% of a forward pass). Other float types use
-//! candle's `erf`.
+//! `Erf` on f32 tensors on the kernels' vectorised, chunk-parallel map
+//! ([`crate::kernels::activation::erf_f32`]; candle's maps every element through a libm call,
+//! in MiniLM's GELUs 12% of a forward pass). Other float types use candle's `erf`.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 
-/// erf(x) within 1e-6 of libm's: the Taylor series below |x| = 0.5 (terms to x^13, truncation
-/// under 1e-9), Abramowitz & Stegun 7.1.28 above (`1 - (1 + a1 x + ... + a6 x^6)^-16`,
-/// error at most 3e-7). Both branches are computed and one is selected, so a loop over a
-/// slice vectorises.
-#[inline]
-pub fn erf_f32(x: f32) -> f32 {
-    // 2/sqrt(pi) * (-1)^n / (n! (2n + 1)), n = 0..6.
-    const SERIES: [f32; 7] = [
-        std::f32::consts::FRAC_2_SQRT_PI,
-        -0.376_126_4,
-        0.112_837_92,
-        -0.026_866_17,
-        0.005_223_977,
-        -0.000_854_832,
-        0.000_120_549_1,
-    ];
-    const AS: [f32; 6] = [
-        0.070_523_08,
-        0.042_282_01,
-        0.009_270_527,
-        0.000_152_014_3,
-        0.000_276_567_2,
-        0.000_043_063_8,
-    ];
-    // Horner from the highest coefficient (a fold from 0 would turn 0 * inf into NaN).
-    let horner = |cs: &[f32], v: f32| {
-        cs.iter()
-            .rev()
-            .skip(1)
-            .fold(cs[cs.len() - 1], |acc, &c| acc * v + c)
-    };
-    let x2 = x * x;
-    let series = x * horner(&SERIES, x2);
-    let a = x.abs();
-    let t = 1.0 + a * horner(&AS, a);
-    let t4 = (t * t) * (t * t);
-    let t16 = (t4 * t4) * (t4 * t4);
-    let tail = (1.0 - 1.0 / t16).copysign(x);
-    if a < 0.5 {
-        series
-    } else {
-        tail
-    }
-}
+use crate::kernels::activation::{unary, UnaryOp};
 
-/// The candle op: f32 forward on the host, derivative `2/sqrt(pi) exp(-x^2)`.
+/// The candle op: f32 forward on the kernels, derivative `2/sqrt(pi) exp(-x^2)`.
 struct FastErf;
 
 impl CustomOp1 for FastErf {
@@ -66,7 +23,9 @@ impl CustomOp1 for FastErf {
         else {
             candle_core::bail!("erf-f32 expects a contiguous f32 tensor");
         };
-        let out = v[start..end].iter().map(|&x| erf_f32(x)).collect();
+        let x = &v[start..end];
+        let mut out = crate::kernels::zeros(x.len());
+        unary(UnaryOp::Erf, x, &mut out).map_err(candle_core::Error::wrap)?;
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -85,7 +44,7 @@ impl CustomOp1 for FastErf {
     }
 }
 
-/// erf of every element: [`erf_f32`] for f32 CPU tensors, candle's `erf` otherwise.
+/// erf of every element: the kernels' [`erf_f32`](crate::kernels::activation::erf_f32) for f32 CPU tensors, candle's `erf` otherwise.
 pub fn erf(t: &Tensor) -> candle_core::Result<Tensor> {
     if t.dtype() == candle_core::DType::F32 && t.device().is_cpu() {
         t.contiguous()?.apply_op1(FastErf)
@@ -97,6 +56,7 @@ pub fn erf(t: &Tensor) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::activation::erf_f32;
 
     #[test]
     fn matches_libm_erf_and_keeps_the_gradient() {

@@ -42,7 +42,7 @@ fn second_operand<'a>(
 }
 
 /// Runs `kernel` on the float32 data of `a` and `b`.
-fn product(
+pub(super) fn product(
     a: &Value,
     b: &Value,
     kernel: impl FnOnce(&[f32], &[f32]) -> crate::kernels::Result<()>,

@@ -1,13 +1,15 @@
 //! The training forward's kernels: in the executor's node-by-node run
 //! ([`crate::RunOptions::replace`]), Conv, MaxPool (1-D and 2-D), training-mode
-//! BatchNormalization, Relu, and ([`dense`]) MatMul, Gemm, LayerNormalization and Softmax
-//! over the last axis (float32) run on the kernels instead of their candle operators, with
+//! BatchNormalization, ([`dense`]) MatMul, Gemm, LayerNormalization and Softmax over the last
+//! axis, and ([`maps`]) Relu, Erf, Add/Sub/Mul/Div and Transpose (float32) run on the kernels
+//! instead of their candle operators, with
 //! the same window arithmetic as their gradient rules. MaxPool keeps each output's arg-max
 //! and BatchNormalization its batch statistics for their rules, so the backward does not
 //! recompute them. Every other node, and these where the kernels do not apply, runs through
 //! its candle operator.
 
 mod dense;
+mod maps;
 
 use candle_core::{Device, Tensor};
 use whittle_ir::proto::NodeProto;
@@ -16,7 +18,7 @@ use whittle_ir::{DataType, NodeAttrs};
 use super::rules::kern;
 use super::rules::window::Window;
 use crate::error::{ExecError, Result};
-use crate::kernels::activation::{unary, Activation, UnaryOp};
+use crate::kernels::activation::{Activation, UnaryOp};
 use crate::kernels::conv::conv2d;
 use crate::kernels::norm::{batch_norm_train, BatchMoments, ChannelGeometry};
 use crate::kernels::pool::max_pool2d;
@@ -67,7 +69,10 @@ pub(super) fn run(
         "Gemm" => dense::gemm(node, x, inputs, device),
         "LayerNormalization" => dense::layer_norm(node, x, inputs, device),
         "Softmax" => dense::softmax(node, x, device),
-        "Relu" => relu(x, device),
+        "Relu" => maps::map(UnaryOp::Act(Activation::Relu), x, device),
+        "Erf" => maps::map(UnaryOp::Erf, x, device),
+        "Add" | "Sub" | "Mul" | "Div" => maps::arithmetic(node, x, inputs, device),
+        "Transpose" => maps::transpose(node, x, device),
         _ => return Ok(None),
     };
     result.map_err(|e| match e {
@@ -167,14 +172,6 @@ fn max_pool(node: &NodeProto, x: &Value, device: &Device) -> Result<Option<Kerne
         argmax: Some(argmax),
         ..Default::default()
     }))
-}
-
-/// Relu on the vectorised, chunk-parallel unary kernel (candle's runs on its own spinning
-/// thread pool, which competes with rayon's workers for the cores).
-fn relu(x: &Value, device: &Device) -> Result<Option<KernelRun>> {
-    let mut y = zeros(x.numel());
-    kern(x.with_f32(|xd| unary(UnaryOp::Act(Activation::Relu), xd, &mut y))?)?;
-    KernelRun::single(y, x.shape().to_vec(), device)
 }
 
 /// Training-mode BatchNormalization: `Y`, the running mean and variance updated with

@@ -6,10 +6,12 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 use whittle_ir::NodeAttrs;
 
-use super::RuleCtx;
+use super::{kern, RuleCtx};
 use crate::bail;
 use crate::error::Result;
-use crate::kernels::activation::erf_f32;
+use crate::kernels::activation::{erf_f32, exp_f32};
+use crate::kernels::binary::{binary, BinaryOp};
+use crate::value::Value;
 
 /// Gradients of a node, one per input.
 type Grads = Result<Vec<Option<Vec<f32>>>>;
@@ -17,12 +19,14 @@ type Grads = Result<Vec<Option<Vec<f32>>>>;
 /// Elements per rayon task of the elementwise maps.
 const CHUNK: usize = 16 * 1024;
 
-/// Calls `f(out_offset, in_offset, in_step, len)` for every run of the last axis of
-/// `out_shape`, where `in_shape` (NumPy-broadcast to `out_shape`) is read at `in_offset +
-/// k * in_step` for element `out_offset + k` of the run.
+/// Calls `f(out_offset, in_offset, in_step, len)` for `count` runs of the last axis of
+/// `out_shape` from run `first` on, where `in_shape` (NumPy-broadcast to `out_shape`) is read
+/// at `in_offset + k * in_step` for element `out_offset + k` of the run.
 fn for_each_run(
     out_shape: &[usize],
     in_shape: &[usize],
+    first: usize,
+    count: usize,
     mut f: impl FnMut(usize, usize, usize, usize),
 ) -> Result<()> {
     let rank = out_shape.len();
@@ -42,16 +46,25 @@ fn for_each_run(
     }
     let total: usize = out_shape.iter().product();
     if rank == 0 {
-        f(0, 0, 0, total);
+        if first == 0 && count > 0 {
+            f(0, 0, 0, total);
+        }
         return Ok(());
     }
     let inner = out_shape[rank - 1];
     if total == 0 || inner == 0 {
         return Ok(());
     }
-    let mut index = vec![0usize; rank - 1];
-    let mut base = 0usize;
-    for out in (0..total).step_by(inner) {
+    // The index of run `first` along each outer axis, and its offset in the input.
+    let (mut index, mut base) = (vec![0usize; rank - 1], 0usize);
+    let mut rest = first;
+    for d in (0..rank - 1).rev() {
+        index[d] = rest % out_shape[d];
+        rest /= out_shape[d];
+        base += index[d] * strides[d];
+    }
+    let end = first.saturating_add(count).min(total / inner);
+    for out in (first * inner..end * inner).step_by(inner) {
         f(out, base, strides[rank - 1], inner);
         for d in (0..rank - 1).rev() {
             index[d] += 1;
@@ -80,7 +93,7 @@ pub(super) fn expand<'a>(
         return Ok(Cow::Borrowed(x));
     }
     let mut out = vec![0.0; total];
-    for_each_run(out_shape, x_shape, |o, i, step, len| {
+    for_each_run(out_shape, x_shape, 0, usize::MAX, |o, i, step, len| {
         for k in 0..len {
             out[o + k] = x[i + k * step];
         }
@@ -88,7 +101,10 @@ pub(super) fn expand<'a>(
     Ok(Cow::Owned(out))
 }
 
-/// `dy` of `out_shape` summed over the axes along which `in_shape` was broadcast.
+/// `dy` of `out_shape` summed over the axes along which `in_shape` was broadcast. Large
+/// gradients are summed in parallel: each block of [`REDUCE_BLOCK`] output elements into its
+/// own partial sum, the partials then added in block order, so the result depends on the
+/// shapes only (not on the thread count).
 pub(super) fn reduce_to(
     dy: Cow<[f32]>,
     out_shape: &[usize],
@@ -96,25 +112,58 @@ pub(super) fn reduce_to(
 ) -> Result<Vec<f32>> {
     let n: usize = in_shape.iter().product();
     if n == dy.len() {
-        return Ok(dy.into_owned());
+        return Ok(match dy {
+            Cow::Owned(v) => v,
+            Cow::Borrowed(v) => copy(v),
+        });
     }
-    let mut out = vec![0.0; n];
-    for_each_run(out_shape, in_shape, |o, i, step, len| {
-        if step == 0 {
-            out[i] += dy[o..o + len].iter().sum::<f32>();
-        } else {
-            for k in 0..len {
-                out[i + k * step] += dy[o + k];
+    let runs = |out: &mut [f32], first: usize, count: usize| {
+        for_each_run(out_shape, in_shape, first, count, |o, i, step, len| {
+            if step == 0 {
+                out[i] += dy[o..o + len].iter().sum::<f32>();
+            } else {
+                for k in 0..len {
+                    out[i + k * step] += dy[o + k];
+                }
             }
-        }
-    })?;
+        })
+    };
+    let inner = out_shape.last().copied().unwrap_or(1).max(1);
+    let total_runs = dy.len() / inner;
+    let per_block = (REDUCE_BLOCK / inner).max(1);
+    let blocks = total_runs.div_ceil(per_block);
+    if blocks <= 1 || n > REDUCE_BLOCK {
+        let mut out = vec![0.0; n];
+        runs(&mut out, 0, total_runs)?;
+        return Ok(out);
+    }
+    let partials = (0..blocks)
+        .into_par_iter()
+        .map(|b| {
+            let mut part = vec![0.0; n];
+            let first = b * per_block;
+            runs(&mut part, first, per_block.min(total_runs - first))?;
+            Ok(part)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut parts = partials.into_iter();
+    let mut out = parts.next().unwrap_or_else(|| vec![0.0; n]);
+    for part in parts {
+        out.iter_mut().zip(&part).for_each(|(o, p)| *o += p);
+    }
     Ok(out)
 }
 
-/// `f(a, b)` elementwise, in parallel chunks.
-fn zip_map(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = a.to_vec();
-    zip_apply(&mut out, b, f);
+/// Output elements per partial sum of [`reduce_to`] (and the largest reduced gradient summed
+/// in parallel: beyond it the partials would cost more than they save).
+const REDUCE_BLOCK: usize = 64 * 1024;
+
+/// A copy of `v`, in parallel chunks.
+fn copy(v: &[f32]) -> Vec<f32> {
+    let mut out = crate::kernels::zeros(v.len());
+    out.par_chunks_mut(CHUNK)
+        .zip(v.par_chunks(CHUNK))
+        .for_each(|(o, v)| o.copy_from_slice(v));
     out
 }
 
@@ -147,31 +196,41 @@ pub(super) fn add_sub(c: &mut RuleCtx) -> Grads {
         .collect()
 }
 
-/// Mul (`da = dy·b`, `db = dy·a`) and Div (`da = dy/b`, `db = -dy·a/b²`), summed to shape.
+/// Mul (`da = dy·b`, `db = dy·a`) and Div (`da = dy/b`, `db = -(dy/b)·a/b`), summed to
+/// shape; the products broadcast on the kernels (no operand is expanded).
 pub(super) fn mul_div(c: &mut RuleCtx) -> Grads {
-    let out = c.out_shape(0)?;
+    let out = c.out_shape(0)?.to_vec();
     let dy = c.dy()?;
-    let (a, b) = (c.input(0)?.to_f32_vec()?, c.input(1)?.to_f32_vec()?);
-    let ea = expand(&a, c.in_shape(0)?, out)?;
-    let eb = expand(&b, c.in_shape(1)?, out)?;
-    let div = c.node.op_type == "Div";
+    let (a, b) = (c.input(0)?, c.input(1)?);
+    let (sa, sb) = (c.in_shape(0)?, c.in_shape(1)?);
+    // `dy op v` over the output's shape, `v` of shape `sv` broadcast.
+    let times = |op: BinaryOp, d: &[f32], v: &Value, sv: &[usize]| -> Result<Vec<f32>> {
+        let mut g = crate::kernels::zeros(d.len());
+        kern(v.with_f32(|v| binary(op, d, &out, v, sv, &mut g))?)?;
+        Ok(g)
+    };
     let mut grads = vec![None, None];
-    if c.wants(0) {
-        let g = if div {
-            zip_map(&dy, &eb, |d, b| d / b)
-        } else {
-            zip_map(&dy, &eb, |d, b| d * b)
-        };
-        grads[0] = Some(reduce_to(Cow::Owned(g), out, c.in_shape(0)?)?);
-    }
-    if c.wants(1) {
-        let g = if div {
-            let q = zip_map(&ea, &eb, |a, b| -a / (b * b));
-            zip_map(&dy, &q, |d, q| d * q)
-        } else {
-            zip_map(&dy, &ea, |d, a| d * a)
-        };
-        grads[1] = Some(reduce_to(Cow::Owned(g), out, c.in_shape(1)?)?);
+    if c.node.op_type == "Div" {
+        let q = times(BinaryOp::Div, &dy, &b, sb)?;
+        if c.wants(1) {
+            let mut g = times(BinaryOp::Mul, &q, &a, sa)?;
+            g = times(BinaryOp::Div, &g, &b, sb)?;
+            g.par_chunks_mut(CHUNK)
+                .for_each(|g| g.iter_mut().for_each(|v| *v = -*v));
+            grads[1] = Some(reduce_to(Cow::Owned(g), &out, sb)?);
+        }
+        if c.wants(0) {
+            grads[0] = Some(reduce_to(Cow::Owned(q), &out, sa)?);
+        }
+    } else {
+        if c.wants(0) {
+            let g = times(BinaryOp::Mul, &dy, &b, sb)?;
+            grads[0] = Some(reduce_to(Cow::Owned(g), &out, sa)?);
+        }
+        if c.wants(1) {
+            let g = times(BinaryOp::Mul, &dy, &a, sa)?;
+            grads[1] = Some(reduce_to(Cow::Owned(g), &out, sb)?);
+        }
     }
     Ok(grads)
 }
@@ -233,7 +292,7 @@ pub(super) fn from_input(c: &mut RuleCtx) -> Grads {
                     }
                 }),
                 "Erf" => zip_apply(dx, x, |d, x| {
-                    d * std::f32::consts::FRAC_2_SQRT_PI * (-x * x).exp()
+                    d * std::f32::consts::FRAC_2_SQRT_PI * exp_f32(-x * x)
                 }),
                 "Gelu" if node.string_or("approximate", "none")? == "tanh" => {
                     zip_apply(dx, x, |d, x| {
@@ -245,7 +304,7 @@ pub(super) fn from_input(c: &mut RuleCtx) -> Grads {
                 }
                 "Gelu" => zip_apply(dx, x, |d, x| {
                     let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-                    let pdf = (-0.5 * x * x).exp() / (2.0 * std::f32::consts::PI).sqrt();
+                    let pdf = exp_f32(-0.5 * x * x) / (2.0 * std::f32::consts::PI).sqrt();
                     d * (cdf + x * pdf)
                 }),
                 other => bail!("no input-based rule for {other}"),

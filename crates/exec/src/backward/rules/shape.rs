@@ -1,13 +1,14 @@
 //! Rules of the operators that move elements: Reshape-like views, Transpose, Concat, the
 //! mean/sum reductions, and Dropout (its mask recomputed from the forward's seed).
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 use whittle_ir::NodeAttrs;
 
 use super::elementwise::expand;
-use super::RuleCtx;
+use super::{kern, RuleCtx};
 use crate::bail;
 use crate::error::Result;
+use crate::kernels::layout::{gather, StridedView};
 use crate::ops::normalize_axis;
 
 /// Gradients of a node, one per input.
@@ -32,33 +33,17 @@ pub(super) fn transpose(c: &mut RuleCtx) -> Grads {
     if perm.len() != rank {
         bail!("perm {perm:?} does not match rank {rank}");
     }
+    // The gradient is the output gradient transposed by the inverse permutation.
     let y_shape: Vec<usize> = perm.iter().map(|&p| x_shape[p]).collect();
-    let mut y_strides = vec![1usize; rank];
-    for d in (0..rank.saturating_sub(1)).rev() {
-        y_strides[d] = y_strides[d + 1] * y_shape[d + 1];
-    }
-    // The step in the output gradient of one step along each input axis.
-    let mut step = vec![0usize; rank];
+    let mut inverse = vec![0usize; rank];
     for (i, &p) in perm.iter().enumerate() {
-        step[p] = y_strides[i];
+        inverse[p] = i;
     }
-    let dy = c.dy()?;
-    let total: usize = x_shape.iter().product();
-    let mut dx = vec![0.0; total];
-    let mut index = vec![0usize; rank];
-    let mut at = 0usize;
-    for v in dx.iter_mut() {
-        *v = dy[at];
-        for d in (0..rank).rev() {
-            index[d] += 1;
-            at += step[d];
-            if index[d] < x_shape[d] {
-                break;
-            }
-            at -= step[d] * index[d];
-            index[d] = 0;
-        }
-    }
+    let Some(view) = StridedView::contiguous(&y_shape).permute(&inverse) else {
+        bail!("perm {perm:?} is not a permutation of {rank} axes");
+    };
+    let mut dx = crate::kernels::zeros(view.numel());
+    kern(gather(&view, &c.dy()?, &mut dx))?;
     Ok(vec![Some(dx)])
 }
 
@@ -126,26 +111,14 @@ pub(super) fn reduce(c: &mut RuleCtx) -> Grads {
     Ok(vec![Some(dx)])
 }
 
-/// Dropout: the output gradient through the forward's mask, recomputed by running the
-/// operator with the forward's seed on ones (which gives the mask scaled by `1/(1-ratio)`).
+/// Dropout: the output gradient through the forward's mask. Dropout is linear in its input,
+/// so the operator run again with the forward's seed on the output gradient gives the
+/// input's (kept elements scaled by `1/(1-ratio)`, the others 0).
 pub(super) fn dropout(c: &mut RuleCtx) -> Grads {
     let shape = c.in_shape(0)?.to_vec();
-    let ones = crate::value::Value::f32(Tensor::ones(shape, DType::F32, c.exec.device())?)?;
-    let scale = c
-        .rerun(ones)?
-        .into_iter()
-        .next()
-        .map(|v| v.to_f32_vec())
-        .transpose()?
-        .unwrap_or_default();
-    let mut dx = c.take_dy()?;
-    if scale.len() != dx.len() {
-        bail!(
-            "the recomputed mask has {} elements for {}",
-            scale.len(),
-            dx.len()
-        );
-    }
-    dx.iter_mut().zip(&scale).for_each(|(d, s)| *d *= s);
-    Ok(vec![Some(dx)])
+    let dy = Tensor::from_vec(c.take_dy()?, shape, c.exec.device())?;
+    let Some(dx) = c.rerun(crate::value::Value::f32(dy)?)?.into_iter().next() else {
+        bail!("the operator run again gave no output");
+    };
+    Ok(vec![Some(dx.to_f32_vec()?)])
 }
