@@ -31,6 +31,11 @@ pub struct InputSpec {
 /// Called with each value as soon as a node produces it: `(value name, producing node, value)`.
 pub type Hook<'h> = &'h mut dyn FnMut(&str, &NodeProto, &Value) -> Result<()>;
 
+/// Called in planned runs, in place of the [`Hook`], with each float value that lives in
+/// the plan's own buffers, borrowed: `(value name, producing node, shape, values)`.
+/// Handing the hook a [`Value`] copies such a value into a fresh tensor.
+pub type BorrowedHook<'h> = &'h mut dyn FnMut(&str, &NodeProto, &[usize], &[f32]) -> Result<()>;
+
 /// Runs a node in place of its operator when it returns outputs: `(run-order position,
 /// node, inputs)`; `None` leaves the node to its operator.
 pub type Replace<'h> =
@@ -45,6 +50,9 @@ pub struct RunOptions<'h> {
     pub keep: Vec<String>,
     /// Called for every produced value (calibration observers, debugging).
     pub hook: Option<Hook<'h>>,
+    /// With a `hook`: takes the values a planned run computes in its own buffers instead
+    /// of the hook, without copying them (the hook still sees every other value).
+    pub borrowed: Option<BorrowedHook<'h>>,
     /// Seed of this run's random operators (Dropout without a `seed` attribute): each node
     /// draws from its own generator seeded from this and its position. `None`: candle's RNG.
     pub seed: Option<u64>,

@@ -115,7 +115,13 @@ impl Plan {
             };
             if let Some(hook) = opts.hook.as_mut() {
                 for &id in step.outputs.iter().flatten() {
-                    hook(&self.values[id].name, node, &self.value(st, id)?)?;
+                    let pv = &self.values[id];
+                    match (&pv.home, opts.borrowed.as_mut()) {
+                        (Home::Slot(s), Some(borrowed)) => {
+                            borrowed(&pv.name, node, &pv.shape, &st.arena[*s][..pv.numel()])?
+                        }
+                        _ => hook(&pv.name, node, &self.value(st, id)?)?,
+                    }
                 }
             }
             if mismatch {

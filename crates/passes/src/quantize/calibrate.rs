@@ -1,12 +1,14 @@
 //! Streaming calibration: runs the float model over the calibration samples and feeds
 //! every watched tensor into its observers through the executor's hook.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde::Serialize;
 use whittle_exec::{feed_samples, Executor, RunOptions, Value};
-use whittle_ir::{Model, NodeAttrs};
+use whittle_ir::proto::NodeProto;
+use whittle_ir::{Model, NodeAttrs, TensorData};
 
 use super::config::QuantConfig;
 use super::observer::{clip_range, CalibrationMethod, Histogram, MinMax};
@@ -31,28 +33,37 @@ impl Observer {
         }
     }
 
-    /// Folds a batch of values in; large batches are split over the CPU's threads (the
-    /// counts are exact sums, so the result does not depend on the split).
-    pub fn update(&mut self, values: &[f32]) {
+    /// Folds a batch of values in when every one is finite and returns whether they were
+    /// (the observer is unchanged otherwise). Large batches are split over the CPU's
+    /// threads (the counts are exact sums, so the result does not depend on the split).
+    pub fn update(&mut self, values: &[f32]) -> bool {
         /// Values per parallel piece, and the size from which splitting pays.
         const PIECE: usize = 1 << 14;
-        if values.len() < 4 * PIECE {
-            self.minmax.update(values);
-            if let Some(h) = &mut self.histogram {
-                h.update_within(values, &self.minmax);
-            }
-            return;
-        }
-        let seen = values
-            .par_chunks(PIECE)
-            .map(|piece| {
-                let mut m = MinMax::default();
-                m.update(piece);
-                m
+        let mut seen = self.minmax;
+        let finite = if values.len() < 4 * PIECE {
+            seen.update_finite(values)
+        } else {
+            let pieces = values
+                .par_chunks(PIECE)
+                .map(|piece| {
+                    let mut m = MinMax::default();
+                    m.update_finite(piece).then_some(m)
+                })
+                .collect::<Option<Vec<MinMax>>>();
+            pieces.is_some_and(|ms| {
+                seen = ms.into_iter().fold(seen, MinMax::merged);
+                true
             })
-            .reduce(MinMax::default, MinMax::merged);
-        self.minmax = self.minmax.merged(seen);
+        };
+        if !finite {
+            return false;
+        }
+        self.minmax = seen;
         if let Some(h) = &mut self.histogram {
+            if values.len() < 4 * PIECE {
+                h.update_within(values, &self.minmax);
+                return true;
+            }
             h.cover(&self.minmax);
             let (limit, bins) = (h.limit, h.counts.len());
             let (counts, zeros) = values
@@ -74,23 +85,32 @@ impl Observer {
             h.zeros += zeros;
             h.counts.iter_mut().zip(counts).for_each(|(x, y)| *x += y);
         }
+        true
     }
 
-    /// Folds a value in when it is a float tensor (others have no range), and its rows
-    /// (the last axis) into the histogram's row weights when it keeps them.
-    fn observe(&mut self, v: &Value) -> whittle_exec::Result<()> {
-        if v.dtype().is_float() {
-            let row_len = v.shape().last().copied().unwrap_or(1);
-            v.with_f32(|values| {
-                self.update(values);
-                if let Some(h) = &mut self.histogram {
-                    h.weigh_rows(values, row_len);
-                }
-            })?;
+    /// Folds in the float `values` of a tensor of `shape` (rows, the last axis, go into
+    /// the histogram's row weights when it keeps them); returns whether all were finite.
+    fn observe(&mut self, shape: &[usize], values: &[f32]) -> bool {
+        if !self.update(values) {
+            return false;
         }
-        Ok(())
+        if let Some(h) = &mut self.histogram {
+            h.weigh_rows(values, shape.last().copied().unwrap_or(1));
+        }
+        true
     }
 }
+
+/// Samples per forward pass of calibration: batches of the calibration data are cut into
+/// runs this long (a recorded batch excepted, and models whose inputs fix the first
+/// dimension). The executor's buffers (an encoder's
+/// attention scores and feed-forward activations, every layer) grow with the run, and the
+/// first run at a shape, which goes node by node to record the plan the others follow,
+/// shrinks with it. On MiniLM-L3 (128 samples of 128 tokens) runs of 8 peaked 40 MiB
+/// lower than runs of 32 and were the fastest of 4, 8, 16 and 32. Ranges can move in the
+/// last bit (3 of its 68 scales did): the first run's sums come from other kernels than
+/// the plan's.
+pub const RUN_SAMPLES: usize = 8;
 
 /// The outcome of calibration: a clipping range per watched tensor.
 #[derive(Clone, Debug, Serialize)]
@@ -101,6 +121,8 @@ pub struct Calibration {
     pub samples: usize,
     /// Batches run.
     pub batches: usize,
+    /// Forward passes run: the batches cut into runs of at most [`RUN_SAMPLES`].
+    pub runs: usize,
     /// `[min, max]` clipping range per tensor.
     #[serde(skip)]
     pub ranges: HashMap<String, (f32, f32)>,
@@ -130,7 +152,7 @@ where
         CalibrationMethod::Mse => normalized_rows(model)?,
         _ => HashMap::new(),
     };
-    let mut observers: HashMap<String, Observer> = watch
+    let observers: HashMap<String, Observer> = watch
         .iter()
         .map(|n| {
             let mut obs = Observer::new(&method, cfg.histogram_bins);
@@ -153,51 +175,69 @@ where
     for i in super::gather::eligible(model, &cfg.exclude)? {
         also_record.extend(nodes[i].output.iter().map(String::as_str));
     }
+    let mut state = Watch {
+        observers,
+        also_record,
+        record: None,
+        bad: None,
+    };
+    let most = super::verify::run_limit(&exec, RUN_SAMPLES);
     let mut recorded = Vec::new();
-    let (mut count, mut batches) = (0usize, 0usize);
+    let (mut count, mut batches, mut passes) = (0usize, 0usize, 0usize);
     for feed in samples {
-        let (first, size) = (count, feed_samples(&feed));
-        count += size;
-        let at = |place: NonFinite| place.error(first, batches + 1);
-        for (name, v) in &feed {
-            if let Some(place) = NonFinite::find(name, v, size)? {
+        batches += 1;
+        // A recorded batch runs whole: verification reads its values batch by batch.
+        let keep = batches <= cfg.record_batches;
+        let runs = match keep {
+            true => vec![feed],
+            false => super::verify::runs_of(&feed, most)?,
+        };
+        for run in runs {
+            passes += 1;
+            let (first, size) = (count, feed_samples(&run));
+            count += size;
+            let at = |place: NonFinite| place.error(first, batches);
+            state.record = keep.then(Captured::new);
+            state.observe_feed(&run, size)?;
+            if let Some(place) = state.bad.take() {
                 return Err(at(place));
             }
-        }
-        observe_feed(&feed, &mut observers)?;
-        let mut record = (batches < cfg.record_batches).then(Captured::new);
-        // The first watched tensor holding a non-finite value, in execution order.
-        let mut bad = None;
-        let mut hook = |name: &str, _: &whittle_ir::proto::NodeProto, v: &Value| {
-            let observer = observers.get_mut(name);
-            if let Some(kept) = record.as_mut() {
-                if v.dtype().is_float() && (observer.is_some() || also_record.contains(name)) {
-                    kept.insert(name.to_string(), v.clone());
+            let cell = RefCell::new(&mut state);
+            let mut hook = |name: &str, _: &NodeProto, v: &Value| -> whittle_exec::Result<()> {
+                if v.dtype().is_float() && cell.borrow().wants(name) {
+                    let mut w = cell.borrow_mut();
+                    w.keep(name, || Ok(v.clone()))?;
+                    v.with_f32(|xs| w.see(name, v.shape(), xs, size))?;
                 }
+                Ok(())
+            };
+            let mut borrowed = |name: &str,
+                                _: &NodeProto,
+                                shape: &[usize],
+                                xs: &[f32]|
+             -> whittle_exec::Result<()> {
+                if cell.borrow().wants(name) {
+                    let mut w = cell.borrow_mut();
+                    w.keep(name, || {
+                        Value::try_from(&TensorData::from_slice(shape.to_vec(), xs)?)
+                    })?;
+                    w.see(name, shape, xs, size);
+                }
+                Ok(())
+            };
+            let opts = RunOptions {
+                hook: Some(&mut hook),
+                borrowed: Some(&mut borrowed),
+                ..Default::default()
+            };
+            exec.run_with(run, opts)
+                .map_err(|e| PassError::Invalid(format!("calibration batch {batches}: {e}")))?;
+            let state = cell.into_inner();
+            if let Some(place) = state.bad.take() {
+                return Err(at(place));
             }
-            match observer {
-                Some(_) if bad.is_some() => Ok(()),
-                Some(obs) => match NonFinite::find(name, v, size)? {
-                    Some(place) => {
-                        bad = Some(place);
-                        Ok(())
-                    }
-                    None => obs.observe(v),
-                },
-                None => Ok(()),
-            }
-        };
-        let opts = RunOptions {
-            hook: Some(&mut hook),
-            ..Default::default()
-        };
-        exec.run_with(feed, opts)
-            .map_err(|e| PassError::Invalid(format!("calibration batch {}: {e}", batches + 1)))?;
-        if let Some(place) = bad {
-            return Err(at(place));
+            recorded.extend(state.record.take());
         }
-        recorded.extend(record);
-        batches += 1;
     }
     if batches == 0 {
         bail!("the calibration data is empty");
@@ -205,7 +245,8 @@ where
     // Graph outputs keep their full range: clipping saturates logits into ties.
     let scheme = cfg.activation_scheme();
     // The entropy and MSE searches take milliseconds per tensor: one tensor per thread.
-    let ranges = observers
+    let ranges = state
+        .observers
         .par_iter()
         .map(|(n, o)| {
             let m = if outputs.contains(n.as_str()) {
@@ -223,9 +264,74 @@ where
         method,
         samples: count,
         batches,
+        runs: passes,
         ranges,
         recorded,
     })
+}
+
+/// What calibration keeps while the model runs: the observers, the float values of a
+/// recorded run, and the first watched tensor found holding a non-finite value.
+struct Watch<'a> {
+    /// Observers by tensor name.
+    observers: HashMap<String, Observer>,
+    /// Recorded besides the watched tensors.
+    also_record: HashSet<&'a str>,
+    /// The float values of this run, when it is recorded.
+    record: Option<Captured>,
+    /// The first watched tensor holding a non-finite value, in execution order.
+    bad: Option<NonFinite>,
+}
+
+impl Watch<'_> {
+    /// Whether the value `name` is observed or recorded (nothing is, after a non-finite
+    /// value: the run fails).
+    fn wants(&self, name: &str) -> bool {
+        self.bad.is_none()
+            && (self.observers.contains_key(name)
+                || (self.record.is_some() && self.also_record.contains(name)))
+    }
+
+    /// Records the float value `name` (made by `value`) when this run is recorded.
+    fn keep(
+        &mut self,
+        name: &str,
+        value: impl FnOnce() -> whittle_exec::Result<Value>,
+    ) -> whittle_exec::Result<()> {
+        if let Some(kept) = self.record.as_mut() {
+            kept.insert(name.to_string(), value()?);
+        }
+        Ok(())
+    }
+
+    /// Folds the values `xs` of tensor `name` (of `shape`, in a run of `batch` samples)
+    /// into its observer, or notes where they are not finite.
+    fn see(&mut self, name: &str, shape: &[usize], xs: &[f32], batch: usize) {
+        if let Some(obs) = self.observers.get_mut(name) {
+            if !obs.observe(shape, xs) {
+                self.bad = NonFinite::find(name, shape, xs, batch);
+            }
+        }
+    }
+
+    /// Graph inputs are fed, not produced: observes them directly, and checks the float
+    /// ones nothing observes for non-finite values too.
+    fn observe_feed(
+        &mut self,
+        feed: &HashMap<String, Value>,
+        batch: usize,
+    ) -> whittle_exec::Result<()> {
+        for (name, v) in feed.iter().filter(|(_, v)| v.dtype().is_float()) {
+            v.with_f32(|xs| match self.observers.contains_key(name) {
+                true => self.see(name, v.shape(), xs, batch),
+                false => self.bad = NonFinite::find(name, v.shape(), xs, batch),
+            })?;
+            if self.bad.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Where a calibration tensor first holds a value that is not finite. A range over NaN
@@ -242,20 +348,16 @@ struct NonFinite {
 }
 
 impl NonFinite {
-    /// The first non-finite element of `v`, if any, in a batch of `batch` samples.
-    fn find(name: &str, v: &Value, batch: usize) -> whittle_exec::Result<Option<NonFinite>> {
-        if !v.dtype().is_float() {
-            return Ok(None);
-        }
-        let per_sample = v.numel() / batch.max(1);
-        let batched = v.shape().first() == Some(&batch) && per_sample > 0;
-        v.with_f32(|xs| {
-            let at = xs.iter().position(|x| !x.is_finite())?;
-            Some(NonFinite {
-                tensor: name.to_string(),
-                value: xs[at],
-                sample: batched.then(|| at / per_sample),
-            })
+    /// The first non-finite element of `xs`, the values of tensor `name` of `shape`, if
+    /// any, in a run of `batch` samples.
+    fn find(name: &str, shape: &[usize], xs: &[f32], batch: usize) -> Option<NonFinite> {
+        let per_sample = xs.len() / batch.max(1);
+        let batched = shape.first() == Some(&batch) && per_sample > 0;
+        let at = xs.iter().position(|x| !x.is_finite())?;
+        Some(NonFinite {
+            tensor: name.to_string(),
+            value: xs[at],
+            sample: batched.then(|| at / per_sample),
         })
     }
 
@@ -303,21 +405,9 @@ fn normalized_rows(model: &Model) -> Result<HashMap<String, f32>> {
     Ok(rows)
 }
 
-/// Graph inputs are fed, not produced: observe them directly.
-fn observe_feed(
-    feed: &HashMap<String, Value>,
-    observers: &mut HashMap<String, Observer>,
-) -> Result<()> {
-    for (name, v) in feed {
-        if let Some(obs) = observers.get_mut(name) {
-            obs.observe(v)?;
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::verify;
     use super::*;
     use crate::optimize::util::testing::{model, node, value};
     use whittle_ir::attr::make;
@@ -389,22 +479,77 @@ mod tests {
     }
 
     #[test]
+    fn batches_run_in_runs_of_run_samples_where_the_batch_axis_is_free() {
+        // y = Relu(x - 10) over x: [N, 4]: every run's values reach the observers, the
+        // error of a non-finite value names its sample across runs.
+        let batch_of = |first: &str| {
+            let dims = vec![
+                whittle_ir::Dim::Symbol(first.into()),
+                whittle_ir::Dim::Known(4),
+            ];
+            let x = whittle_ir::TensorType {
+                dtype: Some(whittle_ir::DataType::Float),
+                dims: Some(dims),
+            };
+            let shift = TensorData::from_slice(vec![1], &[10.0f32])
+                .unwrap()
+                .to_proto("ten");
+            model(
+                vec![
+                    node("Sub", &["x", "ten"], &["s"]),
+                    node("Relu", &["s"], &["y"]),
+                ],
+                vec![x.to_value_info("x")],
+                vec![x.to_value_info("y")],
+                vec![shift],
+            )
+        };
+        let free = batch_of("N");
+        let rows = 3 * RUN_SAMPLES + 2;
+        let mut xs: Vec<f32> = (0..rows * 4).map(|i| i as f32).collect();
+        let feed = |xs: &[f32]| {
+            let x = TensorData::from_slice(vec![rows, 4], xs).unwrap();
+            HashMap::from([("x".to_string(), Value::try_from(&x).unwrap())])
+        };
+        let watch = HashSet::from(["x".to_string(), "s".to_string()]);
+        let cfg = QuantConfig::default();
+        let exec = Executor::new(&free).unwrap();
+        assert_eq!(verify::run_limit(&exec, RUN_SAMPLES), RUN_SAMPLES);
+        let c = calibrate(&free, &watch, [feed(&xs)], &cfg).unwrap();
+        let last = (rows * 4 - 1) as f32;
+        assert_eq!((c.samples, c.batches, c.runs), (rows, 1, 4));
+        assert_eq!(c.ranges["x"], (0.0, last));
+        assert_eq!(c.ranges["s"], (-10.0, last - 10.0));
+        // The last run holds samples 25-26: a NaN in sample 26 is found there.
+        xs[(rows - 1) * 4 + 2] = f32::NAN;
+        let err = calibrate(&free, &watch, [feed(&xs)], &cfg).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("batch 1: tensor 'x' holds NaN in sample {rows}")),
+            "{msg}"
+        );
+        // A fixed first dimension is not cut.
+        let fixed = normalized_or_not("Relu");
+        let exec = Executor::new(&fixed).unwrap();
+        assert_eq!(verify::run_limit(&exec, RUN_SAMPLES), usize::MAX);
+        let x = TensorData::from_slice(vec![100, 64], &[0.5f32; 6400]).unwrap();
+        let feed = HashMap::from([("x".to_string(), Value::try_from(&x).unwrap())]);
+        let watch = HashSet::from(["x".to_string()]);
+        let c = calibrate(&fixed, &watch, [feed], &cfg).unwrap();
+        assert_eq!((c.batches, c.runs), (1, 1));
+    }
+
+    #[test]
     fn split_updates_count_exactly_like_one_pass() {
-        // Large enough to be split over threads, with values outside the first range and
-        // non-finite ones.
-        let values: Vec<f32> = (0..300_000i64)
-            .map(|i| match i % 1000 {
-                7 => f32::NAN,
-                11 => f32::INFINITY,
-                _ => ((i * 7919) % 2001) as f32 / 100.0 - 10.0,
-            })
+        // Large enough to be split over threads, with values outside the first range.
+        let mut values: Vec<f32> = (0..300_000i64)
+            .map(|i| ((i * 7919) % 2001) as f32 / 100.0 - 10.0)
             .collect();
         // A first, narrower batch: the split update must grow the histogram's range.
         let narrow: Vec<f32> = values[..1000].iter().map(|v| v * 0.1).collect();
         let method = CalibrationMethod::Percentile { percentile: 99.9 };
         let mut split = Observer::new(&method, 2048);
-        split.update(&narrow);
-        split.update(&values);
+        assert!(split.update(&narrow) && split.update(&values));
         let mut serial = Observer::new(&method, 2048);
         for piece in [&narrow[..], &values[..]] {
             serial.minmax.update(piece);
@@ -413,6 +558,13 @@ mod tests {
         }
         assert_eq!(split.minmax, serial.minmax);
         assert_eq!(split.histogram, serial.histogram);
-        assert_eq!(split.histogram.unwrap().total(), 1000 - 2 + 300_000 - 600);
+        assert_eq!(split.histogram.as_ref().unwrap().total(), 1000 + 300_000);
+        // One non-finite value anywhere, split or not: refused, nothing counted.
+        values[250_123] = f32::NAN;
+        let before = split.clone();
+        assert!(!split.update(&values));
+        assert!(!split.update(&[1.0, f32::INFINITY]));
+        assert_eq!(split.minmax, before.minmax);
+        assert_eq!(split.histogram, before.histogram);
     }
 }

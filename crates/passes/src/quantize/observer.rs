@@ -73,6 +73,36 @@ impl MinMax {
         rest.iter().for_each(|&v| self.add(v));
     }
 
+    /// Folds `values` in when every one is finite and returns whether they were; leaves
+    /// `self` unchanged otherwise. One pass finds the range and the non-finite values
+    /// (`v - v` is 0 for a finite `v` and NaN otherwise), so calibration, which refuses
+    /// non-finite values, reads each tensor once.
+    pub fn update_finite(&mut self, values: &[f32]) -> bool {
+        const LANES: usize = 16;
+        let chunks = values.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        let (mut lo, mut hi) = ([self.min; LANES], [self.max; LANES]);
+        let mut probe = [0f32; LANES];
+        for chunk in chunks {
+            for k in 0..LANES {
+                lo[k] = lo[k].min(chunk[k]);
+                hi[k] = hi[k].max(chunk[k]);
+                probe[k] += chunk[k] - chunk[k];
+            }
+        }
+        for (k, &v) in rest.iter().enumerate() {
+            lo[k] = lo[k].min(v);
+            hi[k] = hi[k].max(v);
+            probe[k] += v - v;
+        }
+        if probe.iter().any(|&p| p != 0.0) {
+            return false;
+        }
+        self.min = lo.into_iter().fold(self.min, f32::min);
+        self.max = hi.into_iter().fold(self.max, f32::max);
+        true
+    }
+
     /// The range covering both `self` and `other`.
     pub fn merged(self, other: MinMax) -> MinMax {
         MinMax {
@@ -548,6 +578,23 @@ mod tests {
         let mut only_inf = MinMax::default();
         only_inf.update(&[f32::INFINITY; 20]);
         assert_eq!(only_inf.range(), (0.0, 0.0));
+    }
+
+    #[test]
+    fn update_finite_finds_the_range_or_refuses_non_finite_values() {
+        let values: Vec<f32> = (0..37).map(|i| (i * 7 % 37) as f32 * 0.5 - 6.0).collect();
+        let mut m = MinMax::default();
+        assert!(m.update_finite(&values) && m.update_finite(&[-9.0]));
+        assert_eq!(m.range(), (-9.0, 12.0));
+        // A non-finite value in the lane loop or in the remainder: refused, unchanged.
+        for at in [3, 35] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut with_bad = values.clone();
+                with_bad[at] = bad;
+                assert!(!m.update_finite(&with_bad), "{bad} at {at}");
+                assert_eq!(m.range(), (-9.0, 12.0));
+            }
+        }
     }
 
     #[test]

@@ -220,8 +220,9 @@ pub fn compare(
         }
         None => {
             let fx = Executor::new(float)?;
+            let most = run_limit(&fx, RUN_SAMPLES);
             for batch in batches {
-                for feed in runs_of(batch, RUN_SAMPLES)? {
+                for feed in runs_of(batch, most)? {
                     let reference = capture(&fx, &feed, &watched, None)?;
                     capture(&qx, &feed, &watched, Some((&reference, &mut sums)))?;
                 }
@@ -301,9 +302,23 @@ fn capture(
     Ok(seen)
 }
 
+/// `most`, or no limit when an input of `exec` declares a fixed first dimension (a run of
+/// fewer samples would not fit it).
+pub(super) fn run_limit(exec: &Executor, most: usize) -> usize {
+    let free = |spec: &whittle_exec::InputSpec| {
+        spec.dims
+            .as_ref()
+            .is_none_or(|dims| dims.first().is_some_and(Option::is_none))
+    };
+    match exec.inputs().iter().all(free) {
+        true => most,
+        false => usize::MAX,
+    }
+}
+
 /// `feed` cut into runs of at most `most` samples along the first axis of every input;
 /// as it is when it holds no more, or when an input's first axis is not the batch's.
-fn runs_of(feed: &Captured, most: usize) -> Result<Vec<Captured>> {
+pub(super) fn runs_of(feed: &Captured, most: usize) -> Result<Vec<Captured>> {
     let n = feed_samples(feed);
     let batched = feed.values().all(|v| v.shape().first() == Some(&n));
     if n <= most || !batched {
