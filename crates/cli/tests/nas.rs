@@ -122,14 +122,23 @@ print(json.dumps({"latency_ms": statistics.median(t), "accuracy": float((pred ==
         "ONNX Runtime measures {latency} ms, over the 0.4 ms limit"
     );
     // whittle measured it again at the end, taking turns with the reference model: the
-    // result's figures are that re-measurement, whose 90th percentile meets the limit.
+    // result's figures are that re-measurement, whose median and 90th percentile (less
+    // the tail the load added to the reference's) meet the limit.
     let last = r["rechecks"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (&last["id"], &last["stage"], &last["passed"]),
         (&r["id"], &"result".into(), &true.into())
     );
     assert_eq!(r["latency_p90_ms"], last["latency_p90_ms"]);
-    assert!(r["latency_p90_ms"].as_f64().unwrap() <= 0.4, "{last}");
+    let tail = last["load_tail_ms"].as_f64().unwrap();
+    assert!(
+        tail >= 0.0 && r["latency_ms"].as_f64().unwrap() <= 0.4,
+        "{last}"
+    );
+    assert!(
+        r["latency_p90_ms"].as_f64().unwrap() - tail <= 0.4,
+        "{last}"
+    );
     assert!(last["reference_ms"].as_f64().unwrap() > 0.0);
     let reference = r["reference"]["spec"].as_str().unwrap();
     assert!(

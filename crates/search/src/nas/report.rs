@@ -112,12 +112,14 @@ pub fn report(result: &NasResult, limits: &Limits, references: &[Reference]) -> 
     notes.extend(result.rechecks.iter().map(|c| {
         format!(
             "Measured again ({:?}, {} runs taking turns with {}: {:.3} ms now, {:.3} ms when \
-             the search started): {} {:.3} ms median, {:.3} ms p90 - {}.",
+             the search started; its p90 {:.3} ms above then): {} {:.3} ms median, {:.3} ms \
+             p90 - {}.",
             c.stage,
             c.runs,
             result.reference.spec,
             c.reference_ms,
             result.reference.latency_ms,
+            c.load_tail_ms,
             &c.id[..8.min(c.id.len())],
             c.latency_ms,
             c.latency_p90_ms,
