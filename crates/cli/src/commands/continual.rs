@@ -71,6 +71,11 @@ pub struct Args {
     /// batch's classes only, replayed ones among all classes.
     #[arg(long)]
     ace: bool,
+    /// Score with the nearest class mean of the penultimate features (of the replay
+    /// buffer and the task's data, after each task) instead of the trained head; the
+    /// output model's head Gemm holds the means.
+    #[arg(long)]
+    ncm: bool,
     /// er, derpp: flip every replayed image left to right at random and shift it by up to
     /// two pixels (image samples [C, H, W]).
     #[arg(long)]
@@ -212,6 +217,7 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
         lr: args.lr,
         schedule: lr_schedule("--lr-schedule", &args.lr_schedule)?,
         ace: args.ace,
+        ncm: args.ncm,
         replay_augment: args.replay_augment,
         alpha: args.alpha,
         beta: args.beta,

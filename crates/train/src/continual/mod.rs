@@ -7,6 +7,7 @@
 //!   distillation) and task-IL logit masking.
 //! - [`ewc`]: EWC's diagonal Fisher penalty.
 //! - [`eval`]: accuracy per task, class-IL and task-IL.
+//! - [`ncm`]: the nearest-class-mean head (`ncm`).
 //! - [`metrics`]: average accuracy, forgetting, backward and forward transfer, mean and
 //!   standard deviation over seeds.
 //! - [`run()`]: the task loop, on the trainer's step machinery ([`crate::step::Backward`]:
@@ -18,6 +19,7 @@ pub mod buffer;
 pub mod eval;
 pub mod ewc;
 pub mod metrics;
+pub mod ncm;
 pub mod objective;
 mod run;
 
@@ -126,6 +128,11 @@ pub struct ContinualConfig {
     /// the classes of their batch only, replayed samples among all classes, so that a new
     /// task's samples do not push down the old classes' scores (a class-IL win).
     pub ace: bool,
+    /// Score with nearest class means instead of the trained head ([`ncm::ncm_head`]):
+    /// after each task the head's weights become the mean penultimate features of the
+    /// replay buffer and that task's training data, per class. Training still uses the
+    /// trained head; the scored (and returned) model has the mean head.
+    pub ncm: bool,
     /// ER and DER++: flip every replayed image left to right at random and shift it by
     /// up to two pixels ([`augment::Augment`]; image samples `[C, H, W]` only).
     pub replay_augment: bool,
@@ -164,6 +171,7 @@ impl Default for ContinualConfig {
                 ..OptimizerConfig::default()
             },
             ace: false,
+            ncm: false,
             replay_augment: false,
             alpha: 0.3,
             beta: 0.5,

@@ -20,6 +20,7 @@ use super::buffer::ReplayBuffer;
 use super::eval::{evaluate, TaskAccuracies};
 use super::ewc::Ewc;
 use super::metrics;
+use super::ncm::ncm_head;
 use super::objective::{batch_mask, loss, task_mask, Term};
 use super::{ContinualConfig, Strategy, TaskHook, TaskStart};
 use crate::bail;
@@ -153,6 +154,9 @@ pub fn run(
     let mut rows: Vec<TaskAccuracies> = Vec::new();
     let mut trainable_per_task = Vec::new();
     let mut steps = 0;
+    // With `ncm`, the last task's model with its nearest-class-mean head (the model a
+    // task ends with trains on; this one is scored and returned).
+    let mut scored_model = None;
     for (t, data) in phases.iter().enumerate() {
         let before = model.clone();
         let start = TaskStart {
@@ -200,7 +204,16 @@ pub fn run(
             (data.len() * config.epochs_per_task) as f64 / started.elapsed().as_secs_f64();
         steps += task.steps;
         model = hook.end_task(t, exec.export(&task_model)?)?;
-        let mut scored = Executor::new(&model)?;
+        if config.ncm {
+            let kept = buffer
+                .as_ref()
+                .filter(|b| !b.is_empty())
+                .map(|b| b.dataset(&sample_dims, scenario.num_classes))
+                .transpose()?;
+            let sets: Vec<&Dataset> = kept.iter().chain([*data]).collect();
+            scored_model = Some(ncm_head(&model, &sets)?);
+        }
+        let mut scored = Executor::new(scored_model.as_ref().unwrap_or(&model))?;
         let row = evaluate(&scored, scenario)?;
         let seen = if config.strategy == Strategy::Joint {
             last
@@ -229,6 +242,9 @@ pub fn run(
         });
         rows.push(row);
         if let Some(ewc) = ewc.as_mut() {
+            if scored_model.is_some() {
+                scored = Executor::new(&model)?;
+            }
             scored.set_trainable(&select_trainable(&model, &[])?)?;
             let masks = task_il.then_some(owners.as_slice());
             ewc.consolidate(&scored, data, config.fisher_samples, masks)?;
@@ -260,7 +276,7 @@ pub fn run(
         task_il_matrix,
         initial: initial_row,
         initial_task_il: initial.masked,
-        model,
+        model: scored_model.unwrap_or(model),
         buffer,
         trainable_per_task,
         steps,
