@@ -126,7 +126,8 @@ impl Options {
             .ok_or_else(|| self.bad(key, "is not an option of this model"))
     }
 
-    fn bad(&self, key: &str, reason: &str) -> ZooError {
+    /// The error for option `key`, naming its value and `reason`.
+    pub(crate) fn bad(&self, key: &str, reason: &str) -> ZooError {
         let value = self.values.get(key).map_or("", String::as_str);
         ZooError::BadOption {
             model: self.model.to_string(),
