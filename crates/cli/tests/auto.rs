@@ -303,6 +303,10 @@ fn bad_options_are_refused_naming_the_flag() {
             vec!["--target", "speed", "--min-cosine", "0.9"],
             "--min-cosine",
         ),
+        (
+            vec!["--target", "size", "--actions", "int8-static,int3"],
+            "int3",
+        ),
     ] {
         let mut all: Vec<&str> = base.to_vec();
         all.extend(extra);

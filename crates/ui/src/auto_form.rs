@@ -108,6 +108,7 @@ impl AutoForm {
             threads: 1,
             seed: self.seed,
             exhaustive: false,
+            actions: None,
             work_dir: PathBuf::new(),
             output: PathBuf::new(),
         };

@@ -8,6 +8,7 @@ use anyhow::Context;
 use whittle_pipeline::report;
 use whittle_pipeline::{DataSource, ModelSource};
 use whittle_search::auto::config::parse_duration;
+use whittle_search::auto::space::Action;
 use whittle_search::auto::{self, AutoConfig, Budget, Status, Target};
 
 use super::output::{check_output, InputModel};
@@ -65,6 +66,12 @@ pub struct Args {
     /// efficiency), without prediction or early drop.
     #[arg(long)]
     exhaustive: bool,
+    /// Only candidates using these actions, comma-separated: channel, 2:4, low-rank,
+    /// int8-static, int8-dynamic, fp16, int4, qat (QAT is then a point of the grid, not
+    /// only a refinement of INT8 that loses too much). Named actions are tried even where
+    /// the model's profile says they cannot gain [default: all].
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    actions: Option<Vec<Action>>,
     /// Where the best model is written (after every trial).
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
@@ -135,6 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         threads: args.threads,
         seed: args.seed,
         exhaustive: args.exhaustive,
+        actions: args.actions,
         work_dir: work_dir.clone(),
         output: args.output.clone(),
     };

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 use whittle_pipeline::{DataSource, ModelSource, PipelineError};
 
+use super::space::Action;
 use crate::pareto::{Direction, Objectives};
 
 /// What the search optimizes once the constraints are met.
@@ -97,6 +98,9 @@ pub struct AutoConfig {
     /// Evaluate every point of the space, in grid order, without prediction or early drop
     /// (the reference the search's efficiency is measured against).
     pub exhaustive: bool,
+    /// Only candidates using these actions (`--actions`; None: every action). A named
+    /// action is tried even where the model's profile says it cannot gain anything.
+    pub actions: Option<Vec<Action>>,
     /// The work folder (journal and every candidate's models).
     pub work_dir: PathBuf,
     /// Where the best model so far is written after every trial.

@@ -20,7 +20,7 @@ use super::measure::{Baseline, Meter, ACCURACY_ENGINE};
 use super::outcome::{Outcome, Skipped, Status};
 use super::predict::{Effect, Observed, Predictor};
 use super::space::{
-    grid, Candidate, Prune, Quant, Settings, CHANNEL_MAX, CHANNEL_STEP, PRUNES, QUANTS,
+    grid, Candidate, Prune, Quant, Settings, ACTIONS, CHANNEL_MAX, CHANNEL_STEP, PRUNES, QUANTS,
 };
 use super::timing::Timing;
 use super::trial::{Bench, Plan, Trial, Verdict};
@@ -97,7 +97,8 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         seed: config.seed,
         prune_stem: config.target == Target::Speed,
     };
-    let space = grid();
+    let allowed = config.actions.as_deref();
+    let space = grid(allowed);
     let plan = plan_lines(config, &settings, &baseline, space.len());
     for line in &plan {
         observer.log(Level::Info, line.clone());
@@ -113,7 +114,9 @@ pub fn run(config: &AutoConfig, observer: &dyn Observer) -> Result<Outcome> {
         observer,
     };
     let mut search = Search::new(config, &baseline, settings);
-    if !config.exhaustive {
+    // The actions named in --actions are tried even where the profile says they cannot
+    // gain anything.
+    if !config.exhaustive && allowed.is_none() {
         for (action, why) in pointless(config.target, &baseline) {
             observer.log(Level::Info, format!("not tried: {}: {why}", action.name()));
             search.predictor.exclude(action, why);
@@ -255,6 +258,19 @@ fn plan_lines(
             "cosine on every feed".to_string(),
         )
     };
+    let restricted = match &config.actions {
+        Some(actions) => {
+            let names: Vec<&str> = (ACTIONS.iter())
+                .filter(|(_, a)| actions.contains(a))
+                .map(|(n, _)| *n)
+                .collect();
+            format!(
+                "; only the points that use --actions {} (tried even where the profile says they cannot gain)",
+                names.join(",")
+            )
+        }
+        None => String::new(),
+    };
     let mut lines = vec![
         format!(
             "baseline: {measure} on {} samples, {} bytes, {:.3} ms in ONNX Runtime ({} thread(s)); time by operator: {top}",
@@ -264,7 +280,7 @@ fn plan_lines(
             config.threads
         ),
         format!(
-            "search space: {space} candidates ({} prunings x 2 factorizations x {} quantizations, and a fine-tuned variant of each that prunes or factorizes), plus refinements: mixed precision and QAT when INT8 loses too much, finer channel ratios around the best (bisection, up to {CHANNEL_MAX}%){}",
+            "search space: {space} candidates ({} prunings x 2 factorizations x {} quantizations, and a fine-tuned variant of each that prunes or factorizes{restricted}), plus refinements: mixed precision and QAT when INT8 loses too much, finer channel ratios around the best (bisection, up to {CHANNEL_MAX}%){}",
             PRUNES.len(),
             QUANTS.len(),
             if settings.prune_stem {
@@ -362,8 +378,7 @@ impl<'a> Search<'a> {
         self.too_long.clear();
         let untried = |s: &Self, c: &Candidate| !s.tried.contains(c);
         let unlabelled: Vec<Candidate> = (space.iter().copied())
-            .chain(self.quant_refinements())
-            .chain(self.channel_refinements())
+            .chain(self.refinements())
             .filter(|c| untried(self, c) && c.needs_labels() && !self.config.data.is_labelled())
             .collect();
         for c in unlabelled {
@@ -393,8 +408,7 @@ impl<'a> Search<'a> {
             return Some((action, None));
         }
         let mut options: Vec<Candidate> = space.to_vec();
-        options.extend(self.quant_refinements());
-        options.extend(self.channel_refinements());
+        options.extend(self.refinements());
         let best_score = self.best_feasible_score();
         let mut chosen: Option<(f64, Candidate, super::predict::Prediction)> = None;
         let options: Vec<Candidate> = options.into_iter().filter(|c| untried(self, c)).collect();
@@ -468,6 +482,15 @@ impl<'a> Search<'a> {
             let c = t.cost.as_ref().expect("a feasible trial was measured");
             cost.dominates(&[c.latency_ms, c.size_bytes as f64], &mine)
         })
+    }
+
+    /// The refinements outside the grid (mixed precision and QAT, finer channel ratios)
+    /// that use only the allowed actions.
+    fn refinements(&self) -> Vec<Candidate> {
+        let mut all = self.quant_refinements();
+        all.extend(self.channel_refinements());
+        all.retain(|c| c.allowed(self.config.actions.as_deref()));
+        all
     }
 
     /// Static INT8 candidates measured outside the accuracy budget because of their
@@ -830,6 +853,7 @@ mod tests {
             threads: 1,
             seed: 0,
             exhaustive: false,
+            actions: None,
             work_dir: PathBuf::from("w"),
             output: PathBuf::from("o.onnx"),
         }
@@ -949,6 +973,15 @@ mod tests {
                 }
             ]
         );
+        // --actions int8-static: the QAT refinement is left out, mixed precision stays.
+        let restricted = AutoConfig {
+            actions: Some(vec![super::super::space::Action::Int8Static]),
+            ..config.clone()
+        };
+        let mut only = Search::new(&restricted, &baseline, Settings::example());
+        only.record(measured(Candidate::IDENTITY, 0.3, 1.0));
+        only.record(measured(int8, 2.6, 0.5));
+        assert_eq!(only.refinements(), [refined[0]]);
         // Within the budget, or lost by the float part already: none.
         let mut search = Search::new(&config, &baseline, Settings::example());
         search.record(measured(Candidate::IDENTITY, 2.1, 1.0));

@@ -356,14 +356,89 @@ impl Candidate {
     }
 }
 
+/// An action `--actions` may restrict the search to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Channel pruning, at any ratio.
+    Channel,
+    /// 2:4 pruning.
+    Nm24,
+    /// Low-rank factorization.
+    LowRank,
+    /// Static INT8 (mixed precision included).
+    Int8Static,
+    /// Dynamic INT8.
+    Int8Dynamic,
+    /// FP16.
+    Fp16,
+    /// INT4 weights.
+    Int4,
+    /// Quantization-aware training to static INT8: named, it is a quantization of the
+    /// grid, not only a refinement of static INT8 that loses too much.
+    Qat,
+}
+
+/// Every action by its `--actions` name.
+pub const ACTIONS: [(&str, Action); 8] = [
+    ("channel", Action::Channel),
+    ("2:4", Action::Nm24),
+    ("low-rank", Action::LowRank),
+    ("int8-static", Action::Int8Static),
+    ("int8-dynamic", Action::Int8Dynamic),
+    ("fp16", Action::Fp16),
+    ("int4", Action::Int4),
+    ("qat", Action::Qat),
+];
+
+impl std::str::FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        (ACTIONS.iter().find(|(name, _)| *name == s))
+            .map(|(_, a)| *a)
+            .ok_or_else(|| {
+                let names: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();
+                format!("unknown action '{s}' (expected {})", names.join(", "))
+            })
+    }
+}
+
+impl Candidate {
+    /// The actions it uses (none for the identity).
+    pub fn uses(&self) -> Vec<Action> {
+        let prune = match self.prune {
+            Prune::Channel { .. } => Some(Action::Channel),
+            Prune::Nm24 => Some(Action::Nm24),
+            Prune::None | Prune::Unstructured { .. } => None,
+        };
+        let quant = match self.quant {
+            Quant::None => None,
+            Quant::Int8Static => Some(Action::Int8Static),
+            Quant::Int8Dynamic => Some(Action::Int8Dynamic),
+            Quant::Fp16 => Some(Action::Fp16),
+            Quant::Int4 => Some(Action::Int4),
+            Quant::Qat => Some(Action::Qat),
+        };
+        let factorize = self.factorize.then_some(Action::LowRank);
+        [prune, factorize, quant].into_iter().flatten().collect()
+    }
+
+    /// Whether it uses only actions of `allowed` (None: every action allowed).
+    pub fn allowed(&self, allowed: Option<&[Action]>) -> bool {
+        allowed.is_none_or(|a| self.uses().iter().all(|u| a.contains(u)))
+    }
+}
+
 /// Every point of the grid: each pruning x factorization x quantization, and the
 /// fine-tuned variant of each that prunes or factorizes (mixed precision is a refinement
-/// the search adds, outside the grid).
-pub fn grid() -> Vec<Candidate> {
+/// the search adds, outside the grid). With `allowed` (`--actions`), only the points that
+/// use its actions; QAT is then a quantization of the grid if it names it.
+pub fn grid(allowed: Option<&[Action]>) -> Vec<Candidate> {
+    let qat = allowed.is_some_and(|a| a.contains(&Action::Qat));
+    let quants = QUANTS.into_iter().chain(qat.then_some(Quant::Qat));
     let mut all = Vec::new();
     for prune in PRUNES {
         for factorize in [false, true] {
-            for quant in QUANTS {
+            for quant in quants.clone() {
                 let c = Candidate {
                     prune,
                     factorize,
@@ -378,6 +453,7 @@ pub fn grid() -> Vec<Candidate> {
             }
         }
     }
+    all.retain(|c| c.allowed(allowed));
     all
 }
 
@@ -394,13 +470,50 @@ mod tests {
 
     #[test]
     fn the_grid_counts_every_composition_once() {
-        let g = grid();
+        let g = grid(None);
         // 4 prunings x 2 factorizations x 5 quantizations, plus a tuned variant of the 35
         // that prune or factorize.
         assert_eq!(g.len(), 40 + 35);
         let unique: std::collections::HashSet<_> = g.iter().collect();
         assert_eq!(unique.len(), g.len());
         assert!(g.contains(&Candidate::IDENTITY));
+        assert!(g.iter().all(|c| c.quant != Quant::Qat));
+    }
+
+    #[test]
+    fn actions_restrict_the_grid_and_a_named_qat_joins_it() {
+        let names = |allowed: &[Action]| -> Vec<String> {
+            grid(Some(allowed)).iter().map(Candidate::name).collect()
+        };
+        // QAT named: a quantization of the grid, beside static INT8; nothing else.
+        assert_eq!(
+            names(&[Action::Qat, Action::Int8Static]),
+            ["optimize", "int8-static", "int8-qat"]
+        );
+        // Channel pruning at both ratios, untuned and tuned, with and without FP16.
+        let g = names(&[Action::Channel, Action::Fp16]);
+        assert_eq!(g.len(), 2 + 2 * 2 * 2, "{g:?}");
+        assert!(
+            g.contains(&"channel-50% + tune -> fp16".to_string()),
+            "{g:?}"
+        );
+        assert!(g
+            .iter()
+            .all(|n| !n.contains("int8") && !n.contains("low-rank")));
+        // Mixed precision is static INT8's.
+        let mixed = Candidate {
+            quant: Quant::Int8Static,
+            mixed: Some(50),
+            ..Candidate::IDENTITY
+        };
+        assert!(mixed.allowed(Some(&[Action::Int8Static])));
+        assert!(!mixed.allowed(Some(&[Action::Qat])));
+        assert_eq!("2:4".parse::<Action>(), Ok(Action::Nm24));
+        let err = "int3".parse::<Action>().unwrap_err();
+        assert!(
+            err.contains("'int3'") && err.contains("int8-static, int8-dynamic"),
+            "{err}"
+        );
     }
 
     #[test]
