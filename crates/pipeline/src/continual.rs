@@ -225,6 +225,13 @@ impl ContinualSpec {
                  compress during training without `lora_rank`, or compress after the run",
             ));
         }
+        if self.training.ncm && self.compress.during {
+            return Err(PipelineError::invalid(
+                "`compress.during`",
+                "the nearest-class-mean head (`ncm`) is computed from a float model, and compressing \
+                 during training ends with a quantized or pruned head: compress after the run with `ncm`",
+            ));
+        }
         self.compress.validate()?;
         self.training
             .validate()
