@@ -44,7 +44,8 @@ for arg in sys.argv[1:]:
         medians += median <= float(limit)
         p90s += p90 <= float(limit)
         cells = ["yes" if median <= float(limit) else "**no**", "yes" if p90 <= float(limit) else "**no**"]
-    print(f"| `{os.path.basename(path)}` | {limit or '-'} | {median:.3f} | {p90:.3f} | {cells[0]} | {cells[1]} |")
+    name = os.path.join(os.path.basename(os.path.dirname(os.path.abspath(path))), os.path.basename(path))
+    print(f"| `{name}` | {limit or '-'} | {median:.3f} | {p90:.3f} | {cells[0]} | {cells[1]} |")
 print()
 print(f"{limited} models with a limit: {medians} medians and {p90s} p90s within it ({runs} runs each).")
 PY
