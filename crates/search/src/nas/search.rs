@@ -62,8 +62,9 @@ pub struct Settings {
     pub output: PathBuf,
     /// Evolution or random search.
     pub strategy: Strategy,
-    /// Warm start: the first generation draws [`WARM_START`] times as many candidates and
-    /// trains the feasible ones this zero-cost proxy ranks best.
+    /// Warm start of evolution (random search ignores it): the first generation draws
+    /// [`WARM_START`] times as many candidates and trains the feasible ones this zero-cost
+    /// proxy ranks best.
     pub warm_start: Option<WarmStart>,
     /// The trained model to shrink (`--from`; `space` is then [`Family::Pruned`]).
     pub from: Option<PathBuf>,
@@ -271,7 +272,9 @@ pub fn search(
         && order.len() < max_tries
         && proposing.is_none_or(|p| start.elapsed() < p)
     {
-        let warm = settings.warm_start.filter(|_| order.is_empty());
+        // Random search, the baseline, is never warm-started.
+        let warm = (settings.warm_start)
+            .filter(|_| order.is_empty() && settings.strategy == Strategy::Evolution);
         let trains = generation_size(settings.iterations);
         let draws = if warm.is_some() { WARM_START } else { 1 };
         let size = (trains * draws).min(max_tries - order.len());
