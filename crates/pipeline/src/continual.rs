@@ -293,7 +293,14 @@ pub fn run_continual(
         }
         false => Vec::new(),
     };
-    let compressed = compress_runs(ctx, &runs, &during, &scenario, &spec.compress)?;
+    let compressed = compress_runs(
+        ctx,
+        &runs,
+        &during,
+        &scenario,
+        &spec.compress,
+        spec.training.ncm,
+    )?;
     let mut baselines = std::collections::BTreeMap::new();
     if spec.baselines {
         for base in [Strategy::Finetune, Strategy::Joint] {

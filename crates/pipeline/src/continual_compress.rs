@@ -30,6 +30,7 @@ use whittle_passes::prune::{Mask, Method, Pruner, Unstructured};
 use whittle_passes::qat::{self, insert::ScaleMode, QatState};
 use whittle_passes::quantize::QuantConfig;
 use whittle_train::continual::metrics::{self, MeanStd};
+use whittle_train::continual::ncm::ncm_after_task;
 use whittle_train::continual::{self, ContinualRun, ReplayBuffer, TaskHook, TaskStart};
 use whittle_train::TrainError;
 
@@ -178,11 +179,14 @@ pub struct CompressedMetrics {
 
 /// Compresses `run`'s final model as `cfg` asks and measures every variant, `fp32` (the
 /// model itself) included, keyed `fp32`, `fp16`, `int8`, `pruned`, `pruned_int8`, ...
+/// With `ncm` (the run's model has the nearest-class-mean head) the pruned model's head
+/// is the means again after the fine-tune.
 pub fn compress(
     ctx: &mut Ctx<'_>,
     run: &ContinualRun,
     scenario: &Scenario,
     cfg: &CompressConfig,
+    ncm: bool,
 ) -> Result<BTreeMap<String, CompressedMetrics>> {
     cfg.validate()?;
     let Some(last) = scenario.tasks.last() else {
@@ -194,7 +198,18 @@ pub fn compress(
     let mut variants = vec![("fp32".to_string(), run.model.clone())];
     let mut bases = vec![(String::new(), run.model.clone())];
     if let Some(sparsity) = cfg.prune {
-        let pruned = prune(ctx, &run.model, sparsity, cfg, &spec)?;
+        let mut pruned = prune(ctx, &run.model, sparsity, cfg, &spec)?;
+        if ncm {
+            // The fine-tune trained the mean head by cross-entropy on mostly the last
+            // task's classes: the means of the pruned features replace it again.
+            pruned = ncm_after_task(
+                &pruned,
+                run.buffer.as_ref(),
+                &last.train,
+                scenario.num_classes,
+            )
+            .context(|| "the nearest-class-mean head of the pruned model".into())?;
+        }
         variants.push(("pruned".into(), pruned.clone()));
         bases.push(("pruned_".into(), pruned));
     }
@@ -216,20 +231,21 @@ pub fn compress(
 /// [`compress`] for each seed's run, and the final model of each run compressed during
 /// training (`during`, one per seed, keyed [`CompressConfig::during_name`]); figures are
 /// the means over runs, with standard deviations of accuracy and forgetting for several
-/// runs. Empty when `cfg` asks for nothing.
+/// runs (`ncm` as for [`compress`]). Empty when `cfg` asks for nothing.
 pub fn compress_runs(
     ctx: &mut Ctx<'_>,
     runs: &[ContinualRun],
     during: &[ContinualRun],
     scenario: &Scenario,
     cfg: &CompressConfig,
+    ncm: bool,
 ) -> Result<BTreeMap<String, CompressedMetrics>> {
     if cfg.is_empty() {
         return Ok(BTreeMap::new());
     }
     let mut per_run = Vec::new();
     for (i, run) in runs.iter().enumerate() {
-        let mut measured = compress(ctx, run, scenario, cfg)?;
+        let mut measured = compress(ctx, run, scenario, cfg, ncm)?;
         if let Some(d) = during.get(i) {
             let name = cfg.during_name();
             let m = measure(ctx, d, scenario, &d.model, cfg.fps)

@@ -13,6 +13,7 @@ use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::attr::NodeAttrs;
 use whittle_ir::{GraphEdit, Model, TensorData};
 
+use super::buffer::ReplayBuffer;
 use crate::bail;
 use crate::error::Result;
 
@@ -21,6 +22,22 @@ const FEATURE_BATCH: usize = 1000;
 
 /// Score of a class no sample showed yet (before its task): below any mean's score.
 const UNSEEN_SCORE: f32 = -1e9;
+
+/// [`ncm_head`] with the means of what a continual learner holds after a task: the replay
+/// buffer (when there is one) and that task's training data `task`.
+pub fn ncm_after_task(
+    model: &Model,
+    buffer: Option<&ReplayBuffer>,
+    task: &Dataset,
+    num_classes: usize,
+) -> Result<Model> {
+    let kept = buffer
+        .filter(|b| !b.is_empty())
+        .map(|b| b.dataset(task.sample_dims(), num_classes))
+        .transpose()?;
+    let sets: Vec<&Dataset> = kept.iter().chain([task]).collect();
+    ncm_head(model, &sets)
+}
 
 /// The head Gemm of a model: its feature input and its weight and bias initializers.
 struct HeadGemm {

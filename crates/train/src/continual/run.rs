@@ -20,7 +20,7 @@ use super::buffer::ReplayBuffer;
 use super::eval::{evaluate, TaskAccuracies};
 use super::ewc::Ewc;
 use super::metrics;
-use super::ncm::ncm_head;
+use super::ncm::ncm_after_task;
 use super::objective::{batch_mask, loss, task_mask, Term};
 use super::{ContinualConfig, Strategy, TaskHook, TaskStart};
 use crate::bail;
@@ -205,13 +205,8 @@ pub fn run(
         steps += task.steps;
         model = hook.end_task(t, exec.export(&task_model)?)?;
         if config.ncm {
-            let kept = buffer
-                .as_ref()
-                .filter(|b| !b.is_empty())
-                .map(|b| b.dataset(&sample_dims, scenario.num_classes))
-                .transpose()?;
-            let sets: Vec<&Dataset> = kept.iter().chain([*data]).collect();
-            scored_model = Some(ncm_head(&model, &sets)?);
+            let head = ncm_after_task(&model, buffer.as_ref(), data, scenario.num_classes)?;
+            scored_model = Some(head);
         }
         let mut scored = Executor::new(scored_model.as_ref().unwrap_or(&model))?;
         let row = evaluate(&scored, scenario)?;
