@@ -102,8 +102,8 @@ impl Observer {
 }
 
 /// Samples per forward pass of calibration: batches of the calibration data are cut into
-/// runs this long (a recorded batch excepted, and models whose inputs fix the first
-/// dimension). The executor's buffers (an encoder's
+/// runs this long when calibrating with min/max (a recorded batch excepted, and models
+/// whose inputs fix the first dimension). The executor's buffers (an encoder's
 /// attention scores and feed-forward activations, every layer) grow with the run, and the
 /// first run at a shape, which goes node by node to record the plan the others follow,
 /// shrinks with it. On MiniLM-L3 (128 samples of 128 tokens) runs of 8 peaked 40 MiB
@@ -181,7 +181,12 @@ where
         record: None,
         bad: None,
     };
-    let most = super::verify::run_limit(&exec, RUN_SAMPLES);
+    // A histogram takes its first range from the first run and doubles it as later runs
+    // exceed it, so shorter runs bin differently: histogram methods keep whole batches.
+    let most = match method.needs_histogram() {
+        true => usize::MAX,
+        false => super::verify::run_limit(&exec, RUN_SAMPLES),
+    };
     let mut recorded = Vec::new();
     let (mut count, mut batches, mut passes) = (0usize, 0usize, 0usize);
     for feed in samples {
@@ -479,7 +484,7 @@ mod tests {
     }
 
     #[test]
-    fn batches_run_in_runs_of_run_samples_where_the_batch_axis_is_free() {
+    fn minmax_runs_batches_in_runs_of_run_samples_where_the_batch_axis_is_free() {
         // y = Relu(x - 10) over x: [N, 4]: every run's values reach the observers, the
         // error of a non-finite value names its sample across runs.
         let batch_of = |first: &str| {
@@ -520,6 +525,13 @@ mod tests {
         assert_eq!((c.samples, c.batches, c.runs), (rows, 1, 4));
         assert_eq!(c.ranges["x"], (0.0, last));
         assert_eq!(c.ranges["s"], (-10.0, last - 10.0));
+        // Histogram methods keep whole batches (a shorter first run would bin otherwise).
+        let percentile = QuantConfig {
+            calibration: CalibrationMethod::Percentile { percentile: 99.9 },
+            ..Default::default()
+        };
+        let c = calibrate(&free, &watch, [feed(&xs)], &percentile).unwrap();
+        assert_eq!((c.batches, c.runs), (1, 1));
         // The last run holds samples 25-26: a NaN in sample 26 is found there.
         xs[(rows - 1) * 4 + 2] = f32::NAN;
         let err = calibrate(&free, &watch, [feed(&xs)], &cfg).unwrap_err();

@@ -75,7 +75,7 @@ impl MinMax {
 
     /// Folds `values` in when every one is finite and returns whether they were; leaves
     /// `self` unchanged otherwise. One pass finds the range and the non-finite values
-    /// (`v - v` is 0 for a finite `v` and NaN otherwise), so calibration, which refuses
+    /// (`v * 0` is 0 for a finite `v` and NaN otherwise), so calibration, which refuses
     /// non-finite values, reads each tensor once.
     pub fn update_finite(&mut self, values: &[f32]) -> bool {
         const LANES: usize = 16;
@@ -87,13 +87,13 @@ impl MinMax {
             for k in 0..LANES {
                 lo[k] = lo[k].min(chunk[k]);
                 hi[k] = hi[k].max(chunk[k]);
-                probe[k] += chunk[k] - chunk[k];
+                probe[k] += chunk[k] * 0.0;
             }
         }
         for (k, &v) in rest.iter().enumerate() {
             lo[k] = lo[k].min(v);
             hi[k] = hi[k].max(v);
-            probe[k] += v - v;
+            probe[k] += v * 0.0;
         }
         if probe.iter().any(|&p| p != 0.0) {
             return false;
