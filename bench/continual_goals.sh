@@ -24,6 +24,9 @@ read_run_args "$2" "${3:-}"
 seeds="${SEEDS:-0,1,2}"
 mkdir -p "$out"
 model=zoo:mlp:hidden=256-256
+# A LeNet-5 with 3x3 kernels, 8 and 16 channels and one hidden layer of 256: as many
+# multiply-adds as LeNet-5 (372K per image), a conv net with a higher joint ceiling.
+lenet_wide=zoo:lenet:channels=8-16,kernel=3,hidden=256
 
 # name data flags...: the runs (reference protocol, then whittle's best settings).
 RUNS=(
@@ -32,6 +35,11 @@ RUNS=(
   "fmnist-er-ace-e2 fashion-mnist --strategy er --ace --epochs-per-task 2 --no-baselines"
   "fmnist-derpp-ace fashion-mnist --strategy derpp --ace --alpha 0.1 --beta 1.0 --no-baselines"
   "fmnist-derpp512-ace fashion-mnist --model zoo:mlp:hidden=512-512 --strategy derpp --ace --alpha 0.1 --beta 1.0 --no-baselines"
+  "fmnist-er-ncm fashion-mnist --strategy er --ncm --no-baselines"
+  "fmnist-derpp-ace-ncm fashion-mnist --strategy derpp --ace --alpha 0.1 --beta 1.0 --ncm --no-baselines"
+  "fmnist-lenetw-er fashion-mnist --model $lenet_wide --strategy er --no-baselines"
+  "fmnist-lenetw-er-ncm fashion-mnist --model $lenet_wide --strategy er --ncm --no-baselines"
+  "fmnist-lenetw-derpp-ace fashion-mnist --model $lenet_wide --strategy derpp --ace --alpha 0.1 --beta 1.0 --no-baselines"
   "mnist-er mnist --strategy er"
   "mnist-derpp mnist --strategy derpp --no-baselines"
   "mnist-er-ace-e2 mnist --strategy er --ace --epochs-per-task 2 --no-baselines"
