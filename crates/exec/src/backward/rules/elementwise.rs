@@ -93,11 +93,17 @@ pub(super) fn expand<'a>(
         return Ok(Cow::Borrowed(x));
     }
     let mut out = vec![0.0; total];
-    for_each_run(out_shape, x_shape, 0, usize::MAX, |o, i, step, len| {
-        for k in 0..len {
-            out[o + k] = x[i + k * step];
-        }
-    })?;
+    for_each_run(
+        out_shape,
+        x_shape,
+        0,
+        usize::MAX,
+        |o, i, step, len| match step {
+            0 => out[o..o + len].fill(x[i]),
+            1 => out[o..o + len].copy_from_slice(&x[i..i + len]),
+            _ => (0..len).for_each(|k| out[o + k] = x[i + k * step]),
+        },
+    )?;
     Ok(Cow::Owned(out))
 }
 
@@ -119,12 +125,11 @@ pub(super) fn reduce_to(
     }
     let runs = |out: &mut [f32], first: usize, count: usize| {
         for_each_run(out_shape, in_shape, first, count, |o, i, step, len| {
-            if step == 0 {
-                out[i] += dy[o..o + len].iter().sum::<f32>();
-            } else {
-                for k in 0..len {
-                    out[i + k * step] += dy[o + k];
-                }
+            let d = &dy[o..o + len];
+            match step {
+                0 => out[i] += d.iter().sum::<f32>(),
+                1 => out[i..i + len].iter_mut().zip(d).for_each(|(v, d)| *v += d),
+                _ => (0..len).for_each(|k| out[i + k * step] += d[k]),
             }
         })
     };

@@ -26,6 +26,16 @@ fn product(a: MatRef, b: MatRef, alpha: f32) -> Result<Vec<f32>> {
 
 /// Gemm: `Y = alpha·op(A)·op(B) + beta·C`.
 pub(super) fn gemm_rule(c: &mut RuleCtx) -> Grads {
+    operands(c, gemm_of)
+}
+
+/// The forward values of inputs 0 and 1, borrowed (not copied) as float32 for `rule`.
+fn operands(c: &RuleCtx, rule: impl FnOnce(&RuleCtx, &[f32], &[f32]) -> Grads) -> Grads {
+    let (a, b) = (c.input(0)?, c.input(1)?);
+    a.with_f32(|a| b.with_f32(|b| rule(c, a, b)))??
+}
+
+fn gemm_of(c: &RuleCtx, a: &[f32], b: &[f32]) -> Grads {
     let node = c.node;
     let alpha = node.float_or("alpha", 1.0)?;
     let beta = node.float_or("beta", 1.0)?;
@@ -34,9 +44,8 @@ pub(super) fn gemm_rule(c: &mut RuleCtx) -> Grads {
     let (sa, sb) = (c.in_shape(0)?, c.in_shape(1)?);
     let ([ra, ca], [rb, cb]) = (dims2(sa)?, dims2(sb)?);
     let dy = c.dy()?;
-    let (a, b) = (c.input(0)?.to_f32_vec()?, c.input(1)?.to_f32_vec()?);
-    let am = kern(MatRef::row_major(&a, ra, ca))?;
-    let bm = kern(MatRef::row_major(&b, rb, cb))?;
+    let am = kern(MatRef::row_major(a, ra, ca))?;
+    let bm = kern(MatRef::row_major(b, rb, cb))?;
     let op_a = if trans_a { am.t() } else { am };
     let op_b = if trans_b { bm.t() } else { bm };
     let (m, n) = (op_a.rows(), op_b.cols());
@@ -74,6 +83,10 @@ fn dims2(s: &[usize]) -> Result<[usize; 2]> {
 /// MatMul with NumPy semantics: 1-D operands promoted, batch dimensions broadcast (their
 /// gradients summed back).
 pub(super) fn matmul(c: &mut RuleCtx) -> Grads {
+    operands(c, matmul_of)
+}
+
+fn matmul_of(c: &RuleCtx, a: &[f32], b: &[f32]) -> Grads {
     let (sa, sb) = (c.in_shape(0)?.to_vec(), c.in_shape(1)?.to_vec());
     let a_shape = if sa.len() == 1 { vec![1, sa[0]] } else { sa };
     let b_shape = if sb.len() == 1 { vec![sb[0], 1] } else { sb };
@@ -83,14 +96,13 @@ pub(super) fn matmul(c: &mut RuleCtx) -> Grads {
     let (m, k) = (a_shape[a_shape.len() - 2], a_shape[a_shape.len() - 1]);
     let n = b_shape[b_shape.len() - 1];
     let dy = c.dy()?;
-    let (a, b) = (c.input(0)?.to_f32_vec()?, c.input(1)?.to_f32_vec()?);
     let (want_a, want_b) = (c.wants(0), c.wants(1));
     if b_shape.len() == 2 {
         // A's batches fold into its rows: one GEMM per gradient.
         let rows = a.len() / k.max(1);
         let (am, bm) = (
-            kern(MatRef::row_major(&a, rows, k))?,
-            kern(MatRef::row_major(&b, k, n))?,
+            kern(MatRef::row_major(a, rows, k))?,
+            kern(MatRef::row_major(b, k, n))?,
         );
         let g = kern(MatRef::row_major(&dy, rows, n))?;
         let da = want_a.then(|| product(g, bm.t(), 1.0)).transpose()?;
