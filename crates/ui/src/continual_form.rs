@@ -29,6 +29,10 @@ pub struct ContinualForm {
     /// ER-ACE's asymmetric cross-entropy (replay strategies).
     #[serde(default)]
     pub ace: bool,
+    /// Score with nearest class means (iCaRL): after each task the head becomes the class
+    /// means of the buffer's and the task's features (not with `compress_during`).
+    #[serde(default)]
+    pub ncm: bool,
     /// Random flips and 2-pixel shifts of replayed images (replay strategies).
     #[serde(default)]
     pub replay_augment: bool,
@@ -118,7 +122,7 @@ impl ContinualForm {
             "train_samples": self.train_samples,
             "test_samples": self.test_samples,
             "training": { "strategy": self.strategy, "buffer": self.buffer,
-                          "epochs_per_task": self.epochs_per_task, "ace": self.ace,
+                          "epochs_per_task": self.epochs_per_task, "ace": self.ace, "ncm": self.ncm,
                           "replay_augment": self.replay_augment, "schedule": schedule },
         });
         match (self.scenario == DOMAIN_IL, self.tasks) {

@@ -672,7 +672,7 @@ async fn a_continual_job_ends_with_its_r_matrix_card_and_heat_map() {
     let form = json!({ "continual": { "model": "zoo:mlp:hidden=64", "data": mnist(),
         "scenario": "class-il", "tasks": 3, "strategy": "er", "buffer": 200,
         "epochs_per_task": 1, "seeds": [0], "train_samples": 2000, "test_samples": 500,
-        "replay_augment": true, "lr_schedule": "cosine" } });
+        "replay_augment": true, "ncm": true, "lr_schedule": "cosine" } });
     let (status, body) = call(&router, &token, Method::POST, "/api/jobs", form).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
@@ -681,6 +681,7 @@ async fn a_continual_job_ends_with_its_r_matrix_card_and_heat_map() {
     assert_eq!(view.recipe["steps"][0]["step"], "continual");
     let training = &view.recipe["steps"][0]["training"];
     assert_eq!(training["replay_augment"], true);
+    assert_eq!(training["ncm"], true);
     assert_eq!(training["schedule"]["kind"], "warmup-cosine");
     let details = view.details.expect("the continual report");
     replayed_events(&router, &token, &id, &details).await;

@@ -103,6 +103,7 @@ const FORMS = {
   continual: () => ({
     scenario: $("cont-scenario").value, tasks: number("cont-tasks"),
     strategy: $("cont-strategy").value, ace: $("cont-ace").checked,
+    ncm: $("cont-ncm").checked,
     replay_augment: $("cont-replay_augment").checked, lr_schedule: $("cont-lr_schedule").value,
     buffer: number("cont-buffer") ?? 500,
     epochs_per_task: number("cont-epochs_per_task") ?? 1,
