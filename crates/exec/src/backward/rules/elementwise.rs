@@ -355,6 +355,25 @@ mod tests {
     }
 
     #[test]
+    fn reduce_to_sums_large_gradients_in_blocks() {
+        // [B, T, C] summed to a bias [C] and to a position table [1, T, C]: more than one
+        // block of partial sums, each equal to the serial sum (integers: exact in f32).
+        let (b, t, c) = (64, 65, 48);
+        let dy: Vec<f32> = (0..b * t * c).map(|i| (i % 7) as f32).collect();
+        assert!(dy.len() > 2 * REDUCE_BLOCK);
+        let bias = reduce_to(Cow::Borrowed(&dy), &[b, t, c], &[c]).unwrap();
+        let table = reduce_to(Cow::Borrowed(&dy), &[b, t, c], &[1, t, c]).unwrap();
+        for j in 0..c {
+            let want: f32 = (0..b * t).map(|r| dy[r * c + j]).sum();
+            assert_eq!(bias[j], want, "bias {j}");
+        }
+        for j in 0..t * c {
+            let want: f32 = (0..b).map(|r| dy[r * t * c + j]).sum();
+            assert_eq!(table[j], want, "table {j}");
+        }
+    }
+
+    #[test]
     fn expand_repeats_along_broadcast_axes() {
         let x = [1.0, 2.0];
         let e = expand(&x, &[2, 1], &[2, 3]).unwrap();
