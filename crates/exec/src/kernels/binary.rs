@@ -26,6 +26,21 @@ pub enum BinaryOp {
     Min,
 }
 
+impl BinaryOp {
+    /// The operator of an ONNX node type (`Add`, `Sub`, `Mul`, `Div`, `Max`, `Min`).
+    pub fn of_op_type(op_type: &str) -> Option<BinaryOp> {
+        Some(match op_type {
+            "Add" => BinaryOp::Add,
+            "Sub" => BinaryOp::Sub,
+            "Mul" => BinaryOp::Mul,
+            "Div" => BinaryOp::Div,
+            "Max" => BinaryOp::Max,
+            "Min" => BinaryOp::Min,
+            _ => return None,
+        })
+    }
+}
+
 /// The NumPy broadcast of two shapes: right-aligned, each pair of sizes equal or one of them 1.
 pub fn broadcast_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let rank = a.len().max(b.len());

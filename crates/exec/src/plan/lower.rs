@@ -254,16 +254,22 @@ fn axis_of(axis: i64, rank: usize) -> Option<usize> {
     usize::try_from(a).ok().filter(|&a| a < rank)
 }
 
+/// A Transpose node's `perm` over `rank` axes (default: the axes reversed); `Ok(None)` when an
+/// axis is negative (the operator says why).
+pub(crate) fn transpose_perm(
+    node: &NodeProto,
+    rank: usize,
+) -> whittle_ir::Result<Option<Vec<usize>>> {
+    Ok(match node.ints("perm")? {
+        Some(p) => p.iter().map(|&a| usize::try_from(a).ok()).collect(),
+        None => Some((0..rank).rev().collect()),
+    })
+}
+
 /// Transpose by `perm` (default: the axes reversed).
 fn transpose(node: &NodeProto, o: &Operands) -> Option<Kernel> {
     let x = o.shape(0)?;
-    let perm: Vec<usize> = match node.ints("perm").ok()? {
-        Some(p) => p
-            .iter()
-            .map(|&a| usize::try_from(a).ok())
-            .collect::<Option<_>>()?,
-        None => (0..x.len()).rev().collect(),
-    };
+    let perm = transpose_perm(node, x.len()).ok()??;
     let view = StridedView::contiguous(x).permute(&perm)?;
     (view.dims == o.out).then_some(Kernel::Gather(view))
 }
@@ -409,16 +415,8 @@ fn binary(node: &NodeProto, o: &Operands) -> Option<Kernel> {
     if o.ins.len() != 2 || !o.has(1) {
         return None;
     }
-    let op = match node.op_type.as_str() {
-        "Add" => BinaryOp::Add,
-        "Sub" => BinaryOp::Sub,
-        "Mul" => BinaryOp::Mul,
-        "Div" => BinaryOp::Div,
-        "Max" => BinaryOp::Max,
-        _ => BinaryOp::Min,
-    };
     Some(Kernel::Binary {
-        op,
+        op: BinaryOp::of_op_type(&node.op_type)?,
         a: o.shape(0)?.to_vec(),
         b: o.shape(1)?.to_vec(),
     })

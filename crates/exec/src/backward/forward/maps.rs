@@ -5,7 +5,6 @@
 
 use candle_core::Device;
 use whittle_ir::proto::NodeProto;
-use whittle_ir::NodeAttrs;
 
 use super::dense::product;
 use super::KernelRun;
@@ -15,6 +14,7 @@ use crate::kernels::activation::{unary, UnaryOp};
 use crate::kernels::binary::{binary, broadcast_shape, BinaryOp};
 use crate::kernels::layout::{gather, StridedView};
 use crate::kernels::zeros;
+use crate::plan::lower::transpose_perm;
 use crate::value::Value;
 
 /// `op` of every element of `x`.
@@ -34,12 +34,8 @@ pub(super) fn arithmetic(
     let (Some(Some(b)), 2) = (inputs.get(1), inputs.len()) else {
         return Ok(None);
     };
-    let op = match node.op_type.as_str() {
-        "Add" => BinaryOp::Add,
-        "Sub" => BinaryOp::Sub,
-        "Mul" => BinaryOp::Mul,
-        "Div" => BinaryOp::Div,
-        _ => return Ok(None),
+    let Some(op) = BinaryOp::of_op_type(&node.op_type) else {
+        return Ok(None);
     };
     let (sa, sb) = (a.shape(), b.shape());
     let out = kern(broadcast_shape(sa, sb))?;
@@ -51,13 +47,8 @@ pub(super) fn arithmetic(
 /// Transpose by `perm` (default: the axes reversed); `Ok(None)` when `perm` is no
 /// permutation of the axes (the operator says why).
 pub(super) fn transpose(node: &NodeProto, x: &Value, device: &Device) -> Result<Option<KernelRun>> {
-    let rank = x.shape().len();
-    let perm: Vec<usize> = match node.ints("perm")? {
-        Some(p) => match p.iter().map(|&a| usize::try_from(a).ok()).collect() {
-            Some(p) => p,
-            None => return Ok(None),
-        },
-        None => (0..rank).rev().collect(),
+    let Some(perm) = transpose_perm(node, x.shape().len())? else {
+        return Ok(None);
     };
     let Some(view) = StridedView::contiguous(x.shape()).permute(&perm) else {
         return Ok(None);
