@@ -226,7 +226,8 @@ proptest! {
     ) {
         let a = randn(m * k, seed);
         let b = randn(k * n, seed + 1);
-        let c0 = randn(m * n, seed + 2);
+        // With beta 0 C starts as NaN: its old contents must not be read.
+        let c0 = if beta_on { randn(m * n, seed + 2) } else { vec![f32::NAN; m * n] };
         let row_bias = randn(m, seed + 3);
         let col_bias = randn(n, seed + 4);
         let bias = match bias_kind {

@@ -185,12 +185,10 @@ pub fn gemm_with(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if k == 0 || beta != 1.0 {
-        if beta == 0.0 {
-            c.fill(0.0);
-        } else {
-            c.iter_mut().for_each(|x| *x *= beta);
-        }
+    if k == 0 && beta == 0.0 {
+        c.fill(0.0);
+    } else if beta != 0.0 && beta != 1.0 {
+        c.iter_mut().for_each(|x| *x *= beta);
     }
     if k > 0 {
         let par = if threads == Threads::Pool && m * n * k >= PARALLEL_MIN_PRODUCT {
@@ -219,9 +217,14 @@ pub fn gemm_with(
             )
         };
         let fc = faer::MatMut::from_row_major_slice_mut(c, m, n);
-        // C was scaled by beta above; zero or scaled, the product is added to it (with
-        // beta == 0, C was zeroed, so NaNs in its old contents do not leak).
-        faer::linalg::matmul::matmul(fc, faer::Accum::Add, fa, fb, alpha, par);
+        // With beta == 0 the product overwrites C (no zero fill first, and NaNs in its old
+        // contents do not leak); else it is added to C, scaled by beta above.
+        let accum = if beta == 0.0 {
+            faer::Accum::Replace
+        } else {
+            faer::Accum::Add
+        };
+        faer::linalg::matmul::matmul(fc, accum, fa, fb, alpha, par);
     }
     if threads == Threads::One {
         epilogue.apply(c, n, 0);
