@@ -128,7 +128,8 @@ mod tests {
     use super::*;
     use crate::npy::write_npy;
     use crate::spec::load;
-    use crate::testutil::{scratch_dir, write_npz};
+    use crate::testutil::write_npz;
+    use whittle_testkit::scratch;
 
     fn load_err(spec: &str) -> String {
         load(spec, Split::Test, None).unwrap_err().to_string()
@@ -136,7 +137,7 @@ mod tests {
 
     #[test]
     fn npy_pairs_convert_samples_and_check_labels() {
-        let dir = scratch_dir("spec-npy");
+        let dir = scratch("spec-npy");
         let save = |name: &str, t: TensorData| {
             let path = dir.join(name);
             write_npy(&path, &t).unwrap();
@@ -184,7 +185,7 @@ mod tests {
 
     #[test]
     fn npz_archives_pick_arrays_by_split() {
-        let dir = scratch_dir("npz");
+        let dir = scratch("npz");
         let f32s = |dims: Vec<usize>, v: &[f32]| TensorData::from_slice(dims, v).unwrap();
         let i64s = |v: &[i64]| TensorData::from_slice(vec![v.len()], v).unwrap();
         let path = dir.join("split.npz");
@@ -232,7 +233,7 @@ mod tests {
 
     #[test]
     fn bad_npz_archives_are_named_in_errors() {
-        let dir = scratch_dir("npz-bad");
+        let dir = scratch("npz-bad");
         let i64s = |v: &[i64]| TensorData::from_slice(vec![v.len()], v).unwrap();
         let other = dir.join("other.npz");
         write_npz(&other, &[("a", i64s(&[1])), ("x", i64s(&[1]))], true);

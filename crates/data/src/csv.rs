@@ -261,13 +261,22 @@ mod tests {
     use super::*;
     use crate::dataset::Split;
     use crate::spec::load;
-    use crate::testutil::scratch_dir;
+    use whittle_testkit::{scratch, Scratch};
 
-    /// Writes `text` to a scratch CSV file and returns its spec with `options`.
-    fn csv_spec(name: &str, text: &[u8], options: &str) -> String {
-        let path = scratch_dir(&format!("csv-{name}")).join(format!("{name}.csv"));
+    /// Writes `text` to a CSV file in a scratch folder; returns the folder (removed when
+    /// dropped) and the file's spec with `options`.
+    fn csv_spec(name: &str, text: &[u8], options: &str) -> (Scratch, String) {
+        let dir = scratch(&format!("csv-{name}"));
+        let path = dir.join(format!("{name}.csv"));
         std::fs::write(&path, text).unwrap();
-        format!("csv:{}{options}", path.display())
+        let spec = format!("csv:{}{options}", path.display());
+        (dir, spec)
+    }
+
+    /// Loads the training split of `text` as a CSV file with `options`.
+    fn load_csv(name: &str, text: &[u8], options: &str) -> crate::Result<Dataset> {
+        let (_dir, spec) = csv_spec(name, text, options);
+        load(&spec, Split::Train, None)
     }
 
     fn features(d: &Dataset) -> Vec<f32> {
@@ -275,7 +284,7 @@ mod tests {
     }
 
     fn load_ok(name: &str, text: &[u8], options: &str) -> Dataset {
-        load(&csv_spec(name, text, options), Split::Train, None).unwrap()
+        load_csv(name, text, options).unwrap()
     }
 
     #[test]
@@ -291,11 +300,7 @@ mod tests {
             (named.labels.clone(), named.num_classes),
             (vec![2, 4, 6], 7)
         );
-        let err = load(
-            &csv_spec("quoted3", text, "?label=width"),
-            Split::Train,
-            None,
-        );
+        let err = load_csv("quoted3", text, "?label=width");
         let err = err.unwrap_err().to_string();
         assert!(
             err.ends_with(
@@ -327,7 +332,7 @@ mod tests {
 
     #[test]
     fn integer_labels_and_label_columns_by_name_or_number() {
-        let plain = csv_spec("plain", b"1,2,3\n4,5,0.0\n", "");
+        let (_dir, plain) = csv_spec("plain", b"1,2,3\n4,5,0.0\n", "");
         let d = load(&plain, Split::Train, None).unwrap();
         assert_eq!(
             (features(&d), d.labels.clone(), d.num_classes),
@@ -361,9 +366,7 @@ mod tests {
     #[test]
     fn labels_that_are_not_class_indices_are_refused() {
         let err = |name: &str, text: &[u8], options: &str| {
-            load(&csv_spec(name, text, options), Split::Train, None)
-                .unwrap_err()
-                .to_string()
+            load_csv(name, text, options).unwrap_err().to_string()
         };
         let hint = "is not a class index (an integer from 0; number class names 0, 1, ... first)";
         // Class names were once numbered in sorted order: silently wrong for any model.
@@ -400,9 +403,7 @@ mod tests {
     #[test]
     fn malformed_tables_name_the_file_line_and_column() {
         let err = |name: &str, text: &[u8], options: &str| {
-            load(&csv_spec(name, text, options), Split::Train, None)
-                .unwrap_err()
-                .to_string()
+            load_csv(name, text, options).unwrap_err().to_string()
         };
         let text = err("nan", b"a,b,c\n1,2,0\n3,x,1\n", "");
         assert!(
@@ -443,8 +444,9 @@ mod tests {
         assert!(err("index", b"1,2\n", "?label=3")
             .ends_with("option label=3: columns are numbered 1 to 2"));
         assert!(err("missing", b"", "").contains("has no lines"));
+        let none = scratch("csv-none");
         let missing = load(
-            &format!("csv:{}", scratch_dir("csv-none").join("no.csv").display()),
+            &format!("csv:{}", none.join("no.csv").display()),
             Split::Train,
             None,
         );

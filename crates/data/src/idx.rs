@@ -183,7 +183,7 @@ mod tests {
         let all = read_idx(&gz).unwrap();
         assert_eq!(head.bytes().unwrap(), &all.bytes().unwrap()[..3 * 784]);
         // A limit past the end reads every row; a short file is an error naming it.
-        let dir = crate::testutil::scratch_dir("idx-rows");
+        let dir = whittle_testkit::scratch("idx-rows");
         let path = dir.join("short.idx");
         std::fs::write(&path, idx(0x0C, &[2, 2], &[1; 16])).unwrap();
         assert_eq!(read_idx_rows(&path, 9).unwrap().0.dims(), [2, 2]);

@@ -209,8 +209,9 @@ fn decode_all(files: &[(PathBuf, usize)], dims: [usize; 4]) -> Result<TensorData
 mod tests {
     use super::*;
     use crate::spec::load;
-    use crate::testutil::{scratch_dir, write_jpeg, write_png};
+    use crate::testutil::{write_jpeg, write_png};
     use png::ColorType;
+    use whittle_testkit::{scratch, Scratch};
 
     fn folder(root: &Path, parts: &[&str]) -> PathBuf {
         let dir = parts.iter().fold(root.to_path_buf(), |d, p| d.join(p));
@@ -223,8 +224,8 @@ mod tests {
     }
 
     /// cat/a.png: 2x2 RGB; cat/b.jpg: 2x2 grey 100; dog/c.png: 4x4 grey in 2x2 blocks.
-    fn pets() -> PathBuf {
-        let root = scratch_dir("images-pets");
+    fn pets() -> Scratch {
+        let root = scratch("images-pets");
         let cat = folder(&root, &["cat"]);
         let rgb = [255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255];
         write_png(&cat.join("a.png"), 2, 2, ColorType::Rgb, &rgb);
@@ -279,19 +280,15 @@ mod tests {
         assert!((x[2] - 0.3).abs() < 1e-6, "{x:?}");
         let d = load_dir(&pets(), "?size=3", Split::Train).unwrap();
         assert_eq!(d.images.dims(), [3, 3, 3, 3]);
-        let limited = load(
-            &format!("images:{}", pets().display()),
-            Split::Train,
-            Some(2),
-        )
-        .unwrap();
+        let root = pets();
+        let limited = load(&format!("images:{}", root.display()), Split::Train, Some(2)).unwrap();
         assert_eq!(limited.labels, [0, 0]);
         assert_eq!(limited.num_classes, 2);
     }
 
     #[test]
     fn train_and_test_folders_serve_their_split() {
-        let root = scratch_dir("images-split");
+        let root = scratch("images-split");
         write_png(
             &folder(&root, &["train", "a"]).join("1.png"),
             1,
@@ -339,7 +336,7 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        let root = scratch_dir("images-bad");
+        let root = scratch("images-bad");
         assert!(err(&root, "").ends_with("has no class subfolders (expected DIR/CLASS/IMAGE.png)"));
         let class = folder(&root, &["x"]);
         assert!(err(&root, "").contains("no PNG or JPEG files in the class folders of"));
@@ -356,7 +353,7 @@ mod tests {
 
     #[test]
     fn huge_sizes_and_headers_are_refused_before_decoding() {
-        let root = scratch_dir("images-huge");
+        let root = scratch("images-huge");
         let class = folder(&root, &["x"]);
         write_png(&class.join("a.png"), 2, 2, ColorType::Grayscale, &[0; 4]);
         let err = |options: &str| {
@@ -412,7 +409,7 @@ mod tests {
             crate::testutil::assets_dir().join("mnist").display()
         );
         let digits = load(&mnist, Split::Test, Some(60)).unwrap();
-        let root = scratch_dir("images-mnist");
+        let root = scratch("images-mnist");
         let pixels = digits.images.to_vec::<f32>().unwrap();
         for (i, (image, &label)) in pixels.chunks(784).zip(&digits.labels).enumerate() {
             let bytes: Vec<u8> = image.iter().map(|p| (p * 255.0).round() as u8).collect();

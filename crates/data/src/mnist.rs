@@ -94,7 +94,8 @@ fn expect_u8(t: &TensorData, rank: usize, path: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::spec::load;
-    use crate::testutil::{assets_dir, idx_bytes, scratch_dir};
+    use crate::testutil::{assets_dir, idx_bytes};
+    use whittle_testkit::scratch;
 
     fn spec(scheme: &str, dir: &Path) -> String {
         format!("{scheme}:{}", dir.display())
@@ -164,7 +165,7 @@ mod tests {
 
     #[test]
     fn bad_idx_files_are_named_in_errors() {
-        let dir = scratch_dir("spec-idx");
+        let dir = scratch("spec-idx");
         let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).unwrap();
         let no_labels = load_err(&spec("mnist", &dir));
         assert!(no_labels.contains("missing") && no_labels.contains("t10k-images-idx3-ubyte"));

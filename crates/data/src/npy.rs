@@ -178,7 +178,7 @@ fn descr_of(dtype: DataType) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::scratch_dir;
+    use whittle_testkit::scratch;
 
     /// An NPY file exactly as numpy 2.4 writes it: version 1.0, `dict` padded with `pad` blanks.
     fn numpy_v1(dict: &str, pad: usize, data: &[u8]) -> Vec<u8> {
@@ -324,7 +324,7 @@ mod tests {
     fn files_round_trip_through_disk() {
         // Files written by write_npy were checked once by hand to load in numpy 2.4
         // (np.load gives the same dtype, shape and values for every dtype above).
-        let dir = scratch_dir("npy");
+        let dir = scratch("npy");
         for (i, t) in every_dtype().into_iter().enumerate() {
             let path = dir.join(format!("{i}.npy"));
             write_npy(&path, &t).unwrap();

@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn read_file_detects_gzip_by_content_not_name() {
-        let dir = crate::testutil::scratch_dir("raw");
+        let dir = whittle_testkit::scratch("raw");
         std::fs::write(dir.join("packed.bin"), gzip(b"hello")).unwrap();
         std::fs::write(dir.join("plain.gz"), b"hello").unwrap();
         assert_eq!(read_file(&dir.join("packed.bin")).unwrap(), b"hello");

@@ -18,15 +18,6 @@ pub fn assets_dir() -> PathBuf {
     dir
 }
 
-/// A fresh, empty scratch folder unique to this process and `name`.
-pub fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-data-{}-{name}", std::process::id()));
-    // Leftovers of an earlier run with the same pid may or may not exist.
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch folder");
-    dir
-}
-
 /// The bytes of an IDX file of type `code` and shape `dims` holding `data` (already big-endian).
 pub fn idx_bytes(code: u8, dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut out = vec![0, 0, code, dims.len() as u8];

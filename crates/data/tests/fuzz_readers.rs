@@ -9,7 +9,7 @@
 mod fuzz_support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use fuzz_support::{apply, check_allocations, config, edits, limit_memory, Bounded};
 use proptest::prelude::*;
@@ -17,6 +17,7 @@ use whittle_data::images::{decode_image, MAX_PIXELS};
 use whittle_data::spec::{requested_image_shape, Spec};
 use whittle_data::{load, Split};
 use whittle_ir::TensorData;
+use whittle_testkit::scratch;
 
 #[global_allocator]
 static ALLOCATOR: Bounded = Bounded;
@@ -27,13 +28,6 @@ const SMALL: usize = 16 << 20;
 /// The bound for image decoders: a header may claim up to the pixel limit, whose 8-bit RGBA
 /// buffer is allocated before the (short) data is found missing.
 const IMAGE: usize = MAX_PIXELS as usize * 4;
-
-/// A folder for one property's files.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-fuzz-data-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
@@ -233,7 +227,7 @@ proptest! {
         rows in 0usize..4,
     ) {
         limit_memory();
-        let dir = scratch("gzip");
+        let dir = scratch("fuzz-gzip");
         let seeds: Vec<Vec<u8>> = npy_seeds().into_iter().chain(idx_seeds()).collect();
         let path = dir.join("f.gz");
         write(&path, &apply(&gzip(&seeds[which]), &edits));
@@ -246,7 +240,8 @@ proptest! {
     #[test]
     fn npz_archives_read_or_fail_cleanly(deflate: bool, edits in edits(4)) {
         limit_memory();
-        let path = scratch("npz").join("f.npz");
+        let dir = scratch("fuzz-npz");
+        let path = dir.join("f.npz");
         write(&path, &apply(&npz_seed(deflate), &edits));
         let _ = whittle_data::read_npz(&path);
         let _ = load(&format!("npz:{}", path.display()), Split::Train, Some(2));
@@ -261,7 +256,8 @@ proptest! {
         edits in edits(4),
     ) {
         limit_memory();
-        let path = scratch("csv").join("f.csv");
+        let dir = scratch("fuzz-csv");
+        let path = dir.join("f.csv");
         write(&path, &apply(CSV_SEEDS[which].as_bytes(), &edits));
         if let Ok(data) = load(&format!("csv:{}{options}", path.display()), Split::Test, limit) {
             prop_assert!(data.labels.iter().all(|&l| l >= 0 && (l as usize) < data.num_classes));
@@ -276,7 +272,8 @@ proptest! {
         edits in edits(4),
     ) {
         limit_memory();
-        let class = scratch("images").join("class");
+        let dir = scratch("fuzz-images");
+        let class = dir.join("class");
         std::fs::create_dir_all(&class).unwrap();
         let seeds: Vec<Vec<u8>> = png_seeds().into_iter().chain(jpeg_seeds()).collect();
         let name = if which < 5 { "x.png" } else { "x.jpg" };
@@ -303,14 +300,15 @@ fn the_unedited_seeds_load() {
     for bytes in png_seeds().into_iter().chain(jpeg_seeds()) {
         decode_image(&bytes, "seed").unwrap();
     }
+    let dir = scratch("fuzz-seeds");
     for (i, deflate) in [false, true].into_iter().enumerate() {
-        let path = scratch("seeds").join(format!("{i}.npz"));
+        let path = dir.join(format!("{i}.npz"));
         write(&path, &npz_seed(deflate));
         let data = load(&format!("npz:{}", path.display()), Split::Train, None).unwrap();
         assert_eq!(data.labels, [0, 2, 1]);
     }
     for (i, text) in CSV_SEEDS.iter().enumerate() {
-        let path = scratch("seeds").join(format!("{i}.csv"));
+        let path = dir.join(format!("{i}.csv"));
         write(&path, text.as_bytes());
         let data = load(&format!("csv:{}", path.display()), Split::Train, None).unwrap();
         assert_eq!(data.len(), 3);

@@ -3,10 +3,11 @@
 //! want it), against files of a few hundred bytes that claim or expand to more.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Once;
 
 use whittle_data::{load, Split};
+use whittle_testkit::scratch;
 
 /// The memory every test here may use.
 const LIMIT: u64 = 1 << 20;
@@ -14,14 +15,6 @@ const LIMIT: u64 = 1 << 20;
 fn limit_memory() {
     static SET: Once = Once::new();
     SET.call_once(|| std::env::set_var(whittle_ir::memory::LIMIT_ENV, LIMIT.to_string()));
-}
-
-/// A fresh folder for one test.
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-memlimit-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn load_err(spec: String, limit: Option<usize>) -> String {
@@ -41,7 +34,7 @@ fn write(path: &Path, bytes: &[u8]) {
 
 #[test]
 fn an_image_dataset_larger_than_memory_is_refused_before_decoding() {
-    let dir = scratch("images");
+    let dir = scratch("memlimit-images");
     std::fs::create_dir(dir.join("a")).unwrap();
     let mut png = Vec::new();
     let mut encoder = png::Encoder::new(&mut png, 2, 2);
@@ -73,7 +66,7 @@ fn an_image_dataset_larger_than_memory_is_refused_before_decoding() {
 
 #[test]
 fn idx_headers_claiming_more_than_memory_are_refused() {
-    let dir = scratch("idx");
+    let dir = scratch("memlimit-idx");
     let header = |rank_dims: &[u32]| {
         let mut out = vec![0, 0, 0x08, rank_dims.len() as u8];
         rank_dims.iter().for_each(|d| out.extend(d.to_be_bytes()));
@@ -103,7 +96,7 @@ fn idx_headers_claiming_more_than_memory_are_refused() {
 
 #[test]
 fn compressed_streams_that_expand_beyond_memory_are_cut_off() {
-    let dir = scratch("bombs");
+    let dir = scratch("memlimit-bombs");
     let zeros = vec![0u8; 2 << 20];
     let packed = gzip(&zeros);
     assert!(packed.len() < 4096, "{} bytes", packed.len());
@@ -136,7 +129,7 @@ fn compressed_streams_that_expand_beyond_memory_are_cut_off() {
 
 #[test]
 fn files_larger_than_memory_are_not_read() {
-    let dir = scratch("big");
+    let dir = scratch("memlimit-big");
     let csv = dir.join("big.csv");
     write(&csv, &"1,0\n".repeat(600_000).into_bytes());
     let err = load_err(format!("csv:{}", csv.display()), None);
@@ -151,7 +144,7 @@ fn files_larger_than_memory_are_not_read() {
 
 #[test]
 fn conversions_to_float32_are_checked_before_they_are_made() {
-    let dir = scratch("convert");
+    let dir = scratch("memlimit-convert");
     // 100,000 bytes of uint8 samples: 1.1 MiB through float64 to float32.
     let x = whittle_ir::TensorData::from_slice(vec![1000, 100], &[7u8; 100_000]).unwrap();
     let y = whittle_ir::TensorData::from_slice(vec![1000], &[0u8; 1000]).unwrap();
