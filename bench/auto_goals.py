@@ -2,8 +2,8 @@
 
 usage: auto_goals.py OUT_DIR ROUNDS RUN...
 
-For every RUN (cnn-balanced, cnn-speed, cnn-size, lenet5-balanced, cnn-grid, lenet5-grid) whose
-OUT_DIR/RUN.json exists (`whittle auto --json`): RUN.time (/usr/bin/time -v: wall, peak
+For every RUN (cnn-balanced, cnn-speed, cnn-size, lenet5-balanced, cnn-grid, lenet5-grid,
+cnn-qat) whose OUT_DIR/RUN.json exists (`whittle auto --json`): RUN.time (/usr/bin/time -v: wall, peak
 RSS), and for the output and its baseline (cnn or lenet5) STEM.inspect.json, STEM.ort.json
 (scripts/ort_eval.py), STEM.bench-K.json for K in 1..ROUNDS (`whittle bench --engine ort`)
 and STEM.eval.time (`whittle eval` under /usr/bin/time -v: one evaluation's peak memory).
@@ -27,6 +27,7 @@ RUNS = {
     "lenet5-balanced": ("lenet5", "balanced, drop <= 1", (None, None, 1, None)),
     "cnn-grid": ("cnn", "balanced, drop <= 1, --exhaustive", (None, None, 1, None)),
     "lenet5-grid": ("lenet5", "balanced, drop <= 1, --exhaustive", (None, None, 1, None)),
+    "cnn-qat": ("cnn", "balanced, drop <= 1, --actions qat,int8-static", (None, None, 1, None)),
 }
 
 

@@ -19,8 +19,9 @@
 # 20m) of every search, GRID_BUDGET (default 90m) of the exhaustive one; RUNS (default 200)
 # and ROUNDS (default 3) of the latency; ONLY (space-separated run names, default all:
 # cnn-balanced cnn-speed cnn-size lenet5-balanced cnn-grid; lenet5-grid is the smaller
-# exhaustive grid on LeNet5); SEARCH_ONLY=1 stops after the
-# searches (to run several side by side; a later run measures them all); TABLE_ONLY=1 only
+# exhaustive grid on LeNet5; cnn-qat is the balanced search restricted to `--actions
+# qat,int8-static`, QAT forced, whose peak memory is QAT's training); SEARCH_ONLY=1 stops
+# after the searches (to run several side by side; a later run measures them all); TABLE_ONLY=1 only
 # prints the tables of an earlier run; WRITE=docs/BENCHMARKS.md puts them in its
 # `auto-goals` section.
 set -euo pipefail
@@ -48,7 +49,8 @@ run_args() {
     cnn-speed) echo "--target speed --max-accuracy-drop 2 --budget $budget" ;;
     cnn-size) echo "--target size --max-accuracy-drop 2 --budget $budget" ;;
     *-grid) echo "--target balanced --max-accuracy-drop 1 --budget $grid_budget --exhaustive" ;;
-    *) echo "error: run '$1': expected cnn-balanced, cnn-speed, cnn-size, lenet5-balanced, cnn-grid or lenet5-grid" >&2 && exit 2 ;;
+    cnn-qat) echo "--target balanced --max-accuracy-drop 1 --budget $budget --actions qat,int8-static" ;;
+    *) echo "error: run '$1': expected cnn-balanced, cnn-speed, cnn-size, lenet5-balanced, cnn-grid, lenet5-grid or cnn-qat" >&2 && exit 2 ;;
   esac
 }
 

@@ -199,7 +199,12 @@ impl Qat {
         };
         let train = load_training(&self.data, role, Some(&state.model), self.limit)?;
         let inputs = model_inputs(&state.model);
-        let images = Value::try_from(&train.images).context(|| format!("{role} {}", self.data))?;
+        // Only the calibration samples become a value: a copy of the whole training split
+        // beside the dataset doubled its memory (the peak of the step before training).
+        let (head, _) = train
+            .batch(0, self.calib_samples.min(train.len()))
+            .context(|| format!("{role} {}", self.data))?;
+        let images = Value::try_from(&head).context(|| format!("{role} {}", self.data))?;
         let calib = feed::batches(
             &[(inputs[0].name.clone(), images)],
             self.calib_samples,
