@@ -225,7 +225,7 @@ impl ContinualSpec {
                  compress during training without `lora_rank`, or compress after the run",
             ));
         }
-        if self.training.ncm && self.compress.during {
+        if self.training.ncm.is_on() && self.compress.during {
             return Err(PipelineError::invalid(
                 "`compress.during`",
                 "the nearest-class-mean head (`ncm`) is computed from a float model, and compressing \

@@ -31,7 +31,7 @@ use whittle_passes::qat::{self, insert::ScaleMode, QatState};
 use whittle_passes::quantize::QuantConfig;
 use whittle_train::continual::metrics::{self, MeanStd};
 use whittle_train::continual::ncm::ncm_after_task;
-use whittle_train::continual::{self, ContinualRun, ReplayBuffer, TaskHook, TaskStart};
+use whittle_train::continual::{self, ContinualRun, Ncm, ReplayBuffer, TaskHook, TaskStart};
 use whittle_train::TrainError;
 
 use crate::error::{Context, PipelineError, Result};
@@ -179,14 +179,14 @@ pub struct CompressedMetrics {
 
 /// Compresses `run`'s final model as `cfg` asks and measures every variant, `fp32` (the
 /// model itself) included, keyed `fp32`, `fp16`, `int8`, `pruned`, `pruned_int8`, ...
-/// With `ncm` (the run's model has the nearest-class-mean head) the pruned model's head
-/// is the means again after the fine-tune.
+/// With `ncm` on (the run's model has the nearest-class-mean head) the pruned model's head
+/// is the means again, by the same distance, after the fine-tune.
 pub fn compress(
     ctx: &mut Ctx<'_>,
     run: &ContinualRun,
     scenario: &Scenario,
     cfg: &CompressConfig,
-    ncm: bool,
+    ncm: Ncm,
 ) -> Result<BTreeMap<String, CompressedMetrics>> {
     cfg.validate()?;
     let Some(last) = scenario.tasks.last() else {
@@ -199,7 +199,7 @@ pub fn compress(
     let mut bases = vec![(String::new(), run.model.clone())];
     if let Some(sparsity) = cfg.prune {
         let mut pruned = prune(ctx, &run.model, sparsity, cfg, &spec)?;
-        if ncm {
+        if ncm.is_on() {
             // The fine-tune trained the mean head by cross-entropy on mostly the last
             // task's classes: the means of the pruned features replace it again.
             pruned = ncm_after_task(
@@ -207,6 +207,7 @@ pub fn compress(
                 run.buffer.as_ref(),
                 &last.train,
                 scenario.num_classes,
+                ncm,
             )
             .context(|| "the nearest-class-mean head of the pruned model".into())?;
         }
@@ -238,7 +239,7 @@ pub fn compress_runs(
     during: &[ContinualRun],
     scenario: &Scenario,
     cfg: &CompressConfig,
-    ncm: bool,
+    ncm: Ncm,
 ) -> Result<BTreeMap<String, CompressedMetrics>> {
     if cfg.is_empty() {
         return Ok(BTreeMap::new());

@@ -4,7 +4,8 @@
 //! pruning across tasks, QAT on the last) ends sparse and INT8, close to compression after
 //! the run; the shipped recipe `recipes/continual_compress.toml` compresses after and
 //! during training and runs; LoRA adapters train only themselves and the head per task
-//! and leave a plain model; bad keys are refused by name.
+//! and leave a plain model; the nearest-class-mean heads survive pruning (Euclidean) and
+//! every compression (cosine, with its normalisation); bad keys are refused by name.
 
 use whittle_ir::{Model, TensorData};
 use whittle_pipeline::continual::ContinualReport;
@@ -250,6 +251,53 @@ fn the_mean_head_survives_pruning_and_refuses_compression_during_training() {
     assert!(
         err.contains("`compress.during`") && err.contains("`ncm`"),
         "{err}"
+    );
+}
+
+#[test]
+fn the_cosine_mean_head_keeps_one_normalisation_through_every_compression() {
+    let config = step_with(
+        ", ncm = \"cosine\"",
+        "compress = { quantize = [\"fp16\", \"int8\"], prune = 0.5, fps = false }",
+    );
+    let (model, report) = run(&config);
+    assert_eq!(variants(&report), AFTER);
+    // The scored model: unit features (LpNormalization, p = 2) into the mean head.
+    let ops: Vec<&str> = model
+        .graph()
+        .node
+        .iter()
+        .map(|n| n.op_type.as_str())
+        .collect();
+    assert_eq!(
+        ops.iter().filter(|&&op| op == "LpNormalization").count(),
+        1,
+        "{ops:?}"
+    );
+    assert_eq!(ops[ops.len() - 2..], ["LpNormalization", "Gemm"]);
+    let fp32 = &report.compressed["fp32"];
+    for (name, points) in [
+        ("fp16", 0.2),
+        ("int8", 1.0),
+        ("pruned", 2.0),
+        ("pruned_int8", 2.0),
+    ] {
+        let m = &report.compressed[name];
+        println!("{name} {m:?}");
+        assert!(
+            m.average_accuracy > fp32.average_accuracy - points / 100.0,
+            "{name}: {fp32:?} {m:?}"
+        );
+    }
+    let int8 = &report.compressed["int8"];
+    assert!(
+        int8.forgetting < fp32.forgetting + 0.01,
+        "{fp32:?} {int8:?}"
+    );
+    assert!(
+        report.summary.average_accuracy > 0.7,
+        "{:?}",
+        report.summary
     );
 }
 

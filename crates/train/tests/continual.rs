@@ -3,44 +3,24 @@
 //! margin, task-IL masking must lift old tasks back up, every strategy runs, and the lr
 //! schedule within each task and the augmentation of replayed images take effect.
 
+mod continual_common;
+
+use continual_common::{mnist, percent, short_run};
 use whittle_data::scenario::{Scenario, ScenarioKind};
-use whittle_data::{Dataset, Split};
-use whittle_train::continual::{run, ContinualConfig, ContinualRun, NoHook, Strategy};
+use whittle_data::Split;
+use whittle_train::continual::{ContinualConfig, ContinualRun, Strategy};
 use whittle_train::schedule::Schedule;
 
 /// Training samples (the first of MNIST's, about 300 per class) and test samples.
 const TRAIN: usize = 3000;
 const TEST: usize = 1000;
 
-fn mnist(split: Split, count: usize) -> Dataset {
-    let dir = whittle_data::assets_dir().join("mnist");
-    assert!(
-        dir.is_dir(),
-        "{} missing: run scripts/fetch-assets.sh",
-        dir.display()
-    );
-    whittle_data::load(&format!("mnist:{}", dir.display()), split, Some(count)).unwrap()
-}
-
 fn split_mnist(kind: ScenarioKind) -> Scenario {
-    let (train, test) = (mnist(Split::Train, TRAIN), mnist(Split::Test, TEST));
-    Scenario::split(kind, &train, &test, 2, None, None).unwrap()
+    continual_common::split_mnist(kind, TRAIN, TEST)
 }
 
 fn run_strategy(scenario: &Scenario, strategy: Strategy) -> ContinualRun {
-    let model = whittle_zoo::build("mlp:hidden=100").unwrap();
-    let config = ContinualConfig {
-        strategy,
-        replay_batch: 32,
-        ..ContinualConfig::default()
-    };
-    run(&model, scenario, &config, &mut NoHook).unwrap()
-}
-
-fn percent(r: &[Vec<f64>]) -> Vec<Vec<f64>> {
-    r.iter()
-        .map(|row| row.iter().map(|v| (1000.0 * v).round() / 10.0).collect())
-        .collect()
+    short_run(scenario, |c| c.strategy = strategy)
 }
 
 /// The R matrix (%) of ER (buffer 500, batches of 10 + 32 replayed) on this data, seed 0,
@@ -108,14 +88,8 @@ fn replay_keeps_old_tasks_that_fine_tuning_forgets_and_pins_the_r_matrix() {
 #[test]
 fn ace_scores_new_samples_among_their_batchs_classes_and_forgets_less() {
     let scenario = split_mnist(ScenarioKind::ClassIl);
-    let model = whittle_zoo::build("mlp:hidden=100").unwrap();
-    let config = |ace| ContinualConfig {
-        replay_batch: 32,
-        ace,
-        ..ContinualConfig::default()
-    };
-    let er = run(&model, &scenario, &config(false), &mut NoHook).unwrap();
-    let ace = run(&model, &scenario, &config(true), &mut NoHook).unwrap();
+    let er = short_run(&scenario, |_| ());
+    let ace = short_run(&scenario, |c| c.ace = true);
     let (m_er, m_ace) = (er.metrics(), ace.metrics());
     println!("er {m_er:?}\nace {m_ace:?}\n{:?}", percent(&ace.r_matrix));
     // New samples no longer push the old classes down: old tasks are kept better (7.7
@@ -173,26 +147,14 @@ fn every_strategy_runs_and_task_il_masking_helps() {
 #[test]
 fn cosine_schedule_and_replay_augmentation_change_the_run_and_still_learn() {
     let scenario = split_mnist(ScenarioKind::ClassIl);
-    let model = whittle_zoo::build("mlp:hidden=100").unwrap();
-    let go = |config: ContinualConfig| {
-        let config = ContinualConfig {
-            replay_batch: 32,
-            ..config
-        };
-        run(&model, &scenario, &config, &mut NoHook).unwrap()
-    };
-    let plain = go(ContinualConfig::default());
-    let cosine = go(ContinualConfig {
-        schedule: Schedule::WarmupCosine {
+    let plain = short_run(&scenario, |_| ());
+    let cosine = short_run(&scenario, |c| {
+        c.schedule = Schedule::WarmupCosine {
             warmup: 0,
             min_lr: 0.0,
-        },
-        ..ContinualConfig::default()
+        }
     });
-    let augmented = go(ContinualConfig {
-        replay_augment: true,
-        ..ContinualConfig::default()
-    });
+    let augmented = short_run(&scenario, |c| c.replay_augment = true);
     for (name, r) in [("cosine", &cosine), ("augmented", &augmented)] {
         println!("{name} {:?}", percent(&r.r_matrix));
         assert_ne!(r.r_matrix, plain.r_matrix, "{name} changed nothing");

@@ -1,36 +1,28 @@
-//! The nearest-class-mean head (`ncm`) on real data (Split MNIST, a small MLP): its Gemm
-//! scores each class as `2 mu . f - ||mu||^2` of the class's mean penultimate feature, so it
-//! picks the nearest mean; classes without samples are never picked; a run with it scores
-//! and returns the mean-head model and forgets less than plain ER; a model whose output is
-//! not a linear head is refused by node name.
+//! The nearest-class-mean head (`ncm`) on real data (Split MNIST, a small MLP): the
+//! Euclidean Gemm scores each class as `2 mu . f - ||mu||^2` of the class's mean
+//! penultimate feature and the cosine one (behind an `LpNormalization`) as the cosine of
+//! `f` and the mean of the unit features, so each picks the nearest mean; classes without
+//! samples are never picked; the cosine head applied again stays one normalisation; a run
+//! with either scores and returns the mean-head model and forgets less than plain ER; a
+//! model whose output is not a linear head is refused by node name; recipes spell the
+//! setting as a flag or a distance's name.
+
+mod continual_common;
 
 use std::collections::HashMap;
 
-use whittle_data::scenario::{Scenario, ScenarioKind};
-use whittle_data::{Dataset, Split};
+use continual_common::{short_run, split_mnist};
+use whittle_data::scenario::ScenarioKind;
+use whittle_data::Dataset;
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::numeric::argmax;
 use whittle_ir::{GraphEdit, Model};
 use whittle_train::continual::ncm::ncm_head;
-use whittle_train::continual::{run, task_accuracies, ContinualConfig, NoHook};
+use whittle_train::continual::{task_accuracies, ContinualConfig, Ncm};
 
-fn mnist(split: Split, count: usize) -> Dataset {
-    let dir = whittle_data::assets_dir().join("mnist");
-    assert!(
-        dir.is_dir(),
-        "{} missing: run scripts/fetch-assets.sh",
-        dir.display()
-    );
-    whittle_data::load(&format!("mnist:{}", dir.display()), split, Some(count)).unwrap()
-}
-
-fn split_mnist(train: usize, test: usize) -> Scenario {
-    let (train, test) = (mnist(Split::Train, train), mnist(Split::Test, test));
-    Scenario::split(ScenarioKind::ClassIl, &train, &test, 2, None, None).unwrap()
-}
-
-/// The head Gemm's input (the penultimate features) and the model's output, for `data`:
-/// features `[N][F]`, scores `[N][classes]`, labels.
+/// The input of the Gemm that makes the model's output (the penultimate features, unit
+/// vectors behind the cosine head) and the output, for `data`: features `[N][F]`, scores
+/// `[N][classes]`.
 fn features_and_scores(model: &Model, data: &Dataset) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let graph = model.graph();
     let output = graph.output[0].name.clone();
@@ -56,88 +48,128 @@ fn features_and_scores(model: &Model, data: &Dataset) -> (Vec<Vec<f32>>, Vec<Vec
     (f, s)
 }
 
-#[test]
-fn the_mean_head_scores_the_distance_to_each_class_mean_and_picks_the_nearest() {
-    let scenario = split_mnist(600, 400);
-    let model = whittle_zoo::build("mlp:hidden=32").unwrap();
-    // Means from tasks 0 and 1 (classes 0-3); classes 4-9 have none.
-    let seen: Vec<&Dataset> = scenario.tasks[..2].iter().map(|t| &t.train).collect();
-    let ncm = ncm_head(&model, &seen).unwrap();
-    let mut means = vec![(vec![0f64; 32], 0usize); 4];
-    for set in &seen {
-        let (features, _) = features_and_scores(&model, set);
-        for (f, &label) in features.iter().zip(&set.labels) {
-            let (sum, n) = &mut means[label as usize];
-            sum.iter_mut().zip(f).for_each(|(s, &v)| *s += f64::from(v));
-            *n += 1;
-        }
-    }
-    let means: Vec<Vec<f64>> = means
-        .into_iter()
-        .map(|(sum, n)| sum.iter().map(|s| s / n as f64).collect())
-        .collect();
-    // On test samples of every task: the head's score of each seen class is ||f||^2 less
-    // than minus the squared distance to its mean, the top class is the nearest mean, and
-    // an unseen class is never on top.
-    let mut checked = 0;
-    for task in &scenario.tasks {
-        let (features, scores) = features_and_scores(&ncm, &task.test);
-        for (f, s) in features.iter().zip(&scores) {
-            let norm: f64 = f.iter().map(|&v| f64::from(v).powi(2)).sum();
-            let distances: Vec<f64> = means
-                .iter()
-                .map(|m| {
-                    m.iter()
-                        .zip(f)
-                        .map(|(a, &b)| (a - f64::from(b)).powi(2))
-                        .sum()
-                })
-                .collect();
-            for (c, d) in distances.iter().enumerate() {
-                let want = norm - d;
-                let got = f64::from(s[c]);
-                assert!(
-                    (got - want).abs() <= 1e-3 * want.abs().max(1.0),
-                    "class {c}: score {got}, want {want}"
-                );
-            }
-            assert!(s[4..].iter().all(|&v| v <= -1e8), "unseen classes: {s:?}");
-            let nearest = (0..4)
-                .min_by(|&a, &b| distances[a].total_cmp(&distances[b]))
-                .unwrap();
-            assert_eq!(argmax(s), nearest, "{s:?} {distances:?}");
-            checked += 1;
-        }
-    }
-    assert_eq!(checked, 400);
+fn norm(v: &[f64]) -> f64 {
+    v.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| f64::from(x)).collect()
+}
+
+fn count_op(model: &Model, op: &str) -> usize {
+    model
+        .graph()
+        .node
+        .iter()
+        .filter(|n| n.op_type == op)
+        .count()
 }
 
 #[test]
-fn a_run_with_the_mean_head_scores_and_returns_it_and_forgets_less_than_er() {
-    let scenario = split_mnist(3000, 1000);
-    let model = whittle_zoo::build("mlp:hidden=100").unwrap();
-    let config = |ncm| ContinualConfig {
-        replay_batch: 32,
-        ncm,
-        ..ContinualConfig::default()
-    };
-    let er = run(&model, &scenario, &config(false), &mut NoHook).unwrap();
-    let ncm = run(&model, &scenario, &config(true), &mut NoHook).unwrap();
-    let (m_er, m_ncm) = (er.metrics(), ncm.metrics());
-    println!("er {m_er:?}\nncm {m_ncm:?}\n{:?}", ncm.r_matrix);
-    // The returned model is the scored one: its accuracies are the R matrix's last row.
-    let last = task_accuracies(&ncm.model, &scenario).unwrap().plain;
-    assert_eq!(&last, ncm.r_matrix.last().unwrap());
-    // The same training, scored by the means: after task 1 only its classes have means in
-    // the buffer and its data, so it is all but perfect; old tasks are forgotten less.
-    assert!(ncm.r_matrix[0][0] > 0.95, "{:?}", ncm.r_matrix);
-    assert!(m_ncm.forgetting < m_er.forgetting, "{m_er:?} {m_ncm:?}");
-    assert!(m_ncm.average_accuracy > 0.7, "{m_ncm:?}");
+fn each_mean_head_scores_its_distance_to_each_class_mean_and_picks_the_nearest() {
+    let scenario = split_mnist(ScenarioKind::ClassIl, 600, 400);
+    let model = whittle_zoo::build("mlp:hidden=32").unwrap();
+    // Means from tasks 0 and 1 (classes 0-3); classes 4-9 have none.
+    let seen: Vec<&Dataset> = scenario.tasks[..2].iter().map(|t| &t.train).collect();
+    for distance in [Ncm::Euclidean, Ncm::Cosine] {
+        let cosine = distance == Ncm::Cosine;
+        let ncm = ncm_head(&model, &seen, distance).unwrap();
+        assert_eq!(count_op(&ncm, "LpNormalization"), usize::from(cosine));
+        // The features of the model itself (unit vectors for the cosine form).
+        let unit = |f: &[f32]| {
+            let f = to_f64(f);
+            let scale = if cosine { 1.0 / norm(&f) } else { 1.0 };
+            f.iter().map(|v| v * scale).collect::<Vec<_>>()
+        };
+        let mut means = vec![(vec![0f64; 32], 0usize); 4];
+        for set in &seen {
+            let (features, _) = features_and_scores(&model, set);
+            for (f, &label) in features.iter().zip(&set.labels) {
+                let (sum, n) = &mut means[label as usize];
+                sum.iter_mut().zip(unit(f)).for_each(|(s, v)| *s += v);
+                *n += 1;
+            }
+        }
+        let means: Vec<Vec<f64>> = means
+            .into_iter()
+            .map(|(sum, n)| sum.iter().map(|s| s / n as f64).collect())
+            .collect();
+        // On test samples of every task: Euclidean, the head's score of each seen class
+        // is ||f||^2 less than minus the squared distance to its mean; cosine, it is the
+        // cosine of f and the mean. The top class is the nearest mean, and an unseen
+        // class is never on top.
+        let mut checked = 0;
+        for task in &scenario.tasks {
+            let (features, _) = features_and_scores(&model, &task.test);
+            let (_, scores) = features_and_scores(&ncm, &task.test);
+            for (f, s) in features.iter().zip(&scores) {
+                let f = unit(f);
+                let want: Vec<f64> = means
+                    .iter()
+                    .map(|m| match cosine {
+                        true => m.iter().zip(&f).map(|(a, b)| a * b).sum::<f64>() / norm(m),
+                        false => {
+                            norm(&f).powi(2)
+                                - m.iter().zip(&f).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
+                        }
+                    })
+                    .collect();
+                for (c, w) in want.iter().enumerate() {
+                    let got = f64::from(s[c]);
+                    assert!(
+                        (got - w).abs() <= 1e-3 * w.abs().max(1.0),
+                        "{distance}, class {c}: score {got}, want {w}"
+                    );
+                }
+                assert!(s[4..].iter().all(|&v| v <= -1e8), "unseen classes: {s:?}");
+                let nearest = (0..4).max_by(|&a, &b| want[a].total_cmp(&want[b])).unwrap();
+                assert_eq!(argmax(s), nearest, "{distance}: {s:?} {want:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 400);
+        // The head of a head (the pruned model's, in compression) keeps one normalisation
+        // and, from the same features, the same scores.
+        let again = ncm_head(&ncm, &seen, distance).unwrap();
+        assert_eq!(count_op(&again, "LpNormalization"), usize::from(cosine));
+        let test = &scenario.tasks[0].test;
+        let (first, second) = (
+            features_and_scores(&ncm, test).1,
+            features_and_scores(&again, test).1,
+        );
+        for (a, b) in first.iter().flatten().zip(second.iter().flatten()) {
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                "{distance}: {a} {b}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_run_with_either_mean_head_scores_and_returns_it_and_forgets_less_than_er() {
+    let scenario = split_mnist(ScenarioKind::ClassIl, 3000, 1000);
+    let er = short_run(&scenario, |_| ());
+    let m_er = er.metrics();
+    for distance in [Ncm::Euclidean, Ncm::Cosine] {
+        let ncm = short_run(&scenario, |c| c.ncm = distance);
+        let m_ncm = ncm.metrics();
+        println!("er {m_er:?}\n{distance} {m_ncm:?}\n{:?}", ncm.r_matrix);
+        // The returned model is the scored one: its accuracies are the R matrix's last row.
+        let last = task_accuracies(&ncm.model, &scenario).unwrap().plain;
+        assert_eq!(&last, ncm.r_matrix.last().unwrap());
+        // The same training, scored by the means: after task 1 only its classes have means
+        // in the buffer and its data, so it is all but perfect; old tasks are forgotten
+        // less.
+        assert!(ncm.r_matrix[0][0] > 0.95, "{distance}: {:?}", ncm.r_matrix);
+        assert!(m_ncm.forgetting < m_er.forgetting, "{m_er:?} {m_ncm:?}");
+        assert!(m_ncm.average_accuracy > 0.7, "{m_ncm:?}");
+    }
 }
 
 #[test]
 fn a_model_without_a_linear_head_is_refused_by_node() {
-    let scenario = split_mnist(200, 100);
+    let scenario = split_mnist(ScenarioKind::ClassIl, 200, 100);
     let mut model = whittle_zoo::build("mlp:hidden=8").unwrap();
     let graph = model.graph_mut();
     let output = graph.output[0].name.clone();
@@ -145,11 +177,36 @@ fn a_model_without_a_linear_head_is_refused_by_node() {
     graph.node[at].op_type = "MatMul".into();
     graph.node[at].input.truncate(2);
     let name = graph.node[at].name.clone();
-    let e = ncm_head(&model, &[&scenario.tasks[0].train])
+    let e = ncm_head(&model, &[&scenario.tasks[0].train], Ncm::Cosine)
         .unwrap_err()
         .to_string();
     assert!(
         e.contains(&format!("node '{name}' (MatMul)")) && e.contains("--ncm"),
         "{e}"
     );
+}
+
+#[test]
+fn recipes_spell_the_mean_head_as_a_flag_or_a_distance() {
+    let ncm = |json: &str| {
+        serde_json::from_str::<ContinualConfig>(json)
+            .map(|c| c.ncm)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(ncm("{}"), Ok(Ncm::Off));
+    assert_eq!(ncm(r#"{"ncm": false}"#), Ok(Ncm::Off));
+    assert_eq!(ncm(r#"{"ncm": true}"#), Ok(Ncm::Euclidean));
+    assert_eq!(ncm(r#"{"ncm": "euclidean"}"#), Ok(Ncm::Euclidean));
+    assert_eq!(ncm(r#"{"ncm": "cosine"}"#), Ok(Ncm::Cosine));
+    let e = ncm(r#"{"ncm": "manhattan"}"#).unwrap_err();
+    assert!(e.contains("unknown --ncm distance 'manhattan'"), "{e}");
+    // Written back as read: the Euclidean form stays `true` for older readers.
+    for distance in [Ncm::Off, Ncm::Euclidean, Ncm::Cosine] {
+        let config = ContinualConfig {
+            ncm: distance,
+            ..ContinualConfig::default()
+        };
+        let text = serde_json::to_string(&config).unwrap();
+        assert_eq!(ncm(&text), Ok(distance), "{text}");
+    }
 }

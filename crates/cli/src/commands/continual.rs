@@ -10,7 +10,7 @@ use whittle_pipeline::continual_compress::{CompressConfig, Precision};
 use whittle_pipeline::report::{self, Report};
 use whittle_pipeline::step::continual::{lr_schedule, LR_SCHEDULES};
 use whittle_pipeline::Ctx;
-use whittle_train::continual::{ContinualConfig, NoHook};
+use whittle_train::continual::{ContinualConfig, Ncm, NoHook};
 
 use super::output::{check_output, save_model, InputModel};
 use super::train::build_model;
@@ -72,10 +72,12 @@ pub struct Args {
     #[arg(long)]
     ace: bool,
     /// Score with the nearest class mean of the penultimate features (of the replay
-    /// buffer and the task's data, after each task) instead of the trained head; the
-    /// output model's head Gemm holds the means.
-    #[arg(long)]
-    ncm: bool,
+    /// buffer and the task's data, after each task) instead of the trained head, by
+    /// euclidean distance (the default) or cosine similarity (an LpNormalization before
+    /// the head); the output model's head Gemm holds the means.
+    #[arg(long, value_name = "DISTANCE", num_args = 0..=1, default_missing_value = "euclidean",
+          value_parser = ["euclidean", "cosine"])]
+    ncm: Option<String>,
     /// er, derpp: flip every replayed image left to right at random and shift it by up to
     /// two pixels (image samples [C, H, W]).
     #[arg(long)]
@@ -217,7 +219,10 @@ fn spec(args: &Args) -> anyhow::Result<ContinualSpec> {
         lr: args.lr,
         schedule: lr_schedule("--lr-schedule", &args.lr_schedule)?,
         ace: args.ace,
-        ncm: args.ncm,
+        ncm: match &args.ncm {
+            Some(distance) => distance.parse()?,
+            None => Ncm::Off,
+        },
         replay_augment: args.replay_augment,
         alpha: args.alpha,
         beta: args.beta,

@@ -38,6 +38,7 @@ use crate::schedule::Schedule;
 
 pub use buffer::{BufferPolicy, ReplayBuffer};
 pub use eval::task_accuracies;
+pub use ncm::Ncm;
 pub use run::{run, ContinualRun, RunMetrics};
 
 /// How the model is kept from forgetting.
@@ -130,9 +131,10 @@ pub struct ContinualConfig {
     pub ace: bool,
     /// Score with nearest class means instead of the trained head ([`ncm::ncm_head`]):
     /// after each task the head's weights become the mean penultimate features of the
-    /// replay buffer and that task's training data, per class. Training still uses the
-    /// trained head; the scored (and returned) model has the mean head.
-    pub ncm: bool,
+    /// replay buffer and that task's training data, per class, by Euclidean distance or
+    /// cosine similarity. Training still uses the trained head; the scored (and
+    /// returned) model has the mean head.
+    pub ncm: Ncm,
     /// ER and DER++: flip every replayed image left to right at random and shift it by
     /// up to two pixels ([`augment::Augment`]; image samples `[C, H, W]` only).
     pub replay_augment: bool,
@@ -171,7 +173,7 @@ impl Default for ContinualConfig {
                 ..OptimizerConfig::default()
             },
             ace: false,
-            ncm: false,
+            ncm: Ncm::Off,
             replay_augment: false,
             alpha: 0.3,
             beta: 0.5,

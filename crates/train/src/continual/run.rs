@@ -204,8 +204,14 @@ pub fn run(
             (data.len() * config.epochs_per_task) as f64 / started.elapsed().as_secs_f64();
         steps += task.steps;
         model = hook.end_task(t, exec.export(&task_model)?)?;
-        if config.ncm {
-            let head = ncm_after_task(&model, buffer.as_ref(), data, scenario.num_classes)?;
+        if config.ncm.is_on() {
+            let head = ncm_after_task(
+                &model,
+                buffer.as_ref(),
+                data,
+                scenario.num_classes,
+                config.ncm,
+            )?;
             scored_model = Some(head);
         }
         let mut scored = Executor::new(scored_model.as_ref().unwrap_or(&model))?;
