@@ -5,19 +5,11 @@
 
 mod continual_common;
 
-use continual_common::{mnist, percent, short_run};
+use continual_common::{mnist, percent, plain_er, short_run};
 use whittle_data::scenario::{Scenario, ScenarioKind};
 use whittle_data::Split;
 use whittle_train::continual::{ContinualConfig, ContinualRun, Strategy};
 use whittle_train::schedule::Schedule;
-
-/// Training samples (the first of MNIST's, about 300 per class) and test samples.
-const TRAIN: usize = 3000;
-const TEST: usize = 1000;
-
-fn split_mnist(kind: ScenarioKind) -> Scenario {
-    continual_common::split_mnist(kind, TRAIN, TEST)
-}
 
 fn run_strategy(scenario: &Scenario, strategy: Strategy) -> ContinualRun {
     short_run(scenario, |c| c.strategy = strategy)
@@ -35,9 +27,9 @@ const ER_R: [[f64; 5]; 5] = [
 
 #[test]
 fn replay_keeps_old_tasks_that_fine_tuning_forgets_and_pins_the_r_matrix() {
-    let scenario = split_mnist(ScenarioKind::ClassIl);
-    let er = run_strategy(&scenario, Strategy::Er);
-    let finetune = run_strategy(&scenario, Strategy::Finetune);
+    let (scenario, er) = plain_er();
+    assert_eq!(er.strategy, Strategy::Er);
+    let finetune = run_strategy(scenario, Strategy::Finetune);
     let (er_r, ft_r) = (percent(&er.r_matrix), percent(&finetune.r_matrix));
     println!("er {er_r:?}\nfinetune {ft_r:?}");
     // Fine-tuning forgets: each old task falls near 0 once the next task is trained.
@@ -87,9 +79,8 @@ fn replay_keeps_old_tasks_that_fine_tuning_forgets_and_pins_the_r_matrix() {
 
 #[test]
 fn ace_scores_new_samples_among_their_batchs_classes_and_forgets_less() {
-    let scenario = split_mnist(ScenarioKind::ClassIl);
-    let er = short_run(&scenario, |_| ());
-    let ace = short_run(&scenario, |c| c.ace = true);
+    let (scenario, er) = plain_er();
+    let ace = short_run(scenario, |c| c.ace = true);
     let (m_er, m_ace) = (er.metrics(), ace.metrics());
     println!("er {m_er:?}\nace {m_ace:?}\n{:?}", percent(&ace.r_matrix));
     // New samples no longer push the old classes down: old tasks are kept better (7.7
@@ -146,15 +137,14 @@ fn every_strategy_runs_and_task_il_masking_helps() {
 
 #[test]
 fn cosine_schedule_and_replay_augmentation_change_the_run_and_still_learn() {
-    let scenario = split_mnist(ScenarioKind::ClassIl);
-    let plain = short_run(&scenario, |_| ());
-    let cosine = short_run(&scenario, |c| {
+    let (scenario, plain) = plain_er();
+    let cosine = short_run(scenario, |c| {
         c.schedule = Schedule::WarmupCosine {
             warmup: 0,
             min_lr: 0.0,
         }
     });
-    let augmented = short_run(&scenario, |c| c.replay_augment = true);
+    let augmented = short_run(scenario, |c| c.replay_augment = true);
     for (name, r) in [("cosine", &cosine), ("augmented", &augmented)] {
         println!("{name} {:?}", percent(&r.r_matrix));
         assert_ne!(r.r_matrix, plain.r_matrix, "{name} changed nothing");

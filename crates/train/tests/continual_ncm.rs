@@ -11,7 +11,7 @@ mod continual_common;
 
 use std::collections::HashMap;
 
-use continual_common::{short_run, split_mnist};
+use continual_common::{plain_er, short_run, split_mnist};
 use whittle_data::scenario::ScenarioKind;
 use whittle_data::Dataset;
 use whittle_exec::{Executor, RunOptions, Value};
@@ -148,15 +148,14 @@ fn each_mean_head_scores_its_distance_to_each_class_mean_and_picks_the_nearest()
 
 #[test]
 fn a_run_with_either_mean_head_scores_and_returns_it_and_forgets_less_than_er() {
-    let scenario = split_mnist(ScenarioKind::ClassIl, 3000, 1000);
-    let er = short_run(&scenario, |_| ());
+    let (scenario, er) = plain_er();
     let m_er = er.metrics();
     for distance in [Ncm::Euclidean, Ncm::Cosine] {
-        let ncm = short_run(&scenario, |c| c.ncm = distance);
+        let ncm = short_run(scenario, |c| c.ncm = distance);
         let m_ncm = ncm.metrics();
         println!("er {m_er:?}\n{distance} {m_ncm:?}\n{:?}", ncm.r_matrix);
         // The returned model is the scored one: its accuracies are the R matrix's last row.
-        let last = task_accuracies(&ncm.model, &scenario).unwrap().plain;
+        let last = task_accuracies(&ncm.model, scenario).unwrap().plain;
         assert_eq!(&last, ncm.r_matrix.last().unwrap());
         // The same training, scored by the means: after task 1 only its classes have means
         // in the buffer and its data, so it is all but perfect; old tasks are forgotten

@@ -1,7 +1,11 @@
 //! Helpers of the continual-learning tests (`continual.rs`, `continual_ncm.rs`): Split
-//! MNIST from the assets, and one short ER-style run on a small MLP with a setting changed.
+//! MNIST from the assets, one short ER-style run on a small MLP with a setting changed, and
+//! the plain run on the tests' Split MNIST, made once per test binary for every test that
+//! compares a setting against it.
 
 #![allow(dead_code)]
+
+use std::sync::OnceLock;
 
 use whittle_data::scenario::{Scenario, ScenarioKind};
 use whittle_data::{Dataset, Split};
@@ -22,6 +26,22 @@ pub fn mnist(split: Split, count: usize) -> Dataset {
 pub fn split_mnist(kind: ScenarioKind, train: usize, test: usize) -> Scenario {
     let (train, test) = (mnist(Split::Train, train), mnist(Split::Test, test));
     Scenario::split(kind, &train, &test, 2, None, None).unwrap()
+}
+
+/// Training samples of the tests' Split MNIST (the first of MNIST's, about 300 per class)
+/// and test samples.
+pub const TRAIN: usize = 3000;
+pub const TEST: usize = 1000;
+
+/// The tests' class-IL Split MNIST (`TRAIN`, `TEST`) and the plain [`short_run`] on it
+/// (ER, seed 0), made once and shared by the tests of one binary.
+pub fn plain_er() -> &'static (Scenario, ContinualRun) {
+    static PLAIN: OnceLock<(Scenario, ContinualRun)> = OnceLock::new();
+    PLAIN.get_or_init(|| {
+        let scenario = split_mnist(ScenarioKind::ClassIl, TRAIN, TEST);
+        let run = short_run(&scenario, |_| ());
+        (scenario, run)
+    })
 }
 
 /// A run on `scenario` of an MLP with 100 hidden units, from the default settings (ER,
