@@ -144,13 +144,7 @@ pub fn write_bytes_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("whittle-files-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    use whittle_testkit::scratch;
 
     fn entries(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -163,7 +157,7 @@ mod tests {
 
     #[test]
     fn success_replaces_the_target_and_leaves_no_temporary() {
-        let dir = scratch("ok");
+        let dir = scratch("files-ok");
         let target = dir.join("out.bin");
         std::fs::write(&target, b"old").unwrap();
         write_bytes_atomic(&target, b"new").unwrap();
@@ -174,7 +168,7 @@ mod tests {
 
     #[test]
     fn failure_keeps_the_old_target_and_removes_the_partial_file() {
-        let dir = scratch("fail");
+        let dir = scratch("files-fail");
         let target = dir.join("out.bin");
         std::fs::write(&target, b"old").unwrap();
         let result: Result<()> = write_atomic(&target, |tmp| {
@@ -188,7 +182,7 @@ mod tests {
 
     #[test]
     fn removing_pending_files_leaves_nothing_behind() {
-        let dir = scratch("signal");
+        let dir = scratch("files-signal");
         let (tmp, mut file) = TempPath::create(&dir.join("out.bin")).unwrap();
         assert!(pending().contains(&tmp.path().to_path_buf()));
         // What the signal handler does before it exits: the writer's open file outlives

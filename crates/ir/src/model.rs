@@ -331,6 +331,7 @@ fn move_to_external(t: &mut TensorProto, location: &str, blob: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use crate::proto::{NodeProto, OperatorSetIdProto, ValueInfoProto};
+    use whittle_testkit::{scratch, Scratch};
 
     fn tiny_model(weight: Vec<f32>) -> Model {
         let n = weight.len();
@@ -370,8 +371,7 @@ mod tests {
 
     #[test]
     fn external_data_round_trip() {
-        let dir = std::env::temp_dir().join(format!("whittle-ext-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch("ext");
         let weights: Vec<f32> = (0..1000).map(|i| i as f32 * 0.5).collect();
         let model = tiny_model(weights);
         let path = dir.join("m.onnx");
@@ -388,15 +388,15 @@ mod tests {
             + std::fs::metadata(dir.join("m.onnx.data")).unwrap().len();
         assert_eq!(Model::disk_size(&path).unwrap(), total);
         assert_eq!(back.metadata("author"), Some("whittle"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn escaping_external_location_is_refused() {
         let model = tiny_model(vec![0.0; 1000]);
+        let dir = scratch("escape");
         let err = model
             .save(
-                std::env::temp_dir().join("x.onnx"),
+                dir.join("x.onnx"),
                 &ExternalData::File("../evil.bin".into()),
             )
             .unwrap_err();
@@ -406,12 +406,10 @@ mod tests {
         );
     }
 
-    /// A model saved with its weights in `m.onnx.data` in a fresh folder; the data file is
-    /// then replaced by what `replace` makes at its path.
-    fn model_with_replaced_data(case: &str, replace: impl FnOnce(&Path)) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("whittle-ext-{case}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+    /// A model saved with its weights in `m.onnx.data` in a fresh folder (returned; removed
+    /// when dropped); the data file is then replaced by what `replace` makes at its path.
+    fn model_with_replaced_data(case: &str, replace: impl FnOnce(&Path)) -> (Scratch, PathBuf) {
+        let dir = scratch(&format!("ext-{case}"));
         let path = dir.join("m.onnx");
         tiny_model(vec![1.0; 1000])
             .save(&path, &ExternalData::File("m.onnx.data".into()))
@@ -419,14 +417,15 @@ mod tests {
         let data = dir.join("m.onnx.data");
         std::fs::remove_file(&data).unwrap();
         replace(&data);
-        path
+        (dir, path)
     }
 
     #[test]
     fn symlink_out_of_the_folder_is_refused() {
-        let outside = std::env::temp_dir().join(format!("whittle-secret-{}", std::process::id()));
+        let secret = scratch("secret");
+        let outside = secret.join("secret.bin");
         std::fs::write(&outside, vec![7u8; 4000]).unwrap();
-        let path = model_with_replaced_data("symlink", |data| {
+        let (_dir, path) = model_with_replaced_data("symlink", |data| {
             std::os::unix::fs::symlink(&outside, data).unwrap()
         });
         let err = Model::load(&path).unwrap_err().to_string();
@@ -434,13 +433,11 @@ mod tests {
             err.contains("tensor 'w'") && err.contains("outside the model's folder"),
             "{err}"
         );
-        std::fs::remove_file(&outside).unwrap();
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
     fn symlink_inside_the_folder_is_followed() {
-        let path = model_with_replaced_data("inner-link", |data| {
+        let (_dir, path) = model_with_replaced_data("inner-link", |data| {
             let real = data.with_file_name("weights.bin");
             let mut bytes = vec![0u8; 4000];
             for chunk in bytes.chunks_mut(4) {
@@ -452,12 +449,11 @@ mod tests {
         let model = Model::load(&path).unwrap();
         let w = TensorData::from_proto(&model.graph().initializer[0], None).unwrap();
         assert_eq!(w.to_vec::<f32>().unwrap(), vec![2.5; 1000]);
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
     fn fifo_as_external_data_is_refused_without_blocking() {
-        let path = model_with_replaced_data("fifo", |data| {
+        let (_dir, path) = model_with_replaced_data("fifo", |data| {
             let made = std::process::Command::new("mkfifo").arg(data).status();
             assert!(made.unwrap().success(), "mkfifo failed");
         });
@@ -469,7 +465,6 @@ mod tests {
             .expect("loading a model whose external data is a FIFO blocked");
         let err = result.unwrap_err().to_string();
         assert!(err.contains("is not a regular file"), "{err}");
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -21,6 +21,7 @@ use whittle_ir::proto::{
     TensorShapeProto, TypeProto, ValueInfoProto,
 };
 use whittle_ir::{ExternalData, Model, TensorData};
+use whittle_testkit::{scratch, Scratch};
 
 #[global_allocator]
 static ALLOCATOR: Bounded = Bounded;
@@ -58,33 +59,26 @@ fn asset(path: &str) -> Vec<u8> {
     })
 }
 
-/// An empty folder that external data of mutated in-memory models resolves against.
-fn empty_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("whittle-fuzz-ir-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    })
+thread_local! {
+    /// An empty folder that external data of mutated in-memory models resolves against;
+    /// one per test (thread), removed when the test ends.
+    static EMPTY_DIR: Scratch = scratch("fuzz-ir");
+    /// LeNet5 saved with its weights in `lenet.onnx.data` (see [`external_lenet`]).
+    static EXTERNAL_LENET: (Vec<u8>, Scratch) = external_lenet();
 }
 
 /// LeNet5 saved with its weights in `lenet.onnx.data`: the model file is the graph alone,
 /// so mutations reach the external-data references (location, offset, length).
-fn external_lenet() -> &'static (Vec<u8>, PathBuf) {
-    static MODEL: OnceLock<(Vec<u8>, PathBuf)> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("whittle-fuzz-ext-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("lenet.onnx");
-        let lenet = Model::from_bytes(&asset("models/mnist_lenet5.onnx"), None).unwrap();
-        lenet
-            .save(&path, &ExternalData::File("lenet.onnx.data".into()))
-            .unwrap();
-        (std::fs::read(&path).unwrap(), dir)
-    })
+fn external_lenet() -> (Vec<u8>, Scratch) {
+    let dir = scratch("fuzz-ext");
+    let path = dir.join("lenet.onnx");
+    let lenet = Model::from_bytes(&asset("models/mnist_lenet5.onnx"), None).unwrap();
+    lenet
+        .save(&path, &ExternalData::File("lenet.onnx.data".into()))
+        .unwrap();
+    (std::fs::read(&path).unwrap(), dir)
 }
 
-/// Loads, validates and infers shapes: whatever the bytes, errors are fine, panics are not.
 fn load_all_the_way(bytes: &[u8], base: &Path) {
     if let Ok(model) = Model::from_bytes(bytes, Some(base)) {
         let _ = whittle_ir::validate(&model);
@@ -223,8 +217,7 @@ proptest! {
         limit_memory();
         let model = asset(&format!("onnx-node-tests/{}/model.onnx", NODE_TESTS[which]));
         // The folder of LeNet5's external weights: a reference to them resolves.
-        let (_, dir) = external_lenet();
-        load_all_the_way(&edit_fields(&model, &edits), dir);
+        EXTERNAL_LENET.with(|(_, dir)| load_all_the_way(&edit_fields(&model, &edits), dir));
         check_allocations(16 << 20)?;
     }
 
@@ -235,7 +228,7 @@ proptest! {
     ) {
         limit_memory();
         let model = asset(&format!("onnx-node-tests/{}/model.onnx", NODE_TESTS[which]));
-        load_all_the_way(&apply(&model, &edits), empty_dir());
+        EMPTY_DIR.with(|dir| load_all_the_way(&apply(&model, &edits), dir));
         check_allocations(16 << 20)?;
     }
 
@@ -248,7 +241,7 @@ proptest! {
         let path = format!("onnx-node-tests/{}/test_data_set_0/input_0.pb", NODE_TESTS[which]);
         let bytes = apply(&asset(&path), &edits);
         if let Ok(proto) = TensorProto::decode(bytes.as_slice()) {
-            let _ = TensorData::from_proto(&proto, Some(empty_dir()));
+            let _ = EMPTY_DIR.with(|dir| TensorData::from_proto(&proto, Some(dir)));
         }
         check_allocations(16 << 20)?;
     }
@@ -256,7 +249,7 @@ proptest! {
     #[test]
     fn random_bytes_load_or_fail_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
         limit_memory();
-        load_all_the_way(&bytes, empty_dir());
+        EMPTY_DIR.with(|dir| load_all_the_way(&bytes, dir));
         check_allocations(16 << 20)?;
     }
 }
@@ -267,8 +260,7 @@ proptest! {
     #[test]
     fn mutated_external_data_references_load_or_fail_cleanly(edits in edits(3)) {
         limit_memory();
-        let (model, dir) = external_lenet();
-        load_all_the_way(&apply(model, &edits), dir);
+        EXTERNAL_LENET.with(|(model, dir)| load_all_the_way(&apply(model, &edits), dir));
         // LeNet5's weights are 2.5 MiB: a few copies of them, not what a reference claims.
         check_allocations(32 << 20)?;
     }
@@ -278,7 +270,7 @@ proptest! {
         limit_memory();
         static LENET: OnceLock<Vec<u8>> = OnceLock::new();
         let lenet = LENET.get_or_init(|| asset("models/mnist_lenet5.onnx"));
-        load_all_the_way(&apply(lenet, &edits), empty_dir());
+        EMPTY_DIR.with(|dir| load_all_the_way(&apply(lenet, &edits), dir));
         check_allocations(32 << 20)?;
     }
 }
@@ -288,7 +280,7 @@ fn the_unmutated_inputs_load() {
     // The seeds are worth fuzzing only if they load as they are.
     for test in NODE_TESTS {
         let bytes = asset(&format!("onnx-node-tests/{test}/model.onnx"));
-        let model = Model::from_bytes(&bytes, Some(empty_dir())).unwrap();
+        let model = EMPTY_DIR.with(|dir| Model::from_bytes(&bytes, Some(dir)).unwrap());
         whittle_ir::validate(&model).unwrap();
     }
     let (model, dir) = external_lenet();
@@ -297,7 +289,7 @@ fn the_unmutated_inputs_load() {
         "weights are external: {} bytes",
         model.len()
     );
-    let lenet = Model::from_bytes(model, Some(dir)).unwrap();
+    let lenet = Model::from_bytes(&model, Some(&dir)).unwrap();
     assert!(!lenet.graph().initializer.is_empty());
 }
 
