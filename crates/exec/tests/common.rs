@@ -1,8 +1,10 @@
-//! Shared helpers of the executor's integration tests: where the assets are.
+//! Shared helpers of the executor's integration tests: where the assets are, scratch folders.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::path::PathBuf;
+
+pub use whittle_testkit::scratch;
 
 /// The assets folder; panics with the command to run when it has not been fetched.
 pub fn assets() -> PathBuf {
@@ -53,12 +55,4 @@ pub fn ort_outputs(
     (0..names.lines().count())
         .map(|i| whittle_data::npy::read_npy(&scratch.join(format!("ort/{i}.npy"))).unwrap())
         .collect()
-}
-
-/// A fresh scratch folder for one test.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

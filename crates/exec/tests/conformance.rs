@@ -94,5 +94,4 @@ fn a_corrupt_model_or_data_file_fails_and_an_unknown_operator_is_unsupported() {
         matches!(&outcome, Outcome::Unsupported(m) if m.contains("operator 'Rxlu'")),
         "{outcome:?}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

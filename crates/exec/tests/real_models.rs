@@ -72,7 +72,6 @@ fn check_model(file: &str, inputs: Vec<(String, TensorData)>, tol: f64) {
         again, reference,
         "{file}: ORT outputs changed with external data"
     );
-    let _ = std::fs::remove_dir_all(&scratch);
 }
 
 /// A deterministic smooth image batch in [lo, hi], shape [1, 3, h, w].
