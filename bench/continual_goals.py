@@ -34,6 +34,10 @@ RUNS = [
     ("fmnist-lenetw-er", "reference protocol on lenet:channels=8-16,kernel=3,hidden=256"),
     ("fmnist-lenetw-er-ncm", "the same with --ncm"),
     ("fmnist-lenetw-derpp-ace", "DER++ with ACE, alpha 0.1, beta 1.0, on the same LeNet"),
+    ("fmnist-lenetw-er-cos", "reference protocol on the same LeNet, cosine class means (--ncm cosine)"),
+    ("fmnist-lenetw-derpp-ace-e2", "DER++ with ACE, alpha 0.1, beta 1.0, on the same LeNet, 2 epochs per task"),
+    ("fmnist-lenetw-er-ace-aug", "ER-ACE on the same LeNet, --replay-augment"),
+    ("fmnist-lenetw-derpp-ace-e2-aug", "DER++ with ACE, alpha 0.1, beta 1.0, on the same LeNet, 2 epochs per task, --replay-augment"),
     ("mnist-er", "reference protocol"),
     ("mnist-derpp", "reference protocol (alpha 0.3, beta 0.5)"),
     ("mnist-er-ace-e2", "best: ER-ACE, 2 epochs per task"),
@@ -62,21 +66,23 @@ print("PyTorch reference: the issue's figures on the reference protocol (beside 
       "of the same strategy, best settings included).")
 print()
 print("| data | strategy | settings | average accuracy (%) | forgetting (points) "
-      "| task-IL accuracy (%) | seeds | s per run | goal | PyTorch reference |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+      "| task-IL accuracy (%) | seeds | s per run | load before -> after | goal | PyTorch reference |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for name, settings in RUNS:
     data = name.split("-")[0]
     d = load(name)
     if d is None:
-        print(f"| {DATA[data]} | {name.split('-', 1)[1]} | {settings} | not run | | | | | | |")
+        print(f"| {DATA[data]} | {name.split('-', 1)[1]} | {settings} | not run | | | | | | | |")
         continue
+    # The load average (1 min) before and after the command, which ran the baselines too.
+    load_text = (f"{d['load_before'][0]} -> {d['load'][0]}" if "load" in d else "")
     rows = [(d["strategy"], d, settings)]
     rows += [(b, s, "same run, same seeds") for b, s in sorted(d.get("baselines", {}).items())]
     for strategy, s, how in rows:
         label = strategy + (" (ACE)" if "ace" in name and strategy == d["strategy"] else "")
         print(f"| {DATA[data]} | {label} | {how} | **{pm(s, 'average_accuracy')}** "
               f"| {pm(s, 'forgetting')} | {pm(s, 'task_il_accuracy')} | {len(d['seeds'])} "
-              f"| {s.get('seconds', 0):.0f} | {GOALS.get((data, strategy), '')} "
+              f"| {s.get('seconds', 0):.0f} | {load_text} | {GOALS.get((data, strategy), '')} "
               f"| {REFERENCE.get((data, strategy), '')} |")
 
 plain, comp, comp2 = (load(f"time-{v}") for v in ("plain", "compressed", "compressed-2-threads"))

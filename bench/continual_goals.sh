@@ -6,8 +6,9 @@
 # DER++ with alpha 0.1, beta 1.0; DER++ on a 784-512-512-10 MLP), beside the PyTorch
 # reference figures of the issue; then the wall and CPU time of one 5-task run with
 # compression after and during training against the same run without compression, and
-# against the compressed run on two executor threads, in the same script run (load
-# average noted). The Markdown table goes to stdout and OUT_DIR/table.md.
+# against the compressed run on two executor threads, in the same script run (the load
+# average before and after every run is noted, in its JSON and the table). The Markdown
+# table goes to stdout and OUT_DIR/table.md.
 #
 #   bench/continual_goals.sh ASSETS_DIR OUT_DIR [--force]
 #
@@ -40,6 +41,10 @@ RUNS=(
   "fmnist-lenetw-er fashion-mnist --model $lenet_wide --strategy er --no-baselines"
   "fmnist-lenetw-er-ncm fashion-mnist --model $lenet_wide --strategy er --ncm --no-baselines"
   "fmnist-lenetw-derpp-ace fashion-mnist --model $lenet_wide --strategy derpp --ace --alpha 0.1 --beta 1.0 --no-baselines"
+  "fmnist-lenetw-er-cos fashion-mnist --model $lenet_wide --strategy er --ncm cosine --no-baselines"
+  "fmnist-lenetw-derpp-ace-e2 fashion-mnist --model $lenet_wide --strategy derpp --ace --alpha 0.1 --beta 1.0 --epochs-per-task 2 --no-baselines"
+  "fmnist-lenetw-er-ace-aug fashion-mnist --model $lenet_wide --strategy er --ace --replay-augment --no-baselines"
+  "fmnist-lenetw-derpp-ace-e2-aug fashion-mnist --model $lenet_wide --strategy derpp --ace --alpha 0.1 --beta 1.0 --epochs-per-task 2 --replay-augment --no-baselines"
   "mnist-er mnist --strategy er"
   "mnist-derpp mnist --strategy derpp --no-baselines"
   "mnist-er-ace-e2 mnist --strategy er --ace --epochs-per-task 2 --no-baselines"
@@ -56,10 +61,21 @@ if [[ -z "${TABLE_ONLY:-}" ]]; then
     if [[ $flags == "--model "* ]]; then
       read -r _ run_model flags <<<"$flags"
     fi
+    target="$out/$name.json"
+    already_done "$target" && continue
+    load_before=$(cut -d' ' -f1-3 /proc/loadavg)
     # shellcheck disable=SC2086
-    step_stdout "$out/$name.json" "$whittle" continual --model "$run_model" \
+    step_stdout "$target" "$whittle" continual --model "$run_model" \
       --data "$data:$assets/$data" --seeds "$seeds" $flags \
       -o "$out/$name.onnx" --force --json
+    # The load average (1, 5, 15 min) before and after the run, beside its figures.
+    python3 - "$target" "$load_before" <<'PY'
+import json, sys
+path, load_before = sys.argv[1:]
+d = json.load(open(path))
+d.update(load_before=load_before.split(), load=open("/proc/loadavg").read().split()[:3])
+json.dump(d, open(path, "w"))
+PY
   done
   if [[ " $only " == *" time "* ]]; then
     # One seed, 5 tasks, ER: plain, then with compression after (int8, 50% pruning,
