@@ -13,7 +13,8 @@
 #   bench/nas_goals.sh ASSETS_DIR OUT_DIR
 #
 # Environment: WHITTLE (default target/release/whittle); BUDGETS (ms, default
-# "0.15 0.3 0.6"); SEEDS (default "0 1 2"); ITERATIONS (default 12); BUDGET (default 30m);
+# "0.15 0.3 0.6"); SEEDS (default "0 1 2"); ITERATIONS (default 24, whittle nas's own);
+# BUDGET (default 30m);
 # STRATEGIES (default "evolution random warm"); TABLE_ONLY (set: no new search runs, the
 # table of the finished ones).
 # Rerunnable: the searches of one seed share a work folder (OUT_DIR/work-SEED), whose
@@ -27,7 +28,7 @@ out=${2:?usage: bench/nas_goals.sh ASSETS_DIR OUT_DIR}
 whittle=${WHITTLE:-$here/../target/release/whittle}
 budgets=${BUDGETS:-0.15 0.3 0.6}
 seeds=${SEEDS:-0 1 2}
-iterations=${ITERATIONS:-12}
+iterations=${ITERATIONS:-24}
 data="fashion-mnist:$assets/fashion-mnist"
 mkdir -p "$out/zoo"
 

@@ -4,7 +4,8 @@
 //! subset written as .npy pairs.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -15,17 +16,11 @@ use whittle_pipeline::SilentObserver;
 use whittle_search::nas::candidate::Candidate;
 use whittle_search::nas::measure::{measure, MIN_RUNS};
 use whittle_search::nas::recheck::{first_passing, recheck, Reference, Stage, RUNS};
-use whittle_search::nas::runner::Local;
+use whittle_search::nas::runner::{Job, Local, Runner};
 use whittle_search::nas::space::{Family, Space};
-use whittle_search::nas::trials::{Measured, Trained};
+use whittle_search::nas::trials::{JobSettings, Measured, Outcome, Trained};
 use whittle_search::nas::{search, Limits, NasResult, Settings, Status, Strategy, WarmStart};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-nas-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use whittle_testkit::scratch;
 
 /// `npy:X,Y` specs of the first `n` samples of Fashion-MNIST's `split`, written in `dir`.
 fn fashion_subset(dir: &Path, split: Split, n: usize) -> String {
@@ -284,6 +279,89 @@ fn the_same_seed_gives_the_same_result_and_a_rerun_resumes() {
     sr.strategy = Strategy::Random;
     let rr = run(&sr);
     assert_eq!(rr.trained, 4);
+}
+
+/// A machine slower than [`Local`]'s: every job waits `delay` first.
+struct Slowed<'r> {
+    inner: &'r dyn Runner,
+    delay: Duration,
+}
+
+impl Runner for Slowed<'_> {
+    fn run(
+        &self,
+        settings: &JobSettings,
+        jobs: &[Job],
+    ) -> whittle_search::nas::error::Result<Vec<Outcome>> {
+        std::thread::sleep(self.delay * jobs.len() as u32);
+        self.inner.run(settings, jobs)
+    }
+}
+
+/// How many candidates reached each rung.
+fn per_rung(r: &NasResult) -> Vec<usize> {
+    (1..=3)
+        .map(|n| {
+            r.trials
+                .iter()
+                .filter(|t| t.rung_accuracy.len() >= n)
+                .count()
+        })
+        .collect()
+}
+
+/// The clock decides nothing short of `--budget`: a run on a machine several times slower
+/// trains the same candidates at every rung (their number set by the iterations: 10, then
+/// a third, then two) and returns the same model byte for byte. A budget spent early stops
+/// the search, keeps a model, and says so.
+#[test]
+fn a_slower_machine_gives_the_same_result_and_a_spent_budget_says_so() {
+    let (a, b) = (scratch("slow-a"), scratch("slow-b"));
+    let with = |dir: &Path| Settings {
+        iterations: 10,
+        budget: Some(Duration::from_secs(3600)),
+        ..settings(dir, Limits::default(), 9)
+    };
+    let (sa, sb) = (with(&a), with(&b));
+    let started = Instant::now();
+    let ra = run(&sa);
+    let fast = started.elapsed();
+    let local = Local {
+        observer: &SilentObserver,
+        work_dir: sb.work_dir.clone(),
+    };
+    let slowed = Slowed {
+        inner: &local,
+        delay: Duration::from_millis(300),
+    };
+    let started = Instant::now();
+    let rb = search(&sb, &SilentObserver, &slowed).unwrap();
+    assert!(started.elapsed() > fast, "{:?} {fast:?}", started.elapsed());
+    assert_eq!(ra.status, Status::Ok);
+    assert_eq!(per_rung(&ra), [10, 4, 2], "rungs set by the iterations");
+    assert_eq!(per_rung(&rb), per_rung(&ra));
+    assert!(ra.budget_stops.is_empty() && rb.budget_stops.is_empty());
+    let accuracies = |r: &NasResult| {
+        (r.trials.iter())
+            .map(|t| (t.id.clone(), t.rung_accuracy.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(accuracies(&ra), accuracies(&rb));
+    assert_eq!((&ra.id, ra.accuracy), (&rb.id, rb.accuracy));
+    let bytes = |s: &Settings| std::fs::read(&s.output).unwrap();
+    assert_eq!(bytes(&sa), bytes(&sb), "the same model, byte for byte");
+
+    // A budget spent at once: the first generation (4) trains, nothing more is proposed,
+    // rung 1 trains its best only, and the JSON says both.
+    let c = scratch("slow-spent");
+    let mut sc = with(&c);
+    sc.budget = Some(Duration::from_millis(1));
+    let rc = run(&sc);
+    assert_eq!(rc.status, Status::Ok);
+    assert_eq!(per_rung(&rc), [4, 1, 1]);
+    assert_eq!(rc.budget_stops.len(), 2, "{:?}", rc.budget_stops);
+    assert!(rc.budget_stops[0].contains("4 of 10 trained at rung 0"));
+    assert!(rc.budget_stops[1].contains("rung 1, where 1 of 2 candidates trains"));
 }
 
 #[test]

@@ -126,6 +126,11 @@ pub fn report(result: &NasResult, limits: &Limits, references: &[Reference]) -> 
             if c.passed { "kept" } else { "over the limits" }
         )
     }));
+    notes.extend(result.budget_stops.iter().map(|stop| {
+        format!(
+            "The budget stopped the search ({stop}): the result depends on the machine's speed."
+        )
+    }));
     if let Some(reason) = &result.reason {
         notes.push(format!("No model returned: {reason}."));
     }

@@ -50,7 +50,9 @@ pub struct Settings {
     pub limits: Limits,
     /// Candidates trained at the first rung.
     pub iterations: usize,
-    /// Wall-clock budget: no new candidate is proposed after half of it.
+    /// Wall-clock safety stop: no new candidate is proposed once half of it has passed,
+    /// and a later rung that starts after all of it trains only its best candidate. Short
+    /// of that, how many candidates train at each rung depends on `iterations` alone.
     pub budget: Option<Duration>,
     /// ONNX Runtime threads of latency measurements.
     pub threads: usize,
@@ -186,6 +188,11 @@ pub struct NasResult {
     /// The re-measurements at the end, in order: the candidates that would train at the
     /// last rung, then the trained finalists until one passed.
     pub rechecks: Vec<Recheck>,
+    /// Where `--budget` stopped the search, in order. Empty when it did not: then which
+    /// candidates trained did not depend on the clock. Otherwise the result depends on the
+    /// machine's speed and load.
+    #[serde(default)]
+    pub budget_stops: Vec<String>,
     /// Every candidate measured, in order.
     pub trials: Vec<Trial>,
 }
@@ -266,12 +273,24 @@ pub fn search(
     let mut seen = HashSet::new();
     let mut order: Vec<Candidate> = Vec::new();
     let mut scored: Vec<Scored> = Vec::new();
-    let proposing = settings.budget.map(|b| b / 2);
+    let mut budget_stops = Vec::new();
+    let mut stop = |text: String| {
+        observer.log(Level::Warn, text.clone());
+        budget_stops.push(text);
+    };
     let max_tries = settings.iterations * TRIES_PER_ITERATION;
-    while scored.len() < settings.iterations
-        && order.len() < max_tries
-        && proposing.is_none_or(|p| start.elapsed() < p)
-    {
+    while scored.len() < settings.iterations && order.len() < max_tries {
+        // The safety stop lets the first generation train, so that a model comes out.
+        let spent = budget_spent(settings.budget, start, 0.5).filter(|_| !scored.is_empty());
+        if let Some(spent) = spent {
+            stop(format!(
+                "{spent}: half of it passed, no candidate proposed after {} of {} trained at \
+                 rung 0",
+                scored.len(),
+                settings.iterations
+            ));
+            break;
+        }
         // Random search, the baseline, is never warm-started.
         let warm = (settings.warm_start)
             .filter(|_| order.is_empty() && settings.strategy == Strategy::Evolution);
@@ -352,7 +371,13 @@ pub fn search(
     // Successive halving over the first rung's results.
     let mut ranked = first_rung(&scored);
     for (i, rung) in rungs.iter().enumerate().skip(1) {
-        let keep = halving::survivors(ranked.len(), i - 1, rungs.len());
+        let mut keep = halving::survivors(ranked.len(), i - 1, rungs.len());
+        if let Some(spent) = budget_spent(settings.budget, start, 1.0).filter(|_| keep > 1) {
+            stop(format!(
+                "{spent}: spent before rung {i}, where 1 of {keep} candidates trains"
+            ));
+            keep = 1;
+        }
         let last = i + 1 == rungs.len();
         let ids = match max_latency.filter(|_| last) {
             // Before the longest training: the best whose latency still meets the limit.
@@ -375,8 +400,6 @@ pub fn search(
             }
             None => halving::best(&ranked, keep),
         };
-        let remaining = (settings.budget).map(|b| b.saturating_sub(start.elapsed()));
-        let ids = fit_budget(remaining, &trials, &scored, &rungs, i, ids, observer);
         let batch = ids
             .iter()
             .map(|id| Job::new(find(&order, id), Task::Train(*rung), last))
@@ -416,6 +439,7 @@ pub fn search(
         source: None,
         reference: reference.clone(),
         rechecks: Vec::new(),
+        budget_stops,
     };
     let ctx = Ctx::new(observer);
     let eval = settings.eval_data.as_deref().unwrap_or(&settings.data);
@@ -513,51 +537,11 @@ impl NasResult {
     }
 }
 
-/// The first of `ids` (best first) that the `remaining` time of `--budget` affords at
-/// rung `index` ([`halving::affordable`]), each predicted from its MACs at the machine's
-/// rate: the median seconds per MAC of the trainings of `scored` so far
-/// ([`halving::seconds_per_mac`]).
-fn fit_budget(
-    remaining: Option<Duration>,
-    trials: &Trials,
-    scored: &[Scored],
-    rungs: &[Rung],
-    index: usize,
-    mut ids: Vec<String>,
-    observer: &dyn Observer,
-) -> Vec<String> {
-    let Some(remaining) = remaining else {
-        return ids;
-    };
-    let macs = |id: &str| trials.measured.find(id).map_or(0, |m| m.measurement.macs);
-    let rate = halving::seconds_per_mac(scored.iter().flat_map(|s| {
-        let id = &s.candidate.id;
-        (rungs.iter()).filter_map(move |r| {
-            let t = trials.trained.find(&trained_key(id, r.index))?;
-            Some((t.seconds, macs(id), halving::cost_ratio(rungs, r)))
-        })
-    }))
-    .unwrap_or(0.0);
-    let predicted = |rung: &Rung| -> Vec<f64> {
-        let ratio = halving::cost_ratio(rungs, rung);
-        (ids.iter())
-            .map(|id| macs(id) as f64 * rate * ratio)
-            .collect()
-    };
-    let last = (index + 1 < rungs.len()).then(|| predicted(&rungs[rungs.len() - 1]));
-    let remaining = remaining.as_secs_f64();
-    let n = halving::affordable(&predicted(&rungs[index]), last.as_deref(), remaining);
-    if n < ids.len() {
-        observer.log(
-            Level::Warn,
-            format!(
-                "--budget: {n} of {} candidates train at rung {index} ({remaining:.0} s left)",
-                ids.len()
-            ),
-        );
-        ids.truncate(n);
-    }
-    ids
+/// The `--budget` safety stop: once `share` of it has passed since `start`, what to say
+/// (`--budget 1800 s (1802 s elapsed)`); `None` before, or without a budget.
+fn budget_spent(budget: Option<Duration>, start: Instant, share: f64) -> Option<String> {
+    let (budget, elapsed) = (budget?.as_secs_f64(), start.elapsed().as_secs_f64());
+    (elapsed >= share * budget).then(|| format!("--budget {budget:.0} s ({elapsed:.0} s elapsed)"))
 }
 
 /// Every first-rung result as (id, accuracy).
