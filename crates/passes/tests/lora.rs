@@ -215,7 +215,6 @@ fn merged_model_is_plain_onnx_with_the_adapted_outputs_in_whittle_and_ort() {
         diff <= 1e-5,
         "adapted model: whittle vs ONNX Runtime {diff:e}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

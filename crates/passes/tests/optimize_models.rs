@@ -15,6 +15,7 @@ use whittle_ir::proto::{
 use whittle_ir::{ExternalData, Model, TensorData};
 use whittle_passes::optimize::verify::{random_inputs, relative_diff, run_model};
 use whittle_passes::optimize::{optimize, ModelStats, Pipeline};
+use whittle_testkit::scratch;
 
 const TOLERANCE: f64 = 1e-5;
 
@@ -26,13 +27,6 @@ fn model_path(name: &str) -> PathBuf {
         dir.display()
     );
     dir.join("models").join(name)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-opt-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn python() -> String {
@@ -90,7 +84,7 @@ fn assert_close(what: &str, got: &[TensorData], want: &[TensorData]) {
 /// Optimizes `original`, checks outputs in whittle and ORT and the ONNX checker; returns
 /// the stats before and after.
 fn check(name: &str, original: &Model, shapes: &[(&str, &[usize])]) -> (ModelStats, ModelStats) {
-    let dir = scratch(name);
+    let dir = scratch(&format!("opt-{name}"));
     let shapes: HashMap<String, Vec<usize>> = shapes
         .iter()
         .map(|(n, d)| (n.to_string(), d.to_vec()))
@@ -114,7 +108,6 @@ fn check(name: &str, original: &Model, shapes: &[(&str, &[usize])]) -> (ModelSta
     let ort_before = ort_outputs(&a, &inputs, &dir.join("ort_before"));
     let ort_after = ort_outputs(&b, &inputs, &dir.join("ort_after"));
     assert_close(&format!("{name} ORT"), &ort_after, &ort_before);
-    let _ = std::fs::remove_dir_all(&dir);
     (report.before, report.after)
 }
 

@@ -9,16 +9,10 @@ use whittle_pipeline::runner::Runner;
 use whittle_pipeline::step::distill::Distill;
 use whittle_pipeline::step::StepConfig;
 use whittle_pipeline::{ModelSource, SilentObserver};
+use whittle_testkit::scratch;
 
 fn assets() -> PathBuf {
     whittle_data::assets_dir()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-cache-keys-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Whether each step of a run of `recipe` in `work` came from the work folder.
@@ -33,7 +27,7 @@ fn cached(recipe: &Recipe, work: &Path) -> Vec<bool> {
 
 #[test]
 fn a_changed_data_file_reruns_the_step_that_reads_it() {
-    let dir = scratch("data");
+    let dir = scratch("cache-keys-data");
     // MNIST's test split in a folder of the test's own, to change one label in.
     let data = dir.join("mnist");
     std::fs::create_dir_all(&data).unwrap();
@@ -62,7 +56,7 @@ fn a_changed_data_file_reruns_the_step_that_reads_it() {
 
 #[test]
 fn a_changed_teacher_file_changes_the_distill_key() {
-    let dir = scratch("teacher");
+    let dir = scratch("cache-keys-teacher");
     let teacher = dir.join("teacher.onnx");
     let lenet = std::fs::read(assets().join("models/mnist_lenet5.onnx")).unwrap();
     std::fs::write(&teacher, &lenet).unwrap();

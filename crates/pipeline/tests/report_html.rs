@@ -195,8 +195,7 @@ fn a_pipeline_report_draws_one_point_per_step_and_measure() {
 
 #[test]
 fn a_report_file_is_html_or_json_by_its_extension() {
-    let dir = std::env::temp_dir().join(format!("whittle-report-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = whittle_testkit::scratch("report");
     // A model equal to its reference: an infinite SQNR, which JSON can only hold as text.
     let exact = ModelMetrics {
         name: "exact".into(),
@@ -229,5 +228,4 @@ fn a_report_file_is_html_or_json_by_its_extension() {
         err.contains("r.pdf") && err.contains(".html or .json"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -13,17 +13,11 @@ use rand_chacha::ChaCha8Rng;
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::numeric::max_abs_diff;
 use whittle_ir::{shape, GraphEdit, Model, TensorData};
+use whittle_testkit::scratch;
 use whittle_zoo::{build, names};
 
 fn python() -> String {
     std::env::var("WHITTLE_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-zoo-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn run_python(args: &[String]) {
@@ -106,7 +100,6 @@ fn check_against_ort(spec: &str, chw: [usize; 3], classes: usize, batches: &[usi
             "{spec}: logits are all ~0"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Batch 0 included: an empty batch gives `[0, classes]` logits in both.

@@ -90,8 +90,7 @@ fn the_searchable_layout_builds_the_blocks_it_names() {
     assert_eq!(convs(&cnn), [(3, false); 4]);
 
     // whittle and ONNX Runtime agree on both.
-    let dir = std::env::temp_dir().join(format!("whittle-zoo-search-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = whittle_testkit::scratch("zoo-search");
     let x: Vec<f32> = (0..2 * 28 * 28)
         .map(|i| ((i * 37 % 101) as f32) / 101.0)
         .collect();

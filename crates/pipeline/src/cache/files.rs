@@ -173,10 +173,11 @@ fn stream_hash(path: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use whittle_testkit::Scratch;
 
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("whittle-file-hashes-{name}"));
-        let _ = std::fs::remove_dir_all(&dir);
+    /// A scratch folder holding an empty `data/sub`.
+    fn scratch(name: &str) -> Scratch {
+        let dir = whittle_testkit::scratch(&format!("file-hashes-{name}"));
         std::fs::create_dir_all(dir.join("data/sub")).unwrap();
         dir
     }
