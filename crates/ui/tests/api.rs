@@ -14,18 +14,18 @@ use axum::Router;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tower::ServiceExt;
+use whittle_testkit::{scratch, Scratch};
 use whittle_ui::api::{Card, JobView, Status};
 use whittle_ui::{Options, Server};
 
-/// A server on a free loopback port with a fresh work folder, and its routes.
-async fn server(name: &str, max_jobs: usize, max_upload_bytes: usize) -> (Server, Router) {
-    let work_dir =
-        std::env::temp_dir().join(format!("whittle-ui-api-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work_dir);
+/// A server on a free loopback port with a fresh work folder, its routes, and the folder
+/// (removed when dropped).
+async fn server(name: &str, max_jobs: usize, max_upload_bytes: usize) -> (Server, Router, Scratch) {
+    let work = scratch(&format!("ui-api-{name}"));
     let options = Options {
         host: "127.0.0.1".into(),
         port: 0,
-        work_dir,
+        work_dir: work.to_path_buf(),
         allow: Vec::new(),
         max_jobs,
         max_upload_bytes,
@@ -33,7 +33,7 @@ async fn server(name: &str, max_jobs: usize, max_upload_bytes: usize) -> (Server
     };
     let server = Server::bind(&options).await.expect("bind");
     let router = server.router();
-    (server, router)
+    (server, router, work)
 }
 
 /// Sends `method path` with the token header and `body` as JSON (unless null).
@@ -82,7 +82,7 @@ fn mnist() -> String {
 
 #[tokio::test]
 async fn every_request_needs_the_token() {
-    let (server, router) = server("token", 1, 1000).await;
+    let (server, router, _work) = server("token", 1, 1000).await;
     let token = server.token().to_string();
     let get = |uri: String, header: Option<(&'static str, String)>| {
         let mut request = Request::builder().uri(uri);
@@ -146,10 +146,10 @@ async fn every_request_needs_the_token() {
 
 #[tokio::test]
 async fn paths_outside_the_allowed_folders_are_refused() {
-    let (server, router) = server("paths", 1, 1000).await;
+    let (server, router, _work) = server("paths", 1, 1000).await;
     let token = server.token();
-    let outside =
-        std::env::temp_dir().join(format!("whittle-ui-outside-{}.onnx", std::process::id()));
+    let elsewhere = scratch("ui-outside");
+    let outside = elsewhere.join("model.onnx");
     std::fs::write(&outside, whittle_zoo::build("mlp").unwrap().to_bytes()).unwrap();
     let path = outside.display().to_string();
     let uri = format!("/api/inspect?model={path}");
@@ -190,7 +190,6 @@ async fn paths_outside_the_allowed_folders_are_refused() {
     let (status, body) = call(&router, token, Method::POST, "/api/jobs", continual).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert!(error(&body).starts_with("recipe.evaluate.data: "), "{body}");
-    let _ = std::fs::remove_file(outside);
 
     // Inside the work folder (relative paths start there) the same model is inspected.
     let inside = server.allowed()[0].join("mlp.onnx");
@@ -243,7 +242,7 @@ async fn upload(router: &Router, token: &str, name: &str, bytes: Vec<u8>) -> (St
 #[tokio::test]
 async fn uploads_are_limited_named_and_checked() {
     let model = whittle_zoo::build("mlp:hidden=8").unwrap().to_bytes();
-    let (server, router) = server("upload", 1, model.len() + 10).await;
+    let (server, router, _work) = server("upload", 1, model.len() + 10).await;
     let token = server.token();
     let (status, body) = upload(&router, token, "big.onnx", vec![0; model.len() + 11]).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
@@ -266,7 +265,7 @@ async fn uploads_are_limited_named_and_checked() {
 
 #[tokio::test]
 async fn bad_input_is_a_400_naming_the_field() {
-    let (server, router) = server("bad", 1, 1000).await;
+    let (server, router, _work) = server("bad", 1, 1000).await;
     let token = server.token();
     let cases = [
         (
@@ -394,7 +393,7 @@ async fn wait_done(router: &Router, token: &str, id: &str) -> JobView {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_streams_events_and_ends_with_its_card_model_and_report() {
-    let (server, router) = server("job", 1, 1000).await;
+    let (server, router, _work) = server("job", 1, 1000).await;
     let token = server.token().to_string();
     let submitted = Instant::now();
     let (status, created) = call(&router, &token, Method::POST, "/api/jobs", small_job()).await;
@@ -517,10 +516,11 @@ async fn a_job_streams_events_and_ends_with_its_card_model_and_report() {
 
 #[tokio::test]
 async fn a_non_loopback_host_binds_with_a_warning_and_an_unknown_one_is_named() {
+    let work = scratch("ui-api-host");
     let options = |host: &str| Options {
         host: host.into(),
         port: 0,
-        work_dir: std::env::temp_dir().join(format!("whittle-ui-api-host-{}", std::process::id())),
+        work_dir: work.to_path_buf(),
         allow: Vec::new(),
         max_jobs: 1,
         max_upload_bytes: 1000,
@@ -608,7 +608,7 @@ fn small_mnist(work: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_auto_job_ends_with_the_search_summary_card_and_pareto_plots() {
-    let (server, router) = server("auto", 1, 1000).await;
+    let (server, router, _work) = server("auto", 1, 1000).await;
     let token = server.token().to_string();
     let data = small_mnist(&server.allowed()[0]);
     let lenet = whittle_data::assets_dir().join("models/mnist_lenet5.onnx");
@@ -667,7 +667,7 @@ async fn an_auto_job_ends_with_the_search_summary_card_and_pareto_plots() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_continual_job_ends_with_its_r_matrix_card_and_heat_map() {
-    let (server, router) = server("continual", 1, 1000).await;
+    let (server, router, _work) = server("continual", 1, 1000).await;
     let token = server.token().to_string();
     let form = json!({ "continual": { "model": "zoo:mlp:hidden=64", "data": mnist(),
         "scenario": "class-il", "tasks": 3, "strategy": "er", "buffer": 200,
