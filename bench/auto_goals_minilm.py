@@ -4,7 +4,8 @@ label-less feeds (64 tokenized sentences, bench/quantize_vs_ort.py's tokenizer a
 sentences) and a cosine budget, then the baseline and the output measured again here in
 ONNX Runtime in the same run: size on disk, batch-1 one-thread latency (`whittle bench
 --engine ort` at the feeds' width, median of ROUNDS rounds) and the smallest cosine of an
-output to the baseline's (what `whittle auto` measures). Prints a Markdown table (also OUT_DIR/table.md).
+output to the baseline's, in runs of 32 samples (what `whittle auto` measures). Prints a
+Markdown table (also OUT_DIR/table.md).
 
     bench/auto_goals_minilm.py OUT_DIR [--target balanced] [--min-cosine 0.99] [--budget 10m]
 
@@ -29,10 +30,17 @@ from quantize_vs_ort import MINILM, VOCAB, WordPiece, minilm_batch, sentences  #
 WHITTLE = os.environ.get("WHITTLE", "target/release/whittle")
 
 
+# Samples per run, as `whittle auto` runs a `feeds:` archive (dynamic INT8 quantizes each
+# run's activations with one scale, so the cosine depends on the run's size).
+RUN = 32
+
+
 def outputs(path, feeds):
-    """Every output of `path` on `feeds`, each flattened as float64."""
+    """Every output of `path` on `feeds`, in runs of RUN samples, each flattened as float64."""
     s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    return [o.ravel().astype(np.float64) for o in s.run(None, feeds)]
+    n = len(next(iter(feeds.values())))
+    runs = [s.run(None, {k: v[i:i + RUN] for k, v in feeds.items()}) for i in range(0, n, RUN)]
+    return [np.concatenate([r[o].ravel() for r in runs]).astype(np.float64) for o in range(len(runs[0]))]
 
 
 def cosine(want, got):

@@ -2,6 +2,7 @@
 //! labelled data (run in whittle's executor, or in ONNX Runtime), fidelity a reference
 //! model's outputs, latency asks to be timed.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::io::Write;
 use std::time::Instant;
@@ -62,11 +63,53 @@ impl Reference {
     pub fn new(ctx: &Ctx<'_>, model: &Model, feeds: Vec<Feed>) -> Result<Self> {
         let exec = Executor::new(model).context(|| "preparing the reference model".into())?;
         let names = exec.output_names();
-        let outputs = run_all(ctx.observer, "reference outputs", &exec, &feeds)?;
+        let outputs = run_all(ctx.observer, "reference outputs", &feeds, |feed| {
+            exec_outputs(&exec, feed)
+        })?;
         Ok(Reference {
             feeds,
             outputs,
             names,
+        })
+    }
+
+    /// [`Reference::new`], `model` run in ONNX Runtime with `threads` intra-op threads.
+    pub fn in_ort(ctx: &Ctx<'_>, model: &Model, feeds: Vec<Feed>, threads: usize) -> Result<Self> {
+        let file = OrtFile::new(model);
+        let mut engine = file.session(threads)?;
+        let outputs = run_all(ctx.observer, "reference outputs", &feeds, |feed| {
+            ort_outputs(&mut engine, feed)
+        })?;
+        let names = model
+            .graph()
+            .output
+            .iter()
+            .map(|o| o.name.clone())
+            .collect();
+        Ok(Reference {
+            feeds,
+            outputs,
+            names,
+        })
+    }
+
+    /// Fidelity of `got` (a model's outputs on each feed) to the reference's outputs.
+    fn compare(&self, got: &[HashMap<String, TensorData>]) -> Result<FidelityReport> {
+        let mut per_output: Vec<Fidelity> = self.names.iter().map(Fidelity::new).collect();
+        let mut overall = Fidelity::new("outputs");
+        for (want, have) in self.outputs.iter().zip(got) {
+            for (f, name) in per_output.iter_mut().zip(&self.names) {
+                let Some(h) = have.get(name) else {
+                    refuse!("the model has no output '{name}' (the reference has)");
+                };
+                f.add(&want[name], h)?;
+                overall.add(&want[name], h)?;
+            }
+        }
+        Ok(FidelityReport {
+            outputs: per_output.iter().map(Fidelity::finish).collect(),
+            overall: overall.finish(),
+            samples: self.feeds.iter().map(feed::samples).sum(),
         })
     }
 }
@@ -136,6 +179,8 @@ impl Evaluator {
     /// Every figure asked for, of `model`.
     pub fn evaluate(&self, ctx: &Ctx<'_>, model: &Model) -> Result<Metrics> {
         let exec = Executor::new(model).context(|| "preparing the model".into())?;
+        // Serialized once for every ONNX Runtime session (accuracy, latency).
+        let file = OrtFile::new(model);
         let mut metrics = Metrics::default();
         if self.cost {
             let graph = model.graph();
@@ -147,7 +192,7 @@ impl Evaluator {
             );
         }
         let accuracy = match self.ort_accuracy {
-            Some(threads) => self.accuracy_in_ort(ctx, &exec, model, threads)?,
+            Some(threads) => self.ort_accuracy(ctx, &exec, &file, threads)?,
             None => self.accuracy(ctx, &exec)?,
         };
         if let Some(accuracy) = accuracy {
@@ -164,7 +209,7 @@ impl Evaluator {
                 metrics.latency_ms_whittle = Some(time_whittle(&exec, &sample, &plan)?);
             }
             if plan.ort {
-                metrics.latency_ms_ort = Some(time_ort(model, &sample, &plan)?);
+                metrics.latency_ms_ort = Some(time_ort(&file, &sample, &plan)?);
             }
         }
         Ok(metrics)
@@ -189,17 +234,23 @@ impl Evaluator {
         model: &Model,
         threads: usize,
     ) -> Result<Option<Accuracy>> {
+        self.ort_accuracy(ctx, exec, &OrtFile::new(model), threads)
+    }
+
+    /// [`Evaluator::accuracy_in_ort`] of the model of `file`.
+    fn ort_accuracy(
+        &self,
+        ctx: &Ctx<'_>,
+        exec: &Executor,
+        file: &OrtFile<'_>,
+        threads: usize,
+    ) -> Result<Option<Accuracy>> {
         if self.labelled.is_none() {
             return Ok(None);
         }
-        let (_temp, mut engine) = ort_session(model, threads)?;
+        let mut engine = file.session(threads)?;
         self.tally(ctx, exec, |batch, output| {
-            let inputs = (batch.into_iter())
-                .map(|(name, v)| Ok((name.clone(), v.to_data().context(|| name)?)))
-                .collect::<Result<HashMap<_, _>>>()?;
-            let mut out = engine
-                .run(&inputs)
-                .context(|| "running the model in ONNX Runtime".into())?;
+            let mut out = ort_outputs(&mut engine, &batch)?;
             match out.remove(output) {
                 Some(scores) => Ok(scores),
                 None => refuse!("ONNX Runtime gave no output '{output}'"),
@@ -260,23 +311,29 @@ impl Evaluator {
         let Some(reference) = &self.reference else {
             return Ok(None);
         };
-        let got = run_all(ctx.observer, "fidelity", exec, &reference.feeds)?;
-        let mut per_output: Vec<Fidelity> = reference.names.iter().map(Fidelity::new).collect();
-        let mut overall = Fidelity::new("outputs");
-        for (want, have) in reference.outputs.iter().zip(&got) {
-            for (f, name) in per_output.iter_mut().zip(&reference.names) {
-                let Some(h) = have.get(name) else {
-                    refuse!("the model has no output '{name}' (the reference has)");
-                };
-                f.add(&want[name], h)?;
-                overall.add(&want[name], h)?;
-            }
-        }
-        Ok(Some(FidelityReport {
-            outputs: per_output.iter().map(Fidelity::finish).collect(),
-            overall: overall.finish(),
-            samples: reference.feeds.iter().map(feed::samples).sum(),
-        }))
+        let got = run_all(ctx.observer, "fidelity", &reference.feeds, |feed| {
+            exec_outputs(exec, feed)
+        })?;
+        reference.compare(&got).map(Some)
+    }
+
+    /// [`Evaluator::fidelity`], `model` run in ONNX Runtime with `threads` intra-op threads
+    /// (compare it to a [`Reference::in_ort`]).
+    pub fn fidelity_in_ort(
+        &self,
+        ctx: &Ctx<'_>,
+        model: &Model,
+        threads: usize,
+    ) -> Result<Option<FidelityReport>> {
+        let Some(reference) = &self.reference else {
+            return Ok(None);
+        };
+        let file = OrtFile::new(model);
+        let mut engine = file.session(threads)?;
+        let got = run_all(ctx.observer, "fidelity", &reference.feeds, |feed| {
+            ort_outputs(&mut engine, feed)
+        })?;
+        reference.compare(&got).map(Some)
     }
 
     /// One sample to time: from the labelled data or the reference feeds, else synthetic
@@ -299,12 +356,12 @@ impl Evaluator {
     }
 }
 
-/// Runs `exec` on every feed, keeping every output as tensor data.
+/// Runs `run` on every feed, keeping every output as tensor data.
 fn run_all(
     observer: &dyn Observer,
     task: &str,
-    exec: &Executor,
     feeds: &[Feed],
+    mut run: impl FnMut(&Feed) -> Result<HashMap<String, TensorData>>,
 ) -> Result<Vec<HashMap<String, TensorData>>> {
     observer.event(&Event::Begin {
         task: task.into(),
@@ -312,14 +369,7 @@ fn run_all(
     });
     let mut all = Vec::with_capacity(feeds.len());
     for (i, feed) in feeds.iter().enumerate() {
-        let out = exec
-            .run(feed.clone())
-            .context(|| format!("{task}: running feed {i}"))?;
-        let out = out
-            .into_iter()
-            .map(|(name, v)| Ok((name.clone(), v.to_data().context(|| name)?)))
-            .collect::<Result<_>>()?;
-        all.push(out);
+        all.push(run(feed).context(|| format!("{task}: running feed {i}"))?);
         observer.event(&Event::Progress {
             done: i as u64 + 1,
             message: None,
@@ -327,6 +377,28 @@ fn run_all(
     }
     observer.event(&Event::End);
     Ok(all)
+}
+
+/// `values` as tensor data, by name.
+fn host_data(values: HashMap<String, Value>) -> Result<HashMap<String, TensorData>> {
+    (values.into_iter())
+        .map(|(name, v)| Ok((name.clone(), v.to_data().context(|| name)?)))
+        .collect()
+}
+
+/// Every output of whittle's executor on `feed`.
+fn exec_outputs(exec: &Executor, feed: &Feed) -> Result<HashMap<String, TensorData>> {
+    host_data(
+        exec.run(feed.clone())
+            .context(|| "running the model".into())?,
+    )
+}
+
+/// Every output of ONNX Runtime on `feed`.
+fn ort_outputs(engine: &mut OrtEngine, feed: &Feed) -> Result<HashMap<String, TensorData>> {
+    engine
+        .run(&host_data(feed.clone())?)
+        .context(|| "running the model in ONNX Runtime".into())
 }
 
 /// Median milliseconds of `plan.runs` timed runs of `f` after `plan.warmup` untimed ones.
@@ -359,25 +431,48 @@ fn time_whittle(
     })
 }
 
-/// `model` in an ONNX Runtime session with `threads` intra-op threads. ONNX Runtime loads
-/// models from files: the model goes to a registered temporary file, returned with it.
-fn ort_session(model: &Model, threads: usize) -> Result<(TempPath, OrtEngine)> {
-    let target = std::env::temp_dir().join("whittle-eval.onnx");
-    let (temp, mut file) = TempPath::create(&target)
-        .context(|| "creating a temporary model file for ONNX Runtime".into())?;
-    file.write_all(&model.to_bytes())
-        .context(|| format!("writing {}", temp.path().display()))?;
-    drop(file);
-    let engine = OrtEngine::load(temp.path(), threads).context(|| "loading ONNX Runtime".into())?;
-    Ok((temp, engine))
+/// A model for ONNX Runtime sessions, which load models from files: serialized to a
+/// registered temporary file at the first session, which every later one loads (an
+/// evaluation's accuracy and latency sessions serialize it once), removed on drop.
+struct OrtFile<'a> {
+    model: &'a Model,
+    temp: OnceCell<TempPath>,
+}
+
+impl<'a> OrtFile<'a> {
+    fn new(model: &'a Model) -> Self {
+        OrtFile {
+            model,
+            temp: OnceCell::new(),
+        }
+    }
+
+    /// The model's file, written on the first call.
+    fn path(&self) -> Result<&std::path::Path> {
+        if let Some(temp) = self.temp.get() {
+            return Ok(temp.path());
+        }
+        let target = std::env::temp_dir().join("whittle-eval.onnx");
+        let (temp, mut file) = TempPath::create(&target)
+            .context(|| "creating a temporary model file for ONNX Runtime".into())?;
+        file.write_all(&self.model.to_bytes())
+            .context(|| format!("writing {}", temp.path().display()))?;
+        drop(file);
+        Ok(self.temp.get_or_init(|| temp).path())
+    }
+
+    /// A session of the model with `threads` intra-op threads.
+    fn session(&self, threads: usize) -> Result<OrtEngine> {
+        OrtEngine::load(self.path()?, threads).context(|| "loading ONNX Runtime".into())
+    }
 }
 
 fn time_ort(
-    model: &Model,
+    file: &OrtFile<'_>,
     sample: &HashMap<String, TensorData>,
     plan: &LatencyPlan,
 ) -> Result<f64> {
-    let (_temp, mut engine) = ort_session(model, plan.threads)?;
+    let mut engine = file.session(plan.threads)?;
     let inputs = engine
         .prepare(sample)
         .context(|| "ONNX Runtime inputs".into())?;

@@ -8,7 +8,7 @@
 //! run, 89.29% at 64, 89.22% at 500). Label-less data
 //! (`feeds:FILE.npz`) has no accuracy: its "accuracy" is the smallest cosine similarity
 //! of any of the candidate's outputs to the baseline's on every feed (the baseline's is 1),
-//! with no hard subset.
+//! both run in ONNX Runtime, with no hard subset.
 
 use serde::{Deserialize, Serialize};
 use whittle_bench::inputs::ShapeRequest;
@@ -43,7 +43,8 @@ const MAX_FEED_SAMPLES: usize = 2048;
 
 /// How accuracy is measured, part of the journals' keys: a work folder whose figures came
 /// from whittle's executor is measured again, not replayed.
-pub const ACCURACY_ENGINE: &str = "top-1 in ONNX Runtime, one sample per run";
+pub const ACCURACY_ENGINE: &str =
+    "top-1 in ONNX Runtime, one sample per run; cosines of feeds in ONNX Runtime";
 
 /// The test data of a search.
 pub enum TestSet {
@@ -199,7 +200,7 @@ impl Meter {
             TestSet::Feeds(feeds) => {
                 let samples = feeds.iter().map(feed::samples).sum();
                 let sample = Some(feed::first_samples(&feeds, 1)?);
-                let reference = Reference::new(ctx, baseline, feeds)?;
+                let reference = Reference::in_ort(ctx, baseline, feeds, threads)?;
                 Meter {
                     samples,
                     hard_len: samples,
@@ -257,8 +258,8 @@ impl Meter {
     }
 
     /// Top-1 accuracy in ONNX Runtime, one sample per run (label-less feeds: the smallest
-    /// cosine of an output to the baseline's, in whittle's executor) on the hard subset or
-    /// the full test set.
+    /// cosine of an output to the baseline's, both in ONNX Runtime, run by feed) on the hard
+    /// subset or the full test set.
     pub fn accuracy(&self, ctx: &Ctx<'_>, model: &Model, hard: bool) -> Result<f64> {
         let evaluator = match &self.hard {
             Some(subset) if hard => subset,
@@ -267,8 +268,7 @@ impl Meter {
         if self.sample.is_some() {
             // The smallest cosine of any output: in one cosine of all outputs together,
             // one output's large values (token ids passed through, say) hide the others.
-            let exec = Executor::new(model).context(|| "preparing the model".into())?;
-            let report = evaluator.fidelity(ctx, &exec)?;
+            let report = evaluator.fidelity_in_ort(ctx, model, self.threads)?;
             let cosines = report
                 .iter()
                 .flat_map(|r| r.outputs.iter().map(|o| o.cosine));
