@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use whittle_testkit::scratch;
+
 fn assets() -> PathBuf {
     let dir = whittle_data::assets_dir();
     assert!(
@@ -25,13 +27,6 @@ fn whittle(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("run whittle")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Asserts failure with exit code 1 and a one-line error containing every `needle`.

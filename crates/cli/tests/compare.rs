@@ -6,16 +6,10 @@ use std::process::Command;
 
 use whittle_ir::{ExternalData, Model};
 use whittle_passes::fp16;
+use whittle_testkit::scratch;
 
 fn assets() -> PathBuf {
     whittle_data::assets_dir()
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn compare(a: &Path, b: &Path, extra: &[&str]) -> std::process::Output {

@@ -8,6 +8,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+pub use whittle_testkit::scratch;
+
 /// The assets folder; panics with the fetch command when it is missing.
 pub fn assets() -> PathBuf {
     let dir = whittle_data::assets_dir();
@@ -78,14 +80,6 @@ pub fn python<S: AsRef<OsStr>>(dir: &Path, args: impl IntoIterator<Item = S>) ->
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
-}
-
-/// A fresh, empty scratch folder unique to this test process and `name`.
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch folder");
-    dir
 }
 
 /// Asserts failure with exit code 1 and a one-line error containing every `needle`.
