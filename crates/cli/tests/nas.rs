@@ -91,6 +91,11 @@ fn json_contract_and_the_model_meets_the_limits_in_onnxruntime() {
         assert!(r.get(key).is_some(), "no '{key}' in {r}");
     }
     assert_eq!(r["status"], "ok", "{r}");
+    assert_eq!(
+        r["budget_stops"],
+        serde_json::json!([]),
+        "the default --budget 30m is a safety stop this search does not reach"
+    );
     assert_eq!(r["output"], out.display().to_string());
     assert!(r["trained"].as_u64().unwrap() >= 1);
     assert!(r["candidates"].as_u64() >= r["trained"].as_u64());

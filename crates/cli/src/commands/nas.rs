@@ -53,7 +53,9 @@ pub struct Args {
     /// Candidates trained at the first rung of successive halving.
     #[arg(long, value_name = "N", default_value_t = 24)]
     iterations: usize,
-    /// Wall-clock budget (90s, 30m, 1.5h): no new candidate after half of it.
+    /// Wall-clock safety stop (90s, 30m, 1.5h): no new candidate after half of it, and a
+    /// rung starting after all of it trains only its best candidate (the JSON's
+    /// budget_stops says when it did; otherwise --iterations alone sets the rungs).
     #[arg(long, default_value = "30m", value_parser = parse_duration)]
     budget: std::time::Duration,
     /// Threads of ONNX Runtime's latency measurements and of training.
@@ -236,6 +238,11 @@ fn print_summary(r: &NasResult) {
              --max-latency-ms), taking turns with {}: {:.3} ms now, {:.3} ms when the search \
              started",
             check.runs, r.reference.spec, check.reference_ms, r.reference.latency_ms
+        );
+    }
+    for stop in &r.budget_stops {
+        println!(
+            "the budget stopped the search ({stop}): the result depends on the machine's speed"
         );
     }
     match (r.status, &r.output) {
