@@ -125,6 +125,38 @@ pub(super) fn gather(c: &Ctx) -> Result<Vec<Info>> {
     Ok(vec![c.like(0, Some(dims)).with_data(data)])
 }
 
+/// `com.microsoft` `GatherBlockQuantized` (what INT4 makes of an embedding's Gather): the
+/// shape of a Gather along `gather_axis` of the dequantized data, whose last dimension holds
+/// `8 / bits` values per byte when the data is packed into uint8; the scales' element type.
+pub(super) fn gather_block_quantized(c: &Ctx) -> Result<Vec<Info>> {
+    let dtype = c.dtype(2);
+    let (Some(d), Some(q)) = (c.dims(0), c.dims(1)) else {
+        return Ok(vec![Info::new(dtype, None)]);
+    };
+    if d.is_empty() {
+        return bad("GatherBlockQuantized needs data of rank 1 or more");
+    }
+    let a = norm_axis(c.node.int_or("gather_axis", 0)?, d.len())?;
+    let mut data = d.to_vec();
+    if c.dtype(0) == Some(DataType::Uint8) {
+        let bits = c.node.int_or("bits", 4)?;
+        if !matches!(bits, 2 | 4 | 8) {
+            return bad(format!(
+                "GatherBlockQuantized: bits {bits} is not 2, 4 or 8"
+            ));
+        }
+        let last = data.last_mut().expect("not empty");
+        *last = match last {
+            Dim::Known(n) => Dim::Known(*n * (8 / bits as usize)),
+            _ => return Ok(vec![Info::new(dtype, None)]),
+        };
+    }
+    let mut dims = data[..a].to_vec();
+    dims.extend_from_slice(q);
+    dims.extend_from_slice(&data[a + 1..]);
+    Ok(vec![Info::new(dtype, Some(dims))])
+}
+
 /// Elements of a Gather of tracked values (indices already checked in range).
 fn gather_values(x: &Info, axis: usize, indices: &[i64]) -> Option<Vec<Val>> {
     let data = x.data.as_ref()?;
@@ -157,7 +189,44 @@ mod tests {
     use crate::attr::make;
     use crate::dtype::DataType::{Float, Int64};
     use crate::shape::infer;
-    use crate::shape::test_util::{expect, ints, model, node, scalar, types, value};
+    use crate::shape::test_util::{error, expect, ints, model, node, scalar, types, value};
+
+    #[test]
+    fn gather_block_quantized_unpacks_the_embedding_width() {
+        // An INT4 word embedding of 30522 x 384 packed two per byte, its scales in FP32,
+        // gathered by token ids [B, S], then a float MatMul: shapes flow past it.
+        let mut gbq = node(
+            "GatherBlockQuantized",
+            &["emb_q4", "ids", "scales"],
+            &["e"],
+            vec![make::int("block_size", 32), make::int("quantize_axis", 1)],
+        );
+        gbq.domain = "com.microsoft".into();
+        let t = types(
+            17,
+            vec![
+                value("emb_q4", crate::dtype::DataType::Uint8, "30522,192"),
+                value("ids", Int64, "B,S"),
+                value("scales", Float, "30522,12"),
+                value("w", Float, "384,16"),
+            ],
+            vec![],
+            vec![gbq.clone(), node("MatMul", &["e", "w"], &["y"], vec![])],
+        );
+        expect(&t, &[("e", "float[B,S,384]"), ("y", "float[B,S,16]")]);
+        gbq.attribute.push(make::int("bits", 3));
+        let e = error(
+            17,
+            vec![
+                value("emb_q4", crate::dtype::DataType::Uint8, "30522,192"),
+                value("ids", Int64, "B,S"),
+            ],
+            vec![],
+            gbq,
+        );
+        assert!(e.contains("bits 3 is not 2, 4 or 8"), "{e}");
+    }
+
     #[test]
     fn slicing_splitting_and_gathering() {
         let t = types(

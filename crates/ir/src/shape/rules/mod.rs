@@ -25,7 +25,7 @@ mod shape_ops;
 use conv_pool::{conv, conv_transpose, global_pool, pool};
 use elementwise::{broadcast_op, cast, cast_to, unary, BROADCAST, COMPARE, UNARY};
 use generate::{constant, constant_of_shape, range, shape, size};
-use index::{gather, non_zero, slice};
+use index::{gather, gather_block_quantized, non_zero, slice};
 use nn::{batch_norm, dropout, gemm, layer_norm, matmul, matmul_nbits};
 use quant::{dynamic_quantize, quantize};
 use reduce::{arg_reduce, reduce, top_k, REDUCE};
@@ -118,6 +118,7 @@ pub(super) fn infer_node(
     match node.domain.as_str() {
         "" | "ai.onnx" => rule(&c),
         "com.microsoft" if c.op() == "MatMulNBits" => matmul_nbits(&c),
+        "com.microsoft" if c.op() == "GatherBlockQuantized" => gather_block_quantized(&c),
         _ => Ok(vec![]),
     }
 }
