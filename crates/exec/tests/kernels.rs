@@ -252,41 +252,53 @@ proptest! {
     }
 }
 
+/// A product large enough to run in parallel: at 2 threads as row blocks (300 rows: three
+/// full blocks and a short one), each with its slice of A (row-major or a transposed view), of
+/// a per-row bias and of C. With beta 0 C starts as NaN; with beta 0.5 its old values are
+/// scaled in.
 #[test]
 fn gemm_large_parallel_and_beta_zero_ignores_nan() {
     let (m, k, n) = (300, 200, 257);
     let a = randn(m * k, 1);
     let b = randn(k * n, 2);
-    let bias = randn(n, 3);
-    let (want, scale) = gemm_ref(
-        &a,
-        false,
-        &b,
-        true,
-        (m, k, n),
-        &[],
-        1.0,
-        0.0,
-        &Bias::PerCol(&bias),
-        Activation::Gelu,
-    );
-    with_pools(|| {
-        let mut c = vec![f32::NAN; m * n];
-        let ep = Epilogue {
-            bias: Bias::PerCol(&bias),
-            activation: Activation::Gelu,
-        };
-        gemm::gemm(
-            view(&a, m, k, false),
-            view(&b, k, n, true),
-            &mut c,
+    let (row_bias, col_bias, c_old) = (randn(m, 3), randn(n, 4), randn(m * n, 5));
+    let nan = vec![f32::NAN; m * n];
+    let cases = [
+        (Bias::PerCol(&col_bias), 0.0, &nan, false),
+        (Bias::PerRow(&row_bias), 0.0, &nan, true),
+        (Bias::PerRow(&row_bias), 0.5, &c_old, true),
+    ];
+    for (bias, beta, c0, ta) in cases {
+        let (want, scale) = gemm_ref(
+            &a,
+            ta,
+            &b,
+            true,
+            (m, k, n),
+            c0,
             1.0,
-            0.0,
-            &ep,
-        )
-        .unwrap();
-        assert_close_scaled(&c, &want, &scale, "gemm 300x200x257");
-    });
+            beta,
+            &bias,
+            Activation::Gelu,
+        );
+        with_pools(|| {
+            let mut c = c0.clone();
+            let ep = Epilogue {
+                bias,
+                activation: Activation::Gelu,
+            };
+            gemm::gemm(
+                view(&a, m, k, ta),
+                view(&b, k, n, true),
+                &mut c,
+                1.0,
+                beta,
+                &ep,
+            )
+            .unwrap();
+            assert_close_scaled(&c, &want, &scale, "gemm 300x200x257");
+        });
+    }
 }
 
 #[test]

@@ -32,6 +32,16 @@ impl<'a> MatRef<'a> {
         })
     }
 
+    /// Rows `r0..r0 + count` of this matrix (a view into the same data; element (r, c) of
+    /// the block is element (r0 + r, c) of this one, so it stays inside the slice).
+    fn row_block(self, r0: usize, count: usize) -> Self {
+        MatRef {
+            data: &self.data[r0 * self.row_stride..],
+            rows: count,
+            ..self
+        }
+    }
+
     /// The transpose, without copying.
     pub fn t(self) -> Self {
         MatRef {
@@ -85,6 +95,18 @@ impl Epilogue<'_> {
         bias: Bias::None,
         activation: Activation::None,
     };
+
+    /// The epilogue of rows `r0..r0 + count` of C (a per-row bias sliced to them).
+    fn rows(&self, r0: usize, count: usize) -> Self {
+        let bias = match self.bias {
+            Bias::PerRow(b) => Bias::PerRow(&b[r0..r0 + count]),
+            other => other,
+        };
+        Epilogue {
+            bias,
+            activation: self.activation,
+        }
+    }
 
     /// Whether this epilogue changes anything.
     fn is_identity(&self) -> bool {
@@ -145,6 +167,12 @@ impl Threads {
 /// 128x32x128 product ran 3x slower than its sequential one (benches/kernels.rs).
 const PARALLEL_MIN_PRODUCT: usize = 1 << 21;
 
+/// Rows of C below which a large GEMM runs on faer's parallel product rather than as row
+/// blocks (each block re-packs all of B, which costs too much when blocks are short). A row
+/// split needs no barrier between the threads (faer's spins on one at every packing step,
+/// about 15% of a 2-thread vit-tiny training step's samples on a loaded machine).
+const SPLIT_MIN_ROWS: usize = 96;
+
 /// Elements of C per rayon task of the epilogue.
 const EPILOGUE_CHUNK: usize = 32 * 1024;
 
@@ -185,13 +213,34 @@ pub fn gemm_with(
     if m == 0 || n == 0 {
         return Ok(());
     }
+    let large = threads == Threads::Pool && m * n * k >= PARALLEL_MIN_PRODUCT;
+    if large && m >= 2 * SPLIT_MIN_ROWS {
+        // Row blocks as rayon tasks, each a one-thread product with its epilogue.
+        let rows = split_rows(m);
+        return c
+            .par_chunks_mut(rows * n)
+            .enumerate()
+            .try_for_each(|(i, block)| {
+                let (r0, count) = (i * rows, block.len() / n);
+                let epilogue = epilogue.rows(r0, count);
+                gemm_with(
+                    Threads::One,
+                    a.row_block(r0, count),
+                    b,
+                    block,
+                    alpha,
+                    beta,
+                    &epilogue,
+                )
+            });
+    }
     if k == 0 && beta == 0.0 {
         c.fill(0.0);
     } else if beta != 0.0 && beta != 1.0 {
         c.iter_mut().for_each(|x| *x *= beta);
     }
     if k > 0 {
-        let par = if threads == Threads::Pool && m * n * k >= PARALLEL_MIN_PRODUCT {
+        let par = if large {
             faer::Par::rayon(0)
         } else {
             faer::Par::Seq
@@ -232,6 +281,14 @@ pub fn gemm_with(
         apply_epilogue(epilogue, c, n);
     }
     Ok(())
+}
+
+/// Rows per task of a GEMM split by rows: about four tasks per thread (so a thread the
+/// machine delays leaves its blocks to the others), a multiple of 16, at least
+/// [`SPLIT_MIN_ROWS`].
+fn split_rows(m: usize) -> usize {
+    let tasks = 4 * rayon::current_num_threads();
+    m.div_ceil(tasks).next_multiple_of(16).max(SPLIT_MIN_ROWS)
 }
 
 /// Runs the epilogue over the row-major `c` with rows of `n`, parallel over row blocks.

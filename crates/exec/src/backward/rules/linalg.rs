@@ -17,9 +17,9 @@ use crate::kernels::gemm::{gemm, gemm_with, Epilogue, MatRef, Threads};
 /// Gradients of a node, one per input.
 type Grads = Result<Vec<Option<Vec<f32>>>>;
 
-/// `alpha · a · b` into a new `a.rows() x b.cols()` buffer.
-fn product(a: MatRef, b: MatRef, alpha: f32) -> Result<Vec<f32>> {
-    let mut c = vec![0.0; a.rows() * b.cols()];
+/// `alpha · a · b` into a recycled `a.rows() x b.cols()` gradient buffer of `ctx`.
+fn product(ctx: &RuleCtx, a: MatRef, b: MatRef, alpha: f32) -> Result<Vec<f32>> {
+    let mut c = ctx.zeros(a.rows() * b.cols());
     kern(gemm(a, b, &mut c, alpha, 0.0, &Epilogue::NONE))?;
     Ok(c)
 }
@@ -53,16 +53,16 @@ fn gemm_of(c: &RuleCtx, a: &[f32], b: &[f32]) -> Grads {
     let mut grads = vec![None, None, None];
     if c.wants(0) {
         grads[0] = Some(if trans_a {
-            product(op_b, g.t(), alpha)?
+            product(c, op_b, g.t(), alpha)?
         } else {
-            product(g, op_b.t(), alpha)?
+            product(c, g, op_b.t(), alpha)?
         });
     }
     if c.wants(1) {
         grads[1] = Some(if trans_b {
-            product(g.t(), op_a, alpha)?
+            product(c, g.t(), op_a, alpha)?
         } else {
-            product(op_a.t(), g, alpha)?
+            product(c, op_a.t(), g, alpha)?
         });
     }
     if c.wants(2) {
@@ -105,8 +105,8 @@ fn matmul_of(c: &RuleCtx, a: &[f32], b: &[f32]) -> Grads {
             kern(MatRef::row_major(b, k, n))?,
         );
         let g = kern(MatRef::row_major(&dy, rows, n))?;
-        let da = want_a.then(|| product(g, bm.t(), 1.0)).transpose()?;
-        let db = want_b.then(|| product(am.t(), g, 1.0)).transpose()?;
+        let da = want_a.then(|| product(c, g, bm.t(), 1.0)).transpose()?;
+        let db = want_b.then(|| product(c, am.t(), g, 1.0)).transpose()?;
         return Ok(vec![da, db]);
     }
     let batch_a = &a_shape[..a_shape.len() - 2];
@@ -115,7 +115,9 @@ fn matmul_of(c: &RuleCtx, a: &[f32], b: &[f32]) -> Grads {
         .map_err(|e| crate::error::ExecError::msg(e.to_string()))?;
     let ia = batch_index(&batch, batch_a)?;
     let ib = batch_index(&batch, batch_b)?;
-    let (mut da, mut db) = (vec![0.0; a.len()], vec![0.0; b.len()]);
+    // Gradient buffers only for the operands that want one.
+    let buffer = |wanted: bool, len: usize| if wanted { c.zeros(len) } else { Vec::new() };
+    let (mut da, mut db) = (buffer(want_a, a.len()), buffer(want_b, b.len()));
     let (sa, sb, sy) = (m * k, k * n, m * n);
     let one_to_one = |idx: &[usize], len: usize| {
         idx.len() == len && idx.iter().enumerate().all(|(i, &j)| i == j)

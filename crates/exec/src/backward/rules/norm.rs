@@ -57,16 +57,47 @@ pub(super) fn layer_norm(c: &mut RuleCtx) -> Grads {
     let axis = crate::ops::normalize_axis(c.node.int_or("axis", -1)?, shape.len())?;
     let eps = c.node.float_or("epsilon", 1e-5)?;
     let cols: usize = shape[axis..].iter().product();
-    let x = c.input(0)?.to_f32_vec()?;
     let scale_raw = c.input(1)?.to_f32_vec()?;
     let scale = expand(&scale_raw, c.in_shape(1)?, &shape[axis..])?;
     let dy = c.dy()?;
+    let mut dx = c.zeros(dy.len());
     if cols == 0 {
-        return Ok(vec![Some(vec![0.0; x.len()]), None, None]);
+        return Ok(vec![Some(dx), None, None]);
     }
-    let mut dx = vec![0.0; x.len()];
-    let (dscale, dbias) = dx
-        .par_chunks_mut(cols)
+    // x borrowed from its tensor (a copy would be a serial pass over it).
+    let (dscale, dbias) = c
+        .input(0)?
+        .with_f32(|x| layer_norm_rows(x, &dy, &scale, cols, eps, &mut dx))?;
+    let mut grads = vec![None, None, None];
+    grads[0] = c.wants(0).then_some(dx);
+    if c.wants(1) {
+        grads[1] = Some(reduce_to(
+            Cow::Owned(dscale),
+            &shape[axis..],
+            c.in_shape(1)?,
+        )?);
+    }
+    if c.wants(2) {
+        grads[2] = Some(reduce_to(
+            Cow::Owned(dbias),
+            &shape[axis..],
+            c.in_shape(2)?,
+        )?);
+    }
+    Ok(grads)
+}
+
+/// LayerNormalization's backward over rows of `cols`: `dx` of each row, and the sums over
+/// the rows of `dy·x̂` and `dy` (the scale's and bias's gradients over the normalized axes).
+fn layer_norm_rows(
+    x: &[f32],
+    dy: &[f32],
+    scale: &[f32],
+    cols: usize,
+    eps: f32,
+    dx: &mut [f32],
+) -> (Vec<f32>, Vec<f32>) {
+    dx.par_chunks_mut(cols)
         .enumerate()
         .fold(
             || (vec![0.0f32; cols], vec![0.0f32; cols]),
@@ -100,24 +131,7 @@ pub(super) fn layer_norm(c: &mut RuleCtx) -> Grads {
                 b.iter_mut().zip(&d2).for_each(|(x, y)| *x += y);
                 (a, b)
             },
-        );
-    let mut grads = vec![None, None, None];
-    grads[0] = c.wants(0).then_some(dx);
-    if c.wants(1) {
-        grads[1] = Some(reduce_to(
-            Cow::Owned(dscale),
-            &shape[axis..],
-            c.in_shape(1)?,
-        )?);
-    }
-    if c.wants(2) {
-        grads[2] = Some(reduce_to(
-            Cow::Owned(dbias),
-            &shape[axis..],
-            c.in_shape(2)?,
-        )?);
-    }
-    Ok(grads)
+        )
 }
 
 /// Softmax: `dx = y ⊙ (dy − Σ_axis dy⊙y)` over its axis (opset 13+) or over the axes from
@@ -138,20 +152,22 @@ pub(super) fn softmax(c: &mut RuleCtx) -> Grads {
     if len == 0 || inner == 0 {
         bail!("Softmax over an empty axis");
     }
-    let y = c.output(0)?.to_f32_vec()?;
     let dy = c.dy()?;
-    let mut dx = vec![0.0; y.len()];
-    dx.par_chunks_mut(len * inner)
-        .enumerate()
-        .for_each(|(o, out)| {
-            let base = o * len * inner;
-            for i in 0..inner {
-                let at = |k: usize| base + k * inner + i;
-                let dot: f32 = (0..len).map(|k| dy[at(k)] * y[at(k)]).sum();
-                for k in 0..len {
-                    out[k * inner + i] = y[at(k)] * (dy[at(k)] - dot);
+    let mut dx = c.zeros(dy.len());
+    // y borrowed from its tensor (a copy would be a serial pass over it).
+    c.output(0)?.with_f32(|y| {
+        dx.par_chunks_mut(len * inner)
+            .enumerate()
+            .for_each(|(o, out)| {
+                let base = o * len * inner;
+                for i in 0..inner {
+                    let at = |k: usize| base + k * inner + i;
+                    let dot: f32 = (0..len).map(|k| dy[at(k)] * y[at(k)]).sum();
+                    for k in 0..len {
+                        out[k * inner + i] = y[at(k)] * (dy[at(k)] - dot);
+                    }
                 }
-            }
-        });
+            })
+    })?;
     Ok(vec![Some(dx)])
 }
