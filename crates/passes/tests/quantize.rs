@@ -1,13 +1,18 @@
 //! Static INT8 quantization of LeNet5 through the library API: whittle's executor runs
-//! the QDQ model and agrees with ONNX Runtime; plans name what stays float.
+//! the QDQ model and agrees with ONNX Runtime; plans name what stays float; verification
+//! on calibration's spilled float values equals a rerun of the float model and a
+//! node-by-node comparison.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use whittle_data::Split;
-use whittle_exec::{Executor, Value};
+use whittle_exec::{Executor, RunOptions, Value};
+use whittle_ir::proto::NodeProto;
 use whittle_ir::{ExternalData, Model, TensorData};
-use whittle_passes::quantize::{self, QuantConfig};
+use whittle_passes::quantize::verify::{self, ErrorSums};
+use whittle_passes::quantize::{self, CalibrationMethod, QuantConfig};
+use whittle_testkit::scratch;
 
 fn assets() -> PathBuf {
     whittle_data::assets_dir()
@@ -38,8 +43,7 @@ fn batches(images: &TensorData, size: usize) -> Vec<HashMap<String, Value>> {
 
 /// Runs `model` in ONNX Runtime through scripts/ort_reference.py.
 fn ort_logits(model: &Model, input: &TensorData, name: &str) -> Vec<f32> {
-    let dir = std::env::temp_dir().join(format!("whittle-quant-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch(&format!("quant-{name}"));
     let (path, x) = (dir.join("model.onnx"), dir.join("x.npy"));
     model.save(&path, &ExternalData::Never).unwrap();
     whittle_data::npy::write_npy(&x, input).unwrap();
@@ -57,7 +61,6 @@ fn ort_logits(model: &Model, input: &TensorData, name: &str) -> Vec<f32> {
         String::from_utf8_lossy(&out.stderr)
     );
     let logits = whittle_data::npy::read_npy(&dir.join("ort/0.npy")).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
     logits.to_vec().unwrap()
 }
 
@@ -212,4 +215,120 @@ fn unknown_operator_types_are_refused_per_layout() {
             .contains("'Relu' is not an operator type dynamic mode"),
         "{err}"
     );
+}
+
+/// The first `n` samples of `feed`.
+fn first(feed: &HashMap<String, Value>, n: usize) -> HashMap<String, Value> {
+    feed.iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.with_tensor(v.tensor().narrow(0, 0, n).unwrap()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The errors of the values `names` between `float` and `quant` run node by node on
+/// `feed` (verification before it ran on the planned path).
+fn node_by_node(
+    float: &Model,
+    quant: &Model,
+    feed: &HashMap<String, Value>,
+    names: &[&str],
+) -> HashMap<String, ErrorSums> {
+    let values = |model: &Model| {
+        let exec = Executor::new(model).unwrap();
+        let mut seen: HashMap<String, Vec<f32>> = HashMap::new();
+        let mut hook = |name: &str, _: &NodeProto, v: &Value| {
+            if names.contains(&name) {
+                seen.insert(name.to_string(), v.to_f32_vec().unwrap());
+            }
+            Ok(())
+        };
+        let opts = RunOptions {
+            hook: Some(&mut hook),
+            ..Default::default()
+        };
+        exec.run_range(0..exec.run_order().len(), feed.clone(), opts)
+            .unwrap();
+        seen
+    };
+    let (x, q) = (values(float), values(quant));
+    x.iter()
+        .map(|(name, x)| {
+            let mut sums = ErrorSums::default();
+            sums.add(x, &q[name]);
+            (name.clone(), sums)
+        })
+        .collect()
+}
+
+#[test]
+fn verification_on_spilled_calibration_values_equals_a_float_rerun_and_node_by_node() {
+    // 20 samples: calibration's runs of 8 are cut at 20 so that its first runs cover
+    // exactly the verified samples (8, 8, 4), in batches of 64.
+    let calib = batches(&mnist(Split::Train, 128), 64);
+    for (method, per_channel) in [
+        (CalibrationMethod::MinMax, true),
+        (CalibrationMethod::MinMax, false),
+    ] {
+        let cfg = QuantConfig {
+            per_channel,
+            calibration: method,
+            record_samples: 20,
+            ..QuantConfig::default()
+        };
+        let (q, report) = quantize::static_int8(&lenet(), &cfg, calib.clone()).unwrap();
+        let calibration = report.calibration.as_ref().unwrap();
+        // 0-8, 8-16, 16-20, then 44 more and 64 in runs of 8.
+        assert_eq!((calibration.samples, calibration.runs), (128, 17));
+        assert!(calibration.reference.is_none(), "the spill file is closed");
+        let mut spilled = report
+            .verification
+            .expect("verified on the spilled samples");
+        let mut rerun = verify::compare(&lenet(), &q, &[first(&calib[0], 20)], None).unwrap();
+        assert_eq!(spilled.samples, 20);
+        // Bit for bit the same figures (the order of equal SQNRs aside).
+        for v in [&mut spilled, &mut rerun] {
+            v.tensors.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        assert_eq!(format!("{spilled:?}"), format!("{rerun:?}"));
+        assert!(spilled.passed);
+        // Every quantized layer's output and the logits are compared.
+        assert_eq!(spilled.outputs.len(), 1);
+        assert!(spilled.tensors.len() >= 3, "{:?}", spilled.tensors);
+        // The same figures as both models run node by node.
+        let names: Vec<&str> = spilled
+            .outputs
+            .iter()
+            .chain(&spilled.tensors)
+            .map(|t| t.name.as_str())
+            .collect();
+        let old = node_by_node(&lenet(), &q, &first(&calib[0], 20), &names);
+        for t in spilled.outputs.iter().chain(&spilled.tensors) {
+            let want = old[&t.name].finish(&t.name);
+            assert!(
+                (t.sqnr_db - want.sqnr_db).abs() < 1e-3 && (t.cosine - want.cosine).abs() < 1e-6,
+                "{t:?} against node by node {want:?}"
+            );
+        }
+    }
+    // Entropy keeps whole batches: 20 samples end inside the first, so nothing is spilled
+    // and the report is left for the caller to verify.
+    let cfg = QuantConfig {
+        calibration: CalibrationMethod::Entropy,
+        record_samples: 20,
+        ..QuantConfig::default()
+    };
+    let (_, report) = quantize::static_int8(&lenet(), &cfg, calib.clone()).unwrap();
+    assert_eq!(report.calibration.as_ref().unwrap().runs, 2);
+    assert!(report.verification.is_none());
+    // A whole batch is spilled as it runs.
+    let cfg = QuantConfig {
+        record_samples: 64,
+        ..cfg
+    };
+    let (_, report) = quantize::static_int8(&lenet(), &cfg, calib).unwrap();
+    assert_eq!(report.verification.unwrap().samples, 64);
 }

@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -12,7 +13,7 @@ use whittle_ir::{Model, NodeAttrs, TensorData};
 
 use super::config::QuantConfig;
 use super::observer::{clip_range, CalibrationMethod, Histogram, MinMax};
-use super::verify::Captured;
+use super::verify::{Captured, FloatReference};
 use crate::{bail, PassError, Result};
 
 /// The observers of one tensor.
@@ -130,11 +131,19 @@ pub struct Calibration {
     /// watched tensors and the graph outputs (a reference for [`super::verify::compare`]).
     #[serde(skip)]
     pub recorded: Vec<Captured>,
+    /// Float values of the first [`QuantConfig::record_samples`] samples (all of them when
+    /// there are fewer), spilled to a temporary file, for
+    /// [`super::verify::compare_recorded`]: the watched tensors, the graph outputs and
+    /// every value computed from a watched tensor. `None` when none were asked for, or
+    /// when a run would have had to be cut where the method runs whole batches.
+    #[serde(skip)]
+    pub reference: Option<Arc<FloatReference>>,
 }
 
 /// Runs `model` on every batch of `samples` and returns the clipping range of each tensor
 /// in `watch` under the configured method, keeping the float values of the first
-/// `cfg.record_batches` batches.
+/// `cfg.record_batches` batches and spilling those of the first `cfg.record_samples`
+/// samples.
 pub fn calibrate<I>(
     model: &Model,
     watch: &HashSet<String>,
@@ -175,10 +184,23 @@ where
     for i in super::gather::eligible(model, &cfg.exclude)? {
         also_record.extend(nodes[i].output.iter().map(String::as_str));
     }
+    // A quantized model reads the watched tensors through QuantizeLinear/DequantizeLinear:
+    // what their readers compute changes too.
+    for node in nodes
+        .iter()
+        .filter(|n| n.input.iter().any(|x| watch.contains(x)))
+    {
+        also_record.extend(node.output.iter().map(String::as_str));
+    }
     let mut state = Watch {
         observers,
         also_record,
         record: None,
+        reference: match cfg.record_samples {
+            0 => None,
+            _ => Some(FloatReference::new()?),
+        },
+        spilling: None,
         bad: None,
     };
     // A histogram takes its first range from the first run and doubles it as later runs
@@ -195,7 +217,7 @@ where
         let keep = batches <= cfg.record_batches;
         let runs = match keep {
             true => vec![feed],
-            false => super::verify::runs_of(&feed, most)?,
+            false => runs_to(&feed, most, cfg.record_samples.saturating_sub(count))?,
         };
         for run in runs {
             passes += 1;
@@ -203,6 +225,14 @@ where
             count += size;
             let at = |place: NonFinite| place.error(first, batches);
             state.record = keep.then(Captured::new);
+            state.spilling = None;
+            if first < cfg.record_samples {
+                match count <= cfg.record_samples {
+                    true => state.spilling = state.reference.as_mut().map(|r| r.start_run(&run)),
+                    // The spilled samples would end inside this run: none are kept.
+                    false => state.reference = None,
+                }
+            }
             state.observe_feed(&run, size)?;
             if let Some(place) = state.bad.take() {
                 return Err(at(place));
@@ -212,7 +242,11 @@ where
                 if v.dtype().is_float() && cell.borrow().wants(name) {
                     let mut w = cell.borrow_mut();
                     w.keep(name, || Ok(v.clone()))?;
-                    v.with_f32(|xs| w.see(name, v.shape(), xs, size))?;
+                    v.with_f32(|xs| {
+                        w.spill(name, xs)?;
+                        w.see(name, v.shape(), xs, size);
+                        Ok::<_, whittle_exec::ExecError>(())
+                    })??;
                 }
                 Ok(())
             };
@@ -226,6 +260,7 @@ where
                     w.keep(name, || {
                         Value::try_from(&TensorData::from_slice(shape.to_vec(), xs)?)
                     })?;
+                    w.spill(name, xs)?;
                     w.see(name, shape, xs, size);
                 }
                 Ok(())
@@ -246,6 +281,10 @@ where
     }
     if batches == 0 {
         bail!("the calibration data is empty");
+    }
+    let mut reference = state.reference.take();
+    if let Some(r) = reference.as_mut() {
+        r.finish()?;
     }
     // Graph outputs keep their full range: clipping saturates logits into ties.
     let scheme = cfg.activation_scheme();
@@ -272,7 +311,33 @@ where
         runs: passes,
         ranges,
         recorded,
+        reference: reference.map(Arc::new),
     })
+}
+
+/// `feed` cut into calibration runs of at most `most` samples, and also after its first
+/// `edge` samples when they end inside it, it may be cut (`most` is not unlimited) and
+/// its inputs all hold the samples on their first axis (see
+/// [`QuantConfig::record_samples`]).
+fn runs_to(feed: &Captured, most: usize, edge: usize) -> Result<Vec<Captured>> {
+    let n = feed_samples(feed);
+    let batched = feed.values().all(|v| v.shape().first() == Some(&n));
+    if most == usize::MAX || edge == 0 || edge >= n || !batched {
+        return super::verify::runs_of(feed, most);
+    }
+    let rows = |start: usize, len: usize| -> whittle_exec::Result<Captured> {
+        feed.iter()
+            .map(|(name, v)| {
+                Ok((
+                    name.clone(),
+                    v.with_tensor(v.tensor().narrow(0, start, len)?)?,
+                ))
+            })
+            .collect()
+    };
+    let mut runs = super::verify::runs_of(&rows(0, edge)?, most)?;
+    runs.extend(super::verify::runs_of(&rows(edge, n - edge)?, most)?);
+    Ok(runs)
 }
 
 /// What calibration keeps while the model runs: the observers, the float values of a
@@ -284,6 +349,10 @@ struct Watch<'a> {
     also_record: HashSet<&'a str>,
     /// The float values of this run, when it is recorded.
     record: Option<Captured>,
+    /// Where the float values of the first samples are spilled.
+    reference: Option<FloatReference>,
+    /// The index of this run in `reference`, when it is spilled.
+    spilling: Option<usize>,
     /// The first watched tensor holding a non-finite value, in execution order.
     bad: Option<NonFinite>,
 }
@@ -294,7 +363,18 @@ impl Watch<'_> {
     fn wants(&self, name: &str) -> bool {
         self.bad.is_none()
             && (self.observers.contains_key(name)
-                || (self.record.is_some() && self.also_record.contains(name)))
+                || ((self.record.is_some() || self.spilling.is_some())
+                    && self.also_record.contains(name)))
+    }
+
+    /// Spills the float values `xs` of `name` when this run is spilled.
+    fn spill(&mut self, name: &str, xs: &[f32]) -> whittle_exec::Result<()> {
+        match (self.spilling, self.reference.as_mut()) {
+            (Some(run), Some(reference)) => reference.put(run, name, xs).map_err(|e| {
+                whittle_exec::ExecError::msg(format!("verification's scratch file: {e}"))
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Records the float value `name` (made by `value`) when this run is recorded.

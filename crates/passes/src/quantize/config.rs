@@ -56,6 +56,12 @@ pub struct QuantConfig {
     /// so verification on those batches need not run the float model again; 0 keeps none.
     #[serde(skip)]
     pub record_batches: usize,
+    /// Calibration samples, counted from the first, whose float values are spilled to a
+    /// temporary file ([`super::Calibration::reference`]) so that verification on those
+    /// samples need not run the float model again; 0 spills none. Static quantization then
+    /// verifies on them itself ([`super::static_int8`]).
+    #[serde(skip)]
+    pub record_samples: usize,
 }
 
 impl Default for QuantConfig {
@@ -71,6 +77,7 @@ impl Default for QuantConfig {
             exclude: Vec::new(),
             histogram_bins: 2048,
             record_batches: 0,
+            record_samples: 0,
         }
     }
 }

@@ -240,14 +240,17 @@ fn format_name(cfg: &QuantConfig) -> &'static str {
 }
 
 /// Static INT8 quantization: calibrates on `calib` (batches feeding the model's inputs),
-/// then exports. The report has no verification yet (see [`verify::compare`]) and sizes
-/// of the serialized models (see [`QuantReport::set_sizes`]).
+/// then exports. The report has no sizes of the serialized models (see
+/// [`QuantReport::set_sizes`]), and no verification (see [`verify::compare`]) unless
+/// `cfg.record_samples` asked calibration to keep the float values of its first samples:
+/// it is then verified on those ([`verify::compare_recorded`]), without running the
+/// float model again.
 pub fn static_int8<I>(model: &Model, cfg: &QuantConfig, calib: I) -> Result<(Model, QuantReport)>
 where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
     let start = std::time::Instant::now();
-    let (prepared, calibration) = calibrate_staged(model, cfg, calib)?;
+    let (prepared, mut calibration) = calibrate_staged(model, cfg, calib)?;
     let tables = gather::eligible(&prepared.model, &cfg.exclude)?;
     let out = export_static(
         &prepared.model,
@@ -255,6 +258,7 @@ where
         &prepared.plan.targets,
         &calibration.ranges,
     )?;
+    let verification = verify_recorded(model, &out, &mut calibration)?;
     let mut report = new_report(
         "static",
         format_name(cfg),
@@ -266,7 +270,22 @@ where
         start,
     );
     note_tables(&mut report, &prepared.model, &tables);
+    report.verification = verification;
     Ok((out, report))
+}
+
+/// Verifies `quant` against `float` on the float values `calibration` spilled
+/// ([`Calibration::reference`], given back: its file is closed).
+fn verify_recorded(
+    float: &Model,
+    quant: &Model,
+    calibration: &mut Calibration,
+) -> Result<Option<verify::Verification>> {
+    calibration
+        .reference
+        .take()
+        .map(|reference| verify::compare_recorded(float, quant, &reference))
+        .transpose()
 }
 
 /// Lists the `Gather` nodes at `tables` (indices into `model`) as quantized, with a note.
@@ -302,7 +321,7 @@ where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
     let start = std::time::Instant::now();
-    let (mut prepared, calibration) = calibrate_staged(model, cfg, calib)?;
+    let (mut prepared, mut calibration) = calibrate_staged(model, cfg, calib)?;
     let export =
         |targets: &[Target]| export_static(&prepared.model, cfg, targets, &calibration.ranges);
     let fit = sensitivity::fit_budget(
@@ -314,6 +333,7 @@ where
     )?;
     prepared.plan.targets = fit.targets;
     prepared.plan.float_nodes.extend(fit.kept_float);
+    let verification = verify_recorded(model, &fit.model, &mut calibration)?;
     let mut report = new_report(
         "static",
         format_name(cfg),
@@ -326,6 +346,7 @@ where
     );
     report.accuracy = Some(fit.accuracy);
     report.sensitivity = fit.sensitivity;
+    report.verification = verification;
     Ok((fit.model, report))
 }
 

@@ -1,12 +1,12 @@
 //! Verification: float and quantized models on the same samples, compared tensor by
 //! tensor (SQNR, cosine) and output by output.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 
 use rayon::prelude::*;
 use serde::Serialize;
-use whittle_exec::executor::check_input;
-use whittle_exec::{feed_samples, ExecError, Executor, RunOptions, Value};
+use whittle_exec::{feed_samples, Executor, RunOptions, Value};
 use whittle_ir::graph::GraphEdit;
 use whittle_ir::proto::NodeProto;
 use whittle_ir::Model;
@@ -191,44 +191,90 @@ fn changed_values(float: &Model, quant: &Model) -> HashSet<String> {
         .collect()
 }
 
-/// Samples per run when the float model runs beside the quantized one: its values are
-/// held until the quantized model has run on the same samples, so they cost memory in
-/// proportion (an encoder's attention scores and feed-forward activations, each layer).
-pub const RUN_SAMPLES: usize = 4;
+/// Samples per verification run: calibration's runs, whose shapes the float model's
+/// plan may already serve.
+pub const RUN_SAMPLES: usize = super::calibrate::RUN_SAMPLES;
 
 /// Runs both models on `batches` and compares the values [`changed_values`] picks.
 /// `recorded` holds the float model's values on the same batches when they are known
 /// already (see [`super::Calibration::recorded`]); the float model then does not run, and
-/// values it lacks are not compared. Otherwise both models run on at most
-/// [`RUN_SAMPLES`] samples at a time.
+/// values it lacks are not compared. Otherwise the float model runs first on every sample,
+/// its values going to an unlinked temporary file ([`FloatReference`]), and the quantized
+/// model after it, so that at most one model's executor, plan and buffers are held at a
+/// time. Both run in runs of at most [`RUN_SAMPLES`] samples on the planned path.
 pub fn compare(
     float: &Model,
     quant: &Model,
     batches: &[HashMap<String, Value>],
     recorded: Option<&[Captured]>,
 ) -> Result<Verification> {
-    let qx = Executor::new(quant)?;
-    let outputs: Vec<&String> = float.graph().output.iter().map(|o| &o.name).collect();
     let watched = changed_values(float, quant);
     let mut sums: HashMap<String, ErrorSums> = HashMap::new();
     let samples = batches.iter().map(feed_samples).sum();
     match recorded.filter(|r| r.len() == batches.len()) {
         Some(recorded) => {
+            let qx = Executor::new(quant)?;
             for (feed, reference) in batches.iter().zip(recorded) {
-                capture(&qx, feed, &watched, Some((reference, &mut sums)))?;
+                capture(&qx, feed, &watched, Reference::Held(reference), &mut sums)?;
             }
         }
         None => {
-            let fx = Executor::new(float)?;
-            let most = run_limit(&fx, RUN_SAMPLES);
-            for batch in batches {
-                for feed in runs_of(batch, most)? {
-                    let reference = capture(&fx, &feed, &watched, None)?;
-                    capture(&qx, &feed, &watched, Some((&reference, &mut sums)))?;
+            let mut reference = FloatReference::new()?;
+            {
+                let fx = Executor::new(float)?;
+                let most = run_limit(&fx, RUN_SAMPLES);
+                for batch in batches {
+                    for feed in runs_of(batch, most)? {
+                        let run = reference.start_run(&feed);
+                        capture(
+                            &fx,
+                            &feed,
+                            &watched,
+                            Reference::Spill(&mut reference, run),
+                            &mut sums,
+                        )?;
+                    }
                 }
             }
+            reference.finish()?;
+            compare_runs(quant, &reference, &watched, &mut sums)?;
         }
     }
+    Ok(verification(float, sums, samples))
+}
+
+/// Runs the quantized model on the runs of `reference` (float values recorded by
+/// calibration, see [`super::Calibration::reference`]) and compares the values
+/// [`changed_values`] picks that the reference holds: the float model does not run.
+pub fn compare_recorded(
+    float: &Model,
+    quant: &Model,
+    reference: &FloatReference,
+) -> Result<Verification> {
+    let watched = changed_values(float, quant);
+    let mut sums: HashMap<String, ErrorSums> = HashMap::new();
+    compare_runs(quant, reference, &watched, &mut sums)?;
+    Ok(verification(float, sums, reference.samples()))
+}
+
+/// Runs `quant` on every run of `reference`, folding the errors of `watched` into `sums`.
+fn compare_runs(
+    quant: &Model,
+    reference: &FloatReference,
+    watched: &HashSet<String>,
+    sums: &mut HashMap<String, ErrorSums>,
+) -> Result<()> {
+    let qx = Executor::new(quant)?;
+    for (run, feed) in reference.feeds.iter().enumerate() {
+        let spilled = Reference::Spilled(reference, run, Vec::new());
+        capture(&qx, feed, watched, spilled, sums)?;
+    }
+    Ok(())
+}
+
+/// The verification of `float` from the error sums of its outputs and other tensors.
+fn verification(float: &Model, sums: HashMap<String, ErrorSums>, samples: usize) -> Verification {
+    let outputs: Vec<&String> = float.graph().output.iter().map(|o| &o.name).collect();
     let skip = relu_inputs(float);
     let (mut outs, mut tensors): (Vec<_>, Vec<_>) = sums
         .iter()
@@ -238,68 +284,203 @@ pub fn compare(
     tensors.sort_by(|a, b| a.sqnr_db.total_cmp(&b.sqnr_db));
     outs.sort_by(|a, b| a.name.cmp(&b.name));
     let passed = outs.iter().all(|o| o.cosine >= OUTPUT_COSINE_TOLERANCE);
-    Ok(Verification {
+    Verification {
         samples,
         outputs: outs,
         tensors,
         cosine_tolerance: OUTPUT_COSINE_TOLERANCE,
         passed,
-    })
+    }
 }
 
 /// Float values of one run, by tensor name (the executor's values: keeping one shares its
 /// buffer, no copy).
 pub type Captured = HashMap<String, Value>;
 
-/// Runs `exec` on `feed` node by node; without a reference, returns the float values named
-/// in `watched`; with one, folds the error of each value the reference holds into `sums`.
-/// No plan is recorded: verification runs each model on few samples, so packing and
-/// folding the weights for later runs would cost more time and memory than it saves.
+/// Float values of the reference model on a few runs (their feeds kept beside them),
+/// written to a temporary file that is unlinked at once, so that they take no memory
+/// while the quantized model is made and run: an encoder's attention scores and
+/// feed-forward activations of every layer, for every verified sample. Calibration fills
+/// one for its first samples ([`super::QuantConfig::record_samples`]); [`compare`] fills
+/// one when nothing was recorded.
+pub struct FloatReference {
+    /// Appends values.
+    writer: std::io::BufWriter<std::fs::File>,
+    /// Reads them back at their offsets.
+    reader: std::fs::File,
+    /// Byte offset and element count of each value, by run and tensor name.
+    index: HashMap<(usize, String), (u64, usize)>,
+    /// Bytes written.
+    end: u64,
+    /// The feed of each run.
+    feeds: Vec<Captured>,
+}
+
+impl std::fmt::Debug for FloatReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FloatReference")
+            .field("runs", &self.feeds.len())
+            .field("samples", &self.samples())
+            .field("values", &self.index.len())
+            .field("bytes", &self.end)
+            .finish()
+    }
+}
+
+impl FloatReference {
+    /// An empty reference, its file in the system's temporary folder.
+    pub(super) fn new() -> Result<FloatReference> {
+        let target = std::env::temp_dir().join("whittle-verify.f32");
+        let (path, file) = whittle_ir::files::TempPath::create(&target)?;
+        let reader = std::fs::File::open(path.path()).map_err(|e| {
+            crate::PassError::Invalid(format!(
+                "verification's scratch file {}: {e}",
+                path.path().display()
+            ))
+        })?;
+        // Unlinked now: the open handles keep the data, and nothing is left behind.
+        drop(path);
+        Ok(FloatReference {
+            writer: std::io::BufWriter::with_capacity(1 << 20, file),
+            reader,
+            index: HashMap::new(),
+            end: 0,
+            feeds: Vec::new(),
+        })
+    }
+
+    /// Starts a run on `feed`; returns its index for [`FloatReference::put`].
+    pub(super) fn start_run(&mut self, feed: &Captured) -> usize {
+        self.feeds.push(feed.clone());
+        self.feeds.len() - 1
+    }
+
+    /// Samples of all runs.
+    pub fn samples(&self) -> usize {
+        self.feeds.iter().map(feed_samples).sum()
+    }
+
+    /// Runs recorded.
+    pub fn runs(&self) -> usize {
+        self.feeds.len()
+    }
+
+    /// Appends the values `xs` of tensor `name` in run `run`.
+    pub(super) fn put(&mut self, run: usize, name: &str, xs: &[f32]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut bytes = Vec::with_capacity(4 * xs.len().min(1 << 14));
+        for piece in xs.chunks(1 << 14) {
+            bytes.clear();
+            bytes.extend(piece.iter().flat_map(|x| x.to_le_bytes()));
+            self.writer.write_all(&bytes)?;
+        }
+        self.index
+            .insert((run, name.to_string()), (self.end, xs.len()));
+        self.end += 4 * xs.len() as u64;
+        Ok(())
+    }
+
+    /// Reads the values of `name` in run `run` into `out`; false when none were written.
+    fn get(&self, run: usize, name: &str, out: &mut Vec<f32>) -> std::io::Result<bool> {
+        use std::os::unix::fs::FileExt;
+        let Some(&(at, len)) = self.index.get(&(run, name.to_string())) else {
+            return Ok(false);
+        };
+        let mut bytes = vec![0u8; 4 * len];
+        self.reader.read_exact_at(&mut bytes, at)?;
+        out.clear();
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        );
+        Ok(true)
+    }
+
+    /// Writes out what is buffered, so that it can be read.
+    pub(super) fn finish(&mut self) -> Result<()> {
+        use std::io::Write;
+        self.writer
+            .flush()
+            .map_err(|e| crate::PassError::Invalid(format!("verification's scratch file: {e}")))
+    }
+}
+
+/// What a run's values go to or are compared with.
+enum Reference<'a> {
+    /// The float model runs: its values are spilled, as run `usize`.
+    Spill(&'a mut FloatReference, usize),
+    /// The quantized model runs against run `usize` of the spill (the buffer reads it).
+    Spilled(&'a FloatReference, usize, Vec<f32>),
+    /// The quantized model runs against values held in memory.
+    Held(&'a Captured),
+}
+
+impl Reference<'_> {
+    /// Spills `xs`, or folds their error against the reference's values of `name` into
+    /// `sums` (nothing when the reference lacks them or their length differs).
+    fn take(
+        &mut self,
+        name: &str,
+        xs: &[f32],
+        sums: &mut HashMap<String, ErrorSums>,
+    ) -> whittle_exec::Result<()> {
+        let io = |e: std::io::Error| whittle_exec::ExecError::msg(format!("verification: {e}"));
+        let mut fold = |x: &[f32]| {
+            if x.len() == xs.len() {
+                sums.entry(name.to_string()).or_default().add(x, xs);
+            }
+        };
+        match self {
+            Reference::Spill(spill, run) => spill.put(*run, name, xs).map_err(io),
+            Reference::Spilled(spill, run, buffer) => {
+                if spill.get(*run, name, buffer).map_err(io)? {
+                    fold(buffer);
+                }
+                Ok(())
+            }
+            Reference::Held(captured) => match captured.get(name) {
+                Some(x) => x.with_f32(fold),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// Runs `exec` on `feed` (planned: the first run at a shape records the plan node by node)
+/// and hands each float value named in `watched` to `reference`, read in place where the
+/// plan computes it in its own buffers.
 fn capture(
     exec: &Executor,
     feed: &HashMap<String, Value>,
     watched: &HashSet<String>,
-    mut against: Option<(&Captured, &mut HashMap<String, ErrorSums>)>,
-) -> Result<Captured> {
-    let mut seen = Captured::new();
-    let mut hook = |name: &str, _: &NodeProto, v: &Value| {
-        if !watched.contains(name) || against.as_ref().is_some_and(|(r, _)| !r.contains_key(name)) {
-            return Ok(());
-        }
-        if !v.dtype().is_float() {
-            return Ok(());
-        }
-        match &mut against {
-            None => {
-                seen.insert(name.to_string(), v.clone());
-            }
-            Some((reference, sums)) => {
-                if let Some(x) = reference.get(name) {
-                    x.with_f32(|x| {
-                        v.with_f32(|vals| {
-                            if x.len() == vals.len() {
-                                sums.entry(name.to_string()).or_default().add(x, vals);
-                            }
-                        })
-                    })??;
-                }
-            }
+    reference: Reference,
+    sums: &mut HashMap<String, ErrorSums>,
+) -> Result<()> {
+    let state = RefCell::new((reference, sums));
+    let take = |name: &str, xs: &[f32]| -> whittle_exec::Result<()> {
+        let mut st = state.borrow_mut();
+        let (reference, sums) = &mut *st;
+        reference.take(name, xs, sums)
+    };
+    let mut hook = |name: &str, _: &NodeProto, v: &Value| -> whittle_exec::Result<()> {
+        if v.dtype().is_float() && watched.contains(name) {
+            v.with_f32(|xs| take(name, xs))??;
         }
         Ok(())
     };
+    let mut borrowed =
+        |name: &str, _: &NodeProto, _: &[usize], xs: &[f32]| match watched.contains(name) {
+            true => take(name, xs),
+            false => Ok(()),
+        };
     let opts = RunOptions {
         hook: Some(&mut hook),
+        borrowed: Some(&mut borrowed),
         ..Default::default()
     };
-    for spec in exec.inputs() {
-        let value = feed.get(&spec.name).ok_or_else(|| ExecError::Input {
-            name: spec.name.clone(),
-            reason: "not given".into(),
-        })?;
-        check_input(&spec, value)?;
-    }
-    exec.run_range(0..exec.run_order().len(), feed.clone(), opts)?;
-    Ok(seen)
+    exec.run_with(feed.clone(), opts)?;
+    Ok(())
 }
 
 /// `most`, or no limit when an input of `exec` declares a fixed first dimension (a run of
