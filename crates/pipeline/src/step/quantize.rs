@@ -251,6 +251,9 @@ impl Quantize {
                         .all(|(v, b)| feed_samples(v) == feed_samples(b));
                 let cfg = QuantConfig {
                     record_batches: if reuse { verify.len() } else { 0 },
+                    // Otherwise calibration spills the float values of the samples verified
+                    // and static_int8 verifies on them (the float model does not run again).
+                    record_samples: if reuse || unlabelled.is_some() { 0 } else { samples },
                     ..cfg.clone()
                 };
                 let (q, mut r) = self.calibrate(ctx, model, &cfg, batches, eval.as_ref())?;
