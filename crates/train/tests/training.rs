@@ -11,6 +11,7 @@ use whittle_data::Dataset;
 use whittle_exec::{Executor, RunOptions, Value};
 use whittle_ir::attr::make;
 use whittle_ir::{Model, TensorData};
+use whittle_testkit::scratch;
 use whittle_train::step::{forward_backward, segment_bounds, LossFn, PassOptions};
 use whittle_train::{
     loss, split_validation, OptimizerConfig, OptimizerKind, Schedule, TrainConfig, Trainer,
@@ -123,12 +124,6 @@ fn sgd(momentum: f64) -> OptimizerConfig {
     }
 }
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("whittle-train-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 #[test]
 fn lenet5_with_a_fresh_head_learns_mnist() {
     let data = common::mnist(2500);
@@ -235,7 +230,8 @@ fn resuming_a_checkpoint_reproduces_the_uninterrupted_run_exactly() {
     assert_eq!(full_report.steps, resumed_report.steps);
     // The run changed the weights, and a different seed gives a different run.
     assert_ne!(all_initializers(&a), all_initializers(&net));
-    let mut other = resume_config(&scratch("resume-c"));
+    let dir_c = scratch("resume-c");
+    let mut other = resume_config(&dir_c);
     other.seed = 8;
     let mut t = Trainer::new(&net, other).unwrap();
     t.fit(&data, None).unwrap();
@@ -312,7 +308,7 @@ fn non_finite_data_is_refused_and_a_diverging_run_stops() {
     let huge = TrainConfig {
         lr: 1e30,
         epochs: 2,
-        checkpoint_dir: Some(dir.clone()),
+        checkpoint_dir: Some(dir.to_path_buf()),
         ..config
     };
     let err = Trainer::new(&net, huge)

@@ -661,8 +661,7 @@ mod tests {
         );
         let feed = HashMap::from([(input.clone(), Value::try_from(&image).unwrap())]);
         let ours: Vec<f32> = exec.run(feed).unwrap()[&output].to_f32_vec().unwrap();
-        let dir = std::env::temp_dir().join(format!("whittle-prune-stem-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = whittle_testkit::scratch("prune-stem");
         let path = dir.join("pruned.onnx");
         model.save(&path, &whittle_ir::ExternalData::Never).unwrap();
         let theirs = OrtEngine::load(&path, 1)
@@ -671,7 +670,6 @@ mod tests {
             .unwrap()[&output]
             .to_vec::<f32>()
             .unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(ours.len(), 10);
         let diff = whittle_ir::numeric::max_abs_diff(ours, theirs);
         assert!(diff < 1e-4, "executor and ONNX Runtime differ by {diff}");

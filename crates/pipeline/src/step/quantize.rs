@@ -253,7 +253,11 @@ impl Quantize {
                     record_batches: if reuse { verify.len() } else { 0 },
                     // Otherwise calibration spills the float values of the samples verified
                     // and static_int8 verifies on them (the float model does not run again).
-                    record_samples: if reuse || unlabelled.is_some() { 0 } else { samples },
+                    record_samples: if reuse || unlabelled.is_some() {
+                        0
+                    } else {
+                        samples
+                    },
                     ..cfg.clone()
                 };
                 let (q, mut r) = self.calibrate(ctx, model, &cfg, batches, eval.as_ref())?;
