@@ -114,6 +114,13 @@ impl Model {
             .map(|o| o.version)
     }
 
+    /// How many nodes of the main graph have operator type `op_type` (any domain).
+    pub fn count_op(&self, op_type: &str) -> usize {
+        (self.graph().node.iter())
+            .filter(|n| n.op_type == op_type)
+            .count()
+    }
+
     /// Value of a `metadata_props` entry.
     pub fn metadata(&self, key: &str) -> Option<&str> {
         self.proto

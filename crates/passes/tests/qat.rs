@@ -202,12 +202,7 @@ fn untrained_qat_export_of_lenet5_is_the_static_qdq_model() {
     let (ptq, _) = quantize::static_int8(&lenet(), &cfg, calib.clone()).unwrap();
     let state = QatState::calibrate(&lenet(), &cfg, calib).unwrap();
     let training = qat::insert::training_graph(&state, &cfg, ScaleMode::Learned).unwrap();
-    let fq = training
-        .graph()
-        .node
-        .iter()
-        .filter(|n| n.op_type == "FakeQuantize")
-        .count();
+    let fq = training.count_op("FakeQuantize");
     // 4 weights; activations: input, 2 conv outputs (Relu-aliased), 2 pool outputs,
     // Gemm outputs, Relu outputs.
     assert!(fq >= 10, "{fq} fake quantizations");

@@ -245,7 +245,7 @@ fn a_qat_step_exports_an_int8_qdq_lenet_that_keeps_its_accuracy() {
         ..Qat::new(mnist())
     };
     let (qdq, report) = step.run(&mut Ctx::new(&SilentObserver), model).unwrap();
-    let ops = |op: &str| qdq.graph().node.iter().filter(|n| n.op_type == op).count();
+    let ops = |op: &str| qdq.count_op(op);
     assert!(ops("QuantizeLinear") > 0 && ops("DequantizeLinear") > 0);
     // LeNet-5's two Conv and two Gemm layers are quantized.
     assert_eq!(report.details["quantized_nodes"], 4, "{}", report.details);

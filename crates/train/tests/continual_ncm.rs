@@ -56,15 +56,6 @@ fn to_f64(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| f64::from(x)).collect()
 }
 
-fn count_op(model: &Model, op: &str) -> usize {
-    model
-        .graph()
-        .node
-        .iter()
-        .filter(|n| n.op_type == op)
-        .count()
-}
-
 #[test]
 fn each_mean_head_scores_its_distance_to_each_class_mean_and_picks_the_nearest() {
     let scenario = split_mnist(ScenarioKind::ClassIl, 600, 400);
@@ -74,7 +65,7 @@ fn each_mean_head_scores_its_distance_to_each_class_mean_and_picks_the_nearest()
     for distance in [Ncm::Euclidean, Ncm::Cosine] {
         let cosine = distance == Ncm::Cosine;
         let ncm = ncm_head(&model, &seen, distance).unwrap();
-        assert_eq!(count_op(&ncm, "LpNormalization"), usize::from(cosine));
+        assert_eq!(ncm.count_op("LpNormalization"), usize::from(cosine));
         // The features of the model itself (unit vectors for the cosine form).
         let unit = |f: &[f32]| {
             let f = to_f64(f);
@@ -131,7 +122,7 @@ fn each_mean_head_scores_its_distance_to_each_class_mean_and_picks_the_nearest()
         // The head of a head (the pruned model's, in compression) keeps one normalisation
         // and, from the same features, the same scores.
         let again = ncm_head(&ncm, &seen, distance).unwrap();
-        assert_eq!(count_op(&again, "LpNormalization"), usize::from(cosine));
+        assert_eq!(again.count_op("LpNormalization"), usize::from(cosine));
         let test = &scenario.tasks[0].test;
         let (first, second) = (
             features_and_scores(&ncm, test).1,

@@ -211,15 +211,7 @@ async fn paths_outside_the_allowed_folders_are_refused() {
     assert_eq!(body["size_bytes"], model.encoded_len());
     assert_eq!(body["inputs"][0]["name"], "input");
     assert_eq!(body["outputs"][0]["name"], "logits");
-    assert_eq!(
-        body["ops"]["Gemm"],
-        model
-            .graph()
-            .node
-            .iter()
-            .filter(|n| n.op_type == "Gemm")
-            .count()
-    );
+    assert_eq!(body["ops"]["Gemm"], model.count_op("Gemm"));
 }
 
 /// Posts `bytes` as the upload `name`.

@@ -37,15 +37,6 @@ fn convs(model: &Model) -> Vec<(i64, bool)> {
         .collect()
 }
 
-fn count(model: &Model, op: &str) -> usize {
-    model
-        .graph()
-        .node
-        .iter()
-        .filter(|n| n.op_type == op)
-        .count()
-}
-
 #[test]
 fn defaults_are_unchanged() {
     // The new options are left out of the recorded spec, so the bytes stay as before.
@@ -56,7 +47,7 @@ fn defaults_are_unchanged() {
     );
     // torchvision's 11 inverted residual blocks, 9 with squeeze-excite.
     assert_eq!(convs(&default).iter().filter(|c| c.1).count(), 11);
-    assert_eq!(count(&default, "HardSigmoid"), 9);
+    assert_eq!(default.count_op("HardSigmoid"), 9);
     let cnn = build("cnn").unwrap();
     assert_eq!(cnn.graph().node, build("cnn:convs=1").unwrap().graph().node);
     assert_eq!(
@@ -82,7 +73,7 @@ fn the_searchable_layout_builds_the_blocks_it_names() {
         "2 + 1 + 3 blocks with their stage's kernel"
     );
     assert_eq!(
-        count(&model, "HardSigmoid"),
+        model.count_op("HardSigmoid"),
         1,
         "squeeze-excite in the second stage only"
     );

@@ -395,13 +395,7 @@ fn new_report(
             prepared.plan.already_quantized
         ));
     }
-    let bn_count = |m: &Model| {
-        let g = m.graph();
-        g.node
-            .iter()
-            .filter(|n| n.op_type == "BatchNormalization")
-            .count()
-    };
+    let bn_count = |m: &Model| m.count_op("BatchNormalization");
     let folded = bn_count(input).saturating_sub(bn_count(&prepared.model));
     if folded > 0 {
         notes.push(format!(
