@@ -68,23 +68,22 @@ pub(super) fn layer_norm(c: &mut RuleCtx) -> Grads {
     let (dscale, dbias) = c
         .input(0)?
         .with_f32(|x| layer_norm_rows(x, &dy, &scale, cols, eps, &mut dx))?;
-    let mut grads = vec![None, None, None];
-    grads[0] = c.wants(0).then_some(dx);
-    if c.wants(1) {
-        grads[1] = Some(reduce_to(
-            Cow::Owned(dscale),
+    // Scale's and bias's gradients summed down to their own shapes.
+    let param = |i: usize, g: Vec<f32>| -> Result<Option<Vec<f32>>> {
+        if !c.wants(i) {
+            return Ok(None);
+        }
+        Ok(Some(reduce_to(
+            Cow::Owned(g),
             &shape[axis..],
-            c.in_shape(1)?,
-        )?);
-    }
-    if c.wants(2) {
-        grads[2] = Some(reduce_to(
-            Cow::Owned(dbias),
-            &shape[axis..],
-            c.in_shape(2)?,
-        )?);
-    }
-    Ok(grads)
+            c.in_shape(i)?,
+        )?))
+    };
+    Ok(vec![
+        c.wants(0).then_some(dx),
+        param(1, dscale)?,
+        param(2, dbias)?,
+    ])
 }
 
 /// LayerNormalization's backward over rows of `cols`: `dx` of each row, and the sums over
