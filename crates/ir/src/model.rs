@@ -114,6 +114,13 @@ impl Model {
             .map(|o| o.version)
     }
 
+    /// The operator type of every node of the main graph, in graph order.
+    pub fn op_types(&self) -> Vec<&str> {
+        (self.graph().node.iter())
+            .map(|n| n.op_type.as_str())
+            .collect()
+    }
+
     /// How many nodes of the main graph have operator type `op_type` (any domain).
     pub fn count_op(&self, op_type: &str) -> usize {
         (self.graph().node.iter())

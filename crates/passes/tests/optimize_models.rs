@@ -268,12 +268,7 @@ fn bn_cnn_folds_to_conv_relu() {
     let model = bn_cnn();
     let (before, after) = check("bn_cnn", &model, &[]);
     let (optimized, _) = optimize(&model, &Pipeline::default_passes(), &mut |_| {}).unwrap();
-    let ops: Vec<&str> = optimized
-        .graph()
-        .node
-        .iter()
-        .map(|n| n.op_type.as_str())
-        .collect();
+    let ops = optimized.op_types();
     assert_eq!(ops, ["Conv", "Relu", "Conv", "Relu", "Flatten", "Gemm"]);
     assert_eq!((before.nodes, after.nodes), (8, 6));
     assert_eq!(

@@ -126,12 +126,7 @@ fn compress_during_prunes_across_tasks_and_ends_int8_close_to_compress_after() {
     }
     // The step passes on the model compressed during training: QDQ INT8 with half of
     // every prunable weight zero (the zero int8 codes of the pruned weights).
-    let ops: Vec<&str> = model
-        .graph()
-        .node
-        .iter()
-        .map(|n| n.op_type.as_str())
-        .collect();
+    let ops = model.op_types();
     assert!(
         ops.contains(&"QuantizeLinear") && ops.contains(&"DequantizeLinear"),
         "{ops:?}"
@@ -263,12 +258,7 @@ fn the_cosine_mean_head_keeps_one_normalisation_through_every_compression() {
     let (model, report) = run(&config);
     assert_eq!(variants(&report), AFTER);
     // The scored model: unit features (LpNormalization, p = 2) into the mean head.
-    let ops: Vec<&str> = model
-        .graph()
-        .node
-        .iter()
-        .map(|n| n.op_type.as_str())
-        .collect();
+    let ops = model.op_types();
     assert_eq!(
         ops.iter().filter(|&&op| op == "LpNormalization").count(),
         1,

@@ -212,12 +212,7 @@ fn mobilenet_matches_torchvision_parameter_count() {
     // shrinks from 1024x1000+1000 to 1024x10+10.
     let model = build("mobilenetv3-small").unwrap();
     assert_eq!(trainable_count(&model), 2_542_856 - 16 * 2 * 9 - 990 * 1025);
-    let ops: HashSet<&str> = model
-        .graph()
-        .node
-        .iter()
-        .map(|n| n.op_type.as_str())
-        .collect();
+    let ops: HashSet<&str> = model.op_types().into_iter().collect();
     for op in ["HardSwish", "HardSigmoid", "Dropout", "Mul", "Add"] {
         assert!(ops.contains(op), "mobilenetv3-small has no {op}");
     }

@@ -139,6 +139,6 @@ mod tests {
             vec![t],
         );
         assert_eq!(EliminateIdentity.run(&mut m).unwrap().changes, 0);
-        assert_eq!(op_types(&m), ["Dropout", "Dropout", "Relu"]);
+        assert_eq!(m.op_types(), ["Dropout", "Dropout", "Relu"]);
     }
 }

@@ -330,7 +330,7 @@ mod tests {
         let mut after = before.clone();
         FoldBatchNorm.run(&mut after).unwrap();
         super::super::dead_code::DeadCode.run(&mut after).unwrap();
-        assert_eq!(op_types(&after), want);
+        assert_eq!(after.op_types(), want);
         for d in compare(&before, &after, &Default::default()).unwrap() {
             assert!(d.relative_diff < 1e-6, "{d:?}");
         }

@@ -295,14 +295,4 @@ pub mod testing {
             .map(|n| (n.op_type.clone(), n.output.clone()))
             .collect()
     }
-
-    /// Op types of every node.
-    pub fn op_types(model: &Model) -> Vec<String> {
-        model
-            .graph()
-            .node
-            .iter()
-            .map(|n| n.op_type.clone())
-            .collect()
-    }
 }
