@@ -287,7 +287,7 @@ fn verification_on_spilled_calibration_values_equals_a_float_rerun_and_node_by_n
         let mut spilled = report
             .verification
             .expect("verified on the spilled samples");
-        let mut rerun = verify::compare(&lenet(), &q, &[first(&calib[0], 20)], None).unwrap();
+        let mut rerun = verify::compare(&lenet(), &q, &[first(&calib[0], 20)]).unwrap();
         assert_eq!(spilled.samples, 20);
         // Bit for bit the same figures (the order of equal SQNRs aside).
         for v in [&mut spilled, &mut rerun] {

@@ -48,7 +48,7 @@ fn lenet_report() -> Report {
     let (int8, mut q) =
         quantize::static_int8(&float, &cfg, mnist_batches(Split::Train, 128, 64)).unwrap();
     let test = mnist_batches(Split::Test, 64, 64);
-    q.verification = Some(quantize::verify::compare(&float, &int8, &test, None).unwrap());
+    q.verification = Some(quantize::verify::compare(&float, &int8, &test).unwrap());
     report::quantize::report(&q, &float, &int8, Some(2)).unwrap()
 }
 

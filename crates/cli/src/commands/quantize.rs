@@ -85,8 +85,8 @@ pub struct Args {
     eval_samples: Option<usize>,
     /// Samples on which the float and quantized models are compared tensor by tensor
     /// (the first of the calibration data, or of --eval-data); 0 skips the comparison.
-    /// A multiple of 32 verifies on whole calibration batches, whose float values
-    /// calibration keeps (faster, but those values stay in memory).
+    /// Static mode on calibration data: calibration spills these samples' float values
+    /// to a temporary file, so the float model does not run again.
     #[arg(long, default_value_t = 16, value_name = "N")]
     verify_samples: usize,
     /// ONNX Runtime intra-op threads for the latency measurement (0: one per core)

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use whittle_exec::{feed_samples, Executor, RunOptions, Value};
 use whittle_ir::proto::NodeProto;
-use whittle_ir::{Model, NodeAttrs, TensorData};
+use whittle_ir::{Model, NodeAttrs};
 
 use super::config::QuantConfig;
 use super::observer::{clip_range, CalibrationMethod, Histogram, MinMax};
@@ -103,8 +103,8 @@ impl Observer {
 }
 
 /// Samples per forward pass of calibration: batches of the calibration data are cut into
-/// runs this long when calibrating with min/max (a recorded batch excepted, and models
-/// whose inputs fix the first dimension). The executor's buffers (an encoder's
+/// runs this long when calibrating with min/max (models whose inputs fix the first
+/// dimension excepted). The executor's buffers (an encoder's
 /// attention scores and feed-forward activations, every layer) grow with the run, and the
 /// first run at a shape, which goes node by node to record the plan the others follow,
 /// shrinks with it. On MiniLM-L3 (128 samples of 128 tokens) runs of 8 peaked 40 MiB
@@ -127,10 +127,6 @@ pub struct Calibration {
     /// `[min, max]` clipping range per tensor.
     #[serde(skip)]
     pub ranges: HashMap<String, (f32, f32)>,
-    /// Float values of the first [`QuantConfig::record_batches`] batches, per batch: the
-    /// watched tensors and the graph outputs (a reference for [`super::verify::compare`]).
-    #[serde(skip)]
-    pub recorded: Vec<Captured>,
     /// Float values of the first [`QuantConfig::record_samples`] samples (all of them when
     /// there are fewer), spilled to a temporary file, for
     /// [`super::verify::compare_recorded`]: the watched tensors, the graph outputs and
@@ -141,9 +137,8 @@ pub struct Calibration {
 }
 
 /// Runs `model` on every batch of `samples` and returns the clipping range of each tensor
-/// in `watch` under the configured method, keeping the float values of the first
-/// `cfg.record_batches` batches and spilling those of the first `cfg.record_samples`
-/// samples.
+/// in `watch` under the configured method, spilling the float values of the first
+/// `cfg.record_samples` samples.
 pub fn calibrate<I>(
     model: &Model,
     watch: &HashSet<String>,
@@ -195,7 +190,6 @@ where
     let mut state = Watch {
         observers,
         also_record,
-        record: None,
         reference: match cfg.record_samples {
             0 => None,
             _ => Some(FloatReference::new()?),
@@ -209,22 +203,14 @@ where
         true => usize::MAX,
         false => super::verify::run_limit(&exec, RUN_SAMPLES),
     };
-    let mut recorded = Vec::new();
     let (mut count, mut batches, mut passes) = (0usize, 0usize, 0usize);
     for feed in samples {
         batches += 1;
-        // A recorded batch runs whole: verification reads its values batch by batch.
-        let keep = batches <= cfg.record_batches;
-        let runs = match keep {
-            true => vec![feed],
-            false => runs_to(&feed, most, cfg.record_samples.saturating_sub(count))?,
-        };
-        for run in runs {
+        for run in runs_to(&feed, most, cfg.record_samples.saturating_sub(count))? {
             passes += 1;
             let (first, size) = (count, feed_samples(&run));
             count += size;
             let at = |place: NonFinite| place.error(first, batches);
-            state.record = keep.then(Captured::new);
             state.spilling = None;
             if first < cfg.record_samples {
                 match count <= cfg.record_samples {
@@ -241,7 +227,6 @@ where
             let mut hook = |name: &str, _: &NodeProto, v: &Value| -> whittle_exec::Result<()> {
                 if v.dtype().is_float() && cell.borrow().wants(name) {
                     let mut w = cell.borrow_mut();
-                    w.keep(name, || Ok(v.clone()))?;
                     v.with_f32(|xs| {
                         w.spill(name, xs)?;
                         w.see(name, v.shape(), xs, size);
@@ -257,9 +242,6 @@ where
              -> whittle_exec::Result<()> {
                 if cell.borrow().wants(name) {
                     let mut w = cell.borrow_mut();
-                    w.keep(name, || {
-                        Value::try_from(&TensorData::from_slice(shape.to_vec(), xs)?)
-                    })?;
                     w.spill(name, xs)?;
                     w.see(name, shape, xs, size);
                 }
@@ -276,7 +258,6 @@ where
             if let Some(place) = state.bad.take() {
                 return Err(at(place));
             }
-            recorded.extend(state.record.take());
         }
     }
     if batches == 0 {
@@ -310,7 +291,6 @@ where
         batches,
         runs: passes,
         ranges,
-        recorded,
         reference: reference.map(Arc::new),
     })
 }
@@ -340,15 +320,13 @@ fn runs_to(feed: &Captured, most: usize, edge: usize) -> Result<Vec<Captured>> {
     Ok(runs)
 }
 
-/// What calibration keeps while the model runs: the observers, the float values of a
-/// recorded run, and the first watched tensor found holding a non-finite value.
+/// What calibration keeps while the model runs: the observers, the spill of the float
+/// values of the first samples, and the first watched tensor found holding a non-finite value.
 struct Watch<'a> {
     /// Observers by tensor name.
     observers: HashMap<String, Observer>,
     /// Recorded besides the watched tensors.
     also_record: HashSet<&'a str>,
-    /// The float values of this run, when it is recorded.
-    record: Option<Captured>,
     /// Where the float values of the first samples are spilled.
     reference: Option<FloatReference>,
     /// The index of this run in `reference`, when it is spilled.
@@ -358,13 +336,12 @@ struct Watch<'a> {
 }
 
 impl Watch<'_> {
-    /// Whether the value `name` is observed or recorded (nothing is, after a non-finite
+    /// Whether the value `name` is observed or spilled (nothing is, after a non-finite
     /// value: the run fails).
     fn wants(&self, name: &str) -> bool {
         self.bad.is_none()
             && (self.observers.contains_key(name)
-                || ((self.record.is_some() || self.spilling.is_some())
-                    && self.also_record.contains(name)))
+                || (self.spilling.is_some() && self.also_record.contains(name)))
     }
 
     /// Spills the float values `xs` of `name` when this run is spilled.
@@ -375,18 +352,6 @@ impl Watch<'_> {
             }),
             _ => Ok(()),
         }
-    }
-
-    /// Records the float value `name` (made by `value`) when this run is recorded.
-    fn keep(
-        &mut self,
-        name: &str,
-        value: impl FnOnce() -> whittle_exec::Result<Value>,
-    ) -> whittle_exec::Result<()> {
-        if let Some(kept) = self.record.as_mut() {
-            kept.insert(name.to_string(), value()?);
-        }
-        Ok(())
     }
 
     /// Folds the values `xs` of tensor `name` (of `shape`, in a run of `batch` samples)

@@ -52,10 +52,6 @@ pub struct QuantConfig {
     /// Histogram bins per tensor (entropy, percentile, mse; at most
     /// [`super::observer::Histogram::MAX_BINS`]).
     pub histogram_bins: usize,
-    /// Calibration batches whose float values are kept ([`super::Calibration::recorded`])
-    /// so verification on those batches need not run the float model again; 0 keeps none.
-    #[serde(skip)]
-    pub record_batches: usize,
     /// Calibration samples, counted from the first, whose float values are spilled to a
     /// temporary file ([`super::Calibration::reference`]) so that verification on those
     /// samples need not run the float model again; 0 spills none. Static quantization then
@@ -76,7 +72,6 @@ impl Default for QuantConfig {
             op_types: DEFAULT_OP_TYPES.iter().map(|s| s.to_string()).collect(),
             exclude: Vec::new(),
             histogram_bins: 2048,
-            record_batches: 0,
             record_samples: 0,
         }
     }

@@ -195,51 +195,39 @@ fn changed_values(float: &Model, quant: &Model) -> HashSet<String> {
 /// plan may already serve.
 pub const RUN_SAMPLES: usize = super::calibrate::RUN_SAMPLES;
 
-/// Runs both models on `batches` and compares the values [`changed_values`] picks.
-/// `recorded` holds the float model's values on the same batches when they are known
-/// already (see [`super::Calibration::recorded`]); the float model then does not run, and
-/// values it lacks are not compared. Otherwise the float model runs first on every sample,
-/// its values going to an unlinked temporary file ([`FloatReference`]), and the quantized
-/// model after it, so that at most one model's executor, plan and buffers are held at a
-/// time. Both run in runs of at most [`RUN_SAMPLES`] samples on the planned path.
+/// Runs both models on `batches` and compares the values [`changed_values`] picks: the
+/// float model first on every sample, its values going to an unlinked temporary file
+/// ([`FloatReference`]), and the quantized model after it, so that at most one model's
+/// executor, plan and buffers are held at a time. Both run in runs of at most
+/// [`RUN_SAMPLES`] samples on the planned path. Static quantization verifies on the
+/// values calibration spilled instead ([`compare_recorded`]), without the float run.
 pub fn compare(
     float: &Model,
     quant: &Model,
     batches: &[HashMap<String, Value>],
-    recorded: Option<&[Captured]>,
 ) -> Result<Verification> {
     let watched = changed_values(float, quant);
     let mut sums: HashMap<String, ErrorSums> = HashMap::new();
     let samples = batches.iter().map(feed_samples).sum();
-    match recorded.filter(|r| r.len() == batches.len()) {
-        Some(recorded) => {
-            let qx = Executor::new(quant)?;
-            for (feed, reference) in batches.iter().zip(recorded) {
-                capture(&qx, feed, &watched, Reference::Held(reference), &mut sums)?;
+    let mut reference = FloatReference::new()?;
+    {
+        let fx = Executor::new(float)?;
+        let most = run_limit(&fx, RUN_SAMPLES);
+        for batch in batches {
+            for feed in runs_of(batch, most)? {
+                let run = reference.start_run(&feed);
+                capture(
+                    &fx,
+                    &feed,
+                    &watched,
+                    Reference::Spill(&mut reference, run),
+                    &mut sums,
+                )?;
             }
-        }
-        None => {
-            let mut reference = FloatReference::new()?;
-            {
-                let fx = Executor::new(float)?;
-                let most = run_limit(&fx, RUN_SAMPLES);
-                for batch in batches {
-                    for feed in runs_of(batch, most)? {
-                        let run = reference.start_run(&feed);
-                        capture(
-                            &fx,
-                            &feed,
-                            &watched,
-                            Reference::Spill(&mut reference, run),
-                            &mut sums,
-                        )?;
-                    }
-                }
-            }
-            reference.finish()?;
-            compare_runs(quant, &reference, &watched, &mut sums)?;
         }
     }
+    reference.finish()?;
+    compare_runs(quant, &reference, &watched, &mut sums)?;
     Ok(verification(float, sums, samples))
 }
 
@@ -412,8 +400,6 @@ enum Reference<'a> {
     Spill(&'a mut FloatReference, usize),
     /// The quantized model runs against run `usize` of the spill (the buffer reads it).
     Spilled(&'a FloatReference, usize, Vec<f32>),
-    /// The quantized model runs against values held in memory.
-    Held(&'a Captured),
 }
 
 impl Reference<'_> {
@@ -426,23 +412,14 @@ impl Reference<'_> {
         sums: &mut HashMap<String, ErrorSums>,
     ) -> whittle_exec::Result<()> {
         let io = |e: std::io::Error| whittle_exec::ExecError::msg(format!("verification: {e}"));
-        let mut fold = |x: &[f32]| {
-            if x.len() == xs.len() {
-                sums.entry(name.to_string()).or_default().add(x, xs);
-            }
-        };
         match self {
             Reference::Spill(spill, run) => spill.put(*run, name, xs).map_err(io),
             Reference::Spilled(spill, run, buffer) => {
-                if spill.get(*run, name, buffer).map_err(io)? {
-                    fold(buffer);
+                if spill.get(*run, name, buffer).map_err(io)? && buffer.len() == xs.len() {
+                    sums.entry(name.to_string()).or_default().add(buffer, xs);
                 }
                 Ok(())
             }
-            Reference::Held(captured) => match captured.get(name) {
-                Some(x) => x.with_f32(fold),
-                None => Ok(()),
-            },
         }
     }
 }

@@ -308,13 +308,7 @@ impl Evaluator {
     /// Fidelity of each output and of all outputs together to the reference's, if a
     /// reference was given.
     pub fn fidelity(&self, ctx: &Ctx<'_>, exec: &Executor) -> Result<Option<FidelityReport>> {
-        let Some(reference) = &self.reference else {
-            return Ok(None);
-        };
-        let got = run_all(ctx.observer, "fidelity", &reference.feeds, |feed| {
-            exec_outputs(exec, feed)
-        })?;
-        reference.compare(&got).map(Some)
+        self.fidelity_of(ctx, |feed| exec_outputs(exec, feed))
     }
 
     /// [`Evaluator::fidelity`], `model` run in ONNX Runtime with `threads` intra-op threads
@@ -325,14 +319,24 @@ impl Evaluator {
         model: &Model,
         threads: usize,
     ) -> Result<Option<FidelityReport>> {
+        if self.reference.is_none() {
+            return Ok(None);
+        }
+        let file = OrtFile::new(model);
+        let mut engine = file.session(threads)?;
+        self.fidelity_of(ctx, |feed| ort_outputs(&mut engine, feed))
+    }
+
+    /// Fidelity to the reference, if any, of the outputs `run` gives on its feeds.
+    fn fidelity_of(
+        &self,
+        ctx: &Ctx<'_>,
+        run: impl FnMut(&Feed) -> Result<HashMap<String, TensorData>>,
+    ) -> Result<Option<FidelityReport>> {
         let Some(reference) = &self.reference else {
             return Ok(None);
         };
-        let file = OrtFile::new(model);
-        let mut engine = file.session(threads)?;
-        let got = run_all(ctx.observer, "fidelity", &reference.feeds, |feed| {
-            ort_outputs(&mut engine, feed)
-        })?;
+        let got = run_all(ctx.observer, "fidelity", &reference.feeds, run)?;
         reference.compare(&got).map(Some)
     }
 

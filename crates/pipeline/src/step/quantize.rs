@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use whittle_data::Split;
-use whittle_exec::{feed_samples, model_inputs};
+use whittle_exec::model_inputs;
 use whittle_ir::Model;
 use whittle_passes::quantize::{
     self, CalibrationMethod, Format, QuantConfig, QuantReport, QuantType,
@@ -219,12 +219,12 @@ impl Quantize {
         let cfg = self.config()?;
         let inputs = model_inputs(model);
         let eval = self.checks.load_eval(&inputs)?;
-        let (quantized, mut report, verify_feed, recorded) = match self.mode {
+        let (quantized, mut report, verify_feed) = match self.mode {
             Mode::Dynamic => {
                 let (q, r) = quantize::dynamic_int8(model, &cfg)
                     .context(|| "dynamic quantization".into())?;
                 let verify = self.checks.verification_feeds(eval.as_ref(), &inputs)?;
-                (q, r, verify, None)
+                (q, r, verify)
             }
             Mode::Static => {
                 let Some(spec) = &self.calib_data else {
@@ -242,33 +242,17 @@ impl Quantize {
                     Some(e) => feed::first_samples(&e.batches, samples)?,
                     None => feed::first_samples(&batches, samples)?,
                 };
-                // Verifying on whole calibration batches reuses the float values
-                // calibration saw.
-                let reuse = unlabelled.is_none()
-                    && verify
-                        .iter()
-                        .zip(&batches)
-                        .all(|(v, b)| feed_samples(v) == feed_samples(b));
+                // Verifying on the calibration data: calibration spills the float values of
+                // the samples verified and static_int8 verifies on them (the float model
+                // does not run again).
                 let cfg = QuantConfig {
-                    record_batches: if reuse { verify.len() } else { 0 },
-                    // Otherwise calibration spills the float values of the samples verified
-                    // and static_int8 verifies on them (the float model does not run again).
-                    record_samples: if reuse || unlabelled.is_some() {
-                        0
-                    } else {
-                        samples
-                    },
+                    record_samples: if unlabelled.is_some() { 0 } else { samples },
                     ..cfg.clone()
                 };
-                let (q, mut r) = self.calibrate(ctx, model, &cfg, batches, eval.as_ref())?;
-                let recorded = r
-                    .calibration
-                    .as_mut()
-                    .map(|c| std::mem::take(&mut c.recorded));
-                (q, r, verify, recorded)
+                let (q, r) = self.calibrate(ctx, model, &cfg, batches, eval.as_ref())?;
+                (q, r, verify)
             }
         };
-        let recorded = recorded.as_deref();
         let checks = &self.checks;
         checks.finish(
             ctx,
@@ -276,7 +260,6 @@ impl Quantize {
             &quantized,
             eval.as_ref(),
             &verify_feed,
-            recorded,
             &mut report,
         )?;
         report.notes.extend(reduce_range_note(&cfg));

@@ -9,7 +9,7 @@ use whittle_data::Split;
 use whittle_exec::{model_inputs, InputSpec};
 use whittle_ir::{ExternalData, Model, TensorData};
 use whittle_passes::quantize::sensitivity::EvalSet;
-use whittle_passes::quantize::verify::{self as qverify, Captured, Verification};
+use whittle_passes::quantize::verify::{self as qverify, Verification};
 use whittle_passes::quantize::{self, QuantReport};
 
 use super::{Ctx, Step, StepReport};
@@ -97,10 +97,8 @@ impl Checks {
     }
 
     /// Completes `report` for `float` -> `quantized`: verification on `verify_feed`
-    /// (`recorded`: the float values of those batches, if calibration kept them),
-    /// accuracy before/after on labelled eval data, ONNX Runtime latency, and notes for
+    /// (unless static quantization verified on calibration's spilled values), accuracy before/after on labelled eval data, ONNX Runtime latency, and notes for
     /// what was skipped (sizes are the caller's: see [`QuantReport::set_sizes`]).
-    #[allow(clippy::too_many_arguments)]
     pub fn finish(
         &self,
         ctx: &Ctx<'_>,
@@ -108,7 +106,6 @@ impl Checks {
         quantized: &Model,
         eval: Option<&EvalSet>,
         verify_feed: &[Feed],
-        recorded: Option<&[Captured]>,
         report: &mut QuantReport,
     ) -> Result<()> {
         if self.verify_samples == 0 {
@@ -117,7 +114,7 @@ impl Checks {
                 .push("outputs not verified against the float model (`verify_samples` 0)".into());
         } else if report.verification.is_none() {
             // Not verified by static quantization itself on calibration's spilled values.
-            report.verification = Some(compare(float, quantized, verify_feed, recorded)?);
+            report.verification = Some(compare(float, quantized, verify_feed)?);
         }
         if report.accuracy.is_none() {
             if let Some(e) = eval.filter(|e| e.labels.is_some()) {
@@ -152,15 +149,7 @@ impl Checks {
         let eval = self.load_eval(&inputs)?;
         let (converted, mut report) = convert(model).context(|| "converting the model".into())?;
         let verify = self.verification_feeds(eval.as_ref(), &inputs)?;
-        self.finish(
-            ctx,
-            model,
-            &converted,
-            eval.as_ref(),
-            &verify,
-            None,
-            &mut report,
-        )?;
+        self.finish(ctx, model, &converted, eval.as_ref(), &verify, &mut report)?;
         self.note_synthetic(&mut report);
         report.seconds = start.elapsed().as_secs_f64();
         Ok((converted, report))
@@ -220,13 +209,8 @@ impl Checks {
 
 /// Runs both models on `batches` and compares their tensors (see
 /// [`whittle_passes::quantize::verify::compare`]).
-fn compare(
-    float: &Model,
-    quantized: &Model,
-    batches: &[Feed],
-    recorded: Option<&[Captured]>,
-) -> Result<Verification> {
-    qverify::compare(float, quantized, batches, recorded)
+fn compare(float: &Model, quantized: &Model, batches: &[Feed]) -> Result<Verification> {
+    qverify::compare(float, quantized, batches)
         .context(|| "verifying the outputs against the float model".into())
 }
 
@@ -302,7 +286,7 @@ impl Step for Verify {
             }
             None => vec![feed::synthetic(&inputs, 0)?],
         };
-        let verification = compare(reference, &model, &feeds, None)?;
+        let verification = compare(reference, &model, &feeds)?;
         if let Some(bad) = verification
             .outputs
             .iter()
