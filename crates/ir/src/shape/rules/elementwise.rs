@@ -9,6 +9,7 @@ use super::Ctx;
 use crate::shape::dims::broadcast;
 use crate::shape::types::{known, Dim};
 use crate::shape::values::{binop, broadcast_data, cast_val, unop, Info, Val};
+use crate::shape::MAX_TRACKED;
 
 /// Operators whose output has the type of input 0.
 pub(super) const UNARY: &[&str] = &[
@@ -123,13 +124,18 @@ pub(super) fn broadcast_op(c: &Ctx, dtype: Option<DataType>) -> Result<Vec<Info>
 
 /// Elements of a broadcast op whose inputs are all tracked.
 fn broadcast_values(c: &Ctx, out: &[usize]) -> Option<Vec<Val>> {
+    // Only small results with every input's values known are tracked: check that before
+    // broadcasting anything (a tracked bias added to a large activation must cost nothing).
+    let n: usize = out.iter().product();
+    if n > MAX_TRACKED || c.inputs.iter().any(|i| i.is_none_or(|i| i.data.is_none())) {
+        return None;
+    }
     let mut args = Vec::new();
     for info in c.inputs.iter() {
         let info = (*info)?;
         let from = known(info.dims()?)?;
         args.push(broadcast_data(info.data.as_ref()?, &from, out));
     }
-    let n: usize = out.iter().product();
     match c.op() {
         "Where" if args.len() == 3 => Some(
             (0..n)
