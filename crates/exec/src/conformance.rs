@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use whittle_ir::{DataType, Model, TensorData};
 
 use crate::error::ExecError;
-use crate::executor::Executor;
+use crate::executor::{Executor, RunOptions};
 use crate::value::Value;
 
 /// Relative tolerance of float comparisons (as in onnx's backend test runner).
@@ -219,18 +219,32 @@ fn check_data_set(exec: &Executor, set: &Path) -> Result<(), Outcome> {
         let value = Value::try_from(&data).map_err(classify)?;
         feed.insert(name, value);
     }
-    // The first run goes node by node and records a plan; the second runs the plan.
-    exec.run(feed.clone()).map_err(classify)?;
-    let outputs = exec.run(feed).map_err(classify)?;
-    for (i, out_name) in exec.output_names().iter().enumerate() {
-        let Some((_, want)) = expected.get(i) else {
-            continue;
-        };
-        let got = outputs[out_name]
-            .to_data()
-            .map_err(|e| Outcome::Failed(e.to_string()))?;
-        let want = bfloat16_bits(want, Some(got.dtype()));
-        compare(&got, &want).map_err(|m| Outcome::Failed(format!("output '{out_name}': {m}")))?;
+    // Node by node; then the first run at these shapes (a plan built from static shape
+    // inference, or node by node recording one) and the second (the plan): all checked.
+    let steps = 0..exec.run_order().len();
+    let by_node = exec
+        .run_range(steps, feed.clone(), RunOptions::default())
+        .map_err(classify)?;
+    let first = exec.run(feed.clone()).map_err(classify)?;
+    let second = exec.run(feed).map_err(classify)?;
+    for (run, outputs) in [
+        ("", &second),
+        (" (first run)", &first),
+        (" (node by node)", &by_node),
+    ] {
+        for (i, out_name) in exec.output_names().iter().enumerate() {
+            let Some((_, want)) = expected.get(i) else {
+                continue;
+            };
+            let got = outputs
+                .get(out_name)
+                .ok_or_else(|| Outcome::Failed(format!("output '{out_name}' missing{run}")))?
+                .to_data()
+                .map_err(|e| Outcome::Failed(e.to_string()))?;
+            let want = bfloat16_bits(want, Some(got.dtype()));
+            compare(&got, &want)
+                .map_err(|m| Outcome::Failed(format!("output '{out_name}'{run}: {m}")))?;
+        }
     }
     Ok(())
 }

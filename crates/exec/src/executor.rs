@@ -77,6 +77,9 @@ pub struct Executor {
     /// graph can be planned at all (no subgraphs).
     plans: PlanCache,
     plannable: bool,
+    /// The model static shape inference reads ([`crate::plan::infer::shape_model`]);
+    /// `None` where the graph cannot be planned.
+    shapes: Option<Model>,
 }
 
 /// The order to run a graph's nodes in, and what can be freed after each.
@@ -163,6 +166,7 @@ impl Executor {
         }
         let plan = Plan::new(&graph)?;
         let plannable = device.is_cpu() && build::plannable(&graph);
+        let shapes = plannable.then(|| crate::plan::infer::shape_model(model));
         Ok(Executor {
             graph,
             opsets,
@@ -172,6 +176,7 @@ impl Executor {
             device,
             plans: PlanCache::default(),
             plannable,
+            shapes,
         })
     }
 
@@ -253,6 +258,9 @@ impl Executor {
         self.plans.clear();
         match self.constants.get_mut(name) {
             Some(v) => {
+                if let Some(shapes) = self.shapes.as_mut() {
+                    crate::plan::infer::set_initializer(shapes, name, &value);
+                }
                 *v = value;
                 Ok(())
             }
@@ -279,8 +287,9 @@ impl Executor {
 
     /// Runs the graph with options (training mode, kept intermediates, a hook).
     ///
-    /// In inference mode on the CPU, the first run at a set of input shapes goes node by
-    /// node and records a [`crate::plan::Plan`]; later runs at those shapes run the plan.
+    /// In inference mode on the CPU, runs at a set of input shapes run a
+    /// [`crate::plan::Plan`] built for them: from static shape inference where it knows
+    /// every value's type and shape, else recorded by a first run that goes node by node.
     pub fn run_with(
         &self,
         inputs: HashMap<String, Value>,
@@ -295,17 +304,28 @@ impl Executor {
             return collect(env, wanted);
         }
         let key = PlanKey::new(&inputs, &opts.keep, opts.hook.is_some());
-        let env = match self.plans.get(&key) {
-            None => return self.record_plan(key, inputs, wanted, &mut opts),
-            Some(None) => {
-                self.evaluate(&self.graph, &self.plan, all, inputs, &wanted, &mut opts)?
-            }
-            Some(Some(plan)) => match plan.run(self, &inputs, &mut opts)? {
+        let cached = match self.plans.get(&key) {
+            Some(cached) => cached,
+            None => match self.infer_plan(&key) {
+                Some(plan) => {
+                    self.plans.insert(key.clone(), Some(plan));
+                    self.plans.get(&key).flatten()
+                }
+                None => return self.record_plan(key, inputs, wanted, &mut opts),
+            },
+        };
+        let env = match cached {
+            None => self.evaluate(&self.graph, &self.plan, all, inputs, &wanted, &mut opts)?,
+            Some(plan) => match plan.run(self, &inputs, &mut opts)? {
                 Outcome::Done(out) => return Ok(out),
                 Outcome::Mismatch { next, env } => {
-                    // Shapes depend on data: go on (a hook has seen the values so far)
-                    // or start over node by node, and stop planning these shapes.
-                    self.plans.insert(key, None);
+                    // Shapes depend on data (or inference was wrong: the next run
+                    // records): go on (a hook has seen the values so far) or start over
+                    // node by node, and stop planning these shapes.
+                    match plan.inferred {
+                        true => self.plans.distrust(&key),
+                        false => self.plans.insert(key, None),
+                    }
                     let (range, env) = match opts.hook.is_some() {
                         true => (next..all.end, env),
                         false => (all, inputs),
@@ -353,8 +373,39 @@ impl Executor {
             opset: self.opset(""),
         };
         self.plans
-            .insert(key.clone(), build::build(&source, &key, rec));
+            .insert(key.clone(), build::build(&source, &key, rec, false));
         collect(env, wanted)
+    }
+
+    /// The plan for `key` from static shape inference, without a run; `None` where
+    /// inference leaves a value's type or shape unknown (or was contradicted at `key`).
+    fn infer_plan(&self, key: &PlanKey) -> Option<crate::plan::Plan> {
+        let shapes = self.shapes.as_ref()?;
+        if !self.plans.trusts(key) {
+            return None;
+        }
+        let order: Vec<(usize, OpFn)> = self.plan.steps.iter().map(|s| (s.node, s.op)).collect();
+        let nodes: Vec<usize> = order.iter().map(|s| s.0).collect();
+        let fold = build::foldable(&self.graph, &nodes, |n| self.constants.contains_key(n));
+        let rec = crate::plan::infer::recording(self, shapes, key, &order, fold)?;
+        let source = build::Source {
+            graph: &self.graph,
+            order,
+            constants: &self.constants,
+            outputs: self.output_names(),
+            opset: self.opset(""),
+        };
+        let plan = build::build(&source, key, rec, true)?;
+        // Buffers that do not fit in memory: the run goes node by node and fails naming
+        // the node whose output does not fit.
+        let bytes = plan.slots.iter().sum::<usize>() as u128 * 4;
+        whittle_ir::memory::ensure_fits(Some(bytes), "the plan's buffers").ok()?;
+        Some(plan)
+    }
+
+    /// An initializer's value (not a trainable parameter's).
+    pub(crate) fn constant(&self, name: &str) -> Option<&Value> {
+        self.constants.get(name)
     }
 
     /// The inference plan a run with `inputs` uses (`keep` and `observe`, whether a hook is

@@ -32,18 +32,28 @@ fn f32s(v: &Value) -> Vec<f32> {
     v.to_f32_vec().unwrap()
 }
 
-/// Runs `feed` twice (recording, then planned) and checks both give the same outputs.
+/// Runs `feed` node by node, then twice through `run` (the first run at new shapes builds
+/// the plan, from shape inference or recorded), and checks all give the same outputs.
 fn twice(exec: &Executor, feed: &HashMap<String, Value>, tol: f64) -> HashMap<String, Value> {
+    let steps = 0..exec.run_order().len();
+    let by_node = exec
+        .run_range(steps, feed.clone(), RunOptions::default())
+        .unwrap();
     let first = exec.run(feed.clone()).unwrap();
     assert!(
         exec.plan_for(feed, &[], false).is_some(),
-        "no plan was recorded"
+        "no plan was built"
     );
     let second = exec.run(feed.clone()).unwrap();
-    for (name, v) in &first {
-        assert_eq!(v.shape(), second[name].shape(), "output {name}");
-        let d = max_abs_diff(f32s(v), f32s(&second[name]));
-        assert!(d <= tol, "output {name}: planned run differs by {d}");
+    for (name, v) in &second {
+        for (run, other) in [("first", &first), ("node-by-node", &by_node)] {
+            assert_eq!(v.shape(), other[name].shape(), "output {name}");
+            let d = max_abs_diff(f32s(v), f32s(&other[name]));
+            assert!(
+                d <= tol,
+                "output {name}: planned run differs from the {run} by {d}"
+            );
+        }
     }
     second
 }
@@ -97,6 +107,8 @@ fn minilm_folds_its_shape_arithmetic_and_runs_gemms_natively() {
         );
     }
     twice(&exec, &feed, 1e-4);
+    // Static shape inference knows every value: the first run already ran a plan.
+    assert!(exec.plan_for(&feed, &[], false).unwrap().inferred);
     let steps = kinds(&exec, &feed, &[], false);
     let count = |k: &str| steps.iter().filter(|s| s.starts_with(k)).count();
     assert!(count("folded") >= 10, "{steps:?}");
@@ -294,6 +306,101 @@ fn a_data_dependent_shape_falls_back_to_the_node_by_node_path() {
     assert_eq!(run(vec![3.0, 1.0, 0.0, 2.0]), [0, 1, 3]);
     assert!(exec.plan_for(&feed(vec![0.0; 4]), &[], false).is_none());
     assert_eq!(run(vec![0.0, 0.0, 0.0, 2.0]), [3]);
+}
+
+fn tensor<T: whittle_ir::tensor::Element>(name: &str, dims: &[usize], v: &[T]) -> TensorProto {
+    TensorData::from_slice(dims.to_vec(), v)
+        .unwrap()
+        .to_proto(name)
+}
+
+/// `x [2, 3, 4]` through QuantizeLinear and DequantizeLinear: per tensor into uint8, per
+/// channel (axis 1) into int8 with its integers returned, and a DequantizeLinear of a
+/// constant-free Gather from an int8 table.
+fn qdq() -> Model {
+    let mut m = model(
+        vec![
+            node("QuantizeLinear", &["x", "s", "z"], &["q"], vec![]),
+            node("DequantizeLinear", &["q", "s", "z"], &["y"], vec![]),
+            node("QuantizeLinear", &["x", "sc", "zc"], &["qc"], vec![]),
+            node("DequantizeLinear", &["qc", "sc", "zc"], &["yc"], vec![]),
+            node("Gather", &["table", "ids"], &["rows"], vec![]),
+            node("DequantizeLinear", &["rows", "st"], &["e"], vec![]),
+        ],
+        vec![
+            tensor("s", &[], &[0.013f32]),
+            tensor("z", &[], &[128u8]),
+            tensor("sc", &[3], &[0.01f32, 0.02, 0.005]),
+            tensor("zc", &[3], &[0i8, -3, 5]),
+            tensor(
+                "table",
+                &[4, 3],
+                &[-128i8, -1, 0, 1, 2, 3, 50, 60, 70, 125, 126, 127],
+            ),
+            tensor("st", &[], &[0.25f32]),
+        ],
+        &["y", "qc", "yc", "e"],
+    );
+    m.graph_mut().input.push(ValueInfoProto {
+        name: "ids".into(),
+        ..Default::default()
+    });
+    m
+}
+
+#[test]
+fn quantize_and_dequantize_run_as_kernels_with_the_operators_values() {
+    let exec = Executor::new(&qdq()).unwrap();
+    let ids = Tensor::from_vec(vec![3i64, 0, 2], 3, &Device::Cpu).unwrap();
+    let mut feed = HashMap::from([
+        ("x".to_string(), floats(&[2, 3, 4], 5)),
+        (
+            "ids".to_string(),
+            Value::new(ids, whittle_ir::DataType::Int64).unwrap(),
+        ),
+    ]);
+    // Values on the rounding ties, beyond the ranges, and NaN.
+    let mut x = f32s(&feed["x"]);
+    x[..5].copy_from_slice(&[0.0065, -0.0195, 9.0, -9.0, f32::NAN]);
+    feed.insert(
+        "x".into(),
+        Value::f32(Tensor::from_vec(x, (2, 3, 4), &Device::Cpu).unwrap()).unwrap(),
+    );
+    let steps = 0..exec.run_order().len();
+    let by_node = exec
+        .run_range(steps, feed.clone(), RunOptions::default())
+        .unwrap();
+    for _ in 0..2 {
+        let planned = exec.run(feed.clone()).unwrap();
+        for name in ["y", "qc", "yc", "e"] {
+            let (a, b) = (
+                by_node[name].to_data().unwrap(),
+                planned[name].to_data().unwrap(),
+            );
+            assert_eq!(a, b, "{name}");
+        }
+        assert_eq!(planned["qc"].dtype(), whittle_ir::DataType::Int8);
+    }
+    let steps = kinds(&exec, &feed, &[], false);
+    let count = |k: &str| steps.iter().filter(|s| **s == k).count();
+    assert_eq!(
+        (count("quantize"), count("dequantize")),
+        (2, 3),
+        "{steps:?}"
+    );
+    // A hook sees the quantized values with their type.
+    let mut seen = HashMap::new();
+    let mut hook = |name: &str, _: &NodeProto, v: &Value| {
+        seen.insert(name.to_string(), v.to_data().unwrap());
+        Ok(())
+    };
+    let opts = RunOptions {
+        hook: Some(&mut hook),
+        ..Default::default()
+    };
+    exec.run_with(feed.clone(), opts).unwrap();
+    assert_eq!(seen["q"].dtype(), whittle_ir::DataType::Uint8);
+    assert_eq!(seen["qc"], by_node["qc"].to_data().unwrap());
 }
 
 #[test]

@@ -13,6 +13,7 @@ pub mod gemm;
 pub mod layout;
 pub mod norm;
 pub mod pool;
+pub mod quant;
 
 use std::fmt;
 

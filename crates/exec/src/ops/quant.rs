@@ -102,6 +102,19 @@ impl Saturator {
         round_small(v.clamp(self.lo, self.hi)) + self.zero_point as i32
     }
 
+    /// [`Saturator::apply`] of `v / scale` for every `v` of `ys`, in place, as exact f32
+    /// integers (the planned executor keeps 8- and 16-bit quantized values in f32 buffers).
+    #[inline]
+    pub fn quantize_in_place(&self, ys: &mut [f32], scale: f32) {
+        if self.exact {
+            ys.iter_mut()
+                .for_each(|v| *v = self.apply_exact(*v / scale) as f32);
+        } else {
+            ys.iter_mut()
+                .for_each(|v| *v = self.apply(*v / scale) as f32);
+        }
+    }
+
     /// Writes `to(apply(x / scale))` for every `x` of `xs` into `out` (as long as `xs`).
     #[inline]
     pub fn quantize_slice<T>(&self, xs: &[f32], scale: f32, to: impl Fn(i64) -> T, out: &mut [T]) {
@@ -344,6 +357,18 @@ fn map_spans<X: Sync, Y: Send + Clone + Default>(
     f: impl Fn(&[X], &mut [Y], Span) + Sync,
 ) -> Vec<Y> {
     let mut out = vec![Y::default(); xs.len()];
+    map_spans_into(xs, layout, f, &mut out);
+    out
+}
+
+/// [`map_spans`] into `out` (as long as `xs`): the planned executor's quantize and
+/// dequantize kernels write into their arena buffers.
+pub fn map_spans_into<X: Sync, Y: Send>(
+    xs: &[X],
+    layout: &ParamLayout,
+    f: impl Fn(&[X], &mut [Y], Span) + Sync,
+    out: &mut [Y],
+) {
     let piece = |(i, (x, o)): (usize, (&[X], &mut [Y]))| {
         let base = i * PIECE;
         layout.for_each_span(base..base + x.len(), |r, span| {
@@ -352,7 +377,7 @@ fn map_spans<X: Sync, Y: Send + Clone + Default>(
         });
     };
     if xs.len() <= PIECE {
-        piece((0, (xs, &mut out)));
+        piece((0, (xs, out)));
     } else {
         use rayon::prelude::*;
         xs.par_chunks(PIECE)
@@ -360,7 +385,6 @@ fn map_spans<X: Sync, Y: Send + Clone + Default>(
             .enumerate()
             .for_each(piece);
     }
-    out
 }
 
 /// Quantizes `xs` with the scales and zero points (one per parameter index of `layout`)

@@ -42,6 +42,20 @@ impl Recording {
         }
     }
 
+    /// A recording made without a run: every value's type and shape, and the folded
+    /// values ([`super::infer`]).
+    pub fn from_parts(
+        fold: HashSet<String>,
+        types: HashMap<String, (DataType, Vec<usize>)>,
+        folded: HashMap<String, Value>,
+    ) -> Self {
+        Recording {
+            fold,
+            types,
+            folded,
+        }
+    }
+
     /// Records one produced value (the executor's hook calls it).
     pub fn see(&mut self, name: &str, value: &Value) {
         self.types
@@ -105,9 +119,10 @@ pub struct Source<'a> {
     pub opset: i64,
 }
 
-/// Compiles the plan for `key` from a recorded run. `None` when the recording misses a
-/// value the plan needs (a node produced fewer outputs than it names).
-pub fn build(src: &Source, key: &PlanKey, rec: Recording) -> Option<Plan> {
+/// Compiles the plan for `key` from a recorded run (`inferred`: from a recording made by
+/// [`super::infer`]). `None` when the recording misses a value the plan needs (a node
+/// produced fewer outputs than it names).
+pub fn build(src: &Source, key: &PlanKey, rec: Recording, inferred: bool) -> Option<Plan> {
     let mut b = Builder {
         values: Vec::new(),
         ids: HashMap::new(),
@@ -177,6 +192,7 @@ pub fn build(src: &Source, key: &PlanKey, rec: Recording) -> Option<Plan> {
         slots: Vec::new(),
         inputs,
         outputs,
+        inferred,
         arena: Mutex::new(Vec::new()),
     };
     if !key.observe {

@@ -142,8 +142,8 @@ pub fn select_kernels(plan: &mut Plan, graph: &GraphProto, opset: i64, fuse: boo
             _ => continue,
         };
         let node = &graph.node[step.node];
-        let shape = &plan.values[out].shape;
-        if let Some(k) = lower::kernel_for(node, opset, &step.inputs, &plan.values, shape) {
+        let (shape, dtype) = (&plan.values[out].shape, plan.values[out].dtype);
+        if let Some(k) = lower::kernel_for(node, opset, &step.inputs, &plan.values, shape, dtype) {
             // Runtime operands only: constants live in the kernel.
             step.inputs.truncate(k.runtime_inputs());
             step.op = StepOp::Kernel(k);

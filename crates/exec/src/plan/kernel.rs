@@ -9,6 +9,9 @@ use crate::kernels::gemm::{batched_matmul, gemm, Bias, Epilogue, MatRef, PackedW
 use crate::kernels::layout::{gather, StridedView};
 use crate::kernels::norm::{layer_norm, log_softmax, softmax};
 use crate::kernels::pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dShape};
+use crate::kernels::quant::{
+    dequantize, dequantize_in_place, quantize, quantize_in_place, QuantParams, Quantized,
+};
 use crate::kernels::Result;
 
 /// A native f32 step. Runtime operands are the step's inputs (the first
@@ -101,6 +104,27 @@ pub enum Kernel {
         /// Epsilon.
         eps: f32,
     },
+    /// QuantizeLinear with constant scale and zero point: the output holds the 8- or
+    /// 16-bit integers as exact f32 values ([`crate::kernels::quant`]).
+    Quantize(QuantParams),
+    /// DequantizeLinear with constant scale and zero point, of exact f32 integers (the
+    /// output of a [`Kernel::Quantize`]) or of integer tensors.
+    Dequantize(QuantParams),
+    /// QuantizeLinear (`quantize`) or DequantizeLinear whose scale or zero point is
+    /// computed at run time: the step's inputs are `x`, the scale and the zero point (when
+    /// given), and the parameters are laid out per run ([`super::run`]).
+    QuantizeWith {
+        /// QuantizeLinear, else DequantizeLinear.
+        quantize: bool,
+        /// The quantized type.
+        dtype: whittle_ir::DataType,
+        /// The node's `axis`.
+        axis: i64,
+        /// The node's `block_size`.
+        block: i64,
+        /// Inputs the step reads (2 without a zero point, else 3).
+        inputs: usize,
+    },
 }
 
 impl Kernel {
@@ -134,6 +158,8 @@ impl Kernel {
             Kernel::Softmax { .. } => "softmax",
             Kernel::Gather(_) => "gather",
             Kernel::LayerNorm { .. } => "layernorm",
+            Kernel::Quantize(_) | Kernel::QuantizeWith { quantize: true, .. } => "quantize",
+            Kernel::Dequantize(_) | Kernel::QuantizeWith { .. } => "dequantize",
         }
     }
 
@@ -142,6 +168,7 @@ impl Kernel {
         match self {
             Kernel::MatMul { .. } | Kernel::Binary { .. } => 2,
             Kernel::Concat { rows, .. } => rows.len(),
+            Kernel::QuantizeWith { inputs, .. } => *inputs,
             _ => 1,
         }
     }
@@ -172,7 +199,10 @@ impl Kernel {
 
     /// Whether the kernel may write its output over its first input.
     pub fn in_place(&self) -> bool {
-        matches!(self, Kernel::Unary(_))
+        matches!(
+            self,
+            Kernel::Unary(_) | Kernel::Quantize(_) | Kernel::Dequantize(_)
+        )
     }
 
     /// Runs the kernel on `ins` (the step's runtime inputs) into `out`.
@@ -218,13 +248,22 @@ impl Kernel {
                 bias,
                 eps,
             } => layer_norm(ins[0], *cols, scale, bias.as_deref(), *eps, out, None),
+            Kernel::Quantize(p) => quantize(ins[0], p, out),
+            Kernel::Dequantize(p) => dequantize(Quantized::F32(ins[0]), p, out),
+            Kernel::QuantizeWith { .. } => Err(crate::kernels::error(
+                "quantize",
+                "runtime parameters are laid out by the plan's run",
+            )),
         }
     }
 
     /// Runs an [`Kernel::in_place`] kernel on `y`, which holds its first input.
     pub fn run_in_place(&self, y: &mut [f32]) {
-        if let Kernel::Unary(op) = self {
-            unary_in_place(*op, y);
+        match self {
+            Kernel::Unary(op) => unary_in_place(*op, y),
+            Kernel::Quantize(p) => quantize_in_place(y, p),
+            Kernel::Dequantize(p) => dequantize_in_place(y, p),
+            _ => {}
         }
     }
 }

@@ -12,6 +12,8 @@ use crate::kernels::conv::Conv2dShape;
 use crate::kernels::gemm::MatRef;
 use crate::kernels::layout::StridedView;
 use crate::kernels::pool::Pool2dShape;
+use crate::kernels::quant::QuantParams;
+use crate::ops::quant::ParamLayout;
 use crate::ops::shape::slice_range;
 
 /// What a node's inputs and output look like to the lowering.
@@ -48,14 +50,21 @@ impl Operands<'_> {
 }
 
 /// The kernel for `node` (default-domain opset `opset`) reading `ins` and writing one
-/// value of shape `out`, if one covers it.
+/// value of shape `out` and type `out_dtype`, if one covers it.
 pub fn kernel_for(
     node: &NodeProto,
     opset: i64,
     ins: &[Option<ValueId>],
     values: &[PlannedValue],
     out: &[usize],
+    out_dtype: DataType,
 ) -> Option<Kernel> {
+    if node.domain.is_empty()
+        && matches!(node.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear")
+    {
+        let o = Operands { ins, values, out };
+        return quant(node, &o, out_dtype);
+    }
     // Slice and Resize read integer or scale parameters besides their f32 data.
     let data = match node.op_type.as_str() {
         "Slice" | "Resize" => 1,
@@ -98,6 +107,72 @@ pub fn kernel_for(
         _ => out.to_vec(),
     };
     (produced == out).then_some(kernel)
+}
+
+/// The 8- and 16-bit types whose values the plan keeps in f32 buffers.
+fn exact_in_f32(dtype: DataType) -> bool {
+    matches!(
+        dtype,
+        DataType::Int8 | DataType::Uint8 | DataType::Int16 | DataType::Uint16
+    )
+}
+
+/// QuantizeLinear (f32 to an 8- or 16-bit type) or DequantizeLinear (back to f32) with
+/// constant f32 scale and constant zero point, per tensor, per axis or blocked, where the
+/// output keeps the input's shape.
+fn quant(node: &NodeProto, o: &Operands, out_dtype: DataType) -> Option<Kernel> {
+    let x = (*o.ins.first()?)?;
+    let (x_dtype, data) = (o.values[x].dtype, o.shape(0)?);
+    let quantize = node.op_type == "QuantizeLinear";
+    let q_dtype = if quantize { out_dtype } else { x_dtype };
+    let float = if quantize { x_dtype } else { out_dtype };
+    if float != DataType::Float || !exact_in_f32(q_dtype) || data != o.out {
+        return None;
+    }
+    let s = (*o.ins.get(1)?)?;
+    if o.values[s].dtype != DataType::Float || o.ins.len() > 3 {
+        return None;
+    }
+    let zp = o.ins.get(2).copied().flatten();
+    match zp {
+        Some(z) if o.values[z].dtype != q_dtype => return None,
+        Some(_) => {}
+        None => {
+            // Without a zero point the quantized type is output_dtype (uint8 by default).
+            let code = node.int_or("output_dtype", 0).ok()?;
+            let declared = match code {
+                0 => DataType::Uint8,
+                c => DataType::from_code(i32::try_from(c).ok()?)?,
+            };
+            if quantize && declared != q_dtype {
+                return None;
+            }
+        }
+    }
+    let (axis, block) = (
+        node.int_or("axis", 1).ok()?,
+        node.int_or("block_size", 0).ok()?,
+    );
+    let layout = ParamLayout::new(data, &o.values[s].shape, axis, block).ok()?;
+    let constants = match (o.constant(1), zp) {
+        (Some(scales), None) => Some((vec![0; scales.len()], scales)),
+        (Some(scales), Some(_)) => o.ints(2).map(|z| (z, scales)),
+        (None, _) => None,
+    };
+    let Some((zero_points, scales)) = constants else {
+        return Some(Kernel::QuantizeWith {
+            quantize,
+            dtype: q_dtype,
+            axis,
+            block,
+            inputs: if zp.is_some() { 3 } else { 2 },
+        });
+    };
+    let params = QuantParams::new(layout, scales, zero_points, q_dtype).ok()?;
+    Some(match quantize {
+        true => Kernel::Quantize(params),
+        false => Kernel::Dequantize(params),
+    })
 }
 
 fn matmul(o: &Operands) -> Option<Kernel> {

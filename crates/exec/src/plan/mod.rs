@@ -1,7 +1,8 @@
 //! Planned inference: a model compiled once per set of input shapes, then run many times.
 //!
-//! A [`Plan`] is built from one recorded run of the node-by-node (candle) path at those
-//! shapes, which gives the shape and element type of every value. From it the planner
+//! A [`Plan`] is built from the shape and element type of every value at those shapes:
+//! from static shape inference where it knows them all ([`infer`]), else from one
+//! recorded run of the node-by-node (candle) path. From them the planner
 //! - folds everything known at plan time (initializers, `Constant`, `Shape`/`Size` of values
 //!   whose shapes are fixed, and any deterministic node whose inputs are all constants, such
 //!   as the `Shape -> Gather -> Concat -> Reshape` chains of exported transformers), so
@@ -24,6 +25,7 @@
 
 pub mod build;
 pub mod fuse;
+pub mod infer;
 pub mod kernel;
 pub mod lower;
 pub mod memory;
@@ -54,6 +56,8 @@ pub struct Plan {
     pub inputs: Vec<(String, ValueId)>,
     /// Values a run returns (graph outputs and kept intermediates).
     pub outputs: Vec<ValueId>,
+    /// Built from static shape inference ([`infer`]) rather than a recorded run.
+    pub inferred: bool,
     /// Arena buffers kept between runs (taken by a run, returned after it).
     arena: Mutex<Vec<Vec<f32>>>,
 }
@@ -166,6 +170,9 @@ impl PlanKey {
 #[derive(Default)]
 pub struct PlanCache {
     plans: Mutex<HashMap<PlanKey, Option<Arc<Plan>>>>,
+    /// Keys whose plan from inference met another shape or type than inferred: their
+    /// next plan is recorded.
+    distrusted: Mutex<std::collections::HashSet<PlanKey>>,
 }
 
 /// Plans held at once (each keeps its arena between runs); a model fed ever new shapes
@@ -190,6 +197,25 @@ impl PlanCache {
     /// Forgets every plan (weights or initializers changed).
     pub fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Forgets the plan of `key`, built from inference that a run contradicted: the next
+    /// run at `key` records one.
+    pub fn distrust(&self, key: &PlanKey) {
+        self.lock().remove(key);
+        self.distrusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone());
+    }
+
+    /// Whether a plan from inference may be built for `key`.
+    pub fn trusts(&self, key: &PlanKey) -> bool {
+        !self
+            .distrusted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlanKey, Option<Arc<Plan>>>> {

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use candle_core::{Device, Storage, Tensor};
+use whittle_ir::DataType;
 
 use super::{Home, Plan, PlanStep, StepOp, ValueId};
 use crate::error::{ExecError, Result};
@@ -117,7 +118,7 @@ impl Plan {
                 for &id in step.outputs.iter().flatten() {
                     let pv = &self.values[id];
                     match (&pv.home, opts.borrowed.as_mut()) {
-                        (Home::Slot(s), Some(borrowed)) => {
+                        (Home::Slot(s), Some(borrowed)) if pv.dtype == DataType::Float => {
                             borrowed(&pv.name, node, &pv.shape, &st.arena[*s][..pv.numel()])?
                         }
                         _ => hook(&pv.name, node, &self.value(st, id)?)?,
@@ -191,6 +192,39 @@ impl Plan {
         out: &mut [f32],
     ) -> std::result::Result<(), String> {
         let ids: Vec<ValueId> = step.inputs.iter().flatten().copied().collect();
+        if let super::Kernel::QuantizeWith {
+            quantize,
+            dtype,
+            axis,
+            block,
+            ..
+        } = k
+        {
+            // Parameters computed at run time: laid out now, then the constant kernel.
+            let p = self
+                .runtime_params(st, step, *dtype, *axis, *block)
+                .map_err(|e| e.to_string())?;
+            let k = match quantize {
+                true => super::Kernel::Quantize(p),
+                false => super::Kernel::Dequantize(p),
+            };
+            let x = PlanStep {
+                node: step.node,
+                pos: step.pos,
+                op: super::StepOp::Folded,
+                inputs: step.inputs[..1].to_vec(),
+                outputs: Vec::new(),
+                frees: Vec::new(),
+            };
+            return self.run_kernel(st, &x, &k, out);
+        }
+        if let (super::Kernel::Dequantize(p), [x]) = (k, &ids[..]) {
+            if self.values[*x].dtype != DataType::Float
+                && !matches!(self.values[*x].home, Home::Slot(_))
+            {
+                return self.dequantize_value(st, *x, p, out);
+            }
+        }
         let guards: Vec<_> = ids
             .iter()
             .map(|&id| match &self.values[id].home {
@@ -225,6 +259,65 @@ impl Plan {
         k.run(&slices, out).map_err(|e| e.to_string())
     }
 
+    /// The scales and zero points of a [`super::Kernel::QuantizeWith`] step (its inputs 1
+    /// and 2) laid out against its input 0, as the candle operators check them.
+    fn runtime_params(
+        &self,
+        st: &State,
+        step: &PlanStep,
+        dtype: DataType,
+        axis: i64,
+        block: i64,
+    ) -> Result<crate::kernels::quant::QuantParams> {
+        let input = |i: usize| {
+            step.inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .map(|id| self.value(st, id))
+                .transpose()
+        };
+        let (Some(x), Some(scale)) = (step.inputs[0], input(1)?) else {
+            return Err(ExecError::msg("quantization step without input or scale"));
+        };
+        let layout =
+            crate::ops::quant::ParamLayout::new(&self.values[x].shape, scale.shape(), axis, block)?;
+        let scales = scale.to_f32_vec()?;
+        let zero_points = match input(2)? {
+            Some(z) => z.to_i64_vec()?,
+            None => vec![0; scales.len()],
+        };
+        crate::kernels::quant::QuantParams::new(layout, scales, zero_points, dtype)
+            .map_err(|e| ExecError::msg(e.to_string()))
+    }
+
+    /// A DequantizeLinear of an integer candle value (a constant, a graph input, or the
+    /// output of a candle step such as a Gather from a quantized table), from its storage.
+    fn dequantize_value(
+        &self,
+        st: &State,
+        id: ValueId,
+        p: &crate::kernels::quant::QuantParams,
+        out: &mut [f32],
+    ) -> std::result::Result<(), String> {
+        use crate::kernels::quant::{dequantize, Quantized};
+        let v = match &self.values[id].home {
+            Home::Const(v) => v,
+            _ => st.cells[id]
+                .as_ref()
+                .ok_or_else(|| format!("value '{}' is not computed", self.values[id].name))?,
+        };
+        let err = |e: crate::error::ExecError| e.to_string();
+        let done = match v.tensor().dtype() {
+            candle_core::DType::U8 => v.with_slice(|q: &[u8]| dequantize(Quantized::U8(q), p, out)),
+            candle_core::DType::I64 => {
+                v.with_slice(|q: &[i64]| dequantize(Quantized::I64(q), p, out))
+            }
+            other => return Err(format!("cannot dequantize {other:?} storage")),
+        };
+        done.map_err(err)?.map_err(|e| e.to_string())
+    }
+
     /// Value `id` as a candle value (arena values are copied out).
     fn value(&self, st: &State, id: ValueId) -> Result<Value> {
         let pv = &self.values[id];
@@ -232,7 +325,9 @@ impl Plan {
             Home::Const(v) => Ok(v.clone()),
             Home::Slot(s) => {
                 let data = &st.arena[*s][..pv.numel()];
-                Value::f32(Tensor::from_slice(data, pv.shape.as_slice(), &Device::Cpu)?)
+                let t = Tensor::from_slice(data, pv.shape.as_slice(), &Device::Cpu)?;
+                // Quantized values are exact integers in f32: converted to their type.
+                Value::new(t, pv.dtype)
             }
             Home::Host | Home::Input => st.cells[id]
                 .clone()
