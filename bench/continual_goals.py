@@ -38,6 +38,8 @@ RUNS = [
     ("fmnist-lenetw-derpp-ace-e2", "DER++ with ACE, alpha 0.1, beta 1.0, on the same LeNet, 2 epochs per task"),
     ("fmnist-lenetw-er-ace-aug", "ER-ACE on the same LeNet, --replay-augment"),
     ("fmnist-lenetw-derpp-ace-e2-aug", "DER++ with ACE, alpha 0.1, beta 1.0, on the same LeNet, 2 epochs per task, --replay-augment"),
+    ("fmnist-lenetw-er-hyb", "reference protocol on the same LeNet, the trained head plus 32 x cosine to the class means (--ncm hybrid)"),
+    ("fmnist-lenetw-er-aug-hyb", "the same with --replay-augment"),
     ("mnist-er", "reference protocol"),
     ("mnist-derpp", "reference protocol (alpha 0.3, beta 0.5)"),
     ("mnist-er-ace-e2", "best: ER-ACE, 2 epochs per task"),

@@ -45,6 +45,8 @@ RUNS=(
   "fmnist-lenetw-derpp-ace-e2 fashion-mnist --model $lenet_wide --strategy derpp --ace --alpha 0.1 --beta 1.0 --epochs-per-task 2 --no-baselines"
   "fmnist-lenetw-er-ace-aug fashion-mnist --model $lenet_wide --strategy er --ace --replay-augment --no-baselines"
   "fmnist-lenetw-derpp-ace-e2-aug fashion-mnist --model $lenet_wide --strategy derpp --ace --alpha 0.1 --beta 1.0 --epochs-per-task 2 --replay-augment --no-baselines"
+  "fmnist-lenetw-er-hyb fashion-mnist --model $lenet_wide --strategy er --ncm hybrid --no-baselines"
+  "fmnist-lenetw-er-aug-hyb fashion-mnist --model $lenet_wide --strategy er --replay-augment --ncm hybrid --no-baselines"
   "mnist-er mnist --strategy er"
   "mnist-derpp mnist --strategy derpp --no-baselines"
   "mnist-er-ace-e2 mnist --strategy er --ace --epochs-per-task 2 --no-baselines"

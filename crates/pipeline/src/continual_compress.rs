@@ -30,7 +30,7 @@ use whittle_passes::prune::{Mask, Method, Pruner, Unstructured};
 use whittle_passes::qat::{self, insert::ScaleMode, QatState};
 use whittle_passes::quantize::QuantConfig;
 use whittle_train::continual::metrics::{self, MeanStd};
-use whittle_train::continual::ncm::ncm_after_task;
+use whittle_train::continual::ncm::{ncm_after_task, trained_head};
 use whittle_train::continual::{self, ContinualRun, Ncm, ReplayBuffer, TaskHook, TaskStart};
 use whittle_train::TrainError;
 
@@ -180,7 +180,8 @@ pub struct CompressedMetrics {
 /// Compresses `run`'s final model as `cfg` asks and measures every variant, `fp32` (the
 /// model itself) included, keyed `fp32`, `fp16`, `int8`, `pruned`, `pruned_int8`, ...
 /// With `ncm` on (the run's model has the nearest-class-mean head) the pruned model's head
-/// is the means again, by the same distance, after the fine-tune.
+/// is the means again, by the same distance, after the fine-tune (a hybrid's trained head
+/// fine-tunes without its means, which are then added again).
 pub fn compress(
     ctx: &mut Ctx<'_>,
     run: &ContinualRun,
@@ -198,7 +199,14 @@ pub fn compress(
     let mut variants = vec![("fp32".to_string(), run.model.clone())];
     let mut bases = vec![(String::new(), run.model.clone())];
     if let Some(sparsity) = cfg.prune {
-        let mut pruned = prune(ctx, &run.model, sparsity, cfg, &spec)?;
+        // A hybrid head's trained part fine-tunes alone (as the run trained it); its
+        // means come back after.
+        let trained = match ncm {
+            Ncm::Hybrid { .. } => trained_head(&run.model)
+                .context(|| "the trained head of the hybrid model".into())?,
+            _ => run.model.clone(),
+        };
+        let mut pruned = prune(ctx, &trained, sparsity, cfg, &spec)?;
         if ncm.is_on() {
             // The fine-tune trained the mean head by cross-entropy on mostly the last
             // task's classes: the means of the pruned features replace it again.

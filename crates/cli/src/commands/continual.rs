@@ -74,9 +74,10 @@ pub struct Args {
     /// Score with the nearest class mean of the penultimate features (of the replay
     /// buffer and the task's data, after each task) instead of the trained head, by
     /// euclidean distance (the default) or cosine similarity (an LpNormalization before
-    /// the head); the output model's head Gemm holds the means.
-    #[arg(long, value_name = "DISTANCE", num_args = 0..=1, default_missing_value = "euclidean",
-          value_parser = ["euclidean", "cosine"])]
+    /// the head); the output model's head Gemm holds the means. `hybrid[:S]` keeps the
+    /// trained head and adds S (default 32) times the cosine similarity to each class
+    /// mean to its scores (a second Gemm on the unit features).
+    #[arg(long, value_name = "DISTANCE", num_args = 0..=1, default_missing_value = "euclidean")]
     ncm: Option<String>,
     /// er, derpp: flip every replayed image left to right at random and shift it by up to
     /// two pixels (image samples [C, H, W]).

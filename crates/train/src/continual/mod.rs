@@ -132,8 +132,9 @@ pub struct ContinualConfig {
     /// Score with nearest class means instead of the trained head ([`ncm::ncm_head`]):
     /// after each task the head's weights become the mean penultimate features of the
     /// replay buffer and that task's training data, per class, by Euclidean distance or
-    /// cosine similarity. Training still uses the trained head; the scored (and
-    /// returned) model has the mean head.
+    /// cosine similarity; or, hybrid, the trained head's scores plus a multiple of the
+    /// cosine similarity to each mean. Training still uses the trained head; the scored
+    /// (and returned) model has the mean head.
     pub ncm: Ncm,
     /// ER and DER++: flip every replayed image left to right at random and shift it by
     /// up to two pixels ([`augment::Augment`]; image samples `[C, H, W]` only).
