@@ -1204,3 +1204,91 @@ fn gather_refuses_views_outside_the_input() {
     let err = layout::gather(&whole, &[0.0; 6], &mut [0.0; 5]).unwrap_err();
     assert!(err.to_string().contains("output has 5 elements"), "{err}");
 }
+
+/// im2col against its definition, element by element (NaN-initialised output, so every entry
+/// must be written), on shapes that take the stride-1 "same width" path (a tap's valid rows as
+/// one shifted copy: asymmetric and wide padding, height dilation, a one-row image, padding
+/// wider than the image) and on ones that do not.
+#[test]
+fn im2col_matches_its_definition() {
+    let base = Conv2dShape {
+        n: 1,
+        c_in: 2,
+        h: 6,
+        w: 7,
+        c_out: 1,
+        kh: 3,
+        kw: 3,
+        stride: [1, 1],
+        pads: [1, 1, 1, 1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let cases = [
+        base,
+        Conv2dShape {
+            pads: [0, 2, 2, 0],
+            ..base
+        },
+        Conv2dShape {
+            pads: [2, 0, 0, 2],
+            dilation: [2, 1],
+            ..base
+        },
+        Conv2dShape {
+            h: 1,
+            pads: [1, 1, 1, 1],
+            ..base
+        },
+        Conv2dShape {
+            kh: 5,
+            kw: 5,
+            h: 2,
+            w: 3,
+            pads: [2, 2, 2, 2],
+            ..base
+        },
+        Conv2dShape {
+            kw: 1,
+            pads: [0, 0, 0, 0],
+            ..base
+        },
+        Conv2dShape {
+            stride: [2, 1],
+            ..base
+        },
+        Conv2dShape {
+            pads: [1, 0, 1, 0],
+            ..base
+        },
+    ];
+    for s in cases {
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let x: Vec<f32> = (0..s.c_in * s.h * s.w).map(|v| v as f32 + 1.0).collect();
+        let mut col = vec![f32::NAN; s.c_in * s.kh * s.kw * oh * ow];
+        conv::im2col(&s, &x, &mut col);
+        for c in 0..s.c_in {
+            for i in 0..s.kh {
+                for j in 0..s.kw {
+                    for r in 0..oh {
+                        for q in 0..ow {
+                            let ih =
+                                (r * s.stride[0] + i * s.dilation[0]) as isize - s.pads[0] as isize;
+                            let iw =
+                                (q * s.stride[1] + j * s.dilation[1]) as isize - s.pads[1] as isize;
+                            let want = if (0..s.h as isize).contains(&ih)
+                                && (0..s.w as isize).contains(&iw)
+                            {
+                                x[(c * s.h + ih as usize) * s.w + iw as usize]
+                            } else {
+                                0.0
+                            };
+                            let got = col[(((c * s.kh + i) * s.kw + j) * oh + r) * ow + q];
+                            assert_eq!(got, want, "{s:?}: c {c} tap ({i}, {j}) at ({r}, {q})");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

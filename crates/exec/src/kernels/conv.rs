@@ -188,16 +188,42 @@ fn for_each_task(
     let split = split_tasks(out.len() / block_len);
     let par = inner_threads(split);
     if split {
-        out.par_chunks_mut(block_len).enumerate().try_for_each_init(
-            || vec![0.0; scratch_len],
-            |scratch, (t, b)| task(t, b, scratch, par),
-        )
-    } else {
-        let mut scratch = vec![0.0; scratch_len];
-        out.chunks_mut(block_len)
+        out.par_chunks_mut(block_len)
             .enumerate()
-            .try_for_each(|(t, b)| task(t, b, &mut scratch, par))
+            .try_for_each(|(t, b)| with_scratch(scratch_len, |scratch| task(t, b, scratch, par)))
+    } else {
+        with_scratch(scratch_len, |scratch| {
+            out.chunks_mut(block_len)
+                .enumerate()
+                .try_for_each(|(t, b)| task(t, b, scratch, par))
+        })
     }
+}
+
+thread_local! {
+    /// Each thread's im2col / GEMM scratch, kept from call to call (as large as the largest
+    /// asked for on that thread).
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on `len` floats of this thread's scratch buffer, whose contents are left over
+/// from earlier calls (every user overwrites it: im2col writes each element, the GEMMs into
+/// it have `beta == 0`). Fresh zeroed buffers per call cost page clearing and memset (about
+/// 8% of a 2-thread zoo:cnn step with `clear_page_erms` and memset together). A nested call
+/// on the same thread (rayon work stealing inside `f`) gets a buffer of its own.
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.with(|cell| cell.take());
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let out = f(&mut buf[..len]);
+    SCRATCH.with(|cell| {
+        let mut kept = cell.borrow_mut();
+        if kept.len() < buf.len() {
+            *kept = buf;
+        }
+    });
+    out
 }
 
 /// `y = act(conv(x, w) + bias)`: `x` `[n, c_in, h, w]`, `w` `[c_out, c_in / groups, kh, kw]`,
@@ -319,8 +345,18 @@ pub fn im2col(s: &Conv2dShape, image_group: &[f32], col: &mut [f32]) {
 fn im2col_with(s: &Conv2dShape, image_group: &[f32], col: &mut [f32], parallel: bool) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let taps = s.kh * s.kw;
+    // Stride 1 with as many output columns as input columns ("same" width): a tap's valid
+    // rows are one contiguous shifted copy of the input plane, then the columns that wrapped
+    // around a row edge are zeroed, instead of a copy and two fills per output row.
+    let flat = s.stride == [1, 1] && s.dilation[1] == 1 && ow == s.w;
     let channel = |c: usize, rows: &mut [f32]| {
         let xc = &image_group[c * s.h * s.w..(c + 1) * s.h * s.w];
+        if flat {
+            for (tap, plane) in rows.chunks_mut(oh * ow).enumerate() {
+                im2col_flat_tap(s, xc, tap, plane);
+            }
+            return;
+        }
         for (tap, row) in rows.chunks_mut(oh * ow).enumerate() {
             let (i, j) = (tap / s.kw, tap % s.kw);
             let valid_r = valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h);
@@ -360,6 +396,49 @@ fn im2col_with(s: &Conv2dShape, image_group: &[f32], col: &mut [f32], parallel: 
     }
 }
 
+/// One tap's `[out_h, out_w]` plane of the im2col matrix of channel `xc` when the stride is 1,
+/// the width dilation 1 and `out_w == w`: output `(r, q)` reads input
+/// `(r + i * dilation_h - pad_top, q + j - pad_left)`, so the valid rows are a contiguous run
+/// of the input shifted by a constant, except the columns that fall off a row's edge.
+fn im2col_flat_tap(s: &Conv2dShape, xc: &[f32], tap: usize, plane: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (i, j) = (tap / s.kw, tap % s.kw);
+    let rows = valid_range(oh, 1, i * s.dilation[0], s.pads[0], s.h);
+    let cols = valid_range(ow, 1, j, s.pads[1], s.w);
+    plane[..rows.start * ow].fill(0.0);
+    plane[rows.end * ow..].fill(0.0);
+    if rows.is_empty() {
+        return;
+    }
+    let run = &mut plane[rows.start * ow..rows.end * ow];
+    if cols.is_empty() {
+        run.fill(0.0);
+        return;
+    }
+    // Input index of the run's first element, as a signed offset (it may start before the
+    // plane or end after it by less than a row; those elements are edge columns).
+    let start = ((rows.start + i * s.dilation[0] - s.pads[0]) * s.w) as isize + j as isize
+        - s.pads[1] as isize;
+    let lo = (-start).max(0) as usize;
+    let hi = (run.len() as isize)
+        .min(xc.len() as isize - start)
+        .max(lo as isize) as usize;
+    run[..lo].fill(0.0);
+    run[hi..].fill(0.0);
+    let from = (start + lo as isize) as usize;
+    run[lo..hi].copy_from_slice(&xc[from..from + (hi - lo)]);
+    if cols.start > 0 || cols.end < ow {
+        for row in run.chunks_mut(ow) {
+            for v in &mut row[..cols.start] {
+                *v = 0.0;
+            }
+            for v in &mut row[cols.end..] {
+                *v = 0.0;
+            }
+        }
+    }
+}
+
 /// The inverse gather of [`im2col`]: adds every element of `col` back to the input position
 /// it was read from (`image_group += col2im(col)`); padding positions are dropped.
 pub fn col2im(s: &Conv2dShape, col: &[f32], image_group: &mut [f32]) {
@@ -368,26 +447,45 @@ pub fn col2im(s: &Conv2dShape, col: &[f32], image_group: &mut [f32]) {
     if oh * ow == 0 {
         return;
     }
-    for (c, xc) in image_group.chunks_mut(s.h * s.w).enumerate().take(s.cg()) {
-        for tap in 0..taps {
+    // Each tap's valid output rows and columns depend on the shape alone.
+    let ranges: Vec<_> = (0..taps)
+        .map(|tap| {
             let (i, j) = (tap / s.kw, tap % s.kw);
-            let row = &col[(c * taps + tap) * oh * ow..][..oh * ow];
-            let valid_r = valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h);
-            let valid_c = valid_range(ow, s.stride[1], j * s.dilation[1], s.pads[1], s.w);
-            if valid_c.is_empty() {
-                continue;
-            }
-            for r in valid_r {
-                let ih = r * s.stride[0] + i * s.dilation[0] - s.pads[0];
-                let iw0 = valid_c.start * s.stride[1] + j * s.dilation[1] - s.pads[1];
-                let src = &row[r * ow..(r + 1) * ow][valid_c.clone()];
-                let xrow = &mut xc[ih * s.w..(ih + 1) * s.w];
-                for (q, v) in src.iter().enumerate() {
-                    xrow[iw0 + q * s.stride[1]] += v;
+            (
+                valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h),
+                valid_range(ow, s.stride[1], j * s.dilation[1], s.pads[1], s.w),
+            )
+        })
+        .collect();
+    dispatch(
+        #[inline(always)]
+        || {
+            for (c, xc) in image_group.chunks_mut(s.h * s.w).enumerate().take(s.cg()) {
+                for (tap, (valid_r, valid_c)) in ranges.iter().enumerate() {
+                    if valid_c.is_empty() {
+                        continue;
+                    }
+                    let (i, j) = (tap / s.kw, tap % s.kw);
+                    let row = &col[(c * taps + tap) * oh * ow..][..oh * ow];
+                    let iw0 = valid_c.start * s.stride[1] + j * s.dilation[1] - s.pads[1];
+                    for r in valid_r.clone() {
+                        let ih = r * s.stride[0] + i * s.dilation[0] - s.pads[0];
+                        let src = &row[r * ow..(r + 1) * ow][valid_c.clone()];
+                        let xrow = &mut xc[ih * s.w..(ih + 1) * s.w];
+                        if s.stride[1] == 1 {
+                            // Contiguous: a vectorised add of the shifted row.
+                            let dst = &mut xrow[iw0..iw0 + src.len()];
+                            dst.iter_mut().zip(src).for_each(|(d, v)| *d += v);
+                        } else {
+                            for (q, v) in src.iter().enumerate() {
+                                xrow[iw0 + q * s.stride[1]] += v;
+                            }
+                        }
+                    }
                 }
             }
-        }
-    }
+        },
+    );
 }
 
 /// The input gradient: `dx = col2im(W_g^T · dy_g)` per image and group (overwrites `dx`).
@@ -439,12 +537,15 @@ pub fn conv2d_backward_weight(
         let partials = (0..s.n.div_ceil(per_worker))
             .into_par_iter()
             .map(|w| {
-                let (mut part, mut col) = (vec![0.0f32; dw.len()], vec![0.0f32; scratch]);
-                for (g, dwb) in part.chunks_mut(mg * k).enumerate() {
-                    for img in w * per_worker..((w + 1) * per_worker).min(s.n) {
-                        add_weight_term(s, x, dy, (img, g), dwb, &mut col, Threads::One)?;
+                let mut part = vec![0.0f32; dw.len()];
+                with_scratch(scratch, |col| {
+                    for (g, dwb) in part.chunks_mut(mg * k).enumerate() {
+                        for img in w * per_worker..((w + 1) * per_worker).min(s.n) {
+                            add_weight_term(s, x, dy, (img, g), dwb, col, Threads::One)?;
+                        }
                     }
-                }
+                    Ok(())
+                })?;
                 Ok(part)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -19,7 +19,8 @@ type Grads = Result<Vec<Option<Vec<f32>>>>;
 
 /// `alpha · a · b` into a recycled `a.rows() x b.cols()` gradient buffer of `ctx`.
 fn product(ctx: &RuleCtx, a: MatRef, b: MatRef, alpha: f32) -> Result<Vec<f32>> {
-    let mut c = ctx.zeros(a.rows() * b.cols());
+    // beta = 0: the GEMM writes every element without reading it.
+    let mut c = ctx.for_overwrite(a.rows() * b.cols());
     kern(gemm(a, b, &mut c, alpha, 0.0, &Epilogue::NONE))?;
     Ok(c)
 }
@@ -220,13 +221,14 @@ pub(super) fn conv(c: &mut RuleCtx) -> Grads {
     let dy = c.dy()?;
     let mut grads = vec![None, None, None];
     if c.wants(0) {
-        let mut dx = c.zeros(x_shape.iter().product());
+        // Both kernels overwrite their outputs.
+        let mut dx = c.for_overwrite(x_shape.iter().product());
         let w = c.input(1)?;
         kern(w.with_f32(|w| conv2d_backward_input(&shape, &dy, w, &mut dx))?)?;
         grads[0] = Some(dx);
     }
     if c.wants(1) || c.wants(2) {
-        let mut dw = c.zeros(w_shape.iter().product());
+        let mut dw = c.for_overwrite(w_shape.iter().product());
         let mut db = vec![0.0; shape.c_out];
         let want_bias = c.wants(2);
         let x = c.input(0)?;

@@ -77,6 +77,12 @@ impl RuleCtx<'_> {
         }
     }
 
+    /// A gradient buffer of `len` floats with unspecified contents (recycled between passes),
+    /// for a kernel that writes every element.
+    pub fn for_overwrite(&self, len: usize) -> Vec<f32> {
+        self.buffers.for_overwrite(len)
+    }
+
     /// A gradient buffer of `len` zeros (recycled between passes).
     pub fn zeros(&self, len: usize) -> Vec<f32> {
         self.buffers.zeros(len)

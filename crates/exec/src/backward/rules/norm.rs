@@ -23,7 +23,8 @@ pub(super) fn batch_norm(c: &mut RuleCtx) -> Grads {
     let x = c.input(0)?;
     let gamma = c.input(1)?.to_f32_vec()?;
     let dy = c.dy()?;
-    let mut dx = c.wants(0).then(|| c.zeros(g.n * g.c * g.s));
+    // The kernel writes every element of dx.
+    let mut dx = c.wants(0).then(|| c.for_overwrite(g.n * g.c * g.s));
     let kept = c.node.output.first().and_then(|o| c.rec.batch_moments(o));
     let (dgamma, dbeta) = x.with_f32(|xd| {
         let recomputed;
