@@ -422,20 +422,13 @@ fn add_means_branch(
     let gemm = graph.node[head.at].clone();
     let output = gemm.output[0].clone();
     let head_out = format!("{output}_head");
-    let unit = format!("{}_unit", head.features);
+    let (normalize, unit) = unit_features(&gemm.name, &head.features);
     let means_out = format!("{output}_ncm");
     let weight = format!("{}_ncm_means", gemm.name);
     let bias = format!("{}_ncm_bias", gemm.name);
     graph.node[head.at].output[0] = head_out.clone();
     let nodes = [
-        NodeProto {
-            op_type: "LpNormalization".into(),
-            name: format!("{}_ncm_normalize", gemm.name),
-            input: vec![head.features.clone()],
-            output: vec![unit.clone()],
-            attribute: vec![make::int("axis", 1), make::int("p", 2)],
-            ..NodeProto::default()
-        },
+        normalize,
         NodeProto {
             op_type: "Gemm".into(),
             name: format!("{}_ncm", gemm.name),
@@ -488,19 +481,25 @@ fn is_unit_norm(model: &Model, value: &str) -> Result<bool> {
         && matches!(node.int("axis")?.unwrap_or(-1), -1 | 1))
 }
 
-/// Puts an `LpNormalization` (p = 2, axis 1) between the head Gemm and its features.
-fn normalize_input(model: &mut Model, head: &HeadGemm) {
-    let graph = model.graph_mut();
-    let gemm = &graph.node[head.at];
-    let unit = format!("{}_unit", head.features);
-    let normalize = NodeProto {
+/// The `LpNormalization` (p = 2, axis 1) of the head Gemm `gemm`'s input `features`, and
+/// the name of its output (the unit features).
+fn unit_features(gemm: &str, features: &str) -> (NodeProto, String) {
+    let unit = format!("{features}_unit");
+    let node = NodeProto {
         op_type: "LpNormalization".into(),
-        name: format!("{}_ncm_normalize", gemm.name),
-        input: vec![head.features.clone()],
+        name: format!("{gemm}_ncm_normalize"),
+        input: vec![features.to_string()],
         output: vec![unit.clone()],
         attribute: vec![make::int("axis", 1), make::int("p", 2)],
         ..NodeProto::default()
     };
+    (node, unit)
+}
+
+/// Puts an `LpNormalization` (p = 2, axis 1) between the head Gemm and its features.
+fn normalize_input(model: &mut Model, head: &HeadGemm) {
+    let graph = model.graph_mut();
+    let (normalize, unit) = unit_features(&graph.node[head.at].name, &head.features);
     graph.node[head.at].input[0] = unit;
     graph.node.insert(head.at, normalize);
 }
