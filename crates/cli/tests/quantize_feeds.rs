@@ -116,19 +116,20 @@ fn static_minilm_calibrated_on_token_feeds_matches_float_in_onnx_runtime() {
 #[test]
 fn accuracy_budget_on_unlabelled_feeds_keeps_layers_float_until_outputs_agree() {
     let dir = scratch("budget");
-    // Min/max ranges alone leave a mean output cosine near 0.95.
+    // Min/max ranges alone leave a mean output cosine near 0.997: a budget of 0.1% (cosine
+    // >= 0.999) keeps some layers float.
     let report = static_minilm_on_sentences(
         &dir,
         32,
         8,
-        &["--calibration", "minmax", "--accuracy-budget", "1"],
+        &["--calibration", "minmax", "--accuracy-budget", "0.1"],
     );
     let acc = &report["accuracy"];
     assert_eq!(acc["metric"], "output_cosine");
     assert_eq!(acc["samples"], 8);
-    assert_eq!(acc["budget"].as_f64().unwrap(), 0.01);
+    assert!((acc["budget"].as_f64().unwrap() - 0.001).abs() < 1e-12);
     let cosine = acc["quantized_accuracy"].as_f64().unwrap();
-    assert!(cosine >= 0.99, "output cosine {cosine} within the budget");
+    assert!(cosine >= 0.999, "output cosine {cosine} within the budget");
     let sensitivity = report["sensitivity"].as_array().unwrap();
     assert_eq!(sensitivity.len(), 24, "one figure per quantizable MatMul");
     assert!(sensitivity.iter().all(|s| s["metric"] == "output_sqnr_db"));
@@ -153,7 +154,7 @@ fn accuracy_budget_on_unlabelled_feeds_keeps_layers_float_until_outputs_agree() 
     .parse()
     .unwrap();
     assert!(
-        in_ort >= 0.99,
+        in_ort >= 0.998,
         "mean sentence-embedding cosine in ORT {in_ort}"
     );
 }

@@ -1,5 +1,6 @@
-//! Static INT8 quantization of LeNet5 through the library API: whittle's executor runs
-//! the QDQ model and agrees with ONNX Runtime; plans name what stays float; verification
+//! Static INT8 quantization of LeNet5 and zoo:vit-tiny through the library API: whittle's
+//! executor runs the QDQ models and agrees with ONNX Runtime (the ViT at the seed table's
+//! INT8 size); plans name what stays float; verification
 //! on calibration's spilled float values equals a rerun of the float model and a
 //! node-by-node comparison.
 
@@ -41,6 +42,13 @@ fn batches(images: &TensorData, size: usize) -> Vec<HashMap<String, Value>> {
         .collect()
 }
 
+/// The logits of `model` in whittle's executor on all of `images`, in one run.
+fn whittle_logits(model: &Model, images: &TensorData) -> Vec<f32> {
+    let feed = batches(images, images.dims()[0]).remove(0);
+    let out = Executor::new(model).unwrap().run(feed).unwrap();
+    out["logits"].to_data().unwrap().to_vec().unwrap()
+}
+
 /// Runs `model` in ONNX Runtime through scripts/ort_reference.py.
 fn ort_logits(model: &Model, input: &TensorData, name: &str) -> Vec<f32> {
     let dir = scratch(&format!("quant-{name}"));
@@ -75,11 +83,7 @@ fn whittle_runs_the_qdq_model_like_onnx_runtime() {
     assert_eq!(report.quantized_nodes.len(), 4);
     assert_eq!(report.calibration.as_ref().unwrap().samples, 512);
     let test = mnist(Split::Test, 64);
-    let ours = Executor::new(&q)
-        .unwrap()
-        .run(batches(&test, 64).remove(0))
-        .unwrap();
-    let ours: Vec<f32> = ours["logits"].to_data().unwrap().to_vec().unwrap();
+    let ours = whittle_logits(&q, &test);
     let theirs = ort_logits(&q, &test, "agree");
     let worst = whittle_ir::numeric::max_abs_diff(ours.iter().copied(), theirs.iter().copied());
     // Both dequantize the same integers; differences are float rounding in the products,
@@ -96,6 +100,30 @@ fn whittle_runs_the_qdq_model_like_onnx_runtime() {
         .filter(|(a, b)| **a == *b)
         .count();
     assert!(agree >= 63, "{agree}/64 predictions agree");
+}
+
+#[test]
+fn a_vision_transformer_in_qdq_is_the_seed_tables_size_and_runs_like_onnx_runtime() {
+    // zoo:vit-tiny (the seed table's model, untrained): int8 weights and its float
+    // positional table, biases and LayerNormalization parameters in 8 bits, MatMul
+    // outputs no quantized node reads left float, no zero points of 0, shared scalars.
+    let vit = whittle_zoo::build("zoo:vit-tiny").unwrap();
+    let cfg = QuantConfig {
+        per_channel: true,
+        ..QuantConfig::default()
+    };
+    let calib = batches(&mnist(Split::Train, 64), 32);
+    let (q, _) = quantize::static_int8(&vit, &cfg, calib).unwrap();
+    // The seed table's floor for INT8: 2.75 MB / 0.75 MB, the claim's 2.8 and 0.7 MB
+    // rounded (was 3.40x before the float constants went 8-bit).
+    let ratio = vit.encoded_len() as f64 / q.encoded_len() as f64;
+    assert!(ratio >= 2.75 / 0.75, "{ratio:.3}x smaller");
+    let test = mnist(Split::Test, 16);
+    let ours = whittle_logits(&q, &test);
+    let theirs = ort_logits(&q, &test, "vit");
+    let range = theirs.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let worst = whittle_ir::numeric::max_abs_diff(ours.iter().copied(), theirs.iter().copied());
+    assert!(worst <= 0.02 * f64::from(range), "{worst} of {range}");
 }
 
 #[test]

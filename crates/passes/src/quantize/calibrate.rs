@@ -104,13 +104,14 @@ impl Observer {
 
 /// Samples per forward pass of calibration: batches of the calibration data are cut into
 /// runs this long when calibrating with min/max (models whose inputs fix the first
-/// dimension excepted). The executor's buffers (an encoder's
-/// attention scores and feed-forward activations, every layer) grow with the run, and the
-/// first run at a shape, which goes node by node to record the plan the others follow,
-/// shrinks with it. On MiniLM-L3 (128 samples of 128 tokens) runs of 8 peaked 40 MiB
-/// lower than runs of 32 and were the fastest of 4, 8, 16 and 32. Ranges can move in the
-/// last bit (3 of its 68 scales did): the first run's sums come from other kernels than
-/// the plan's.
+/// dimension excepted). The executor's buffers (an encoder's attention scores and
+/// feed-forward activations, every layer) grow with the run. On MiniLM-L3 (128 samples of
+/// 128 tokens) runs of 8 peaked 40 MiB lower than runs of 32 and were the fastest of 4, 8,
+/// 16 and 32, measured when the first run at a shape still went node by node (it shrank
+/// with the run); since plans are built from static shape inference where it knows every
+/// value (6134735: MiniLM and the encoders), 16 or 32 may be faster and want measuring
+/// again. Ranges can move in the last bit with the run length (at 32 samples 17-20 of
+/// MiniLM's 68 scales did, 9e1ae8a): sums over other row counts round differently.
 pub const RUN_SAMPLES: usize = 8;
 
 /// The outcome of calibration: a clipping range per watched tensor.

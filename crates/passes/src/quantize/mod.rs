@@ -10,6 +10,7 @@
 
 pub mod build;
 pub mod calibrate;
+pub mod compact;
 pub mod config;
 pub mod dynamic;
 pub mod gather;
@@ -158,7 +159,7 @@ pub fn watched_tensors(model: &Model, targets: &[Target]) -> HashSet<String> {
 }
 
 /// Writes the statically quantized model in the configured format, with its embedding
-/// tables in int8 ([`gather`]).
+/// tables in int8 ([`gather`]); a QDQ model is then made smaller ([`compact`]).
 pub fn export_static(
     model: &Model,
     cfg: &QuantConfig,
@@ -173,6 +174,9 @@ pub fn export_static(
     };
     gather::quantize_tables(&mut out, model, &tables, cfg)?;
     draft.finish(&mut out);
+    if cfg.format == Format::Qdq {
+        compact::compact(&mut out, model, cfg)?;
+    }
     Ok(out)
 }
 

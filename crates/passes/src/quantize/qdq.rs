@@ -1,7 +1,8 @@
 //! QDQ export: QuantizeLinear/DequantizeLinear pairs on activations, int8 weights and
-//! int32 biases behind DequantizeLinear, node outputs re-quantized (ONNX Runtime layout).
+//! int32 biases behind DequantizeLinear, node outputs re-quantized (ONNX Runtime layout)
+//! except a MatMul's that no quantized node reads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use whittle_ir::attr::make;
 use whittle_ir::graph::GraphEdit;
@@ -26,12 +27,17 @@ pub fn export(
     ranges: &HashMap<String, (f32, f32)>,
 ) -> Result<Model> {
     let relu_ranges = relu_output_ranges(model, cfg, ranges);
+    let read_quantized = targets
+        .iter()
+        .flat_map(|t| t.activations.iter().cloned())
+        .collect();
     let mut q = Qdq {
         src: model.graph(),
         b: Builder::new(out.graph_mut()),
         cfg,
         ranges,
         relu_ranges,
+        read_quantized,
         params: HashMap::new(),
         dq_of: HashMap::new(),
     };
@@ -94,6 +100,8 @@ struct Qdq<'a, 'g> {
     cfg: &'a QuantConfig,
     ranges: &'a HashMap<String, (f32, f32)>,
     relu_ranges: HashMap<String, (f32, f32)>,
+    /// The activations quantized targets read.
+    read_quantized: HashSet<String>,
     /// Params of every tensor that already went through Q/DQ.
     params: HashMap<String, QParams>,
     /// The dequantized stand-in of each quantized float tensor.
@@ -127,6 +135,12 @@ impl Qdq<'_, '_> {
             Some((relu, r)) => (relu, r),
             None => (t.node, y),
         };
+        // A MatMul output that no quantized node reads stays float: ONNX Runtime runs
+        // DequantizeLinear -> MatMul as one MatMulIntegerToFloat (only QLinearMatMul needs
+        // the pair), and the model has one rounding and one Q/DQ pair fewer.
+        if t.op_type == "MatMul" && !self.read_quantized.contains(&y) {
+            return Ok(());
+        }
         let pre = self.b.fresh(&format!("{y}_float"));
         self.b.graph.node[node].output[0] = pre.clone();
         self.qdq(&pre, &y, p)?;

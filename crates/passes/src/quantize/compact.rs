@@ -1,0 +1,369 @@
+//! A QDQ model made smaller after export, as ONNX Runtime's quantizer users would expect
+//! of an 8-bit model:
+//! - the large float constants that an `Add`, `Sub` or `Concat` reads (a vision
+//!   transformer's positional embedding and class token, the biases after its MatMuls) and
+//!   a `LayerNormalization`'s scale and bias, stored in uint8 behind a `DequantizeLinear`
+//!   (ORT's quantizer stores an `Add`'s initializer input and a LayerNormalization's scale
+//!   in 8 bits too). Their rounding, at most half of 1/255 of the constant's range, is
+//!   small beside that of the activations they are added to or scale;
+//! - zero points of 0 that only `DequantizeLinear` nodes read left out (the operator's
+//!   default);
+//! - equal scalar scales and zero points (a Reshape or Transpose takes its input's range)
+//!   stored once;
+//! - the QuantizeLinear/DequantizeLinear nodes unnamed (a name is optional in ONNX; theirs
+//!   only repeated their output's).
+
+use std::collections::{HashMap, HashSet};
+
+use whittle_ir::graph::{node_inputs, GraphEdit};
+use whittle_ir::proto::NodeProto;
+use whittle_ir::{DataType, Model, TensorData};
+
+use super::build::Builder;
+use super::config::QuantConfig;
+use super::plan::is_excluded;
+use super::scheme::{quantize_weight, QuantType, Scheme};
+use super::weights::initializer;
+use crate::Result;
+
+/// Float constants smaller than this stay float: a `DequantizeLinear` and its parameters
+/// take about as many bytes as 8 bits save on them.
+pub const MIN_CONSTANT_ELEMENTS: usize = 64;
+
+/// Operators whose float constant inputs are stored in 8 bits: any input of these...
+pub const CONSTANT_READERS: [&str; 3] = ["Add", "Sub", "Concat"];
+
+/// ...and the scale and bias (inputs 1 and 2) of these.
+pub const PARAMETER_READERS: [&str; 1] = ["LayerNormalization"];
+
+/// How those constants are quantized: uint8 over `[min, max]`, one scale per tensor (the
+/// finest steps 8 bits give; nothing multiplies them as integers).
+const CONSTANT_SCHEME: Scheme = Scheme {
+    qtype: QuantType::Uint8,
+    symmetric: false,
+    reduce_range: false,
+};
+
+/// Applies the three reductions of the module documentation to `out`, a QDQ export of
+/// `source` (whose node names `cfg.exclude` uses: the constants of an excluded node stay
+/// float). Returns how many constants were stored in 8 bits.
+pub fn compact(out: &mut Model, source: &Model, cfg: &QuantConfig) -> Result<usize> {
+    let kept = excluded_inputs(source, cfg);
+    let quantized = quantize_constants(out, &kept)?;
+    omit_zero_points(out)?;
+    share_scalars(out)?;
+    for node in &mut out.graph_mut().node {
+        if is_dequantize(node) || (node.op_type == "QuantizeLinear" && node.domain.is_empty()) {
+            node.name.clear();
+        }
+    }
+    Ok(quantized)
+}
+
+/// Inputs of the nodes of `source` that `cfg.exclude` names.
+fn excluded_inputs(source: &Model, cfg: &QuantConfig) -> HashSet<String> {
+    (source.graph().node.iter().enumerate())
+        .filter(|(i, n)| is_excluded(n, *i, &cfg.exclude))
+        .flat_map(|(_, n)| n.input.iter().cloned())
+        .collect()
+}
+
+/// Stores every float initializer of at least [`MIN_CONSTANT_ELEMENTS`] elements that only
+/// [`CONSTANT_READERS`] read, or [`PARAMETER_READERS`] as their scale or bias (not a graph
+/// input, not in `kept`), as uint8 behind a
+/// `DequantizeLinear` whose output takes the initializer's name, so its readers are
+/// unchanged.
+fn quantize_constants(out: &mut Model, kept: &HashSet<String>) -> Result<usize> {
+    let graph = out.graph();
+    let consumers = graph.consumers();
+    let read_only_by_readers = |name: &str| {
+        consumers.get(name).is_some_and(|c| {
+            c.iter().all(|&i| {
+                let n: &NodeProto = &graph.node[i];
+                let op = n.op_type.as_str();
+                let parameter = PARAMETER_READERS.contains(&op)
+                    && n.input
+                        .iter()
+                        .position(|x| x == name)
+                        .is_some_and(|k| k > 0)
+                    && n.input.first().is_some_and(|x| x != name);
+                n.domain.is_empty() && (CONSTANT_READERS.contains(&op) || parameter)
+            })
+        })
+    };
+    let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name.as_str()).collect();
+    let names: Vec<String> = (graph.initializer.iter())
+        .filter(|t| {
+            t.data_type == DataType::Float as i32
+                && t.dims.iter().product::<i64>() >= MIN_CONSTANT_ELEMENTS as i64
+                && !inputs.contains(t.name.as_str())
+                && !kept.contains(&t.name)
+                && read_only_by_readers(&t.name)
+        })
+        .map(|t| t.name.clone())
+        .collect();
+    if names.is_empty() {
+        return Ok(0);
+    }
+    let float: Vec<TensorData> = (names.iter())
+        .map(|n| initializer(out.graph(), n))
+        .collect::<Result<_>>()?;
+    let drop: HashSet<&String> = names.iter().collect();
+    out.graph_mut()
+        .initializer
+        .retain(|t| !drop.contains(&t.name));
+    let mut b = Builder::new(out.graph_mut());
+    for (name, values) in names.iter().zip(&float) {
+        let q = quantize_weight(name, values, &CONSTANT_SCHEME, None)?;
+        let data = b.constant(&format!("{name}_quantized"), &q.data);
+        let scale = b.constant(&format!("{name}_scale"), &q.scale_tensor()?);
+        let zero = b.constant(&format!("{name}_zero_point"), &q.zero_point_tensor()?);
+        b.node(
+            "DequantizeLinear",
+            vec![data, scale, zero],
+            vec![name.clone()],
+            vec![],
+        );
+    }
+    out.graph_mut().sort_topologically()?;
+    Ok(names.len())
+}
+
+/// Leaves out the zero-point input of every `DequantizeLinear` whose zero point is an
+/// initializer of zeros that only `DequantizeLinear` nodes read (a `QuantizeLinear` needs
+/// its zero point: it gives the output type), and drops those initializers.
+fn omit_zero_points(out: &mut Model) -> Result<()> {
+    let graph = out.graph();
+    let consumers = graph.consumers();
+    let inputs: HashSet<&str> = graph.input.iter().map(|v| v.name.as_str()).collect();
+    let mut zeros = HashSet::new();
+    for node in graph.node.iter().filter(|n| is_dequantize(n)) {
+        let Some(zp) = node.input.get(2).filter(|z| !z.is_empty()) else {
+            continue;
+        };
+        let Some(t) = graph.initializer(zp) else {
+            continue;
+        };
+        let only_dq = consumers
+            .get(zp)
+            .is_some_and(|c| c.iter().all(|&i| is_dequantize(&graph.node[i])));
+        if only_dq && !inputs.contains(zp.as_str()) && all_zero(&TensorData::from_proto(t, None)?) {
+            zeros.insert(zp.clone());
+        }
+    }
+    let g = out.graph_mut();
+    for node in g.node.iter_mut().filter(|n| is_dequantize(n)) {
+        if node.input.get(2).is_some_and(|z| zeros.contains(z)) {
+            node.input.truncate(2);
+        }
+    }
+    g.initializer.retain(|t| !zeros.contains(&t.name));
+    Ok(())
+}
+
+fn is_dequantize(node: &NodeProto) -> bool {
+    node.op_type == "DequantizeLinear" && node.domain.is_empty()
+}
+
+fn all_zero(t: &TensorData) -> bool {
+    t.bytes().is_some_and(|b| b.iter().all(|&x| x == 0))
+}
+
+/// Points the readers of every scalar initializer equal to an earlier one (same type, same
+/// value) at the earlier one, and drops the copies. Graph inputs and outputs keep theirs.
+fn share_scalars(out: &mut Model) -> Result<()> {
+    let graph = out.graph();
+    let public: HashSet<&str> = (graph.input.iter().chain(&graph.output))
+        .map(|v| v.name.as_str())
+        .collect();
+    // Names a subgraph reads keep theirs: only the nodes' own inputs are renamed.
+    let in_subgraphs: HashSet<String> = (graph.node.iter())
+        .flat_map(|n| node_inputs(n).into_iter().filter(|x| !n.input.contains(x)))
+        .collect();
+    let mut first: HashMap<(i32, Vec<u8>), String> = HashMap::new();
+    let mut same: HashMap<String, String> = HashMap::new();
+    for t in &graph.initializer {
+        if t.dims.iter().product::<i64>() != 1
+            || public.contains(t.name.as_str())
+            || in_subgraphs.contains(&t.name)
+        {
+            continue;
+        }
+        let data = TensorData::from_proto(t, None)?;
+        let Some(bytes) = data.bytes() else {
+            continue;
+        };
+        let key = (t.data_type, bytes.to_vec());
+        match first.get(&key) {
+            Some(kept) if t.dims.len() == graph.initializer(kept).map_or(0, |k| k.dims.len()) => {
+                same.insert(t.name.clone(), kept.clone());
+            }
+            Some(_) => {}
+            None => {
+                first.insert(key, t.name.clone());
+            }
+        }
+    }
+    if same.is_empty() {
+        return Ok(());
+    }
+    let g = out.graph_mut();
+    for node in &mut g.node {
+        for x in node.input.iter_mut() {
+            if let Some(kept) = same.get(x) {
+                *x = kept.clone();
+            }
+        }
+    }
+    g.initializer.retain(|t| !same.contains_key(&t.name));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use whittle_exec::{Executor, Value};
+    use whittle_ir::attr::make;
+    use whittle_ir::graph::GraphEdit;
+    use whittle_ir::{DataType, Model, TensorData};
+
+    use whittle_ir::proto::TensorProto;
+
+    use crate::optimize::util::testing::{model, node, value};
+    use crate::quantize::{static_int8, QuantConfig};
+
+    /// `n` pseudo-random values in `[centre - 0.5, centre + 0.5)`.
+    fn values(n: usize, seed: u64, centre: f32) -> Vec<f32> {
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                centre + (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    fn constant(name: &str, dims: &[usize], seed: u64, centre: f32) -> TensorProto {
+        let n = dims.iter().product();
+        TensorData::from_slice(dims.to_vec(), &values(n, seed, centre))
+            .unwrap()
+            .to_proto(name)
+    }
+
+    /// A transformer-like block on 8 tokens of 64 features: MatMul -> bias Add ->
+    /// LayerNormalization -> positional Add -> MatMul.
+    fn block() -> Model {
+        let mut ln = node("LayerNormalization", &["h", "g", "beta"], &["n"]);
+        ln.attribute.push(make::int("axis", -1));
+        model(
+            vec![
+                node("MatMul", &["x", "w"], &["m"]),
+                node("Add", &["m", "b"], &["h"]),
+                ln,
+                node("Add", &["n", "pos"], &["p"]),
+                node("MatMul", &["p", "w2"], &["y"]),
+            ],
+            vec![value("x", &[8, 64])],
+            vec![value("y", &[8, 16])],
+            vec![
+                constant("w", &[64, 64], 1, 0.0),
+                constant("b", &[64], 2, 0.2),
+                constant("g", &[64], 3, 1.0),
+                constant("beta", &[64], 4, 0.0),
+                constant("pos", &[8, 64], 5, 0.0),
+                constant("w2", &[64, 16], 6, 0.0),
+            ],
+        )
+    }
+
+    fn feed(seed: u64) -> HashMap<String, Value> {
+        let x = TensorData::from_slice(vec![8, 64], &values(512, 100 + seed, 0.0)).unwrap();
+        HashMap::from([("x".to_string(), Value::try_from(&x).unwrap())])
+    }
+
+    fn run(m: &Model, feed: HashMap<String, Value>) -> Vec<f32> {
+        let out = Executor::new(m).unwrap().run(feed).unwrap();
+        out["y"].to_f32_vec().unwrap()
+    }
+
+    #[test]
+    fn constants_go_8_bit_zero_points_and_copies_go_and_outputs_stay_close() {
+        let m = block();
+        let cfg = QuantConfig {
+            per_channel: true,
+            ..Default::default()
+        };
+        let (q, _) = static_int8(&m, &cfg, (0..4).map(feed)).unwrap();
+        let g = q.graph();
+        // The bias, the LayerNormalization's scale and bias and the positional table are
+        // uint8 behind a DequantizeLinear that keeps their names.
+        for name in ["b", "g", "beta", "pos"] {
+            assert!(g.initializer(name).is_none(), "{name} is still float");
+            let dq = g.node.iter().find(|n| n.output[0] == name).unwrap();
+            assert_eq!(dq.op_type, "DequantizeLinear");
+            let data = g.initializer(&dq.input[0]).unwrap();
+            assert_eq!(data.data_type, DataType::Uint8 as i32);
+        }
+        // Zero points of 0 read only by DequantizeLinear nodes are left out; the weights'
+        // per-channel zero points were all 0.
+        for dq in g.node.iter().filter(|n| n.op_type == "DequantizeLinear") {
+            if let Some(z) = dq.input.get(2) {
+                let z = TensorData::from_proto(g.initializer(z).unwrap(), None).unwrap();
+                assert!(z.bytes().unwrap().iter().any(|&b| b != 0), "{dq:?}");
+            }
+        }
+        let w = g.node.iter().find(|n| n.input[0] == "w_quantized").unwrap();
+        assert_eq!(w.input.len(), 2);
+        // Equal scalars are stored once.
+        let mut scalars: Vec<(i32, Vec<u8>)> = (g.initializer.iter())
+            .filter(|t| t.dims.iter().product::<i64>() == 1)
+            .map(|t| {
+                let d = TensorData::from_proto(t, None).unwrap();
+                (t.data_type, d.bytes().unwrap().to_vec())
+            })
+            .collect();
+        let all = scalars.len();
+        scalars.sort();
+        scalars.dedup();
+        assert_eq!(scalars.len(), all);
+        // The first MatMul's output, read by a float Add, is not re-quantized; the second
+        // MatMul's input is.
+        let quantizes = |x: &str| {
+            g.node
+                .iter()
+                .any(|n| n.op_type == "QuantizeLinear" && n.input[0] == x)
+        };
+        assert!(!quantizes("m"));
+        assert!(quantizes("p"));
+        assert!(g
+            .node
+            .iter()
+            .filter(|n| n.op_type.ends_with("QuantizeLinear"))
+            .all(|n| n.name.is_empty()));
+        // Outputs within a few activation steps of the float model's (1.4% of their
+        // largest magnitude here).
+        for seed in [0, 9] {
+            let (float, quant) = (run(&m, feed(seed)), run(&q, feed(seed)));
+            let range = float.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let worst = whittle_ir::numeric::max_abs_diff(float, quant);
+            assert!(worst < 0.025 * f64::from(range), "{worst} of {range}");
+        }
+    }
+
+    #[test]
+    fn an_excluded_node_keeps_its_constants_float() {
+        let cfg = QuantConfig {
+            exclude: vec!["Add_p".into()],
+            ..Default::default()
+        };
+        let (q, _) = static_int8(&block(), &cfg, (0..2).map(feed)).unwrap();
+        let pos = q.graph().initializer("pos").unwrap();
+        assert_eq!(pos.data_type, DataType::Float as i32);
+        assert!(q.graph().initializer("b").is_none());
+    }
+}
