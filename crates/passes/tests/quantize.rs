@@ -82,6 +82,17 @@ fn whittle_runs_the_qdq_model_like_onnx_runtime() {
     let (q, report) = quantize::static_int8(&lenet(), &cfg, calib).unwrap();
     assert_eq!(report.quantized_nodes.len(), 4);
     assert_eq!(report.calibration.as_ref().unwrap().samples, 512);
+    // The weights' zero points of 0 are left out, but not before a Gemm: ORT fuses
+    // DequantizeLinear -> Gemm into QGemm only with the zero point given.
+    let g = q.graph();
+    for n in g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Gemm" || n.op_type == "Conv")
+    {
+        let dq = g.node.iter().find(|d| d.output[0] == n.input[1]).unwrap();
+        assert_eq!(dq.input.len(), if n.op_type == "Gemm" { 3 } else { 2 });
+    }
     let test = mnist(Split::Test, 64);
     let ours = whittle_logits(&q, &test);
     let theirs = ort_logits(&q, &test, "agree");

@@ -7,7 +7,7 @@
 //!   in 8 bits too). Their rounding, at most half of 1/255 of the constant's range, is
 //!   small beside that of the activations they are added to or scale;
 //! - zero points of 0 that only `DequantizeLinear` nodes read left out (the operator's
-//!   default);
+//!   default), except before a Gemm (ORT's QGemm fusion wants them);
 //! - equal scalar scales and zero points (a Reshape or Transpose takes its input's range)
 //!   stored once;
 //! - the QuantizeLinear/DequantizeLinear nodes unnamed (a name is optional in ONNX; theirs
@@ -129,9 +129,10 @@ fn quantize_constants(out: &mut Model, kept: &HashSet<String>) -> Result<usize> 
     Ok(names.len())
 }
 
-/// Leaves out the zero-point input of every `DequantizeLinear` whose zero point is an
-/// initializer of zeros that only `DequantizeLinear` nodes read (a `QuantizeLinear` needs
-/// its zero point: it gives the output type), and drops those initializers.
+/// Leaves out the zero-point input of every `DequantizeLinear` (not feeding a Gemm) whose
+/// zero point is an initializer of zeros that only `DequantizeLinear` nodes read (a
+/// `QuantizeLinear` needs its zero point: it gives the output type), and drops those
+/// initializers nothing reads any more.
 fn omit_zero_points(out: &mut Model) -> Result<()> {
     let graph = out.graph();
     let consumers = graph.consumers();
@@ -151,13 +152,22 @@ fn omit_zero_points(out: &mut Model) -> Result<()> {
             zeros.insert(zp.clone());
         }
     }
+    // ONNX Runtime fuses DequantizeLinear -> Gemm into QGemm only with the weight's zero
+    // point given (QLinearConv and QLinearMatMul do without).
+    let gemm_inputs: HashSet<String> = (graph.node.iter())
+        .filter(|n| n.op_type == "Gemm")
+        .flat_map(|n| n.input.iter().cloned())
+        .collect();
     let g = out.graph_mut();
     for node in g.node.iter_mut().filter(|n| is_dequantize(n)) {
-        if node.input.get(2).is_some_and(|z| zeros.contains(z)) {
+        let feeds_gemm = node.output.iter().any(|y| gemm_inputs.contains(y));
+        if !feeds_gemm && node.input.get(2).is_some_and(|z| zeros.contains(z)) {
             node.input.truncate(2);
         }
     }
-    g.initializer.retain(|t| !zeros.contains(&t.name));
+    let still_read: HashSet<String> = g.node.iter().flat_map(node_inputs).collect();
+    g.initializer
+        .retain(|t| !zeros.contains(&t.name) || still_read.contains(&t.name));
     Ok(())
 }
 
