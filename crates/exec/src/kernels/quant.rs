@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 
 use super::{check_len, error, Result};
-use crate::ops::quant::{map_spans_into, quant_range, ParamLayout, Saturator, Span};
+use crate::ops::quant::{dequantize_spans_into, quant_range, ParamLayout, Saturator, Span};
 use whittle_ir::DataType;
 
 /// Elements per parallel piece (as the candle operator splits them).
@@ -160,29 +160,7 @@ pub enum Quantized<'a> {
 /// DequantizeLinear of `q` into `out`.
 pub fn dequantize(q: Quantized, p: &QuantParams, out: &mut [f32]) -> Result<()> {
     // `(q - zero_point) * scale` with the difference exact in i32 (8- and 16-bit data).
-    fn typed<Q: Copy + Sync>(
-        qs: &[Q],
-        p: &QuantParams,
-        center: impl Fn(Q, i32) -> f32 + Sync,
-        out: &mut [f32],
-    ) {
-        let (scales, zps) = (&p.scales, &p.zero_points);
-        let f = |q: &[Q], y: &mut [f32], span: Span| match span {
-            Span::Shared(i) => {
-                let (scale, zp) = (scales[i], zps[i] as i32);
-                q.iter()
-                    .zip(y)
-                    .for_each(|(&q, y)| *y = center(q, zp) * scale);
-            }
-            Span::Stepping(i) => {
-                let per = scales[i..i + q.len()].iter().zip(&zps[i..i + q.len()]);
-                for ((&q, y), (&scale, &zp)) in q.iter().zip(y).zip(per) {
-                    *y = center(q, zp as i32) * scale;
-                }
-            }
-        };
-        map_spans_into(qs, &p.layout, f, out);
-    }
+    let (layout, scales, zps) = (&p.layout, &p.scales[..], &p.zero_points[..]);
     match q {
         Quantized::F32(x) => {
             check_len("dequantize", "output", x.len(), out.len())?;
@@ -190,11 +168,13 @@ pub fn dequantize(q: Quantized, p: &QuantParams, out: &mut [f32]) -> Result<()> 
         }
         Quantized::U8(x) => {
             check_len("dequantize", "output", x.len(), out.len())?;
-            typed(x, p, |q, zp| (i32::from(q) - zp) as f32, out);
+            let center = |q: u8, zp: i64| (i32::from(q) - zp as i32) as f32;
+            dequantize_spans_into(x, layout, scales, zps, center, out);
         }
         Quantized::I64(x) => {
             check_len("dequantize", "output", x.len(), out.len())?;
-            typed(x, p, |q, zp| (q as i32 - zp) as f32, out);
+            let center = |q: i64, zp: i64| (q as i32 - zp as i32) as f32;
+            dequantize_spans_into(x, layout, scales, zps, center, out);
         }
     }
     Ok(())

@@ -361,9 +361,8 @@ fn map_spans<X: Sync, Y: Send + Clone + Default>(
     out
 }
 
-/// [`map_spans`] into `out` (as long as `xs`): the planned executor's quantize and
-/// dequantize kernels write into their arena buffers.
-pub fn map_spans_into<X: Sync, Y: Send>(
+/// [`map_spans`] into `out` (as long as `xs`).
+fn map_spans_into<X: Sync, Y: Send>(
     xs: &[X],
     layout: &ParamLayout,
     f: impl Fn(&[X], &mut [Y], Span) + Sync,
@@ -480,21 +479,39 @@ fn dequantize_spans<Q: Copy + Sync>(
     params: &Params,
     center: impl Fn(Q, i64) -> f32 + Sync,
 ) -> Vec<f32> {
-    let (scales, zps) = (&params.scales, &params.zero_points);
-    map_spans(qs, &params.layout, |q, out, span| match span {
+    let mut out = vec![0f32; qs.len()];
+    let (scales, zps) = params.pair();
+    dequantize_spans_into(qs, &params.layout, scales, zps, center, &mut out);
+    out
+}
+
+/// [`dequantize_spans`] into `out` (as long as `qs`) with the parameters `scales` and
+/// `zero_points` laid out by `layout`: the planned executor's DequantizeLinear kernel
+/// writes into its arena buffer through it.
+pub fn dequantize_spans_into<Q: Copy + Sync>(
+    qs: &[Q],
+    layout: &ParamLayout,
+    scales: &[f32],
+    zero_points: &[i64],
+    center: impl Fn(Q, i64) -> f32 + Sync,
+    out: &mut [f32],
+) {
+    let f = |q: &[Q], y: &mut [f32], span: Span| match span {
         Span::Shared(p) => {
-            let (scale, zp) = (scales[p], zps[p]);
+            let (scale, zp) = (scales[p], zero_points[p]);
             q.iter()
-                .zip(out)
+                .zip(y)
                 .for_each(|(&q, y)| *y = center(q, zp) * scale);
         }
         Span::Stepping(p) => {
-            let per = scales[p..p + q.len()].iter().zip(&zps[p..p + q.len()]);
-            for ((&q, y), (&scale, &zp)) in q.iter().zip(out).zip(per) {
+            let n = q.len();
+            let per = scales[p..p + n].iter().zip(&zero_points[p..p + n]);
+            for ((&q, y), (&scale, &zp)) in q.iter().zip(y).zip(per) {
                 *y = center(q, zp) * scale;
             }
         }
-    })
+    };
+    map_spans_into(qs, layout, f, out);
 }
 
 fn dynamic_quantize_linear(c: &OpCtx) -> Result<Vec<Value>> {
