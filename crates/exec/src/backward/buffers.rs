@@ -29,21 +29,12 @@ struct Shelf {
 impl Buffers {
     /// A buffer of `len` zeros: a recycled one cleared (in parallel chunks), else a new one.
     pub fn zeros(&self, len: usize) -> Vec<f32> {
-        let recycled = {
-            let mut shelves = self.lock();
-            let shelf = shelves.entry(len).or_default();
-            shelf.out += 1;
-            shelf.free.pop()
-        };
-        match recycled {
+        match self.take(len) {
             Some(mut v) => {
                 fill_zero(&mut v);
                 v
             }
-            None => {
-                self.fresh.fetch_add(1, Ordering::Relaxed);
-                zeros(len)
-            }
+            None => self.new_zeros(len),
         }
     }
 
@@ -52,16 +43,21 @@ impl Buffers {
     /// skips [`Buffers::zeros`]'s clearing pass (recycled gradient buffers cleared and then
     /// overwritten were most of the memset in a 2-thread zoo:cnn step, about 5%).
     pub fn for_overwrite(&self, len: usize) -> Vec<f32> {
-        let recycled = {
-            let mut shelves = self.lock();
-            let shelf = shelves.entry(len).or_default();
-            shelf.out += 1;
-            shelf.free.pop()
-        };
-        recycled.unwrap_or_else(|| {
-            self.fresh.fetch_add(1, Ordering::Relaxed);
-            zeros(len)
-        })
+        self.take(len).unwrap_or_else(|| self.new_zeros(len))
+    }
+
+    /// Counts a buffer of `len` as out and takes a recycled one of that length, if any.
+    fn take(&self, len: usize) -> Option<Vec<f32>> {
+        let mut shelves = self.lock();
+        let shelf = shelves.entry(len).or_default();
+        shelf.out += 1;
+        shelf.free.pop()
+    }
+
+    /// A new buffer of `len` zeros, counted as fresh.
+    fn new_zeros(&self, len: usize) -> Vec<f32> {
+        self.fresh.fetch_add(1, Ordering::Relaxed);
+        zeros(len)
     }
 
     /// Keeps `v` for a later [`Buffers::zeros`] of its length, if a buffer of that length

@@ -7,6 +7,7 @@
 //! differentiable; only index computation happens on the host.
 
 use candle_core::{DType, Tensor};
+use whittle_ir::proto::NodeProto;
 use whittle_ir::tensor::checked_numel;
 use whittle_ir::{DataType, NodeAttrs, TensorData};
 
@@ -353,12 +354,17 @@ fn tile(c: &OpCtx) -> Result<Vec<Value>> {
 
 fn shape(c: &OpCtx) -> Result<Vec<Value>> {
     let x = c.input(0)?;
-    let rank = x.rank() as i64;
+    Ok(vec![i64_value(shape_dims(c.node, x.shape())?, x)?])
+}
+
+/// The value of `Shape` `node` (its `start`..`end`, clamped as the spec says) of an input
+/// with dimensions `dims`.
+pub(crate) fn shape_dims(node: &NodeProto, dims: &[usize]) -> Result<Vec<i64>> {
+    let rank = dims.len() as i64;
     let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-    let start = clamp(c.node.int_or("start", 0)?);
-    let end = clamp(c.node.int_or("end", rank)?).max(start);
-    let dims = x.shape()[start..end].iter().map(|&d| d as i64).collect();
-    Ok(vec![i64_value(dims, x)?])
+    let start = clamp(node.int_or("start", 0)?);
+    let end = clamp(node.int_or("end", rank)?).max(start);
+    Ok(dims[start..end].iter().map(|&d| d as i64).collect())
 }
 
 fn size(c: &OpCtx) -> Result<Vec<Value>> {

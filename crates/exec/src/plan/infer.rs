@@ -16,11 +16,12 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::{Device, Tensor};
 use whittle_ir::proto::{GraphProto, ModelProto, TensorProto, ValueInfoProto};
-use whittle_ir::{DataType, Model, NodeAttrs, TensorType};
+use whittle_ir::{DataType, Model, TensorType};
 
 use super::build::Recording;
 use super::PlanKey;
 use crate::executor::{Executor, RunOptions};
+use crate::ops::shape::shape_dims;
 use crate::ops::OpFn;
 use crate::value::Value;
 
@@ -189,11 +190,7 @@ fn shape_or_size(node: &whittle_ir::proto::NodeProto, dims: &[usize]) -> Option<
     let t = if node.op_type == "Size" {
         Tensor::new(dims.iter().product::<usize>() as i64, &Device::Cpu).ok()?
     } else {
-        let rank = dims.len() as i64;
-        let clamp = |v: i64| (if v < 0 { v + rank } else { v }).clamp(0, rank) as usize;
-        let start = clamp(node.int_or("start", 0).ok()?);
-        let end = clamp(node.int_or("end", rank).ok()?).max(start);
-        let v: Vec<i64> = dims[start..end].iter().map(|&d| d as i64).collect();
+        let v = shape_dims(node, dims).ok()?;
         let n = v.len();
         Tensor::from_vec(v, n, &Device::Cpu).ok()?
     };
