@@ -8,12 +8,12 @@
 //!   small beside that of the activations they are added to or scale;
 //! - zero points of 0 that only `DequantizeLinear` nodes read left out (the operator's
 //!   default), except before a Gemm (ORT's QGemm fusion wants them);
-//! - equal scalar scales and zero points (a Reshape or Transpose takes its input's range)
-//!   stored once;
+//! - equal scales and zero points (a Reshape or Transpose takes its input's range) stored
+//!   once, by the `dedupe-initializers` pass;
 //! - the QuantizeLinear/DequantizeLinear nodes unnamed (a name is optional in ONNX; theirs
 //!   only repeated their output's).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use whittle_ir::graph::{node_inputs, GraphEdit};
 use whittle_ir::proto::NodeProto;
@@ -24,6 +24,8 @@ use super::config::QuantConfig;
 use super::plan::is_excluded;
 use super::scheme::{quantize_weight, QuantType, Scheme};
 use super::weights::initializer;
+use crate::optimize::dedupe_initializers::DedupeInitializers;
+use crate::optimize::Pass;
 use crate::Result;
 
 /// Float constants smaller than this stay float: a `DequantizeLinear` and its parameters
@@ -51,7 +53,7 @@ pub fn compact(out: &mut Model, source: &Model, cfg: &QuantConfig) -> Result<usi
     let kept = excluded_inputs(source, cfg);
     let quantized = quantize_constants(out, &kept)?;
     omit_zero_points(out)?;
-    share_scalars(out)?;
+    DedupeInitializers.run(out)?;
     for node in &mut out.graph_mut().node {
         if is_dequantize(node) || (node.op_type == "QuantizeLinear" && node.domain.is_empty()) {
             node.name.clear();
@@ -177,56 +179,6 @@ fn is_dequantize(node: &NodeProto) -> bool {
 
 fn all_zero(t: &TensorData) -> bool {
     t.bytes().is_some_and(|b| b.iter().all(|&x| x == 0))
-}
-
-/// Points the readers of every scalar initializer equal to an earlier one (same type, same
-/// value) at the earlier one, and drops the copies. Graph inputs and outputs keep theirs.
-fn share_scalars(out: &mut Model) -> Result<()> {
-    let graph = out.graph();
-    let public: HashSet<&str> = (graph.input.iter().chain(&graph.output))
-        .map(|v| v.name.as_str())
-        .collect();
-    // Names a subgraph reads keep theirs: only the nodes' own inputs are renamed.
-    let in_subgraphs: HashSet<String> = (graph.node.iter())
-        .flat_map(|n| node_inputs(n).into_iter().filter(|x| !n.input.contains(x)))
-        .collect();
-    let mut first: HashMap<(i32, Vec<u8>), String> = HashMap::new();
-    let mut same: HashMap<String, String> = HashMap::new();
-    for t in &graph.initializer {
-        if t.dims.iter().product::<i64>() != 1
-            || public.contains(t.name.as_str())
-            || in_subgraphs.contains(&t.name)
-        {
-            continue;
-        }
-        let data = TensorData::from_proto(t, None)?;
-        let Some(bytes) = data.bytes() else {
-            continue;
-        };
-        let key = (t.data_type, bytes.to_vec());
-        match first.get(&key) {
-            Some(kept) if t.dims.len() == graph.initializer(kept).map_or(0, |k| k.dims.len()) => {
-                same.insert(t.name.clone(), kept.clone());
-            }
-            Some(_) => {}
-            None => {
-                first.insert(key, t.name.clone());
-            }
-        }
-    }
-    if same.is_empty() {
-        return Ok(());
-    }
-    let g = out.graph_mut();
-    for node in &mut g.node {
-        for x in node.input.iter_mut() {
-            if let Some(kept) = same.get(x) {
-                *x = kept.clone();
-            }
-        }
-    }
-    g.initializer.retain(|t| !same.contains_key(&t.name));
-    Ok(())
 }
 
 #[cfg(test)]
