@@ -108,10 +108,12 @@ impl Observer {
 /// feed-forward activations, every layer) grow with the run. On MiniLM-L3 (128 samples of
 /// 128 tokens) runs of 8 peaked 40 MiB lower than runs of 32 and were the fastest of 4, 8,
 /// 16 and 32, measured when the first run at a shape still went node by node (it shrank
-/// with the run); since plans are built from static shape inference where it knows every
-/// value (6134735: MiniLM and the encoders), 16 or 32 may be faster and want measuring
-/// again. Ranges can move in the last bit with the run length (at 32 samples 17-20 of
-/// MiniLM's 68 scales did, 9e1ae8a): sums over other row counts round differently.
+/// with the run). Measured again once plans came from static shape inference (6134735), on
+/// the 6-layer encoder of bench/quantize_vs_ort.py (128 sentences of 128 tokens, runs taking
+/// turns, load 3): runs of 8, 16 and 32 took 5.8-6.1, 5.7-5.8 and 6.1 CPU seconds and peaked
+/// at 384, 419-435 and 553 MiB (ONNX Runtime's quantizer: 542), so 8 stays. Ranges can move
+/// in the last bit with the run length (at 32 samples 17-20 of MiniLM's 68 scales did,
+/// 9e1ae8a): sums over other row counts round differently.
 pub const RUN_SAMPLES: usize = 8;
 
 /// The outcome of calibration: a clipping range per watched tensor.

@@ -2,6 +2,7 @@
 //! range grows (bounded memory for any number of samples), and the clipping-range methods
 //! that read it: min/max, entropy (KL divergence), percentile and MSE.
 
+use rayon::prelude::*;
 use serde::Serialize;
 use whittle_exec::ops::quant::round_small;
 
@@ -30,6 +31,43 @@ impl CalibrationMethod {
     pub fn needs_histogram(&self) -> bool {
         !matches!(self, CalibrationMethod::MinMax)
     }
+}
+
+/// Values per rayon task of [`MinMax::update_finite`]'s scan: a few tens of microseconds of
+/// work, so splitting pays off on an encoder's activations and is skipped for small tensors.
+const SCAN_CHUNK: usize = 1 << 16;
+
+/// The range of `values`, or `None` when one is not finite. One pass finds both (`v * 0` is
+/// 0 for a finite `v` and NaN otherwise); comparisons instead of `f32::min`/`max` (whose NaN
+/// rule costs a blend per lane) since a NaN is caught by the probe anyway. Inlined into
+/// [`whittle_exec::kernels::dispatch`] so the lanes use the CPU's widest vectors.
+#[inline(always)]
+fn finite_range(values: &[f32]) -> Option<MinMax> {
+    const LANES: usize = 16;
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
+    let mut probe = [0f32; LANES];
+    for chunk in chunks {
+        for k in 0..LANES {
+            let v = chunk[k];
+            lo[k] = if v < lo[k] { v } else { lo[k] };
+            hi[k] = if v > hi[k] { v } else { hi[k] };
+            probe[k] += v * 0.0;
+        }
+    }
+    for (k, &v) in rest.iter().enumerate() {
+        lo[k] = if v < lo[k] { v } else { lo[k] };
+        hi[k] = if v > hi[k] { v } else { hi[k] };
+        probe[k] += v * 0.0;
+    }
+    if probe.iter().any(|&p| p != 0.0) {
+        return None;
+    }
+    Some(MinMax {
+        min: lo.into_iter().fold(f32::INFINITY, f32::min),
+        max: hi.into_iter().fold(f32::NEG_INFINITY, f32::max),
+    })
 }
 
 /// Running minimum and maximum of the finite values seen.
@@ -74,33 +112,30 @@ impl MinMax {
     }
 
     /// Folds `values` in when every one is finite and returns whether they were; leaves
-    /// `self` unchanged otherwise. One pass finds the range and the non-finite values
-    /// (`v * 0` is 0 for a finite `v` and NaN otherwise), so calibration, which refuses
-    /// non-finite values, reads each tensor once.
+    /// `self` unchanged otherwise. Calibration, which refuses non-finite values, reads each
+    /// tensor once: [`finite_range`] over chunks of [`SCAN_CHUNK`] values on the rayon pool
+    /// (the executor's hook calls this on one thread while the pool waits).
     pub fn update_finite(&mut self, values: &[f32]) -> bool {
-        const LANES: usize = 16;
-        let chunks = values.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        let (mut lo, mut hi) = ([self.min; LANES], [self.max; LANES]);
-        let mut probe = [0f32; LANES];
-        for chunk in chunks {
-            for k in 0..LANES {
-                lo[k] = lo[k].min(chunk[k]);
-                hi[k] = hi[k].max(chunk[k]);
-                probe[k] += chunk[k] * 0.0;
+        let scan = |xs: &[f32]| {
+            whittle_exec::kernels::dispatch(
+                #[inline(always)]
+                || finite_range(xs),
+            )
+        };
+        let found = match values.len() < 2 * SCAN_CHUNK {
+            true => scan(values),
+            false => values
+                .par_chunks(SCAN_CHUNK)
+                .map(scan)
+                .reduce(|| Some(MinMax::default()), |a, b| Some(a?.merged(b?))),
+        };
+        match found {
+            Some(range) => {
+                *self = self.merged(range);
+                true
             }
+            None => false,
         }
-        for (k, &v) in rest.iter().enumerate() {
-            lo[k] = lo[k].min(v);
-            hi[k] = hi[k].max(v);
-            probe[k] += v * 0.0;
-        }
-        if probe.iter().any(|&p| p != 0.0) {
-            return false;
-        }
-        self.min = lo.into_iter().fold(self.min, f32::min);
-        self.max = hi.into_iter().fold(self.max, f32::max);
-        true
     }
 
     /// The range covering both `self` and `other`.
@@ -595,6 +630,18 @@ mod tests {
                 assert_eq!(m.range(), (-9.0, 12.0));
             }
         }
+        // Long enough to be scanned in parallel chunks: the extremes sit in different
+        // chunks, the non-finite value in a later one.
+        let mut long: Vec<f32> = (0..3 * SCAN_CHUNK + 5)
+            .map(|i| (i % 1000) as f32 * 0.01)
+            .collect();
+        (long[SCAN_CHUNK + 7], long[3 * SCAN_CHUNK + 2]) = (-20.0, 30.0);
+        let mut m = MinMax::default();
+        assert!(m.update_finite(&long));
+        assert_eq!(m.range(), (-20.0, 30.0));
+        long[2 * SCAN_CHUNK + 1] = f32::NAN;
+        assert!(!m.update_finite(&long));
+        assert_eq!(m.range(), (-20.0, 30.0));
     }
 
     #[test]

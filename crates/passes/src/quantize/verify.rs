@@ -46,22 +46,30 @@ impl ErrorSums {
     pub fn add(&mut self, x: &[f32], q: &[f32]) {
         /// Values per parallel piece, and the size from which splitting pays.
         const PIECE: usize = 1 << 16;
+        let of = |x: &[f32], q: &[f32]| {
+            whittle_exec::kernels::dispatch(
+                #[inline(always)]
+                || ErrorSums::of(x, q),
+            )
+        };
         if x.len() <= PIECE {
-            self.merge(ErrorSums::of(x, q));
+            self.merge(of(x, q));
             return;
         }
         let pieces: Vec<ErrorSums> = x
             .par_chunks(PIECE)
             .zip(q.par_chunks(PIECE))
-            .map(|(x, q)| ErrorSums::of(x, q))
+            .map(|(x, q)| of(x, q))
             .collect();
         pieces.into_iter().for_each(|p| self.merge(p));
     }
 
     /// The sums of one slice pair: f32 lanes over blocks of `BLOCK` values (so the loop
-    /// vectorises), each block added to f64 totals (so long tensors keep their precision).
+    /// vectorises, with the CPU's widest vectors under [`whittle_exec::kernels::dispatch`]),
+    /// each block added to f64 totals (so long tensors keep their precision).
+    #[inline(always)]
     fn of(x: &[f32], q: &[f32]) -> ErrorSums {
-        const LANES: usize = 8;
+        const LANES: usize = 16;
         const BLOCK: usize = 32 * LANES;
         let mut sums = ErrorSums::default();
         for (xb, qb) in x.chunks(BLOCK).zip(q.chunks(BLOCK)) {
@@ -75,7 +83,8 @@ impl ErrorSums {
                     lanes[1][k] += b[k] * b[k];
                     lanes[2][k] += a[k] * b[k];
                     lanes[3][k] += d * d;
-                    lanes[4][k] = lanes[4][k].max(d.abs());
+                    let e = d.abs();
+                    lanes[4][k] = if e > lanes[4][k] { e } else { lanes[4][k] };
                 }
             }
             let total = |l: &[f32; LANES]| l.iter().map(|&v| f64::from(v)).sum::<f64>();
