@@ -98,8 +98,13 @@ pub fn fill_zero(v: &mut [f32]) {
 /// Runs `f` compiled for the widest vector instructions the CPU has (AVX-512, else AVX2 with
 /// FMA), so the loops inside it vectorise beyond the SSE2 baseline the workspace builds for.
 /// `f` and everything it calls must be inlinable (`#[inline(always)]` helpers, closures).
+/// A closure that only calls an `#[inline(always)]` function is best marked
+/// `#[inline(always)]` too (`dispatch(#[inline(always)] || scan(xs))`): otherwise LLVM may
+/// keep it out of line, compiled for the baseline. Public for the scans outside the executor
+/// that run on every calibrated value (the quantization observers and error sums of
+/// `whittle-passes`).
 #[inline(always)]
-pub(crate) fn dispatch<R>(f: impl FnOnce() -> R) -> R {
+pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
