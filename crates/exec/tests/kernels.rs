@@ -709,6 +709,18 @@ fn conv_cases() -> Vec<Conv2dShape> {
             w: 2,
             ..base
         },
+        // A depthwise batch large enough to split over threads, with a height dilation.
+        Conv2dShape {
+            n: 4,
+            c_in: 64,
+            c_out: 64,
+            groups: 64,
+            dilation: [2, 1],
+            pads: [2, 1, 2, 1],
+            h: 8,
+            w: 8,
+            ..base
+        },
     ]
 }
 

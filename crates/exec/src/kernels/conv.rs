@@ -7,7 +7,7 @@
 
 use super::activation::Activation;
 use super::gemm::{gemm_with, Bias, Epilogue, MatRef, Threads};
-use super::{check_len, dispatch, error, Result};
+use super::{check_len, depthwise, dispatch, error, Result};
 use rayon::prelude::*;
 
 /// The geometry of a 2-D convolution: input `[n, c_in, h, w]`, weights
@@ -142,7 +142,7 @@ fn out_size(size: usize, pads: usize, kernel: usize, dilation: usize, stride: us
 
 /// The output positions `o` in `0..out` whose input index `o * stride + offset - pad` falls in
 /// `0..size`, as a range.
-fn valid_range(
+pub(super) fn valid_range(
     out: usize,
     stride: usize,
     offset: usize,
@@ -244,7 +244,8 @@ pub fn conv2d(
         return Ok(());
     }
     if s.is_depthwise() && !s.is_pointwise() {
-        return depthwise(s, x, w, bias, act, y);
+        depthwise::forward(s, x, w, bias, act, y);
+        return Ok(());
     }
     let (cg, mg, k, p) = (s.cg(), s.mg(), s.col_rows(), s.out_plane());
     let scratch = if s.is_pointwise() { 0 } else { k * p };
@@ -264,74 +265,6 @@ pub fn conv2d(
         let wg = MatRef::row_major(&w[g * mg * k..(g + 1) * mg * k], mg, k)?;
         gemm_with(par, wg, MatRef::row_major(cols, k, p)?, yb, 1.0, 0.0, &ep)
     })
-}
-
-/// Depthwise convolution, one output plane per task: for each kernel tap, a multiply-add of
-/// a shifted input row into the output row over the positions where it lands in the input.
-fn depthwise(
-    s: &Conv2dShape,
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    y: &mut [f32],
-) -> Result<()> {
-    let (oh, ow) = (s.out_h(), s.out_w());
-    // Each tap's valid output rows and columns depend on the shape alone: computed once, not
-    // per plane (at mobilenetv3's 1x1 to 4x4 planes with 5x5 kernels the per-plane divisions
-    // cost more than the multiply-adds).
-    let rows: Vec<_> = (0..s.kh)
-        .map(|i| valid_range(oh, s.stride[0], i * s.dilation[0], s.pads[0], s.h))
-        .collect();
-    let cols: Vec<_> = (0..s.kw)
-        .map(|j| valid_range(ow, s.stride[1], j * s.dilation[1], s.pads[1], s.w))
-        .collect();
-    let plane = |t: usize, yp: &mut [f32]| {
-        let c = t % s.c_in;
-        let xp = &x[t * s.h * s.w..(t + 1) * s.h * s.w];
-        let wc = &w[c * s.kh * s.kw..(c + 1) * s.kh * s.kw];
-        yp.fill(bias.map_or(0.0, |b| b[c]));
-        dispatch(
-            #[inline(always)]
-            || {
-                for (i, rows) in rows.iter().enumerate() {
-                    for (j, cols) in cols.iter().enumerate() {
-                        if cols.is_empty() {
-                            // The tap reads only padding (small planes, wide pads).
-                            continue;
-                        }
-                        let wv = wc[i * s.kw + j];
-                        for r in rows.clone() {
-                            let ih = r * s.stride[0] + i * s.dilation[0] - s.pads[0];
-                            let xrow = &xp[ih * s.w..(ih + 1) * s.w];
-                            let yrow = &mut yp[r * ow..(r + 1) * ow];
-                            let iw0 = cols.start * s.stride[1] + j * s.dilation[1] - s.pads[1];
-                            if s.stride[1] == 1 {
-                                let xs = &xrow[iw0..iw0 + cols.len()];
-                                for (yv, xv) in yrow[cols.clone()].iter_mut().zip(xs) {
-                                    *yv += wv * xv;
-                                }
-                            } else {
-                                for (q, yv) in yrow[cols.clone()].iter_mut().enumerate() {
-                                    *yv += wv * xrow[iw0 + q * s.stride[1]];
-                                }
-                            }
-                        }
-                    }
-                }
-            },
-        );
-        act.apply_slice(yp);
-    };
-    let p = oh * ow;
-    if rayon::current_num_threads() > 1 && y.len() >= super::PAR_CHUNK {
-        y.par_chunks_mut(p)
-            .enumerate()
-            .for_each(|(t, yp)| plane(t, yp));
-    } else {
-        y.chunks_mut(p).enumerate().for_each(|(t, yp)| plane(t, yp));
-    }
-    Ok(())
 }
 
 /// The im2col matrix of one image and one group: `image_group` is `[c_in / groups, h, w]`,
@@ -492,6 +425,10 @@ pub fn col2im(s: &Conv2dShape, col: &[f32], image_group: &mut [f32]) {
 /// `dy` is `[n, c_out, out_h, out_w]`, `dx` `[n, c_in, h, w]`.
 pub fn conv2d_backward_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) -> Result<()> {
     s.check("conv2d_backward_input", dx.len(), w.len(), dy.len())?;
+    if s.is_depthwise() && !s.is_pointwise() && depthwise::uses_table(s) {
+        depthwise::backward_input(s, dy, w, dx);
+        return Ok(());
+    }
     let (cg, mg, k, p) = (s.cg(), s.mg(), s.col_rows(), s.out_plane());
     let scratch = if s.is_pointwise() { 0 } else { k * p };
     for_each_task(dx, cg * s.h * s.w, scratch, |t, dxb, col, par| {
@@ -527,6 +464,10 @@ pub fn conv2d_backward_weight(
                 .map(|i| dy[(i * s.c_out + c) * p..][..p].iter().sum::<f32>())
                 .sum();
         }
+    }
+    if s.is_depthwise() && !s.is_pointwise() && depthwise::uses_table(s) {
+        depthwise::backward_weight(s, x, dy, dw);
+        return Ok(());
     }
     let scratch = if s.is_pointwise() { 0 } else { k * p };
     let threads = rayon::current_num_threads();

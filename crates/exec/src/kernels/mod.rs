@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod binary;
 pub mod conv;
+mod depthwise;
 pub mod gemm;
 pub mod layout;
 pub mod norm;
