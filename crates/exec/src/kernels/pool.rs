@@ -3,7 +3,8 @@
 //!
 //! Every pool walks kernel taps outermost: for a tap, the output positions whose input lies
 //! inside the image form one range per row, so the inner loop is a branch-free max or add
-//! over a (strided) input row.
+//! over a (strided) input row. MaxPool without indices does it in two 1-D passes (rows,
+//! then columns).
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,19 +146,35 @@ fn for_planes(y: &mut [f32], plane: usize, f: impl Fn(usize, &mut [f32]) + Sync 
     }
 }
 
-/// Calls `f(out_row, out_cols, in_row_start, in_col_start)` for every tap and output row
-/// where the tap lands inside the input.
-#[inline(always)]
-fn for_each_tap(s: &Pool2dShape, mut f: impl FnMut(usize, Range<usize>, usize, usize)) {
-    for i in 0..s.kh {
-        let (rows, ih0) = s.valid(0, i);
-        for j in 0..s.kw {
-            let (cols, iw0) = s.valid(1, j);
-            if cols.is_empty() {
-                continue;
-            }
-            for (k, r) in rows.clone().enumerate() {
-                f(r, cols.clone(), ih0 + k * s.stride[0], iw0);
+/// The window's taps that land inside the input, per axis: for each tap, the output
+/// indices it reaches and the input index of the first of them ([`Pool2dShape::valid`]),
+/// computed once per call (per plane, their divisions were most of a pool over 10x10
+/// planes, YOLOv8n's SPPF).
+struct Taps {
+    rows: Vec<(Range<usize>, usize)>,
+    cols: Vec<(Range<usize>, usize)>,
+}
+
+impl Taps {
+    fn new(s: &Pool2dShape) -> Self {
+        Taps {
+            rows: (0..s.kh).map(|i| s.valid(0, i)).collect(),
+            cols: (0..s.kw).map(|j| s.valid(1, j)).collect(),
+        }
+    }
+
+    /// Calls `f(out_row, out_cols, in_row_start, in_col_start)` for every tap and output
+    /// row where the tap lands inside the input.
+    #[inline(always)]
+    fn for_each(&self, s: &Pool2dShape, mut f: impl FnMut(usize, Range<usize>, usize, usize)) {
+        for (rows, ih0) in &self.rows {
+            for (cols, iw0) in &self.cols {
+                if cols.is_empty() {
+                    continue;
+                }
+                for (k, r) in rows.clone().enumerate() {
+                    f(r, cols.clone(), ih0 + k * s.stride[0], *iw0);
+                }
             }
         }
     }
@@ -175,6 +192,7 @@ pub fn max_pool2d(
     let (ow, plane_in, plane_out) = (s.out_w(), s.h * s.w, s.out_h() * s.out_w());
     let (sw, w) = (s.stride[1], s.w);
     let blocks = is_plain_2x2(s);
+    let taps = Taps::new(s);
     match indices {
         None => for_planes(y, plane_out, |t, yp| {
             let xp = &x[t * plane_in..(t + 1) * plane_in];
@@ -184,10 +202,10 @@ pub fn max_pool2d(
                     || max_2x2(xp, w, ow, yp),
                 );
             }
-            yp.fill(f32::NEG_INFINITY);
+            let mut rows = vec![f32::NEG_INFINITY; s.h * ow];
             dispatch(
                 #[inline(always)]
-                || fold_taps(s, xp, yp, |yv, xv| *yv = yv.max(xv)),
+                || max_separable(s, &taps, xp, &mut rows, yp),
             )
         }),
         Some(idx) => {
@@ -199,7 +217,7 @@ pub fn max_pool2d(
                 }
                 yp.fill(f32::NEG_INFINITY);
                 ip.fill(-1);
-                for_each_tap(s, |r, cols, ih, iw0| {
+                taps.for_each(s, |r, cols, ih, iw0| {
                     let xrow = &xp[ih * w..(ih + 1) * w];
                     for (q, (yv, iv)) in yp[r * ow..(r + 1) * ow][cols.clone()]
                         .iter_mut()
@@ -299,24 +317,37 @@ fn arg_max_2x2(xp: &[f32], w: usize, ow: usize, base: usize, yp: &mut [f32], ip:
     }
 }
 
-/// Folds every input tap of each window into the output of one plane: `f(y, x)` for each
-/// tap inside the input (the shared loop of max and average pooling).
+/// [`max_pool2d`] of one plane in two 1-D passes (a maximum is separable): each input row's
+/// maxima over the window's columns into `rows` (`h x out_w`, filled with minus infinity),
+/// then each output row the maximum of its window's rows there, `kh + kw` taps per output
+/// instead of `kh * kw`. The same `max` from minus infinity as the tap walk, so NaN is
+/// skipped alike.
 #[inline(always)]
-fn fold_taps(s: &Pool2dShape, xp: &[f32], yp: &mut [f32], f: impl Fn(&mut f32, f32)) {
-    let (ow, sw, w) = (s.out_w(), s.stride[1], s.w);
-    for_each_tap(s, |r, cols, ih, iw0| {
-        let xrow = &xp[ih * w..(ih + 1) * w];
-        let yrow = &mut yp[r * ow..(r + 1) * ow][cols];
-        if sw == 1 {
-            for (yv, xv) in yrow.iter_mut().zip(&xrow[iw0..]) {
-                f(yv, *xv);
-            }
-        } else {
-            for (q, yv) in yrow.iter_mut().enumerate() {
-                f(yv, xrow[iw0 + q * sw]);
+fn max_separable(s: &Pool2dShape, taps: &Taps, xp: &[f32], rows: &mut [f32], yp: &mut [f32]) {
+    let (w, ow, sw, sh) = (s.w, s.out_w(), s.stride[1], s.stride[0]);
+    for (xrow, trow) in xp.chunks_exact(w).zip(rows.chunks_exact_mut(ow.max(1))) {
+        for (cols, iw0) in &taps.cols {
+            let trow = &mut trow[cols.clone()];
+            if sw == 1 {
+                for (t, x) in trow.iter_mut().zip(&xrow[*iw0..]) {
+                    *t = t.max(*x);
+                }
+            } else {
+                for (q, t) in trow.iter_mut().enumerate() {
+                    *t = t.max(xrow[iw0 + q * sw]);
+                }
             }
         }
-    });
+    }
+    yp.fill(f32::NEG_INFINITY);
+    for (out_rows, ih0) in &taps.rows {
+        for (k, r) in out_rows.clone().enumerate() {
+            let src = &rows[(ih0 + k * sh) * ow..][..ow];
+            for (y, t) in yp[r * ow..(r + 1) * ow].iter_mut().zip(src) {
+                *y = y.max(*t);
+            }
+        }
+    }
 }
 
 /// MaxPool's input gradient: `dx[indices[o]] += dy[o]` (indices from [`max_pool2d`]).
@@ -382,13 +413,27 @@ pub fn avg_pool2d(
     s.check("avg_pool2d", x.len(), y.len())?;
     let (plane_in, plane_out) = (s.h * s.w, s.out_h() * s.out_w());
     let inv = divisors(s, count_include_pad);
+    let (ow, sw, w) = (s.out_w(), s.stride[1], s.w);
+    let taps = Taps::new(s);
     for_planes(y, plane_out, |t, yp| {
         let xp = &x[t * plane_in..(t + 1) * plane_in];
         yp.fill(0.0);
         dispatch(
             #[inline(always)]
             || {
-                fold_taps(s, xp, yp, |yv, xv| *yv += xv);
+                taps.for_each(s, |r, cols, ih, iw0| {
+                    let xrow = &xp[ih * w..(ih + 1) * w];
+                    let yrow = &mut yp[r * ow..(r + 1) * ow][cols];
+                    if sw == 1 {
+                        for (yv, xv) in yrow.iter_mut().zip(&xrow[iw0..]) {
+                            *yv += xv;
+                        }
+                    } else {
+                        for (q, yv) in yrow.iter_mut().enumerate() {
+                            *yv += xrow[iw0 + q * sw];
+                        }
+                    }
+                });
                 for (yv, d) in yp.iter_mut().zip(&inv) {
                     *yv *= d;
                 }
@@ -410,13 +455,14 @@ pub fn avg_pool2d_backward(
     let (ow, plane_in, plane_out) = (s.out_w(), s.h * s.w, s.out_h() * s.out_w());
     let (sw, w) = (s.stride[1], s.w);
     let inv = divisors(s, count_include_pad);
+    let taps = Taps::new(s);
     for_planes(dx, plane_in, |t, dxp| {
         let g: Vec<f32> = dy[t * plane_out..(t + 1) * plane_out]
             .iter()
             .zip(&inv)
             .map(|(a, b)| a * b)
             .collect();
-        for_each_tap(s, |r, cols, ih, iw0| {
+        taps.for_each(s, |r, cols, ih, iw0| {
             let xrow = &mut dxp[ih * w..(ih + 1) * w];
             for (q, gv) in g[r * ow..(r + 1) * ow][cols].iter().enumerate() {
                 xrow[iw0 + q * sw] += gv;
