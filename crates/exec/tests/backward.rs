@@ -133,6 +133,11 @@ fn cases() -> Vec<Case> {
             vec![p(&[3, 4])],
         ),
         case("HardSigmoid", vec![], vec![Param(vec![3, 4], -4.0, 4.0)]),
+        case(
+            "HardSigmoid",
+            vec![make::float("alpha", 0.3), make::float("beta", 0.4)],
+            vec![Param(vec![3, 4], -4.0, 4.0)],
+        ),
         case("HardSwish", vec![], vec![Param(vec![3, 4], -4.0, 4.0)]),
         case("Erf", vec![], vec![p(&[3, 4])]),
         Case {
@@ -521,6 +526,33 @@ fn every_rule_matches_central_differences() {
         "wrong gradients:\n{}",
         failures.join("\n")
     );
+}
+
+/// The training forward (which runs Conv, the activations, GlobalAveragePool and others on
+/// the kernels instead of their operators) gives every case's operator output, to float32
+/// rounding.
+#[test]
+fn the_training_forward_equals_the_operators() {
+    let opts = || RunOptions {
+        training: true,
+        seed: Some(SEED),
+        ..Default::default()
+    };
+    for c in &cases() {
+        let (model, params) = build(c, false);
+        let mut exec = Executor::new(&model).unwrap();
+        exec.set_trainable(&params).unwrap();
+        let gb = GraphBackward::new(&exec).unwrap();
+        let rec = gb.forward(&exec, HashMap::new(), SEED, None).unwrap();
+        let want = exec.run_with(HashMap::new(), opts()).unwrap()["y"].clone();
+        let got = &rec.outputs["y"];
+        assert_eq!(got.shape(), want.shape(), "{}", c.op);
+        let (got, want) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            let err = (g - w).abs() / w.abs().max(1.0);
+            assert!(err < 1e-5, "{} element {k}: {g} against {w}", c.op);
+        }
+    }
 }
 
 /// An operator without a rule on a parameter's path is refused naming the node; one off

@@ -3,7 +3,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::bail;
@@ -108,8 +109,16 @@ pub struct Optimizer {
     config: OptimizerConfig,
     /// Steps taken (Adam's bias correction).
     steps: u64,
-    /// Per parameter: momentum buffer (SGD) or first and second moments (Adam).
-    state: BTreeMap<String, Vec<Tensor>>,
+    /// Per parameter: its state, kept on the host between steps.
+    state: BTreeMap<String, Slot>,
+}
+
+/// One parameter's state: the momentum buffer (SGD) or the first and second moments (Adam)
+/// in float32, with the parameter's dims and type for checkpoints.
+struct Slot {
+    dims: Vec<usize>,
+    dtype: DType,
+    buffers: Vec<Vec<f32>>,
 }
 
 impl Optimizer {
@@ -130,46 +139,57 @@ impl Optimizer {
 
     /// Updates every parameter that has a gradient with learning rate `lr`. The update runs
     /// element by element on the host in float32 (one pass per parameter instead of a dozen
-    /// candle operations, each a round on candle's spinning thread pool).
+    /// candle operations, each a round on candle's spinning thread pool), the parameters in
+    /// parallel (each one's arithmetic is the same at any thread count), and the state stays
+    /// on the host between steps.
     pub fn step(
         &mut self,
         params: &HashMap<String, Var>,
         grads: &HashMap<String, Tensor>,
         lr: f64,
     ) -> Result<()> {
-        self.steps += 1;
         let mut names: Vec<&String> = grads.keys().collect();
         names.sort();
-        for name in names {
-            let Some(var) = params.get(name) else {
-                bail!("gradient for '{name}', which is not a trainable parameter");
-            };
-            let p = var.as_tensor();
-            let (mut values, g) = (host(p)?, host(&grads[name])?);
-            if g.len() != values.len() {
-                bail!(
-                    "the gradient of '{name}' has {} values for its {} parameters",
-                    g.len(),
-                    values.len()
-                );
-            }
-            let mut state = match self.state.get(name) {
-                Some(ts) => ts.iter().map(host).collect::<Result<Vec<_>>>()?,
-                None => Vec::new(),
-            };
-            match self.config.kind {
-                OptimizerKind::Sgd => self.sgd(&mut values, g, &mut state, lr),
-                OptimizerKind::Adam | OptimizerKind::AdamW => {
-                    self.adam(&mut values, g, &mut state, lr)
-                }
-            }
-            let like_p = |v: Vec<f32>| -> Result<Tensor> {
-                Ok(Tensor::from_vec(v, p.dims(), p.device())?.to_dtype(p.dtype())?)
-            };
-            var.set(&like_p(values)?)?;
-            let state = state.into_iter().map(like_p).collect::<Result<_>>()?;
-            self.state.insert(name.clone(), state);
+        if let Some(name) = names.iter().find(|n| !params.contains_key(**n)) {
+            bail!("gradient for '{name}', which is not a trainable parameter");
         }
+        self.steps += 1;
+        let work: Vec<_> = names
+            .into_iter()
+            .map(|name| (name, self.state.remove(name)))
+            .collect();
+        let this = &*self;
+        let updated = work
+            .into_par_iter()
+            .map(|(name, slot)| {
+                let var = &params[name];
+                let p = var.as_tensor();
+                let (mut values, g) = (host(p)?, host(&grads[name])?);
+                if g.len() != values.len() {
+                    bail!(
+                        "the gradient of '{name}' has {} values for its {} parameters",
+                        g.len(),
+                        values.len()
+                    );
+                }
+                let mut state = slot.map_or_else(Vec::new, |s| s.buffers);
+                match this.config.kind {
+                    OptimizerKind::Sgd => this.sgd(&mut values, g, &mut state, lr),
+                    OptimizerKind::Adam | OptimizerKind::AdamW => {
+                        this.adam(&mut values, g, &mut state, lr)
+                    }
+                }
+                let (dims, dtype) = (p.dims().to_vec(), p.dtype());
+                var.set(&Tensor::from_vec(values, dims.clone(), p.device())?.to_dtype(dtype)?)?;
+                let slot = Slot {
+                    dims,
+                    dtype,
+                    buffers: state,
+                };
+                Ok((name.clone(), slot))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.state.extend(updated);
         Ok(())
     }
 
@@ -235,16 +255,17 @@ impl Optimizer {
         }
     }
 
-    /// The state as named tensors (`<param>/0`, `<param>/1`) for a checkpoint.
-    pub fn state_tensors(&self) -> HashMap<String, Tensor> {
-        self.state
-            .iter()
-            .flat_map(|(name, ts)| {
-                ts.iter()
-                    .enumerate()
-                    .map(move |(i, t)| (format!("{name}/{i}"), t.clone()))
-            })
-            .collect()
+    /// The state as named tensors (`<param>/0`, `<param>/1`, shaped and typed like the
+    /// parameter) for a checkpoint.
+    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for (name, slot) in &self.state {
+            for (i, b) in slot.buffers.iter().enumerate() {
+                let t = Tensor::from_slice(b, slot.dims.as_slice(), &Device::Cpu)?;
+                out.insert(format!("{name}/{i}"), t.to_dtype(slot.dtype)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Restores the state saved by [`Optimizer::state_tensors`] after `steps` steps.
@@ -263,9 +284,16 @@ impl Optimizer {
             .into_iter()
             .map(|(name, mut ts)| {
                 ts.sort_by_key(|(i, _)| *i);
-                (name, ts.into_iter().map(|(_, t)| t).collect())
+                let (dims, dtype) = (ts[0].1.dims().to_vec(), ts[0].1.dtype());
+                let buffers = ts.iter().map(|(_, t)| host(t)).collect::<Result<_>>()?;
+                let slot = Slot {
+                    dims,
+                    dtype,
+                    buffers,
+                };
+                Ok((name, slot))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         self.steps = steps;
         Ok(())
     }
@@ -279,7 +307,6 @@ fn host(t: &Tensor) -> Result<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
 
     /// Runs `steps` updates of a one-element parameter starting at 1.0 with gradient 2p.
     fn trajectory(config: OptimizerConfig, lr: f64, steps: usize) -> Vec<f32> {
@@ -349,7 +376,7 @@ mod tests {
         let mut a = Optimizer::new(config.clone()).unwrap();
         a.step(&params, &grad(), 0.01).unwrap();
         let mut b = Optimizer::new(config).unwrap();
-        b.load_state(a.state_tensors(), a.steps()).unwrap();
+        b.load_state(a.state_tensors().unwrap(), a.steps()).unwrap();
         let start = var.as_tensor().copy().unwrap();
         a.step(&params, &grad(), 0.01).unwrap();
         let after_a = var.as_tensor().to_vec1::<f32>().unwrap();

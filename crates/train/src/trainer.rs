@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use whittle_data::{Augment, Dataset, Loader, LoaderOptions};
 use whittle_exec::{Executor, Value};
@@ -353,7 +354,7 @@ impl Trainer {
             stopped_early = self.track_best(&report)?;
             self.state.history.push(report);
             if let Some(dir) = self.config.checkpoint_dir.clone() {
-                let state = self.optimizer.state_tensors();
+                let state = self.optimizer.state_tensors()?;
                 checkpoint::save(&dir, &self.model()?, &state, &self.state)?;
                 self.saved_epoch = Some(self.state.epoch);
             }
@@ -528,16 +529,21 @@ impl Trainer {
         Ok(report)
     }
 
-    /// The first trainable parameter (by name) holding a NaN or infinity.
+    /// The first trainable parameter (by name) holding a NaN or infinity (the parameters
+    /// are read in parallel).
     fn non_finite_parameter(&self) -> Result<Option<String>> {
-        let mut names: Vec<&String> = self.exec.params().keys().collect();
+        let params = self.exec.params();
+        let mut names: Vec<&String> = params.keys().collect();
         names.sort();
-        for name in names {
-            if !finite::is_finite(self.exec.params()[name].as_tensor())? {
-                return Ok(Some(name.clone()));
-            }
-        }
-        Ok(None)
+        let finite = names
+            .par_iter()
+            .map(|name| finite::is_finite(params[*name].as_tensor()))
+            .collect::<Result<Vec<bool>>>()?;
+        Ok(names
+            .into_iter()
+            .zip(finite)
+            .find(|(_, ok)| !ok)
+            .map(|(name, _)| name.clone()))
     }
 
     /// The error ending a run whose values stopped being finite in `batch` of `epoch`

@@ -316,11 +316,11 @@ impl GraphBackward {
     }
 
     /// Adds `g` into the gradient of `name` (the first contribution is moved in, no copy; a
-    /// later one is recycled once added).
+    /// later one is added in parallel chunks and recycled).
     fn accumulate(&self, grads: &mut HashMap<String, Vec<f32>>, name: &str, g: Vec<f32>) {
         match grads.get_mut(name) {
             Some(sum) => {
-                sum.iter_mut().zip(&g).for_each(|(s, v)| *s += v);
+                rules::zip_apply(sum, &g, |s, v| s + v);
                 self.buffers.give(g);
             }
             None => {

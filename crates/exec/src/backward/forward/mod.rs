@@ -1,8 +1,9 @@
 //! The training forward's kernels: in the executor's node-by-node run
 //! ([`crate::RunOptions::replace`]), Conv, MaxPool (1-D and 2-D), training-mode
 //! BatchNormalization, ([`dense`]) MatMul, Gemm, LayerNormalization and Softmax over the last
-//! axis, and ([`maps`]) Relu, Erf, Add/Sub/Mul/Div and Transpose (float32) run on the kernels
-//! instead of their candle operators, with
+//! axis, and ([`maps`]) the activations (Relu, Sigmoid, Tanh, HardSigmoid, HardSwish,
+//! LeakyRelu), Erf, GlobalAveragePool, Add/Sub/Mul/Div and Transpose (float32) run on the
+//! kernels instead of their candle operators, with
 //! the same window arithmetic as their gradient rules. MaxPool keeps each output's arg-max
 //! and BatchNormalization its batch statistics for their rules, so the backward does not
 //! recompute them. Every other node, and these where the kernels do not apply, runs through
@@ -69,11 +70,15 @@ pub(super) fn run(
         "Gemm" => dense::gemm(node, x, inputs, device),
         "LayerNormalization" => dense::layer_norm(node, x, inputs, device),
         "Softmax" => dense::softmax(node, x, device),
-        "Relu" => maps::map(UnaryOp::Act(Activation::Relu), x, device),
         "Erf" => maps::map(UnaryOp::Erf, x, device),
+        "GlobalAveragePool" => maps::global_average_pool(x, device),
         "Add" | "Sub" | "Mul" | "Div" => maps::arithmetic(node, x, inputs, device),
         "Transpose" => maps::transpose(node, x, device),
-        _ => return Ok(None),
+        _ => match maps::activation(node) {
+            Ok(Some(act)) => maps::map(UnaryOp::Act(act), x, device),
+            Ok(None) => return Ok(None),
+            Err(e) => Err(e),
+        },
     };
     result.map_err(|e| match e {
         ExecError::Msg(message) => ExecError::Node {

@@ -173,7 +173,7 @@ fn copy(v: &[f32]) -> Vec<f32> {
 }
 
 /// `a = f(a, b)` elementwise, in place, in parallel chunks.
-fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
+pub(in crate::backward) fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     a.par_chunks_mut(CHUNK)
         .zip(b.par_chunks(CHUNK))
         .for_each(|(a, b)| {

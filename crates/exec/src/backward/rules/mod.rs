@@ -10,6 +10,8 @@ mod quant;
 mod shape;
 pub(super) mod window;
 
+pub(super) use elementwise::zip_apply;
+
 use std::collections::HashMap;
 
 use whittle_ir::proto::NodeProto;
