@@ -44,20 +44,25 @@ impl Model {
 
     /// Reads an ONNX file; external data is read from the model's folder and made inline.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_sized(path).map(|(model, _)| model)
+    }
+
+    /// [`Model::load`] and the model's [`Model::disk_size`] from the same read of the file
+    /// (`whittle quantize` of a 90 MB encoder spent 0.2-0.3 s of a 9 s run reading it twice,
+    /// in perf under load 4).
+    pub fn load_sized(path: impl AsRef<Path>) -> Result<(Self, u64)> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|source| IrError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = read_file(path)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_bytes(&bytes, Some(&base)).map_err(|e| match e {
+        let model = Self::from_bytes(&bytes, Some(&base)).map_err(|e| match e {
             IrError::Decode { source, .. } => IrError::Decode {
                 path: path.to_path_buf(),
                 source,
             },
             IrError::Invalid(msg) => IrError::Invalid(format!("{}: {msg}", path.display())),
             other => other,
-        })
+        })?;
+        Ok((model, disk_size_of(path, &bytes)?))
     }
 
     /// Decodes a model from bytes; external data is resolved against `base_dir`.
@@ -196,26 +201,7 @@ impl Model {
     /// Bytes on disk of the model at `path`: the file plus every external data file it names.
     pub fn disk_size(path: impl AsRef<Path>) -> Result<u64> {
         let path = path.as_ref();
-        let io = |source| IrError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let bytes = std::fs::read(path).map_err(io)?;
-        let refs = external_refs::Model::decode(&bytes[..]).map_err(|source| IrError::Decode {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut locations = std::collections::BTreeSet::new();
-        if let Some(g) = &refs.graph {
-            g.locations(&mut locations);
-        }
-        let dir = path.parent().unwrap_or(Path::new(""));
-        let external: u64 = locations
-            .iter()
-            .filter_map(|l| std::fs::metadata(dir.join(l)).ok())
-            .map(|m| m.len())
-            .sum();
-        Ok(bytes.len() as u64 + external)
+        disk_size_of(path, &read_file(path)?)
     }
 
     fn inline_external_data(&mut self, base_dir: Option<&Path>) -> Result<()> {
@@ -241,6 +227,34 @@ impl Model {
 /// The parts of an ONNX file that name external data files, where
 /// [`for_each_graph_initializer`] looks: decoding only these skips every tensor's bytes, so
 /// sizing a large model does not copy its weights.
+/// The bytes of the file at `path`, or an error naming it.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|source| IrError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// [`Model::disk_size`] of the model at `path` whose file holds `bytes`: only the external
+/// data locations are decoded (every other field is skipped).
+fn disk_size_of(path: &Path, bytes: &[u8]) -> Result<u64> {
+    let refs = external_refs::Model::decode(bytes).map_err(|source| IrError::Decode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut locations = std::collections::BTreeSet::new();
+    if let Some(g) = &refs.graph {
+        g.locations(&mut locations);
+    }
+    let dir = path.parent().unwrap_or(Path::new(""));
+    let external: u64 = locations
+        .iter()
+        .filter_map(|l| std::fs::metadata(dir.join(l)).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok(bytes.len() as u64 + external)
+}
+
 mod external_refs {
     use std::collections::BTreeSet;
 
@@ -401,6 +415,8 @@ mod tests {
         let total = std::fs::metadata(&path).unwrap().len()
             + std::fs::metadata(dir.join("m.onnx.data")).unwrap().len();
         assert_eq!(Model::disk_size(&path).unwrap(), total);
+        let (sized, size) = Model::load_sized(&path).unwrap();
+        assert_eq!((sized, size), (model, total));
         assert_eq!(back.metadata("author"), Some("whittle"));
     }
 

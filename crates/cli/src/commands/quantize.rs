@@ -197,8 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         InputModel::ForceOverwrites,
     )?;
     // Measured before anything is written: with --force the output may be the input.
-    let input_bytes = Model::disk_size(&args.model)?;
-    let model = Model::load(&args.model)?;
+    let (model, input_bytes) = Model::load_sized(&args.model)?;
     whittle_ir::validate(&model)?;
     let observer = CliObserver::new(args.json);
     let mut ctx = Ctx::new(&observer);
