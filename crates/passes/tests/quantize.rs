@@ -1,6 +1,7 @@
 //! Static INT8 quantization of LeNet5 and zoo:vit-tiny through the library API: whittle's
 //! executor runs the QDQ models and agrees with ONNX Runtime (the ViT at the seed table's
-//! INT8 size); plans name what stays float; verification
+//! INT8 size), whose graph optimizations fuse them into its integer operators; plans name
+//! what stays float; verification
 //! on calibration's spilled float values equals a rerun of the float model and a
 //! node-by-node comparison.
 
@@ -72,6 +73,30 @@ fn ort_logits(model: &Model, input: &TensorData, name: &str) -> Vec<f32> {
     logits.to_vec().unwrap()
 }
 
+/// What ONNX Runtime makes of `model` with every graph optimization on
+/// (scripts/ort_fused_ops.py): its optimized graph's operator counts. Asserts that no
+/// DequantizeLinear is left before a float Conv/Gemm/MatMul (a layout ORT's QDQ fusions
+/// no longer recognise) and none reads a constant (ORT never folds one: it would
+/// dequantize that constant on every inference).
+fn ort_fused_ops(model: &Model, name: &str) -> HashMap<String, u64> {
+    let dir = scratch(&format!("quant-fused-{name}"));
+    let path = dir.join("model.onnx");
+    model.save(&path, &ExternalData::Never).unwrap();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ort_fused_ops.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&path)
+        .arg(dir.join("optimized.onnx"))
+        .output()
+        .expect("python3");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["unfused"], serde_json::json!([]), "{json}");
+    assert_eq!(json["constant_dequantize"], 0, "{json}");
+    serde_json::from_value(json["ops"].clone()).unwrap()
+}
+
 #[test]
 fn whittle_runs_the_qdq_model_like_onnx_runtime() {
     let cfg = QuantConfig {
@@ -93,6 +118,9 @@ fn whittle_runs_the_qdq_model_like_onnx_runtime() {
         let dq = g.node.iter().find(|d| d.output[0] == n.input[1]).unwrap();
         assert_eq!(dq.input.len(), if n.op_type == "Gemm" { 3 } else { 2 });
     }
+    // ONNX Runtime fuses both convolutions and both Gemms into integer operators.
+    let ops = ort_fused_ops(&q, "lenet");
+    assert_eq!((ops["QLinearConv"], ops["QGemm"]), (2, 2), "{ops:?}");
     let test = mnist(Split::Test, 64);
     let ours = whittle_logits(&q, &test);
     let theirs = ort_logits(&q, &test, "agree");
@@ -129,6 +157,19 @@ fn a_vision_transformer_in_qdq_is_the_seed_tables_size_and_runs_like_onnx_runtim
     // rounded (was 3.40x before the float constants went 8-bit).
     let ratio = vit.encoded_len() as f64 / q.encoded_len() as f64;
     assert!(ratio >= 2.75 / 0.75, "{ratio:.3}x smaller");
+    // In ONNX Runtime every weight MatMul (6 a block) runs on integers, the patch
+    // embedding and the head too, and its 8-bit constants are folded at load time.
+    let ops = ort_fused_ops(&q, "vit");
+    let integer = |op: &str| ops.get(op).copied().unwrap_or(0);
+    assert_eq!(
+        (integer("QLinearConv"), integer("QGemm")),
+        (1, 1),
+        "{ops:?}"
+    );
+    assert!(
+        integer("MatMulIntegerToFloat") + integer("QLinearMatMul") >= 30,
+        "{ops:?}"
+    );
     let test = mnist(Split::Test, 16);
     let ours = whittle_logits(&q, &test);
     let theirs = ort_logits(&q, &test, "vit");
