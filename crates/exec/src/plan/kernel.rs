@@ -7,7 +7,7 @@ use crate::kernels::binary::{binary, BinaryOp};
 use crate::kernels::conv::{conv2d, Conv2dShape};
 use crate::kernels::gemm::{batched_matmul, gemm, Bias, Epilogue, MatRef, PackedWeights};
 use crate::kernels::layout::{gather, StridedView};
-use crate::kernels::norm::{layer_norm, log_softmax, softmax};
+use crate::kernels::norm::{layer_norm, softmax_axis};
 use crate::kernels::pool::{avg_pool2d, global_avg_pool, max_pool2d, Pool2dShape};
 use crate::kernels::quant::{
     dequantize, dequantize_in_place, quantize, quantize_in_place, QuantParams, Quantized,
@@ -265,31 +265,6 @@ impl Kernel {
             Kernel::Dequantize(p) => dequantize_in_place(y, p),
             _ => {}
         }
-    }
-}
-
-/// Softmax or LogSoftmax of `x` over an axis of `cols` elements with `inner` elements
-/// after it: directly over rows when `inner` is 1, else on a copy with the axis moved last
-/// (`[outer, inner, cols]`), moved back into `out`.
-fn softmax_axis(x: &[f32], cols: usize, inner: usize, log: bool, out: &mut [f32]) -> Result<()> {
-    let rows = if log { log_softmax } else { softmax };
-    if inner == 1 {
-        return rows(x, cols, out);
-    }
-    let outer = x.len() / (cols * inner).max(1);
-    let mut t = vec![0.0; x.len()];
-    gather(&swap_last_two(outer, cols, inner), x, &mut t)?;
-    let mut s = vec![0.0; x.len()];
-    rows(&t, cols, &mut s)?;
-    gather(&swap_last_two(outer, inner, cols), &s, out)
-}
-
-/// A contiguous `[outer, rows, cols]` array seen as `[outer, cols, rows]`.
-fn swap_last_two(outer: usize, rows: usize, cols: usize) -> StridedView {
-    StridedView {
-        dims: vec![outer, cols, rows],
-        strides: vec![(rows * cols) as isize, 1, cols as isize],
-        offset: 0,
     }
 }
 
