@@ -243,6 +243,39 @@ fn a_static_qdq_model_imports_back_and_exports_unchanged() {
     }
 }
 
+#[test]
+fn a_transformers_8_bit_constants_import_back_as_float_initializers() {
+    // Static QDQ stores zoo:vit-tiny's biases, LayerNormalization parameters and positional
+    // table in 8 bits behind Cast -> Sub -> Mul chains: QAT must get every float
+    // initializer back as a float initializer of the same name, so it trains.
+    let vit = whittle_zoo::build("zoo:vit-tiny").unwrap();
+    let (_, calib) = mnist_batches(Split::Train, 32);
+    let (ptq, _) = quantize::static_int8(&vit, &QuantConfig::default(), calib).unwrap();
+    let uint8 = |m: &Model| {
+        (m.graph().initializer.iter())
+            .filter(|t| t.data_type == DataType::Uint8 as i32)
+            .count()
+    };
+    assert!(uint8(&ptq) > 0, "no 8-bit constant to import");
+    let state = qat::import::from_qdq(&ptq).unwrap();
+    assert_eq!(uint8(&state.model), 0);
+    let float = DataType::Float as i32;
+    for t in vit
+        .graph()
+        .initializer
+        .iter()
+        .filter(|t| t.data_type == float)
+    {
+        let back = state
+            .model
+            .graph()
+            .initializer
+            .iter()
+            .find(|b| b.name == t.name);
+        assert_eq!(back.map(|b| b.data_type), Some(float), "{}", t.name);
+    }
+}
+
 fn import_round_trip(cfg: &QuantConfig) {
     let (_, calib) = mnist_batches(Split::Train, 64);
     let (ptq, _) = quantize::static_int8(&lenet(), cfg, calib).unwrap();

@@ -9,6 +9,8 @@ use whittle_ir::proto::{GraphProto, NodeProto};
 use whittle_ir::{Model, NodeAttrs, TensorData};
 
 use super::QatState;
+use crate::optimize::constant_folding::ConstantFolding;
+use crate::optimize::Pass;
 use crate::quantize::build::Builder;
 use crate::quantize::qdq::replace_input;
 use crate::quantize::weights::initializer;
@@ -27,8 +29,12 @@ pub fn is_qdq(model: &Model) -> bool {
 /// The float model and activation parameters of a QDQ model.
 pub fn from_qdq(model: &Model) -> Result<QatState> {
     let mut model = model.clone();
+    dequantize_constants(model.graph_mut())?;
+    // Small 8-bit constants (biases, LayerNormalization parameters, positional tables) are
+    // decoded by Cast -> Sub -> Mul chains that keep their names (`compact.rs`): folded
+    // back into float initializers, so they train again.
+    ConstantFolding.run(&mut model)?;
     let g = model.graph_mut();
-    dequantize_constants(g)?;
     let mut params = HashMap::new();
     while let Some((qi, di)) = next_pair(g) {
         let (q, dq) = (g.node[qi].clone(), g.node[di].clone());
