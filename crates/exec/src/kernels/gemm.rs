@@ -129,19 +129,38 @@ impl Epilogue<'_> {
             return;
         }
         let act = self.activation;
+        if n < SHORT_ROW {
+            // Short rows (a pointwise convolution on a 1x1 plane has one element per row):
+            // the activation once over the block, not one call per row (with the bias, 12%
+            // of mobilenetv3-small at batch 1).
+            c.chunks_mut(n)
+                .enumerate()
+                .for_each(|(i, row)| self.add_bias(row, row0 + i));
+            act.apply_slice(c);
+            return;
+        }
         for (i, row) in c.chunks_mut(n).enumerate() {
-            match self.bias {
-                Bias::None => {}
-                Bias::PerRow(b) => {
-                    let v = b[row0 + i];
-                    row.iter_mut().for_each(|x| *x += v);
-                }
-                Bias::PerCol(b) => row.iter_mut().zip(b).for_each(|(x, v)| *x += v),
-            }
+            self.add_bias(row, row0 + i);
             act.apply_slice(row);
         }
     }
+
+    /// Adds the bias to row `r` of C.
+    #[inline(always)]
+    fn add_bias(&self, row: &mut [f32], r: usize) {
+        match self.bias {
+            Bias::None => {}
+            Bias::PerRow(b) => {
+                let v = b[r];
+                row.iter_mut().for_each(|x| *x += v);
+            }
+            Bias::PerCol(b) => row.iter_mut().zip(b).for_each(|(x, v)| *x += v),
+        }
+    }
 }
+
+/// Rows of C shorter than this get the epilogue's activation in one pass over the block.
+const SHORT_ROW: usize = 64;
 
 /// How many threads one GEMM may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
