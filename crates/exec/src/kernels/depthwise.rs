@@ -56,24 +56,15 @@ impl TapPairs {
         TapPairs { spans, pairs }
     }
 
-    /// `y += conv(x)` for one plane with the channel's kernel `wc`.
+    /// Calls `f(w, o, i)` for every pair `(o, i)` with `w` its tap's weight in the channel's
+    /// kernel `wc`: the forward adds `w * x[i]` to `y[o]`, the input gradient `w * dy[o]` to
+    /// `dx[i]`.
     #[inline(always)]
-    fn forward(&self, x: &[f32], wc: &[f32], y: &mut [f32]) {
+    fn each_pair(&self, wc: &[f32], mut f: impl FnMut(f32, usize, usize)) {
         for (tap, span) in &self.spans {
             let wv = wc[*tap];
             for &[o, i] in &self.pairs[span.clone()] {
-                y[o as usize] += wv * x[i as usize];
-            }
-        }
-    }
-
-    /// `dx += conv^T(dy)` for one plane with the channel's kernel `wc`.
-    #[inline(always)]
-    fn backward_input(&self, dy: &[f32], wc: &[f32], dx: &mut [f32]) {
-        for (tap, span) in &self.spans {
-            let wv = wc[*tap];
-            for &[o, i] in &self.pairs[span.clone()] {
-                dx[i as usize] += wv * dy[o as usize];
+                f(wv, o as usize, i as usize);
             }
         }
     }
@@ -91,22 +82,39 @@ impl TapPairs {
     }
 }
 
-/// Runs `f(first_plane, block)` over blocks of whole planes of `out` (planes of `plane`
-/// elements), in parallel when the pool has several threads and `out` is large.
-fn for_plane_blocks(out: &mut [f32], plane: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// Runs `f(t, c, plane)` for every plane `t` of `out` (planes of `plane` elements, `c` its
+/// channel among `channels`), then `finish(block)` on each block of planes; blocks run in
+/// parallel when the pool has several threads and `out` is large.
+fn for_each_plane(
+    out: &mut [f32],
+    plane: usize,
+    channels: usize,
+    f: impl Fn(usize, usize, &mut [f32]) + Sync,
+    finish: impl Fn(&mut [f32]) + Sync,
+) {
     if plane == 0 || out.is_empty() {
         return;
     }
+    let block = |first: usize, block: &mut [f32]| {
+        dispatch(
+            #[inline(always)]
+            || {
+                for (k, p) in block.chunks_mut(plane).enumerate() {
+                    f(first + k, (first + k) % channels, p);
+                }
+            },
+        );
+        finish(block);
+    };
     let threads = rayon::current_num_threads();
     if threads > 1 && out.len() >= PAR_CHUNK {
         // About four blocks per thread, whole planes each.
-        let planes = out.len() / plane;
-        let per = planes.div_ceil(4 * threads).max(1);
+        let per = (out.len() / plane).div_ceil(4 * threads).max(1);
         out.par_chunks_mut(per * plane)
             .enumerate()
-            .for_each(|(b, block)| f(b * per, block));
+            .for_each(|(b, chunk)| block(b * per, chunk));
     } else {
-        f(0, out);
+        block(0, out);
     }
 }
 
@@ -122,24 +130,21 @@ pub(super) fn forward(
 ) {
     let (hw, taps, p) = (s.h * s.w, s.kh * s.kw, s.out_h() * s.out_w());
     let table = uses_table(s).then(|| TapPairs::new(s));
-    for_plane_blocks(y, p, |first, block| {
-        dispatch(
-            #[inline(always)]
-            || {
-                for (k, yp) in block.chunks_mut(p).enumerate() {
-                    let t = first + k;
-                    let c = t % s.c_in;
-                    let (xp, wc) = (&x[t * hw..(t + 1) * hw], &w[c * taps..(c + 1) * taps]);
-                    yp.fill(bias.map_or(0.0, |b| b[c]));
-                    match &table {
-                        Some(table) => table.forward(xp, wc, yp),
-                        None => rows_forward(s, xp, wc, yp),
-                    }
-                }
-            },
-        );
-        act.apply_slice(block);
-    });
+    for_each_plane(
+        y,
+        p,
+        s.c_in,
+        #[inline(always)]
+        |t, c, yp| {
+            let (xp, wc) = (&x[t * hw..(t + 1) * hw], &w[c * taps..(c + 1) * taps]);
+            yp.fill(bias.map_or(0.0, |b| b[c]));
+            match &table {
+                Some(table) => table.each_pair(wc, |wv, o, i| yp[o] += wv * xp[i]),
+                None => rows_forward(s, xp, wc, yp),
+            }
+        },
+        |block| act.apply_slice(block),
+    );
 }
 
 /// `y += conv(x)` for one plane by shifted rows: for each tap, a multiply-add of an input row
@@ -178,19 +183,18 @@ fn rows_forward(s: &Conv2dShape, xp: &[f32], wc: &[f32], yp: &mut [f32]) {
 pub(super) fn backward_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (hw, taps, p) = (s.h * s.w, s.kh * s.kw, s.out_h() * s.out_w());
     let table = TapPairs::new(s);
-    for_plane_blocks(dx, hw, |first, block| {
-        dispatch(
-            #[inline(always)]
-            || {
-                for (k, dxp) in block.chunks_mut(hw).enumerate() {
-                    let t = first + k;
-                    let c = t % s.c_in;
-                    dxp.fill(0.0);
-                    table.backward_input(&dy[t * p..(t + 1) * p], &w[c * taps..][..taps], dxp);
-                }
-            },
-        )
-    });
+    for_each_plane(
+        dx,
+        hw,
+        s.c_in,
+        #[inline(always)]
+        |t, c, dxp| {
+            dxp.fill(0.0);
+            let dyp = &dy[t * p..(t + 1) * p];
+            table.each_pair(&w[c * taps..][..taps], |wv, o, i| dxp[i] += wv * dyp[o]);
+        },
+        |_| {},
+    );
 }
 
 /// The weight gradient of a depthwise convolution with a small output plane ([`uses_table`]):
