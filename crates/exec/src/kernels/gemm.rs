@@ -133,9 +133,16 @@ impl Epilogue<'_> {
             // Short rows (a pointwise convolution on a 1x1 plane has one element per row):
             // the activation once over the block, not one call per row (with the bias, 12%
             // of mobilenetv3-small at batch 1).
-            c.chunks_mut(n)
-                .enumerate()
-                .for_each(|(i, row)| self.add_bias(row, row0 + i));
+            match self.bias {
+                // One element per row: the per-row bias is a vector add.
+                Bias::PerRow(b) if n == 1 => {
+                    c.iter_mut().zip(&b[row0..]).for_each(|(x, v)| *x += v);
+                }
+                _ => c
+                    .chunks_mut(n)
+                    .enumerate()
+                    .for_each(|(i, row)| self.add_bias(row, row0 + i)),
+            }
             act.apply_slice(c);
             return;
         }
