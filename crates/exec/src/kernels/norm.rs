@@ -279,7 +279,30 @@ impl ChannelGeometry {
     fn check(&self, kernel: &'static str, what: &str, len: usize) -> Result<()> {
         check_len(kernel, what, self.len(), len)
     }
+
+    /// Values per batch item (`c·s`, one contiguous row).
+    fn row(&self) -> usize {
+        self.c * self.s
+    }
+
+    /// Whether the planes are small enough (1-15 values) to work on whole item rows with
+    /// per-position accumulators and coefficients instead of run by run.
+    fn small_planes(&self) -> bool {
+        self.row() > 0 && self.s < SMALL_PLANE
+    }
+
+    /// `v(channel)` repeated over each channel's `s` positions: a per-position `[c·s]` row.
+    fn expand(&self, v: impl Fn(usize) -> f32) -> Vec<f32> {
+        (0..self.c)
+            .flat_map(|k| std::iter::repeat_n(v(k), self.s))
+            .collect()
+    }
 }
+
+/// Planes of fewer values than this (1x1 to 3x3 after downsampling) run over whole item rows:
+/// at mobilenetv3-small's 1- and 4-value planes, a call per run of 1-4 values cost ~4 ns per
+/// element.
+const SMALL_PLANE: usize = 16;
 
 /// One training-mode BatchNormalization's batch statistics, per channel.
 #[derive(Clone, Debug, PartialEq)]
@@ -301,26 +324,86 @@ fn per_channel<T: Send>(g: ChannelGeometry, f: impl Fn(usize) -> T + Sync + Send
     }
 }
 
-/// `f(channel, run)` for every run of `out` (laid out as `g`), in parallel over blocks of
-/// runs when the input is large.
-fn per_run(g: ChannelGeometry, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
-    if g.s == 0 {
+/// `f(index, piece)` for every piece of `len` values of `out`, in parallel over blocks of
+/// pieces when `out` is large.
+fn per_piece(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if len == 0 {
         return;
     }
     let run = |(r, o): (usize, &mut [f32])| {
         dispatch(
             #[inline(always)]
-            || f(r % g.c, r * g.s, o),
+            || f(r, o),
         )
     };
     if rayon::current_num_threads() > 1 && out.len() > PAR_CHUNK {
-        out.par_chunks_mut(g.s)
+        out.par_chunks_mut(len)
             .enumerate()
-            .with_min_len((PAR_CHUNK / g.s).max(1))
+            .with_min_len((PAR_CHUNK / len).max(1))
             .for_each(run);
     } else {
-        out.chunks_mut(g.s).enumerate().for_each(run);
+        out.chunks_mut(len).enumerate().for_each(run);
     }
+}
+
+/// `f(channel, run start, run)` for every run of `out` (laid out as `g`).
+fn per_run(g: ChannelGeometry, out: &mut [f32], f: impl Fn(usize, usize, &mut [f32]) + Sync) {
+    per_piece(
+        out,
+        g.s,
+        #[inline(always)]
+        |r, o| f(r % g.c, r * g.s, o),
+    );
+}
+
+/// `f(row start, row)` for every batch item's `[c·s]` row of `out` (laid out as `g`).
+fn per_item(g: ChannelGeometry, out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    per_piece(
+        out,
+        g.row(),
+        #[inline(always)]
+        |i, o| f(i * g.row(), o),
+    );
+}
+
+/// Small planes: `width` per-channel sums, each the f64 sum over the batch items of
+/// `width` per-position accumulators that `f(row start, acc)` adds one item's row into
+/// (`acc` holds `width` rows of `c·s`). The items are summed in blocks (in parallel when the
+/// input is large) whose number depends on the size only, so the result does not depend on
+/// the thread count.
+fn item_sums(
+    g: ChannelGeometry,
+    width: usize,
+    f: impl Fn(usize, &mut [f64]) + Sync,
+) -> Vec<Vec<f64>> {
+    let row = g.row();
+    let blocks = g.len().div_ceil(PAR_CHUNK).clamp(1, g.n.max(1));
+    let per_block = g.n.div_ceil(blocks).max(1);
+    let block = |b: usize| {
+        let mut acc = vec![0f64; width * row];
+        dispatch(
+            #[inline(always)]
+            || {
+                for i in b * per_block..((b + 1) * per_block).min(g.n) {
+                    f(i * row, &mut acc);
+                }
+            },
+        );
+        acc
+    };
+    let parts: Vec<Vec<f64>> = if rayon::current_num_threads() > 1 && blocks > 1 {
+        (0..blocks).into_par_iter().map(block).collect()
+    } else {
+        (0..blocks).map(block).collect()
+    };
+    let mut total = vec![0f64; width * row];
+    for part in &parts {
+        total.iter_mut().zip(part).for_each(|(t, p)| *t += p);
+    }
+    total
+        .chunks(row)
+        .map(|acc| acc.chunks(g.s).map(|p| p.iter().sum()).collect())
+        .collect()
 }
 
 /// `Σ (a - shift)·b` over a run, in 16 lanes (vectorises).
@@ -343,25 +426,54 @@ fn shifted_dot(a: &[f32], shift: f32, b: &[f32]) -> f32 {
 }
 
 /// The batch statistics of `x` (laid out as `g`) for a BatchNormalization with `eps`: two
-/// passes per channel (mean, then the squared deviations), each run summed in f32 lanes and
-/// the runs in f64.
+/// passes (mean, then the squared deviations). Each run is summed in f32 lanes and the runs
+/// in f64; small planes are summed per position in f64 over the items (`item_sums`).
 pub fn batch_moments(g: ChannelGeometry, x: &[f32], eps: f32) -> Result<BatchMoments> {
     g.check("batch_norm", "input", x.len())?;
-    let stats = per_channel(g, |k| {
-        dispatch(
+    let (mean, var): (Vec<f32>, Vec<f32>) = if g.small_planes() {
+        let row = g.row();
+        let sums = item_sums(
+            g,
+            1,
             #[inline(always)]
-            || {
-                let sum: f64 = g.runs(k).map(|r| lane_sum(&x[r]) as f64).sum();
-                let mean = (sum / g.count()) as f32;
-                let sq: f64 = g
-                    .runs(k)
-                    .map(|r| shifted_dot(&x[r.clone()], mean, &x[r]) as f64)
-                    .sum();
-                (mean, (sq / g.count()) as f32)
+            |at, acc| {
+                for (a, v) in acc.iter_mut().zip(&x[at..at + row]) {
+                    *a += *v as f64;
+                }
             },
-        )
-    });
-    let (mean, var): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
+        );
+        let mean: Vec<f32> = sums[0].iter().map(|s| (s / g.count()) as f32).collect();
+        let means = g.expand(|k| mean[k]);
+        let sq = item_sums(
+            g,
+            1,
+            #[inline(always)]
+            |at, acc| {
+                for ((a, v), m) in acc.iter_mut().zip(&x[at..at + row]).zip(&means) {
+                    *a += ((v - m) * (v - m)) as f64;
+                }
+            },
+        );
+        let var = sq[0].iter().map(|s| (s / g.count()) as f32).collect();
+        (mean, var)
+    } else {
+        per_channel(g, |k| {
+            dispatch(
+                #[inline(always)]
+                || {
+                    let sum: f64 = g.runs(k).map(|r| lane_sum(&x[r]) as f64).sum();
+                    let mean = (sum / g.count()) as f32;
+                    let sq: f64 = g
+                        .runs(k)
+                        .map(|r| shifted_dot(&x[r.clone()], mean, &x[r]) as f64)
+                        .sum();
+                    (mean, (sq / g.count()) as f32)
+                },
+            )
+        })
+        .into_iter()
+        .unzip()
+    };
     let inv_std = var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect();
     Ok(BatchMoments { mean, var, inv_std })
 }
@@ -380,13 +492,24 @@ pub fn batch_norm_train(
     check_len("batch_norm", "B", g.c, beta.len())?;
     g.check("batch_norm", "output", y.len())?;
     let m = batch_moments(g, x, eps)?;
-    per_run(g, y, |k, start, yr| {
-        let a = gamma[k] * m.inv_std[k];
-        let b = beta[k] - m.mean[k] * a;
-        for (yv, xv) in yr.iter_mut().zip(&x[start..]) {
-            *yv = xv * a + b;
-        }
-    });
+    // y = x·a + b per channel.
+    let a = |k: usize| gamma[k] * m.inv_std[k];
+    let b = |k: usize| beta[k] - m.mean[k] * a(k);
+    if g.small_planes() {
+        let (a, b) = (g.expand(a), g.expand(b));
+        per_item(g, y, |at, yr| {
+            for ((yv, xv), (a, b)) in yr.iter_mut().zip(&x[at..]).zip(a.iter().zip(&b)) {
+                *yv = xv * a + b;
+            }
+        });
+    } else {
+        per_run(g, y, |k, at, yr| {
+            let (a, b) = (a(k), b(k));
+            for (yv, xv) in yr.iter_mut().zip(&x[at..]) {
+                *yv = xv * a + b;
+            }
+        });
+    }
     Ok(m)
 }
 
@@ -408,30 +531,50 @@ pub fn batch_norm_train_backward(
     check_len("batch_norm_backward", "mean", g.c, m.mean.len())?;
     check_len("batch_norm_backward", "inverse std", g.c, m.inv_std.len())?;
     // Per channel: Σdy and Σdy·(x − mean).
-    let sums = per_channel(g, |k| {
-        dispatch(
+    let sums: Vec<(f64, f64)> = if g.small_planes() {
+        let (row, means) = (g.row(), g.expand(|k| m.mean[k]));
+        let s = item_sums(
+            g,
+            2,
             #[inline(always)]
-            || {
-                g.runs(k).fold((0f64, 0f64), |(sdy, sdx), r| {
-                    let d = &dy[r.clone()];
-                    (
-                        sdy + lane_sum(d) as f64,
-                        sdx + shifted_dot(&x[r], m.mean[k], d) as f64,
-                    )
-                })
+            |at, acc| {
+                let (sdy, sdx) = acc.split_at_mut(row);
+                let (d, xs) = (&dy[at..at + row], &x[at..at + row]);
+                for ((sdy, sdx), ((d, v), mu)) in
+                    sdy.iter_mut().zip(sdx).zip(d.iter().zip(xs).zip(&means))
+                {
+                    *sdy += *d as f64;
+                    *sdx += ((v - mu) * d) as f64;
+                }
             },
-        )
-    });
+        );
+        s[0].iter().copied().zip(s[1].iter().copied()).collect()
+    } else {
+        per_channel(g, |k| {
+            dispatch(
+                #[inline(always)]
+                || {
+                    g.runs(k).fold((0f64, 0f64), |(sdy, sdx), r| {
+                        let d = &dy[r.clone()];
+                        (
+                            sdy + lane_sum(d) as f64,
+                            sdx + shifted_dot(&x[r], m.mean[k], d) as f64,
+                        )
+                    })
+                },
+            )
+        })
+    };
     if let Some(dx) = dx {
         g.check("batch_norm_backward", "input gradient", dx.len())?;
         let count = g.count();
+        // dx = a·dy + b·(x − mean) + c
         let coef: Vec<(f32, f32, f32)> = sums
             .iter()
             .enumerate()
             .map(|(k, &(sdy, sdx))| {
                 let inv = m.inv_std[k] as f64;
                 let a = gamma[k] as f64 * inv;
-                // dx = a·dy + b·(x − mean) + c
                 (
                     a as f32,
                     (-a * inv * inv * sdx / count) as f32,
@@ -439,13 +582,29 @@ pub fn batch_norm_train_backward(
                 )
             })
             .collect();
-        per_run(g, dx, |k, start, out| {
-            let (a, b, c) = coef[k];
-            let mean = m.mean[k];
-            for ((o, d), xv) in out.iter_mut().zip(&dy[start..]).zip(&x[start..]) {
-                *o = a * d + b * (xv - mean) + c;
-            }
-        });
+        let at = |o: &mut f32, d: f32, xv: f32, (a, b, c): (f32, f32, f32), mean: f32| {
+            *o = a * d + b * (xv - mean) + c;
+        };
+        if g.small_planes() {
+            let (mean, a) = (g.expand(|k| m.mean[k]), g.expand(|k| coef[k].0));
+            let (b, c) = (g.expand(|k| coef[k].1), g.expand(|k| coef[k].2));
+            per_item(g, dx, |start, out| {
+                let row = out.len();
+                let (d, xs) = (&dy[start..start + row], &x[start..start + row]);
+                let coefs = a.iter().zip(&b).zip(c.iter().zip(&mean));
+                for ((o, (d, xv)), ((a, b), (c, mu))) in
+                    out.iter_mut().zip(d.iter().zip(xs)).zip(coefs)
+                {
+                    at(o, *d, *xv, (*a, *b, *c), *mu);
+                }
+            });
+        } else {
+            per_run(g, dx, |k, start, out| {
+                for ((o, d), xv) in out.iter_mut().zip(&dy[start..]).zip(&x[start..]) {
+                    at(o, *d, *xv, coef[k], m.mean[k]);
+                }
+            });
+        }
     }
     Ok(sums
         .iter()
@@ -565,6 +724,7 @@ mod tests {
             [64, 4, 16, 16],
             [3, 2, 1, 1],
             [5, 70, 1, 1],
+            [64, 96, 2, 2],
         ] {
             let g = ChannelGeometry::of(&dims);
             let len = g.len();
