@@ -325,7 +325,11 @@ fn arg_max_2x2(xp: &[f32], w: usize, ow: usize, base: usize, yp: &mut [f32], ip:
 #[inline(always)]
 fn max_separable(s: &Pool2dShape, taps: &Taps, xp: &[f32], rows: &mut [f32], yp: &mut [f32]) {
     let (w, ow, sw, sh) = (s.w, s.out_w(), s.stride[1], s.stride[0]);
-    for (xrow, trow) in xp.chunks_exact(w).zip(rows.chunks_exact_mut(ow.max(1))) {
+    // An empty plane (w = 0) has no rows to read: every output stays minus infinity.
+    for (xrow, trow) in xp
+        .chunks_exact(w.max(1))
+        .zip(rows.chunks_exact_mut(ow.max(1)))
+    {
         for (cols, iw0) in &taps.cols {
             let trow = &mut trow[cols.clone()];
             if sw == 1 {
