@@ -44,7 +44,7 @@ impl Model {
 
     /// Reads an ONNX file; external data is read from the model's folder and made inline.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
-        Self::load_sized(path).map(|(model, _)| model)
+        Self::read(path.as_ref()).map(|(model, _)| model)
     }
 
     /// [`Model::load`] and the model's [`Model::disk_size`] from the same read of the file
@@ -52,6 +52,12 @@ impl Model {
     /// in perf under load 4).
     pub fn load_sized(path: impl AsRef<Path>) -> Result<(Self, u64)> {
         let path = path.as_ref();
+        let (model, bytes) = Self::read(path)?;
+        Ok((model, disk_size_of(path, &bytes)?))
+    }
+
+    /// The model at `path` and the bytes of its file, errors naming the file.
+    fn read(path: &Path) -> Result<(Self, Vec<u8>)> {
         let bytes = read_file(path)?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let model = Self::from_bytes(&bytes, Some(&base)).map_err(|e| match e {
@@ -62,7 +68,7 @@ impl Model {
             IrError::Invalid(msg) => IrError::Invalid(format!("{}: {msg}", path.display())),
             other => other,
         })?;
-        Ok((model, disk_size_of(path, &bytes)?))
+        Ok((model, bytes))
     }
 
     /// Decodes a model from bytes; external data is resolved against `base_dir`.
