@@ -200,25 +200,42 @@ pub(super) fn backward_input(s: &Conv2dShape, dy: &[f32], w: &[f32], dx: &mut [f
 /// The weight gradient of a depthwise convolution with a small output plane ([`uses_table`]):
 /// `dw` (`[c, 1, kh, kw]`) is overwritten with the sum over the batch.
 pub(super) fn backward_weight(s: &Conv2dShape, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let (hw, taps, p) = (s.h * s.w, s.kh * s.kw, s.out_h() * s.out_w());
+    let (taps, p) = (s.kh * s.kw, s.out_h() * s.out_w());
     let table = TapPairs::new(s);
-    let channel = |c: usize, dwc: &mut [f32]| {
-        dwc.fill(0.0);
-        for img in 0..s.n {
-            let t = img * s.c_in + c;
-            table.backward_weight(&x[t * hw..(t + 1) * hw], &dy[t * p..(t + 1) * p], dwc);
-        }
-    };
     // One task per channel's kernel when the batch holds enough work to share out.
     if rayon::current_num_threads() > 1 && s.n * s.c_in * p * taps >= PAR_CHUNK {
-        dw.par_chunks_mut(taps)
-            .enumerate()
-            .for_each(|(c, dwc)| dispatch(|| channel(c, dwc)));
-    } else {
-        dispatch(|| {
-            dw.chunks_mut(taps)
-                .enumerate()
-                .for_each(|(c, dwc)| channel(c, dwc))
+        dw.par_chunks_mut(taps).enumerate().for_each(|(c, dwc)| {
+            dispatch(
+                #[inline(always)]
+                || weight_channel(s, &table, x, dy, c, dwc),
+            )
         });
+    } else {
+        dispatch(
+            #[inline(always)]
+            || {
+                dw.chunks_mut(taps)
+                    .enumerate()
+                    .for_each(|(c, dwc)| weight_channel(s, &table, x, dy, c, dwc))
+            },
+        );
+    }
+}
+
+/// `dwc` (channel `c`'s kernel) set to `Σ dy[o] x[i]` per tap over the batch's planes.
+#[inline(always)]
+fn weight_channel(
+    s: &Conv2dShape,
+    table: &TapPairs,
+    x: &[f32],
+    dy: &[f32],
+    c: usize,
+    dwc: &mut [f32],
+) {
+    let (hw, p) = (s.h * s.w, s.out_h() * s.out_w());
+    dwc.fill(0.0);
+    for img in 0..s.n {
+        let t = img * s.c_in + c;
+        table.backward_weight(&x[t * hw..(t + 1) * hw], &dy[t * p..(t + 1) * p], dwc);
     }
 }
