@@ -316,7 +316,7 @@ impl Executor {
         };
         let env = match cached {
             None => self.evaluate(&self.graph, &self.plan, all, inputs, &wanted, &mut opts)?,
-            Some(plan) => match plan.run(self, &inputs, &mut opts)? {
+            Some(plan) => match self.run_plan(&plan, &inputs, &mut opts)? {
                 Outcome::Done(out) => return Ok(out),
                 Outcome::Mismatch { next, env } => {
                     // Shapes depend on data (or inference was wrong: the next run
@@ -335,6 +335,28 @@ impl Executor {
             },
         };
         collect(env, wanted)
+    }
+
+    /// Runs `plan` on `inputs`. Without hooks, from a thread outside rayon's pool, the run
+    /// moves onto a worker of the pool: a plan makes one or more parallel kernel calls per
+    /// node, and each one from outside wakes the workers and puts the caller to sleep until
+    /// they finish (LeNet5 at batch 1 on 2 threads ran slower than on 1 that way), while from
+    /// a worker they fork and join inside the pool. Hooks are not `Send`, so runs with them
+    /// stay on the calling thread, as do runs on a one-thread pool (nothing to fork; the
+    /// move itself would cost one hand-off).
+    fn run_plan(
+        &self,
+        plan: &crate::plan::Plan,
+        inputs: &HashMap<String, Value>,
+        opts: &mut RunOptions,
+    ) -> Result<Outcome> {
+        let hooked = opts.hook.is_some() || opts.borrowed.is_some();
+        let inside = rayon::current_thread_index().is_some();
+        if hooked || inside || rayon::current_num_threads() == 1 {
+            return plan.run(self, inputs, opts);
+        }
+        // `Plan::run` reads only the hooks of its options, both `None` here.
+        rayon::scope(|_| plan.run(self, inputs, &mut RunOptions::default()))
     }
 
     /// Runs node by node, recording every value's type and the values the plan folds, then
