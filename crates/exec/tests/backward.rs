@@ -81,6 +81,14 @@ fn cases() -> Vec<Case> {
             vec![ints("pads", &[1, 1, 1, 1])],
             vec![p(&[6, 1, 12, 12]), p(&[8, 1, 3, 3]), p(&[8])],
         ),
+        // Pointwise on 1x1 and 2x2 planes (squeeze-and-excitation, MobileNet's last
+        // stages): one GEMM over the batch's rows.
+        case(
+            "Conv",
+            vec![],
+            vec![p(&[3, 5, 1, 1]), p(&[4, 5, 1, 1]), p(&[4])],
+        ),
+        case("Conv", vec![], vec![p(&[3, 5, 2, 2]), p(&[4, 5, 1, 1])]),
         // Depthwise, as MobileNet's.
         case(
             "Conv",

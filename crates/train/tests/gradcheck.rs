@@ -64,6 +64,12 @@ fn cases() -> Vec<Case> {
             vec![make::int("group", 2)],
             vec![p(&[1, 2, 4, 4]), p(&[2, 1, 3, 3])],
         ),
+        // Pointwise on a 2x2 plane: one GEMM over the batch's rows.
+        case(
+            "Conv",
+            vec![],
+            vec![p(&[2, 3, 2, 2]), p(&[4, 3, 1, 1]), p(&[4])],
+        ),
         case(
             "ConvTranspose",
             vec![ints_attr("strides", &[2, 2])],

@@ -17,10 +17,11 @@ use whittle_ir::proto::NodeProto;
 use whittle_ir::{DataType, NodeAttrs};
 
 use super::rules::kern;
-use super::rules::window::Window;
+use super::rules::window::{row_product_plane, swap_inner, Window};
 use crate::error::{ExecError, Result};
 use crate::kernels::activation::{Activation, UnaryOp};
 use crate::kernels::conv::conv2d;
+use crate::kernels::gemm::{gemm, Bias, Epilogue, MatRef};
 use crate::kernels::norm::{batch_norm_train, BatchMoments, ChannelGeometry};
 use crate::kernels::pool::max_pool2d;
 use crate::kernels::zeros;
@@ -134,7 +135,31 @@ fn conv(
     let mut y = zeros(out.iter().product());
     let bias = inputs.get(2).and_then(Option::as_ref);
     let mut run = |xd: &[f32], wd: &[f32], bd: Option<&[f32]>| {
-        conv2d(&shape, xd, wd, bd, Activation::None, &mut y)
+        let Some(p) = row_product_plane(&shape) else {
+            return conv2d(&shape, xd, wd, bd, Activation::None, &mut y);
+        };
+        let (n, c_in, c_out) = (shape.n, shape.c_in, shape.c_out);
+        let ep = Epilogue {
+            bias: bd.map_or(Bias::None, Bias::PerCol),
+            activation: Activation::None,
+        };
+        let rows = swap_inner(xd, n, c_in, p);
+        let w = MatRef::row_major(wd, c_out, c_in)?.t();
+        // Output rows straight into `y` when they are its layout (p = 1).
+        let mut by_rows = (p > 1).then(|| vec![0.0; y.len()]);
+        let out = by_rows.as_deref_mut().unwrap_or(&mut y);
+        gemm(
+            MatRef::row_major(&rows, n * p, c_in)?,
+            w,
+            out,
+            1.0,
+            0.0,
+            &ep,
+        )?;
+        if let Some(out) = by_rows {
+            y.copy_from_slice(&swap_inner(&out, n, p, c_out));
+        }
+        Ok(())
     };
     // Each operand borrowed from its tensor (one `Result` layer per borrow).
     let status = x.with_f32(|xd| {

@@ -7,11 +7,11 @@ use rayon::prelude::*;
 use whittle_ir::NodeAttrs;
 
 use super::elementwise::reduce_to;
-use super::window::Window;
+use super::window::{row_product_plane, swap_inner, Window};
 use super::{kern, RuleCtx};
 use crate::bail;
 use crate::error::Result;
-use crate::kernels::conv::{conv2d_backward_input, conv2d_backward_weight};
+use crate::kernels::conv::{conv2d_backward_input, conv2d_backward_weight, Conv2dShape};
 use crate::kernels::gemm::{gemm, gemm_with, Epilogue, MatRef, Threads};
 
 /// Gradients of a node, one per input.
@@ -219,6 +219,9 @@ pub(super) fn conv(c: &mut RuleCtx) -> Grads {
         );
     }
     let dy = c.dy()?;
+    if let Some(p) = row_product_plane(&shape) {
+        return row_product_conv(c, &shape, p, &dy);
+    }
     let mut grads = vec![None, None, None];
     if c.wants(0) {
         // Both kernels overwrite their outputs.
@@ -243,6 +246,43 @@ pub(super) fn conv(c: &mut RuleCtx) -> Grads {
         })?)?;
         grads[1] = c.wants(1).then_some(dw);
         grads[2] = want_bias.then_some(db);
+    }
+    Ok(grads)
+}
+
+/// The gradients of a convolution that is a product of rows ([`row_product_plane`], plane
+/// `p`): `y = x · wᵀ + b` over rows `x` `n·p x c_in`, `w` `c_out x c_in`, so `dx = dy · w`,
+/// `dw = dyᵀ · x` and `db` the column sums of `dy`.
+fn row_product_conv(c: &RuleCtx, s: &Conv2dShape, p: usize, dy: &[f32]) -> Grads {
+    let (rows, c_in, c_out) = (s.n * p, s.c_in, s.c_out);
+    let dy_rows = swap_inner(dy, s.n, c_out, p);
+    let g = kern(MatRef::row_major(&dy_rows, rows, c_out))?;
+    let mut grads = vec![None, None, None];
+    if c.wants(0) {
+        let w = c.input(1)?;
+        let dx = w.with_f32(|w| product(c, g, kern(MatRef::row_major(w, c_out, c_in))?, 1.0))??;
+        grads[0] = Some(match swap_inner(&dx, s.n, p, c_in) {
+            Cow::Borrowed(_) => dx,
+            Cow::Owned(planes) => {
+                c.give(dx);
+                planes
+            }
+        });
+    }
+    if c.wants(1) {
+        let x = c.input(0)?;
+        let dw = x.with_f32(|x| {
+            let x_rows = swap_inner(x, s.n, c_in, p);
+            product(c, g.t(), kern(MatRef::row_major(&x_rows, rows, c_in))?, 1.0)
+        })??;
+        grads[1] = Some(dw);
+    }
+    if c.wants(2) {
+        grads[2] = Some(reduce_to(
+            Cow::Borrowed(&dy_rows),
+            &[rows, c_out],
+            &[c_out],
+        )?);
     }
     Ok(grads)
 }

@@ -85,6 +85,12 @@ impl RuleCtx<'_> {
         self.buffers.for_overwrite(len)
     }
 
+    /// Returns a buffer from [`RuleCtx::for_overwrite`] or [`RuleCtx::zeros`] that the rule
+    /// no longer needs.
+    pub fn give(&self, v: Vec<f32>) {
+        self.buffers.give(v)
+    }
+
     /// A gradient buffer of `len` zeros (recycled between passes).
     pub fn zeros(&self, len: usize) -> Vec<f32> {
         self.buffers.zeros(len)

@@ -1,6 +1,8 @@
 //! The sliding window of Conv and the pools (kernel, strides, pads, dilations, `auto_pad`)
 //! as the kernels' 2-D shapes; a 1-D window is a 2-D one of height 1.
 
+use std::borrow::Cow;
+
 use whittle_ir::proto::NodeProto;
 use whittle_ir::NodeAttrs;
 
@@ -118,4 +120,41 @@ impl Window {
             ceil_mode: node.int_or("ceil_mode", 0)? != 0,
         })
     }
+}
+
+/// Largest plane (output positions per channel) a pointwise convolution is run at as one
+/// product of the batch's rows ([`row_product_plane`]).
+const ROW_PRODUCT_MAX_PLANE: usize = 4;
+
+/// The plane `p` of convolution `s` when it is a product of rows: one group, a 1x1 kernel,
+/// stride 1, no padding, and at most [`ROW_PRODUCT_MAX_PLANE`] positions (a
+/// squeeze-and-excitation block's convolutions, pointwise convolutions after the last
+/// downsamplings). Its input `[n, c_in, p]` read as `n·p` rows of `c_in` values gives the
+/// output rows as `x · wᵀ`: one GEMM over the batch instead of the convolution kernel's
+/// per-image products, each of which packs all the weights for `p` columns.
+pub(in crate::backward) fn row_product_plane(s: &Conv2dShape) -> Option<usize> {
+    let p = s.h * s.w;
+    let pointwise = s.groups == 1 && [s.kh, s.kw] == [1, 1] && s.stride == [1, 1];
+    (pointwise && s.pads == [0; 4] && (1..=ROW_PRODUCT_MAX_PLANE).contains(&p)).then_some(p)
+}
+
+/// `v` (`[n, a, b]`) as `[n, b, a]`: channel-major planes as rows of channels and back
+/// (borrowed when `a` or `b` is 1, where both layouts are the same).
+pub(in crate::backward) fn swap_inner(v: &[f32], n: usize, a: usize, b: usize) -> Cow<'_, [f32]> {
+    if a == 1 || b == 1 {
+        return Cow::Borrowed(v);
+    }
+    let mut out = vec![0.0; v.len()];
+    for (src, dst) in v
+        .chunks_exact(a * b)
+        .zip(out.chunks_exact_mut(a * b))
+        .take(n)
+    {
+        for (i, row) in src.chunks_exact(b).enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                dst[j * a + i] = x;
+            }
+        }
+    }
+    Cow::Owned(out)
 }
