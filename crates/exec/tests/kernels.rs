@@ -709,6 +709,58 @@ fn conv_cases() -> Vec<Conv2dShape> {
             w: 2,
             ..base
         },
+        // The direct kernel (dense, stride 1): c_in = 1 with a channel count that is not a
+        // multiple of its 4-channel tile over an odd batch; 5x5 with padding larger at the
+        // bottom than at the top; unpadded 3x3 at odd widths; 1x3 and 3x1 kernels; one image
+        // whose channels split over threads, with more than one chunk of positions.
+        Conv2dShape {
+            n: 5,
+            c_in: 1,
+            c_out: 7,
+            h: 13,
+            w: 11,
+            ..base
+        },
+        Conv2dShape {
+            n: 3,
+            c_in: 5,
+            c_out: 6,
+            kh: 5,
+            kw: 5,
+            pads: [0, 1, 2, 2],
+            h: 9,
+            w: 7,
+            ..base
+        },
+        Conv2dShape {
+            c_in: 3,
+            c_out: 5,
+            pads: [0; 4],
+            h: 10,
+            w: 13,
+            ..base
+        },
+        Conv2dShape {
+            c_out: 9,
+            kh: 1,
+            pads: [0, 1, 0, 1],
+            ..base
+        },
+        Conv2dShape {
+            n: 4,
+            c_out: 2,
+            kw: 1,
+            pads: [2, 0, 1, 0],
+            ..base
+        },
+        Conv2dShape {
+            n: 1,
+            c_in: 2,
+            c_out: 10,
+            h: 21,
+            w: 20,
+            ..base
+        },
         // A depthwise batch large enough to split over threads, with a height dilation.
         Conv2dShape {
             n: 4,
@@ -731,13 +783,18 @@ fn conv2d_matches_reference_on_every_path() {
         let w = randn(s.c_out * s.c_in / s.groups * s.kh * s.kw, case as u64 + 50);
         let bias = randn(s.c_out, case as u64 + 99);
         let (want, scale) = conv_ref(&s, &x, &w, Some(&bias));
-        let relu: Vec<f64> = want.iter().map(|v| v.max(0.0)).collect();
         with_pools(|| {
-            let mut y = vec![f32::NAN; want.len()];
-            conv::conv2d(&s, &x, &w, Some(&bias), Activation::None, &mut y).unwrap();
-            assert_close_scaled(&y, &want, &scale, &format!("conv {s:?}"));
-            conv::conv2d(&s, &x, &w, Some(&bias), Activation::Relu, &mut y).unwrap();
-            assert_close_scaled(&y, &relu, &scale, &format!("conv+relu {s:?}"));
+            for act in [
+                Activation::None,
+                Activation::Relu,
+                Activation::Clip(-0.5, 0.25),
+                Activation::Sigmoid,
+            ] {
+                let want: Vec<f64> = want.iter().map(|&v| act_ref(act, v)).collect();
+                let mut y = vec![f32::NAN; want.len()];
+                conv::conv2d(&s, &x, &w, Some(&bias), act, &mut y).unwrap();
+                assert_close_scaled(&y, &want, &scale, &format!("conv {act:?} {s:?}"));
+            }
         });
     }
 }

@@ -7,7 +7,7 @@
 
 use super::activation::Activation;
 use super::gemm::{gemm_with, Bias, Epilogue, MatRef, Threads};
-use super::{check_len, depthwise, dispatch, error, Result};
+use super::{check_len, depthwise, direct_conv, dispatch, error, Result};
 use rayon::prelude::*;
 
 /// The geometry of a 2-D convolution: input `[n, c_in, h, w]`, weights
@@ -211,7 +211,7 @@ thread_local! {
 /// it have `beta == 0`). Fresh zeroed buffers per call cost page clearing and memset (about
 /// 8% of a 2-thread zoo:cnn step with `clear_page_erms` and memset together). A nested call
 /// on the same thread (rayon work stealing inside `f`) gets a buffer of its own.
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = SCRATCH.with(|cell| cell.take());
     if buf.len() < len {
         buf.resize(len, 0.0);
@@ -245,6 +245,10 @@ pub fn conv2d(
     }
     if s.is_depthwise() && !s.is_pointwise() {
         depthwise::forward(s, x, w, bias, act, y);
+        return Ok(());
+    }
+    if direct_conv::applies(s) {
+        direct_conv::forward(s, x, w, bias, act, y);
         return Ok(());
     }
     let (cg, mg, k, p) = (s.cg(), s.mg(), s.col_rows(), s.out_plane());

@@ -10,6 +10,7 @@ pub mod activation;
 pub mod binary;
 pub mod conv;
 mod depthwise;
+mod direct_conv;
 pub mod gemm;
 pub mod layout;
 pub mod norm;

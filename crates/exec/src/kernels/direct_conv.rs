@@ -1,0 +1,378 @@
+//! Direct convolution for dense (one group) stride-1 convolutions on small planes, without
+//! im2col.
+//!
+//! The input of a group of images is copied once per kernel column, shifted, with zeros where
+//! it reads the padding ([`Geometry`]). Read flat, output position `p` of channel `m` is then
+//! `bias[m] + Σ_(c, i, j) w[m][c][i][j] · copy_j[c][p + i * out_w]`: a GEMM whose right-hand
+//! matrix is the copies read at one offset per (channel, tap), never materialised. The
+//! register tile holds [`MR`] output channels times up to [`NR`] vectors of 16 flat
+//! positions, with the weights broadcast from their rows (AVX-512 only; [`applies`] says no
+//! elsewhere and the caller keeps im2col + GEMM).
+
+use super::activation::Activation;
+use super::conv::{valid_range, with_scratch, Conv2dShape};
+use rayon::prelude::*;
+
+/// Output channels per register tile.
+const MR: usize = 4;
+/// Vectors of [`LANES`] output positions per register tile (`MR * NR` accumulators).
+const NR: usize = 6;
+/// Vectors of flat positions per chunk of [`Channels::run`].
+const CHUNK: usize = 4 * NR;
+/// Floats per AVX-512 vector.
+const LANES: usize = 16;
+
+/// Whether [`forward`] runs `s`: one group, stride and dilation 1, a kernel larger than 1x1
+/// (pointwise ones are plain GEMMs already) and an AVX-512 CPU. Measured faster than
+/// im2col + GEMM at every such shape of LeNet5, zoo:cnn and YOLOv8n (planes 7x7 to 80x80,
+/// 1 to 128 input channels), and it stores the input `kw` times where im2col stores it
+/// `kh * kw` times.
+pub(super) fn applies(s: &Conv2dShape) -> bool {
+    s.groups == 1
+        && s.stride == [1, 1]
+        && s.dilation == [1, 1]
+        && s.kh * s.kw > 1
+        && s.c_in > 0
+        && avx512()
+}
+
+/// Whether the CPU has AVX-512F.
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Floats of shifted input copies one group of images may take (about 192 KiB, so that the
+/// copies and the weights of a block of output channels stay in L2 while every block reads
+/// them).
+const GROUP_FLOATS: usize = 48 * 1024;
+
+/// The layout of one group of images.
+///
+/// The input is stored `kw` times, once per kernel column `j`, shifted by `j - pad_left` with
+/// zeros at the row ends, each as rows of `out_w` floats: output column `q` reads column `q`
+/// of every copy, so the output rows are dense in the flat positions and no lanes are spent on
+/// padding columns. The images of a group are stacked vertically with `shared` zero rows
+/// between them (the bottom padding of one image is the top padding of the next), so output
+/// row `r` of image `i` is flat row `i * block + lead + r` and reads flat rows
+/// `+ 0 .. kh` of the copies.
+#[derive(Clone, Copy)]
+struct Geometry {
+    /// Output height and width.
+    oh: usize,
+    ow: usize,
+    /// Zero rows above each image: the larger of the top and bottom padding.
+    shared: usize,
+    /// Rows per image in the stack, `h + shared`.
+    block: usize,
+    /// Flat rows before image 0's first output row, `shared - pad_top`.
+    lead: usize,
+    /// Images in the group.
+    images: usize,
+    /// Floats of one channel of one copy: `(shared + images * block) * ow`.
+    stack_len: usize,
+    /// Vectors covering every flat output position of the group.
+    vectors: usize,
+    /// Floats of the copies, with the slack the last vectors read.
+    padded_len: usize,
+}
+
+impl Geometry {
+    fn new(s: &Conv2dShape, images: usize) -> Self {
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let shared = s.pads[0].max(s.pads[2]);
+        let block = s.h + shared;
+        let lead = shared - s.pads[0];
+        let stack_len = (shared + images * block) * ow;
+        let vectors = (((images - 1) * block + lead + oh) * ow).div_ceil(LANES);
+        // The last read: copy kw - 1, channel c_in - 1, kernel row kh - 1, lane 16 vectors - 1.
+        let padded_len = (s.kw * s.c_in - 1) * stack_len + (s.kh - 1) * ow + vectors * LANES;
+        Geometry {
+            oh,
+            ow,
+            shared,
+            block,
+            lead,
+            images,
+            stack_len,
+            vectors,
+            padded_len,
+        }
+    }
+
+    /// Images per group: as many as fit [`GROUP_FLOATS`], at most `n / threads` (rounded up)
+    /// so that every thread gets a group.
+    fn group_images(s: &Conv2dShape, threads: usize) -> usize {
+        let per_image = s.kw * s.c_in * (s.h + s.pads[0].max(s.pads[2])) * s.out_w();
+        (GROUP_FLOATS / per_image.max(1)).clamp(1, s.n.div_ceil(threads).max(1))
+    }
+
+    /// Floats of the flat output rows of one tile of [`MR`] channels.
+    fn tile_out_len(&self) -> usize {
+        MR * CHUNK.min(self.vectors) * LANES
+    }
+
+    /// The offset of each (channel, kernel row, kernel column) weight in the copies.
+    fn offsets(&self, s: &Conv2dShape) -> Offsets {
+        let copy = s.c_in * self.stack_len;
+        let list: Vec<usize> = (0..s.c_in)
+            .flat_map(|c| (0..s.kh).flat_map(move |i| (0..s.kw).map(move |j| (c, i, j))))
+            .map(|(c, i, j)| j * copy + c * self.stack_len + i * self.ow)
+            .collect();
+        let max = list.iter().copied().max().unwrap_or(0);
+        Offsets { list, max }
+    }
+
+    /// Writes the shifted copies of `images` (`[images, c_in, h, w]`) into `padded`.
+    fn fill(&self, s: &Conv2dShape, images: &[f32], padded: &mut [f32]) {
+        padded.fill(0.0);
+        let plane = s.h * s.w;
+        if plane == 0 {
+            return;
+        }
+        for j in 0..s.kw {
+            let cols = valid_range(self.ow, 1, j, s.pads[1], s.w);
+            if cols.is_empty() {
+                continue;
+            }
+            let from = cols.start + j - s.pads[1];
+            for (t, src) in images.chunks_exact(plane).enumerate() {
+                let (img, c) = (t / s.c_in, t % s.c_in);
+                let base =
+                    (j * s.c_in + c) * self.stack_len + (self.shared + img * self.block) * self.ow;
+                for (r, row) in src.chunks_exact(s.w).enumerate() {
+                    padded[base + r * self.ow + cols.start..][..cols.len()]
+                        .copy_from_slice(&row[from..][..cols.len()]);
+                }
+            }
+        }
+    }
+}
+
+/// The offsets in the copies of the weights of one output channel, and the largest.
+struct Offsets {
+    list: Vec<usize>,
+    max: usize,
+}
+
+/// `y = act(conv(x, w) + bias)` for a shape [`applies`] accepts (the caller has checked the
+/// lengths). Parallel over groups of images when there are at least as many as threads, else
+/// over blocks of output channels of each image in turn.
+pub(super) fn forward(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
+    let threads = rayon::current_num_threads();
+    let group = Geometry::group_images(s, threads);
+    let conv = Channels {
+        w,
+        k: s.c_in * s.kh * s.kw,
+        bias,
+        act,
+    };
+    let image_in = s.c_in * s.h * s.w;
+    let image_out = s.c_out * s.out_h() * s.out_w();
+    if threads == 1 || s.n >= threads {
+        let run = |(t, yg): (usize, &mut [f32])| {
+            let g = Geometry::new(s, yg.len() / image_out);
+            let offsets = g.offsets(s);
+            with_scratch(g.padded_len + g.tile_out_len(), |scratch| {
+                let (padded, tile) = scratch.split_at_mut(g.padded_len);
+                g.fill(s, &x[t * group * image_in..][..g.images * image_in], padded);
+                conv.run(&g, padded, &offsets, 0, yg, tile);
+            })
+        };
+        if threads == 1 {
+            y.chunks_mut(group * image_out).enumerate().for_each(run);
+        } else {
+            y.par_chunks_mut(group * image_out)
+                .enumerate()
+                .for_each(run);
+        }
+        return;
+    }
+    // Fewer images than threads: share each image's output channels out in blocks of MR.
+    let per_task = s.c_out.div_ceil(threads).div_ceil(MR) * MR;
+    let g = Geometry::new(s, 1);
+    let offsets = g.offsets(s);
+    for (img, yi) in y.chunks_mut(image_out).enumerate() {
+        with_scratch(g.padded_len, |padded| {
+            g.fill(s, &x[img * image_in..][..image_in], padded);
+            let (padded, offsets) = (&*padded, &offsets);
+            yi.par_chunks_mut(per_task * g.oh * g.ow)
+                .enumerate()
+                .for_each(|(t, yb)| {
+                    with_scratch(g.tile_out_len(), |tile| {
+                        conv.run(&g, padded, offsets, t * per_task, yb, tile)
+                    })
+                });
+        });
+    }
+}
+
+/// Everything the channel blocks of one call share.
+struct Channels<'a> {
+    /// Weights `[c_out, k]`.
+    w: &'a [f32],
+    /// Weights per output channel, `c_in * kh * kw`.
+    k: usize,
+    bias: Option<&'a [f32]>,
+    act: Activation,
+}
+
+impl Channels<'_> {
+    /// Output channels `m0..m0 + count` of the group's images into `y`
+    /// (`[images, count, oh, ow]`; `count` is `c_out` unless the group is one image).
+    /// [`CHUNK`] flat positions at a time (the copies they read stay in cache while every
+    /// block of `MR` channels passes), through the flat rows in `tile`.
+    fn run(
+        &self,
+        g: &Geometry,
+        padded: &[f32],
+        offsets: &Offsets,
+        m0: usize,
+        y: &mut [f32],
+        tile: &mut [f32],
+    ) {
+        let plane = g.oh * g.ow;
+        let count = y.len() / (g.images * plane);
+        // Relu and Clip are clamps done on the registers; the other activations run over
+        // the copied rows.
+        let (clamp, after) = match self.act {
+            Activation::Relu => (Some([0.0, f32::INFINITY]), Activation::None),
+            Activation::Clip(lo, hi) => (Some([lo, hi]), Activation::None),
+            other => (None, other),
+        };
+        for v0 in (0..g.vectors).step_by(CHUNK) {
+            let vectors = CHUNK.min(g.vectors - v0);
+            let (lo, len) = (v0 * LANES, vectors * LANES);
+            for b in 0..count.div_ceil(MR) {
+                let rows = MR.min(count - b * MR);
+                // Rows past the block repeat its last channel; their results are dropped.
+                let row = |r: usize| m0 + b * MR + r.min(rows - 1);
+                let weights: [&[f32]; MR] =
+                    std::array::from_fn(|r| &self.w[row(r) * self.k..][..self.k]);
+                let bias: [f32; MR] = std::array::from_fn(|r| self.bias.map_or(0.0, |v| v[row(r)]));
+                let out = &mut tile[..MR * len];
+                let ep = (bias, clamp);
+                tiles(&padded[lo..], offsets, &weights, ep, vectors, out);
+                for img in 0..g.images {
+                    // The image's output positions in flat terms, clipped to this chunk.
+                    let first = (img * g.block + g.lead) * g.ow;
+                    let (a, z) = (first.max(lo), (first + plane).min(lo + len));
+                    if a >= z {
+                        continue;
+                    }
+                    for r in 0..rows {
+                        let dst = &mut y[(img * count + b * MR + r) * plane + a - first..][..z - a];
+                        dst.copy_from_slice(&out[r * len + a - lo..][..z - a]);
+                        after.apply_slice(dst);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Fills `out` (`[MR, vectors * 16]`) with
+/// `bias[r] + Σ_k weights[r][k] · padded[offsets[k] + p]` for every flat position `p`, clamped
+/// to `[lo, hi]` when `clamp` is `Some` (Relu, Clip), up to [`NR`] vectors at a time.
+fn tiles(
+    padded: &[f32],
+    offsets: &Offsets,
+    weights: &[&[f32]; MR],
+    (bias, clamp): ([f32; MR], Option<[f32; 2]>),
+    vectors: usize,
+    out: &mut [f32],
+) {
+    let flat = vectors * LANES;
+    assert!(out.len() == MR * flat);
+    assert!(weights.iter().all(|w| w.len() == offsets.list.len()));
+    assert!(offsets.max + flat <= padded.len());
+    #[cfg(target_arch = "x86_64")]
+    {
+        let w = weights.map(|w| w.as_ptr());
+        let offsets = &offsets.list;
+        // Tiles of even width (14 vectors: 5, 5, 4 rather than 6, 6, 2).
+        let width = vectors.div_ceil(vectors.div_ceil(NR));
+        let mut v = 0;
+        while v < vectors {
+            let n = (vectors - v).min(width);
+            // SAFETY: the CPU has AVX-512F (`applies`); every load reads
+            // `padded[offsets[k] + 16 v .. offsets[k] + 16 (v + n)]`, within `padded` by the
+            // assertion above, and every store `out[r * flat + 16 v ..][..16 n]`.
+            unsafe {
+                let (src, dst) = (
+                    padded.as_ptr().add(v * LANES),
+                    out.as_mut_ptr().add(v * LANES),
+                );
+                let ep = (&bias, clamp);
+                match n {
+                    6 => avx512::tile::<6>(src, offsets, w, ep, dst, flat),
+                    5 => avx512::tile::<5>(src, offsets, w, ep, dst, flat),
+                    4 => avx512::tile::<4>(src, offsets, w, ep, dst, flat),
+                    3 => avx512::tile::<3>(src, offsets, w, ep, dst, flat),
+                    2 => avx512::tile::<2>(src, offsets, w, ep, dst, flat),
+                    _ => avx512::tile::<1>(src, offsets, w, ep, dst, flat),
+                }
+            }
+            v += n;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{LANES, MR};
+    use std::arch::x86_64::*;
+
+    /// One register tile: `MR` channels x `C` vectors of flat positions starting at `src`,
+    /// bias added and clamped to `clamp` (a NaN to its low end, as `f32::max` does), stored to `dst + r * stride` for channel `r`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `src + offsets[k] + 16 C` and `w[r] + offsets.len()` stay inside
+    /// their buffers, and `dst + r * stride + 16 C` inside the output, for every `k` and `r`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile<const C: usize>(
+        src: *const f32,
+        offsets: &[usize],
+        w: [*const f32; MR],
+        (bias, clamp): (&[f32; MR], Option<[f32; 2]>),
+        dst: *mut f32,
+        stride: usize,
+    ) {
+        let mut acc: [[__m512; C]; MR] = std::array::from_fn(|r| [_mm512_set1_ps(bias[r]); C]);
+        for (k, &off) in offsets.iter().enumerate() {
+            let p = src.add(off);
+            let v: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(p.add(c * LANES)));
+            for r in 0..MR {
+                let wr = _mm512_set1_ps(*w[r].add(k));
+                for c in 0..C {
+                    acc[r][c] = _mm512_fmadd_ps(wr, v[c], acc[r][c]);
+                }
+            }
+        }
+        if let Some([lo, hi]) = clamp {
+            let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+            // `max(a, lo)` answers `lo` where `a` is NaN.
+            acc.iter_mut()
+                .flatten()
+                .for_each(|a| *a = _mm512_min_ps(_mm512_max_ps(*a, lo), hi));
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                _mm512_storeu_ps(dst.add(r * stride + c * LANES), *a);
+            }
+        }
+    }
+}
