@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use whittle_exec::kernels::dispatch;
+use whittle_exec::Value;
 
 use crate::bail;
 use crate::error::Result;
@@ -170,21 +171,25 @@ impl Optimizer {
             .map(|(name, slot)| {
                 let var = &params[name];
                 let p = var.as_tensor();
-                let (mut values, g) = (host(p)?, host(&grads[name])?);
-                if g.len() != values.len() {
-                    bail!(
-                        "the gradient of '{name}' has {} values for its {} parameters",
-                        g.len(),
-                        values.len()
-                    );
-                }
+                let mut values = host(p)?;
                 let mut state = slot.map_or_else(Vec::new, |s| s.buffers);
-                match this.config.kind {
-                    OptimizerKind::Sgd => this.sgd(&mut values, g, &mut state, lr),
-                    OptimizerKind::Adam | OptimizerKind::AdamW => {
-                        this.adam(&mut values, g, &mut state, lr)
+                // The gradient is read where it lies (no copy).
+                Value::from_float(grads[name].clone())?.with_f32(|g| {
+                    if g.len() != values.len() {
+                        bail!(
+                            "the gradient of '{name}' has {} values for its {} parameters",
+                            g.len(),
+                            values.len()
+                        );
                     }
-                }
+                    match this.config.kind {
+                        OptimizerKind::Sgd => this.sgd(&mut values, g, &mut state, lr),
+                        OptimizerKind::Adam | OptimizerKind::AdamW => {
+                            this.adam(&mut values, g, &mut state, lr)
+                        }
+                    }
+                    Ok(())
+                })??;
                 let (dims, dtype) = (p.dims().to_vec(), p.dtype());
                 var.set(&Tensor::from_vec(values, dims.clone(), p.device())?.to_dtype(dtype)?)?;
                 let slot = Slot {
@@ -201,8 +206,9 @@ impl Optimizer {
 
     /// SGD on `p` with gradient `g`; `state` is the momentum buffer (empty before the first
     /// step, and without momentum).
-    fn sgd(&self, p: &mut [f32], mut g: Vec<f32>, state: &mut Vec<Vec<f32>>, lr: f64) {
+    fn sgd(&self, p: &mut [f32], g: &[f32], state: &mut Vec<Vec<f32>>, lr: f64) {
         let c = &self.config;
+        let mut g = g.to_vec();
         let (wd, mu, lr) = (c.weight_decay as f32, c.momentum as f32, lr as f32);
         // Compiled for the CPU's vector width (the workspace's baseline is SSE2).
         dispatch(
@@ -236,7 +242,7 @@ impl Optimizer {
     /// [`UPDATE_BLOCK`] elements compiled for the CPU's vector width, with the arithmetic of
     /// one serial loop per element (as an SSE2 loop with its square root and division, the
     /// update was about 10% of a zoo:mobilenetv3-small step at 2 threads).
-    fn adam(&self, p: &mut [f32], g: Vec<f32>, state: &mut Vec<Vec<f32>>, lr: f64) {
+    fn adam(&self, p: &mut [f32], g: &[f32], state: &mut Vec<Vec<f32>>, lr: f64) {
         let c = &self.config;
         if state.len() != 2 {
             *state = vec![vec![0.0; g.len()]; 2];
