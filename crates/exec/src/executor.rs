@@ -63,6 +63,11 @@ pub struct RunOptions<'h> {
     /// Node-by-node runs: nodes run by this instead of their operator where it returns
     /// outputs (the graph-level backward's training kernels).
     pub replace: Option<Replace<'h>>,
+    /// With a `hook`: only floating-point values reach it (and `borrowed`). A planned run
+    /// keeps quantized integers in its float buffers and would otherwise convert each one
+    /// into a fresh tensor of its type for the hook (every QuantizeLinear output of a
+    /// quantized model's verification, which observes floats only).
+    pub floats_only: bool,
 }
 
 /// A prepared graph: operators resolved, initializers decoded once.
@@ -355,7 +360,8 @@ impl Executor {
         if hooked || inside || rayon::current_num_threads() == 1 {
             return plan.run(self, inputs, opts);
         }
-        // `Plan::run` reads only the hooks of its options, both `None` here.
+        // `Plan::run` reads only the hooks of its options (and `floats_only`, which only
+        // matters with one), both `None` here.
         rayon::scope(|_| plan.run(self, inputs, &mut RunOptions::default()))
     }
 
@@ -556,7 +562,9 @@ impl Executor {
                     continue;
                 }
                 if let Some(h) = opts.hook.as_mut() {
-                    h(name, node, &value)?;
+                    if !opts.floats_only || value.dtype().is_float() {
+                        h(name, node, &value)?;
+                    }
                 }
                 env.insert(name.clone(), value);
             }

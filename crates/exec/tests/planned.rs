@@ -401,6 +401,32 @@ fn quantize_and_dequantize_run_as_kernels_with_the_operators_values() {
     exec.run_with(feed.clone(), opts).unwrap();
     assert_eq!(seen["q"].dtype(), whittle_ir::DataType::Uint8);
     assert_eq!(seen["qc"], by_node["qc"].to_data().unwrap());
+    // With `floats_only` it sees the float values alone, the same ones, planned and node
+    // by node.
+    for planned in [true, false] {
+        let mut floats = HashMap::new();
+        let mut hook = |name: &str, _: &NodeProto, v: &Value| {
+            floats.insert(name.to_string(), v.to_data().unwrap());
+            Ok(())
+        };
+        let opts = RunOptions {
+            hook: Some(&mut hook),
+            floats_only: true,
+            ..Default::default()
+        };
+        let steps = 0..exec.run_order().len();
+        match planned {
+            true => exec.run_with(feed.clone(), opts),
+            false => exec.run_range(steps, feed.clone(), opts),
+        }
+        .unwrap();
+        let mut names: Vec<_> = floats.keys().cloned().collect();
+        names.sort();
+        assert_eq!(names, ["e", "y", "yc"], "planned: {planned}");
+        for name in names {
+            assert_eq!(floats[&name], seen[&name], "{name}");
+        }
+    }
 }
 
 #[test]

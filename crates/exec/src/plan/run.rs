@@ -117,6 +117,9 @@ impl Plan {
             if let Some(hook) = opts.hook.as_mut() {
                 for &id in step.outputs.iter().flatten() {
                     let pv = &self.values[id];
+                    if opts.floats_only && !pv.dtype.is_float() {
+                        continue;
+                    }
                     match (&pv.home, opts.borrowed.as_mut()) {
                         (Home::Slot(s), Some(borrowed)) if pv.dtype == DataType::Float => {
                             borrowed(&pv.name, node, &pv.shape, &st.arena[*s][..pv.numel()])?
