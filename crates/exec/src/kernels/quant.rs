@@ -10,8 +10,9 @@
 
 use rayon::prelude::*;
 
+use super::dispatch;
 use super::{check_len, error, Result};
-use crate::ops::quant::{dequantize_spans_into, quant_range, ParamLayout, Saturator, Span};
+use crate::ops::quant::{dequantize_spans_into, quant_range, ParamLayout, Saturator, Span, Steps};
 use whittle_ir::DataType;
 
 /// Elements per parallel piece (as the candle operator splits them).
@@ -31,6 +32,8 @@ pub struct QuantParams {
     pub dtype: DataType,
     /// Rounding and saturation per zero point.
     sats: Vec<Saturator>,
+    /// The same as arrays, for parameters stepping along a span.
+    steps: Option<Steps>,
 }
 
 impl QuantParams {
@@ -62,7 +65,7 @@ impl QuantParams {
             ));
         }
         let range = quant_range(dtype).map_err(|e| error("quantize", e.to_string()))?;
-        let sats = zero_points
+        let sats: Vec<Saturator> = zero_points
             .iter()
             .map(|&z| Saturator::new(z, range))
             .collect();
@@ -71,6 +74,7 @@ impl QuantParams {
             scales,
             zero_points,
             dtype,
+            steps: Steps::new(&sats),
             sats,
         })
     }
@@ -114,9 +118,19 @@ pub fn quantize_in_place(y: &mut [f32], p: &QuantParams) {
 
 fn quantize_span(src: Option<&[f32]>, y: &mut [f32], p: &QuantParams) {
     let (sats, scales) = (&p.sats, &p.scales);
-    spans_in_place(src, y, &p.layout, |y, span| match span {
-        Span::Shared(i) => sats[i].quantize_in_place(y, scales[i]),
-        Span::Stepping(i) => {
+    spans_in_place(src, y, &p.layout, |y, span| match (span, &p.steps) {
+        (Span::Shared(i), _) => dispatch(
+            #[inline(always)]
+            || sats[i].quantize_in_place(y, scales[i]),
+        ),
+        (Span::Stepping(i), Some(steps)) => dispatch(
+            #[inline(always)]
+            || {
+                let pairs = y.iter_mut().map(|v| (*v, v));
+                steps.quantize(i, &scales[i..], pairs, |q| q as f32)
+            },
+        ),
+        (Span::Stepping(i), None) => {
             let per = sats[i..i + y.len()].iter().zip(&scales[i..i + y.len()]);
             for (v, (sat, &scale)) in y.iter_mut().zip(per) {
                 sat.quantize_in_place(std::slice::from_mut(v), scale);
@@ -135,13 +149,21 @@ fn dequantize_span(src: Option<&[f32]>, y: &mut [f32], p: &QuantParams) {
     spans_in_place(src, y, &p.layout, |y, span| match span {
         Span::Shared(i) => {
             let (scale, zp) = (scales[i], zps[i] as f32);
-            y.iter_mut().for_each(|v| *v = (*v - zp) * scale);
+            dispatch(
+                #[inline(always)]
+                || y.iter_mut().for_each(|v| *v = (*v - zp) * scale),
+            );
         }
         Span::Stepping(i) => {
             let per = scales[i..i + y.len()].iter().zip(&zps[i..i + y.len()]);
-            for (v, (&scale, &zp)) in y.iter_mut().zip(per) {
-                *v = (*v - zp as f32) * scale;
-            }
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (v, (&scale, &zp)) in y.iter_mut().zip(per) {
+                        *v = (*v - zp as f32) * scale;
+                    }
+                },
+            );
         }
     });
 }

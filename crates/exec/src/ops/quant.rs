@@ -15,6 +15,7 @@ use super::util::{check_size, int_value};
 use super::{normalize_axis, OpCtx, Registry};
 use crate::bail;
 use crate::error::Result;
+use crate::kernels::dispatch;
 use crate::value::Value;
 
 /// Registers this family.
@@ -47,7 +48,7 @@ pub const SMALL: f32 = 4_194_304.0;
 /// conversion (which keeps loops from vectorising): `x + 1.5 * 2^23` lies in [2^23, 2^24),
 /// where the float grid is the integers, so the addition rounds `x` half to even, and the
 /// bit patterns of that sum and of `1.5 * 2^23` differ by exactly the rounded value.
-#[inline]
+#[inline(always)]
 pub fn round_small(x: f32) -> i32 {
     const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
     (x + MAGIC).to_bits() as i32 - MAGIC.to_bits() as i32
@@ -82,7 +83,7 @@ impl Saturator {
     }
 
     /// `saturate(round_half_even(v) + zero_point)`; NaN counts as 0.
-    #[inline]
+    #[inline(always)]
     pub fn apply(&self, v: f32) -> i64 {
         if self.exact {
             return i64::from(self.apply_exact(v));
@@ -96,15 +97,14 @@ impl Saturator {
     /// saturate, so loops vectorise: NaN becomes 0, the value is clamped, then rounded by
     /// [`round_small`]. Exact ranges are within 2^22 of the zero point, which is itself
     /// inside an 8- or 16-bit range, so the i32 sums cannot overflow.
-    #[inline]
+    #[inline(always)]
     fn apply_exact(&self, v: f32) -> i32 {
-        let v = if v.is_nan() { 0.0 } else { v };
-        round_small(v.clamp(self.lo, self.hi)) + self.zero_point as i32
+        exact(v, self.lo, self.hi, self.zero_point as i32)
     }
 
     /// [`Saturator::apply`] of `v / scale` for every `v` of `ys`, in place, as exact f32
     /// integers (the planned executor keeps 8- and 16-bit quantized values in f32 buffers).
-    #[inline]
+    #[inline(always)]
     pub fn quantize_in_place(&self, ys: &mut [f32], scale: f32) {
         if self.exact {
             ys.iter_mut()
@@ -116,13 +116,65 @@ impl Saturator {
     }
 
     /// Writes `to(apply(x / scale))` for every `x` of `xs` into `out` (as long as `xs`).
-    #[inline]
+    #[inline(always)]
     pub fn quantize_slice<T>(&self, xs: &[f32], scale: f32, to: impl Fn(i64) -> T, out: &mut [T]) {
         let pairs = xs.iter().zip(out);
         if self.exact {
             pairs.for_each(|(&v, q)| *q = to(i64::from(self.apply_exact(v / scale))));
         } else {
             pairs.for_each(|(&v, q)| *q = to(self.apply(v / scale)));
+        }
+    }
+}
+
+/// [`Saturator::apply_exact`] with its range relative to the zero point, `[lo, hi]`: NaN
+/// becomes 0, the value is clamped (`max`/`min`, equal to `clamp` on the numbers left, and
+/// free of its per-call check, so loops over stepping parameters vectorise) and rounded.
+#[inline(always)]
+fn exact(v: f32, lo: f32, hi: f32, zero_point: i32) -> i32 {
+    let v = if v.is_nan() { 0.0 } else { v };
+    round_small(v.max(lo).min(hi)) + zero_point
+}
+
+/// The [`Saturator`]s of a tensor's parameters laid out as arrays, for the spans whose
+/// parameters step along them (per-column weights, tables): one vector lane per element.
+/// Only for exact saturators, i.e. every 8- and 16-bit type (see [`Steps::new`]).
+#[derive(Clone, Debug)]
+pub struct Steps {
+    lo: Vec<f32>,
+    hi: Vec<f32>,
+    zero_points: Vec<i32>,
+}
+
+impl Steps {
+    /// The arrays of `sats`, or `None` when one of them is not exact.
+    pub fn new(sats: &[Saturator]) -> Option<Steps> {
+        sats.iter().all(|s| s.exact).then(|| Steps {
+            lo: sats.iter().map(|s| s.lo).collect(),
+            hi: sats.iter().map(|s| s.hi).collect(),
+            zero_points: sats.iter().map(|s| s.zero_point as i32).collect(),
+        })
+    }
+
+    /// `*y = to(q)` for each pair `(x, y)` of `pairs`, `q` = [`Saturator::apply`] of `x /
+    /// scale` under the saturator and scale of parameter `first + k` for the `k`-th pair
+    /// (`scales` from `first` on; the pairs no longer than the parameters after it).
+    #[inline(always)]
+    pub fn quantize<'y, T: 'y>(
+        &self,
+        first: usize,
+        scales: &[f32],
+        pairs: impl Iterator<Item = (f32, &'y mut T)>,
+        to: impl Fn(i32) -> T,
+    ) {
+        let (lo, hi, zps) = (
+            &self.lo[first..],
+            &self.hi[first..],
+            &self.zero_points[first..],
+        );
+        let params = scales.iter().zip(lo).zip(hi).zip(zps);
+        for ((x, y), (((&scale, &lo), &hi), &zp)) in pairs.zip(params) {
+            *y = to(exact(x / scale, lo, hi, zp));
         }
     }
 }
@@ -400,9 +452,21 @@ pub fn quantize_values<T: Send + Clone + Default>(
         .iter()
         .map(|&zp| Saturator::new(zp, range))
         .collect();
-    map_spans(xs, layout, |x, out, span| match span {
-        Span::Shared(p) => sats[p].quantize_slice(x, scales[p], &to, out),
-        Span::Stepping(p) => {
+    let steps = Steps::new(&sats);
+    let to = &to;
+    map_spans(xs, layout, |x, out, span| match (span, &steps) {
+        (Span::Shared(p), _) => dispatch(
+            #[inline(always)]
+            || sats[p].quantize_slice(x, scales[p], to, out),
+        ),
+        (Span::Stepping(p), Some(steps)) => dispatch(
+            #[inline(always)]
+            || {
+                let pairs = x.iter().copied().zip(out.iter_mut());
+                steps.quantize(p, &scales[p..], pairs, |q| to(i64::from(q)))
+            },
+        ),
+        (Span::Stepping(p), None) => {
             let per = sats[p..p + x.len()].iter().zip(&scales[p..p + x.len()]);
             for ((&v, q), (sat, &scale)) in x.iter().zip(out).zip(per) {
                 *q = to(sat.apply(v / scale));
@@ -496,19 +560,30 @@ pub fn dequantize_spans_into<Q: Copy + Sync>(
     center: impl Fn(Q, i64) -> f32 + Sync,
     out: &mut [f32],
 ) {
+    let center = &center;
     let f = |q: &[Q], y: &mut [f32], span: Span| match span {
         Span::Shared(p) => {
             let (scale, zp) = (scales[p], zero_points[p]);
-            q.iter()
-                .zip(y)
-                .for_each(|(&q, y)| *y = center(q, zp) * scale);
+            dispatch(
+                #[inline(always)]
+                || {
+                    q.iter()
+                        .zip(y)
+                        .for_each(|(&q, y)| *y = center(q, zp) * scale)
+                },
+            );
         }
         Span::Stepping(p) => {
             let n = q.len();
             let per = scales[p..p + n].iter().zip(&zero_points[p..p + n]);
-            for ((&q, y), (&scale, &zp)) in q.iter().zip(y).zip(per) {
-                *y = center(q, zp) * scale;
-            }
+            dispatch(
+                #[inline(always)]
+                || {
+                    for ((&q, y), (&scale, &zp)) in q.iter().zip(y).zip(per) {
+                        *y = center(q, zp) * scale;
+                    }
+                },
+            );
         }
     };
     map_spans_into(qs, layout, f, out);
