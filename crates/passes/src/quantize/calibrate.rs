@@ -132,19 +132,21 @@ pub struct Calibration {
     pub ranges: HashMap<String, (f32, f32)>,
     /// Float values of the first [`QuantConfig::record_samples`] samples (all of them when
     /// there are fewer), spilled to a temporary file, for
-    /// [`super::verify::compare_recorded`]: the watched tensors, the graph outputs and
-    /// every value computed from a watched tensor. `None` when none were asked for, or
+    /// [`super::verify::compare_recorded`]: the values quantization changes
+    /// ([`super::changed_tensors`]). `None` when none were asked for, or
     /// when a run would have had to be cut where the method runs whole batches.
     #[serde(skip)]
     pub reference: Option<Arc<FloatReference>>,
 }
 
 /// Runs `model` on every batch of `samples` and returns the clipping range of each tensor
-/// in `watch` under the configured method, spilling the float values of the first
-/// `cfg.record_samples` samples.
+/// in `watch` under the configured method, spilling the float values in `record` of the
+/// first `cfg.record_samples` samples (what verification compares, see
+/// [`super::changed_tensors`]).
 pub fn calibrate<I>(
     model: &Model,
     watch: &HashSet<String>,
+    record: &HashSet<String>,
     samples: I,
     cfg: &QuantConfig,
 ) -> Result<Calibration>
@@ -175,24 +177,9 @@ where
         .iter()
         .map(|o| o.name.as_str())
         .collect();
-    // Recorded besides the watched tensors: what else quantization changes, the graph
-    // outputs and the rows read from embedding tables.
-    let mut also_record = outputs.clone();
-    let nodes = &model.graph().node;
-    for i in super::gather::eligible(model, &cfg.exclude)? {
-        also_record.extend(nodes[i].output.iter().map(String::as_str));
-    }
-    // A quantized model reads the watched tensors through QuantizeLinear/DequantizeLinear:
-    // what their readers compute changes too.
-    for node in nodes
-        .iter()
-        .filter(|n| n.input.iter().any(|x| watch.contains(x)))
-    {
-        also_record.extend(node.output.iter().map(String::as_str));
-    }
     let mut state = Watch {
         observers,
-        also_record,
+        record,
         reference: match cfg.record_samples {
             0 => None,
             _ => Some(FloatReference::new()?),
@@ -226,38 +213,41 @@ where
             if let Some(place) = state.bad.take() {
                 return Err(at(place));
             }
-            let cell = RefCell::new(&mut state);
-            let mut hook = |name: &str, _: &NodeProto, v: &Value| -> whittle_exec::Result<()> {
-                if v.dtype().is_float() && cell.borrow().wants(name) {
-                    let mut w = cell.borrow_mut();
-                    v.with_f32(|xs| {
+            // On a pool worker, so the run's parallel kernels fork and join inside the pool
+            // instead of waking it from this thread each time (the hooks stay on that worker).
+            rayon::scope(|_| {
+                let cell = RefCell::new(&mut state);
+                let mut hook = |name: &str, _: &NodeProto, v: &Value| -> whittle_exec::Result<()> {
+                    if v.dtype().is_float() && cell.borrow().wants(name) {
+                        let mut w = cell.borrow_mut();
+                        v.with_f32(|xs| {
+                            w.spill(name, xs)?;
+                            w.see(name, v.shape(), xs, size);
+                            Ok::<_, whittle_exec::ExecError>(())
+                        })??;
+                    }
+                    Ok(())
+                };
+                let mut borrowed = |name: &str,
+                                    _: &NodeProto,
+                                    shape: &[usize],
+                                    xs: &[f32]|
+                 -> whittle_exec::Result<()> {
+                    if cell.borrow().wants(name) {
+                        let mut w = cell.borrow_mut();
                         w.spill(name, xs)?;
-                        w.see(name, v.shape(), xs, size);
-                        Ok::<_, whittle_exec::ExecError>(())
-                    })??;
-                }
-                Ok(())
-            };
-            let mut borrowed = |name: &str,
-                                _: &NodeProto,
-                                shape: &[usize],
-                                xs: &[f32]|
-             -> whittle_exec::Result<()> {
-                if cell.borrow().wants(name) {
-                    let mut w = cell.borrow_mut();
-                    w.spill(name, xs)?;
-                    w.see(name, shape, xs, size);
-                }
-                Ok(())
-            };
-            let opts = RunOptions {
-                hook: Some(&mut hook),
-                borrowed: Some(&mut borrowed),
-                ..Default::default()
-            };
-            exec.run_with(run, opts)
-                .map_err(|e| PassError::Invalid(format!("calibration batch {batches}: {e}")))?;
-            let state = cell.into_inner();
+                        w.see(name, shape, xs, size);
+                    }
+                    Ok(())
+                };
+                let opts = RunOptions {
+                    hook: Some(&mut hook),
+                    borrowed: Some(&mut borrowed),
+                    ..Default::default()
+                };
+                exec.run_with(run, opts)
+            })
+            .map_err(|e| PassError::Invalid(format!("calibration batch {batches}: {e}")))?;
             if let Some(place) = state.bad.take() {
                 return Err(at(place));
             }
@@ -328,8 +318,8 @@ fn runs_to(feed: &Captured, most: usize, edge: usize) -> Result<Vec<Captured>> {
 struct Watch<'a> {
     /// Observers by tensor name.
     observers: HashMap<String, Observer>,
-    /// Recorded besides the watched tensors.
-    also_record: HashSet<&'a str>,
+    /// The values spilled (observed or not).
+    record: &'a HashSet<String>,
     /// Where the float values of the first samples are spilled.
     reference: Option<FloatReference>,
     /// The index of this run in `reference`, when it is spilled.
@@ -344,11 +334,14 @@ impl Watch<'_> {
     fn wants(&self, name: &str) -> bool {
         self.bad.is_none()
             && (self.observers.contains_key(name)
-                || (self.spilling.is_some() && self.also_record.contains(name)))
+                || (self.spilling.is_some() && self.record.contains(name)))
     }
 
-    /// Spills the float values `xs` of `name` when this run is spilled.
+    /// Spills the float values `xs` of `name` when this run is spilled and `name` is recorded.
     fn spill(&mut self, name: &str, xs: &[f32]) -> whittle_exec::Result<()> {
+        if !self.record.contains(name) {
+            return Ok(());
+        }
         match (self.spilling, self.reference.as_mut()) {
             (Some(run), Some(reference)) => reference.put(run, name, xs).map_err(|e| {
                 whittle_exec::ExecError::msg(format!("verification's scratch file: {e}"))
@@ -513,7 +506,7 @@ mod tests {
         let watch = HashSet::from(["x".to_string(), "s".to_string()]);
         let range_with = |cfg: &QuantConfig, op: &str, tensor: &str| {
             let feed = HashMap::from([("x".to_string(), x.clone())]);
-            calibrate(&normalized_or_not(op), &watch, [feed], cfg)
+            calibrate(&normalized_or_not(op), &watch, &HashSet::new(), [feed], cfg)
                 .unwrap()
                 .ranges[tensor]
         };
@@ -568,7 +561,7 @@ mod tests {
         let cfg = QuantConfig::default();
         let exec = Executor::new(&free).unwrap();
         assert_eq!(verify::run_limit(&exec, RUN_SAMPLES), RUN_SAMPLES);
-        let c = calibrate(&free, &watch, [feed(&xs)], &cfg).unwrap();
+        let c = calibrate(&free, &watch, &HashSet::new(), [feed(&xs)], &cfg).unwrap();
         let last = (rows * 4 - 1) as f32;
         assert_eq!((c.samples, c.batches, c.runs), (rows, 1, 4));
         assert_eq!(c.ranges["x"], (0.0, last));
@@ -578,11 +571,11 @@ mod tests {
             calibration: CalibrationMethod::Percentile { percentile: 99.9 },
             ..Default::default()
         };
-        let c = calibrate(&free, &watch, [feed(&xs)], &percentile).unwrap();
+        let c = calibrate(&free, &watch, &HashSet::new(), [feed(&xs)], &percentile).unwrap();
         assert_eq!((c.batches, c.runs), (1, 1));
         // The last run holds samples 25-26: a NaN in sample 26 is found there.
         xs[(rows - 1) * 4 + 2] = f32::NAN;
-        let err = calibrate(&free, &watch, [feed(&xs)], &cfg).unwrap_err();
+        let err = calibrate(&free, &watch, &HashSet::new(), [feed(&xs)], &cfg).unwrap_err();
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("batch 1: tensor 'x' holds NaN in sample {rows}")),
@@ -595,7 +588,7 @@ mod tests {
         let x = TensorData::from_slice(vec![100, 64], &[0.5f32; 6400]).unwrap();
         let feed = HashMap::from([("x".to_string(), Value::try_from(&x).unwrap())]);
         let watch = HashSet::from(["x".to_string()]);
-        let c = calibrate(&fixed, &watch, [feed], &cfg).unwrap();
+        let c = calibrate(&fixed, &watch, &HashSet::new(), [feed], &cfg).unwrap();
         assert_eq!((c.batches, c.runs), (1, 1));
     }
 

@@ -158,6 +158,35 @@ pub fn watched_tensors(model: &Model, targets: &[Target]) -> HashSet<String> {
     watch
 }
 
+/// The float values static quantization of `targets` computes differently, which
+/// verification compares ([`verify::compare_recorded`] reads those the quantized model's
+/// nodes compute with other inputs or operators): every output of a target (it reads
+/// dequantized inputs, or an integer operator replaces it), of a Relu reading one (its
+/// output takes the Q/DQ pair, `op -> Relu -> Q -> DQ`), of an embedding-table lookup not
+/// in `exclude` ([`gather`]), and the graph outputs. Readers of a quantized tensor keep
+/// its name, and the values after them carry the same error: they are not compared.
+pub fn changed_tensors(
+    model: &Model,
+    targets: &[Target],
+    exclude: &[String],
+) -> Result<HashSet<String>> {
+    let g = model.graph();
+    let mut changed: HashSet<String> = targets
+        .iter()
+        .flat_map(|t| g.node[t.node].output.iter().cloned())
+        .collect();
+    for n in g.node.iter().filter(|n| n.op_type == "Relu") {
+        if n.input.first().is_some_and(|x| changed.contains(x)) {
+            changed.extend(n.output.iter().cloned());
+        }
+    }
+    changed.extend(g.output.iter().map(|o| o.name.clone()));
+    for i in gather::eligible(model, exclude)? {
+        changed.extend(g.node[i].output.iter().cloned());
+    }
+    Ok(changed)
+}
+
 /// Writes the statically quantized model in the configured format, with its embedding
 /// tables in int8 ([`gather`]); a QDQ model is then made smaller ([`compact`]).
 pub fn export_static(
@@ -200,8 +229,13 @@ where
     I: IntoIterator<Item = HashMap<String, Value>>,
 {
     let staged = Staged::new(model, cfg, WeightSource::Any)?;
-    let watch = watched_tensors(&staged.model, &staged.plan.targets);
-    let mut calibration = calibrate::calibrate(&staged.model, &watch, calib, cfg)?;
+    let targets = &staged.plan.targets;
+    let watch = watched_tensors(&staged.model, targets);
+    let record = match cfg.record_samples {
+        0 => HashSet::new(),
+        _ => changed_tensors(&staged.model, targets, &cfg.exclude)?,
+    };
+    let mut calibration = calibrate::calibrate(&staged.model, &watch, &record, calib, cfg)?;
     share_ranges(&staged.model, &mut calibration.ranges);
     Ok((staged, calibration))
 }

@@ -90,6 +90,7 @@ impl Default for MinMax {
 
 impl MinMax {
     /// Folds `values` in.
+    #[inline(always)]
     pub fn update(&mut self, values: &[f32]) {
         // Independent lanes let the compiler vectorise; non-finite values count as
         // neutral (+inf for the minimum, -inf for the maximum).

@@ -13,7 +13,7 @@ use super::build::Builder;
 use super::config::QuantConfig;
 use super::plan::{Target, SHARED_SCALE_OPS};
 use super::scheme::{int_tensor, param_tensor, quantize_bias, QParams, QuantizedWeight};
-use super::weights::{initializer, range_params, target_weight};
+use super::weights::{initializer, range_params, target_weights};
 use crate::Result;
 
 /// Rewrites `model` so every target reads dequantized inputs and weights and its output
@@ -41,8 +41,14 @@ pub fn export(
         params: HashMap::new(),
         dq_of: HashMap::new(),
     };
-    for t in in_topological_order(model, targets)? {
-        q.target(t)?;
+    // The weights of as many targets as there are threads are quantized at a time, in
+    // parallel: faster than one by one, and they are not all held at once.
+    let order = in_topological_order(model, targets)?;
+    for some in order.chunks(rayon::current_num_threads().max(1)) {
+        let mut weights = target_weights(model.graph(), some, cfg, false)?;
+        for t in some {
+            q.target(t, weights.remove(&t.node))?;
+        }
     }
     q.b.prune();
     out.graph_mut().sort_topologically()?;
@@ -109,7 +115,8 @@ struct Qdq<'a, 'g> {
 }
 
 impl Qdq<'_, '_> {
-    fn target(&mut self, t: &Target) -> Result<()> {
+    /// Rewrites target `t`, its weight quantized as `weight` (see [`target_weights`]).
+    fn target(&mut self, t: &Target, weight: Option<QuantizedWeight>) -> Result<()> {
         for x in &t.activations {
             let dq = self.input_dq(x)?;
             replace_input(&mut self.b.graph.node[t.node].input, x, &dq);
@@ -118,7 +125,7 @@ impl Qdq<'_, '_> {
             Some(x) => self.params_of(x)?.scale,
             None => 1.0,
         };
-        if let Some(w) = target_weight(self.src, t, self.cfg, false)? {
+        if let Some(w) = weight {
             self.weight(t, &w, x_scale)?;
         }
         let Some(y) = self.b.graph.node[t.node].output.first().cloned() else {

@@ -2,6 +2,7 @@
 //! quantization of weights (per tensor or per channel) and biases.
 
 use serde::Serialize;
+use whittle_exec::kernels::dispatch;
 use whittle_exec::ops::quant::{quantize_values, ParamLayout, Span};
 use whittle_ir::{DataType, TensorData};
 
@@ -195,16 +196,36 @@ fn quantize_channels<T: Send + Clone + Default>(
     quantize_values(values, &layout, (&scales, &zero_points), range, to)
 }
 
-/// The range of each of the `channels` parameters `layout` assigns to `values`.
+/// The range of each of the `channels` parameters `layout` assigns to `values`, its
+/// loops compiled for the CPU's vector instructions ([`dispatch`]).
 fn channel_ranges(values: &[f32], layout: ParamLayout, channels: usize) -> Vec<MinMax> {
     let mut ranges = vec![MinMax::default(); channels];
+    // Parameters stepping along a span (per-column weights) keep their bounds in two
+    // arrays, a vector lane per element; non-finite values count as neutral.
+    let (mut lo, mut hi) = (
+        vec![f32::INFINITY; channels],
+        vec![f32::NEG_INFINITY; channels],
+    );
     layout.for_each_span(0..values.len(), |run, span| match span {
-        Span::Shared(c) => ranges[c].update(&values[run]),
-        Span::Stepping(c) => ranges[c..]
-            .iter_mut()
-            .zip(&values[run])
-            .for_each(|(r, &v)| r.add(v)),
+        Span::Shared(c) => dispatch(
+            #[inline(always)]
+            || ranges[c].update(&values[run]),
+        ),
+        Span::Stepping(c) => dispatch(
+            #[inline(always)]
+            || {
+                let bounds = lo[c..].iter_mut().zip(&mut hi[c..]);
+                for ((lo, hi), &v) in bounds.zip(&values[run]) {
+                    let finite = v.is_finite();
+                    *lo = lo.min(if finite { v } else { f32::INFINITY });
+                    *hi = hi.max(if finite { v } else { f32::NEG_INFINITY });
+                }
+            },
+        ),
     });
+    for ((range, min), max) in ranges.iter_mut().zip(lo).zip(hi) {
+        *range = range.merged(MinMax { min, max });
+    }
     ranges
 }
 

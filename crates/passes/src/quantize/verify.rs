@@ -263,7 +263,7 @@ fn compare_runs(
 ) -> Result<()> {
     let qx = Executor::new(quant)?;
     for (run, feed) in reference.feeds.iter().enumerate() {
-        let spilled = Reference::Spilled(reference, run, Vec::new());
+        let spilled = Reference::Spilled(reference, run, Vec::new(), Vec::new());
         capture(&qx, feed, watched, spilled, sums)?;
     }
     Ok(())
@@ -294,6 +294,9 @@ fn verification(float: &Model, sums: HashMap<String, ErrorSums>, samples: usize)
 /// buffer, no copy).
 pub type Captured = HashMap<String, Value>;
 
+/// Bytes per write of [`FloatReference`] (and its writer's buffer).
+const SPILL_PIECE: usize = 1 << 20;
+
 /// Float values of the reference model on a few runs (their feeds kept beside them),
 /// written to a temporary file that is unlinked at once, so that they take no memory
 /// while the quantized model is made and run: an encoder's attention scores and
@@ -303,6 +306,8 @@ pub type Captured = HashMap<String, Value>;
 pub struct FloatReference {
     /// Appends values.
     writer: std::io::BufWriter<std::fs::File>,
+    /// The bytes of the piece being written ([`SPILL_PIECE`] long).
+    scratch: Vec<u8>,
     /// Reads them back at their offsets.
     reader: std::fs::File,
     /// Byte offset and element count of each value, by run and tensor name.
@@ -338,7 +343,8 @@ impl FloatReference {
         // Unlinked now: the open handles keep the data, and nothing is left behind.
         drop(path);
         Ok(FloatReference {
-            writer: std::io::BufWriter::with_capacity(1 << 20, file),
+            writer: std::io::BufWriter::with_capacity(SPILL_PIECE, file),
+            scratch: vec![0; SPILL_PIECE],
             reader,
             index: HashMap::new(),
             end: 0,
@@ -365,11 +371,13 @@ impl FloatReference {
     /// Appends the values `xs` of tensor `name` in run `run`.
     pub(super) fn put(&mut self, run: usize, name: &str, xs: &[f32]) -> std::io::Result<()> {
         use std::io::Write;
-        let mut bytes = Vec::with_capacity(4 * xs.len().min(1 << 14));
-        for piece in xs.chunks(1 << 14) {
-            bytes.clear();
-            bytes.extend(piece.iter().flat_map(|x| x.to_le_bytes()));
-            self.writer.write_all(&bytes)?;
+        // Pieces as long as the writer's buffer go to the file without a copy into it.
+        for piece in xs.chunks(SPILL_PIECE / 4) {
+            let bytes = &mut self.scratch[..4 * piece.len()];
+            for (b, x) in bytes.chunks_exact_mut(4).zip(piece) {
+                b.copy_from_slice(&x.to_le_bytes());
+            }
+            self.writer.write_all(bytes)?;
         }
         self.index
             .insert((run, name.to_string()), (self.end, xs.len()));
@@ -377,20 +385,31 @@ impl FloatReference {
         Ok(())
     }
 
-    /// Reads the values of `name` in run `run` into `out`; false when none were written.
-    fn get(&self, run: usize, name: &str, out: &mut Vec<f32>) -> std::io::Result<bool> {
+    /// Reads the values of `name` in run `run` into `out`, [`SPILL_PIECE`] bytes at a time
+    /// through `bytes` (both buffers reused from call to call); false when none were written.
+    fn get(
+        &self,
+        run: usize,
+        name: &str,
+        bytes: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> std::io::Result<bool> {
         use std::os::unix::fs::FileExt;
-        let Some(&(at, len)) = self.index.get(&(run, name.to_string())) else {
+        let Some(&(mut at, len)) = self.index.get(&(run, name.to_string())) else {
             return Ok(false);
         };
-        let mut bytes = vec![0u8; 4 * len];
-        self.reader.read_exact_at(&mut bytes, at)?;
+        bytes.resize(SPILL_PIECE, 0);
         out.clear();
-        out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        while out.len() < len {
+            let piece = &mut bytes[..4 * (len - out.len()).min(SPILL_PIECE / 4)];
+            self.reader.read_exact_at(piece, at)?;
+            at += piece.len() as u64;
+            out.extend(
+                piece
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
         Ok(true)
     }
 
@@ -407,8 +426,8 @@ impl FloatReference {
 enum Reference<'a> {
     /// The float model runs: its values are spilled, as run `usize`.
     Spill(&'a mut FloatReference, usize),
-    /// The quantized model runs against run `usize` of the spill (the buffer reads it).
-    Spilled(&'a FloatReference, usize, Vec<f32>),
+    /// The quantized model runs against run `usize` of the spill (the buffers read it).
+    Spilled(&'a FloatReference, usize, Vec<u8>, Vec<f32>),
 }
 
 impl Reference<'_> {
@@ -423,8 +442,8 @@ impl Reference<'_> {
         let io = |e: std::io::Error| whittle_exec::ExecError::msg(format!("verification: {e}"));
         match self {
             Reference::Spill(spill, run) => spill.put(*run, name, xs).map_err(io),
-            Reference::Spilled(spill, run, buffer) => {
-                if spill.get(*run, name, buffer).map_err(io)? && buffer.len() == xs.len() {
+            Reference::Spilled(spill, run, bytes, buffer) => {
+                if spill.get(*run, name, bytes, buffer).map_err(io)? && buffer.len() == xs.len() {
                     sums.entry(name.to_string()).or_default().add(buffer, xs);
                 }
                 Ok(())

@@ -51,6 +51,27 @@ pub fn target_weight(
     super::scheme::quantize_weight(name, &w, &cfg.weight_scheme(), axis).map(Some)
 }
 
+/// [`target_weight`] of each of `targets` with a weight, by node index, quantized in
+/// parallel (a weight per thread; large ones split their loops over the threads too).
+pub fn target_weights(
+    g: &GraphProto,
+    targets: &[&Target],
+    cfg: &QuantConfig,
+    as_kn: bool,
+) -> Result<HashMap<usize, QuantizedWeight>> {
+    use rayon::prelude::*;
+    targets
+        .par_iter()
+        .filter_map(|t| {
+            Some(
+                target_weight(g, t, cfg, as_kn)
+                    .transpose()?
+                    .map(|w| (t.node, w)),
+            )
+        })
+        .collect()
+}
+
 /// Params of activation `x` from its calibrated range.
 pub fn range_params(
     ranges: &HashMap<String, (f32, f32)>,
