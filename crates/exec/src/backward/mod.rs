@@ -344,7 +344,12 @@ impl GraphBackward {
     fn accumulate(&self, grads: &mut HashMap<String, Vec<f32>>, name: &str, g: Vec<f32>) {
         match grads.get_mut(name) {
             Some(sum) => {
-                rules::zip_apply(sum, &g, |s, v| s + v);
+                rules::zip_apply(
+                    sum,
+                    &g,
+                    #[inline(always)]
+                    |s, v| s + v,
+                );
                 self.buffers.give(g);
             }
             None => {

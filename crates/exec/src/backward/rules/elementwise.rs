@@ -11,6 +11,7 @@ use crate::bail;
 use crate::error::Result;
 use crate::kernels::activation::{erf_f32, exp_f32};
 use crate::kernels::binary::{binary, BinaryOp};
+use crate::kernels::dispatch;
 use crate::value::Value;
 
 /// Gradients of a node, one per input.
@@ -172,14 +173,21 @@ fn copy(v: &[f32]) -> Vec<f32> {
     out
 }
 
-/// `a = f(a, b)` elementwise, in place, in parallel chunks.
+/// `a = f(a, b)` elementwise, in place, in parallel chunks compiled for the CPU's vector
+/// width (`f` is inlined into them: the gradient sums and activation rules ran as SSE2
+/// loops, about 7% of a 2-thread zoo:mobilenetv3-small step).
 pub(in crate::backward) fn zip_apply(a: &mut [f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) {
     a.par_chunks_mut(CHUNK)
         .zip(b.par_chunks(CHUNK))
         .for_each(|(a, b)| {
-            for (a, b) in a.iter_mut().zip(b) {
-                *a = f(*a, *b);
-            }
+            dispatch(
+                #[inline(always)]
+                || {
+                    for (a, b) in a.iter_mut().zip(b) {
+                        *a = f(*a, *b);
+                    }
+                },
+            )
         });
 }
 
@@ -250,10 +258,30 @@ pub(super) fn from_output(c: &mut RuleCtx) -> Grads {
     y.with_f32(|y| {
         in_place(&mut dx, y, &node.op_type, |dx, y, op| {
             match op {
-                "Relu" => zip_apply(dx, y, |d, y| if y > 0.0 { d } else { 0.0 }),
-                "Sigmoid" => zip_apply(dx, y, |d, y| d * y * (1.0 - y)),
-                "Tanh" => zip_apply(dx, y, |d, y| d * (1.0 - y * y)),
-                "Exp" => zip_apply(dx, y, |d, y| d * y),
+                "Relu" => zip_apply(
+                    dx,
+                    y,
+                    #[inline(always)]
+                    |d, y| if y > 0.0 { d } else { 0.0 },
+                ),
+                "Sigmoid" => zip_apply(
+                    dx,
+                    y,
+                    #[inline(always)]
+                    |d, y| d * y * (1.0 - y),
+                ),
+                "Tanh" => zip_apply(
+                    dx,
+                    y,
+                    #[inline(always)]
+                    |d, y| d * (1.0 - y * y),
+                ),
+                "Exp" => zip_apply(
+                    dx,
+                    y,
+                    #[inline(always)]
+                    |d, y| d * y,
+                ),
                 other => bail!("no output-based rule for {other}"),
             }
             Ok(())
@@ -273,45 +301,71 @@ pub(super) fn from_input(c: &mut RuleCtx) -> Grads {
             match op {
                 "LeakyRelu" => {
                     let alpha = node.float_or("alpha", 0.01)?;
-                    zip_apply(dx, x, move |d, x| if x < 0.0 { alpha * d } else { d })
+                    zip_apply(
+                        dx,
+                        x,
+                        #[inline(always)]
+                        move |d, x| if x < 0.0 { alpha * d } else { d },
+                    )
                 }
                 "HardSigmoid" => {
                     let alpha = node.float_or("alpha", 0.2)?;
                     let beta = node.float_or("beta", 0.5)?;
-                    zip_apply(dx, x, move |d, x| {
-                        let v = alpha * x + beta;
-                        if v > 0.0 && v < 1.0 {
-                            alpha * d
+                    zip_apply(
+                        dx,
+                        x,
+                        #[inline(always)]
+                        move |d, x| {
+                            let v = alpha * x + beta;
+                            if v > 0.0 && v < 1.0 {
+                                alpha * d
+                            } else {
+                                0.0
+                            }
+                        },
+                    )
+                }
+                "HardSwish" => zip_apply(
+                    dx,
+                    x,
+                    #[inline(always)]
+                    |d, x| {
+                        if x >= 3.0 {
+                            d
+                        } else if x > -3.0 {
+                            d * (2.0 * x + 3.0) / 6.0
                         } else {
                             0.0
                         }
-                    })
-                }
-                "HardSwish" => zip_apply(dx, x, |d, x| {
-                    if x >= 3.0 {
-                        d
-                    } else if x > -3.0 {
-                        d * (2.0 * x + 3.0) / 6.0
-                    } else {
-                        0.0
-                    }
-                }),
-                "Erf" => zip_apply(dx, x, |d, x| {
-                    d * std::f32::consts::FRAC_2_SQRT_PI * exp_f32(-x * x)
-                }),
-                "Gelu" if node.string_or("approximate", "none")? == "tanh" => {
-                    zip_apply(dx, x, |d, x| {
+                    },
+                ),
+                "Erf" => zip_apply(
+                    dx,
+                    x,
+                    #[inline(always)]
+                    |d, x| d * std::f32::consts::FRAC_2_SQRT_PI * exp_f32(-x * x),
+                ),
+                "Gelu" if node.string_or("approximate", "none")? == "tanh" => zip_apply(
+                    dx,
+                    x,
+                    #[inline(always)]
+                    |d, x| {
                         let k = (2.0 / std::f32::consts::PI).sqrt();
                         let t = (k * (x + 0.044_715 * x * x * x)).tanh();
                         let du = k * (1.0 + 3.0 * 0.044_715 * x * x);
                         d * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du)
-                    })
-                }
-                "Gelu" => zip_apply(dx, x, |d, x| {
-                    let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-                    let pdf = exp_f32(-0.5 * x * x) / (2.0 * std::f32::consts::PI).sqrt();
-                    d * (cdf + x * pdf)
-                }),
+                    },
+                ),
+                "Gelu" => zip_apply(
+                    dx,
+                    x,
+                    #[inline(always)]
+                    |d, x| {
+                        let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+                        let pdf = exp_f32(-0.5 * x * x) / (2.0 * std::f32::consts::PI).sqrt();
+                        d * (cdf + x * pdf)
+                    },
+                ),
                 other => bail!("no input-based rule for {other}"),
             }
             Ok(())
