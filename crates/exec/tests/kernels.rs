@@ -761,6 +761,32 @@ fn conv_cases() -> Vec<Conv2dShape> {
             w: 20,
             ..base
         },
+        // Strides of 2 on the direct kernel: odd planes, uneven padding, one axis at a time.
+        Conv2dShape {
+            n: 3,
+            c_out: 5,
+            stride: [2, 2],
+            h: 11,
+            w: 9,
+            ..base
+        },
+        Conv2dShape {
+            c_in: 2,
+            c_out: 6,
+            kh: 5,
+            kw: 5,
+            stride: [2, 1],
+            pads: [2, 1, 1, 2],
+            h: 12,
+            w: 7,
+            ..base
+        },
+        Conv2dShape {
+            c_out: 3,
+            stride: [1, 2],
+            pads: [0; 4],
+            ..base
+        },
         // A depthwise batch large enough to split over threads, with a height dilation.
         Conv2dShape {
             n: 4,

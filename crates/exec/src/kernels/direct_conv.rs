@@ -1,8 +1,8 @@
-//! Direct convolution for dense (one group) stride-1 convolutions on small planes, without
-//! im2col.
+//! Direct convolution for dense (one group) convolutions of stride 1 or 2, without im2col.
 //!
-//! The input of a group of images is copied once per kernel column, shifted, with zeros where
-//! it reads the padding ([`Geometry`]). Read flat, output position `p` of channel `m` is then
+//! The input of a group of images is copied once per kernel column (and row phase at stride
+//! 2), shifted, with zeros where it reads the padding ([`Geometry`]). Read flat, output
+//! position `p` of channel `m` is then (at stride 1)
 //! `bias[m] + Σ_(c, i, j) w[m][c][i][j] · copy_j[c][p + i * out_w]`: a GEMM whose right-hand
 //! matrix is the copies read at one offset per (channel, tap), never materialised. The
 //! register tile holds [`MR`] output channels times up to [`NR`] vectors of 16 flat
@@ -22,14 +22,14 @@ const CHUNK: usize = 4 * NR;
 /// Floats per AVX-512 vector.
 const LANES: usize = 16;
 
-/// Whether [`forward`] runs `s`: one group, stride and dilation 1, a kernel larger than 1x1
-/// (pointwise ones are plain GEMMs already) and an AVX-512 CPU. Measured faster than
-/// im2col + GEMM at every such shape of LeNet5, zoo:cnn and YOLOv8n (planes 7x7 to 80x80,
-/// 1 to 128 input channels), and it stores the input `kw` times where im2col stores it
-/// `kh * kw` times.
+/// Whether [`forward`] runs `s`: one group, strides of 1 or 2, dilation 1, a kernel larger
+/// than 1x1 (pointwise ones are plain GEMMs already) and an AVX-512 CPU. Measured faster than
+/// im2col + GEMM at every such stride-1 shape of LeNet5, zoo:cnn and YOLOv8n (planes 7x7 to
+/// 80x80, 1 to 128 input channels), and it stores the input `kw` times (`2 kw` quarter-size
+/// copies at stride 2) where im2col stores it `kh * kw` times.
 pub(super) fn applies(s: &Conv2dShape) -> bool {
     s.groups == 1
-        && s.stride == [1, 1]
+        && s.stride.iter().all(|&v| v <= 2)
         && s.dilation == [1, 1]
         && s.kh * s.kw > 1
         && s.c_in > 0
@@ -55,27 +55,31 @@ const GROUP_FLOATS: usize = 48 * 1024;
 
 /// The layout of one group of images.
 ///
-/// The input is stored `kw` times, once per kernel column `j`, shifted by `j - pad_left` with
-/// zeros at the row ends, each as rows of `out_w` floats: output column `q` reads column `q`
-/// of every copy, so the output rows are dense in the flat positions and no lanes are spent on
-/// padding columns. The images of a group are stacked vertically with `shared` zero rows
-/// between them (the bottom padding of one image is the top padding of the next), so output
-/// row `r` of image `i` is flat row `i * block + lead + r` and reads flat rows
-/// `+ 0 .. kh` of the copies.
+/// The input is stored once per kernel column `j` and row phase `f` (`0..stride_h`), shifted
+/// and subsampled so that copy `(j, f)` holds input `(t * stride_h + f - pad_top,
+/// q * stride_w + j - pad_left)` at its row `t`, column `q`, zeros where that is padding, as
+/// rows of `out_w` floats: output `(r, q)` reads tap `(i, j)` at column `q`, row `r + i /
+/// stride_h` of copy `(j, i % stride_h)`, so the output rows are dense in the flat positions
+/// and no lanes are spent on padding columns. The images of a group are stacked vertically,
+/// `block` rows each, output row `r` of image `i` at flat row `i * block + lead + r`. At
+/// stride 1 they share their zero rows (the bottom padding of one image is the top padding of
+/// the next: `block = h + max(pad_top, pad_bottom)`); at stride 2 each image has the
+/// `out_h + (kh - 1) / 2` rows its outputs read.
 #[derive(Clone, Copy)]
 struct Geometry {
     /// Output height and width.
     oh: usize,
     ow: usize,
-    /// Zero rows above each image: the larger of the top and bottom padding.
-    shared: usize,
-    /// Rows per image in the stack, `h + shared`.
+    /// Row stride: row phases per kernel column.
+    sh: usize,
+    /// Rows per image in the stack.
     block: usize,
-    /// Flat rows before image 0's first output row, `shared - pad_top`.
+    /// Flat rows before image 0's first output row (`max(pad_top, pad_bottom) - pad_top` at
+    /// stride 1, else 0).
     lead: usize,
     /// Images in the group.
     images: usize,
-    /// Floats of one channel of one copy: `(shared + images * block) * ow`.
+    /// Floats of one channel of one copy: the rows the group's outputs read times `ow`.
     stack_len: usize,
     /// Vectors covering every flat output position of the group.
     vectors: usize,
@@ -85,18 +89,23 @@ struct Geometry {
 
 impl Geometry {
     fn new(s: &Conv2dShape, images: usize) -> Self {
-        let (oh, ow) = (s.out_h(), s.out_w());
-        let shared = s.pads[0].max(s.pads[2]);
-        let block = s.h + shared;
-        let lead = shared - s.pads[0];
-        let stack_len = (shared + images * block) * ow;
-        let vectors = (((images - 1) * block + lead + oh) * ow).div_ceil(LANES);
-        // The last read: copy kw - 1, channel c_in - 1, kernel row kh - 1, lane 16 vectors - 1.
-        let padded_len = (s.kw * s.c_in - 1) * stack_len + (s.kh - 1) * ow + vectors * LANES;
+        let (oh, ow, sh) = (s.out_h(), s.out_w(), s.stride[0]);
+        let (block, lead) = if sh == 1 {
+            let shared = s.pads[0].max(s.pads[2]);
+            (s.h + shared, shared - s.pads[0])
+        } else {
+            (oh + (s.kh - 1) / sh, 0)
+        };
+        let out_rows = (images - 1) * block + lead + oh;
+        let stack_len = (out_rows + (s.kh - 1) / sh) * ow;
+        let vectors = (out_rows * ow).div_ceil(LANES);
+        // The last read: the last copy and channel, kernel row kh - 1, lane 16 vectors - 1.
+        let padded_len =
+            (s.kw * sh * s.c_in - 1) * stack_len + (s.kh - 1) / sh * ow + vectors * LANES;
         Geometry {
             oh,
             ow,
-            shared,
+            sh,
             block,
             lead,
             images,
@@ -109,7 +118,7 @@ impl Geometry {
     /// Images per group: as many as fit [`GROUP_FLOATS`], at most `n / threads` (rounded up)
     /// so that every thread gets a group.
     fn group_images(s: &Conv2dShape, threads: usize) -> usize {
-        let per_image = s.kw * s.c_in * (s.h + s.pads[0].max(s.pads[2])) * s.out_w();
+        let per_image = Geometry::new(s, 1).padded_len;
         (GROUP_FLOATS / per_image.max(1)).clamp(1, s.n.div_ceil(threads).max(1))
     }
 
@@ -120,35 +129,52 @@ impl Geometry {
 
     /// The offset of each (channel, kernel row, kernel column) weight in the copies.
     fn offsets(&self, s: &Conv2dShape) -> Offsets {
-        let copy = s.c_in * self.stack_len;
         let list: Vec<usize> = (0..s.c_in)
             .flat_map(|c| (0..s.kh).flat_map(move |i| (0..s.kw).map(move |j| (c, i, j))))
-            .map(|(c, i, j)| j * copy + c * self.stack_len + i * self.ow)
+            .map(|(c, i, j)| {
+                let copy = j * self.sh + i % self.sh;
+                (copy * s.c_in + c) * self.stack_len + i / self.sh * self.ow
+            })
             .collect();
         let max = list.iter().copied().max().unwrap_or(0);
         Offsets { list, max }
     }
 
-    /// Writes the shifted copies of `images` (`[images, c_in, h, w]`) into `padded`.
+    /// Writes the copies of `images` (`[images, c_in, h, w]`) into `padded`.
     fn fill(&self, s: &Conv2dShape, images: &[f32], padded: &mut [f32]) {
         padded.fill(0.0);
         let plane = s.h * s.w;
         if plane == 0 {
             return;
         }
+        let (sw, pt) = (s.stride[1], s.pads[0]);
         for j in 0..s.kw {
-            let cols = valid_range(self.ow, 1, j, s.pads[1], s.w);
+            let cols = valid_range(self.ow, sw, j, s.pads[1], s.w);
             if cols.is_empty() {
                 continue;
             }
-            let from = cols.start + j - s.pads[1];
-            for (t, src) in images.chunks_exact(plane).enumerate() {
-                let (img, c) = (t / s.c_in, t % s.c_in);
-                let base =
-                    (j * s.c_in + c) * self.stack_len + (self.shared + img * self.block) * self.ow;
-                for (r, row) in src.chunks_exact(s.w).enumerate() {
-                    padded[base + r * self.ow + cols.start..][..cols.len()]
-                        .copy_from_slice(&row[from..][..cols.len()]);
+            let from = cols.start * sw + j - s.pads[1];
+            for f in 0..self.sh {
+                for (t, src) in images.chunks_exact(plane).enumerate() {
+                    let (img, c) = (t / s.c_in, t % s.c_in);
+                    let base = ((j * self.sh + f) * s.c_in + c) * self.stack_len
+                        + (img * self.block + self.lead) * self.ow;
+                    for (y, row) in src.chunks_exact(s.w).enumerate() {
+                        // Input row y is copy row (y + pad_top - f) / stride_h when divisible.
+                        let d = (y + pt).wrapping_sub(f);
+                        if y + pt < f || d % self.sh != 0 || d / self.sh >= self.block {
+                            continue;
+                        }
+                        let dst =
+                            &mut padded[base + d / self.sh * self.ow + cols.start..][..cols.len()];
+                        if sw == 1 {
+                            dst.copy_from_slice(&row[from..][..cols.len()]);
+                        } else {
+                            for (q, v) in dst.iter_mut().enumerate() {
+                                *v = row[from + q * sw];
+                            }
+                        }
+                    }
                 }
             }
         }
