@@ -118,7 +118,8 @@ impl Geometry {
     /// Images per group: as many as fit [`GROUP_FLOATS`], at most `n / threads` (rounded up)
     /// so that every thread gets a group.
     fn group_images(s: &Conv2dShape, threads: usize) -> usize {
-        let per_image = Geometry::new(s, 1).padded_len;
+        let g = Geometry::new(s, 1);
+        let per_image = s.kw * g.sh * s.c_in * g.block * g.ow;
         (GROUP_FLOATS / per_image.max(1)).clamp(1, s.n.div_ceil(threads).max(1))
     }
 
