@@ -243,6 +243,7 @@ where
                 let opts = RunOptions {
                     hook: Some(&mut hook),
                     borrowed: Some(&mut borrowed),
+                    floats_only: true,
                     ..Default::default()
                 };
                 exec.run_with(run, opts)

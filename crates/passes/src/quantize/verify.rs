@@ -482,6 +482,7 @@ fn capture(
     let opts = RunOptions {
         hook: Some(&mut hook),
         borrowed: Some(&mut borrowed),
+        floats_only: true,
         ..Default::default()
     };
     exec.run_with(feed.clone(), opts)?;
