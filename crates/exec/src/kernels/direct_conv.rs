@@ -123,9 +123,30 @@ impl Geometry {
         (GROUP_FLOATS / per_image.max(1)).clamp(1, s.n.div_ceil(threads).max(1))
     }
 
-    /// Floats of the flat output rows of one tile of [`MR`] channels.
-    fn tile_out_len(&self) -> usize {
-        MR * CHUNK.min(self.vectors) * LANES
+    /// Where the lanes of each vector of flat positions land in the group's output
+    /// (`[images, count, oh, ow]`): the lanes of vector `v` are `segments[starts[v]..starts[v
+    /// + 1]]`, one [`Segment`] per image the vector meets (none for lanes in zero rows).
+    fn segments(&self, count: usize) -> (Vec<Segment>, Vec<usize>) {
+        let plane = self.oh * self.ow;
+        let (mut segments, mut starts) = (Vec::new(), vec![0]);
+        for v in 0..self.vectors {
+            let p0 = v * LANES;
+            let row0 = (p0 / self.ow).saturating_sub(self.lead);
+            for img in row0 / self.block..self.images {
+                let first = (img * self.block + self.lead) * self.ow;
+                if first >= p0 + LANES {
+                    break;
+                }
+                let (a, z) = (first.max(p0), (first + plane).min(p0 + LANES));
+                if a < z {
+                    let mask = ((1u32 << (z - p0)) - (1u32 << (a - p0))) as u16;
+                    let off = (img * count * plane + p0) as isize - first as isize;
+                    segments.push(Segment { mask, off });
+                }
+            }
+            starts.push(segments.len());
+        }
+        (segments, starts)
     }
 
     /// The offset of each (channel, kernel row, kernel column) weight in the copies.
@@ -188,6 +209,14 @@ struct Offsets {
     max: usize,
 }
 
+/// The lanes of one vector of flat positions that belong to one image: lane `l` (for each
+/// set bit `l` of `mask`) of output channel `ch` goes to `y[off + l + ch * oh * ow]`.
+#[derive(Clone, Copy)]
+struct Segment {
+    mask: u16,
+    off: isize,
+}
+
 /// `y = act(conv(x, w) + bias)` for a shape [`applies`] accepts (the caller has checked the
 /// lengths). Parallel over groups of images when there are at least as many as threads, else
 /// over blocks of output channels of each image in turn.
@@ -213,10 +242,9 @@ pub(super) fn forward(
         let run = |(t, yg): (usize, &mut [f32])| {
             let g = Geometry::new(s, yg.len() / image_out);
             let offsets = g.offsets(s);
-            with_scratch(g.padded_len + g.tile_out_len(), |scratch| {
-                let (padded, tile) = scratch.split_at_mut(g.padded_len);
+            with_scratch(g.padded_len, |padded| {
                 g.fill(s, &x[t * group * image_in..][..g.images * image_in], padded);
-                conv.run(&g, padded, &offsets, 0, yg, tile);
+                conv.run(&g, padded, &offsets, 0, yg);
             })
         };
         if threads == 1 {
@@ -238,11 +266,7 @@ pub(super) fn forward(
             let (padded, offsets) = (&*padded, &offsets);
             yi.par_chunks_mut(per_task * g.oh * g.ow)
                 .enumerate()
-                .for_each(|(t, yb)| {
-                    with_scratch(g.tile_out_len(), |tile| {
-                        conv.run(&g, padded, offsets, t * per_task, yb, tile)
-                    })
-                });
+                .for_each(|(t, yb)| conv.run(&g, padded, offsets, t * per_task, yb));
         });
     }
 }
@@ -260,72 +284,93 @@ struct Channels<'a> {
 impl Channels<'_> {
     /// Output channels `m0..m0 + count` of the group's images into `y`
     /// (`[images, count, oh, ow]`; `count` is `c_out` unless the group is one image).
-    /// [`CHUNK`] flat positions at a time (the copies they read stay in cache while every
-    /// block of `MR` channels passes), through the flat rows in `tile`.
-    fn run(
-        &self,
-        g: &Geometry,
-        padded: &[f32],
-        offsets: &Offsets,
-        m0: usize,
-        y: &mut [f32],
-        tile: &mut [f32],
-    ) {
+    /// [`CHUNK`] vectors of flat positions at a time (the copies they read stay in cache while
+    /// every block of `MR` channels passes), stored straight into `y` by their [`Segment`]s.
+    fn run(&self, g: &Geometry, padded: &[f32], offsets: &Offsets, m0: usize, y: &mut [f32]) {
         let plane = g.oh * g.ow;
         let count = y.len() / (g.images * plane);
         // Relu and Clip are clamps done on the registers; the other activations run over
-        // the copied rows.
+        // the stored rows.
         let (clamp, after) = match self.act {
             Activation::Relu => (Some([0.0, f32::INFINITY]), Activation::None),
             Activation::Clip(lo, hi) => (Some([lo, hi]), Activation::None),
             other => (None, other),
         };
+        let (segments, starts) = g.segments(count);
         for v0 in (0..g.vectors).step_by(CHUNK) {
             let vectors = CHUNK.min(g.vectors - v0);
             let (lo, len) = (v0 * LANES, vectors * LANES);
+            let out = Out {
+                segments: &segments,
+                starts: &starts[v0..=v0 + vectors],
+                plane,
+            };
             for b in 0..count.div_ceil(MR) {
                 let rows = MR.min(count - b * MR);
-                // Rows past the block repeat its last channel; their results are dropped.
+                // Rows past the block repeat its last channel; their results are not stored.
                 let row = |r: usize| m0 + b * MR + r.min(rows - 1);
                 let weights: [&[f32]; MR] =
                     std::array::from_fn(|r| &self.w[row(r) * self.k..][..self.k]);
                 let bias: [f32; MR] = std::array::from_fn(|r| self.bias.map_or(0.0, |v| v[row(r)]));
-                let out = &mut tile[..MR * len];
                 let ep = (bias, clamp);
-                tiles(&padded[lo..], offsets, &weights, ep, vectors, out);
-                for img in 0..g.images {
-                    // The image's output positions in flat terms, clipped to this chunk.
-                    let first = (img * g.block + g.lead) * g.ow;
-                    let (a, z) = (first.max(lo), (first + plane).min(lo + len));
-                    if a >= z {
-                        continue;
-                    }
-                    for r in 0..rows {
-                        let dst = &mut y[(img * count + b * MR + r) * plane + a - first..][..z - a];
-                        dst.copy_from_slice(&out[r * len + a - lo..][..z - a]);
-                        after.apply_slice(dst);
-                    }
+                tiles(
+                    &padded[lo..],
+                    offsets,
+                    &weights,
+                    ep,
+                    &out,
+                    rows,
+                    &mut y[b * MR * plane..],
+                );
+            }
+            if after == Activation::None {
+                continue;
+            }
+            for img in 0..g.images {
+                // The image's output positions in flat terms, clipped to this chunk.
+                let first = (img * g.block + g.lead) * g.ow;
+                let (a, z) = (first.max(lo), (first + plane).min(lo + len));
+                for ch in (a < z).then_some(0..count).into_iter().flatten() {
+                    after.apply_slice(&mut y[(img * count + ch) * plane + a - first..][..z - a]);
                 }
             }
         }
     }
 }
 
-/// Fills `out` (`[MR, vectors * 16]`) with
-/// `bias[r] + Σ_k weights[r][k] · padded[offsets[k] + p]` for every flat position `p`, clamped
-/// to `[lo, hi]` when `clamp` is `Some` (Relu, Clip), up to [`NR`] vectors at a time.
+/// Where the vectors of one chunk go: its [`Segment`]s (`segments[starts[v]..starts[v + 1]]`
+/// for its vector `v`), and the floats between two output channels.
+struct Out<'a> {
+    segments: &'a [Segment],
+    starts: &'a [usize],
+    plane: usize,
+}
+
+/// Stores into `y` (whose channel 0 is the block's first)
+/// `bias[r] + Σ_k weights[r][k] · padded[offsets[k] + p]` for every flat position `p` of the
+/// chunk's vectors (`out.starts.len() - 1`) and channels `r < rows`, clamped to `[lo, hi]` when `clamp` is
+/// `Some` (Relu, Clip), up to [`NR`] vectors at a time.
 fn tiles(
     padded: &[f32],
     offsets: &Offsets,
     weights: &[&[f32]; MR],
     (bias, clamp): ([f32; MR], Option<[f32; 2]>),
-    vectors: usize,
-    out: &mut [f32],
+    out: &Out,
+    rows: usize,
+    y: &mut [f32],
 ) {
+    let vectors = out.starts.len() - 1;
     let flat = vectors * LANES;
-    assert!(out.len() == MR * flat);
     assert!(weights.iter().all(|w| w.len() == offsets.list.len()));
     assert!(offsets.max + flat <= padded.len());
+    assert!((1..=MR).contains(&rows));
+    let segs = &out.segments[out.starts[0]..out.starts[vectors]];
+    // Every stored lane: `off + l + r * plane` for a set bit `l` and `r < rows`.
+    assert!(segs.iter().all(|s| {
+        let (l0, l1) = (s.mask.trailing_zeros(), 16 - s.mask.leading_zeros());
+        let (a, z) = (s.off + l0 as isize, s.off + l1 as isize);
+        a >= 0 && z as usize + (rows - 1) * out.plane <= y.len()
+    }));
     #[cfg(target_arch = "x86_64")]
     {
         let w = weights.map(|w| w.as_ptr());
@@ -337,20 +382,24 @@ fn tiles(
             let n = (vectors - v).min(width);
             // SAFETY: the CPU has AVX-512F (`applies`); every load reads
             // `padded[offsets[k] + 16 v .. offsets[k] + 16 (v + n)]`, within `padded` by the
-            // assertion above, and every store `out[r * flat + 16 v ..][..16 n]`.
+            // assertion above, and every store writes the set lanes of a segment checked above.
             unsafe {
-                let (src, dst) = (
-                    padded.as_ptr().add(v * LANES),
-                    out.as_mut_ptr().add(v * LANES),
-                );
+                let src = padded.as_ptr().add(v * LANES);
+                let dst = avx512::Dst {
+                    y: y.as_mut_ptr(),
+                    segments: out.segments,
+                    starts: &out.starts[v..=v + n],
+                    plane: out.plane,
+                    rows,
+                };
                 let ep = (&bias, clamp);
                 match n {
-                    6 => avx512::tile::<6>(src, offsets, w, ep, dst, flat),
-                    5 => avx512::tile::<5>(src, offsets, w, ep, dst, flat),
-                    4 => avx512::tile::<4>(src, offsets, w, ep, dst, flat),
-                    3 => avx512::tile::<3>(src, offsets, w, ep, dst, flat),
-                    2 => avx512::tile::<2>(src, offsets, w, ep, dst, flat),
-                    _ => avx512::tile::<1>(src, offsets, w, ep, dst, flat),
+                    6 => avx512::tile::<6>(src, offsets, w, ep, dst),
+                    5 => avx512::tile::<5>(src, offsets, w, ep, dst),
+                    4 => avx512::tile::<4>(src, offsets, w, ep, dst),
+                    3 => avx512::tile::<3>(src, offsets, w, ep, dst),
+                    2 => avx512::tile::<2>(src, offsets, w, ep, dst),
+                    _ => avx512::tile::<1>(src, offsets, w, ep, dst),
                 }
             }
             v += n;
@@ -360,23 +409,34 @@ fn tiles(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{LANES, MR};
+    use super::{Segment, LANES, MR};
     use std::arch::x86_64::*;
 
+    /// Where one register tile's lanes go: lane `l` of vector `c`, channel `r < rows`, to
+    /// `y + off + l + r * plane` for each segment `segments[starts[c]..starts[c + 1]]` whose
+    /// mask has bit `l`.
+    pub(super) struct Dst<'a> {
+        pub y: *mut f32,
+        pub segments: &'a [Segment],
+        pub starts: &'a [usize],
+        pub plane: usize,
+        pub rows: usize,
+    }
+
     /// One register tile: `MR` channels x `C` vectors of flat positions starting at `src`,
-    /// bias added and clamped to `clamp` (a NaN to its low end, as `f32::max` does), stored to `dst + r * stride` for channel `r`.
+    /// bias added and clamped to `clamp` (a NaN to its low end, as `f32::max` does), stored
+    /// by `dst`'s segments.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `src + offsets[k] + 16 C` and `w[r] + offsets.len()` stay inside
-    /// their buffers, and `dst + r * stride + 16 C` inside the output, for every `k` and `r`.
+    /// their buffers, and every lane `dst` stores inside the output.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn tile<const C: usize>(
         src: *const f32,
         offsets: &[usize],
         w: [*const f32; MR],
         (bias, clamp): (&[f32; MR], Option<[f32; 2]>),
-        dst: *mut f32,
-        stride: usize,
+        dst: Dst,
     ) {
         let mut acc: [[__m512; C]; MR] = std::array::from_fn(|r| [_mm512_set1_ps(bias[r]); C]);
         for (k, &off) in offsets.iter().enumerate() {
@@ -396,9 +456,16 @@ mod avx512 {
                 .flatten()
                 .for_each(|a| *a = _mm512_min_ps(_mm512_max_ps(*a, lo), hi));
         }
-        for (r, row) in acc.iter().enumerate() {
-            for (c, a) in row.iter().enumerate() {
-                _mm512_storeu_ps(dst.add(r * stride + c * LANES), *a);
+        for c in 0..C {
+            for s in &dst.segments[dst.starts[c]..dst.starts[c + 1]] {
+                // Lane 0's address may lie before `y` (masked off): wrapping arithmetic.
+                let base = dst.y.wrapping_offset(s.off);
+                for (r, row) in acc.iter().enumerate() {
+                    if r < dst.rows {
+                        let p = base.wrapping_add(r * dst.plane);
+                        _mm512_mask_storeu_ps(p, s.mask, row[c]);
+                    }
+                }
             }
         }
     }
