@@ -70,6 +70,12 @@ pub struct RunOptions<'h> {
     pub floats_only: bool,
 }
 
+/// Whether a hook is handed a value of type `dtype` under [`RunOptions::floats_only`] (a
+/// function of the field, so that it can be read while the hook is borrowed).
+pub(crate) fn hook_sees(floats_only: bool, dtype: DataType) -> bool {
+    !floats_only || dtype.is_float()
+}
+
 /// A prepared graph: operators resolved, initializers decoded once.
 pub struct Executor {
     graph: GraphProto,
@@ -377,12 +383,12 @@ impl Executor {
         let order: Vec<usize> = self.plan.steps.iter().map(|s| s.node).collect();
         let fold = build::foldable(&self.graph, &order, |n| self.constants.contains_key(n));
         let mut rec = Recording::new(fold);
-        let mut user_hook = opts.hook.take();
+        let (mut user_hook, floats_only) = (opts.hook.take(), opts.floats_only);
         let mut hook = |name: &str, node: &NodeProto, v: &Value| {
             rec.see(name, v);
             match user_hook.as_mut() {
-                Some(h) => h(name, node, v),
-                None => Ok(()),
+                Some(h) if hook_sees(floats_only, v.dtype()) => h(name, node, v),
+                _ => Ok(()),
             }
         };
         let mut rec_opts = RunOptions {
@@ -562,7 +568,7 @@ impl Executor {
                     continue;
                 }
                 if let Some(h) = opts.hook.as_mut() {
-                    if !opts.floats_only || value.dtype().is_float() {
+                    if hook_sees(opts.floats_only, value.dtype()) {
                         h(name, node, &value)?;
                     }
                 }

@@ -402,8 +402,28 @@ fn quantize_and_dequantize_run_as_kernels_with_the_operators_values() {
     assert_eq!(seen["q"].dtype(), whittle_ir::DataType::Uint8);
     assert_eq!(seen["qc"], by_node["qc"].to_data().unwrap());
     // With `floats_only` it sees the float values alone, the same ones, planned and node
-    // by node.
-    for planned in [true, false] {
+    // by node, and in the first run of a model whose plan that run records (FakeQuantize
+    // has no shape rule).
+    let mut recorded = qdq();
+    let fake = NodeProto {
+        domain: "ai.whittle".into(),
+        ..node("FakeQuantize", &["x"], &["fq"], vec![])
+    };
+    recorded.graph_mut().node.push(fake);
+    recorded.graph_mut().output.push(ValueInfoProto {
+        name: "fq".into(),
+        ..Default::default()
+    });
+    recorded.proto.opset_import.push(OperatorSetIdProto {
+        domain: "ai.whittle".into(),
+        version: 1,
+    });
+    let recorded = Executor::new(&recorded).unwrap();
+    for (exec, planned, fq) in [
+        (&exec, true, false),
+        (&exec, false, false),
+        (&recorded, true, true),
+    ] {
         let mut floats = HashMap::new();
         let mut hook = |name: &str, _: &NodeProto, v: &Value| {
             floats.insert(name.to_string(), v.to_data().unwrap());
@@ -422,11 +442,17 @@ fn quantize_and_dequantize_run_as_kernels_with_the_operators_values() {
         .unwrap();
         let mut names: Vec<_> = floats.keys().cloned().collect();
         names.sort();
-        assert_eq!(names, ["e", "y", "yc"], "planned: {planned}");
-        for name in names {
-            assert_eq!(floats[&name], seen[&name], "{name}");
+        let expected = match fq {
+            true => vec!["e", "fq", "y", "yc"],
+            false => vec!["e", "y", "yc"],
+        };
+        assert_eq!(names, expected, "planned: {planned}, recorded: {fq}");
+        for name in names.iter().filter(|n| n.as_str() != "fq") {
+            assert_eq!(floats[name], seen[name], "{name}");
         }
     }
+    let recorded_plan = recorded.plan_for(&feed, &[], true).unwrap();
+    assert!(!recorded_plan.inferred, "the plan was to be recorded");
 }
 
 #[test]

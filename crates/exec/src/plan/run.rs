@@ -117,7 +117,7 @@ impl Plan {
             if let Some(hook) = opts.hook.as_mut() {
                 for &id in step.outputs.iter().flatten() {
                     let pv = &self.values[id];
-                    if opts.floats_only && !pv.dtype.is_float() {
+                    if !crate::executor::hook_sees(opts.floats_only, pv.dtype) {
                         continue;
                     }
                     match (&pv.home, opts.borrowed.as_mut()) {
