@@ -218,7 +218,7 @@ where
             rayon::scope(|_| {
                 let cell = RefCell::new(&mut state);
                 let mut hook = |name: &str, _: &NodeProto, v: &Value| -> whittle_exec::Result<()> {
-                    if v.dtype().is_float() && cell.borrow().wants(name) {
+                    if cell.borrow().wants(name) {
                         let mut w = cell.borrow_mut();
                         v.with_f32(|xs| {
                             w.spill(name, xs)?;

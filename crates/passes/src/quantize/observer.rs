@@ -70,6 +70,16 @@ fn finite_range(values: &[f32]) -> Option<MinMax> {
     })
 }
 
+/// Folds `v` into the bounds `lo`, `hi` when it is finite; a non-finite value counts as
+/// neutral (+inf for the minimum, -inf for the maximum), with no branch, so loops over
+/// independent lanes vectorise.
+#[inline(always)]
+pub(super) fn fold_finite(lo: &mut f32, hi: &mut f32, v: f32) {
+    let finite = v.is_finite();
+    *lo = lo.min(if finite { v } else { f32::INFINITY });
+    *hi = hi.max(if finite { v } else { f32::NEG_INFINITY });
+}
+
 /// Running minimum and maximum of the finite values seen.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct MinMax {
@@ -101,9 +111,7 @@ impl MinMax {
             let (mut lo, mut hi) = ([self.min; LANES], [self.max; LANES]);
             for chunk in chunks {
                 for k in 0..LANES {
-                    let (v, finite) = (chunk[k], chunk[k].is_finite());
-                    lo[k] = lo[k].min(if finite { v } else { f32::INFINITY });
-                    hi[k] = hi[k].max(if finite { v } else { f32::NEG_INFINITY });
+                    fold_finite(&mut lo[k], &mut hi[k], chunk[k]);
                 }
             }
             self.min = lo.into_iter().fold(f32::INFINITY, f32::min);

@@ -6,7 +6,7 @@ use whittle_exec::kernels::dispatch;
 use whittle_exec::ops::quant::{quantize_values, ParamLayout, Span};
 use whittle_ir::{DataType, TensorData};
 
-use super::observer::MinMax;
+use super::observer::{fold_finite, MinMax};
 
 use crate::{bail, Result};
 
@@ -201,7 +201,7 @@ fn quantize_channels<T: Send + Clone + Default>(
 fn channel_ranges(values: &[f32], layout: ParamLayout, channels: usize) -> Vec<MinMax> {
     let mut ranges = vec![MinMax::default(); channels];
     // Parameters stepping along a span (per-column weights) keep their bounds in two
-    // arrays, a vector lane per element; non-finite values count as neutral.
+    // arrays, a vector lane per element ([`fold_finite`]).
     let (mut lo, mut hi) = (
         vec![f32::INFINITY; channels],
         vec![f32::NEG_INFINITY; channels],
@@ -216,9 +216,7 @@ fn channel_ranges(values: &[f32], layout: ParamLayout, channels: usize) -> Vec<M
             || {
                 let bounds = lo[c..].iter_mut().zip(&mut hi[c..]);
                 for ((lo, hi), &v) in bounds.zip(&values[run]) {
-                    let finite = v.is_finite();
-                    *lo = lo.min(if finite { v } else { f32::INFINITY });
-                    *hi = hi.max(if finite { v } else { f32::NEG_INFINITY });
+                    fold_finite(lo, hi, v);
                 }
             },
         ),

@@ -469,7 +469,7 @@ fn capture(
         reference.take(name, xs, sums)
     };
     let mut hook = |name: &str, _: &NodeProto, v: &Value| -> whittle_exec::Result<()> {
-        if v.dtype().is_float() && watched.contains(name) {
+        if watched.contains(name) {
             v.with_f32(|xs| take(name, xs))??;
         }
         Ok(())
