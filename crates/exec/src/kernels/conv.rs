@@ -114,7 +114,7 @@ impl Conv2dShape {
 
     /// Whether the convolution reads its input as is (1x1 kernel, stride 1, no padding), so
     /// the input of a group already is its im2col matrix.
-    fn is_pointwise(&self) -> bool {
+    pub(crate) fn is_pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.pads == [0; 4]
     }
 

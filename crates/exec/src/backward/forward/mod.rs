@@ -17,7 +17,7 @@ use whittle_ir::proto::NodeProto;
 use whittle_ir::{DataType, NodeAttrs};
 
 use super::rules::kern;
-use super::rules::window::{row_product_plane, swap_inner, Window};
+use super::rules::window::{row_product_plane, swap_inner, swap_inner_into, Window};
 use crate::error::{ExecError, Result};
 use crate::kernels::activation::{Activation, UnaryOp};
 use crate::kernels::conv::conv2d;
@@ -143,7 +143,7 @@ fn conv(
             bias: bd.map_or(Bias::None, Bias::PerCol),
             activation: Activation::None,
         };
-        let rows = swap_inner(xd, n, c_in, p);
+        let rows = swap_inner(xd, n, c_in, p)?;
         let w = MatRef::row_major(wd, c_out, c_in)?.t();
         // Output rows straight into `y` when they are its layout (p = 1).
         let mut by_rows = (p > 1).then(|| vec![0.0; y.len()]);
@@ -157,7 +157,7 @@ fn conv(
             &ep,
         )?;
         if let Some(out) = by_rows {
-            y.copy_from_slice(&swap_inner(&out, n, p, c_out));
+            swap_inner_into(&out, n, p, c_out, &mut y)?;
         }
         Ok(())
     };

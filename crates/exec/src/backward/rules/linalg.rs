@@ -255,13 +255,13 @@ pub(super) fn conv(c: &mut RuleCtx) -> Grads {
 /// `dw = dyᵀ · x` and `db` the column sums of `dy`.
 fn row_product_conv(c: &RuleCtx, s: &Conv2dShape, p: usize, dy: &[f32]) -> Grads {
     let (rows, c_in, c_out) = (s.n * p, s.c_in, s.c_out);
-    let dy_rows = swap_inner(dy, s.n, c_out, p);
+    let dy_rows = kern(swap_inner(dy, s.n, c_out, p))?;
     let g = kern(MatRef::row_major(&dy_rows, rows, c_out))?;
     let mut grads = vec![None, None, None];
     if c.wants(0) {
         let w = c.input(1)?;
         let dx = w.with_f32(|w| product(c, g, kern(MatRef::row_major(w, c_out, c_in))?, 1.0))??;
-        grads[0] = Some(match swap_inner(&dx, s.n, p, c_in) {
+        grads[0] = Some(match kern(swap_inner(&dx, s.n, p, c_in))? {
             Cow::Borrowed(_) => dx,
             Cow::Owned(planes) => {
                 c.give(dx);
@@ -272,7 +272,7 @@ fn row_product_conv(c: &RuleCtx, s: &Conv2dShape, p: usize, dy: &[f32]) -> Grads
     if c.wants(1) {
         let x = c.input(0)?;
         let dw = x.with_f32(|x| {
-            let x_rows = swap_inner(x, s.n, c_in, p);
+            let x_rows = kern(swap_inner(x, s.n, c_in, p))?;
             product(c, g.t(), kern(MatRef::row_major(&x_rows, rows, c_in))?, 1.0)
         })??;
         grads[1] = Some(dw);

@@ -9,7 +9,9 @@ use whittle_ir::NodeAttrs;
 use super::linalg::spatial2;
 use crate::bail;
 use crate::error::Result;
+use crate::kernels;
 use crate::kernels::conv::Conv2dShape;
+use crate::kernels::layout::{gather, StridedView};
 use crate::kernels::pool::Pool2dShape;
 
 /// A 2-D window: kernel, strides, dilations and pads (top, left, bottom, right).
@@ -134,27 +136,37 @@ const ROW_PRODUCT_MAX_PLANE: usize = 4;
 /// per-image products, each of which packs all the weights for `p` columns.
 pub(in crate::backward) fn row_product_plane(s: &Conv2dShape) -> Option<usize> {
     let p = s.h * s.w;
-    let pointwise = s.groups == 1 && [s.kh, s.kw] == [1, 1] && s.stride == [1, 1];
-    (pointwise && s.pads == [0; 4] && (1..=ROW_PRODUCT_MAX_PLANE).contains(&p)).then_some(p)
+    (s.groups == 1 && s.is_pointwise() && (1..=ROW_PRODUCT_MAX_PLANE).contains(&p)).then_some(p)
 }
 
 /// `v` (`[n, a, b]`) as `[n, b, a]`: channel-major planes as rows of channels and back
 /// (borrowed when `a` or `b` is 1, where both layouts are the same).
-pub(in crate::backward) fn swap_inner(v: &[f32], n: usize, a: usize, b: usize) -> Cow<'_, [f32]> {
+pub(in crate::backward) fn swap_inner(
+    v: &[f32],
+    n: usize,
+    a: usize,
+    b: usize,
+) -> kernels::Result<Cow<'_, [f32]>> {
     if a == 1 || b == 1 {
-        return Cow::Borrowed(v);
+        return Ok(Cow::Borrowed(v));
     }
     let mut out = vec![0.0; v.len()];
-    for (src, dst) in v
-        .chunks_exact(a * b)
-        .zip(out.chunks_exact_mut(a * b))
-        .take(n)
-    {
-        for (i, row) in src.chunks_exact(b).enumerate() {
-            for (j, &x) in row.iter().enumerate() {
-                dst[j * a + i] = x;
-            }
-        }
-    }
-    Cow::Owned(out)
+    swap_inner_into(v, n, a, b, &mut out)?;
+    Ok(Cow::Owned(out))
+}
+
+/// [`swap_inner`] into `out`, through the strided gather of Transpose.
+pub(in crate::backward) fn swap_inner_into(
+    v: &[f32],
+    n: usize,
+    a: usize,
+    b: usize,
+    out: &mut [f32],
+) -> kernels::Result<()> {
+    let view = StridedView {
+        dims: vec![n, b, a],
+        strides: vec![(a * b) as isize, 1, b as isize],
+        offset: 0,
+    };
+    gather(&view, v, out)
 }
