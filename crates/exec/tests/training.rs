@@ -50,7 +50,7 @@ fn training_the_last_gemm_of_lenet5_lowers_the_loss() {
     // Start the classifier from scratch: zero weights and bias.
     for init in &mut model.graph_mut().initializer {
         if init.name.starts_with("linear2.") {
-            init.raw_data.iter_mut().for_each(|b| *b = 0);
+            init.raw_data = vec![0; init.raw_data.len()].into();
             init.float_data.iter_mut().for_each(|v| *v = 0.0);
         }
     }

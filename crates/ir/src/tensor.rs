@@ -271,7 +271,7 @@ impl TensorData {
         let bytes = if proto.data_location == DataLocation::External as i32 {
             read_external(proto, base_dir)?
         } else if !proto.raw_data.is_empty() {
-            proto.raw_data.clone()
+            proto.raw_data.to_vec()
         } else {
             typed_field_bytes(proto, dtype)
         };
@@ -303,7 +303,7 @@ impl TensorData {
             ..Default::default()
         };
         match &self.storage {
-            Storage::Bytes(b) => proto.raw_data = b.clone(),
+            Storage::Bytes(b) => proto.raw_data = b.clone().into(),
             Storage::Strings(s) => proto.string_data = s.clone(),
         }
         proto
@@ -491,7 +491,7 @@ mod tests {
             name: "w".into(),
             data_type: DataType::Float.code(),
             dims: vec![4],
-            raw_data: vec![0; 12],
+            raw_data: vec![0; 12].into(),
             ..Default::default()
         };
         let err = TensorData::from_proto(&proto, None)
