@@ -3,6 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use half::{bf16, f16};
+use prost::bytes::Bytes;
 
 use crate::dtype::DataType;
 use crate::error::{IrError, Result};
@@ -11,8 +12,9 @@ use crate::proto::{tensor_proto::DataLocation, StringStringEntryProto, TensorPro
 /// The elements of a [`TensorData`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Storage {
-    /// Little-endian bytes, as ONNX `raw_data` lays them out (4-bit types packed two per byte).
-    Bytes(Vec<u8>),
+    /// Little-endian bytes, as ONNX `raw_data` lays them out (4-bit types packed two per byte);
+    /// shared with the `TensorProto` it was read from or written to, not copied.
+    Bytes(Bytes),
     /// One byte string per element (`STRING` tensors).
     Strings(Vec<Vec<u8>>),
 }
@@ -94,6 +96,12 @@ pub fn checked_numel(dims: &[usize]) -> Option<usize> {
 impl TensorData {
     /// A tensor from raw little-endian bytes; fails when the length does not match the shape.
     pub fn from_bytes(dtype: DataType, dims: Vec<usize>, bytes: Vec<u8>) -> Result<Self> {
+        Self::from_shared(dtype, dims, bytes.into())
+    }
+
+    /// [`TensorData::from_bytes`] of bytes shared with their owner (a `TensorProto`'s
+    /// `raw_data`), not copied.
+    fn from_shared(dtype: DataType, dims: Vec<usize>, bytes: Bytes) -> Result<Self> {
         let numel = checked_numel(&dims)
             .ok_or_else(|| IrError::bad_tensor("", format!("shape {dims:?} overflows")))?;
         let want = dtype
@@ -269,17 +277,17 @@ impl TensorData {
                 .map_err(|e| fail(e.to_string()));
         }
         let bytes = if proto.data_location == DataLocation::External as i32 {
-            read_external(proto, base_dir)?
+            read_external(proto, base_dir)?.into()
         } else if !proto.raw_data.is_empty() {
-            proto.raw_data.to_vec()
+            proto.raw_data.clone()
         } else {
-            typed_field_bytes(proto, dtype)
+            typed_field_bytes(proto, dtype).into()
         };
         // Writers may omit the data of an all-zero-sized tensor.
         if numel == 0 && bytes.is_empty() {
             return TensorData::from_bytes(dtype, dims, vec![]);
         }
-        TensorData::from_bytes(dtype, dims, bytes).map_err(|e| match e {
+        TensorData::from_shared(dtype, dims, bytes).map_err(|e| match e {
             IrError::BadTensor { reason, .. } => fail(reason),
             other => other,
         })
@@ -303,7 +311,7 @@ impl TensorData {
             ..Default::default()
         };
         match &self.storage {
-            Storage::Bytes(b) => proto.raw_data = b.clone().into(),
+            Storage::Bytes(b) => proto.raw_data = b.clone(),
             Storage::Strings(s) => proto.string_data = s.clone(),
         }
         proto
