@@ -761,6 +761,59 @@ fn conv_cases() -> Vec<Conv2dShape> {
             w: 20,
             ..base
         },
+        // The direct kernel's dense stacks (stride 1, `kh - 1` rows of padding, at least 16
+        // taps a kernel row: no zero rows between images): padding all on one side; 5x5 over
+        // a batch that leaves a short last group; unpadded columns (rows narrower than the
+        // input); planes smaller than the padding; zoo:cnn's 7x7 layer in miniature over an
+        // odd batch.
+        Conv2dShape {
+            n: 3,
+            c_in: 6,
+            c_out: 5,
+            pads: [0, 2, 2, 0],
+            h: 7,
+            w: 6,
+            ..base
+        },
+        Conv2dShape {
+            n: 6,
+            c_in: 4,
+            c_out: 9,
+            kh: 5,
+            kw: 5,
+            pads: [2; 4],
+            h: 7,
+            w: 7,
+            ..base
+        },
+        Conv2dShape {
+            n: 3,
+            c_in: 6,
+            c_out: 6,
+            pads: [1, 0, 1, 0],
+            h: 8,
+            w: 9,
+            ..base
+        },
+        Conv2dShape {
+            n: 4,
+            c_in: 4,
+            c_out: 5,
+            kh: 5,
+            kw: 5,
+            pads: [2; 4],
+            h: 2,
+            w: 2,
+            ..base
+        },
+        Conv2dShape {
+            n: 9,
+            c_in: 8,
+            c_out: 20,
+            h: 7,
+            w: 7,
+            ..base
+        },
         // Strides of 2 on the direct kernel: odd planes, uneven padding, one axis at a time.
         Conv2dShape {
             n: 3,

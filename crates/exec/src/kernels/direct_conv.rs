@@ -48,10 +48,11 @@ fn avx512() -> bool {
     }
 }
 
-/// Floats of shifted input copies one group of images may take (about 192 KiB, so that the
-/// copies and the weights of a block of output channels stay in L2 while every block reads
-/// them).
-const GROUP_FLOATS: usize = 48 * 1024;
+/// Floats of shifted input copies one group of images may take (384 KiB, so that the copies
+/// and the weights of a block of output channels stay in a 1 MiB L2 while every block reads
+/// them; twice the 192 KiB of 7266570, which gave zoo:cnn's 7x7 layer 5 images a group
+/// where 10 let [`Geometry::group_images`] fill whole vectors).
+const GROUP_FLOATS: usize = 96 * 1024;
 
 /// The layout of one group of images.
 ///
@@ -63,7 +64,8 @@ const GROUP_FLOATS: usize = 48 * 1024;
 /// and no lanes are spent on padding columns. The images of a group are stacked vertically,
 /// `block` rows each, output row `r` of image `i` at flat row `i * block + lead + r`. At
 /// stride 1 they share their zero rows (the bottom padding of one image is the top padding of
-/// the next: `block = h + max(pad_top, pad_bottom)`); at stride 2 each image has the
+/// the next: `block = h + max(pad_top, pad_bottom)`), or have none between them when
+/// [`Geometry::dense`] (`block = h`, masked loads); at stride 2 each image has the
 /// `out_h + (kh - 1) / 2` rows its outputs read.
 #[derive(Clone, Copy)]
 struct Geometry {
@@ -85,12 +87,20 @@ struct Geometry {
     vectors: usize,
     /// Floats of the copies, with the slack the last vectors read.
     padded_len: usize,
+    /// Kernel rows and top padding.
+    kh: usize,
+    pt: usize,
+    /// Whether the images are stacked without zero rows between them ([`Geometry::dense`]).
+    dense: bool,
 }
 
 impl Geometry {
     fn new(s: &Conv2dShape, images: usize) -> Self {
         let (oh, ow, sh) = (s.out_h(), s.out_w(), s.stride[0]);
-        let (block, lead) = if sh == 1 {
+        let dense = Geometry::dense(s);
+        let (block, lead) = if dense {
+            (s.h, 0)
+        } else if sh == 1 {
             let shared = s.pads[0].max(s.pads[2]);
             (s.h + shared, shared - s.pads[0])
         } else {
@@ -112,15 +122,66 @@ impl Geometry {
             stack_len,
             vectors,
             padded_len,
+            kh: s.kh,
+            pt: s.pads[0],
+            dense,
         }
     }
 
-    /// Images per group: as many as fit [`GROUP_FLOATS`], at most `n / threads` (rounded up)
-    /// so that every thread gets a group.
+    /// Whether the images are stacked `h` rows apart with no zero rows between them: at
+    /// stride 1 with `out_h == h` (padding `kh - 1` rows in all) and at least 16 taps per
+    /// kernel row (shorter rows cost more in their per-row mask loads than the zero rows
+    /// do: zoo:cnn's 1-channel 28x28 layer). A tap then reads the neighbouring image's row
+    /// where it should read padding, and [`Geometry::masks`] drops those lanes from its
+    /// loads, so no lanes are computed for zero rows (1/8 of the positions at 7x7 with one
+    /// row of padding).
+    fn dense(s: &Conv2dShape) -> bool {
+        s.c_in * s.kw >= 16 && s.stride[0] == 1 && s.kh > 1 && s.pads[0] + s.pads[2] + 1 == s.kh
+    }
+
+    /// The lanes each kernel row may read, `[kh][vectors]`: lane `l` of vector `v` (output
+    /// row `r` of its image) reads kernel row `i` unless input row `r + i - pad_top` lies
+    /// outside the image, where a dense stack holds another image's row. All lanes when not
+    /// dense.
+    fn masks(&self) -> Vec<u16> {
+        let mut masks = vec![u16::MAX; self.kh * self.vectors];
+        if !self.dense {
+            return masks;
+        }
+        for (i, row) in masks.chunks_exact_mut(self.vectors).enumerate() {
+            // Output rows whose input row r + i - pad_top is outside the image.
+            let (top, bottom) = (
+                self.pt.saturating_sub(i),
+                (self.block + self.pt).saturating_sub(i),
+            );
+            let outside = (0..top.min(self.block)).chain(bottom..self.block);
+            for r in outside.flat_map(|r| (0..self.images).map(move |img| img * self.block + r)) {
+                for p in r * self.ow..(r + 1) * self.ow {
+                    row[p / LANES] &= !(1 << (p % LANES));
+                }
+            }
+        }
+        masks
+    }
+
+    /// Images per group: at most as many as fit [`GROUP_FLOATS`] and `n / threads` (rounded
+    /// up, so that every thread gets a group), and of those the count that computes the
+    /// fewest vectors over the batch (the largest on a tie): at 7x7, 16 images fill whole
+    /// vectors where 5 leave 11 lanes of 256 idle.
     fn group_images(s: &Conv2dShape, threads: usize) -> usize {
         let g = Geometry::new(s, 1);
         let per_image = s.kw * g.sh * s.c_in * g.block * g.ow;
-        (GROUP_FLOATS / per_image.max(1)).clamp(1, s.n.div_ceil(threads).max(1))
+        let most = (GROUP_FLOATS / per_image.max(1)).clamp(1, s.n.div_ceil(threads).max(1));
+        if !g.dense {
+            return most;
+        }
+        let vectors = |images: usize| match images {
+            0 => 0,
+            _ => Geometry::new(s, images).vectors,
+        };
+        (1..=most)
+            .min_by_key(|&k| (s.n / k * vectors(k) + vectors(s.n % k), usize::MAX - k))
+            .unwrap_or(1)
     }
 
     /// Where the lanes of each vector of flat positions land in the group's output
@@ -149,23 +210,42 @@ impl Geometry {
         (segments, starts)
     }
 
-    /// The offset of each (channel, kernel row, kernel column) weight in the copies.
+    /// The offset in the copies of each (kernel row, channel, kernel column) tap with the
+    /// index of its weight, grouped by kernel row when dense (its rows read under different
+    /// masks), else in the weights' order as one group.
     fn offsets(&self, s: &Conv2dShape) -> Offsets {
-        let list: Vec<usize> = (0..s.c_in)
-            .flat_map(|c| (0..s.kh).flat_map(move |i| (0..s.kw).map(move |j| (c, i, j))))
+        let (c_in, kh, dense) = (s.c_in, s.kh, self.dense);
+        let list: Vec<Tap> = (0..c_in * kh)
+            .map(|t| match dense {
+                true => (t % c_in, t / c_in),
+                false => (t / kh, t % kh),
+            })
+            .flat_map(|(c, i)| (0..s.kw).map(move |j| (c, i, j)))
             .map(|(c, i, j)| {
                 let copy = j * self.sh + i % self.sh;
-                (copy * s.c_in + c) * self.stack_len + i / self.sh * self.ow
+                Tap {
+                    off: (copy * s.c_in + c) * self.stack_len + i / self.sh * self.ow,
+                    weight: (c * s.kh + i) * s.kw + j,
+                }
             })
             .collect();
-        let max = list.iter().copied().max().unwrap_or(0);
-        Offsets { list, max }
+        let max = list.iter().map(|t| t.off).max().unwrap_or(0);
+        let per_row = s.c_in * s.kw;
+        let rows = match self.dense {
+            true => (0..s.kh).map(|i| (i, (i + 1) * per_row)).collect(),
+            false => vec![(0, list.len())],
+        };
+        Offsets { list, rows, max }
     }
 
     /// Writes the copies of `images` (`[images, c_in, h, w]`) into `padded`.
     fn fill(&self, s: &Conv2dShape, images: &[f32], padded: &mut [f32]) {
-        padded.fill(0.0);
         let plane = s.h * s.w;
+        if self.dense && self.ow == s.w && plane > 0 {
+            self.fill_dense(s, images, padded);
+            return;
+        }
+        padded.fill(0.0);
         if plane == 0 {
             return;
         }
@@ -184,7 +264,10 @@ impl Geometry {
                     for (y, row) in src.chunks_exact(s.w).enumerate() {
                         // Input row y is copy row (y + pad_top - f) / stride_h when divisible.
                         let d = (y + pt).wrapping_sub(f);
-                        if y + pt < f || d % self.sh != 0 || d / self.sh >= self.block {
+                        if y + pt < f
+                            || d % self.sh != 0
+                            || (self.sh > 1 && d / self.sh >= self.block)
+                        {
                             continue;
                         }
                         let dst =
@@ -203,10 +286,63 @@ impl Geometry {
     }
 }
 
-/// The offsets in the copies of the weights of one output channel, and the largest.
+impl Geometry {
+    /// [`Geometry::fill`] for a dense stack whose rows are as wide as the input's (padding
+    /// `kw - 1` columns in all): copy `j` of an image's channel is the channel's plane read
+    /// flat from `j - pad_left` on, one slice copy, with the columns that fall outside the
+    /// image zeroed; only the zero rows, those columns and the slack are written with zeros.
+    fn fill_dense(&self, s: &Conv2dShape, images: &[f32], padded: &mut [f32]) {
+        let (plane, w, pl) = (s.h * s.w, s.w, s.pads[1]);
+        let body = self.images * plane;
+        let copies = s.kw * s.c_in * self.stack_len;
+        for (t, stack) in padded[..copies]
+            .chunks_exact_mut(self.stack_len)
+            .enumerate()
+        {
+            let (j, c) = (t / s.c_in, t % s.c_in);
+            let (top, rest) = stack.split_at_mut(self.pt * w);
+            let (rows, bottom) = rest.split_at_mut(body);
+            top.fill(0.0);
+            bottom.fill(0.0);
+            for (img, dst) in rows.chunks_exact_mut(plane).enumerate() {
+                let src = &images[(img * s.c_in + c) * plane..][..plane];
+                // dst[k] = src[k + j - pad_left] where that column is inside the image.
+                if j.abs_diff(pl) >= w {
+                    dst.fill(0.0);
+                } else if j >= pl {
+                    let d = j - pl;
+                    dst[..plane - d].copy_from_slice(&src[d..]);
+                    for row in dst.chunks_exact_mut(w) {
+                        row[w - d..].fill(0.0);
+                    }
+                } else {
+                    let d = pl - j;
+                    dst[d..].copy_from_slice(&src[..plane - d]);
+                    for row in dst.chunks_exact_mut(w) {
+                        row[..d].fill(0.0);
+                    }
+                }
+            }
+        }
+        padded[copies..].fill(0.0);
+    }
+}
+
+/// The taps of one output channel in the order the tile reads them, grouped by kernel row,
+/// and the largest offset.
 struct Offsets {
-    list: Vec<usize>,
+    list: Vec<Tap>,
+    /// `(kernel row, end)`: `list[previous end..end]` are the taps of that kernel row.
+    rows: Vec<(usize, usize)>,
     max: usize,
+}
+
+/// One tap: where it reads the copies and the index of its weight in an output channel's
+/// row of `c_in * kh * kw` weights.
+#[derive(Clone, Copy)]
+struct Tap {
+    off: usize,
+    weight: usize,
 }
 
 /// The lanes of one vector of flat positions that belong to one image: lane `l` (for each
@@ -297,13 +433,18 @@ impl Channels<'_> {
             other => (None, other),
         };
         let (segments, starts) = g.segments(count);
-        for v0 in (0..g.vectors).step_by(CHUNK) {
-            let vectors = CHUNK.min(g.vectors - v0);
+        let masks = g.masks();
+        // Chunks of even length (25 vectors: 13 and 12 rather than 24 and 1).
+        let chunk = g.vectors.div_ceil(g.vectors.div_ceil(CHUNK).max(1));
+        for v0 in (0..g.vectors).step_by(chunk.max(1)) {
+            let vectors = chunk.min(g.vectors - v0);
             let (lo, len) = (v0 * LANES, vectors * LANES);
             let out = Out {
                 segments: &segments,
                 starts: &starts[v0..=v0 + vectors],
                 plane,
+                masks: &masks[v0..],
+                mask_rows: g.vectors,
             };
             for b in 0..count.div_ceil(MR) {
                 let rows = MR.min(count - b * MR);
@@ -339,11 +480,14 @@ impl Channels<'_> {
 }
 
 /// Where the vectors of one chunk go: its [`Segment`]s (`segments[starts[v]..starts[v + 1]]`
-/// for its vector `v`), and the floats between two output channels.
+/// for its vector `v`), and the floats between two output channels; and the lanes its
+/// vectors read for each kernel row (`masks[i * mask_rows + v]`, [`Geometry::masks`]).
 struct Out<'a> {
     segments: &'a [Segment],
     starts: &'a [usize],
     plane: usize,
+    masks: &'a [u16],
+    mask_rows: usize,
 }
 
 /// Stores into `y` (whose channel 0 is the block's first)
@@ -362,7 +506,14 @@ fn tiles(
     let vectors = out.starts.len() - 1;
     let flat = vectors * LANES;
     assert!(weights.iter().all(|w| w.len() == offsets.list.len()));
+    assert!(offsets.list.iter().all(|t| t.weight < offsets.list.len()));
     assert!(offsets.max + flat <= padded.len());
+    let kh = offsets.rows.len();
+    assert!(offsets
+        .rows
+        .iter()
+        .all(|&(i, end)| i < kh && end <= offsets.list.len()));
+    assert!(kh == 0 || (kh - 1) * out.mask_rows + vectors <= out.masks.len());
     assert!((1..=MR).contains(&rows));
     let segs = &out.segments[out.starts[0]..out.starts[vectors]];
     // Every stored lane: `off + l + r * plane` for a set bit `l` and `r < rows`.
@@ -374,15 +525,15 @@ fn tiles(
     #[cfg(target_arch = "x86_64")]
     {
         let w = weights.map(|w| w.as_ptr());
-        let offsets = &offsets.list;
         // Tiles of even width (14 vectors: 5, 5, 4 rather than 6, 6, 2).
         let width = vectors.div_ceil(vectors.div_ceil(NR));
         let mut v = 0;
         while v < vectors {
             let n = (vectors - v).min(width);
             // SAFETY: the CPU has AVX-512F (`applies`); every load reads
-            // `padded[offsets[k] + 16 v .. offsets[k] + 16 (v + n)]`, within `padded` by the
-            // assertion above, and every store writes the set lanes of a segment checked above.
+            // `padded[off + 16 v .. off + 16 (v + n)]` for a tap's offset, within `padded` by
+            // the assertion above, every weight index and mask lies inside its slice (asserted
+            // above), and every store writes the set lanes of a segment checked above.
             unsafe {
                 let src = padded.as_ptr().add(v * LANES);
                 let dst = avx512::Dst {
@@ -393,6 +544,11 @@ fn tiles(
                     rows,
                 };
                 let ep = (&bias, clamp);
+                let masks = avx512::Masks {
+                    at: out.masks.as_ptr().add(v),
+                    rows: out.mask_rows,
+                };
+                let offsets = (offsets, masks);
                 match n {
                     6 => avx512::tile::<6>(src, offsets, w, ep, dst),
                     5 => avx512::tile::<5>(src, offsets, w, ep, dst),
@@ -409,7 +565,7 @@ fn tiles(
 
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{Segment, LANES, MR};
+    use super::{Offsets, Segment, LANES, MR};
     use std::arch::x86_64::*;
 
     /// Where one register tile's lanes go: lane `l` of vector `c`, channel `r < rows`, to
@@ -423,31 +579,69 @@ mod avx512 {
         pub rows: usize,
     }
 
-    /// One register tile: `MR` channels x `C` vectors of flat positions starting at `src`,
-    /// bias added and clamped to `clamp` (a NaN to its low end, as `f32::max` does), stored
-    /// by `dst`'s segments.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `src + offsets[k] + 16 C` and `w[r] + offsets.len()` stay inside
-    /// their buffers, and every lane `dst` stores inside the output.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn tile<const C: usize>(
+    /// Adds the products of `taps` to `acc`, the loads masked by `m` when `MASKED`, the
+    /// weights at each tap's index when `INDEXED`, else at the tap's place in `taps`.
+    #[inline(always)]
+    unsafe fn taps_into<const C: usize, const MASKED: bool, const INDEXED: bool>(
+        acc: &mut [[__m512; C]; MR],
         src: *const f32,
-        offsets: &[usize],
+        taps: &[super::Tap],
+        m: [__mmask16; C],
         w: [*const f32; MR],
-        (bias, clamp): (&[f32; MR], Option<[f32; 2]>),
-        dst: Dst,
     ) {
-        let mut acc: [[__m512; C]; MR] = std::array::from_fn(|r| [_mm512_set1_ps(bias[r]); C]);
-        for (k, &off) in offsets.iter().enumerate() {
-            let p = src.add(off);
-            let v: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(p.add(c * LANES)));
+        for (k, tap) in taps.iter().enumerate() {
+            let p = src.add(tap.off);
+            // Not indexed: `taps` is the one group of all taps, in the weights' order.
+            let k = if INDEXED { tap.weight } else { k };
+            let v: [__m512; C] = std::array::from_fn(|c| match MASKED {
+                true => _mm512_maskz_loadu_ps(m[c], p.add(c * LANES)),
+                false => _mm512_loadu_ps(p.add(c * LANES)),
+            });
             for r in 0..MR {
                 let wr = _mm512_set1_ps(*w[r].add(k));
                 for c in 0..C {
                     acc[r][c] = _mm512_fmadd_ps(wr, v[c], acc[r][c]);
                 }
             }
+        }
+    }
+
+    /// The lanes the tile's vector `c` reads for kernel row `i`: `*at.add(i * rows + c)`.
+    pub(super) struct Masks {
+        pub at: *const u16,
+        pub rows: usize,
+    }
+
+    /// One register tile: `MR` channels x `C` vectors of flat positions starting at `src`,
+    /// each tap's loads masked by its kernel row's lanes (masked-off lanes read as zero),
+    /// bias added and clamped to `clamp` (a NaN to its low end, as `f32::max` does), stored
+    /// by `dst`'s segments.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `src + off + 16 C` and `w[r] + weight` stay inside their buffers
+    /// for every tap, the masks of every kernel row and vector lie inside theirs, and every
+    /// lane `dst` stores inside the output.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn tile<const C: usize>(
+        src: *const f32,
+        (offsets, masks): (&Offsets, Masks),
+        w: [*const f32; MR],
+        (bias, clamp): (&[f32; MR], Option<[f32; 2]>),
+        dst: Dst,
+    ) {
+        let mut acc: [[__m512; C]; MR] = std::array::from_fn(|r| [_mm512_set1_ps(bias[r]); C]);
+        let mut start = 0;
+        for &(i, end) in &offsets.rows {
+            let m: [__mmask16; C] = std::array::from_fn(|c| *masks.at.add(i * masks.rows + c));
+            let taps = &offsets.list[start..end];
+            if offsets.rows.len() == 1 {
+                taps_into::<C, false, false>(&mut acc, src, taps, m, w);
+            } else if m.iter().all(|&m| m == u16::MAX) {
+                taps_into::<C, false, true>(&mut acc, src, taps, m, w);
+            } else {
+                taps_into::<C, true, true>(&mut acc, src, taps, m, w);
+            }
+            start = end;
         }
         if let Some([lo, hi]) = clamp {
             let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
