@@ -301,6 +301,61 @@ fn gemm_large_parallel_and_beta_zero_ignores_nan() {
     }
 }
 
+/// Matrix-vector products (C one row or one column: the AVX-512 kernel of `kernels::gemv`),
+/// both operands plain or transposed (so both of its layouts), odd sizes, an empty and a
+/// one-element reduction, every bias kind, beta 0 (C starts as NaN) and 0.5, and matrices
+/// above the size from which the work splits over 2 threads (1x700x200, 999x300x1, and
+/// 1x3x30000 with fewer rows than parts).
+#[test]
+fn gemm_matrix_vector_matches_reference() {
+    let shapes = [
+        (1, 37, 200),
+        (1, 40, 70),
+        (1, 41, 17),
+        (100, 9, 1),
+        (1, 700, 200),
+        (1, 3, 30000),
+        (1, 5, 1),
+        (1, 0, 9),
+        (1, 1, 33),
+        (203, 37, 1),
+        (999, 300, 1),
+        (7, 1, 1),
+        (13, 0, 1),
+    ];
+    for (i, &(m, k, n)) in shapes.iter().enumerate() {
+        let seed = 10 * i as u64;
+        let (a, b) = (randn(m * k, seed), randn(k * n, seed + 1));
+        let (row_bias, col_bias, c_old) = (randn(m, seed + 2), randn(n, seed + 3), randn(m * n, 4));
+        let nan = vec![f32::NAN; m * n];
+        for (case, (ta, tb)) in [(false, false), (false, true), (true, false), (true, true)]
+            .into_iter()
+            .enumerate()
+        {
+            let (bias, act) = match case {
+                0 => (Bias::None, Activation::None),
+                1 => (Bias::PerRow(&row_bias), Activation::Relu),
+                2 => (Bias::PerCol(&col_bias), Activation::Gelu),
+                _ => (Bias::PerCol(&col_bias), Activation::Clip(-0.5, 0.5)),
+            };
+            for (beta, c0) in [(0.0, &nan), (0.5, &c_old)] {
+                let (want, scale) = gemm_ref(&a, ta, &b, tb, (m, k, n), c0, 0.75, beta, &bias, act);
+                with_pools(|| {
+                    let mut c = c0.clone();
+                    let ep = Epilogue {
+                        bias,
+                        activation: act,
+                    };
+                    let (av, bv) = (view(&a, m, k, ta), view(&b, k, n, tb));
+                    gemm::gemm(av, bv, &mut c, 0.75, beta, &ep).unwrap();
+                    let what = format!("gemv {m}x{k}x{n} ta {ta} tb {tb} beta {beta}");
+                    assert_close_scaled(&c, &want, &scale, &what);
+                });
+            }
+        }
+    }
+}
+
 #[test]
 fn gemm_refuses_mismatched_shapes() {
     let a = vec![0.0; 6];
@@ -1113,11 +1168,18 @@ fn pool_cases() -> Vec<Pool2dShape> {
             w: 8,
             ..base
         },
-        // Whole 2x2 blocks (their own loops): odd sizes drop the last row and column, and
-        // one large enough for the parallel path under 2 threads.
+        // Whole 2x2 blocks (their own loops): odd sizes drop the last row and column, rows
+        // of 35 outputs (two whole vectors of 16 and a part), and one large enough for the
+        // parallel path under 2 threads.
         Pool2dShape {
             h: 11,
             w: 13,
+            ..base
+        },
+        Pool2dShape {
+            n: 1,
+            h: 5,
+            w: 71,
             ..base
         },
         Pool2dShape {

@@ -3,6 +3,7 @@
 
 use super::activation::Activation;
 use super::binary::{broadcast_shape, broadcast_strides};
+use super::gemv;
 use super::{check_len, error, Result};
 use rayon::prelude::*;
 
@@ -61,6 +62,21 @@ impl<'a> MatRef<'a> {
     /// Number of columns.
     pub fn cols(&self) -> usize {
         self.cols
+    }
+
+    /// The elements the view reads from.
+    pub(super) fn data(&self) -> &'a [f32] {
+        self.data
+    }
+
+    /// Distance between consecutive rows.
+    pub(super) fn row_stride(&self) -> usize {
+        self.row_stride
+    }
+
+    /// Distance between consecutive columns.
+    pub(super) fn col_stride(&self) -> usize {
+        self.col_stride
     }
 
     /// The element at row `r`, column `c`.
@@ -237,6 +253,10 @@ pub fn gemm_with(
     check_len("gemm", "C", m * n, c.len())?;
     epilogue.check(m, n)?;
     if m == 0 || n == 0 {
+        return Ok(());
+    }
+    // One row or one column of C: a matrix-vector product of our own (AVX-512).
+    if (m == 1 || n == 1) && gemv::run(threads, a, b, c, alpha, beta, epilogue) {
         return Ok(());
     }
     let large = threads == Threads::Pool && m * n * k >= PARALLEL_MIN_PRODUCT;

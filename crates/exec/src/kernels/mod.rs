@@ -12,6 +12,7 @@ pub mod conv;
 mod depthwise;
 mod direct_conv;
 pub mod gemm;
+mod gemv;
 pub mod layout;
 pub mod norm;
 pub mod pool;
