@@ -1168,11 +1168,18 @@ fn pool_cases() -> Vec<Pool2dShape> {
             w: 8,
             ..base
         },
-        // Whole 2x2 blocks (their own loops): odd sizes drop the last row and column, and
-        // one large enough for the parallel path under 2 threads.
+        // Whole 2x2 blocks (their own loops): odd sizes drop the last row and column, rows
+        // of 35 outputs (two whole vectors of 16 and a part), and one large enough for the
+        // parallel path under 2 threads.
         Pool2dShape {
             h: 11,
             w: 13,
+            ..base
+        },
+        Pool2dShape {
+            n: 1,
+            h: 5,
+            w: 71,
             ..base
         },
         Pool2dShape {
