@@ -216,6 +216,8 @@ fn cases() -> Vec<Case> {
             vec![x4()],
         ),
         case("GlobalAveragePool", vec![], vec![x4()]),
+        // 1x1 planes: the training forward passes the input on, the rule the gradient.
+        case("GlobalAveragePool", vec![], vec![p(&[2, 3, 1, 1])]),
         case("Flatten", vec![make::int("axis", 2)], vec![p(&[2, 3, 4])]),
         case(
             "Reshape",

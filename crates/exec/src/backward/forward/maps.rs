@@ -50,8 +50,15 @@ pub(super) fn global_average_pool(x: &Value, device: &Device) -> Result<Option<K
         return Ok(None);
     }
     let planes = xs[0] * xs[1];
-    let mut y = zeros(planes);
     let plane = xs[2..].iter().product();
+    if plane == 1 {
+        // The mean of one value: the input is the output (same shape).
+        return Ok(Some(KernelRun {
+            outputs: vec![x.clone()],
+            ..Default::default()
+        }));
+    }
+    let mut y = zeros(planes);
     kern(x.with_f32(|xd| global_avg_pool(planes, plane, xd, &mut y))?)?;
     let mut out = xs.to_vec();
     out[2..].fill(1);

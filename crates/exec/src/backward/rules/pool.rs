@@ -9,6 +9,7 @@ use super::{kern, RuleCtx};
 use crate::bail;
 use crate::error::Result;
 use crate::kernels::pool::{avg_pool2d_backward, max_pool2d, max_pool2d_backward, Pool2dShape};
+use crate::kernels::PAR_CHUNK;
 
 /// Gradients of a node, one per input.
 type Grads = Result<Vec<Option<Vec<f32>>>>;
@@ -64,12 +65,19 @@ pub(super) fn average_pool(c: &mut RuleCtx) -> Grads {
 pub(super) fn global_average_pool(c: &mut RuleCtx) -> Grads {
     let x_shape = c.in_shape(0)?;
     let plane: usize = x_shape.iter().skip(2).product();
+    if plane == 1 {
+        // Each output is its one input (squeeze-and-excitation after 1x1 planes).
+        return Ok(vec![Some(c.take_dy()?)]);
+    }
     let dy = c.dy()?;
-    let mut dx = c.zeros(x_shape.iter().product());
+    let mut dx = c.for_overwrite(x_shape.iter().product());
     if plane > 0 {
         let scale = 1.0 / plane as f32;
+        // Whole blocks of planes per task: at 2x2 planes one task per plane cost more than
+        // the fill.
         dx.par_chunks_mut(plane)
             .zip(dy.par_iter())
+            .with_min_len((PAR_CHUNK / plane).max(1))
             .for_each(|(d, g)| d.fill(g * scale));
     }
     Ok(vec![Some(dx)])
