@@ -33,19 +33,7 @@ pub(super) fn applies(s: &Conv2dShape) -> bool {
         && s.dilation == [1, 1]
         && s.kh * s.kw > 1
         && s.c_in > 0
-        && avx512()
-}
-
-/// Whether the CPU has AVX-512F.
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+        && super::has_avx512f()
 }
 
 /// Floats of shifted input copies one group of images may take (384 KiB, so that the copies

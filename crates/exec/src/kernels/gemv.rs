@@ -76,7 +76,7 @@ pub(super) fn run(
     beta: f32,
     epilogue: &Epilogue,
 ) -> bool {
-    if !avx512() {
+    if !super::has_avx512f() {
         return false;
     }
     let Some(p) = plan(a, b, alpha, beta, epilogue) else {
@@ -238,28 +238,16 @@ impl Gemv<'_> {
     }
 }
 
-/// Whether the CPU has AVX-512F.
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 #[cfg(not(target_arch = "x86_64"))]
 mod avx512 {
     use super::Gemv;
 
     pub(super) unsafe fn axpy(_: &Gemv, _: usize, _: &mut [f32]) {
-        unreachable!("avx512() is false off x86_64")
+        unreachable!("has_avx512f() is false off x86_64")
     }
 
     pub(super) unsafe fn dots(_: &Gemv, _: usize, _: &mut [f32]) {
-        unreachable!("avx512() is false off x86_64")
+        unreachable!("has_avx512f() is false off x86_64")
     }
 }
 

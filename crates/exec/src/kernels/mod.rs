@@ -110,7 +110,7 @@ pub fn fill_zero(v: &mut [f32]) {
 pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if has_avx512f() {
             // SAFETY: the CPU supports the features `avx512` is compiled for.
             return unsafe { avx512(f) };
         }
@@ -121,6 +121,21 @@ pub fn dispatch<R>(f: impl FnOnce() -> R) -> R {
         }
     }
     f()
+}
+
+/// Whether the CPU has AVX-512F: [`dispatch`]'s first choice, and the test in front of the
+/// kernels written with its intrinsics (direct convolution, matrix-vector products, 2x2
+/// MaxPool). `false` off x86_64.
+#[inline]
+pub(crate) fn has_avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

@@ -198,7 +198,7 @@ pub fn max_pool2d(
             let xp = &x[t * plane_in..(t + 1) * plane_in];
             if blocks {
                 #[cfg(target_arch = "x86_64")]
-                if std::arch::is_x86_feature_detected!("avx512f") {
+                if super::has_avx512f() {
                     // SAFETY: the CPU has AVX-512F; `xp` holds the plane under `yp`
                     // (`is_plain_2x2`: 2 rows of `2 * ow` columns per output row).
                     return unsafe { max_2x2_avx512(xp, w, ow, yp) };
