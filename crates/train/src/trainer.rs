@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Tensor;
+use candle_core::{Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use whittle_data::{Augment, Dataset, Loader, LoaderOptions};
+use whittle_exec::backward::on_pool;
 use whittle_exec::{Executor, Value};
 use whittle_ir::memory::human_bytes;
 use whittle_ir::{Model, TensorData};
@@ -488,9 +489,14 @@ impl Trainer {
             if group.len == self.config.accumulate || i + 1 == batches {
                 lr = schedule.lr(self.state.step as usize);
                 let grads = group.take_mean(self.config.clip_grad_norm)?;
-                self.optimizer.step(self.exec.params(), &grads, lr)?;
+                let (optimizer, params) = (&mut self.optimizer, self.exec.params());
+                // On the pool, as the passes: the update and the check fork in parallel.
+                let bad = on_pool(|| {
+                    optimizer.step(params, &grads, lr)?;
+                    non_finite_parameter(params)
+                })?;
                 self.state.step += 1;
-                if let Some(name) = self.non_finite_parameter()? {
+                if let Some(name) = bad {
                     let what = format!("the parameter '{name}' is not finite after the update");
                     return Err(self.diverged(epoch, i, what));
                 }
@@ -527,23 +533,6 @@ impl Trainer {
             epochs: self.config.epochs,
         });
         Ok(report)
-    }
-
-    /// The first trainable parameter (by name) holding a NaN or infinity (the parameters
-    /// are read in parallel).
-    fn non_finite_parameter(&self) -> Result<Option<String>> {
-        let params = self.exec.params();
-        let mut names: Vec<&String> = params.keys().collect();
-        names.sort();
-        let finite = names
-            .par_iter()
-            .map(|name| finite::is_finite(params[*name].as_tensor()))
-            .collect::<Result<Vec<bool>>>()?;
-        Ok(names
-            .into_iter()
-            .zip(finite)
-            .find(|(_, ok)| !ok)
-            .map(|(name, _)| name.clone()))
     }
 
     /// The error ending a run whose values stopped being finite in `batch` of `epoch`
@@ -752,6 +741,22 @@ impl Totals {
     fn accuracy(&self) -> Option<f64> {
         self.correct.map(|c| c as f64 / self.samples.max(1) as f64)
     }
+}
+
+/// The first of `params` (by name) holding a NaN or infinity (the parameters are read in
+/// parallel).
+fn non_finite_parameter(params: &HashMap<String, Var>) -> Result<Option<String>> {
+    let mut names: Vec<&String> = params.keys().collect();
+    names.sort();
+    let finite = names
+        .par_iter()
+        .map(|name| finite::is_finite(params[*name].as_tensor()))
+        .collect::<Result<Vec<bool>>>()?;
+    Ok(names
+        .into_iter()
+        .zip(finite)
+        .find(|(_, ok)| !ok)
+        .map(|(name, _)| name.clone()))
 }
 
 /// Gradients summed over the micro-batches of one optimizer step.
