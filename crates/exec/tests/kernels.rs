@@ -1265,16 +1265,20 @@ fn pools_match_reference_with_padding_ceil_mode_and_dilation() {
 
 #[test]
 fn global_avg_pool_is_the_plane_mean() {
-    let x = randn(6 * 49, 3);
-    let want: Vec<f64> = x
-        .chunks(49)
-        .map(|p| p.iter().map(|&v| f64::from(v)).sum::<f64>() / 49.0)
-        .collect();
-    with_pools(|| {
-        let mut y = vec![0.0; 6];
-        pool::global_avg_pool(6, 49, &x, &mut y).unwrap();
-        assert_close(&y, &want, "global average pool");
-    });
+    // Planes of 2x2 (squeeze-and-excitation) and 7 elements in numbers that split into
+    // blocks of planes, the last one short, on the parallel path.
+    for (planes, plane) in [(6, 49), (64 * 240, 4), (3000, 7)] {
+        let x = randn(planes * plane, 3);
+        let want: Vec<f64> = x
+            .chunks(plane)
+            .map(|p| p.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64)
+            .collect();
+        with_pools(|| {
+            let mut y = vec![0.0; planes];
+            pool::global_avg_pool(planes, plane, &x, &mut y).unwrap();
+            assert_close(&y, &want, "global average pool");
+        });
+    }
 }
 
 #[test]

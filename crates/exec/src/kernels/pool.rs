@@ -530,20 +530,32 @@ pub fn global_avg_pool(planes: usize, plane: usize, x: &[f32], y: &mut [f32]) ->
         return Ok(());
     }
     let inv = 1.0 / plane as f32;
-    let mean = |xp: &[f32]| {
+    // One `dispatch` per block of planes: at small planes (2x2 squeeze-and-excitation
+    // inputs) a call per plane, or a rayon item per plane, cost more than the sums.
+    let means = |x: &[f32], y: &mut [f32]| {
         dispatch(
             #[inline(always)]
-            || lane_sum(xp) * inv,
+            || {
+                // A loop, not a closure, so it is compiled for `dispatch`'s instructions;
+                // sixteen lanes only pay from two vectors of elements.
+                for (v, xp) in y.iter_mut().zip(x.chunks(plane)) {
+                    let sum = if plane < 32 {
+                        xp.iter().sum()
+                    } else {
+                        lane_sum(xp)
+                    };
+                    *v = sum * inv;
+                }
+            },
         )
     };
     if rayon::current_num_threads() > 1 && x.len() >= PAR_CHUNK {
-        y.par_iter_mut()
-            .zip(x.par_chunks(plane))
-            .for_each(|(v, xp)| *v = mean(xp));
+        let per = (PAR_CHUNK / plane).max(1);
+        y.par_chunks_mut(per)
+            .zip(x.par_chunks(per * plane))
+            .for_each(|(y, x)| means(x, y));
     } else {
-        y.iter_mut()
-            .zip(x.chunks(plane))
-            .for_each(|(v, xp)| *v = mean(xp));
+        means(x, y);
     }
     Ok(())
 }
