@@ -104,6 +104,9 @@ def main():
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time each row this many times, the engines taking turns, and keep each engine's "
+                         "lowest median (a shared machine's bursts of load then spare one round at least)")
     ap.add_argument("--write")
     args = ap.parse_args()
     for target in (["--example", "latency", "-p", "whittle-exec"], ["-p", "whittle-cli"]):
@@ -114,9 +117,11 @@ def main():
         for threads in args.threads:
             for name, model, batch, seq, shape in CASES:
                 path = model_path(model, scratch)
-                o = time_ort(path, batch, seq, threads, args.warmup, args.runs)
                 try:
-                    w = time_whittle(path, batch, seq, threads, args.warmup, args.runs)
+                    o, w = float("inf"), float("inf")
+                    for _ in range(args.rounds):
+                        o = min(o, time_ort(path, batch, seq, threads, args.warmup, args.runs))
+                        w = min(w, time_whittle(path, batch, seq, threads, args.warmup, args.runs))
                     rows.append(f"| {name} | {shape} | {threads} | {w:.3f} | {o:.3f} | {w / o:.2f}x |")
                 except subprocess.CalledProcessError as e:
                     # A failing model is a row of the table, not the end of the run.
@@ -125,7 +130,9 @@ def main():
                 print(rows[-1], file=sys.stderr)
     loads.append(os.getloadavg()[0])
     table = "\n".join([
-        f"Machine: {machine()}. Median of {args.runs} runs after {args.warmup} warm-up runs; "
+        f"Machine: {machine()}. Median of {args.runs} runs after {args.warmup} warm-up runs"
+        + (f", the lowest of {args.rounds} rounds with the engines taking turns" if args.rounds > 1 else "")
+        + "; "
         f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.",
         "",
         "| model | input | threads | whittle ms | ORT ms | whittle / ORT |",
