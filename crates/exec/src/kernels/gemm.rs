@@ -124,6 +124,18 @@ impl Epilogue<'_> {
         }
     }
 
+    /// The epilogue of columns `c0..c0 + count` of C (a per-column bias sliced to them).
+    pub(super) fn cols(&self, c0: usize, count: usize) -> Self {
+        let bias = match self.bias {
+            Bias::PerCol(b) => Bias::PerCol(&b[c0..c0 + count]),
+            other => other,
+        };
+        Epilogue {
+            bias,
+            activation: self.activation,
+        }
+    }
+
     /// Whether this epilogue changes anything.
     fn is_identity(&self) -> bool {
         matches!(self.bias, Bias::None) && self.activation == Activation::None
@@ -140,7 +152,7 @@ impl Epilogue<'_> {
 
     /// Applies bias and activation to the row-major `rows x n` block `c` whose first row is
     /// row `row0` of C.
-    fn apply(&self, c: &mut [f32], n: usize, row0: usize) {
+    pub(super) fn apply(&self, c: &mut [f32], n: usize, row0: usize) {
         if self.is_identity() || n == 0 {
             return;
         }

@@ -14,8 +14,7 @@
 //! thread (a second core brings its own bandwidth from L3); smaller products stay on the
 //! calling thread. Bias and activation run on each block as it is stored.
 
-use super::activation::Activation;
-use super::gemm::{Bias, Epilogue, MatRef, Threads};
+use super::gemm::{Epilogue, MatRef, Threads};
 use rayon::prelude::*;
 
 /// Bytes of matrix from which a matrix-vector product splits its outputs over the pool.
@@ -52,17 +51,9 @@ struct Gemv<'a> {
     k: usize,
     alpha: f32,
     beta: f32,
-    /// One bias per output, or the same one for all.
-    bias: OutBias<'a>,
-    activation: Activation,
-}
-
-/// The epilogue's bias seen from the output vector.
-#[derive(Clone, Copy)]
-enum OutBias<'a> {
-    None,
-    Each(&'a [f32]),
-    All(f32),
+    /// Whether C is one row (else one column): how the epilogue sees the outputs.
+    c_is_row: bool,
+    epilogue: Epilogue<'a>,
 }
 
 /// Runs `C = act(alpha A·B + beta C + bias)` when C is one row or one column and the CPU has
@@ -125,34 +116,24 @@ fn plan<'a>(
     epilogue: &Epilogue<'a>,
 ) -> Option<Gemv<'a>> {
     let (m, k, n) = (a.rows(), a.cols(), b.cols());
-    let (form, mat, row_stride, v, v_stride, bias) = if m == 1 {
+    let (form, mat, row_stride, v, v_stride) = if m == 1 {
         // y = a_row · B: the vector is A's row; B's rows hold the outputs (axpy) or its
         // columns do (dots).
-        let bias = match epilogue.bias {
-            Bias::None => OutBias::None,
-            Bias::PerCol(bias) => OutBias::Each(bias),
-            Bias::PerRow(bias) => OutBias::All(bias[0]),
-        };
         let (v, vs) = (a.data(), a.col_stride());
         if b.col_stride() == 1 && n > 1 {
-            (Form::Axpy, b.data(), b.row_stride(), v, vs, bias)
+            (Form::Axpy, b.data(), b.row_stride(), v, vs)
         } else if b.row_stride() == 1 {
-            (Form::Dot, b.data(), b.col_stride(), v, vs, bias)
+            (Form::Dot, b.data(), b.col_stride(), v, vs)
         } else {
             return None;
         }
     } else if n == 1 {
         // y = A · b_col: A's rows are dots (A row-major) or its columns are rows (A^T).
-        let bias = match epilogue.bias {
-            Bias::None => OutBias::None,
-            Bias::PerRow(bias) => OutBias::Each(bias),
-            Bias::PerCol(bias) => OutBias::All(bias[0]),
-        };
         let (v, vs) = (b.data(), b.row_stride());
         if a.col_stride() == 1 {
-            (Form::Dot, a.data(), a.row_stride(), v, vs, bias)
+            (Form::Dot, a.data(), a.row_stride(), v, vs)
         } else if a.row_stride() == 1 {
-            (Form::Axpy, a.data(), a.col_stride(), v, vs, bias)
+            (Form::Axpy, a.data(), a.col_stride(), v, vs)
         } else {
             return None;
         }
@@ -168,8 +149,8 @@ fn plan<'a>(
         k,
         alpha,
         beta,
-        bias,
-        activation: epilogue.activation,
+        c_is_row: m == 1,
+        epilogue: *epilogue,
     })
 }
 
@@ -196,8 +177,7 @@ impl Gemv<'_> {
                 k,
                 alpha: 1.0,
                 beta: 0.0,
-                bias: OutBias::None,
-                activation: Activation::None,
+                epilogue: Epilogue::NONE,
                 ..*self
             };
             // SAFETY: as in `block`.
@@ -227,14 +207,14 @@ impl Gemv<'_> {
         self.finish(j0, y);
     }
 
-    /// Bias and activation on outputs `j0..j0 + y.len()`.
+    /// Bias and activation on outputs `j0..j0 + y.len()`: columns of C's one row, or rows
+    /// of its one column.
     fn finish(&self, j0: usize, y: &mut [f32]) {
-        match self.bias {
-            OutBias::None => {}
-            OutBias::Each(b) => y.iter_mut().zip(&b[j0..]).for_each(|(x, v)| *x += v),
-            OutBias::All(v) => y.iter_mut().for_each(|x| *x += v),
+        if self.c_is_row {
+            self.epilogue.cols(j0, y.len()).apply(y, y.len(), 0);
+        } else {
+            self.epilogue.apply(y, 1, j0);
         }
-        self.activation.apply_slice(y);
     }
 }
 
