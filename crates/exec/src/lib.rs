@@ -11,6 +11,7 @@ pub mod executor;
 pub mod kernels;
 pub mod ops;
 pub mod plan;
+pub mod pool;
 pub mod value;
 
 pub use error::{ExecError, Result};

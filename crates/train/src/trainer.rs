@@ -10,7 +10,7 @@ use candle_core::{Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use whittle_data::{Augment, Dataset, Loader, LoaderOptions};
-use whittle_exec::backward::on_pool;
+use whittle_exec::pool::on_pool;
 use whittle_exec::{Executor, Value};
 use whittle_ir::memory::human_bytes;
 use whittle_ir::{Model, TensorData};
