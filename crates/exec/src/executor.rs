@@ -348,13 +348,10 @@ impl Executor {
         collect(env, wanted)
     }
 
-    /// Runs `plan` on `inputs`. Without hooks, from a thread outside rayon's pool, the run
-    /// moves onto a worker of the pool: a plan makes one or more parallel kernel calls per
-    /// node, and each one from outside wakes the workers and puts the caller to sleep until
-    /// they finish (LeNet5 at batch 1 on 2 threads ran slower than on 1 that way), while from
-    /// a worker they fork and join inside the pool. Hooks are not `Send`, so runs with them
-    /// stay on the calling thread, as do runs on a one-thread pool (nothing to fork; the
-    /// move itself would cost one hand-off).
+    /// Runs `plan` on `inputs`: without hooks, on a worker of rayon's pool
+    /// ([`crate::pool::on_worker`]). Hooks are not `Send`, so runs with them stay on the
+    /// calling thread, as do runs on a one-thread pool (nothing to fork; the move itself would
+    /// cost one hand-off).
     fn run_plan(
         &self,
         plan: &crate::plan::Plan,
@@ -362,13 +359,12 @@ impl Executor {
         opts: &mut RunOptions,
     ) -> Result<Outcome> {
         let hooked = opts.hook.is_some() || opts.borrowed.is_some();
-        let inside = rayon::current_thread_index().is_some();
-        if hooked || inside || rayon::current_num_threads() == 1 {
+        if hooked || rayon::current_num_threads() == 1 {
             return plan.run(self, inputs, opts);
         }
         // `Plan::run` reads only the hooks of its options (and `floats_only`, which only
         // matters with one), both `None` here.
-        rayon::scope(|_| plan.run(self, inputs, &mut RunOptions::default()))
+        crate::pool::on_worker(|| plan.run(self, inputs, &mut RunOptions::default()))
     }
 
     /// Runs node by node, recording every value's type and the values the plan folds, then
