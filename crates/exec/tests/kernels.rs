@@ -252,52 +252,52 @@ proptest! {
     }
 }
 
-/// A product large enough to run in parallel: at 2 threads as row blocks (300 rows: three
+/// Products large enough to run in parallel: at 2 threads as row blocks (300 rows: three
 /// full blocks and a short one), each with its slice of A (row-major or a transposed view), of
-/// a per-row bias and of C. With beta 0 C starts as NaN; with beta 0.5 its old values are
-/// scaled in.
+/// a per-row bias and of C; or, with fewer rows, as column blocks of multiples of 16 columns
+/// that each apply the epilogue to their columns (203 columns: 96 + 107; 100 columns: 48 +
+/// 52). With beta 0 C starts as NaN; with beta 0.5 its old values are scaled in.
 #[test]
 fn gemm_large_parallel_and_beta_zero_ignores_nan() {
-    let (m, k, n) = (300, 200, 257);
-    let a = randn(m * k, 1);
-    let b = randn(k * n, 2);
-    let (row_bias, col_bias, c_old) = (randn(m, 3), randn(n, 4), randn(m * n, 5));
-    let nan = vec![f32::NAN; m * n];
-    let cases = [
-        (Bias::PerCol(&col_bias), 0.0, &nan, false),
-        (Bias::PerRow(&row_bias), 0.0, &nan, true),
-        (Bias::PerRow(&row_bias), 0.5, &c_old, true),
-    ];
-    for (bias, beta, c0, ta) in cases {
-        let (want, scale) = gemm_ref(
-            &a,
-            ta,
-            &b,
-            true,
-            (m, k, n),
-            c0,
-            1.0,
-            beta,
-            &bias,
-            Activation::Gelu,
-        );
-        with_pools(|| {
-            let mut c = c0.clone();
-            let ep = Epilogue {
-                bias,
-                activation: Activation::Gelu,
-            };
-            gemm::gemm(
-                view(&a, m, k, ta),
-                view(&b, k, n, true),
-                &mut c,
+    for (m, k, n) in [(300, 200, 257), (37, 300, 203), (150, 150, 100)] {
+        let a = randn(m * k, 1);
+        let b = randn(k * n, 2);
+        let (row_bias, col_bias, c_old) = (randn(m, 3), randn(n, 4), randn(m * n, 5));
+        let nan = vec![f32::NAN; m * n];
+        let cases = [
+            (Bias::PerCol(&col_bias), 0.0, &nan, false, Activation::Gelu),
+            (Bias::PerRow(&row_bias), 0.0, &nan, true, Activation::Silu),
+            (Bias::PerRow(&row_bias), 0.5, &c_old, true, Activation::Gelu),
+            (Bias::None, 0.5, &c_old, false, Activation::None),
+        ];
+        for (bias, beta, c0, ta, activation) in cases {
+            let (want, scale) = gemm_ref(
+                &a,
+                ta,
+                &b,
+                true,
+                (m, k, n),
+                c0,
                 1.0,
                 beta,
-                &ep,
-            )
-            .unwrap();
-            assert_close_scaled(&c, &want, &scale, "gemm 300x200x257");
-        });
+                &bias,
+                activation,
+            );
+            with_pools(|| {
+                let mut c = c0.clone();
+                let ep = Epilogue { bias, activation };
+                gemm::gemm(
+                    view(&a, m, k, ta),
+                    view(&b, k, n, true),
+                    &mut c,
+                    1.0,
+                    beta,
+                    &ep,
+                )
+                .unwrap();
+                assert_close_scaled(&c, &want, &scale, &format!("gemm {m}x{k}x{n}"));
+            });
+        }
     }
 }
 
@@ -895,6 +895,27 @@ fn conv_cases() -> Vec<Conv2dShape> {
             pads: [0; 4],
             ..base
         },
+        // One image whose copies are large enough to be made in parallel at 2 threads, then
+        // its channels (not a multiple of the 4-channel tile) split: stride 2 with
+        // asymmetric padding at odd sizes, and stride 1 at odd widths.
+        Conv2dShape {
+            n: 1,
+            c_in: 25,
+            c_out: 7,
+            stride: [2, 2],
+            pads: [1, 0, 0, 1],
+            h: 31,
+            w: 29,
+            ..base
+        },
+        Conv2dShape {
+            n: 1,
+            c_in: 24,
+            c_out: 6,
+            h: 21,
+            w: 23,
+            ..base
+        },
         // A depthwise batch large enough to split over threads, with a height dilation.
         Conv2dShape {
             n: 4,
@@ -905,6 +926,30 @@ fn conv_cases() -> Vec<Conv2dShape> {
             pads: [2, 1, 2, 1],
             h: 8,
             w: 8,
+            ..base
+        },
+        // Channel counts that are no multiple of a vector, large enough to split over two
+        // threads: by runs of images (nine images, stride 2 with asymmetric padding), and by
+        // blocks of one image's channels (one image of 347 channels).
+        Conv2dShape {
+            n: 9,
+            c_in: 45,
+            c_out: 45,
+            groups: 45,
+            stride: [2, 2],
+            pads: [1, 0, 0, 1],
+            h: 14,
+            w: 13,
+            ..base
+        },
+        Conv2dShape {
+            n: 1,
+            c_in: 347,
+            c_out: 347,
+            groups: 347,
+            stride: [2, 2],
+            h: 13,
+            w: 13,
             ..base
         },
     ]

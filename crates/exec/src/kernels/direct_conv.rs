@@ -235,49 +235,92 @@ impl Geometry {
         Offsets { list, rows, max }
     }
 
-    /// Writes the copies of `images` (`[images, c_in, h, w]`) into `padded`.
-    fn fill(&self, s: &Conv2dShape, images: &[f32], padded: &mut [f32]) {
+    /// Writes the copies of `images` (`[images, c_in, h, w]`) into `padded`, one stack (a copy
+    /// of one channel) at a time, the stacks shared out over the pool when `parallel` (at
+    /// batch 1 the copies come before the split of the output channels: made on one thread,
+    /// they were a third of YOLOv8n's stride-2 layers with few input channels at 2 threads).
+    fn fill(&self, s: &Conv2dShape, images: &[f32], padded: &mut [f32], parallel: bool) {
         let plane = s.h * s.w;
         if self.dense && self.ow == s.w && plane > 0 {
             self.fill_dense(s, images, padded);
             return;
         }
-        padded.fill(0.0);
-        if plane == 0 {
+        let copies = s.kw * self.sh * s.c_in * self.stack_len;
+        let (stacks, slack) = padded.split_at_mut(copies);
+        slack.fill(0.0);
+        if self.stack_len == 0 {
             return;
         }
+        let stack = |(t, stack): (usize, &mut [f32])| self.fill_stack(s, images, t, stack);
+        if parallel && copies >= 2 * super::PAR_CHUNK && rayon::current_num_threads() > 1 {
+            let per_task = super::PAR_CHUNK.div_ceil(self.stack_len);
+            stacks
+                .par_chunks_mut(self.stack_len)
+                .with_min_len(per_task)
+                .enumerate()
+                .for_each(stack);
+        } else {
+            stacks
+                .chunks_mut(self.stack_len)
+                .enumerate()
+                .for_each(stack);
+        }
+    }
+
+    /// Stack `t` of [`Geometry::fill`]: copy `(j, f)` of channel `c` (`t = (j * stride_h +
+    /// f) * c_in + c`) for every image of the group, zeros where it reads the padding.
+    fn fill_stack(&self, s: &Conv2dShape, images: &[f32], t: usize, stack: &mut [f32]) {
+        // Zeroed whole, then written (a stack is in cache: zeroing only what the rows leave
+        // out was slower, in many short fills).
+        stack.fill(0.0);
+        let plane = s.h * s.w;
+        let (copy, c) = (t / s.c_in, t % s.c_in);
+        let (j, f) = (copy / self.sh, copy % self.sh);
         let (sw, pt) = (s.stride[1], s.pads[0]);
-        for j in 0..s.kw {
-            let cols = valid_range(self.ow, sw, j, s.pads[1], s.w);
-            if cols.is_empty() {
-                continue;
-            }
-            let from = cols.start * sw + j - s.pads[1];
-            for f in 0..self.sh {
-                for (t, src) in images.chunks_exact(plane).enumerate() {
-                    let (img, c) = (t / s.c_in, t % s.c_in);
-                    let base = ((j * self.sh + f) * s.c_in + c) * self.stack_len
-                        + (img * self.block + self.lead) * self.ow;
-                    for (y, row) in src.chunks_exact(s.w).enumerate() {
-                        // Input row y is copy row (y + pad_top - f) / stride_h when divisible.
-                        let d = (y + pt).wrapping_sub(f);
-                        if y + pt < f
-                            || d % self.sh != 0
-                            || (self.sh > 1 && d / self.sh >= self.block)
-                        {
-                            continue;
-                        }
-                        let dst =
-                            &mut padded[base + d / self.sh * self.ow + cols.start..][..cols.len()];
-                        if sw == 1 {
-                            dst.copy_from_slice(&row[from..][..cols.len()]);
-                        } else {
-                            for (q, v) in dst.iter_mut().enumerate() {
-                                *v = row[from + q * sw];
-                            }
-                        }
-                    }
+        let cols = valid_range(self.ow, sw, j, s.pads[1], s.w);
+        if plane == 0 || cols.is_empty() {
+            return;
+        }
+        let from = cols.start * sw + j - s.pads[1];
+        for img in 0..self.images {
+            let src = &images[(img * s.c_in + c) * plane..][..plane];
+            let base = (img * self.block + self.lead) * self.ow;
+            for (y, row) in src.chunks_exact(s.w).enumerate() {
+                // Input row y is copy row (y + pad_top - f) / stride_h when divisible.
+                let d = (y + pt).wrapping_sub(f);
+                if y + pt < f || d % self.sh != 0 || (self.sh > 1 && d / self.sh >= self.block) {
+                    continue;
                 }
+                let dst = &mut stack[base + d / self.sh * self.ow + cols.start..][..cols.len()];
+                gather(dst, &row[from..], sw);
+            }
+        }
+    }
+}
+
+/// `dst[q] = src[q * step]`: a slice copy at step 1, a vectorised deinterleave at step 2
+/// (the stride-2 copies; element by element it was most of their time).
+fn gather(dst: &mut [f32], src: &[f32], step: usize) {
+    match step {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            let pairs = dst.len().min(src.len() / 2);
+            let (head, tail) = dst.split_at_mut(pairs);
+            super::dispatch(
+                #[inline(always)]
+                || {
+                    for (v, p) in head.iter_mut().zip(src.chunks_exact(2)) {
+                        *v = p[0];
+                    }
+                },
+            );
+            if let Some(v) = tail.first_mut() {
+                *v = src[2 * pairs];
+            }
+        }
+        _ => {
+            for (q, v) in dst.iter_mut().enumerate() {
+                *v = src[q * step];
             }
         }
     }
@@ -376,7 +419,12 @@ pub(super) fn forward(
             let g = Geometry::new(s, yg.len() / image_out);
             let offsets = g.offsets(s);
             with_scratch(g.padded_len, |padded| {
-                g.fill(s, &x[t * group * image_in..][..g.images * image_in], padded);
+                g.fill(
+                    s,
+                    &x[t * group * image_in..][..g.images * image_in],
+                    padded,
+                    false,
+                );
                 conv.run(&g, padded, &offsets, 0, yg);
             })
         };
@@ -395,7 +443,7 @@ pub(super) fn forward(
     let offsets = g.offsets(s);
     for (img, yi) in y.chunks_mut(image_out).enumerate() {
         with_scratch(g.padded_len, |padded| {
-            g.fill(s, &x[img * image_in..][..image_in], padded);
+            g.fill(s, &x[img * image_in..][..image_in], padded, true);
             let (padded, offsets) = (&*padded, &offsets);
             yi.par_chunks_mut(per_task * g.oh * g.ow)
                 .enumerate()
