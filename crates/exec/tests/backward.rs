@@ -126,6 +126,9 @@ fn cases() -> Vec<Case> {
         case("Sub", vec![], vec![p(&[2, 3, 4]), p(&[4])]),
         case("Mul", vec![], vec![p(&[2, 3, 4]), p(&[3, 1])]),
         case("Mul", vec![], vec![p(&[2, 3, 4]), Fixed(vec![])]),
+        // Squeeze-and-excitation scales over planes of several rows, on either side.
+        case("Mul", vec![], vec![p(&[2, 3, 2, 3]), p(&[2, 3, 1, 1])]),
+        case("Mul", vec![], vec![p(&[2, 3, 1, 1]), p(&[2, 3, 4, 4])]),
         case(
             "Div",
             vec![],
