@@ -537,6 +537,8 @@ fn binary_fast_paths_and_corners() {
         (vec![1], vec![4, 3]),                      // scalar left
         (vec![2, 16, 40, 41], vec![1, 16, 1, 1]),   // per-channel bias
         (vec![16, 1, 1], vec![2, 16, 40, 41]),      // per-channel, left, lower rank
+        (vec![3, 7, 2, 2], vec![3, 7, 1, 1]),       // per-plane scale (one outer dimension)
+        (vec![16, 50, 1, 1], vec![16, 50, 5, 5]),   // the same, left, parallel
         (vec![128, 384], vec![384]),                // last-axis row
         (vec![4, 1, 6], vec![1, 5, 1]),             // outer product
         (vec![3, 1], vec![1, 1]),

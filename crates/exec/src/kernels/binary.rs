@@ -175,7 +175,13 @@ impl Coalesced {
     }
 
     /// Element offsets in A and B of the first element of output row `r`.
+    #[inline(always)]
     fn offsets(&self, mut r: usize) -> (usize, usize) {
+        if let ([_], [sa], [sb]) = (&self.outer[..], &self.a_outer[..], &self.b_outer[..]) {
+            // One outer dimension (a per-channel NCHW scale or bias): no division per row,
+            // which cost more than the row itself on short rows (2x2 planes: 4 elements).
+            return (r * sa, r * sb);
+        }
         let (mut ao, mut bo) = (0, 0);
         for d in (0..self.outer.len()).rev() {
             let idx = r % self.outer[d];
