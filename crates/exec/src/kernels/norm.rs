@@ -370,14 +370,19 @@ fn per_item(g: ChannelGeometry, out: &mut [f32], f: impl Fn(usize, &mut [f32]) +
 /// `width` per-position accumulators that `f(row start, acc)` adds one item's row into
 /// (`acc` holds `width` rows of `c·s`). The items are summed in blocks (in parallel when the
 /// input is large) whose number depends on the size only, so the result does not depend on
-/// the thread count.
+/// the thread count: an even number when several, which two threads share equally (three
+/// blocks left one thread a third of the work idle).
 fn item_sums(
     g: ChannelGeometry,
     width: usize,
     f: impl Fn(usize, &mut [f64]) + Sync,
 ) -> Vec<Vec<f64>> {
     let row = g.row();
-    let blocks = g.len().div_ceil(PAR_CHUNK).clamp(1, g.n.max(1));
+    let blocks = match g.len().div_ceil(PAR_CHUNK) {
+        0 | 1 => 1,
+        b => b.next_multiple_of(2),
+    }
+    .min(g.n.max(1));
     let per_block = g.n.div_ceil(blocks).max(1);
     let block = |b: usize| {
         let mut acc = vec![0f64; width * row];
@@ -725,6 +730,8 @@ mod tests {
             [3, 2, 1, 1],
             [5, 70, 1, 1],
             [64, 96, 2, 2],
+            // Three blocks' worth of small planes, summed as four.
+            [48, 200, 2, 2],
         ] {
             let g = ChannelGeometry::of(&dims);
             let len = g.len();
