@@ -105,33 +105,46 @@ def main():
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=1,
-                    help="time each row this many times, the engines taking turns, and keep each engine's "
-                         "lowest median (a shared machine's bursts of load then spare one round at least)")
+                    help="time every row this many times, all rows once per round and the engines taking turns, "
+                         "and keep each engine's lowest median (a shared machine's bursts of load then spare "
+                         "one round of a row at least)")
     ap.add_argument("--write")
     args = ap.parse_args()
     for target in (["--example", "latency", "-p", "whittle-exec"], ["-p", "whittle-cli"]):
         subprocess.run(["cargo", "build", "--release", "-q", *target], check=True, cwd=ROOT)
-    rows = []
+    best = {}  # (threads, case) -> [ORT ms, whittle ms], or the row of a failing model
     loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as scratch:
-        for threads in args.threads:
-            for name, model, batch, seq, shape in CASES:
-                path = model_path(model, scratch)
-                try:
-                    o, w = float("inf"), float("inf")
-                    for _ in range(args.rounds):
-                        o = min(o, time_ort(path, batch, seq, threads, args.warmup, args.runs))
-                        w = min(w, time_whittle(path, batch, seq, threads, args.warmup, args.runs))
-                    rows.append(f"| {name} | {shape} | {threads} | {w:.3f} | {o:.3f} | {w / o:.2f}x |")
-                except subprocess.CalledProcessError as e:
-                    # A failing model is a row of the table, not the end of the run.
-                    why = next((l for l in e.stderr.splitlines() if "panicked" in l or "Error" in l), "failed")
-                    rows.append(f"| {name} | {shape} | {threads} | fails: {why.strip()} | {o:.3f} | - |")
-                print(rows[-1], file=sys.stderr)
+        # Rounds outermost: a row's rounds lie a whole round (tens of seconds) apart, so one burst of load on a
+        # shared machine spoils one round of a row, not all of them.
+        for _ in range(args.rounds):
+            for threads in args.threads:
+                for case, (name, model, batch, seq, shape) in enumerate(CASES):
+                    key = (threads, case)
+                    if isinstance(best.get(key), str):
+                        continue
+                    path = model_path(model, scratch)
+                    try:
+                        o = time_ort(path, batch, seq, threads, args.warmup, args.runs)
+                        w = time_whittle(path, batch, seq, threads, args.warmup, args.runs)
+                    except subprocess.CalledProcessError as e:
+                        # A failing model is a row of the table, not the end of the run.
+                        why = next((l for l in e.stderr.splitlines() if "panicked" in l or "Error" in l), "failed")
+                        best[key] = f"| {name} | {shape} | {threads} | fails: {why.strip()} | - | - |"
+                        continue
+                    prev = best.get(key, [float("inf"), float("inf")])
+                    best[key] = [min(prev[0], o), min(prev[1], w)]
+                    print(f"| {name} | {shape} | {threads} | {w:.3f} | {o:.3f} | {w / o:.2f}x |", file=sys.stderr)
+    rows = []
+    for (threads, case), v in sorted(best.items()):
+        name, _, _, _, shape = CASES[case]
+        rows.append(v if isinstance(v, str)
+                    else f"| {name} | {shape} | {threads} | {v[1]:.3f} | {v[0]:.3f} | {v[1] / v[0]:.2f}x |")
     loads.append(os.getloadavg()[0])
     table = "\n".join([
         f"Machine: {machine()}. Median of {args.runs} runs after {args.warmup} warm-up runs"
-        + (f", the lowest of {args.rounds} rounds with the engines taking turns" if args.rounds > 1 else "")
+        + (f", the lowest of {args.rounds} rounds (every row once a round) with the engines taking turns"
+           if args.rounds > 1 else "")
         + "; "
         f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.",
         "",
