@@ -12,6 +12,7 @@
 
 use super::activation::Activation;
 use super::conv::{valid_range, Conv2dShape};
+use super::layout::transpose;
 use super::{dispatch, PAR_CHUNK};
 use rayon::prelude::*;
 
@@ -118,101 +119,6 @@ impl<'a> Rows<'a> {
             planes,
             planes.len() / self.cb,
         );
-    }
-}
-
-/// Sets `dst[q * ld + r] = src[r * ls + q]` for `r < rows`, `q < cols`: the transpose of a
-/// `rows x cols` matrix with rows `ls` apart into one with rows `ld` apart.
-#[inline(always)]
-fn transpose(src: &[f32], ls: usize, rows: usize, cols: usize, dst: &mut [f32], ld: usize) {
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    let (src, dst) = (
-        &src[..(rows - 1) * ls + cols],
-        &mut dst[..(cols - 1) * ld + rows],
-    );
-    if (cols == 1 && ls == 1) || (rows == 1 && ld == 1) {
-        // One plane position (or one channel): the rows are already in place.
-        dst.copy_from_slice(src);
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx512f() {
-        // SAFETY: the CPU has AVX-512F; `src` and `dst` reach the last element read and
-        // written (checked by the slicing above).
-        return unsafe { transpose_avx512(src, ls, rows, cols, dst, ld) };
-    }
-    for q in 0..cols {
-        for r in 0..rows {
-            dst[q * ld + r] = src[r * ls + q];
-        }
-    }
-}
-
-/// [`transpose`] in blocks of 16 x 16 held in registers: up to 16 rows of up to 16 columns
-/// loaded (masked at the edges), transposed by four rounds of lane interleaves, stored as
-/// up to 16 rows of the output. Strided scalar copies cost ~1 ns an element, more than the
-/// depthwise multiply-adds they serve.
-///
-/// # Safety
-/// The CPU has AVX-512F; `src` holds `(rows - 1) * ls + cols` elements and `dst`
-/// `(cols - 1) * ld + rows`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transpose_avx512(
-    src: &[f32],
-    ls: usize,
-    rows: usize,
-    cols: usize,
-    dst: &mut [f32],
-    ld: usize,
-) {
-    use std::arch::x86_64::*;
-    let lanes = |n: usize| ((1u32 << n) - 1) as u16;
-    let (ps, pd) = (_mm512_castpd_ps, _mm512_castps_pd);
-    let mut v = [_mm512_setzero_ps(); 16];
-    let mut t = [_mm512_setzero_ps(); 16];
-    for r0 in (0..rows).step_by(16) {
-        let nr = (rows - r0).min(16);
-        for q0 in (0..cols).step_by(16) {
-            let nq = (cols - q0).min(16);
-            for (k, vk) in v.iter_mut().enumerate() {
-                *vk = if k < nr {
-                    _mm512_maskz_loadu_ps(lanes(nq), src.as_ptr().add((r0 + k) * ls + q0))
-                } else {
-                    _mm512_setzero_ps()
-                };
-            }
-            // Pairs of rows interleaved by elements, then by element pairs: `v[4a + j]`'s
-            // 128-bit lane `k` holds column `4k + j` of rows `4a..4a + 4`.
-            for a in 0..8 {
-                t[2 * a] = _mm512_unpacklo_ps(v[2 * a], v[2 * a + 1]);
-                t[2 * a + 1] = _mm512_unpackhi_ps(v[2 * a], v[2 * a + 1]);
-            }
-            for a in 0..4 {
-                let (b, c) = (4 * a, 4 * a + 2);
-                v[b] = ps(_mm512_unpacklo_pd(pd(t[b]), pd(t[c])));
-                v[b + 1] = ps(_mm512_unpackhi_pd(pd(t[b]), pd(t[c])));
-                v[b + 2] = ps(_mm512_unpacklo_pd(pd(t[b + 1]), pd(t[c + 1])));
-                v[b + 3] = ps(_mm512_unpackhi_pd(pd(t[b + 1]), pd(t[c + 1])));
-            }
-            // Then 128-bit lanes gathered in two rounds: `v[j]` becomes column `j`.
-            for h in 0..2 {
-                for j in 0..4 {
-                    let (a, b) = (v[8 * h + j], v[8 * h + 4 + j]);
-                    t[8 * h + j] = _mm512_shuffle_f32x4::<0x88>(a, b);
-                    t[8 * h + 4 + j] = _mm512_shuffle_f32x4::<0xdd>(a, b);
-                }
-            }
-            for j in 0..8 {
-                v[j] = _mm512_shuffle_f32x4::<0x88>(t[j], t[8 + j]);
-                v[8 + j] = _mm512_shuffle_f32x4::<0xdd>(t[j], t[8 + j]);
-            }
-            for (j, vj) in v.iter().enumerate().take(nq) {
-                _mm512_mask_storeu_ps(dst.as_mut_ptr().add((q0 + j) * ld + r0), lanes(nr), *vj);
-            }
-        }
     }
 }
 

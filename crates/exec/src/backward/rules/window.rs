@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use rayon::prelude::*;
+
 use whittle_ir::proto::NodeProto;
 use whittle_ir::NodeAttrs;
 
@@ -11,8 +13,9 @@ use crate::bail;
 use crate::error::Result;
 use crate::kernels;
 use crate::kernels::conv::Conv2dShape;
-use crate::kernels::layout::{gather, StridedView};
+use crate::kernels::layout::transpose;
 use crate::kernels::pool::Pool2dShape;
+use crate::kernels::PAR_CHUNK;
 
 /// A 2-D window: kernel, strides, dilations and pads (top, left, bottom, right).
 pub(in crate::backward) struct Window {
@@ -155,7 +158,8 @@ pub(in crate::backward) fn swap_inner(
     Ok(Cow::Owned(out))
 }
 
-/// [`swap_inner`] into `out`, through the strided gather of Transpose.
+/// [`swap_inner`] into `out`: one matrix transpose per item, in parallel blocks of items when
+/// the pool has several threads and `v` is large.
 pub(in crate::backward) fn swap_inner_into(
     v: &[f32],
     n: usize,
@@ -163,10 +167,20 @@ pub(in crate::backward) fn swap_inner_into(
     b: usize,
     out: &mut [f32],
 ) -> kernels::Result<()> {
-    let view = StridedView {
-        dims: vec![n, b, a],
-        strides: vec![(a * b) as isize, 1, b as isize],
-        offset: 0,
-    };
-    gather(&view, v, out)
+    let item = a * b;
+    kernels::check_len("swap_inner", "input", n * item, v.len())?;
+    kernels::check_len("swap_inner", "output", n * item, out.len())?;
+    if item == 0 {
+        return Ok(());
+    }
+    let swap = |(src, dst): (&[f32], &mut [f32])| transpose(src, b, a, b, dst, a);
+    if rayon::current_num_threads() > 1 && v.len() >= PAR_CHUNK {
+        let per = (PAR_CHUNK / item).max(1);
+        v.par_chunks(per * item)
+            .zip(out.par_chunks_mut(per * item))
+            .for_each(|(v, out)| v.chunks(item).zip(out.chunks_mut(item)).for_each(swap));
+    } else {
+        v.chunks(item).zip(out.chunks_mut(item)).for_each(swap);
+    }
+    Ok(())
 }
