@@ -10,13 +10,16 @@
 //! outputs, accumulating each value's gradient in place in one buffer, freed as soon as its
 //! producer has consumed it. Conv, MaxPool and BatchNormalization run forward on the kernels
 //! the rules use ([`forward`]); MaxPool keeps its arg-max instead of its input,
-//! BatchNormalization its batch statistics.
+//! BatchNormalization its batch statistics. On a pool of several threads, a pass of a graph
+//! whose nodes keep the batch's items apart runs in parts of the batch side by side, the
+//! parts meeting at each BatchNormalization ([`parts`]).
 //!
 //! A `GraphBackward` holds no values: derive it once per executor (and set of trainable
 //! parameters) and reuse it for every pass.
 
 mod buffers;
 mod forward;
+mod parts;
 mod rules;
 
 use std::cell::RefCell;
@@ -58,9 +61,13 @@ pub struct GraphBackward {
     saved: HashSet<String>,
     /// Gradient buffers kept from one pass to the next.
     buffers: buffers::Buffers,
+    /// How a pass splits its batch into parts that threads run side by side, where the
+    /// graph's nodes keep batch items apart ([`parts`]).
+    parts: Option<parts::BatchParts>,
 }
 
 /// What a training forward keeps for backward.
+#[derive(Default)]
 pub struct Recording {
     /// The graph outputs.
     pub outputs: HashMap<String, Value>,
@@ -75,6 +82,15 @@ pub struct Recording {
     /// Batch statistics of each BatchNormalization run on its kernel, by the name of its
     /// output `Y`.
     moments: HashMap<String, BatchMoments>,
+    /// The recordings of the batch's parts when the pass ran in parts ([`parts`]): the
+    /// fields above then hold only the outputs, the parts' joined.
+    parts: Vec<Recording>,
+}
+
+/// A training forward under way: the values still live and the recording so far.
+struct Forward {
+    env: HashMap<String, Value>,
+    rec: Recording,
 }
 
 impl GraphBackward {
@@ -130,6 +146,7 @@ impl GraphBackward {
             active,
             saved,
             buffers: Default::default(),
+            parts: parts::BatchParts::of(exec),
         })
     }
 
@@ -139,7 +156,8 @@ impl GraphBackward {
     /// Conv and MaxPool run on the kernels ([`RunOptions::replace`]).
     ///
     /// The pass runs on a worker of rayon's pool ([`on_pool`]), as does
-    /// [`GraphBackward::backward`].
+    /// [`GraphBackward::backward`]; on a pool of several threads it runs in parts of the
+    /// batch side by side where the graph allows it ([`parts`]).
     pub fn forward(
         &self,
         exec: &Executor,
@@ -147,49 +165,93 @@ impl GraphBackward {
         seed: u64,
         running_stats: Option<&mut HashMap<String, Value>>,
     ) -> Result<Recording> {
-        on_pool(|| self.forward_here(exec, inputs, seed, running_stats))
+        on_pool(|| {
+            match self
+                .parts
+                .as_ref()
+                .and_then(|p| Some((p, p.ranges(&inputs)?)))
+            {
+                Some((parts, ranges)) => {
+                    parts::forward(self, parts, exec, inputs, seed, running_stats, &ranges)
+                }
+                None => {
+                    let mut pass = self.start(exec, inputs, seed)?;
+                    let all = 0..exec.run_order().len();
+                    self.run_nodes(exec, &mut pass, all, running_stats, None)?;
+                    self.finish(exec, pass)
+                }
+            }
+        })
     }
 
-    /// [`GraphBackward::forward`] on the calling thread.
-    fn forward_here(
-        &self,
-        exec: &Executor,
-        inputs: HashMap<String, Value>,
-        seed: u64,
-        running_stats: Option<&mut HashMap<String, Value>>,
-    ) -> Result<Recording> {
-        let mut shapes: HashMap<String, Vec<usize>> = HashMap::new();
-        // Shared by the hook (values as produced) and the kernels (a MaxPool left to its
-        // operator keeps its input after all).
-        let saved = RefCell::new(HashMap::new());
-        let (mut argmax, mut moments) = (HashMap::new(), HashMap::new());
+    /// A forward of `inputs` with Dropout seeded by `seed`, before its first node.
+    fn start(&self, exec: &Executor, inputs: HashMap<String, Value>, seed: u64) -> Result<Forward> {
+        let mut rec = Recording {
+            seed,
+            ..Default::default()
+        };
         let mut env = HashMap::new();
         for (name, v) in inputs {
-            shapes.insert(name.clone(), v.shape().to_vec());
+            rec.shapes.insert(name.clone(), v.shape().to_vec());
             if self.saved.contains(&name) {
-                saved.borrow_mut().insert(name.clone(), v.clone());
+                rec.saved.insert(name.clone(), v.clone());
             }
             env.insert(name, v);
         }
         // Detached parameters: the forward records no tape.
         for (name, var) in exec.params() {
             let v = Value::from_float(var.as_tensor().detach())?;
-            shapes.insert(name.clone(), v.shape().to_vec());
+            rec.shapes.insert(name.clone(), v.shape().to_vec());
             env.insert(name.clone(), v);
         }
+        Ok(Forward { env, rec })
+    }
+
+    /// Runs the nodes at run-order positions `range` of `pass`, recording BatchNormalization
+    /// running statistics into `running_stats`; a BatchNormalization first in `range`
+    /// normalizes with `batch` when given (the statistics of the whole batch `pass` is a
+    /// part of).
+    fn run_nodes(
+        &self,
+        exec: &Executor,
+        pass: &mut Forward,
+        range: std::ops::Range<usize>,
+        running_stats: Option<&mut HashMap<String, Value>>,
+        batch: Option<&BatchMoments>,
+    ) -> Result<()> {
+        let (first, seed) = (range.start, pass.rec.seed);
+        let Recording {
+            saved,
+            shapes,
+            argmax,
+            moments,
+            ..
+        } = &mut pass.rec;
+        // Shared by the hook (values as produced) and the kernels (a MaxPool left to its
+        // operator keeps its input after all).
+        let kept = RefCell::new(std::mem::take(saved));
         let mut hook = |name: &str, _: &NodeProto, v: &Value| -> Result<()> {
             shapes.insert(name.to_string(), v.shape().to_vec());
             if self.saved.contains(name) {
-                saved.borrow_mut().insert(name.to_string(), v.clone());
+                kept.borrow_mut().insert(name.to_string(), v.clone());
             }
             Ok(())
         };
         let device = exec.device();
-        let mut kernels = |_: usize, node: &NodeProto, ins: &[Option<Value>]| {
-            let Some(run) = forward::run(node, ins, device)? else {
+        let mut kernels = |pos: usize, node: &NodeProto, ins: &[Option<Value>]| {
+            let given = batch.filter(|_| pos == first);
+            let Some(run) = forward::run(node, ins, device, given)? else {
+                if given.is_some() {
+                    return Err(ExecError::Node {
+                        node: label(node),
+                        op: node.op_type.clone(),
+                        message: "a pass in parts of the batch needs this node on its kernel"
+                            .into(),
+                    });
+                }
                 if node.op_type == "MaxPool" {
                     if let (Some(name), Some(Some(x))) = (node.input.first(), ins.first()) {
-                        saved.borrow_mut().insert(name.clone(), x.clone());
+                        kept.borrow_mut().insert(name.clone(), x.clone());
                     }
                 }
                 return Ok(None);
@@ -212,34 +274,35 @@ impl GraphBackward {
             replace: Some(&mut kernels),
             ..Default::default()
         };
+        pass.env = exec.run_range(range, std::mem::take(&mut pass.env), opts)?;
+        pass.rec.saved = kept.into_inner();
+        Ok(())
+    }
+
+    /// The recording of a forward that ran every node: its outputs taken from the live
+    /// values, and the shapes of the initializers the rules read.
+    fn finish(&self, exec: &Executor, pass: Forward) -> Result<Recording> {
+        let Forward { mut env, mut rec } = pass;
         let order = exec.run_order();
-        let mut live = exec.run_range(0..order.len(), env, opts)?;
         // Initializers the rules read are no run's values: their shapes come from the executor.
         for &(pos, _) in &self.steps {
             for name in &order[pos].input {
-                if !name.is_empty() && !shapes.contains_key(name) {
+                if !name.is_empty() && !rec.shapes.contains_key(name) {
                     if let Some(v) = exec.initializer(name) {
-                        shapes.insert(name.clone(), v.shape().to_vec());
+                        rec.shapes.insert(name.clone(), v.shape().to_vec());
                     }
                 }
             }
         }
-        let outputs = exec
+        rec.outputs = exec
             .output_names()
             .into_iter()
-            .map(|n| match live.remove(&n) {
+            .map(|n| match env.remove(&n) {
                 Some(v) => Ok((n, v)),
                 None => Err(ExecError::msg(format!("output '{n}' was not computed"))),
             })
             .collect::<Result<_>>()?;
-        Ok(Recording {
-            outputs,
-            saved: saved.into_inner(),
-            shapes,
-            seed,
-            argmax,
-            moments,
-        })
+        Ok(rec)
     }
 
     /// Gradients of the trainable parameters the seeds reach, from `seeds`: the gradient of
@@ -250,86 +313,104 @@ impl GraphBackward {
         rec: &Recording,
         seeds: HashMap<String, Tensor>,
     ) -> Result<HashMap<String, Tensor>> {
-        on_pool(|| self.backward_here(exec, rec, seeds))
+        on_pool(|| {
+            if !rec.parts.is_empty() {
+                return parts::backward(self, exec, rec, seeds);
+            }
+            let mut grads = HashMap::new();
+            for (name, g) in seeds {
+                self.accumulate(&mut grads, &name, seed_values(rec, &name, &g)?);
+            }
+            for &(pos, rule) in self.steps.iter().rev() {
+                self.apply_rule(exec, rec, &mut grads, pos, rule)?;
+            }
+            self.parameter_gradients(exec, vec![grads])
+        })
     }
 
-    /// [`GraphBackward::backward`] on the calling thread.
-    fn backward_here(
+    /// Runs the rule of the node at run-order position `pos` on the gradients of its outputs
+    /// in `grads` (taken out), adding its inputs' gradients into `grads`.
+    fn apply_rule(
         &self,
         exec: &Executor,
         rec: &Recording,
-        seeds: HashMap<String, Tensor>,
-    ) -> Result<HashMap<String, Tensor>> {
-        let mut grads: HashMap<String, Vec<f32>> = HashMap::new();
-        for (name, g) in seeds {
-            let data = g
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?;
-            if Some(data.len()) != rec.shapes.get(&name).map(|s| s.iter().product()) {
-                return Err(ExecError::msg(format!(
-                    "the gradient given for output '{name}' has {} elements, the output {:?}",
-                    data.len(),
-                    rec.shapes.get(&name)
-                )));
-            }
-            self.accumulate(&mut grads, &name, data);
+        grads: &mut HashMap<String, Vec<f32>>,
+        pos: usize,
+        rule: rules::Rule,
+    ) -> Result<()> {
+        let node = exec.run_order()[pos];
+        let dys: Vec<Option<Vec<f32>>> = node.output.iter().map(|o| grads.remove(o)).collect();
+        if dys.iter().all(Option::is_none) {
+            return Ok(());
         }
-        let order = exec.run_order();
-        for &(pos, rule) in self.steps.iter().rev() {
-            let node = order[pos];
-            let dys: Vec<Option<Vec<f32>>> = node.output.iter().map(|o| grads.remove(o)).collect();
-            if dys.iter().all(Option::is_none) {
+        let mut ctx = rules::RuleCtx {
+            node,
+            opset: exec.opset(&node.domain),
+            seed: node_seed(rec.seed, pos),
+            exec,
+            rec,
+            dys,
+            wants: node.input.iter().map(|i| self.active.contains(i)).collect(),
+            buffers: &self.buffers,
+        };
+        let dxs = rule(&mut ctx).map_err(|e| match e {
+            ExecError::Msg(m) => node_error(node, m),
+            other => other,
+        })?;
+        // Output gradients the rule did not take are done with.
+        for dy in std::mem::take(&mut ctx.dys).into_iter().flatten() {
+            self.buffers.give(dy);
+        }
+        for (i, dx) in dxs.into_iter().enumerate() {
+            let Some(dx) = dx else {
                 continue;
-            }
-            let mut ctx = rules::RuleCtx {
-                node,
-                opset: exec.opset(&node.domain),
-                seed: node_seed(rec.seed, pos),
-                exec,
-                rec,
-                dys,
-                wants: node.input.iter().map(|i| self.active.contains(i)).collect(),
-                buffers: &self.buffers,
             };
-            let fail = |message: String| ExecError::Node {
-                node: label(node),
-                op: format!("{} gradient", node.op_type),
-                message,
+            let Some(name) = node.input.get(i).filter(|_| ctx.wants[i]) else {
+                self.buffers.give(dx);
+                continue;
             };
-            let dxs = rule(&mut ctx).map_err(|e| match e {
-                ExecError::Msg(m) => fail(m),
-                other => other,
-            })?;
-            // Output gradients the rule did not take are done with.
-            for dy in std::mem::take(&mut ctx.dys).into_iter().flatten() {
-                self.buffers.give(dy);
-            }
-            for (i, dx) in dxs.into_iter().enumerate() {
-                let Some(dx) = dx else {
-                    continue;
-                };
-                let Some(name) = node.input.get(i).filter(|_| ctx.wants[i]) else {
-                    self.buffers.give(dx);
-                    continue;
-                };
-                let expected: usize = rec.shape(name)?.iter().product();
-                if dx.len() != expected {
-                    return Err(fail(format!(
+            let expected: usize = rec.shape(name)?.iter().product();
+            if dx.len() != expected {
+                return Err(node_error(
+                    node,
+                    format!(
                         "input '{name}' got a gradient of {} elements for {expected}",
                         dx.len()
-                    )));
-                }
-                self.accumulate(&mut grads, name, dx);
+                    ),
+                ));
             }
+            self.accumulate(grads, name, dx);
         }
+        Ok(())
+    }
+
+    /// The trainable parameters' gradients: each the sum of its entries in `parts` (one map
+    /// per part of the batch, in order), as tensors shaped like the parameters.
+    fn parameter_gradients(
+        &self,
+        exec: &Executor,
+        mut parts: Vec<HashMap<String, Vec<f32>>>,
+    ) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
-        for name in exec.params().keys() {
-            if let Some(g) = grads.remove(name) {
-                let shape = rec.shape(name)?.to_vec();
-                out.insert(name.clone(), Tensor::from_slice(&g, shape, exec.device())?);
+        for (name, var) in exec.params() {
+            let mut found = parts.iter_mut().filter_map(|g| g.remove(name));
+            let Some(mut sum) = found.next() else {
+                continue;
+            };
+            for g in found {
+                rules::zip_apply(
+                    &mut sum,
+                    &g,
+                    #[inline(always)]
+                    |s, v| s + v,
+                );
                 self.buffers.give(g);
             }
+            out.insert(
+                name.clone(),
+                Tensor::from_slice(&sum, var.as_tensor().dims(), exec.device())?,
+            );
+            self.buffers.give(sum);
         }
         Ok(out)
     }
@@ -366,6 +447,12 @@ impl Recording {
         self.saved.keys().map(String::as_str)
     }
 
+    /// How many parts of the batch the pass ran in side by side (1: the whole batch at
+    /// once).
+    pub fn parts(&self) -> usize {
+        self.parts.len().max(1)
+    }
+
     /// The batch statistics of the BatchNormalization whose output `Y` is `name`, when it
     /// ran on its kernel.
     pub(crate) fn batch_moments(&self, name: &str) -> Option<&BatchMoments> {
@@ -390,6 +477,33 @@ impl Recording {
         }
         exec.initializer(name)
             .ok_or_else(|| ExecError::msg(format!("the forward value '{name}' was not kept")))
+    }
+}
+
+/// The values of `g`, the gradient given for output `name` of `rec`, checked against the
+/// output's size.
+fn seed_values(rec: &Recording, name: &str, g: &Tensor) -> Result<Vec<f32>> {
+    let data = g
+        .flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?;
+    let expected = rec.shape(name).map(|s| s.iter().product::<usize>()).ok();
+    if Some(data.len()) != expected {
+        return Err(ExecError::msg(format!(
+            "the gradient given for output '{name}' has {} elements, the output {:?}",
+            data.len(),
+            rec.shapes.get(name)
+        )));
+    }
+    Ok(data)
+}
+
+/// An error of `node`'s gradient.
+fn node_error(node: &NodeProto, message: String) -> ExecError {
+    ExecError::Node {
+        node: label(node),
+        op: format!("{} gradient", node.op_type),
+        message,
     }
 }
 

@@ -495,8 +495,76 @@ pub fn batch_norm_train(
 ) -> Result<BatchMoments> {
     check_len("batch_norm", "scale", g.c, gamma.len())?;
     check_len("batch_norm", "B", g.c, beta.len())?;
-    g.check("batch_norm", "output", y.len())?;
     let m = batch_moments(g, x, eps)?;
+    batch_norm_apply(g, x, gamma, beta, &m, y)?;
+    Ok(m)
+}
+
+/// The statistics of a batch whose items were split into parts, from each part's moments
+/// (taken with [`batch_moments`]) and item count, as one [`batch_moments`] call over the
+/// whole batch would answer them up to rounding (the parts' means and squared deviations
+/// combined in f64, Chan et al.'s pairwise update).
+pub fn combine_moments(parts: &[(usize, &BatchMoments)], eps: f32) -> Result<BatchMoments> {
+    let c = parts.first().map_or(0, |(_, m)| m.mean.len());
+    if let Some((_, m)) = parts
+        .iter()
+        .find(|(_, m)| m.mean.len() != c || m.var.len() != c)
+    {
+        return Err(error(
+            "batch_norm",
+            format!("a part has {} channels, the first {c}", m.mean.len()),
+        ));
+    }
+    let total: usize = parts.iter().map(|(n, _)| n).sum();
+    let count = total.max(1) as f64;
+    let mean: Vec<f64> = (0..c)
+        .map(|k| {
+            parts
+                .iter()
+                .map(|(n, m)| *n as f64 * m.mean[k] as f64)
+                .sum::<f64>()
+                / count
+        })
+        .collect();
+    let var: Vec<f32> = (0..c)
+        .map(|k| {
+            let sq: f64 = parts
+                .iter()
+                .map(|(n, m)| {
+                    let d = m.mean[k] as f64 - mean[k];
+                    *n as f64 * (m.var[k] as f64 + d * d)
+                })
+                .sum();
+            (sq / count) as f32
+        })
+        .collect();
+    Ok(BatchMoments {
+        mean: mean.iter().map(|&v| v as f32).collect(),
+        inv_std: var.iter().map(|v| 1.0 / (v + eps).sqrt()).collect(),
+        var,
+    })
+}
+
+/// `y = (x - mean)·inv_std·gamma + beta` per channel with the statistics `m` (a training-mode
+/// BatchNormalization's output once its batch statistics are known).
+pub fn batch_norm_apply(
+    g: ChannelGeometry,
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    m: &BatchMoments,
+    y: &mut [f32],
+) -> Result<()> {
+    g.check("batch_norm", "input", x.len())?;
+    g.check("batch_norm", "output", y.len())?;
+    for (what, v) in [
+        ("scale", gamma),
+        ("B", beta),
+        ("mean", &m.mean),
+        ("inverse std", &m.inv_std),
+    ] {
+        check_len("batch_norm", what, g.c, v.len())?;
+    }
     // y = x·a + b per channel.
     let a = |k: usize| gamma[k] * m.inv_std[k];
     let b = |k: usize| beta[k] - m.mean[k] * a(k);
@@ -515,7 +583,7 @@ pub fn batch_norm_train(
             }
         });
     }
-    Ok(m)
+    Ok(())
 }
 
 /// Gradients of a training-mode BatchNormalization from the output gradient `dy`, with the
@@ -530,13 +598,63 @@ pub fn batch_norm_train_backward(
     m: &BatchMoments,
     dx: Option<&mut [f32]>,
 ) -> Result<(Vec<f32>, Vec<f32>)> {
+    let sums = batch_norm_backward_sums(g, x, dy, m)?;
+    if let Some(dx) = dx {
+        batch_norm_backward_apply(g, x, dy, gamma, m, &sums, dx)?;
+    }
+    Ok(sums.param_grads(m))
+}
+
+/// The per-channel sums `(Σdy, Σdy·(x − mean))` a training-mode BatchNormalization's
+/// gradients need, over `count` values per channel: of the whole batch, or of a part of it
+/// ([`BackwardSums::add`] joins the parts').
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackwardSums {
+    /// `(Σdy, Σdy·(x − mean))` per channel.
+    pub per_channel: Vec<(f64, f64)>,
+    /// Values summed per channel (items times spatial positions).
+    pub count: f64,
+}
+
+impl BackwardSums {
+    /// Adds another part's sums (over the same channels) into these.
+    pub fn add(&mut self, other: &BackwardSums) -> Result<()> {
+        check_len(
+            "batch_norm_backward",
+            "sums",
+            self.per_channel.len(),
+            other.per_channel.len(),
+        )?;
+        for (s, o) in self.per_channel.iter_mut().zip(&other.per_channel) {
+            s.0 += o.0;
+            s.1 += o.1;
+        }
+        self.count += other.count;
+        Ok(())
+    }
+
+    /// `(dγ, dβ)` = `(Σ dy·x̂, Σ dy)` per channel, from the whole batch's sums.
+    pub fn param_grads(&self, m: &BatchMoments) -> (Vec<f32>, Vec<f32>) {
+        self.per_channel
+            .iter()
+            .zip(&m.inv_std)
+            .map(|(&(sdy, sdx), &inv)| ((sdx * inv as f64) as f32, sdy as f32))
+            .unzip()
+    }
+}
+
+/// The [`BackwardSums`] of `x` and `dy` (laid out as `g`; the whole batch or a part of it)
+/// with the whole batch's statistics `m`.
+pub fn batch_norm_backward_sums(
+    g: ChannelGeometry,
+    x: &[f32],
+    dy: &[f32],
+    m: &BatchMoments,
+) -> Result<BackwardSums> {
     g.check("batch_norm_backward", "input", x.len())?;
     g.check("batch_norm_backward", "output gradient", dy.len())?;
-    check_len("batch_norm_backward", "scale", g.c, gamma.len())?;
     check_len("batch_norm_backward", "mean", g.c, m.mean.len())?;
-    check_len("batch_norm_backward", "inverse std", g.c, m.inv_std.len())?;
-    // Per channel: Σdy and Σdy·(x − mean).
-    let sums: Vec<(f64, f64)> = if g.small_planes() {
+    let per_channel = if g.small_planes() {
         let (row, means) = (g.row(), g.expand(|k| m.mean[k]));
         let s = item_sums(
             g,
@@ -570,52 +688,71 @@ pub fn batch_norm_train_backward(
             )
         })
     };
-    if let Some(dx) = dx {
-        g.check("batch_norm_backward", "input gradient", dx.len())?;
-        let count = g.count();
-        // dx = a·dy + b·(x − mean) + c
-        let coef: Vec<(f32, f32, f32)> = sums
-            .iter()
-            .enumerate()
-            .map(|(k, &(sdy, sdx))| {
-                let inv = m.inv_std[k] as f64;
-                let a = gamma[k] as f64 * inv;
-                (
-                    a as f32,
-                    (-a * inv * inv * sdx / count) as f32,
-                    (-a * sdy / count) as f32,
-                )
-            })
-            .collect();
-        let at = |o: &mut f32, d: f32, xv: f32, (a, b, c): (f32, f32, f32), mean: f32| {
-            *o = a * d + b * (xv - mean) + c;
-        };
-        if g.small_planes() {
-            let (mean, a) = (g.expand(|k| m.mean[k]), g.expand(|k| coef[k].0));
-            let (b, c) = (g.expand(|k| coef[k].1), g.expand(|k| coef[k].2));
-            per_item(g, dx, |start, out| {
-                let row = out.len();
-                let (d, xs) = (&dy[start..start + row], &x[start..start + row]);
-                let coefs = a.iter().zip(&b).zip(c.iter().zip(&mean));
-                for ((o, (d, xv)), ((a, b), (c, mu))) in
-                    out.iter_mut().zip(d.iter().zip(xs)).zip(coefs)
-                {
-                    at(o, *d, *xv, (*a, *b, *c), *mu);
-                }
-            });
-        } else {
-            per_run(g, dx, |k, start, out| {
-                for ((o, d), xv) in out.iter_mut().zip(&dy[start..]).zip(&x[start..]) {
-                    at(o, *d, *xv, coef[k], m.mean[k]);
-                }
-            });
-        }
-    }
-    Ok(sums
+    Ok(BackwardSums {
+        per_channel,
+        count: g.count(),
+    })
+}
+
+/// Writes a training-mode BatchNormalization's input gradient
+/// `dx = γ·σ⁻¹·(dy − Σdy/M − x̂·Σ(dy·x̂)/M)` for `x` and `dy` (laid out as `g`, the whole
+/// batch or a part of it) from the whole batch's statistics `m` and sums `sums` (`M` their
+/// count).
+pub fn batch_norm_backward_apply(
+    g: ChannelGeometry,
+    x: &[f32],
+    dy: &[f32],
+    gamma: &[f32],
+    m: &BatchMoments,
+    sums: &BackwardSums,
+    dx: &mut [f32],
+) -> Result<()> {
+    g.check("batch_norm_backward", "input", x.len())?;
+    g.check("batch_norm_backward", "output gradient", dy.len())?;
+    g.check("batch_norm_backward", "input gradient", dx.len())?;
+    check_len("batch_norm_backward", "scale", g.c, gamma.len())?;
+    check_len("batch_norm_backward", "mean", g.c, m.mean.len())?;
+    check_len("batch_norm_backward", "inverse std", g.c, m.inv_std.len())?;
+    check_len("batch_norm_backward", "sums", g.c, sums.per_channel.len())?;
+    let count = sums.count;
+    // dx = a·dy + b·(x − mean) + c
+    let coef: Vec<(f32, f32, f32)> = sums
+        .per_channel
         .iter()
         .enumerate()
-        .map(|(k, &(sdy, sdx))| ((sdx * m.inv_std[k] as f64) as f32, sdy as f32))
-        .unzip())
+        .map(|(k, &(sdy, sdx))| {
+            let inv = m.inv_std[k] as f64;
+            let a = gamma[k] as f64 * inv;
+            (
+                a as f32,
+                (-a * inv * inv * sdx / count) as f32,
+                (-a * sdy / count) as f32,
+            )
+        })
+        .collect();
+    let at = |o: &mut f32, d: f32, xv: f32, (a, b, c): (f32, f32, f32), mean: f32| {
+        *o = a * d + b * (xv - mean) + c;
+    };
+    if g.small_planes() {
+        let (mean, a) = (g.expand(|k| m.mean[k]), g.expand(|k| coef[k].0));
+        let (b, c) = (g.expand(|k| coef[k].1), g.expand(|k| coef[k].2));
+        per_item(g, dx, |start, out| {
+            let row = out.len();
+            let (d, xs) = (&dy[start..start + row], &x[start..start + row]);
+            let coefs = a.iter().zip(&b).zip(c.iter().zip(&mean));
+            for ((o, (d, xv)), ((a, b), (c, mu))) in out.iter_mut().zip(d.iter().zip(xs)).zip(coefs)
+            {
+                at(o, *d, *xv, (*a, *b, *c), *mu);
+            }
+        });
+    } else {
+        per_run(g, dx, |k, start, out| {
+            for ((o, d), xv) in out.iter_mut().zip(&dy[start..]).zip(&x[start..]) {
+                at(o, *d, *xv, coef[k], m.mean[k]);
+            }
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -757,6 +894,64 @@ mod tests {
                     close(&dbeta, &want.5, "dbeta");
                 });
             }
+        }
+    }
+
+    /// The batch split into uneven parts of items: the parts' moments combined, each part's
+    /// output and input gradient from the whole batch's statistics and summed gradient
+    /// sums, equal the f64 reference over the whole batch.
+    #[test]
+    fn batch_norm_in_parts_of_the_batch_matches_f64() {
+        for (dims, cuts) in [([13usize, 6, 5, 5], [0, 5, 13]), ([9, 40, 2, 2], [0, 1, 9])] {
+            let g = ChannelGeometry::of(&dims);
+            let (x, dy) = (data(g.len(), 5), data(g.len(), 6));
+            let (gamma, beta) = (data(g.c, 7), data(g.c, 8));
+            let want = reference(g, &x, &dy, &gamma, &beta, 1e-5);
+            let parts: Vec<(ChannelGeometry, std::ops::Range<usize>)> = cuts
+                .windows(2)
+                .map(|w| {
+                    let part = ChannelGeometry {
+                        n: w[1] - w[0],
+                        ..g
+                    };
+                    (part, w[0] * g.row()..w[1] * g.row())
+                })
+                .collect();
+            let moments: Vec<(usize, BatchMoments)> = parts
+                .iter()
+                .map(|(pg, r)| {
+                    (
+                        pg.n * pg.s,
+                        batch_moments(*pg, &x[r.clone()], 1e-5).unwrap(),
+                    )
+                })
+                .collect();
+            let refs: Vec<(usize, &BatchMoments)> = moments.iter().map(|(n, m)| (*n, m)).collect();
+            let m = combine_moments(&refs, 1e-5).unwrap();
+            close(&m.mean, &want.0, "mean");
+            close(&m.var, &want.1, "var");
+            let (mut y, mut dx) = (vec![0.0; g.len()], vec![0.0; g.len()]);
+            let mut total: Option<BackwardSums> = None;
+            for (pg, r) in &parts {
+                let (xs, ds) = (&x[r.clone()], &dy[r.clone()]);
+                batch_norm_apply(*pg, xs, &gamma, &beta, &m, &mut y[r.clone()]).unwrap();
+                let sums = batch_norm_backward_sums(*pg, xs, ds, &m).unwrap();
+                match total.as_mut() {
+                    Some(t) => t.add(&sums).unwrap(),
+                    None => total = Some(sums),
+                }
+            }
+            let total = total.unwrap();
+            for (pg, r) in &parts {
+                let (xs, ds) = (&x[r.clone()], &dy[r.clone()]);
+                batch_norm_backward_apply(*pg, xs, ds, &gamma, &m, &total, &mut dx[r.clone()])
+                    .unwrap();
+            }
+            let (dgamma, dbeta) = total.param_grads(&m);
+            close(&y, &want.2, "y");
+            close(&dx, &want.3, "dx");
+            close(&dgamma, &want.4, "dgamma");
+            close(&dbeta, &want.5, "dbeta");
         }
     }
 

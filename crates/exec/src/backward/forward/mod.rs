@@ -22,7 +22,7 @@ use crate::error::{ExecError, Result};
 use crate::kernels::activation::{Activation, UnaryOp};
 use crate::kernels::conv::conv2d;
 use crate::kernels::gemm::{gemm, Bias, Epilogue, MatRef};
-use crate::kernels::norm::{batch_norm_train, BatchMoments, ChannelGeometry};
+use crate::kernels::norm::{batch_norm_apply, batch_norm_train, BatchMoments, ChannelGeometry};
 use crate::kernels::pool::max_pool2d;
 use crate::kernels::zeros;
 use crate::value::Value;
@@ -46,11 +46,14 @@ impl KernelRun {
     }
 }
 
-/// Runs `node` on a kernel when one covers it; `Ok(None)` leaves it to its operator.
+/// Runs `node` on a kernel when one covers it; `Ok(None)` leaves it to its operator. A
+/// BatchNormalization normalizes with `batch` when given (the statistics of the whole batch
+/// that `inputs` are a part of), else with its input's own.
 pub(super) fn run(
     node: &NodeProto,
     inputs: &[Option<Value>],
     device: &Device,
+    batch: Option<&BatchMoments>,
 ) -> Result<Option<KernelRun>> {
     if !node.domain.is_empty() && node.domain != "ai.onnx" {
         return Ok(None);
@@ -66,7 +69,7 @@ pub(super) fn run(
     let result = match node.op_type.as_str() {
         "Conv" => conv(node, x, inputs, device),
         "MaxPool" if covers_max_pool(node)? => max_pool(node, x, device),
-        "BatchNormalization" => batch_norm(node, x, inputs, device),
+        "BatchNormalization" => batch_norm(node, x, inputs, device, batch),
         "MatMul" => dense::matmul(x, inputs, device),
         "Gemm" => dense::gemm(node, x, inputs, device),
         "LayerNormalization" => dense::layer_norm(node, x, inputs, device),
@@ -206,12 +209,13 @@ fn max_pool(node: &NodeProto, x: &Value, device: &Device) -> Result<Option<Kerne
 
 /// Training-mode BatchNormalization: `Y`, the running mean and variance updated with
 /// `momentum` (as the operator computes them), and the batch mean and variance, the five
-/// outputs its operator gives in training.
+/// outputs its operator gives in training; with the statistics `batch` when given.
 fn batch_norm(
     node: &NodeProto,
     x: &Value,
     inputs: &[Option<Value>],
     device: &Device,
+    batch: Option<&BatchMoments>,
 ) -> Result<Option<KernelRun>> {
     let operand = |i| operand(inputs, i);
     let (Some(gamma), Some(beta), Some(old_mean), Some(old_var)) =
@@ -230,7 +234,13 @@ fn batch_norm(
     let eps = node.float_or("epsilon", 1e-5)?;
     let momentum = node.float_or("momentum", 0.9)?;
     let mut y = zeros(x.numel());
-    let m = kern(x.with_f32(|xd| batch_norm_train(g, xd, &gamma, &beta, eps, &mut y))?)?;
+    let m = match batch {
+        Some(m) => {
+            kern(x.with_f32(|xd| batch_norm_apply(g, xd, &gamma, &beta, m, &mut y))?)?;
+            m.clone()
+        }
+        None => kern(x.with_f32(|xd| batch_norm_train(g, xd, &gamma, &beta, eps, &mut y))?)?,
+    };
     let running = |old: &[f32], new: &[f32]| -> Vec<f32> {
         old.iter()
             .zip(new)
