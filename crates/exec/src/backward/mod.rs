@@ -12,7 +12,7 @@
 //! the rules use ([`forward`]); MaxPool keeps its arg-max instead of its input,
 //! BatchNormalization its batch statistics. On a pool of several threads, a pass of a graph
 //! whose nodes keep the batch's items apart runs in parts of the batch side by side, the
-//! parts meeting at each BatchNormalization ([`parts`]).
+//! parts meeting at each BatchNormalization (module `parts`).
 //!
 //! A `GraphBackward` holds no values: derive it once per executor (and set of trainable
 //! parameters) and reuse it for every pass.
@@ -62,7 +62,7 @@ pub struct GraphBackward {
     /// Gradient buffers kept from one pass to the next.
     buffers: buffers::Buffers,
     /// How a pass splits its batch into parts that threads run side by side, where the
-    /// graph's nodes keep batch items apart ([`parts`]).
+    /// graph's nodes keep batch items apart (module `parts`).
     parts: Option<parts::BatchParts>,
 }
 
@@ -82,7 +82,7 @@ pub struct Recording {
     /// Batch statistics of each BatchNormalization run on its kernel, by the name of its
     /// output `Y`.
     moments: HashMap<String, BatchMoments>,
-    /// The recordings of the batch's parts when the pass ran in parts ([`parts`]): the
+    /// The recordings of the batch's parts when the pass ran in parts (module `parts`): the
     /// fields above then hold only the outputs, the parts' joined.
     parts: Vec<Recording>,
 }
@@ -157,7 +157,7 @@ impl GraphBackward {
     ///
     /// The pass runs on a worker of rayon's pool ([`on_pool`]), as does
     /// [`GraphBackward::backward`]; on a pool of several threads it runs in parts of the
-    /// batch side by side where the graph allows it ([`parts`]).
+    /// batch side by side where the graph allows it (module `parts`).
     pub fn forward(
         &self,
         exec: &Executor,
