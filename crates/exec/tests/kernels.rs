@@ -1553,3 +1553,29 @@ fn im2col_matches_its_definition() {
         }
     }
 }
+
+/// `summed` adds one, two or three terms in order, below and above the parallel size, under
+/// 1 and 2 threads (`copied` is one term), and refuses terms of different lengths.
+#[test]
+fn summed_adds_terms_elementwise_and_refuses_other_lengths() {
+    use whittle_exec::kernels::{copied, summed};
+    with_pools(|| {
+        for len in [0, 5, 70_001, 200_000] {
+            let terms: Vec<Vec<f32>> = (0..3)
+                .map(|t| (0..len).map(|i| ((i * 7 + t * 13) % 101) as f32 - 50.0).collect())
+                .collect();
+            for count in 1..=3 {
+                let refs: Vec<&[f32]> = terms[..count].iter().map(Vec::as_slice).collect();
+                let got = summed(&refs).unwrap();
+                assert_eq!(got.len(), len);
+                for (i, g) in got.iter().enumerate() {
+                    let want: f32 = terms[..count].iter().map(|t| t[i]).sum();
+                    assert_eq!(*g, want, "{count} terms of {len}: element {i}");
+                }
+            }
+            assert_eq!(copied(&terms[2]), terms[2]);
+        }
+    });
+    let err = summed(&[&[1.0, 2.0], &[1.0]]).unwrap_err();
+    assert!(err.message.contains("1 elements"), "{err}");
+}

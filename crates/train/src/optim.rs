@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use whittle_exec::kernels::dispatch;
+use whittle_exec::kernels::{copied, dispatch};
 use whittle_exec::Value;
 
 use crate::bail;
@@ -363,6 +363,11 @@ impl AdamStep {
 
 /// The values of float tensor `t` as float32 on the host, in row-major order.
 fn host(t: &Tensor) -> Result<Vec<f32>> {
+    if t.dtype() == DType::F32 {
+        // Copied in parallel chunks where large (the optimizer's largest parameter is often
+        // a third of the model).
+        return Ok(Value::from_float(t.clone())?.with_f32(copied)?);
+    }
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 

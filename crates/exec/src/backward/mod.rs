@@ -31,6 +31,7 @@ use whittle_ir::proto::NodeProto;
 use crate::error::{ExecError, Result};
 use crate::executor::{node_seed, Executor, RunOptions};
 use crate::kernels::norm::BatchMoments;
+use crate::kernels::summed;
 use crate::pool::on_pool;
 use crate::value::Value;
 
@@ -321,24 +322,24 @@ impl GraphBackward {
             for (name, g) in seeds {
                 self.accumulate(&mut grads, &name, seed_values(rec, &name, &g)?);
             }
+            let order = exec.run_order();
             for &(pos, rule) in self.steps.iter().rev() {
-                self.apply_rule(exec, rec, &mut grads, pos, rule)?;
+                self.apply_rule(exec, rec, &mut grads, (pos, order[pos]), rule)?;
             }
             self.parameter_gradients(exec, vec![grads])
         })
     }
 
-    /// Runs the rule of the node at run-order position `pos` on the gradients of its outputs
+    /// Runs the rule of `node` (at run-order position `pos`) on the gradients of its outputs
     /// in `grads` (taken out), adding its inputs' gradients into `grads`.
     fn apply_rule(
         &self,
         exec: &Executor,
         rec: &Recording,
         grads: &mut HashMap<String, Vec<f32>>,
-        pos: usize,
+        (pos, node): (usize, &NodeProto),
         rule: rules::Rule,
     ) -> Result<()> {
-        let node = exec.run_order()[pos];
         let dys: Vec<Option<Vec<f32>>> = node.output.iter().map(|o| grads.remove(o)).collect();
         if dys.iter().all(Option::is_none) {
             return Ok(());
@@ -393,24 +394,15 @@ impl GraphBackward {
     ) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for (name, var) in exec.params() {
-            let mut found = parts.iter_mut().filter_map(|g| g.remove(name));
-            let Some(mut sum) = found.next() else {
+            let found: Vec<Vec<f32>> = parts.iter_mut().filter_map(|g| g.remove(name)).collect();
+            if found.is_empty() {
                 continue;
-            };
-            for g in found {
-                rules::zip_apply(
-                    &mut sum,
-                    &g,
-                    #[inline(always)]
-                    |s, v| s + v,
-                );
-                self.buffers.give(g);
             }
-            out.insert(
-                name.clone(),
-                Tensor::from_slice(&sum, var.as_tensor().dims(), exec.device())?,
-            );
-            self.buffers.give(sum);
+            let terms: Vec<&[f32]> = found.iter().map(Vec::as_slice).collect();
+            let dims = var.as_tensor().dims();
+            let sum = Tensor::from_vec(rules::kern(summed(&terms))?, dims, exec.device())?;
+            out.insert(name.clone(), sum);
+            found.into_iter().for_each(|g| self.buffers.give(g));
         }
         Ok(out)
     }

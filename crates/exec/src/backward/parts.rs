@@ -233,7 +233,7 @@ pub(super) fn backward(
                     input_gradient(gb, exec, part, grads, node, total)?;
                 }
                 for &(pos, rule) in run {
-                    gb.apply_rule(exec, part, grads, pos, rule)?;
+                    gb.apply_rule(exec, part, grads, (pos, order[pos]), rule)?;
                 }
                 match norm {
                     Some(node) => gradient_sums(exec, part, grads, node),
