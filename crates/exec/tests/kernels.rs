@@ -1562,7 +1562,11 @@ fn summed_adds_terms_elementwise_and_refuses_other_lengths() {
     with_pools(|| {
         for len in [0, 5, 70_001, 200_000] {
             let terms: Vec<Vec<f32>> = (0..3)
-                .map(|t| (0..len).map(|i| ((i * 7 + t * 13) % 101) as f32 - 50.0).collect())
+                .map(|t| {
+                    (0..len)
+                        .map(|i| ((i * 7 + t * 13) % 101) as f32 - 50.0)
+                        .collect()
+                })
                 .collect();
             for count in 1..=3 {
                 let refs: Vec<&[f32]> = terms[..count].iter().map(Vec::as_slice).collect();
