@@ -14,7 +14,9 @@ Each configuration runs in a fresh process, whittle and PyTorch taking turns:
   * PyTorch (torch.set_num_threads(t)): W untimed warm-up steps, then N timed steps.
 With --rounds R every model's configurations (both thread counts, both engines) run R times
 in turn and each keeps its highest images/s (and its highest peak RSS): on a host whose load
-comes in bursts, one burst then spoils one run, not a row or a 2/1-threads ratio.
+comes in bursts, one burst then spoils one run, not a row or a 2/1-threads ratio. Below the
+table, each model's whittle 2/1-threads ratio per round (its two runs minutes apart at most,
+where the best-of-rounds column pairs runs from different rounds).
 Peak RSS is the child's ru_maxrss (os.wait4), so it covers the whole process: data,
 model, warm-up and timed steps. Never part of CI: PyTorch comes from a bench-only virtual
 environment (default /tmp/torchvenv/bin/python). Run it on a quiet machine; the table says
@@ -84,6 +86,7 @@ def main():
     args = p.parse_args()
     rows = []
     loads = []
+    per_round = {}
     thread_counts = [int(t) for t in args.threads.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
@@ -94,6 +97,7 @@ def main():
                     loads.append(os.getloadavg()[0])
                     runs.append(torch(args, model, threads))
                     loads.append(os.getloadavg()[0])
+                    per_round.setdefault(model, {}).setdefault(threads, []).append(runs[0][0])
                     seen = best.setdefault(threads, runs)
                     best[threads] = [(max(a[0], b[0]), max(a[1], b[1])) for a, b in zip(seen, runs)]
                     (w_ips, w_rss), (t_ips, t_rss) = runs
@@ -124,6 +128,14 @@ def main():
         scale = f"{w / by[(m, 1)]:.2f}x" if t != 1 and (m, 1) in by else "-"
         lines.append(f"| `zoo:{m}` | {t} | {w:.0f} | {tt:.0f} | {w / tt:.2f} | {scale} "
                      f"| {wr:.0f} | {tr:.0f} |")
+    if args.rounds > 1 and len(thread_counts) > 1:
+        lo, hi = thread_counts[0], thread_counts[-1]
+        ratios = []
+        for m, by_threads in per_round.items():
+            pairs = zip(by_threads[hi], by_threads[lo])
+            ratios.append(f"{m} " + " / ".join(f"{a / b:.2f}x" for a, b in pairs))
+        lines += ["", f"whittle {hi}/{lo} threads per round (both runs of the same round): "
+                  + "; ".join(ratios) + "."]
     text = "\n".join(lines)
     print(text)
     if args.write:
