@@ -437,7 +437,12 @@ impl Recording {
     /// Names of the forward values kept for the backward (beyond the outputs).
     pub fn kept(&self) -> impl Iterator<Item = &str> {
         // A pass in parts keeps the same names in every part.
-        self.parts.first().unwrap_or(self).saved.keys().map(String::as_str)
+        self.parts
+            .first()
+            .unwrap_or(self)
+            .saved
+            .keys()
+            .map(String::as_str)
     }
 
     /// How many parts of the batch the pass ran in side by side (1: the whole batch at
