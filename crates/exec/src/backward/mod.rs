@@ -354,10 +354,7 @@ impl GraphBackward {
             wants: node.input.iter().map(|i| self.active.contains(i)).collect(),
             buffers: &self.buffers,
         };
-        let dxs = rule(&mut ctx).map_err(|e| match e {
-            ExecError::Msg(m) => node_error(node, m),
-            other => other,
-        })?;
+        let dxs = rule(&mut ctx).map_err(on_node(node))?;
         // Output gradients the rule did not take are done with.
         for dy in std::mem::take(&mut ctx.dys).into_iter().flatten() {
             self.buffers.give(dy);
@@ -502,6 +499,14 @@ fn node_error(node: &NodeProto, message: String) -> ExecError {
         node: label(node),
         op: format!("{} gradient", node.op_type),
         message,
+    }
+}
+
+/// Names `node` (as [`node_error`]) in a plain message error; other errors pass unchanged.
+fn on_node(node: &NodeProto) -> impl Fn(ExecError) -> ExecError + '_ {
+    move |e| match e {
+        ExecError::Msg(m) => node_error(node, m),
+        other => other,
     }
 }
 

@@ -21,8 +21,8 @@ use whittle_ir::proto::NodeProto;
 use whittle_ir::NodeAttrs;
 
 use super::rules::{kern, Rule};
-use super::{node_error, seed_values, GraphBackward, Recording};
-use crate::error::{ExecError, Result};
+use super::{node_error, on_node, seed_values, GraphBackward, Recording};
+use crate::error::Result;
 use crate::executor::Executor;
 use crate::kernels::norm::{
     batch_moments, batch_norm_backward_apply, batch_norm_backward_sums, combine_moments,
@@ -323,7 +323,7 @@ fn gradient_sums(
     let g = ChannelGeometry::of(x.shape());
     let m = moments_of(part, node)?;
     let sums = x.with_f32(|xd| batch_norm_backward_sums(g, xd, dy, m))?;
-    Ok(Some(kern(sums)?))
+    Ok(Some(kern(sums).map_err(on_node(node))?))
 }
 
 /// Adds a part's input gradient of BatchNormalization `node` (from the whole batch's sums
@@ -347,10 +347,7 @@ fn input_gradient(
         let mut dx = gb.buffers.for_overwrite(x.numel());
         let m = moments_of(part, node)?;
         kern(x.with_f32(|xd| batch_norm_backward_apply(g, xd, &dy, &gamma, m, total, &mut dx))?)
-            .map_err(|e| match e {
-                ExecError::Msg(m) => node_error(node, m),
-                other => other,
-            })?;
+            .map_err(on_node(node))?;
         gb.accumulate(grads, name, dx);
     }
     gb.buffers.give(dy);
